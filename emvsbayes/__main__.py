@@ -1,0 +1,5 @@
+import sys
+
+from emvsbayes.cli import main
+
+sys.exit(main())

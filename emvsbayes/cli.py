@@ -1,0 +1,115 @@
+"""The ``emvsbayes`` command line.
+
+Exit status: 0 success; 2 a problem with the user's input (one line, no traceback); 1 an internal
+failure (with a hint to report it; ``--debug`` shows the traceback); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from emvsbayes.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line and exit status 2 like every other user error."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see 'emvsbayes {self.prog.split()[-1]} --help')" if " " in self.prog
+                        else f"{message} (see 'emvsbayes --help')")
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --debug and --quiet work before or after the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="print nothing but errors")
+    parser = _Parser(prog="emvsbayes", description="Fit a mixture by EM and by PyMC and compare them.", parents=[common])
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", parents=[common], help="run a comparison spec: writes DIR/results.nc and DIR/index.html")
+    run.add_argument("spec", help="a spec file, e.g. models/two_coins.toml")
+    run.add_argument("--out", type=Path, default=None, help="output folder (default reports/<spec name>)")
+    run.add_argument("--seed", type=int, default=None, help="master seed (overrides the spec's)")
+
+    report = sub.add_parser("report", parents=[common], help="re-render a report from a results file, without refitting")
+    report.add_argument("results", type=Path, help="a results.nc written by 'emvsbayes run'")
+    report.add_argument("--out", type=Path, default=None, help="HTML file to write (default: index.html beside the results)")
+
+    sub.add_parser("datasets", parents=[common], help="list the bundled data sets")
+    return parser
+
+
+def _say(args, message: str) -> None:
+    if not args.quiet:
+        print(message, flush=True)
+
+
+def _cmd_run(args) -> int:
+    from emvsbayes.pipeline import run_spec
+    from emvsbayes.spec import load_spec
+
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed must be a whole number >= 0, got {args.seed}")
+    spec = load_spec(args.spec)
+    progress = None if args.quiet else (lambda message: _say(args, message))
+    outcome = run_spec(spec, args.out, seed=args.seed, command=" ".join(["emvsbayes", *sys.argv[1:]]), progress=progress)
+    _say(args, f"results: {outcome.results_path}")
+    _say(args, f"report: {outcome.report_path}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from emvsbayes.report import render_report_file
+    from emvsbayes.results import read_results
+
+    tree = read_results(args.results)
+    out = args.out or args.results.with_name("index.html")
+    render_report_file(tree, out)
+    _say(args, f"report: {out}")
+    return 0
+
+
+def _cmd_datasets(args) -> int:
+    from emvsbayes.data import list_datasets
+
+    for info in list_datasets():
+        _say(args, f"{info.name:22s} {info.kind:11s} {info.rows:4d} rows  {info.description}")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "report": _cmd_report, "datasets": _cmd_datasets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = _parser().parse_args(argv)
+        args.quiet = getattr(args, "quiet", False)
+        if args.command is None:
+            _parser().print_help()
+            return 2
+        return COMMANDS[args.command](args)
+    except UserError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"emvsbayes: error: {error}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        print("emvsbayes: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+    except Exception as error:  # an internal failure: say so, keep the traceback for --debug
+        if debug:
+            traceback.print_exc()
+        print(f"emvsbayes: internal error: {type(error).__name__}: {error} "
+              "(this is a bug; rerun with --debug and report the output)".replace("\n", " "), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

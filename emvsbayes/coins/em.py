@@ -1,0 +1,105 @@
+"""E-step and M-step of the coin mixture, soft and hard (classification) EM.
+
+The statistics are what the lesson's table shows: per set, the responsibility of each coin; per coin,
+the expected numbers of heads and tails it made and the expected number of sets it made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+from scipy.special import logsumexp
+
+from emvsbayes.coins.model import CoinMixture, CoinParams
+from emvsbayes.em import EMFit, EMRestarts, fit_em, fit_em_restarts
+
+
+@dataclass(frozen=True, slots=True)
+class CoinStats:
+    """Expected complete-data sufficient statistics.
+
+    ``log_resp`` (N, K): log P(z_i = k | h_i, params) (for hard EM, 0 for the chosen coin, -inf elsewhere);
+    ``heads``, ``tails`` (K,): expected heads and tails made by each coin; ``sets`` (K,): expected sets.
+    """
+
+    log_resp: np.ndarray
+    heads: np.ndarray
+    tails: np.ndarray
+    sets: np.ndarray
+
+    @property
+    def resp(self) -> np.ndarray:
+        return np.exp(self.log_resp)
+
+
+def _stats_from_resp(log_resp, heads, tosses) -> CoinStats:
+    resp = np.exp(log_resp)
+    h = np.asarray(heads, dtype=float)
+    t = np.asarray(tosses, dtype=float) - h
+    return CoinStats(log_resp, resp.T @ h, resp.T @ t, resp.sum(axis=0))
+
+
+def e_step(model: CoinMixture, heads, tosses, params: CoinParams) -> tuple[CoinStats, float]:
+    """Soft E-step: responsibilities in log space; returns the observed-data log-likelihood at ``params``."""
+    log_joint = model.log_joint(params, heads, tosses)
+    log_norm = logsumexp(log_joint, axis=1, keepdims=True)
+    return _stats_from_resp(log_joint - log_norm, heads, tosses), float(log_norm.sum())
+
+
+def hard_e_step(model: CoinMixture, heads, tosses, params: CoinParams) -> tuple[CoinStats, float]:
+    """Classification E-step: each set goes wholly to its most probable coin (ties to the lowest index).
+
+    The objective returned is the classification log-likelihood sum_i max_k log(w_k p(h_i | theta_k)),
+    the quantity hard EM never decreases.
+    """
+    log_joint = model.log_joint(params, heads, tosses)
+    best = np.argmax(log_joint, axis=1)
+    log_resp = np.full(log_joint.shape, -np.inf)
+    log_resp[np.arange(len(best)), best] = 0.0
+    return _stats_from_resp(log_resp, heads, tosses), float(log_joint[np.arange(len(best)), best].sum())
+
+
+def m_step(model: CoinMixture, stats: CoinStats, params: CoinParams) -> CoinParams:
+    """theta_k = expected heads / expected tosses of coin k; w_k = expected share of sets (or 1/K).
+
+    A coin that was given no tosses keeps its current theta: its update is 0/0.
+    """
+    tosses = stats.heads + stats.tails
+    with np.errstate(invalid="ignore", divide="ignore"):
+        theta = np.where(tosses > 0, stats.heads / tosses, params.theta)
+    if model.weights == "equal":
+        w = model.equal_weights
+    else:
+        w = stats.sets / stats.sets.sum()
+    return CoinParams(theta, w)
+
+
+E_STEPS = {"soft": e_step, "hard": hard_e_step}
+
+
+def fit(model: CoinMixture, heads, tosses, init: CoinParams, *, kind: str = "soft", **options) -> EMFit:
+    """EM for the coin mixture from ``init``; ``kind`` is ``"soft"`` or ``"hard"``."""
+    model.validate_params(init)
+    return fit_em(
+        partial(E_STEPS[kind], model, heads, tosses), partial(m_step, model), init, **options
+    )
+
+
+def fit_restarts(model: CoinMixture, heads, tosses, inits, *, kind: str = "soft", **options) -> EMRestarts:
+    for init in inits:
+        model.validate_params(init)
+    return fit_em_restarts(
+        partial(E_STEPS[kind], model, heads, tosses), partial(m_step, model), inits, **options
+    )
+
+
+def random_inits(model: CoinMixture, n_init: int, rng: np.random.Generator) -> list[CoinParams]:
+    """Starting points with theta drawn uniformly on (0.05, 0.95); weights equal (or Dirichlet(1) draws)."""
+    inits = []
+    for child in rng.spawn(n_init):
+        theta = child.uniform(0.05, 0.95, size=model.n_components)
+        w = model.equal_weights if model.weights == "equal" else child.dirichlet(np.ones(model.n_components))
+        inits.append(CoinParams(theta, w))
+    return inits

@@ -1,0 +1,185 @@
+"""A coin-mixture comparison from a validated spec: EM (soft, hard), the exact posterior, PyMC.
+
+Returns named ``xarray.Dataset`` groups for :mod:`emvsbayes.results`; fitting stays in the numpy core.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import xarray as xr
+
+from emvsbayes.coins import bayes, em, exact
+from emvsbayes.coins.model import PARAMETER_DIMS, CoinMixture, CoinParams
+from emvsbayes.errors import UserError
+from emvsbayes.results import dataset_from_variables, em_estimate, em_restarts, em_trace
+from emvsbayes.sampling import SamplerSettings, sample_posterior
+
+STATS_DIMS = {"resp": ("set", "component"), "expected_heads": ("component",), "expected_tails": ("component",)}
+
+
+def model_from_spec(spec: dict, n_components: int | None = None) -> CoinMixture:
+    bayes_spec = spec["bayes"]
+    return CoinMixture(
+        n_components=n_components or spec["model"]["components"],
+        weights=spec["model"]["weights"],
+        theta_prior=tuple(bayes_spec["theta_prior"]),
+        w_concentration=bayes_spec["w_concentration"],
+        ordered=bayes_spec["variant"] == "ordered",
+    )
+
+
+def initial_params(model_def: CoinMixture, em_spec: dict, rng: np.random.Generator) -> list[CoinParams]:
+    """Starting points from the spec: given theta rows (one restart each) or ``n_init`` random ones."""
+    init = em_spec["init"]
+    if init == "random":
+        return em.random_inits(model_def, em_spec["n_init"], rng)
+    rows = init if isinstance(init[0], list) else [init]
+    return [CoinParams(np.array(row, dtype=float), model_def.equal_weights) for row in rows]
+
+
+def _variables(params: CoinParams) -> dict:
+    return params.variables()
+
+
+def _stats(stats: em.CoinStats) -> dict:
+    return {"resp": stats.resp, "expected_heads": stats.heads, "expected_tails": stats.tails}
+
+
+def _em_groups(model_def, data, inits, em_spec, coords, kind: str) -> dict[str, xr.Dataset]:
+    options = dict(tol=em_spec["tol"], param_tol=em_spec["param_tol"], max_iter=em_spec["max_iter"])
+    restarts = em.fit_restarts(model_def, data.heads, data.tosses, inits, kind=kind, **options)
+    best = restarts.best
+    prefix = "em" if kind == "soft" else f"em_{kind}"
+    estimate = em_estimate(best, _variables, PARAMETER_DIMS, coords, kind=kind)
+    estimate["resp"] = (STATS_DIMS["resp"], best.stats.resp)
+    groups = {
+        prefix: estimate,
+        f"{prefix}_trace": em_trace(best, _variables, PARAMETER_DIMS, coords, stats_of=_stats, stats_dims=STATS_DIMS),
+    }
+    if len(restarts.fits) > 1:
+        groups[f"{prefix}_restarts"] = em_restarts(restarts, _variables, PARAMETER_DIMS, coords)
+    groups[prefix].attrs["observed_loglik"] = model_def.loglik(best.params, data.heads, data.tosses)
+    return groups, restarts
+
+
+def _exact_group(post: exact.ExactPosterior, coords) -> xr.Dataset:
+    ds = xr.Dataset(
+        {
+            "theta_mean": ("component", post.theta_mean),
+            "theta_sd": ("component", post.theta_sd),
+            "w_mean": ("component", post.w_mean),
+            "w_sd": ("component", post.w_sd),
+            "theta_sorted_mean": ("rank", post.theta_sorted_mean),
+            "theta_sorted_sd": ("rank", post.theta_sorted_sd),
+            "theta_sorted_lower": ("rank", post.theta_sorted_lower),
+            "theta_sorted_upper": ("rank", post.theta_sorted_upper),
+            "membership": (("set", "component"), post.membership),
+            "theta_density": (("component", "grid"), post.theta_density),
+            "theta_sorted_density": (("rank", "grid"), post.theta_sorted_density),
+        },
+        coords={"grid": post.grid, "rank": np.arange(len(post.theta_sorted_mean)), **coords},
+    )
+    if post.joint_grid_density is not None:
+        ds["joint_density"] = (("grid_x", "grid_y"), post.joint_grid_density)
+        ds = ds.assign_coords(grid_x=np.linspace(0, 1, post.joint_grid_density.shape[0]),
+                              grid_y=np.linspace(0, 1, post.joint_grid_density.shape[1]))
+    ds.attrs.update(log_evidence=post.log_evidence, n_assignments=post.n_assignments, interval_prob=post.interval_prob)
+    return ds
+
+
+def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], progress=None) -> dict[str, xr.Dataset]:
+    """Fit ``data`` (a ``CoinData``) as the spec says; returns the result groups."""
+    ks = spec["model"]["components"]
+    if isinstance(ks, list):
+        raise UserError("[model] components: a range of K for the coin model is not supported yet; give one K")
+    model_def = model_from_spec(spec)
+    if model_def.n_components > len(data.heads):
+        raise UserError(
+            f"[model] components = {model_def.n_components} is more than the {len(data.heads)} sets of tosses; use at most {len(data.heads)}"
+        )
+    em_spec = spec["em"]
+    if "soft" not in em_spec["kinds"]:
+        raise UserError('[em] kinds must include "soft" (the EM answer compared with the posterior), e.g. kinds = ["soft", "hard"]')
+    labels = list(data.labels)
+    coords = {"component": np.arange(model_def.n_components), "set": labels}
+
+    groups: dict[str, xr.Dataset] = {}
+    data_ds = xr.Dataset({"heads": ("set", data.heads), "tosses": ("set", data.tosses)}, coords={"set": labels})
+    if data.true_coin is not None:
+        data_ds["true_component"] = ("set", np.asarray(data.true_coin))
+    data_ds.attrs.update(source=data.source, kind="coins")
+    groups["data"] = data_ds
+
+    start = time.perf_counter()
+    inits = initial_params(model_def, em_spec, np.random.default_rng(seeds["em"]))
+    all_restarts = {}
+    for kind in em_spec["kinds"]:
+        kind_groups, all_restarts[kind] = _em_groups(model_def, data, inits, em_spec, coords, kind)
+        groups.update(kind_groups)
+    timings["em"] = time.perf_counter() - start
+    if progress:
+        progress(f"EM: {len(inits)} start(s), best log-likelihood {groups['em']['loglik'].item():.4f}")
+
+    exact_wanted = spec["bayes"]["exact"]
+    if exact_wanted is True or (
+        exact_wanted == "auto" and exact.n_assignments(len(data.heads), model_def.n_components) <= exact.MAX_ASSIGNMENTS
+    ):
+        start = time.perf_counter()
+        try:
+            post = exact.exact_posterior(
+                model_def, data.heads, data.tosses, interval_prob=spec["report"]["interval_prob"]
+            )
+        except ValueError as error:
+            raise UserError(f"[bayes] exact = true: {error}; set exact = \"auto\" or false") from None
+        groups["exact"] = _exact_group(post, coords)
+        timings["exact"] = time.perf_counter() - start
+
+    if spec["bayes"]["enabled"]:
+        groups.update(_bayes_groups(spec, model_def, data, all_restarts["soft"], coords, seeds, timings, progress))
+    return groups
+
+
+def _bayes_groups(spec, model_def, data, restarts, coords, seeds, timings, progress) -> dict[str, xr.Dataset]:
+    bayes_spec = spec["bayes"]
+    sampler = "nutpie" if bayes_spec["sampler"] == "auto" else bayes_spec["sampler"]
+    settings = SamplerSettings(
+        sampler=sampler,
+        chains=bayes_spec["chains"],
+        draws=bayes_spec["draws"],
+        tune=bayes_spec["tune"],
+        target_accept=bayes_spec["target_accept"],
+    )
+    start = time.perf_counter()
+    pm_model = bayes.build_model(model_def, data.heads, data.tosses, set_labels=coords["set"])
+    timings["build_model"] = time.perf_counter() - start
+    # Chains start from EM answers: the best first, then the other restarts' answers (PyMC's NUTS
+    # gives each chain its own start; nutpie takes the first).
+    order = np.argsort([-fit.loglik for fit in restarts.fits])
+    starts = bayes.initvals_from_params(model_def, [restarts.fits[i].params for i in order])
+    if progress:
+        progress(f"sampling: {settings.chains} chains x {settings.draws} draws with {sampler}")
+    outcome = sample_posterior(pm_model, settings, seeds["sampler"], starts, progressbar=bool(progress))
+    timings["sampling_total"] = outcome.seconds_total
+    timings["sampling"] = outcome.seconds_sampling
+    tree = outcome.tree
+    groups = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats", "log_likelihood", "observed_data")
+              if name in tree.children}
+    posterior = groups["posterior"]
+    if "w" not in posterior:
+        posterior["w"] = xr.DataArray(
+            np.broadcast_to(model_def.equal_weights, (*posterior["theta"].shape,)).copy(),
+            dims=posterior["theta"].dims, coords=posterior["theta"].coords,
+        )
+    groups["posterior"] = posterior.assign_coords(component=coords["component"])
+    groups["posterior"].attrs["sampler"] = sampler
+
+    theta = posterior["theta"].values.reshape(-1, model_def.n_components)
+    w = posterior["w"].values.reshape(-1, model_def.n_components)
+    probs = bayes.membership_probabilities(model_def, data.heads, data.tosses, theta, w)
+    groups["posterior_membership"] = xr.Dataset(
+        {"membership": (("set", "component"), probs.mean(axis=0))},
+        coords={"set": coords["set"], "component": coords["component"]},
+    )
+    return groups

@@ -1,0 +1,438 @@
+"""Read users' CSV files into :class:`CoinData` and :class:`ContinuousData`.
+
+Real files come with other encodings, percent strings, category words, blank cells and stray spaces
+in the header. Every such problem becomes a one-line :class:`~emvsbayes.errors.UserError` that names
+the file, the line (the header is line 1, as an editor shows it), the column and the fix, using the
+spec keys (``data.heads``, ``data.encoding``, ...) that set the matching argument here.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import difflib
+import io
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emvsbayes.data.records import CoinData, ContinuousData
+from emvsbayes.errors import UserError
+
+__all__ = ["load_coins_csv", "load_continuous_csv"]
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A CSV file as text cells, before any column is interpreted.
+
+    Attributes
+    ----------
+    name : str
+        The file's name, used to start error messages.
+    header : tuple of str, length C
+        Column names with surrounding whitespace stripped.
+    rows : tuple of tuple of str, length N
+        Data cells, each row of length C.
+    line_numbers : tuple of int, length N
+        The line in the file where each row starts (the header is line 1).
+    """
+
+    name: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    line_numbers: tuple[int, ...]
+
+    def column(self, name: str, fix: str) -> int:
+        """Index of column `name`; `fix` completes the error message when it is missing."""
+        if name in self.header:
+            return self.header.index(name)
+        available = ", ".join(self.header)
+        close = difflib.get_close_matches(name, self.header, n=1)
+        suggestion = f"did you mean {close[0]!r}? If not, {fix}" if close else fix
+        raise UserError(
+            f"{self.name}: column {name!r} is missing (columns are: {available}); {suggestion}"
+        )
+
+    def cells(self, column: int) -> Iterable[tuple[int, str]]:
+        """(line number, stripped cell text) down one column."""
+        for line, row in zip(self.line_numbers, self.rows, strict=True):
+            yield line, row[column].strip()
+
+
+def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
+    """Read a CSV file into a :class:`Table`, turning every reading problem into a UserError.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file; its first non-blank line is the header.
+    encoding : str
+        Text encoding of the file, e.g. ``"utf-8"`` or ``"gb18030"``.
+
+    Returns
+    -------
+    Table
+    """
+    path = Path(path)
+    name = path.name
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UserError(
+            f"{name}: unknown encoding {encoding!r}; give a Python codec name, e.g. 'utf-8' or 'gb18030'"
+        ) from None
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"data file {str(path)!r} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise UserError(f"data file {str(path)!r} is a directory; give the path of a CSV file") from None
+    except OSError as error:
+        raise UserError(f"data file {str(path)!r} cannot be read ({error.strerror})") from None
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        bad_byte = raw[error.start]
+        raise UserError(
+            f"{name} is not valid {encoding} (byte 0x{bad_byte:02x} at offset {error.start}); "
+            "give its encoding, e.g. data.encoding = 'gb18030'"
+        ) from None
+    # Spreadsheet programs often start UTF-8 files with a byte-order mark, which would otherwise
+    # become part of the first column's name.
+    text = text.removeprefix("\ufeff")
+
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: tuple[str, ...] | None = None
+    header_line = 0
+    rows: list[tuple[str, ...]] = []
+    line_numbers: list[int] = []
+    try:
+        line_before = 0
+        for cells in reader:
+            first_line, line_before = line_before + 1, reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue  # blank lines (often at the end of a file) carry no data
+            if header is None:
+                header = tuple(cell.strip() for cell in cells)
+                header_line = first_line
+                continue
+            if len(cells) != len(header):
+                raise UserError(
+                    f"{name}: line {first_line} has {len(cells)} fields but the header has "
+                    f"{len(header)}; check that line for a missing value or an unquoted comma"
+                )
+            rows.append(tuple(cells))
+            line_numbers.append(first_line)
+    except csv.Error as error:
+        raise UserError(f"{name}: line {reader.line_num} is not valid CSV ({error}); fix the quoting") from None
+
+    if header is None:
+        raise UserError(f"{name} is empty; it needs a header line and at least one row of data")
+    if not rows:
+        raise UserError(f"{name} has a header but no rows of data; add the data below line {header_line}")
+    duplicates = sorted({column for column in header if header.count(column) > 1})
+    if duplicates:
+        raise UserError(f"{name}: column name {duplicates[0]!r} appears more than once in the header; rename one")
+    return Table(name, header, tuple(rows), tuple(line_numbers))
+
+
+def _not_a_number_hint(text: str, column: str) -> str:
+    """The likeliest fix for a cell that is not a number."""
+    if text.endswith("%") and _is_float(text[:-1]):
+        return f"it looks like a percent: convert the column with data.percent = [{column!r}]"
+    if _is_float(text.replace(",", "")):
+        return "remove the thousands separators from the file"
+    return (
+        f"if it is a category, map its values to numbers with "
+        f"data.categories = {{{column!r}: {{{text!r}: 0, ...}}}}, or leave the column out"
+    )
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_number(table: Table, line: int, column: str, text: str) -> float:
+    """A finite float from one cell, or a UserError naming the line, the column and the fix."""
+    if text == "":
+        raise UserError(f"{table.name}: line {line}, column {column!r} is empty; fill it in or remove that row")
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(
+            f"{table.name}: line {line}, column {column!r} is {text!r}, not a number; "
+            f"{_not_a_number_hint(text, column)}"
+        ) from None
+    if not math.isfinite(value):
+        raise UserError(
+            f"{table.name}: line {line}, column {column!r} is {text!r}, not a finite number; "
+            "fill in the value or remove that row"
+        )
+    return value
+
+
+def _parse_percent(table: Table, line: int, column: str, text: str) -> float:
+    """A fraction from a percent string such as ``28.00%`` (-> 0.28)."""
+    if text == "":
+        raise UserError(f"{table.name}: line {line}, column {column!r} is empty; fill it in or remove that row")
+    if not text.endswith("%"):
+        # A bare number in a percent column is ambiguous (28 or 0.28?), so it is refused.
+        raise UserError(
+            f"{table.name}: line {line}, column {column!r} is {text!r} without a '%' sign, but the column "
+            f"is listed in data.percent; write it as a percent like '28%' or remove {column!r} from data.percent"
+        )
+    return _parse_number(table, line, column, text[:-1].strip()) / 100.0
+
+
+def _parse_category(table: Table, line: int, column: str, text: str, codes: Mapping[str, float]) -> float:
+    if text in codes:
+        return float(codes[text])
+    known = ", ".join(codes)
+    raise UserError(
+        f"{table.name}: line {line}, column {column!r} is {text!r}, which data.categories[{column!r}] "
+        f"does not map (it maps: {known}); add {text!r} to that mapping"
+    )
+
+
+def _parse_integer(table: Table, line: int, column: str, text: str, role: str) -> int:
+    if text == "":
+        raise UserError(
+            f"{table.name}: line {line}, column {column!r} ({role}) is empty; fill it in or remove that row"
+        )
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    # "10.0" from a spreadsheet is accepted as 10; "9.5", "nan" and words are not.
+    if not (math.isfinite(value) and value.is_integer()):
+        raise UserError(
+            f"{table.name}: line {line}, column {column!r} ({role}) is {text!r}, not a whole number; "
+            f"{role} must be counts"
+        )
+    return int(value)
+
+
+def load_coins_csv(
+    path: str | Path,
+    heads: str = "heads",
+    tosses: str = "tosses",
+    label: str | None = None,
+    encoding: str = "utf-8",
+) -> CoinData:
+    """Read coin-toss counts, one set of tosses per row.
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV file with a header line.
+    heads, tosses : str
+        Names of the columns holding the number of heads and the number of tosses of each set.
+    label : str or None
+        Column whose values name the sets; None names them ``"set 1"`` .. ``"set N"``.
+    encoding : str
+        Text encoding of the file.
+
+    Returns
+    -------
+    CoinData
+        ``heads`` and ``tosses`` of shape (N,), ``true_coin`` None, ``source`` the path.
+
+    Raises
+    ------
+    UserError
+        When the file cannot be read, a column is missing, a count is not a whole number,
+        a set has no tosses, or heads are negative or more than the tosses.
+    """
+    table = read_table(path, encoding)
+    if heads == tosses:
+        raise UserError(
+            f"{table.name}: data.heads and data.tosses both name column {heads!r}; name two different columns"
+        )
+    heads_index = table.column(heads, "name the heads column with data.heads = '...'")
+    tosses_index = table.column(tosses, "name the tosses column with data.tosses = '...'")
+    label_index = None if label is None else table.column(label, "name the label column with data.label = '...'")
+
+    heads_counts = [_parse_integer(table, line, heads, text, "heads") for line, text in table.cells(heads_index)]
+    tosses_counts = [_parse_integer(table, line, tosses, text, "tosses") for line, text in table.cells(tosses_index)]
+    for line, n_heads, n_tosses in zip(table.line_numbers, heads_counts, tosses_counts, strict=True):
+        if n_tosses < 1:
+            raise UserError(
+                f"{table.name}: line {line}: tosses is {n_tosses}; every set needs at least one toss, "
+                "so fix the count or remove that row"
+            )
+        if not 0 <= n_heads <= n_tosses:
+            raise UserError(
+                f"{table.name}: line {line}: heads is {n_heads} but tosses is {n_tosses}; "
+                "heads must be between 0 and tosses"
+            )
+
+    if label_index is None:
+        labels = tuple(f"set {i}" for i in range(1, len(table.rows) + 1))
+    else:
+        labels = tuple(text for _, text in table.cells(label_index))
+    return CoinData(
+        heads=np.asarray(heads_counts, dtype=np.int64),
+        tosses=np.asarray(tosses_counts, dtype=np.int64),
+        labels=labels,
+        source=str(path),
+    )
+
+
+def _selected_columns(
+    table: Table, columns: Sequence[str] | None, label: str | None, drop: Sequence[str]
+) -> list[str]:
+    """The columns to read, in order: `columns`, or every column but the label, less `drop`."""
+    if isinstance(columns, str):
+        columns = [columns]  # one name given bare would otherwise be read as its characters
+    if isinstance(drop, str):
+        drop = [drop]
+    for name in drop:
+        table.column(name, "fix the name in data.drop")
+    if columns is None:
+        chosen = [name for name in table.header if name != label]
+    else:
+        for name in columns:
+            table.column(name, "choose the columns with data.columns = [...]")
+        duplicates = sorted({name for name in columns if list(columns).count(name) > 1})
+        if duplicates:
+            raise UserError(f"{table.name}: data.columns lists {duplicates[0]!r} more than once; list it once")
+        chosen = list(columns)
+    chosen = [name for name in chosen if name not in drop]
+    if not chosen:
+        raise UserError(f"{table.name}: no columns are left to read; choose some with data.columns = [...]")
+    return chosen
+
+
+def _check_preprocessing_options(
+    table: Table, chosen: Sequence[str], percent: Sequence[str], categories: Mapping[str, Mapping[str, float]]
+) -> None:
+    """Every column named in data.percent and data.categories exists, is read, and is named once."""
+    for option, names in (("data.percent", percent), ("data.categories", categories)):
+        for name in names:
+            table.column(name, f"fix the name in {option}")
+            if name not in chosen:
+                raise UserError(
+                    f"{table.name}: {option} names column {name!r}, which is not among the columns read "
+                    f"({', '.join(chosen)}); add it to data.columns or remove it from {option}"
+                )
+    both = sorted(set(percent) & set(categories))
+    if both:
+        raise UserError(
+            f"{table.name}: column {both[0]!r} is in both data.percent and data.categories; keep it in one"
+        )
+    for name, codes in categories.items():
+        if not isinstance(codes, Mapping) or not codes:
+            raise UserError(
+                f"data.categories[{name!r}] must map each category to a number, e.g. {{'yes': 1, 'no': 0}}"
+            )
+        for category, code in codes.items():
+            if isinstance(code, bool) or not isinstance(code, numbers.Real) or not math.isfinite(code):
+                raise UserError(
+                    f"data.categories[{name!r}][{category!r}] is {code!r}; each category must map to a finite number"
+                )
+
+
+def load_continuous_csv(
+    path: str | Path,
+    columns: Sequence[str] | None = None,
+    *,
+    encoding: str = "utf-8",
+    label: str | None = None,
+    percent: Sequence[str] = (),
+    categories: Mapping[str, Mapping[str, float]] | None = None,
+    standardize: bool = False,
+    drop: Sequence[str] = (),
+) -> ContinuousData:
+    """Read continuous observations, one row per observation, with optional preprocessing.
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV file with a header line; header names are stripped of surrounding whitespace.
+    columns : sequence of str or None
+        Columns to read, in this order; None reads every column except `label` and `drop`.
+    encoding : str
+        Text encoding of the file, e.g. ``"gb18030"``.
+    label : str or None
+        Column whose values name the rows; None names them ``"1"`` .. ``"N"``.
+    percent : sequence of str
+        Columns holding percent strings such as ``"28.00%"``, read as fractions (0.28).
+    categories : mapping of str to mapping of str to float, or None
+        For each listed column, the number each category word stands for,
+        e.g. ``{"攻击范围": {"远程": 1, "近战": 0}}``.
+    standardize : bool
+        Z-score every column: subtract its mean and divide by its population standard deviation
+        (ddof=0, as scikit-learn's ``StandardScaler``). ``center`` and ``scale`` record both.
+    drop : sequence of str
+        Columns to leave out (applied after `columns`).
+
+    Returns
+    -------
+    ContinuousData
+        ``x`` of shape (N, D), ``transforms`` listing the preprocessing in the order applied.
+
+    Raises
+    ------
+    UserError
+        When the file cannot be read, a column is missing, a cell is empty, not a number, not
+        finite, an unmapped category or a malformed percent, or a standardized column is constant.
+    """
+    categories = {} if categories is None else dict(categories)
+    if isinstance(percent, str):
+        percent = [percent]
+    table = read_table(path, encoding)
+    label_index = None if label is None else table.column(label, "name the label column with data.label = '...'")
+    chosen = _selected_columns(table, columns, label, drop)
+    _check_preprocessing_options(table, chosen, percent, categories)
+
+    x = np.empty((len(table.rows), len(chosen)), dtype=np.float64)
+    transforms: list[str] = []
+    for j, name in enumerate(chosen):
+        cells = table.cells(table.header.index(name))
+        if name in percent:
+            x[:, j] = [_parse_percent(table, line, name, text) for line, text in cells]
+            transforms.append(f"{name}: percent -> fraction")
+        elif name in categories:
+            codes = categories[name]
+            x[:, j] = [_parse_category(table, line, name, text, codes) for line, text in cells]
+            mapping = ", ".join(f"{category} -> {code:g}" for category, code in codes.items())
+            transforms.append(f"{name}: {mapping}")
+        else:
+            x[:, j] = [_parse_number(table, line, name, text) for line, text in cells]
+
+    center = scale = None
+    if standardize:
+        for j, name in enumerate(chosen):
+            # Exact equality, not a tolerance: a constant column is the case z-scoring cannot handle.
+            if np.all(x[:, j] == x[0, j]):
+                raise UserError(
+                    f"{table.name}: column {name!r} is constant ({x[0, j]:g} in every row), so it cannot be "
+                    f"standardized; leave it out with data.drop = [{name!r}]"
+                )
+        center = x.mean(axis=0)
+        scale = x.std(axis=0, ddof=0)
+        x = (x - center) / scale
+        transforms.append("z-score all columns (population sd, ddof=0)")
+
+    if label_index is None:
+        labels = tuple(str(i) for i in range(1, len(table.rows) + 1))
+    else:
+        labels = tuple(text for _, text in table.cells(label_index))
+    return ContinuousData(
+        x=x,
+        columns=tuple(chosen),
+        labels=labels,
+        source=str(path),
+        transforms=tuple(transforms),
+        center=center,
+        scale=scale,
+    )

@@ -1,0 +1,83 @@
+"""The data records every model family reads: coin counts and continuous observations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class CoinData:
+    """Sets of coin tosses, each set made with one (possibly unknown) coin.
+
+    Attributes
+    ----------
+    heads : np.ndarray, shape (N,), int64
+        Number of heads in each set.
+    tosses : np.ndarray, shape (N,), int64
+        Number of tosses in each set (at least 1, at least ``heads``).
+    labels : tuple of str, length N
+        One name per set, e.g. ``"set 1"``.
+    true_coin : np.ndarray, shape (N,), int64, or None
+        Index of the coin that made each set (0 = first coin) when it is known, else None.
+    source : str
+        Where the data came from: a bundled data set's name, a file path or a simulation summary.
+    """
+
+    heads: np.ndarray
+    tosses: np.ndarray
+    labels: tuple[str, ...]
+    true_coin: np.ndarray | None = None
+    source: str = ""
+
+    @property
+    def n_sets(self) -> int:
+        """Number of sets N."""
+        return int(self.heads.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuousData:
+    """Rows of continuous observations, always as a 2-D array.
+
+    Attributes
+    ----------
+    x : np.ndarray, shape (N, D), float64
+        The observations, after the preprocessing listed in ``transforms``.
+    columns : tuple of str, length D
+        Column names.
+    labels : tuple of str, length N
+        Row names (e.g. hero names, or ``"1"`` .. ``"N"``).
+    true_component : np.ndarray, shape (N,), int64, or None
+        Index of the mixture component that made each row when it is known, else None.
+    source : str
+        Where the data came from: a bundled data set's name, a file path or a simulation summary.
+    transforms : tuple of str
+        Human-readable record of the preprocessing applied, in order,
+        e.g. ``("最大攻速: percent -> fraction", "z-score all columns (population sd)")``.
+    center : np.ndarray, shape (D,), or None
+        Column means removed by z-scoring, or None when the data were not standardized.
+    scale : np.ndarray, shape (D,), or None
+        Column standard deviations (ddof=0) divided out by z-scoring, or None.
+        ``x * scale + center`` gives the data on their original scale.
+    """
+
+    x: np.ndarray
+    columns: tuple[str, ...]
+    labels: tuple[str, ...]
+    true_component: np.ndarray | None = None
+    source: str = ""
+    transforms: tuple[str, ...] = ()
+    center: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows N."""
+        return int(self.x.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Number of columns D."""
+        return int(self.x.shape[1])

@@ -1,0 +1,338 @@
+"""Comparison specs: commented TOML files that say what to fit and how.
+
+A spec is data, never code. :func:`load_spec` reads one, checks every key against :data:`SCHEMA`
+(unknown keys get a "did you mean" suggestion), fills in defaults and returns a plain nested dict:
+the "spec as run" that the results file records. Every problem is a one-line :class:`UserError`
+that names the file, the key and the fix.
+
+Sections (see ``models/*.toml`` for commented examples):
+
+- top level: ``title``, ``description``, ``seed``;
+- ``[data]``: a bundled ``dataset`` or a CSV ``file`` with its column options;
+- ``[model]``: ``family`` ("coins" or "gaussian"), ``components`` and the family's options;
+- ``[em]``: kinds of EM, initialisation, restarts, stopping rule;
+- ``[bayes]``: variant (symmetric or ordered), priors, sampler, chains, draws, tuning;
+- ``[report]``: ``interval_prob``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emvsbayes.errors import UserError
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One spec key: its default (``_REQUIRED`` if it must be given) and a check returning an error or None."""
+
+    default: Any
+    check: Callable[[Any], str | None]
+
+
+# --- checks: each returns None when the value is fine, else what is wrong and what is wanted ----------
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def positive_int(v):
+    return None if _is_int(v) and v >= 1 else f"must be a whole number >= 1, got {v!r}"
+
+
+def non_negative_int(v):
+    return None if _is_int(v) and v >= 0 else f"must be a whole number >= 0, got {v!r}"
+
+
+def optional_seed(v):
+    return None if v is None or (_is_int(v) and 0 <= v < 2**63) else f"must be a whole number >= 0, got {v!r}"
+
+
+def positive_number(v):
+    return None if _is_number(v) and v > 0 else f"must be a number > 0, got {v!r}"
+
+
+def probability_open(v):
+    return None if _is_number(v) and 0 < v < 1 else f"must be a number strictly between 0 and 1, got {v!r}"
+
+
+def text(v):
+    return None if isinstance(v, str) else f"must be a string, got {v!r}"
+
+
+def optional_text(v):
+    return None if v is None or isinstance(v, str) else f"must be a string, got {v!r}"
+
+
+def boolean(v):
+    return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
+
+
+def one_of(*choices):
+    def check(v):
+        return None if v in choices else f"must be one of {', '.join(map(repr, choices))}, got {v!r}"
+
+    return check
+
+
+def list_of(item_check, *, non_empty=True):
+    def check(v):
+        if not isinstance(v, list) or (non_empty and not v):
+            return f"must be a {'non-empty ' if non_empty else ''}list, got {v!r}"
+        for item in v:
+            problem = item_check(item)
+            if problem:
+                return f"has an item that {problem}"
+        return None
+
+    return check
+
+
+def components_value(v):
+    """K, or a list of K values to compare (model choice)."""
+    if _is_int(v):
+        return positive_int(v)
+    if isinstance(v, list) and v and all(_is_int(x) and x >= 1 for x in v):
+        return None
+    return f"must be a whole number >= 1 or a list of them, got {v!r}"
+
+
+def beta_prior(v):
+    if isinstance(v, list) and len(v) == 2 and all(_is_number(x) and x > 0 for x in v):
+        return None
+    return f"must be two positive numbers [a, b], got {v!r}"
+
+
+def optional_positive_list(v):
+    if v is None or (_is_number(v) and v > 0):
+        return None
+    if isinstance(v, list) and v and all(_is_number(x) and x > 0 for x in v):
+        return None
+    return f"must be a positive number or a list of positive numbers, got {v!r}"
+
+
+def optional_number_list(v):
+    if v is None or _is_number(v):
+        return None
+    if isinstance(v, list) and v and all(_is_number(x) for x in v):
+        return None
+    return f"must be a number or a list of numbers, got {v!r}"
+
+
+def coin_init(v):
+    """"random", or a list of starting theta vectors (one per restart), or one theta vector."""
+    if v == "random":
+        return None
+    if isinstance(v, list) and v:
+        rows = v if isinstance(v[0], list) else [v]
+        for row in rows:
+            if not (isinstance(row, list) and row and all(_is_number(x) and 0 <= x <= 1 for x in row)):
+                return f"must be \"random\" or theta values in [0, 1] such as [0.6, 0.5], got {v!r}"
+        return None
+    return f"must be \"random\" or theta values such as [0.6, 0.5], got {v!r}"
+
+
+def gaussian_init(v):
+    if v in ("kmeans++", "random", "random_resp", "kmeans"):
+        return None
+    if isinstance(v, dict):
+        unknown = set(v) - {"weights", "means", "covariances"}
+        if unknown:
+            return f"has unknown keys {sorted(unknown)}; use weights, means, covariances"
+        if "means" not in v:
+            return "must give at least means = [[...], ...] when initial parameters are given"
+        return None
+    return f"must be \"kmeans++\", \"random\", \"random_resp\" or a table of weights, means, covariances, got {v!r}"
+
+
+def categories_table(v):
+    if not isinstance(v, dict):
+        return f"must be a table column -> {{category = number}}, got {v!r}"
+    for column, mapping in v.items():
+        if not isinstance(mapping, dict) or not all(_is_number(x) for x in mapping.values()):
+            return f"must map each category of column {column!r} to a number"
+    return None
+
+
+def anything(v):
+    return None
+
+
+def name_text(v):
+    if not isinstance(v, str) or not v:
+        return f"must be a non-empty string, got {v!r}"
+    return None
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "": {
+        "title": Key("", text),
+        "description": Key("", text),
+        "seed": Key(None, optional_seed),
+    },
+    "data": {
+        "dataset": Key(None, optional_text),
+        "file": Key(None, optional_text),
+        "encoding": Key("utf-8", name_text),
+        "heads": Key("heads", name_text),
+        "tosses": Key("tosses", name_text),
+        "label": Key(None, optional_text),
+        "columns": Key(None, lambda v: None if v is None else list_of(name_text)(v)),
+        "drop": Key([], list_of(name_text, non_empty=False)),
+        "percent": Key([], list_of(name_text, non_empty=False)),
+        "categories": Key({}, categories_table),
+        "standardize": Key(False, boolean),
+    },
+    "model": {
+        "family": Key(_REQUIRED, one_of("coins", "gaussian")),
+        "components": Key(2, components_value),
+        # coins
+        "weights": Key("equal", one_of("equal", "estimated")),
+        # gaussian
+        "covariance": Key("full", one_of("full", "tied", "diag", "spherical")),
+        "reg_covar": Key(1e-6, positive_number),
+    },
+    "em": {
+        "kinds": Key(["soft"], list_of(one_of("soft", "hard"))),
+        "init": Key("random", anything),  # checked per family below
+        "n_init": Key(1, positive_int),
+        "tol": Key(1e-8, positive_number),
+        "param_tol": Key(1e-6, positive_number),
+        "max_iter": Key(500, positive_int),
+        "kmeans": Key(True, boolean),
+    },
+    "bayes": {
+        "enabled": Key(True, boolean),
+        "variant": Key("symmetric", one_of("symmetric", "ordered")),
+        "sampler": Key("auto", one_of("auto", "nutpie", "pymc")),
+        "chains": Key(4, positive_int),
+        "draws": Key(1000, positive_int),
+        "tune": Key(1000, positive_int),
+        "target_accept": Key(0.8, probability_open),
+        "theta_prior": Key([1.0, 1.0], beta_prior),
+        "w_concentration": Key(1.0, positive_number),
+        "mu_loc": Key(None, optional_number_list),
+        "mu_scale": Key(None, optional_positive_list),
+        "sigma_scale": Key(None, optional_positive_list),
+        "lkj_eta": Key(2.0, positive_number),
+        "exact": Key("auto", lambda v: None if v in ("auto", True, False) else f'must be "auto", true or false, got {v!r}'),
+    },
+    "report": {
+        "interval_prob": Key(0.89, probability_open),
+    },
+}
+
+FAMILY_CHECKS = {"coins": {"init": coin_init}, "gaussian": {"init": gaussian_init}}
+
+SPEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _where(section: str, key: str) -> str:
+    return f"[{section}] {key}" if section else key
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(choices))}"
+
+
+def validate(raw: dict, source: str = "spec") -> dict:
+    """Check ``raw`` against the schema and return a new dict with every default filled in."""
+    spec: dict[str, Any] = {}
+    for key in raw:
+        if key not in SCHEMA[""] and key not in SCHEMA:
+            raise UserError(f"{source}: unknown key {key!r}{_suggest(key, [*SCHEMA[''], *[s for s in SCHEMA if s]])}")
+    for section, keys in SCHEMA.items():
+        if section:
+            given = raw.get(section, {})
+            if not isinstance(given, dict):
+                raise UserError(f"{source}: [{section}] must be a table, got {given!r}")
+        else:
+            given = {k: v for k, v in raw.items() if k not in SCHEMA}
+        out = {}
+        for key, value in given.items():
+            if key not in keys:
+                raise UserError(f"{source}: unknown key {_where(section, key)!r}{_suggest(key, keys)}")
+        family = raw.get("model", {}).get("family") if isinstance(raw.get("model"), dict) else None
+        for key, rule in keys.items():
+            if key in given:
+                value = given[key]
+                check = FAMILY_CHECKS.get(family, {}).get(key, rule.check) if section == "em" else rule.check
+                problem = check(value)
+                if problem:
+                    raise UserError(f"{source}: {_where(section, key)} {problem}")
+                out[key] = copy.deepcopy(value)
+            elif rule.default is _REQUIRED:
+                raise UserError(f"{source}: {_where(section, key)} is missing; add it, e.g. family = \"coins\"")
+            else:
+                out[key] = copy.deepcopy(rule.default)
+        if section:
+            spec[section] = out
+        else:
+            spec.update(out)
+    _check_consistency(spec, source)
+    return spec
+
+
+def _check_consistency(spec: dict, source: str) -> None:
+    data = spec["data"]
+    if (data["dataset"] is None) == (data["file"] is None):
+        raise UserError(f"{source}: [data] needs exactly one of dataset = \"...\" or file = \"path.csv\"")
+    ks = spec["model"]["components"]
+    ks = ks if isinstance(ks, list) else [ks]
+    if spec["model"]["family"] == "coins":
+        init = spec["em"]["init"]
+        if isinstance(init, list):
+            rows = init if isinstance(init[0], list) else [init]
+            for row in rows:
+                if len(row) != max(ks) or len(ks) > 1:
+                    raise UserError(
+                        f"{source}: [em] init gives {len(row)} theta values but [model] components is "
+                        f"{spec['model']['components']}; give one value per coin or use init = \"random\""
+                    )
+
+
+def load_spec(path: str | Path) -> dict:
+    """Read and validate a spec file; the returned dict also carries ``name`` and ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such spec file; give the path of a .toml spec, e.g. models/two_coins.toml")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the spec as UTF-8") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML ({error}); fix the syntax at that line") from None
+    spec = validate(raw, source=str(path))
+    name = path.stem
+    if not SPEC_NAME.match(name):
+        raise UserError(f"{path}: the spec's file name must be letters, digits, '_', '-' or '.', so it can name a report folder")
+    spec["name"] = name
+    spec["path"] = str(path)
+    return spec
+
+
+def resolve_data_path(spec: dict) -> Path | None:
+    """A CSV named in a spec is relative to the spec file's folder."""
+    file = spec["data"]["file"]
+    if file is None:
+        return None
+    path = Path(file)
+    if not path.is_absolute():
+        path = Path(spec.get("path", ".")).parent / path
+    return path

@@ -1,0 +1,27 @@
+"""Shared fixtures. Tests run real PyMC sampling; the compile cache is private to the checkout
+(bin/test sets PYTENSOR_FLAGS) and warm after the first test that compiles a model."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PYTENSOR_FLAGS", f"base_compiledir={ROOT / '.cache' / 'pytensor'}")
+
+
+def run_cli(*args, cwd=None, timeout=600):
+    """Run the installed command line as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "emvsbayes", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@pytest.fixture(scope="session")
+def lecture_run(tmp_path_factory):
+    """The lecture spec run once end to end through the CLI; tests read its outputs."""
+    out = tmp_path_factory.mktemp("lecture")
+    proc = run_cli("run", ROOT / "models" / "lecture_coins.toml", "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    return out

@@ -1,0 +1,107 @@
+"""The command line end to end, as a user runs it: the lecture spec, re-rendering, and bad input."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import ROOT, run_cli
+
+
+def test_lecture_spec_end_to_end(lecture_run):
+    tree = xr.open_datatree(lecture_run / "results.nc", engine="h5netcdf")
+    for name in ("data", "em", "em_trace", "em_hard", "em_hard_trace", "posterior", "sample_stats",
+                 "log_likelihood", "exact", "posterior_membership"):
+        assert name in tree.children, name
+    # The same variable names and dimension on both sides.
+    assert tree["em"]["theta"].dims == ("component",)
+    assert tree["posterior"]["theta"].dims == ("chain", "draw", "component")
+    assert tree["em_trace"]["theta"].dims == ("iteration", "component")
+    # Hard EM's first step is the lesson's {A, A, B, B, A}.
+    np.testing.assert_allclose(tree["em_hard_trace"]["theta"].values[1], [16 / 30, 17 / 20])
+    assert tree.attrs["seed"] == 45 and "pymc" in tree.attrs["versions"]
+    page = (lecture_run / "index.html").read_text(encoding="utf-8")
+    for heading in ("Summary", "EM: the iteration path", "EM against the posterior", "Joint posterior",
+                    "Sampler diagnostics", "Reproducibility"):
+        assert heading in page
+    assert "<svg" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the report must not load anything"
+
+
+def test_report_rerenders_from_results_alone(lecture_run, tmp_path):
+    out = tmp_path / "again.html"
+    proc = run_cli("report", lecture_run / "results.nc", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "EM against the posterior" in out.read_text(encoding="utf-8")
+
+
+def test_datasets_lists_the_bundled_data():
+    proc = run_cli("datasets")
+    assert proc.returncode == 0
+    for name in ("coins_do_batzoglou", "coins_lecture", "old_faithful", "galaxies", "heroes"):
+        assert name in proc.stdout
+
+
+def _spec(tmp_path, text, name="bad"):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD_DATA = '[data]\ndataset = "coins_lecture"\n'
+BAD_CASES = {
+    "unknown_key": (GOOD_DATA + '[model]\nfamily = "coins"\ncomponets = 2\n', "unknown key '[model] componets'; did you mean 'components'?"),
+    "k_below_one": (GOOD_DATA + '[model]\nfamily = "coins"\ncomponents = 0\n', "[model] components must be a whole number >= 1"),
+    "bad_toml": ('[model\nfamily = "coins"\n', "not valid TOML"),
+    "no_family": (GOOD_DATA + '[model]\ncomponents = 2\n', "[model] family is missing"),
+    "theta_out_of_range": (GOOD_DATA + '[model]\nfamily = "coins"\n[em]\ninit = [1.5, 0.2]\n', "[em] init must be"),
+    "wrong_type": (GOOD_DATA + '[model]\nfamily = "coins"\n[bayes]\ndraws = "many"\n', "[bayes] draws must be a whole number >= 1, got 'many'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_spec_is_one_line_exit_2_nothing_written(case, tmp_path):
+    text, expected = BAD_CASES[case]
+    out = tmp_path / "out"
+    proc = run_cli("run", _spec(tmp_path, text), "--out", out)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert expected in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+CSV_CASES = {
+    "heads_above_tosses": ("heads,tosses\n5,10\n12,10\n", "line 3: heads is 12 but tosses is 10; heads must be between 0 and tosses"),
+    "negative": ("heads,tosses\n5,10\n-1,10\n", "line 3: heads is -1 but tosses is 10"),
+    "missing_column": ("heads,n\n5,10\n", "column 'tosses' is missing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CSV_CASES))
+def test_bad_csv_is_one_line_exit_2_nothing_written(case, tmp_path):
+    csv, expected = CSV_CASES[case]
+    (tmp_path / "tosses.csv").write_text(csv, encoding="utf-8")
+    spec = _spec(tmp_path, '[data]\nfile = "tosses.csv"\n[model]\nfamily = "coins"\n')
+    out = tmp_path / "out"
+    proc = run_cli("run", spec, "--out", out)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert expected in lines[0], lines[0]
+    assert not (out / "results.nc").exists() and not (out / "index.html").exists()
+
+
+def test_missing_spec_file(tmp_path):
+    proc = run_cli("run", tmp_path / "nope.toml")
+    assert proc.returncode == 2
+    assert "no such spec file" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_results_file_of_another_kind(tmp_path):
+    bogus = tmp_path / "results.nc"
+    xr.Dataset({"x": ("a", [1, 2])}).to_netcdf(bogus, engine="h5netcdf")
+    proc = run_cli("report", bogus)
+    assert proc.returncode == 2 and "not an emvsbayes results file" in proc.stderr
