@@ -12,6 +12,7 @@ Sections (see ``models/*.toml`` for commented examples):
 - ``[model]``: ``family`` ("coins" or "gaussian"), ``components`` and the family's options;
 - ``[em]``: kinds of EM, initialisation, restarts, stopping rule;
 - ``[bayes]``: variant (symmetric or ordered), priors, sampler, chains, draws, tuning;
+- ``[model_choice]``: a list of K to compare (EM criteria and PSIS-LOO);
 - ``[report]``: ``interval_prob``.
 """
 
@@ -230,7 +231,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "mu_scale": Key(None, optional_positive_list),
         "sigma_scale": Key(None, optional_positive_list),
         "lkj_eta": Key(2.0, positive_number),
+        "relabel": Key("auto", one_of("auto", "stephens", "pivot", "ecr", "ecr_iterative", "order")),
         "exact": Key("auto", lambda v: None if v in ("auto", True, False) else f'must be "auto", true or false, got {v!r}'),
+    },
+    "model_choice": {
+        # K values to compare: EM's BIC, AIC and ICL for each, and PSIS-LOO from a posterior per K.
+        "components": Key([], list_of(positive_int, non_empty=False)),
+        "covariance": Key(None, lambda v: None if v is None else one_of("full", "tied", "diag", "spherical")(v)),
+        "bayes": Key(True, boolean),
+        "chains": Key(2, positive_int),
+        "draws": Key(500, positive_int),
+        "tune": Key(500, positive_int),
     },
     "report": {
         "interval_prob": Key(0.89, probability_open),

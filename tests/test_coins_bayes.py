@@ -14,6 +14,7 @@ from emvsbayes.coins import bayes
 from emvsbayes.coins.exact import exact_posterior
 from emvsbayes.coins.model import CoinMixture, CoinParams
 from emvsbayes.data import load_dataset
+from emvsbayes.labels.groups import label_switching_groups
 from emvsbayes.sampling import SamplerSettings, sample_posterior
 
 Z = 4.0
@@ -56,6 +57,19 @@ def test_symmetric_model_matches_exact_and_switches_labels(paper):
     assert np.mean(np.abs(probs - 0.5)) > 0.3
     assert np.max(np.abs(probs.mean(axis=0) - exact.membership)) < 0.25
     assert "log_likelihood" in tree.children and tree["log_likelihood"]["heads"].shape[-1] == 5
+
+    # The switches happen inside chains, so R-hat (which compares chains) does not notice them, but the
+    # label-switching diagnostics do: every chain switches, and Stephens relabels a large share of draws.
+    groups = label_switching_groups(tree["posterior"].to_dataset(), probs=probs,
+                                    reference={"theta": np.array([0.8, 0.52])})
+    ls = groups["label_switching"]
+    assert np.all(ls["rhat_before"].values < 1.05)
+    assert np.all(ls["n_switches"].values > 10)
+    assert ls.attrs["label_switching"] == 1 and ls.attrs["distinct_modes"] == 0
+    assert 0.2 < ls.attrs["n_changed"] / ls.attrs["n_draws_total"] < 0.8
+    relabelled = groups["posterior_relabelled"]["theta"].values.reshape(-1, 2)
+    # After relabelling, coin 0 is the EM answer's high coin in the bulk of draws.
+    assert np.mean(relabelled[:, 0] > relabelled[:, 1]) > 0.9
 
 
 def test_ordered_model_with_estimated_weights_matches_exact(paper):

@@ -13,6 +13,7 @@ import xarray as xr
 from emvsbayes.coins import bayes, em, exact
 from emvsbayes.coins.model import PARAMETER_DIMS, CoinMixture, CoinParams
 from emvsbayes.errors import UserError
+from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import dataset_from_variables, em_estimate, em_restarts, em_trace
 from emvsbayes.sampling import SamplerSettings, sample_posterior
 
@@ -60,6 +61,8 @@ def _em_groups(model_def, data, inits, em_spec, coords, kind: str) -> dict[str, 
     }
     if len(restarts.fits) > 1:
         groups[f"{prefix}_restarts"] = em_restarts(restarts, _variables, PARAMETER_DIMS, coords)
+        if kind == "soft":
+            groups["em_optima"] = em_optima_group(groups[f"{prefix}_restarts"], PARAMETER_DIMS)
     groups[prefix].attrs["observed_loglik"] = model_def.loglik(best.params, data.heads, data.tosses)
     return groups, restarts
 
@@ -182,4 +185,13 @@ def _bayes_groups(spec, model_def, data, restarts, coords, seeds, timings, progr
         {"membership": (("set", "component"), probs.mean(axis=0))},
         coords={"set": coords["set"], "component": coords["component"]},
     )
+    start = time.perf_counter()
+    best = restarts.best.params
+    groups.update(label_switching_groups(groups["posterior"], probs=probs, reference=best.variables(),
+                                         method=bayes_spec["relabel"], order_var="theta"))
+    # Membership under the relabelled draws: what the posterior says once the labels are fixed.
+    perms = groups["posterior_relabelled"]["permutation"].values.reshape(-1, model_def.n_components)
+    groups["posterior_membership"]["membership_relabelled"] = (
+        ("set", "component"), np.take_along_axis(probs, perms[:, None, :], axis=2).mean(axis=0))
+    timings["relabel"] = time.perf_counter() - start
     return groups

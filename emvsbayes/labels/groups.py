@@ -1,0 +1,159 @@
+"""Label switching as result groups: ``posterior_relabelled``, ``label_switching`` and ``em_optima``.
+
+The model families call :func:`label_switching_groups` with their posterior draws, the per-draw
+membership probabilities they compute from those draws, and the EM answer; :func:`em_optima_group`
+with their EM restarts. Everything here goes through the pure functions of
+:mod:`emvsbayes.labels.relabel` and :mod:`emvsbayes.labels.diagnostics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import xarray as xr
+
+from emvsbayes.labels.diagnostics import (
+    BIMODALITY_THRESHOLD,
+    bimodality,
+    chain_permutations,
+    distinct_optima,
+    modes_up_to_permutation,
+)
+from emvsbayes.labels.relabel import relabel
+from emvsbayes.labels.xarray import draws_from_dataset, relabel_tree, rhat_before_after
+
+#: method names a spec may give; "auto" is Stephens where membership probabilities exist, else pivot.
+RELABEL_METHODS = ("auto", "stephens", "pivot", "ecr", "ecr_iterative", "order")
+
+
+def _varying(draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Variables that actually vary (fixed weights are constant and carry no label information)."""
+    return {name: value for name, value in draws.items() if np.ptp(value) > 0}
+
+
+def _flat(ds: xr.Dataset, names) -> tuple[list[str], np.ndarray]:
+    """Every element of every variable as ("theta[0]", value) rows."""
+    labels, values = [], []
+    for name in names:
+        da = ds[name]
+        for index in np.ndindex(da.shape):
+            labels.append(f"{name}[{','.join(map(str, index))}]" if index else name)
+            values.append(float(da.values[index]))
+    return labels, np.array(values)
+
+
+def label_switching_groups(
+    posterior: xr.Dataset,
+    *,
+    probs: np.ndarray | None,
+    reference: Mapping[str, np.ndarray],
+    method: str = "auto",
+    order_var: str | None = None,
+) -> dict[str, xr.Dataset]:
+    """Relabel the posterior and diagnose label switching and multimodality.
+
+    Parameters
+    ----------
+    posterior
+        Draws with dims ``chain``, ``draw``, ``component``, ....
+    probs
+        (S, N, K) membership probabilities per draw (chain-major), or ``None``.
+    reference
+        The EM answer, name -> (K, ...): the pivot, and the labelling the relabelled draws are put in.
+    method
+        One of :data:`RELABEL_METHODS`.
+    order_var
+        For ``method="order"``: the variable whose first coordinate orders the components.
+    """
+    n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    draws = _varying(draws_from_dataset(posterior))
+    reference = {name: np.asarray(reference[name]) for name in draws if name in reference}
+    if method == "auto":
+        method = "stephens" if probs is not None else "pivot"
+    if method == "order":
+        key = order_var or ("mu" if "mu" in draws else "theta")
+        values = draws[key].reshape(draws[key].shape[0], draws[key].shape[1], -1)[..., 0]
+        result = relabel("order", by=values)
+    elif method == "pivot":
+        result = relabel("pivot", draws=draws, reference=reference)
+    elif method == "stephens":
+        result = relabel("stephens", probs=probs)
+    else:
+        result = relabel(method, probs=probs, K=posterior.sizes["component"])
+
+    perms = result.perms
+    # Stephens and ECR fix the labels only up to one global renaming: put it in EM's labelling so the
+    # relabelled posterior and the EM answer can be read side by side.
+    if method in ("stephens", "ecr", "ecr_iterative"):
+        relabelled_draws = {name: np.take_along_axis(value, perms.reshape(perms.shape + (1,) * (value.ndim - 2)), axis=1)
+                            for name, value in draws.items()}
+        means = {name: value.mean(axis=0, keepdims=True) for name, value in relabelled_draws.items()}
+        to_reference = relabel("pivot", draws=means, reference=reference).perms[0]
+        perms = perms[:, to_reference]
+
+    relabelled = relabel_tree(posterior, perms)
+    relabelled["permutation"] = (("chain", "draw", "component"), perms.reshape(n_chains, n_draws, -1))
+    relabelled.attrs = {"method": method, "n_changed": int(np.sum(np.any(perms != np.arange(perms.shape[1]), axis=1)))}
+
+    switching = chain_permutations(perms, n_chains)
+    names = [name for name in draws]
+    comparison = rhat_before_after(posterior, relabelled, var_names=names)
+    parameters, rhat_before = _flat(comparison.rhat_before, names)
+    _, rhat_after = _flat(comparison.rhat_after, names)
+    _, ess_before = _flat(comparison.ess_before, names)
+    _, ess_after = _flat(comparison.ess_after, names)
+    raw_bimodality = np.array([
+        bimodality(posterior[name].values[(..., *index)].ravel())
+        for name in names for index in np.ndindex(posterior[name].shape[2:])
+    ])
+
+    chain_draws = {name: value.reshape(n_chains, n_draws, *value.shape[1:]) for name, value in draws.items()}
+    modes = modes_up_to_permutation(chain_draws)
+    identity = np.arange(perms.shape[1])
+    switched = bool(np.any(switching.n_switches > 0) or np.any(switching.modal_perm != identity)
+                    or modes.label_switching)
+    ds = xr.Dataset(
+        {
+            "modal_perm": (("chain", "component"), switching.modal_perm),
+            "modal_share": ("chain", switching.modal_share),
+            "n_switches": ("chain", switching.n_switches),
+            "chain_mode": ("chain", modes.mode),
+            "mode_share": ("mode", modes.share),
+            "rhat_before": ("parameter", rhat_before),
+            "rhat_after": ("parameter", rhat_after),
+            "ess_before": ("parameter", ess_before),
+            "ess_after": ("parameter", ess_after),
+            "bimodality_raw": ("parameter", raw_bimodality),
+        },
+        coords={"chain": posterior["chain"].values, "component": posterior["component"].values,
+                "parameter": parameters, "mode": np.arange(len(modes.share))},
+    )
+    ds.attrs.update(
+        method=method,
+        n_changed=relabelled.attrs["n_changed"],
+        n_draws_total=int(perms.shape[0]),
+        label_switching=int(switched),
+        distinct_modes=int(modes.distinct_modes),
+        bimodality_threshold=BIMODALITY_THRESHOLD,
+        iterations=int(result.iterations),
+    )
+    return {"posterior_relabelled": relabelled, "label_switching": ds}
+
+
+def em_optima_group(restarts: xr.Dataset, names) -> xr.Dataset:
+    """The distinct local optima among EM restarts, up to renaming of components."""
+    params = {name: restarts[name].values for name in names if name in restarts and np.ptp(restarts[name].values) > 0}
+    optima = distinct_optima(params, restarts["loglik"].values)
+    members = np.full(restarts.sizes["restart"], -1)
+    for i, optimum in enumerate(optima):
+        members[optimum.members] = i
+    return xr.Dataset(
+        {
+            "loglik": ("optimum", np.array([o.loglik for o in optima])),
+            "count": ("optimum", np.array([o.count for o in optima])),
+            "representative": ("optimum", np.array([o.representative for o in optima])),
+            "optimum_of_restart": ("restart", members),
+        },
+        coords={"optimum": np.arange(len(optima)), "restart": restarts["restart"].values},
+    )
