@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path, help="a results.nc written by 'emvsbayes run'")
     report.add_argument("--out", type=Path, default=None, help="HTML file to write (default: index.html beside the results)")
 
+    study = sub.add_parser("study", parents=[common], help="run (or resume) a simulation study: DIR/study.nc and DIR/index.html")
+    study.add_argument("spec", help="a study spec, e.g. models/study_coverage_gmm.toml")
+    study.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="an existing Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
+    study.add_argument("--out", type=Path, default=None, help="output folder (default reports/<spec name>)")
+    study.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
+
     sub.add_parser("datasets", parents=[common], help="list the bundled data sets")
     return parser
 
@@ -82,7 +89,19 @@ def _cmd_datasets(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "report": _cmd_report, "datasets": _cmd_datasets}
+def _cmd_study(args) -> int:
+    from emvsbayes.study import run_study
+
+    progress = None if args.quiet else (lambda message: _say(args, message))
+    outcome = run_study(args.spec, scheduler=args.scheduler, out=args.out, n_workers=args.workers, progress=progress)
+    _say(args, f"results: {outcome.results_path}")
+    _say(args, f"report: {outcome.report_path}")
+    if outcome.n_failed:
+        _say(args, f"{outcome.n_failed} replicate(s) failed; the report lists their errors")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "report": _cmd_report, "study": _cmd_study, "datasets": _cmd_datasets}
 
 
 def main(argv: list[str] | None = None) -> int:

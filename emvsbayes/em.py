@@ -111,6 +111,7 @@ def fit_em(
     min_iter: int = 0,
     keep_stats: bool = True,
     param_change: Callable[[P, P], float] = max_abs_change,
+    m_step_slack: Callable[[S], float] | None = None,
 ) -> EMFit:
     """Run EM from ``init_params`` until both the objective and the parameters stop changing.
 
@@ -131,6 +132,11 @@ def fit_em(
         Take at least this many M-steps (used to compare iteration by iteration with a reference).
     keep_stats
         Keep each iteration's sufficient statistics in the trace.
+    m_step_slack
+        For an M-step that is not the exact maximiser (scikit-learn's ``reg_covar`` added to a
+        covariance): given the E-step statistics, how much expected complete-data log-likelihood the
+        step gives up against the exact maximiser. EM's guarantee then reads
+        loglik(new) >= loglik(old) - slack, and only a fall beyond that is an error.
 
     Returns
     -------
@@ -148,11 +154,13 @@ def fit_em(
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         new_params = m_step(stats, params)
+        slack = m_step_slack(stats) if m_step_slack is not None else 0.0
         new_stats, new_loglik = e_step(new_params)
         gain = new_loglik - loglik
-        if gain < -DECREASE_RTOL * max(1.0, abs(loglik)):
+        if gain < -DECREASE_RTOL * max(1.0, abs(loglik)) - slack:
             raise LikelihoodDecreasedError(
                 f"EM objective fell from {loglik!r} to {new_loglik!r} at iteration {n_iter}"
+                + (f" (more than the {slack!r} the regularised M-step may give up)" if slack else "")
             )
         moved = param_change(params, new_params)
         params, stats, loglik = new_params, new_stats, float(new_loglik)

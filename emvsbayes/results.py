@@ -89,8 +89,6 @@ def _netcdf_safe(ds: xr.Dataset) -> xr.Dataset:
     for name, var in ds.data_vars.items():
         if var.dtype == object:
             out[name] = var.astype(str)
-        elif var.dtype == bool:
-            out[name] = var.astype(np.int8)
     for key, value in list(out.attrs.items()):
         if key == "sample_dims":
             # ArviZ reads this list; netCDF stores a list of strings as an array attribute.

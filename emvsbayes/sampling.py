@@ -2,8 +2,8 @@
 
 Chains start from EM answers. PyMC's own NUTS takes one starting point per chain, so different chains
 can start from different EM optima (then R-hat can still see a second mode); nutpie takes a single
-starting point for all chains. Jitter is turned off for PyMC's NUTS: the EM answer is a good start
-and jitter can push a chain out of it into a degenerate region.
+starting point for all chains. Jitter is turned off for both: the EM answer is a good start and
+jitter can push a chain out of it into a degenerate region.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ def sample_posterior(
         starts = [dict(initvals[i % len(initvals)]) for i in range(settings.chains)]
         if settings.sampler == "nutpie":
             kwargs["initvals"] = starts[0]
+            # nutpie jitters every start by U(-1, 1) on the unconstrained scale unless told not to;
+            # that can throw a chain from the EM answer into a degenerate mode.
+            kwargs["compile_kwargs"] = {"jitter_rvs": set()}
         else:
             kwargs["initvals"] = starts
             kwargs["init"] = "adapt_diag"

@@ -148,8 +148,12 @@ def coin_init(v):
     return f"must be \"random\" or theta values such as [0.6, 0.5], got {v!r}"
 
 
+#: scikit-learn's init_params names: k-means labels, k-means++ centres, random points, random responsibilities.
+GAUSSIAN_INITS = ("kmeans", "k-means++", "random_from_data", "random")
+
+
 def gaussian_init(v):
-    if v in ("kmeans++", "random", "random_resp", "kmeans"):
+    if v in GAUSSIAN_INITS:
         return None
     if isinstance(v, dict):
         unknown = set(v) - {"weights", "means", "covariances"}
@@ -158,7 +162,8 @@ def gaussian_init(v):
         if "means" not in v:
             return "must give at least means = [[...], ...] when initial parameters are given"
         return None
-    return f"must be \"kmeans++\", \"random\", \"random_resp\" or a table of weights, means, covariances, got {v!r}"
+    return (f"must be one of {', '.join(map(repr, GAUSSIAN_INITS))} (scikit-learn's init_params) or a table of "
+            f"weights, means, covariances, got {v!r}")
 
 
 def categories_table(v):

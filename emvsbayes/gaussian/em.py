@@ -1,0 +1,830 @@
+"""E-step and M-step of the Gaussian mixture for the four covariance structures, soft and hard EM.
+
+How the work is laid out, and why:
+
+- **Standardised coordinates.** The data are centred and scaled once (:func:`prepare`), the steps work
+  on ``z = (x - centre) / scale`` and parameters cross the boundary in original units. Second moments
+  computed as E[z z^T] - mu mu^T lose about ``|mean|^2 / variance`` of their digits; for data at 1e6
+  with sd 1 that is every digit in the original units and none in standardised ones. ``scale`` is one
+  number per feature, except for ``spherical``, whose structure survives only a common scale.
+- **Quadratic features.** log(w_k N(z | mu_k, Sigma_k)) is a quadratic in z, so for a chunk of rows it
+  is one matrix product of the design ``[1, z, z_i z_j (i <= j)]`` (F, n) with per-component
+  coefficients (K, F); ``diag`` needs only ``[1, z, z^2]`` and ``spherical`` ``[1, z, |z|^2]``;
+  ``tied`` shares its quadratic term, so it takes ``[1, z]`` plus one common ``|U^T z|^2``. The
+  M-step's sufficient statistics are the responsibility-weighted sums of the same design, one more
+  product ``resp (K, n) @ design.T``. Both happen in the E-step's single pass, so an iteration reads
+  the data once and the M-step is O(K D^3).
+- **Chunks, feature-major.** Data are held as (D, N) and processed in column blocks small enough to stay
+  in cache: the peak memory beyond the data is the N x K responsibilities, and reductions over K run
+  across contiguous rows instead of along short rows.
+
+The E-step returns :class:`GaussianStats` and the objective (observed-data log-likelihood for soft EM,
+classification log-likelihood for hard EM); the M-step turns statistics into :class:`GaussianParams`.
+:func:`fit` binds them to the data for the generic loop :func:`emvsbayes.em.fit_em`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy.linalg import solve_triangular
+from scipy.special import logsumexp
+
+from emvsbayes.em import EMFit, EMRestarts, fit_em
+from emvsbayes.errors import DegenerateFitError
+from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix
+
+LOG_2PI = math.log(2 * math.pi)
+
+# log of a responsibility relative to the largest one below which it is flushed to zero (see
+# _soft_assign); e^-700 ~ 1e-304, still a normal float after division by up to K terms.
+_NEGLIGIBLE_LOG = -700.0
+
+# Keep every iteration's statistics in the trace only while they are small: each holds N x K
+# responsibilities.
+KEEP_STATS_MAX = 200_000
+
+# Rows per chunk are chosen so one chunk's design and (K, n) work arrays take about this many float64
+# values (about 1 MB): small enough to stay in a core's L2 cache, large enough that the per-chunk
+# Python overhead is a few percent.
+CHUNK_VALUES = 1 << 17
+
+# A Cholesky pivot (a conditional variance in standardised units) smaller than this, relative to the
+# second moment it was computed from, is rounding noise of E[z z^T] - mu mu^T, not a variance.
+PIVOT_RTOL = 1000 * np.finfo(float).eps
+
+
+# --------------------------------------------------------------------------------------------------
+# Data and statistics records
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """The affine map between original and standardised coordinates: ``x = centre + scale * z``.
+
+    ``centre`` (D,), ``scale`` (D,) (all entries equal for ``spherical``).
+    """
+
+    centre: np.ndarray
+    scale: np.ndarray
+
+    def params_to_z(self, params: GaussianParams) -> tuple[np.ndarray, np.ndarray]:
+        """(mu_z (K, D), prec_chol_z) of ``params`` in standardised coordinates.
+
+        With Sigma_z = S^-1 Sigma S^-1 (S = diag(scale)), the precision factor becomes S U: row j of a
+        triangular factor (or entry j of a diagonal one) is multiplied by scale_j.
+        """
+        mu_z = (params.mu - self.centre) / self.scale
+        return mu_z, _SCALE_FACTOR[params.covariance_type](params.prec_chol, self.scale)
+
+    def params_from_z(self, w, mu_z, prec_chol_z, covariance_type: str) -> GaussianParams:
+        mu = self.centre + self.scale * mu_z
+        return GaussianParams(w, mu, _SCALE_FACTOR[covariance_type](prec_chol_z, 1.0 / self.scale), covariance_type)
+
+    @property
+    def log_jacobian(self) -> float:
+        """sum_j log scale_j: log p_x(x) = log p_z(z) - this."""
+        return float(np.log(self.scale).sum())
+
+
+_SCALE_FACTOR = {
+    "full": lambda u, s: u * np.asarray(s)[:, None],
+    "tied": lambda u, s: u * np.asarray(s)[:, None],
+    "diag": lambda u, s: u * s,
+    "spherical": lambda u, s: u * np.asarray(s).flat[0],
+}
+
+
+def _per_feature_scale(x: np.ndarray) -> np.ndarray:
+    sd = x.std(axis=0)
+    # A constant column has nothing to scale; leaving it at 1 keeps reg_covar as its variance.
+    return np.where(sd > 0, sd, 1.0)
+
+
+def _common_scale(x: np.ndarray) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(x.var(axis=0))))
+    return np.full(x.shape[1], rms if rms > 0 else 1.0)
+
+
+# Spherical covariances stay spherical only under a common scale; the others survive any diagonal one.
+_SCALES = {"full": _per_feature_scale, "tied": _per_feature_scale, "diag": _per_feature_scale, "spherical": _common_scale}
+
+
+@dataclass(frozen=True, slots=True)
+class GaussianData:
+    """Data prepared for the steps.
+
+    ``z_t`` (D, N): standardised data, feature-major; ``frame``: the map back to original units;
+    ``zz_total`` (D, D): sum_i z_i z_i^T (the tied M-step needs it and it never changes);
+    ``chunk_size``: rows per block.
+    """
+
+    z_t: np.ndarray
+    frame: Frame
+    zz_total: np.ndarray
+    chunk_size: int
+
+    @property
+    def n_samples(self) -> int:
+        return self.z_t.shape[1]
+
+    @property
+    def n_features(self) -> int:
+        return self.z_t.shape[0]
+
+
+def prepare(model: GaussianMixtureModel, x, *, frame: Frame | None = None, chunk_size: int | None = None) -> GaussianData:
+    """Standardise ``x`` (N,) or (N, D) for ``model``'s structure (or with a given ``frame``)."""
+    x = as_data_matrix(x)
+    if frame is None:
+        centre = x.mean(axis=0)
+        frame = Frame(centre, _SCALES[model.covariance_type](x - centre))
+    z_t = np.ascontiguousarray(((x - frame.centre) / frame.scale).T)
+    if chunk_size is None:
+        n_design = _FORMS[model.covariance_type].n_design(x.shape[1])
+        chunk_size = max(256, CHUNK_VALUES // (n_design + 3 * model.n_components + x.shape[1]))
+    return GaussianData(z_t, frame, z_t @ z_t.T, int(chunk_size))
+
+
+@dataclass(frozen=True, slots=True)
+class GaussianStats:
+    """Expected complete-data sufficient statistics, in the standardised coordinates of ``frame``.
+
+    ``log_resp`` (N, K): log P(z_i = k | x_i, params) (hard EM: 0 for the chosen component, -inf
+    elsewhere); ``nk`` (K,): expected counts; ``sum_z`` (K, D): weighted sums of z; ``sum_zz``: weighted
+    second moments shaped by structure: full (K, D, D) sum_i r_ik z_i z_i^T, tied (D, D) sum_i z_i z_i^T
+    over all points, diag (K, D) sum_i r_ik z_i^2, spherical (K,) sum_i r_ik |z_i|^2.
+
+    ``shift`` (K, D): the point each component's moments are taken about: ``sum_z`` and ``sum_zz`` are
+    moments of z - shift_k (except tied's total). It is 0 except for a component so narrow that raw
+    moments would cancel (see ``_shifted``), where it is the component's current mean.
+    """
+
+    log_resp: np.ndarray
+    nk: np.ndarray
+    sum_z: np.ndarray
+    sum_zz: np.ndarray
+    frame: Frame
+    shift: np.ndarray
+
+    @property
+    def resp(self) -> np.ndarray:
+        return np.exp(self.log_resp)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Most responsible component of each point (N,)."""
+        return np.argmax(self.log_resp, axis=1)
+
+    @property
+    def sum_x(self) -> np.ndarray:
+        """Weighted sums of x in original units (K, D)."""
+        sum_z = self.sum_z + self.nk[:, None] * self.shift
+        return self.nk[:, None] * self.frame.centre + self.frame.scale * sum_z
+
+
+# --------------------------------------------------------------------------------------------------
+# The four structures
+
+
+class _Form(NamedTuple):
+    """What a covariance structure contributes to the shared E/M machinery.
+
+    n_design(D) -> F; design(z (D, n), out (F, n)) fills rows 1.. (row 0 is ones);
+    coefficients(log_w, mu_z, u_z) -> (coef (K, F), extra); log_joint(coef, extra, phi, z) -> (K, n);
+    second_moments(sums (K, F), data) -> sum_zz; covariance(nk, mu_z, sum_zz) -> raw Sigma_z (before
+    reg_covar); factorise(cov, second, reg_z, model, iteration) -> prec_chol_z.
+    """
+
+    n_design: Callable[[int], int]
+    design: Callable[[np.ndarray, np.ndarray], None]
+    coefficients: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, Any]]
+    log_joint: Callable[[np.ndarray, Any, np.ndarray, np.ndarray], np.ndarray]
+    second_moments: Callable[[np.ndarray, GaussianData], np.ndarray]
+    covariance: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    factorise: Callable[..., np.ndarray]
+
+
+def _design_full(z: np.ndarray, out: np.ndarray) -> None:
+    d = z.shape[0]
+    out[1 : 1 + d] = z
+    row = 1 + d
+    # Upper triangle row by row, the order of np.triu_indices(d).
+    for i in range(d):
+        np.multiply(z[i], z[i:], out=out[row : row + d - i])
+        row += d - i
+
+
+def _design_linear(z: np.ndarray, out: np.ndarray) -> None:
+    out[1:] = z
+
+
+def _design_diag(z: np.ndarray, out: np.ndarray) -> None:
+    d = z.shape[0]
+    out[1 : 1 + d] = z
+    np.square(z, out=out[1 + d :])
+
+
+def _design_spherical(z: np.ndarray, out: np.ndarray) -> None:
+    d = z.shape[0]
+    out[1 : 1 + d] = z
+    np.einsum("dn,dn->n", z, z, out=out[1 + d])
+
+
+class _Exact(NamedTuple):
+    """What the centred route needs for components too tight for the expanded quadratic.
+
+    Expanding (z - mu)^T P (z - mu) into [1, z, z z^T] terms costs about eps * trace(P_z) * |z|^2 of
+    absolute accuracy per point: nothing for components about as wide as the data, but a component
+    collapsing onto a few points (trace(P_z) of 1e6 and more) would get log-densities wrong by 1e-9,
+    enough for the log-likelihood to seem to fall. Those components (``tight``, usually none) are
+    recomputed as base_k - 1/2 |U_k^T (z - mu_k)|^2.
+    """
+
+    tight: np.ndarray
+    mu_z: np.ndarray
+    u_z: np.ndarray
+    base: np.ndarray
+
+
+# trace(P_z) above which a component takes the centred route: keeps the expansion's error per point
+# below about 1e-12 for standardised data.
+TIGHT_TRACE = 1e3
+
+
+def _exact(log_w, log_det, mu_z, u, trace_prec) -> _Exact:
+    base = log_w + log_det - 0.5 * mu_z.shape[1] * LOG_2PI
+    tight = np.flatnonzero(trace_prec > TIGHT_TRACE)
+    return _Exact(tight, mu_z, u, base)
+
+
+def _constant(log_w, log_det, mu_z, b) -> np.ndarray:
+    # log w_k + log det U_k - D/2 log 2 pi - 1/2 mu_k^T P_k mu_k
+    return log_w + log_det - 0.5 * mu_z.shape[1] * LOG_2PI - 0.5 * np.sum(mu_z * b, axis=1)
+
+
+def _coefficients_full(log_w, mu_z, u):
+    d = mu_z.shape[1]
+    prec = u @ np.swapaxes(u, 1, 2)
+    b = np.einsum("kij,kj->ki", prec, mu_z)
+    log_det = np.log(np.diagonal(u, axis1=1, axis2=2)).sum(axis=1)
+    iu, ju = np.triu_indices(d)
+    # z^T P z = sum_i P_ii z_i^2 + 2 sum_{i<j} P_ij z_i z_j
+    quad = -np.where(iu == ju, 0.5, 1.0) * prec[:, iu, ju]
+    coef = np.column_stack([_constant(log_w, log_det, mu_z, b), b, quad])
+    return coef, _exact(log_w, log_det, mu_z, u, np.trace(prec, axis1=1, axis2=2))
+
+
+def _coefficients_tied(log_w, mu_z, u):
+    prec = u @ u.T
+    b = mu_z @ prec
+    log_det = np.log(np.diagonal(u)).sum()
+    coef = np.column_stack([_constant(log_w, log_det, mu_z, b), b])
+    return coef, _exact(log_w, log_det, mu_z, u, np.full(len(log_w), np.trace(prec)))
+
+
+def _coefficients_diag(log_w, mu_z, u):
+    prec = np.square(u)
+    b = prec * mu_z
+    log_det = np.log(u).sum(axis=1)
+    coef = np.column_stack([_constant(log_w, log_det, mu_z, b), b, -0.5 * prec])
+    return coef, _exact(log_w, log_det, mu_z, u, prec.sum(axis=1))
+
+
+def _coefficients_spherical(log_w, mu_z, u):
+    prec = np.square(u)
+    b = prec[:, None] * mu_z
+    log_det = mu_z.shape[1] * np.log(u)
+    coef = np.column_stack([_constant(log_w, log_det, mu_z, b), b, -0.5 * prec])
+    return coef, _exact(log_w, log_det, mu_z, u, mu_z.shape[1] * prec)
+
+
+# U_k^T (z - mu_k) for component k, diff = z - mu_k (D, n).
+_WHITEN = {
+    "full": lambda u, k, diff: u[k].T @ diff,
+    "tied": lambda u, k, diff: u.T @ diff,
+    "diag": lambda u, k, diff: u[k][:, None] * diff,
+    "spherical": lambda u, k, diff: u[k] * diff,
+}
+
+
+def _recompute_tight(out, exact: _Exact, z, whiten) -> np.ndarray:
+    for k in exact.tight:
+        white = whiten(exact.u_z, k, z - exact.mu_z[k][:, None])
+        out[k] = exact.base[k] - 0.5 * np.einsum("dn,dn->n", white, white)
+    return out
+
+
+def _log_joint_product(whiten, coef, exact, phi, z):
+    return _recompute_tight(coef @ phi, exact, z, whiten)
+
+
+def _log_joint_tied(coef, exact, phi, z):
+    # The quadratic term -1/2 |U^T z|^2 is the same for every component: computed once, not K times.
+    white = exact.u_z.T @ z
+    out = coef @ phi
+    out -= 0.5 * np.einsum("dn,dn->n", white, white)
+    return _recompute_tight(out, exact, z, _WHITEN["tied"])
+
+
+def _second_full(sums, data):
+    d = data.n_features
+    iu, ju = np.triu_indices(d)
+    out = np.empty((sums.shape[0], d, d))
+    out[:, iu, ju] = sums[:, 1 + d :]
+    out[:, ju, iu] = sums[:, 1 + d :]
+    return out
+
+
+def _cov_full(nk, mu_z, sum_zz):
+    return sum_zz / nk[:, None, None] - mu_z[:, :, None] * mu_z[:, None, :]
+
+
+def _cov_tied(nk, mu_z, sum_zz):
+    # sum_k sum_i r_ik (z_i - mu_k)(z_i - mu_k)^T / N = (sum_i z_i z_i^T - sum_k n_k mu_k mu_k^T) / N
+    return (sum_zz - (nk[:, None] * mu_z).T @ mu_z) / nk.sum()
+
+
+def _cov_diag(nk, mu_z, sum_zz):
+    return sum_zz / nk[:, None] - np.square(mu_z)
+
+
+def _cov_spherical(nk, mu_z, sum_zz):
+    return (sum_zz / nk - np.sum(np.square(mu_z), axis=1)) / mu_z.shape[1]
+
+
+def _degenerate(model: GaussianMixtureModel, which: str, iteration: int | None) -> DegenerateFitError:
+    when = "at initialisation" if iteration == 0 else f"at iteration {iteration}" if iteration else "in the M-step"
+    return DegenerateFitError(
+        f"{which} covariance is not positive definite {when} (a component collapsed onto too few "
+        f"points): use fewer components, a larger reg_covar (now {model.reg_covar:g}), or scale the data"
+    )
+
+
+def _inverse_factor(cov: np.ndarray, scale_ref: np.ndarray) -> np.ndarray | None:
+    """U = L^{-T} for cov = L L^T, or None when cov is not numerically positive definite."""
+    try:
+        lower = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        return None
+    if np.any(np.square(np.diagonal(lower)) <= PIVOT_RTOL * np.maximum(scale_ref, 1.0)):
+        return None
+    return solve_triangular(lower, np.eye(cov.shape[0]), lower=True).T
+
+
+def _factorise_full(cov, second, reg_z, model, iteration):
+    cov = cov + np.diag(reg_z)
+    out = np.empty_like(cov)
+    for k in range(cov.shape[0]):
+        u = _inverse_factor(cov[k], np.diagonal(second[k]))
+        if u is None:
+            raise _degenerate(model, f"component {k}'s", iteration)
+        out[k] = u
+    return out
+
+
+def _factorise_tied(cov, second, reg_z, model, iteration):
+    u = _inverse_factor(cov + np.diag(reg_z), np.diagonal(second))
+    if u is None:
+        raise _degenerate(model, "the tied", iteration)
+    return u
+
+
+def _factorise_elementwise(cov, second, reg_z, model, iteration):
+    var = cov + reg_z
+    bad = var <= PIVOT_RTOL * np.maximum(second, 1.0)
+    if np.any(bad):
+        k = int(np.argwhere(bad)[0][0])
+        raise _degenerate(model, f"component {k}'s", iteration)
+    return 1.0 / np.sqrt(var)
+
+
+_FORMS: dict[str, _Form] = {
+    "full": _Form(
+        lambda d: 1 + d + d * (d + 1) // 2,
+        _design_full,
+        _coefficients_full,
+        partial(_log_joint_product, _WHITEN["full"]),
+        _second_full,
+        _cov_full,
+        _factorise_full,
+    ),
+    "tied": _Form(
+        lambda d: 1 + d,
+        _design_linear,
+        _coefficients_tied,
+        _log_joint_tied,
+        lambda sums, data: data.zz_total,
+        _cov_tied,
+        _factorise_tied,
+    ),
+    "diag": _Form(
+        lambda d: 1 + 2 * d,
+        _design_diag,
+        _coefficients_diag,
+        partial(_log_joint_product, _WHITEN["diag"]),
+        lambda sums, data: sums[:, 1 + data.n_features :],
+        _cov_diag,
+        _factorise_elementwise,
+    ),
+    "spherical": _Form(
+        lambda d: 2 + d,
+        _design_spherical,
+        _coefficients_spherical,
+        partial(_log_joint_product, _WHITEN["spherical"]),
+        lambda sums, data: sums[:, -1],
+        _cov_spherical,
+        _factorise_elementwise,
+    ),
+}
+
+# Second moments per component, for the pivot test, and where reg_covar goes, per structure.
+_NORMALISED_SECOND = {
+    "full": lambda second, nk: second / nk[:, None, None],
+    "tied": lambda second, nk: second / nk.sum(),
+    "diag": lambda second, nk: second / nk[:, None],
+    "spherical": lambda second, nk: second / nk,
+}
+_REG_Z = {
+    "full": lambda reg, scale: reg / np.square(scale),
+    "tied": lambda reg, scale: reg / np.square(scale),
+    "diag": lambda reg, scale: reg / np.square(scale),
+    "spherical": lambda reg, scale: reg / scale[0] ** 2,
+}
+# Where a component that received no data keeps its current factor.
+_KEEP_EMPTY = {
+    "full": lambda new, old, empty: np.where(empty[:, None, None], old, new),
+    "tied": lambda new, old, empty: new,
+    "diag": lambda new, old, empty: np.where(empty[:, None], old, new),
+    "spherical": lambda new, old, empty: np.where(empty, old, new),
+}
+_IDENTITY_FOR_EMPTY = {
+    "full": lambda cov, second, empty: (
+        np.where(empty[:, None, None], np.eye(cov.shape[-1]), cov),
+        np.where(empty[:, None, None], np.eye(cov.shape[-1]), second),
+    ),
+    "tied": lambda cov, second, empty: (cov, second),
+    "diag": lambda cov, second, empty: (np.where(empty[:, None], 1.0, cov), np.where(empty[:, None], 1.0, second)),
+    "spherical": lambda cov, second, empty: (np.where(empty, 1.0, cov), np.where(empty, 1.0, second)),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# The passes over the data
+
+
+def _chunks(
+    model: GaussianMixtureModel, data: GaussianData, params: GaussianParams
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (rows, z (D, n), design (F, n), log w_k + log N(z | mu_k, Sigma_k) (K, n)) block by block.
+
+    The design buffer is reused between blocks: a consumer must be done with it before the next one.
+    """
+    form = _FORMS[model.covariance_type]
+    mu_z, u_z = data.frame.params_to_z(params)
+    # A component emptied by hard EM has weight 0. Its log weight -inf is kept out of the matrix
+    # product (BLAS kernels may form 0 * inf = nan in padding) and put in afterwards.
+    dead = params.w <= 0
+    coef, extra = form.coefficients(np.log(np.where(dead, 1.0, params.w)), mu_z, u_z)
+    n, size = data.n_samples, data.chunk_size
+    buffer = np.empty((coef.shape[1], min(size, n)))
+    buffer[0] = 1.0
+    for start in range(0, n, size):
+        rows = slice(start, min(start + size, n))
+        z = data.z_t[:, rows]
+        phi = buffer[:, : z.shape[1]]
+        form.design(z, phi)
+        log_joint = form.log_joint(coef, extra, phi, z)
+        log_joint[dead] = -np.inf
+        yield rows, z, phi, log_joint
+
+
+def _soft_assign(log_joint: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, float]:
+    """Log responsibilities into ``out`` (K, n); return (responsibilities (K, n), sum_i log p(z_i)).
+
+    This is logsumexp over K (shift by the largest term, exponentiate, sum, log), written out instead
+    of calling ``scipy.special.logsumexp``: that function makes about fifteen passes with fancy
+    indexing (it was 80% of an iteration), and here the shifted exponentials it throws away are the
+    unnormalised responsibilities the M-step needs. Tests check the result against
+    ``scipy.special.logsumexp``. ``log_joint`` is overwritten.
+    """
+    shift = log_joint.max(axis=0)
+    np.subtract(log_joint, shift, out=out)
+    scaled = np.exp(out, out=log_joint)
+    # Terms below e^-700 of the largest are zero to every digit of the sums, but as subnormal numbers
+    # they make each product in the M-step's matrix product take a microcode assist (10x slower).
+    np.copyto(scaled, 0.0, where=out < _NEGLIGIBLE_LOG)
+    total = scaled.sum(axis=0)
+    log_total = np.log(total)
+    out -= log_total
+    scaled *= 1.0 / total
+    return scaled, float(shift.sum() + log_total.sum())
+
+
+def _hard_assign(log_joint: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, float]:
+    """Each point wholly to its most probable component (ties to the lowest index): 0 / -inf into
+    ``out``; return (one-hot responsibilities (K, n), sum_i max_k log(w_k N(z_i | ...))), the
+    classification log-likelihood. ``log_joint`` is overwritten."""
+    best = np.argmax(log_joint, axis=0)
+    cols = np.arange(log_joint.shape[1])
+    objective = float(log_joint[best, cols].sum())
+    out.fill(-np.inf)
+    out[best, cols] = 0.0
+    log_joint.fill(0.0)
+    log_joint[best, cols] = 1.0
+    return log_joint, objective
+
+
+def _stats(model, data, log_resp_t, sums, shift) -> GaussianStats:
+    d = data.n_features
+    second = _FORMS[model.covariance_type].second_moments(sums, data)
+    return GaussianStats(log_resp_t.T, sums[:, 0].copy(), sums[:, 1 : 1 + d].copy(), second, data.frame, shift)
+
+
+def _shifted(model: GaussianMixtureModel, data: GaussianData, params: GaussianParams) -> tuple[np.ndarray, np.ndarray]:
+    """(components whose moments are taken about their current mean, the shift (K, D)).
+
+    E[z z^T] - mu mu^T has the same eps * trace(P_z) trouble as the expanded log-density: for a
+    collapsing component its rounding is a noticeable fraction of reg_covar and can lower the
+    log-likelihood. Moments about a point near the mean do not cancel. Not for ``tied``, whose
+    M-step uses the total second moment of the data.
+    """
+    mu_z, u_z = data.frame.params_to_z(params)
+    shift = np.zeros_like(mu_z)
+    if model.covariance_type == "tied":
+        return np.empty(0, dtype=np.intp), shift
+    _, exact = _FORMS[model.covariance_type].coefficients(np.zeros(len(params.w)), mu_z, u_z)
+    shift[exact.tight] = mu_z[exact.tight]
+    return exact.tight, shift
+
+
+def _e_step(assign, model: GaussianMixtureModel, data: GaussianData, params: GaussianParams) -> tuple[GaussianStats, float]:
+    k = params.w.shape[0]
+    form = _FORMS[model.covariance_type]
+    tight, shift = _shifted(model, data, params)
+    # (K, N) so each block is a contiguous column range and the reduction over K runs across rows;
+    # the stats expose its transpose (N, K).
+    log_resp_t = np.empty((k, data.n_samples))
+    sums = None
+    total = 0.0
+    for rows, z, phi, log_joint in _chunks(model, data, params):
+        out = log_resp_t[:, rows]
+        resp, objective = assign(log_joint, out)
+        total += objective
+        block = phi @ resp.T  # (F, K): measured faster than resp @ phi.T for this shape
+        for j in tight:
+            # phi is not needed any more: reuse it for the design of the shifted points.
+            form.design(z - shift[j][:, None], phi)
+            block[:, j] = phi @ resp[j]
+        sums = block if sums is None else sums + block
+    # Back to the density of x: log p_x = log p_z - sum_j log scale_j for each point.
+    total -= data.n_samples * data.frame.log_jacobian
+    return _stats(model, data, log_resp_t, sums.T, shift), total
+
+
+def e_step(model: GaussianMixtureModel, data: GaussianData, params: GaussianParams) -> tuple[GaussianStats, float]:
+    """Soft E-step: responsibilities and weighted sums in one pass; returns the observed-data
+    log-likelihood at ``params`` (original units)."""
+    return _e_step(_soft_assign, model, data, params)
+
+
+def hard_e_step(model: GaussianMixtureModel, data: GaussianData, params: GaussianParams) -> tuple[GaussianStats, float]:
+    """Classification E-step; returns the classification log-likelihood sum_i max_k log(w_k p_k(x_i)),
+    the quantity hard EM never decreases."""
+    return _e_step(_hard_assign, model, data, params)
+
+
+E_STEPS = {"soft": e_step, "hard": hard_e_step}
+
+
+def stats_from_resp(model: GaussianMixtureModel, data: GaussianData, resp: np.ndarray) -> GaussianStats:
+    """Sufficient statistics for given responsibilities ``resp`` (N, K) (an initialisation)."""
+    resp = np.asarray(resp, dtype=float)
+    form = _FORMS[model.covariance_type]
+    d, n = data.n_features, data.n_samples
+    buffer = np.empty((form.n_design(d), min(data.chunk_size, n)))
+    buffer[0] = 1.0
+    sums = np.zeros((resp.shape[1], buffer.shape[0]))
+    for start in range(0, n, data.chunk_size):
+        rows = slice(start, min(start + data.chunk_size, n))
+        phi = buffer[:, : rows.stop - start]
+        form.design(data.z_t[:, rows], phi)
+        sums += resp[rows].T @ phi.T
+    with np.errstate(divide="ignore"):
+        log_resp = np.log(resp)
+    shift = np.zeros((resp.shape[1], d))
+    return _stats(model, data, np.ascontiguousarray(log_resp.T), sums, shift)
+
+
+def m_step(
+    model: GaussianMixtureModel,
+    stats: GaussianStats,
+    params: GaussianParams | None,
+    *,
+    iteration: int | None = None,
+) -> GaussianParams:
+    """Weights, means and covariances that maximise the expected complete-data log-likelihood.
+
+    w_k = n_k / N; mu_k = sum_z_k / n_k; Sigma_k from the second moments, plus ``reg_covar`` on the
+    diagonal in original units. A component with n_k = 0 (possible in hard EM) keeps its mean and
+    covariance from ``params`` and gets weight 0. ``iteration`` only goes into the error message.
+
+    Raises
+    ------
+    DegenerateFitError
+        If a covariance is not numerically positive definite.
+    """
+    form = _FORMS[model.covariance_type]
+    nk = stats.nk
+    empty = nk <= 0
+    if params is None and np.any(empty):
+        raise DegenerateFitError(
+            f"component {int(np.argmax(empty))} starts with no points: use fewer components or another init_params"
+        )
+    safe_nk = np.where(empty, 1.0, nk)
+    offset = stats.sum_z / safe_nk[:, None]  # the mean relative to the shift
+    cov = form.covariance(safe_nk, offset, stats.sum_zz)
+    mu_z = stats.shift + offset
+    second = _NORMALISED_SECOND[model.covariance_type](stats.sum_zz, safe_nk)
+    cov, second = _IDENTITY_FOR_EMPTY[model.covariance_type](cov, second, empty)
+    reg_z = _REG_Z[model.covariance_type](model.reg_covar, stats.frame.scale)
+    u_z = form.factorise(cov, second, reg_z, model, iteration)
+    new = stats.frame.params_from_z(nk / nk.sum(), mu_z, u_z, model.covariance_type)
+    if not np.any(empty):
+        return new
+    return GaussianParams(
+        new.w,
+        np.where(empty[:, None], params.mu, new.mu),
+        _KEEP_EMPTY[model.covariance_type](new.prec_chol, params.prec_chol, empty),
+        model.covariance_type,
+    )
+
+
+def _slack_matrix(cov: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """Q lost per unit weight by C + R instead of C: log|C+R| - log|C| + tr((C+R)^-1 C) - D, for (..., D, D)."""
+    sign, logdet = np.linalg.slogdet(cov)
+    reg_cov = cov + np.diag(reg)
+    _, logdet_reg = np.linalg.slogdet(reg_cov)
+    trace = np.trace(np.linalg.solve(reg_cov, cov), axis1=-2, axis2=-1)
+    return np.where(sign > 0, logdet_reg - logdet + trace - cov.shape[-1], np.inf)
+
+
+def _slack_scalar(var: np.ndarray, reg) -> np.ndarray:
+    """The same for variances: log(c+r) - log(c) + c/(c+r) - 1 (inf where c <= 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log1p(reg / var) + var / (var + reg) - 1.0
+    return np.where(var > 0, out, np.inf)
+
+
+_SLACK = {
+    "full": lambda nk, cov, reg, d: float(np.sum(nk * _slack_matrix(cov, reg))) / 2,
+    "tied": lambda nk, cov, reg, d: float(nk.sum() * _slack_matrix(cov, reg)) / 2,
+    "diag": lambda nk, cov, reg, d: float(np.sum(nk[:, None] * _slack_scalar(cov, reg))) / 2,
+    "spherical": lambda nk, cov, reg, d: float(np.sum(nk * d * _slack_scalar(cov, reg))) / 2,
+}
+
+
+def regularisation_slack(model: GaussianMixtureModel, stats: GaussianStats) -> float:
+    """Expected complete-data log-likelihood the M-step gives up by adding ``reg_covar``.
+
+    With S_k the exact covariance update and R the regularisation (both in the scaled frame, where
+    Q differences are the same as in original units), component k loses
+    n_k / 2 [log|S_k + R| - log|S_k| + tr((S_k + R)^-1 S_k) - D] >= 0 (for spherical, D times the
+    scalar form). EM's monotonicity then holds up to this amount; infinite when S_k is singular
+    (fewer points than dimensions), where the unregularised step has no maximiser at all.
+    """
+    if model.reg_covar == 0:
+        return 0.0
+    form = _FORMS[model.covariance_type]
+    nk = np.where(stats.nk > 0, stats.nk, 0.0)
+    safe_nk = np.where(nk > 0, nk, 1.0)
+    cov = form.covariance(safe_nk, stats.sum_z / safe_nk[:, None], stats.sum_zz)
+    reg = _REG_Z[model.covariance_type](model.reg_covar, stats.frame.scale)
+    return _SLACK[model.covariance_type](nk, cov, reg, stats.sum_z.shape[1])
+
+
+def _numbered_m_step(model: GaussianMixtureModel) -> Callable[[GaussianStats, GaussianParams], GaussianParams]:
+    """The M-step for one run, counting its calls so a degenerate covariance names its iteration."""
+    counter = itertools.count(1)
+
+    def step(stats: GaussianStats, params: GaussianParams) -> GaussianParams:
+        return m_step(model, stats, params, iteration=next(counter))
+
+    return step
+
+
+def params_from_resp(model: GaussianMixtureModel, x, resp: np.ndarray) -> GaussianParams:
+    """The M-step applied to given responsibilities ``resp`` (N, K) (how inits become parameters)."""
+    data = prepare(model, x)
+    return m_step(model, stats_from_resp(model, data, resp), None, iteration=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fitting and prediction
+
+
+def _options(data: GaussianData, n_components: int, options: dict) -> dict:
+    options = dict(options)
+    options.setdefault("keep_stats", data.n_samples * n_components <= KEEP_STATS_MAX)
+    return options
+
+
+def fit(
+    model: GaussianMixtureModel,
+    x,
+    init: GaussianParams,
+    *,
+    kind: str = "soft",
+    chunk_size: int | None = None,
+    **options,
+) -> EMFit:
+    """EM for the Gaussian mixture from ``init``; ``kind`` is ``"soft"`` or ``"hard"`` (classification EM).
+
+    Parameters
+    ----------
+    model
+        K, structure and ``reg_covar``.
+    x
+        Data (N,) or (N, D).
+    init
+        Starting parameters in original units.
+    options
+        Passed to :func:`emvsbayes.em.fit_em` (``tol``, ``param_tol``, ``max_iter``, ``min_iter``,
+        ``keep_stats``; the latter defaults to N K <= ``KEEP_STATS_MAX``).
+    """
+    model.validate_params(init)
+    data = prepare(model, x, chunk_size=chunk_size)
+    return fit_em(
+        partial(E_STEPS[kind], model, data), _numbered_m_step(model), init,
+        m_step_slack=partial(regularisation_slack, model), **_options(data, model.n_components, options)
+    )
+
+
+def fit_restarts(
+    model: GaussianMixtureModel,
+    x,
+    inits,
+    *,
+    kind: str = "soft",
+    chunk_size: int | None = None,
+    **options,
+) -> EMRestarts:
+    """:func:`fit` from each of ``inits``; every outcome is kept."""
+    inits = list(inits)
+    for init in inits:
+        model.validate_params(init)
+    data = prepare(model, x, chunk_size=chunk_size)
+    options = _options(data, model.n_components, options)
+    e = partial(E_STEPS[kind], model, data)
+    # A fresh iteration counter per restart, so error messages name the right iteration.
+    slack = partial(regularisation_slack, model)
+    return EMRestarts(tuple(fit_em(e, _numbered_m_step(model), init, m_step_slack=slack, **options) for init in inits))
+
+
+def log_joint(model: GaussianMixtureModel, params: GaussianParams, x) -> np.ndarray:
+    """log w_k + log N(x_i | mu_k, Sigma_k), (N, K), by the fast chunked route."""
+    data = prepare(model, x)
+    out = np.empty((params.w.shape[0], data.n_samples))
+    for rows, _, _, block in _chunks(model, data, params):
+        out[:, rows] = block
+    return (out - data.frame.log_jacobian).T
+
+
+def score_samples(model: GaussianMixtureModel, params: GaussianParams, x) -> np.ndarray:
+    """log p(x_i) (N,)."""
+    data = prepare(model, x)
+    out = np.empty(data.n_samples)
+    for rows, _, _, block in _chunks(model, data, params):
+        out[rows] = logsumexp(block, axis=0)
+    return out - data.frame.log_jacobian
+
+
+def log_resp(model: GaussianMixtureModel, params: GaussianParams, x) -> np.ndarray:
+    """log P(component k | x_i), (N, K)."""
+    joint = log_joint(model, params, x)
+    return joint - logsumexp(joint, axis=1, keepdims=True)
+
+
+__all__ = [
+    "E_STEPS",
+    "Frame",
+    "GaussianData",
+    "GaussianStats",
+    "e_step",
+    "fit",
+    "fit_restarts",
+    "hard_e_step",
+    "log_joint",
+    "log_resp",
+    "m_step",
+    "params_from_resp",
+    "prepare",
+    "score_samples",
+    "stats_from_resp",
+]

@@ -1,0 +1,201 @@
+"""``GaussianMixture``: scikit-learn's verbs and names over the functional core.
+
+A lesson's ``from sklearn.mixture import GaussianMixture`` becomes
+``from emvsbayes.gaussian import GaussianMixture`` and the rest of its code runs unchanged. The work is
+done by :mod:`emvsbayes.gaussian.init` (starting points), :mod:`emvsbayes.gaussian.em` (steps) and
+:func:`emvsbayes.em.fit_em` (the loop); this class only stores what they return.
+
+Differences from scikit-learn, all deliberate:
+
+- ``lower_bound_`` is the mean log-likelihood per point at the fitted parameters; scikit-learn reports
+  it at the parameters one M-step earlier (its value is computed before its last M-step).
+- Convergence: stop when the mean log-likelihood rose by less than ``tol`` in the last iteration. The
+  rule is scikit-learn's, but checked one iteration sooner (scikit-learn's test lags by one M-step), so
+  ``n_iter_`` is one less for the same path.
+- No ``ConvergenceWarning``: ``converged_`` says it, and ``restarts_`` keeps every run.
+- 1-D arrays are accepted as N points of one feature.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from emvsbayes.em import EMFit, EMIteration
+from emvsbayes.gaussian import em
+from emvsbayes.gaussian.init import initial_params_restarts
+from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix
+
+
+class GaussianMixture:
+    """Gaussian mixture fitted by EM, with scikit-learn's parameters and fitted attributes.
+
+    Parameters
+    ----------
+    n_components, covariance_type, tol, reg_covar, max_iter, n_init, init_params, weights_init,
+    means_init, precisions_init, random_state
+        As in :class:`sklearn.mixture.GaussianMixture`. ``tol`` applies to the mean log-likelihood
+        per point; ``random_state`` is ``None``, an int seed or a ``numpy.random.Generator``.
+
+    Attributes
+    ----------
+    weights_ : (K,)
+    means_ : (K, D)
+    covariances_, precisions_, precisions_cholesky_ : shaped by ``covariance_type`` as in scikit-learn
+    converged_ : bool
+    n_iter_ : int
+        M-steps taken by the best run.
+    lower_bound_ : float
+        Mean log-likelihood per point at the fitted parameters.
+    params_ : GaussianParams
+    restarts_ : tuple of EMFit
+        Every restart's outcome, in order.
+    trace_ : tuple of EMIteration
+        The best run's per-iteration record (log-likelihoods are totals, not means).
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def model_(self) -> GaussianMixtureModel:
+        return GaussianMixtureModel(self.n_components, self.covariance_type, self.reg_covar)
+
+    def fit(self, X, y=None) -> GaussianMixture:
+        """Run EM ``n_init`` times and keep the run with the highest final log-likelihood."""
+        x = as_data_matrix(X)
+        model = self.model_
+        rng = np.random.default_rng(self.random_state)
+        inits = initial_params_restarts(
+            model,
+            x,
+            self.n_init,
+            self.init_params,
+            rng,
+            weights_init=self.weights_init,
+            means_init=self.means_init,
+            precisions_init=self.precisions_init,
+        )
+        # tol is per point in scikit-learn; the loop works with the total. No parameter criterion,
+        # as in scikit-learn.
+        restarts = em.fit_restarts(
+            model, x, inits, tol=self.tol * x.shape[0], param_tol=np.inf, max_iter=self.max_iter
+        )
+        self._set_fit(restarts.best, x.shape)
+        self.restarts_ = restarts.fits
+        return self
+
+    def _set_fit(self, fit: EMFit, shape: tuple[int, int]) -> None:
+        params: GaussianParams = fit.params
+        self.fit_ = fit
+        self.params_ = params
+        self.weights_ = np.array(params.w)
+        self.means_ = np.array(params.mu)
+        self.covariances_ = params.covariances()
+        self.precisions_ = params.precisions()
+        self.precisions_cholesky_ = np.array(params.prec_chol)
+        self.converged_ = fit.converged
+        self.n_iter_ = fit.n_iter
+        self.lower_bound_ = fit.loglik / shape[0]
+        self.n_features_in_ = shape[1]
+
+    @property
+    def trace_(self) -> tuple[EMIteration, ...]:
+        return self.fit_.trace
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        """Fit, then return the most responsible component of each point (N,)."""
+        return self.fit(X).fit_.stats.labels
+
+    # ----------------------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "params_"):
+            raise AttributeError("this GaussianMixture is not fitted yet: call fit(X) first")
+
+    def score_samples(self, X) -> np.ndarray:
+        """log p(x_i) under the fitted mixture (N,)."""
+        self._check_fitted()
+        return em.score_samples(self.model_, self.params_, X)
+
+    def score(self, X, y=None) -> float:
+        """Mean log-likelihood per point."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X) -> np.ndarray:
+        """P(component k | x_i) (N, K)."""
+        self._check_fitted()
+        return np.exp(em.log_resp(self.model_, self.params_, X))
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable component of each point (N,)."""
+        self._check_fitted()
+        return np.argmax(em.log_joint(self.model_, self.params_, X), axis=1)
+
+    def _n_parameters(self) -> int:
+        return self.model_.n_free_parameters(self.means_.shape[1])
+
+    def bic(self, X) -> float:
+        """-2 log L + p log N (scikit-learn's definition and parameter count); lower is better."""
+        n = as_data_matrix(X).shape[0]
+        return -2.0 * self.score(X) * n + self._n_parameters() * np.log(n)
+
+    def aic(self, X) -> float:
+        """-2 log L + 2 p; lower is better."""
+        n = as_data_matrix(X).shape[0]
+        return -2.0 * self.score(X) * n + 2.0 * self._n_parameters()
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n_samples`` points; returns (X (n, D), component labels (n,)), grouped by component
+        as scikit-learn does. Draws from ``random_state``."""
+        self._check_fitted()
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+        rng = np.random.default_rng(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        cov = self.params_.full_covariances()
+        x = np.vstack(
+            [rng.multivariate_normal(self.means_[k], cov[k], size=int(c)) for k, c in enumerate(counts)]
+        )
+        labels = np.repeat(np.arange(self.n_components), counts)
+        return x, labels
+
+    def get_params(self, deep: bool = True) -> dict:
+        names = (
+            "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params",
+            "weights_init", "means_init", "precisions_init", "random_state",
+        )
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params) -> GaussianMixture:
+        for name, value in params.items():
+            if name not in self.get_params():
+                raise ValueError(f"GaussianMixture has no parameter {name!r}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(n_components={self.n_components}, covariance_type={self.covariance_type!r})"

@@ -1,0 +1,274 @@
+"""A Gaussian-mixture comparison from a validated spec: EM (soft, hard, restarts), k-means, PyMC,
+label switching and the choice of K. Returns named ``xarray.Dataset`` groups for :mod:`emvsbayes.results`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import xarray as xr
+from scipy.special import xlogy
+
+from emvsbayes.errors import DegenerateFitError, UserError
+from emvsbayes.gaussian import bayes, em
+from emvsbayes.gaussian.init import initial_params, initial_params_restarts
+from emvsbayes.gaussian.kmeans import kmeans, kmeans_plusplus
+from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, GaussianPriors, parameter_dims
+from emvsbayes.labels.diagnostics import distinct_optima
+from emvsbayes.labels.groups import em_optima_group, label_switching_groups
+from emvsbayes.results import em_estimate, em_restarts, em_trace
+from emvsbayes.sampling import SamplerSettings, sample_posterior
+
+#: Chains start from at most this many distinct EM optima (cycled over chains).
+MAX_START_OPTIMA = 4
+
+
+def _tuple_or_none(value):
+    if value is None:
+        return None
+    return tuple(value) if isinstance(value, list) else (value,)
+
+
+def model_from_spec(spec: dict, n_components: int | None = None, covariance: str | None = None) -> GaussianMixtureModel:
+    b = spec["bayes"]
+    return GaussianMixtureModel(
+        n_components=n_components or spec["model"]["components"],
+        covariance_type=covariance or spec["model"]["covariance"],
+        reg_covar=spec["model"]["reg_covar"],
+        ordered=b["variant"] == "ordered",
+        priors=GaussianPriors(
+            w_concentration=b["w_concentration"],
+            mu_loc=_tuple_or_none(b["mu_loc"]),
+            mu_scale=_tuple_or_none(b["mu_scale"]),
+            sigma_scale=_tuple_or_none(b["sigma_scale"]),
+            lkj_eta=b["lkj_eta"],
+        ),
+    )
+
+
+def _inits(model_def: GaussianMixtureModel, x: np.ndarray, em_spec: dict, rng) -> list[GaussianParams]:
+    init = em_spec["init"]
+    if isinstance(init, dict):
+        k, d = model_def.n_components, x.shape[1]
+        try:
+            means = np.asarray(init["means"], dtype=float).reshape(k, d)
+            weights = np.asarray(init.get("weights", np.full(k, 1.0 / k)), dtype=float)
+            given = {"means_init": means, "weights_init": weights / weights.sum()}
+            if "covariances" in init:
+                cov = np.asarray(init["covariances"], dtype=float)
+                given["precisions_init"] = GaussianParams.from_covariances(
+                    given["weights_init"], means, cov, model_def.covariance_type).precisions()
+        except (ValueError, np.linalg.LinAlgError) as error:
+            raise UserError(f"[em] init: the given parameters do not fit K = {k}, D = {d} ({error}); "
+                            "give means as K rows of D numbers and covariances shaped for the structure") from None
+        return [initial_params(model_def, x, "kmeans", rng, **given)]
+    return initial_params_restarts(model_def, x, em_spec["n_init"], init, rng)
+
+
+def _fit_all(model_def, x, inits, em_spec, kind):
+    """EM from every start; a start whose covariance degenerates is recorded, not fatal, unless all do."""
+    options = dict(tol=em_spec["tol"], param_tol=em_spec["param_tol"], max_iter=em_spec["max_iter"])
+    fits, failures = [], []
+    for init in inits:
+        try:
+            fits.append(em.fit(model_def, x, init, kind=kind, **options))
+        except DegenerateFitError as error:
+            failures.append(str(error))
+    if not fits:
+        raise DegenerateFitError(failures[0])
+    from emvsbayes.em import EMRestarts
+
+    return EMRestarts(tuple(fits)), failures
+
+
+def _variables(params: GaussianParams) -> dict:
+    return params.variables()
+
+
+def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], progress=None) -> dict[str, xr.Dataset]:
+    """Fit ``data`` (a ``ContinuousData``) as the spec says; returns the result groups."""
+    x = np.asarray(data.x, dtype=float)
+    n, d = x.shape
+    k = spec["model"]["components"]
+    if isinstance(k, list):
+        raise UserError("[model] components must be one K for the comparison; put a range in [model_choice] components")
+    if k > n:
+        raise UserError(f"[model] components = {k} is more than the {n} rows of data; use at most {n}")
+    model_def = model_from_spec(spec)
+    dims = parameter_dims(d)
+    coords = {"component": np.arange(k), "obs": list(data.labels), "feature": list(data.columns),
+              "feature_bis": list(data.columns)}
+    rng = np.random.default_rng(seeds["em"])
+
+    groups: dict[str, xr.Dataset] = {}
+    data_ds = xr.Dataset({"x": (("obs", "feature"), x)}, coords={"obs": coords["obs"], "feature": coords["feature"]})
+    if data.true_component is not None:
+        data_ds["true_component"] = ("obs", np.asarray(data.true_component))
+    data_ds.attrs.update(source=data.source, kind="continuous", transforms=list(data.transforms))
+    groups["data"] = data_ds
+
+    em_spec = spec["em"]
+    if "soft" not in em_spec["kinds"]:
+        raise UserError('[em] kinds must include "soft" (the EM answer compared with the posterior), e.g. kinds = ["soft", "hard"]')
+    start = time.perf_counter()
+    inits = _inits(model_def, x, em_spec, rng)
+    all_restarts = {}
+    for kind in em_spec["kinds"]:
+        restarts, failures = _fit_all(model_def, x, inits, em_spec, kind)
+        all_restarts[kind] = restarts
+        prefix = "em" if kind == "soft" else f"em_{kind}"
+        best = restarts.best
+        estimate = em_estimate(best, _variables, dims, coords, kind=kind)
+        estimate["resp"] = (("obs", "component"), np.exp(em.log_resp(model_def, best.params, x)))
+        estimate.attrs.update(n_failed_restarts=len(failures), failure=failures[0] if failures else "",
+                              n_free_parameters=model_def.n_free_parameters(d),
+                              bic=-2 * best.loglik + model_def.n_free_parameters(d) * np.log(n),
+                              aic=-2 * best.loglik + 2 * model_def.n_free_parameters(d))
+        groups[prefix] = estimate
+        groups[f"{prefix}_trace"] = em_trace(best, _variables, dims, coords)
+        if len(restarts.fits) > 1:
+            groups[f"{prefix}_restarts"] = em_restarts(restarts, _variables, dims, coords)
+            if kind == "soft":
+                groups["em_optima"] = em_optima_group(groups["em_restarts"], dims)
+    if em_spec["kmeans"]:
+        centres, _ = kmeans_plusplus(x, k, rng)
+        result = kmeans(x, centres)
+        groups["kmeans"] = xr.Dataset({"labels": ("obs", result.labels), "centres": (("component", "feature"), result.centres)},
+                                      coords={"obs": coords["obs"], "component": coords["component"], "feature": coords["feature"]})
+        groups["kmeans"].attrs.update(inertia=result.inertia, n_iter=result.n_iter, converged=int(result.converged))
+    timings["em"] = time.perf_counter() - start
+    if progress:
+        progress(f"EM: {len(inits)} start(s), best log-likelihood {groups['em']['loglik'].item():.4f}")
+
+    if spec["bayes"]["enabled"]:
+        groups.update(_bayes_groups(spec, model_def, x, all_restarts["soft"], coords, seeds, timings, progress))
+    if spec["model_choice"]["components"]:
+        groups["model_choice"] = _model_choice(spec, x, seeds, timings, progress)
+    return groups
+
+
+def _start_points(model_def, restarts) -> list[GaussianParams]:
+    """EM answers to start chains from: the best, then other distinct optima (not relabelled copies)."""
+    order = np.argsort([-fit.loglik for fit in restarts.fits])
+    fits = [restarts.fits[i] for i in order]
+    if len(fits) == 1:
+        return [fits[0].params]
+    variables = [f.params.variables() for f in fits]
+    params = {name: np.stack([v[name] for v in variables]) for name in variables[0]}
+    optima = distinct_optima({k: v for k, v in params.items() if np.ptp(v) > 0}, np.array([f.loglik for f in fits]))
+    return [fits[o.representative].params for o in optima[:MAX_START_OPTIMA]]
+
+
+def _bayes_groups(spec, model_def, x, restarts, coords, seeds, timings, progress) -> dict[str, xr.Dataset]:
+    b = spec["bayes"]
+    starts = _start_points(model_def, restarts)
+    if b["sampler"] != "auto":
+        sampler = b["sampler"]
+    elif len(starts) > 1 and x.shape[1] == 1:
+        # Several distinct EM optima: PyMC's NUTS can start each chain at a different one (nutpie
+        # takes one start for all), so R-hat can still see a second mode.
+        sampler = "pymc"
+    else:
+        sampler = bayes.choose_sampler(x.shape[1], model_def.n_components)
+    settings = SamplerSettings(sampler=sampler, chains=b["chains"], draws=b["draws"], tune=b["tune"],
+                               target_accept=b["target_accept"])
+    start = time.perf_counter()
+    pm_model = bayes.build_model(model_def, x, columns=coords["feature"])
+    timings["build_model"] = time.perf_counter() - start
+    if progress:
+        progress(f"sampling: {settings.chains} chains x {settings.draws} draws with {sampler}, "
+                 f"starting from {len(starts)} EM optim{'um' if len(starts) == 1 else 'a'}")
+    outcome = sample_posterior(pm_model, settings, seeds["sampler"], bayes.initvals_from_params(model_def, starts),
+                               progressbar=bool(progress))
+    timings["sampling_total"] = outcome.seconds_total
+    timings["sampling"] = outcome.seconds_sampling
+    tree = outcome.tree
+    groups = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats", "log_likelihood", "observed_data")
+              if name in tree.children}
+    groups["posterior"].attrs["sampler"] = sampler
+    groups["posterior"].attrs["n_start_optima"] = len(starts)
+
+    start = time.perf_counter()
+    probs = bayes.membership_probabilities(model_def, x, bayes.posterior_draws(tree))
+    groups["posterior_membership"] = xr.Dataset({"membership": (("obs", "component"), probs.mean(axis=0))},
+                                                coords={"obs": coords["obs"], "component": coords["component"]})
+    reference = restarts.best.params.variables()
+    groups.update(label_switching_groups(_reported(groups["posterior"], reference), probs=probs,
+                                         reference=reference, method=b["relabel"], order_var="mu"))
+    perms = groups["posterior_relabelled"]["permutation"].values.reshape(-1, model_def.n_components)
+    groups["posterior_membership"]["membership_relabelled"] = (
+        ("obs", "component"), np.take_along_axis(probs, perms[:, None, :], axis=2).mean(axis=0))
+    timings["relabel"] = time.perf_counter() - start
+    return groups
+
+
+def _reported(posterior: xr.Dataset, reference) -> xr.Dataset:
+    """Only the reported parameters (w, mu, sigma / cov): the sampler's internal variables are not relabelled."""
+    return posterior[[name for name in reference if name in posterior]]
+
+
+def _model_choice(spec, x, seeds, timings, progress) -> xr.Dataset:
+    """EM's BIC, AIC and ICL, and PSIS-LOO of a posterior, for each K of ``[model_choice] components``."""
+    import arviz as az
+
+    choice = spec["model_choice"]
+    covariance = choice["covariance"] or spec["model"]["covariance"]
+    n, d = x.shape
+    ks = sorted(set(choice["components"]))
+    rows = {name: [] for name in ("loglik", "n_params", "bic", "aic", "icl", "elpd_loo", "elpd_loo_se", "p_loo",
+                                  "n_pareto_k_bad")}
+    notes = []
+    start = time.perf_counter()
+    for k in ks:
+        model_def = model_from_spec(spec, k, covariance)
+        n_params = model_def.n_free_parameters(d)
+        rows["n_params"].append(n_params)
+        note = ""
+        loglik = bic = aic = icl = np.nan
+        if k > n:
+            note = f"K = {k} is more than the {n} rows"
+        else:
+            rng = np.random.default_rng([seeds["em"], k])
+            inits = initial_params_restarts(model_def, x, spec["em"]["n_init"], "k-means++", rng)
+            try:
+                restarts, failures = _fit_all(model_def, x, inits, spec["em"], "soft")
+                best = restarts.best
+                loglik = best.loglik
+                bic = -2 * loglik + n_params * np.log(n)
+                aic = -2 * loglik + 2 * n_params
+                resp = np.exp(em.log_resp(model_def, best.params, x))
+                # ICL (Biernacki et al. 2000) in BIC's lower-is-better convention: BIC plus twice the
+                # entropy of the classification, so ICL >= BIC, equal for hard assignments.
+                icl = bic - 2 * xlogy(resp, resp).sum()
+            except DegenerateFitError as error:
+                note = f"EM failed in every restart: {error}"
+            if n_params >= n * d:
+                note = (note + "; " if note else "") + (
+                    f"ill-posed: {n_params} free parameters for {n * d} numbers in the data")
+        rows["loglik"].append(loglik)
+        rows["bic"].append(bic)
+        rows["aic"].append(aic)
+        rows["icl"].append(icl)
+        elpd = elpd_se = p_loo = bad = np.nan
+        if choice["bayes"] and not note and np.isfinite(loglik):
+            if progress:
+                progress(f"model choice: sampling K = {k}")
+            pm_model = bayes.build_model(model_def, x)
+            settings = SamplerSettings(sampler=bayes.choose_sampler(d, k), chains=choice["chains"], draws=choice["draws"],
+                                       tune=choice["tune"], target_accept=spec["bayes"]["target_accept"])
+            tree = sample_posterior(pm_model, settings, seeds["sampler"] + k,
+                                    bayes.initvals_from_params(model_def, [best.params])).tree
+            loo = az.loo(tree)
+            elpd, elpd_se, p_loo = float(loo.elpd), float(loo.se), float(loo.p)
+            bad = int(np.sum(np.asarray(loo.pareto_k) > 0.7))
+        rows["elpd_loo"].append(elpd)
+        rows["elpd_loo_se"].append(elpd_se)
+        rows["p_loo"].append(p_loo)
+        rows["n_pareto_k_bad"].append(bad)
+        notes.append(note)
+    timings["model_choice"] = time.perf_counter() - start
+    ds = xr.Dataset({name: ("K", np.asarray(values, dtype=float)) for name, values in rows.items()}, coords={"K": ks})
+    ds["note"] = ("K", np.array(notes, dtype=str))
+    ds.attrs.update(covariance=covariance, n_obs=n, n_features=d)
+    return ds

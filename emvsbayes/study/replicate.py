@@ -1,0 +1,667 @@
+"""One replicate of a study as a pure function of (spec, cell index, replicate index).
+
+:func:`run_task` is what a Dask worker runs. Everything random comes from
+``np.random.SeedSequence(spec["seed"], spawn_key=(cell_index, replicate))`` (the truth of a cell from
+``spawn_key=(cell_index,)``), so a replicate's numbers do not depend on the worker, the number of
+workers or the order in which replicates finish.
+
+A coverage replicate: simulate data from the cell's truth; EM from ``n_init`` starts (and the number of
+distinct optima they reach); the EM answer aligned to the truth (its labels are arbitrary); Wald
+(coins), bootstrap and posterior intervals; posterior draws relabelled by pivoting to the EM answer or
+to the truth; bias, squared error, coverage and width per parameter; R-hat, ESS per second,
+divergences and label switching of the chains; time per stage.
+
+The PyMC model of a cell is built and compiled once per worker process and kept in a module-level
+cache (:data:`_SAMPLERS`), keyed by everything that shapes the compiled model: replicates swap their
+data into it (``pm.Data`` containers: ``pm.set_data`` for PyMC's NUTS, ``with_data`` for nutpie's
+compiled model). :func:`compile_count` reports how many models this process compiled.
+
+Records are plain JSON-able dicts (see :func:`_record`), stored one file per replicate by
+:mod:`emvsbayes.study.run`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from emvsbayes.coins import bayes as coin_bayes
+from emvsbayes.coins import em as coin_em
+from emvsbayes.coins.model import CoinMixture, CoinParams
+from emvsbayes.data import separated_gaussian_mixture, simulate_coins, simulate_gaussian_mixture
+from emvsbayes.errors import DegenerateFitError, LikelihoodDecreasedError
+from emvsbayes.gaussian import bayes as gauss_bayes
+from emvsbayes.gaussian import em as gauss_em
+from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, GaussianPriors
+from emvsbayes.labels import apply_permutations, chain_permutations, distinct_optima, pivot
+
+#: Stages that get their own child seed, in this order (adding a stage at the end keeps old streams).
+SEED_STAGES = ("data", "em", "bootstrap", "sampler")
+
+#: A failed EM restart or bootstrap refit is skipped; these are the failures that mean "this start
+#: or resample cannot be fitted", not bugs.
+FIT_FAILURES = (DegenerateFitError, np.linalg.LinAlgError, FloatingPointError)
+
+
+# --------------------------------------------------------------------------------------------------
+# Seeds
+
+
+def replicate_seeds(study_seed: int, cell_index: int, replicate: int) -> dict[str, np.random.SeedSequence]:
+    """One independent seed sequence per stage of replicate ``replicate`` of cell ``cell_index``."""
+    root = np.random.SeedSequence(study_seed, spawn_key=(cell_index, replicate))
+    return dict(zip(SEED_STAGES, root.spawn(len(SEED_STAGES))))
+
+
+def cell_rng(study_seed: int, cell_index: int) -> np.random.Generator:
+    """The generator of a cell's truth, shared by all its replicates."""
+    return np.random.default_rng(np.random.SeedSequence(study_seed, spawn_key=(cell_index,)))
+
+
+def int_seed(seq: np.random.SeedSequence) -> int:
+    return int(seq.generate_state(1, dtype=np.uint32)[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# Model families: the few things the study needs from each, chosen by a dict
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """What a replicate needs from a model family; data are a dict of named arrays."""
+
+    model_def: Callable[[dict, dict, dict], object]  # (spec, cell, prior) -> model definition
+    truth: Callable[[dict, dict, object, np.random.Generator], object]  # coverage truth
+    prior_draw: Callable[[object, dict, dict, np.random.Generator], object]  # SBC: params from the prior
+    simulate: Callable[[object, dict, np.random.Generator], dict]
+    em_inits: Callable[[object, dict, int, np.random.Generator], list]
+    em_fit: Callable[..., object]  # (model_def, data, init, **options) -> EMFit
+    variables: Callable[[object, object], dict]  # (model_def, params) -> reported variables
+    build_model: Callable[[object, dict], object]  # PyMC model with the data as constants
+    observed: dict  # observed variable name -> data key
+    initvals: Callable[[object, object], dict]
+    resample: Callable[[dict, np.ndarray], dict]
+    n_obs: Callable[[dict], int]
+
+
+def _coin_model_def(spec, cell, prior) -> CoinMixture:
+    return CoinMixture(
+        n_components=cell["components"],
+        weights=spec["model"]["weights"],
+        theta_prior=tuple(prior["theta_prior"]),
+        w_concentration=prior["w_concentration"],
+        ordered=cell["variant"] == "ordered",
+    )
+
+
+def _coin_truth(spec, cell, model_def: CoinMixture, rng) -> CoinParams:
+    k, gap = cell["components"], cell["separation"]
+    theta = 0.5 + gap * (np.arange(k) - (k - 1) / 2)
+    w = spec["truth"]["w"]
+    w = model_def.equal_weights if w is None or model_def.weights == "equal" else np.asarray(w) / np.sum(w)
+    return CoinParams(theta, w)
+
+
+def _coin_prior_draw(model_def: CoinMixture, cell, prior, rng) -> CoinParams:
+    a, b = prior["theta_prior"]
+    theta = rng.beta(a, b, size=model_def.n_components)
+    if model_def.ordered:
+        theta = np.sort(theta)
+    if model_def.weights == "estimated":
+        w = rng.dirichlet(np.full(model_def.n_components, float(prior["w_concentration"])))
+    else:
+        w = model_def.equal_weights
+    return CoinParams(theta, w)
+
+
+def _coin_simulate(params: CoinParams, cell, rng) -> dict:
+    data = simulate_coins(params.theta, params.w, cell["tosses"], rng, n_sets=cell["n_sets"])
+    return {"heads": data.heads, "tosses": data.tosses}
+
+
+def _coin_variables(model_def: CoinMixture, params: CoinParams) -> dict:
+    # Fixed equal weights are not estimated, so they are not reported.
+    return params.variables() if model_def.weights == "estimated" else {"theta": params.theta}
+
+
+def _coin_fit(model_def, data, init, **options):
+    return coin_em.fit(model_def, data["heads"], data["tosses"], init, **options)
+
+
+def _coin_inits(model_def, data, n_init, rng):
+    return coin_em.random_inits(model_def, n_init, rng)
+
+
+def _coin_build(model_def, data):
+    return coin_bayes.build_model(model_def, data["heads"], data["tosses"])
+
+
+def _gauss_model_def(spec, cell, prior) -> GaussianMixtureModel:
+    priors = GaussianPriors(
+        w_concentration=prior["w_concentration"],
+        mu_loc=(float(prior["mu_loc"]),),
+        mu_scale=(float(prior["mu_scale"]),),
+        sigma_scale=(float(prior["sigma_scale"]),),
+        lkj_eta=prior["lkj_eta"],
+    )
+    return GaussianMixtureModel(
+        n_components=cell["components"],
+        covariance_type=spec["model"]["covariance"],
+        reg_covar=spec["model"]["reg_covar"],
+        ordered=cell["variant"] == "ordered",
+        priors=priors,
+    )
+
+
+def _gauss_truth(spec, cell, model_def, rng) -> GaussianParams:
+    w, mu, cov = separated_gaussian_mixture(cell["components"], cell["dim"], cell["separation"], rng)
+    if spec["truth"]["w"] is not None:
+        w = np.asarray(spec["truth"]["w"], dtype=float) / np.sum(spec["truth"]["w"])
+    # The truth is kept with full covariances: the estimands are the true (co)variances whatever
+    # structure the fitted model assumes.
+    return GaussianParams.from_covariances(w, mu, cov, "full")
+
+
+def _gauss_prior_draw(model_def: GaussianMixtureModel, cell, prior, rng) -> GaussianParams:
+    """1-D only (the spec enforces it): w ~ Dirichlet, mu_k ~ Normal, sd ~ HalfNormal (one if tied)."""
+    k = model_def.n_components
+    w = rng.dirichlet(np.full(k, float(prior["w_concentration"])))
+    mu = rng.normal(prior["mu_loc"], prior["mu_scale"], size=k)
+    if model_def.ordered:
+        mu = np.sort(mu)
+    n_sd = 1 if model_def.covariance_type == "tied" else k
+    sd = np.abs(rng.normal(0.0, prior["sigma_scale"], size=n_sd)) * np.ones(k)
+    return GaussianParams.from_covariances(w, mu[:, None], (sd**2)[:, None, None], "full")
+
+
+def _gauss_simulate(params: GaussianParams, cell, rng) -> dict:
+    data = simulate_gaussian_mixture(cell["n_obs"], params.w, params.mu, params.full_covariances(), rng)
+    return {"x": data.x}
+
+
+def _gauss_variables(model_def, params: GaussianParams) -> dict:
+    return params.variables()
+
+
+def _gauss_fit(model_def, data, init, **options):
+    return gauss_em.fit(model_def, data["x"], init, **options)
+
+
+def _gauss_inits(model_def: GaussianMixtureModel, data: dict, n_init: int, rng) -> list[GaussianParams]:
+    """k-means++ starts (:mod:`emvsbayes.gaussian.init`), restart j from the j-th child of ``rng``;
+    a start that cannot be made (a component with too few points) is skipped."""
+    from emvsbayes.gaussian.init import initial_params
+
+    inits = []
+    for child in rng.spawn(n_init):
+        try:
+            inits.append(initial_params(model_def, data["x"], "k-means++", child))
+        except FIT_FAILURES:
+            continue
+    return inits
+
+
+def _gauss_build(model_def, data):
+    return gauss_bayes.build_model(model_def, data["x"])
+
+
+FAMILIES: dict[str, Family] = {
+    "coins": Family(
+        model_def=_coin_model_def,
+        truth=_coin_truth,
+        prior_draw=_coin_prior_draw,
+        simulate=_coin_simulate,
+        em_inits=_coin_inits,
+        em_fit=_coin_fit,
+        variables=_coin_variables,
+        build_model=_coin_build,
+        observed={"heads": "heads"},
+        initvals=lambda model_def, params: coin_bayes.initvals_from_params(model_def, [params])[0],
+        resample=lambda data, idx: {"heads": data["heads"][idx], "tosses": data["tosses"][idx]},
+        n_obs=lambda cell: cell["n_sets"],
+    ),
+    "gaussian": Family(
+        model_def=_gauss_model_def,
+        truth=_gauss_truth,
+        prior_draw=_gauss_prior_draw,
+        simulate=_gauss_simulate,
+        em_inits=_gauss_inits,
+        em_fit=_gauss_fit,
+        variables=_gauss_variables,
+        build_model=_gauss_build,
+        observed={"x": "x"},
+        initvals=lambda model_def, params: gauss_bayes.initvals_from_params(model_def, [params])[0],
+        resample=lambda data, idx: {"x": data["x"][idx]},
+        n_obs=lambda cell: cell["n_obs"],
+    ),
+}
+
+
+def cell_prior(spec: dict, cell: dict) -> dict:
+    return spec["priors"][cell["prior"]]
+
+
+# --------------------------------------------------------------------------------------------------
+# EM
+
+
+@dataclass(frozen=True, slots=True)
+class EMOutcome:
+    """The best EM fit, every successful restart's fit, and how many restarts failed."""
+
+    best: object
+    fits: tuple
+    n_failed: int
+
+
+def em_options(spec: dict) -> dict:
+    em = spec["em"]
+    return dict(tol=em["tol"], param_tol=em["param_tol"], max_iter=em["max_iter"], keep_stats=False)
+
+
+def fit_em(family: Family, model_def, data: dict, spec: dict, rng: np.random.Generator) -> EMOutcome:
+    """EM from ``n_init`` starts; a start that cannot be fitted (a collapsing component) is skipped."""
+    fits, failed = [], 0
+    for init in family.em_inits(model_def, data, spec["em"]["n_init"], rng):
+        try:
+            fits.append(family.em_fit(model_def, data, init, **em_options(spec)))
+        except FIT_FAILURES:
+            failed += 1
+    if not fits:
+        raise RuntimeError(f"every EM start failed ({failed} of {spec['em']['n_init']})")
+    best = max(fits, key=lambda fit: fit.loglik)
+    return EMOutcome(best, tuple(fits), failed)
+
+
+def n_distinct_optima(family: Family, model_def, fits) -> int:
+    stacked = {}
+    for name in family.variables(model_def, fits[0].params):
+        stacked[name] = np.stack([np.asarray(family.variables(model_def, f.params)[name]) for f in fits])
+    # Constant variables carry no label information (and have no spread to standardise by).
+    stacked = {name: value for name, value in stacked.items() if np.ptp(value) > 0} or stacked
+    return len(distinct_optima(stacked, np.array([f.loglik for f in fits]), rtol=1e-3, atol=1e-4))
+
+
+def align(family: Family, model_def, params, reference_vars: Mapping[str, np.ndarray]):
+    """``params`` with its components renamed to match ``reference_vars`` best (a pivot)."""
+    current = family.variables(model_def, params)
+    draws = {name: np.asarray(value)[None] for name, value in current.items() if name in reference_vars}
+    perm = pivot(draws, {name: np.asarray(reference_vars[name]) for name in draws}).perms[0]
+    return params.permuted(perm)
+
+
+# --------------------------------------------------------------------------------------------------
+# Intervals besides the posterior's
+
+
+def _coin_wald(model_def: CoinMixture, params: CoinParams, data: dict, prob: float) -> dict[str, tuple]:
+    """Wald intervals from the observed information of the coin mixture (a private stand-in until
+    :mod:`emvsbayes.uncertainty` exists).
+
+    Free parameters: theta (K,) and, when estimated, w_0 .. w_{K-2} (w_{K-1} = 1 - the rest). The
+    gradient of the observed log-likelihood is analytic (responsibility-weighted complete-data scores);
+    the Hessian is its central difference. An estimate on the boundary (theta at 0 or 1, a weight at 0)
+    or an information matrix that is not positive definite gives NaN intervals.
+    """
+    heads = np.asarray(data["heads"], dtype=float)
+    tosses = np.asarray(data["tosses"], dtype=float)
+    k = model_def.n_components
+    estimated = model_def.weights == "estimated"
+
+    def unpack(phi):
+        theta = phi[:k]
+        w = np.append(phi[k:], 1 - phi[k:].sum()) if estimated else model_def.equal_weights
+        return theta, w
+
+    def gradient(phi):
+        theta, w = unpack(phi)
+        log_joint = model_def.log_joint(CoinParams(theta, w), heads, tosses)
+        resp = np.exp(log_joint - np.logaddexp.reduce(log_joint, axis=1, keepdims=True))
+        g_theta = (resp * (heads[:, None] / theta - (tosses - heads)[:, None] / (1 - theta))).sum(axis=0)
+        if not estimated:
+            return g_theta
+        g_w = (resp[:, :-1] / w[:-1] - resp[:, -1:] / w[-1]).sum(axis=0)
+        return np.concatenate([g_theta, g_w])
+
+    phi = np.concatenate([params.theta, params.w[:-1]]) if estimated else params.theta.copy()
+    nan = {name: (np.full(k, np.nan), np.full(k, np.nan)) for name in (("theta", "w") if estimated else ("theta",))}
+    theta, w = unpack(phi)
+    if np.any((theta <= 1e-6) | (theta >= 1 - 1e-6)) or np.any(w <= 1e-6):
+        return nan
+    step = 1e-6
+    hessian = np.empty((phi.size, phi.size))
+    for j in range(phi.size):
+        e = np.zeros(phi.size)
+        e[j] = step
+        hessian[:, j] = (gradient(phi + e) - gradient(phi - e)) / (2 * step)
+    information = -(hessian + hessian.T) / 2
+    try:
+        np.linalg.cholesky(information)
+        cov = np.linalg.inv(information)
+    except np.linalg.LinAlgError:
+        return nan
+    z = NormalDist().inv_cdf(0.5 + prob / 2)
+    out = {"theta": (theta - z * np.sqrt(np.diag(cov)[:k]), theta + z * np.sqrt(np.diag(cov)[:k]))}
+    if estimated:
+        # Var(w_{K-1}) = Var(1 - sum of the others) = 1' C 1.
+        cov_w = cov[k:, k:]
+        var_w = np.append(np.diag(cov_w), cov_w.sum())
+        out["w"] = (w - z * np.sqrt(var_w), w + z * np.sqrt(var_w))
+    return out
+
+
+def bootstrap_intervals(family: Family, model_def, data: dict, estimate, spec: dict, rng) -> tuple[dict, int]:
+    """Percentile intervals from a nonparametric bootstrap: resample observations, refit EM from the
+    EM answer, rename the refit's components to match the EM answer (a pivot), take quantiles.
+
+    Returns (name -> (lower, upper)), number of refits that failed.
+    """
+    prob = spec["intervals"]["prob"]
+    reference = family.variables(model_def, estimate)
+    n = next(iter(data.values())).shape[0]
+    values = {name: [] for name in reference}
+    failed = 0
+    for child in rng.spawn(spec["intervals"]["bootstrap"]):
+        sample = family.resample(data, child.integers(0, n, size=n))
+        try:
+            fit = family.em_fit(model_def, sample, estimate, **em_options(spec))
+        except FIT_FAILURES:
+            failed += 1
+            continue
+        aligned = family.variables(model_def, align(family, model_def, fit.params, reference))
+        for name in values:
+            values[name].append(np.asarray(aligned[name]))
+    if len(values[next(iter(values))]) < 2:
+        return {name: (np.full(np.shape(v), np.nan), np.full(np.shape(v), np.nan)) for name, v in reference.items()}, failed
+    tail = (1 - prob) / 2
+    return {name: tuple(np.quantile(np.stack(v), [tail, 1 - tail], axis=0)) for name, v in values.items()}, failed
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling with a model compiled once per cell and worker
+
+#: key (JSON of the model's shape-defining settings) -> _CellSampler, per worker process
+_SAMPLERS: dict[str, _CellSampler] = {}
+_COMPILE_COUNT = 0
+
+
+def compile_count() -> int:
+    """How many cell models this process has built and compiled."""
+    return _COMPILE_COUNT
+
+
+def clear_cache() -> None:
+    """Forget the compiled models of this process (tests use it to count compilations)."""
+    global _COMPILE_COUNT
+    _SAMPLERS.clear()
+    _COMPILE_COUNT = 0
+
+
+@dataclass
+class _CellSampler:
+    """A cell's PyMC model with ``pm.Data`` in place of the observed data, and the compiled sampler.
+
+    ``shared`` maps a data key (``"heads"``, ``"x"``) to the name of its data container.
+    ``compiled`` is nutpie's compiled model; ``step`` PyMC's NUTS (its compiled log-density and
+    gradient are reused; PyMC resets the step's tuning at the start of every chain).
+    """
+
+    model: object
+    shared: dict[str, str]
+    sampler: str
+    compiled: object = None
+    step: object = None
+    value_names: tuple[str, ...] = ()
+
+
+def _observed_array(model, name: str, value: np.ndarray) -> np.ndarray:
+    """The data as the observed variable holds it (a 1-D Gaussian's x is observed as a vector)."""
+    shape = tuple(int(s) for s in model[name].shape.eval())
+    return np.asarray(value).reshape(shape)
+
+
+def _build_sampler(family: Family, model_def, data: dict, sampler: str, target_accept: float) -> _CellSampler:
+    import pymc as pm
+    import pytensor
+
+    model = family.build_model(model_def, data)
+    shared = {}
+    for obs_name, data_key in family.observed.items():
+        container = pytensor.shared(_observed_array(model, obs_name, data[data_key]), name=f"{obs_name}_data")
+        dims = model.named_vars_to_dims.get(obs_name)
+        # pm.observe replaces the constant observed values by the container; registering it makes it
+        # a pm.Data container of the new model (pm.set_data works on it).
+        model = pm.observe(model, {obs_name: container})
+        model.register_data_var(container, dims=dims)
+        shared[data_key] = container.name
+    cell = _CellSampler(model, shared, sampler)
+    logging.getLogger("pymc").setLevel(logging.ERROR)
+    if sampler == "nutpie":
+        import nutpie
+
+        cell.compiled = nutpie.compile_pymc_model(model)
+        cell.value_names = tuple(model.rvs_to_values[rv].name for rv in model.free_RVs)
+    else:
+        cell.step = pm.NUTS(model=model, target_accept=target_accept)
+    return cell
+
+
+def cell_sampler(family: Family, model_def, data: dict, cell: dict, spec: dict) -> tuple[_CellSampler, bool]:
+    """The cached sampler of this model shape, built on first use; returns (sampler, compiled_now)."""
+    global _COMPILE_COUNT
+    key = json.dumps([repr(model_def), {k: np.shape(v) for k, v in data.items()}, cell["sampler"],
+                      spec["bayes"]["target_accept"]], default=str)
+    if key in _SAMPLERS:
+        return _SAMPLERS[key], False
+    _SAMPLERS[key] = _build_sampler(family, model_def, data, cell["sampler"], spec["bayes"]["target_accept"])
+    _COMPILE_COUNT += 1
+    return _SAMPLERS[key], True
+
+
+@dataclass(frozen=True, slots=True)
+class Draws:
+    """Posterior draws of the reported variables, chain-major: name -> (chains * draws, K, ...)."""
+
+    values: dict[str, np.ndarray]
+    chains: int
+    divergences: int
+    seconds: float
+
+
+def sample(cell: _CellSampler, family: Family, model_def, data: dict, start, spec: dict, seed: int) -> Draws:
+    """Swap ``data`` into the cell's model and sample, starting every chain at ``start`` (parameters)."""
+    import pymc as pm
+    from pymc.initial_point import make_initial_point_fn
+
+    bayes = spec["bayes"]
+    initvals = family.initvals(model_def, start)
+    values = {cell.shared[key]: _observed_array(cell.model, obs, data[key]) for obs, key in family.observed.items()}
+    began = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*samples per chain.*")
+        warnings.filterwarnings("ignore", message=".*number of samples is too small.*")
+        if cell.sampler == "nutpie":
+            import nutpie
+
+            point = make_initial_point_fn(model=cell.model, overrides=initvals, jitter_rvs=set(), return_transformed=True)(0)
+            flat = np.concatenate([np.ravel(point[name]) for name in cell.value_names]).astype(float)
+            compiled = dataclasses.replace(cell.compiled.with_data(**values), initial_point_func=lambda _seed: flat.copy())
+            tree = nutpie.sample(compiled, draws=bayes["draws"], tune=bayes["tune"], chains=bayes["chains"], cores=1,
+                                 seed=seed, progress_bar=False)
+        else:
+            pm.set_data(values, model=cell.model)
+            tree = pm.sample(draws=bayes["draws"], tune=bayes["tune"], chains=bayes["chains"], cores=1,
+                             random_seed=seed, step=cell.step, initvals=[initvals] * bayes["chains"],
+                             model=cell.model, progressbar=False, compute_convergence_checks=False)
+    seconds = time.perf_counter() - began
+    posterior = tree["posterior"]
+    names = family.variables(model_def, start)
+    out = {}
+    for name in names:
+        da = posterior[name].transpose("chain", "draw", ...)
+        out[name] = np.asarray(da.values, dtype=float).reshape(-1, *da.shape[2:])
+    divergences = int(np.asarray(tree["sample_stats"]["diverging"].values).sum())
+    return Draws(out, int(posterior.sizes["chain"]), divergences, seconds)
+
+
+def chain_diagnostics(values: Mapping[str, np.ndarray], chains: int) -> dict[str, float]:
+    """Largest rank-normalised split R-hat and smallest bulk ESS over every element of every variable."""
+    from arviz_stats.base import array_stats
+
+    stacked = np.concatenate([v.reshape(v.shape[0], -1) for v in values.values()], axis=1)  # (S, P)
+    varying = np.ptp(stacked, axis=0) > 0
+    if not np.any(varying):
+        return {"rhat_max": np.nan, "ess_bulk_min": np.nan}
+    by_chain = stacked[:, varying].T.reshape(-1, chains, stacked.shape[0] // chains)  # (P, chain, draw)
+    rhat = array_stats.rhat(by_chain, chain_axis=-2, draw_axis=-1)
+    ess = array_stats.ess(by_chain, chain_axis=-2, draw_axis=-1, method="bulk")
+    return {"rhat_max": float(np.nanmax(rhat)), "ess_bulk_min": float(np.nanmin(ess))}
+
+
+# --------------------------------------------------------------------------------------------------
+# One coverage replicate
+
+
+def flat_elements(variables: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Every element as ``"mu[0]"``, ``"cov[1,0,1]"`` -> value."""
+    out = {}
+    for name, value in variables.items():
+        value = np.asarray(value, dtype=float)
+        for index in np.ndindex(value.shape):
+            out[f"{name}[{','.join(map(str, index))}]"] = float(value[index])
+    return out
+
+
+def _interval_metrics(kind: str, lower: Mapping, upper: Mapping, truth: Mapping) -> dict[str, dict[str, float]]:
+    lo, hi, true = flat_elements(lower), flat_elements(upper), flat_elements(truth)
+    covered = {p: (float(lo[p] <= true[p] <= hi[p]) if np.isfinite(lo[p]) and np.isfinite(hi[p]) else np.nan) for p in true}
+    return {f"{kind}_lower": lo, f"{kind}_upper": hi, f"{kind}_covered": covered,
+            f"{kind}_width": {p: hi[p] - lo[p] for p in true}}
+
+
+def run_coverage_replicate(spec: dict, cell_index: int, replicate: int, cell: dict) -> dict:
+    family = FAMILIES[spec["model"]["family"]]
+    model_def = family.model_def(spec, cell, cell_prior(spec, cell))
+    seeds = replicate_seeds(spec["seed"], cell_index, replicate)
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+
+    truth = family.truth(spec, cell, model_def, cell_rng(spec["seed"], cell_index))
+    data = family.simulate(truth, cell, np.random.default_rng(seeds["data"]))
+    truth_vars = family.variables(model_def, truth)
+    timings["simulate"] = time.perf_counter() - began
+
+    start = time.perf_counter()
+    em = fit_em(family, model_def, data, spec, np.random.default_rng(seeds["em"]))
+    estimate = align(family, model_def, em.best.params, truth_vars)
+    em_vars = family.variables(model_def, estimate)
+    scalars = {
+        "em_loglik": em.best.loglik,
+        "em_converged": float(em.best.converged),
+        "em_n_iter": float(em.best.n_iter),
+        "em_failed_starts": float(em.n_failed),
+        "n_optima": float(n_distinct_optima(family, model_def, em.fits)),
+    }
+    timings["em"] = time.perf_counter() - start
+
+    truth_flat, em_flat = flat_elements(truth_vars), flat_elements(em_vars)
+    values: dict[str, dict[str, float]] = {
+        "truth": truth_flat,
+        "em": em_flat,
+        "em_error": {p: em_flat[p] - truth_flat[p] for p in truth_flat},
+    }
+    kinds = spec["intervals"]["kinds"]
+    prob = spec["intervals"]["prob"]
+    if "wald" in kinds:
+        start = time.perf_counter()
+        wald = _coin_wald(model_def, estimate, data, prob)
+        values |= _interval_metrics("wald", {n: v[0] for n, v in wald.items()}, {n: v[1] for n, v in wald.items()}, truth_vars)
+        timings["wald"] = time.perf_counter() - start
+    if "bootstrap" in kinds:
+        start = time.perf_counter()
+        boot, failed = bootstrap_intervals(family, model_def, data, estimate, spec, np.random.default_rng(seeds["bootstrap"]))
+        values |= _interval_metrics("bootstrap", {n: v[0] for n, v in boot.items()}, {n: v[1] for n, v in boot.items()}, truth_vars)
+        scalars["bootstrap_failed"] = float(failed)
+        timings["bootstrap"] = time.perf_counter() - start
+
+    compiled_now = False
+    if "posterior" in kinds:
+        start = time.perf_counter()
+        sampler, compiled_now = cell_sampler(family, model_def, data, cell, spec)
+        timings["compile"] = time.perf_counter() - start
+        draws = sample(sampler, family, model_def, data, estimate, spec, int_seed(seeds["sampler"]))
+        timings["sampling"] = draws.seconds
+
+        start = time.perf_counter()
+        reference = truth_vars if spec["bayes"]["relabel"] == "truth" else em_vars
+        used = {name: value for name, value in draws.values.items() if np.ptp(value) > 0}
+        perms = pivot(used, {name: np.asarray(reference[name]) for name in used}).perms
+        relabelled = apply_permutations(draws.values, perms)
+        switching = chain_permutations(perms, draws.chains)
+        identity = np.arange(perms.shape[1])
+        raw = chain_diagnostics(draws.values, draws.chains)
+        fixed = chain_diagnostics(relabelled, draws.chains)
+        scalars |= {
+            "rhat_max": fixed["rhat_max"],
+            "rhat_max_raw": raw["rhat_max"],
+            "ess_bulk_min": fixed["ess_bulk_min"],
+            "ess_per_second": fixed["ess_bulk_min"] / draws.seconds if draws.seconds > 0 else np.nan,
+            "divergences": float(draws.divergences),
+            "switch_share": float(np.mean(np.any(perms != identity, axis=1))),
+            "switches_per_chain": float(np.mean(switching.n_switches)),
+        }
+        tail = (1 - prob) / 2
+        post_mean = {name: value.mean(axis=0) for name, value in relabelled.items()}
+        lower = {name: np.quantile(value, tail, axis=0) for name, value in relabelled.items()}
+        upper = {name: np.quantile(value, 1 - tail, axis=0) for name, value in relabelled.items()}
+        mean_flat = flat_elements(post_mean)
+        values["post_mean"] = mean_flat
+        values["post_error"] = {p: mean_flat[p] - truth_flat[p] for p in truth_flat}
+        values |= _interval_metrics("posterior", lower, upper, truth_vars)
+        timings["relabel"] = time.perf_counter() - start
+    timings["total"] = time.perf_counter() - began
+    return _record(cell_index, replicate, values=values, scalars=scalars, timings=timings, compiled=compiled_now)
+
+
+# --------------------------------------------------------------------------------------------------
+# The task
+
+
+def _record(cell_index, replicate, *, values=None, scalars=None, timings=None, compiled=False, error=None) -> dict:
+    return {
+        "cell": int(cell_index),
+        "replicate": int(replicate),
+        "status": "failed" if error else "ok",
+        "error": error,
+        "values": values or {},
+        "scalars": {k: float(v) for k, v in (scalars or {}).items()},
+        "timings": {k: float(v) for k, v in (timings or {}).items()},
+        "compiled": int(bool(compiled)),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
+
+
+def run_task(spec: dict, cell_index: int, replicate: int, cell: dict) -> dict:
+    """One replicate as a record; a replicate that raises becomes a record of its error.
+
+    ``LikelihoodDecreasedError`` is a bug in an EM step, so it is recorded too (and shows in the report)
+    rather than stopping the other replicates.
+    """
+    from emvsbayes.study.sbc import run_sbc_replicate
+
+    runners = {"coverage": run_coverage_replicate, "sbc": run_sbc_replicate}
+    try:
+        return runners[spec["kind"]](spec, cell_index, replicate, cell)
+    except (Exception, LikelihoodDecreasedError) as error:  # noqa: BLE001 - recorded, the study goes on
+        message = f"{type(error).__name__}: {error}".replace("\n", " ")[:500]
+        return _record(cell_index, replicate, error=message)

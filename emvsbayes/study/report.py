@@ -1,0 +1,325 @@
+"""The study report: one self-contained HTML page rendered from ``study.nc`` alone.
+
+Figures are inline SVG drawn with matplotlib; the page has no scripts and requests nothing from the
+network; it uses the comparison report's stylesheet. Every string that came from the spec or from a
+record (title, axis values, parameter names, error messages) is escaped.
+
+Coverage studies: coverage of each kind of interval against the nominal level (with Monte Carlo error
+bars), bias and RMSE against N, label-switching rate against separation, ESS per second by sampler,
+and a table per cell. SBC studies: rank histograms with the band a uniform histogram stays in, and
+the chi-square uniformity test per quantity.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from emvsbayes.report.figures import COLORS, plt, to_svg
+from emvsbayes.results import atomic_write
+
+N_AXES = ("n_obs", "n_sets")
+AXIS_LABELS = {"n_obs": "N (observations)", "n_sets": "N (sets of tosses)", "separation": "separation",
+               "components": "K", "tosses": "tosses per set", "dim": "D", "sampler": "sampler",
+               "variant": "variant", "prior": "prior"}
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(x, digits=3) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return esc(x)
+    return "–" if not np.isfinite(x) else f"{x:.{digits}g}"
+
+
+def _table(header, rows) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _section(title: str, body: str, anchor: str) -> str:
+    return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{body}</section>' if body else ""
+
+
+def _axes(ds: xr.Dataset) -> list[str]:
+    return json.loads(ds.attrs.get("grid_axes", "[]"))
+
+
+def _cells(ds: xr.Dataset, axes: list[str]):
+    """(label, selection dict) for every cell of the grid."""
+    for combo in itertools.product(*[ds[a].values.tolist() for a in axes]):
+        sel = dict(zip(axes, combo))
+        yield ", ".join(f"{a}={v}" for a, v in sel.items()) or "the one cell", sel
+
+
+def _lines(ds: xr.Dataset, x_axis: str, axes: list[str]):
+    """(label, selection of the other axes) for each line of a plot against ``x_axis``."""
+    others = [a for a in axes if a != x_axis]
+    yield from _cells(ds, others)
+
+
+def _x_values(ds, x_axis):
+    values = ds[x_axis].values
+    return values if np.issubdtype(values.dtype, np.number) else np.arange(values.size)
+
+
+# --- coverage ---------------------------------------------------------------------------------------
+
+
+def _interval_kinds(ds) -> list[str]:
+    return [name.removeprefix("coverage_") for name in ds.data_vars if name.startswith("coverage_")]
+
+
+def coverage_figure(ds: xr.Dataset, axes: list[str]) -> str:
+    """Coverage (averaged over parameters) of each kind of interval per cell, against the nominal level."""
+    kinds = _interval_kinds(ds)
+    if not kinds:
+        return ""
+    nominal = float(ds.attrs.get("nominal", np.nan))
+    x_axis = next((a for a in axes if a in N_AXES), axes[0] if axes else None)
+    fig, panels = plt.subplots(1, len(kinds), figsize=(3.3 * len(kinds), 3.0), sharey=True, squeeze=False)
+    for ax, kind in zip(panels[0], kinds):
+        covered = ds[f"{kind}_covered"]
+        for i, (label, sel) in enumerate(_lines(ds, x_axis, axes) if x_axis else [("", {})]):
+            sub = covered.sel(sel) if sel else covered
+            per_cell = sub.mean(("replicate", "parameter"), skipna=True)
+            n = sub.notnull().sum(("replicate", "parameter"))
+            se = np.sqrt(per_cell * (1 - per_cell) / n.clip(min=1))
+            x = _x_values(ds, x_axis) if x_axis else np.array([0])
+            ax.errorbar(x, np.atleast_1d(per_cell.values), yerr=2 * np.atleast_1d(se.values), marker="o", ms=4,
+                        capsize=3, color=COLORS[i % len(COLORS)], label=label or None)
+        ax.axhline(nominal, color="0.3", ls="--", lw=1, label=f"nominal {nominal:g}")
+        ax.set(title=f"{kind} intervals", xlabel=AXIS_LABELS.get(x_axis, x_axis or ""), ylim=(0, 1.02))
+        if x_axis and not np.issubdtype(ds[x_axis].values.dtype, np.number):
+            ax.set_xticks(np.arange(ds.sizes[x_axis]), [str(v) for v in ds[x_axis].values])
+    panels[0][0].set_ylabel("coverage (mean over parameters)")
+    panels[0][-1].legend(fontsize=7, frameon=False)
+    return to_svg(fig)
+
+
+def error_figure(ds: xr.Dataset, axes: list[str]) -> str:
+    """Bias and RMSE of the EM estimate and the posterior mean against N, one line per parameter."""
+    x_axis = next((a for a in axes if a in N_AXES), None)
+    estimators = [e for e in ("em", "post") if f"bias_{e}" in ds]
+    if x_axis is None or not estimators:
+        return ""
+    names = {"em": "EM", "post": "posterior mean"}
+    fig, panels = plt.subplots(2, len(estimators), figsize=(4.2 * len(estimators), 5.4), squeeze=False, sharex=True)
+    styles = ("-", "--", ":", "-.")
+    x = _x_values(ds, x_axis)
+    for col, estimator in enumerate(estimators):
+        for row, stat in enumerate(("bias", "rmse")):
+            ax = panels[row][col]
+            da = ds[f"{stat}_{estimator}"]
+            for j, (label, sel) in enumerate(_lines(ds, x_axis, axes)):
+                sub = da.sel(sel) if sel else da
+                for i, parameter in enumerate(ds["parameter"].values):
+                    ax.plot(x, np.atleast_1d(sub.sel(parameter=parameter).values), marker="o", ms=3,
+                            ls=styles[j % len(styles)], color=COLORS[i % len(COLORS)],
+                            label=f"{parameter}" + (f" ({label})" if label else "") if row == 0 and col == 0 else None)
+            if stat == "bias":
+                ax.axhline(0, color="0.5", lw=0.8)
+            ax.set(title=f"{stat} of {names[estimator]}", xlabel=AXIS_LABELS.get(x_axis, x_axis))
+    panels[0][0].legend(fontsize=6, frameon=False, ncol=2)
+    return to_svg(fig)
+
+
+def switching_figure(ds: xr.Dataset, axes: list[str]) -> str:
+    """Share of draws relabelled, and switches per chain, against separation."""
+    if "switch_share" not in ds or "separation" not in axes:
+        return ""
+    fig, panels = plt.subplots(1, 2, figsize=(8.0, 3.0))
+    x = _x_values(ds, "separation")
+    for i, (label, sel) in enumerate(_lines(ds, "separation", axes)):
+        for ax, name in zip(panels, ("switch_share", "switches_per_chain")):
+            sub = ds[name].sel(sel) if sel else ds[name]
+            ax.plot(x, np.atleast_1d(sub.mean("replicate", skipna=True).values), marker="o", ms=4,
+                    color=COLORS[i % len(COLORS)], label=label or None)
+    panels[0].set(xlabel="separation", ylabel="share of draws relabelled", ylim=(0, 1))
+    panels[1].set(xlabel="separation", ylabel="switches per chain")
+    if len(list(_lines(ds, "separation", axes))) > 1:
+        panels[1].legend(fontsize=7, frameon=False)
+    return to_svg(fig)
+
+
+def ess_figure(ds: xr.Dataset, axes: list[str]) -> str:
+    """Bulk ESS (smallest over parameters, after relabelling) per second of sampling, by sampler."""
+    if "ess_per_second" not in ds:
+        return ""
+    group_axis = "sampler" if "sampler" in axes else None
+    groups = ([(str(v), ds["ess_per_second"].sel(sampler=v)) for v in ds["sampler"].values] if group_axis
+              else [(ds.attrs.get("sampler_default", "sampler"), ds["ess_per_second"])])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(groups), 3.0))
+    data = [g.values[np.isfinite(g.values)] for _, g in groups]
+    ax.boxplot(data, tick_labels=[label for label, _ in groups])
+    ax.set(ylabel="min bulk ESS / second", yscale="log" if all(d.size and d.min() > 0 for d in data) else "linear")
+    return to_svg(fig)
+
+
+def cell_table(ds: xr.Dataset, axes: list[str]) -> str:
+    kinds = _interval_kinds(ds)
+    header = [*axes, "ok", "failed", *[f"coverage {k}" for k in kinds], *[f"width {k}" for k in kinds],
+              "R-hat max", "ESS/s", "divergences", "switch share", "EM optima", "compiled", "mean s per replicate"]
+    rows = []
+    for _, sel in _cells(ds, axes):
+        cell = ds.sel(sel) if sel else ds
+        ok = cell["status"] == 1
+        row = [*sel.values(), int(ok.sum()), int((cell["status"] == 0).sum())]
+        row += [fmt(cell[f"coverage_{k}"].mean(skipna=True)) for k in kinds]
+        row += [fmt(cell[f"width_{k}"].mean(skipna=True)) for k in kinds]
+        for name, reduce in (("rhat_max", "max"), ("ess_per_second", "median"), ("divergences", "sum"),
+                             ("switch_share", "mean"), ("n_optima", "mean")):
+            row.append(fmt(getattr(cell[name], reduce)(skipna=True)) if name in cell else "–")
+        row.append(int(cell["compiled"].sum()))
+        row.append(fmt(cell["time_total"].mean(skipna=True)) if "time_total" in cell else "–")
+        rows.append(row)
+    return _table(header, rows)
+
+
+def parameter_table(ds: xr.Dataset, axes: list[str]) -> str:
+    kinds = _interval_kinds(ds)
+    header = [*axes, "parameter", *[f"coverage {k}" for k in kinds], "bias EM", "RMSE EM", "bias post", "RMSE post"]
+    rows = []
+    for _, sel in _cells(ds, axes):
+        cell = ds.sel(sel) if sel else ds
+        for parameter in ds["parameter"].values:
+            p = cell.sel(parameter=parameter)
+            rows.append([*sel.values(), parameter, *[fmt(p[f"coverage_{k}"]) for k in kinds],
+                         *[fmt(p[name]) if name in p else "–" for name in ("bias_em", "rmse_em", "bias_post", "rmse_post")]])
+    return _table(header, rows)
+
+
+# --- SBC -------------------------------------------------------------------------------------------
+
+
+def rank_histograms(ds: xr.Dataset, axes: list[str]) -> str:
+    if "rank_counts" not in ds:
+        return ""
+    from emvsbayes.study.sbc import uniform_band
+
+    quantities = ds["quantity"].values
+    cell_list = list(_cells(ds, axes))
+    fig, panels = plt.subplots(len(cell_list), len(quantities), figsize=(2.8 * len(quantities), 2.3 * len(cell_list)),
+                               squeeze=False)
+    bins = ds.sizes["bin"]
+    for row, (label, sel) in enumerate(cell_list):
+        cell = ds.sel(sel) if sel else ds
+        for col, q in enumerate(quantities):
+            ax = panels[row][col]
+            counts = cell["rank_counts"].sel(quantity=q).values
+            n = int(counts.sum())
+            low, high = uniform_band(n, bins) if n else (0, 0)
+            ax.axhspan(low, high, color="0.88", zorder=0)
+            ax.axhline(n / bins if n else 0, color="0.5", lw=0.8)
+            ax.bar(np.arange(bins), counts, width=0.9, color=COLORS[0])
+            ax.set_title(f"{q}\np = {fmt(cell['p_value'].sel(quantity=q))}" + (f"\n{label}" if label and len(cell_list) > 1 else ""),
+                         fontsize=8)
+            ax.set_xticks([])
+            if col == 0:
+                ax.set_ylabel("replicates")
+    fig.tight_layout()
+    return to_svg(fig)
+
+
+def sbc_table(ds: xr.Dataset, axes: list[str]) -> str:
+    header = [*axes, "quantity", "replicates", "chi-square", "p-value", "cell passes", "ESS < ranks (replicates)"]
+    rows = []
+    alpha = ds.attrs.get("alpha")
+    for _, sel in _cells(ds, axes):
+        cell = ds.sel(sel) if sel else ds
+        for q in ds["quantity"].values:
+            rows.append([*sel.values(), q, int(cell["rank"].sel(quantity=q).notnull().sum()), fmt(cell["chi2"].sel(quantity=q)),
+                         fmt(cell["p_value"].sel(quantity=q)), "yes" if int(cell["sbc_pass"]) else f"NO (alpha {alpha})",
+                         int(np.nansum(cell["ess_below_ranks"].values)) if "ess_below_ranks" in cell else "–"])
+    return _table(header, rows)
+
+
+# --- page ------------------------------------------------------------------------------------------
+
+
+def failures(ds: xr.Dataset, axes: list[str]) -> str:
+    rows = []
+    for _, sel in _cells(ds, axes):
+        cell = ds.sel(sel) if sel else ds
+        for r in cell["replicate"].values:
+            status = int(cell["status"].sel(replicate=r))
+            if status != 1:
+                message = str(cell["error"].sel(replicate=r).values) if status == 0 else "not run"
+                rows.append([*sel.values(), int(r), message])
+    return _table([*axes, "replicate", "error"], rows) if rows else ""
+
+
+def timing_table(ds: xr.Dataset) -> str:
+    stages = [name for name in ds.data_vars if name.startswith("time_")]
+    rows = [[name.removeprefix("time_"), fmt(ds[name].mean(skipna=True)), fmt(ds[name].max(skipna=True)),
+             fmt(ds[name].sum(skipna=True))] for name in stages]
+    return _table(["stage", "mean s", "max s", "total s"], rows)
+
+
+def render_study_html(ds: xr.Dataset) -> str:
+    axes = _axes(ds)
+    css = resources.files("emvsbayes.report").joinpath("style.css").read_text(encoding="utf-8")
+    title = ds.attrs.get("title") or ds.attrs.get("name", "study")
+    spec = json.loads(ds.attrs.get("spec", "{}"))
+    ok, failed = int((ds["status"] == 1).sum()), int((ds["status"] == 0).sum())
+    summary = _table(["", ""], [
+        ["kind", f"{ds.attrs.get('kind')} study of the {ds.attrs.get('family')} mixture"],
+        ["grid", "; ".join(f"{a}: {', '.join(map(str, ds[a].values.tolist()))}" for a in axes) or "one cell"],
+        ["replicates", f"{ds.sizes['replicate']} per cell; {ok} ok, {failed} failed"],
+        ["seed", ds.attrs.get("seed")],
+        ["cluster", f"{ds.attrs.get('scheduler')} with {ds.attrs.get('workers')} workers; {fmt(ds.attrs.get('seconds'), 4)} s"],
+        ["sampling", f"{spec.get('bayes', {}).get('chains')} chains x {spec.get('bayes', {}).get('draws')} draws "
+                     f"after {spec.get('bayes', {}).get('tune')} tuning steps"],
+    ])
+    parts = [_section("Study", summary, "summary")]
+    if ds.attrs.get("kind") == "coverage":
+        nominal = ds.attrs.get("nominal")
+        parts += [
+            _section("Coverage against nominal",
+                     f"<p>Share of replicates whose interval holds the true value, nominal {esc(nominal)}; bars are "
+                     f"&plusmn;2 Monte Carlo standard errors.</p>{coverage_figure(ds, axes)}", "coverage"),
+            _section("Bias and RMSE against N", error_figure(ds, axes), "error"),
+            _section("Label switching against separation", switching_figure(ds, axes), "switching"),
+            _section("ESS per second by sampler", ess_figure(ds, axes), "ess"),
+            _section("Cells", cell_table(ds, axes), "cells"),
+            _section("Parameters", f"<details><summary>per parameter and cell</summary>{parameter_table(ds, axes)}</details>",
+                     "parameters"),
+        ]
+    else:
+        parts += [
+            _section("Rank histograms",
+                     f"<p>Ranks of the true value among {esc(ds.attrs.get('ranks'))} thinned posterior draws, in "
+                     f"{esc(ds.attrs.get('bins'))} bins; the grey band is where 99% of a uniform histogram's bars "
+                     f"fall.</p>{rank_histograms(ds, axes)}", "ranks"),
+            _section("Uniformity tests",
+                     f"<p>Chi-square test per quantity; a cell fails when a p-value is below alpha / (number of "
+                     f"quantities), so a correctly sampled model fails with probability about alpha = "
+                     f"{esc(ds.attrs.get('alpha'))}.</p>{sbc_table(ds, axes)}", "tests"),
+        ]
+    parts += [
+        _section("Failed replicates", failures(ds, axes), "failures"),
+        _section("Time per stage", timing_table(ds), "timings"),
+        _section("Spec as run", f"<pre>{esc(json.dumps(spec, indent=2))}</pre>", "spec"),
+    ]
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{css}</style></head><body><header><h1>{esc(title)}</h1>"
+            f'<p class="sub">{esc(ds.attrs.get("kind"))} study, {esc(ds.attrs.get("name"))}</p></header>'
+            f"<main>{''.join(parts)}</main></body></html>")
+
+
+def render_study_report(ds: xr.Dataset, path) -> Path:
+    """Write the study's HTML page to ``path`` (atomically)."""
+    page = render_study_html(ds)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return Path(path)

@@ -1,0 +1,373 @@
+"""Running a study on ``dask.distributed``: one task per (cell, replicate), a store, resume, ``study.nc``.
+
+- **Cluster.** By default a ``LocalCluster`` sized to the machine (one process per core, one thread per
+  worker: PyMC and numpy must not share a worker's thread), started and stopped here. With
+  ``scheduler="tcp://host:8786"`` the same tasks go to an existing cluster (its workers need this
+  emvsbayes installed); nothing else changes.
+- **Purity.** A task is :func:`emvsbayes.study.replicate.run_task` of (spec, cell, replicate): its seed
+  is derived from the study seed and (cell, replicate), so results do not depend on the workers.
+- **Nothing lost.** Each finished replicate is written as soon as its result arrives, one small JSON
+  file per replicate (``store/cell-CCC/rep-RRRR.json``), atomically (temporary file + rename). A study
+  started again skips replicates already stored with status "ok" (failed ones are tried again). A
+  store made by a different spec (another fingerprint) is refused rather than mixed in.
+  Records are written by the client, not the workers, so a remote cluster needs no shared disk.
+- **Failures.** A worker that dies is replaced by its nanny and Dask reschedules its tasks; a task that
+  raises is retried ``retries`` times; a replicate that still fails is stored with its error and the
+  study goes on.
+- **Results.** :func:`assemble` turns the store into one ``xarray.Dataset`` with the grid's axes and
+  ``replicate`` as dimensions (plus per-cell summaries), written to ``study.nc``; the report
+  (:mod:`emvsbayes.study.report`) is rendered from that file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from emvsbayes.errors import UserError
+from emvsbayes.results import atomic_write
+from emvsbayes.study.spec import cells, fingerprint, grid_axes, load_study_spec
+
+STUDY_FORMAT = "emvsbayes-study"
+STUDY_VERSION = 1
+MANIFEST = "study.json"
+
+
+@dataclass(frozen=True, slots=True)
+class StudyOutcome:
+    """Where the results went and what this run did: replicates found done in the store (skipped),
+    computed now, and failed (stored with their error)."""
+
+    results_path: Path
+    report_path: Path
+    store: Path
+    n_tasks: int
+    n_skipped: int
+    n_computed: int
+    n_failed: int
+    seconds: float
+
+
+# --------------------------------------------------------------------------------------------------
+# The store
+
+
+def record_path(store: Path, cell: int, replicate: int) -> Path:
+    return store / f"cell-{cell:03d}" / f"rep-{replicate:04d}.json"
+
+
+def write_record(store: Path, record: dict) -> Path:
+    path = record_path(store, record["cell"], record["replicate"])
+    text = json.dumps(record, allow_nan=True)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
+
+
+def read_record(path: Path) -> dict | None:
+    """A stored record, or None if the file is unreadable (then the replicate is run again)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def open_store(store: Path, spec: dict) -> None:
+    """Create the store, or check that an existing one belongs to this spec."""
+    manifest = store / MANIFEST
+    mark = {"format": STUDY_FORMAT, "fingerprint": fingerprint(spec), "name": spec.get("name", "")}
+    if manifest.is_file():
+        found = read_record(manifest) or {}
+        if found.get("fingerprint") != mark["fingerprint"]:
+            raise UserError(f"{store}: this store holds replicates of a different study spec (changed since it was run); "
+                            "delete the folder or give another --out")
+        return
+    text = json.dumps(mark)
+    atomic_write(manifest, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def done_replicates(store: Path, n_cells: int, replicates: int) -> set[tuple[int, int]]:
+    done = set()
+    for cell in range(n_cells):
+        for rep in range(replicates):
+            path = record_path(store, cell, rep)
+            if path.is_file():
+                record = read_record(path)
+                if record is not None and record.get("status") == "ok":
+                    done.add((cell, rep))
+    return done
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def _client(scheduler: str | None, n_workers: int | None):
+    """(client, cluster or None): a new LocalCluster of processes unless an address is given."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, TimeoutError) as error:
+            raise UserError(f"--scheduler {scheduler}: cannot connect ({error}); check the address, e.g. tcp://host:8786") from None
+    cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def run_study(
+    spec_path,
+    *,
+    scheduler: str | None = None,
+    out=None,
+    n_workers: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    retries: int = 2,
+) -> StudyOutcome:
+    """Run (or resume) the study of ``spec_path``; write ``OUT/study.nc`` and ``OUT/index.html``.
+
+    Parameters
+    ----------
+    spec_path
+        A study spec file (or an already validated spec dict, as :func:`load_study_spec` returns).
+    scheduler
+        Address of an existing Dask scheduler; ``None`` starts a ``LocalCluster`` for this run.
+    out
+        Output folder (default ``reports/<spec name>``); the store is ``OUT/store``.
+    n_workers
+        Worker processes of the ``LocalCluster`` (default: one per core); ignored with ``scheduler``.
+    progress
+        Called with a one-line message as replicates finish.
+    retries
+        Times Dask retries a task that raised (a worker that died is rescheduled regardless).
+    """
+    began = time.perf_counter()
+    spec = spec_path if isinstance(spec_path, dict) else load_study_spec(spec_path)
+    if n_workers is not None and n_workers < 1:
+        raise UserError(f"--workers must be a whole number >= 1, got {n_workers}")
+    out = Path(out) if out is not None else Path("reports") / spec["name"]
+    store = out / "store"
+    open_store(store, spec)
+    grid_cells = cells(spec)
+    replicates = spec["replicates"]
+    done = done_replicates(store, len(grid_cells), replicates)
+    todo = [(c, r) for c in range(len(grid_cells)) for r in range(replicates) if (c, r) not in done]
+    say = progress or (lambda message: None)
+    say(f"study {spec['name']}: {len(grid_cells)} cells x {replicates} replicates; "
+        f"{len(done)} already in {store}, {len(todo)} to run")
+
+    n_failed = 0
+    workers_used = 0
+    if todo:
+        n_failed, workers_used = _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say)
+    ds = assemble(spec, store)
+    ds.attrs.update(run_attrs(spec, scheduler, workers_used, time.perf_counter() - began))
+    results_path = out / "study.nc"
+    write_study(ds, results_path)
+    from emvsbayes.study.report import render_study_report
+
+    report_path = out / "index.html"
+    render_study_report(read_study(results_path), report_path)
+    return StudyOutcome(results_path, report_path, store, len(grid_cells) * replicates, len(done), len(todo),
+                        n_failed, time.perf_counter() - began)
+
+
+def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say) -> tuple[int, int]:
+    from distributed import as_completed
+
+    from emvsbayes.study.replicate import _record, run_task
+
+    client, cluster = _client(scheduler, n_workers)
+    futures = []
+    try:
+        workers_used = len(client.scheduler_info(n_workers=-1)["workers"])
+        prefix = f"study-{fingerprint(spec)}"
+        # Submitted cell by cell: a worker tends to take consecutive replicates of one cell and so
+        # compiles each cell's model once.
+        futures = [client.submit(run_task, spec, c, r, grid_cells[c], key=f"{prefix}-{c}-{r}", retries=retries,
+                                 pure=False)
+                   for c, r in todo]
+        where = {future.key: (c, r) for future, (c, r) in zip(futures, todo)}
+        n_failed = 0
+        for finished, future in enumerate(as_completed(futures), start=1):
+            try:
+                record = future.result()
+            except Exception as error:  # noqa: BLE001 - e.g. KilledWorker after repeated worker deaths
+                c, r = where[future.key]
+                record = _record(c, r, error=f"{type(error).__name__}: {error}".replace("\n", " ")[:500])
+            write_record(store, record)
+            future.release()
+            if record["status"] != "ok":
+                n_failed += 1
+            say(f"[{finished}/{len(todo)}] cell {record['cell']} replicate {record['replicate']}: {record['status']}"
+                + (f" ({record['error']})" if record["error"] else ""))
+        return n_failed, workers_used
+    finally:
+        for future in futures:
+            future.cancel()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# The Dataset
+
+
+def _union(keys_lists) -> list[str]:
+    seen: dict[str, None] = {}
+    for keys in keys_lists:
+        for key in keys:
+            seen.setdefault(key, None)
+    return list(seen)
+
+
+def assemble(spec: dict, store: Path) -> xr.Dataset:
+    """All stored records as one Dataset over (grid axes..., replicate[, parameter or quantity]).
+
+    A replicate missing from the store has ``status`` -1 and NaN everywhere; a failed one 0 and its
+    ``error``. Per-cell summaries are added by :func:`summarise`.
+    """
+    grid_cells = cells(spec)
+    axes = grid_axes(spec)
+    grid_shape = tuple(len(spec["grid"][a]) for a in axes)
+    replicates = spec["replicates"]
+    records = []
+    for c in range(len(grid_cells)):
+        for r in range(replicates):
+            path = record_path(store, c, r)
+            record = read_record(path) if path.is_file() else None
+            records.append(record)
+    present = [rec for rec in records if rec is not None]
+    inner = "quantity" if spec["kind"] == "sbc" else "parameter"
+    labels = _union(by_label.keys() for rec in present for by_label in rec["values"].values())
+    metrics = _union(rec["values"].keys() for rec in present)
+    scalars = _union(rec["scalars"].keys() for rec in present)
+    stages = _union(rec["timings"].keys() for rec in present)
+    shape = (*grid_shape, replicates)
+    label_index = {label: i for i, label in enumerate(labels)}
+
+    arrays = {m: np.full((*shape, len(labels)), np.nan) for m in metrics}
+    arrays |= {s: np.full(shape, np.nan) for s in scalars}
+    arrays |= {f"time_{t}": np.full(shape, np.nan) for t in stages}
+    status = np.full(shape, -1, dtype=np.int8)
+    compiled = np.zeros(shape, dtype=np.int8)
+    error = np.full(shape, "", dtype=object)
+    worker = np.full(shape, "", dtype=object)
+    for rec in present:
+        at = (*np.unravel_index(rec["cell"], grid_shape), rec["replicate"]) if grid_shape else (rec["replicate"],)
+        status[at] = 1 if rec["status"] == "ok" else 0
+        compiled[at] = rec.get("compiled", 0)
+        error[at] = rec.get("error") or ""
+        worker[at] = rec.get("worker", "")
+        for m, by_label in rec["values"].items():
+            for label, value in by_label.items():
+                arrays[m][(*at, label_index[label])] = np.nan if value is None else value
+        for s, value in rec["scalars"].items():
+            arrays[s][at] = np.nan if value is None else value
+        for t, value in rec["timings"].items():
+            arrays[f"time_{t}"][at] = value
+    dims = (*axes, "replicate")
+    data_vars = {}
+    for name, array in arrays.items():
+        data_vars[name] = ((*dims, inner), array) if name in metrics else (dims, array)
+    data_vars |= {"status": (dims, status), "compiled": (dims, compiled),
+                  "error": (dims, error.astype(str)), "worker": (dims, worker.astype(str))}
+    coords = {axis: spec["grid"][axis] for axis in axes} | {"replicate": np.arange(replicates), inner: labels}
+    ds = xr.Dataset(data_vars, coords=coords)
+    return summarise(ds, spec)
+
+
+def summarise(ds: xr.Dataset, spec: dict) -> xr.Dataset:
+    """Per-cell summaries over replicates (failed and missing replicates are NaN and left out)."""
+    ok = ds["status"] == 1
+    ds["n_ok"] = ok.sum("replicate")
+    if spec["kind"] == "coverage":
+        for kind in spec["intervals"]["kinds"]:
+            if f"{kind}_covered" in ds:
+                ds[f"coverage_{kind}"] = ds[f"{kind}_covered"].mean("replicate", skipna=True)
+                ds[f"width_{kind}"] = ds[f"{kind}_width"].mean("replicate", skipna=True)
+                ds[f"n_intervals_{kind}"] = ds[f"{kind}_covered"].notnull().sum("replicate")
+        for estimator in ("em", "post"):
+            if f"{estimator}_error" in ds:
+                err = ds[f"{estimator}_error"]
+                ds[f"bias_{estimator}"] = err.mean("replicate", skipna=True)
+                ds[f"rmse_{estimator}"] = np.sqrt((err**2).mean("replicate", skipna=True))
+        ds.attrs["nominal"] = spec["intervals"]["prob"]
+    else:
+        from emvsbayes.study.sbc import uniformity_test
+
+        sbc = spec["sbc"]
+        ranks = ds["rank"]
+        outer = [d for d in ranks.dims if d not in ("replicate", "quantity")]
+        counts = np.zeros((*[ds.sizes[d] for d in outer], ds.sizes["quantity"], sbc["bins"]), dtype=np.int64)
+        stat = np.full((*[ds.sizes[d] for d in outer], ds.sizes["quantity"]), np.nan)
+        pval = np.full_like(stat, np.nan)
+        values = ranks.transpose(*outer, "quantity", "replicate").values
+        for index in np.ndindex(*values.shape[:-1]):
+            test = uniformity_test(values[index], sbc["ranks"], sbc["bins"])
+            counts[index], stat[index], pval[index] = test.counts, test.statistic, test.p_value
+        ds["rank_counts"] = ((*outer, "quantity", "bin"), counts)
+        ds["chi2"] = ((*outer, "quantity"), stat)
+        ds["p_value"] = ((*outer, "quantity"), pval)
+        n_quantities = ds["p_value"].notnull().sum("quantity")
+        # A cell passes when no quantity's p-value is below alpha / (number of quantities) (Bonferroni).
+        ds["sbc_pass"] = (ds["p_value"].min("quantity") >= sbc["alpha"] / n_quantities.clip(min=1)).astype(np.int8)
+        ds = ds.assign_coords(bin=np.arange(sbc["bins"]))
+        ds.attrs.update(ranks=sbc["ranks"], bins=sbc["bins"], alpha=sbc["alpha"])
+    return ds
+
+
+def run_attrs(spec: dict, scheduler: str | None, workers: int, seconds: float) -> dict:
+    from emvsbayes.pipeline import machine_info, package_versions
+
+    spec_record = {k: v for k, v in spec.items() if k != "path"}
+    return {
+        "format": STUDY_FORMAT,
+        "format_version": STUDY_VERSION,
+        "kind": spec["kind"],
+        "family": spec["model"]["family"],
+        "title": spec.get("title") or spec.get("name", ""),
+        "name": spec.get("name", ""),
+        "seed": spec["seed"],
+        "fingerprint": fingerprint(spec),
+        "grid_axes": json.dumps(grid_axes(spec)),
+        "spec": json.dumps(spec_record, default=str),
+        "scheduler": scheduler or "LocalCluster",
+        "workers": workers,
+        "seconds": seconds,
+        "versions": json.dumps(package_versions()),
+        "machine": json.dumps(machine_info()),
+        "command": " ".join(["emvsbayes", *sys.argv[1:]]) if sys.argv and "emvsbayes" in sys.argv[0] else "",
+    }
+
+
+def write_study(ds: xr.Dataset, path: Path) -> None:
+    atomic_write(Path(path), lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+
+
+def read_study(path) -> xr.Dataset:
+    """Open a ``study.nc`` into memory; one-line errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such study file; run 'emvsbayes study SPEC' first")
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            ds = ds.load()
+    except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
+        raise UserError(f"{path}: not a readable study file ({type(error).__name__})") from None
+    if ds.attrs.get("format") != STUDY_FORMAT:
+        raise UserError(f"{path}: not an emvsbayes study file; give a study.nc written by 'emvsbayes study'")
+    return ds

@@ -1,0 +1,344 @@
+"""Study specs: a grid of settings, replicates per cell, and how each replicate is fitted.
+
+A study spec is a commented TOML file (see ``models/study_coverage_gmm.toml``, ``models/sbc_coins.toml``).
+:func:`load_study_spec` checks every key (unknown keys get a "did you mean"), fills in defaults and
+returns a plain nested dict, the "spec as run" recorded in ``study.nc``. Every problem is a one-line
+:class:`~emvsbayes.errors.UserError` naming the file, the key and the fix, as in :mod:`emvsbayes.spec`.
+
+Sections:
+
+- top level: ``title``, ``description``, ``kind`` (``"coverage"`` or ``"sbc"``), ``seed`` (required:
+  a study is reproducible only from a recorded seed), ``replicates`` (per cell);
+- ``[model]``: ``family`` and the settings that are not grid axes (``weights``, ``covariance``, ...);
+- ``[grid]``: the axes, each a list of values; an axis not listed keeps its default (:data:`AXES`);
+- ``[em]``: restarts and stopping rule; ``[bayes]``: sampler sizes, priors, relabelling target;
+- ``[priors.NAME]``: named prior settings, selected by the ``prior`` axis ("default" is ``[bayes]``);
+- ``[truth]`` and ``[intervals]`` (coverage studies); ``[sbc]`` (simulation-based calibration).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from emvsbayes.errors import UserError
+from emvsbayes.spec import (
+    SPEC_NAME,
+    _REQUIRED,
+    Key,
+    _is_int,
+    _is_number,
+    _suggest,
+    beta_prior,
+    list_of,
+    one_of,
+    positive_int,
+    positive_number,
+    probability_open,
+    text,
+)
+
+KINDS = ("coverage", "sbc")
+FAMILIES = ("coins", "gaussian")
+INTERVAL_KINDS = ("wald", "bootstrap", "posterior")
+SAMPLERS = ("nutpie", "pymc")
+
+
+def _non_negative_number(v):
+    return None if _is_number(v) and v >= 0 else f"must be a number >= 0, got {v!r}"
+
+
+def _theta_gap(v):
+    return None if _is_number(v) and 0 < v < 1 else f"must be a gap between neighbouring theta in (0, 1), got {v!r}"
+
+
+def _prior_name(v):
+    return None if isinstance(v, str) and v else f"must be the name of a [priors.NAME] table or \"default\", got {v!r}"
+
+
+def _seed(v):
+    return None if _is_int(v) and 0 <= v < 2**63 else f"must be a whole number >= 0, got {v!r}"
+
+
+def _weights(v):
+    if isinstance(v, list) and v and all(_is_number(x) and x > 0 for x in v):
+        return None
+    return f"must be a list of positive weights, got {v!r}"
+
+
+def _number(v):
+    return None if _is_number(v) else f"must be a number, got {v!r}"
+
+
+#: Grid axes per family: name -> (default, check of one value). The grid's cells are the Cartesian
+#: product of the axes listed in ``[grid]``, in the order written; the other axes keep these defaults.
+AXES: dict[str, dict[str, tuple[Any, Any]]] = {
+    "coins": {
+        "components": (2, positive_int),
+        "n_sets": (20, positive_int),
+        "tosses": (10, positive_int),
+        "separation": (0.4, _theta_gap),
+        "variant": ("symmetric", one_of("symmetric", "ordered")),
+        "sampler": ("nutpie", one_of(*SAMPLERS)),
+        "prior": ("default", _prior_name),
+    },
+    "gaussian": {
+        "components": (2, positive_int),
+        "n_obs": (100, positive_int),
+        "dim": (1, positive_int),
+        "separation": (3.0, _non_negative_number),
+        "variant": ("symmetric", one_of("symmetric", "ordered")),
+        "sampler": ("nutpie", one_of(*SAMPLERS)),
+        "prior": ("default", _prior_name),
+    },
+}
+
+#: Prior keys per family: the ``[bayes]`` defaults and what a ``[priors.NAME]`` table may override.
+PRIOR_KEYS: dict[str, dict[str, Key]] = {
+    "coins": {
+        "theta_prior": Key([1.0, 1.0], beta_prior),
+        "w_concentration": Key(1.0, positive_number),
+    },
+    "gaussian": {
+        # Fixed numbers, not scaled to each data set: a replicate's prior must not depend on its data
+        # (SBC needs a proper prior to draw from; the compiled model is shared by a cell's replicates).
+        "w_concentration": Key(1.0, positive_number),
+        "mu_loc": Key(0.0, _number),
+        "mu_scale": Key(5.0, positive_number),
+        "sigma_scale": Key(2.0, positive_number),
+        "lkj_eta": Key(2.0, positive_number),
+    },
+}
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "": {
+        "title": Key("", text),
+        "description": Key("", text),
+        "kind": Key(_REQUIRED, one_of(*KINDS)),
+        "seed": Key(_REQUIRED, _seed),
+        "replicates": Key(_REQUIRED, positive_int),
+    },
+    "model": {
+        "family": Key(_REQUIRED, one_of(*FAMILIES)),
+        "weights": Key("equal", one_of("equal", "estimated")),  # coins
+        "covariance": Key("full", one_of("full", "tied", "diag", "spherical")),  # gaussian
+        "reg_covar": Key(1e-6, positive_number),  # gaussian
+    },
+    "em": {
+        "n_init": Key(5, positive_int),
+        "tol": Key(1e-8, positive_number),
+        "param_tol": Key(1e-6, positive_number),
+        "max_iter": Key(500, positive_int),
+    },
+    "bayes": {
+        "chains": Key(2, positive_int),
+        "draws": Key(500, positive_int),
+        "tune": Key(500, positive_int),
+        "target_accept": Key(0.8, probability_open),
+        "relabel": Key("em", one_of("em", "truth")),
+        # prior keys (PRIOR_KEYS) are added per family by validate()
+    },
+    "truth": {
+        "w": Key(None, lambda v: None if v is None else _weights(v)),
+    },
+    "intervals": {
+        # default: every kind the family has (Wald: coins only)
+        "kinds": Key(None, lambda v: None if v is None else list_of(one_of(*INTERVAL_KINDS))(v)),
+        "prob": Key(0.9, probability_open),
+        "bootstrap": Key(50, positive_int),
+    },
+    "sbc": {
+        "ranks": Key(99, positive_int),
+        "bins": Key(10, positive_int),
+        "alpha": Key(0.01, probability_open),
+        # simulate from this [priors.NAME] instead of the fitted prior: a deliberately wrong model
+        "data_prior": Key(None, lambda v: None if v is None else _prior_name(v)),
+    },
+}
+
+#: Sections that belong to one kind of study only.
+KIND_SECTIONS = {"coverage": ("truth", "intervals"), "sbc": ("sbc",)}
+OPTIONAL_TABLES = ("grid", "priors")
+
+
+def _where(section: str, key: str) -> str:
+    return f"[{section}] {key}" if section else key
+
+
+def _check_table(given: Any, keys: dict[str, Key], section: str, source: str) -> dict:
+    if not isinstance(given, dict):
+        raise UserError(f"{source}: [{section}] must be a table, got {given!r}")
+    out = {}
+    for key in given:
+        if key not in keys:
+            raise UserError(f"{source}: unknown key {_where(section, key)!r}{_suggest(key, keys)}")
+    for key, rule in keys.items():
+        if key in given:
+            problem = rule.check(given[key])
+            if problem:
+                raise UserError(f"{source}: {_where(section, key)} {problem}")
+            out[key] = copy.deepcopy(given[key])
+        elif rule.default is _REQUIRED:
+            example = {"family": 'family = "gaussian"', "kind": 'kind = "coverage"', "seed": "seed = 20240601",
+                       "replicates": "replicates = 8"}.get(key, f"{key} = ...")
+            raise UserError(f"{source}: {_where(section, key)} is missing; add it, e.g. {example}")
+        else:
+            out[key] = copy.deepcopy(rule.default)
+    return out
+
+
+def validate(raw: dict, source: str = "study spec") -> dict:
+    """Check ``raw`` (a parsed TOML table) and return the spec with every default filled in."""
+    top_keys = SCHEMA[""]
+    known = [*top_keys, *[s for s in SCHEMA if s], *OPTIONAL_TABLES]
+    for key in raw:
+        if key not in known:
+            raise UserError(f"{source}: unknown key {key!r}{_suggest(key, known)}")
+    spec = _check_table({k: v for k, v in raw.items() if k in top_keys}, top_keys, "", source)
+    kind = spec["kind"]
+    for other, sections in KIND_SECTIONS.items():
+        for section in sections:
+            if other != kind and section in raw:
+                raise UserError(f"{source}: [{section}] belongs to a {other!r} study but kind = {kind!r}; remove it")
+    model = _check_table(raw.get("model", {}), SCHEMA["model"], "model", source)
+    family = model["family"]
+    spec["model"] = model
+    spec["em"] = _check_table(raw.get("em", {}), SCHEMA["em"], "em", source)
+    spec["bayes"] = _check_table(raw.get("bayes", {}), {**SCHEMA["bayes"], **PRIOR_KEYS[family]}, "bayes", source)
+    for section in KIND_SECTIONS[kind]:
+        spec[section] = _check_table(raw.get(section, {}), SCHEMA[section], section, source)
+    if kind == "coverage" and spec["intervals"]["kinds"] is None:
+        spec["intervals"]["kinds"] = [k for k in INTERVAL_KINDS if k != "wald" or family == "coins"]
+
+    priors_raw = raw.get("priors", {})
+    if not isinstance(priors_raw, dict):
+        raise UserError(f"{source}: [priors] must hold tables such as [priors.tight]; got {priors_raw!r}")
+    default_prior = {key: spec["bayes"][key] for key in PRIOR_KEYS[family]}
+    priors = {"default": default_prior}
+    for name, table in priors_raw.items():
+        if name == "default":
+            raise UserError(f"{source}: [priors.default] is the [bayes] prior; give the table another name")
+        overrides = _check_table(table, {k: Key(None, r.check) for k, r in PRIOR_KEYS[family].items()},
+                                 f"priors.{name}", source)
+        priors[name] = {**default_prior, **{k: v for k, v in overrides.items() if v is not None}}
+    spec["priors"] = priors
+    if kind == "sbc":
+        data_prior = spec["sbc"]["data_prior"]
+        if data_prior is not None:
+            _check_prior_name(data_prior, priors, "[sbc] data_prior", source)
+
+    grid_raw = raw.get("grid", {})
+    if not isinstance(grid_raw, dict):
+        raise UserError(f"{source}: [grid] must be a table of axis = [values], got {grid_raw!r}")
+    axes = AXES[family]
+    grid = {}
+    for axis, values in grid_raw.items():
+        if axis not in axes:
+            raise UserError(f"{source}: unknown grid axis [grid] {axis!r} for family {family!r}{_suggest(axis, axes)}")
+        problem = list_of(axes[axis][1])(values)
+        if problem:
+            raise UserError(f"{source}: [grid] {axis} {problem}")
+        if len(set(map(json.dumps, values))) != len(values):
+            raise UserError(f"{source}: [grid] {axis} lists a value twice; give each value once")
+        if axis == "prior":
+            for name in values:
+                _check_prior_name(name, priors, "[grid] prior", source)
+        grid[axis] = copy.deepcopy(values)
+    spec["grid"] = grid
+    _check_consistency(spec, source)
+    return spec
+
+
+def _check_prior_name(name, priors: dict, where: str, source: str) -> str:
+    if not isinstance(name, str) or name not in priors:
+        raise UserError(f"{source}: {where} names no prior {name!r}{_suggest(str(name), priors)}")
+    return name
+
+
+def _check_consistency(spec: dict, source: str) -> None:
+    family, kind = spec["model"]["family"], spec["kind"]
+    grid_cells = cells(spec)
+    for cell in grid_cells:
+        n = cell["n_sets"] if family == "coins" else cell["n_obs"]
+        if cell["components"] > n:
+            raise UserError(f"{source}: a cell has K = {cell['components']} components but only {n} observations; "
+                            "lower [grid] components or raise the data size")
+        if family == "coins" and kind == "coverage":
+            k, gap = cell["components"], cell["separation"]
+            if (k - 1) * gap >= 1:
+                raise UserError(f"{source}: [grid] separation {gap} with K = {k} coins puts theta outside (0, 1); "
+                                f"use a gap below {1 / max(k - 1, 1):.3g}")
+        if family == "gaussian" and kind == "sbc" and cell["dim"] != 1:
+            raise UserError(f"{source}: [grid] dim: SBC supports 1-D Gaussian mixtures only; use dim = [1]")
+    if kind == "coverage":
+        weights = spec["truth"]["w"]
+        if weights is not None and any(len(weights) != cell["components"] for cell in grid_cells):
+            raise UserError(f"{source}: [truth] w has {len(weights)} weights but a cell has a different K; "
+                            "give one weight per component or leave w out (equal weights)")
+        if family == "gaussian" and "wald" in spec["intervals"]["kinds"]:
+            raise UserError(f"{source}: [intervals] kinds: Wald intervals are available for the coin model only; "
+                            'use kinds = ["bootstrap", "posterior"]')
+    if kind == "sbc":
+        sbc = spec["sbc"]
+        if (sbc["ranks"] + 1) % sbc["bins"]:
+            raise UserError(f"{source}: [sbc] bins = {sbc['bins']} does not divide the {sbc['ranks'] + 1} possible ranks; "
+                            "choose ranks + 1 divisible by bins, e.g. ranks = 99, bins = 10")
+        kept = spec["bayes"]["chains"] * spec["bayes"]["draws"]
+        if kept < sbc["ranks"]:
+            raise UserError(f"{source}: [sbc] ranks = {sbc['ranks']} needs at least that many posterior draws, "
+                            f"but chains x draws = {kept}; raise [bayes] draws or lower ranks")
+        if "separation" in spec["grid"]:
+            raise UserError(f"{source}: [grid] separation has no meaning in an SBC study (the truth is drawn from "
+                            "the prior); remove it")
+
+
+def grid_axes(spec: dict) -> list[str]:
+    """The axes listed in ``[grid]``, in the order written: the dimensions of the study's Dataset."""
+    return list(spec["grid"])
+
+
+def cells(spec: dict) -> list[dict]:
+    """Every cell of the grid: a dict of all axes (listed ones varying, the others at their defaults).
+
+    Cells are in row-major order over :func:`grid_axes`; a cell's index is its position here.
+    """
+    axes = AXES[spec["model"]["family"]]
+    listed = spec["grid"]
+    base = {axis: default for axis, (default, _) in axes.items()}
+    out = []
+    for combo in itertools.product(*listed.values()):
+        out.append({**base, **dict(zip(listed, combo))})
+    return out
+
+
+def fingerprint(spec: dict) -> str:
+    """A hash of everything that determines the numbers (not the title, description or file name).
+
+    A store made under another fingerprint holds replicates of a different study.
+    """
+    relevant = {k: v for k, v in spec.items() if k not in ("title", "description", "name", "path")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_study_spec(path: str | Path) -> dict:
+    """Read and validate a study spec; the returned dict also carries ``name`` and ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such study spec; give the path of a .toml file, e.g. models/study_coverage_gmm.toml")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the spec as UTF-8") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML ({error}); fix the syntax at that line") from None
+    spec = validate(raw, source=str(path))
+    if not SPEC_NAME.match(path.stem):
+        raise UserError(f"{path}: the spec's file name must be letters, digits, '_', '-' or '.', so it can name a report folder")
+    spec["name"] = path.stem
+    spec["path"] = str(path)
+    return spec

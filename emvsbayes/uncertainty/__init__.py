@@ -1,0 +1,96 @@
+"""Honest uncertainty for the EM side, so the report compares interval against interval.
+
+- :mod:`~emvsbayes.uncertainty.information`: standard errors and Wald intervals from the observed
+  information (exact Hessian in an unconstrained parametrisation, delta method), or a flag and a reason
+  when the information is singular;
+- :mod:`~emvsbayes.uncertainty.bootstrap`: nonparametric and parametric bootstrap, refits from the
+  EM answer aligned to it, in parallel, reproducible whatever the number of workers;
+- :mod:`~emvsbayes.uncertainty.agreement`: membership differences, assignment entropy, adjusted Rand index;
+- :mod:`~emvsbayes.uncertainty.model_choice`: BIC, AIC, ICL (lower is better), PSIS-LOO and WAIC
+  (higher is better).
+
+Arrays in, small frozen records out; each record has a ``to_dataset`` where an xarray view is useful.
+pytensor (for the Hessians) and ArviZ (for LOO) are imported only when those functions run.
+"""
+
+from emvsbayes.uncertainty.agreement import (
+    MembershipDifference,
+    adjusted_rand_index,
+    align_memberships,
+    ari_matrix,
+    assignment_entropy,
+    hard_labels,
+    membership_difference,
+)
+from emvsbayes.uncertainty.bootstrap import (
+    KINDS,
+    BootstrapResult,
+    align_to_reference,
+    coin_bootstrap,
+    gaussian_bootstrap,
+    percentile_intervals,
+)
+from emvsbayes.uncertainty.information import (
+    BOUNDARY_TOL,
+    CONDITION_LIMIT,
+    MIN_EXPECTED_COUNT,
+    StandardErrors,
+    coin_from_unconstrained,
+    coin_standard_errors,
+    coin_unconstrained,
+    coin_unconstrained_names,
+    gaussian_from_unconstrained,
+    gaussian_standard_errors,
+    gaussian_unconstrained,
+    gaussian_unconstrained_names,
+    standard_errors_from_hessian,
+)
+from emvsbayes.uncertainty.model_choice import (
+    PARETO_K_THRESHOLD,
+    WAIC_VARIANCE_THRESHOLD,
+    InformationCriteria,
+    PredictiveCriteria,
+    coin_criteria,
+    gaussian_criteria,
+    information_criteria,
+    loo_waic,
+    responsibility_entropy,
+)
+
+__all__ = [
+    "BOUNDARY_TOL",
+    "CONDITION_LIMIT",
+    "KINDS",
+    "MIN_EXPECTED_COUNT",
+    "PARETO_K_THRESHOLD",
+    "WAIC_VARIANCE_THRESHOLD",
+    "BootstrapResult",
+    "InformationCriteria",
+    "MembershipDifference",
+    "PredictiveCriteria",
+    "StandardErrors",
+    "adjusted_rand_index",
+    "align_memberships",
+    "align_to_reference",
+    "ari_matrix",
+    "assignment_entropy",
+    "coin_bootstrap",
+    "coin_criteria",
+    "coin_from_unconstrained",
+    "coin_standard_errors",
+    "coin_unconstrained",
+    "coin_unconstrained_names",
+    "gaussian_bootstrap",
+    "gaussian_criteria",
+    "gaussian_from_unconstrained",
+    "gaussian_standard_errors",
+    "gaussian_unconstrained",
+    "gaussian_unconstrained_names",
+    "hard_labels",
+    "information_criteria",
+    "loo_waic",
+    "membership_difference",
+    "percentile_intervals",
+    "responsibility_entropy",
+    "standard_errors_from_hessian",
+]

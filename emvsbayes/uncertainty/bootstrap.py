@@ -1,0 +1,451 @@
+"""Bootstrap of an EM answer: nonparametric (resample sets / rows) and parametric (simulate the fit).
+
+Each of the B replicates is refitted by EM starting from the reference answer, so a replicate lands on
+the optimum that corresponds to the reference's rather than on whichever one a random start finds;
+its components are then aligned to the reference's by :func:`emvsbayes.labels.pivot` (a K x K
+assignment per replicate), because even a refit from the reference can come back renamed when two
+components are close. The aligned replicates are draws-like: ``draws[name]`` has shape (B, K, ...),
+with the names and dimensions of the EM estimate, and :meth:`BootstrapResult.to_dataset` names the
+axes ``replicate``, ``component``, ... so ArviZ can summarise them next to a posterior.
+
+Randomness: replicate ``b`` uses its own child ``np.random.SeedSequence(seed).spawn(B)[b]``, so the
+result does not depend on how many worker processes ran or in what order they finished. Workers are
+separate processes (``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` start method: forking
+a process that may hold pytensor or BLAS threads is not safe).
+
+A replicate whose refit fails (a covariance that cannot be factorised, a component left with no data,
+a simulated data set the model cannot take) is recorded as NaN, with its message; the run never stops
+for it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from emvsbayes.coins.model import PARAMETER_DIMS as COIN_DIMS
+from emvsbayes.coins.model import CoinMixture, CoinParams
+from emvsbayes.errors import LikelihoodDecreasedError, UserError
+from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix, parameter_dims
+from emvsbayes.labels import apply_permutations, pivot
+
+__all__ = [
+    "KINDS",
+    "BootstrapResult",
+    "align_to_reference",
+    "coin_bootstrap",
+    "gaussian_bootstrap",
+    "percentile_intervals",
+]
+
+KINDS = ("nonparametric", "parametric")
+
+#: What a failed replicate may raise: the model's own "cannot fit" errors (DegenerateFitError is a
+#: UserError, as are the simulators' checks), a likelihood decrease (a step's rounding trouble on odd
+#: data), and numerical failures from numpy. Anything else is a bug and propagates. A refit that ends
+#: with a non-finite estimate is counted as failed too.
+REPLICATE_ERRORS = (UserError, LikelihoodDecreasedError, np.linalg.LinAlgError, FloatingPointError)
+
+# EM settings for the refits unless the caller gives others: the estimate's usual stopping rule, no
+# per-iteration statistics kept (B traces of N x K responsibilities are not wanted).
+DEFAULT_EM_OPTIONS = {"keep_stats": False}
+
+
+# --------------------------------------------------------------------------------------------------
+# The two families: how to resample, simulate and refit
+
+
+@dataclass(frozen=True, slots=True)
+class _CoinFamily:
+    model: CoinMixture
+
+    def n_obs(self, data) -> int:
+        return int(data[0].shape[0])
+
+    def take(self, data, rows):
+        return data[0][rows], data[1][rows]
+
+    def simulate(self, data, params: CoinParams, rng):
+        from emvsbayes.data import simulate_coins
+
+        sim = simulate_coins(params.theta, params.w, data[1], rng)
+        return sim.heads, sim.tosses
+
+    def refit(self, data, init: CoinParams, options):
+        from emvsbayes.coins.em import fit
+
+        return fit(self.model, data[0], data[1], init, **options)
+
+    def dims(self, reference) -> dict[str, tuple[str, ...]]:
+        return dict(COIN_DIMS)
+
+
+@dataclass(frozen=True, slots=True)
+class _GaussianFamily:
+    model: GaussianMixtureModel
+
+    def n_obs(self, data) -> int:
+        return int(data.shape[0])
+
+    def take(self, data, rows):
+        return data[rows]
+
+    def simulate(self, data, params: GaussianParams, rng):
+        from emvsbayes.data import simulate_gaussian_mixture
+
+        cov = params.full_covariances()
+        cov = (cov + np.swapaxes(cov, 1, 2)) / 2  # exact symmetry for the simulator's check
+        return simulate_gaussian_mixture(data.shape[0], params.w, params.mu, cov, rng).x
+
+    def refit(self, data, init: GaussianParams, options):
+        from emvsbayes.gaussian.em import fit
+
+        return fit(self.model, data, init, **options)
+
+    def dims(self, reference) -> dict[str, tuple[str, ...]]:
+        return parameter_dims(reference.mu.shape[1])
+
+
+@dataclass(frozen=True, slots=True)
+class _Replicate:
+    index: int
+    variables: dict | None
+    loglik: float
+    converged: bool
+    message: str
+
+
+def _one_replicate(family, data, reference, kind: str, seed: np.random.SeedSequence, index: int, options) -> _Replicate:
+    rng = np.random.default_rng(seed)
+    try:
+        if kind == "nonparametric":
+            n = family.n_obs(data)
+            sample = family.take(data, rng.integers(0, n, size=n))
+        else:
+            sample = family.simulate(data, reference, rng)
+        fit = family.refit(sample, reference, options)
+    except REPLICATE_ERRORS as error:
+        message = " ".join(str(error).split())
+        return _Replicate(index, None, float("nan"), False, f"{type(error).__name__}: {message}")
+    variables = {name: np.array(value, dtype=float) for name, value in fit.params.variables().items()}
+    if not all(np.all(np.isfinite(v)) for v in variables.values()) or not np.isfinite(fit.loglik):
+        return _Replicate(index, None, float("nan"), False, "non-finite estimate or log-likelihood")
+    return _Replicate(index, variables, float(fit.loglik), bool(fit.converged), "")
+
+
+def _run_chunk(family, data, reference, kind, seeds, indices, options) -> list[_Replicate]:
+    return [_one_replicate(family, data, reference, kind, s, i, options) for s, i in zip(seeds, indices)]
+
+
+# --------------------------------------------------------------------------------------------------
+# The result
+
+
+def percentile_intervals(draws: Mapping[str, np.ndarray], level: float = 0.95) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Equal-tailed percentile intervals over the first axis, ignoring NaN (failed replicates).
+
+    Returns
+    -------
+    dict of str to (lower, upper), each shaped as one draw (K, ...).
+    """
+    tail = (1.0 - level) / 2
+    out = {}
+    for name, x in draws.items():
+        x = np.asarray(x, dtype=float)
+        if np.all(np.isnan(x)):
+            nan = np.full(x.shape[1:], np.nan)
+            out[name] = (nan, nan.copy())
+            continue
+        out[name] = (np.nanquantile(x, tail, axis=0), np.nanquantile(x, 1.0 - tail, axis=0))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapResult:
+    """B bootstrap replicates of an EM answer, aligned to it.
+
+    Attributes
+    ----------
+    draws : dict of str to ndarray, each (B, K, ...)
+        Replicate estimates on the natural scale with the EM estimate's names (coins: ``theta``, ``w``;
+        Gaussians: ``w``, ``mu``, ``sigma`` (1-D) or ``cov`` (D > 1)), components aligned to
+        ``reference``; rows of failed replicates are NaN.
+    reference : dict of str to ndarray, each (K, ...)
+        The answer the replicates started from and were aligned to.
+    dims : dict of str to tuple of str
+        Dimension names of each variable after ``replicate`` (``component``, ``feature``, ...).
+    loglik : ndarray, shape (B,)
+        Final log-likelihood of each refit on its own replicate data set; NaN when failed.
+    converged : ndarray of bool, shape (B,)
+        The refit met EM's stopping rule (False for failed replicates).
+    failed : ndarray of bool, shape (B,)
+    messages : tuple of str
+        ``"replicate b: <error>"`` for each failed replicate, in replicate order.
+    perms : ndarray of int, shape (B, K)
+        The alignment applied: aligned component j of replicate b is its refit's component ``perms[b, j]``
+        (the identity for failed replicates).
+    kind : str
+        ``"nonparametric"`` or ``"parametric"``.
+    seed : int or None
+        The entropy of the root ``SeedSequence``.
+    """
+
+    draws: dict
+    reference: dict
+    dims: dict
+    loglik: np.ndarray
+    converged: np.ndarray
+    failed: np.ndarray
+    messages: tuple[str, ...]
+    perms: np.ndarray
+    kind: str
+    seed: Any = field(default=None)
+
+    @property
+    def n_boot(self) -> int:
+        return int(self.loglik.shape[0])
+
+    @property
+    def n_failed(self) -> int:
+        return int(self.failed.sum())
+
+    @property
+    def n_unconverged(self) -> int:
+        """Replicates that ran but stopped at ``max_iter`` (kept in ``draws``)."""
+        return int((~self.converged & ~self.failed).sum())
+
+    @property
+    def n_relabelled(self) -> int:
+        """Replicates whose components needed renaming to match the reference."""
+        return int(np.any(self.perms != np.arange(self.perms.shape[1]), axis=1).sum())
+
+    def sd(self) -> dict[str, np.ndarray]:
+        """Bootstrap standard deviation of each element (ddof=1), failed replicates left out."""
+        return {name: np.nanstd(x, axis=0, ddof=1) for name, x in self.draws.items()}
+
+    def intervals(self, level: float = 0.95) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Percentile intervals; see :func:`percentile_intervals`."""
+        return percentile_intervals(self.draws, level)
+
+    def to_dataset(self):
+        """The replicates as an ``xarray.Dataset`` with dims ``replicate``, ``component``, ...
+
+        Summarise it with ArviZ as draws along ``replicate``, e.g.
+        ``az.summary(ds, sample_dims=["replicate"], kind="stats")``. Attributes record the kind, B and
+        the count of failed and unconverged replicates; each replicate's ``loglik``, ``converged`` and
+        ``failed`` are coordinates along ``replicate``.
+        """
+        import xarray as xr
+
+        data = {name: (("replicate", *self.dims[name]), x) for name, x in self.draws.items()}
+        k = self.perms.shape[1]
+        # Per-replicate facts are coordinates, not variables, so a summary of the variables shows only
+        # the parameters, as for a posterior.
+        coords = {
+            "replicate": np.arange(self.n_boot),
+            "component": np.arange(k),
+            "loglik": ("replicate", self.loglik),
+            "converged": ("replicate", self.converged),
+            "failed": ("replicate", self.failed),
+        }
+        attrs = {
+            "bootstrap": self.kind,
+            "n_boot": self.n_boot,
+            "n_failed": self.n_failed,
+            "n_unconverged": self.n_unconverged,
+        }
+        return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Alignment
+
+
+def align_to_reference(
+    draws: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], ok: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Rename each replicate's components to best match ``reference`` (Hungarian assignment).
+
+    Parameters
+    ----------
+    draws : mapping of str to ndarray, each (B, K, ...)
+    reference : mapping of str to ndarray, each (K, ...)
+    ok : ndarray of bool, shape (B,), optional
+        Replicates to align (the others, e.g. failed NaN rows, keep the identity).
+
+    Returns
+    -------
+    (aligned draws, perms (B, K))
+    """
+    draws = {name: np.asarray(x, dtype=float) for name, x in draws.items()}
+    b, k = next(iter(draws.values())).shape[:2]
+    ok = np.ones(b, dtype=bool) if ok is None else np.asarray(ok, dtype=bool)
+    perms = np.broadcast_to(np.arange(k), (b, k)).copy()
+    if ok.any():
+        # pivot's default scale: each variable's spread pooled over replicates and components, which
+        # does not depend on the labelling, so aligning does not presuppose an alignment.
+        perms[ok] = pivot({name: x[ok] for name, x in draws.items()}, reference).perms
+    return apply_permutations(draws, perms), perms
+
+
+# --------------------------------------------------------------------------------------------------
+# The driver
+
+
+def _chunks(n: int, n_workers: int) -> list[np.ndarray]:
+    # About four chunks per worker: enough to balance uneven refit times and to report progress,
+    # few enough that pickling the data per chunk costs nothing noticeable.
+    n_chunks = min(n, max(1, 4 * n_workers))
+    return [c for c in np.array_split(np.arange(n), n_chunks) if c.size]
+
+
+def _default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def _bootstrap(
+    family,
+    data,
+    reference,
+    *,
+    n_boot: int,
+    kind: str,
+    seed,
+    n_workers: int | None,
+    progress: Callable[[int, int], None] | None,
+    em_options: Mapping[str, Any] | None,
+) -> BootstrapResult:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    options = {**DEFAULT_EM_OPTIONS, **(em_options or {})}
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    seeds = root.spawn(n_boot)
+    n_workers = _default_workers() if n_workers is None else max(1, int(n_workers))
+    chunks = _chunks(n_boot, n_workers)
+    results: list[_Replicate] = []
+    done = 0
+    if n_workers == 1:
+        for chunk in chunks:
+            results += _run_chunk(family, data, reference, kind, [seeds[i] for i in chunk], chunk.tolist(), options)
+            done += chunk.size
+            if progress is not None:
+                progress(done, n_boot)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+            futures = {
+                pool.submit(_run_chunk, family, data, reference, kind, [seeds[i] for i in c], c.tolist(), options): c
+                for c in chunks
+            }
+            for future in as_completed(futures):
+                results += future.result()
+                done += futures[future].size
+                if progress is not None:
+                    progress(done, n_boot)
+    results.sort(key=lambda r: r.index)
+
+    ref_vars = {name: np.array(value, dtype=float) for name, value in reference.variables().items()}
+    failed = np.array([r.variables is None for r in results])
+    raw = {
+        name: np.stack([r.variables[name] if r.variables is not None else np.full(x.shape, np.nan) for r in results])
+        for name, x in ref_vars.items()
+    }
+    draws, perms = align_to_reference(raw, ref_vars, ~failed)
+    return BootstrapResult(
+        draws=draws,
+        reference=ref_vars,
+        dims=family.dims(reference),
+        loglik=np.array([r.loglik for r in results]),
+        converged=np.array([r.converged for r in results]),
+        failed=failed,
+        messages=tuple(f"replicate {r.index}: {r.message}" for r in results if r.variables is None),
+        perms=perms,
+        kind=kind,
+        seed=root.entropy,
+    )
+
+
+def coin_bootstrap(
+    model: CoinMixture,
+    heads,
+    tosses,
+    reference: CoinParams,
+    *,
+    n_boot: int,
+    seed,
+    kind: str = "nonparametric",
+    n_workers: int | None = 1,
+    progress: Callable[[int, int], None] | None = None,
+    em_options: Mapping[str, Any] | None = None,
+) -> BootstrapResult:
+    """Bootstrap a coin-mixture EM answer.
+
+    Parameters
+    ----------
+    model : CoinMixture
+    heads, tosses : array_like of int, shape (N,)
+    reference : CoinParams
+        The EM answer: every refit starts from it and is aligned to it.
+    n_boot : int
+        B, the number of replicates.
+    seed : int or numpy.random.SeedSequence
+        Root of the replicates' seeds (replicate b uses child b of ``SeedSequence(seed).spawn(B)``).
+    kind : {"nonparametric", "parametric"}
+        Resample the N sets with replacement, or simulate N sets (same tosses per set) from ``reference``.
+    n_workers : int or None
+        Worker processes; 1 runs in this process, None uses every available core. The result does not
+        depend on it.
+    progress : callable (done, total), optional
+        Called in this process as replicates finish.
+    em_options : mapping, optional
+        Passed to :func:`emvsbayes.coins.em.fit` (``tol``, ``param_tol``, ``max_iter``, ...).
+
+    Returns
+    -------
+    BootstrapResult
+        ``draws["theta"]``, ``draws["w"]`` (B, K).
+    """
+    model.validate_params(reference)
+    data = (np.asarray(heads), np.asarray(tosses))
+    return _bootstrap(
+        _CoinFamily(model), data, reference, n_boot=n_boot, kind=kind, seed=seed, n_workers=n_workers,
+        progress=progress, em_options=em_options,
+    )
+
+
+def gaussian_bootstrap(
+    model: GaussianMixtureModel,
+    x,
+    reference: GaussianParams,
+    *,
+    n_boot: int,
+    seed,
+    kind: str = "nonparametric",
+    n_workers: int | None = 1,
+    progress: Callable[[int, int], None] | None = None,
+    em_options: Mapping[str, Any] | None = None,
+) -> BootstrapResult:
+    """Bootstrap a Gaussian-mixture EM answer.
+
+    Parameters are as :func:`coin_bootstrap`, with data ``x`` (N,) or (N, D); the parametric bootstrap
+    simulates N rows from ``reference``. ``em_options`` go to :func:`emvsbayes.gaussian.em.fit`.
+
+    Returns
+    -------
+    BootstrapResult
+        ``draws["w"]`` (B, K); ``draws["mu"]`` (B, K) and ``draws["sigma"]`` (B, K) for 1-D data,
+        ``draws["mu"]`` (B, K, D) and ``draws["cov"]`` (B, K, D, D) otherwise.
+    """
+    model.validate_params(reference)
+    return _bootstrap(
+        _GaussianFamily(model), as_data_matrix(x), reference, n_boot=n_boot, kind=kind, seed=seed,
+        n_workers=n_workers, progress=progress, em_options=em_options,
+    )

@@ -1,0 +1,559 @@
+"""Standard errors of an EM answer from the observed information, and Wald intervals on the natural scale.
+
+Why the exact Hessian, and in which coordinates
+-----------------------------------------------
+The observed information is minus the Hessian of the observed-data log-likelihood
+``l(phi) = sum_i log sum_k w_k f_k(x_i)`` at the EM answer. We differentiate ``l`` exactly (pytensor's
+symbolic gradient, then the Jacobian of the gradient) rather than use Louis' identity with hand-written
+complete-data scores: both give the same matrix (Louis' identity is an exact rewriting of this Hessian),
+but one symbolic log-likelihood per family serves every covariance structure, while analytic second
+derivatives of a log-Cholesky Gaussian would have to be written, and tested, four times.
+
+The Hessian is taken in an unconstrained parametrisation ``phi``, where the log-likelihood is smooth
+on all of R^P and a quadratic approximation (hence a Wald interval) is most nearly right:
+
+- coins: ``logit(theta_k)``; weights, when estimated, by additive log-ratios ``log(w_k / w_{K-1})``
+  (k < K-1; the last component is the reference); fixed equal weights are not parameters;
+- Gaussians: the same weight log-ratios; the means as they are; each precision's upper Cholesky factor
+  ``U`` (``U U^T = Sigma^{-1}``, as :class:`~emvsbayes.gaussian.model.GaussianParams` keeps it) with its
+  diagonal on the log scale and its strict upper triangle as it is (the log-Cholesky parametrisation of
+  Pinheiro & Bates 1996); for ``diag`` and ``spherical`` that is ``log(1/sd)``, for ``tied`` one factor.
+
+The covariance of ``phi`` is the inverse information; the delta method (the exact Jacobian of the map
+from ``phi`` to the reported variables ``theta``, ``w``, ``mu``, ``sigma`` / ``cov``) carries it to the
+natural scale, where Wald intervals are ``estimate +- z * se``.
+
+When there are no numbers to give
+---------------------------------
+The information is singular, or too near it for its inverse to mean anything, when a ``theta`` sits on
+0 or 1 (its logit is infinite), when a component carries less than one observation's worth of weight
+(nothing informs its parameters), when minus the Hessian is not positive definite (the answer is not a
+strict local maximum), or when the information's condition number, after scaling it to unit diagonal,
+exceeds :data:`CONDITION_LIMIT`. Then every standard error is NaN, ``singular`` is True and ``reason``
+says which of these happened, in one line.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit, logit
+from scipy.stats import norm
+
+from emvsbayes.coins.model import PARAMETER_DIMS as COIN_DIMS
+from emvsbayes.coins.model import CoinMixture, CoinParams
+from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix, parameter_dims
+
+__all__ = [
+    "BOUNDARY_TOL",
+    "CONDITION_LIMIT",
+    "MIN_EXPECTED_COUNT",
+    "StandardErrors",
+    "coin_from_unconstrained",
+    "coin_standard_errors",
+    "coin_unconstrained",
+    "coin_unconstrained_names",
+    "gaussian_from_unconstrained",
+    "gaussian_standard_errors",
+    "gaussian_unconstrained",
+    "gaussian_unconstrained_names",
+    "standard_errors_from_hessian",
+]
+
+#: A theta within this distance of 0 or 1 is on the boundary: its logit is beyond +-20.7, where the
+#: log-likelihood is flat to rounding and the information in that direction is zero.
+BOUNDARY_TOL = 1e-9
+
+#: A component whose expected count N w_k is below this carries less than one observation: the
+#: information about its parameters is (nearly) zero and its standard errors would be meaningless.
+MIN_EXPECTED_COUNT = 1.0
+
+#: Largest condition number of the information scaled to unit diagonal (its "correlation form", which
+#: does not depend on the units of each parameter). Inverting a matrix of condition number c loses
+#: about log10(c) of float64's 16 digits; at 1e10 about 6 remain, and a statistical problem that close
+#: to singular (parameter correlations within 1e-10 of +-1) is not identified in any useful sense.
+CONDITION_LIMIT = 1e10
+
+
+@dataclass(frozen=True, slots=True)
+class StandardErrors:
+    """Information-based standard errors of one EM answer.
+
+    Attributes
+    ----------
+    estimate : dict of str to ndarray
+        The answer on the natural scale, named and shaped as ``params.variables()`` (coins: ``theta``,
+        ``w`` (K,); Gaussians: ``w`` (K,), ``mu`` (K,) or (K, D), ``sigma`` (K,) or ``cov`` (K, D, D)).
+    se : dict of str to ndarray
+        Delta-method standard errors, same shapes; all NaN when ``singular``. A parameter that is fixed
+        (equal coin weights) or determined by the others (the last weight when K = 1) has se 0.
+    lower, upper : dict of str to ndarray
+        Wald interval ``estimate -+ z se`` with ``z`` the normal quantile for ``level`` (not clipped to
+        the parameter's range: a Wald interval crossing 0 or 1 is itself a sign it should not be trusted).
+    level : float
+        Coverage of the intervals, e.g. 0.95.
+    singular : bool
+        The information is singular or nearly so; ``reason`` says why.
+    reason : str
+        One line; empty when not singular.
+    information : ndarray, shape (P, P)
+        Observed information (minus the Hessian of the log-likelihood) in the unconstrained coordinates;
+        NaN when it could not be evaluated (a theta on the boundary).
+    unconstrained : tuple of str
+        Names of the P unconstrained coordinates, in order.
+    cov_unconstrained : ndarray, shape (P, P)
+        Inverse information; NaN when singular.
+    condition_number : float
+        Of the information scaled to unit diagonal; NaN when not evaluated, inf when not positive definite.
+    max_abs_score : float
+        Largest absolute gradient of the log-likelihood in ``phi`` at the answer: near 0 at a converged
+        maximum (``reg_covar`` and the stopping rule leave a small remainder).
+    """
+
+    estimate: dict
+    se: dict
+    lower: dict
+    upper: dict
+    level: float
+    singular: bool
+    reason: str
+    information: np.ndarray
+    unconstrained: tuple[str, ...]
+    cov_unconstrained: np.ndarray
+    condition_number: float
+    max_abs_score: float
+
+    def to_dataset(self, dims: dict[str, tuple[str, ...]] | None = None):
+        """An ``xarray.Dataset`` with one variable per parameter and a leading dimension ``stat``
+        (``estimate``, ``se``, ``lower``, ``upper``); attributes ``level``, ``singular``, ``reason``.
+
+        ``dims`` maps names to dimension names (default: the coin or Gaussian model's own).
+        """
+        import xarray as xr
+
+        dims = dims or _default_dims(self.estimate)
+        stats = ("estimate", "se", "lower", "upper")
+        data = {
+            name: (("stat", *dims[name]), np.stack([getattr(self, s)[name] for s in stats]))
+            for name in self.estimate
+        }
+        attrs = {"level": self.level, "singular": int(self.singular), "reason": self.reason}
+        return xr.Dataset(data, coords={"stat": list(stats)}, attrs=attrs)
+
+
+def _default_dims(estimate: dict) -> dict[str, tuple[str, ...]]:
+    if "theta" in estimate:
+        return COIN_DIMS
+    return parameter_dims(1 if "sigma" in estimate else np.shape(estimate["mu"])[1])
+
+
+# --------------------------------------------------------------------------------------------------
+# The array core: Hessian and Jacobian in, standard errors out
+
+
+def _split(flat: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    out, start = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        out[name] = np.asarray(flat[start : start + size], dtype=float).reshape(shape)
+        start += size
+    return out
+
+
+def _singular(estimate, level, reason, information, names, condition=float("nan"), score=float("nan")):
+    nan = {name: np.full(np.shape(x), np.nan) for name, x in estimate.items()}
+    p = len(names)
+    return StandardErrors(
+        estimate=estimate, se=nan, lower=dict(nan), upper=dict(nan), level=level, singular=True, reason=reason,
+        information=information, unconstrained=tuple(names), cov_unconstrained=np.full((p, p), np.nan),
+        condition_number=condition, max_abs_score=score,
+    )
+
+
+def standard_errors_from_hessian(
+    hessian: np.ndarray,
+    jacobian: np.ndarray,
+    estimate: dict[str, np.ndarray],
+    names: tuple[str, ...],
+    *,
+    level: float = 0.95,
+    gradient: np.ndarray | None = None,
+    condition_limit: float = CONDITION_LIMIT,
+) -> StandardErrors:
+    """Delta-method standard errors from the Hessian of the log-likelihood in unconstrained coordinates.
+
+    Parameters
+    ----------
+    hessian : ndarray, shape (P, P)
+        Hessian of the observed-data log-likelihood at the answer (the information is its negative).
+    jacobian : ndarray, shape (M, P)
+        d(natural variables, flattened in the order of ``estimate``) / d(phi).
+    estimate : dict of str to ndarray
+        The natural-scale answer (M values in all).
+    names : tuple of str
+        Names of the P coordinates.
+    level : float
+        Coverage of the Wald intervals.
+    gradient : ndarray, shape (P,), optional
+        Score at the answer, only reported (``max_abs_score``).
+    condition_limit : float
+        Largest acceptable condition number of the information in correlation form.
+
+    Returns
+    -------
+    StandardErrors
+    """
+    information = -np.asarray(hessian, dtype=float)
+    score = float(np.max(np.abs(gradient), initial=0.0)) if gradient is not None else float("nan")
+    p = information.shape[0]
+    if not np.all(np.isfinite(information)):
+        return _singular(estimate, level, "the Hessian of the log-likelihood is not finite at the EM answer",
+                         information, names, score=score)
+    diag = np.diag(information)
+    if p and np.any(diag <= 0):
+        j = int(np.argmin(diag))
+        return _singular(
+            estimate, level,
+            f"the observed information is not positive definite ({names[j]} has curvature {-diag[j]:.3g} >= 0): "
+            "the EM answer is not a strict local maximum",
+            information, names, condition=float("inf"), score=score,
+        )
+    scale = np.sqrt(diag)
+    correlation = information / np.outer(scale, scale)
+    eigenvalues = np.linalg.eigvalsh(correlation) if p else np.ones(1)
+    if eigenvalues[0] <= 0:
+        return _singular(
+            estimate, level,
+            f"the observed information is not positive definite (smallest eigenvalue of its correlation form "
+            f"{eigenvalues[0]:.3g}): the EM answer is not a strict local maximum",
+            information, names, condition=float("inf"), score=score,
+        )
+    condition = float(eigenvalues[-1] / eigenvalues[0])
+    if condition > condition_limit:
+        return _singular(
+            estimate, level,
+            f"the observed information is near-singular (condition number {condition:.3g} > {condition_limit:.0e}): "
+            "some parameters are not identified by these data",
+            information, names, condition=condition, score=score,
+        )
+    # Inverse through the well-conditioned correlation form, then back to the parameters' units.
+    cov_phi = np.linalg.inv(correlation) / np.outer(scale, scale)
+    cov_phi = (cov_phi + cov_phi.T) / 2
+    jacobian = np.asarray(jacobian, dtype=float).reshape(-1, p)
+    variances = np.einsum("mp,pq,mq->m", jacobian, cov_phi, jacobian)
+    se_flat = np.sqrt(np.maximum(variances, 0.0))
+    shapes = {name: np.shape(x) for name, x in estimate.items()}
+    se = _split(se_flat, shapes)
+    z = float(norm.ppf(0.5 + level / 2))
+    lower = {name: estimate[name] - z * se[name] for name in estimate}
+    upper = {name: estimate[name] + z * se[name] for name in estimate}
+    return StandardErrors(
+        estimate=estimate, se=se, lower=lower, upper=upper, level=level, singular=False, reason="",
+        information=information, unconstrained=tuple(names), cov_unconstrained=cov_phi,
+        condition_number=condition, max_abs_score=score,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Weights as additive log-ratios (shared by both families)
+
+
+def _alr(w: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        log_w = np.log(np.asarray(w, dtype=float))
+    return log_w[:-1] - log_w[-1]
+
+
+def _alr_inverse(eta: np.ndarray) -> np.ndarray:
+    z = np.append(np.asarray(eta, dtype=float), 0.0)
+    z = np.exp(z - z.max())
+    return z / z.sum()
+
+
+def _weight_reason(w: np.ndarray, n_obs: int) -> str:
+    expected = n_obs * np.asarray(w)
+    if np.any(expected < MIN_EXPECTED_COUNT):
+        k = int(np.argmin(expected))
+        return (
+            f"w[{k}] = {w[k]:.3g} carries {expected[k]:.3g} of {n_obs} observations: the information about "
+            f"component {k} is (nearly) zero"
+        )
+    return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Coins
+
+
+def coin_unconstrained_names(model: CoinMixture) -> tuple[str, ...]:
+    """Names of the unconstrained coordinates: ``logit(theta[k])`` then ``log(w[k]/w[K-1])``."""
+    k = model.n_components
+    names = [f"logit(theta[{j}])" for j in range(k)]
+    if model.weights == "estimated":
+        names += [f"log(w[{j}]/w[{k - 1}])" for j in range(k - 1)]
+    return tuple(names)
+
+
+def coin_unconstrained(model: CoinMixture, params: CoinParams) -> np.ndarray:
+    """``phi`` (P,) of ``params``: logit theta, then (estimated weights only) weight log-ratios."""
+    with np.errstate(divide="ignore"):
+        phi = [logit(params.theta)]
+    if model.weights == "estimated":
+        phi.append(_alr(params.w))
+    return np.concatenate(phi)
+
+
+def coin_from_unconstrained(model: CoinMixture, phi: np.ndarray) -> CoinParams:
+    """Inverse of :func:`coin_unconstrained`."""
+    k = model.n_components
+    phi = np.asarray(phi, dtype=float)
+    w = _alr_inverse(phi[k:]) if model.weights == "estimated" else model.equal_weights
+    return CoinParams(expit(phi[:k]), w)
+
+
+def _mode():
+    # Python linker with the light rewrites: the graphs are small and vectorised over N, so numpy runs
+    # them in milliseconds, and nothing is compiled to C (a cold C compile of these Hessian graphs took
+    # 40-90 s on a loaded 2-core machine; this takes about a second, with no cache to warm).
+    from pytensor.compile.mode import Mode
+
+    return Mode(linker="py", optimizer="fast_compile")
+
+
+@functools.cache
+def _coin_function(n_components: int, weights: str) -> Callable:
+    """Compiled (phi, heads, tosses) -> (loglik, gradient, Hessian, natural values, Jacobian); cached per
+    structure, so every data set and bootstrap replicate of one model reuses it."""
+    import pytensor
+    import pytensor.tensor as pt
+    from pytensor.gradient import grad, jacobian
+
+    k = n_components
+    phi = pt.vector("phi", dtype="float64")
+    heads = pt.vector("heads", dtype="float64")
+    tosses = pt.vector("tosses", dtype="float64")
+    eta = phi[:k]
+    # log theta = -softplus(-eta), log(1 - theta) = -softplus(eta): no cancellation for |eta| large.
+    log_theta, log_1m = -pt.softplus(-eta), -pt.softplus(eta)
+    if weights == "estimated":
+        log_w = pt.special.log_softmax(pt.concatenate([phi[k:], pt.zeros((1,), dtype="float64")]))
+    else:
+        log_w = pt.constant(np.full(k, -math.log(k)))
+    log_choose = pt.gammaln(tosses + 1) - pt.gammaln(heads + 1) - pt.gammaln(tosses - heads + 1)
+    log_joint = log_w[None, :] + log_choose[:, None] + heads[:, None] * log_theta + (tosses - heads)[:, None] * log_1m
+    loglik = pt.logsumexp(log_joint, axis=1).sum()
+    gradient = grad(loglik, phi)
+    hessian = jacobian(gradient, phi, vectorize=True)
+    natural = pt.concatenate([pt.sigmoid(eta), pt.exp(log_w)])
+    jac = jacobian(natural, phi, vectorize=True)
+    return pytensor.function([phi, heads, tosses], [loglik, gradient, hessian, natural, jac], mode=_mode())
+
+
+def coin_standard_errors(
+    model: CoinMixture, heads, tosses, params: CoinParams, *, level: float = 0.95
+) -> StandardErrors:
+    """Observed-information standard errors and Wald intervals of a coin-mixture answer.
+
+    Parameters
+    ----------
+    model : CoinMixture
+    heads, tosses : array_like, shape (N,)
+    params : CoinParams
+        The EM answer (a local maximum of the observed-data log-likelihood).
+    level : float
+        Coverage of the Wald intervals.
+
+    Returns
+    -------
+    StandardErrors
+        Variables ``theta`` and ``w`` (K,); with equal weights ``w`` is fixed and has se 0.
+    """
+    model.validate_params(params)
+    heads = np.asarray(heads, dtype=float)
+    tosses = np.asarray(tosses, dtype=float)
+    estimate = {"theta": np.array(params.theta), "w": np.array(params.w)}
+    names = coin_unconstrained_names(model)
+    p = len(names)
+    boundary = np.minimum(params.theta, 1.0 - params.theta) < BOUNDARY_TOL
+    if np.any(boundary):
+        j = int(np.argmax(boundary))
+        return _singular(
+            estimate, level,
+            f"theta[{j}] is on the boundary ({float(params.theta[j])!r}): the information is singular there",
+            np.full((p, p), np.nan), names,
+        )
+    if model.weights == "estimated":
+        reason = _weight_reason(params.w, heads.shape[0])
+        if reason:
+            return _singular(estimate, level, reason, np.full((p, p), np.nan), names)
+    fn = _coin_function(model.n_components, model.weights)
+    _, gradient, hessian, _, jac = fn(coin_unconstrained(model, params), heads, tosses)
+    return standard_errors_from_hessian(hessian, jac, estimate, names, level=level, gradient=gradient)
+
+
+# --------------------------------------------------------------------------------------------------
+# Gaussians
+
+
+def _triangle(dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the upper triangle (diagonal included), row-major."""
+    return np.triu_indices(dim)
+
+
+def _n_factors(covariance_type: str, k: int) -> int:
+    return 1 if covariance_type == "tied" else k
+
+
+def gaussian_unconstrained_names(model: GaussianMixtureModel, dim: int) -> tuple[str, ...]:
+    """Names of the unconstrained coordinates: weight log-ratios, means, log-Cholesky precision factors."""
+    k = model.n_components
+    names = [f"log(w[{j}]/w[{k - 1}])" for j in range(k - 1)]
+    names += [f"mu[{j},{d}]" for j in range(k) for d in range(dim)]
+    structure = model.covariance_type
+    if structure in ("full", "tied"):
+        rows, cols = _triangle(dim)
+        for j in range(_n_factors(structure, k)):
+            at = "" if structure == "tied" else f"{j},"
+            names += [f"log U[{at}{r},{c}]" if r == c else f"U[{at}{r},{c}]" for r, c in zip(rows, cols)]
+    elif structure == "diag":
+        names += [f"log U[{j},{d}]" for j in range(k) for d in range(dim)]
+    else:
+        names += [f"log U[{j}]" for j in range(k)]
+    return tuple(names)
+
+
+def _upper_factor(prec: np.ndarray) -> np.ndarray:
+    """The upper triangular U with positive diagonal and U U^T = prec (unique), for (..., D, D)."""
+    flipped = prec[..., ::-1, ::-1]
+    return np.linalg.cholesky(flipped)[..., ::-1, ::-1]
+
+
+def gaussian_unconstrained(model: GaussianMixtureModel, params: GaussianParams) -> np.ndarray:
+    """``phi`` (P,) of ``params``.
+
+    The precision factor is recomputed as the unique upper Cholesky factor of the precision, so a
+    ``params`` built with any square root of the precision (e.g. a lower-triangular one) maps to the
+    same ``phi``.
+    """
+    k, dim = params.mu.shape
+    parts = [_alr(params.w), params.mu.ravel()]
+    structure = model.covariance_type
+    if structure in ("full", "tied"):
+        u = _upper_factor(params.precisions()).reshape(-1, dim, dim)
+        rows, cols = _triangle(dim)
+        entries = u[:, rows, cols]
+        entries[:, rows == cols] = np.log(entries[:, rows == cols])
+        parts.append(entries.ravel())
+    else:
+        parts.append(np.log(params.prec_chol).ravel())
+    return np.concatenate(parts)
+
+
+def gaussian_from_unconstrained(model: GaussianMixtureModel, phi: np.ndarray, dim: int) -> GaussianParams:
+    """Inverse of :func:`gaussian_unconstrained`."""
+    k = model.n_components
+    phi = np.asarray(phi, dtype=float)
+    w = _alr_inverse(phi[: k - 1])
+    mu = phi[k - 1 : k - 1 + k * dim].reshape(k, dim)
+    rest = phi[k - 1 + k * dim :]
+    structure = model.covariance_type
+    if structure in ("full", "tied"):
+        rows, cols = _triangle(dim)
+        m = _n_factors(structure, k)
+        entries = rest.reshape(m, -1).copy()
+        entries[:, rows == cols] = np.exp(entries[:, rows == cols])
+        u = np.zeros((m, dim, dim))
+        u[:, rows, cols] = entries
+        prec_chol = u[0] if structure == "tied" else u
+    elif structure == "diag":
+        prec_chol = np.exp(rest).reshape(k, dim)
+    else:
+        prec_chol = np.exp(rest)
+    return GaussianParams(w, mu, prec_chol, structure)
+
+
+@functools.cache
+def _gaussian_function(covariance_type: str, n_components: int, dim: int) -> Callable:
+    """Compiled (phi, x) -> (loglik, gradient, Hessian, natural values, Jacobian); cached per structure."""
+    import pytensor
+    import pytensor.tensor as pt
+    from pytensor.gradient import grad, jacobian
+
+    k = n_components
+    phi = pt.vector("phi", dtype="float64")
+    x = pt.matrix("x", dtype="float64")
+    log_w = pt.special.log_softmax(pt.concatenate([phi[: k - 1], pt.zeros((1,), dtype="float64")]))
+    mu = phi[k - 1 : k - 1 + k * dim].reshape((k, dim))
+    rest = phi[k - 1 + k * dim :]
+    if covariance_type in ("full", "tied"):
+        rows, cols = _triangle(dim)
+        m = _n_factors(covariance_type, k)
+        entries = rest.reshape((m, rows.size))
+        on_diagonal = rows == cols
+        log_diag = entries[:, np.flatnonzero(on_diagonal)]  # (m, D), rows of the diagonal in order
+        values = pt.set_subtensor(entries[:, np.flatnonzero(on_diagonal)], pt.exp(log_diag))
+        u = pt.zeros((m, dim, dim), dtype="float64")
+        u = pt.set_subtensor(u[:, rows, cols], values)
+        u = pt.broadcast_to(u, (k, dim, dim))
+        log_det = pt.broadcast_to(log_diag.sum(axis=1), (k,))
+    elif covariance_type == "diag":
+        log_u = rest.reshape((k, dim))
+        u = pt.exp(log_u)[:, :, None] * pt.eye(dim)[None, :, :]
+        log_det = log_u.sum(axis=1)
+    else:
+        log_u = rest
+        u = pt.exp(log_u)[:, None, None] * pt.eye(dim)[None, :, :]
+        log_det = dim * log_u
+    diff = x[:, None, :] - mu[None, :, :]  # (N, K, D)
+    white = (diff[:, :, :, None] * u[None, :, :, :]).sum(axis=2)  # (x - mu_k) U_k, (N, K, D)
+    log_joint = log_w[None, :] + log_det[None, :] - 0.5 * pt.sqr(white).sum(axis=2) - 0.5 * dim * math.log(2 * math.pi)
+    loglik = pt.logsumexp(log_joint, axis=1).sum()
+    gradient = grad(loglik, phi)
+    hessian = jacobian(gradient, phi, vectorize=True)
+    # Natural variables in the order of GaussianParams.variables(): w, mu, then sigma (1-D) or cov.
+    u_inv = pt.linalg.inv(u)
+    cov = pt.matmul(u_inv.transpose(0, 2, 1), u_inv)  # Sigma = (U U^T)^{-1} = U^{-T} U^{-1}
+    scale = pt.sqrt(cov[:, 0, 0]) if dim == 1 else cov.reshape((k * dim * dim,))
+    natural = pt.concatenate([pt.exp(log_w), mu.reshape((k * dim,)), scale])
+    jac = jacobian(natural, phi, vectorize=True)
+    return pytensor.function([phi, x], [loglik, gradient, hessian, natural, jac], mode=_mode())
+
+
+def gaussian_standard_errors(
+    model: GaussianMixtureModel, x, params: GaussianParams, *, level: float = 0.95
+) -> StandardErrors:
+    """Observed-information standard errors and Wald intervals of a Gaussian-mixture answer.
+
+    Parameters
+    ----------
+    model : GaussianMixtureModel
+        K and the covariance structure (``full``, ``tied``, ``diag``, ``spherical``).
+    x : array_like, shape (N,) or (N, D)
+    params : GaussianParams
+        The EM answer.
+    level : float
+        Coverage of the Wald intervals.
+
+    Returns
+    -------
+    StandardErrors
+        Variables as ``params.variables()``: ``w`` (K,), ``mu`` (K,) and ``sigma`` (K,) for 1-D data,
+        ``mu`` (K, D) and ``cov`` (K, D, D) otherwise. For ``tied`` every component carries the shared
+        covariance and its (equal) standard errors.
+    """
+    model.validate_params(params)
+    x = as_data_matrix(x)
+    n, dim = x.shape
+    estimate = {name: np.array(value) for name, value in params.variables().items()}
+    names = gaussian_unconstrained_names(model, dim)
+    p = len(names)
+    reason = _weight_reason(params.w, n)
+    if reason:
+        return _singular(estimate, level, reason, np.full((p, p), np.nan), names)
+    fn = _gaussian_function(model.covariance_type, model.n_components, dim)
+    _, gradient, hessian, _, jac = fn(gaussian_unconstrained(model, params), x)
+    return standard_errors_from_hessian(hessian, jac, estimate, names, level=level, gradient=gradient)

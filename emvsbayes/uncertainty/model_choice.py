@@ -1,0 +1,239 @@
+"""Choosing K: BIC, AIC and ICL for an EM answer, PSIS-LOO and WAIC for a PyMC fit.
+
+Sign conventions
+----------------
+All three EM criteria are on the deviance scale, **lower is better**, as scikit-learn's
+``GaussianMixture.bic`` / ``.aic``:
+
+- ``AIC = -2 loglik + 2 p``;
+- ``BIC = -2 loglik + p log N``;
+- ``ICL = BIC + 2 EN``, with ``EN = -sum_i sum_k r_ik log r_ik >= 0`` the entropy of the
+  responsibilities at the answer.
+
+Biernacki, Celeux & Govaert (2000, *IEEE TPAMI* 22(7):719-725) write ICL on the log-likelihood scale,
+higher is better: ``ICL = BIC' - EN`` with ``BIC' = loglik - p/2 log N``. Multiplying by -2 gives the
+form above, so here ``ICL >= BIC`` always, with equality exactly when every responsibility is 0 or 1:
+ICL is BIC penalised for components that overlap.
+
+``p`` is the model's own count of free parameters (:meth:`CoinMixture.n_free_parameters`,
+:meth:`GaussianMixtureModel.n_free_parameters`; fixed equal coin weights are not parameters) and ``N``
+the number of sets or rows.
+
+For the Bayesian fit, :func:`loo_waic` reads the pointwise log-likelihood of a PyMC fit and returns
+PSIS-LOO from ArviZ (``az.loo``) and WAIC, which ArviZ 1.3 no longer provides and which is therefore
+computed here from the same pointwise values (Watanabe 2010; the formulas of Vehtari, Gelman & Gabry
+2017, *Stat. Comput.* 27:1413, eqs. 3-5 and 22-23). Both are on the elpd scale, **higher is better**.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logsumexp, xlogy
+
+from emvsbayes.coins.model import CoinMixture, CoinParams
+from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix
+
+__all__ = [
+    "PARETO_K_THRESHOLD",
+    "WAIC_VARIANCE_THRESHOLD",
+    "InformationCriteria",
+    "PredictiveCriteria",
+    "coin_criteria",
+    "gaussian_criteria",
+    "information_criteria",
+    "loo_waic",
+    "responsibility_entropy",
+]
+
+#: Pareto k above which the PSIS estimate of that observation's leave-one-out density is unreliable
+#: (Vehtari et al. 2024, *JMLR* 25(72), for a few thousand draws; ArviZ's ``good_k`` is min(1 - 1/log10 S, 0.7)).
+PARETO_K_THRESHOLD = 0.7
+
+#: A pointwise WAIC penalty (posterior variance of log p(y_i | theta)) above this makes WAIC unreliable
+#: for that observation (Vehtari, Gelman & Gabry 2017, section 2.2).
+WAIC_VARIANCE_THRESHOLD = 0.4
+
+
+def responsibility_entropy(resp) -> float:
+    """``EN = -sum_i sum_k r_ik log r_ik`` (nats, 0 log 0 = 0) of responsibilities (N, K); >= 0."""
+    r = np.asarray(resp, dtype=float)
+    return float(max(-xlogy(r, r).sum(), 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class InformationCriteria:
+    """BIC, AIC and ICL of one EM answer (deviance scale, lower is better; see the module docstring).
+
+    Attributes
+    ----------
+    loglik : float
+        Observed-data log-likelihood at the answer.
+    n_params : int
+        Free parameters p.
+    n_obs : int
+        Observations N (sets of tosses, rows).
+    entropy : float
+        EN, the entropy of the responsibilities (NaN when none were given).
+    aic, bic, icl : float
+        ``icl`` is NaN when no responsibilities were given.
+    """
+
+    loglik: float
+    n_params: int
+    n_obs: int
+    entropy: float
+    aic: float
+    bic: float
+    icl: float
+
+
+def information_criteria(loglik: float, n_params: int, n_obs: int, resp=None) -> InformationCriteria:
+    """AIC, BIC and (given responsibilities ``resp`` (N, K)) ICL from their ingredients."""
+    if n_obs < 1:
+        raise ValueError(f"n_obs must be positive, got {n_obs}")
+    deviance = -2.0 * float(loglik)
+    bic = deviance + n_params * math.log(n_obs)
+    entropy = float("nan") if resp is None else responsibility_entropy(resp)
+    return InformationCriteria(
+        loglik=float(loglik),
+        n_params=int(n_params),
+        n_obs=int(n_obs),
+        entropy=entropy,
+        aic=deviance + 2.0 * n_params,
+        bic=bic,
+        icl=bic + 2.0 * entropy,
+    )
+
+
+def _resp_from_log_joint(log_joint: np.ndarray) -> tuple[float, np.ndarray]:
+    log_norm = logsumexp(log_joint, axis=1, keepdims=True)
+    return float(log_norm.sum()), np.exp(log_joint - log_norm)
+
+
+def coin_criteria(model: CoinMixture, heads, tosses, params: CoinParams) -> InformationCriteria:
+    """BIC, AIC, ICL of a coin-mixture answer; p counts weights only when they are estimated."""
+    model.validate_params(params)
+    loglik, resp = _resp_from_log_joint(model.log_joint(params, heads, tosses))
+    return information_criteria(loglik, model.n_free_parameters(), len(np.asarray(heads)), resp)
+
+
+def gaussian_criteria(model: GaussianMixtureModel, x, params: GaussianParams) -> InformationCriteria:
+    """BIC, AIC, ICL of a Gaussian-mixture answer; p is scikit-learn's count for the structure, so
+    ``bic`` equals ``GaussianMixture.bic(x)`` at the same parameters."""
+    model.validate_params(params)
+    x = as_data_matrix(x)
+    loglik, resp = _resp_from_log_joint(model.log_joint(params, x))
+    return information_criteria(loglik, model.n_free_parameters(x.shape[1]), x.shape[0], resp)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictiveCriteria:
+    """PSIS-LOO and WAIC of a Bayesian fit (elpd scale, higher is better).
+
+    Attributes
+    ----------
+    elpd_loo, se_loo, p_loo : float
+        From ``az.loo``.
+    pareto_k : ndarray, shape (N,)
+        Pareto k per observation (flattened over the observation dims).
+    n_bad_k : int
+        Observations with ``pareto_k > PARETO_K_THRESHOLD`` (0.7).
+    good_k : float
+        ArviZ's own threshold for this number of draws (min(1 - 1/log10 S, 0.7)).
+    elpd_waic, se_waic, p_waic : float
+        WAIC computed here: ``elpd_waic = sum_i (lppd_i - p_i)``, ``lppd_i = log mean_s p(y_i | theta_s)``,
+        ``p_i = var_s log p(y_i | theta_s)`` (sample variance, ddof=1), ``se_waic = sqrt(N var_i(elpd_i))``
+        (ddof=1), as R's ``loo`` package computes it.
+    n_bad_waic : int
+        Observations with ``p_i > WAIC_VARIANCE_THRESHOLD`` (0.4), where WAIC is unreliable.
+    n_draws, n_obs : int
+    var_name : str
+        The log-likelihood variable used.
+    """
+
+    elpd_loo: float
+    se_loo: float
+    p_loo: float
+    pareto_k: np.ndarray
+    n_bad_k: int
+    good_k: float
+    elpd_waic: float
+    se_waic: float
+    p_waic: float
+    n_bad_waic: int
+    n_draws: int
+    n_obs: int
+    var_name: str
+
+
+def _log_likelihood_variable(tree, var_name: str | None) -> tuple[str, np.ndarray]:
+    """The pointwise log-likelihood as (S, N): draws (chain x draw) by observations (all other dims)."""
+    if "log_likelihood" not in tree.children:
+        raise ValueError("the fit has no log_likelihood group: sample with log_likelihood=True")
+    ds = tree["log_likelihood"].to_dataset()
+    names = list(ds.data_vars)
+    if var_name is None:
+        if len(names) != 1:
+            raise ValueError(f"log_likelihood holds {names}; name the observed variable with var_name")
+        var_name = names[0]
+    da = ds[var_name]
+    sample_dims = [d for d in ("chain", "draw") if d in da.dims]
+    da = da.transpose(*sample_dims, ...)
+    values = np.asarray(da.values, dtype=float)
+    n_sample = math.prod(values.shape[: len(sample_dims)])
+    return var_name, values.reshape(n_sample, -1)
+
+
+def _waic(log_lik: np.ndarray) -> tuple[float, float, float, int]:
+    s, n = log_lik.shape
+    lppd = logsumexp(log_lik, axis=0) - math.log(s)
+    p_i = log_lik.var(axis=0, ddof=1)
+    elpd_i = lppd - p_i
+    se = math.sqrt(n * elpd_i.var(ddof=1)) if n > 1 else float("nan")
+    return float(elpd_i.sum()), se, float(p_i.sum()), int((p_i > WAIC_VARIANCE_THRESHOLD).sum())
+
+
+def loo_waic(tree, var_name: str | None = None) -> PredictiveCriteria:
+    """PSIS-LOO (ArviZ) and WAIC (computed here) from a fit's pointwise log-likelihood.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A PyMC fit with groups ``posterior`` and ``log_likelihood`` (dims ``chain``, ``draw``, then the
+        observation dims).
+    var_name : str, optional
+        The observed variable; needed only when ``log_likelihood`` holds several.
+
+    Returns
+    -------
+    PredictiveCriteria
+    """
+    import warnings
+
+    import arviz as az
+
+    var_name, log_lik = _log_likelihood_variable(tree, var_name)
+    with warnings.catch_warnings():
+        # ArviZ warns when some k is high; the count is reported in n_bad_k instead.
+        warnings.simplefilter("ignore", UserWarning)
+        loo = az.loo(tree, pointwise=True, var_name=var_name)
+    pareto_k = np.asarray(loo.pareto_k.values, dtype=float).ravel()
+    elpd_waic, se_waic, p_waic, n_bad_waic = _waic(log_lik)
+    return PredictiveCriteria(
+        elpd_loo=float(loo.elpd),
+        se_loo=float(loo.se),
+        p_loo=float(loo.p),
+        pareto_k=pareto_k,
+        n_bad_k=int((pareto_k > PARETO_K_THRESHOLD).sum()),
+        good_k=float(loo.good_k),
+        elpd_waic=elpd_waic,
+        se_waic=se_waic,
+        p_waic=p_waic,
+        n_bad_waic=n_bad_waic,
+        n_draws=int(log_lik.shape[0]),
+        n_obs=int(log_lik.shape[1]),
+        var_name=var_name,
+    )

@@ -1,0 +1,342 @@
+"""Gaussian-mixture EM: oracles (scikit-learn, the plain model definition, direct computation) and
+invariants (monotone log-likelihood, label permutation, translation).
+
+scikit-learn is a test-only reference here. How its numbers line up with ours, from identical initial
+parameters: scikit-learn's iteration t (1-based) runs an E-step at the current parameters, records its
+mean log-likelihood in ``lower_bounds_[t - 1]``, then takes an M-step. So ``lower_bounds_[t] * N`` is
+the log-likelihood at the parameters after t M-steps, which is our ``trace[t].loglik``, for
+t = 0 .. max_iter - 1; its ``lower_bound_`` is ``trace[max_iter - 1].loglik / N`` (one M-step behind
+its returned parameters), and its final parameters are our ``trace[max_iter].params``. ``tol=0`` makes
+both run exactly ``max_iter`` M-steps.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
+
+from emvsbayes.errors import DegenerateFitError
+from emvsbayes.gaussian import (
+    COVARIANCE_TYPES,
+    GaussianMixture,
+    GaussianMixtureModel,
+    GaussianParams,
+    fit,
+    initial_params,
+    kmeans,
+    kmeans_plusplus,
+)
+from emvsbayes.gaussian import em as gem
+
+N_ITER = 15
+
+
+def three_clusters(n: int, dim: int, seed: int, *, offset: float = 0.0) -> np.ndarray:
+    """Three overlapping Gaussian clusters, shuffled; seeded."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([-2.5, 0.0, 2.0])[:, None] * np.linspace(1.0, 0.6, dim)
+    labels = rng.integers(0, 3, size=n)
+    scales = np.array([0.8, 0.5, 1.1])
+    return offset + centres[labels] + scales[labels, None] * rng.normal(size=(n, dim))
+
+
+def precisions_for(covariance_type: str, dim: int, k: int = 3) -> np.ndarray:
+    """Distinct, well-conditioned initial precisions shaped as scikit-learn's precisions_init."""
+    spread = np.linspace(0.6, 1.4, k)
+    base = np.eye(dim) + 0.3 * (np.ones((dim, dim)) - np.eye(dim)) / dim
+    return {
+        "full": spread[:, None, None] * base,
+        "tied": base,
+        "diag": spread[:, None] * np.linspace(1.0, 1.5, dim),
+        "spherical": spread,
+    }[covariance_type]
+
+
+def start(covariance_type: str, dim: int):
+    w = np.array([0.25, 0.35, 0.40])
+    mu = np.array([-1.5, 0.3, 1.2])[:, None] * np.ones(dim) + 0.1 * np.arange(dim)
+    prec = precisions_for(covariance_type, dim)
+    return w, mu, prec
+
+
+def sklearn_fit(x, covariance_type, w, mu, prec, n_iter, **kwargs) -> SklearnGaussianMixture:
+    with warnings.catch_warnings():
+        # tol=0 never converges, by design: both run exactly n_iter M-steps.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return SklearnGaussianMixture(
+            3,
+            covariance_type=covariance_type,
+            tol=0.0,
+            max_iter=n_iter,
+            weights_init=w,
+            means_init=mu,
+            precisions_init=prec,
+            **kwargs,
+        ).fit(x)
+
+
+# ------------------------------------------------------------------------------------------------
+# Oracle: scikit-learn, iteration by iteration
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_matches_sklearn_at_every_iteration(covariance_type, dim):
+    x = three_clusters(500, dim, seed=10 + dim)
+    w, mu, prec = start(covariance_type, dim)
+    model = GaussianMixtureModel(3, covariance_type)
+    result = fit(model, x, GaussianParams.from_precisions(w, mu, prec, covariance_type), tol=0.0, max_iter=N_ITER)
+    reference = sklearn_fit(x, covariance_type, w, mu, prec, N_ITER)
+
+    assert result.n_iter == N_ITER
+    ours = result.loglik_path[:N_ITER]
+    theirs = np.asarray(reference.lower_bounds_) * x.shape[0]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=0)
+    assert reference.lower_bound_ * x.shape[0] == pytest.approx(result.trace[N_ITER - 1].loglik, rel=1e-10)
+
+    params = result.params
+    np.testing.assert_allclose(params.w, reference.weights_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(params.mu, reference.means_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(params.covariances(), reference.covariances_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(params.prec_chol, reference.precisions_cholesky_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(params.precisions(), reference.precisions_, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_estimator_matches_sklearn_estimator(covariance_type):
+    x = three_clusters(400, 2, seed=3)
+    w, mu, prec = start(covariance_type, 2)
+    ours = GaussianMixture(
+        3, covariance_type=covariance_type, tol=0.0, max_iter=N_ITER, weights_init=w, means_init=mu, precisions_init=prec
+    ).fit(x)
+    theirs = sklearn_fit(x, covariance_type, w, mu, prec, N_ITER)
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-8, atol=1e-10)
+    new = three_clusters(50, 2, seed=99)
+    np.testing.assert_allclose(ours.score_samples(new), theirs.score_samples(new), rtol=1e-9)
+    np.testing.assert_allclose(ours.predict_proba(new), theirs.predict_proba(new), atol=1e-9)
+    np.testing.assert_array_equal(ours.predict(new), theirs.predict(new))
+    assert ours.n_iter_ == theirs.n_iter_ == N_ITER
+    assert ours.lower_bound_ == pytest.approx(ours.score(x), rel=1e-12)
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_bic_aic_equal_sklearns_on_the_same_parameters(covariance_type, dim):
+    x = three_clusters(300, dim, seed=5)
+    ours = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(x)
+    w, mu, prec = ours.weights_, ours.means_, ours.precisions_
+    theirs = sklearn_fit(x, covariance_type, w, mu, prec, 1)
+    # Put our fitted parameters into scikit-learn's estimator, then ask it for its criteria.
+    theirs.weights_, theirs.means_ = w, mu
+    theirs.precisions_cholesky_, theirs.covariances_ = ours.precisions_cholesky_, ours.covariances_
+    assert ours._n_parameters() == theirs._n_parameters()
+    assert ours.bic(x) == pytest.approx(theirs.bic(x), rel=1e-10)
+    assert ours.aic(x) == pytest.approx(theirs.aic(x), rel=1e-10)
+
+
+def test_kmeans_matches_sklearn_from_the_same_centres():
+    x = three_clusters(600, 2, seed=8)
+    centres, _ = kmeans_plusplus(x, 3, np.random.default_rng(0))
+    ours = kmeans(x, centres, tol=0.0)
+    theirs = KMeans(3, init=centres, n_init=1, algorithm="lloyd", tol=0.0).fit(x)
+    assert ours.converged
+    np.testing.assert_allclose(ours.centres, theirs.cluster_centers_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(ours.labels, theirs.labels_)
+    assert ours.inertia == pytest.approx(theirs.inertia_, rel=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------
+# Oracles: the plain definition and direct computation
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_chunked_log_density_equals_the_plain_definition(covariance_type):
+    x = three_clusters(257, 3, seed=2)
+    w, mu, prec = start(covariance_type, 3)
+    params = GaussianParams.from_precisions(w, mu, prec, covariance_type)
+    model = GaussianMixtureModel(3, covariance_type)
+    plain = model.log_joint(params, x)
+    data = gem.prepare(model, x, chunk_size=50)  # several chunks and a ragged last one
+    stats, loglik = gem.e_step(model, data, params)
+    assert loglik == pytest.approx(float(logsumexp(plain, axis=1).sum()), rel=1e-12)
+    np.testing.assert_allclose(stats.log_resp, plain - logsumexp(plain, axis=1, keepdims=True), atol=1e-10)
+    np.testing.assert_allclose(gem.log_joint(model, params, x), plain, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(stats.resp.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(stats.sum_x, stats.resp.T @ x, rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_hard_em_step_equals_direct_classification(covariance_type):
+    x = three_clusters(200, 2, seed=4)
+    w, mu, prec = start(covariance_type, 2)
+    init = GaussianParams.from_precisions(w, mu, prec, covariance_type)
+    model = GaussianMixtureModel(3, covariance_type, reg_covar=1e-4)
+    result = fit(model, x, init, kind="hard", tol=0.0, max_iter=1)
+
+    # Direct: label each point by max_k w_k N(x | mu_k, Sigma_k), then per-group proportions, means
+    # and (biased) covariances plus reg_covar.
+    cov = init.full_covariances()
+    joint = np.column_stack([np.log(w[k]) + multivariate_normal(mu[k], cov[k]).logpdf(x) for k in range(3)])
+    labels = np.argmax(joint, axis=1)
+    assert result.trace[0].loglik == pytest.approx(joint.max(axis=1).sum(), rel=1e-12)
+    np.testing.assert_array_equal(result.trace[0].stats.labels, labels)
+    groups = [x[labels == k] for k in range(3)]
+    np.testing.assert_allclose(result.params.w, [len(g) / len(x) for g in groups], rtol=1e-12)
+    np.testing.assert_allclose(result.params.mu, [g.mean(axis=0) for g in groups], rtol=1e-10, atol=1e-12)
+    direct_cov = np.array([np.cov(g.T, bias=True) + 1e-4 * np.eye(2) for g in groups])
+    if covariance_type == "diag":
+        direct_cov = np.diagonal(direct_cov, axis1=1, axis2=2)
+    np.testing.assert_allclose(result.params.covariances(), direct_cov, rtol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_collapsed_component_raises_one_line_degenerate_error():
+    x = np.array([0.0, 0.0, 0.0, 10.0, 11.0, 12.0, 13.0])
+    model = GaussianMixtureModel(2, "full", reg_covar=0.0)
+    init = GaussianParams.from_precisions([0.5, 0.5], [[0.0], [11.5]], [[[1e4]], [[1.0]]], "full")
+    with pytest.raises(DegenerateFitError) as caught:
+        fit(model, x, init, max_iter=5)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message == (
+        "component 0's covariance is not positive definite at iteration 1 (a component collapsed onto "
+        "too few points): use fewer components, a larger reg_covar (now 0), or scale the data"
+    )
+    # The advice works: with the default reg_covar the same start fits.
+    fit(GaussianMixtureModel(2, "full"), x, init, max_iter=5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Invariants
+
+
+def test_far_from_origin_gives_the_centred_answer_shifted():
+    x = three_clusters(400, 2, seed=6)
+    shift = 1e6
+    for covariance_type in COVARIANCE_TYPES:
+        w, mu, prec = start(covariance_type, 2)
+        model = GaussianMixtureModel(3, covariance_type)
+        centred = fit(model, x, GaussianParams.from_precisions(w, mu, prec, covariance_type), tol=0.0, max_iter=20)
+        far = fit(model, x + shift, GaussianParams.from_precisions(w, mu + shift, prec, covariance_type), tol=0.0, max_iter=20)
+        # x + 1e6 is stored to about 1e-10, so the two data sets differ by that much.
+        np.testing.assert_allclose(far.params.mu - shift, centred.params.mu, atol=1e-8)
+        np.testing.assert_allclose(far.params.covariances(), centred.params.covariances(), rtol=1e-7)
+        np.testing.assert_allclose(far.params.w, centred.params.w, rtol=1e-8)
+        np.testing.assert_allclose(far.loglik_path, centred.loglik_path, rtol=1e-10)
+
+
+@st.composite
+def datasets(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    k = draw(st.integers(1, 3))
+    dim = draw(st.integers(1, 3))
+    tiny = draw(st.booleans())
+    n = k + 1 if tiny else draw(st.integers(k + 2, 60))
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)) * rng.uniform(0.1, 10, size=dim) + rng.normal(0, 5, size=dim)
+    if draw(st.booleans()):  # duplicated points
+        x[: n // 2] = x[0]
+    if dim > 1 and draw(st.booleans()):  # a constant column
+        x[:, -1] = 3.0
+    covariance_type = draw(st.sampled_from(COVARIANCE_TYPES))
+    return x, k, covariance_type, seed
+
+
+# reg_covar = 0 in the property tests, because EM's guarantee is for the exact M-step. scikit-learn's
+# reg_covar (added to the covariance after the update) is not the maximiser of the expected
+# complete-data log-likelihood, and when a component is dominated by it (fewer points than dimensions,
+# duplicated points: common here) the log-likelihood can really fall: in 1200 seeded runs of these
+# data it fell by up to 2e-2 (relative) at reg_covar = 1e-3 x variance, and by up to 3e-6 at 1e-6.
+# With reg_covar = 0 the same runs either stop with DegenerateFitError (a collapsed component, the
+# documented outcome) or never fall by more than 1e-14: that is the property tested.
+REG_COVAR = 0.0
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(datasets(), st.sampled_from(["soft", "hard"]))
+def test_loglik_never_decreases(case, kind):
+    x, k, covariance_type, seed = case
+    model = GaussianMixtureModel(k, covariance_type, reg_covar=REG_COVAR)
+    try:
+        init = initial_params(model, x, "random", np.random.default_rng(seed))
+    except DegenerateFitError:
+        return  # the start itself is degenerate (tested separately); nothing to iterate
+    # fit_em raises LikelihoodDecreasedError on any fall beyond rounding; check the path as well.
+    try:
+        result = fit(model, x, init, kind=kind, max_iter=30)
+    except DegenerateFitError as error:
+        assert "\n" not in str(error) and "not positive definite" in str(error)
+        return
+    path = result.loglik_path
+    assert np.all(np.isfinite(path))
+    assert np.all(np.diff(path) >= -1e-10 * np.maximum(1.0, np.abs(path[:-1])))
+    if kind == "soft":
+        np.testing.assert_allclose(result.stats.resp.sum(axis=1), 1.0, rtol=1e-12)
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(datasets(), st.randoms(use_true_random=False))
+def test_permuting_initial_components_permutes_the_result(case, random):
+    x, k, covariance_type, seed = case
+    model = GaussianMixtureModel(k, covariance_type, reg_covar=REG_COVAR)
+    try:
+        init = initial_params(model, x, "random", np.random.default_rng(seed))
+    except DegenerateFitError:
+        return  # the start itself is degenerate (tested separately); nothing to iterate
+    perm = np.array(random.sample(range(k), k))
+    try:
+        base = fit(model, x, init, tol=0.0, max_iter=10)
+    except DegenerateFitError:
+        # A collapse does not depend on the labels: the permuted start collapses as well.
+        with pytest.raises(DegenerateFitError):
+            fit(model, x, init.permuted(perm), tol=0.0, max_iter=10)
+        return
+    permuted = fit(model, x, init.permuted(perm), tol=0.0, max_iter=10)
+    # Summation order over components changes, so rounding differs; a component collapsing onto
+    # duplicated points (precision growing without bound at reg_covar = 0) amplifies it to ~1e-9.
+    np.testing.assert_allclose(permuted.loglik_path, base.loglik_path, rtol=1e-7)
+    expected = base.params.permuted(perm)
+    np.testing.assert_allclose(permuted.params.w, expected.w, rtol=1e-6, atol=1e-9)
+    scale = np.abs(x).max() + 1.0
+    np.testing.assert_allclose(permuted.params.mu, expected.mu, rtol=1e-6, atol=1e-8 * scale)
+    np.testing.assert_allclose(permuted.stats.log_resp, base.stats.log_resp[:, perm], rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# The estimator's bookkeeping
+
+
+def test_restarts_are_kept_and_the_best_is_used():
+    x = three_clusters(300, 2, seed=12)
+    gm = GaussianMixture(3, n_init=4, init_params="random_from_data", random_state=7).fit(x)
+    assert len(gm.restarts_) == 4
+    best = max(gm.restarts_, key=lambda f: f.loglik)
+    assert gm.lower_bound_ == pytest.approx(best.loglik / len(x), rel=1e-15)
+    assert gm.trace_ == best.trace
+    assert gm.trace_[-1].stats is not None  # N K small: statistics kept per iteration
+    again = GaussianMixture(3, n_init=4, init_params="random_from_data", random_state=7).fit(x)
+    np.testing.assert_array_equal(again.means_, gm.means_)
+    np.testing.assert_allclose(gm.predict_proba(x).sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(gm.predict(x), gm.fit_predict(x))
+
+
+def test_one_dimensional_input_and_sampling():
+    x = three_clusters(300, 1, seed=1)[:, 0]
+    gm = GaussianMixture(3, random_state=0).fit(x)
+    assert gm.means_.shape == (3, 1)
+    assert set(gm.params_.variables()) == {"w", "mu", "sigma"}
+    drawn, labels = gm.sample(100)
+    assert drawn.shape == (100, 1) and labels.shape == (100,)

@@ -1,0 +1,344 @@
+"""Simulation studies: spec errors, pure replicates, Dask execution (worker counts, a killed worker,
+resume after an interruption) and simulation-based calibration.
+
+The Dask tests run real ``LocalCluster``s of worker processes and real nutpie sampling on tiny
+studies; most share one two-worker cluster, so a cell's compiled model is reused across tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emvsbayes.errors import UserError
+from emvsbayes.study import replicate as rep
+from emvsbayes.study.run import record_path, run_study
+from emvsbayes.study.sbc import invariant_quantities, rank_statistics, uniformity_test
+from emvsbayes.study.spec import cells, load_study_spec, validate
+
+# A tiny coin coverage study: 1 cell, 6 replicates, short chains.
+COINS_COVERAGE = """
+kind = "coverage"
+seed = 7
+replicates = 6
+[model]
+family = "coins"
+weights = "estimated"
+[grid]
+n_sets = [15]
+[em]
+n_init = 3
+[bayes]
+chains = 2
+draws = 150
+tune = 150
+[intervals]
+kinds = ["wald", "bootstrap", "posterior"]
+bootstrap = 15
+"""
+
+# Numbers that legitimately differ between runs: timings, which process compiled, and rates per second.
+NOT_RESULTS = ("compiled", "worker", "ess_per_second")
+
+
+def write_spec(folder: Path, name: str, text: str) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def results(ds):
+    return ds.drop_vars([v for v in ds.data_vars if v.startswith("time_") or v in NOT_RESULTS])
+
+
+# --- specs -----------------------------------------------------------------------------------------
+
+GOOD = {"kind": "coverage", "seed": 1, "replicates": 2, "model": {"family": "gaussian"}}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"replicats": 3}, "did you mean 'replicates'"),
+        ({"seed": None}, "seed is missing"),
+        ({"kind": "power"}, "kind must be one of"),
+        ({"grid": {"n_ob": [50]}}, "did you mean 'n_obs'"),
+        ({"grid": {"n_obs": 50}}, "[grid] n_obs must be a non-empty list"),
+        ({"grid": {"n_obs": [50, 50]}}, "lists a value twice"),
+        ({"grid": {"prior": ["tight"]}}, "names no prior 'tight'"),
+        ({"intervals": {"kinds": ["wald"]}}, "coin model only"),
+        ({"sbc": {"ranks": 99}}, "belongs to a 'sbc' study"),
+        ({"bayes": {"chians": 2}}, "did you mean 'chains'"),
+        ({"grid": {"components": [30], "n_obs": [20]}}, "K = 30 components but only 20"),
+    ],
+)
+def test_bad_study_specs_give_one_line_user_errors(change, expected):
+    raw = {**GOOD, **change}
+    raw = {k: v for k, v in raw.items() if v is not None}
+    with pytest.raises(UserError) as info:
+        validate(raw, source="s.toml")
+    message = str(info.value)
+    assert expected in message and "\n" not in message and message.startswith("s.toml: ")
+
+
+def test_bad_sbc_specs(tmp_path):
+    base = 'kind = "sbc"\nseed = 1\nreplicates = 5\n[model]\nfamily = "coins"\n'
+    with pytest.raises(UserError, match="does not divide"):
+        load_study_spec(write_spec(tmp_path, "a", base + "[sbc]\nranks = 99\nbins = 7\n"))
+    with pytest.raises(UserError, match="chains x draws"):
+        load_study_spec(write_spec(tmp_path, "b", base + "[bayes]\nchains = 1\ndraws = 50\n"))
+    with pytest.raises(UserError, match="no prior 'wide'"):
+        load_study_spec(write_spec(tmp_path, "c", base + "[sbc]\ndata_prior = \"wide\"\n"))
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_study_spec(write_spec(tmp_path, "d", "kind = \n"))
+
+
+def test_bundled_study_specs_are_valid():
+    root = Path(__file__).resolve().parents[1] / "models"
+    coverage = load_study_spec(root / "study_coverage_gmm.toml")
+    assert len(cells(coverage)) == 4 and coverage["kind"] == "coverage"
+    sbc = load_study_spec(root / "sbc_coins.toml")
+    assert sbc["kind"] == "sbc" and sbc["replicates"] >= 50
+
+
+def test_grid_cells_are_the_product_of_listed_axes_in_order():
+    spec = validate({**GOOD, "grid": {"n_obs": [50, 200], "separation": [1.0, 2.0, 3.0]}})
+    grid = cells(spec)
+    assert len(grid) == 6
+    assert [(c["n_obs"], c["separation"]) for c in grid[:3]] == [(50, 1.0), (50, 2.0), (50, 3.0)]
+    assert all(c["components"] == 2 and c["sampler"] == "nutpie" for c in grid)
+
+
+# --- one replicate (no sampling) ---------------------------------------------------------------------
+
+
+def _coins_no_posterior():
+    return validate({"kind": "coverage", "seed": 3, "replicates": 4, "model": {"family": "coins", "weights": "estimated"},
+                     "grid": {"n_sets": [40]}, "intervals": {"kinds": ["wald", "bootstrap"], "bootstrap": 20}})
+
+
+def test_a_replicate_is_a_pure_function_of_seed_cell_and_replicate():
+    spec = _coins_no_posterior()
+    cell = cells(spec)[0]
+    first, again, other = (rep.run_task(spec, 0, r, cell) for r in (1, 1, 2))
+    assert first["status"] == "ok", first["error"]
+    assert first["values"] == again["values"] and first["scalars"] == again["scalars"]
+    assert first["values"]["em"] != other["values"]["em"]
+
+
+def test_wald_intervals_of_the_coin_model_cover_the_truth_about_nominally():
+    # 60 replicates at nominal 0.9: the number covering theta[0] is Binomial(60, 0.9) if the intervals
+    # are right; [46, 59] holds it with probability > 0.995, so this fails < 0.5% of seeds.
+    spec = validate({"kind": "coverage", "seed": 11, "replicates": 60, "model": {"family": "coins"},
+                     "grid": {"n_sets": [60]}, "intervals": {"kinds": ["wald"]}})
+    cell = cells(spec)[0]
+    covered = [rep.run_task(spec, 0, r, cell)["values"]["wald_covered"]["theta[0]"] for r in range(60)]
+    assert 46 <= np.nansum(covered) <= 59
+
+
+# --- SBC pieces ------------------------------------------------------------------------------------
+
+
+def test_uniformity_test_accepts_uniform_and_rejects_piled_up_ranks():
+    rng = np.random.default_rng(0)
+    uniform = uniformity_test(rng.integers(0, 100, size=500), 99, 10)
+    assert uniform.p_value > 0.01 and uniform.counts.sum() == 500
+    piled = uniformity_test(np.minimum(rng.integers(0, 30, size=500), 99), 99, 10)
+    assert piled.p_value < 1e-10
+
+
+def test_invariant_quantities_and_ranks():
+    draws = {"theta": np.array([[0.8, 0.2], [0.3, 0.7], [0.25, 0.9]]), "w": np.array([[0.4, 0.6], [0.5, 0.5], [0.1, 0.9]])}
+    q = invariant_quantities("coins", draws)
+    np.testing.assert_allclose(q["theta_sorted[0]"], [0.2, 0.3, 0.25])
+    np.testing.assert_allclose(q["w_sorted[0]"], [0.6, 0.5, 0.1])
+    truth = invariant_quantities("coins", {"theta": np.array([0.9, 0.26]), "w": np.array([0.5, 0.5])})
+    assert truth["theta_sorted[0]"] == 0.26
+    assert rank_statistics({"theta_sorted[0]": q["theta_sorted[0]"]}, truth, 3)["theta_sorted[0]"] == 2
+
+
+@pytest.mark.slow
+def test_the_compiled_model_is_reused_within_a_process():
+    spec = validate({"kind": "sbc", "seed": 5, "replicates": 3, "model": {"family": "coins"},
+                     "bayes": {"chains": 2, "draws": 60, "tune": 60}, "sbc": {"ranks": 49, "bins": 5}})
+    rep.clear_cache()
+    records = [rep.run_task(spec, 0, r, cells(spec)[0]) for r in range(3)]
+    assert [r["status"] for r in records] == ["ok"] * 3, records[0]["error"]
+    assert [r["compiled"] for r in records] == [1, 0, 0]
+    assert rep.compile_count() == 1
+    # Swapping data in gives the same draws as a freshly compiled model would.
+    rep.clear_cache()
+    fresh = rep.run_task(spec, 0, 2, cells(spec)[0])
+    assert fresh["compiled"] == 1 and fresh["values"] == records[2]["values"]
+
+
+# --- Dask ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local, \
+            Client(local) as client:
+        yield local, client
+
+
+@pytest.fixture(scope="module")
+def coins_spec(tmp_path_factory):
+    return write_spec(tmp_path_factory.mktemp("spec"), "tiny_coins", COINS_COVERAGE)
+
+
+@pytest.fixture(scope="module")
+def one_worker_run(coins_spec, tmp_path_factory):
+    """The tiny study on a LocalCluster of one worker started by run_study itself."""
+    out = tmp_path_factory.mktemp("one")
+    outcome = run_study(coins_spec, out=out, n_workers=1)
+    from emvsbayes.study import read_study
+
+    return outcome, read_study(outcome.results_path)
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_numbers_as_one(one_worker_run, coins_spec, cluster, tmp_path):
+    import xarray as xr
+
+    from emvsbayes.study import read_study
+
+    outcome1, ds1 = one_worker_run
+    assert outcome1.n_failed == 0 and (ds1["status"] == 1).all()
+    # One worker compiled the cell's model once and reused it for every replicate.
+    assert int(ds1["compiled"].sum()) == 1
+    outcome2 = run_study(coins_spec, out=tmp_path, scheduler=cluster[0].scheduler_address)
+    ds2 = read_study(outcome2.results_path)
+    assert ds2.attrs["workers"] == 2 and len(set(ds2["worker"].values.ravel())) == 2
+    assert int(ds2["compiled"].sum()) <= 2
+    xr.testing.assert_identical(results(ds1).drop_attrs(), results(ds2).drop_attrs())
+    html = outcome2.report_path.read_text(encoding="utf-8")
+    assert "Coverage against nominal" in html and "<svg" in html and "<script" not in html
+
+
+@pytest.mark.slow
+def test_killing_a_worker_mid_study_still_completes(one_worker_run, coins_spec, cluster, tmp_path):
+    from emvsbayes.study import read_study
+
+    local, client = cluster
+    pids = client.run(os.getpid)
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(outcome=run_study(
+        coins_spec, out=tmp_path, scheduler=local.scheduler_address)))
+    thread.start()
+    # Wait until a worker is running one of the study's tasks, then kill that worker's process.
+    deadline = time.monotonic() + 60
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        busy = [address for address, keys in client.processing().items() if any("study-" in str(k) for k in keys)]
+        victim = busy[0] if busy else None
+        time.sleep(0.05)
+    assert victim is not None, "no study task started"
+    os.kill(pids[victim], signal.SIGKILL)
+    thread.join(timeout=180)
+    assert not thread.is_alive()
+    outcome = box["outcome"]
+    ds = read_study(outcome.results_path)
+    assert outcome.n_failed == 0 and (ds["status"] == 1).all()
+    # The replicate that was running on the killed worker was run again elsewhere, with the same result.
+    import xarray as xr
+
+    xr.testing.assert_identical(results(one_worker_run[1]).drop_attrs(), results(ds).drop_attrs())
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_resumes_without_recomputing(coins_spec, cluster, tmp_path):
+    address = cluster[0].scheduler_address
+    finished = []
+
+    def stop_after_two(message):
+        if ": ok" in message:
+            finished.append(message)
+            if len(finished) == 2:
+                raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_study(coins_spec, out=tmp_path, scheduler=address, progress=stop_after_two)
+    store = tmp_path / "store"
+    stored = sorted(store.glob("cell-*/rep-*.json"))
+    assert len(stored) >= 2 and not list(store.rglob("*.tmp"))
+    mtimes = {path: path.stat().st_mtime_ns for path in stored}
+
+    outcome = run_study(coins_spec, out=tmp_path, scheduler=address)
+    assert outcome.n_skipped == len(stored) and outcome.n_computed == 6 - len(stored) and outcome.n_failed == 0
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in mtimes.items())
+
+    # Remove one finished replicate: only that one is run again.
+    record_path(store, 0, 4).unlink()
+    again = run_study(coins_spec, out=tmp_path, scheduler=address)
+    assert (again.n_skipped, again.n_computed) == (5, 1)
+
+
+@pytest.mark.slow
+def test_a_changed_spec_does_not_mix_into_an_old_store(coins_spec, tmp_path):
+    from emvsbayes.study.run import open_store
+
+    spec = load_study_spec(coins_spec)
+    open_store(tmp_path, spec)
+    with pytest.raises(UserError, match="different study spec"):
+        open_store(tmp_path, {**spec, "seed": spec["seed"] + 1})
+
+
+SBC = """
+kind = "sbc"
+seed = {seed}
+replicates = 40
+[model]
+family = "coins"
+[grid]
+n_sets = [12]
+tosses = [10]
+[em]
+n_init = 2
+[bayes]
+chains = 2
+draws = 100
+tune = 150
+theta_prior = {fitted}
+[priors.flat]
+theta_prior = [1, 1]
+[sbc]
+ranks = 49
+bins = 5
+alpha = 0.01
+{data_prior}
+"""
+
+
+@pytest.mark.slow
+def test_sbc_passes_a_correct_model_and_fails_a_wrong_prior(cluster, tmp_path):
+    """Correct: data from the Beta(2, 2) prior that is fitted. The cell fails when either sorted theta's
+    chi-square p-value is below 0.01 / 2, so a correct sampler fails with probability about 1% (this
+    seed is fixed, so the test is deterministic; the rate is what a new seed would risk).
+    Wrong: data from a flat prior, fitted with Beta(20, 20), which pulls both thetas towards 0.5: the
+    smallest theta's rank piles up at the top and the largest's at the bottom."""
+    from emvsbayes.study import read_study
+
+    address = cluster[0].scheduler_address
+    correct = write_spec(tmp_path, "sbc_ok", SBC.format(seed=101, fitted="[2, 2]", data_prior=""))
+    wrong = write_spec(tmp_path, "sbc_wrong", SBC.format(seed=101, fitted="[20, 20]", data_prior='data_prior = "flat"'))
+    ok = read_study(run_study(correct, out=tmp_path / "ok", scheduler=address).results_path)
+    bad = read_study(run_study(wrong, out=tmp_path / "bad", scheduler=address).results_path)
+    assert (ok["status"] == 1).all() and (bad["status"] == 1).all()
+    assert int(ok["sbc_pass"].squeeze()) == 1, ok["p_value"].values
+    assert int(bad["sbc_pass"].squeeze()) == 0
+    assert float(bad["p_value"].min()) < 1e-4
+    html = (tmp_path / "bad" / "index.html").read_text(encoding="utf-8")
+    assert "Rank histograms" in html and "NO (alpha" in html
