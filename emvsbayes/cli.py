@@ -65,6 +65,10 @@ def _cmd_run(args) -> int:
     spec = load_spec(args.spec)
     progress = None if args.quiet else (lambda message: _say(args, message))
     outcome = run_spec(spec, args.out, seed=args.seed, command=" ".join(["emvsbayes", *sys.argv[1:]]), progress=progress)
+    if not args.quiet:
+        from emvsbayes.report import summary_card_text
+
+        _say(args, summary_card_text(outcome.tree))
     _say(args, f"results: {outcome.results_path}")
     _say(args, f"report: {outcome.report_path}")
     return 0

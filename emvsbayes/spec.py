@@ -221,6 +221,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "param_tol": Key(1e-6, positive_number),
         "max_iter": Key(500, positive_int),
         "kmeans": Key(True, boolean),
+        # EM's own uncertainty: observed-information standard errors and the bootstrap
+        "information": Key(True, boolean),
+        "bootstrap": Key(0, non_negative_int),
+        "bootstrap_kind": Key("nonparametric", one_of("nonparametric", "parametric")),
     },
     "bayes": {
         "enabled": Key(True, boolean),

@@ -12,7 +12,9 @@ import xarray as xr
 
 from emvsbayes.coins import bayes, em, exact
 from emvsbayes.coins.model import PARAMETER_DIMS, CoinMixture, CoinParams
+from emvsbayes.comparison import agreement_group, bootstrap_group, information_group
 from emvsbayes.errors import UserError
+from emvsbayes.uncertainty import coin_bootstrap, coin_standard_errors
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import dataset_from_variables, em_estimate, em_restarts, em_trace
 from emvsbayes.sampling import SamplerSettings, sample_posterior
@@ -125,6 +127,10 @@ def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], prog
     if progress:
         progress(f"EM: {len(inits)} start(s), best log-likelihood {groups['em']['loglik'].item():.4f}")
 
+    start = time.perf_counter()
+    groups.update(_uncertainty_groups(spec, model_def, data, all_restarts["soft"].best.params, coords, seeds, progress))
+    timings["em_uncertainty"] = time.perf_counter() - start
+
     exact_wanted = spec["bayes"]["exact"]
     if exact_wanted is True or (
         exact_wanted == "auto" and exact.n_assignments(len(data.heads), model_def.n_components) <= exact.MAX_ASSIGNMENTS
@@ -141,6 +147,29 @@ def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], prog
 
     if spec["bayes"]["enabled"]:
         groups.update(_bayes_groups(spec, model_def, data, all_restarts["soft"], coords, seeds, timings, progress))
+    labellings = {"hard EM": groups["em_hard"]["resp"].values.argmax(axis=1)} if "em_hard" in groups else {}
+    membership = groups.get("posterior_membership")
+    groups["membership_agreement"] = agreement_group(
+        "set", labels, groups["em"]["resp"].values,
+        membership["membership_relabelled"].values if membership is not None else None, labellings)
+    return groups
+
+
+def _uncertainty_groups(spec, model_def, data, best: CoinParams, coords, seeds, progress) -> dict[str, xr.Dataset]:
+    em_spec = spec["em"]
+    level = spec["report"]["interval_prob"]
+    groups = {}
+    if em_spec["information"]:
+        se = coin_standard_errors(model_def, data.heads, data.tosses, best, level=level)
+        groups["em_information"] = information_group(se, PARAMETER_DIMS, coords)
+    if em_spec["bootstrap"]:
+        if progress:
+            progress(f"bootstrap: {em_spec['bootstrap']} {em_spec['bootstrap_kind']} replicates")
+        result = coin_bootstrap(model_def, data.heads, data.tosses, best, n_boot=em_spec["bootstrap"],
+                                seed=seeds["bootstrap"], kind=em_spec["bootstrap_kind"], n_workers=None,
+                                em_options=dict(tol=em_spec["tol"], param_tol=em_spec["param_tol"],
+                                                max_iter=em_spec["max_iter"]))
+        groups["em_bootstrap"] = bootstrap_group(result, coords)
     return groups
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import xlogy
 
+from emvsbayes.comparison import agreement_group, bootstrap_group, information_group
 from emvsbayes.errors import DegenerateFitError, UserError
 from emvsbayes.gaussian import bayes, em
 from emvsbayes.gaussian.init import initial_params, initial_params_restarts
@@ -19,6 +20,7 @@ from emvsbayes.labels.diagnostics import distinct_optima
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import em_estimate, em_restarts, em_trace
 from emvsbayes.sampling import SamplerSettings, sample_posterior
+from emvsbayes.uncertainty import gaussian_bootstrap, gaussian_standard_errors, gaussian_criteria, loo_waic
 
 #: Chains start from at most this many distinct EM optima (cycled over chains).
 MAX_START_OPTIMA = 4
@@ -140,11 +142,40 @@ def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], prog
     timings["em"] = time.perf_counter() - start
     if progress:
         progress(f"EM: {len(inits)} start(s), best log-likelihood {groups['em']['loglik'].item():.4f}")
+    start = time.perf_counter()
+    groups.update(_uncertainty_groups(spec, model_def, x, all_restarts["soft"].best.params, dims, coords, seeds, progress))
+    timings["em_uncertainty"] = time.perf_counter() - start
 
     if spec["bayes"]["enabled"]:
         groups.update(_bayes_groups(spec, model_def, x, all_restarts["soft"], coords, seeds, timings, progress))
+    labellings = {}
+    if "em_hard" in groups:
+        labellings["hard EM"] = groups["em_hard"]["resp"].values.argmax(axis=1)
+    if "kmeans" in groups:
+        labellings["k-means"] = groups["kmeans"]["labels"].values
+    membership = groups.get("posterior_membership")
+    groups["membership_agreement"] = agreement_group(
+        "obs", coords["obs"], groups["em"]["resp"].values,
+        membership["membership_relabelled"].values if membership is not None else None, labellings)
     if spec["model_choice"]["components"]:
         groups["model_choice"] = _model_choice(spec, x, seeds, timings, progress)
+    return groups
+
+
+def _uncertainty_groups(spec, model_def, x, best: GaussianParams, dims, coords, seeds, progress) -> dict[str, xr.Dataset]:
+    em_spec = spec["em"]
+    groups = {}
+    if em_spec["information"]:
+        se = gaussian_standard_errors(model_def, x, best, level=spec["report"]["interval_prob"])
+        groups["em_information"] = information_group(se, dims, coords)
+    if em_spec["bootstrap"]:
+        if progress:
+            progress(f"bootstrap: {em_spec['bootstrap']} {em_spec['bootstrap_kind']} replicates")
+        result = gaussian_bootstrap(model_def, x, best, n_boot=em_spec["bootstrap"], seed=seeds["bootstrap"],
+                                    kind=em_spec["bootstrap_kind"], n_workers=None,
+                                    em_options=dict(tol=em_spec["tol"], param_tol=em_spec["param_tol"],
+                                                    max_iter=em_spec["max_iter"]))
+        groups["em_bootstrap"] = bootstrap_group(result, coords)
     return groups
 
 

@@ -1,86 +1,333 @@
 """Figures for the report, each returned as an inline SVG string.
 
 arviz-plots draws what it has a plot for (trace, rank); matplotlib draws the rest. Every function
-takes the results tree (or groups of it) and nothing from the fitting code.
+takes arrays or groups of the results tree, never the fitting objects. Text in the SVG (axis labels,
+tick labels from user column names) is escaped by matplotlib's SVG writer; :func:`to_svg` also
+rounds coordinates and drops unreferenced ids so that many figures fit one page.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
+import re
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display; figures become SVG text
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+#: most points drawn in one scatter (the rest would only add bytes, not information)
+MAX_POINTS = 1500
+
+_figure_counter = itertools.count()
+
+
+def new_page() -> None:
+    """Restart figure numbering, so the same results render to the same page (ids are salted by number)."""
+    global _figure_counter
+    _figure_counter = itertools.count()
+_NUMBER = re.compile(r"-?\d+\.\d{2,}")
+_ID = re.compile(r'\sid="([^"]+)"')
+
+
+def color(k: int) -> str:
+    return COLORS[k % len(COLORS)]
+
+
+def _round_numbers(match: re.Match) -> str:
+    text = f"{float(match.group(0)):.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def compact_svg(text: str) -> str:
+    """Round coordinates to 0.1 px, collapse whitespace in paths, drop ids nothing refers to."""
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    text = re.sub(r'(\sd="[^"]*")', lambda m: re.sub(r"\s+", " ", _NUMBER.sub(_round_numbers, m.group(1))), text)
+    text = re.sub(r'(\s(?:x|y|width|height|transform|points)="[^"]*")', lambda m: _NUMBER.sub(_round_numbers, m.group(1)), text)
+    referenced = set(re.findall(r'(?:href="#|url\(#)([^")]+)', text))
+    text = _ID.sub(lambda m: m.group(0) if m.group(1) in referenced else "", text)
+    return re.sub(r">\s+<", "><", text)
 
 
 def to_svg(fig) -> str:
-    """Serialise a matplotlib figure as an inline ``<svg>`` element (no XML prolog) and close it."""
+    """Serialise a matplotlib figure as a compact inline ``<svg>`` element and close it.
+
+    Each figure gets its own hash salt: ids (clip paths, markers) are then unique across the page and
+    the same results render to the same bytes.
+    """
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    with plt.rc_context({"svg.hashsalt": f"fig{next(_figure_counter)}"}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return compact_svg(text[text.index("<svg"):])
 
 
-def arviz_figure(plot_function, tree, **kwargs) -> str:
+def arviz_figure(plot_function, tree, *, width: float = 7.5, row_height: float = 1.6, **kwargs) -> str:
     """Render an arviz-plots plot with the matplotlib backend as SVG."""
     pc = plot_function(tree, backend="matplotlib", **kwargs)
     fig = pc.viz["figure"].item()
+    rows = len({round(ax.get_position().y0, 3) for ax in fig.axes if ax.get_visible()})
+    fig.set_size_inches(width, max(2.2, min(rows * row_height, 26)))
     return to_svg(fig)
 
 
-def joint_theta(posterior_theta: np.ndarray, em_points: list[tuple[str, np.ndarray]], exact=None) -> str:
-    """Draws of (theta_0, theta_1) with EM answers and their mirror images marked.
+def thin_indices(n: int, limit: int = MAX_POINTS, seed: int = 0) -> np.ndarray:
+    """At most ``limit`` indices of ``n``, the same ones every time (sorted)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
-    ``posterior_theta`` (S, 2). A symmetric mixture's posterior is symmetric about the diagonal: the two
-    modes are the same answer with the coins' names swapped.
-    """
-    fig, ax = plt.subplots(figsize=(4.6, 4.4))
-    if exact is not None and "joint_density" in exact:
-        density = exact["joint_density"].values
-        gx, gy = exact["grid_x"].values, exact["grid_y"].values
-        ax.contour(gx, gy, density.T, levels=6, colors="0.55", linewidths=0.7)
-    ax.scatter(posterior_theta[:, 0], posterior_theta[:, 1], s=3, alpha=0.25, color=COLORS[0], label="posterior draws", rasterized=False)
-    markers = ("*", "D", "s", "^")
-    for i, (label, point) in enumerate(em_points):
-        ax.scatter([point[0]], [point[1]], marker=markers[i % 4], s=140, color=COLORS[1 + i], edgecolor="k", zorder=5, label=label)
-        ax.scatter([point[1]], [point[0]], marker=markers[i % 4], s=140, facecolor="none", edgecolor=COLORS[1 + i], zorder=5,
-                   label=f"{label}, coins renamed")
-    ax.plot([0, 1], [0, 1], color="0.8", lw=0.8, ls="--")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="theta[0]", ylabel="theta[1]", aspect="equal")
-    ax.legend(loc="upper left", fontsize=7, frameon=False)
+
+def membership_colors(probs: np.ndarray) -> np.ndarray:
+    """Each point's colour: the components' colours mixed by its membership probabilities."""
+    k = probs.shape[1]
+    palette = np.array([to_rgb(color(c)) for c in range(k)])
+    return np.clip(probs @ palette, 0, 1)
+
+
+def _component_legend(ax, k: int, title: str) -> None:
+    for c in range(k):
+        ax.scatter([], [], color=color(c), s=12, label=f"component {c}")
+    ax.legend(fontsize=7, frameon=False, title=title, title_fontsize=7, loc="best")
+
+
+# --- the data -----------------------------------------------------------------------------------------
+
+
+def histogram_1d(x: np.ndarray, probs: np.ndarray | None, xlabel: str, densities=None) -> str:
+    """Histogram of one feature; a rug of the points coloured by membership; EM's component densities."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.0))
+    ax.hist(x, bins=min(60, max(10, int(np.sqrt(len(x)) * 2))), density=True, color="0.85", edgecolor="0.6", lw=0.5)
+    idx = thin_indices(len(x))
+    cols = membership_colors(probs[idx]) if probs is not None else "0.3"
+    ax.scatter(x[idx], np.zeros(len(idx)), marker="|", s=80, c=cols, lw=1)
+    if densities is not None:
+        grid, per_component = densities
+        for c, dens in enumerate(per_component):
+            ax.plot(grid, dens, color=color(c), lw=1.2)
+        ax.plot(grid, per_component.sum(axis=0), color="k", lw=1, ls="--", label="mixture (EM)")
+    ax.set(xlabel=xlabel, ylabel="density")
+    if probs is not None:
+        _component_legend(ax, probs.shape[1], "membership")
     return to_svg(fig)
+
+
+def scatter_2d(x: np.ndarray, probs: np.ndarray | None, labels: tuple[str, str], centres=None) -> str:
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    _scatter(ax, x, probs, centres)
+    ax.set(xlabel=labels[0], ylabel=labels[1])
+    if probs is not None:
+        _component_legend(ax, probs.shape[1], "membership")
+    return to_svg(fig)
+
+
+def _scatter(ax, x2: np.ndarray, probs, centres=None) -> None:
+    idx = thin_indices(len(x2))
+    cols = membership_colors(probs[idx]) if probs is not None else "0.3"
+    ax.scatter(x2[idx, 0], x2[idx, 1], s=7, c=cols, alpha=0.8, lw=0)
+    if centres is not None:
+        for c, centre in enumerate(centres):
+            ax.scatter([centre[0]], [centre[1]], marker="X", s=90, color=color(c), edgecolor="k", zorder=5)
+
+
+def pair_plot(x: np.ndarray, probs: np.ndarray | None, labels: list[str], centres=None) -> str:
+    """Every pair of features (lower triangle), histograms on the diagonal."""
+    d = x.shape[1]
+    fig, axes = plt.subplots(d, d, figsize=(1.9 * d + 0.6, 1.9 * d + 0.4), squeeze=False)
+    for i, j in np.ndindex(d, d):
+        ax = axes[i, j]
+        if j > i:
+            ax.axis("off")
+        elif i == j:
+            ax.hist(x[:, i], bins=30, color="0.7")
+        else:
+            _scatter(ax, x[:, [j, i]], probs, None if centres is None else centres[:, [j, i]])
+        ax.tick_params(labelsize=6)
+        if i == d - 1:
+            ax.set_xlabel(labels[j], fontsize=7)
+        if j == 0:
+            ax.set_ylabel(labels[i], fontsize=7)
+    return to_svg(fig)
+
+
+def projection(x: np.ndarray, probs: np.ndarray | None, centres=None) -> str:
+    """The first two principal components of the (centred) data."""
+    mean = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    share = s**2 / np.sum(s**2)
+    proj = (x - mean) @ vt[:2].T
+    centres_proj = None if centres is None else (centres - mean) @ vt[:2].T
+    return scatter_2d(proj, probs, (f"principal component 1 ({share[0]:.0%} of variance)",
+                                    f"principal component 2 ({share[1]:.0%} of variance)"), centres_proj)
+
+
+# --- EM -----------------------------------------------------------------------------------------------
 
 
 def loglik_paths(paths: list[tuple[str, np.ndarray]]) -> str:
     """EM's objective per iteration for each run (soft, hard, each restart)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    fig, ax = plt.subplots(figsize=(6.0, 3.0))
     for i, (label, values) in enumerate(paths):
-        ax.plot(np.arange(len(values)), values, marker="o", ms=2.5, lw=1, color=COLORS[i % len(COLORS)], label=label)
+        values = np.asarray(values, dtype=float)
+        ax.plot(np.arange(len(values)), values, marker="o" if len(values) < 60 else None, ms=2.5, lw=1,
+                color=color(i), label=label if i < 8 else None)
     ax.set(xlabel="iteration", ylabel="log-likelihood")
-    if len(paths) <= 8:
-        ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False)
+    return to_svg(fig)
+
+
+def restart_outcomes(start: np.ndarray | None, final: np.ndarray, optimum: np.ndarray | None) -> str:
+    """Each restart's log-likelihood at its start and at convergence, coloured by the optimum it reached."""
+    fig, ax = plt.subplots(figsize=(6.0, 2.8))
+    n = len(final)
+    cols = [color(int(o)) if optimum is not None and o >= 0 else "0.4" for o in (optimum if optimum is not None else [0] * n)]
+    if start is not None:
+        for r in range(n):
+            ax.plot([r, r], [start[r], final[r]], color="0.8", lw=1, zorder=1)
+        ax.scatter(np.arange(n), start, marker="o", facecolor="none", edgecolor="0.5", s=18, label="start")
+    ax.scatter(np.arange(n), final, c=cols, s=26, zorder=3, label="converged (colour: optimum)")
+    ax.set(xlabel="restart", ylabel="log-likelihood")
+    ax.legend(fontsize=7, frameon=False)
+    return to_svg(fig)
+
+
+def parameter_paths(trace: dict[str, np.ndarray], labels: dict[str, list[str]]) -> str:
+    """Each parameter's value per EM iteration; one panel per parameter name, one line per element."""
+    names = list(trace)
+    fig, axes = plt.subplots(1, len(names), figsize=(min(max(3.2 * len(names), 4.5), 9.5), 2.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        values = trace[name].reshape(trace[name].shape[0], -1)
+        for j in range(values.shape[1]):
+            ax.plot(values[:, j], lw=1.1, color=color(j), label=labels[name][j] if j < 8 else None)
+        ax.set(xlabel="iteration", title=name)
+        ax.legend(fontsize=6, frameon=False)
+    return to_svg(fig)
+
+
+# --- Bayes ----------------------------------------------------------------------------------------------
+
+
+def joint_pair(draws: np.ndarray, chains: np.ndarray | None, points: list[tuple[str, np.ndarray]],
+               labels: tuple[str, str], *, limits=None, contour=None) -> str:
+    """Draws of two exchangeable parameters (x, y) with point estimates and their mirror images.
+
+    ``draws`` (S, 2). A symmetric mixture's posterior is symmetric about the diagonal: the modes are
+    the same answer with the components' names swapped.
+    """
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    if contour is not None:
+        gx, gy, density = contour
+        ax.contour(gx, gy, density.T, levels=6, colors="0.55", linewidths=0.7)
+    idx = thin_indices(len(draws))
+    if chains is not None:
+        for c in np.unique(chains):
+            sel = idx[chains[idx] == c]
+            ax.scatter(draws[sel, 0], draws[sel, 1], s=3, alpha=0.35, color=color(int(c)), label=f"chain {c}")
+    else:
+        ax.scatter(draws[idx, 0], draws[idx, 1], s=3, alpha=0.3, color=COLORS[0], label="posterior draws")
+    markers = ("*", "D", "s", "^")
+    for i, (label, point) in enumerate(points):
+        ax.scatter([point[0]], [point[1]], marker=markers[i % 4], s=140, color="k" if i == 0 else color(4 + i),
+                   edgecolor="k", zorder=5, label=label)
+        ax.scatter([point[1]], [point[0]], marker=markers[i % 4], s=140, facecolor="none",
+                   edgecolor="k" if i == 0 else color(4 + i), zorder=5, label=f"{label}, renamed")
+    lo, hi = limits if limits is not None else (float(np.min(draws)), float(np.max(draws)))
+    ax.plot([lo, hi], [lo, hi], color="0.8", lw=0.8, ls="--")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=labels[0], ylabel=labels[1], aspect="equal")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
     return to_svg(fig)
 
 
 def theta_marginals(draws: np.ndarray, exact=None, em_values=None, labels=("smallest theta", "largest theta")) -> str:
     """Histograms of the sorted thetas (label-invariant) against the exact densities."""
     k = draws.shape[1]
-    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    fig, ax = plt.subplots(figsize=(6.0, 3.0))
     for j in range(k):
-        ax.hist(draws[:, j], bins=60, range=(0, 1), density=True, alpha=0.35, color=COLORS[j],
+        ax.hist(draws[:, j], bins=60, range=(0, 1), density=True, alpha=0.35, color=color(j),
                 label=f"{labels[j] if j < len(labels) else f'rank {j}'}: draws")
         if exact is not None:
-            ax.plot(exact["grid"].values, exact["theta_sorted_density"].values[j], color=COLORS[j], lw=1.4,
+            ax.plot(exact["grid"].values, exact["theta_sorted_density"].values[j], color=color(j), lw=1.4,
                     label="exact" if j == 0 else None)
         if em_values is not None:
-            ax.axvline(em_values[j], color=COLORS[j], ls="--", lw=1, label="EM" if j == 0 else None)
+            ax.axvline(em_values[j], color=color(j), ls="--", lw=1, label="EM" if j == 0 else None)
     ax.set(xlim=(0, 1), xlabel="theta (sorted within each draw)", ylabel="density")
+    ax.legend(fontsize=7, frameon=False)
+    return to_svg(fig)
+
+
+def permutation_timeline(perms: np.ndarray) -> str:
+    """Which labelling each draw of each chain was in: one coloured band per chain, a colour per permutation.
+
+    ``perms`` (chain, draw, K). Drawn as runs (broken bars), so a chain that never switches is one bar.
+    """
+    n_chains, n_draws, _ = perms.shape
+    # codes in sorted order of the permutations, so the identity always gets the first colour
+    unique, codes = np.unique(perms.reshape(-1, perms.shape[-1]), axis=0, return_inverse=True)
+    codes = codes.reshape(n_chains, n_draws)
+    keys = {tuple(int(v) for v in perm): code for code, perm in enumerate(unique)}
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * n_chains + 0.9))
+    for c in range(n_chains):
+        change = np.flatnonzero(np.diff(codes[c])) + 1
+        starts = np.concatenate([[0], change])
+        ends = np.concatenate([change, [n_draws]])
+        for code in np.unique(codes[c]):
+            runs = [(s, e - s) for s, e in zip(starts, ends) if codes[c, s] == code]
+            ax.broken_barh(runs, (c - 0.4, 0.8), color=color(int(code)))
+    for perm, code in keys.items():
+        ax.bar([0], [0], color=color(code), label=f"relabelling ({', '.join(map(str, perm))})")
+    ax.set(xlabel="draw", ylabel="chain", yticks=range(n_chains), xlim=(0, n_draws))
+    ax.legend(fontsize=6.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=min(4, len(keys)))
+    return to_svg(fig)
+
+
+# --- comparison -------------------------------------------------------------------------------------------
+
+
+def forest(labels: list[str], sources: list[tuple[str, np.ndarray, np.ndarray | None]]) -> str:
+    """Intervals per parameter, one row per parameter and one offset line per source.
+
+    ``sources``: (name, centre (P,), intervals (P, 2) or None); NaN entries are left out.
+    Parameters on different scales get their own panel per parameter name (the part before ``[``).
+    """
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label.split("[")[0], []).append(i)
+    heights = [len(v) for v in groups.values()]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(6.5, 0.32 * sum(heights) + 0.5 * len(groups) + 0.8),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    n_sources = len(sources)
+    offsets = np.linspace(-0.27, 0.27, n_sources) if n_sources > 1 else np.zeros(1)
+    for ax, (name, rows) in zip(axes[:, 0], groups.items()):
+        for s, (source, centre, interval) in enumerate(sources):
+            y = np.arange(len(rows)) + offsets[s]
+            c = np.asarray(centre, dtype=float)[rows]
+            if interval is not None:
+                iv = np.asarray(interval, dtype=float)[rows]
+                ok = np.isfinite(iv).all(axis=1)
+                ax.hlines(y[ok], iv[ok, 0], iv[ok, 1], color=color(s), lw=2)
+            ok = np.isfinite(c)
+            ax.scatter(c[ok], y[ok], color=color(s), s=16, zorder=3, label=source if ax is axes[0, 0] else None)
+        ax.set_yticks(np.arange(len(rows)), [labels[i] for i in rows], fontsize=7)
+        ax.invert_yaxis()
+        ax.grid(axis="x", color="0.92")
+    axes[0, 0].legend(fontsize=7, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(4, n_sources))
+    return to_svg(fig)
+
+
+def model_choice(ks: np.ndarray, criteria: dict[str, np.ndarray]) -> str:
+    """Criteria against K, all as "lower is better" deviances (elpd shown as -2 elpd)."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.0))
+    for i, (name, values) in enumerate(criteria.items()):
+        values = np.asarray(values, dtype=float)
+        if np.isfinite(values).any():
+            ax.plot(ks, values, marker="o", ms=3.5, lw=1.2, color=color(i), label=name)
+    ax.set(xlabel="K (components)", ylabel="criterion (lower is better)", xticks=list(ks))
     ax.legend(fontsize=7, frameon=False)
     return to_svg(fig)

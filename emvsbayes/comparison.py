@@ -1,0 +1,73 @@
+"""Result groups that put EM's uncertainty next to the posterior's, shared by every model family.
+
+- ``em_information``: standard errors from the observed information and Wald intervals
+  (``se_<name>``, ``wald_lower_<name>``, ``wald_upper_<name>``), or the reason they do not exist;
+- ``em_bootstrap``: bootstrap replicates, draws-like (``replicate``, ``component``, ...);
+- ``membership_agreement``: EM responsibilities against posterior membership, entropy, and the
+  adjusted Rand index between the hard labellings of EM, hard EM, k-means and the posterior.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import xarray as xr
+
+from emvsbayes.uncertainty import (
+    BootstrapResult,
+    StandardErrors,
+    ari_matrix,
+    assignment_entropy,
+    hard_labels,
+    membership_difference,
+)
+
+
+def information_group(se: StandardErrors, dims: Mapping[str, tuple[str, ...]], coords) -> xr.Dataset:
+    data = {}
+    for name, estimate in se.estimate.items():
+        d = dims[name]
+        data[f"se_{name}"] = (d, np.asarray(se.se[name]))
+        data[f"wald_lower_{name}"] = (d, np.asarray(se.lower[name]))
+        data[f"wald_upper_{name}"] = (d, np.asarray(se.upper[name]))
+    ds = xr.Dataset(data)
+    ds = ds.assign_coords({k: v for k, v in coords.items() if k in ds.dims})
+    ds.attrs.update(level=se.level, singular=int(se.singular), reason=se.reason or "",
+                    condition_number=float(se.condition_number) if se.condition_number is not None else np.nan)
+    return ds
+
+
+def bootstrap_group(result: BootstrapResult, coords) -> xr.Dataset:
+    ds = result.to_dataset()
+    ds = ds.assign_coords({k: v for k, v in coords.items() if k in ds.dims and k != "replicate"})
+    # netCDF-friendly: the per-replicate flags as small integers
+    for name in ("converged", "failed"):
+        if name in ds.coords:
+            ds = ds.assign_coords({name: ds[name].astype(np.int8)})
+    return ds
+
+
+def agreement_group(obs_dim: str, obs_labels, em_resp: np.ndarray, posterior_membership: np.ndarray | None,
+                    labellings: Mapping[str, np.ndarray]) -> xr.Dataset:
+    """How EM's and the posterior's cluster memberships agree.
+
+    ``posterior_membership`` must be in EM's labelling (the relabelled posterior's membership).
+    ``labellings`` maps a name (``"hard EM"``, ``"k-means"``) to hard labels (N,); EM's own hard labels
+    and the posterior mode are added here.
+    """
+    labels = {"EM": hard_labels(em_resp), **labellings}
+    data = {"entropy_em": (obs_dim, assignment_entropy(em_resp))}
+    attrs = {}
+    if posterior_membership is not None:
+        labels["posterior mode"] = hard_labels(posterior_membership)
+        diff = membership_difference(em_resp, posterior_membership, align=False)
+        data["abs_diff"] = (obs_dim, diff.per_observation)
+        data["entropy_posterior"] = (obs_dim, assignment_entropy(posterior_membership))
+        attrs["mean_abs_diff"] = float(diff.mean_abs)
+    names, matrix = ari_matrix(labels)
+    data["ari"] = (("labelling", "labelling_bis"), matrix)
+    data["hard_label"] = (("labelling", obs_dim), np.stack([labels[n] for n in names]))
+    ds = xr.Dataset(data, coords={obs_dim: list(obs_labels), "labelling": list(names), "labelling_bis": list(names)})
+    ds.attrs.update(attrs)
+    return ds

@@ -1,0 +1,173 @@
+"""Every scalar parameter of the results, one row each, with EM's point, Wald and bootstrap intervals and
+the posterior's summaries side by side.
+
+The comparison table, the forest plot and the summary card's agreement verdict all read these rows,
+so they cannot disagree. Posterior summaries come from ``posterior_relabelled`` when the run wrote it
+(per-component summaries of a label-switched posterior average over labellings and mean nothing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from emvsbayes.report.markup import group
+from emvsbayes.results import root_json
+
+#: Reported parameters in display order (``cov`` shows its upper triangle, the rest is its mirror).
+PARAMETERS = ("theta", "w", "mu", "sigma", "cov")
+SAMPLE_DIMS = ("chain", "draw")
+NAN2 = (float("nan"), float("nan"))
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRow:
+    label: str
+    name: str
+    em: float
+    fixed: bool = False
+    se: float = float("nan")
+    wald: tuple[float, float] = NAN2
+    bootstrap: tuple[float, float] = NAN2
+    post_mean: float = float("nan")
+    post_sd: float = float("nan")
+    post_eti: tuple[float, float] = NAN2
+    post_hdi: tuple[float, float] = NAN2
+    exact_mean: float = float("nan")
+    exact_sd: float = float("nan")
+
+    @property
+    def em_in_posterior(self) -> bool | None:
+        """Is EM's estimate inside the posterior's equal-tailed interval (None: no posterior)."""
+        lo, hi = self.post_eti
+        return None if not np.isfinite(lo) else bool(lo <= self.em <= hi)
+
+
+def interval_prob(tree: xr.DataTree) -> float:
+    spec = root_json(tree, "spec", {}) or {}
+    report = spec.get("report", {}) if isinstance(spec, dict) else {}
+    return float(report.get("interval_prob", 0.89) or 0.89)
+
+
+def equal_tailed(values: np.ndarray, prob: float) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return NAN2
+    tail = (1 - prob) / 2
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
+
+
+def hdi(values: np.ndarray, prob: float) -> tuple[float, float]:
+    """Narrowest interval holding ``prob`` of the draws."""
+    x = np.sort(np.asarray(values, dtype=float).ravel())
+    n = len(x)
+    if n < 2:
+        return NAN2
+    m = min(n - 1, max(1, int(np.floor(prob * n))))
+    i = int(np.argmin(x[m:] - x[: n - m]))
+    return float(x[i]), float(x[i + m])
+
+
+def posterior_group(tree: xr.DataTree) -> tuple[xr.Dataset | None, bool]:
+    """The draws to summarise per component, and whether they are the relabelled ones."""
+    relabelled = group(tree, "posterior_relabelled")
+    if relabelled is not None:
+        return relabelled, True
+    return group(tree, "posterior"), False
+
+
+def elements(da: xr.DataArray, skip_dims=SAMPLE_DIMS + ("replicate", "iteration", "restart")):
+    """``(label, {dim: index})`` for each scalar of ``da`` outside the sample dimensions.
+
+    Labels use coordinate values where the dimension has them (feature names), indices otherwise;
+    for a covariance only the upper triangle (``feature <= feature_bis``).
+    """
+    dims = [d for d in da.dims if d not in skip_dims]
+    shape = [da.sizes[d] for d in dims]
+    out = []
+    for index in np.ndindex(*shape):
+        where = dict(zip(dims, index))
+        if "feature" in where and "feature_bis" in where and where["feature_bis"] < where["feature"]:
+            continue
+        names = [str(da[d].values[i]) if d in da.coords else str(i) for d, i in where.items()]
+        out.append((f"{da.name}[{', '.join(names)}]" if names else str(da.name), where))
+    return out
+
+
+def _scalar(ds: xr.Dataset | None, name: str, where: dict) -> float:
+    if ds is None or name not in ds:
+        return float("nan")
+    da = ds[name]
+    sel = {d: i for d, i in where.items() if d in da.dims}
+    try:
+        return float(da.isel(sel).values)
+    except (TypeError, ValueError, IndexError):
+        return float("nan")
+
+
+def parameter_rows(tree: xr.DataTree) -> list[ParamRow]:
+    """One row per scalar of each reported parameter of ``em``."""
+    em = group(tree, "em")
+    if em is None:
+        return []
+    prob = interval_prob(tree)
+    posterior, _ = posterior_group(tree)
+    info = group(tree, "em_information")
+    boot = group(tree, "em_bootstrap")
+    exact = group(tree, "exact")
+    rows = []
+    for name in PARAMETERS:
+        if name not in em:
+            continue
+        for label, where in elements(em[name]):
+            fields: dict = {"label": label, "name": name, "em": _scalar(em, name, where)}
+            draws = None
+            if posterior is not None and name in posterior:
+                sel = {d: i for d, i in where.items() if d in posterior[name].dims}
+                draws = posterior[name].isel(sel).values.ravel()
+            if draws is not None and np.ptp(draws) == 0:
+                fields.update(fixed=True, post_mean=float(draws[0]))
+            elif draws is not None:
+                fields.update(post_mean=float(draws.mean()), post_sd=float(draws.std(ddof=1)),
+                              post_eti=equal_tailed(draws, prob), post_hdi=hdi(draws, prob))
+            if info is not None:
+                fields.update(se=_scalar(info, f"se_{name}", where),
+                              wald=(_scalar(info, f"wald_lower_{name}", where), _scalar(info, f"wald_upper_{name}", where)))
+            if boot is not None and name in boot and "replicate" in boot[name].dims:
+                sel = {d: i for d, i in where.items() if d in boot[name].dims}
+                fields["bootstrap"] = equal_tailed(boot[name].isel(sel).values, prob)
+            if exact is not None:
+                fields.update(exact_mean=_scalar(exact, f"{name}_mean", where), exact_sd=_scalar(exact, f"{name}_sd", where))
+            rows.append(ParamRow(**fields))
+    return rows
+
+
+def varying_names(ds: xr.Dataset | None) -> list[str]:
+    """Reported parameters present in ``ds`` that are not constant (fixed weights carry nothing)."""
+    if ds is None:
+        return []
+    return [name for name in PARAMETERS if name in ds and np.ptp(ds[name].values) > 0]
+
+
+def display_draws(ds: xr.Dataset, max_draws: int = 400) -> xr.Dataset:
+    """The draws to plot: varying parameters, a covariance shown by its variances, thinned per chain.
+
+    Off-diagonal covariances are in the comparison table; plotting them too would double the page.
+    """
+    out = xr.Dataset()
+    for name in varying_names(ds):
+        da = ds[name]
+        if name == "cov" and "feature_bis" in da.dims:
+            n = da.sizes["feature"]
+            diag = np.stack([da.isel(feature=i, feature_bis=i).values for i in range(n)], axis=-1)
+            dims = [d for d in da.dims if d not in ("feature", "feature_bis")] + ["feature"]
+            out["variance"] = (dims, diag)
+            if "feature" in da.coords:
+                out = out.assign_coords(feature=da["feature"].values)
+        else:
+            out[name] = da
+    step = max(1, int(np.ceil(out.sizes.get("draw", 1) / max_draws))) if "draw" in out.dims else 1
+    return out.isel(draw=slice(None, None, step)) if step > 1 else out

@@ -1,0 +1,668 @@
+"""The report's sections. Each is a function of the :class:`Context` returning HTML, or "" when its
+data are not in the results file, so the page shows only what the run produced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import xarray as xr
+
+from emvsbayes.report import figures
+from emvsbayes.report.markup import (
+    Raw,
+    esc,
+    figure,
+    fmt,
+    fmt_interval,
+    group,
+    key_value_table,
+    paragraph,
+    subsection,
+    table,
+)
+from emvsbayes.report.params import (
+    ParamRow,
+    display_draws,
+    elements,
+    equal_tailed,
+    interval_prob,
+    parameter_rows,
+    posterior_group,
+    varying_names,
+)
+from emvsbayes.report.summary import DiagnosticRow, Summary, build_summary, diagnostic_rows, verdict_mark
+from emvsbayes.results import root_json
+
+#: tables listing one row per observation are shown up to this many rows
+MAX_TABLE_ROWS = 30
+
+
+@dataclass
+class Context:
+    """The results tree and what several sections need, computed once."""
+
+    tree: xr.DataTree
+
+    def group(self, name: str) -> xr.Dataset | None:
+        return group(self.tree, name)
+
+    @cached_property
+    def spec(self) -> dict:
+        spec = root_json(self.tree, "spec", {}) or {}
+        return spec if isinstance(spec, dict) else {}
+
+    @cached_property
+    def prob(self) -> float:
+        return interval_prob(self.tree)
+
+    @property
+    def pct(self) -> str:
+        return f"{round(self.prob * 100)}%"
+
+    @cached_property
+    def params(self) -> list[ParamRow]:
+        return parameter_rows(self.tree)
+
+    @cached_property
+    def diagnostics(self) -> list[DiagnosticRow]:
+        return diagnostic_rows(self.tree) if "posterior" in self.tree.children else []
+
+    @cached_property
+    def summary(self) -> Summary:
+        return build_summary(self.tree, params=self.params, diagnostics=self.diagnostics)
+
+    @cached_property
+    def membership(self) -> tuple[np.ndarray, str] | None:
+        """(obs, K) membership probabilities to colour points by, and where they came from."""
+        post = self.group("posterior_membership")
+        if post is not None and "membership_relabelled" in post:
+            return post["membership_relabelled"].values, "posterior membership probabilities (relabelled draws)"
+        em = self.group("em")
+        if em is not None and "resp" in em:
+            return em["resp"].values, "EM responsibilities"
+        return None
+
+
+# --- summary ----------------------------------------------------------------------------------------------
+
+
+def summary_section(ctx: Context) -> str:
+    s = ctx.summary
+    verdicts = table(None, [[v.topic, Raw(f'<span class="mark {_mark_class(v.ok)}">{esc(verdict_mark(v))}</span>'),
+                                             v.text] for v in s.verdicts], cls="verdicts") if s.verdicts else ""
+    if s.warnings:
+        items = "".join(f"<li><strong>{esc(f.problem)}</strong><br>What to do: {esc(f.advice)}</li>" for f in s.warnings)
+        warnings = f"<h3>Warnings ({len(s.warnings)})</h3><ul class='warnings'>{items}</ul>"
+    else:
+        warnings = "<p class='ok'>No warnings.</p>"
+    return key_value_table(s.facts) + verdicts + warnings
+
+
+def _mark_class(ok) -> str:
+    return {True: "good", False: "bad", None: "na"}[ok]
+
+
+# --- data -----------------------------------------------------------------------------------------------
+
+
+def data_section(ctx: Context) -> str:
+    data = ctx.group("data")
+    if data is None:
+        return ""
+    if "heads" in data:
+        return _coin_table(data)
+    if "x" in data:
+        return _continuous_data(ctx, data)
+    return ""
+
+
+def _coin_table(data: xr.Dataset) -> str:
+    truth = "true_component" in data
+    rows = [[label, int(h), int(n)] + ([int(data["true_component"].values[i])] if truth else [])
+            for i, (label, h, n) in enumerate(zip(data["set"].values, data["heads"].values, data["tosses"].values))]
+    return table(["set", "heads", "tosses"] + (["true coin"] if truth else []), rows)
+
+
+def _continuous_data(ctx: Context, data: xr.Dataset) -> str:
+    x = np.asarray(data["x"].values, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    n, d = x.shape
+    features = [str(f) for f in data["feature"].values] if "feature" in data.coords else [f"x{j}" for j in range(d)]
+    membership = ctx.membership
+    probs, source = (membership if membership is not None and membership[0].shape[0] == n else (None, ""))
+    em = ctx.group("em")
+    centres = np.asarray(em["mu"].values).reshape(-1, d) if em is not None and "mu" in em else None
+    shown = f"; {figures.MAX_POINTS} of the {n} points drawn" if n > figures.MAX_POINTS else ""
+    colour = f"Points coloured by {source}" if probs is not None else "Points"
+    if d == 1:
+        svg = figures.histogram_1d(x[:, 0], probs, features[0], _em_densities_1d(em, x[:, 0]))
+        caption = f"{colour} (rug){shown}; lines: EM's weighted component densities."
+    elif d == 2:
+        svg = figures.scatter_2d(x, probs, (features[0], features[1]), centres)
+        caption = f"{colour}{shown}; crosses: EM's component means."
+    elif d <= 4:
+        svg = figures.pair_plot(x, probs, features, centres)
+        caption = f"Every pair of features. {colour}{shown}; crosses: EM's component means."
+    else:
+        svg = figures.projection(x, probs, centres)
+        caption = f"The data projected on their first two principal components. {colour}{shown}."
+    transforms = _as_text(data.attrs.get("transforms") or "")
+    notes = paragraph(f"Source: {data.attrs.get('source', '?')}; {n} observations, {d} feature{'s' if d > 1 else ''} "
+                      f"({', '.join(features)}).")
+    if transforms:
+        notes += paragraph(f"Preprocessing: {transforms}.")
+    return notes + figure(svg, "data", caption)
+
+
+def _as_text(value) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip()[:1] in ("[", '"') else value
+        except json.JSONDecodeError:
+            return value
+        if isinstance(value, str):
+            return value
+    return "; ".join(map(str, value)) if isinstance(value, (list, tuple, np.ndarray)) else str(value)
+
+
+def _em_densities_1d(em: xr.Dataset | None, x: np.ndarray):
+    if em is None or "mu" not in em or "w" not in em:
+        return None
+    mu = np.asarray(em["mu"].values, dtype=float).reshape(-1)
+    if "sigma" in em:
+        sd = np.asarray(em["sigma"].values, dtype=float).reshape(-1)
+    elif "cov" in em:
+        sd = np.sqrt(np.asarray(em["cov"].values, dtype=float).reshape(len(mu), -1)[:, 0])
+    else:
+        return None
+    w = np.asarray(em["w"].values, dtype=float).reshape(-1)
+    pad = 0.1 * (x.max() - x.min() + 1e-12)
+    grid = np.linspace(x.min() - pad, x.max() + pad, 300)
+    dens = w[:, None] * np.exp(-0.5 * ((grid[None] - mu[:, None]) / sd[:, None]) ** 2) / (sd[:, None] * np.sqrt(2 * np.pi))
+    return grid, dens
+
+
+# --- EM -------------------------------------------------------------------------------------------------
+
+
+def em_section(ctx: Context) -> str:
+    trace = ctx.group("em_trace")
+    parts = [_loglik_paths(ctx, trace), _parameter_paths(trace), _restarts(ctx), _optima(ctx)]
+    data = ctx.group("data")
+    for title, tr in (("Soft EM, step by step", trace), ("Hard EM, step by step", ctx.group("em_hard_trace"))):
+        if tr is not None and "resp" in tr and "expected_heads" in tr and data is not None and "heads" in data:
+            parts.append(f"<h3>{esc(title)}</h3>" + _coin_steps(tr, data))
+    return "".join(parts)
+
+
+def _loglik_paths(ctx: Context, trace: xr.Dataset | None) -> str:
+    paths = []
+    restarts = ctx.group("em_restarts")
+    path_var = next((v for v in ("loglik_path", "loglik_trace") if restarts is not None and v in restarts), None)
+    if path_var is not None:
+        for r, values in zip(restarts["restart"].values, restarts[path_var].values):
+            values = np.asarray(values, dtype=float)
+            paths.append((f"restart {r}", values[np.isfinite(values)]))
+    elif trace is not None:
+        paths.append(("soft EM (best start)", trace["loglik"].values))
+    hard = ctx.group("em_hard_trace")
+    if hard is not None and path_var is None:
+        paths.append(("hard EM (classification log-likelihood)", hard["loglik"].values))
+    if not paths:
+        return ""
+    caption = ("Log-likelihood per iteration of every restart." if path_var else
+               "Log-likelihood per iteration; soft EM never decreases it.")
+    return subsection("Log-likelihood per iteration", figure(figures.loglik_paths(paths), "em-loglik", caption))
+
+
+def _parameter_paths(trace: xr.Dataset | None) -> str:
+    if trace is None:
+        return ""
+    values, labels = {}, {}
+    for name in varying_names(trace):
+        shown = display_draws(trace[[name]].rename(iteration="draw").expand_dims("chain"), max_draws=10**9)
+        for var in shown.data_vars:
+            da = shown[var].isel(chain=0)
+            values[var] = da.values
+            labels[var] = [label for label, _ in elements(da.rename(draw="iteration"))]
+    if not values:
+        return ""
+    return subsection("Parameter paths", figure(figures.parameter_paths(values, labels), "em-parameters",
+                                                "Each parameter per iteration of the best run" + (" (covariances by their variances)." if "variance" in values else ".")))
+
+
+def _restarts(ctx: Context) -> str:
+    restarts = ctx.group("em_restarts")
+    if restarts is None:
+        return ""
+    optima = ctx.group("em_optima")
+    optimum = optima["optimum_of_restart"].values if optima is not None and "optimum_of_restart" in optima else None
+    start = restarts["init_loglik"].values if "init_loglik" in restarts else None
+    fig = figure(figures.restart_outcomes(start, restarts["loglik"].values, optimum), "em-restarts",
+                 "Each restart's log-likelihood at its start (hollow) and where it stopped (filled, coloured by the optimum reached).")
+    name = "theta" if "theta" in restarts else "mu"
+    rows = [[int(r), fmt(restarts["loglik"].values[i], 8), int(restarts["n_iter"].values[i]),
+             "yes" if restarts["converged"].values[i] else "no"]
+            + ([int(optimum[i])] if optimum is not None else [])
+            + [", ".join(fmt(v) for v in np.atleast_1d(restarts[name].values[i]).ravel())]
+            for i, r in enumerate(restarts["restart"].values)]
+    header = ["restart", "log-likelihood", "iterations", "converged"] + (["optimum"] if optimum is not None else []) + [name]
+    best = restarts.attrs.get("best_restart")
+    note = f"The reported EM answer is restart {best}." if best is not None else ""
+    return subsection("Every restart", fig + table(header, rows), note)
+
+
+def _optima(ctx: Context) -> str:
+    optima = ctx.group("em_optima")
+    if optima is None:
+        return ""
+    restarts = ctx.group("em_restarts")
+    names = varying_names(restarts) if restarts is not None else []
+    rows = []
+    for i in range(optima.sizes["optimum"]):
+        row = [i, fmt(optima["loglik"].values[i], 8), int(optima["count"].values[i])]
+        if "representative" in optima and restarts is not None:
+            rep = int(optima["representative"].values[i])
+            row.append("; ".join(f"{n} = " + ", ".join(fmt(v) for v in np.atleast_1d(restarts[n].values[rep]).ravel())
+                                 for n in names if n != "cov"))
+        rows.append(row)
+    header = ["optimum", "log-likelihood", "restarts reaching it"] + (["parameters"] if restarts is not None else [])
+    note = ("Restarts that reached the same answer up to renaming the components count as one optimum. "
+            + ("Only one optimum was found." if len(rows) == 1 else "EM reports the best; the others are local maxima it can get stuck in."))
+    return subsection("Distinct local optima", table(header, rows), note)
+
+
+def _coin_steps(trace: xr.Dataset, data: xr.Dataset, max_rows: int = 12) -> str:
+    """The lesson's table: for each iteration, each set's responsibilities and the coins' expected counts."""
+    k = trace.sizes["component"]
+    n_iter = trace.sizes["iteration"]
+    shown = list(range(min(n_iter, max_rows)))
+    if n_iter > max_rows:
+        shown[-1] = n_iter - 1
+    blocks = []
+    header = ["set", "seen"] + [f"P(coin {c})" for c in range(k)] + [f"coin {c} made" for c in range(k)]
+    for it in shown:
+        theta, w, resp = trace["theta"].values[it], trace["w"].values[it], trace["resp"].values[it]
+        rows = []
+        for i, label in enumerate(data["set"].values):
+            h, n = int(data["heads"].values[i]), int(data["tosses"].values[i])
+            rows.append([label, f"{h} H, {n - h} T"] + [fmt(resp[i, c], 3) for c in range(k)]
+                        + [f"{fmt(resp[i, c] * h, 3)} H, {fmt(resp[i, c] * (n - h), 3)} T" for c in range(k)])
+        eh, et = trace["expected_heads"].values[it], trace["expected_tails"].values[it]
+        rows.append(["total", ""] + [""] * k + [f"{fmt(eh[c], 4)} H, {fmt(et[c], 4)} T" for c in range(k)])
+        caption = (f"Iteration {it}: theta = ({', '.join(fmt(t, 4) for t in theta)}), w = ({', '.join(fmt(x, 3) for x in w)}), "
+                   f"log-likelihood {fmt(trace['loglik'].values[it], 8)}")
+        if it + 1 < n_iter:
+            nxt = trace["theta"].values[it + 1]
+            caption += ". M-step: theta_k = heads / (heads + tails) made by coin k = (" + ", ".join(
+                f"{fmt(eh[c], 4)} / {fmt(eh[c] + et[c], 4)} = {fmt(nxt[c], 4)}" for c in range(k)) + ")"
+        blocks.append(f"<details{' open' if it < 2 else ''}><summary>{esc(caption)}</summary>{table(header, rows)}</details>")
+    if n_iter > max_rows:
+        blocks.insert(-1, f"<p>… iterations {max_rows - 1} to {n_iter - 2} left out …</p>")
+    return "".join(blocks)
+
+
+# --- Bayes ------------------------------------------------------------------------------------------------
+
+
+def bayes_section(ctx: Context) -> str:
+    posterior = ctx.group("posterior")
+    if posterior is None:
+        return ""
+    return _joint_posterior(ctx, posterior) + _trace_and_rank(ctx, posterior) + _diagnostics(ctx)
+
+
+def _pair_variable(posterior: xr.Dataset) -> str | None:
+    for name in ("theta", "mu"):
+        if name in posterior and posterior.sizes.get("component", 0) >= 2 and np.ptp(posterior[name].values) > 0:
+            return name
+    return None
+
+
+def _first_feature(da: xr.DataArray) -> xr.DataArray:
+    return da.isel({d: 0 for d in da.dims if d not in ("chain", "draw", "component", "restart")})
+
+
+def _joint_posterior(ctx: Context, posterior: xr.Dataset) -> str:
+    name = _pair_variable(posterior)
+    if name is None:
+        return ""
+    da = _first_feature(posterior[name]).isel(component=[0, 1]).transpose("chain", "draw", "component")
+    draws = da.values.reshape(-1, 2)
+    chains = np.repeat(np.arange(da.sizes["chain"]), da.sizes["draw"])
+    points = []
+    for label, group_name in (("EM", "em"), ("hard EM", "em_hard")):
+        est = ctx.group(group_name)
+        if est is not None and name in est:
+            points.append((label, _first_feature(est[name]).isel(component=[0, 1]).values))
+    exact = ctx.group("exact")
+    contour = ((exact["grid_x"].values, exact["grid_y"].values, exact["joint_density"].values)
+               if name == "theta" and exact is not None and "joint_density" in exact else None)
+    feature = ""
+    if name == "mu" and "feature" in posterior[name].dims:
+        feature = f", {posterior['feature'].values[0]}" if "feature" in posterior.coords else ", 0"
+    labels = (f"{name}[0{feature}]", f"{name}[1{feature}]")
+    limits = (0.0, 1.0) if name == "theta" else None
+    svg = figures.joint_pair(draws, chains, points, labels, limits=limits, contour=contour)
+    note = ("Raw draws (before relabelling), coloured by chain. Filled marks are EM's answers, hollow ones the same "
+            "answers with components 0 and 1 renamed: the likelihood is identical there, so a symmetric posterior has a "
+            "mode at each. Chains that visit both sides are switching labels.")
+    return subsection(f"Joint posterior of {labels[0]} and {labels[1]}", figure(svg, "joint", ""), note)
+
+
+def _trace_and_rank(ctx: Context, posterior: xr.Dataset) -> str:
+    import arviz as az
+
+    sets = [("before relabelling", posterior)]
+    relabelled, is_relabelled = posterior_group(ctx.tree)
+    if is_relabelled:
+        sets.append(("after relabelling", relabelled))
+    parts = []
+    for when, ds in sets:
+        shown = display_draws(ds)
+        if not shown.data_vars:
+            continue
+        small = xr.DataTree.from_dict({"posterior": shown})
+        thin = shown.sizes["draw"] < ds.sizes["draw"]
+        note = f" (one draw in {int(np.ceil(ds.sizes['draw'] / shown.sizes['draw']))} shown)" if thin else ""
+        cov_note = "; covariances by their variances" if "variance" in shown else ""
+        slug = when.split()[0]
+        parts.append(subsection(f"Trace, {when}", figure(figures.arviz_figure(az.plot_trace_dist, small), f"trace-{slug}",
+                                                         f"arviz-plots plot_trace_dist{note}{cov_note}.")))
+        parts.append(subsection(f"Rank plots, {when}", figure(
+            figures.arviz_figure(az.plot_rank, small, row_height=2.3), f"rank-{slug}",
+            "arviz-plots plot_rank: the fractional ranks' ECDF difference per chain; lines outside the envelope mean "
+            f"that chain differs from the others{note}.")))
+    return "".join(parts)
+
+
+def _diagnostics(ctx: Context) -> str:
+    rows = ctx.diagnostics
+    if not rows:
+        return ""
+    posterior = ctx.group("posterior")
+    n_chains = posterior.sizes.get("chain", 1)
+    relabelled = any(np.isfinite(r.rhat_relabelled) for r in rows)
+    header = ["parameter", "R-hat", "bulk ESS", "tail ESS"] + (["R-hat relabelled", "bulk ESS relabelled"] if relabelled else [])
+    body = [[r.label, _flag(r.rhat, r.rhat > 1.01), fmt(r.ess_bulk), fmt(r.ess_tail)]
+            + ([_flag(r.rhat_relabelled, r.rhat_relabelled > 1.01), _flag(r.ess_relabelled, r.ess_relabelled < 100 * n_chains)]
+               if relabelled else []) for r in rows]
+    stats = ctx.group("sample_stats")
+    extra = ""
+    if stats is not None and "diverging" in stats:
+        per_chain = np.asarray(stats["diverging"].values, dtype=float).sum(axis=-1).astype(int)
+        extra += paragraph(f"Divergent transitions per chain: {', '.join(map(str, per_chain))}.")
+    if stats is not None and "step_size" in stats:
+        extra += paragraph("Step size per chain (last draw): " + ", ".join(fmt(np.asarray(v).ravel()[-1], 3) for v in stats["step_size"].values) + ".")
+    return subsection("Sampler diagnostics", table(header, body) + extra,
+                      "R-hat above 1.01 or bulk ESS below 100 per chain is marked. Under label switching the raw "
+                      "R-hat is high by construction; the relabelled columns are the ones to read.")
+
+
+def _flag(value: float, bad: bool) -> Raw | str:
+    return Raw(f'<span class="bad">{esc(fmt(value))}</span>') if bad else fmt(value)
+
+
+# --- comparison ---------------------------------------------------------------------------------------------
+
+
+def comparison_section(ctx: Context) -> str:
+    rows = ctx.params
+    if not rows:
+        return ""
+    return "".join([_forest(ctx, rows), _comparison_table(ctx, rows), _sorted_thetas(ctx), _membership(ctx),
+                    _model_choice(ctx)])
+
+
+def _sources(ctx: Context, rows: list[ParamRow]) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    em = np.array([r.em for r in rows])
+    sources = []
+    wald = np.array([r.wald for r in rows])
+    if np.isfinite(wald).any():
+        sources.append((f"EM, Wald {ctx.pct}", em, wald))
+    boot = np.array([r.bootstrap for r in rows])
+    if np.isfinite(boot).any():
+        sources.append((f"EM, bootstrap {ctx.pct}", em, boot))
+    if not sources:
+        sources.append(("EM", em, None))
+    post = np.array([r.post_eti for r in rows])
+    if np.isfinite(post).any():
+        sources.append((f"posterior mean, {ctx.pct} interval", np.array([r.post_mean for r in rows]), post))
+    return sources
+
+
+def _forest(ctx: Context, rows: list[ParamRow]) -> str:
+    varying = [r for r in rows if not r.fixed]
+    if not varying:
+        return ""
+    sources = _sources(ctx, varying)
+    _, relabelled = posterior_group(ctx.tree)
+    caption = "; ".join(name for name, _, _ in sources) + (
+        " (relabelled draws)." if relabelled else ".") + " Points are estimates, bars equal-tailed intervals."
+    return figure(figures.forest([r.label for r in varying], sources), "forest", caption)
+
+
+def _comparison_table(ctx: Context, rows: list[ParamRow]) -> str:
+    _, relabelled = posterior_group(ctx.tree)
+    columns = [
+        ("EM", lambda r: fmt(r.em), True),
+        ("EM se", lambda r: fmt(r.se), any(np.isfinite(r.se) for r in rows)),
+        (f"Wald {ctx.pct}", lambda r: fmt_interval(*r.wald), any(np.isfinite(r.wald[0]) for r in rows)),
+        (f"bootstrap {ctx.pct}", lambda r: fmt_interval(*r.bootstrap), any(np.isfinite(r.bootstrap[0]) for r in rows)),
+        ("posterior mean", lambda r: fmt(r.post_mean), any(np.isfinite(r.post_mean) for r in rows)),
+        ("posterior sd", lambda r: "fixed" if r.fixed else fmt(r.post_sd), any(np.isfinite(r.post_mean) for r in rows)),
+        (f"{ctx.pct} equal-tailed", lambda r: fmt_interval(*r.post_eti), any(np.isfinite(r.post_eti[0]) for r in rows)),
+        (f"{ctx.pct} HDI", lambda r: fmt_interval(*r.post_hdi), any(np.isfinite(r.post_hdi[0]) for r in rows)),
+        # exact summaries are of the unlabelled posterior: beside relabelled draws they would mislead
+        ("exact mean", lambda r: fmt(r.exact_mean), not relabelled and any(np.isfinite(r.exact_mean) for r in rows)),
+        ("exact sd", lambda r: fmt(r.exact_sd), not relabelled and any(np.isfinite(r.exact_sd) for r in rows)),
+        ("EM inside", lambda r: {True: "yes", False: Raw('<span class="bad">no</span>'), None: ""}[r.em_in_posterior],
+         any(r.em_in_posterior is not None for r in rows)),
+    ]
+    shown = [(h, f) for h, f, present in columns if present]
+    body = [[r.label] + [f(r) for _, f in shown] for r in rows]
+    note = ("Posterior columns summarise the relabelled draws (put in EM's labelling), so each row is one component."
+            if relabelled else "Posterior columns summarise the raw draws.")
+    info = ctx.group("em_information")
+    if info is not None and info.attrs.get("reason"):
+        note += f" Observed information: {info.attrs['reason']}."
+    return subsection("The same as a table", table(["parameter"] + [h for h, _ in shown], body), note)
+
+
+def _sorted_thetas(ctx: Context) -> str:
+    exact, posterior, em = ctx.group("exact"), ctx.group("posterior"), ctx.group("em")
+    if exact is None or posterior is None or em is None or "theta" not in posterior or "theta_sorted_mean" not in exact:
+        return ""
+    k = posterior.sizes["component"]
+    draws = np.sort(posterior["theta"].transpose("chain", "draw", "component").values.reshape(-1, k), axis=1)
+    em_sorted = np.sort(em["theta"].values)
+    rows = []
+    for j in range(k):
+        lo, hi = equal_tailed(draws[:, j], ctx.prob)
+        rows.append([f"theta, rank {j + 1} (smallest first)", fmt(em_sorted[j]), fmt(draws[:, j].mean()),
+                     fmt(draws[:, j].std(ddof=1)), fmt_interval(lo, hi),
+                     fmt(exact["theta_sorted_mean"].values[j]), fmt(exact["theta_sorted_sd"].values[j]),
+                     fmt_interval(exact["theta_sorted_lower"].values[j], exact["theta_sorted_upper"].values[j])])
+    body = table(["quantity", "EM", "posterior mean", "posterior sd", f"{ctx.pct} equal-tailed",
+                  "exact mean", "exact sd", f"exact {ctx.pct} equal-tailed"], rows)
+    body += figure(figures.theta_marginals(draws, exact=exact, em_values=em_sorted), "theta-sorted",
+                   "The thetas sorted within each draw: histograms of the draws, exact densities, EM (dashed).")
+    return subsection("Label-invariant view: the thetas sorted within each draw", body,
+                      "The symmetric model cannot tell the coins apart, so per-coin posterior means of the raw draws "
+                      "average over both labellings. Sorting each draw removes the labels; the exact column is what "
+                      "the sampler should find.")
+
+
+def _membership(ctx: Context) -> str:
+    em, post, exact = ctx.group("em"), ctx.group("posterior_membership"), ctx.group("exact")
+    data = ctx.group("data")
+    if em is None or "resp" not in em:
+        return ""
+    resp = em["resp"]
+    obs_dim = resp.dims[0]
+    n, k = resp.shape
+    columns = [("EM", resp.values)]
+    if post is not None and "membership" in post:
+        columns.append(("posterior, raw", post["membership"].values))
+    if post is not None and "membership_relabelled" in post:
+        columns.append(("posterior, relabelled", post["membership_relabelled"].values))
+    if exact is not None and "membership" in exact:
+        columns.append(("exact", exact["membership"].values))
+    parts = [_agreement_table(ctx, columns)]
+    if n <= MAX_TABLE_ROWS:
+        labels = _obs_labels(ctx, obs_dim, n)
+        truth = data["true_component"].values if data is not None and "true_component" in data else None
+        header = [obs_dim] + [f"{name} P({c})" for name, _ in columns for c in range(k)] + (["true"] if truth is not None else [])
+        rows = [[labels[i]] + [fmt(p[i, c], 3) for _, p in columns for c in range(k)]
+                + ([int(truth[i])] if truth is not None else []) for i in range(n)]
+        parts.append(table(header, rows))
+    note = ("Under the symmetric model every raw posterior membership is 1/K by symmetry: labels carry no information "
+            "until the draws are relabelled. EM picks one labelling and reports it with confidence."
+            if ctx.spec.get("bayes", {}).get("variant") == "symmetric" else "")
+    return subsection("Cluster membership", "".join(parts), note)
+
+
+def _obs_labels(ctx: Context, dim: str, n: int) -> list[str]:
+    for name in ("em", "posterior_membership", "data"):
+        ds = ctx.group(name)
+        if ds is not None and dim in ds.coords and ds.sizes.get(dim) == n:
+            return [str(v) for v in ds[dim].values]
+    return [str(i) for i in range(n)]
+
+
+def _agreement_table(ctx: Context, columns) -> str:
+    """Stored agreement measures when the run wrote them, else the simple ones computed here."""
+    stored = ctx.group("membership_agreement")
+    if stored is not None:
+        rows = [[key, _value_text(value)] for key, value in stored.attrs.items()]
+        rows += [[name, _value_text(var.values)] for name, var in stored.data_vars.items() if var.size <= 12]
+        return table(["measure", "value"], rows) if rows else ""
+    em = columns[0][1]
+    rows = []
+    for name, probs in columns[1:]:
+        if probs.shape != em.shape:
+            continue
+        rows.append([f"EM vs {name}", fmt(np.mean(np.abs(em - probs)), 3),
+                     f"{np.mean(em.argmax(axis=1) == probs.argmax(axis=1)):.0%}"])
+    return table(["comparison", "mean |difference| of probabilities", "same most likely component"], rows) if rows else ""
+
+
+def _value_text(value) -> str:
+    arr = np.asarray(value)
+    if arr.dtype.kind in "fiu":
+        return ", ".join(fmt(v) for v in arr.ravel())
+    return ", ".join(str(v) for v in arr.ravel())
+
+
+def _model_choice(ctx: Context) -> str:
+    choice = ctx.group("model_choice")
+    if choice is None or "K" not in choice.dims:
+        return ""
+    ks = choice["K"].values
+    lower_better = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "waic": "WAIC"}
+    header, cols = ["K"], []
+    for var, title in [("loglik", "log-likelihood"), ("n_params", "parameters"), ("bic", "BIC"), ("aic", "AIC"),
+                       ("icl", "ICL"), ("elpd_loo", "elpd_loo"), ("p_loo", "p_loo"), ("n_pareto_k_bad", "Pareto k > 0.7"),
+                       ("waic", "WAIC"), ("note", "note")]:
+        if var not in choice:
+            continue
+        values = choice[var].values
+        if var == "note":
+            cols.append([str(v) for v in values])
+        else:
+            values = np.asarray(values, dtype=float)
+            best = None
+            if np.isfinite(values).any() and var in (*lower_better, "elpd_loo"):
+                best = int(np.nanargmax(values) if var == "elpd_loo" else np.nanargmin(values))
+            se = choice["elpd_loo_se"].values if var == "elpd_loo" and "elpd_loo_se" in choice else None
+            cols.append([_best(_with_se(v, None if se is None else se[i]), i == best) for i, v in enumerate(values)])
+        header.append(title)
+    rows = [[int(k)] + [col[i] for col in cols] for i, k in enumerate(ks)]
+    criteria = {lower_better[v]: choice[v].values for v in lower_better if v in choice}
+    if "elpd_loo" in choice:
+        criteria["-2 elpd_loo"] = -2 * np.asarray(choice["elpd_loo"].values, dtype=float)
+    fig = figure(figures.model_choice(ks, criteria), "model-choice", "Each criterion against K, lower is better.") if criteria else ""
+    return subsection("Choosing K", fig + table(header, rows),
+                      "Best value per column in bold (lowest BIC, AIC, ICL; highest elpd_loo). elpd_loo ± its standard error.")
+
+
+def _with_se(value, se) -> str:
+    return fmt(value, 6) + (f" ± {fmt(se, 3)}" if se is not None and np.isfinite(se) else "")
+
+
+def _best(text: str, best: bool) -> Raw | str:
+    return Raw(f"<strong>{esc(text)}</strong>") if best else text
+
+
+# --- label switching ----------------------------------------------------------------------------------------
+
+
+def label_switching_section(ctx: Context) -> str:
+    ls = ctx.group("label_switching")
+    if ls is None:
+        return ""
+    summary = next((v for v in ctx.summary.verdicts if v.topic == "label switching"), None)
+    facts = [("method", ls.attrs.get("method", "?")),
+             ("verdict", summary.text if summary else ""),
+             ("draws relabelled", f"{ls.attrs.get('n_changed', '?')} of {ls.attrs.get('n_draws_total', '?')}")]
+    parts = [key_value_table(facts)]
+    relabelled = ctx.group("posterior_relabelled")
+    if relabelled is not None and "permutation" in relabelled:
+        perms = relabelled["permutation"].transpose("chain", "draw", ...).values
+        parts.append(figure(figures.permutation_timeline(perms), "permutations",
+                            "The relabelling applied to each draw of each chain; a change of colour is a label switch."))
+    if "modal_perm" in ls:
+        rows = []
+        for i, chain in enumerate(ls["chain"].values):
+            row = [int(chain), "(" + ", ".join(str(int(v)) for v in ls["modal_perm"].values[i]) + ")"]
+            row += [f"{float(ls['modal_share'].values[i]):.0%}" if "modal_share" in ls else "",
+                    int(ls["n_switches"].values[i]) if "n_switches" in ls else "",
+                    int(ls[mode_var].values[i]) if (mode_var := _mode_var(ls)) else ""]
+            rows.append(row)
+        parts.append(subsection("Per chain", table(["chain", "most frequent relabelling", "share of draws", "switches", "mode"], rows)))
+    if "mode_share" in ls:
+        parts.append(subsection("Modes (up to relabelling)", table(
+            ["mode", "share of draws"], [[int(m), f"{float(s):.0%}"] for m, s in zip(ls["mode"].values, ls["mode_share"].values)])))
+    before_after = [v for v in ("rhat_before", "rhat_after", "ess_before", "ess_after") if v in ls]
+    if before_after and "parameter" in ls.dims:
+        rows = [[str(p)] + [fmt(ls[v].values[i]) for v in before_after] for i, p in enumerate(ls["parameter"].values)]
+        parts.append(subsection("R-hat and ESS before and after relabelling",
+                                table(["parameter"] + [v.replace("_", " ") for v in before_after], rows)))
+    return "".join(parts)
+
+
+def _mode_var(ls: xr.Dataset) -> str | None:
+    for name in ("mode", "chain_mode"):
+        if name in ls.data_vars and "chain" in ls[name].dims:
+            return name
+    return None
+
+
+# --- reproducibility ------------------------------------------------------------------------------------------
+
+
+def reproducibility_section(ctx: Context, extra_timings=None) -> str:
+    tree = ctx.tree
+    timings = dict(root_json(tree, "timings", {}) or {})
+    timings.update({k: v for k, v in (extra_timings or {}).items() if v is not None})
+    versions = root_json(tree, "versions", {}) or {}
+    machine = root_json(tree, "machine", {}) or {}
+    seeds = root_json(tree, "seeds", {}) or {}
+    facts = [("command", tree.attrs.get("command", "")), ("spec", tree.attrs.get("spec_name", "")),
+             ("spec file", tree.attrs.get("spec_path", "")), ("seed", tree.attrs.get("seed", "")),
+             ("stage seeds", ", ".join(f"{k} {v}" for k, v in seeds.items()) if isinstance(seeds, dict) else seeds),
+             ("created", tree.attrs.get("created", "")),
+             ("machine", ", ".join(f"{k}: {v}" for k, v in machine.items()) if isinstance(machine, dict) else machine)]
+    timing_rows = [[k, fmt(v, 3)] for k, v in timings.items() if v is not None] if isinstance(timings, dict) else []
+    version_rows = [[k, v] for k, v in versions.items()] if isinstance(versions, dict) else []
+    spec_text = json.dumps(ctx.spec, indent=2, ensure_ascii=False) if ctx.spec else str(tree.attrs.get("spec", ""))
+    return (key_value_table(facts, cls="")
+            + subsection("Time per stage (s)", table(["stage", "seconds"], timing_rows) if timing_rows else "")
+            + subsection("Package versions", table(["package", "version"], version_rows) if version_rows else "")
+            + subsection("Spec as run", f"<pre>{esc(spec_text)}</pre>"))
+

@@ -1,0 +1,333 @@
+"""The summary card: what was fitted, one-line verdicts, and every warning with what to do about it.
+
+Computed once from the results tree (:func:`build_summary`) and shown three ways: the top of the
+HTML report, the reports index, and the terminal (:func:`summary_card_text`).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from emvsbayes.report.markup import attr_flag, fmt, group, plain
+from emvsbayes.report.params import ParamRow, elements, interval_prob, parameter_rows, varying_names
+from emvsbayes.results import root_json
+
+#: R-hat above this, or bulk ESS below this many per chain, is a warning (Vehtari et al. 2021).
+RHAT_LIMIT = 1.01
+ESS_PER_CHAIN = 100
+#: PSIS-LOO is unreliable for an observation whose Pareto k exceeds this (Vehtari et al. 2024).
+PARETO_K_LIMIT = 0.7
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A warning: what is wrong, in plain words, and what to do about it."""
+
+    problem: str
+    advice: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    topic: str
+    text: str
+    ok: bool | None  # None: not applicable / no data / neither good nor bad
+    mark: str = ""  # a word for the badge; "ok"/"CHECK"/"–" from ``ok`` when empty
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosticRow:
+    label: str
+    rhat: float
+    ess_bulk: float
+    ess_tail: float
+    rhat_relabelled: float = float("nan")
+    ess_relabelled: float = float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    title: str
+    facts: list[tuple[str, str]]
+    verdicts: list[Verdict]
+    warnings: list[Finding] = field(default_factory=list)
+
+
+# --- diagnostics --------------------------------------------------------------------------------------
+
+
+def _az_summary(ds: xr.Dataset, names: list[str]):
+    import arviz as az
+
+    return az.summary(ds[names], kind="diagnostics", round_to="none")
+
+
+def diagnostic_rows(tree: xr.DataTree) -> list[DiagnosticRow]:
+    """R-hat and ESS per scalar parameter, of the raw draws and (when written) the relabelled ones."""
+    posterior = group(tree, "posterior")
+    names = varying_names(posterior)
+    if not names or posterior.sizes.get("chain", 0) < 1:
+        return []
+    raw = _az_summary(posterior, names)
+    relabelled_ds = group(tree, "posterior_relabelled")
+    relabelled = _az_summary(relabelled_ds, [n for n in names if n in relabelled_ds]) if relabelled_ds is not None else None
+    rows = []
+    for name in names:
+        for label, _ in elements(posterior[name]):
+            if label not in raw.index:
+                continue
+            r = raw.loc[label]
+            extra = {}
+            if relabelled is not None and label in relabelled.index:
+                extra = {"rhat_relabelled": float(relabelled.loc[label, "r_hat"]),
+                         "ess_relabelled": float(relabelled.loc[label, "ess_bulk"])}
+            rows.append(DiagnosticRow(label, float(r["r_hat"]), float(r["ess_bulk"]), float(r["ess_tail"]), **extra))
+    return rows
+
+
+def n_divergent(tree: xr.DataTree) -> int | None:
+    stats = group(tree, "sample_stats")
+    if stats is None or "diverging" not in stats:
+        return None
+    return int(np.asarray(stats["diverging"].values, dtype=float).sum())
+
+
+# --- facts ----------------------------------------------------------------------------------------------
+
+
+def _model_text(spec: dict, em: xr.Dataset | None) -> str:
+    model = spec.get("model", {}) if isinstance(spec, dict) else {}
+    family = model.get("family", "?")
+    k = model.get("components") or (em.sizes.get("component") if em is not None else "?")
+    text = f"{family} mixture, K = {k}"
+    if family == "coins" and model.get("weights"):
+        text += f", weights {model['weights']}"
+    if family == "gaussian" and model.get("covariance"):
+        text += f", {model['covariance']} covariance"
+    variant = spec.get("bayes", {}).get("variant") if isinstance(spec.get("bayes"), dict) else None
+    return text + (f"; {variant} prior" if variant else "")
+
+
+def _data_text(data: xr.Dataset | None) -> str:
+    if data is None:
+        return "–"
+    source = data.attrs.get("source", "")
+    if "heads" in data:
+        n = data.sizes.get("set", len(data["heads"]))
+        return f"{source}: {n} sets, {int(np.sum(data['tosses'].values))} tosses"
+    if "x" in data:
+        features = [str(f) for f in data["feature"].values] if "feature" in data.coords else []
+        return f"{source}: {data.sizes.get('obs')} observations of {', '.join(features) or data.sizes.get('feature')}"
+    return str(source)
+
+
+def _em_text(tree: xr.DataTree, em: xr.Dataset) -> str:
+    converged = attr_flag(em, "converged", True)
+    text = (f"log-likelihood {fmt(np.asarray(em['loglik'].values).item(), 8)} after {em.attrs.get('n_iter', '?')} "
+            f"iterations{'' if converged else ' (not converged)'}")
+    restarts = group(tree, "em_restarts")
+    if restarts is not None:
+        text += f"; best of {restarts.sizes['restart']} restarts"
+    optima = group(tree, "em_optima")
+    if optima is not None:
+        text += f", {optima.sizes['optimum']} distinct optim{'um' if optima.sizes['optimum'] == 1 else 'a'}"
+    return text
+
+
+def _sampler_text(posterior: xr.Dataset) -> str:
+    sampler = posterior.attrs.get("sampler") or posterior.attrs.get("inference_library", "?")
+    return f"{sampler}, {posterior.sizes.get('chain')} chains × {posterior.sizes.get('draw')} draws"
+
+
+# --- verdicts and warnings ------------------------------------------------------------------------------
+
+
+def _agreement(rows: list[ParamRow], prob: float) -> Verdict:
+    judged = [r for r in rows if not r.fixed and r.em_in_posterior is not None]
+    if not judged:
+        return Verdict("estimates", "no posterior to compare EM with", None)
+    inside = [r for r in judged if r.em_in_posterior]
+    outside = [r.label for r in judged if not r.em_in_posterior]
+    text = f"EM's estimate lies inside the {round(prob * 100)}% posterior interval for {len(inside)} of {len(judged)} parameters"
+    if outside:
+        text += f" (outside: {', '.join(outside[:6])}{' …' if len(outside) > 6 else ''})"
+    return Verdict("estimates", text, not outside)
+
+
+def _diagnostic_findings(rows: list[DiagnosticRow], n_chains: int, n_div: int | None, n_draws: int) -> tuple[Verdict, list[Finding]]:
+    findings = []
+    relabelled = any(np.isfinite(r.rhat_relabelled) for r in rows)
+    rhat_of = (lambda r: r.rhat_relabelled) if relabelled else (lambda r: r.rhat)
+    ess_of = (lambda r: r.ess_relabelled) if relabelled else (lambda r: r.ess_bulk)
+    raw_bad = [r.label for r in rows if r.rhat > RHAT_LIMIT]
+    bad = [r.label for r in rows if rhat_of(r) > RHAT_LIMIT]
+    low = [r.label for r in rows if ess_of(r) < ESS_PER_CHAIN * n_chains]
+    if bad:
+        findings.append(Finding(
+            f"R-hat above {RHAT_LIMIT} for {_names(bad)}{' even after relabelling' if relabelled else ''}: "
+            "the chains disagree, so they have not all found the same posterior (different modes, or too few draws).",
+            "Look at the trace and rank plots and the label-switching section; run more tuning and draws "
+            "([bayes] tune, draws), start the chains from different EM optima, and do not report one mean per "
+            "component while chains sit in different modes."))
+    elif raw_bad:
+        findings.append(Finding(
+            f"R-hat above {RHAT_LIMIT} for the raw draws of {_names(raw_bad)}, caused by label switching: after "
+            "relabelling every R-hat is at most 1.01.",
+            "Read per-component summaries from the relabelled draws (as this report does); the raw per-component "
+            "means average over labellings and mean nothing."))
+    if low:
+        findings.append(Finding(
+            f"Effective sample size below {ESS_PER_CHAIN * n_chains} ({ESS_PER_CHAIN} per chain) for {_names(low)}: "
+            "the intervals and their digits are not reliable.",
+            "Draw more ([bayes] draws), or reparametrise if the chains move slowly."))
+    if n_div:
+        findings.append(Finding(
+            f"{n_div} divergent transitions ({100 * n_div / max(n_draws, 1):.1g}% of draws): the sampler could not "
+            "follow the posterior's curvature, so part of it may be missing.",
+            "Raise [bayes] target_accept (e.g. 0.95 or 0.99); if divergences remain, the model needs a different "
+            "parametrisation or stronger priors (e.g. on the scales)."))
+    problems = [p for p, flag in (("R-hat", bad), ("ESS", low), ("divergences", n_div)) if flag]
+    text = ("passed: every R-hat ≤ 1.01, bulk ESS ≥ 100 per chain, no divergences" if not problems
+            else "failed: " + ", ".join(problems))
+    if relabelled and not problems:
+        text += " (relabelled draws)"
+    return Verdict("diagnostics", text, not problems), findings
+
+
+def _names(labels: list[str], limit: int = 6) -> str:
+    return ", ".join(labels[:limit]) + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
+
+
+def _label_switching(ls: xr.Dataset | None) -> tuple[Verdict, list[Finding]]:
+    if ls is None:
+        return Verdict("label switching", "not checked (no label-switching results)", None), []
+    seen = attr_flag(ls, "label_switching", False)
+    modes = attr_flag(ls, "distinct_modes", False)
+    method = ls.attrs.get("method", "?")
+    changed, total = ls.attrs.get("n_changed"), ls.attrs.get("n_draws_total")
+    if seen:
+        text = "seen"
+        if "n_switches" in ls:
+            switches = int(np.sum(ls["n_switches"].values))
+            text += f": {switches} switch{'' if switches == 1 else 'es'} within chains"
+        if changed is not None:
+            text += f"; {changed}{f' of {total}' if total is not None else ''} draws relabelled ({method})"
+    else:
+        text = f"not seen ({method})"
+    findings = []
+    if modes:
+        text += "; distinct modes"
+        findings.append(Finding(
+            "The posterior has genuinely different modes, not only relabelled copies of one answer: the chains "
+            "settled in different explanations of the data, and EM's single answer shows only one of them.",
+            "Report the modes separately (label-switching section, with their shares); consider another number of "
+            "components, or more informative priors."))
+    return Verdict("label switching", text, False if modes else None,
+                   "modes" if modes else ("seen" if seen else "none")), findings
+
+
+def _em_findings(tree: xr.DataTree, em: xr.Dataset | None) -> list[Finding]:
+    findings = []
+    if em is not None and not attr_flag(em, "converged", True):
+        findings.append(Finding(
+            f"EM stopped after {em.attrs.get('n_iter', '?')} iterations without converging: its answer is not yet a "
+            "maximum of the likelihood.", "Raise [em] max_iter, or loosen [em] tol."))
+    restarts = group(tree, "em_restarts")
+    if restarts is not None and "converged" in restarts:
+        n_bad = int(np.sum(np.asarray(restarts["converged"].values) == 0))
+        if n_bad:
+            findings.append(Finding(f"{n_bad} of {restarts.sizes['restart']} EM restarts did not converge.",
+                                    "Raise [em] max_iter; the best restart is still used if it converged."))
+    failed = int(em.attrs.get("n_failed_restarts", 0) or 0) if em is not None else 0
+    if failed:
+        findings.append(Finding(
+            f"{failed} EM restarts failed ({em.attrs.get('failure', '')}).",
+            "A component collapsed onto too few points: raise [em] reg_covar, use fewer components, or standardise the data."))
+    info = group(tree, "em_information")
+    if info is not None and attr_flag(info, "singular", False):
+        findings.append(Finding(
+            f"The observed information is singular ({info.attrs.get('reason', 'no reason given')}): EM's standard errors "
+            "and Wald intervals do not exist here.",
+            "Use the bootstrap or posterior intervals instead; a component on the boundary or nearly empty often "
+            "means K is too large."))
+    return findings
+
+
+def _pareto_findings(tree: xr.DataTree) -> list[Finding]:
+    choice = group(tree, "model_choice")
+    if choice is None or "n_pareto_k_bad" not in choice:
+        return []
+    bad = [(k, int(n)) for k, n in zip(choice["K"].values, choice["n_pareto_k_bad"].values) if np.isfinite(n) and n > 0]
+    if not bad:
+        return []
+    return [Finding(
+        "PSIS-LOO is unreliable (Pareto k > 0.7) for " + "; ".join(f"K = {k}: {n} observations" for k, n in bad)
+        + ": their elpd_loo can be badly off.",
+        "Do not choose K by elpd_loo alone where k is high; use K-fold cross-validation or moment matching, "
+        "and compare with BIC/ICL.")]
+
+
+def build_summary(tree: xr.DataTree, *, params: list[ParamRow] | None = None,
+                  diagnostics: list[DiagnosticRow] | None = None) -> Summary:
+    """The card's facts, verdicts and warnings (``params``/``diagnostics`` reuse rows already computed)."""
+    spec = root_json(tree, "spec", {}) or {}
+    spec = spec if isinstance(spec, dict) else {}
+    em = group(tree, "em")
+    posterior = group(tree, "posterior")
+    facts = [("model", _model_text(spec, em)), ("data", _data_text(group(tree, "data")))]
+    if em is not None:
+        facts.append(("EM", _em_text(tree, em)))
+    if posterior is not None:
+        facts.append(("sampler", _sampler_text(posterior)))
+    verdicts: list[Verdict] = []
+    warnings = _em_findings(tree, em)
+    if posterior is not None:
+        params = parameter_rows(tree) if params is None else params
+        diagnostics = diagnostic_rows(tree) if diagnostics is None else diagnostics
+        verdicts.append(_agreement(params, interval_prob(tree)))
+        verdict, findings = _diagnostic_findings(diagnostics, posterior.sizes.get("chain", 1), n_divergent(tree),
+                                                 posterior.sizes.get("chain", 1) * posterior.sizes.get("draw", 1))
+        verdicts.append(verdict)
+        warnings += findings
+        verdict, findings = _label_switching(group(tree, "label_switching"))
+        verdicts.append(verdict)
+        warnings += findings
+    warnings += _pareto_findings(tree)
+    title = str(tree.attrs.get("title") or tree.attrs.get("spec_name") or "emvsbayes report")
+    return Summary(title, facts, verdicts, warnings)
+
+
+def verdict_mark(verdict: Verdict) -> str:
+    return verdict.mark or {True: "ok", False: "CHECK", None: "–"}[verdict.ok]
+
+
+def summary_card_text(tree: xr.DataTree, width: int = 100) -> str:
+    """The summary card as a plain-text table for the terminal (no control characters)."""
+    summary = build_summary(tree)
+    label_width = max(len(label) for label, _ in summary.facts + [(v.topic, "") for v in summary.verdicts])
+
+    def row(label: str, text: str, mark: str = "") -> list[str]:
+        lead = f"{plain(label):<{label_width}}  " + (f"{mark:<5} " if mark else "")
+        return textwrap.wrap(plain(text), width=width, initial_indent=lead,
+                             subsequent_indent=" " * len(lead)) or [lead.rstrip()]
+
+    lines = [plain(summary.title), "=" * min(width, max(len(plain(summary.title)), 10))]
+    for label, text in summary.facts:
+        lines += row(label, text)
+    if summary.verdicts:
+        lines.append("")
+        for verdict in summary.verdicts:
+            lines += row(verdict.topic, verdict.text, verdict_mark(verdict))
+    lines.append("")
+    if not summary.warnings:
+        lines.append("No warnings.")
+    for i, finding in enumerate(summary.warnings, 1):
+        lines += textwrap.wrap(plain(finding.problem), width=width, initial_indent=f"warning {i}: ",
+                               subsequent_indent="  ")
+        lines += textwrap.wrap("what to do: " + plain(finding.advice), width=width, initial_indent="  ",
+                               subsequent_indent="  ")
+    return "\n".join(lines)

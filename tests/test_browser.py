@@ -1,0 +1,263 @@
+"""The report in a real browser: headless Chromium driven over the DevTools protocol (a small client on
+``--remote-debugging-pipe``, standard library only). For each page: no console errors, no request but
+the file itself, every figure the results imply is there as SVG, the screenshot is not blank, and
+user strings that look like scripts are shown as text and never run."""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import io
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emvsbayes.report import render_report_file
+from emvsbayes.results import read_results
+from test_report import XSS, synthetic_tree
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
+
+
+class DevTools:
+    """Chromium with the DevTools protocol on a pipe: fd 3 carries commands in, fd 4 replies and events
+    out, each message JSON terminated by a NUL byte."""
+
+    def __init__(self, user_data_dir: Path, timeout: float = 60.0):
+        self.timeout = timeout
+        to_browser_r, to_browser_w = os.pipe()
+        from_browser_r, from_browser_w = os.pipe()
+        # keep the browser's ends away from 3 and 4 before dup2 puts them there
+        child_in = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
+        child_out = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+
+        def wire_pipes():
+            os.dup2(child_in, 3)
+            os.dup2(child_out, 4)
+
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-extensions", "--hide-scrollbars",
+             f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=wire_pipes, close_fds=False)
+        os.close(child_in)
+        os.close(child_out)
+        self.out, self.inp = to_browser_w, from_browser_r
+        self.buffer = b""
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def _read_message(self, deadline: float) -> dict:
+        while b"\0" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.inp], [], [], remaining)[0]:
+                raise TimeoutError("no answer from chromium")
+            chunk = os.read(self.inp, 1 << 20)
+            if not chunk:
+                raise ConnectionError("chromium closed the DevTools pipe")
+            self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self.out, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            reply = self._read_message(deadline)
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, method: str, session: str) -> dict:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            for event in self.events:
+                if event.get("method") == method and event.get("sessionId") == session:
+                    return event
+            self.events.append(self._read_message(deadline))
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+        except (ConnectionError, TimeoutError, RuntimeError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.out)
+        os.close(self.inp)
+
+
+PAGE_PROBE = """JSON.stringify({
+  svgs: document.querySelectorAll('svg').length,
+  figures: [...document.querySelectorAll('figure.fig')].map(f => [f.dataset.fig, f.querySelectorAll(':scope > svg').length]),
+  scripts: document.querySelectorAll('script').length,
+  xss: typeof window.__xss,
+  text: document.body.innerText,
+  height: document.documentElement.scrollHeight
+})"""
+
+
+def load(devtools: DevTools, path: Path) -> dict:
+    """Open ``path`` in a new tab; what it showed, logged and requested, and a screenshot."""
+    target = devtools.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+    session = devtools.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for domain in ("Page", "Runtime", "Log", "Network"):
+        devtools.call(f"{domain}.enable", session=session)
+    devtools.call("Emulation.setDeviceMetricsOverride",
+                  {"width": 1200, "height": 1600, "deviceScaleFactor": 1, "mobile": False}, session)
+    first_event = len(devtools.events)
+    url = path.resolve().as_uri()
+    devtools.call("Page.navigate", {"url": url}, session)
+    devtools.wait_for("Page.loadEventFired", session)
+    probe = json.loads(devtools.call("Runtime.evaluate", {"expression": PAGE_PROBE, "returnByValue": True},
+                                     session)["result"]["value"])
+    png = base64.b64decode(devtools.call("Page.captureScreenshot", {"format": "png"}, session)["data"])
+    events = [e for e in devtools.events[first_event:] if e.get("sessionId") == session]
+    devtools.call("Target.closeTarget", {"targetId": target})
+    errors = [e["params"] for e in events if e.get("method") == "Runtime.exceptionThrown"
+              or (e.get("method") == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert"))
+              or (e.get("method") == "Log.entryAdded" and e["params"]["entry"].get("level") == "error")]
+    requests = [e["params"]["request"]["url"] for e in events if e.get("method") == "Network.requestWillBeSent"]
+    return {"url": url, "probe": probe, "png": png, "errors": errors, "requests": requests}
+
+
+def expected_figures(tree) -> list[str]:
+    """The figures a results tree implies, worked out here from its groups (not by the report's code)."""
+    groups = set(tree.children)
+
+    def varying(group_name, names=("theta", "w", "mu", "sigma", "cov")):
+        ds = tree[group_name]
+        return [n for n in names if n in ds and np.ptp(ds[n].values) > 0]
+
+    names = []
+    if "data" in groups and "x" in tree["data"]:
+        names.append("data")
+    if "em_trace" in groups:
+        names.append("em-loglik")
+        if varying("em_trace"):
+            names.append("em-parameters")
+    if "em_restarts" in groups:
+        names.append("em-restarts")
+    if "posterior" in groups:
+        if varying("posterior", ("theta", "mu")) and tree["posterior"].sizes.get("component", 0) >= 2:
+            names.append("joint")
+        names += ["trace-before", "rank-before"]
+        if "posterior_relabelled" in groups:
+            names += ["trace-after", "rank-after"]
+    if "em" in groups and varying("posterior" if "posterior" in groups else "em"):
+        names.append("forest")
+    if "exact" in groups and "theta_sorted_mean" in tree["exact"] and "posterior" in groups:
+        names.append("theta-sorted")
+    if "model_choice" in groups:
+        names.append("model-choice")
+    if "label_switching" in groups and "posterior_relabelled" in groups:
+        names.append("permutations")
+    return names
+
+
+def distinct_colours(png: bytes) -> int:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    return len(image.getcolors(maxcolors=1 << 20) or [])
+
+
+def assert_clean_page(result: dict, tree) -> None:
+    probe = result["probe"]
+    assert result["errors"] == [], result["errors"]
+    assert set(result["requests"]) <= {result["url"]}, result["requests"]
+    assert probe["scripts"] == 0
+    expected = expected_figures(tree)
+    assert sorted(name for name, _ in probe["figures"]) == sorted(expected)
+    assert all(count == 1 for _, count in probe["figures"]), probe["figures"]
+    assert probe["svgs"] == len(expected)
+    assert distinct_colours(result["png"]) > 50, "the screenshot looks blank"
+    assert probe["height"] > 2000
+
+
+@pytest.fixture(scope="module")
+def devtools(tmp_path_factory):
+    browser = DevTools(tmp_path_factory.mktemp("chromium-profile"))
+    yield browser
+    browser.close()
+
+
+def write_report(tree, folder: Path) -> Path:
+    return render_report_file(tree, folder / "index.html")
+
+
+@pytest.mark.slow
+def test_lecture_report_in_browser(devtools, lecture_run, tmp_path):
+    tree = read_results(lecture_run / "results.nc")
+    page = write_report(tree, tmp_path)  # the current renderer, from the run's results alone
+    result = load(devtools, page)
+    assert_clean_page(result, tree)
+    for text in ("Two coins (the EM lesson)", "Soft EM, step by step", "Label switching", "Reproducibility"):
+        assert text in result["probe"]["text"]
+    shutil.copy(page, lecture_run / "index.browser-test.html")
+    (lecture_run / "screenshot.png").write_bytes(result["png"])
+
+
+@pytest.mark.parametrize("features", [("eruptions", "waiting"), ("velocity",), ("a", "b", "c", "d", "e")])
+def test_synthetic_gaussian_report_in_browser(devtools, tmp_path, features):
+    tree = synthetic_tree(features=features, n_obs=300)
+    result = load(devtools, write_report(tree, tmp_path))
+    assert_clean_page(result, tree)
+
+
+def test_minimal_report_in_browser(devtools, tmp_path):
+    tree = synthetic_tree(label_switching=False, extras=False)
+    for name in ("posterior", "sample_stats", "posterior_membership", "em_restarts", "em_optima"):
+        del tree[name]
+    result = load(devtools, write_report(tree, tmp_path))
+    assert result["errors"] == [] and set(result["requests"]) <= {result["url"]}
+    assert sorted(name for name, _ in result["probe"]["figures"]) == sorted(expected_figures(tree))
+
+
+def test_script_in_user_strings_shows_as_text_and_never_runs(devtools, tmp_path):
+    tree = synthetic_tree(title=XSS, features=(XSS, "b"), obs_label=XSS, n_obs=12)
+    result = load(devtools, write_report(tree, tmp_path))
+    probe = result["probe"]
+    assert probe["xss"] == "undefined" and probe["scripts"] == 0
+    assert XSS in probe["text"]  # shown as text: title, column names, spec
+    assert_clean_page(result, tree)
+
+
+def test_the_harness_sees_what_it_checks_for(devtools, tmp_path):
+    """A bad page (no CSP, an inline script, a script error, a remote image) must trip every check."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><body><p>bad</p><script>window.__xss = 1; console.error('boom');</script>"
+                   "<img src='http://127.0.0.1:9/x.png'></body></html>", encoding="utf-8")
+    result = load(devtools, bad)
+    assert result["probe"]["xss"] == "number"
+    assert result["errors"]
+    assert any(url.startswith("http://127.0.0.1:9/") for url in result["requests"])
+    # the report's Content-Security-Policy blocks the same script, and the block is reported as an error
+    page = (tmp_path / "csp.html")
+    from emvsbayes.report.render import CONTENT_SECURITY_POLICY
+
+    page.write_text(f"<!DOCTYPE html><html><head><meta http-equiv='Content-Security-Policy' content=\"{CONTENT_SECURITY_POLICY}\">"
+                    "</head><body><script>window.__xss = 1</script></body></html>", encoding="utf-8")
+    result = load(devtools, page)
+    assert result["probe"]["xss"] == "undefined" and result["errors"]

@@ -1,0 +1,261 @@
+"""The report from synthetic results trees: sections appear with their data, warnings say what to do,
+user strings are escaped (in HTML and in matplotlib's SVG), the page stays small, and the index and
+terminal card read the same trees."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from emvsbayes.report import figures, refresh_index, render_report, render_report_file, summary_card_text
+from emvsbayes.report.markup import esc
+from emvsbayes.report.sections import Context, data_section, summary_section
+from emvsbayes.results import build_tree, write_results
+
+XSS = "<script>window.__xss=1</script>"
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def synthetic_tree(*, n_obs=60, features=("length", "width"), k=2, chains=4, draws=200, seed=0, title="Synthetic run",
+                   obs_label="obs", label_switching=True, extras=True, rhat_bad=False, diverging=0,
+                   converged=True, singular=False, pareto_bad=0, distinct_modes=False) -> xr.DataTree:
+    """A Gaussian results tree with the groups and names of ``shared/RESULTS.md``, made of seeded noise.
+
+    ``features`` gives the data's column names (one name: a 1-D mixture with ``sigma``; more: ``cov``).
+    ``extras`` adds the uncertainty and model-choice groups.
+    """
+    rng = np.random.default_rng(seed)
+    d = len(features)
+    comp = np.arange(k)
+    obs = [f"{obs_label}{i}" for i in range(n_obs)]
+    truth = rng.integers(0, k, n_obs)
+    mu = np.arange(k)[:, None] * 3.0 + np.zeros(d)
+    x = mu[truth] + rng.normal(size=(n_obs, d))
+    resp = np.clip(np.eye(k)[truth] * 0.9 + 0.1 / k, 0, 1)
+    resp /= resp.sum(axis=1, keepdims=True)
+    coords = {"component": comp, "feature": list(features), "feature_bis": list(features)}
+    w = np.full(k, 1 / k)
+    params = {"w": (("component",), w), "mu": (("component", "feature"), mu)}
+    if d == 1:
+        params = {"w": (("component",), w), "mu": (("component",), mu[:, 0]), "sigma": (("component",), np.ones(k))}
+    else:
+        params["cov"] = (("component", "feature", "feature_bis"), np.stack([np.eye(d)] * k))
+    groups = {
+        "data": xr.Dataset({"x": (("obs", "feature"), x), "true_component": ("obs", truth)},
+                           coords={"obs": obs, "feature": list(features)},
+                           attrs={"source": f"synthetic {XSS if title == XSS else ''}", "kind": "continuous"}),
+        "em": xr.Dataset({**params, "loglik": -123.4, "resp": (("obs", "component"), resp)},
+                         coords={**coords, "obs": obs}, attrs={"n_iter": 12, "converged": int(converged)}),
+    }
+    groups["em"] = groups["em"].drop_vars([c for c in ("feature", "feature_bis") if c not in groups["em"].dims])
+    n_iter = 6
+    groups["em_trace"] = xr.Dataset(
+        {name: (("iteration", *dims), np.stack([np.asarray(v) * (1 + 0.1 * (n_iter - i) / n_iter) for i in range(n_iter)]))
+         for name, (dims, v) in params.items()} | {"loglik": ("iteration", np.linspace(-150, -123.4, n_iter))},
+        coords={"iteration": np.arange(n_iter)})
+    n_restarts = 5
+    groups["em_restarts"] = xr.Dataset(
+        {name: (("restart", *dims), np.stack([np.asarray(v)] * n_restarts)) for name, (dims, v) in params.items()}
+        | {"loglik": ("restart", [-123.4, -123.4, -130.0, -123.4, -130.0]), "n_iter": ("restart", [12, 9, 30, 11, 25]),
+           "converged": ("restart", np.array([1, 1, 1, 1, 1], dtype=np.int8)),
+           "init_loglik": ("restart", [-160.0, -150.0, -170.0, -155.0, -165.0])},
+        coords={"restart": np.arange(n_restarts)}, attrs={"best_restart": 0})
+    groups["em_optima"] = xr.Dataset(
+        {"loglik": ("optimum", [-123.4, -130.0]), "count": ("optimum", [3, 2]), "representative": ("optimum", [0, 2]),
+         "optimum_of_restart": ("restart", [0, 0, 1, 0, 1])}, coords={"optimum": [0, 1], "restart": np.arange(n_restarts)})
+
+    def draws_like(value, dims):
+        value = np.asarray(value, dtype=float)
+        noise = 0.05 * rng.normal(size=(chains, draws, *value.shape))
+        out = value + noise
+        if rhat_bad:
+            out = out + np.arange(chains).reshape(chains, 1, *([1] * value.ndim)) * 0.5
+        return (("chain", "draw", *dims), out)
+
+    sample_coords = {"chain": np.arange(chains), "draw": np.arange(draws)}
+    posterior = xr.Dataset({name: draws_like(v, dims) for name, (dims, v) in params.items()},
+                           coords={**sample_coords, **coords}, attrs={"sampler": "nutpie"})
+    if d > 1:  # a covariance is symmetric in every draw
+        posterior["cov"] = (posterior["cov"] + posterior["cov"].rename(feature="feature_bis", feature_bis="feature")) / 2
+    groups["posterior"] = posterior
+    div = np.zeros((chains, draws), dtype=np.int8)
+    div.flat[:diverging] = 1
+    groups["sample_stats"] = xr.Dataset({"diverging": (("chain", "draw"), div),
+                                         "step_size": (("chain", "draw"), np.full((chains, draws), 0.5))}, coords=sample_coords)
+    groups["posterior_membership"] = xr.Dataset(
+        {"membership": (("obs", "component"), np.full((n_obs, k), 1 / k)), "membership_relabelled": (("obs", "component"), resp)},
+        coords={"obs": obs, "component": comp})
+    if label_switching:
+        perms = np.tile(comp, (chains, draws, 1))
+        perms[0, draws // 2:] = comp[::-1]
+        relabelled = posterior.copy()
+        relabelled["permutation"] = (("chain", "draw", "component"), perms)
+        relabelled.attrs = {"method": "stephens", "n_changed": draws // 2}
+        groups["posterior_relabelled"] = relabelled
+        labels = [f"w[{c}]" for c in comp]
+        groups["label_switching"] = xr.Dataset(
+            {"modal_perm": (("chain", "component"), np.tile(comp, (chains, 1))),
+             "modal_share": ("chain", [0.5] + [1.0] * (chains - 1)), "n_switches": ("chain", [1] + [0] * (chains - 1)),
+             "chain_mode": ("chain", np.zeros(chains, dtype=int)), "mode_share": ("mode", [1.0]),
+             "rhat_before": ("parameter", np.full(k, 1.2)), "rhat_after": ("parameter", np.full(k, 1.001)),
+             "ess_before": ("parameter", np.full(k, 50.0)), "ess_after": ("parameter", np.full(k, 800.0))},
+            coords={"chain": np.arange(chains), "component": comp, "mode": [0], "parameter": labels},
+            attrs={"method": "stephens", "n_changed": draws // 2, "n_draws_total": chains * draws,
+                   "label_switching": 1, "distinct_modes": int(distinct_modes)})
+    if extras:
+        info = xr.Dataset(coords={k_: v for k_, v in coords.items()})
+        for name, (dims, v) in params.items():
+            se = np.full(np.shape(v), np.nan if singular else 0.1)
+            info[f"se_{name}"] = (dims, se)
+            info[f"wald_lower_{name}"] = (dims, np.asarray(v) - 1.6 * se)
+            info[f"wald_upper_{name}"] = (dims, np.asarray(v) + 1.6 * se)
+        info.attrs = {"singular": int(singular), "reason": "a component is nearly empty" if singular else ""}
+        groups["em_information"] = info.drop_vars([c for c in ("feature", "feature_bis") if c not in info.dims])
+        n_rep = 50
+        groups["em_bootstrap"] = xr.Dataset(
+            {name: (("replicate", *dims), np.asarray(v) + 0.1 * rng.normal(size=(n_rep, *np.shape(v))))
+             for name, (dims, v) in params.items()}, coords={"replicate": np.arange(n_rep)})
+        ks = np.arange(1, 5)
+        groups["model_choice"] = xr.Dataset(
+            {"bic": ("K", [300.0, 250.0, 260.0, 270.0]), "aic": ("K", [290.0, 240.0, 245.0, 250.0]),
+             "icl": ("K", [300.0, 255.0, 270.0, 290.0]), "elpd_loo": ("K", [-150.0, -120.0, -121.0, np.nan]),
+             "elpd_loo_se": ("K", [5.0, 4.0, 4.2, np.nan]), "p_loo": ("K", [2.0, 5.0, 8.0, np.nan]),
+             "n_pareto_k_bad": ("K", [0.0, 0.0, float(pareto_bad), np.nan]),
+             "note": ("K", ["", "", "", f"ill-posed {XSS if title == XSS else ''}"])}, coords={"K": ks})
+        groups["membership_agreement"] = xr.Dataset({"mean_abs_diff": 0.03, "ari_em_posterior": 0.97},
+                                                    attrs={"entropy_em": 0.12})
+    spec = {"title": title, "model": {"family": "gaussian", "components": k, "covariance": "full"},
+            "bayes": {"variant": "symmetric"}, "report": {"interval_prob": 0.89}, "note": title}
+    attrs = {"title": title, "spec_name": "synthetic", "spec": spec, "spec_path": f"/tmp/{title}.toml", "seed": seed,
+             "seeds": {"em": 1, "sampler": 2}, "versions": {"numpy": np.__version__}, "machine": {"cores": 1},
+             "timings": {"em": 0.1, "sampling": 1.0}, "command": f"emvsbayes run '{title}'", "created": "2026-01-01T00:00:00"}
+    return build_tree(groups, attrs)
+
+
+def figure_names(page: str) -> list[str]:
+    return re.findall(r'<figure class="fig" data-fig="([^"]+)">', page)
+
+
+@pytest.fixture(scope="module")
+def full_page():
+    return render_report(synthetic_tree())
+
+
+def test_every_section_appears_with_its_data(full_page):
+    for anchor in ("summary", "data", "em", "bayes", "comparison", "label-switching", "reproducibility"):
+        assert f'<section id="{anchor}">' in full_page, anchor
+    for text in ("Distinct local optima", "Every restart", "Wald 89%", "bootstrap 89%", "Choosing K", "ari_em_posterior",
+                 "R-hat and ESS before and after relabelling", "Per chain", "Spec as run"):
+        assert text in full_page, text
+    assert figure_names(full_page) == ["data", "em-loglik", "em-parameters", "em-restarts", "joint", "trace-before",
+                                       "rank-before", "trace-after", "rank-after", "forest", "model-choice", "permutations"]
+    assert full_page.count("<svg") == len(figure_names(full_page))
+
+
+def test_sections_without_their_data_are_left_out():
+    tree = synthetic_tree(label_switching=False, extras=False)
+    for name in ("posterior", "sample_stats", "posterior_membership", "em_restarts", "em_optima"):
+        del tree[name]
+    page = render_report(tree)
+    assert '<section id="bayes">' not in page and '<section id="label-switching">' not in page
+    assert "Choosing K" not in page and "Wald" not in page and "Distinct local optima" not in page
+    assert figure_names(page) == ["data", "em-loglik", "em-parameters", "forest"]
+
+
+@pytest.mark.parametrize("features", [("x",), ("a", "b", "c"), tuple(f"f{i}" for i in range(6))])
+def test_data_figure_by_dimension(features):
+    page = data_section(Context(synthetic_tree(features=features, extras=False)))
+    assert figure_names(page) == ["data"]
+    if len(features) > 4:
+        assert "principal component" in page
+
+
+def test_user_strings_are_escaped_in_html_and_svg():
+    tree = synthetic_tree(title=XSS, features=(XSS, "b"), obs_label=XSS, n_obs=12)
+    page = render_report(tree)
+    assert "<script" not in page.lower()
+    assert esc(XSS) in page  # shown as text
+    # matplotlib's SVG writer escapes text it draws (here a column name on an axis)
+    assert "&lt;script&gt;" in page[page.index('data-fig="data"'):]
+
+
+def test_matplotlib_svg_escapes_text():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.set(xlabel=XSS, title="a & b <c>")
+    ax.set_xticks([0, 1], [XSS, '"quoted"'])
+    svg = figures.to_svg(fig)
+    assert "<script" not in svg and "&lt;script&gt;" in svg and "a &amp; b &lt;c&gt;" in svg
+
+
+def test_svg_ids_unique_across_figures(full_page):
+    ids = re.findall(r'\sid="([^"]+)"', full_page)
+    assert len(ids) == len(set(ids))
+    referenced = set(re.findall(r'(?:href="#|url\(#)([^")]+)', full_page))
+    assert referenced <= set(ids)
+
+
+@pytest.mark.parametrize(("options", "phrase"), [
+    ({"diverging": 7}, "7 divergent transitions"),
+    ({"rhat_bad": True, "label_switching": False}, "R-hat above 1.01"),
+    ({"converged": False}, "without converging"),
+    ({"singular": True}, "observed information is singular"),
+    ({"pareto_bad": 3}, "Pareto k > 0.7"),
+    ({"distinct_modes": True}, "genuinely different modes"),
+])
+def test_warnings_say_what_to_do(options, phrase):
+    tree = synthetic_tree(**options)
+    page = summary_section(Context(tree))
+    card = summary_card_text(tree)
+    assert esc(phrase) in page and phrase in card
+    assert "What to do" in page and "what to do" in card
+
+
+def test_clean_run_has_no_warnings(full_page):
+    assert "No warnings." in full_page
+
+
+def test_summary_card_text_has_no_control_characters():
+    tree = synthetic_tree(title="bad\x1b[31mred\x07 title\r", extras=False)
+    card = summary_card_text(tree)
+    assert not CONTROL.search(card.replace("\n", ""))
+    assert "bad[31mred title" in card
+    assert "estimates" in card and "diagnostics" in card and "label switching" in card
+
+
+def test_large_data_page_stays_small(tmp_path):
+    tree = synthetic_tree(n_obs=20000, features=("a", "b", "c"), k=3, draws=1000)
+    path = render_report_file(tree, tmp_path / "index.html")
+    assert path.stat().st_size < 5_000_000
+    # at most MAX_POINTS points per scatter panel: count the marker uses in the data figure
+    page = path.read_text(encoding="utf-8")
+    data_fig = page[page.index('data-fig="data"'):page.index('data-fig="em-loglik"')]
+    panels = 3  # lower triangle of a 3x3 pair plot
+    assert data_fig.count("<use") <= panels * figures.MAX_POINTS + 100
+
+
+def test_rendering_is_deterministic():
+    tree = synthetic_tree(extras=False)
+    assert render_report(tree) == render_report(tree)
+
+
+def test_refresh_index_lists_runs_and_skips_unreadable(tmp_path):
+    for name, title in (("run-a", "First run"), ("<b>odd", XSS)):
+        tree = synthetic_tree(title=title, extras=False)
+        write_results(tree, tmp_path / name / "results.nc")
+        render_report_file(tree, tmp_path / name / "index.html")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.nc").write_bytes(b"not a netcdf file")
+    (tmp_path / "not-a-run").mkdir()
+    path = refresh_index(tmp_path)
+    page = path.read_text(encoding="utf-8")
+    assert path == tmp_path / "index.html"
+    assert 'href="run-a/index.html"' in page and "First run" in page
+    assert "%3Cb%3Eodd/index.html" in page and "<b>odd" not in page and "<script" not in page.lower()
+    assert "skipped" in page and "broken" in page and "not-a-run" not in page
+    assert "gaussian mixture, K = 2" in page
+    assert not list(tmp_path.glob(".index.html*"))  # no temporary file left behind
