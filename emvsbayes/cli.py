@@ -108,12 +108,26 @@ def _cmd_study(args) -> int:
 COMMANDS = {"run": _cmd_run, "report": _cmd_report, "study": _cmd_study, "datasets": _cmd_datasets}
 
 
+def _quiet_libraries(quiet: bool) -> None:
+    """Keep the terminal to what a user needs: the sampler's progress, our messages, errors."""
+    import logging
+    import warnings
+
+    # pytensor warns at every import that it found no BLAS; it says nothing the user can act on here.
+    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
+    if quiet:
+        warnings.filterwarnings("ignore")
+        for name in ("pymc", "pytensor", "arviz", "nutpie", "distributed"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
         args = _parser().parse_args(argv)
         args.quiet = getattr(args, "quiet", False)
+        _quiet_libraries(args.quiet)
         if args.command is None:
             _parser().print_help()
             return 2
