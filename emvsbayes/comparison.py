@@ -71,3 +71,46 @@ def agreement_group(obs_dim: str, obs_labels, em_resp: np.ndarray, posterior_mem
     ds = xr.Dataset(data, coords={obs_dim: list(obs_labels), "labelling": list(names), "labelling_bis": list(names)})
     ds.attrs.update(attrs)
     return ds
+
+
+#: Columns of the ``model_choice`` group, one row per K. Information criteria: lower is better;
+#: elpd (LOO, WAIC) and the log evidence: higher is better.
+MODEL_CHOICE_COLUMNS = ("loglik", "n_params", "bic", "aic", "icl", "elpd_loo", "elpd_loo_se", "p_loo",
+                        "n_pareto_k_bad", "elpd_waic", "log_evidence")
+
+
+def model_choice_row(criteria=None, predictive=None, *, log_evidence=float("nan"), note: str = "",
+                     n_params: int | None = None) -> dict:
+    """One K's row from :class:`~emvsbayes.uncertainty.InformationCriteria` and
+    :class:`~emvsbayes.uncertainty.PredictiveCriteria` (either may be missing)."""
+    nan = float("nan")
+    row = {name: nan for name in MODEL_CHOICE_COLUMNS}
+    if criteria is not None:
+        row.update(loglik=criteria.loglik, n_params=criteria.n_params, bic=criteria.bic, aic=criteria.aic,
+                   icl=criteria.icl)
+    elif n_params is not None:
+        row["n_params"] = n_params
+    if predictive is not None:
+        row.update(elpd_loo=predictive.elpd_loo, elpd_loo_se=predictive.se_loo, p_loo=predictive.p_loo,
+                   n_pareto_k_bad=predictive.n_bad_k, elpd_waic=predictive.elpd_waic)
+    row["log_evidence"] = log_evidence
+    row["note"] = note
+    return row
+
+
+def model_choice_group(rows: Mapping[int, dict], **attrs) -> xr.Dataset:
+    """The ``model_choice`` group over dimension ``K``, with which K each criterion prefers."""
+    ks = sorted(rows)
+    ds = xr.Dataset({name: ("K", np.array([rows[k][name] for k in ks], dtype=float)) for name in MODEL_CHOICE_COLUMNS},
+                    coords={"K": ks})
+    ds["note"] = ("K", np.array([rows[k]["note"] for k in ks], dtype=str))
+    best = {}
+    for name, better in (("bic", np.nanargmin), ("aic", np.nanargmin), ("icl", np.nanargmin),
+                         ("elpd_loo", np.nanargmax), ("log_evidence", np.nanargmax)):
+        values = ds[name].values
+        if np.any(np.isfinite(values)):
+            best[f"best_by_{name}"] = int(ks[int(better(values))])
+    ds.attrs.update(attrs, **best)
+    chosen = set(best.values())
+    ds.attrs["agree"] = int(len(chosen) <= 1)
+    return ds

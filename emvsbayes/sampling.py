@@ -46,6 +46,30 @@ def available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+def finite_starts(model, initvals: Sequence[dict]) -> list[dict]:
+    """The starting points at which the model's log-density and its gradient are finite.
+
+    An EM answer can sit where the prior has no density (a covariance at the edge of positive
+    definiteness, a weight of exactly 0); such a start would stop the sampler, so it is dropped and
+    the chains use the other starts, or PyMC's own initial point when none is left.
+    """
+    from pymc.initial_point import make_initial_point_fn
+
+    if not initvals:
+        return []
+    logp = model.compile_logp()
+    dlogp = model.compile_dlogp()
+    kept = []
+    for start in initvals:
+        try:
+            point = make_initial_point_fn(model=model, overrides=start, jitter_rvs=set(), return_transformed=True)(0)
+            if np.isfinite(logp(point)) and np.all(np.isfinite(dlogp(point))):
+                kept.append(start)
+        except (ValueError, TypeError, FloatingPointError):
+            continue
+    return kept
+
+
 def sample_posterior(
     model,
     settings: SamplerSettings,
@@ -84,6 +108,7 @@ def sample_posterior(
         model=model,
         compute_convergence_checks=False,
     )
+    initvals = finite_starts(model, initvals or [])
     if initvals:
         starts = [dict(initvals[i % len(initvals)]) for i in range(settings.chains)]
         if settings.sampler == "nutpie":

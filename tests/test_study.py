@@ -72,7 +72,7 @@ GOOD = {"kind": "coverage", "seed": 1, "replicates": 2, "model": {"family": "gau
         ({"grid": {"n_obs": 50}}, "[grid] n_obs must be a non-empty list"),
         ({"grid": {"n_obs": [50, 50]}}, "lists a value twice"),
         ({"grid": {"prior": ["tight"]}}, "names no prior 'tight'"),
-        ({"intervals": {"kinds": ["wald"]}}, "coin model only"),
+        ({"intervals": {"kinds": ["wold"]}}, "wold"),
         ({"sbc": {"ranks": 99}}, "belongs to a 'sbc' study"),
         ({"bayes": {"chians": 2}}, "did you mean 'chains'"),
         ({"grid": {"components": [30], "n_obs": [20]}}, "K = 30 components but only 20"),

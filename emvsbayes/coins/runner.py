@@ -12,9 +12,15 @@ import xarray as xr
 
 from emvsbayes.coins import bayes, em, exact
 from emvsbayes.coins.model import PARAMETER_DIMS, CoinMixture, CoinParams
-from emvsbayes.comparison import agreement_group, bootstrap_group, information_group
+from emvsbayes.comparison import (
+    agreement_group,
+    bootstrap_group,
+    information_group,
+    model_choice_group,
+    model_choice_row,
+)
 from emvsbayes.errors import UserError
-from emvsbayes.uncertainty import coin_bootstrap, coin_standard_errors
+from emvsbayes.uncertainty import coin_bootstrap, coin_criteria, coin_standard_errors, loo_waic
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import dataset_from_variables, em_estimate, em_restarts, em_trace
 from emvsbayes.sampling import SamplerSettings, sample_posterior
@@ -96,9 +102,8 @@ def _exact_group(post: exact.ExactPosterior, coords) -> xr.Dataset:
 
 def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], progress=None) -> dict[str, xr.Dataset]:
     """Fit ``data`` (a ``CoinData``) as the spec says; returns the result groups."""
-    ks = spec["model"]["components"]
-    if isinstance(ks, list):
-        raise UserError("[model] components: a range of K for the coin model is not supported yet; give one K")
+    if isinstance(spec["model"]["components"], list):
+        raise UserError("[model] components must be one K for the comparison; put a range in [model_choice] components")
     model_def = model_from_spec(spec)
     if model_def.n_components > len(data.heads):
         raise UserError(
@@ -147,12 +152,50 @@ def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], prog
 
     if spec["bayes"]["enabled"]:
         groups.update(_bayes_groups(spec, model_def, data, all_restarts["soft"], coords, seeds, timings, progress))
+    if spec["model_choice"]["components"]:
+        groups["model_choice"] = _model_choice(spec, data, seeds, timings, progress)
     labellings = {"hard EM": groups["em_hard"]["resp"].values.argmax(axis=1)} if "em_hard" in groups else {}
     membership = groups.get("posterior_membership")
     groups["membership_agreement"] = agreement_group(
         "set", labels, groups["em"]["resp"].values,
         membership["membership_relabelled"].values if membership is not None else None, labellings)
     return groups
+
+
+def _model_choice(spec, data, seeds, timings, progress) -> xr.Dataset:
+    """For each K: EM's BIC, AIC and ICL; the exact log evidence p(data | K) where enumeration is small
+    enough; PSIS-LOO and WAIC of a posterior sample."""
+    choice = spec["model_choice"]
+    n = len(data.heads)
+    rows = {}
+    start = time.perf_counter()
+    for k in sorted(set(choice["components"])):
+        model_def = model_from_spec(spec, k)
+        if k > n:
+            rows[k] = model_choice_row(note=f"K = {k} is more than the {n} sets", n_params=model_def.n_free_parameters())
+            continue
+        rng = np.random.default_rng([seeds["em"], k])
+        em_spec = spec["em"]
+        restarts = em.fit_restarts(model_def, data.heads, data.tosses, em.random_inits(model_def, max(em_spec["n_init"], 10), rng),
+                                   tol=em_spec["tol"], param_tol=em_spec["param_tol"], max_iter=em_spec["max_iter"])
+        best = restarts.best.params
+        criteria = coin_criteria(model_def, data.heads, data.tosses, best)
+        log_evidence = float("nan")
+        if exact.n_assignments(n, k) <= exact.MAX_ASSIGNMENTS:
+            log_evidence = exact.exact_posterior(model_def, data.heads, data.tosses).log_evidence
+        predictive = None
+        if choice["bayes"]:
+            if progress:
+                progress(f"model choice: sampling K = {k}")
+            settings = SamplerSettings(sampler="nutpie" if spec["bayes"]["sampler"] == "auto" else spec["bayes"]["sampler"],
+                                       chains=choice["chains"], draws=choice["draws"], tune=choice["tune"],
+                                       target_accept=spec["bayes"]["target_accept"])
+            tree = sample_posterior(bayes.build_model(model_def, data.heads, data.tosses), settings, seeds["sampler"] + k,
+                                    bayes.initvals_from_params(model_def, [best])).tree
+            predictive = loo_waic(tree)
+        rows[k] = model_choice_row(criteria, predictive, log_evidence=log_evidence)
+    timings["model_choice"] = time.perf_counter() - start
+    return model_choice_group(rows, n_obs=n)
 
 
 def _uncertainty_groups(spec, model_def, data, best: CoinParams, coords, seeds, progress) -> dict[str, xr.Dataset]:

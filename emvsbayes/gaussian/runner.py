@@ -8,9 +8,14 @@ import time
 
 import numpy as np
 import xarray as xr
-from scipy.special import xlogy
 
-from emvsbayes.comparison import agreement_group, bootstrap_group, information_group
+from emvsbayes.comparison import (
+    agreement_group,
+    bootstrap_group,
+    information_group,
+    model_choice_group,
+    model_choice_row,
+)
 from emvsbayes.errors import DegenerateFitError, UserError
 from emvsbayes.gaussian import bayes, em
 from emvsbayes.gaussian.init import initial_params, initial_params_restarts
@@ -240,66 +245,35 @@ def _reported(posterior: xr.Dataset, reference) -> xr.Dataset:
 
 
 def _model_choice(spec, x, seeds, timings, progress) -> xr.Dataset:
-    """EM's BIC, AIC and ICL, and PSIS-LOO of a posterior, for each K of ``[model_choice] components``."""
-    import arviz as az
-
+    """EM's BIC, AIC and ICL, and PSIS-LOO / WAIC of a posterior, for each K of ``[model_choice] components``."""
     choice = spec["model_choice"]
     covariance = choice["covariance"] or spec["model"]["covariance"]
     n, d = x.shape
-    ks = sorted(set(choice["components"]))
-    rows = {name: [] for name in ("loglik", "n_params", "bic", "aic", "icl", "elpd_loo", "elpd_loo_se", "p_loo",
-                                  "n_pareto_k_bad")}
-    notes = []
+    rows = {}
     start = time.perf_counter()
-    for k in ks:
+    for k in sorted(set(choice["components"])):
         model_def = model_from_spec(spec, k, covariance)
         n_params = model_def.n_free_parameters(d)
-        rows["n_params"].append(n_params)
-        note = ""
-        loglik = bic = aic = icl = np.nan
+        notes, criteria, predictive = [], None, None
         if k > n:
-            note = f"K = {k} is more than the {n} rows"
+            notes.append(f"K = {k} is more than the {n} rows")
         else:
-            rng = np.random.default_rng([seeds["em"], k])
-            inits = initial_params_restarts(model_def, x, spec["em"]["n_init"], "k-means++", rng)
+            inits = initial_params_restarts(model_def, x, spec["em"]["n_init"], "k-means++", np.random.default_rng([seeds["em"], k]))
             try:
-                restarts, failures = _fit_all(model_def, x, inits, spec["em"], "soft")
-                best = restarts.best
-                loglik = best.loglik
-                bic = -2 * loglik + n_params * np.log(n)
-                aic = -2 * loglik + 2 * n_params
-                resp = np.exp(em.log_resp(model_def, best.params, x))
-                # ICL (Biernacki et al. 2000) in BIC's lower-is-better convention: BIC plus twice the
-                # entropy of the classification, so ICL >= BIC, equal for hard assignments.
-                icl = bic - 2 * xlogy(resp, resp).sum()
+                best = _fit_all(model_def, x, inits, spec["em"], "soft")[0].best
+                criteria = gaussian_criteria(model_def, x, best.params)
             except DegenerateFitError as error:
-                note = f"EM failed in every restart: {error}"
-            if n_params >= n * d:
-                note = (note + "; " if note else "") + (
-                    f"ill-posed: {n_params} free parameters for {n * d} numbers in the data")
-        rows["loglik"].append(loglik)
-        rows["bic"].append(bic)
-        rows["aic"].append(aic)
-        rows["icl"].append(icl)
-        elpd = elpd_se = p_loo = bad = np.nan
-        if choice["bayes"] and not note and np.isfinite(loglik):
+                notes.append(f"EM failed in every restart: {error}")
+        if n_params >= n * d:
+            notes.append(f"ill-posed: {n_params} free parameters for the {n * d} numbers in the data")
+        if choice["bayes"] and criteria is not None and not notes:
             if progress:
                 progress(f"model choice: sampling K = {k}")
-            pm_model = bayes.build_model(model_def, x)
             settings = SamplerSettings(sampler=bayes.choose_sampler(d, k), chains=choice["chains"], draws=choice["draws"],
                                        tune=choice["tune"], target_accept=spec["bayes"]["target_accept"])
-            tree = sample_posterior(pm_model, settings, seeds["sampler"] + k,
+            tree = sample_posterior(bayes.build_model(model_def, x), settings, seeds["sampler"] + k,
                                     bayes.initvals_from_params(model_def, [best.params])).tree
-            loo = az.loo(tree)
-            elpd, elpd_se, p_loo = float(loo.elpd), float(loo.se), float(loo.p)
-            bad = int(np.sum(np.asarray(loo.pareto_k) > 0.7))
-        rows["elpd_loo"].append(elpd)
-        rows["elpd_loo_se"].append(elpd_se)
-        rows["p_loo"].append(p_loo)
-        rows["n_pareto_k_bad"].append(bad)
-        notes.append(note)
+            predictive = loo_waic(tree)
+        rows[k] = model_choice_row(criteria, predictive, note="; ".join(notes), n_params=n_params)
     timings["model_choice"] = time.perf_counter() - start
-    ds = xr.Dataset({name: ("K", np.asarray(values, dtype=float)) for name, values in rows.items()}, coords={"K": ks})
-    ds["note"] = ("K", np.array(notes, dtype=str))
-    ds.attrs.update(covariance=covariance, n_obs=n, n_features=d)
-    return ds
+    return model_choice_group(rows, covariance=covariance, n_obs=n, n_features=d)

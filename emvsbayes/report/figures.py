@@ -16,7 +16,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display; figures become SVG text
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+import warnings
+
+# Labels in other scripts (the heroes data's Chinese column names) are kept as text in the SVG and
+# drawn by the browser's fonts; matplotlib's own font only lacks them for measuring.
+warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
@@ -69,9 +74,25 @@ def to_svg(fig) -> str:
     return compact_svg(text[text.index("<svg"):])
 
 
+def message_figure(text: str) -> str:
+    """A small figure that says why the intended one could not be drawn (the page never fails for it)."""
+    fig, ax = plt.subplots(figsize=(6.0, 0.8))
+    ax.axis("off")
+    ax.text(0.0, 0.5, text, va="center", ha="left", fontsize=9, color="#8a5a00", wrap=True)
+    return to_svg(fig)
+
+
 def arviz_figure(plot_function, tree, *, width: float = 7.5, row_height: float = 1.6, **kwargs) -> str:
-    """Render an arviz-plots plot with the matplotlib backend as SVG."""
-    pc = plot_function(tree, backend="matplotlib", **kwargs)
+    """Render an arviz-plots plot with the matplotlib backend as SVG.
+
+    Draws of a degenerate posterior (a scale collapsed to ~1e-14) defeat arviz-plots' density
+    estimates; the page then says so in place of the figure instead of failing.
+    """
+    try:
+        pc = plot_function(tree, backend="matplotlib", **kwargs)
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as error:
+        plt.close("all")
+        return message_figure(f"{getattr(plot_function, '__name__', 'plot')} could not draw these draws: {error}")
     fig = pc.viz["figure"].item()
     rows = len({round(ax.get_position().y0, 3) for ax in fig.axes if ax.get_visible()})
     fig.set_size_inches(width, max(2.2, min(rows * row_height, 26)))

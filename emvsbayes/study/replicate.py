@@ -31,7 +31,6 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 
@@ -44,6 +43,7 @@ from emvsbayes.gaussian import bayes as gauss_bayes
 from emvsbayes.gaussian import em as gauss_em
 from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, GaussianPriors
 from emvsbayes.labels import apply_permutations, chain_permutations, distinct_optima, pivot
+from emvsbayes.uncertainty import coin_standard_errors, gaussian_standard_errors
 
 #: Stages that get their own child seed, in this order (adding a stage at the end keeps old streams).
 SEED_STAGES = ("data", "em", "bootstrap", "sampler")
@@ -304,60 +304,16 @@ def align(family: Family, model_def, params, reference_vars: Mapping[str, np.nda
 # Intervals besides the posterior's
 
 
-def _coin_wald(model_def: CoinMixture, params: CoinParams, data: dict, prob: float) -> dict[str, tuple]:
-    """Wald intervals from the observed information of the coin mixture (a private stand-in until
-    :mod:`emvsbayes.uncertainty` exists).
+def _coin_wald(model_def: CoinMixture, params: CoinParams, data: dict, prob: float):
+    return coin_standard_errors(model_def, data["heads"], data["tosses"], params, level=prob)
 
-    Free parameters: theta (K,) and, when estimated, w_0 .. w_{K-2} (w_{K-1} = 1 - the rest). The
-    gradient of the observed log-likelihood is analytic (responsibility-weighted complete-data scores);
-    the Hessian is its central difference. An estimate on the boundary (theta at 0 or 1, a weight at 0)
-    or an information matrix that is not positive definite gives NaN intervals.
-    """
-    heads = np.asarray(data["heads"], dtype=float)
-    tosses = np.asarray(data["tosses"], dtype=float)
-    k = model_def.n_components
-    estimated = model_def.weights == "estimated"
 
-    def unpack(phi):
-        theta = phi[:k]
-        w = np.append(phi[k:], 1 - phi[k:].sum()) if estimated else model_def.equal_weights
-        return theta, w
+def _gauss_wald(model_def: GaussianMixtureModel, params: GaussianParams, data: dict, prob: float):
+    return gaussian_standard_errors(model_def, data["x"], params, level=prob)
 
-    def gradient(phi):
-        theta, w = unpack(phi)
-        log_joint = model_def.log_joint(CoinParams(theta, w), heads, tosses)
-        resp = np.exp(log_joint - np.logaddexp.reduce(log_joint, axis=1, keepdims=True))
-        g_theta = (resp * (heads[:, None] / theta - (tosses - heads)[:, None] / (1 - theta))).sum(axis=0)
-        if not estimated:
-            return g_theta
-        g_w = (resp[:, :-1] / w[:-1] - resp[:, -1:] / w[-1]).sum(axis=0)
-        return np.concatenate([g_theta, g_w])
 
-    phi = np.concatenate([params.theta, params.w[:-1]]) if estimated else params.theta.copy()
-    nan = {name: (np.full(k, np.nan), np.full(k, np.nan)) for name in (("theta", "w") if estimated else ("theta",))}
-    theta, w = unpack(phi)
-    if np.any((theta <= 1e-6) | (theta >= 1 - 1e-6)) or np.any(w <= 1e-6):
-        return nan
-    step = 1e-6
-    hessian = np.empty((phi.size, phi.size))
-    for j in range(phi.size):
-        e = np.zeros(phi.size)
-        e[j] = step
-        hessian[:, j] = (gradient(phi + e) - gradient(phi - e)) / (2 * step)
-    information = -(hessian + hessian.T) / 2
-    try:
-        np.linalg.cholesky(information)
-        cov = np.linalg.inv(information)
-    except np.linalg.LinAlgError:
-        return nan
-    z = NormalDist().inv_cdf(0.5 + prob / 2)
-    out = {"theta": (theta - z * np.sqrt(np.diag(cov)[:k]), theta + z * np.sqrt(np.diag(cov)[:k]))}
-    if estimated:
-        # Var(w_{K-1}) = Var(1 - sum of the others) = 1' C 1.
-        cov_w = cov[k:, k:]
-        var_w = np.append(np.diag(cov_w), cov_w.sum())
-        out["w"] = (w - z * np.sqrt(var_w), w + z * np.sqrt(var_w))
-    return out
+#: Wald intervals from the observed information (:mod:`emvsbayes.uncertainty`), NaN where it is singular.
+WALD = {"coins": _coin_wald, "gaussian": _gauss_wald}
 
 
 def bootstrap_intervals(family: Family, model_def, data: dict, estimate, spec: dict, rng) -> tuple[dict, int]:
@@ -584,8 +540,8 @@ def run_coverage_replicate(spec: dict, cell_index: int, replicate: int, cell: di
     prob = spec["intervals"]["prob"]
     if "wald" in kinds:
         start = time.perf_counter()
-        wald = _coin_wald(model_def, estimate, data, prob)
-        values |= _interval_metrics("wald", {n: v[0] for n, v in wald.items()}, {n: v[1] for n, v in wald.items()}, truth_vars)
+        wald = WALD[spec["model"]["family"]](model_def, estimate, data, prob)
+        values |= _interval_metrics("wald", wald.lower, wald.upper, truth_vars)
         timings["wald"] = time.perf_counter() - start
     if "bootstrap" in kinds:
         start = time.perf_counter()

@@ -213,7 +213,7 @@ def validate(raw: dict, source: str = "study spec") -> dict:
     for section in KIND_SECTIONS[kind]:
         spec[section] = _check_table(raw.get(section, {}), SCHEMA[section], section, source)
     if kind == "coverage" and spec["intervals"]["kinds"] is None:
-        spec["intervals"]["kinds"] = [k for k in INTERVAL_KINDS if k != "wald" or family == "coins"]
+        spec["intervals"]["kinds"] = list(INTERVAL_KINDS)
 
     priors_raw = raw.get("priors", {})
     if not isinstance(priors_raw, dict):
@@ -280,9 +280,6 @@ def _check_consistency(spec: dict, source: str) -> None:
         if weights is not None and any(len(weights) != cell["components"] for cell in grid_cells):
             raise UserError(f"{source}: [truth] w has {len(weights)} weights but a cell has a different K; "
                             "give one weight per component or leave w out (equal weights)")
-        if family == "gaussian" and "wald" in spec["intervals"]["kinds"]:
-            raise UserError(f"{source}: [intervals] kinds: Wald intervals are available for the coin model only; "
-                            'use kinds = ["bootstrap", "posterior"]')
     if kind == "sbc":
         sbc = spec["sbc"]
         if (sbc["ranks"] + 1) % sbc["bins"]:
