@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="a spec file, e.g. models/two_coins.toml")
     run.add_argument("--out", type=Path, default=None, help="output folder (default reports/<spec name>)")
     run.add_argument("--seed", type=int, default=None, help="master seed (overrides the spec's)")
+    run.add_argument("--strict", action="store_true",
+                     help="exit with status 3 when a sampler check fails (divergences, R-hat > 1.01); "
+                          "the results and report are still written")
 
     report = sub.add_parser("report", parents=[common], help="re-render a report from a results file, without refitting")
     report.add_argument("results", type=Path, help="a results.nc written by 'emvsbayes run'")
@@ -57,12 +60,14 @@ def _say(args, message: str) -> None:
 
 
 def _cmd_run(args) -> int:
-    from emvsbayes.pipeline import run_spec
     from emvsbayes.spec import load_spec
 
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise UserError(f"--seed must be a whole number >= 0, got {args.seed}")
+    # The spec is checked before the heavy imports (numpy, xarray, PyMC), so a mistake in it is reported at once.
     spec = load_spec(args.spec)
+    from emvsbayes.pipeline import run_spec
+
     progress = None if args.quiet else (lambda message: _say(args, message))
     outcome = run_spec(spec, args.out, seed=args.seed, command=" ".join(["emvsbayes", *sys.argv[1:]]), progress=progress)
     if not args.quiet:
@@ -71,16 +76,32 @@ def _cmd_run(args) -> int:
         _say(args, summary_card_text(outcome.tree))
     _say(args, f"results: {outcome.results_path}")
     _say(args, f"report: {outcome.report_path}")
+    if args.strict:
+        from emvsbayes.errors import ChecksFailedError
+        from emvsbayes.pipeline import sampler_checks
+        from emvsbayes.results import read_results
+
+        # From the file as written, so --strict judges exactly what the report shows.
+        failed = sampler_checks(read_results(outcome.results_path))["failed"]
+        if failed:
+            raise ChecksFailedError(f"--strict: sampler checks failed: {'; '.join(failed)} "
+                                    f"(results and report written to {outcome.results_path.parent})")
     return 0
 
 
 def _cmd_report(args) -> int:
-    from emvsbayes.report import render_report_file
     from emvsbayes.results import read_results
 
     tree = read_results(args.results)
     out = args.out or args.results.with_name("index.html")
-    render_report_file(tree, out)
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give the HTML file to write, e.g. --out {out / 'index.html'}")
+    from emvsbayes.report import render_report_file  # after the checks: it imports matplotlib
+
+    try:
+        render_report_file(tree, out)
+    except OSError as error:
+        raise UserError(f"{out}: cannot write the report there ({error.strerror}); choose another file with --out") from None
     _say(args, f"report: {out}")
     return 0
 
@@ -117,6 +138,8 @@ def _quiet_libraries(quiet: bool) -> None:
     warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
     if quiet:
         warnings.filterwarnings("ignore")
+        import pymc  # noqa: F401  (pymc sets its logger's level when imported: import first, then quieten)
+
         for name in ("pymc", "pytensor", "arviz", "nutpie", "distributed"):
             logging.getLogger(name).setLevel(logging.ERROR)
 

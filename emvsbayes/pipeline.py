@@ -21,7 +21,7 @@ import numpy as np
 from emvsbayes import data as datasets
 from emvsbayes.errors import UserError
 from emvsbayes.results import build_tree, read_results, write_results
-from emvsbayes.spec import resolve_data_path
+from emvsbayes.spec import SPEC_NAME, resolve_data_path
 
 #: family -> module with ``run(spec, data, seeds, timings, progress) -> groups``.
 FAMILY_RUNNERS = {"coins": "emvsbayes.coins.runner", "gaussian": "emvsbayes.gaussian.runner"}
@@ -96,6 +96,103 @@ def _continuous_options(data_spec: dict, *, dataset: bool) -> dict:
     return options
 
 
+def check_against_data(spec: dict, data) -> None:
+    """Checks that need the data, made before any output is written or anything is fitted.
+
+    The family runners repeat the first ones; here they fail before the output folder is created.
+    """
+    family = spec["model"]["family"]
+    k = spec["model"]["components"]
+    if isinstance(k, list):
+        raise UserError("[model] components must be one K for the comparison; put a range in [model_choice] components")
+    if "soft" not in spec["em"]["kinds"]:
+        raise UserError('[em] kinds must include "soft" (the EM answer compared with the posterior), e.g. kinds = ["soft", "hard"]')
+    if family == "coins":
+        n = len(data.heads)
+        if k > n:
+            raise UserError(f"[model] components = {k} is more than the {n} sets of tosses; use at most {n}")
+        return
+    x = np.asarray(data.x, dtype=float)
+    n, d = x.shape
+    if k > n:
+        raise UserError(f"[model] components = {k} is more than the {n} rows of data; use at most {n}")
+    bayes = spec["bayes"]
+    for key in ("mu_loc", "mu_scale", "sigma_scale"):
+        value = bayes[key]
+        if isinstance(value, list) and len(value) not in (1, d):
+            raise UserError(f"[bayes] {key} has {len(value)} values but the data have {d} columns; "
+                            f"give one number, or one per column ({', '.join(map(str, data.columns))})")
+    if bayes["enabled"] and bayes["sigma_scale"] is None:
+        constant = [str(name) for name, column in zip(data.columns, x.T) if np.all(column == column[0])]
+        if constant:
+            raise UserError(f"column {constant[0]!r} has the same value in every row, so its default prior scale is 0; "
+                            f"leave it out with [data] drop = [{constant[0]!r}] or set [bayes] sigma_scale")
+
+
+#: Temporary files a killed run can leave behind: atomic_write's hidden ``.NAME.XXXX.tmp`` and the write probe.
+STALE_PATTERNS = (".results.nc.*.tmp", ".index.html.*.tmp", ".write-test-*")
+
+
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Delete hidden temporary files left by a run that was killed (never read; safe to remove)."""
+    removed = []
+    for pattern in STALE_PATTERNS:
+        for path in Path(out_dir).glob(pattern):
+            if path.name.startswith(".write-test-") and _process_alive(path.name.rsplit("-", 1)[-1]):
+                continue  # another run's probe, being written right now
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass  # another run may have just renamed it into place
+    return removed
+
+
+def _process_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def default_out_dir(spec: dict) -> Path:
+    """``reports/<spec name>``; the name is checked so that it cannot point outside ``reports``."""
+    name = spec.get("name")
+    if not isinstance(name, str) or not SPEC_NAME.match(name) or name in (".", ".."):
+        raise UserError(f"the spec's name {name!r} cannot name a report folder (letters, digits, '_', '-' or '.'); "
+                        "load it with load_spec, or give an output folder with --out")
+    return Path("reports") / name
+
+
+#: R-hat above this (after relabelling) fails ``--strict``, as it is a warning in the report.
+RHAT_LIMIT = 1.01
+
+
+def sampler_checks(tree) -> dict:
+    """The sampler checks of a results tree: divergences, the largest R-hat (after relabelling).
+
+    Returns a dict with ``divergences`` (int or None when there is no posterior), ``max_rhat`` (float or
+    None), and ``failed``, a list of one-phrase descriptions of the checks that failed.
+    """
+    children = getattr(tree, "children", tree)
+    checks = {"divergences": None, "max_rhat": None, "failed": []}
+    if "sample_stats" in children and "diverging" in children["sample_stats"]:
+        checks["divergences"] = int(np.asarray(children["sample_stats"]["diverging"].values, dtype=float).sum())
+        if checks["divergences"]:
+            checks["failed"].append(f"{checks['divergences']} divergent transitions")
+    if "label_switching" in children and "rhat_after" in children["label_switching"]:
+        rhat = np.asarray(children["label_switching"]["rhat_after"].values, dtype=float)
+        rhat = rhat[np.isfinite(rhat)]
+        if rhat.size:
+            checks["max_rhat"] = float(rhat.max())
+            if checks["max_rhat"] > RHAT_LIMIT:
+                checks["failed"].append(f"R-hat {checks['max_rhat']:.3g} > {RHAT_LIMIT} (after relabelling)")
+    return checks
+
+
 def check_writable(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -107,22 +204,31 @@ def check_writable(out_dir: Path) -> None:
 
 
 def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None, command: str = "",
-             progress=None) -> RunOutcome:
-    """Run a validated spec and write ``results.nc`` and ``index.html`` into ``out_dir``."""
+             progress=None, report: bool = True) -> RunOutcome:
+    """Run a validated spec and write ``results.nc`` and ``index.html`` into ``out_dir``.
+
+    ``report=False`` writes the results file only (``report_path`` is then where the page would go).
+    """
     started = time.perf_counter()
-    out_dir = Path(out_dir) if out_dir is not None else Path("reports") / spec["name"]
-    check_writable(out_dir)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec)
+    if seed is not None and not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**63):
+        raise UserError(f"the seed must be a whole number >= 0, got {seed!r}")
     if seed is None:
         seed = spec["seed"]
     if seed is None:
         # No seed given: draw one from the OS and record it, so the run can be repeated exactly.
         seed = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
+    seed = int(seed)
     seeds = child_seeds(seed)
     timings: dict[str, float] = {}
 
+    # Everything that can be checked before fitting is checked before the output folder is touched.
     start = time.perf_counter()
     data = load_data(spec)
     timings["load"] = time.perf_counter() - start
+    check_against_data(spec, data)
+    check_writable(out_dir)
+    remove_stale_temporaries(out_dir)
 
     runner = importlib.import_module(FAMILY_RUNNERS[spec["model"]["family"]])
     groups = runner.run(spec, data, seeds, timings, progress)
@@ -142,12 +248,25 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     results_path = out_dir / "results.nc"
     # The results file records the fitting stages; writing it and rendering the page come after.
     attrs["timings"] = timings
+    # The sampler checks are recorded with the results; --strict reads them back from the file.
+    checks = sampler_checks(groups)
+    attrs["checks"] = {**checks, "passed": not checks["failed"]}
     write_results(build_tree(groups, attrs), results_path)
-
-    from emvsbayes.report import refresh_index, render_report_file
 
     report_path = out_dir / "index.html"
     tree = read_results(results_path)
+    if not report:
+        return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)
+    from emvsbayes.report import refresh_index, render_report_file
+
     render_report_file(tree, report_path)
-    refresh_index(out_dir.parent)
+    # The reports index lists the runs under a reports/ folder (the default output place). It is a
+    # convenience: a parent that cannot be written does not fail a run whose results and report are
+    # written, and no index is written into any other folder a user points --out into.
+    parent = out_dir.resolve().parent
+    if parent.name == "reports" and not (parent / "results.nc").exists():
+        try:
+            refresh_index(parent)
+        except OSError:
+            pass
     return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)

@@ -49,44 +49,67 @@ def _is_int(v):
 
 
 def _is_number(v):
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    # An int beyond float range (TOML allows any length of digits) is no usable number either.
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _show(v, limit: int = 80) -> str:
+    """``repr(v)`` cut to ``limit`` characters, so an error about a huge value stays a readable line."""
+    try:
+        text = repr(v)
+    except RecursionError:
+        text = f"<a {type(v).__name__} nested too deeply>"
+    return text if len(text) <= limit else text[: limit - 5] + " ...>"
+
+
+#: Counts (draws, chains, restarts, ...) above this are refused: numpy and the samplers index with int32.
+MAX_COUNT = 2**31 - 1
 
 
 def positive_int(v):
-    return None if _is_int(v) and v >= 1 else f"must be a whole number >= 1, got {v!r}"
+    if _is_int(v) and v > MAX_COUNT:
+        return f"must be a whole number no larger than {MAX_COUNT}, got {_show(v)}"
+    return None if _is_int(v) and v >= 1 else f"must be a whole number >= 1, got {_show(v)}"
 
 
 def non_negative_int(v):
-    return None if _is_int(v) and v >= 0 else f"must be a whole number >= 0, got {v!r}"
+    if _is_int(v) and v > MAX_COUNT:
+        return f"must be a whole number no larger than {MAX_COUNT}, got {_show(v)}"
+    return None if _is_int(v) and v >= 0 else f"must be a whole number >= 0, got {_show(v)}"
 
 
 def optional_seed(v):
-    return None if v is None or (_is_int(v) and 0 <= v < 2**63) else f"must be a whole number >= 0, got {v!r}"
+    return None if v is None or (_is_int(v) and 0 <= v < 2**63) else f"must be a whole number >= 0, got {_show(v)}"
 
 
 def positive_number(v):
-    return None if _is_number(v) and v > 0 else f"must be a number > 0, got {v!r}"
+    return None if _is_number(v) and v > 0 else f"must be a number > 0, got {_show(v)}"
 
 
 def probability_open(v):
-    return None if _is_number(v) and 0 < v < 1 else f"must be a number strictly between 0 and 1, got {v!r}"
+    return None if _is_number(v) and 0 < v < 1 else f"must be a number strictly between 0 and 1, got {_show(v)}"
 
 
 def text(v):
-    return None if isinstance(v, str) else f"must be a string, got {v!r}"
+    return None if isinstance(v, str) else f"must be a string, got {_show(v)}"
 
 
 def optional_text(v):
-    return None if v is None or isinstance(v, str) else f"must be a string, got {v!r}"
+    return None if v is None or isinstance(v, str) else f"must be a string, got {_show(v)}"
 
 
 def boolean(v):
-    return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
+    return None if isinstance(v, bool) else f"must be true or false, got {_show(v)}"
 
 
 def one_of(*choices):
     def check(v):
-        return None if v in choices else f"must be one of {', '.join(map(repr, choices))}, got {v!r}"
+        return None if v in choices else f"must be one of {', '.join(map(repr, choices))}, got {_show(v)}"
 
     return check
 
@@ -94,7 +117,7 @@ def one_of(*choices):
 def list_of(item_check, *, non_empty=True):
     def check(v):
         if not isinstance(v, list) or (non_empty and not v):
-            return f"must be a {'non-empty ' if non_empty else ''}list, got {v!r}"
+            return f"must be a {'non-empty ' if non_empty else ''}list, got {_show(v)}"
         for item in v:
             problem = item_check(item)
             if problem:
@@ -108,15 +131,15 @@ def components_value(v):
     """K, or a list of K values to compare (model choice)."""
     if _is_int(v):
         return positive_int(v)
-    if isinstance(v, list) and v and all(_is_int(x) and x >= 1 for x in v):
+    if isinstance(v, list) and v and all(_is_int(x) and 1 <= x <= MAX_COUNT for x in v):
         return None
-    return f"must be a whole number >= 1 or a list of them, got {v!r}"
+    return f"must be a whole number >= 1 or a list of them, got {_show(v)}"
 
 
 def beta_prior(v):
     if isinstance(v, list) and len(v) == 2 and all(_is_number(x) and x > 0 for x in v):
         return None
-    return f"must be two positive numbers [a, b], got {v!r}"
+    return f"must be two positive numbers [a, b], got {_show(v)}"
 
 
 def optional_positive_list(v):
@@ -124,7 +147,7 @@ def optional_positive_list(v):
         return None
     if isinstance(v, list) and v and all(_is_number(x) and x > 0 for x in v):
         return None
-    return f"must be a positive number or a list of positive numbers, got {v!r}"
+    return f"must be a positive number or a list of positive numbers, got {_show(v)}"
 
 
 def optional_number_list(v):
@@ -132,7 +155,14 @@ def optional_number_list(v):
         return None
     if isinstance(v, list) and v and all(_is_number(x) for x in v):
         return None
-    return f"must be a number or a list of numbers, got {v!r}"
+    return f"must be a number or a list of numbers, got {_show(v)}"
+
+
+def _numbers_nested(v, depth: int = 0) -> bool:
+    """A number, or a (nested, at most 3 deep) non-empty list of numbers."""
+    if _is_number(v):
+        return True
+    return isinstance(v, list) and bool(v) and depth < 3 and all(_numbers_nested(x, depth + 1) for x in v)
 
 
 def coin_init(v):
@@ -143,9 +173,9 @@ def coin_init(v):
         rows = v if isinstance(v[0], list) else [v]
         for row in rows:
             if not (isinstance(row, list) and row and all(_is_number(x) and 0 <= x <= 1 for x in row)):
-                return f"must be \"random\" or theta values in [0, 1] such as [0.6, 0.5], got {v!r}"
+                return f"must be \"random\" or theta values in [0, 1] such as [0.6, 0.5], got {_show(v)}"
         return None
-    return f"must be \"random\" or theta values such as [0.6, 0.5], got {v!r}"
+    return f"must be \"random\" or theta values such as [0.6, 0.5], got {_show(v)}"
 
 
 #: scikit-learn's init_params names: k-means labels, k-means++ centres, random points, random responsibilities.
@@ -161,17 +191,26 @@ def gaussian_init(v):
             return f"has unknown keys {sorted(unknown)}; use weights, means, covariances"
         if "means" not in v:
             return "must give at least means = [[...], ...] when initial parameters are given"
+        for name in ("weights", "means", "covariances"):
+            if name in v and not _numbers_nested(v[name]):
+                return f"{name} must be numbers or lists of numbers, got {_show(v[name])}"
         return None
     return (f"must be one of {', '.join(map(repr, GAUSSIAN_INITS))} (scikit-learn's init_params) or a table of "
-            f"weights, means, covariances, got {v!r}")
+            f"weights, means, covariances, got {_show(v)}")
 
 
 def categories_table(v):
     if not isinstance(v, dict):
-        return f"must be a table column -> {{category = number}}, got {v!r}"
+        return f"must be a table column -> {{category = number}}, got {_show(v)}"
     for column, mapping in v.items():
         if not isinstance(mapping, dict) or not all(_is_number(x) for x in mapping.values()):
             return f"must map each category of column {column!r} to a number"
+    return None
+
+
+def file_name(v):
+    if not isinstance(v, str) or not v.strip() or "\0" in v:
+        return f"must be the path of a CSV file, got {_show(v)}"
     return None
 
 
@@ -181,7 +220,7 @@ def anything(v):
 
 def name_text(v):
     if not isinstance(v, str) or not v:
-        return f"must be a non-empty string, got {v!r}"
+        return f"must be a non-empty string, got {_show(v)}"
     return None
 
 
@@ -193,7 +232,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "data": {
         "dataset": Key(None, optional_text),
-        "file": Key(None, optional_text),
+        "file": Key(None, lambda v: None if v is None else file_name(v)),
         "encoding": Key("utf-8", name_text),
         "heads": Key("heads", name_text),
         "tosses": Key("tosses", name_text),
@@ -241,7 +280,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "sigma_scale": Key(None, optional_positive_list),
         "lkj_eta": Key(2.0, positive_number),
         "relabel": Key("auto", one_of("auto", "stephens", "pivot", "ecr", "ecr_iterative", "order")),
-        "exact": Key("auto", lambda v: None if v in ("auto", True, False) else f'must be "auto", true or false, got {v!r}'),
+        "exact": Key("auto", lambda v: None if v == "auto" or isinstance(v, bool) else f'must be "auto", true or false, got {_show(v)}'),
     },
     "model_choice": {
         # K values to compare: EM's BIC, AIC and ICL for each, and PSIS-LOO from a posterior per K.
@@ -267,27 +306,39 @@ def _where(section: str, key: str) -> str:
 
 
 def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(choices))}"
+
+
+def _elsewhere(key, section: str) -> str:
+    """Where a key that is unknown in ``section`` does belong (a common slip: a key under the wrong header)."""
+    homes = [other for other, keys in SCHEMA.items() if other != section and key in keys]
+    if not homes:
+        return ""
+    if homes[0] == "":
+        return f"; {key!r} belongs at the top of the file, before the first [section]"
+    return f"; {key!r} belongs in [{homes[0]}]"
 
 
 def validate(raw: dict, source: str = "spec") -> dict:
     """Check ``raw`` against the schema and return a new dict with every default filled in."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a spec must be a table of sections such as [data] and [model], got {_show(raw)}")
     spec: dict[str, Any] = {}
     for key in raw:
-        if key not in SCHEMA[""] and key not in SCHEMA:
-            raise UserError(f"{source}: unknown key {key!r}{_suggest(key, [*SCHEMA[''], *[s for s in SCHEMA if s]])}")
+        if not isinstance(key, str) or key not in SCHEMA[""] and key not in SCHEMA:
+            raise UserError(f"{source}: unknown key {_show(key)}{_suggest(key, [*SCHEMA[''], *[s for s in SCHEMA if s]])}")
     for section, keys in SCHEMA.items():
         if section:
             given = raw.get(section, {})
             if not isinstance(given, dict):
-                raise UserError(f"{source}: [{section}] must be a table, got {given!r}")
+                raise UserError(f"{source}: [{section}] must be a table, got {_show(given)}")
         else:
             given = {k: v for k, v in raw.items() if k not in SCHEMA}
         out = {}
         for key, value in given.items():
-            if key not in keys:
-                raise UserError(f"{source}: unknown key {_where(section, key)!r}{_suggest(key, keys)}")
+            if not isinstance(key, str) or key not in keys:
+                raise UserError(f"{source}: unknown key {_where(section, str(key))!r}{_elsewhere(key, section) or _suggest(key, keys)}")
         family = raw.get("model", {}).get("family") if isinstance(raw.get("model"), dict) else None
         for key, rule in keys.items():
             if key in given:
@@ -330,14 +381,21 @@ def _check_consistency(spec: dict, source: str) -> None:
 def load_spec(path: str | Path) -> dict:
     """Read and validate a spec file; the returned dict also carries ``name`` and ``path``."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a spec file; give the path of a .toml spec, e.g. models/two_coins.toml")
     if not path.is_file():
         raise UserError(f"{path}: no such spec file; give the path of a .toml spec, e.g. models/two_coins.toml")
     try:
+        # A spec is data: it is parsed as TOML, never imported or evaluated.
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; save the spec as UTF-8") from None
     except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: not valid TOML ({error}); fix the syntax at that line") from None
+        raise UserError(f"{path}: not valid TOML ({' '.join(str(error).split())}); fix the syntax at that line") from None
+    except RecursionError:
+        raise UserError(f"{path}: arrays or tables nested too deeply; a spec needs at most a few levels") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read ({error.strerror}); check its permissions") from None
     spec = validate(raw, source=str(path))
     name = path.stem
     if not SPEC_NAME.match(name):

@@ -81,8 +81,12 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
     path = Path(path)
     name = path.name
     try:
-        codecs.lookup(encoding)
-    except LookupError:
+        if not isinstance(encoding, str):
+            raise LookupError(encoding)
+        # Only text encodings: 'base64', 'rot13', 'zlib' and the like are codecs but not text encodings.
+        if not getattr(codecs.lookup(encoding), "_is_text_encoding", True):
+            raise LookupError(encoding)
+    except (LookupError, ValueError):  # ValueError: a name with a NUL character
         raise UserError(
             f"{name}: unknown encoding {encoding!r}; give a Python codec name, e.g. 'utf-8' or 'gb18030'"
         ) from None
@@ -94,13 +98,21 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
         raise UserError(f"data file {str(path)!r} is a directory; give the path of a CSV file") from None
     except OSError as error:
         raise UserError(f"data file {str(path)!r} cannot be read ({error.strerror})") from None
+    except ValueError:  # a NUL character in the path
+        raise UserError(f"data file {str(path)!r} is not a valid path; check the file name") from None
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as error:
-        bad_byte = raw[error.start]
+        # The codec's own view of the bytes (idna and punycode decode a copy): fall back to no byte.
+        where = error.object[error.start:error.start + 1] if isinstance(error.object, bytes) else b""
+        byte = f"byte 0x{where[0]:02x} at offset {error.start}" if where else f"at offset {error.start}"
         raise UserError(
-            f"{name} is not valid {encoding} (byte 0x{bad_byte:02x} at offset {error.start}); "
-            "give its encoding, e.g. data.encoding = 'gb18030'"
+            f"{name} is not valid {encoding} ({byte}); give its encoding, e.g. data.encoding = 'gb18030'"
+        ) from None
+    except UnicodeError as error:  # idna's label checks and the like
+        raise UserError(
+            f"{name} cannot be read as {encoding} ({' '.join(str(error).split())}); "
+            "give its encoding, e.g. data.encoding = 'utf-8'"
         ) from None
     # Spreadsheet programs often start UTF-8 files with a byte-order mark, which would otherwise
     # become part of the first column's name.
@@ -133,6 +145,9 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
 
     if header is None:
         raise UserError(f"{name} is empty; it needs a header line and at least one row of data")
+    if "" in header:
+        position = header.index("") + 1
+        raise UserError(f"{name}: column {position} of the header (line {header_line}) has no name; name every column")
     if not rows:
         raise UserError(f"{name} has a header but no rows of data; add the data below line {header_line}")
     duplicates = sorted({column for column in header if header.count(column) > 1})
@@ -203,6 +218,10 @@ def _parse_category(table: Table, line: int, column: str, text: str, codes: Mapp
     )
 
 
+#: The largest count a coin file may hold (exact as a float, far beyond any real experiment).
+MAX_COUNT = 2**53
+
+
 def _parse_integer(table: Table, line: int, column: str, text: str, role: str) -> int:
     if text == "":
         raise UserError(
@@ -217,6 +236,12 @@ def _parse_integer(table: Table, line: int, column: str, text: str, role: str) -
         raise UserError(
             f"{table.name}: line {line}, column {column!r} ({role}) is {text!r}, not a whole number; "
             f"{role} must be counts"
+        )
+    if abs(value) > MAX_COUNT:
+        # Counts are held as int64 and used in floating point: beyond 2**53 they are no longer exact.
+        raise UserError(
+            f"{table.name}: line {line}, column {column!r} ({role}) is {text!r}, larger than {MAX_COUNT}; "
+            "check that line"
         )
     return int(value)
 
@@ -418,9 +443,17 @@ def load_continuous_csv(
                     f"{table.name}: column {name!r} is constant ({x[0, j]:g} in every row), so it cannot be "
                     f"standardized; leave it out with data.drop = [{name!r}]"
                 )
-        center = x.mean(axis=0)
-        scale = x.std(axis=0, ddof=0)
-        x = (x - center) / scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            center = x.mean(axis=0)
+            scale = x.std(axis=0, ddof=0)
+            x = (x - center) / scale
+        bad = [name for j, name in enumerate(chosen) if not (np.isfinite(scale[j]) and scale[j] > 0)]
+        if bad or not np.all(np.isfinite(x)):
+            name = bad[0] if bad else chosen[int(np.nonzero(~np.isfinite(x))[1][0])]
+            raise UserError(
+                f"{table.name}: column {name!r} cannot be standardized (its values are too large or too close "
+                f"together for floating point); rescale it or leave it out with data.drop = [{name!r}]"
+            )
         transforms.append("z-score all columns (population sd, ddof=0)")
 
     if label_index is None:

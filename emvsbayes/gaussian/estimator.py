@@ -87,7 +87,14 @@ class GaussianMixture:
 
     def fit(self, X, y=None) -> GaussianMixture:
         """Run EM ``n_init`` times and keep the run with the highest final log-likelihood."""
+        # scikit-learn's checks, before any work: a bad argument is a ValueError naming it.
+        if not (isinstance(self.n_components, (int, np.integer)) and self.n_components >= 1):
+            raise ValueError(f"n_components must be a whole number >= 1, got {self.n_components!r}")
+        if not self.reg_covar >= 0:
+            raise ValueError(f"reg_covar must be >= 0, got {self.reg_covar!r}")
         x = as_data_matrix(X)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("X must be finite: it contains NaN or infinity")
         model = self.model_
         rng = np.random.default_rng(self.random_state)
         inits = initial_params_restarts(

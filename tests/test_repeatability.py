@@ -1,0 +1,129 @@
+"""Repeatability: the same spec and seed give bit-identical results (EM, bootstrap, posterior draws).
+
+Every bundled comparison spec runs twice in a quick form (2 chains of 50 draws after 50 tuning steps,
+at most 3 EM restarts, 4 bootstrap replicates, no model choice) and every numeric variable of every group of the two
+``results.nc`` files must be equal exactly; only timings (root attributes) may differ. The seed used
+is always recorded, also when none was given, and ``--seed`` with it reproduces the run.
+"""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+from emvsbayes.pipeline import run_spec
+from emvsbayes.results import read_results
+from emvsbayes.spec import validate
+from test_browser import DevTools, assert_clean_page, load
+
+BUNDLED = ("lecture_coins", "two_coins", "acidity", "enzyme", "faithful", "galaxies", "heroes")
+QUICK = {"draws": 50, "tune": 50, "chains": 2}
+
+
+def quick_raw(name: str) -> dict:
+    """The bundled spec ``name`` as parsed TOML, shrunk to a quick run."""
+    raw = tomllib.loads((ROOT / "models" / f"{name}.toml").read_text(encoding="utf-8"))
+    raw.setdefault("bayes", {}).update(QUICK)
+    raw.setdefault("em", {})["bootstrap"] = 4
+    raw["em"]["n_init"] = min(raw["em"].get("n_init", 1), 3)
+    raw.pop("model_choice", None)
+    return raw
+
+
+def quick_spec(name: str) -> dict:
+    spec = validate(quick_raw(name), source=name)
+    spec["name"], spec["path"] = name, str(ROOT / "models" / f"{name}.toml")
+    return spec
+
+
+#: Per-draw clock readings that PyMC's own NUTS stores in sample_stats: timings, not results.
+TIMING_VARIABLES = {"perf_counter_start", "perf_counter_diff", "process_time_diff"}
+
+
+def numeric_groups(tree) -> dict[str, dict[str, np.ndarray]]:
+    """group path -> variable (and coordinate) name -> values, for every numeric array but timings."""
+    out = {}
+    for node in tree.subtree:
+        arrays = {}
+        for name, var in {**node.ds.data_vars, **node.ds.coords}.items():
+            if name in TIMING_VARIABLES:
+                continue
+            if np.issubdtype(var.dtype, np.number) or var.dtype == bool:
+                arrays[name] = var.values
+        if arrays:
+            out[node.path] = arrays
+    return out
+
+
+def assert_identical(first, second) -> None:
+    a, b = numeric_groups(first), numeric_groups(second)
+    assert sorted(a) == sorted(b)
+    for group in a:
+        assert sorted(a[group]) == sorted(b[group]), group
+        for name in a[group]:
+            x, y = a[group][name], b[group][name]
+            assert x.dtype == y.dtype and x.shape == y.shape, (group, name)
+            # Bit for bit (NaN in the same places counts as equal): no tolerance.
+            assert np.array_equal(x, y, equal_nan=np.issubdtype(x.dtype, np.inexact)), f"{group}/{name} differs"
+    assert first.attrs["seed"] == second.attrs["seed"] and first.attrs["seeds"] == second.attrs["seeds"]
+
+
+@pytest.fixture(scope="module")
+def devtools(tmp_path_factory):
+    browser = DevTools(tmp_path_factory.mktemp("chromium-profile"))
+    yield browser
+    browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize("name", BUNDLED)
+def test_same_seed_same_results(name, tmp_path, devtools):
+    """Two runs agree bit for bit; the first one's report also passes the real-browser checks
+    (no console errors, no network requests, every figure present), so every bundled spec's page is
+    loaded in Chromium without a third run."""
+    spec = quick_spec(name)
+    outcome = run_spec(spec, tmp_path / "a", seed=2024)
+    first = outcome.tree
+    second = run_spec(spec, tmp_path / "b", seed=2024, report=False).tree
+    assert "posterior" in first.children and "em" in first.children
+    assert_identical(first, second)
+    assert outcome.report_path.stat().st_size < 5 * 2**20
+    result = load(devtools, outcome.report_path)
+    assert_clean_page(result, first)
+
+
+@pytest.mark.slow
+def test_seed_is_recorded_and_reproduces(tmp_path):
+    """A run without any seed records the one it drew; --seed with that number repeats the run exactly."""
+    raw = quick_raw("lecture_coins")
+    raw.pop("seed", None)
+    raw["em"]["bootstrap"] = 0
+    lines = [f"title = {raw.pop('title')!r}"]
+    for section, table in raw.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {_toml(value)}" for key, value in table.items()]
+    spec = tmp_path / "unseeded.toml"
+    spec.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    proc = run_cli("run", spec, "--out", tmp_path / "first", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    first = read_results(tmp_path / "first" / "results.nc")
+    seed = int(first.attrs["seed"])
+    assert 0 <= seed < 2**63
+    proc = run_cli("run", spec, "--out", tmp_path / "again", "--quiet", "--seed", seed)
+    assert proc.returncode == 0, proc.stderr
+    assert_identical(first, read_results(tmp_path / "again" / "results.nc"))
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
