@@ -378,16 +378,16 @@ def _check_consistency(spec: dict, source: str) -> None:
                     )
 
 
-def load_spec(path: str | Path) -> dict:
-    """Read and validate a spec file; the returned dict also carries ``name`` and ``path``."""
+def read_toml(path: str | Path, example: str = "models/two_coins.toml") -> dict:
+    """A spec file parsed as TOML (data, never imported or evaluated); one-line errors for a file that
+    is missing, a folder, unreadable, not UTF-8 or not valid TOML. ``example`` names a spec to suggest."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a spec file; give the path of a .toml spec, e.g. models/two_coins.toml")
+        raise UserError(f"{path}: is a folder, not a spec file; give the path of a .toml spec, e.g. {example}")
     if not path.is_file():
-        raise UserError(f"{path}: no such spec file; give the path of a .toml spec, e.g. models/two_coins.toml")
+        raise UserError(f"{path}: no such spec file; give the path of a .toml spec, e.g. {example}")
     try:
-        # A spec is data: it is parsed as TOML, never imported or evaluated.
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; save the spec as UTF-8") from None
     except tomllib.TOMLDecodeError as error:
@@ -396,6 +396,12 @@ def load_spec(path: str | Path) -> dict:
         raise UserError(f"{path}: arrays or tables nested too deeply; a spec needs at most a few levels") from None
     except OSError as error:
         raise UserError(f"{path}: cannot be read ({error.strerror}); check its permissions") from None
+
+
+def load_spec(path: str | Path) -> dict:
+    """Read and validate a spec file; the returned dict also carries ``name`` and ``path``."""
+    path = Path(path)
+    raw = read_toml(path)
     spec = validate(raw, source=str(path))
     name = path.stem
     if not SPEC_NAME.match(name):

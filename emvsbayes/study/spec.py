@@ -22,7 +22,6 @@ import copy
 import hashlib
 import itertools
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from emvsbayes.spec import (
     positive_int,
     positive_number,
     probability_open,
+    read_toml,
     text,
 )
 
@@ -325,14 +325,7 @@ def fingerprint(spec: dict) -> str:
 def load_study_spec(path: str | Path) -> dict:
     """Read and validate a study spec; the returned dict also carries ``name`` and ``path``."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such study spec; give the path of a .toml file, e.g. models/study_coverage_gmm.toml")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text; save the spec as UTF-8") from None
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: not valid TOML ({error}); fix the syntax at that line") from None
+    raw = read_toml(path, example="models/study_coverage_gmm.toml")
     spec = validate(raw, source=str(path))
     if not SPEC_NAME.match(path.stem):
         raise UserError(f"{path}: the spec's file name must be letters, digits, '_', '-' or '.', so it can name a report folder")
