@@ -125,9 +125,22 @@ def sample_posterior(
         # PyMC warns about short chains in quick runs; the report shows R-hat and ESS itself.
         warnings.filterwarnings("ignore", message=".*samples per chain.*")
         warnings.filterwarnings("ignore", message=".*number of samples is too small.*")
-        tree = pm.sample(**kwargs)
+        sampler = settings.sampler
+        try:
+            tree = pm.sample(**kwargs)
+        except RuntimeError as error:
+            # nutpie evaluates the start with its own (numba) log-density; where that fails although
+            # PyMC's is finite ("All initialization points failed"), PyMC's NUTS takes over the run.
+            if sampler != "nutpie" or "initializ" not in str(error):
+                raise
+            sampler = "pymc"
+            kwargs.update(nuts_sampler="pymc", init="adapt_diag")
+            kwargs.pop("compile_kwargs", None)
+            if initvals:
+                kwargs["initvals"] = [dict(initvals[i % len(initvals)]) for i in range(settings.chains)]
+            tree = pm.sample(**kwargs)
         if log_likelihood:
             tree = pm.compute_log_likelihood(tree, model=model, progressbar=False)
     total = time.perf_counter() - start
     seconds_sampling = float(tree["posterior"].attrs.get("sampling_time", np.nan))
-    return SamplingOutcome(tree, settings.sampler, seconds_sampling, total)
+    return SamplingOutcome(tree, sampler, seconds_sampling, total)

@@ -248,7 +248,7 @@ def _bayes_groups(spec, model_def, data, restarts, coords, seeds, timings, progr
             dims=posterior["theta"].dims, coords=posterior["theta"].coords,
         )
     groups["posterior"] = posterior.assign_coords(component=coords["component"])
-    groups["posterior"].attrs["sampler"] = sampler
+    groups["posterior"].attrs["sampler"] = outcome.sampler
 
     theta = posterior["theta"].values.reshape(-1, model_def.n_components)
     w = posterior["w"].values.reshape(-1, model_def.n_components)

@@ -222,7 +222,7 @@ def _bayes_groups(spec, model_def, x, restarts, coords, seeds, timings, progress
     tree = outcome.tree
     groups = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats", "log_likelihood", "observed_data")
               if name in tree.children}
-    groups["posterior"].attrs["sampler"] = sampler
+    groups["posterior"].attrs["sampler"] = outcome.sampler
     groups["posterior"].attrs["n_start_optima"] = len(starts)
 
     start = time.perf_counter()
