@@ -24,6 +24,21 @@ from emvsbayes.uncertainty import (
 )
 
 
+def bootstrap_progress(progress):
+    """A callback for the bootstrap that reports each quarter of the replicates as one line."""
+    if progress is None:
+        return None
+    said = set()
+
+    def report(done: int, total: int) -> None:
+        quarter = 4 * done // total
+        if quarter not in said and quarter > 0:
+            said.add(quarter)
+            progress(f"bootstrap: {done} of {total} replicates refitted")
+
+    return report
+
+
 def information_group(se: StandardErrors, dims: Mapping[str, tuple[str, ...]], coords) -> xr.Dataset:
     data = {}
     for name, estimate in se.estimate.items():

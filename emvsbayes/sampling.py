@@ -8,6 +8,7 @@ jitter can push a chain out of it into a degenerate region.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -97,6 +98,8 @@ def sample_posterior(
     if settings.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {settings.sampler!r}")
     cores = settings.cores or min(settings.chains, available_cores())
+    # The sampler's own progress bar redraws with control characters: only on a terminal.
+    progressbar = progressbar and sys.stdout.isatty()
     kwargs: dict = dict(
         draws=settings.draws,
         tune=settings.tune,

@@ -15,6 +15,7 @@ from emvsbayes.coins.model import PARAMETER_DIMS, CoinMixture, CoinParams
 from emvsbayes.comparison import (
     agreement_group,
     bootstrap_group,
+    bootstrap_progress,
     information_group,
     model_choice_group,
     model_choice_row,
@@ -210,6 +211,7 @@ def _uncertainty_groups(spec, model_def, data, best: CoinParams, coords, seeds, 
             progress(f"bootstrap: {em_spec['bootstrap']} {em_spec['bootstrap_kind']} replicates")
         result = coin_bootstrap(model_def, data.heads, data.tosses, best, n_boot=em_spec["bootstrap"],
                                 seed=seeds["bootstrap"], kind=em_spec["bootstrap_kind"], n_workers=None,
+                                progress=bootstrap_progress(progress),
                                 em_options=dict(tol=em_spec["tol"], param_tol=em_spec["param_tol"],
                                                 max_iter=em_spec["max_iter"]))
         groups["em_bootstrap"] = bootstrap_group(result, coords)

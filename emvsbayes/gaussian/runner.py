@@ -12,6 +12,7 @@ import xarray as xr
 from emvsbayes.comparison import (
     agreement_group,
     bootstrap_group,
+    bootstrap_progress,
     information_group,
     model_choice_group,
     model_choice_row,
@@ -178,6 +179,7 @@ def _uncertainty_groups(spec, model_def, x, best: GaussianParams, dims, coords, 
             progress(f"bootstrap: {em_spec['bootstrap']} {em_spec['bootstrap_kind']} replicates")
         result = gaussian_bootstrap(model_def, x, best, n_boot=em_spec["bootstrap"], seed=seeds["bootstrap"],
                                     kind=em_spec["bootstrap_kind"], n_workers=None,
+                                    progress=bootstrap_progress(progress),
                                     em_options=dict(tol=em_spec["tol"], param_tol=em_spec["param_tol"],
                                                     max_iter=em_spec["max_iter"]))
         groups["em_bootstrap"] = bootstrap_group(result, coords)
