@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.special import logsumexp
 
-from emvsbayes.gaussian.model import COVARIANCE_TYPES, GaussianMixtureModel, GaussianParams
+from emvsbayes.gaussian.model import COVARIANCE_TYPES, GaussianMixtureModel, GaussianParams, as_data_matrix
 
 # Sampler measurement (this 2-core machine, shared, load 3-4, so +-30 %; warm compile caches; ordered
 # model, starts from the truth; wall time of pm.sample, "sampling" = the posterior's sampling_time):
@@ -58,15 +58,6 @@ def choose_sampler(dim: int, n_components: int) -> str:
     return "nutpie"
 
 
-def _as_2d(x) -> np.ndarray:
-    x = np.asarray(x, dtype=float)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2:
-        raise ValueError(f"x must be (N,) or (N, D), got shape {x.shape}")
-    return x
-
-
 def _per_coordinate(value, default: np.ndarray, name: str) -> np.ndarray:
     """A prior setting as a (D,) vector: ``None`` -> the data-scaled default, a scalar or 1-tuple repeated."""
     if value is None:
@@ -82,7 +73,7 @@ def prior_values(model_def: GaussianMixtureModel, x) -> dict[str, np.ndarray]:
 
     ``None`` in :class:`GaussianPriors` means data mean, 2 x data sd and data sd per coordinate.
     """
-    x = _as_2d(x)
+    x = as_data_matrix(x)
     sd = x.std(axis=0)
     priors = model_def.priors
     values = {
@@ -147,7 +138,7 @@ def build_model(model_def: GaussianMixtureModel, x, *, columns: Sequence[str] | 
 
     if model_def.covariance_type not in COVARIANCE_TYPES:
         raise ValueError(f"unknown covariance_type {model_def.covariance_type!r}; one of {COVARIANCE_TYPES}")
-    x = _as_2d(x)
+    x = as_data_matrix(x)
     n, dim = x.shape
     k = model_def.n_components
     prior = prior_values(model_def, x)
@@ -331,7 +322,7 @@ def membership_probabilities(
     ``cov`` (S, K, D, D) to their draws (see :func:`posterior_draws`). Draws are processed ``chunk`` at
     a time to bound memory.
     """
-    x = _as_2d(x)
+    x = as_data_matrix(x)
     w = np.asarray(posterior_draws["w"], dtype=float)
     if w.ndim != 2 or w.shape[1] != model_def.n_components:
         raise ValueError(f"w draws must be (S, {model_def.n_components}), got {w.shape}")
