@@ -251,7 +251,9 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     # The sampler checks are recorded with the results; --strict reads them back from the file.
     checks = sampler_checks(groups)
     attrs["checks"] = {**checks, "passed": not checks["failed"]}
+    start = time.perf_counter()
     write_results(build_tree(groups, attrs), results_path)
+    written = time.perf_counter() - start
 
     report_path = out_dir / "index.html"
     tree = read_results(results_path)
@@ -259,7 +261,8 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
         return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)
     from emvsbayes.report import refresh_index, render_report_file
 
-    render_report_file(tree, report_path)
+    # Writing the file comes after its timings were recorded: the page adds it (and its own time).
+    render_report_file(tree, report_path, extra_timings={"write": written})
     # The reports index lists the runs under a reports/ folder (the default output place). It is a
     # convenience: a parent that cannot be written does not fail a run whose results and report are
     # written, and no index is written into any other folder a user points --out into.

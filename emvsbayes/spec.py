@@ -268,7 +268,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "bayes": {
         "enabled": Key(True, boolean),
         "variant": Key("symmetric", one_of("symmetric", "ordered")),
-        "sampler": Key("auto", one_of("auto", "nutpie", "pymc")),
+        "sampler": Key("auto", one_of("auto", "numpyro", "nutpie", "pymc")),
         "chains": Key(4, positive_int),
         "draws": Key(1000, positive_int),
         "tune": Key(1000, positive_int),

@@ -41,12 +41,13 @@ def paper():
     return load_dataset("coins_do_batzoglou")
 
 
-def test_symmetric_model_matches_exact_and_switches_labels(paper):
+@pytest.mark.parametrize("sampler", ["numpyro", "nutpie"])
+def test_symmetric_model_matches_exact_and_switches_labels(paper, sampler):
     model = CoinMixture(2, weights="equal")
     exact = exact_posterior(model, paper.heads, paper.tosses)
     pm_model = bayes.build_model(model, paper.heads, paper.tosses)
     starts = bayes.initvals_from_params(model, [CoinParams([0.8, 0.52], [0.5, 0.5])])
-    tree = sample_posterior(pm_model, SamplerSettings("nutpie", chains=4, draws=1000, tune=1000), 11, starts).tree
+    tree = sample_posterior(pm_model, SamplerSettings(sampler, chains=4, draws=1000, tune=1000), 11, starts).tree
     _check_against_exact(tree, exact, 2)
     # Label switching inside chains: the per-coin means approach the exact symmetric value, and the
     # membership probabilities averaged over draws approach 1/2 although EM gives near-certain labels.

@@ -219,8 +219,9 @@ def test_initvals_nudge_tied_first_coordinates():
     assert start["mu_first"][1] > start["mu_first"][0]
 
 
-def test_choose_sampler():
-    assert bayes.choose_sampler(1, 2) == "nutpie"
-    assert bayes.choose_sampler(3, 4) == "nutpie"
-    with pytest.raises(ValueError):
-        bayes.choose_sampler(0, 2)
+def test_auto_sampler_is_numpyro_and_explicit_choices_stay():
+    from emvsbayes.sampling import DEFAULT_SAMPLER, SAMPLERS, resolve_sampler
+
+    assert resolve_sampler("auto") == DEFAULT_SAMPLER == "numpyro"
+    for name in SAMPLERS:
+        assert resolve_sampler(name) == name

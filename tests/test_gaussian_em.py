@@ -175,6 +175,50 @@ def test_chunked_log_density_equals_the_plain_definition(covariance_type):
     np.testing.assert_allclose(stats.sum_x, stats.resp.T @ x, rtol=1e-10)
 
 
+@pytest.mark.parametrize("kind", ["soft", "hard"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_threaded_e_step_is_bitwise_the_single_threaded_one(covariance_type, kind, monkeypatch):
+    # Blocks are fixed by N and the chunk size and their sums added in block order, so the number of
+    # threads cannot change a single bit (reproducibility does not depend on the machine's cores).
+    x = three_clusters(1001, 2, seed=5)
+    w, mu, prec = start(covariance_type, 2)
+    params = GaussianParams.from_precisions(w, mu, prec, covariance_type)
+    model = GaussianMixtureModel(3, covariance_type)
+    data = gem.prepare(model, x, chunk_size=64)
+    results = {}
+    for cores in (1, 2, 3):
+        monkeypatch.setattr(gem, "_AVAILABLE_CORES", cores)
+        assert gem.e_step_threads(data) == cores
+        results[cores] = gem.E_STEPS[kind](model, data, params)
+    for cores in (2, 3):
+        stats, objective = results[cores]
+        assert objective == results[1][1]
+        for name in ("log_resp", "nk", "sum_z", "sum_zz"):
+            np.testing.assert_array_equal(getattr(stats, name), getattr(results[1][0], name))
+
+
+@pytest.mark.parametrize("kind", ["soft", "hard"])
+def test_log_resp_not_kept_is_recomputed_exactly(kind):
+    # Large data: the E-step keeps only the sums; log_resp is recomputed on first access and equals the
+    # kept one bit for bit, and the sums do not depend on whether it was kept.
+    x = three_clusters(600, 2, seed=6)
+    w, mu, prec = start("full", 2)
+    params = GaussianParams.from_precisions(w, mu, prec, "full")
+    model = GaussianMixtureModel(3, "full")
+    data = gem.prepare(model, x, chunk_size=128)
+    assign = {"soft": gem._soft_assign, "hard": gem._hard_assign}[kind]
+    kept, objective = gem._e_step(assign, model, data, params, keep_log_resp=True)
+    lazy, objective_lazy = gem._e_step(assign, model, data, params, keep_log_resp=False)
+    assert lazy.kept_log_resp is None and objective_lazy == objective
+    for name in ("nk", "sum_z", "sum_zz"):
+        np.testing.assert_array_equal(getattr(lazy, name), getattr(kept, name))
+    np.testing.assert_array_equal(lazy.log_resp, kept.log_resp)
+    assert lazy.kept_log_resp is not None
+    # Past KEEP_STATS_MAX the public E-step does not keep it.
+    big = gem.prepare(model, three_clusters(gem.KEEP_STATS_MAX // 3 + 1, 2, seed=7))
+    assert gem.e_step(model, big, params)[0].kept_log_resp is None
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_hard_em_step_equals_direct_classification(covariance_type):
     x = three_clusters(200, 2, seed=4)

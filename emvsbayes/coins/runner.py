@@ -24,7 +24,7 @@ from emvsbayes.errors import UserError
 from emvsbayes.uncertainty import coin_bootstrap, coin_criteria, coin_standard_errors, loo_waic
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import dataset_from_variables, em_estimate, em_restarts, em_trace
-from emvsbayes.sampling import SamplerSettings, sample_posterior
+from emvsbayes.sampling import SamplerSettings, resolve_sampler, sample_posterior
 
 STATS_DIMS = {"resp": ("set", "component"), "expected_heads": ("component",), "expected_tails": ("component",)}
 
@@ -188,7 +188,7 @@ def _model_choice(spec, data, seeds, timings, progress) -> xr.Dataset:
         if choice["bayes"]:
             if progress:
                 progress(f"model choice: sampling K = {k}")
-            settings = SamplerSettings(sampler="nutpie" if spec["bayes"]["sampler"] == "auto" else spec["bayes"]["sampler"],
+            settings = SamplerSettings(sampler=resolve_sampler(spec["bayes"]["sampler"]),
                                        chains=choice["chains"], draws=choice["draws"], tune=choice["tune"],
                                        target_accept=spec["bayes"]["target_accept"])
             tree = sample_posterior(bayes.build_model(model_def, data.heads, data.tosses), settings, seeds["sampler"] + k,
@@ -220,7 +220,7 @@ def _uncertainty_groups(spec, model_def, data, best: CoinParams, coords, seeds, 
 
 def _bayes_groups(spec, model_def, data, restarts, coords, seeds, timings, progress) -> dict[str, xr.Dataset]:
     bayes_spec = spec["bayes"]
-    sampler = "nutpie" if bayes_spec["sampler"] == "auto" else bayes_spec["sampler"]
+    sampler = resolve_sampler(bayes_spec["sampler"])
     settings = SamplerSettings(
         sampler=sampler,
         chains=bayes_spec["chains"],

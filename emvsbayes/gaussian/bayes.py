@@ -33,31 +33,6 @@ from scipy.special import logsumexp
 
 from emvsbayes.gaussian.model import COVARIANCE_TYPES, GaussianMixtureModel, GaussianParams, as_data_matrix
 
-# Sampler measurement (this 2-core machine, shared, load 3-4, so +-30 %; warm compile caches; ordered
-# model, starts from the truth; wall time of pm.sample, "sampling" = the posterior's sampling_time):
-#                                              nutpie wall / sampling     pymc wall / sampling
-#   1-D K=2 N=200,  4 chains x (1000 + 1000)     4.2 s / 0.4 s              6.8 s / 5.2 s
-#   1-D K=2 N=200,  2 chains x (500 + 500)       3.2 s / 0.16 s             2.4 s / 1.3 s
-#   2-D full K=2 N=300, 2 x (500 + 500)         13.6 s / 2.1 s              9.1 s / 5.3-6.3 s
-#   2-D full K=3 N=1000, 2 x (500 + 500)        37.5 s / 9.1 s             23.6 s / 19.8 s (48.7 s loaded)
-# nutpie samples 2-13x faster but pays a numba compile of ~3 s (1-D) to ~30 s (K=3 full, one
-# LKJCholeskyCov per component) per pm.sample call even with a warm cache; PyMC's C compile is cached.
-# At the pipeline's default size (4 x 1000) nutpie is already ahead for the smallest 1-D model, and the
-# gap grows with N, D, K and draws, so nutpie is the choice for every size. PyMC's NUTS stays available
-# through SamplerSettings for its one extra: a different starting point per chain.
-
-
-def choose_sampler(dim: int, n_components: int) -> str:
-    """The NUTS implementation to use for a Gaussian mixture with ``dim`` features and K components.
-
-    nutpie for every size (figures in the comment above): PyMC's NUTS wins only tiny test-sized runs,
-    by its lower compile cost, and loses once sampling time matters.
-    """
-    if dim < 1 or n_components < 1:
-        raise ValueError("dim and n_components must be positive")
-    return "nutpie"
-
-
 def _per_coordinate(value, default: np.ndarray, name: str) -> np.ndarray:
     """A prior setting as a (D,) vector: ``None`` -> the data-scaled default, a scalar or 1-tuple repeated."""
     if value is None:

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -50,10 +52,12 @@ _NEGLIGIBLE_LOG = -700.0
 # responsibilities.
 KEEP_STATS_MAX = 200_000
 
+_AVAILABLE_CORES = max(1, len(os.sched_getaffinity(0)))
+
 # Rows per chunk are chosen so one chunk's design and (K, n) work arrays take about this many float64
 # values (about 1 MB): small enough to stay in a core's L2 cache, large enough that the per-chunk
 # Python overhead is a few percent.
-CHUNK_VALUES = 1 << 17
+CHUNK_VALUES = 1 << 19
 
 # A Cholesky pivot (a conditional variance in standardised units) smaller than this, relative to the
 # second moment it was computed from, is rounding noise of E[z z^T] - mu mu^T, not a variance.
@@ -164,14 +168,28 @@ class GaussianStats:
     ``shift`` (K, D): the point each component's moments are taken about: ``sum_z`` and ``sum_zz`` are
     moments of z - shift_k (except tied's total). It is 0 except for a component so narrow that raw
     moments would cancel (see ``_shifted``), where it is the component's current mean.
+
+    For large data (N K above ``KEEP_STATS_MAX``) the E-step does not keep the N x K log
+    responsibilities: the M-step needs only the sums, and writing N K numbers per iteration that no one
+    reads was a quarter of an iteration's time. ``log_resp`` then recomputes them (one more pass over
+    the data, with the same parameters) on first access and keeps them.
     """
 
-    log_resp: np.ndarray
     nk: np.ndarray
     sum_z: np.ndarray
     sum_zz: np.ndarray
     frame: Frame
     shift: np.ndarray
+    kept_log_resp: np.ndarray | None = field(default=None, repr=False)
+    recompute_log_resp: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def log_resp(self) -> np.ndarray:
+        """log P(z_i = k | x_i, params), (N, K)."""
+        if self.kept_log_resp is None:
+            # Frozen record, filled once: the value is fixed by the record's own parameters and data.
+            object.__setattr__(self, "kept_log_resp", self.recompute_log_resp())
+        return self.kept_log_resp
 
     @property
     def resp(self) -> np.ndarray:
@@ -321,14 +339,14 @@ def _recompute_tight(out, exact: _Exact, z, whiten) -> np.ndarray:
     return out
 
 
-def _log_joint_product(whiten, coef, exact, phi, z):
-    return _recompute_tight(coef @ phi, exact, z, whiten)
+def _log_joint_product(whiten, coef, exact, phi, z, out):
+    return _recompute_tight(np.matmul(coef, phi, out=out), exact, z, whiten)
 
 
-def _log_joint_tied(coef, exact, phi, z):
+def _log_joint_tied(coef, exact, phi, z, out):
     # The quadratic term -1/2 |U^T z|^2 is the same for every component: computed once, not K times.
     white = exact.u_z.T @ z
-    out = coef @ phi
+    np.matmul(coef, phi, out=out)
     out -= 0.5 * np.einsum("dn,dn->n", white, white)
     return _recompute_tight(out, exact, z, _WHITEN["tied"])
 
@@ -479,12 +497,24 @@ _IDENTITY_FOR_EMPTY = {
 # The passes over the data
 
 
-def _chunks(
-    model: GaussianMixtureModel, data: GaussianData, params: GaussianParams
-) -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (rows, z (D, n), design (F, n), log w_k + log N(z | mu_k, Sigma_k) (K, n)) block by block.
+def _chunk_bounds(data: GaussianData) -> list[tuple[int, int]]:
+    """The (start, stop) row ranges of the blocks: fixed by N and the chunk size alone, never by the
+    number of threads, so every sum over blocks is the same whichever thread computed which block."""
+    n, size = data.n_samples, data.chunk_size
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
 
-    The design buffer is reused between blocks: a consumer must be done with it before the next one.
+
+def _chunks(
+    model: GaussianMixtureModel, data: GaussianData, params: GaussianParams, bounds: list[tuple[int, int]] | None = None
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (rows, z (D, n), design (F, n), log w_k + log N(z | mu_k, Sigma_k) (K, n)) block by block
+    (all blocks, or those of ``bounds``).
+
+    The design and log-joint buffers are reused between blocks: a consumer must be done with them before
+    the next one. Each call has its own buffers, so threads can each run one over different blocks.
+    Reusing them matters beyond allocation: a fresh array of this size is fresh memory the kernel must
+    fault in and zero, and page faults of two threads serialise on the process's memory map (measured:
+    4x slower per block than the arithmetic, and two threads no faster than one).
     """
     form = _FORMS[model.covariance_type]
     mu_z, u_z = data.frame.params_to_z(params)
@@ -492,21 +522,51 @@ def _chunks(
     # product (BLAS kernels may form 0 * inf = nan in padding) and put in afterwards.
     dead = params.w <= 0
     coef, extra = form.coefficients(np.log(np.where(dead, 1.0, params.w)), mu_z, u_z)
-    n, size = data.n_samples, data.chunk_size
-    buffer = np.empty((coef.shape[1], min(size, n)))
+    bounds = _chunk_bounds(data) if bounds is None else bounds
+    if not bounds:
+        return
+    width = max(stop - start for start, stop in bounds)
+    buffer = np.empty((coef.shape[1], width))
     buffer[0] = 1.0
-    for start in range(0, n, size):
-        rows = slice(start, min(start + size, n))
+    joint_buffer = np.empty((len(params.w), width))
+    for start, stop in bounds:
+        rows = slice(start, stop)
         z = data.z_t[:, rows]
         phi = buffer[:, : z.shape[1]]
         form.design(z, phi)
-        log_joint = form.log_joint(coef, extra, phi, z)
+        log_joint = form.log_joint(coef, extra, phi, z, joint_buffer[:, : z.shape[1]])
         log_joint[dead] = -np.inf
         yield rows, z, phi, log_joint
 
 
-def _soft_assign(log_joint: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, float]:
-    """Log responsibilities into ``out`` (K, n); return (responsibilities (K, n), sum_i log p(z_i)).
+def e_step_threads(data: GaussianData) -> int:
+    """Threads an E-step uses: one per available core, but only with at least two blocks per thread
+    (numpy releases the GIL inside its array loops, so blocks run truly in parallel)."""
+    return max(1, min(_AVAILABLE_CORES, len(_chunk_bounds(data)) // 2))
+
+
+def _stripes(bounds: list, n_threads: int) -> list[list]:
+    """``bounds`` cut into ``n_threads`` contiguous runs of (nearly) equal length."""
+    return [list(part) for part in np.array_split(np.arange(len(bounds)), n_threads) if part.size]
+
+
+class _AssignWork:
+    """Scratch arrays for assigning one block (one set per thread), so the per-block passes allocate
+    nothing (see :func:`_chunks` for why that matters)."""
+
+    def __init__(self, k: int, width: int):
+        self.shift = np.empty(width)
+        self.total = np.empty(width)
+        self.small = np.empty((k, width), dtype=bool)
+        self.centred = np.empty((k, width))
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.shift[:n], self.total[:n], self.small[:, :n], self.centred[:, :n]
+
+
+def _soft_assign(log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWork | None = None) -> tuple[np.ndarray, float]:
+    """Log responsibilities into ``out`` (K, n) (none if ``out`` is None); return (responsibilities
+    (K, n), sum_i log p(z_i)).
 
     This is logsumexp over K (shift by the largest term, exponentiate, sum, log), written out instead
     of calling ``scipy.special.logsumexp``: that function makes about fifteen passes with fancy
@@ -514,37 +574,46 @@ def _soft_assign(log_joint: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, fl
     unnormalised responsibilities the M-step needs. Tests check the result against
     ``scipy.special.logsumexp``. ``log_joint`` is overwritten.
     """
-    shift = log_joint.max(axis=0)
-    np.subtract(log_joint, shift, out=out)
-    scaled = np.exp(out, out=log_joint)
+    work = work or _AssignWork(*log_joint.shape)
+    shift, total, small, centred = work.take(log_joint.shape[1])
+    centred = centred if out is None else out
+    np.max(log_joint, axis=0, out=shift)
+    np.subtract(log_joint, shift, out=centred)
+    scaled = np.exp(centred, out=log_joint)
     # Terms below e^-700 of the largest are zero to every digit of the sums, but as subnormal numbers
     # they make each product in the M-step's matrix product take a microcode assist (10x slower).
-    np.copyto(scaled, 0.0, where=out < _NEGLIGIBLE_LOG)
-    total = scaled.sum(axis=0)
-    log_total = np.log(total)
-    out -= log_total
-    scaled *= 1.0 / total
+    # Most blocks have none: one read finds out, instead of a mask pass and a masked copy.
+    if centred.min() < _NEGLIGIBLE_LOG:
+        np.less(centred, _NEGLIGIBLE_LOG, out=small)
+        np.copyto(scaled, 0.0, where=small)
+    np.sum(scaled, axis=0, out=total)
+    scaled /= total
+    log_total = np.log(total, out=total)
+    if out is not None:
+        out -= log_total
     return scaled, float(shift.sum() + log_total.sum())
 
 
-def _hard_assign(log_joint: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, float]:
+def _hard_assign(log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWork | None = None) -> tuple[np.ndarray, float]:
     """Each point wholly to its most probable component (ties to the lowest index): 0 / -inf into
-    ``out``; return (one-hot responsibilities (K, n), sum_i max_k log(w_k N(z_i | ...))), the
-    classification log-likelihood. ``log_joint`` is overwritten."""
+    ``out`` (unless None); return (one-hot responsibilities (K, n), sum_i max_k log(w_k N(z_i | ...))),
+    the classification log-likelihood. ``log_joint`` is overwritten."""
     best = np.argmax(log_joint, axis=0)
     cols = np.arange(log_joint.shape[1])
     objective = float(log_joint[best, cols].sum())
-    out.fill(-np.inf)
-    out[best, cols] = 0.0
+    if out is not None:
+        out.fill(-np.inf)
+        out[best, cols] = 0.0
     log_joint.fill(0.0)
     log_joint[best, cols] = 1.0
     return log_joint, objective
 
 
-def _stats(model, data, log_resp_t, sums, shift) -> GaussianStats:
+def _stats(model, data, log_resp_t, sums, shift, recompute=None) -> GaussianStats:
     d = data.n_features
     second = _FORMS[model.covariance_type].second_moments(sums, data)
-    return GaussianStats(log_resp_t.T, sums[:, 0].copy(), sums[:, 1 : 1 + d].copy(), second, data.frame, shift)
+    return GaussianStats(sums[:, 0].copy(), sums[:, 1 : 1 + d].copy(), second, data.frame, shift,
+                         kept_log_resp=None if log_resp_t is None else log_resp_t.T, recompute_log_resp=recompute)
 
 
 def _shifted(model: GaussianMixtureModel, data: GaussianData, params: GaussianParams) -> tuple[np.ndarray, np.ndarray]:
@@ -564,28 +633,53 @@ def _shifted(model: GaussianMixtureModel, data: GaussianData, params: GaussianPa
     return exact.tight, shift
 
 
-def _e_step(assign, model: GaussianMixtureModel, data: GaussianData, params: GaussianParams) -> tuple[GaussianStats, float]:
+def _e_step(
+    assign, model: GaussianMixtureModel, data: GaussianData, params: GaussianParams, keep_log_resp: bool | None = None
+) -> tuple[GaussianStats, float]:
     k = params.w.shape[0]
     form = _FORMS[model.covariance_type]
     tight, shift = _shifted(model, data, params)
+    if keep_log_resp is None:
+        keep_log_resp = data.n_samples * k <= KEEP_STATS_MAX
     # (K, N) so each block is a contiguous column range and the reduction over K runs across rows;
     # the stats expose its transpose (N, K).
-    log_resp_t = np.empty((k, data.n_samples))
-    sums = None
-    total = 0.0
-    for rows, z, phi, log_joint in _chunks(model, data, params):
-        out = log_resp_t[:, rows]
-        resp, objective = assign(log_joint, out)
-        total += objective
-        block = phi @ resp.T  # (F, K): measured faster than resp @ phi.T for this shape
-        for j in tight:
-            # phi is not needed any more: reuse it for the design of the shifted points.
-            form.design(z - shift[j][:, None], phi)
-            block[:, j] = phi @ resp[j]
-        sums = block if sums is None else sums + block
+    log_resp_t = np.empty((k, data.n_samples)) if keep_log_resp else None
+    bounds = _chunk_bounds(data)
+    # One slot per block for its weighted sums and objective; they are added up in block order after
+    # all blocks are done, so the result does not depend on how many threads ran.
+    block_sums = np.empty((len(bounds), form.n_design(data.n_features), k))
+    objectives = np.empty(len(bounds))
+
+    def run(indices: list[int]) -> None:
+        width = max(bounds[i][1] - bounds[i][0] for i in indices)
+        work = _AssignWork(k, width)
+        for index, (rows, z, phi, log_joint) in zip(indices, _chunks(model, data, params, [bounds[i] for i in indices])):
+            resp, objectives[index] = assign(log_joint, log_resp_t[:, rows] if keep_log_resp else None, work)
+            block = block_sums[index]
+            np.matmul(phi, resp.T, out=block)  # (F, K): measured faster than resp @ phi.T for this shape
+            for j in tight:
+                # phi is not needed any more: reuse it for the design of the shifted points.
+                form.design(z - shift[j][:, None], phi)
+                block[:, j] = phi @ resp[j]
+
+    n_threads = e_step_threads(data)
+    if n_threads == 1:
+        run(list(range(len(bounds))))
+    else:
+        with ThreadPoolExecutor(n_threads) as pool:
+            for done in [pool.submit(run, stripe) for stripe in _stripes(bounds, n_threads)]:
+                done.result()
+    sums = block_sums[0].copy()
+    for block in block_sums[1:]:
+        sums += block
     # Back to the density of x: log p_x = log p_z - sum_j log scale_j for each point.
-    total -= data.n_samples * data.frame.log_jacobian
-    return _stats(model, data, log_resp_t, sums.T, shift), total
+    total = math.fsum(objectives) - data.n_samples * data.frame.log_jacobian
+    recompute = None if keep_log_resp else partial(_log_resp_again, assign, model, data, params)
+    return _stats(model, data, log_resp_t, sums.T, shift, recompute), total
+
+
+def _log_resp_again(assign, model, data, params) -> np.ndarray:
+    return _e_step(assign, model, data, params, keep_log_resp=True)[0].log_resp
 
 
 def e_step(model: GaussianMixtureModel, data: GaussianData, params: GaussianParams) -> tuple[GaussianStats, float]:

@@ -25,7 +25,7 @@ from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, Gauss
 from emvsbayes.labels.diagnostics import distinct_optima
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import em_estimate, em_restarts, em_trace
-from emvsbayes.sampling import SamplerSettings, sample_posterior
+from emvsbayes.sampling import SamplerSettings, resolve_sampler, sample_posterior
 from emvsbayes.uncertainty import gaussian_bootstrap, gaussian_standard_errors, gaussian_criteria, loo_waic
 
 #: Chains start from at most this many distinct EM optima (cycled over chains).
@@ -201,14 +201,9 @@ def _start_points(model_def, restarts) -> list[GaussianParams]:
 def _bayes_groups(spec, model_def, x, restarts, coords, seeds, timings, progress) -> dict[str, xr.Dataset]:
     b = spec["bayes"]
     starts = _start_points(model_def, restarts)
-    if b["sampler"] != "auto":
-        sampler = b["sampler"]
-    elif len(starts) > 1 and x.shape[1] == 1:
-        # Several distinct EM optima: PyMC's NUTS can start each chain at a different one (nutpie
-        # takes one start for all), so R-hat can still see a second mode.
-        sampler = "pymc"
-    else:
-        sampler = bayes.choose_sampler(x.shape[1], model_def.n_components)
+    # numpyro (the default) and PyMC's NUTS start each chain at its own EM optimum, so R-hat can still
+    # see a second mode; nutpie takes the first for all.
+    sampler = resolve_sampler(b["sampler"])
     settings = SamplerSettings(sampler=sampler, chains=b["chains"], draws=b["draws"], tune=b["tune"],
                                target_accept=b["target_accept"])
     start = time.perf_counter()
@@ -271,7 +266,7 @@ def _model_choice(spec, x, seeds, timings, progress) -> xr.Dataset:
         if choice["bayes"] and criteria is not None and not notes:
             if progress:
                 progress(f"model choice: sampling K = {k}")
-            settings = SamplerSettings(sampler=bayes.choose_sampler(d, k), chains=choice["chains"], draws=choice["draws"],
+            settings = SamplerSettings(sampler=resolve_sampler(spec["bayes"]["sampler"]), chains=choice["chains"], draws=choice["draws"],
                                        tune=choice["tune"], target_accept=spec["bayes"]["target_accept"])
             tree = sample_posterior(bayes.build_model(model_def, x), settings, seeds["sampler"] + k,
                                     bayes.initvals_from_params(model_def, [best.params])).tree

@@ -646,6 +646,22 @@ def _mode_var(ls: xr.Dataset) -> str | None:
 # --- reproducibility ------------------------------------------------------------------------------------------
 
 
+#: What each recorded stage covers (keys as the runners record them in the results' ``timings``).
+STAGE_NAMES = {
+    "load": "load the data",
+    "em": "EM: restarts and the reported fits",
+    "em_uncertainty": "EM uncertainty: observed-information SEs and bootstrap",
+    "exact": "exact posterior by enumeration",
+    "build_model": "build the PyMC model",
+    "sampling_total": "posterior, whole: compile + tune + draws + log-likelihood",
+    "sampling": "posterior, the sampler's clock: tuning + draws (numpyro: with its JIT compile)",
+    "relabel": "relabelling and label-switching diagnostics",
+    "model_choice": "model choice over K",
+    "write": "write results.nc",
+    "report": "render this page",
+}
+
+
 def reproducibility_section(ctx: Context, extra_timings=None) -> str:
     tree = ctx.tree
     timings = dict(root_json(tree, "timings", {}) or {})
@@ -658,7 +674,8 @@ def reproducibility_section(ctx: Context, extra_timings=None) -> str:
              ("stage seeds", ", ".join(f"{k} {v}" for k, v in seeds.items()) if isinstance(seeds, dict) else seeds),
              ("created", tree.attrs.get("created", "")),
              ("machine", ", ".join(f"{k}: {v}" for k, v in machine.items()) if isinstance(machine, dict) else machine)]
-    timing_rows = [[k, fmt(v, 3)] for k, v in timings.items() if v is not None] if isinstance(timings, dict) else []
+    timing_rows = ([[STAGE_NAMES.get(k, k), fmt(v, 3)] for k, v in timings.items() if v is not None]
+                   if isinstance(timings, dict) else [])
     version_rows = [[k, v] for k, v in versions.items()] if isinstance(versions, dict) else []
     spec_text = json.dumps(ctx.spec, indent=2, ensure_ascii=False) if ctx.spec else str(tree.attrs.get("spec", ""))
     return (key_value_table(facts, cls="")

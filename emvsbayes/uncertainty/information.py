@@ -350,7 +350,8 @@ def _coin_function(n_components: int, weights: str) -> Callable:
     hessian = jacobian(gradient, phi, vectorize=True)
     natural = pt.concatenate([pt.sigmoid(eta), pt.exp(log_w)])
     jac = jacobian(natural, phi, vectorize=True)
-    return pytensor.function([phi, heads, tosses], [loglik, gradient, hessian, natural, jac], mode=_mode())
+    with pytensor.config.change_flags(cxx=""):
+        return pytensor.function([phi, heads, tosses], [loglik, gradient, hessian, natural, jac], mode=_mode())
 
 
 def coin_standard_errors(
@@ -520,7 +521,8 @@ def _gaussian_function(covariance_type: str, n_components: int, dim: int) -> Cal
     scale = pt.sqrt(cov[:, 0, 0]) if dim == 1 else cov.reshape((k * dim * dim,))
     natural = pt.concatenate([pt.exp(log_w), mu.reshape((k * dim,)), scale])
     jac = jacobian(natural, phi, vectorize=True)
-    return pytensor.function([phi, x], [loglik, gradient, hessian, natural, jac], mode=_mode())
+    with pytensor.config.change_flags(cxx=""):
+        return pytensor.function([phi, x], [loglik, gradient, hessian, natural, jac], mode=_mode())
 
 
 def gaussian_standard_errors(
