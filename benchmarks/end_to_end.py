@@ -2,7 +2,8 @@
 
 For every ``models/*.toml`` except ``study_*`` and ``sbc_*``: ``emvsbayes run SPEC --quiet --out TMP`` in a
 subprocess, first with fresh cache directories (cold: PyTensor's ``base_compiledir``, which holds PyMC's C
-code and nutpie's numba code, and ``NUMBA_CACHE_DIR``), then again with the same directories (warm).
+code and nutpie's numba code, ``NUMBA_CACHE_DIR`` and JAX's persistent compilation cache, where numpyro's
+compiled samplers go), then again with the same directories (warm).
 Printed: both wall times, how many files the compile directory gained in each run (0 in the warm run =
 nothing recompiled), and the per-stage seconds the run records in ``results.nc`` (root attribute
 ``timings``, JSON), with the share of the EM bootstrap (the ``em_uncertainty`` stage: standard errors +
@@ -42,6 +43,7 @@ def run_spec(spec: str, cache: Path, out: Path) -> dict:
     env = dict(os.environ)
     env["PYTENSOR_FLAGS"] = f"base_compiledir={cache / 'pytensor'}"
     env["NUMBA_CACHE_DIR"] = str(cache / "numba")
+    env["JAX_COMPILATION_CACHE_DIR"] = str(cache / "jax")
     before = count_files(cache)
     start = time.perf_counter()
     proc = subprocess.run([str(EMVSBAYES), "run", str(ROOT / "models" / f"{spec}.toml"), "--quiet", "--out", str(out)],

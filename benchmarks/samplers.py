@@ -13,9 +13,9 @@ PyTensor's C and numba code, ``NUMBA_CACHE_DIR``, JAX's persistent cache and htt
 ``XDG_CACHE_HOME``), then warm (the same directories again), engines interleaved so that load on this
 shared machine hits them alike. All engines start every chain from EM answers (the best first, then
 other distinct optima, cycled over chains; nutpie takes only the first) without jitter, as
-:func:`emvsbayes.sampling.sample_posterior` does; pymc and nutpie go through that very function with
-emvsbayes's default :class:`SamplerSettings`, numpyro through ``pm.sample(nuts_sampler="numpyro")`` on the
-same PyMC model, Stan through ``stan.build`` / ``sample`` with the same chains, draws and tuning length.
+:func:`emvsbayes.sampling.sample_posterior` does; pymc, nutpie and numpyro go through that very function with
+emvsbayes's default :class:`SamplerSettings` (numpyro, the default, included: ``pm.sample(nuts_sampler=
+"numpyro")`` on the same PyMC model, per-chain starts), Stan through ``stan.build`` / ``sample`` with the same chains, draws and tuning length.
 
 Printed per (model, engine): min bulk and tail ESS over the reported parameters (w, mu, sigma / cov,
 theta; symmetric models relabelled by Stephens' algorithm first), the same per chain (within-chain ESS,
@@ -99,14 +99,10 @@ def _coins_setup(cfg, data):
 
 
 def _default_engine(cfg, n_starts: int, dim: int) -> str:
-    """What the pipeline's ``sampler = "auto"`` picks (mirrors the runners)."""
-    if cfg["family"] == "coins":
-        return "nutpie"
-    from emvsbayes.gaussian.bayes import choose_sampler
+    """What the pipeline's ``sampler = "auto"`` picks (the same for every model)."""
+    from emvsbayes.sampling import resolve_sampler
 
-    if n_starts > 1 and dim == 1:
-        return "pymc"
-    return choose_sampler(dim, cfg["k"])
+    return resolve_sampler("auto")
 
 
 def _stan_data_and_inits(cfg, model_def, data, x, pm_starts):
@@ -195,24 +191,12 @@ def _run_engine(engine, cfg, model_def, data, x, pm_starts, args):
         from emvsbayes.gaussian.bayes import build_model
     args_model = (data.heads, data.tosses) if cfg["family"] == "coins" else (x,)
     pm_model = build_model(model_def, *args_model)
-    if engine in ("pymc", "nutpie"):
-        from emvsbayes.sampling import sample_posterior
+    from emvsbayes.sampling import sample_posterior
 
-        settings = SamplerSettings(sampler=engine, chains=chains, draws=draws, tune=tune,
-                                   target_accept=target_accept)
-        outcome = sample_posterior(pm_model, settings, args.seed, pm_starts, log_likelihood=False)
-        tree = outcome.tree
-        seconds_sampling, seconds_call = outcome.seconds_sampling, outcome.seconds_total
-    else:
-        import pymc as pm
-
-        starts = [dict(pm_starts[c % len(pm_starts)]) for c in range(chains)]
-        start = time.perf_counter()
-        tree = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=args.seed, progressbar=False,
-                         nuts_sampler="numpyro", model=pm_model, initvals=starts, compute_convergence_checks=False,
-                         nuts={"target_accept": target_accept, "jitter": False, "chain_method": "parallel"})
-        seconds_call = time.perf_counter() - start
-        seconds_sampling = float(tree["posterior"].attrs.get("sampling_time", np.nan))
+    settings = SamplerSettings(sampler=engine, chains=chains, draws=draws, tune=tune, target_accept=target_accept)
+    outcome = sample_posterior(pm_model, settings, args.seed, pm_starts, log_likelihood=False)
+    tree = outcome.tree
+    seconds_sampling, seconds_call = outcome.seconds_sampling, outcome.seconds_total
     divergences = int(tree["sample_stats"]["diverging"].values.sum())
     return _tree_draws(tree, names), divergences, seconds_sampling, seconds_call
 

@@ -140,7 +140,7 @@ def _quiet_libraries(quiet: bool) -> None:
         warnings.filterwarnings("ignore")
         import pymc  # noqa: F401  (pymc sets its logger's level when imported: import first, then quieten)
 
-        for name in ("pymc", "pytensor", "arviz", "nutpie", "distributed"):
+        for name in ("pymc", "pytensor", "arviz", "nutpie", "jax", "numpyro", "distributed"):
             logging.getLogger(name).setLevel(logging.ERROR)
 
 

@@ -27,7 +27,7 @@ from emvsbayes.spec import SPEC_NAME, resolve_data_path
 FAMILY_RUNNERS = {"coins": "emvsbayes.coins.runner", "gaussian": "emvsbayes.gaussian.runner"}
 #: stages that get their own child seed
 SEED_STAGES = ("em", "sampler", "bootstrap", "data")
-VERSIONED_PACKAGES = ("emvsbayes", "numpy", "scipy", "xarray", "pymc", "pytensor", "nutpie", "arviz",
+VERSIONED_PACKAGES = ("emvsbayes", "numpy", "scipy", "xarray", "pymc", "pytensor", "numpyro", "jax", "nutpie", "arviz",
                       "arviz-base", "arviz-stats", "arviz-plots", "h5netcdf", "matplotlib")
 
 

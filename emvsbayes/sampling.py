@@ -16,12 +16,11 @@ log-likelihood for LOO is computed by JAX.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,6 +56,14 @@ def configure_jax() -> None:
     # samplers here are many small programs whose compile time adds up.
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    if "jax" in sys.modules:
+        # Imported before this ran: its configuration was read then; the cache can still be set.
+        import jax
+
+        if not jax.config.jax_compilation_cache_dir:
+            jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +80,18 @@ class SamplerSettings:
 
 @dataclass(frozen=True, slots=True)
 class SamplingOutcome:
-    """The draws (an ``xarray.DataTree`` as PyMC returns it) and how long each stage took, in seconds."""
+    """The draws (an ``xarray.DataTree`` as PyMC returns it) and how long each stage took, in seconds.
+
+    ``seconds_sampling``: tuning + draws; ``seconds_total``: the whole call. ``stages`` splits the call
+    where the sampler lets us see inside (numpyro: ``compile`` = building and JIT-compiling the log
+    density and the sampler, ``tune``, ``draws``, ``log_likelihood``); empty otherwise.
+    """
 
     tree: object
     sampler: str
     seconds_sampling: float
     seconds_total: float
+    stages: dict = field(default_factory=dict)
 
 
 def available_cores() -> int:
@@ -87,39 +100,25 @@ def available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def finite_starts(model, initvals: Sequence[dict], *, backend: str = "c") -> list[dict]:
-    """The starting points at which the model's log-density and its gradient are finite.
+def finite_starts(model, initvals: Sequence[dict]) -> list[dict]:
+    """The starting points at which the model's log-density and its gradient are finite (PyMC's C
+    functions; the numpyro path checks with its own JAX log-density, :func:`_start_points`).
 
     An EM answer can sit where the prior has no density (a covariance at the edge of positive
     definiteness, a weight of exactly 0); such a start would stop the sampler, so it is dropped and
-    the chains use the other starts, or PyMC's own initial point when none is left. ``backend="jax"``
-    evaluates the density the way numpyro will (and compiles nothing to C).
+    the chains use the other starts, or PyMC's own initial point when none is left.
     """
     from pymc.initial_point import make_initial_point_fn
 
     if not initvals:
         return []
-    if backend == "jax":
-        import jax
-        from pymc.sampling.jax import get_jaxified_logp
-
-        value_and_grad = jax.jit(jax.value_and_grad(get_jaxified_logp(model, negative_logp=False)))
-
-        def is_finite(point):
-            value, grads = value_and_grad([jax.numpy.asarray(v) for v in point.values()])
-            return bool(np.isfinite(value)) and all(bool(np.all(np.isfinite(g))) for g in grads)
-    else:
-        logp = model.compile_logp()
-        dlogp = model.compile_dlogp()
-
-        def is_finite(point):
-            return bool(np.isfinite(logp(point))) and bool(np.all(np.isfinite(dlogp(point))))
-
+    logp = model.compile_logp()
+    dlogp = model.compile_dlogp()
     kept = []
     for start in initvals:
         try:
             point = make_initial_point_fn(model=model, overrides=start, jitter_rvs=set(), return_transformed=True)(0)
-            if is_finite(point):
+            if np.isfinite(logp(point)) and np.all(np.isfinite(dlogp(point))):
                 kept.append(start)
         except (ValueError, TypeError, FloatingPointError):
             continue
@@ -151,13 +150,12 @@ def sample_posterior(
     sampler = resolve_sampler(settings.sampler)
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {settings.sampler!r}")
-    if sampler == "numpyro":
-        configure_jax()
-    import pymc as pm
-    import pytensor
-
     # The sampler's own progress bar redraws with control characters: only on a terminal.
     progressbar = progressbar and sys.stdout.isatty()
+    if sampler == "numpyro":
+        return _sample_numpyro(model, settings, seed, initvals or [], progressbar, log_likelihood)
+    import pymc as pm
+
     kwargs: dict = dict(
         draws=settings.draws,
         tune=settings.tune,
@@ -170,36 +168,20 @@ def sample_posterior(
     )
     nuts: dict = {"target_accept": settings.target_accept}
     start = time.perf_counter()
-    if sampler == "numpyro":
-        import jax
-
-        # Everything PyMC compiles on this path besides the JAX programs (the initial-point function) is
-        # tiny: PyTensor's Python linker runs it at once, where a cold C compile costs ~20 s.
-        no_c = pytensor.config.change_flags(cxx="")
-        with no_c:
-            initvals = finite_starts(model, initvals or [], backend="jax")
-        nuts["jitter"] = False
-        # One virtual device per chain runs the chains in parallel; with fewer (JAX imported before
-        # configure_jax could set the flag) numpyro would draw them one after another.
-        nuts["chain_method"] = "parallel" if jax.local_device_count() >= settings.chains else "vectorized"
-        if initvals:
-            kwargs["initvals"] = [dict(initvals[i % len(initvals)]) for i in range(settings.chains)]
-    else:
-        no_c = contextlib.nullcontext()
-        kwargs["cores"] = settings.cores or min(settings.chains, available_cores())
-        initvals = finite_starts(model, initvals or [])
-        if initvals:
-            starts = [dict(initvals[i % len(initvals)]) for i in range(settings.chains)]
-            if sampler == "nutpie":
-                kwargs["initvals"] = starts[0]
-                # nutpie jitters every start by U(-1, 1) on the unconstrained scale unless told not to;
-                # that can throw a chain from the EM answer into a degenerate mode.
-                kwargs["compile_kwargs"] = {"jitter_rvs": set()}
-            else:
-                kwargs["initvals"] = starts
-                kwargs["init"] = "adapt_diag"
+    kwargs["cores"] = settings.cores or min(settings.chains, available_cores())
+    initvals = finite_starts(model, initvals or [])
+    if initvals:
+        starts = [dict(initvals[i % len(initvals)]) for i in range(settings.chains)]
+        if sampler == "nutpie":
+            kwargs["initvals"] = starts[0]
+            # nutpie jitters every start by U(-1, 1) on the unconstrained scale unless told not to;
+            # that can throw a chain from the EM answer into a degenerate mode.
+            kwargs["compile_kwargs"] = {"jitter_rvs": set()}
+        else:
+            kwargs["initvals"] = starts
+            kwargs["init"] = "adapt_diag"
     kwargs["nuts"] = nuts
-    with warnings.catch_warnings(), no_c:
+    with warnings.catch_warnings():
         # PyMC warns about short chains in quick runs; the report shows R-hat and ESS itself.
         warnings.filterwarnings("ignore", message=".*samples per chain.*")
         warnings.filterwarnings("ignore", message=".*number of samples is too small.*")
@@ -217,8 +199,154 @@ def sample_posterior(
                 kwargs["initvals"] = [dict(initvals[i % len(initvals)]) for i in range(settings.chains)]
             tree = pm.sample(**kwargs)
         if log_likelihood:
-            backend = {"numpyro": "jax"}.get(sampler)
-            tree = pm.compute_log_likelihood(tree, model=model, progressbar=False, backend=backend)
+            tree = pm.compute_log_likelihood(tree, model=model, progressbar=False)
     total = time.perf_counter() - start
     seconds_sampling = float(tree["posterior"].attrs.get("sampling_time", np.nan))
     return SamplingOutcome(tree, sampler, seconds_sampling, total)
+
+
+# --------------------------------------------------------------------------------------------------
+# numpyro, driven directly
+#
+# pm.sample(nuts_sampler="numpyro") does the same sampling, but in a fresh process it also builds PyMC's
+# own step methods (a gradient graph numpyro never uses, ~1.3 s) and the JAX log-density twice (once
+# more for any start check, ~1.1 s each): a quarter of a warm whole run on Old Faithful. Here the
+# log-density is built once and serves the start check and the sampler; warm-up and draws run as two
+# calls so each can be timed, with JAX's compile time (tracing, lowering, loading from the persistent
+# cache) counted apart from sampling. The pieces taken from PyMC (JAX graph of the model, the
+# transformation of draws back to the constrained variables, coordinates, observed data) are those
+# pm.sample's own numpyro path uses.
+
+
+class _CompileClock:
+    """Seconds JAX spends compiling (tracing, lowering, XLA compile or cache load) while installed."""
+
+    EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+              "/jax/core/compile/backend_compile_duration")
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __call__(self, event: str, duration: float, **_) -> None:
+        if event in self.EVENTS:
+            self.seconds += duration
+
+    def __enter__(self):
+        import jax.monitoring
+
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        from jax._src import monitoring
+
+        monitoring.unregister_event_duration_listener(self)
+
+
+def _start_points(model, initvals: Sequence[dict], logp_fn, chains: int) -> list[np.ndarray] | None:
+    """Chain-major unconstrained starting values (one array per value variable, leading axis the
+    chain) from the EM answers at which log-density and gradient are finite; None if there are none
+    (numpyro then starts from PyMC's initial point)."""
+    import jax
+    from pymc.initial_point import make_initial_point_fn
+
+    value_and_grad = jax.jit(jax.value_and_grad(logp_fn))
+    points = []
+    for start in initvals:
+        try:
+            point = make_initial_point_fn(model=model, overrides=start, jitter_rvs=set(), return_transformed=True)(0)
+        except (ValueError, TypeError, FloatingPointError):
+            continue
+        values = [np.asarray(point[v.name]) for v in model.value_vars]
+        value, grads = value_and_grad([jax.numpy.asarray(v) for v in values])
+        if np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads):
+            points.append(values)
+    if not points:
+        return None
+    chosen = [points[c % len(points)] for c in range(chains)]
+    return [np.stack([p[i] for p in chosen]) for i in range(len(model.value_vars))]
+
+
+def _sample_numpyro(model, settings: SamplerSettings, seed: int, initvals: Sequence[dict], progressbar: bool,
+                    log_likelihood: bool) -> SamplingOutcome:
+    import pytensor
+
+    configure_jax()
+    started = time.perf_counter()
+    stages: dict[str, float] = {}
+    # Everything PyMC compiles here besides the JAX programs (the initial-point functions) is tiny:
+    # PyTensor's Python linker runs it at once, where a cold C compile costs ~20 s.
+    with pytensor.config.change_flags(cxx=""), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*There are not enough devices.*")
+        import jax
+        from arviz_base import from_dict, make_attrs
+        from numpyro.infer import MCMC, NUTS
+        from pymc.backends.arviz import coords_and_dims_for_inferencedata, find_constants, find_observations
+        from pymc.sampling.jax import _numpyro_stats_to_dict, _postprocess_samples, get_jaxified_graph, get_jaxified_logp
+        from pymc.util import get_default_varnames
+
+        with _CompileClock() as clock:
+            logp_fn = get_jaxified_logp(model, negative_logp=False)
+            init_params = _start_points(model, initvals, logp_fn, settings.chains)
+            if init_params is None:
+                point = model.initial_point()
+                init_params = [np.broadcast_to(point[v.name], (settings.chains, *np.shape(point[v.name]))).copy()
+                               for v in model.value_vars]
+            # One virtual device per chain runs the chains in parallel; with fewer (JAX initialised
+            # before configure_jax could set the flag) the chains run vectorised on one device.
+            chain_method = "parallel" if jax.local_device_count() >= settings.chains else "vectorized"
+            kernel = NUTS(potential_fn=logp_fn, target_accept_prob=settings.target_accept, adapt_step_size=True,
+                          adapt_mass_matrix=True, dense_mass=False)
+            mcmc = MCMC(kernel, num_warmup=settings.tune, num_samples=settings.draws, num_chains=settings.chains,
+                        chain_method=chain_method, progress_bar=progressbar)
+            keys = jax.random.split(jax.random.PRNGKey(seed), settings.chains)
+            setup_compile = clock.seconds
+            stages["build"] = time.perf_counter() - started
+
+            begin = time.perf_counter()
+            mcmc.warmup(keys, init_params=init_params, collect_warmup=False,
+                        extra_fields=("num_steps", "potential_energy", "energy", "adapt_state.step_size",
+                                      "accept_prob", "diverging"))
+            jax.block_until_ready(mcmc.post_warmup_state)
+            tune_wall, tune_compile = time.perf_counter() - begin, clock.seconds - setup_compile
+            begin = time.perf_counter()
+            mcmc.run(mcmc.post_warmup_state.rng_key,
+                     extra_fields=("num_steps", "potential_energy", "energy", "adapt_state.step_size",
+                                   "accept_prob", "diverging"))
+            raw = mcmc.get_samples(group_by_chain=True)
+            jax.block_until_ready(raw)
+            draw_wall, draw_compile = time.perf_counter() - begin, clock.seconds - setup_compile - tune_compile
+            sample_stats = _numpyro_stats_to_dict(mcmc)
+
+            begin = time.perf_counter()
+            names = list(get_default_varnames(model.unobserved_value_vars, include_transformed=False))
+            constrain = get_jaxified_graph(inputs=model.value_vars, outputs=names)
+            raw_list = [raw[v.name] if isinstance(raw, dict) else raw[i] for i, v in enumerate(model.value_vars)]
+            values = _postprocess_samples(constrain, raw_list, postprocessing_vectorize="vmap")
+            posterior = {v.name: np.asarray(r) for v, r in zip(names, values)}
+            log_lik = None
+            if log_likelihood:
+                pointwise = model.logp(model.observed_RVs, sum=False)
+                per_point = get_jaxified_graph(inputs=model.value_vars, outputs=pointwise)
+                log_lik = {v.name: np.asarray(r) for v, r in
+                           zip(model.observed_RVs, _postprocess_samples(per_point, raw_list, postprocessing_vectorize="vmap"))}
+            stages["log_likelihood"] = time.perf_counter() - begin
+        stages["compile"] = clock.seconds
+        stages["tune"] = tune_wall - tune_compile
+        stages["draws"] = draw_wall - draw_compile
+
+        coords, dims = coords_and_dims_for_inferencedata(model)
+        groups = {"posterior": posterior, "sample_stats": {k: np.asarray(v) for k, v in sample_stats.items()}}
+        if log_lik is not None:
+            groups["log_likelihood"] = log_lik
+        observed = find_observations(model)
+        if observed is not None:
+            groups["observed_data"] = observed
+        constant = find_constants(model)
+        if constant is not None:
+            groups["constant_data"] = constant
+        seconds_sampling = stages["tune"] + stages["draws"]
+        attrs = {"posterior": make_attrs({"sampling_time": seconds_sampling, "tuning_steps": settings.tune},
+                                         inference_library=__import__("numpyro"))}
+        tree = from_dict(data=groups, coords=coords, dims=dims, sample_dims=["chain", "draw"], attrs=attrs)
+    return SamplingOutcome(tree, "numpyro", seconds_sampling, time.perf_counter() - started, stages)

@@ -1,5 +1,6 @@
-"""Shared fixtures. Tests run real PyMC sampling; the compile cache is private to the checkout
-(bin/test sets PYTENSOR_FLAGS) and warm after the first test that compiles a model."""
+"""Shared fixtures. Tests run real PyMC sampling; the compile caches (PyTensor's, JAX's) are private to the
+checkout (bin/test sets PYTENSOR_FLAGS and JAX_COMPILATION_CACHE_DIR) and warm after the first test that
+compiles a model."""
 
 import os
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PYTENSOR_FLAGS", f"base_compiledir={ROOT / '.cache' / 'pytensor'}")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
 
 
 def run_cli(*args, cwd=None, timeout=600):

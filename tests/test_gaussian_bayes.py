@@ -2,7 +2,7 @@
 
 Tiers (see /work/shared/STYLE.md): an oracle (memberships against scipy's densities), invariants
 (memberships sum to one, finite log-density at the start for every structure, EM's covariances come back
-out of the model unchanged), and seeded recovery of simulated truth by real nutpie sampling with the
+out of the model unchanged), and seeded recovery of simulated truth by real sampling (the default, numpyro) with the
 tolerance stated next to the assertion.
 """
 
@@ -18,7 +18,7 @@ from emvsbayes.gaussian import bayes
 from emvsbayes.gaussian.model import COVARIANCE_TYPES, GaussianMixtureModel, GaussianParams, parameter_dims
 from emvsbayes.sampling import SamplerSettings, sample_posterior
 
-SETTINGS = SamplerSettings(sampler="nutpie", chains=2, draws=500, tune=500, cores=2)
+SETTINGS = SamplerSettings(chains=2, draws=500, tune=500, cores=2)  # the default sampler
 
 # Truth of the simulations; components already increasing in the first coordinate (the ordered model's labels).
 W = np.array([0.4, 0.6])

@@ -231,8 +231,8 @@ def _bayes_groups(spec, model_def, data, restarts, coords, seeds, timings, progr
     start = time.perf_counter()
     pm_model = bayes.build_model(model_def, data.heads, data.tosses, set_labels=coords["set"])
     timings["build_model"] = time.perf_counter() - start
-    # Chains start from EM answers: the best first, then the other restarts' answers (PyMC's NUTS
-    # gives each chain its own start; nutpie takes the first).
+    # Chains start from EM answers: the best first, then the other restarts' answers (numpyro and
+    # PyMC's NUTS give each chain its own start; nutpie takes the first).
     order = np.argsort([-fit.loglik for fit in restarts.fits])
     starts = bayes.initvals_from_params(model_def, [restarts.fits[i].params for i in order])
     if progress:
@@ -240,6 +240,7 @@ def _bayes_groups(spec, model_def, data, restarts, coords, seeds, timings, progr
     outcome = sample_posterior(pm_model, settings, seeds["sampler"], starts, progressbar=bool(progress))
     timings["sampling_total"] = outcome.seconds_total
     timings["sampling"] = outcome.seconds_sampling
+    timings.update({f"sampling_{stage}": seconds for stage, seconds in outcome.stages.items()})
     tree = outcome.tree
     groups = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats", "log_likelihood", "observed_data")
               if name in tree.children}

@@ -216,6 +216,7 @@ def _bayes_groups(spec, model_def, x, restarts, coords, seeds, timings, progress
                                progressbar=bool(progress))
     timings["sampling_total"] = outcome.seconds_total
     timings["sampling"] = outcome.seconds_sampling
+    timings.update({f"sampling_{stage}": seconds for stage, seconds in outcome.stages.items()})
     tree = outcome.tree
     groups = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats", "log_likelihood", "observed_data")
               if name in tree.children}
