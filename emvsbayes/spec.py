@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from emvsbayes.errors import UserError
+from emvsbayes.sampling import TARGET_ACCEPT
 
 _REQUIRED = object()
 
@@ -272,7 +273,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "chains": Key(4, positive_int),
         "draws": Key(1000, positive_int),
         "tune": Key(1000, positive_int),
-        "target_accept": Key(0.8, probability_open),
+        "target_accept": Key(TARGET_ACCEPT, probability_open),
         "theta_prior": Key([1.0, 1.0], beta_prior),
         "w_concentration": Key(1.0, positive_number),
         "mu_loc": Key(None, optional_number_list),

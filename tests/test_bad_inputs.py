@@ -145,7 +145,7 @@ SPEC_CASES = {
         "{spec}: [em] kinds has an item that must be one of 'soft', 'hard', got 'medium'"),
     "newline_in_value_stays_one_line": (
         COINS + '[bayes]\nsampler = "nut\\npie"\n',
-        "{spec}: [bayes] sampler must be one of 'auto', 'nutpie', 'pymc', got 'nut\\npie'"),
+        "{spec}: [bayes] sampler must be one of 'auto', 'numpyro', 'nutpie', 'pymc', got 'nut\\npie'"),
     # Checks that need the data: still before the output folder is created.
     "k_above_n": (
         COINS + "components = 6\n",

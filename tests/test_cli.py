@@ -1,5 +1,6 @@
 """The command line end to end, as a user runs it: the lecture spec, re-rendering, and bad input."""
 
+import json
 import re
 from pathlib import Path
 
@@ -27,6 +28,18 @@ def test_lecture_spec_end_to_end(lecture_run):
                     "Sampler diagnostics", "Reproducibility"):
         assert heading in page
     assert "<svg" in page
+    # Where the time went: every stage of the run is recorded, the sampler's split into building, JAX
+    # compile and sampling, and the page adds writing the file and rendering itself.
+    timings = json.loads(tree.attrs["timings"])
+    for stage in ("load", "em", "em_uncertainty", "build_model", "sampling_total", "sampling_build",
+                  "sampling_compile", "sampling_tune_and_draws", "relabel"):
+        assert timings[stage] >= 0, stage
+    assert timings["sampling"] == timings["sampling_tune_and_draws"]
+    assert timings["sampling_build"] + timings["sampling_tune_and_draws"] <= timings["sampling_total"]
+    assert tree["posterior"].attrs["sampler"] == "numpyro"
+    for label in ("Time per stage", "posterior: JAX compile", "posterior: tuning and draws", "write results.nc",
+                  "render this page"):
+        assert label in page, label
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the report must not load anything"
 
 

@@ -8,6 +8,7 @@ Sections live in :mod:`emvsbayes.report.sections`; each returns "" when its data
 from __future__ import annotations
 
 import time
+import uuid
 from importlib import resources
 from pathlib import Path
 
@@ -33,13 +34,10 @@ SECTIONS = (
 
 def render_report(tree: xr.DataTree, extra_timings=None) -> str:
     """The whole page as a string."""
-    started = time.perf_counter()
     figures.new_page()
     ctx = sections.Context(tree)
     title = str(tree.attrs.get("title") or tree.attrs.get("spec_name") or "emvsbayes report")
     rendered = [(anchor, heading, function(ctx)) for anchor, heading, function in SECTIONS]
-    # The page shows how long this rendering took, next to the run's own stages.
-    extra_timings = {**(extra_timings or {}), "report": time.perf_counter() - started}
     rendered.append(("reproducibility", "Reproducibility", sections.reproducibility_section(ctx, extra_timings)))
     rendered = [(anchor, heading, body) for anchor, heading, body in rendered if body]
     nav = "".join(f'<a href="#{anchor}">{esc(heading)}</a>' for anchor, heading, _ in rendered)
@@ -54,8 +52,14 @@ def render_report(tree: xr.DataTree, extra_timings=None) -> str:
 
 
 def render_report_file(tree: xr.DataTree, path, extra_timings=None) -> Path:
-    """Render and write atomically (a crash leaves the previous report, never half a page)."""
-    page = render_report(tree, extra_timings)
+    """Render and write atomically (a crash leaves the previous report, never half a page). The page
+    shows how long rendering it took, next to the run's own stages (:func:`render_report` alone is
+    deterministic: same results, same page)."""
+    started = time.perf_counter()
+    # A token no page contains stands in for the rendering time until it is known.
+    token = f"render-seconds-{uuid.uuid4().hex}"
+    page = render_report(tree, {**(extra_timings or {}), "report": token})
+    page = page.replace(token, f"{time.perf_counter() - started:.3g}", 1)
     path = Path(path)
     atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path
