@@ -21,8 +21,9 @@ Printed per (model, engine): min bulk and tail ESS over the reported parameters 
 theta; symmetric models relabelled by Stephens' algorithm first), the same per chain (within-chain ESS,
 summed over chains and the worst chain), the number of modes the chains sit in
 (:func:`emvsbayes.labels.modes_up_to_permutation`) with the worst within-mode R-hat, max R-hat over all
-chains, divergences, seconds of sampling (tuning + draws), ESS per second of sampling, and whole-process
-seconds cold and warm. On models whose chains sit in different modes (galaxies) pooled ESS and R-hat
+chains, divergences, seconds of sampling (tuning + draws, without compiling: Stan's and nutpie's own
+clocks, PyMC's ``sampling_time``, and for numpyro the wall time of its compiled loop less the JAX
+compile time JAX reports inside it), ESS per second of sampling, and whole-process seconds cold and warm. On models whose chains sit in different modes (galaxies) pooled ESS and R-hat
 measure the modes, not the sampler: the speed figure there is within-chain ESS per second.
 
 Then the emvsbayes default (the sampler the pipeline's ``sampler = "auto"`` picks for the model) is set
