@@ -257,9 +257,9 @@ def _start_points(model, initvals: Sequence[dict], logp_fn, chains: int) -> list
     import jax
     from pymc.initial_point import make_initial_point_fn
 
-    # Evaluated eagerly, op by op: tens of milliseconds per start, where compiling it (trace, lower,
-    # load) took ~0.3 s per run.
-    value_and_grad = jax.value_and_grad(logp_fn)
+    # Compiled (and cached) rather than run eagerly: eagerly, JAX compiles and loads every operation on
+    # its own, 1.1-1.4 s on Old Faithful against 0.4 s (measured, warm cache).
+    value_and_grad = jax.jit(jax.value_and_grad(logp_fn))
     points = []
     for start in initvals:
         try:
