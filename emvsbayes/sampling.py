@@ -108,9 +108,9 @@ def available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def finite_starts(model, initvals: Sequence[dict]) -> list[dict]:
-    """The starting points at which the model's log-density and its gradient are finite (PyMC's C
-    functions; the numpyro path checks with its own JAX log-density, :func:`_start_points`).
+def _finite_points(model, initvals: Sequence[dict], value_and_grad) -> list[tuple[dict, dict]]:
+    """(start, its point on the unconstrained scale) for the starts at which ``value_and_grad(point)``
+    gives a finite log-density and gradient.
 
     An EM answer can sit where the prior has no density (a covariance at the edge of positive
     definiteness, a weight of exactly 0); such a start would stop the sampler, so it is dropped and
@@ -118,19 +118,25 @@ def finite_starts(model, initvals: Sequence[dict]) -> list[dict]:
     """
     from pymc.initial_point import make_initial_point_fn
 
-    if not initvals:
-        return []
-    logp = model.compile_logp()
-    dlogp = model.compile_dlogp()
     kept = []
     for start in initvals:
         try:
             point = make_initial_point_fn(model=model, overrides=start, jitter_rvs=set(), return_transformed=True)(0)
-            if np.isfinite(logp(point)) and np.all(np.isfinite(dlogp(point))):
-                kept.append(start)
+            value, grads = value_and_grad(point)
         except (ValueError, TypeError, FloatingPointError):
             continue
+        if np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads):
+            kept.append((start, point))
     return kept
+
+
+def finite_starts(model, initvals: Sequence[dict]) -> list[dict]:
+    """The starts at which the model's log-density and gradient, by PyMC's C functions, are finite
+    (see :func:`_finite_points`; the numpyro path checks with its JAX log-density)."""
+    if not initvals:
+        return []
+    logp, dlogp = model.compile_logp(), model.compile_dlogp()
+    return [start for start, _ in _finite_points(model, initvals, lambda point: (logp(point), [dlogp(point)]))]
 
 
 def sample_posterior(
@@ -174,7 +180,6 @@ def sample_posterior(
         model=model,
         compute_convergence_checks=False,
     )
-    nuts: dict = {"target_accept": settings.target_accept}
     start = time.perf_counter()
     kwargs["cores"] = settings.cores or min(settings.chains, available_cores())
     initvals = finite_starts(model, initvals or [])
@@ -188,7 +193,7 @@ def sample_posterior(
         else:
             kwargs["initvals"] = starts
             kwargs["init"] = "adapt_diag"
-    kwargs["nuts"] = nuts
+    kwargs["nuts"] = {"target_accept": settings.target_accept}
     with warnings.catch_warnings():
         # PyMC warns about short chains in quick runs; the report shows R-hat and ESS itself.
         warnings.filterwarnings("ignore", message=".*samples per chain.*")
@@ -220,9 +225,9 @@ def sample_posterior(
 # own step methods (a gradient graph numpyro never uses, ~1.3 s) and the JAX log-density twice (once
 # more for any start check, ~1.1 s each): a quarter of a warm whole run on Old Faithful. Here the
 # log-density is built once and serves the start check and the sampler, and JAX's compile time
-# (tracing, lowering, loading from the persistent cache) is counted apart from sampling. The pieces taken from PyMC (JAX graph of the model, the
-# transformation of draws back to the constrained variables, coordinates, observed data) are those
-# pm.sample's own numpyro path uses.
+# (tracing, lowering, loading from the persistent cache) is counted apart from sampling. The pieces
+# taken from PyMC (JAX graph of the model, the transformation of draws back to the constrained
+# variables, coordinates, observed data) are those pm.sample's own numpyro path uses.
 
 
 class _CompileClock:
@@ -252,24 +257,19 @@ class _CompileClock:
 
 def _start_points(model, initvals: Sequence[dict], logp_fn, chains: int) -> list[np.ndarray] | None:
     """Chain-major unconstrained starting values (one array per value variable, leading axis the
-    chain) from the EM answers at which log-density and gradient are finite; None if there are none
-    (numpyro then starts from PyMC's initial point)."""
+    chain) from the EM answers at which numpyro's log-density and gradient are finite; None if there
+    are none (numpyro then starts from PyMC's initial point)."""
     import jax
-    from pymc.initial_point import make_initial_point_fn
 
     # Compiled (and cached) rather than run eagerly: eagerly, JAX compiles and loads every operation on
     # its own, 1.1-1.4 s on Old Faithful against 0.4 s (measured, warm cache).
     value_and_grad = jax.jit(jax.value_and_grad(logp_fn))
-    points = []
-    for start in initvals:
-        try:
-            point = make_initial_point_fn(model=model, overrides=start, jitter_rvs=set(), return_transformed=True)(0)
-        except (ValueError, TypeError, FloatingPointError):
-            continue
-        values = [np.asarray(point[v.name]) for v in model.value_vars]
-        value, grads = value_and_grad([jax.numpy.asarray(v) for v in values])
-        if np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads):
-            points.append(values)
+
+    def evaluate(point):
+        return value_and_grad([jax.numpy.asarray(point[v.name]) for v in model.value_vars])
+
+    points = [[np.asarray(point[v.name]) for v in model.value_vars]
+              for _, point in _finite_points(model, initvals, evaluate)]
     if not points:
         return None
     chosen = [points[c % len(points)] for c in range(chains)]
@@ -288,6 +288,7 @@ def _sample_numpyro(model, settings: SamplerSettings, seed: int, initvals: Seque
     with pytensor.config.change_flags(cxx=""), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*There are not enough devices.*")
         import jax
+        import numpyro
         from arviz_base import from_dict, make_attrs
         from numpyro.infer import MCMC, NUTS
         from pymc.backends.arviz import coords_and_dims_for_inferencedata, find_constants, find_observations
@@ -353,6 +354,6 @@ def _sample_numpyro(model, settings: SamplerSettings, seed: int, initvals: Seque
             groups["constant_data"] = constant
         seconds_sampling = stages["tune_and_draws"]
         attrs = {"posterior": make_attrs({"sampling_time": seconds_sampling, "tuning_steps": settings.tune},
-                                         inference_library=__import__("numpyro"))}
+                                         inference_library=numpyro)}
         tree = from_dict(data=groups, coords=coords, dims=dims, sample_dims=["chain", "draw"], attrs=attrs)
     return SamplingOutcome(tree, "numpyro", seconds_sampling, time.perf_counter() - started, stages)

@@ -315,20 +315,22 @@ def coin_from_unconstrained(model: CoinMixture, phi: np.ndarray) -> CoinParams:
     return CoinParams(expit(phi[:k]), w)
 
 
-def _mode():
+def _compile(inputs, outputs) -> Callable:
     # Python linker with the light rewrites: the graphs are small and vectorised over N, so numpy runs
     # them in milliseconds, and nothing is compiled to C (a cold C compile of these Hessian graphs took
-    # 40-90 s on a loaded 2-core machine; this takes about a second, with no cache to warm).
+    # 20-90 s on this 2-core machine; this takes about a second, with no cache to warm). cxx="" reaches
+    # the inner graphs of the vectorised Jacobians too, which the mode's linker alone does not.
+    import pytensor
     from pytensor.compile.mode import Mode
 
-    return Mode(linker="py", optimizer="fast_compile")
+    with pytensor.config.change_flags(cxx=""):
+        return pytensor.function(inputs, outputs, mode=Mode(linker="py", optimizer="fast_compile"))
 
 
 @functools.cache
 def _coin_function(n_components: int, weights: str) -> Callable:
     """Compiled (phi, heads, tosses) -> (loglik, gradient, Hessian, natural values, Jacobian); cached per
     structure, so every data set and bootstrap replicate of one model reuses it."""
-    import pytensor
     import pytensor.tensor as pt
     from pytensor.gradient import grad, jacobian
 
@@ -350,8 +352,7 @@ def _coin_function(n_components: int, weights: str) -> Callable:
     hessian = jacobian(gradient, phi, vectorize=True)
     natural = pt.concatenate([pt.sigmoid(eta), pt.exp(log_w)])
     jac = jacobian(natural, phi, vectorize=True)
-    with pytensor.config.change_flags(cxx=""):
-        return pytensor.function([phi, heads, tosses], [loglik, gradient, hessian, natural, jac], mode=_mode())
+    return _compile([phi, heads, tosses], [loglik, gradient, hessian, natural, jac])
 
 
 def coin_standard_errors(
@@ -480,7 +481,6 @@ def gaussian_from_unconstrained(model: GaussianMixtureModel, phi: np.ndarray, di
 @functools.cache
 def _gaussian_function(covariance_type: str, n_components: int, dim: int) -> Callable:
     """Compiled (phi, x) -> (loglik, gradient, Hessian, natural values, Jacobian); cached per structure."""
-    import pytensor
     import pytensor.tensor as pt
     from pytensor.gradient import grad, jacobian
 
@@ -521,8 +521,7 @@ def _gaussian_function(covariance_type: str, n_components: int, dim: int) -> Cal
     scale = pt.sqrt(cov[:, 0, 0]) if dim == 1 else cov.reshape((k * dim * dim,))
     natural = pt.concatenate([pt.exp(log_w), mu.reshape((k * dim,)), scale])
     jac = jacobian(natural, phi, vectorize=True)
-    with pytensor.config.change_flags(cxx=""):
-        return pytensor.function([phi, x], [loglik, gradient, hessian, natural, jac], mode=_mode())
+    return _compile([phi, x], [loglik, gradient, hessian, natural, jac])
 
 
 def gaussian_standard_errors(
