@@ -6,6 +6,9 @@ Reported: seconds per iteration of each (whole fit divided by iterations, so set
 amortised), their ratio, the relative difference of the final log-likelihoods (ours at the returned
 parameters; scikit-learn's from ``score`` at its returned parameters), and the peak memory each
 allocates during the fit (tracemalloc, in a separate shorter run, since tracing slows allocation).
+Both are timed alike: after one warm-up fit of each on small data (imports and thread start-up are
+not per-iteration costs), and a fit shorter than ``SHORT_FIT`` seconds is timed ``REPEATS`` times and
+the best kept (a single 50 ms fit is at the mercy of the scheduler).
 Target: ours / scikit-learn <= 0.1 at every size.
 
 Then EM against the memory floor: an iteration must at least read the data once and write and read
@@ -38,6 +41,8 @@ import numpy as np
 
 CASES = [(100_000, 2, 3), (1_000_000, 1, 3), (1_000_000, 2, 3), (1_000_000, 10, 8), (10_000_000, 2, 3)]
 FLOOR_CASE = (10_000_000, 2, 3)
+SHORT_FIT = 2.0
+REPEATS = 5
 OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
@@ -99,6 +104,13 @@ def timed(fn, *args):
     start = time.perf_counter()
     out = fn(*args)
     return out, time.perf_counter() - start
+
+
+def best_timed(fn, *args):
+    out, best = timed(fn, *args)
+    if best < SHORT_FIT:
+        best = min([best] + [timed(fn, *args)[1] for _ in range(REPEATS - 1)])
+    return out, best
 
 
 def peak_bytes(fn, *args) -> int:
@@ -195,6 +207,9 @@ def main() -> None:
         memory_floor(ct, args.iterations)
     if args.floor_only:
         return
+    x = make_data(2_000, 2, 3)
+    for run in (run_ours, run_sklearn):
+        run(x, 3, ct, *initial(x, 3, ct), 2)  # warm-up: imports and first calls are not per-iteration costs
     print()
     header = (
         f"{'N':>9} {'D':>3} {'K':>3} | {'ours s/it':>10} {'sklearn s/it':>12} {'ratio':>7} | "
@@ -206,8 +221,8 @@ def main() -> None:
     for n, dim, k in CASES:
         x = make_data(n, dim, k)
         w, mu, prec = initial(x, k, ct)
-        ours_loglik, ours_time = timed(run_ours, x, k, ct, w, mu, prec, args.iterations)
-        gm, sk_time = timed(run_sklearn, x, k, ct, w, mu, prec, args.iterations)
+        ours_loglik, ours_time = best_timed(run_ours, x, k, ct, w, mu, prec, args.iterations)
+        gm, sk_time = best_timed(run_sklearn, x, k, ct, w, mu, prec, args.iterations)
         sk_loglik = gm.score(x) * n
         rel = abs(ours_loglik - sk_loglik) / abs(sk_loglik)
         ours_peak = peak_bytes(run_ours, x, k, ct, w, mu, prec, args.memory_iterations)

@@ -44,6 +44,7 @@ def run_spec(spec: str, cache: Path, out: Path) -> dict:
     env["PYTENSOR_FLAGS"] = f"base_compiledir={cache / 'pytensor'}"
     env["NUMBA_CACHE_DIR"] = str(cache / "numba")
     env["JAX_COMPILATION_CACHE_DIR"] = str(cache / "jax")
+    env["EMVSBAYES_PROGRAM_CACHE_DIR"] = str(cache / "programs")
     before = count_files(cache)
     start = time.perf_counter()
     proc = subprocess.run([str(EMVSBAYES), "run", str(ROOT / "models" / f"{spec}.toml"), "--quiet", "--out", str(out)],

@@ -9,21 +9,24 @@ as data from :func:`emvsbayes.gaussian.bayes.prior_values`):
 
 Every (model, engine) runs in its own subprocess (so "whole process" is real: imports, EM for the
 starting points, compilation, sampling, diagnostics), first with cold caches (fresh directories for
-PyTensor's C and numba code, ``NUMBA_CACHE_DIR``, JAX's persistent cache and httpstan's model cache via
-``XDG_CACHE_HOME``), then warm (the same directories again), engines interleaved so that load on this
+PyTensor's C and numba code, ``NUMBA_CACHE_DIR``, JAX's persistent cache, emvsbayes's stored samplers
+and httpstan's model cache via ``XDG_CACHE_HOME``), then warm (the same directories again), engines interleaved so that load on this
 shared machine hits them alike. All engines start every chain from EM answers (the best first, then
 other distinct optima, cycled over chains; nutpie takes only the first) without jitter, as
 :func:`emvsbayes.sampling.sample_posterior` does; pymc, nutpie and numpyro go through that very function with
-emvsbayes's default :class:`SamplerSettings` (numpyro, the default, included: ``pm.sample(nuts_sampler=
-"numpyro")`` on the same PyMC model, per-chain starts), Stan through ``stan.build`` / ``sample`` with the same chains, draws and tuning length.
+emvsbayes's default :class:`SamplerSettings` and the pipeline's ``target_accept = "auto"`` rule (0.95 when
+an EM component holds fewer than 30 points, else 0.8), the model given as a ``ModelRecipe`` as the
+pipeline gives it (numpyro, the default: its exported programs are stored in the cache directory and
+loaded by the warm runs; per-chain starts), Stan through ``stan.build`` / ``sample`` with the same
+chains, draws and tuning length, at its own default ``adapt_delta`` 0.8.
 
 Printed per (model, engine): min bulk and tail ESS over the reported parameters (w, mu, sigma / cov,
 theta; symmetric models relabelled by Stephens' algorithm first), the same per chain (within-chain ESS,
 summed over chains and the worst chain), the number of modes the chains sit in
 (:func:`emvsbayes.labels.modes_up_to_permutation`) with the worst within-mode R-hat, max R-hat over all
 chains, divergences, seconds of sampling (tuning + draws, without compiling: Stan's and nutpie's own
-clocks, PyMC's ``sampling_time``, and for numpyro the wall time of its compiled loop less the JAX
-compile time JAX reports inside it), ESS per second of sampling, and whole-process seconds cold and warm. On models whose chains sit in different modes (galaxies) pooled ESS and R-hat
+clocks, PyMC's ``sampling_time``, and for numpyro the wall time of its warm-up and draw programs less
+the JAX compile time JAX reports inside them), ESS per second of sampling, and whole-process seconds cold and warm. On models whose chains sit in different modes (galaxies) pooled ESS and R-hat
 measure the modes, not the sampler: the speed figure there is within-chain ESS per second.
 
 Then the emvsbayes default (the sampler the pipeline's ``sampler = "auto"`` picks for the model) is set
@@ -163,15 +166,18 @@ def _stan_draws(fit, names, chains: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _run_engine(engine, cfg, model_def, data, x, pm_starts, args):
-    """Sample; returns (draws name -> (C, T, K, ...), divergences, seconds of sampling, seconds in call)."""
-    from emvsbayes.sampling import SamplerSettings
+def _run_engine(engine, cfg, model_def, data, x, pm_starts, fewest_points, args):
+    """Sample; returns (draws name -> (C, T, K, ...), divergences, seconds of sampling, seconds in call).
+
+    The PyMC engines get emvsbayes's defaults, target acceptance by the pipeline's ``"auto"`` rule
+    (``fewest_points``: the smallest EM component's expected number of points)."""
+    from emvsbayes.sampling import SamplerSettings, resolve_target_accept
 
     base = SamplerSettings()
     chains = args.chains or base.chains
     draws = args.draws or base.draws
     tune = args.tune or base.tune
-    target_accept = args.target_accept or base.target_accept
+    target_accept = args.target_accept or resolve_target_accept("auto", fewest_points)
     names = ("theta",) if cfg["family"] == "coins" else ("w", "mu", "sigma", "cov")
     if engine == "stan":
         import stan
@@ -195,11 +201,12 @@ def _run_engine(engine, cfg, model_def, data, x, pm_starts, args):
     else:
         from emvsbayes.gaussian.bayes import build_model
     args_model = (data.heads, data.tosses) if cfg["family"] == "coins" else (x,)
-    pm_model = build_model(model_def, *args_model)
-    from emvsbayes.sampling import sample_posterior
+    from emvsbayes.sampling import ModelRecipe, sample_posterior
 
+    # As the pipeline passes it: a recipe, built only when its compiled sampler is not stored yet.
+    recipe = ModelRecipe(build_model, (model_def, *args_model))
     settings = SamplerSettings(sampler=engine, chains=chains, draws=draws, tune=tune, target_accept=target_accept)
-    outcome = sample_posterior(pm_model, settings, args.seed, pm_starts, log_likelihood=False)
+    outcome = sample_posterior(recipe, settings, args.seed, pm_starts, log_likelihood=False)
     tree = outcome.tree
     seconds_sampling, seconds_call = outcome.seconds_sampling, outcome.seconds_total
     divergences = int(tree["sample_stats"]["diverging"].values.sum())
@@ -280,14 +287,16 @@ def worker(args) -> None:
 
         model_def, params = _coins_setup(cfg, data)
         x, pm_starts, dim = None, initvals_from_params(model_def, [params]), 1
+        fewest_points = float("inf")  # no scale parameters: see emvsbayes.coins.runner._target_accept
     else:
         from emvsbayes.gaussian.bayes import initvals_from_params
 
         model_def, x, start_params = _gaussian_setup(cfg, data)
         pm_starts, dim = initvals_from_params(model_def, start_params), x.shape[1]
+        fewest_points = float(np.min(start_params[0].w)) * x.shape[0]
     seconds_setup = time.perf_counter() - wall_start
     draws, divergences, seconds_sampling, seconds_call = _run_engine(args.engine, cfg, model_def, data, x,
-                                                                     pm_starts, args)
+                                                                     pm_starts, fewest_points, args)
     if not cfg["ordered"]:
         draws = _relabel(cfg, model_def, data, x, draws)
     result = _diagnostics(cfg, model_def, x, draws)
@@ -310,6 +319,7 @@ def cache_env(cache: Path) -> dict[str, str]:
         "NUMBA_CACHE_DIR": str(cache / "numba"),  # numba's own cache=True functions
         "XDG_CACHE_HOME": str(cache / "xdg"),  # httpstan's compiled Stan models
         "JAX_COMPILATION_CACHE_DIR": str(cache / "jax"),
+        "EMVSBAYES_PROGRAM_CACHE_DIR": str(cache / "programs"),  # emvsbayes's exported numpyro samplers
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
         "XLA_FLAGS": "--xla_force_host_platform_device_count=4",  # numpyro: chains in parallel on CPU

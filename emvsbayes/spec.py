@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from emvsbayes.errors import UserError
-from emvsbayes.sampling import TARGET_ACCEPT
 
 _REQUIRED = object()
 
@@ -94,6 +93,12 @@ def positive_number(v):
 
 def probability_open(v):
     return None if _is_number(v) and 0 < v < 1 else f"must be a number strictly between 0 and 1, got {_show(v)}"
+
+
+def auto_or_probability(v):
+    if v == "auto":
+        return None
+    return None if _is_number(v) and 0 < v < 1 else f'must be "auto" or a number strictly between 0 and 1, got {_show(v)}'
 
 
 def text(v):
@@ -273,7 +278,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "chains": Key(4, positive_int),
         "draws": Key(1000, positive_int),
         "tune": Key(1000, positive_int),
-        "target_accept": Key(TARGET_ACCEPT, probability_open),
+        "target_accept": Key("auto", auto_or_probability),
         "theta_prior": Key([1.0, 1.0], beta_prior),
         "w_concentration": Key(1.0, positive_number),
         "mu_loc": Key(None, optional_number_list),

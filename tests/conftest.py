@@ -1,6 +1,6 @@
-"""Shared fixtures. Tests run real PyMC sampling; the compile caches (PyTensor's, JAX's) are private to the
-checkout (bin/test sets PYTENSOR_FLAGS and JAX_COMPILATION_CACHE_DIR) and warm after the first test that
-compiles a model."""
+"""Shared fixtures. Tests run real PyMC sampling; the compile caches (PyTensor's, JAX's, emvsbayes's
+exported samplers) are private to the checkout (bin/test sets PYTENSOR_FLAGS, JAX_COMPILATION_CACHE_DIR
+and EMVSBAYES_PROGRAM_CACHE_DIR) and warm after the first test that compiles a model."""
 
 import os
 import subprocess
@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PYTENSOR_FLAGS", f"base_compiledir={ROOT / '.cache' / 'pytensor'}")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
+os.environ.setdefault("EMVSBAYES_PROGRAM_CACHE_DIR", str(ROOT / ".cache" / "programs"))
 
 
 def run_cli(*args, cwd=None, timeout=600):

@@ -93,7 +93,7 @@ SPEC_CASES = {
         "{spec}: seed must be a whole number >= 0, got -1"),
     "target_accept_above_one": (
         COINS + "[bayes]\ntarget_accept = 1.5\n",
-        "{spec}: [bayes] target_accept must be a number strictly between 0 and 1, got 1.5"),
+        '{spec}: [bayes] target_accept must be "auto" or a number strictly between 0 and 1, got 1.5'),
     "interval_prob_zero": (
         COINS + "[report]\ninterval_prob = 0\n",
         "{spec}: [report] interval_prob must be a number strictly between 0 and 1, got 0"),

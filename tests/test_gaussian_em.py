@@ -12,6 +12,7 @@ both run exactly ``max_iter`` M-steps.
 
 from __future__ import annotations
 
+import multiprocessing
 import warnings
 
 import numpy as np
@@ -23,6 +24,7 @@ from scipy.stats import multivariate_normal
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from emvsbayes.errors import DegenerateFitError
 from emvsbayes.gaussian import (
@@ -66,6 +68,29 @@ def start(covariance_type: str, dim: int):
     mu = np.array([-1.5, 0.3, 1.2])[:, None] * np.ones(dim) + 0.1 * np.arange(dim)
     prec = precisions_for(covariance_type, dim)
     return w, mu, prec
+
+
+def narrow_case(covariance_type: str, dim: int = 3):
+    """The three clusters plus a fourth of 60 points with sd 1e-3 away from the centre, and parameters
+    whose fourth component sits on it: far past TIGHT_TRACE, so it takes the centred route (for tied,
+    the shared precision is that narrow, so every component does)."""
+    rng = np.random.default_rng(8)
+    x = np.concatenate([three_clusters(400, dim, seed=8), 4.0 + 1e-3 * rng.normal(size=(60, dim))])
+    w = np.array([0.3, 0.3, 0.25, 0.15])
+    centres = np.array([-2.5, 0.0, 2.0])[:, None] * np.linspace(1.0, 0.6, dim)
+    mu = np.concatenate([centres, np.full((1, dim), 4.0 + 2e-3)])
+    var = np.array([0.8, 0.5, 1.1, 1.5e-3]) ** 2
+    prec = {
+        "full": np.eye(dim) / var[:, None, None],
+        "tied": np.eye(dim) / var[-1],
+        "diag": np.ones(dim) / var[:, None],
+        "spherical": 1.0 / var,
+    }[covariance_type]
+    return x, GaussianParams.from_precisions(w, mu, prec, covariance_type)
+
+
+def blas_threads() -> list[int]:
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
 def sklearn_fit(x, covariance_type, w, mu, prec, n_iter, **kwargs) -> SklearnGaussianMixture:
@@ -175,16 +200,78 @@ def test_chunked_log_density_equals_the_plain_definition(covariance_type):
     np.testing.assert_allclose(stats.sum_x, stats.resp.T @ x, rtol=1e-10)
 
 
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_tight_components_take_the_centred_route_and_match_direct_computation(covariance_type, monkeypatch):
+    # The narrow component's log-densities are base - 1/2 |U^T (z - mu)|^2 and its moments are taken
+    # about its mean, formed from z - mu directly; checked against the plain per-component definition
+    # and plain weighted sums, and against the expanded route, which this component would defeat.
+    x, params = narrow_case(covariance_type)
+    model = GaussianMixtureModel(4, covariance_type)
+    data = gem.prepare(model, x, chunk_size=64)  # several blocks and a ragged last one
+    plain = model.log_joint(params, x)
+    direct = float(logsumexp(plain, axis=1).sum())
+    resp = np.exp(plain - logsumexp(plain, axis=1, keepdims=True))
+
+    tight, _ = gem._shifted(model, data, params)
+    assert list(tight) == ([] if covariance_type == "tied" else [3])
+    stats, loglik = gem.e_step(model, data, params)
+    assert loglik == pytest.approx(direct, rel=1e-13)
+    np.testing.assert_allclose(stats.nk, resp.sum(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(stats.sum_x, resp.T @ x, rtol=1e-13)
+    np.testing.assert_allclose(stats.log_resp, plain - logsumexp(plain, axis=1, keepdims=True), rtol=1e-12, atol=1e-9)
+    z = (x - data.frame.centre) / data.frame.scale
+    for k in range(4):
+        y = z - stats.shift[k]  # the shift is the mean for the tight component, 0 for the others
+        expected = {
+            "full": np.einsum("n,nd,ne->de", resp[:, k], y, y),
+            "tied": z.T @ z,
+            "diag": resp[:, k] @ np.square(y),
+            "spherical": resp[:, k] @ np.square(y).sum(axis=1),
+        }[covariance_type]
+        second = stats.sum_zz if covariance_type == "tied" else stats.sum_zz[k]
+        np.testing.assert_allclose(second, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+    # The route matters: expanded, the same log-likelihood is 100x further off.
+    monkeypatch.setattr(gem, "TIGHT_TRACE", np.inf)
+    _, expanded = gem.e_step(model, data, params)
+    if covariance_type != "tied":  # tied's components are all alike narrow: nothing cancels differently
+        assert abs(expanded - direct) > 100 * abs(loglik - direct)
+
+
+def test_soft_assign_flushes_negligible_terms_to_exact_zeros():
+    # Terms below e^-700 of the largest (and -inf, a dead component) are exact zeros in the
+    # responsibilities and change nothing else; the log responsibilities keep them unclipped.
+    log_joint = np.array([[0.0, -5.0, 1.0, -np.inf], [-800.0, -3.0, -2000.0, 2.0], [-1.5, -710.0, -699.0, -1e6]])
+    expected_log_resp = log_joint - logsumexp(log_joint, axis=0)
+    out = np.empty_like(log_joint)
+    resp, objective = gem._soft_assign(log_joint.copy(), out)
+    assert objective == pytest.approx(float(logsumexp(log_joint, axis=0).sum()), rel=1e-15)
+    np.testing.assert_allclose(out, expected_log_resp, rtol=1e-15)
+    negligible = log_joint - log_joint.max(axis=0) < -700
+    assert np.all(resp[negligible] == 0.0)
+    np.testing.assert_allclose(resp[~negligible], np.exp(expected_log_resp[~negligible]), rtol=1e-14)
+    np.testing.assert_allclose(resp.sum(axis=0), 1.0, rtol=1e-15)
+    resp_only, objective_only = gem._soft_assign(log_joint.copy(), None)
+    np.testing.assert_array_equal(resp_only, resp)
+    assert objective_only == objective
+
+
+@pytest.mark.parametrize("narrow", [False, True])
 @pytest.mark.parametrize("kind", ["soft", "hard"])
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_threaded_e_step_is_bitwise_the_single_threaded_one(covariance_type, kind, monkeypatch):
+def test_threaded_e_step_is_bitwise_the_single_threaded_one(covariance_type, kind, narrow, monkeypatch):
     # Blocks are fixed by N and the chunk size and their sums added in block order, so the number of
-    # threads cannot change a single bit (reproducibility does not depend on the machine's cores).
+    # threads cannot change a single bit (reproducibility does not depend on the machine's cores);
+    # also with a narrow component on the centred route.
     x = three_clusters(1001, 2, seed=5)
     w, mu, prec = start(covariance_type, 2)
+    if narrow:  # component 1 (for tied, every component) on the centred route
+        prec = 1e4 * prec if covariance_type == "tied" else np.concatenate([prec[:1], 1e4 * prec[1:2], prec[2:]])
     params = GaussianParams.from_precisions(w, mu, prec, covariance_type)
     model = GaussianMixtureModel(3, covariance_type)
-    data = gem.prepare(model, x, chunk_size=64)
+    data = gem.prepare(model, x, chunk_size=32)  # enough blocks for three threads
+    _, exact = gem._FORMS[covariance_type].coefficients(np.log(w), *data.frame.params_to_z(params))
+    assert (exact.tight.size > 0) == narrow
     results = {}
     for cores in (1, 2, 3):
         monkeypatch.setattr(gem, "_AVAILABLE_CORES", cores)
@@ -195,6 +282,74 @@ def test_threaded_e_step_is_bitwise_the_single_threaded_one(covariance_type, kin
         assert objective == results[1][1]
         for name in ("log_resp", "nk", "sum_z", "sum_zz"):
             np.testing.assert_array_equal(getattr(stats, name), getattr(results[1][0], name))
+
+
+def test_blocks_depend_on_the_data_alone(monkeypatch):
+    # Block boundaries fix the result to the last bit, so they follow N, D and K, never the machine's
+    # cores; data too small for two threads of large blocks get half-size blocks.
+    model = GaussianMixtureModel(3, "full")
+    large = gem.CHUNK_VALUES // (6 + 3 * 3 + 2)  # rows of a large block for D = 2, K = 3
+    for n, rows in ((1000, large // 2), (2 * gem.MIN_BLOCKS_PER_THREAD * large, large)):
+        x = three_clusters(n, 2, seed=1)
+        sizes = set()
+        for cores in (1, 2, 16):
+            monkeypatch.setattr(gem, "_AVAILABLE_CORES", cores)
+            sizes.add(gem.prepare(model, x).chunk_size)
+        assert sizes == {rows}
+
+
+def test_blas_is_held_at_one_thread_through_a_fit_and_restored_after(monkeypatch):
+    # EM's own threads call BLAS on cache-sized blocks, and BLAS's threads on top would oversubscribe
+    # the cores: one BLAS thread for the whole fit (E-steps and the M-steps between them), one limit
+    # shared by nested holders, and the caller's setting back afterwards.
+    if not blas_threads():
+        pytest.skip("threadpoolctl finds no BLAS library")
+    x = three_clusters(1001, 2, seed=5)
+    w, mu, prec = start("full", 2)
+    model = GaussianMixtureModel(3, "full")
+    seen = []
+    for name in ("_soft_assign", "m_step"):
+        step = getattr(gem, name)
+
+        def spy(*args, _step=step, **kwargs):
+            seen.append(blas_threads())
+            return _step(*args, **kwargs)
+
+        monkeypatch.setattr(gem, name, spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        fit(model, x, GaussianParams.from_precisions(w, mu, prec, "full"), tol=0.0, max_iter=3, chunk_size=32)
+        assert set(blas_threads()) == {2}
+        with gem._ONE_BLAS_THREAD:
+            with gem._ONE_BLAS_THREAD:
+                assert set(blas_threads()) == {1}
+            assert set(blas_threads()) == {1}  # the inner holder's exit leaves the outer one's limit
+        assert set(blas_threads()) == {2}
+    assert len(seen) > 3 and all(set(threads) == {1} for threads in seen)
+
+
+@pytest.mark.filterwarnings("ignore:This process:DeprecationWarning")
+def test_a_forked_child_runs_threaded_e_steps(monkeypatch):
+    # The E-step's worker threads are kept for the process; a child forked after they started has
+    # the pool but not its threads, and must start its own instead of waiting for them forever.
+    monkeypatch.setattr(gem, "_AVAILABLE_CORES", 2)
+    x = three_clusters(1001, 2, seed=5)
+    w, mu, prec = start("full", 2)
+    params = GaussianParams.from_precisions(w, mu, prec, "full")
+    model = GaussianMixtureModel(3, "full")
+    data = gem.prepare(model, x, chunk_size=32)
+    assert gem.e_step_threads(data) == 2
+    _, expected = gem.e_step(model, data, params)  # starts the pool here
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=lambda: results.put(gem.e_step(model, data, params)[1]))
+    child.start()
+    try:
+        assert results.get(timeout=60) == expected
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
 
 
 @pytest.mark.parametrize("kind", ["soft", "hard"])
@@ -261,6 +416,15 @@ def test_collapsed_component_raises_one_line_degenerate_error():
     )
     # The advice works: with the default reg_covar the same start fits.
     fit(GaussianMixtureModel(2, "full"), x, init, max_iter=5)
+
+
+def test_degenerate_error_names_the_component_that_collapsed():
+    # All components are factorised at once; the message still names the one that failed.
+    x = np.array([10.0, 11.0, 12.0, 13.0, 0.0, 0.0, 0.0])
+    model = GaussianMixtureModel(2, "full", reg_covar=0.0)
+    init = GaussianParams.from_precisions([0.5, 0.5], [[11.5], [0.0]], [[[1.0]], [[1e4]]], "full")
+    with pytest.raises(DegenerateFitError, match=r"^component 1's covariance .* at iteration 1 "):
+        fit(model, x, init, max_iter=5)
 
 
 # ------------------------------------------------------------------------------------------------

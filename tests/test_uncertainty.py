@@ -325,6 +325,18 @@ def test_bootstrap_is_identical_with_one_and_two_workers(gaussian_data):
     assert ds["mu"].dims == ("replicate", "component", "feature")
     lower, upper = two.intervals(0.9)["mu"]
     assert np.all(lower <= upper)
+    # n_workers=None times the first chunk here and decides; the draws are the same either way.
+    auto = gaussian_bootstrap(model, data.x, params, n_boot=16, seed=29, n_workers=None)
+    for name in one.draws:
+        np.testing.assert_array_equal(one.draws[name], auto.draws[name])
+
+
+def test_workers_are_started_only_when_they_save_time():
+    from emvsbayes.uncertainty.bootstrap import WORKER_START_SECONDS, _worth_workers
+
+    assert not _worth_workers(1.6, 2)  # 200 two-coin replicates: 1.6 s here, 2.5 s on two workers
+    assert _worth_workers(4 * WORKER_START_SECONDS, 2)
+    assert not _worth_workers(100.0, 1)
 
 
 def test_failed_replicates_are_recorded_not_raised():

@@ -24,7 +24,7 @@ from emvsbayes.errors import UserError
 from emvsbayes.uncertainty import coin_bootstrap, coin_criteria, coin_standard_errors, loo_waic
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import dataset_from_variables, em_estimate, em_restarts, em_trace
-from emvsbayes.sampling import SamplerSettings, resolve_sampler, sample_posterior
+from emvsbayes.sampling import ModelRecipe, SamplerSettings, resolve_sampler, resolve_target_accept, sample_posterior
 
 STATS_DIMS = {"resp": ("set", "component"), "expected_heads": ("component",), "expected_tails": ("component",)}
 
@@ -190,13 +190,19 @@ def _model_choice(spec, data, seeds, timings, progress) -> xr.Dataset:
                 progress(f"model choice: sampling K = {k}")
             settings = SamplerSettings(sampler=resolve_sampler(spec["bayes"]["sampler"]),
                                        chains=choice["chains"], draws=choice["draws"], tune=choice["tune"],
-                                       target_accept=spec["bayes"]["target_accept"])
-            tree = sample_posterior(bayes.build_model(model_def, data.heads, data.tosses), settings, seeds["sampler"] + k,
-                                    bayes.initvals_from_params(model_def, [best])).tree
+                                       target_accept=_target_accept(spec["bayes"]["target_accept"]))
+            tree = sample_posterior(ModelRecipe(bayes.build_model, (model_def, data.heads, data.tosses)), settings,
+                                    seeds["sampler"] + k, bayes.initvals_from_params(model_def, [best])).tree
             predictive = loo_waic(tree)
         rows[k] = model_choice_row(criteria, predictive, log_evidence=log_evidence)
     timings["model_choice"] = time.perf_counter() - start
     return model_choice_group(rows, n_obs=n)
+
+
+def _target_accept(value) -> float:
+    """The spec's ``target_accept``; ``"auto"`` is the plain default: the coin model has no scale
+    parameter, so none of the funnels that a higher target acceptance is for."""
+    return resolve_target_accept(value, float("inf"))
 
 
 def _uncertainty_groups(spec, model_def, data, best: CoinParams, coords, seeds, progress) -> dict[str, xr.Dataset]:
@@ -226,18 +232,17 @@ def _bayes_groups(spec, model_def, data, restarts, coords, seeds, timings, progr
         chains=bayes_spec["chains"],
         draws=bayes_spec["draws"],
         tune=bayes_spec["tune"],
-        target_accept=bayes_spec["target_accept"],
+        target_accept=_target_accept(bayes_spec["target_accept"]),
     )
-    start = time.perf_counter()
-    pm_model = bayes.build_model(model_def, data.heads, data.tosses, set_labels=coords["set"])
-    timings["build_model"] = time.perf_counter() - start
+    # Built only if the compiled sampler is not already in the program cache.
+    recipe = ModelRecipe(bayes.build_model, (model_def, data.heads, data.tosses), {"set_labels": coords["set"]})
     # Chains start from EM answers: the best first, then the other restarts' answers (numpyro and
     # PyMC's NUTS give each chain its own start; nutpie takes the first).
     order = np.argsort([-fit.loglik for fit in restarts.fits])
     starts = bayes.initvals_from_params(model_def, [restarts.fits[i].params for i in order])
     if progress:
         progress(f"sampling: {settings.chains} chains x {settings.draws} draws with {sampler}")
-    outcome = sample_posterior(pm_model, settings, seeds["sampler"], starts, progressbar=bool(progress))
+    outcome = sample_posterior(recipe, settings, seeds["sampler"], starts, progressbar=bool(progress))
     timings["sampling_total"] = outcome.seconds_total
     timings["sampling"] = outcome.seconds_sampling
     timings.update({f"sampling_{stage}": seconds for stage, seconds in outcome.stages.items()})
@@ -251,7 +256,8 @@ def _bayes_groups(spec, model_def, data, restarts, coords, seeds, timings, progr
             dims=posterior["theta"].dims, coords=posterior["theta"].coords,
         )
     groups["posterior"] = posterior.assign_coords(component=coords["component"])
-    groups["posterior"].attrs["sampler"] = outcome.sampler
+    groups["posterior"].attrs.update(sampler=outcome.sampler, target_accept=settings.target_accept,
+                                     compiled_sampler=outcome.compiled)
 
     theta = posterior["theta"].values.reshape(-1, model_def.n_components)
     w = posterior["w"].values.reshape(-1, model_def.n_components)

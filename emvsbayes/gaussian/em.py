@@ -17,6 +17,9 @@ How the work is laid out, and why:
 - **Chunks, feature-major.** Data are held as (D, N) and processed in column blocks small enough to stay
   in cache: the peak memory beyond the data is the N x K responsibilities, and reductions over K run
   across contiguous rows instead of along short rows.
+- **Threads.** Large data's blocks are spread over one thread per core, with BLAS held at one thread
+  for the whole fit (:class:`_OneBlasThread`). Blocks are fixed by N and their sums added in block
+  order, so the result is the same to the last bit whatever the number of threads.
 
 The E-step returns :class:`GaussianStats` and the objective (observed-data log-likelihood for soft EM,
 classification log-likelihood for hard EM); the M-step turns statistics into :class:`GaussianParams`.
@@ -25,11 +28,13 @@ classification log-likelihood for hard EM); the M-step turns statistics into :cl
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
@@ -37,6 +42,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.linalg import solve_triangular
 from scipy.special import logsumexp
+from threadpoolctl import ThreadpoolController
 
 from emvsbayes.em import EMFit, EMRestarts, fit_em
 from emvsbayes.errors import DegenerateFitError
@@ -54,10 +60,18 @@ KEEP_STATS_MAX = 200_000
 
 _AVAILABLE_CORES = max(1, len(os.sched_getaffinity(0)))
 
-# Rows per chunk are chosen so one chunk's design and (K, n) work arrays take about this many float64
-# values (about 1 MB): small enough to stay in a core's L2 cache, large enough that the per-chunk
-# Python overhead is a few percent.
+# Rows per block are chosen so one block's design and (K, n) work arrays take about this many float64
+# values (4 MB): large enough that the per-block Python overhead is a few percent, and that each numpy
+# operation on a block takes 0.1 ms or more, which threads need: a thread waiting for the GIL is woken
+# too late to catch another thread's shorter operations (measured: on blocks of 1e4 rows, two threads
+# ran one after the other).
 CHUNK_VALUES = 1 << 19
+
+# The E-step runs on several threads only with at least this many blocks per thread. Data too small
+# for two threads of large blocks get blocks half as large, nearer a core's L2 cache: at N = 1e5,
+# D = 2, K = 3, on one thread, an iteration took 30% less than on two threads in large blocks. (A rule
+# of N, D and K alone, never of the machine: blocks fix the result to the last bit.)
+MIN_BLOCKS_PER_THREAD = 8
 
 # A Cholesky pivot (a conditional variance in standardised units) smaller than this, relative to the
 # second moment it was computed from, is rounding noise of E[z z^T] - mu mu^T, not a variance.
@@ -105,18 +119,19 @@ _SCALE_FACTOR = {
 }
 
 
-def _per_feature_scale(x: np.ndarray) -> np.ndarray:
-    sd = x.std(axis=0)
+def _per_feature_scale(var: np.ndarray) -> np.ndarray:
+    sd = np.sqrt(var)
     # A constant column has nothing to scale; leaving it at 1 keeps reg_covar as its variance.
     return np.where(sd > 0, sd, 1.0)
 
 
-def _common_scale(x: np.ndarray) -> np.ndarray:
-    rms = float(np.sqrt(np.mean(x.var(axis=0))))
-    return np.full(x.shape[1], rms if rms > 0 else 1.0)
+def _common_scale(var: np.ndarray) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(var)))
+    return np.full(var.shape[0], rms if rms > 0 else 1.0)
 
 
-# Spherical covariances stay spherical only under a common scale; the others survive any diagonal one.
+# The scale from the per-feature variances (D,). Spherical covariances stay spherical only under a
+# common scale; the others survive any diagonal one.
 _SCALES = {"full": _per_feature_scale, "tied": _per_feature_scale, "diag": _per_feature_scale, "spherical": _common_scale}
 
 
@@ -146,14 +161,41 @@ class GaussianData:
 def prepare(model: GaussianMixtureModel, x, *, frame: Frame | None = None, chunk_size: int | None = None) -> GaussianData:
     """Standardise ``x`` (N,) or (N, D) for ``model``'s structure (or with a given ``frame``)."""
     x = as_data_matrix(x)
+    # Feature-major from the start: one transposing copy, which then becomes z in place, and every
+    # reduction runs along contiguous rows (means and deviations down the short rows of (N, D) took
+    # twice as long as an E-step at N = 1e5).
+    z_t = _transposed(x)
     if frame is None:
-        centre = x.mean(axis=0)
-        frame = Frame(centre, _SCALES[model.covariance_type](x - centre))
-    z_t = np.ascontiguousarray(((x - frame.centre) / frame.scale).T)
+        centre = z_t.mean(axis=1)
+        z_t -= centre[:, None]
+        centred_second = z_t @ z_t.T
+        scale = _SCALES[model.covariance_type](np.diagonal(centred_second) / z_t.shape[1])
+        frame = Frame(centre, scale)
+        z_t /= scale[:, None]
+        zz_total = centred_second / np.outer(scale, scale)
+    else:
+        z_t -= frame.centre[:, None]
+        z_t /= frame.scale[:, None]
+        zz_total = z_t @ z_t.T
     if chunk_size is None:
         n_design = _FORMS[model.covariance_type].n_design(x.shape[1])
         chunk_size = max(256, CHUNK_VALUES // (n_design + 3 * model.n_components + x.shape[1]))
-    return GaussianData(z_t, frame, z_t @ z_t.T, int(chunk_size))
+        if x.shape[0] < 2 * MIN_BLOCKS_PER_THREAD * chunk_size:
+            chunk_size = max(256, chunk_size // 2)
+    return GaussianData(z_t, frame, zz_total, int(chunk_size))
+
+
+# Rows per block of the transposing copy: numpy's own transposing copy strides through all of x for
+# each feature; through blocks that stay in cache it is 4x faster at N = 1e6, D = 10.
+TRANSPOSE_ROWS = 4096
+
+
+def _transposed(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``x.T``."""
+    out = np.empty(x.shape[::-1])
+    for start in range(0, x.shape[0], TRANSPOSE_ROWS):
+        out[:, start : start + TRANSPOSE_ROWS] = x[start : start + TRANSPOSE_ROWS].T
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,18 +257,30 @@ class _Form(NamedTuple):
     """What a covariance structure contributes to the shared E/M machinery.
 
     n_design(D) -> F; design(z (D, n), out (F, n)) fills rows 1.. (row 0 is ones);
-    coefficients(log_w, mu_z, u_z) -> (coef (K, F), extra); log_joint(coef, extra, phi, z) -> (K, n);
-    second_moments(sums (K, F), data) -> sum_zz; covariance(nk, mu_z, sum_zz) -> raw Sigma_z (before
-    reg_covar); factorise(cov, second, reg_z, model, iteration) -> prec_chol_z.
+    coefficients(log_w, mu_z, u_z) -> (coef (K, F), extra); log_joint(coef, extra, phi, z, out) -> (K, n)
+    by the expanded quadratic; whiten(u, y (D, n), out (D, n)): U_k^T y for a component of the centred
+    route (see :class:`_Exact`); centred_sums(y, r, work, out): the weighted sums (F - 1,) of design
+    rows 1.. of y = z - shift_k for a shifted component (see ``_shifted``; None for tied, whose moments
+    are never shifted); second_moments(sums (K, F), data) -> sum_zz;
+    covariance(nk, mu_z, sum_zz) -> raw Sigma_z (before reg_covar); factorise(cov, second, reg_z, model,
+    iteration) -> prec_chol_z.
     """
 
     n_design: Callable[[int], int]
     design: Callable[[np.ndarray, np.ndarray], None]
     coefficients: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, Any]]
-    log_joint: Callable[[np.ndarray, Any, np.ndarray, np.ndarray], np.ndarray]
+    log_joint: Callable[[np.ndarray, Any, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    whiten: Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+    centred_sums: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None
     second_moments: Callable[[np.ndarray, GaussianData], np.ndarray]
     covariance: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
     factorise: Callable[..., np.ndarray]
+
+
+@functools.cache
+def _upper_triangle(d: int) -> tuple[np.ndarray, np.ndarray]:
+    """np.triu_indices(d), made once per D (read-only use)."""
+    return np.triu_indices(d)
 
 
 def _design_full(z: np.ndarray, out: np.ndarray) -> None:
@@ -262,7 +316,9 @@ class _Exact(NamedTuple):
     absolute accuracy per point: nothing for components about as wide as the data, but a component
     collapsing onto a few points (trace(P_z) of 1e6 and more) would get log-densities wrong by 1e-9,
     enough for the log-likelihood to seem to fall. Those components (``tight``, usually none) are
-    recomputed as base_k - 1/2 |U_k^T (z - mu_k)|^2.
+    recomputed as base_k - 1/2 |U_k^T (z - mu_k)|^2. Per component: ``mu_z`` (K, D), ``u_z`` (K, ...) the
+    precision factors as the structure's ``whiten`` takes them, ``base`` (K,) log w_k + log det U_k -
+    D/2 log 2 pi.
     """
 
     tight: np.ndarray
@@ -271,15 +327,18 @@ class _Exact(NamedTuple):
     base: np.ndarray
 
 
-# trace(P_z) above which a component takes the centred route: keeps the expansion's error per point
-# below about 1e-12 for standardised data.
-TIGHT_TRACE = 1e3
+# trace(P_z) above which a component takes the centred route. The expansion's error per point is about
+# 1e-15 x trace(P_z) for standardised data (measured), so this keeps it below about 1e-11: far below
+# the log-likelihood's own rounding over N points and the loop's monotonicity test. A threshold of 1e3
+# (errors below 1e-12) sent two of the eight components of the D = 10, K = 8 benchmark this route and
+# took 1.6x the time per iteration.
+TIGHT_TRACE = 1e4
 
 
-def _exact(log_w, log_det, mu_z, u, trace_prec) -> _Exact:
+def _exact(log_w, log_det, mu_z, factors, trace_prec) -> _Exact:
     base = log_w + log_det - 0.5 * mu_z.shape[1] * LOG_2PI
     tight = np.flatnonzero(trace_prec > TIGHT_TRACE)
-    return _Exact(tight, mu_z, u, base)
+    return _Exact(tight, mu_z, factors, base)
 
 
 def _constant(log_w, log_det, mu_z, b) -> np.ndarray:
@@ -292,11 +351,12 @@ def _coefficients_full(log_w, mu_z, u):
     prec = u @ np.swapaxes(u, 1, 2)
     b = np.einsum("kij,kj->ki", prec, mu_z)
     log_det = np.log(np.diagonal(u, axis1=1, axis2=2)).sum(axis=1)
-    iu, ju = np.triu_indices(d)
+    iu, ju = _upper_triangle(d)
     # z^T P z = sum_i P_ii z_i^2 + 2 sum_{i<j} P_ij z_i z_j
     quad = -np.where(iu == ju, 0.5, 1.0) * prec[:, iu, ju]
     coef = np.column_stack([_constant(log_w, log_det, mu_z, b), b, quad])
-    return coef, _exact(log_w, log_det, mu_z, u, np.trace(prec, axis1=1, axis2=2))
+    # U_k^T, the left factor of the whitening product.
+    return coef, _exact(log_w, log_det, mu_z, np.swapaxes(u, 1, 2), np.trace(prec, axis1=1, axis2=2))
 
 
 def _coefficients_tied(log_w, mu_z, u):
@@ -304,7 +364,9 @@ def _coefficients_tied(log_w, mu_z, u):
     b = mu_z @ prec
     log_det = np.log(np.diagonal(u)).sum()
     coef = np.column_stack([_constant(log_w, log_det, mu_z, b), b])
-    return coef, _exact(log_w, log_det, mu_z, u, np.full(len(log_w), np.trace(prec)))
+    # U^T for every component: the shared factor.
+    factors = np.broadcast_to(u.T, (len(log_w), *u.shape))
+    return coef, _exact(log_w, log_det, mu_z, factors, np.full(len(log_w), np.trace(prec)))
 
 
 def _coefficients_diag(log_w, mu_z, u):
@@ -312,7 +374,7 @@ def _coefficients_diag(log_w, mu_z, u):
     b = prec * mu_z
     log_det = np.log(u).sum(axis=1)
     coef = np.column_stack([_constant(log_w, log_det, mu_z, b), b, -0.5 * prec])
-    return coef, _exact(log_w, log_det, mu_z, u, prec.sum(axis=1))
+    return coef, _exact(log_w, log_det, mu_z, u[:, :, None], prec.sum(axis=1))
 
 
 def _coefficients_spherical(log_w, mu_z, u):
@@ -320,40 +382,91 @@ def _coefficients_spherical(log_w, mu_z, u):
     b = prec[:, None] * mu_z
     log_det = mu_z.shape[1] * np.log(u)
     coef = np.column_stack([_constant(log_w, log_det, mu_z, b), b, -0.5 * prec])
-    return coef, _exact(log_w, log_det, mu_z, u, mu_z.shape[1] * prec)
+    return coef, _exact(log_w, log_det, mu_z, u[:, None, None], mu_z.shape[1] * prec)
 
 
-# U_k^T (z - mu_k) for component k, diff = z - mu_k (D, n).
-_WHITEN = {
-    "full": lambda u, k, diff: u[k].T @ diff,
-    "tied": lambda u, k, diff: u.T @ diff,
-    "diag": lambda u, k, diff: u[k][:, None] * diff,
-    "spherical": lambda u, k, diff: u[k] * diff,
-}
+# U_k^T y for y = z - mu_k (D, n), into out (D, n), with a component's factor from _Exact.u_z: U_k^T
+# (D, D) for full and tied, (D, 1) and (1, 1) for diag and spherical.
+def _whiten_product(u, y, out):
+    np.matmul(u, y, out=out)
 
 
-def _recompute_tight(out, exact: _Exact, z, whiten) -> np.ndarray:
+def _whiten_elementwise(u, y, out):
+    np.multiply(y, u, out=out)
+
+
+class _TightWork:
+    """Scratch for the centred route, one set per thread (see :func:`_chunks` for why blocks allocate
+    nothing): ``centred`` z - mu_k and ``product`` a product of it, both (D, width).
+
+    One component at a time, not all T in each array operation: arrays (T, D, width) spill out of the
+    core's cache, and measured, the centred route then took 1.6x as long on one thread and 1.2x on two.
+    """
+
+    def __init__(self, d: int, width: int):
+        self.centred = np.empty((d, width))
+        self.product = np.empty((d, width))
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.centred[:, :n], self.product[:, :n]
+
+
+def _recompute_tight(out, exact: _Exact, z, whiten, work: _TightWork) -> None:
+    """Rows ``exact.tight`` of the log-joint ``out`` (K, n) as base_k - 1/2 |U_k^T (z - mu_k)|^2."""
+    if not exact.tight.size:
+        return
+    centred, white = work.take(z.shape[1])
+    minus_half = np.full(z.shape[0], -0.5)
     for k in exact.tight:
-        white = whiten(exact.u_z, k, z - exact.mu_z[k][:, None])
-        out[k] = exact.base[k] - 0.5 * np.einsum("dn,dn->n", white, white)
-    return out
+        np.subtract(z, exact.mu_z[k][:, None], out=centred)
+        whiten(exact.u_z[k], centred, white)
+        # -1/2 sum_d white_d^2 as a BLAS product (faster than einsum, and it releases the GIL).
+        np.dot(minus_half, np.square(white, out=white), out=out[k])
+        out[k] += exact.base[k]
 
 
-def _log_joint_product(whiten, coef, exact, phi, z, out):
-    return _recompute_tight(np.matmul(coef, phi, out=out), exact, z, whiten)
+def _log_joint_product(coef, exact, phi, z, out):
+    return np.matmul(coef, phi, out=out)
 
 
 def _log_joint_tied(coef, exact, phi, z, out):
     # The quadratic term -1/2 |U^T z|^2 is the same for every component: computed once, not K times.
-    white = exact.u_z.T @ z
+    # (Every row of exact.u_z is the shared U^T, see _coefficients_tied.)
+    white = exact.u_z[0] @ z
     np.matmul(coef, phi, out=out)
     out -= 0.5 * np.einsum("dn,dn->n", white, white)
-    return _recompute_tight(out, exact, z, _WHITEN["tied"])
+    return out
+
+
+# The weighted sums of design rows 1.. of a shifted component's centred points y = z - shift_k (D, n)
+# with its responsibilities r (n,), into out (F - 1,); ``work`` is (D, n) scratch. Formed from y
+# directly rather than from its design: for full at D = 10, two BLAS products instead of 55 quadratic
+# design rows per component, 2.5x faster. np.dot, not np.matmul: numpy's matmul releases the GIL only
+# for a large enough output, and measured, the E-step's threads took turns at these products.
+def _centred_sums_full(y, r, work, out):
+    d = y.shape[0]
+    out[:d] = np.dot(y, r)
+    np.multiply(y, r, out=work)
+    out[d:] = np.dot(work, y.T)[_upper_triangle(d)]
+
+
+def _centred_sums_diag(y, r, work, out):
+    d = y.shape[0]
+    out[:d] = np.dot(y, r)
+    out[d:] = np.dot(np.square(y, out=work), r)
+
+
+def _centred_sums_spherical(y, r, work, out):
+    d = y.shape[0]
+    out[:d] = np.dot(y, r)
+    squared_norm = work[0]
+    np.einsum("dn,dn->n", y, y, out=squared_norm)
+    out[d] = np.dot(squared_norm, r)
 
 
 def _second_full(sums, data):
     d = data.n_features
-    iu, ju = np.triu_indices(d)
+    iu, ju = _upper_triangle(d)
     out = np.empty((sums.shape[0], d, d))
     out[:, iu, ju] = sums[:, 1 + d :]
     out[:, ju, iu] = sums[:, 1 + d :]
@@ -386,25 +499,28 @@ def _degenerate(model: GaussianMixtureModel, which: str, iteration: int | None) 
 
 
 def _inverse_factor(cov: np.ndarray, scale_ref: np.ndarray) -> np.ndarray | None:
-    """U = L^{-T} for cov = L L^T, or None when cov is not numerically positive definite."""
+    """U = L^{-T} for cov = L L^T, each of a stack (..., D, D) (``scale_ref`` (..., D)), or None when any
+    of them is not numerically positive definite."""
     try:
         lower = np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:
         return None
-    if np.any(np.square(np.diagonal(lower)) <= PIVOT_RTOL * np.maximum(scale_ref, 1.0)):
+    if np.any(np.square(np.diagonal(lower, axis1=-2, axis2=-1)) <= PIVOT_RTOL * np.maximum(scale_ref, 1.0)):
         return None
-    return solve_triangular(lower, np.eye(cov.shape[0]), lower=True).T
+    identity = np.broadcast_to(np.eye(cov.shape[-1]), cov.shape)
+    return np.swapaxes(solve_triangular(lower, identity, lower=True), -1, -2)
 
 
 def _factorise_full(cov, second, reg_z, model, iteration):
     cov = cov + np.diag(reg_z)
-    out = np.empty_like(cov)
-    for k in range(cov.shape[0]):
-        u = _inverse_factor(cov[k], np.diagonal(second[k]))
-        if u is None:
-            raise _degenerate(model, f"component {k}'s", iteration)
-        out[k] = u
-    return out
+    scale_ref = np.diagonal(second, axis1=1, axis2=2)
+    # All components at once (one call each into LAPACK's loop: per component, the Python overhead was
+    # a twentieth of an iteration at N = 1e5); one by one only to name the first that fails.
+    u = _inverse_factor(cov, scale_ref)
+    if u is None:
+        k = next(k for k in range(cov.shape[0]) if _inverse_factor(cov[k], scale_ref[k]) is None)
+        raise _degenerate(model, f"component {k}'s", iteration)
+    return u
 
 
 def _factorise_tied(cov, second, reg_z, model, iteration):
@@ -428,7 +544,9 @@ _FORMS: dict[str, _Form] = {
         lambda d: 1 + d + d * (d + 1) // 2,
         _design_full,
         _coefficients_full,
-        partial(_log_joint_product, _WHITEN["full"]),
+        _log_joint_product,
+        _whiten_product,
+        _centred_sums_full,
         _second_full,
         _cov_full,
         _factorise_full,
@@ -438,6 +556,8 @@ _FORMS: dict[str, _Form] = {
         _design_linear,
         _coefficients_tied,
         _log_joint_tied,
+        _whiten_product,
+        None,
         lambda sums, data: data.zz_total,
         _cov_tied,
         _factorise_tied,
@@ -446,7 +566,9 @@ _FORMS: dict[str, _Form] = {
         lambda d: 1 + 2 * d,
         _design_diag,
         _coefficients_diag,
-        partial(_log_joint_product, _WHITEN["diag"]),
+        _log_joint_product,
+        _whiten_elementwise,
+        _centred_sums_diag,
         lambda sums, data: sums[:, 1 + data.n_features :],
         _cov_diag,
         _factorise_elementwise,
@@ -455,7 +577,9 @@ _FORMS: dict[str, _Form] = {
         lambda d: 2 + d,
         _design_spherical,
         _coefficients_spherical,
-        partial(_log_joint_product, _WHITEN["spherical"]),
+        _log_joint_product,
+        _whiten_elementwise,
+        _centred_sums_spherical,
         lambda sums, data: sums[:, -1],
         _cov_spherical,
         _factorise_elementwise,
@@ -505,13 +629,18 @@ def _chunk_bounds(data: GaussianData) -> list[tuple[int, int]]:
 
 
 def _chunks(
-    model: GaussianMixtureModel, data: GaussianData, params: GaussianParams, bounds: list[tuple[int, int]] | None = None
+    model: GaussianMixtureModel,
+    data: GaussianData,
+    params: GaussianParams,
+    bounds: list[tuple[int, int]] | None = None,
+    tight_work: _TightWork | None = None,
 ) -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (rows, z (D, n), design (F, n), log w_k + log N(z | mu_k, Sigma_k) (K, n)) block by block
-    (all blocks, or those of ``bounds``).
+    (all blocks, or those of ``bounds``); the centred route (see :class:`_Exact`) works in
+    ``tight_work`` (its own if None), free again for the consumer once a block is yielded.
 
-    The design and log-joint buffers are reused between blocks: a consumer must be done with them before
-    the next one. Each call has its own buffers, so threads can each run one over different blocks.
+    The buffers are reused between blocks: a consumer must be done with them before the next one.
+    Each call has its own buffers, so threads can each run one over different blocks.
     Reusing them matters beyond allocation: a fresh array of this size is fresh memory the kernel must
     fault in and zero, and page faults of two threads serialise on the process's memory map (measured:
     4x slower per block than the arithmetic, and two threads no faster than one).
@@ -522,6 +651,7 @@ def _chunks(
     # product (BLAS kernels may form 0 * inf = nan in padding) and put in afterwards.
     dead = params.w <= 0
     coef, extra = form.coefficients(np.log(np.where(dead, 1.0, params.w)), mu_z, u_z)
+    dead = np.flatnonzero(dead)
     bounds = _chunk_bounds(data) if bounds is None else bounds
     if not bounds:
         return
@@ -529,20 +659,83 @@ def _chunks(
     buffer = np.empty((coef.shape[1], width))
     buffer[0] = 1.0
     joint_buffer = np.empty((len(params.w), width))
+    if tight_work is None and extra.tight.size:
+        tight_work = _TightWork(data.n_features, width)
     for start, stop in bounds:
         rows = slice(start, stop)
         z = data.z_t[:, rows]
         phi = buffer[:, : z.shape[1]]
         form.design(z, phi)
         log_joint = form.log_joint(coef, extra, phi, z, joint_buffer[:, : z.shape[1]])
-        log_joint[dead] = -np.inf
+        _recompute_tight(log_joint, extra, z, form.whiten, tight_work)
+        if dead.size:
+            log_joint[dead] = -np.inf
         yield rows, z, phi, log_joint
 
 
+class _OneBlasThread:
+    """Context manager: BLAS limited to one thread while any fit or E-step of the process runs.
+
+    An E-step runs one thread per core (:func:`e_step_threads`), each calling BLAS on cache-sized blocks;
+    OpenBLAS's own threads on top of them oversubscribe the cores, and for these shapes even alone they
+    are slower than one thread (measured at N = 1e6, D = 10, K = 8: an iteration 2.3x slower). A fit
+    holds the limit from start to end, not only during its E-steps: the M-step's small BLAS calls in
+    between otherwise woke OpenBLAS's threads, which then spun into the next E-step (measured at
+    N = 1e7, D = 2, K = 3: iterations 25% slower). Nested and concurrent holders (E-steps inside a
+    fit, fits in several of the caller's threads) share one limit: the setting found by the first is
+    restored by the last. threadpoolctl's controller scans the loaded libraries, once per process (a
+    millisecond); setting and restoring the limit then costs about 10 us.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active = 0
+        self._limiter = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                self._limiter = _blas_controller().limit(limits=1, user_api="blas")
+            self._active += 1
+
+    def __exit__(self, *exc_info) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+@functools.cache
+def _worker_pool(n_workers: int) -> ThreadPoolExecutor:
+    """Threads kept for the E-steps of the process: starting and joining them in every E-step cost
+    0.2 ms, 4% of an iteration at N = 1e5."""
+    return ThreadPoolExecutor(n_workers, thread_name_prefix="emvsbayes-e-step")
+
+
+_ONE_BLAS_THREAD = _OneBlasThread()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child has the pool objects but not their threads, and may have the limit's lock held
+    # by a thread that does not exist there: it starts afresh.
+    global _ONE_BLAS_THREAD
+    _worker_pool.cache_clear()
+    _ONE_BLAS_THREAD = _OneBlasThread()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def e_step_threads(data: GaussianData) -> int:
-    """Threads an E-step uses: one per available core, but only with at least two blocks per thread
-    (numpy releases the GIL inside its array loops, so blocks run truly in parallel)."""
-    return max(1, min(_AVAILABLE_CORES, len(_chunk_bounds(data)) // 2))
+    """Threads an E-step uses: one per available core, but only with at least ``MIN_BLOCKS_PER_THREAD``
+    blocks per thread (numpy releases the GIL inside its array loops, so blocks run truly in parallel)."""
+    return max(1, min(_AVAILABLE_CORES, len(_chunk_bounds(data)) // MIN_BLOCKS_PER_THREAD))
 
 
 def _stripes(bounds: list, n_threads: int) -> list[list]:
@@ -557,11 +750,11 @@ class _AssignWork:
     def __init__(self, k: int, width: int):
         self.shift = np.empty(width)
         self.total = np.empty(width)
-        self.small = np.empty((k, width), dtype=bool)
+        self.kept = np.empty((k, width), dtype=bool)
         self.centred = np.empty((k, width))
 
     def take(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return self.shift[:n], self.total[:n], self.small[:, :n], self.centred[:, :n]
+        return self.shift[:n], self.total[:n], self.kept[:, :n], self.centred[:, :n]
 
 
 def _soft_assign(log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWork | None = None) -> tuple[np.ndarray, float]:
@@ -575,17 +768,21 @@ def _soft_assign(log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWor
     ``scipy.special.logsumexp``. ``log_joint`` is overwritten.
     """
     work = work or _AssignWork(*log_joint.shape)
-    shift, total, small, centred = work.take(log_joint.shape[1])
+    shift, total, kept, centred = work.take(log_joint.shape[1])
     centred = centred if out is None else out
     np.max(log_joint, axis=0, out=shift)
     np.subtract(log_joint, shift, out=centred)
-    scaled = np.exp(centred, out=log_joint)
     # Terms below e^-700 of the largest are zero to every digit of the sums, but as subnormal numbers
-    # they make each product in the M-step's matrix product take a microcode assist (10x slower).
-    # Most blocks have none: one read finds out, instead of a mask pass and a masked copy.
+    # they make each product in the M-step's matrix product take a microcode assist (10x slower), so
+    # they are set to 0. Nor are they exponentiated: numpy's vectorised exp takes a slow path for
+    # results that underflow (measured: 100x per value when subnormal, 5x when 0), which made a block
+    # with a narrow component far from most points 8x slower to exponentiate. So the exponent is
+    # clipped at e^-700 and the clipped terms multiplied by 0. Most blocks have none: one read finds out.
     if centred.min() < _NEGLIGIBLE_LOG:
-        np.less(centred, _NEGLIGIBLE_LOG, out=small)
-        np.copyto(scaled, 0.0, where=small)
+        scaled = np.exp(np.maximum(centred, _NEGLIGIBLE_LOG, out=log_joint), out=log_joint)
+        scaled *= np.greater_equal(centred, _NEGLIGIBLE_LOG, out=kept)
+    else:
+        scaled = np.exp(centred, out=log_joint)
     np.sum(scaled, axis=0, out=total)
     scaled /= total
     log_total = np.log(total, out=total)
@@ -653,21 +850,31 @@ def _e_step(
     def run(indices: list[int]) -> None:
         width = max(bounds[i][1] - bounds[i][0] for i in indices)
         work = _AssignWork(k, width)
-        for index, (rows, z, phi, log_joint) in zip(indices, _chunks(model, data, params, [bounds[i] for i in indices])):
+        tight_work = _TightWork(data.n_features, width)
+        blocks = _chunks(model, data, params, [bounds[i] for i in indices], tight_work)
+        for index, (rows, z, phi, log_joint) in zip(indices, blocks):
             resp, objectives[index] = assign(log_joint, log_resp_t[:, rows] if keep_log_resp else None, work)
             block = block_sums[index]
-            np.matmul(phi, resp.T, out=block)  # (F, K): measured faster than resp @ phi.T for this shape
+            # np.dot, not np.matmul: see _centred_sums_full.
+            np.dot(phi, resp.T, out=block)
+            centred, product = tight_work.take(z.shape[1])
             for j in tight:
-                # phi is not needed any more: reuse it for the design of the shifted points.
-                form.design(z - shift[j][:, None], phi)
-                block[:, j] = phi @ resp[j]
+                # Row 0 (the count) does not depend on the shift: only the moments are redone.
+                np.subtract(z, shift[j][:, None], out=centred)
+                form.centred_sums(centred, resp[j], product, block[1:, j])
 
-    n_threads = e_step_threads(data)
-    if n_threads == 1:
-        run(list(range(len(bounds))))
-    else:
-        with ThreadPoolExecutor(n_threads) as pool:
-            for done in [pool.submit(run, stripe) for stripe in _stripes(bounds, n_threads)]:
+    stripes = _stripes(bounds, e_step_threads(data))
+    with _ONE_BLAS_THREAD:
+        if len(stripes) == 1:
+            run(stripes[0])
+        else:
+            # The calling thread takes the first stripe; the pool's threads the others.
+            pending = [_worker_pool(len(stripes) - 1).submit(run, stripe) for stripe in stripes[1:]]
+            try:
+                run(stripes[0])
+            finally:
+                wait(pending)
+            for done in pending:
                 done.result()
     sums = block_sums[0].copy()
     for block in block_sums[1:]:
@@ -853,11 +1060,12 @@ def fit(
         ``keep_stats``; the latter defaults to N K <= ``KEEP_STATS_MAX``).
     """
     model.validate_params(init)
-    data = prepare(model, x, chunk_size=chunk_size)
-    return fit_em(
-        partial(E_STEPS[kind], model, data), _numbered_m_step(model), init,
-        m_step_slack=partial(regularisation_slack, model), **_options(data, model.n_components, options)
-    )
+    with _ONE_BLAS_THREAD:
+        data = prepare(model, x, chunk_size=chunk_size)
+        return fit_em(
+            partial(E_STEPS[kind], model, data), _numbered_m_step(model), init,
+            m_step_slack=partial(regularisation_slack, model), **_options(data, model.n_components, options)
+        )
 
 
 def fit_restarts(
@@ -873,12 +1081,14 @@ def fit_restarts(
     inits = list(inits)
     for init in inits:
         model.validate_params(init)
-    data = prepare(model, x, chunk_size=chunk_size)
-    options = _options(data, model.n_components, options)
-    e = partial(E_STEPS[kind], model, data)
-    # A fresh iteration counter per restart, so error messages name the right iteration.
-    slack = partial(regularisation_slack, model)
-    return EMRestarts(tuple(fit_em(e, _numbered_m_step(model), init, m_step_slack=slack, **options) for init in inits))
+    with _ONE_BLAS_THREAD:  # see fit
+        data = prepare(model, x, chunk_size=chunk_size)
+        options = _options(data, model.n_components, options)
+        e = partial(E_STEPS[kind], model, data)
+        # A fresh iteration counter per restart, so error messages name the right iteration.
+        slack = partial(regularisation_slack, model)
+        fits = tuple(fit_em(e, _numbered_m_step(model), init, m_step_slack=slack, **options) for init in inits)
+    return EMRestarts(fits)
 
 
 def log_joint(model: GaussianMixtureModel, params: GaussianParams, x) -> np.ndarray:

@@ -25,7 +25,7 @@ from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, Gauss
 from emvsbayes.labels.diagnostics import distinct_optima
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import em_estimate, em_restarts, em_trace
-from emvsbayes.sampling import SamplerSettings, resolve_sampler, sample_posterior
+from emvsbayes.sampling import ModelRecipe, SamplerSettings, resolve_sampler, resolve_target_accept, sample_posterior
 from emvsbayes.uncertainty import gaussian_bootstrap, gaussian_standard_errors, gaussian_criteria, loo_waic
 
 #: Chains start from at most this many distinct EM optima (cycled over chains).
@@ -205,14 +205,13 @@ def _bayes_groups(spec, model_def, x, restarts, coords, seeds, timings, progress
     # see a second mode; nutpie takes the first for all.
     sampler = resolve_sampler(b["sampler"])
     settings = SamplerSettings(sampler=sampler, chains=b["chains"], draws=b["draws"], tune=b["tune"],
-                               target_accept=b["target_accept"])
-    start = time.perf_counter()
-    pm_model = bayes.build_model(model_def, x, columns=coords["feature"])
-    timings["build_model"] = time.perf_counter() - start
+                               target_accept=_target_accept(b["target_accept"], restarts.best.params, x))
+    # Built only if the compiled sampler is not already in the program cache.
+    recipe = ModelRecipe(bayes.build_model, (model_def, x), {"columns": coords["feature"]})
     if progress:
         progress(f"sampling: {settings.chains} chains x {settings.draws} draws with {sampler}, "
                  f"starting from {len(starts)} EM optim{'um' if len(starts) == 1 else 'a'}")
-    outcome = sample_posterior(pm_model, settings, seeds["sampler"], bayes.initvals_from_params(model_def, starts),
+    outcome = sample_posterior(recipe, settings, seeds["sampler"], bayes.initvals_from_params(model_def, starts),
                                progressbar=bool(progress))
     timings["sampling_total"] = outcome.seconds_total
     timings["sampling"] = outcome.seconds_sampling
@@ -220,8 +219,8 @@ def _bayes_groups(spec, model_def, x, restarts, coords, seeds, timings, progress
     tree = outcome.tree
     groups = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats", "log_likelihood", "observed_data")
               if name in tree.children}
-    groups["posterior"].attrs["sampler"] = outcome.sampler
-    groups["posterior"].attrs["n_start_optima"] = len(starts)
+    groups["posterior"].attrs.update(sampler=outcome.sampler, n_start_optima=len(starts),
+                                     target_accept=settings.target_accept, compiled_sampler=outcome.compiled)
 
     start = time.perf_counter()
     probs = bayes.membership_probabilities(model_def, x, bayes.posterior_draws(tree))
@@ -235,6 +234,11 @@ def _bayes_groups(spec, model_def, x, restarts, coords, seeds, timings, progress
         ("obs", "component"), np.take_along_axis(probs, perms[:, None, :], axis=2).mean(axis=0))
     timings["relabel"] = time.perf_counter() - start
     return groups
+
+
+def _target_accept(value, params: GaussianParams, x: np.ndarray) -> float:
+    """The spec's ``target_accept``, ``"auto"`` decided by the smallest EM component's expected points."""
+    return resolve_target_accept(value, float(np.min(params.w)) * x.shape[0])
 
 
 def _reported(posterior: xr.Dataset, reference) -> xr.Dataset:
@@ -267,9 +271,10 @@ def _model_choice(spec, x, seeds, timings, progress) -> xr.Dataset:
         if choice["bayes"] and criteria is not None and not notes:
             if progress:
                 progress(f"model choice: sampling K = {k}")
-            settings = SamplerSettings(sampler=resolve_sampler(spec["bayes"]["sampler"]), chains=choice["chains"], draws=choice["draws"],
-                                       tune=choice["tune"], target_accept=spec["bayes"]["target_accept"])
-            tree = sample_posterior(bayes.build_model(model_def, x), settings, seeds["sampler"] + k,
+            settings = SamplerSettings(sampler=resolve_sampler(spec["bayes"]["sampler"]), chains=choice["chains"],
+                                       draws=choice["draws"], tune=choice["tune"],
+                                       target_accept=_target_accept(spec["bayes"]["target_accept"], best.params, x))
+            tree = sample_posterior(ModelRecipe(bayes.build_model, (model_def, x)), settings, seeds["sampler"] + k,
                                     bayes.initvals_from_params(model_def, [best.params])).tree
             predictive = loo_waic(tree)
         rows[k] = model_choice_row(criteria, predictive, note="; ".join(notes), n_params=n_params)

@@ -1,0 +1,174 @@
+"""Sampling a PyMC model's posterior the same way for every model family, from EM answers.
+
+The default (``sampler = "auto"``) is numpyro's NUTS on the PyMC model's JAX log-density
+(:mod:`emvsbayes.sampling.numpyro_nuts`), whose programs are exported once per model and kept on disk
+(:mod:`emvsbayes.sampling.programs`), so a later process loads them without PyMC, numpyro or tracing.
+nutpie and PyMC's own NUTS run through ``pm.sample`` (:mod:`emvsbayes.sampling.pymc_nuts`). Every
+sampler starts its chains at EM answers without jitter. ``benchmarks/samplers.py`` measures them
+against Stan: numpyro samples fastest per second on the Gaussian models and has the shortest whole
+process (nutpie rebuilds numba wrappers for ~7 s in every process; PyMC's NUTS samples 3-10x slower).
+
+A model is given as a ``pymc.Model`` or as a :class:`~emvsbayes.sampling.recipe.ModelRecipe` (the
+function that builds it and its arguments): only a recipe's programs can be found again by a later
+process, because only a recipe says what the model is before it is built.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from emvsbayes.sampling.recipe import ModelRecipe, as_recipe
+
+SAMPLERS = ("numpyro", "nutpie", "pymc")
+#: What ``sampler = "auto"`` means (see the module docstring for the measurements behind it).
+DEFAULT_SAMPLER = "numpyro"
+#: NUTS's target acceptance rate unless a mixture component holds few points: Stan's and PyMC's default.
+TARGET_ACCEPT = 0.8
+#: ... and where one does (``target_accept = "auto"``). A component with few points has a poorly
+#: determined scale, and the spread of its mean shrinks with that scale: a funnel, where 0.8's step
+#: size diverges and chains stall. Measured (benchmarks/README.md): galaxies K = 3 (components of
+#: ~3 and ~7 points), ordered, 4 seeds: 0.8 gave R-hat 1.01-1.09 and 4-127 divergences, 0.95 gave
+#: 1.003-1.013 and 0-2; Old Faithful K = 2 (~100 points each) mixes as well at 0.8 as at 0.95 with
+#: 7 leapfrog steps per draw instead of 12, so 0.95 there would only cost time.
+TARGET_ACCEPT_FEW_POINTS = 0.95
+#: A component whose expected number of points (EM weight x N) is below this counts as having few.
+FEW_POINTS = 30
+#: Virtual XLA CPU devices, so numpyro runs up to this many chains in parallel, one per device.
+JAX_DEVICES = 8
+
+
+def resolve_sampler(name: str) -> str:
+    """The sampler a spec's ``sampler`` names: ``"auto"`` -> :data:`DEFAULT_SAMPLER`."""
+    return DEFAULT_SAMPLER if name == "auto" else name
+
+
+def resolve_target_accept(value, fewest_points: float) -> float:
+    """A spec's ``target_accept``: a number as given; ``"auto"`` -> :data:`TARGET_ACCEPT_FEW_POINTS` if
+    the smallest EM component holds fewer than :data:`FEW_POINTS` points (``fewest_points``), else
+    :data:`TARGET_ACCEPT`."""
+    if value != "auto":
+        return float(value)
+    return TARGET_ACCEPT_FEW_POINTS if fewest_points < FEW_POINTS else TARGET_ACCEPT
+
+
+def configure_jax() -> None:
+    """Set JAX up before its first computation: several CPU devices (parallel chains), 64-bit floats
+    (PyMC's models are float64; without PyMC imported nobody else sets it) and a persistent
+    compilation cache for every program, so a second run of a model loads its compiled sampler
+    instead of rebuilding it.
+
+    The cache lives in ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/emvsbayes/jax``
+    (``~/.cache/emvsbayes/jax``). The device count cannot change once JAX has computed anything.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={JAX_DEVICES}".strip()
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(base, "emvsbayes", "jax")
+    # JAX caches only programs that took longer than a second to compile unless told otherwise; the
+    # samplers here are many small programs whose compile time adds up.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    # PyMC imports part of JAX, which reads its configuration then: set the cache through the config
+    # too (the device count is read later, when JAX first starts its backend).
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes",
+                      int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerSettings:
+    """How to sample: which sampler, chains, draws after ``tune`` tuning steps, NUTS target acceptance
+    (a number: runners turn a spec's ``"auto"`` into one with :func:`resolve_target_accept`)."""
+
+    sampler: str = DEFAULT_SAMPLER
+    chains: int = 4
+    draws: int = 1000
+    tune: int = 1000
+    target_accept: float = TARGET_ACCEPT
+    cores: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingOutcome:
+    """The draws (an ``xarray.DataTree`` as PyMC returns it) and how long each stage took, in seconds.
+
+    ``seconds_sampling``: tuning + draws; ``seconds_total``: the whole call. ``stages`` splits the call
+    where the sampler lets us see inside (numpyro: ``build`` = obtaining the programs (loading them,
+    or building and storing them) and the start checks, ``compile`` = JAX's tracing, lowering and
+    compiling or loading from its cache, ``tune``, ``draws``, ``constrain_and_log_likelihood`` (draws
+    back to the model's variables, pointwise log-likelihood); each without the compiling inside it);
+    empty otherwise. ``compiled``: how numpyro's programs were obtained (``"loaded"`` from the cache,
+    ``"built"``); empty for the other samplers.
+    """
+
+    tree: object
+    sampler: str
+    seconds_sampling: float
+    seconds_total: float
+    stages: dict = field(default_factory=dict)
+    compiled: str = ""
+
+
+def available_cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def sample_posterior(
+    model,
+    settings: SamplerSettings,
+    seed: int,
+    initvals: Sequence[dict] | None = None,
+    *,
+    progressbar: bool = False,
+    log_likelihood: bool = True,
+) -> SamplingOutcome:
+    """Sample a model's posterior and add its pointwise log-likelihood.
+
+    Parameters
+    ----------
+    model
+        A :class:`~emvsbayes.sampling.recipe.ModelRecipe` (numpyro's compiled programs are then kept
+        on disk and found again by later runs) or a ``pymc.Model``.
+    settings
+        Sampler choice and sizes.
+    seed
+        Integer seed for the sampler.
+    initvals
+        Starting points (constrained values by variable name), one dict per chain (cycled if fewer).
+        nutpie uses only the first.
+    progressbar
+        Show the sampler's progress bar (nutpie and PyMC's NUTS, on a terminal only: it redraws
+        with control characters).
+    """
+    sampler = resolve_sampler(settings.sampler)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {settings.sampler!r}")
+    recipe = as_recipe(model)
+    if sampler == "numpyro":
+        from emvsbayes.sampling.numpyro_nuts import sample_numpyro
+
+        return sample_numpyro(recipe, settings, seed, initvals or [], log_likelihood)
+    import numpy as np
+
+    from emvsbayes.sampling.pymc_nuts import sample_pm
+
+    cores = settings.cores or min(settings.chains, available_cores())
+    tree, ran, total = sample_pm(recipe.model(), settings, sampler, seed, initvals or [],
+                                 progressbar and sys.stdout.isatty(), log_likelihood, cores)
+    seconds_sampling = float(tree["posterior"].attrs.get("sampling_time", np.nan))
+    return SamplingOutcome(tree, ran, seconds_sampling, total)
+
+
+__all__ = ["DEFAULT_SAMPLER", "FEW_POINTS", "JAX_DEVICES", "SAMPLERS", "TARGET_ACCEPT", "TARGET_ACCEPT_FEW_POINTS",
+           "ModelRecipe", "SamplerSettings", "SamplingOutcome", "available_cores", "configure_jax",
+           "resolve_sampler", "resolve_target_accept", "sample_posterior"]
