@@ -2,8 +2,9 @@
 
 For every ``models/*.toml`` except ``study_*`` and ``sbc_*``: ``emvsbayes run SPEC --quiet --out TMP`` in a
 subprocess, first with fresh cache directories (cold: PyTensor's ``base_compiledir``, which holds PyMC's C
-code and nutpie's numba code, ``NUMBA_CACHE_DIR`` and JAX's persistent compilation cache, where numpyro's
-compiled samplers go), then again with the same directories (warm).
+code and nutpie's numba code, ``NUMBA_CACHE_DIR``, JAX's persistent compilation cache, where numpyro's
+compiled samplers go, and ``EMVSBAYES_PROGRAM_CACHE_DIR``, where emvsbayes stores their exported programs),
+then again with the same directories (warm: the sampler is loaded, not built).
 Printed: both wall times, how many files the compile directory gained in each run (0 in the warm run =
 nothing recompiled), and the per-stage seconds the run records in ``results.nc`` (root attribute
 ``timings``, JSON), with the share of the EM bootstrap (the ``em_uncertainty`` stage: standard errors +

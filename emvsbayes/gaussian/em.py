@@ -770,7 +770,7 @@ def _soft_assign(log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWor
     work = work or _AssignWork(*log_joint.shape)
     shift, total, kept, centred = work.take(log_joint.shape[1])
     centred = centred if out is None else out
-    np.max(log_joint, axis=0, out=shift)
+    _over_rows(np.maximum, log_joint, shift)
     np.subtract(log_joint, shift, out=centred)
     # Terms below e^-700 of the largest are zero to every digit of the sums, but as subnormal numbers
     # they make each product in the M-step's matrix product take a microcode assist (10x slower), so
@@ -783,12 +783,26 @@ def _soft_assign(log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWor
         scaled *= np.greater_equal(centred, _NEGLIGIBLE_LOG, out=kept)
     else:
         scaled = np.exp(centred, out=log_joint)
-    np.sum(scaled, axis=0, out=total)
+    _over_rows(np.add, scaled, total)
     scaled /= total
     log_total = np.log(total, out=total)
     if out is not None:
         out -= log_total
-    return scaled, float(shift.sum() + log_total.sum())
+    log_total += shift
+    return scaled, float(log_total.sum())
+
+
+def _over_rows(ufunc, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``ufunc.reduce(rows, axis=0)`` into ``out`` as K - 1 whole-row operations, the same additions in
+    the same order: for the few rows of a (K, n) block about twice as fast as numpy's reduction along
+    the outer axis (measured for sums and maxima at K = 3)."""
+    if len(rows) == 1:
+        np.copyto(out, rows[0])
+        return out
+    ufunc(rows[0], rows[1], out=out)
+    for row in rows[2:]:
+        ufunc(out, row, out=out)
+    return out
 
 
 def _hard_assign(log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWork | None = None) -> tuple[np.ndarray, float]:

@@ -30,9 +30,9 @@ TARGET_ACCEPT = 0.8
 #: ... and where one does (``target_accept = "auto"``). A component with few points has a poorly
 #: determined scale, and the spread of its mean shrinks with that scale: a funnel, where 0.8's step
 #: size diverges and chains stall. Measured (benchmarks/README.md): galaxies K = 3 (components of
-#: ~3 and ~7 points), ordered, 4 seeds: 0.8 gave R-hat 1.01-1.09 and 4-127 divergences, 0.95 gave
-#: 1.003-1.013 and 0-2; Old Faithful K = 2 (~100 points each) mixes as well at 0.8 as at 0.95 with
-#: 7 leapfrog steps per draw instead of 12, so 0.95 there would only cost time.
+#: ~3 and ~7 points), ordered, 4 seeds x 2 tuning lengths: 0.8 gave R-hat 1.006-1.085 and 4-127
+#: divergences, 0.95 gave 1.003-1.013 and 0-2; Old Faithful K = 2 (~100 points each) mixes as well at
+#: 0.8 as at 0.95 with 7 leapfrog steps per draw instead of 12, so 0.95 there would only cost time.
 TARGET_ACCEPT_FEW_POINTS = 0.95
 #: A component whose expected number of points (EM weight x N) is below this counts as having few.
 FEW_POINTS = 30
