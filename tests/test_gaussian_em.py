@@ -256,6 +256,61 @@ def test_soft_assign_flushes_negligible_terms_to_exact_zeros():
     assert objective_only == objective
 
 
+@pytest.mark.parametrize("first_is_zero", [False, True])
+@pytest.mark.parametrize("spread", [3.0, 400.0])
+def test_soft_assign_with_and_without_the_shift_matches_logsumexp(spread, first_is_zero):
+    # Scores within +-UNSHIFTED_RANGE are exponentiated unshifted (spread 3); wider ones take the
+    # shifted route (spread 400). With first_is_zero, row 0 is 0 and only the others are read. Either
+    # way: scipy's logsumexp to rounding, and responsibilities that are normal floats or exact zeros.
+    rng = np.random.default_rng(11)
+    scores = spread * rng.standard_normal((4, 257))
+    if first_is_zero:
+        scores[0] = 0.0
+    assert (np.abs(scores).max() <= gem.UNSHIFTED_RANGE) == (spread == 3.0)
+    expected = logsumexp(scores, axis=0)
+    out = np.empty_like(scores)
+    resp, objective = gem._soft_assign(scores.copy(), out, first_is_zero=first_is_zero)
+    assert objective == pytest.approx(float(expected.sum()), rel=1e-14)
+    np.testing.assert_allclose(out, scores - expected, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(resp, np.exp(scores - expected), rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(resp.sum(axis=0), 1.0, rtol=1e-15)
+    assert np.all((resp == 0.0) | (resp >= np.finfo(float).tiny))
+    resp_only, objective_only = gem._soft_assign(scores.copy(), None, first_is_zero=first_is_zero)
+    np.testing.assert_array_equal(resp_only, resp)
+    assert objective_only == objective
+
+
+@pytest.mark.parametrize("outlier", [False, True])
+@pytest.mark.parametrize("kind", ["soft", "hard"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_scores_relative_to_component_0_give_the_log_joint_e_step(covariance_type, kind, outlier, monkeypatch):
+    # The E-step scores points relative to component 0 where it can (RELATIVE_FORMS) and adds
+    # component 0's log-joint back from the block sums: the same statistics and objective as scoring
+    # by log-joints, to rounding. With a far outlier, its block's differences leave +-UNSHIFTED_RANGE
+    # and that block is shifted as before.
+    x = three_clusters(1001, 2, seed=8)
+    if outlier:
+        x[500] = 60.0
+    w, mu, prec = start(covariance_type, 2)
+    params = GaussianParams.from_precisions(w, mu, prec, covariance_type)
+    model = GaussianMixtureModel(3, covariance_type)
+    data = gem.prepare(model, x, chunk_size=64)
+    scoring = gem._relative_scoring(model, gem._scoring(model, data, params))
+    assert (scoring.reference is not None) == (covariance_type in gem.RELATIVE_FORMS)
+    if outlier and scoring.reference is not None:
+        block = next(s for rows, _, _, s in gem._chunks(model, data, scoring) if rows.start <= 500 < rows.stop)
+        assert np.abs(block).max() > gem.UNSHIFTED_RANGE
+    relative = gem.E_STEPS[kind](model, data, params)
+    monkeypatch.setattr(gem, "RELATIVE_FORMS", frozenset())
+    absolute = gem.E_STEPS[kind](model, data, params)
+    assert relative[1] == pytest.approx(absolute[1], rel=1e-13)
+    for name in ("nk", "sum_z", "sum_zz"):
+        np.testing.assert_allclose(getattr(relative[0], name), getattr(absolute[0], name), rtol=1e-12, atol=1e-12)
+    finite = np.isfinite(absolute[0].log_resp)
+    np.testing.assert_array_equal(np.isfinite(relative[0].log_resp), finite)
+    np.testing.assert_allclose(relative[0].log_resp[finite], absolute[0].log_resp[finite], rtol=1e-11, atol=1e-11)
+
+
 @pytest.mark.parametrize("narrow", [False, True])
 @pytest.mark.parametrize("kind", ["soft", "hard"])
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

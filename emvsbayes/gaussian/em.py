@@ -14,6 +14,10 @@ How the work is laid out, and why:
   M-step's sufficient statistics are the responsibility-weighted sums of the same design, one more
   product ``resp (K, n) @ design.T``. Both happen in the E-step's single pass, so an iteration reads
   the data once and the M-step is O(K D^3).
+- **Scores relative to component 0.** Responsibilities depend only on differences of log-joints, so
+  where that is exact the product forms log-joint_k - log-joint_0 for k >= 1 (one row fewer, no shift
+  by the largest when all are moderate) and component 0's log-joint is added back summed
+  (:class:`_Scoring`).
 - **Chunks, feature-major.** Data are held as (D, N) and processed in column blocks small enough to stay
   in cache: the peak memory beyond the data is the N x K responsibilities, and reductions over K run
   across contiguous rows instead of along short rows.
@@ -628,16 +632,68 @@ def _chunk_bounds(data: GaussianData) -> list[tuple[int, int]]:
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
+class _Scoring(NamedTuple):
+    """How :func:`_chunks` scores each point against each component.
+
+    ``coef`` (rows, F) multiplies the design; ``extra`` is what the centred route needs (see
+    :class:`_Exact`); ``dead`` the components of weight 0 (scored -inf). With ``reference`` None the
+    scores are the log-joints log w_k + log N(z | mu_k, Sigma_k). Otherwise they are relative to
+    component 0: s_k = log-joint_k - log-joint_0, so s_0 = 0 without computing it, ``coef`` holds the
+    differences for components 1..K-1 and ``reference`` (F,) component 0's own coefficients, for the
+    caller to add back sum_i log-joint_0(z_i) = reference . sum_i phi_i.
+    """
+
+    coef: np.ndarray
+    extra: Any
+    dead: np.ndarray
+    reference: np.ndarray | None
+
+
+def _scoring(model: GaussianMixtureModel, data: GaussianData, params: GaussianParams) -> _Scoring:
+    """Log-joint scoring for ``params``."""
+    form = _FORMS[model.covariance_type]
+    mu_z, u_z = data.frame.params_to_z(params)
+    # A component emptied by hard EM has weight 0. Its log weight -inf is kept out of the matrix
+    # product (BLAS kernels may form 0 * inf = nan in padding) and put in afterwards.
+    dead = params.w <= 0
+    coef, extra = form.coefficients(np.log(np.where(dead, 1.0, params.w)), mu_z, u_z)
+    return _Scoring(coef, extra, np.flatnonzero(dead), None)
+
+
+# Structures whose scores can be relative to component 0: those whose log-joint is the design product
+# alone. (tied's shared quadratic term cancels from the differences, but adding back component 0's
+# sum would need it per point: not done.)
+RELATIVE_FORMS = frozenset({"full", "diag", "spherical"})
+
+
+def _relative_scoring(model: GaussianMixtureModel, scoring: _Scoring) -> _Scoring:
+    """``scoring`` relative to component 0 where that is exact and pays (see :class:`_Scoring`), else
+    ``scoring`` itself.
+
+    Why: a point's responsibilities and its log p(z) - log-joint_0(z) depend only on the differences,
+    so component 0's row is never formed (at K = 3 a third less matrix product and exponentials), and
+    when every difference is moderate no shift by the largest is needed either (see
+    :func:`_soft_assign`). Not with a component on the centred route (its exact row is a log-joint, not
+    a difference) nor with a dead one (-inf is not a moderate difference), and not for K = 1.
+    """
+    if (model.covariance_type not in RELATIVE_FORMS or len(scoring.coef) < 2 or scoring.dead.size
+            or scoring.extra.tight.size):
+        return scoring
+    reference = scoring.coef[0]
+    return scoring._replace(coef=scoring.coef[1:] - reference, reference=reference)
+
+
 def _chunks(
     model: GaussianMixtureModel,
     data: GaussianData,
-    params: GaussianParams,
+    params: GaussianParams | _Scoring,
     bounds: list[tuple[int, int]] | None = None,
     tight_work: _TightWork | None = None,
 ) -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (rows, z (D, n), design (F, n), log w_k + log N(z | mu_k, Sigma_k) (K, n)) block by block
-    (all blocks, or those of ``bounds``); the centred route (see :class:`_Exact`) works in
-    ``tight_work`` (its own if None), free again for the consumer once a block is yielded.
+    """Yield (rows, z (D, n), design (F, n), scores (K, n)) block by block (all blocks, or those of
+    ``bounds``): for ``params``, the log-joints log w_k + log N(z | mu_k, Sigma_k); for a
+    :class:`_Scoring`, its scores. The centred route (see :class:`_Exact`) works in ``tight_work`` (its
+    own if None), free again for the consumer once a block is yielded.
 
     The buffers are reused between blocks: a consumer must be done with them before the next one.
     Each call has its own buffers, so threads can each run one over different blocks.
@@ -646,19 +702,16 @@ def _chunks(
     4x slower per block than the arithmetic, and two threads no faster than one).
     """
     form = _FORMS[model.covariance_type]
-    mu_z, u_z = data.frame.params_to_z(params)
-    # A component emptied by hard EM has weight 0. Its log weight -inf is kept out of the matrix
-    # product (BLAS kernels may form 0 * inf = nan in padding) and put in afterwards.
-    dead = params.w <= 0
-    coef, extra = form.coefficients(np.log(np.where(dead, 1.0, params.w)), mu_z, u_z)
-    dead = np.flatnonzero(dead)
+    scoring = params if isinstance(params, _Scoring) else _scoring(model, data, params)
+    coef, extra, dead, reference = scoring
+    relative = reference is not None
     bounds = _chunk_bounds(data) if bounds is None else bounds
     if not bounds:
         return
     width = max(stop - start for start, stop in bounds)
     buffer = np.empty((coef.shape[1], width))
     buffer[0] = 1.0
-    joint_buffer = np.empty((len(params.w), width))
+    scores_buffer = np.empty((len(coef) + relative, width))
     if tight_work is None and extra.tight.size:
         tight_work = _TightWork(data.n_features, width)
     for start, stop in bounds:
@@ -666,11 +719,14 @@ def _chunks(
         z = data.z_t[:, rows]
         phi = buffer[:, : z.shape[1]]
         form.design(z, phi)
-        log_joint = form.log_joint(coef, extra, phi, z, joint_buffer[:, : z.shape[1]])
-        _recompute_tight(log_joint, extra, z, form.whiten, tight_work)
+        scores = scores_buffer[:, : z.shape[1]]
+        if relative:
+            scores[0] = 0.0  # every block: the consumer may have overwritten it
+        form.log_joint(coef, extra, phi, z, scores[relative:])
+        _recompute_tight(scores, extra, z, form.whiten, tight_work)
         if dead.size:
-            log_joint[dead] = -np.inf
-        yield rows, z, phi, log_joint
+            scores[dead] = -np.inf
+        yield rows, z, phi, scores
 
 
 class _OneBlasThread:
@@ -757,21 +813,31 @@ class _AssignWork:
         return self.shift[:n], self.total[:n], self.kept[:, :n], self.centred[:, :n]
 
 
-def _soft_assign(log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWork | None = None) -> tuple[np.ndarray, float]:
+def _soft_assign(
+    scores: np.ndarray, out: np.ndarray | None, work: _AssignWork | None = None, *, first_is_zero: bool = False
+) -> tuple[np.ndarray, float]:
     """Log responsibilities into ``out`` (K, n) (none if ``out`` is None); return (responsibilities
-    (K, n), sum_i log p(z_i)).
+    (K, n), sum_i log sum_k e^scores_ki).
+
+    ``scores`` are the log-joints, or anything differing from them by a term per point (the
+    responsibilities are the same; the objective differs by the sum of those terms). With
+    ``first_is_zero`` row 0 is known to be 0 (scores relative to component 0, see :class:`_Scoring`).
 
     This is logsumexp over K (shift by the largest term, exponentiate, sum, log), written out instead
     of calling ``scipy.special.logsumexp``: that function makes about fifteen passes with fancy
     indexing (it was 80% of an iteration), and here the shifted exponentials it throws away are the
     unnormalised responsibilities the M-step needs. Tests check the result against
-    ``scipy.special.logsumexp``. ``log_joint`` is overwritten.
+    ``scipy.special.logsumexp``. ``scores`` is overwritten.
     """
-    work = work or _AssignWork(*log_joint.shape)
-    shift, total, kept, centred = work.take(log_joint.shape[1])
+    work = work or _AssignWork(*scores.shape)
+    shift, total, kept, centred = work.take(scores.shape[1])
+    free = scores[1:] if first_is_zero else scores
+    # Two reads decide whether the shift can be skipped (see _assign_unshifted).
+    if free.size and -UNSHIFTED_RANGE <= free.min() and free.max() <= UNSHIFTED_RANGE:
+        return _assign_unshifted(scores, out, total, first_is_zero)
     centred = centred if out is None else out
-    _over_rows(np.maximum, log_joint, shift)
-    np.subtract(log_joint, shift, out=centred)
+    _over_rows(np.maximum, scores, shift)
+    np.subtract(scores, shift, out=centred)
     # Terms below e^-700 of the largest are zero to every digit of the sums, but as subnormal numbers
     # they make each product in the M-step's matrix product take a microcode assist (10x slower), so
     # they are set to 0. Nor are they exponentiated: numpy's vectorised exp takes a slow path for
@@ -779,10 +845,10 @@ def _soft_assign(log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWor
     # with a narrow component far from most points 8x slower to exponentiate. So the exponent is
     # clipped at e^-700 and the clipped terms multiplied by 0. Most blocks have none: one read finds out.
     if centred.min() < _NEGLIGIBLE_LOG:
-        scaled = np.exp(np.maximum(centred, _NEGLIGIBLE_LOG, out=log_joint), out=log_joint)
+        scaled = np.exp(np.maximum(centred, _NEGLIGIBLE_LOG, out=scores), out=scores)
         scaled *= np.greater_equal(centred, _NEGLIGIBLE_LOG, out=kept)
     else:
-        scaled = np.exp(centred, out=log_joint)
+        scaled = np.exp(centred, out=scores)
     _over_rows(np.add, scaled, total)
     scaled /= total
     log_total = np.log(total, out=total)
@@ -790,6 +856,35 @@ def _soft_assign(log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWor
         out -= log_total
     log_total += shift
     return scaled, float(log_total.sum())
+
+
+# Scores all within +-UNSHIFTED_RANGE need no shift: their exponentials neither overflow nor
+# underflow, and each responsibility e^s_k / sum_j e^s_j stays above e^-2 UNSHIFTED_RANGE / K, a
+# normal float (see _soft_assign for why subnormals must not reach the M-step).
+UNSHIFTED_RANGE = 350.0
+
+
+def _assign_unshifted(scores, out, total, first_is_zero) -> tuple[np.ndarray, float]:
+    """:func:`_soft_assign` for scores within +-``UNSHIFTED_RANGE``: exponentiated as they are, which
+    saves the pass for the largest and the one subtracting it; with ``first_is_zero``, row 0's
+    exponential is 1 and its responsibility 1 / total."""
+    if out is not None:
+        np.copyto(out, scores)
+    if first_is_zero:
+        free = np.exp(scores[1:], out=scores[1:])
+        np.add(free[0], 1.0, out=total)
+        for row in free[1:]:
+            total += row
+        np.divide(1.0, total, out=scores[0])
+        free *= scores[0]
+    else:
+        np.exp(scores, out=scores)
+        _over_rows(np.add, scores, total)
+        scores /= total
+    log_total = np.log(total, out=total)
+    if out is not None:
+        out -= log_total
+    return scores, float(log_total.sum())
 
 
 def _over_rows(ufunc, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -805,10 +900,14 @@ def _over_rows(ufunc, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _hard_assign(log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWork | None = None) -> tuple[np.ndarray, float]:
+def _hard_assign(
+    log_joint: np.ndarray, out: np.ndarray | None, work: _AssignWork | None = None, *, first_is_zero: bool = False
+) -> tuple[np.ndarray, float]:
     """Each point wholly to its most probable component (ties to the lowest index): 0 / -inf into
     ``out`` (unless None); return (one-hot responsibilities (K, n), sum_i max_k log(w_k N(z_i | ...))),
-    the classification log-likelihood. ``log_joint`` is overwritten."""
+    the classification log-likelihood, for scores that are log-joints (or differ from them by a term per
+    point, which the objective then differs by; ``first_is_zero`` is not needed). ``log_joint`` is
+    overwritten."""
     best = np.argmax(log_joint, axis=0)
     cols = np.arange(log_joint.shape[1])
     objective = float(log_joint[best, cols].sum())
@@ -860,17 +959,25 @@ def _e_step(
     # all blocks are done, so the result does not depend on how many threads ran.
     block_sums = np.empty((len(bounds), form.n_design(data.n_features), k))
     objectives = np.empty(len(bounds))
+    scoring = _relative_scoring(model, _scoring(model, data, params))
+    reference = scoring.reference
 
     def run(indices: list[int]) -> None:
         width = max(bounds[i][1] - bounds[i][0] for i in indices)
         work = _AssignWork(k, width)
         tight_work = _TightWork(data.n_features, width)
-        blocks = _chunks(model, data, params, [bounds[i] for i in indices], tight_work)
-        for index, (rows, z, phi, log_joint) in zip(indices, blocks):
-            resp, objectives[index] = assign(log_joint, log_resp_t[:, rows] if keep_log_resp else None, work)
+        blocks = _chunks(model, data, scoring, [bounds[i] for i in indices], tight_work)
+        for index, (rows, z, phi, scores) in zip(indices, blocks):
+            resp, objectives[index] = assign(scores, log_resp_t[:, rows] if keep_log_resp else None, work,
+                                             first_is_zero=reference is not None)
             block = block_sums[index]
             # np.dot, not np.matmul: see _centred_sums_full.
             np.dot(phi, resp.T, out=block)
+            if reference is not None:
+                # Scores relative to component 0 leave out sum_i log-joint_0(z_i) = reference . sum_i
+                # phi_i, and sum_i phi_i is the block's weighted sums added over components (each
+                # point's responsibilities sum to 1), taken before the shifted moments replace any.
+                objectives[index] += reference @ block.sum(axis=1)
             centred, product = tight_work.take(z.shape[1])
             for j in tight:
                 # Row 0 (the count) does not depend on the shift: only the moments are redone.
