@@ -259,3 +259,45 @@ def test_refresh_index_lists_runs_and_skips_unreadable(tmp_path):
     assert "skipped" in page and "broken" in page and "not-a-run" not in page
     assert "gaussian mixture, K = 2" in page
     assert not list(tmp_path.glob(".index.html*"))  # no temporary file left behind
+
+
+def _spherical(tree: xr.DataTree) -> xr.DataTree:
+    """``tree`` with each posterior covariance draw s I: off-diagonal zeros, one variance per component."""
+    posterior = tree["posterior"].to_dataset()
+    s = 1.0 + 0.1 * np.random.default_rng(3).normal(size=posterior["w"].shape)
+    eye = np.eye(posterior.sizes["feature"])
+    posterior["cov"] = (posterior["cov"].dims, s[..., None, None] * eye)
+    return tree.assign({"posterior": xr.DataTree(posterior)})
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the oracle's constant scalars
+def test_diagnostics_are_arviz_summary_for_each_varying_scalar():
+    # Oracle: az.summary's R-hat and ESS columns, label by label; constant scalars (a spherical
+    # covariance's off-diagonal zeros) get no row, and a covariance only its upper triangle.
+    import arviz as az
+
+    from emvsbayes.report.summary import diagnostic_rows
+
+    tree = _spherical(synthetic_tree(label_switching=False))
+    posterior = tree["posterior"].to_dataset()
+    expected = az.summary(posterior[["w", "mu", "cov"]], kind="diagnostics", round_to="none")
+    rows = diagnostic_rows(tree)
+    labels = [row.label for row in rows]
+    assert labels == ["w[0]", "w[1]", "mu[0, length]", "mu[0, width]", "mu[1, length]", "mu[1, width]",
+                      "cov[0, length, length]", "cov[0, width, width]", "cov[1, length, length]", "cov[1, width, width]"]
+    for row in rows:
+        reference = expected.loc[row.label]
+        np.testing.assert_allclose([row.rhat, row.ess_bulk, row.ess_tail],
+                                   [reference["r_hat"], reference["ess_bulk"], reference["ess_tail"]], rtol=1e-12)
+
+
+def test_trace_shows_a_spherical_covariance_once_per_component():
+    from emvsbayes.report.params import display_draws
+
+    full = display_draws(synthetic_tree()["posterior"].to_dataset())
+    assert full["variance"].dims == ("chain", "draw", "component", "feature")
+    spherical_tree = _spherical(synthetic_tree())
+    spherical = display_draws(spherical_tree["posterior"].to_dataset())
+    assert spherical["variance"].dims == ("chain", "draw", "component")
+    cov = spherical_tree["posterior"]["cov"]
+    np.testing.assert_array_equal(spherical["variance"].values, cov.isel(feature=0, feature_bis=0).values)

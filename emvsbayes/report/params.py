@@ -155,7 +155,9 @@ def varying_names(ds: xr.Dataset | None) -> list[str]:
 def display_draws(ds: xr.Dataset, max_draws: int = 400) -> xr.Dataset:
     """The draws to plot: varying parameters, a covariance shown by its variances, thinned per chain.
 
-    Off-diagonal covariances are in the comparison table; plotting them too would double the page.
+    Off-diagonal covariances are in the comparison table; plotting them too would double the page. A
+    spherical covariance's variances are one number per component, shown once, not once per feature
+    (for the heroes spec 3 panels instead of 36, a third of its trace and rank plots' panels).
     """
     out = xr.Dataset()
     for name in varying_names(ds):
@@ -163,8 +165,11 @@ def display_draws(ds: xr.Dataset, max_draws: int = 400) -> xr.Dataset:
         if name == "cov" and "feature_bis" in da.dims:
             n = da.sizes["feature"]
             diag = np.stack([da.isel(feature=i, feature_bis=i).values for i in range(n)], axis=-1)
-            dims = [d for d in da.dims if d not in ("feature", "feature_bis")] + ["feature"]
-            out["variance"] = (dims, diag)
+            dims = [d for d in da.dims if d not in ("feature", "feature_bis")]
+            if n > 1 and np.all(diag == diag[..., :1]):
+                out["variance"] = (dims, diag[..., 0])
+                continue
+            out["variance"] = (dims + ["feature"], diag)
             if "feature" in da.coords:
                 out = out.assign_coords(feature=da["feature"].values)
         else:
