@@ -686,13 +686,13 @@ def _relative_scoring(model: GaussianMixtureModel, scoring: _Scoring) -> _Scorin
 def _chunks(
     model: GaussianMixtureModel,
     data: GaussianData,
-    params: GaussianParams | _Scoring,
+    scoring: _Scoring,
     bounds: list[tuple[int, int]] | None = None,
     tight_work: _TightWork | None = None,
 ) -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (rows, z (D, n), design (F, n), scores (K, n)) block by block (all blocks, or those of
-    ``bounds``): for ``params``, the log-joints log w_k + log N(z | mu_k, Sigma_k); for a
-    :class:`_Scoring`, its scores. The centred route (see :class:`_Exact`) works in ``tight_work`` (its
+    ``bounds``), scored as ``scoring`` says (:func:`_scoring`: the log-joints log w_k + log N(z | mu_k,
+    Sigma_k)). The centred route (see :class:`_Exact`) works in ``tight_work`` (its
     own if None), free again for the consumer once a block is yielded.
 
     The buffers are reused between blocks: a consumer must be done with them before the next one.
@@ -702,7 +702,6 @@ def _chunks(
     4x slower per block than the arithmetic, and two threads no faster than one).
     """
     form = _FORMS[model.covariance_type]
-    scoring = params if isinstance(params, _Scoring) else _scoring(model, data, params)
     coef, extra, dead, reference = scoring
     relative = reference is not None
     bounds = _chunk_bounds(data) if bounds is None else bounds
@@ -926,20 +925,19 @@ def _stats(model, data, log_resp_t, sums, shift, recompute=None) -> GaussianStat
                          kept_log_resp=None if log_resp_t is None else log_resp_t.T, recompute_log_resp=recompute)
 
 
-def _shifted(model: GaussianMixtureModel, data: GaussianData, params: GaussianParams) -> tuple[np.ndarray, np.ndarray]:
-    """(components whose moments are taken about their current mean, the shift (K, D)).
+def _shifted(model: GaussianMixtureModel, exact: _Exact) -> tuple[np.ndarray, np.ndarray]:
+    """(components whose moments are taken about their current mean, the shift (K, D)): those on the
+    centred route (``exact`` of the E-step's scoring), about their means.
 
     E[z z^T] - mu mu^T has the same eps * trace(P_z) trouble as the expanded log-density: for a
     collapsing component its rounding is a noticeable fraction of reg_covar and can lower the
     log-likelihood. Moments about a point near the mean do not cancel. Not for ``tied``, whose
     M-step uses the total second moment of the data.
     """
-    mu_z, u_z = data.frame.params_to_z(params)
-    shift = np.zeros_like(mu_z)
+    shift = np.zeros_like(exact.mu_z)
     if model.covariance_type == "tied":
         return np.empty(0, dtype=np.intp), shift
-    _, exact = _FORMS[model.covariance_type].coefficients(np.zeros(len(params.w)), mu_z, u_z)
-    shift[exact.tight] = mu_z[exact.tight]
+    shift[exact.tight] = exact.mu_z[exact.tight]
     return exact.tight, shift
 
 
@@ -948,7 +946,10 @@ def _e_step(
 ) -> tuple[GaussianStats, float]:
     k = params.w.shape[0]
     form = _FORMS[model.covariance_type]
-    tight, shift = _shifted(model, data, params)
+    scoring = _scoring(model, data, params)
+    tight, shift = _shifted(model, scoring.extra)
+    scoring = _relative_scoring(model, scoring)
+    reference = scoring.reference
     if keep_log_resp is None:
         keep_log_resp = data.n_samples * k <= KEEP_STATS_MAX
     # (K, N) so each block is a contiguous column range and the reduction over K runs across rows;
@@ -959,8 +960,6 @@ def _e_step(
     # all blocks are done, so the result does not depend on how many threads ran.
     block_sums = np.empty((len(bounds), form.n_design(data.n_features), k))
     objectives = np.empty(len(bounds))
-    scoring = _relative_scoring(model, _scoring(model, data, params))
-    reference = scoring.reference
 
     def run(indices: list[int]) -> None:
         width = max(bounds[i][1] - bounds[i][0] for i in indices)
@@ -1216,7 +1215,7 @@ def log_joint(model: GaussianMixtureModel, params: GaussianParams, x) -> np.ndar
     """log w_k + log N(x_i | mu_k, Sigma_k), (N, K), by the fast chunked route."""
     data = prepare(model, x)
     out = np.empty((params.w.shape[0], data.n_samples))
-    for rows, _, _, block in _chunks(model, data, params):
+    for rows, _, _, block in _chunks(model, data, _scoring(model, data, params)):
         out[:, rows] = block
     return (out - data.frame.log_jacobian).T
 
@@ -1225,7 +1224,7 @@ def score_samples(model: GaussianMixtureModel, params: GaussianParams, x) -> np.
     """log p(x_i) (N,)."""
     data = prepare(model, x)
     out = np.empty(data.n_samples)
-    for rows, _, _, block in _chunks(model, data, params):
+    for rows, _, _, block in _chunks(model, data, _scoring(model, data, params)):
         out[rows] = logsumexp(block, axis=0)
     return out - data.frame.log_jacobian
 
