@@ -1,7 +1,8 @@
 """Result groups that put EM's uncertainty next to the posterior's, shared by every model family.
 
 - ``em_information``: standard errors from the observed information and Wald intervals
-  (``se_<name>``, ``wald_lower_<name>``, ``wald_upper_<name>``), or the reason they do not exist;
+  (``se_<name>``, ``wald_lower_<name>``, ``wald_upper_<name>``), or the reason they do not exist; the
+  attribute ``wald_scale_<name>`` says on which scale each interval was formed (``se`` is natural-scale);
 - ``em_bootstrap``: bootstrap replicates, draws-like (``replicate``, ``component``, ...);
 - ``membership_agreement``: EM responsibilities against posterior membership, entropy, and the
   adjusted Rand index between the hard labellings of EM, hard EM, k-means and the posterior.
@@ -15,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from emvsbayes.uncertainty import (
+    SCALE_DESCRIPTIONS,
     BootstrapResult,
     StandardErrors,
     ari_matrix,
@@ -50,6 +52,8 @@ def information_group(se: StandardErrors, dims: Mapping[str, tuple[str, ...]], c
     ds = ds.assign_coords({k: v for k, v in coords.items() if k in ds.dims})
     ds.attrs.update(level=se.level, singular=int(se.singular), reason=se.reason or "",
                     condition_number=float(se.condition_number) if se.condition_number is not None else np.nan)
+    # In words, so the report (which reads only this file) can say it without knowing the scales' keys.
+    ds.attrs.update({f"wald_scale_{name}": SCALE_DESCRIPTIONS[scale] for name, scale in se.interval_scale.items()})
     return ds
 
 

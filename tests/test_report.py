@@ -301,3 +301,16 @@ def test_trace_shows_a_spherical_covariance_once_per_component():
     assert spherical["variance"].dims == ("chain", "draw", "component")
     cov = spherical_tree["posterior"]["cov"]
     np.testing.assert_array_equal(spherical["variance"].values, cov.isel(feature=0, feature_bis=0).values)
+
+
+def test_the_comparison_table_says_on_which_scale_the_wald_intervals_were_formed():
+    from emvsbayes.report.sections import comparison_section
+
+    tree = synthetic_tree()
+    # written before the scales existed: the intervals were estimate +- z se
+    assert "Wald intervals are estimate +- z se on the natural scale." in comparison_section(Context(tree))
+    tree["em_information"].attrs.update(wald_scale_w="logit scale", wald_scale_mu="natural scale",
+                                        wald_scale_cov="log scale for the variances, natural scale for the covariances")
+    page = comparison_section(Context(tree))
+    assert ("mapped back, so they stay inside its range: w on the logit scale; mu on the natural scale; cov on the log "
+            "scale for the variances, natural scale for the covariances. EM se is on the natural scale") in page

@@ -25,14 +25,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.metrics import adjusted_rand_score
+from scipy.special import expit, logit
 from sklearn.mixture import GaussianMixture
 
 from emvsbayes.coins.em import fit as coin_fit
 from emvsbayes.coins.model import CoinMixture, CoinParams
+from emvsbayes.comparison import information_group
 from emvsbayes.data import separated_gaussian_mixture, simulate_coins, simulate_gaussian_mixture
 from emvsbayes.gaussian.em import fit as gaussian_fit
 from emvsbayes.gaussian.em import params_from_resp
-from emvsbayes.gaussian.model import COVARIANCE_TYPES, GaussianMixtureModel, GaussianParams
+from emvsbayes.gaussian.model import COVARIANCE_TYPES, GaussianMixtureModel, GaussianParams, parameter_dims
 from emvsbayes.uncertainty import (
     adjusted_rand_index,
     align_to_reference,
@@ -180,6 +182,115 @@ def test_unconstrained_map_accepts_any_square_root_of_the_precision(gaussian_dat
     lower = np.linalg.cholesky(params.precisions())
     same = GaussianParams(params.w, params.mu, lower, "full")
     np.testing.assert_allclose(gaussian_unconstrained(model, same), gaussian_unconstrained(model, params), atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------------
+# Wald intervals formed on unconstrained scales stay inside each parameter's range
+
+Z95 = 1.959963984540054  # normal quantile of 0.975
+
+
+def test_free_weight_coin_intervals_stay_in_range_and_are_the_logit_scale_wald_intervals():
+    # The case: Do & Batzoglou's five sets with free weights. EM puts w = (0.52, 0.48) with se 0.41,
+    # so estimate +- 1.96 se was [-0.28, 1.33].
+    from emvsbayes.data import load_dataset
+
+    data = load_dataset("coins_do_batzoglou")
+    model = CoinMixture(2, "estimated")
+    params = coin_fit(model, data.heads, data.tosses, CoinParams([0.6, 0.5], [0.5, 0.5]), **TIGHT).params
+    se = coin_standard_errors(model, data.heads, data.tosses, params)
+    assert not se.singular, se.reason
+    assert np.any(se.estimate["w"] - Z95 * se.se["w"] < 0)  # the natural-scale interval would leave [0, 1]
+    for name in ("theta", "w"):
+        assert np.all((0 < se.lower[name]) & (se.lower[name] < se.estimate[name])), name
+        assert np.all((se.estimate[name] < se.upper[name]) & (se.upper[name] < 1)), name
+    assert se.interval_scale == {"theta": "logit", "w": "logit"}
+
+    # Oracle, independent of the package's Hessian: central finite differences of the model's numpy
+    # log-likelihood in phi = (logit theta_0, logit theta_1, log(w_0 / w_1)); for K = 2 the last is
+    # logit(w_0), and logit(w_1) = -logit(w_0). Each interval is expit(phi_j +- z sqrt([H^-1]_jj)).
+    phi = coin_unconstrained(model, params)
+    hessian = fd_hessian(lambda p: model.loglik(coin_from_unconstrained(model, p), data.heads, data.tosses), phi)
+    se_phi = np.sqrt(np.diag(np.linalg.inv(-hessian)))
+    expected_lower = expit(phi - Z95 * se_phi)
+    expected_upper = expit(phi + Z95 * se_phi)
+    # The FD Hessian's relative error (~1e-7, see assert_matches_finite_differences) moves se_phi by about
+    # as much times the condition number (< 100 here) and an endpoint by less than that: 1e-5 is ample.
+    np.testing.assert_allclose(se.lower["theta"], expected_lower[:2], rtol=1e-5)
+    np.testing.assert_allclose(se.upper["theta"], expected_upper[:2], rtol=1e-5)
+    np.testing.assert_allclose(se.lower["w"], [expected_lower[2], 1 - expected_upper[2]], rtol=1e-5)
+    np.testing.assert_allclose(se.upper["w"], [expected_upper[2], 1 - expected_lower[2]], rtol=1e-5)
+
+
+def test_one_coin_interval_is_the_closed_form_logit_interval():
+    # One coin, H heads in T tosses: theta_hat = H / T and the observed information of eta = logit(theta)
+    # is T theta (1 - theta) (d2/deta2 of H log theta + (T - H) log(1 - theta)), exactly.
+    heads, tosses = np.array([1, 0, 2, 1]), np.full(4, 3)  # 4 of 12: theta_hat = 1/3
+    model = CoinMixture(1, "estimated")
+    theta = heads.sum() / tosses.sum()
+    se = coin_standard_errors(model, heads, tosses, CoinParams([theta], [1.0]), level=0.9)
+    z = 1.6448536269514722  # normal quantile of 0.95
+    se_eta = 1 / math.sqrt(tosses.sum() * theta * (1 - theta))
+    np.testing.assert_allclose(se.se["theta"], [math.sqrt(theta * (1 - theta) / tosses.sum())], rtol=1e-12)
+    np.testing.assert_allclose(se.lower["theta"], [expit(logit(theta) - z * se_eta)], rtol=1e-12)
+    np.testing.assert_allclose(se.upper["theta"], [expit(logit(theta) + z * se_eta)], rtol=1e-12)
+    # w = 1 is determined (se 0): its interval is the point, not logit(1) = inf mapped back
+    assert se.se["w"][0] == 0 and se.lower["w"][0] == 1 and se.upper["w"][0] == 1
+
+
+def test_one_gaussian_intervals_are_the_closed_form_log_scale_intervals():
+    # At the maximum-likelihood estimate of one normal, the observed information equals the expected one:
+    # var(mu_j) = S_jj / N, var(log S_jj) = 2 / N, var(S_ij) = (S_ii S_jj + S_ij^2) / N (i != j), and
+    # var(log sigma) = 1 / (2 N) in one dimension. N = 6 is small enough that the natural-scale interval
+    # of a variance, S (1 -+ 1.96 sqrt(2 / 6)), would go below 0.
+    x = np.random.default_rng(25).normal(size=(6, 2)) @ np.array([[1.0, 0.5], [0.0, 2.0]])
+    n = x.shape[0]
+    mu = x.mean(axis=0)
+    cov = (x - mu).T @ (x - mu) / n
+    model = GaussianMixtureModel(1, "full")
+    se = gaussian_standard_errors(model, x, GaussianParams.from_covariances([1.0], mu[None], cov[None], "full"))
+    assert not se.singular, se.reason
+    assert se.interval_scale["cov"] == "log-diagonal"
+    variances = np.diag(cov)
+    assert np.all(variances * (1 - Z95 * math.sqrt(2 / n)) < 0)
+    np.testing.assert_allclose(np.diag(se.lower["cov"][0]), variances * np.exp(-Z95 * math.sqrt(2 / n)), rtol=1e-8)
+    np.testing.assert_allclose(np.diag(se.upper["cov"][0]), variances * np.exp(Z95 * math.sqrt(2 / n)), rtol=1e-8)
+    off = Z95 * math.sqrt((cov[0, 0] * cov[1, 1] + cov[0, 1] ** 2) / n)
+    np.testing.assert_allclose(se.lower["cov"][0][[0, 1], [1, 0]], cov[0, 1] - off, rtol=1e-8)
+    np.testing.assert_allclose(se.upper["cov"][0][[0, 1], [1, 0]], cov[0, 1] + off, rtol=1e-8)
+    np.testing.assert_allclose(se.lower["mu"][0], mu - Z95 * np.sqrt(variances / n), rtol=1e-8)
+
+    sigma = x[:, 0].std()
+    se_1d = gaussian_standard_errors(
+        model, x[:, 0], GaussianParams.from_covariances([1.0], [[x[:, 0].mean()]], [[[sigma**2]]], "full")
+    )
+    np.testing.assert_allclose(se_1d.lower["sigma"], [sigma * math.exp(-Z95 / math.sqrt(2 * n))], rtol=1e-8)
+    np.testing.assert_allclose(se_1d.upper["sigma"], [sigma * math.exp(Z95 / math.sqrt(2 * n))], rtol=1e-8)
+    np.testing.assert_allclose(se_1d.se["sigma"], [sigma / math.sqrt(2 * n)], rtol=1e-8)  # natural scale
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_gaussian_intervals_stay_in_range_for_every_covariance_type(covariance_type):
+    # 12 points in 2-D, two components: few enough that a natural-scale interval of a variance crosses 0
+    # when each component has its own variances (full, diag).
+    rng = np.random.default_rng(26)
+    x = np.vstack([rng.normal(size=(6, 2)), rng.normal(size=(6, 2)) + [6.0, 0.0]])
+    model = GaussianMixtureModel(2, covariance_type)
+    params = gaussian_fit(model, x, params_from_resp(model, x, np.repeat(np.eye(2), 6, axis=0)), **TIGHT).params
+    se = gaussian_standard_errors(model, x, params)
+    assert not se.singular, se.reason
+    assert np.all((0 < se.lower["w"]) & (se.lower["w"] < se.estimate["w"]))
+    assert np.all((se.estimate["w"] < se.upper["w"]) & (se.upper["w"] < 1))
+    diagonal = np.arange(2)
+    if covariance_type in ("full", "diag"):
+        natural_lower = se.estimate["cov"] - Z95 * se.se["cov"]
+        assert np.any(natural_lower[:, diagonal, diagonal] < 0)
+    variance_lower = se.lower["cov"][:, diagonal, diagonal]
+    assert np.all((0 < variance_lower) & (variance_lower < se.estimate["cov"][:, diagonal, diagonal]))
+    assert np.all(se.lower["cov"] <= se.estimate["cov"]) and np.all(se.estimate["cov"] <= se.upper["cov"])
+    ds = information_group(se, parameter_dims(2), {})
+    assert ds.attrs["wald_scale_w"] == "logit scale" and ds.attrs["wald_scale_mu"] == "natural scale"
+    assert ds.attrs["wald_scale_cov"] == "log scale for the variances, natural scale for the covariances"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -471,7 +471,19 @@ def _comparison_table(ctx: Context, rows: list[ParamRow]) -> str:
     info = ctx.group("em_information")
     if info is not None and info.attrs.get("reason"):
         note += f" Observed information: {info.attrs['reason']}."
+    if info is not None and any(h == f"Wald {ctx.pct}" for h, _ in shown):
+        note += " " + _wald_scale_note(info)
     return subsection("The same as a table", table(["parameter"] + [h for h, _ in shown], body), note)
+
+
+def _wald_scale_note(info: xr.Dataset) -> str:
+    prefix = "wald_scale_"
+    scales = [(key[len(prefix):], value) for key, value in info.attrs.items() if key.startswith(prefix)]
+    if not scales:  # a results file written before the intervals were formed on unconstrained scales
+        return "Wald intervals are estimate +- z se on the natural scale."
+    return ("Wald intervals are formed on a scale where the parameter is unbounded and mapped back, so they stay "
+            "inside its range: " + "; ".join(f"{name} on the {scale}" for name, scale in scales)
+            + ". EM se is on the natural scale (delta method).")
 
 
 def _sorted_thetas(ctx: Context) -> str:

@@ -33,7 +33,9 @@ from emvsbayes.uncertainty.bootstrap import (
 from emvsbayes.uncertainty.information import (
     BOUNDARY_TOL,
     CONDITION_LIMIT,
+    INTERVAL_SCALES,
     MIN_EXPECTED_COUNT,
+    SCALE_DESCRIPTIONS,
     StandardErrors,
     coin_from_unconstrained,
     coin_standard_errors,
@@ -44,6 +46,7 @@ from emvsbayes.uncertainty.information import (
     gaussian_unconstrained,
     gaussian_unconstrained_names,
     standard_errors_from_hessian,
+    wald_interval,
 )
 from emvsbayes.uncertainty.model_choice import (
     PARETO_K_THRESHOLD,
@@ -60,8 +63,10 @@ from emvsbayes.uncertainty.model_choice import (
 __all__ = [
     "BOUNDARY_TOL",
     "CONDITION_LIMIT",
+    "INTERVAL_SCALES",
     "KINDS",
     "MIN_EXPECTED_COUNT",
+    "SCALE_DESCRIPTIONS",
     "PARETO_K_THRESHOLD",
     "WAIC_VARIANCE_THRESHOLD",
     "BootstrapResult",
@@ -93,4 +98,5 @@ __all__ = [
     "percentile_intervals",
     "responsibility_entropy",
     "standard_errors_from_hessian",
+    "wald_interval",
 ]

@@ -1,4 +1,5 @@
-"""Standard errors of an EM answer from the observed information, and Wald intervals on the natural scale.
+"""Standard errors of an EM answer from the observed information, and Wald intervals that respect each
+parameter's range.
 
 Why the exact Hessian, and in which coordinates
 -----------------------------------------------
@@ -21,7 +22,27 @@ on all of R^P and a quadratic approximation (hence a Wald interval) is most near
 
 The covariance of ``phi`` is the inverse information; the delta method (the exact Jacobian of the map
 from ``phi`` to the reported variables ``theta``, ``w``, ``mu``, ``sigma`` / ``cov``) carries it to the
-natural scale, where Wald intervals are ``estimate +- z * se``.
+natural scale, where the standard errors are reported.
+
+On which scale the Wald intervals are formed
+--------------------------------------------
+``estimate +- z * se`` on the natural scale leaves the parameter's range when the estimate is within
+about two standard errors of a bound (a weight of 0.52 with se 0.41 gave [-0.28, 1.33]). So each interval
+is formed where the variable's range is all of R and mapped back (:data:`INTERVAL_SCALES`):
+``g(estimate) +- z * |g'(estimate)| * se`` through ``g^{-1}``, the delta method for ``se`` of ``g``:
+
+- ``theta``: logit, the coordinate the Hessian is taken in;
+- ``w``: logit of each weight, ``log(w_k / (1 - w_k))``, the log-ratio of one weight to all the others.
+  The additive log-ratios of ``phi`` are coordinates of the whole simplex, not of one weight, so they
+  cannot give a per-weight interval; for K = 2 the two coincide (``log(w_0 / w_1) = logit(w_0)``);
+- ``mu``: as it is (its range is R);
+- ``sigma``: log;
+- ``cov``: log for the variances on the diagonal; the off-diagonal covariances as they are. A covariance
+  on its own ranges over R; its bound ``|cov_ij| < sqrt(cov_ii cov_jj)`` moves with two other uncertain
+  parameters, so no fixed transform of that one entry respects it, and the log-Cholesky coordinates of
+  ``phi`` mix every entry of a row. The variances are what a natural-scale interval would push below 0.
+
+A parameter that is fixed or determined by the others (se 0) gets the interval ``[estimate, estimate]``.
 
 When there are no numbers to give
 ---------------------------------
@@ -51,7 +72,9 @@ from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_da
 __all__ = [
     "BOUNDARY_TOL",
     "CONDITION_LIMIT",
+    "INTERVAL_SCALES",
     "MIN_EXPECTED_COUNT",
+    "SCALE_DESCRIPTIONS",
     "StandardErrors",
     "coin_from_unconstrained",
     "coin_standard_errors",
@@ -62,6 +85,7 @@ __all__ = [
     "gaussian_unconstrained",
     "gaussian_unconstrained_names",
     "standard_errors_from_hessian",
+    "wald_interval",
 ]
 
 #: A theta within this distance of 0 or 1 is on the boundary: its logit is beyond +-20.7, where the
@@ -78,6 +102,17 @@ MIN_EXPECTED_COUNT = 1.0
 #: to singular (parameter correlations within 1e-10 of +-1) is not identified in any useful sense.
 CONDITION_LIMIT = 1e10
 
+#: The scale each reported variable's Wald interval is formed on (see the module's docstring).
+INTERVAL_SCALES = {"theta": "logit", "w": "logit", "mu": "identity", "sigma": "log", "cov": "log-diagonal"}
+
+#: What each scale is, in words, for the results file and the report.
+SCALE_DESCRIPTIONS = {
+    "identity": "natural scale",
+    "logit": "logit scale",
+    "log": "log scale",
+    "log-diagonal": "log scale for the variances, natural scale for the covariances",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class StandardErrors:
@@ -92,8 +127,11 @@ class StandardErrors:
         Delta-method standard errors, same shapes; all NaN when ``singular``. A parameter that is fixed
         (equal coin weights) or determined by the others (the last weight when K = 1) has se 0.
     lower, upper : dict of str to ndarray
-        Wald interval ``estimate -+ z se`` with ``z`` the normal quantile for ``level`` (not clipped to
-        the parameter's range: a Wald interval crossing 0 or 1 is itself a sign it should not be trusted).
+        Wald interval with ``z`` the normal quantile for ``level``, formed on the scale
+        ``interval_scale[name]`` and mapped back, so it stays inside the parameter's range (see the
+        module's docstring).
+    interval_scale : dict of str to str
+        For each variable, a key of :data:`SCALE_DESCRIPTIONS`.
     level : float
         Coverage of the intervals, e.g. 0.95.
     singular : bool
@@ -126,10 +164,12 @@ class StandardErrors:
     cov_unconstrained: np.ndarray
     condition_number: float
     max_abs_score: float
+    interval_scale: dict
 
     def to_dataset(self, dims: dict[str, tuple[str, ...]] | None = None):
         """An ``xarray.Dataset`` with one variable per parameter and a leading dimension ``stat``
-        (``estimate``, ``se``, ``lower``, ``upper``); attributes ``level``, ``singular``, ``reason``.
+        (``estimate``, ``se``, ``lower``, ``upper``); attributes ``level``, ``singular``, ``reason`` and
+        ``interval_scale_<name>`` per variable.
 
         ``dims`` maps names to dimension names (default: the coin or Gaussian model's own).
         """
@@ -142,6 +182,7 @@ class StandardErrors:
             for name in self.estimate
         }
         attrs = {"level": self.level, "singular": int(self.singular), "reason": self.reason}
+        attrs |= {f"interval_scale_{name}": scale for name, scale in self.interval_scale.items()}
         return xr.Dataset(data, coords={"stat": list(stats)}, attrs=attrs)
 
 
@@ -171,7 +212,59 @@ def _singular(estimate, level, reason, information, names, condition=float("nan"
         estimate=estimate, se=nan, lower=dict(nan), upper=dict(nan), level=level, singular=True, reason=reason,
         information=information, unconstrained=tuple(names), cov_unconstrained=np.full((p, p), np.nan),
         condition_number=condition, max_abs_score=score,
+        interval_scale=_interval_scales(estimate, None),
     )
+
+
+def _interval_scales(estimate: dict, given: dict[str, str] | None) -> dict[str, str]:
+    # A variable no family declares (a caller's own) has no known range: the natural scale.
+    return {name: (given or INTERVAL_SCALES).get(name, "identity") for name in estimate}
+
+
+# Each scale as (g, g^{-1}, g'): forward map, its inverse, and the slope that carries a natural-scale se
+# to the scale by the delta method.
+_SCALE_MAPS = {
+    "identity": (lambda x: x, lambda y: y, np.ones_like),
+    "logit": (logit, expit, lambda x: 1.0 / (x * (1.0 - x))),
+    "log": (np.log, np.exp, lambda x: 1.0 / x),
+}
+
+
+def wald_interval(estimate, se, z: float, scale: str) -> tuple[np.ndarray, np.ndarray]:
+    """``g^{-1}(g(estimate) -+ z * |g'(estimate)| * se)`` for the scale ``g`` named by ``scale``.
+
+    Parameters
+    ----------
+    estimate, se : array_like, same shape
+        Natural-scale estimate and delta-method standard error. For ``log-diagonal``, (..., D, D)
+        covariance matrices.
+    z : float
+        Normal quantile of the interval's level.
+    scale : str
+        A key of :data:`SCALE_DESCRIPTIONS`.
+
+    Returns
+    -------
+    lower, upper : ndarray, shape of ``estimate``
+        Where ``se`` is 0 (a fixed or determined parameter) both equal the estimate.
+    """
+    estimate = np.asarray(estimate, dtype=float)
+    se = np.asarray(se, dtype=float)
+    if scale == "log-diagonal":
+        lower, upper = wald_interval(estimate, se, z, "identity")
+        diagonal = np.arange(estimate.shape[-1])
+        lower[..., diagonal, diagonal], upper[..., diagonal, diagonal] = wald_interval(
+            estimate[..., diagonal, diagonal], se[..., diagonal, diagonal], z, "log"
+        )
+        return lower, upper
+    forward, inverse, slope = _SCALE_MAPS[scale]
+    # A weight of exactly 1 (K = 1) has an infinite logit and slope; its se is 0 and the interval a point.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        centre = forward(estimate)
+        half = z * np.abs(slope(estimate)) * se
+        lower, upper = inverse(centre - half), inverse(centre + half)
+    fixed = se == 0
+    return np.where(fixed, estimate, lower), np.where(fixed, estimate, upper)
 
 
 def standard_errors_from_hessian(
@@ -183,6 +276,7 @@ def standard_errors_from_hessian(
     level: float = 0.95,
     gradient: np.ndarray | None = None,
     condition_limit: float = CONDITION_LIMIT,
+    interval_scale: dict[str, str] | None = None,
 ) -> StandardErrors:
     """Delta-method standard errors from the Hessian of the log-likelihood in unconstrained coordinates.
 
@@ -202,6 +296,9 @@ def standard_errors_from_hessian(
         Score at the answer, only reported (``max_abs_score``).
     condition_limit : float
         Largest acceptable condition number of the information in correlation form.
+    interval_scale : dict of str to str, optional
+        Scale of each variable's Wald interval; default :data:`INTERVAL_SCALES` by name, and the natural
+        scale for a name it does not list.
 
     Returns
     -------
@@ -249,12 +346,13 @@ def standard_errors_from_hessian(
     shapes = {name: np.shape(x) for name, x in estimate.items()}
     se = _split(se_flat, shapes)
     z = float(norm.ppf(0.5 + level / 2))
-    lower = {name: estimate[name] - z * se[name] for name in estimate}
-    upper = {name: estimate[name] + z * se[name] for name in estimate}
+    scales = _interval_scales(estimate, interval_scale)
+    intervals = {name: wald_interval(estimate[name], se[name], z, scales[name]) for name in estimate}
     return StandardErrors(
-        estimate=estimate, se=se, lower=lower, upper=upper, level=level, singular=False, reason="",
+        estimate=estimate, se=se, lower={name: lo for name, (lo, _) in intervals.items()},
+        upper={name: hi for name, (_, hi) in intervals.items()}, level=level, singular=False, reason="",
         information=information, unconstrained=tuple(names), cov_unconstrained=cov_phi,
-        condition_number=condition, max_abs_score=score,
+        condition_number=condition, max_abs_score=score, interval_scale=scales,
     )
 
 
