@@ -112,6 +112,7 @@ def fit_em(
     keep_stats: bool = True,
     param_change: Callable[[P, P], float] = max_abs_change,
     m_step_slack: Callable[[S], float] | None = None,
+    lagged_test: bool = False,
 ) -> EMFit:
     """Run EM from ``init_params`` until both the objective and the parameters stop changing.
 
@@ -137,6 +138,13 @@ def fit_em(
         covariance): given the E-step statistics, how much expected complete-data log-likelihood the
         step gives up against the exact maximiser. EM's guarantee then reads
         loglik(new) >= loglik(old) - slack, and only a fall beyond that is an error.
+    lagged_test
+        Apply the rule to the iteration before the last instead of the last, so the loop stops one
+        M-step after the objective's rise fell below ``tol``. This is scikit-learn's rule: its lower
+        bound comes from the E-step that precedes each M-step, so its test sees each rise one iteration
+        late and keeps the M-step already taken. :class:`emvsbayes.gaussian.GaussianMixture` uses it so
+        that code swapping scikit-learn's estimator for ours stops at the same iteration with the same
+        parameters. ``max_iter`` still counts every M-step.
 
     Returns
     -------
@@ -152,6 +160,9 @@ def fit_em(
     trace = [EMIteration(0, params, float(loglik), stats if keep_stats else None)]
     converged = False
     n_iter = 0
+    # |rise| and largest parameter move of the iteration before the current one (none before iteration 1,
+    # so a lagged test cannot stop at iteration 1, as scikit-learn's cannot: its first change is +inf).
+    previous: tuple[float, float] | None = None
     for n_iter in range(1, max_iter + 1):
         new_params = m_step(stats, params)
         slack = m_step_slack(stats) if m_step_slack is not None else 0.0
@@ -165,7 +176,9 @@ def fit_em(
         moved = param_change(params, new_params)
         params, stats, loglik = new_params, new_stats, float(new_loglik)
         trace.append(EMIteration(n_iter, params, loglik, stats if keep_stats else None))
-        if n_iter >= min_iter and abs(gain) < tol and moved < param_tol:
+        latest = (abs(gain), moved)
+        tested, previous = (previous if lagged_test else latest), latest
+        if n_iter >= min_iter and tested is not None and tested[0] < tol and tested[1] < param_tol:
             converged = True
             break
     return EMFit(params, stats, loglik, n_iter, converged, tuple(trace))

@@ -5,13 +5,20 @@ A lesson's ``from sklearn.mixture import GaussianMixture`` becomes
 done by :mod:`emvsbayes.gaussian.init` (starting points), :mod:`emvsbayes.gaussian.em` (steps) and
 :func:`emvsbayes.em.fit_em` (the loop); this class only stores what they return.
 
+It stops where scikit-learn stops. scikit-learn's iteration t takes an E-step at the current parameters
+(giving the mean log-likelihood there, its "lower bound"), then an M-step, then compares that lower
+bound with the previous one; so it stops one M-step after the rise fell below ``tol``, keeps that
+M-step's parameters, and reports as ``lower_bound_`` the mean log-likelihood one M-step behind them.
+:func:`~emvsbayes.em.fit_em` with ``lagged_test=True`` is that rule, so from the same starting
+parameters ``n_iter_``, ``converged_``, ``lower_bound_``, ``lower_bounds_`` and the parameters are
+scikit-learn's (to rounding); with ``n_init > 1`` the best run is chosen by ``lower_bound_`` as there.
+The log-likelihood at the fitted parameters is ``score(X)`` (or ``fit_.loglik``, a total).
+
 Differences from scikit-learn, all deliberate:
 
-- ``lower_bound_`` is the mean log-likelihood per point at the fitted parameters; scikit-learn reports
-  it at the parameters one M-step earlier (its value is computed before its last M-step).
-- Convergence: stop when the mean log-likelihood rose by less than ``tol`` in the last iteration. The
-  rule is scikit-learn's, but checked one iteration sooner (scikit-learn's test lags by one M-step), so
-  ``n_iter_`` is one less for the same path.
+- Random starts draw from a ``numpy.random.Generator``, not a ``RandomState``: the same ``random_state``
+  gives different k-means or random starts than scikit-learn (given ``weights_init``, ``means_init``
+  and ``precisions_init`` the starts are the same).
 - No ``ConvergenceWarning``: ``converged_`` says it, and ``restarts_`` keeps every run.
 - 1-D arrays are accepted as N points of one feature.
 """
@@ -24,6 +31,12 @@ from emvsbayes.em import EMFit, EMIteration
 from emvsbayes.gaussian import em
 from emvsbayes.gaussian.init import initial_params_restarts
 from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix
+
+
+def _lower_bounds(fit: EMFit, n_samples: int) -> list[float]:
+    """``[-inf, lower bound at iteration 1, ..., at iteration n_iter]``: scikit-learn's lower bound at
+    iteration t is the mean log-likelihood at the parameters after t - 1 M-steps."""
+    return [-np.inf] + [row.loglik / n_samples for row in fit.trace[: fit.n_iter]]
 
 
 class GaussianMixture:
@@ -45,7 +58,11 @@ class GaussianMixture:
     n_iter_ : int
         M-steps taken by the best run.
     lower_bound_ : float
-        Mean log-likelihood per point at the fitted parameters.
+        As scikit-learn's: mean log-likelihood per point at the parameters one M-step before the fitted
+        ones (the value the stopping rule last tested); ``-inf`` when ``max_iter = 0``.
+    lower_bounds_ : list of float
+        The best run's ``lower_bound_`` at each of its ``n_iter_`` iterations (its last element is
+        ``lower_bound_``).
     params_ : GaussianParams
     restarts_ : tuple of EMFit
         Every restart's outcome, in order.
@@ -107,16 +124,22 @@ class GaussianMixture:
             means_init=self.means_init,
             precisions_init=self.precisions_init,
         )
-        # tol is per point in scikit-learn; the loop works with the total. No parameter criterion,
-        # as in scikit-learn.
+        # tol is per point in scikit-learn; the loop works with the total. No parameter criterion and
+        # the lagged test, as in scikit-learn (see the module's docstring).
         restarts = em.fit_restarts(
-            model, x, inits, tol=self.tol * x.shape[0], param_tol=np.inf, max_iter=self.max_iter
+            model, x, inits, tol=self.tol * x.shape[0], param_tol=np.inf, max_iter=self.max_iter,
+            lagged_test=True,
         )
-        self._set_fit(restarts.best, x.shape)
+        lower_bounds = [_lower_bounds(fit, x.shape[0]) for fit in restarts.fits]
+        if self.max_iter == 0:
+            best = len(restarts.fits) - 1  # scikit-learn keeps the last start when it takes no step
+        else:  # the first of the highest, as scikit-learn's strict ">" keeps it
+            best = int(np.argmax([bounds[-1] for bounds in lower_bounds]))
+        self._set_fit(restarts.fits[best], x.shape, lower_bounds[best])
         self.restarts_ = restarts.fits
         return self
 
-    def _set_fit(self, fit: EMFit, shape: tuple[int, int]) -> None:
+    def _set_fit(self, fit: EMFit, shape: tuple[int, int], lower_bounds: list[float]) -> None:
         params: GaussianParams = fit.params
         self.fit_ = fit
         self.params_ = params
@@ -127,7 +150,8 @@ class GaussianMixture:
         self.precisions_cholesky_ = np.array(params.prec_chol)
         self.converged_ = fit.converged
         self.n_iter_ = fit.n_iter
-        self.lower_bound_ = fit.loglik / shape[0]
+        self.lower_bound_ = lower_bounds[-1]
+        self.lower_bounds_ = lower_bounds[1:]
         self.n_features_in_ = shape[1]
 
     @property
