@@ -291,6 +291,7 @@ def test_gaussian_intervals_stay_in_range_for_every_covariance_type(covariance_t
     ds = information_group(se, parameter_dims(2), {})
     assert ds.attrs["wald_scale_w"] == "logit scale" and ds.attrs["wald_scale_mu"] == "natural scale"
     assert ds.attrs["wald_scale_cov"] == "log scale for the variances, natural scale for the covariances"
+    assert se.to_dataset().attrs["wald_scale_cov"] == ds.attrs["wald_scale_cov"]
 
 
 # --------------------------------------------------------------------------------------------------

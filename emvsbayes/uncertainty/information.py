@@ -169,7 +169,7 @@ class StandardErrors:
     def to_dataset(self, dims: dict[str, tuple[str, ...]] | None = None):
         """An ``xarray.Dataset`` with one variable per parameter and a leading dimension ``stat``
         (``estimate``, ``se``, ``lower``, ``upper``); attributes ``level``, ``singular``, ``reason`` and
-        ``interval_scale_<name>`` per variable.
+        ``wald_scale_<name>`` (the scale of the interval, in words) per variable.
 
         ``dims`` maps names to dimension names (default: the coin or Gaussian model's own).
         """
@@ -182,7 +182,7 @@ class StandardErrors:
             for name in self.estimate
         }
         attrs = {"level": self.level, "singular": int(self.singular), "reason": self.reason}
-        attrs |= {f"interval_scale_{name}": scale for name, scale in self.interval_scale.items()}
+        attrs |= {f"wald_scale_{name}": SCALE_DESCRIPTIONS[scale] for name, scale in self.interval_scale.items()}
         return xr.Dataset(data, coords={"stat": list(stats)}, attrs=attrs)
 
 
