@@ -11,7 +11,8 @@ The methods follow the reference implementations of R's ``label.switching`` pack
 (Papastamoulis 2016, *J. Stat. Softw.* 69(1)):
 
 - :func:`order_by`: an ordering constraint imposed after sampling;
-- :func:`pivot`: best match of every draw to one reference parameter set (EM answer, MAP draw);
+- :func:`pivot`: best match of every draw to one reference parameter set (EM answer, MAP draw), each
+  variable measured in units of its within-component posterior spread;
 - :func:`ecr`, :func:`ecr_iterative`: equivalence classes representatives
   (Papastamoulis & Iliopoulos 2010), on hard allocations;
 - :func:`stephens`: Stephens (2000), Kullback-Leibler on membership probabilities.
@@ -71,7 +72,8 @@ class Relabelling(NamedTuple):
     loss_trace : ndarray of float, shape (iterations + 1,), or None
         Objective after each iteration for the iterative methods, starting with the value at the
         initial permutations: the Kullback-Leibler loss for :func:`stephens`, the number of
-        disagreements with the pivot allocation for :func:`ecr_iterative`; ``None`` otherwise.
+        disagreements with the pivot allocation for :func:`ecr_iterative`, the Gaussian objective of
+        :func:`pivot` when it estimates scales; ``None`` otherwise.
     iterations : int
         Permutation updates performed by an iterative method; 0 for the one-pass methods.
     """
