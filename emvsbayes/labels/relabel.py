@@ -426,6 +426,11 @@ def pivot(
     minimiser given the permutations), and the permutations are solved again (the ``log sd`` term is
     the same for every permutation), until no draw's permutation changes. Neither step raises ``L``.
     With a single draw (S = 1) there is no spread to estimate and the first assignment is returned.
+
+    The components are centred on the reference, so it should be a central value (an EM answer, the
+    posterior means or the MAP draw): an arbitrary draw as reference carries its own noise into every
+    comparison (on draws whose means are 6 posterior sds apart, pivoting to a random draw recovered
+    99.1-100 % of draws where the true parameters gave 100 %).
     """
     S, K, flat = _flatten_features(draws)
     scale = {} if scale is None else scale
