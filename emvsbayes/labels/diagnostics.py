@@ -276,9 +276,10 @@ class ModeSummary(NamedTuple):
     distinct_modes: bool
 
 
-def _aligned_mean(draws: dict[str, np.ndarray], reference: dict[str, np.ndarray], scale, n_iter: int = 10):
+def _aligned_mean(draws: dict[str, np.ndarray], reference: dict[str, np.ndarray], scale=None, n_iter: int = 10):
     # Iterated pivoting (a K-means over permutations): align draws to the reference, re-centre on the
-    # mean of the aligned draws, until the permutations settle.
+    # mean of the aligned draws, until the permutations settle. Re-centring also frees the result from
+    # the start, which may be a single (noisy) draw.
     perms = None
     for _ in range(n_iter):
         new = pivot(draws, reference, scale).perms
@@ -316,12 +317,13 @@ def modes_up_to_permutation(chain_params: Mapping[str, np.ndarray], tol: float =
         if x.shape[:3] != (C, T, K):
             raise ValueError(f"chain_params[{name!r}] has leading shape {x.shape[:3]}, expected {(C, T, K)}")
     chains = [{name: x[c] for name, x in arrays.items()} for c in range(C)]
-    # Pooled over every draw and component: label-invariant, so valid before any relabelling.
-    pool_scale = {name: x.reshape(C * T * K, -1).std(axis=0) for name, x in arrays.items()}
-    first, _ = _aligned_mean(chains[0], {name: x[0] for name, x in chains[0].items()}, pool_scale)
+    # pivot's own scale (each variable's within-component spread), not the spread pooled over draws and
+    # components: for components alike in a variable (near-equal sigmas or weights) that pooled spread is
+    # only posterior noise, and weighing it like the means' separation mislabelled up to 70 % of draws.
+    first, _ = _aligned_mean(chains[0], {name: x[0] for name, x in chains[0].items()})
     means, within_sd, draw_perms = [], [], []
     for chain in chains:
-        mean, perms = _aligned_mean(chain, first, pool_scale)
+        mean, perms = _aligned_mean(chain, first)
         means.append(mean)
         draw_perms.append(perms)
         within_sd.append({name: x.std(axis=0) for name, x in apply_permutations(chain, perms).items()})

@@ -48,6 +48,7 @@ def label_switching_groups(
     *,
     probs: np.ndarray | None,
     reference: Mapping[str, np.ndarray],
+    reference_allocation: np.ndarray | None = None,
     method: str = "auto",
     order_var: str | None = None,
 ) -> dict[str, xr.Dataset]:
@@ -61,6 +62,9 @@ def label_switching_groups(
         (S, N, K) membership probabilities per draw (chain-major), or ``None``.
     reference
         The EM answer, name -> (K, ...): the pivot, and the labelling the relabelled draws are put in.
+    reference_allocation
+        (N,) the EM answer's hard allocation (each observation's most probable component under
+        ``reference``): the pivot allocation of ``method="ecr"``, which needs it.
     method
         One of :data:`RELABEL_METHODS`.
     order_var
@@ -75,26 +79,43 @@ def label_switching_groups(
         key = order_var or ("mu" if "mu" in draws else "theta")
         values = draws[key].reshape(draws[key].shape[0], draws[key].shape[1], -1)[..., 0]
         result = relabel("order", by=values)
+        labelling = f"components ordered by {key} (first coordinate), smallest first"
     elif method == "pivot":
         result = relabel("pivot", draws=draws, reference=reference)
+        labelling = "EM answer's parameters (pivot), each scaled by its within-component posterior spread"
     elif method == "stephens":
         result = relabel("stephens", probs=probs)
+        labelling = "Stephens' KL fixed point, renamed to EM's labelling by its posterior means"
+    elif method == "ecr":
+        if reference_allocation is None:
+            raise ValueError("relabel method 'ecr' needs reference_allocation (the EM answer's hard allocation)")
+        # ECR needs a pivot allocation. EM's own (each observation's most probable component under the EM
+        # answer) is the natural one here: it is a central, not a sampled, labelling (label.switching's
+        # default is the MAP draw's allocation, which the run has no log-posterior for), and it is already
+        # in EM's labelling, so the relabelled posterior needs no renaming afterwards.
+        result = relabel("ecr", probs=probs, reference=np.asarray(reference_allocation),
+                         K=posterior.sizes["component"])
+        labelling = "EM answer's allocation (each observation's most probable component under EM's parameters)"
     else:
         result = relabel(method, probs=probs, K=posterior.sizes["component"])
+        labelling = "iterated ECR from the first draw's allocation, renamed to EM's labelling by its posterior means"
 
     perms = result.perms
-    # Stephens and ECR fix the labels only up to one global renaming: put it in EM's labelling so the
-    # relabelled posterior and the EM answer can be read side by side.
-    if method in ("stephens", "ecr", "ecr_iterative"):
+    # Stephens and iterative ECR fix the labels only up to one global renaming: put it in EM's labelling so
+    # the relabelled posterior and the EM answer can be read side by side. One set of means has no spread of
+    # its own to standardise by, so the relabelled draws' within-component spread is given as the scale.
+    if method in ("stephens", "ecr_iterative"):
         relabelled_draws = {name: np.take_along_axis(value, perms.reshape(perms.shape + (1,) * (value.ndim - 2)), axis=1)
                             for name, value in draws.items()}
         means = {name: value.mean(axis=0, keepdims=True) for name, value in relabelled_draws.items()}
-        to_reference = relabel("pivot", draws=means, reference=reference).perms[0]
+        spread = {name: value.std(axis=0) for name, value in relabelled_draws.items()}
+        to_reference = relabel("pivot", draws=means, reference=reference, scale=spread).perms[0]
         perms = perms[:, to_reference]
 
     relabelled = relabel_tree(posterior, perms)
     relabelled["permutation"] = (("chain", "draw", "component"), perms.reshape(n_chains, n_draws, -1))
-    relabelled.attrs = {"method": method, "n_changed": int(np.sum(np.any(perms != np.arange(perms.shape[1]), axis=1)))}
+    relabelled.attrs = {"method": method, "labelling": labelling,
+                        "n_changed": int(np.sum(np.any(perms != np.arange(perms.shape[1]), axis=1)))}
 
     switching = chain_permutations(perms, n_chains)
     names = [name for name in draws]
@@ -131,6 +152,7 @@ def label_switching_groups(
     )
     ds.attrs.update(
         method=method,
+        labelling=labelling,
         n_changed=relabelled.attrs["n_changed"],
         n_draws_total=int(perms.shape[0]),
         label_switching=int(switched),

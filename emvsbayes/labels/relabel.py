@@ -11,7 +11,8 @@ The methods follow the reference implementations of R's ``label.switching`` pack
 (Papastamoulis 2016, *J. Stat. Softw.* 69(1)):
 
 - :func:`order_by`: an ordering constraint imposed after sampling;
-- :func:`pivot`: best match of every draw to one reference parameter set (EM answer, MAP draw);
+- :func:`pivot`: best match of every draw to one reference parameter set (EM answer, MAP draw), each
+  variable measured in units of its within-component posterior spread;
 - :func:`ecr`, :func:`ecr_iterative`: equivalence classes representatives
   (Papastamoulis & Iliopoulos 2010), on hard allocations;
 - :func:`stephens`: Stephens (2000), Kullback-Leibler on membership probabilities.
@@ -71,7 +72,8 @@ class Relabelling(NamedTuple):
     loss_trace : ndarray of float, shape (iterations + 1,), or None
         Objective after each iteration for the iterative methods, starting with the value at the
         initial permutations: the Kullback-Leibler loss for :func:`stephens`, the number of
-        disagreements with the pivot allocation for :func:`ecr_iterative`; ``None`` otherwise.
+        disagreements with the pivot allocation for :func:`ecr_iterative`, the Gaussian objective of
+        :func:`pivot` when it estimates scales; ``None`` otherwise.
     iterations : int
         Permutation updates performed by an iterative method; 0 for the one-pass methods.
     """
@@ -284,6 +286,61 @@ def _flatten_features(draws: Mapping[str, np.ndarray]) -> tuple[int, int, dict[s
     return S, K, flat
 
 
+def _as_component_scale(value, name: str, K: int, F: int) -> np.ndarray:
+    """A user's scale for one variable as a (K, F) array: a scalar, the trailing shape, or (K, ...)."""
+    sd = np.asarray(value, dtype=float).reshape(-1)
+    if sd.size == 1 or sd.size == F:
+        return np.broadcast_to(sd.reshape(1, -1), (K, F))
+    if sd.size == K * F:
+        return sd.reshape(K, F)
+    raise ValueError(f"scale[{name!r}] has {sd.size} elements; expected 1, {F} (one per element) or {K * F} (per component)")
+
+
+def _positive(sd: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    # An element with no spread (a draw equal to the reference in it) would divide by zero: use the
+    # fallback there, and 1 where that is zero too.
+    fallback = np.where(fallback > 0, fallback, 1.0)
+    return np.where(sd > 0, sd, np.broadcast_to(fallback, sd.shape))
+
+
+def _nearest_reference_scale(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Root mean square, over draws and components, of each element's distance to the nearest reference
+    component, (F,). It does not depend on the labelling (a minimum over all reference components), and it
+    measures posterior noise, not the spread between components: a mean far from the other components
+    still sits close to its own reference value."""
+    nearest = np.abs(x - ref[0])
+    for j in range(1, ref.shape[0]):
+        np.minimum(nearest, np.abs(x - ref[j]), out=nearest)
+    return np.sqrt(np.mean(nearest**2, axis=(0, 1)))
+
+
+def _spread_about_reference(x: np.ndarray, ref: np.ndarray, perms: np.ndarray) -> np.ndarray:
+    """Root mean square distance of the relabelled draws from the reference, per component and element, (K, F)."""
+    relabelled = x[np.arange(x.shape[0])[:, None], perms]
+    return np.sqrt(np.mean((relabelled - ref) ** 2, axis=0))
+
+
+def _flat_reference(reference, name: str, K: int, F: int) -> np.ndarray:
+    if name not in reference:
+        raise ValueError(f"reference has no {name!r}; it needs every variable in draws")
+    ref = np.asarray(reference[name], dtype=float)
+    if ref.shape[0] != K or ref.size != K * F:
+        raise ValueError(f"reference[{name!r}] has shape {ref.shape}; expected (K, ...) matching draws")
+    return ref.reshape(K, F)
+
+
+def _scaled_cost(flat: Mapping[str, np.ndarray], refs: Mapping[str, np.ndarray], scales: Mapping[str, np.ndarray]) -> np.ndarray:
+    S, K = next(iter(flat.values())).shape[:2]
+    cost = np.zeros((S, K, K))
+    for name, x in flat.items():
+        ref, sd = refs[name], scales[name]
+        # One reference component at a time: the differences are formed directly (no expansion of the
+        # square, whose cancellation would lose the small differences of large values) in (S, K, F) memory.
+        for j in range(K):
+            cost[:, j, :] += (((x - ref[j]) / sd[j]) ** 2).sum(axis=2)
+    return cost
+
+
 def pivot_cost(
     draws: Mapping[str, np.ndarray],
     reference: Mapping[str, np.ndarray],
@@ -296,43 +353,36 @@ def pivot_cost(
     draws : mapping of str to ndarray, each (S, K, ...)
     reference : mapping of str to ndarray, each (K, ...)
         Same names as ``draws`` (extra names are ignored).
-    scale : mapping of str to float or ndarray broadcastable to the trailing shape ``...``, optional
-        Divides the differences of each variable. A variable missing from ``scale`` (or all of
-        them, when ``scale`` is None) is divided by its standard deviation pooled over draws and
-        components, which is label-invariant, so the scale does not depend on the labelling being
-        fixed; an element with zero spread gets scale 1.
+    scale : mapping of str to float or ndarray, optional
+        Divides the differences of each variable: a scalar, an array of the trailing shape ``...`` (one
+        scale per element), or of shape (K, ...) (one per reference component and element). A variable
+        missing from ``scale`` (or all of them, when ``scale`` is None) is divided by its distance to the
+        nearest reference component, root-mean-squared over draws and components
+        (:func:`_nearest_reference_scale`): label-invariant, and a measure of posterior noise. An element
+        with zero scale gets the spread over draws and components instead (1 if that is zero too).
 
     Returns
     -------
     ndarray, shape (S, K, K)
-        ``cost[s, j, k] = sum over variables and elements of ((draws[s, k] - reference[j]) / scale)**2``.
+        ``cost[s, j, k] = sum over variables and elements of ((draws[s, k] - reference[j]) / scale[j])**2``.
     """
     S, K, flat = _flatten_features(draws)
     scale = {} if scale is None else scale
-    cost = np.zeros((S, K, K))
+    refs = {name: _flat_reference(reference, name, K, x.shape[2]) for name, x in flat.items()}
+    scales = {}
     for name, x in flat.items():
-        if name not in reference:
-            raise ValueError(f"reference has no {name!r}; it needs every variable in draws")
-        ref = np.asarray(reference[name], dtype=float)
-        if ref.shape[0] != K or ref.size != K * x.shape[2]:
-            raise ValueError(f"reference[{name!r}] has shape {ref.shape}; expected (K, ...) matching draws")
-        ref = ref.reshape(K, -1)
-        if name in scale:
-            sd = np.broadcast_to(np.asarray(scale[name], dtype=float).reshape(-1), (x.shape[2],))
-        else:
-            sd = x.reshape(S * K, -1).std(axis=0)
-        sd = np.where(sd > 0, sd, 1.0)
-        xs, rs = x / sd, ref / sd
-        # |x - r|^2 expanded so the (S, K, K) cost comes from one batched matmul instead of an (S, K, K, F) array.
-        cross = np.einsum("skf,jf->sjk", xs, rs)
-        cost += (xs**2).sum(axis=2)[:, None, :] + (rs**2).sum(axis=1)[None, :, None] - 2.0 * cross
-    return np.maximum(cost, 0.0)
+        F = x.shape[2]
+        sd = (_as_component_scale(scale[name], name, K, F) if name in scale
+              else np.broadcast_to(_nearest_reference_scale(x, refs[name]), (K, F)))
+        scales[name] = _positive(sd, x.reshape(S * K, F).std(axis=0))
+    return _scaled_cost(flat, refs, scales)
 
 
 def pivot(
     draws: Mapping[str, np.ndarray],
     reference: Mapping[str, np.ndarray],
     scale: Mapping[str, np.ndarray | float] | None = None,
+    max_iter: int = 100,
 ) -> Relabelling:
     """Match every draw to a reference parameter set (an EM answer or the MAP draw).
 
@@ -343,15 +393,80 @@ def pivot(
     reference : mapping of str to ndarray, each (K, ...)
         The labelling to match; its component ``j`` defines new component ``j``.
     scale : mapping of str to float or ndarray, optional
-        Per-variable scale of the differences; see :func:`pivot_cost`.
+        Fixed scales of the differences of some or all variables; see :func:`pivot_cost`. Variables
+        without one get the within-component posterior spread, estimated as below.
+    max_iter : int
+        Most permutation updates when some scale is estimated.
 
     Returns
     -------
     Relabelling
         ``method="pivot"``; each draw's permutation minimises the standardised squared distance
-        to the reference (a K x K assignment problem per draw).
+        to the reference (a K x K assignment problem per draw). ``loss_trace`` holds the objective
+        ``L`` below after the first assignment and after each update (``None`` when every scale was
+        given, which is one pass).
+
+    Notes
+    -----
+    The distance is a Gaussian approximation of each component's posterior centred on the reference:
+    ``L = sum_s sum_j sum_f [((x[s, perms[s, j], f] - r[j, f]) / sd[j, f])**2 + 2 log sd[j, f]]``,
+    minus twice the log-likelihood of the relabelled draws under independent normals with mean ``r``
+    and standard deviation ``sd`` per component and element. The scale that matters is therefore the
+    spread of a component's draws about its own reference value: a variable whose reference values
+    are far apart in those units (well-separated means) decides the labelling, and one whose values
+    differ between components by less than its noise (nearly equal sigmas or weights) adds only a
+    little noise to every candidate's cost. Scaling by a variable's spread pooled over draws *and*
+    components would do the opposite: for nearly equal sigmas that spread is only posterior noise,
+    so the noise of every draw would weigh as much as the separation of the means, and 1 to 10 % of
+    well-separated draws would be mislabelled.
+
+    The within-component spread needs the labelling, so ``L`` is minimised by coordinate descent: the
+    first assignment uses the label-invariant nearest-reference scale of :func:`pivot_cost`; then
+    ``sd[j, f]`` becomes the root mean square of ``x[s, perms[s, j], f] - r[j, f]`` over draws (its
+    minimiser given the permutations), and the permutations are solved again (the ``log sd`` term is
+    the same for every permutation), until no draw's permutation changes. Neither step raises ``L``.
+    With a single draw (S = 1) there is no spread to estimate and the first assignment is returned.
+
+    The components are centred on the reference, so it should be a central value (an EM answer, the
+    posterior means or the MAP draw): an arbitrary draw as reference carries its own noise into every
+    comparison (on draws whose means are 6 posterior sds apart, pivoting to a random draw recovered
+    99.1-100 % of draws where the true parameters gave 100 %).
     """
-    return _result(solve_assignments(pivot_cost(draws, reference, scale)), "pivot")
+    S, K, flat = _flatten_features(draws)
+    scale = {} if scale is None else scale
+    refs = {name: _flat_reference(reference, name, K, x.shape[2]) for name, x in flat.items()}
+    pooled = {name: x.reshape(S * K, -1).std(axis=0) for name, x in flat.items()}
+    fixed = {name: _positive(_as_component_scale(scale[name], name, K, x.shape[2]), pooled[name])
+             for name, x in flat.items() if name in scale}
+    first = {name: _positive(np.broadcast_to(_nearest_reference_scale(x, refs[name]), (K, x.shape[2])), pooled[name])
+             for name, x in flat.items() if name not in scale}
+    perms = solve_assignments(_scaled_cost(flat, refs, {**fixed, **first}))
+    if not first or S < 2:
+        return _result(perms, "pivot")
+    rows, cols = np.arange(S)[:, None], np.arange(K)[None, :]
+
+    def estimated(perms):
+        return {name: _positive(_spread_about_reference(flat[name], refs[name], perms), first[name][0])
+                for name in first}
+
+    def objective(cost, perms, scales):
+        return cost[rows, cols, perms].sum() + 2.0 * S * sum(np.log(sd).sum() for sd in scales.values())
+
+    scales = estimated(perms)
+    cost = _scaled_cost(flat, refs, {**fixed, **scales})
+    trace = [objective(cost, perms, scales)]
+    iterations = 0
+    for _ in range(max_iter):
+        new_perms = solve_assignments(cost, current=perms)
+        iterations += 1
+        changed = not np.array_equal(new_perms, perms)
+        perms = new_perms
+        scales = estimated(perms)
+        cost = _scaled_cost(flat, refs, {**fixed, **scales})
+        trace.append(objective(cost, perms, scales))
+        if not changed:
+            break
+    return _result(perms, "pivot", trace, iterations)
 
 
 def _check_allocations(allocations: np.ndarray, K: int) -> np.ndarray:

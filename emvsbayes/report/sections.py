@@ -620,6 +620,7 @@ def label_switching_section(ctx: Context) -> str:
         return ""
     summary = next((v for v in ctx.summary.verdicts if v.topic == "label switching"), None)
     facts = [("method", ls.attrs.get("method", "?")),
+             *([("labelling taken from", ls.attrs["labelling"])] if "labelling" in ls.attrs else []),
              ("verdict", summary.text if summary else ""),
              ("draws relabelled", f"{ls.attrs.get('n_changed', '?')} of {ls.attrs.get('n_draws_total', '?')}")]
     parts = [key_value_table(facts)]

@@ -291,8 +291,9 @@ def align_to_reference(
     ok = np.ones(b, dtype=bool) if ok is None else np.asarray(ok, dtype=bool)
     perms = np.broadcast_to(np.arange(k), (b, k)).copy()
     if ok.any():
-        # pivot's default scale: each variable's spread pooled over replicates and components, which
-        # does not depend on the labelling, so aligning does not presuppose an alignment.
+        # pivot's default scale: each variable's spread about the reference within a component, estimated
+        # from the replicates themselves, starting from a label-invariant one, so aligning does not
+        # presuppose an alignment.
         perms[ok] = pivot({name: x[ok] for name, x in draws.items()}, reference).perms
     return apply_permutations(draws, perms), perms
 
