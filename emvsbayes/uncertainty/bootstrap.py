@@ -34,6 +34,7 @@ import numpy as np
 
 from emvsbayes.coins.model import PARAMETER_DIMS as COIN_DIMS
 from emvsbayes.coins.model import CoinMixture, CoinParams
+from emvsbayes.em import take_rows
 from emvsbayes.errors import LikelihoodDecreasedError, UserError
 from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix, parameter_dims
 from emvsbayes.labels import apply_permutations, pivot
@@ -85,6 +86,18 @@ class _CoinFamily:
 
         return fit(self.model, data[0], data[1], init, **options)
 
+    def single_fit_size(self, data, reference) -> int:
+        return self.n_obs(data) * self.model.n_components
+
+    def refit_batched(self, data, samples, counts, init: CoinParams, options):
+        from emvsbayes.coins.em import CoinSets, fit_batched
+
+        if samples is None:
+            sets = CoinSets(data[0][None], data[1][None], counts)
+        else:
+            sets = CoinSets(np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]))
+        return fit_batched(self.model, sets, init, len(counts) if samples is None else len(samples), **options)
+
     def dims(self, reference) -> dict[str, tuple[str, ...]]:
         return dict(COIN_DIMS)
 
@@ -111,6 +124,19 @@ class _GaussianFamily:
 
         return fit(self.model, data, init, **options)
 
+    def single_fit_size(self, data, reference) -> int:
+        return data.shape[0] * self.model.n_components * data.shape[1] ** 2
+
+    def refit_batched(self, data, samples, counts, init: GaussianParams, options):
+        from emvsbayes.gaussian.em import GaussianSets, fit_batched, prepare
+
+        frame = prepare(self.model, data).frame
+        if samples is None:
+            sets = GaussianSets(data[None], counts, frame)
+        else:
+            sets = GaussianSets(np.stack(samples), None, frame)
+        return fit_batched(self.model, sets, init, len(counts) if samples is None else len(samples), **options)
+
     def dims(self, reference) -> dict[str, tuple[str, ...]]:
         return parameter_dims(reference.mu.shape[1])
 
@@ -134,16 +160,74 @@ def _one_replicate(family, data, reference, kind: str, seed: np.random.SeedSeque
             sample = family.simulate(data, reference, rng)
         fit = family.refit(sample, reference, options)
     except REPLICATE_ERRORS as error:
-        message = " ".join(str(error).split())
-        return _Replicate(index, None, float("nan"), False, f"{type(error).__name__}: {message}")
-    variables = {name: np.array(value, dtype=float) for name, value in fit.params.variables().items()}
-    if not all(np.all(np.isfinite(v)) for v in variables.values()) or not np.isfinite(fit.loglik):
+        return _failure(index, error)
+    return _checked(index, fit.params, float(fit.loglik), bool(fit.converged))
+
+
+def _failure(index: int, error: Exception) -> _Replicate:
+    message = " ".join(str(error).split())
+    return _Replicate(index, None, float("nan"), False, f"{type(error).__name__}: {message}")
+
+
+def _checked(index: int, params, loglik: float, converged: bool) -> _Replicate:
+    variables = {name: np.array(value, dtype=float) for name, value in params.variables().items()}
+    if not all(np.all(np.isfinite(v)) for v in variables.values()) or not np.isfinite(loglik):
         return _Replicate(index, None, float("nan"), False, "non-finite estimate or log-likelihood")
-    return _Replicate(index, variables, float(fit.loglik), bool(fit.converged), "")
+    return _Replicate(index, variables, loglik, converged, "")
 
 
 def _run_chunk(family, data, reference, kind, seeds, indices, options) -> list[_Replicate]:
     return [_one_replicate(family, data, reference, kind, s, i, options) for s, i in zip(seeds, indices)]
+
+
+def _batched_chunk(family, data, reference, kind: str, seeds, indices, options) -> list[_Replicate]:
+    """The replicates ``indices`` as :func:`_one_replicate` gives them, refitted together.
+
+    Each replicate draws from its own generator exactly what :func:`_one_replicate` draws (the same
+    calls in the same order), so its data set is the same; a resample is kept as counts per row.
+    """
+    n = family.n_obs(data)
+    failures = {}
+    counts, samples, fitted = [], [], []
+    for seed, index in zip(seeds, indices):
+        rng = np.random.default_rng(seed)
+        try:
+            if kind == "nonparametric":
+                counts.append(np.bincount(rng.integers(0, n, size=n), minlength=n).astype(float))
+            else:
+                samples.append(family.simulate(data, reference, rng))
+        except REPLICATE_ERRORS as error:
+            failures[index] = _failure(index, error)
+            continue
+        fitted.append(index)
+    out = [failures[index] for index in indices if index in failures]
+    if not fitted:
+        return out
+    fit = family.refit_batched(data, samples if kind == "parametric" else None,
+                               np.stack(counts) if kind == "nonparametric" else None, reference, options)
+    for row, index in enumerate(fitted):
+        if fit.errors[row]:
+            out.append(_Replicate(index, None, float("nan"), False, fit.errors[row]))
+            continue
+        params = take_rows(fit.params, row)
+        out.append(_checked(index, params, float(fit.loglik[row]), bool(fit.converged[row])))
+    return out
+
+
+#: EM options the batched refit takes (soft EM only); with any other, replicates are refitted one by one.
+BATCHED_OPTIONS = frozenset({"tol", "param_tol", "max_iter", "min_iter", "keep_stats", "kind"})
+
+#: A single refit above this size (N K D^2 numbers per array) is large enough to run one at a time
+#: (in processes): its own arrays already amortise numpy's per-call overhead, and B of them at once
+#: would not fit in cache. Replicates are batched in groups of about BATCH_VALUES / size.
+LARGE_FIT = 200_000
+BATCH_VALUES = 2_000_000
+
+ROUTES = ("auto", "batched", "per-replicate")
+
+
+def _batchable(options) -> bool:
+    return set(options) <= BATCHED_OPTIONS and options.get("kind", "soft") == "soft"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,14 +418,28 @@ def _bootstrap(
     n_workers: int | None,
     progress: Callable[[int, int], None] | None,
     em_options: Mapping[str, Any] | None,
+    route: str = "auto",
 ) -> BootstrapResult:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
     options = {**DEFAULT_EM_OPTIONS, **(em_options or {})}
+    if route == "batched" and not _batchable(options):
+        raise ValueError(f"the batched route runs soft EM with options {sorted(BATCHED_OPTIONS)} only, got {options}")
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     seeds = root.spawn(n_boot)
+    single_fit = family.single_fit_size(data, reference)
+    if route == "batched" or (route == "auto" and _batchable(options) and single_fit <= LARGE_FIT):
+        results = []
+        groups = -(-n_boot // max(1, BATCH_VALUES // single_fit))
+        for chunk in np.array_split(np.arange(n_boot), groups):
+            results += _batched_chunk(family, data, reference, kind, [seeds[i] for i in chunk], chunk.tolist(), options)
+            if progress is not None:
+                progress(len(results), n_boot)
+        return _result(family, reference, results, kind, root)
     decide = n_workers is None
     n_workers = _default_workers() if n_workers is None else max(1, int(n_workers))
     chunks = _chunks(n_boot, n_workers)
@@ -377,8 +475,11 @@ def _bootstrap(
                 done += futures[future].size
                 if progress is not None:
                     progress(done, n_boot)
-    results.sort(key=lambda r: r.index)
+    return _result(family, reference, results, kind, root)
 
+
+def _result(family, reference, results: list[_Replicate], kind: str, root) -> BootstrapResult:
+    results = sorted(results, key=lambda r: r.index)
     ref_vars = {name: np.array(value, dtype=float) for name, value in reference.variables().items()}
     failed = np.array([r.variables is None for r in results])
     raw = {
@@ -412,6 +513,7 @@ def coin_bootstrap(
     n_workers: int | None = 1,
     progress: Callable[[int, int], None] | None = None,
     em_options: Mapping[str, Any] | None = None,
+    route: str = "auto",
 ) -> BootstrapResult:
     """Bootstrap a coin-mixture EM answer.
 
@@ -445,7 +547,7 @@ def coin_bootstrap(
     data = (np.asarray(heads), np.asarray(tosses))
     return _bootstrap(
         _CoinFamily(model), data, reference, n_boot=n_boot, kind=kind, seed=seed, n_workers=n_workers,
-        progress=progress, em_options=em_options,
+        progress=progress, em_options=em_options, route=route,
     )
 
 
@@ -460,6 +562,7 @@ def gaussian_bootstrap(
     n_workers: int | None = 1,
     progress: Callable[[int, int], None] | None = None,
     em_options: Mapping[str, Any] | None = None,
+    route: str = "auto",
 ) -> BootstrapResult:
     """Bootstrap a Gaussian-mixture EM answer.
 
@@ -475,5 +578,5 @@ def gaussian_bootstrap(
     model.validate_params(reference)
     return _bootstrap(
         _GaussianFamily(model), as_data_matrix(x), reference, n_boot=n_boot, kind=kind, seed=seed,
-        n_workers=n_workers, progress=progress, em_options=em_options,
+        n_workers=n_workers, progress=progress, em_options=em_options, route=route,
     )
