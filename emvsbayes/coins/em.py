@@ -113,8 +113,8 @@ def random_inits(model: CoinMixture, n_init: int, rng: np.random.Generator) -> l
 class CoinSets:
     """The data of B fits run together (:func:`fit_batched`).
 
-    ``heads``, ``tosses`` (R, N) with R = B (one data set per fit, e.g. simulated) or R = 1 (one data
-    set shared by all); ``counts`` (B, N) or None: how many times fit b counts each set (a resample
+    ``heads``, ``tosses`` (R, N) with R = B (one data set per fit, e.g. simulated) or R = 1 (shared by
+    all fits), each on its own; ``counts`` (B, N) or None: how many times fit b counts each set (a resample
     drawn with replacement is its original sets with these multiplicities, so the weighted sums are
     the resample's sums).
     """
@@ -125,9 +125,8 @@ class CoinSets:
 
     def select(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(heads, tosses, counts) of the fits ``rows``; shared data stay one row."""
-        shared = self.heads.shape[0] == 1
-        heads = self.heads if shared else self.heads[rows]
-        tosses = self.tosses if shared else self.tosses[rows]
+        heads = self.heads if self.heads.shape[0] == 1 else self.heads[rows]
+        tosses = self.tosses if self.tosses.shape[0] == 1 else self.tosses[rows]
         return heads, tosses, None if self.counts is None else self.counts[rows]
 
 
