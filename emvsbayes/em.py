@@ -278,10 +278,10 @@ def fit_em_batched(
         ``e_step(params, rows) -> (stats, loglik (b,))`` for the runs ``rows`` (indices into 0..B-1),
         ``params`` and ``stats`` records with those runs along their leading axis.
     m_step
-        ``m_step(stats, params, rows, iteration) -> (new_params, slack (b,), errors (b,))``: ``slack``
-        as :func:`fit_em`'s ``m_step_slack`` (0 for an exact M-step), ``errors`` an array of str, ``""``
-        where the step worked and the error message where it failed (what :func:`fit_em`'s M-step
-        would raise).
+        ``m_step(stats, params, rows, iteration) -> (new_params, slack (b,), errors)``: ``slack`` as
+        :func:`fit_em`'s ``m_step_slack`` (0 for an exact M-step); ``errors`` None when every step
+        worked, else an array (b,) of str, ``""`` where the step worked and
+        ``"<ErrorName>: <message>"`` where it failed (what :func:`fit_em`'s M-step would raise).
     init_params
         Starting parameters, a record with a leading axis of length B.
     tol, param_tol, max_iter, min_iter
@@ -315,8 +315,8 @@ def fit_em_batched(
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         new_params, slack, step_errors = m_step(stats, params, rows, n_iter)
-        ok = np.asarray(step_errors) == ""
-        if not ok.all():
+        if step_errors is not None:
+            ok = np.asarray(step_errors) == ""
             for i in np.flatnonzero(~ok):
                 errors[rows[i]] = str(step_errors[i])
             rows, params, new_params, loglik = rows[ok], take_rows(params, ok), take_rows(new_params, ok), loglik[ok]

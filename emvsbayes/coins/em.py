@@ -161,7 +161,8 @@ def batched_e_step(model: CoinMixture, data: CoinSets, params: CoinParams, rows)
 
 
 def batched_m_step(model: CoinMixture, stats: BatchedCoinStats, params: CoinParams, rows, iteration):
-    """:func:`m_step` of b fits; returns (params, slack 0, no errors) as :func:`emvsbayes.em.fit_em_batched` asks."""
+    """:func:`m_step` of b fits; returns (params, slack 0, errors None: it cannot fail) as
+    :func:`emvsbayes.em.fit_em_batched` asks."""
     tosses = stats.heads + stats.tails
     with np.errstate(invalid="ignore", divide="ignore"):
         theta = np.where(tosses > 0, stats.heads / tosses, params.theta)
@@ -169,7 +170,7 @@ def batched_m_step(model: CoinMixture, stats: BatchedCoinStats, params: CoinPara
         w = np.broadcast_to(model.equal_weights, theta.shape)
     else:
         w = stats.sets / stats.sets.sum(axis=1, keepdims=True)
-    return CoinParams(theta, w), 0.0, np.full(theta.shape[0], "", dtype=object)
+    return CoinParams(theta, w), 0.0, None
 
 
 def fit_batched(model: CoinMixture, data: CoinSets, init: CoinParams, n_fits: int, **options) -> BatchedEMFit:

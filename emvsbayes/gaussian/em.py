@@ -1321,8 +1321,11 @@ def batched_e_step(model: GaussianMixtureModel, data: GaussianSets, params: Gaus
     diff = x[:, None, :, :] - params.mu[:, :, None, :]
     white = _batched_whiten(model.covariance_type, diff, params.prec_chol)
     squared = white[..., 0] ** 2 if d == 1 else np.einsum("bknd,bknd->bkn", white, white)
-    with np.errstate(divide="ignore"):
+    if params.w.all():
         log_w = np.log(params.w)
+    else:
+        with np.errstate(divide="ignore"):
+            log_w = np.log(params.w)
     constant = log_w + _batched_log_det(model.covariance_type, params.prec_chol, k, d) - 0.5 * d * LOG_2PI
     log_joint = constant[:, :, None] - 0.5 * squared
     top = np.max(log_joint, axis=1, keepdims=True)
@@ -1373,8 +1376,9 @@ def _batched_cholesky(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def batched_m_step(model: GaussianMixtureModel, data: GaussianSets, stats: BatchedGaussianStats,
                    params: GaussianParams, rows, iteration: int):
-    """:func:`m_step` of b fits; returns (params, :func:`regularisation_slack` (b,), errors (b,)):
-    ``errors[i]`` is the :class:`DegenerateFitError` :func:`m_step` would raise for fit i, else ``""``."""
+    """:func:`m_step` of b fits; returns (params, :func:`regularisation_slack` (b,), errors): ``errors``
+    None when every step worked, else (b,) with the :class:`DegenerateFitError` :func:`m_step` would
+    raise for fit i (``""`` for the others)."""
     structure = model.covariance_type
     x, _ = data.select(rows)
     resp = stats.resp
@@ -1382,7 +1386,11 @@ def batched_m_step(model: GaussianMixtureModel, data: GaussianSets, stats: Batch
     d = x.shape[2]
     nk = resp.sum(axis=2)
     empty = nk <= 0
-    safe_nk = np.where(empty, 1.0, nk)
+    # Only hard EM empties a component, but the steps keep fit_em's rule for it; the np.where calls it
+    # needs are skipped when none is empty (a few microseconds each, in a loop of thousands of steps).
+    any_empty = bool(empty.any())
+    safe_nk = np.where(empty, 1.0, nk) if any_empty else nk
+    used_nk = np.where(empty, 0.0, nk) if any_empty else nk
     mu = np.matmul(resp, x) / safe_nk[:, :, None]
     diff = x[:, None, :, :] - mu[:, :, None, :]
     weighted = resp[..., None] * diff
@@ -1400,42 +1408,53 @@ def batched_m_step(model: GaussianMixtureModel, data: GaussianSets, stats: Batch
         second = second / np.square(scale)
     else:
         second = (spread / safe_nk[:, :, None] + np.square(mu - centre)) / np.square(scale)
-    errors = np.full(b, "", dtype=object)
     if structure in ("full", "tied"):
         if structure == "full":
             cov = scatter / safe_nk[:, :, None, None]
-            cov = np.where(empty[:, :, None, None], np.eye(d), cov)
-            second = np.where(empty[:, :, None], 1.0, second)
+            if any_empty:
+                cov = np.where(empty[:, :, None, None], np.eye(d), cov)
+                second = np.where(empty[:, :, None], 1.0, second)
         else:
             cov = scatter.sum(axis=1) / nk.sum(axis=1)[:, None, None]
-        slack = _batched_slack(model, np.where(empty, 0.0, nk), cov, d)
-        lower, bad = _batched_cholesky(cov + model.reg_covar * np.eye(d))
-        pivots = np.square(np.diagonal(lower, axis1=-2, axis2=-1)) / np.square(scale)
-        bad = bad | np.any(pivots <= PIVOT_RTOL * np.maximum(second, 1.0), axis=-1)
-        lower = np.where(bad[..., None, None], np.eye(d), lower)
-        u = np.swapaxes(np.linalg.inv(lower), -1, -2) if d > 1 else 1.0 / lower
+        slack = _batched_slack(model, used_nk, cov, d)
+        if d == 1:  # the factor of a variance is its square root
+            var = cov + model.reg_covar
+            bad = (var[..., 0] / np.square(scale) <= PIVOT_RTOL * np.maximum(second, 1.0))[..., 0]
+            u = 1.0 / np.sqrt(np.where(bad[..., None, None], 1.0, var))
+        else:
+            lower, bad = _batched_cholesky(cov + model.reg_covar * np.eye(d))
+            pivots = np.square(np.diagonal(lower, axis1=-2, axis2=-1)) / np.square(scale)
+            bad = bad | np.any(pivots <= PIVOT_RTOL * np.maximum(second, 1.0), axis=-1)
+            lower = np.where(bad[..., None, None], np.eye(d), lower)
+            u = np.swapaxes(np.linalg.inv(lower), -1, -2)
     else:
         if structure == "diag":
             cov = spread / safe_nk[:, :, None]
-            cov = np.where(empty[:, :, None], 1.0, cov)
-            second = np.where(empty[:, :, None], 1.0, second)
+            if any_empty:
+                cov = np.where(empty[:, :, None], 1.0, cov)
+                second = np.where(empty[:, :, None], 1.0, second)
             var = cov + model.reg_covar
             bad_entries = var / np.square(scale) <= PIVOT_RTOL * np.maximum(second, 1.0)
         else:
             cov = spread.sum(axis=2) / (safe_nk * d)
-            cov = np.where(empty, 1.0, cov)
-            second = np.where(empty, 1.0, second.sum(axis=2))
+            second = second.sum(axis=2)
+            if any_empty:
+                cov = np.where(empty, 1.0, cov)
+                second = np.where(empty, 1.0, second)
             var = cov + model.reg_covar
             bad_entries = var / np.square(scale[0]) <= PIVOT_RTOL * np.maximum(second, 1.0)
-        slack = _batched_slack(model, np.where(empty, 0.0, nk), cov, d)
+        slack = _batched_slack(model, used_nk, cov, d)
         bad = bad_entries.reshape(b, k, -1).any(axis=2)
         u = 1.0 / np.sqrt(np.where(bad_entries, 1.0, var))
-    for i in np.flatnonzero(bad.reshape(b, -1).any(axis=1)):
-        which = "the tied" if structure == "tied" else f"component {int(np.argmax(bad[i]))}'s"
-        error = _degenerate(model, which, iteration)
-        errors[i] = f"{type(error).__name__}: {' '.join(str(error).split())}"
+    errors = None
+    if bad.any():
+        errors = np.full(b, "", dtype=object)
+        for i in np.flatnonzero(bad.reshape(b, -1).any(axis=1)):
+            which = "the tied" if structure == "tied" else f"component {int(np.argmax(bad[i]))}'s"
+            error = _degenerate(model, which, iteration)
+            errors[i] = f"{type(error).__name__}: {' '.join(str(error).split())}"
     w = nk / nk.sum(axis=1, keepdims=True)
-    if np.any(empty):
+    if any_empty:
         mu = np.where(empty[:, :, None], params.mu, mu)
         if structure != "tied":
             keep = empty.reshape(empty.shape + (1,) * (u.ndim - 2))
