@@ -22,6 +22,7 @@ from emvsbayes.data import load_dataset, simulate_gaussian_mixture
 from emvsbayes.em import fit_em, fit_em_batched, take_rows
 from emvsbayes.errors import LikelihoodDecreasedError
 from emvsbayes.gaussian import em as gaussian_em
+from emvsbayes.gaussian import init as gaussian_init
 from emvsbayes.gaussian.model import COVARIANCE_TYPES, GaussianMixtureModel
 from emvsbayes.uncertainty import bootstrap as bootstrap_module
 from emvsbayes.uncertainty.bootstrap import coin_bootstrap, gaussian_bootstrap
@@ -239,3 +240,19 @@ def test_batched_route_refuses_options_it_cannot_run():
     # route="auto" takes hard EM one replicate at a time.
     hard = coin_bootstrap(model, heads, tosses, reference, n_boot=4, seed=1, em_options={"kind": "hard"})
     assert hard.n_boot == 4
+
+
+def test_batched_restarts_equal_fit_restarts():
+    # Restarts are the other many-small-fits case: one data set, a start per fit.
+    x = load_dataset("galaxies").x
+    model = GaussianMixtureModel(3, "full")
+    inits = gaussian_init.initial_params_restarts(model, x, 8, "k-means++", np.random.default_rng(48))
+    options = {"tol": 1e-8, "param_tol": 1e-6, "max_iter": 500}
+    single = gaussian_em.fit_restarts(model, x, inits, **options)
+    sets = gaussian_em.GaussianSets(x[None], None, gaussian_em.prepare(model, x).frame)
+    batched = gaussian_em.fit_batched(model, sets, inits, len(inits), **options)
+    for b, fit in enumerate(single.fits):
+        assert fit.n_iter == batched.n_iter[b] and fit.converged == batched.converged[b]
+        for name, value in fit.params.variables().items():
+            np.testing.assert_allclose(take_rows(batched.params, b).variables()[name], value, rtol=ROUNDING, atol=ROUNDING)
+        np.testing.assert_allclose(batched.loglik[b], fit.loglik, rtol=ROUNDING)

@@ -173,10 +173,18 @@ def batched_m_step(model: CoinMixture, stats: BatchedCoinStats, params: CoinPara
     return CoinParams(theta, w), 0.0, None
 
 
-def fit_batched(model: CoinMixture, data: CoinSets, init: CoinParams, n_fits: int, **options) -> BatchedEMFit:
-    """Soft EM of ``n_fits`` data sets (:class:`CoinSets`) at once, each from ``init`` (K,), each the
-    same fit as :func:`fit` of its data; ``options`` as :func:`emvsbayes.em.fit_em_batched`."""
-    model.validate_params(init)
-    start = CoinParams(np.broadcast_to(init.theta, (n_fits, *init.theta.shape)),
-                       np.broadcast_to(init.w, (n_fits, *init.w.shape)))
+def fit_batched(model: CoinMixture, data: CoinSets, init, n_fits: int, **options) -> BatchedEMFit:
+    """Soft EM of ``n_fits`` fits at once, each the same fit as :func:`fit` of its data from its start;
+    ``options`` as :func:`emvsbayes.em.fit_em_batched`.
+
+    ``data`` holds one data set per fit or one shared (:class:`CoinSets`); ``init`` is one
+    :class:`CoinParams` all fits start from (bootstrap replicates), or a sequence of ``n_fits`` of
+    them (restarts of one data set).
+    """
+    inits = [init] * n_fits if isinstance(init, CoinParams) else list(init)
+    if len(inits) != n_fits:
+        raise ValueError(f"expected {n_fits} starting points, got {len(inits)}")
+    for one in {id(one): one for one in inits}.values():
+        model.validate_params(one)
+    start = CoinParams(np.stack([one.theta for one in inits]), np.stack([one.w for one in inits]))
     return fit_em_batched(partial(batched_e_step, model, data), partial(batched_m_step, model), start, **options)

@@ -1462,17 +1462,25 @@ def batched_m_step(model: GaussianMixtureModel, data: GaussianSets, stats: Batch
     return GaussianParams(w, mu, u, structure), slack, errors
 
 
-def fit_batched(model: GaussianMixtureModel, data: GaussianSets, init: GaussianParams, n_fits: int, **options):
-    """Soft EM of ``n_fits`` data sets (:class:`GaussianSets`) at once, each from ``init``, each the
-    same fit as :func:`fit` of its data (to rounding); ``options`` as :func:`emvsbayes.em.fit_em_batched`.
+def fit_batched(model: GaussianMixtureModel, data: GaussianSets, init, n_fits: int, **options):
+    """Soft EM of ``n_fits`` fits at once, each the same fit as :func:`fit` of its data from its start
+    (to rounding); ``options`` as :func:`emvsbayes.em.fit_em_batched`.
+
+    ``data`` holds one data set per fit or one shared (:class:`GaussianSets`); ``init`` is one
+    :class:`GaussianParams` all fits start from (bootstrap replicates), or a sequence of ``n_fits``
+    of them (restarts of one data set).
 
     Returns
     -------
     emvsbayes.em.BatchedEMFit
         ``params`` a :class:`GaussianParams` with a leading axis of length ``n_fits`` on each array.
     """
-    model.validate_params(init)
-    start = GaussianParams(*(np.broadcast_to(v, (n_fits, *v.shape)) for v in (init.w, init.mu, init.prec_chol)),
+    inits = [init] * n_fits if isinstance(init, GaussianParams) else list(init)
+    if len(inits) != n_fits:
+        raise ValueError(f"expected {n_fits} starting points, got {len(inits)}")
+    for one in {id(one): one for one in inits}.values():
+        model.validate_params(one)
+    start = GaussianParams(*(np.stack([getattr(one, name) for one in inits]) for name in ("w", "mu", "prec_chol")),
                            model.covariance_type)
     with _ONE_BLAS_THREAD:
         return fit_em_batched(partial(batched_e_step, model, data), partial(batched_m_step, model, data), start,
