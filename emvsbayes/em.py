@@ -101,9 +101,9 @@ def max_abs_change(old: Any, new: Any) -> float:
     return change
 
 
-# The stopping rule and the decrease test, written once for :func:`fit_em` and the batched loop
-# (:mod:`emvsbayes.batched_em`): elementwise, so the same code decides for one fit (scalars) and for a
-# batch of replicates (arrays of shape (B,)). A change of the rule made here moves both.
+# The stopping rule and the decrease test, written once for :func:`fit_em` and :func:`fit_em_batched`:
+# elementwise, so the same code decides for one fit (scalars) and for a batch of fits (arrays of shape
+# (B,)). A change of the rule made here moves both.
 
 
 def objective_fell(loglik, gain, slack=0.0):
@@ -172,6 +172,8 @@ def fit_em(
     LikelihoodDecreasedError
         If the objective falls by more than rounding between two iterations.
     """
+    # fit_em_batched runs this loop step for step over a batch: change the two together
+    # (tests/test_bootstrap_batched.py compares them fit by fit).
     params = init_params
     stats, loglik = e_step(params)
     trace = [EMIteration(0, params, float(loglik), stats if keep_stats else None)]
