@@ -12,6 +12,11 @@ bootstrap replicates) and of sampling.
 
 Targets: lecture_coins under 15 s warm and under 45 s cold.
 
+``--reference-code DIR`` (a checkout of the code to compare against, e.g. ``git worktree add /tmp/ref
+main``): each spec is also run warm with ``PYTHONPATH=DIR`` on the same caches, interleaved with this
+code's warm runs, and the EM uncertainty stage (standard errors + bootstrap) and the whole process of
+both are printed with their ratios.
+
 Run: ``.venv/bin/python benchmarks/end_to_end.py [--specs lecture_coins two_coins ...] [--warm-repeats 1]``.
 """
 
@@ -40,8 +45,10 @@ def count_files(directory: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(directory)) if directory.exists() else 0
 
 
-def run_spec(spec: str, cache: Path, out: Path) -> dict:
+def run_spec(spec: str, cache: Path, out: Path, code: Path | None = None) -> dict:
     env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     env["PYTENSOR_FLAGS"] = f"base_compiledir={cache / 'pytensor'}"
     env["NUMBA_CACHE_DIR"] = str(cache / "numba")
     env["JAX_COMPILATION_CACHE_DIR"] = str(cache / "jax")
@@ -73,19 +80,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--specs", nargs="+", default=bundled_specs())
     parser.add_argument("--warm-repeats", type=int, default=1)
+    parser.add_argument("--reference-code", type=Path, default=None,
+                        help="a checkout of the code to compare against (warm runs, PYTHONPATH=DIR)")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
           f"command: {EMVSBAYES} run models/SPEC.toml --quiet --out TMP")
     header = (f"{'spec':<15} {'sampler':<7} | {'cold s':>7} {'new files':>9} | {'warm s':>7} {'new files':>9} | "
               f"{'bootstrap share':>15} {'sampling share':>14} | target")
-    rows, details = [], []
+    rows, details, comparisons = [], [], []
     with tempfile.TemporaryDirectory(prefix="emvsbayes-e2e-") as root:
         for spec in args.specs:
             cache = Path(root) / spec / "cache"
             cache.mkdir(parents=True)
             cold = run_spec(spec, cache, Path(root) / spec / "cold")
-            warms = [run_spec(spec, cache, Path(root) / spec / f"warm{i}") for i in range(args.warm_repeats)]
+            warms, references = [], []
+            for i in range(args.warm_repeats):
+                warms.append(run_spec(spec, cache, Path(root) / spec / f"warm{i}", ROOT))
+                if args.reference_code is not None:
+                    references.append(run_spec(spec, cache, Path(root) / spec / f"reference{i}", args.reference_code))
             warm = min(warms, key=lambda r: r["wall"])
+            if references:
+                comparisons.append(compare_line(spec, warm, min(references, key=lambda r: r["wall"])))
+                print(comparisons[-1], flush=True)
             if "error" in cold or "error" in warm:
                 rows.append(f"{spec:<15} FAILED: {cold.get('error') or warm.get('error')}")
                 print(rows[-1], flush=True)
@@ -111,6 +127,17 @@ def main() -> None:
     print("\nper-stage seconds from results.nc (timings; shares of the whole process; stages nest: "
           "sampling is inside sampling_total; the rest of the wall time is start-up, imports and writing):")
     print("\n".join(details))
+    if comparisons:
+        print("\nagainst the reference code (warm, best of --warm-repeats each):")
+        print("\n".join(comparisons))
+
+
+def compare_line(spec: str, mine: dict, reference: dict) -> str:
+    if "error" in mine or "error" in reference:
+        return f"{spec:<15} FAILED: {mine.get('error') or reference.get('error')}"
+    ours, theirs = mine["timings"].get("em_uncertainty", 0.0), reference["timings"].get("em_uncertainty", 0.0)
+    return (f"{spec:<15} EM uncertainty {theirs:.2f} s -> {ours:.2f} s ({theirs / max(ours, 1e-9):.1f}x); "
+            f"whole process {reference['wall']:.1f} s -> {mine['wall']:.1f} s ({reference['wall'] / mine['wall']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ A model family supplies two pure functions, bound to its data (for example with 
 :func:`fit_em` owns everything else: the stopping rule, the per-iteration trace and the check that the
 objective never falls (a fall is a bug in a step, raised as :class:`LikelihoodDecreasedError`, never
 taken as convergence). :func:`fit_em_restarts` runs it from several starting points and keeps every
-outcome, because the spread of local optima is part of what EM hides.
+outcome, because the spread of local optima is part of what EM hides. :func:`fit_em_batched` runs many
+small fits (bootstrap replicates) as one, over a leading axis, with :func:`fit_em`'s stopping rule.
 """
 
 from __future__ import annotations
@@ -100,6 +101,30 @@ def max_abs_change(old: Any, new: Any) -> float:
     return change
 
 
+# The stopping rule and the decrease test, written once for :func:`fit_em` and :func:`fit_em_batched`:
+# elementwise, so the same code decides for one fit (scalars) and for a batch of fits (arrays of shape
+# (B,)). A change of the rule made here moves both.
+
+
+def objective_fell(loglik, gain, slack=0.0):
+    """Whether the objective fell by more than rounding (and ``slack``) when it changed by ``gain``."""
+    return gain < -DECREASE_RTOL * np.maximum(1.0, np.abs(loglik)) - slack
+
+
+def decrease_message(loglik: float, new_loglik: float, n_iter: int, slack: float = 0.0) -> str:
+    """The :class:`LikelihoodDecreasedError` message for a fall from ``loglik`` to ``new_loglik``."""
+    return (
+        f"EM objective fell from {loglik!r} to {new_loglik!r} at iteration {n_iter}"
+        + (f" (more than the {slack!r} the regularised M-step may give up)" if slack else "")
+    )
+
+
+def has_converged(n_iter, gain, moved, *, tol: float, param_tol: float, min_iter: int):
+    """Whether the fit stops after M-step ``n_iter``: the objective changed by ``gain`` and no parameter
+    moved by ``moved`` or more (see :func:`fit_em` for the options)."""
+    return (n_iter >= min_iter) & (np.abs(gain) < tol) & (moved < param_tol)
+
+
 def fit_em(
     e_step: EStep,
     m_step: MStep,
@@ -155,6 +180,8 @@ def fit_em(
     LikelihoodDecreasedError
         If the objective falls by more than rounding between two iterations.
     """
+    # fit_em_batched runs this loop step for step over a batch: change the two together
+    # (tests/test_bootstrap_batched.py compares them fit by fit).
     params = init_params
     stats, loglik = e_step(params)
     trace = [EMIteration(0, params, float(loglik), stats if keep_stats else None)]
@@ -168,17 +195,16 @@ def fit_em(
         slack = m_step_slack(stats) if m_step_slack is not None else 0.0
         new_stats, new_loglik = e_step(new_params)
         gain = new_loglik - loglik
-        if gain < -DECREASE_RTOL * max(1.0, abs(loglik)) - slack:
-            raise LikelihoodDecreasedError(
-                f"EM objective fell from {loglik!r} to {new_loglik!r} at iteration {n_iter}"
-                + (f" (more than the {slack!r} the regularised M-step may give up)" if slack else "")
-            )
+        if objective_fell(loglik, gain, slack):
+            raise LikelihoodDecreasedError(decrease_message(loglik, new_loglik, n_iter, slack))
         moved = param_change(params, new_params)
         params, stats, loglik = new_params, new_stats, float(new_loglik)
         trace.append(EMIteration(n_iter, params, loglik, stats if keep_stats else None))
-        latest = (abs(gain), moved)
+        latest = (gain, moved)
+        # scikit-learn's rule (lagged_test) tests the rise of the iteration before the last.
         tested, previous = (previous if lagged_test else latest), latest
-        if n_iter >= min_iter and tested is not None and tested[0] < tol and tested[1] < param_tol:
+        if tested is not None and has_converged(n_iter, tested[0], tested[1], tol=tol, param_tol=param_tol,
+                                                min_iter=min_iter):
             converged = True
             break
     return EMFit(params, stats, loglik, n_iter, converged, tuple(trace))
@@ -194,3 +220,146 @@ def fit_em_restarts(
     if not inits:
         raise ValueError("fit_em_restarts needs at least one starting point")
     return EMRestarts(tuple(fit_em(e_step, m_step, init, **options) for init in inits))
+
+
+# --------------------------------------------------------------------------------------------------
+# Many small fits at once
+
+
+@dataclass(frozen=True, slots=True)
+class BatchedEMFit(Generic[P]):
+    """Outcome of B EM runs advanced together (:func:`fit_em_batched`).
+
+    ``params`` is the family's parameter record with a leading replicate axis on every array field
+    (B, ...); rows of failed runs are NaN. ``loglik`` (B,) the objective at ``params`` (NaN when
+    failed), ``n_iter`` (B,) M-steps taken, ``converged`` (B,), ``errors`` (B,) ``""`` for a run that
+    finished, else ``"<ErrorName>: <message>"``, what :func:`fit_em` would have raised for that run.
+    """
+
+    params: P
+    loglik: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    errors: tuple[str, ...]
+
+    @property
+    def failed(self) -> np.ndarray:
+        return np.array([bool(e) for e in self.errors])
+
+
+def take_rows(record: Any, rows) -> Any:
+    """The record with every array field cut to the leading-axis entries ``rows`` (other fields kept)."""
+    values = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        values[f.name] = value[rows] if isinstance(value, np.ndarray) else value
+    return type(record)(**values)
+
+
+def batched_max_abs_change(old: Any, new: Any) -> np.ndarray:
+    """:func:`max_abs_change` of each row of two batched records (leading axis B): shape (B,)."""
+    change = None
+    for f in dataclasses.fields(old):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            row = np.max(np.abs(a - b).reshape(a.shape[0], -1), axis=1, initial=0.0)
+            change = row if change is None else np.maximum(change, row)
+    return change
+
+
+def fit_em_batched(
+    e_step: Callable[[P, np.ndarray], tuple[S, np.ndarray]],
+    m_step: Callable[[S, P, np.ndarray, int], tuple[P, np.ndarray, np.ndarray]],
+    init_params: P,
+    *,
+    tol: float = 1e-8,
+    param_tol: float = 1e-6,
+    max_iter: int = 500,
+    min_iter: int = 0,
+    keep_stats: bool = False,
+    param_change: Callable[[P, P], np.ndarray] = batched_max_abs_change,
+) -> BatchedEMFit:
+    """:func:`fit_em` for B independent runs at once, each stopping, failing and finishing exactly as
+    :func:`fit_em` would have on its own.
+
+    Why: a bootstrap of a small data set is hundreds of fits of a few hundred numbers each, where one
+    fit at a time spends its time in Python and numpy's per-call overhead, not in arithmetic. Here
+    each E-step and M-step is one array operation over a leading replicate axis.
+
+    The loop is :func:`fit_em`'s, step for step, with the same decision functions
+    (:func:`objective_fell`, :func:`has_converged`); a run that stops (converged or failed) leaves the
+    batch and the others go on. Tests check it against :func:`fit_em` run by run.
+
+    Parameters
+    ----------
+    e_step
+        ``e_step(params, rows) -> (stats, loglik (b,))`` for the runs ``rows`` (indices into 0..B-1),
+        ``params`` and ``stats`` records with those runs along their leading axis.
+    m_step
+        ``m_step(stats, params, rows, iteration) -> (new_params, slack (b,), errors)``: ``slack`` as
+        :func:`fit_em`'s ``m_step_slack`` (0 for an exact M-step); ``errors`` None when every step
+        worked, else an array (b,) of str, ``""`` where the step worked and
+        ``"<ErrorName>: <message>"`` where it failed (what :func:`fit_em`'s M-step would raise).
+    init_params
+        Starting parameters, a record with a leading axis of length B.
+    tol, param_tol, max_iter, min_iter
+        As :func:`fit_em`. ``keep_stats`` is accepted for the same options and ignored: no trace is kept.
+    param_change
+        Batched :func:`max_abs_change`: (B,) from two records.
+    """
+    del keep_stats
+    first = next(getattr(init_params, f.name) for f in dataclasses.fields(init_params)
+                 if isinstance(getattr(init_params, f.name), np.ndarray))
+    n_runs = first.shape[0]
+    out_params = {f.name: np.full(getattr(init_params, f.name).shape, np.nan)
+                  for f in dataclasses.fields(init_params) if isinstance(getattr(init_params, f.name), np.ndarray)}
+    out_loglik = np.full(n_runs, np.nan)
+    out_n_iter = np.zeros(n_runs, dtype=int)
+    out_converged = np.zeros(n_runs, dtype=bool)
+    errors = [""] * n_runs
+
+    def finish(params, loglik, where, n_iter, converged) -> None:
+        rows_done = rows[where]
+        for name, value in out_params.items():
+            value[rows_done] = getattr(params, name)[where]
+        out_loglik[rows_done] = loglik[where]
+        out_n_iter[rows_done] = n_iter
+        out_converged[rows_done] = converged
+
+    rows = np.arange(n_runs)
+    params = init_params
+    stats, loglik = e_step(params, rows)
+    loglik = np.asarray(loglik, dtype=float)
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        new_params, slack, step_errors = m_step(stats, params, rows, n_iter)
+        if step_errors is not None:
+            ok = np.asarray(step_errors) == ""
+            for i in np.flatnonzero(~ok):
+                errors[rows[i]] = str(step_errors[i])
+            rows, params, new_params, loglik = rows[ok], take_rows(params, ok), take_rows(new_params, ok), loglik[ok]
+            slack = np.broadcast_to(slack, ok.shape)[ok]
+            if not rows.size:
+                break
+        new_stats, new_loglik = e_step(new_params, rows)
+        new_loglik = np.asarray(new_loglik, dtype=float)
+        gain = new_loglik - loglik
+        fell = objective_fell(loglik, gain, slack)
+        moved = param_change(params, new_params)
+        done = fell | has_converged(n_iter, gain, moved, tol=tol, param_tol=param_tol, min_iter=min_iter)
+        for i in np.flatnonzero(fell):
+            s = float(np.broadcast_to(slack, fell.shape)[i])
+            errors[rows[i]] = "LikelihoodDecreasedError: " + decrease_message(
+                float(loglik[i]), float(new_loglik[i]), n_iter, s)
+        params, stats, loglik = new_params, new_stats, new_loglik
+        if done.any():
+            finish(params, loglik, done & ~fell, n_iter, True)
+            keep = ~done
+            rows, params, stats, loglik = rows[keep], take_rows(params, keep), take_rows(stats, keep), loglik[keep]
+            if not rows.size:
+                break
+    else:
+        if rows.size:
+            finish(params, loglik, np.ones(rows.size, dtype=bool), n_iter, False)
+    record = {f.name: out_params.get(f.name, getattr(init_params, f.name)) for f in dataclasses.fields(init_params)}
+    return BatchedEMFit(type(init_params)(**record), out_loglik, out_n_iter, out_converged, tuple(errors))

@@ -424,9 +424,11 @@ def test_bootstrap_is_identical_with_one_and_two_workers(gaussian_data):
     model = GaussianMixtureModel(2, "full")
     params = _gaussian_em(model, data)
     calls = []
-    one = gaussian_bootstrap(model, data.x, params, n_boot=16, seed=29, n_workers=1)
+    # The per-replicate route, the one that starts workers (data this small are batched by default).
+    one = gaussian_bootstrap(model, data.x, params, n_boot=16, seed=29, n_workers=1, route="per-replicate")
     two = gaussian_bootstrap(
-        model, data.x, params, n_boot=16, seed=29, n_workers=2, progress=lambda done, total: calls.append((done, total))
+        model, data.x, params, n_boot=16, seed=29, n_workers=2, progress=lambda done, total: calls.append((done, total)),
+        route="per-replicate",
     )
     for name in one.draws:
         np.testing.assert_array_equal(one.draws[name], two.draws[name])
@@ -438,7 +440,7 @@ def test_bootstrap_is_identical_with_one_and_two_workers(gaussian_data):
     lower, upper = two.intervals(0.9)["mu"]
     assert np.all(lower <= upper)
     # n_workers=None times the first chunk here and decides; the draws are the same either way.
-    auto = gaussian_bootstrap(model, data.x, params, n_boot=16, seed=29, n_workers=None)
+    auto = gaussian_bootstrap(model, data.x, params, n_boot=16, seed=29, n_workers=None, route="per-replicate")
     for name in one.draws:
         np.testing.assert_array_equal(one.draws[name], auto.draws[name])
 

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from emvsbayes.coins.model import CoinMixture, CoinParams
-from emvsbayes.em import EMFit, EMRestarts, fit_em, fit_em_restarts
+from emvsbayes.em import BatchedEMFit, EMFit, EMRestarts, fit_em, fit_em_batched, fit_em_restarts
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +103,88 @@ def random_inits(model: CoinMixture, n_init: int, rng: np.random.Generator) -> l
         w = model.equal_weights if model.weights == "equal" else child.dirichlet(np.ones(model.n_components))
         inits.append(CoinParams(theta, w))
     return inits
+
+
+# --------------------------------------------------------------------------------------------------
+# Many fits at once (bootstrap replicates): the same steps over a leading replicate axis
+
+
+@dataclass(frozen=True, slots=True)
+class CoinSets:
+    """The data of B fits run together (:func:`fit_batched`).
+
+    ``heads``, ``tosses`` (R, N) with R = B (one data set per fit, e.g. simulated) or R = 1 (shared by
+    all fits), each on its own; ``counts`` (B, N) or None: how many times fit b counts each set (a resample
+    drawn with replacement is its original sets with these multiplicities, so the weighted sums are
+    the resample's sums).
+    """
+
+    heads: np.ndarray
+    tosses: np.ndarray
+    counts: np.ndarray | None = None
+
+    def select(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(heads, tosses, counts) of the fits ``rows``; shared data stay one row."""
+        heads = self.heads if self.heads.shape[0] == 1 else self.heads[rows]
+        tosses = self.tosses if self.tosses.shape[0] == 1 else self.tosses[rows]
+        return heads, tosses, None if self.counts is None else self.counts[rows]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchedCoinStats:
+    """:class:`CoinStats` of b fits without the responsibilities: ``heads``, ``tails``, ``sets`` (b, K)."""
+
+    heads: np.ndarray
+    tails: np.ndarray
+    sets: np.ndarray
+
+
+def batched_e_step(model: CoinMixture, data: CoinSets, params: CoinParams, rows) -> tuple[BatchedCoinStats, np.ndarray]:
+    """:func:`e_step` of the fits ``rows`` at ``params`` (theta, w (b, K)); loglik (b,)."""
+    heads, tosses, counts = data.select(rows)
+    with np.errstate(divide="ignore"):
+        log_w = np.log(params.w)
+    log_joint = log_w[:, None, :] + model.log_component_likelihood(params.theta, heads, tosses)
+    top = np.max(log_joint, axis=2, keepdims=True)
+    log_norm = top + np.log(np.sum(np.exp(log_joint - top), axis=2, keepdims=True))
+    resp = np.exp(log_joint - log_norm)
+    log_norm = log_norm[..., 0]
+    if counts is not None:
+        resp *= counts[:, :, None]
+        # A set not drawn adds nothing, also where its likelihood is 0 (0 x -inf).
+        log_norm = np.where(counts > 0, counts * log_norm, 0.0)
+    h = np.asarray(heads, dtype=float)
+    resp_t = np.swapaxes(resp, 1, 2)
+    heads_k = (resp_t @ h[:, :, None])[..., 0]
+    tails_k = (resp_t @ (np.asarray(tosses, dtype=float) - h)[:, :, None])[..., 0]
+    return BatchedCoinStats(heads_k, tails_k, resp.sum(axis=1)), log_norm.sum(axis=1)
+
+
+def batched_m_step(model: CoinMixture, stats: BatchedCoinStats, params: CoinParams, rows, iteration):
+    """:func:`m_step` of b fits; returns (params, slack 0, errors None: it cannot fail) as
+    :func:`emvsbayes.em.fit_em_batched` asks."""
+    tosses = stats.heads + stats.tails
+    with np.errstate(invalid="ignore", divide="ignore"):
+        theta = np.where(tosses > 0, stats.heads / tosses, params.theta)
+    if model.weights == "equal":
+        w = np.broadcast_to(model.equal_weights, theta.shape)
+    else:
+        w = stats.sets / stats.sets.sum(axis=1, keepdims=True)
+    return CoinParams(theta, w), 0.0, None
+
+
+def fit_batched(model: CoinMixture, data: CoinSets, init, n_fits: int, **options) -> BatchedEMFit:
+    """Soft EM of ``n_fits`` fits at once, each the same fit as :func:`fit` of its data from its start;
+    ``options`` as :func:`emvsbayes.em.fit_em_batched`.
+
+    ``data`` holds one data set per fit or one shared (:class:`CoinSets`); ``init`` is one
+    :class:`CoinParams` all fits start from (bootstrap replicates), or a sequence of ``n_fits`` of
+    them (restarts of one data set).
+    """
+    inits = [init] * n_fits if isinstance(init, CoinParams) else list(init)
+    if len(inits) != n_fits:
+        raise ValueError(f"expected {n_fits} starting points, got {len(inits)}")
+    for one in {id(one): one for one in inits}.values():
+        model.validate_params(one)
+    start = CoinParams(np.stack([one.theta for one in inits]), np.stack([one.w for one in inits]))
+    return fit_em_batched(partial(batched_e_step, model, data), partial(batched_m_step, model), start, **options)

@@ -75,14 +75,15 @@ class CoinMixture:
         return np.full(self.n_components, 1.0 / self.n_components)
 
     def log_component_likelihood(self, theta: np.ndarray, heads: np.ndarray, tosses: np.ndarray) -> np.ndarray:
-        """log Binomial(h_i | n_i, theta_k), shape (..., N, K) for ``theta`` of shape (..., K).
+        """log Binomial(h_i | n_i, theta_k), shape (..., N, K) for ``theta`` of shape (..., K) and
+        ``heads``, ``tosses`` (..., N) (broadcast against each other).
 
         Written with ``xlogy`` so that theta of exactly 0 or 1 gives -inf only where the
         data make it impossible (and 0 where it is certain), not NaN.
         """
         theta = np.asarray(theta, dtype=float)[..., None, :]
-        h = np.asarray(heads, dtype=float)[:, None]
-        n = np.asarray(tosses, dtype=float)[:, None]
+        h = np.asarray(heads, dtype=float)[..., None]
+        n = np.asarray(tosses, dtype=float)[..., None]
         log_choose = gammaln(n + 1) - gammaln(h + 1) - gammaln(n - h + 1)
         with np.errstate(divide="ignore"):
             return log_choose + xlogy(h, theta) + xlog1py(n - h, -theta)
