@@ -366,7 +366,8 @@ def model_choice_em(model_def: GaussianMixtureModel, x: np.ndarray, em_spec: dic
 
 
 def _degenerate_note(counts: np.ndarray, small: np.ndarray, covariance: str, d: int) -> str:
-    held = ", ".join(f"{counts[i]:.1f}" for i in small)
+    shown = small[np.argsort(counts[small], kind="stable")][:6]  # the smallest, so a K = 30 note stays a line
+    held = ", ".join(f"{counts[i]:.1f}" for i in shown) + (", ..." if len(small) > len(shown) else "")
     return (f"degenerate: {len(small)} component{'s' if len(small) > 1 else ''} of EM's answer hold{'' if len(small) > 1 else 's'} "
             f"{held} expected points, fewer than the {min_component_points(covariance, d)} needed to estimate a "
             f"{covariance} covariance in {d}-D (a spike on a few points, not a cluster)")
