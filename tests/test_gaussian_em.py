@@ -713,3 +713,17 @@ def test_galaxies_model_choice_reaches_the_best_optimum_per_k(k):
     oracle = best_loglik_sklearn(x, k, "full")
     assert run.restarts.best.loglik == pytest.approx(oracle, abs=1e-6)
     assert run.n_reached_best >= 2
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_an_empty_component_gives_up_no_regularisation_slack(covariance_type):
+    """Many restarts (galaxies, K = 5 and 6) meet starts where a component holds no point: its slack is 0,
+    not 0 x inf = NaN with a RuntimeWarning (a NaN slack would also switch off the decrease check)."""
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    model = GaussianMixtureModel(3, covariance_type)
+    resp = np.zeros((30, 3))
+    resp[:15, 0] = resp[15:, 1] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        slack = gem.regularisation_slack(model, gem.stats_from_resp(model, gem.prepare(model, x), resp))
+    assert np.isfinite(slack) and slack >= 0
