@@ -12,7 +12,8 @@ A model family supplies two pure functions, bound to its data (for example with 
 :func:`fit_em` owns everything else: the stopping rule, the per-iteration trace and the check that the
 objective never falls (a fall is a bug in a step, raised as :class:`LikelihoodDecreasedError`, never
 taken as convergence). :func:`fit_em_restarts` runs it from several starting points and keeps every
-outcome, because the spread of local optima is part of what EM hides.
+outcome, because the spread of local optima is part of what EM hides; :func:`fit_em_until` keeps starting
+until a :class:`RestartPolicy` is met (several starts agree on the best log-likelihood, or a budget is spent).
 """
 
 from __future__ import annotations
