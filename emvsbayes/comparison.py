@@ -93,15 +93,26 @@ def agreement_group(obs_dim: str, obs_labels, em_resp: np.ndarray, posterior_mem
 
 
 #: Columns of the ``model_choice`` group, one row per K. Information criteria: lower is better;
-#: elpd (LOO, WAIC) and the log evidence: higher is better.
+#: elpd (LOO, WAIC) and the log evidence: higher is better. ``n_starts`` / ``n_reached_best``: EM starts
+#: run and how many ended at the best log-likelihood; ``min_expected_count``: the smallest component's
+#: expected count at the EM answer; ``degenerate``: 1 when a component holds too few points to estimate its
+#: covariance (:func:`~emvsbayes.uncertainty.degenerate_components`), NaN when not judged.
 MODEL_CHOICE_COLUMNS = ("loglik", "n_params", "bic", "aic", "icl", "elpd_loo", "elpd_loo_se", "p_loo",
-                        "n_pareto_k_bad", "elpd_waic", "log_evidence")
+                        "n_pareto_k_bad", "elpd_waic", "log_evidence", "n_starts", "n_reached_best",
+                        "min_expected_count", "degenerate")
+
+#: Criteria the group names a best K for, and whether lower or higher is better.
+MODEL_CHOICE_BEST = (("bic", np.nanargmin), ("aic", np.nanargmin), ("icl", np.nanargmin),
+                     ("elpd_loo", np.nanargmax), ("log_evidence", np.nanargmax))
 
 
 def model_choice_row(criteria=None, predictive=None, *, log_evidence=float("nan"), note: str = "",
-                     n_params: int | None = None) -> dict:
+                     n_params: int | None = None, restarts: dict | None = None,
+                     expected_counts=None, degenerate: bool | None = None) -> dict:
     """One K's row from :class:`~emvsbayes.uncertainty.InformationCriteria` and
-    :class:`~emvsbayes.uncertainty.PredictiveCriteria` (either may be missing)."""
+    :class:`~emvsbayes.uncertainty.PredictiveCriteria` (either may be missing); ``restarts`` holds
+    ``n_starts`` and ``n_reached_best``, ``expected_counts`` the EM answer's n_k (K,), ``degenerate``
+    whether one of them is too small for its covariance."""
     nan = float("nan")
     row = {name: nan for name in MODEL_CHOICE_COLUMNS}
     if criteria is not None:
@@ -113,23 +124,39 @@ def model_choice_row(criteria=None, predictive=None, *, log_evidence=float("nan"
         row.update(elpd_loo=predictive.elpd_loo, elpd_loo_se=predictive.se_loo, p_loo=predictive.p_loo,
                    n_pareto_k_bad=predictive.n_bad_k, elpd_waic=predictive.elpd_waic)
     row["log_evidence"] = log_evidence
+    if restarts is not None:
+        row.update(n_starts=restarts["n_starts"], n_reached_best=restarts["n_reached_best"])
+    if expected_counts is not None:
+        row["min_expected_count"] = float(np.min(expected_counts))
+    if degenerate is not None:
+        row["degenerate"] = float(degenerate)
     row["note"] = note
     return row
 
 
 def model_choice_group(rows: Mapping[int, dict], **attrs) -> xr.Dataset:
-    """The ``model_choice`` group over dimension ``K``, with which K each criterion prefers."""
+    """The ``model_choice`` group over dimension ``K``, with which K each criterion prefers.
+
+    ``best_by_<criterion>`` is chosen among the rows not flagged ``degenerate``: a fit whose component sits
+    on a couple of points wins every criterion without being a cluster. When such a row would have won,
+    ``degenerate_best_by_<criterion>`` names it, so the report can say so.
+    """
     ks = sorted(rows)
     ds = xr.Dataset({name: ("K", np.array([rows[k][name] for k in ks], dtype=float)) for name in MODEL_CHOICE_COLUMNS},
                     coords={"K": ks})
     ds["note"] = ("K", np.array([rows[k]["note"] for k in ks], dtype=str))
     best = {}
-    for name, better in (("bic", np.nanargmin), ("aic", np.nanargmin), ("icl", np.nanargmin),
-                         ("elpd_loo", np.nanargmax), ("log_evidence", np.nanargmax)):
+    usable = ds["degenerate"].values != 1
+    for name, better in MODEL_CHOICE_BEST:
         values = ds[name].values
+        kept = np.where(usable, values, np.nan)
+        if np.any(np.isfinite(kept)):
+            best[f"best_by_{name}"] = int(ks[int(better(kept))])
         if np.any(np.isfinite(values)):
-            best[f"best_by_{name}"] = int(ks[int(better(values))])
+            overall = int(ks[int(better(values))])
+            if overall != best.get(f"best_by_{name}"):
+                best[f"degenerate_best_by_{name}"] = overall
     ds.attrs.update(attrs, **best)
-    chosen = set(best.values())
+    chosen = {value for key, value in best.items() if key.startswith("best_by_")}
     ds.attrs["agree"] = int(len(chosen) <= 1)
     return ds

@@ -472,6 +472,18 @@ API_CASES = {
                           "spec: [bayes] lkj_eta must be a number > 0, got " + str(10**400)[:75] + " ...>"),
     "validate_gaussian_init_table": (_validate({**GOOD, "model": {"family": "gaussian"}, "em": {"init": {"mean": 1}}}),
                                      UserError, "spec: [em] init has unknown keys ['mean']; use weights, means, covariances"),
+    "validate_max_init_below_n_init": (
+        _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"n_init": 10, "max_init": 5}}), UserError,
+        "spec: [em] max_init = 5 is fewer than n_init = 10; max_init is the most starts, so give at least 10"),
+    "validate_reach_best_above_max_init": (
+        _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"reach_best": 5, "max_init": 4}}), UserError,
+        "spec: [em] reach_best = 5 starts can never agree within max_init = 4 starts; raise max_init or lower reach_best"),
+    "validate_reach_best_zero": (
+        _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"reach_best": 0}}), UserError,
+        "spec: [em] reach_best must be a whole number >= 1, got 0"),
+    "validate_reach_best_for_coins": (
+        _validate({**GOOD, "em": {"reach_best": 3}}), UserError,
+        "spec: [em] reach_best applies to Gaussian mixtures only; coin mixtures run n_init starts: remove it, or set n_init"),
     "coins_same_column": (_coins_csv(b"h,t\n1,2\n", heads="h", tosses="h"), UserError,
                           "c.csv: data.heads and data.tosses both name column 'h'; name two different columns"),
     "coins_path_is_folder": (lambda tmp_path: __import__("emvsbayes.data").data.load_coins_csv(tmp_path), UserError,

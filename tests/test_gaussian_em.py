@@ -26,6 +26,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from conftest import ROOT
+from emvsbayes.em import EMFit, RestartPolicy, fit_em_until
 from emvsbayes.errors import DegenerateFitError
 from emvsbayes.gaussian import (
     COVARIANCE_TYPES,
@@ -38,6 +40,10 @@ from emvsbayes.gaussian import (
     kmeans_plusplus,
 )
 from emvsbayes.gaussian import em as gem
+from emvsbayes.gaussian.init import initial_params_restarts, initial_params_source
+from emvsbayes.gaussian.runner import _fit_until, _start_source, model_choice_em, model_from_spec
+from emvsbayes.pipeline import child_seeds, load_data
+from emvsbayes.spec import load_spec
 
 N_ITER = 15
 
@@ -641,3 +647,121 @@ def test_one_dimensional_input_and_sampling():
     assert set(gm.params_.variables()) == {"w", "mu", "sigma"}
     drawn, labels = gm.sample(100)
     assert drawn.shape == (100, 1) and labels.shape == (100,)
+
+
+# ------------------------------------------------------------------------------------------------
+# The restart rule (issue 15, items 3 and 4): EM keeps starting until several starts agree on the best
+
+
+def _fake_fit(loglik: float) -> EMFit:
+    return EMFit(params=None, stats=None, loglik=loglik, n_iter=1, converged=True, trace=())
+
+
+def _scripted(logliks):
+    """fit_em_until's two callables for starts whose fits end at the given log-likelihoods (None: fails)."""
+    queue = iter(logliks)
+
+    def fit_from(value):
+        if value is None:
+            raise DegenerateFitError("collapsed")
+        return _fake_fit(value)
+
+    return fit_from, lambda: next(queue)
+
+
+def test_restarts_continue_until_the_best_is_reached_by_enough_starts():
+    # Two starts agree on -10 early, then -5 appears and needs three agreeing starts of its own.
+    logliks = [-10.0, -10.0, -5.0, -10.0, -5.0, -7.0, -5.0 + 1e-9, -5.0, -1.0]
+    run = fit_em_until(*_scripted(logliks), RestartPolicy(min_starts=2, reach_best=3, max_starts=50))
+    assert run.n_starts == 7 and run.n_reached_best == 3 and not run.budget_spent
+    assert run.restarts.best.loglik == pytest.approx(-5.0, abs=1e-8)
+
+
+def test_restarts_stop_at_the_budget_and_say_so():
+    run = fit_em_until(*_scripted([-3.0, -2.0, -1.0, 0.0, 1.0]), RestartPolicy(min_starts=1, reach_best=2, max_starts=4))
+    assert run.n_starts == 4 and run.n_reached_best == 1 and run.budget_spent
+    assert run.restarts.best.loglik == 0.0
+
+
+def test_failed_starts_count_against_the_budget_and_are_kept():
+    run = fit_em_until(*_scripted([None, -1.0, None, -1.0, -1.0]), RestartPolicy(min_starts=1, reach_best=3, max_starts=9),
+                       skip=DegenerateFitError)
+    assert run.n_starts == 5 and len(run.restarts.fits) == 3 and run.failures == ("collapsed", "collapsed")
+    assert run.inits == (None, -1.0, None, -1.0, -1.0)  # every start, so hard EM can run from the same ones
+    with pytest.raises(DegenerateFitError):
+        fit_em_until(*_scripted([None, None]), RestartPolicy(min_starts=1, reach_best=1, max_starts=2), skip=DegenerateFitError)
+
+
+def test_a_futile_search_stops_after_the_minimum_starts():
+    logliks = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    run = fit_em_until(*_scripted(logliks), RestartPolicy(min_starts=3, reach_best=3, max_starts=6),
+                       futile=lambda best: best.loglik > 2.5)
+    assert run.n_starts == 3 and run.budget_spent
+
+
+def test_start_j_is_the_same_whatever_the_number_of_starts():
+    x = three_clusters(120, 2, seed=4)
+    model = GaussianMixtureModel(3, "full")
+    listed = initial_params_restarts(model, x, 5, "k-means++", np.random.default_rng(9))
+    source = initial_params_source(model, x, "k-means++", np.random.default_rng(9))
+    for expected in listed:
+        np.testing.assert_array_equal(source().mu, expected.mu)
+
+
+def _spec_data(name: str):
+    spec = load_spec(ROOT / "models" / f"{name}.toml")
+    return spec, np.asarray(load_data(spec).x, dtype=float), child_seeds(spec["seed"])
+
+
+def best_loglik_sklearn(x: np.ndarray, k: int, covariance_type: str) -> float:
+    """The best log-likelihood scikit-learn finds: 200 seeded k-means++ starts run to a loose tol (which only
+    ranks the optima: the best two of each bundled case differ by > 1.5), then the winner refined to tol 1e-12.
+    Its own k-means init (Lloyd) misses the galaxies' K = 4 optimum in all 200 starts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        rough = SklearnGaussianMixture(k, covariance_type=covariance_type, n_init=200, tol=1e-4, max_iter=5000,
+                                       init_params="k-means++", random_state=0).fit(x)
+        fine = SklearnGaussianMixture(k, covariance_type=covariance_type, tol=1e-12, max_iter=100_000,
+                                      weights_init=rough.weights_, means_init=rough.means_,
+                                      precisions_init=rough.precisions_).fit(x)
+    return float(fine.score(x) * x.shape[0])
+
+
+def test_heroes_em_reaches_the_best_optimum_at_the_specs_seed():
+    """Issue 15 item 3. On heroes (K = 3, spherical) about 13 % of k-means++ starts reach the best optimum
+    (27 of 200); the former 10 fixed starts all missed it at the spec's seed (best -972.48, 15.6 below)."""
+    spec, x, seeds = _spec_data("heroes")
+    model = model_from_spec(spec)
+    run = _fit_until(model, x, *_start_source(model, x, spec["em"], np.random.default_rng(seeds["em"])), spec["em"])
+    oracle = best_loglik_sklearn(x, 3, "spherical")
+    assert oracle == pytest.approx(-956.9104660759, abs=1e-6)
+    assert run.restarts.best.loglik == pytest.approx(oracle, abs=1e-6)
+    assert run.n_reached_best >= spec["em"]["reach_best"] and not run.budget_spent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [3, 4])
+def test_galaxies_model_choice_reaches_the_best_optimum_per_k(k):
+    """Issue 15 item 4. K = 4's best optimum (groups of 7, 17, 55 and 3 galaxies; log-likelihood -197.7103) is
+    reached by 2-4 % of k-means++ starts; the former 20 starts of the model choice reached -199.29 at the
+    spec's seed. Slow: K = 4 takes about 200 starts of a few hundred iterations each."""
+    spec, x, seeds = _spec_data("galaxies")
+    model = model_from_spec(spec, k)
+    run = model_choice_em(model, x, spec["em"], np.random.default_rng([seeds["em"], k]))
+    oracle = best_loglik_sklearn(x, k, "full")
+    assert run.restarts.best.loglik == pytest.approx(oracle, abs=1e-6)
+    assert run.n_reached_best >= 2
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_an_empty_component_gives_up_no_regularisation_slack(covariance_type):
+    """Many restarts (galaxies, K = 5 and 6) meet starts where a component holds no point: its slack is 0,
+    not 0 x inf = NaN with a RuntimeWarning (a NaN slack would also switch off the decrease check)."""
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    model = GaussianMixtureModel(3, covariance_type)
+    resp = np.zeros((30, 3))
+    resp[:15, 0] = resp[15:, 1] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        slack = gem.regularisation_slack(model, gem.stats_from_resp(model, gem.prepare(model, x), resp))
+    assert np.isfinite(slack) and slack >= 0

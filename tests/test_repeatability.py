@@ -29,6 +29,8 @@ def quick_raw(name: str) -> dict:
     raw.setdefault("bayes", {}).update(QUICK)
     raw.setdefault("em", {})["bootstrap"] = 4
     raw["em"]["n_init"] = min(raw["em"].get("n_init", 1), 3)
+    if raw["model"]["family"] == "gaussian":  # the restart rule's budget, so at most 3 starts
+        raw["em"].update(max_init=raw["em"]["n_init"], reach_best=1)
     raw.pop("model_choice", None)
     return raw
 

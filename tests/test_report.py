@@ -21,11 +21,14 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def synthetic_tree(*, n_obs=60, features=("length", "width"), k=2, chains=4, draws=200, seed=0, title="Synthetic run",
                    obs_label="obs", label_switching=True, extras=True, rhat_bad=False, diverging=0,
-                   converged=True, singular=False, pareto_bad=0, distinct_modes=False) -> xr.DataTree:
+                   converged=True, singular=False, pareto_bad=0, distinct_modes=False, reached_best=None,
+                   degenerate_k=None) -> xr.DataTree:
     """A Gaussian results tree with the groups and names of ``shared/RESULTS.md``, made of seeded noise.
 
     ``features`` gives the data's column names (one name: a 1-D mixture with ``sigma``; more: ``cov``).
-    ``extras`` adds the uncertainty and model-choice groups.
+    ``extras`` adds the uncertainty and model-choice groups. ``reached_best`` records how many of the restarts
+    ended at the best log-likelihood (with three asked for and the start budget spent); ``degenerate_k`` flags
+    that K's model-choice fit as degenerate and gives it the lowest BIC, AIC and ICL.
     """
     rng = np.random.default_rng(seed)
     d = len(features)
@@ -125,8 +128,20 @@ def synthetic_tree(*, n_obs=60, features=("length", "width"), k=2, chains=4, dra
              "elpd_loo_se": ("K", [5.0, 4.0, 4.2, np.nan]), "p_loo": ("K", [2.0, 5.0, 8.0, np.nan]),
              "n_pareto_k_bad": ("K", [0.0, 0.0, float(pareto_bad), np.nan]),
              "note": ("K", ["", "", "", f"ill-posed {XSS if title == XSS else ''}"])}, coords={"K": ks})
+        if degenerate_k is not None:
+            choice = groups["model_choice"]
+            flagged = ks == degenerate_k
+            choice["degenerate"] = ("K", flagged.astype(float))
+            for name in ("bic", "aic", "icl"):
+                choice[name] = choice[name].where(~flagged, 100.0)
+            choice.attrs.update(min_component_points=3, degenerate_best_by_bic=int(degenerate_k), best_by_bic=2)
         groups["membership_agreement"] = xr.Dataset({"mean_abs_diff": 0.03, "ari_em_posterior": 0.97},
                                                     attrs={"entropy_em": 0.12})
+    if reached_best is not None:
+        facts = {"n_starts": n_restarts, "n_reached_best": reached_best, "reach_best": 3, "max_init": n_restarts,
+                 "restart_budget_spent": int(reached_best < 3)}
+        groups["em"].attrs.update(facts)
+        groups["em_restarts"].attrs.update(facts)
     spec = {"title": title, "model": {"family": "gaussian", "components": k, "covariance": "full"},
             "bayes": {"variant": "symmetric"}, "report": {"interval_prob": 0.89}, "note": title}
     attrs = {"title": title, "spec_name": "synthetic", "spec": spec, "spec_path": f"/tmp/{title}.toml", "seed": seed,
@@ -314,3 +329,35 @@ def test_the_comparison_table_says_on_which_scale_the_wald_intervals_were_formed
     page = comparison_section(Context(tree))
     assert ("mapped back, so they stay inside its range: w on the logit scale; mu on the natural scale; cov on the log "
             "scale for the variances, natural scale for the covariances. EM se is on the natural scale") in page
+
+
+@pytest.mark.parametrize("reached", [1, 2])
+def test_few_starts_at_the_best_optimum_are_warned(reached):
+    """Issue 15 item 3: the report says how many starts reached the best optimum and warns when only one did
+    (or fewer than asked once the start budget is spent)."""
+    card = summary_card_text(synthetic_tree(reached_best=reached), width=400)
+    assert f"best of 5 restarts, reached by {reached}" in card
+    assert f"Only {reached} of 5 EM starts reached the best log-likelihood (3 were asked for)" in card
+    assert "Raise [em] max_init" in card
+
+
+def test_enough_starts_at_the_best_optimum_give_no_warning():
+    card = summary_card_text(synthetic_tree(reached_best=3), width=400)
+    assert "reached by 3" in card
+    assert "EM starts reached the best" not in card
+
+
+def test_degenerate_model_choice_fit_is_marked_and_never_bold():
+    """Issue 15 item 4: a K whose EM answer has a component on too few points is marked in the table, is not
+    bolded although its BIC, AIC and ICL are lowest, the best is taken among the other rows, and the table's
+    note and the warnings say why."""
+    page = render_report(synthetic_tree(degenerate_k=4))
+    table = page[page.index("Choosing K"):]
+    table = table[:table.index("</table>")]
+    rows = {re.match(r"<t[dh]>([^<]*)<", row).group(1): row for row in re.findall(r"<tr>(.*?)</tr>", table)}
+    assert "<strong>" not in rows["4 (degenerate)"]
+    assert rows["2"].count("<strong>") == 4  # BIC, AIC, ICL and elpd_loo: best among the non-degenerate rows
+    assert "fewer than 3 expected points" in page and "never bolded" in page
+    card = summary_card_text(synthetic_tree(degenerate_k=4), width=400)
+    assert "K = 4 has a component holding fewer than 3 expected points" in card
+    assert "it would be best by BIC (K = 4)" in card

@@ -45,6 +45,7 @@ from emvsbayes.uncertainty import (
     coin_from_unconstrained,
     coin_standard_errors,
     coin_unconstrained,
+    degenerate_components,
     gaussian_bootstrap,
     gaussian_criteria,
     gaussian_from_unconstrained,
@@ -53,6 +54,7 @@ from emvsbayes.uncertainty import (
     information_criteria,
     loo_waic,
     membership_difference,
+    min_component_points,
     standard_errors_from_hessian,
 )
 
@@ -572,3 +574,81 @@ def test_loo_prefers_the_true_number_of_components():
         assert fit.n_bad_k == 0
         # With no influential points WAIC and PSIS-LOO agree to well under one nat (Vehtari et al. 2017).
         assert abs(fit.elpd_waic - fit.elpd_loo) < 1.0
+
+
+# --- degenerate fits in the choice of K (issue 15, item 4) ---------------------------------------------
+
+
+def _galaxies() -> np.ndarray:
+    from emvsbayes.data import load_dataset
+
+    return np.asarray(load_dataset("galaxies").x, dtype=float)
+
+
+def _sklearn_fit_from(x: np.ndarray, counts, means, sds) -> GaussianMixture:
+    """scikit-learn's EM run to tol 1e-12 from the given groups (expected counts, means, sds)."""
+    counts, sds = np.asarray(counts, dtype=float), np.asarray(sds, dtype=float)
+    return GaussianMixture(len(counts), tol=1e-12, max_iter=100_000, weights_init=counts / counts.sum(),
+                           means_init=np.asarray(means, dtype=float).reshape(-1, 1),
+                           precisions_init=(1 / sds**2).reshape(-1, 1, 1)).fit(x)
+
+
+def test_points_needed_per_component():
+    assert [min_component_points(c, 1) for c in ("full", "diag", "spherical", "tied")] == [3, 3, 3, 1]
+    assert min_component_points("full", 12) == 14
+    np.testing.assert_array_equal(degenerate_components([2.49, 2.51, 3.0, 40.0], "full", 1), [0])
+    np.testing.assert_array_equal(degenerate_components([13.4, 13.6], "full", 12), [0])
+    assert degenerate_components([0.6, 50.0], "tied", 3).size == 0
+
+
+def test_spikes_on_two_galaxies_are_degenerate_and_the_three_galaxy_group_is_not():
+    """The galaxies' best K = 6 fit (independently by scikit-learn from its known group centres) puts two
+    components on two galaxies each, sd 0.02-0.04; the best K = 4 fit keeps the real group of three galaxies
+    near 33 (Roeder 1990) and is not flagged."""
+    x = _galaxies()
+    six = _sklearn_fit_from(x, [7, 2, 33, 35, 2, 3], [9.71, 16.13, 19.79, 22.92, 26.98, 33.04],
+                            [0.42, 0.04, 0.67, 1.2, 0.02, 0.92])
+    assert six.score(x) * len(x) == pytest.approx(-182.5745049, abs=1e-5)
+    counts = six.predict_proba(x).sum(axis=0)
+    flagged = degenerate_components(counts, "full", 1)
+    np.testing.assert_allclose(counts[flagged], [2.0, 2.0], atol=0.01)
+    assert np.all(np.sqrt(six.covariances_.ravel()[flagged]) < 0.05)
+    four = _sklearn_fit_from(x, [7, 17, 55, 3], [9.71, 19.75, 21.92, 33.04], [0.42, 0.44, 2.28, 0.92])
+    assert four.score(x) * len(x) == pytest.approx(-197.7103112, abs=1e-5)
+    assert degenerate_components(four.predict_proba(x).sum(axis=0), "full", 1).size == 0
+
+
+def test_model_choice_names_the_best_among_non_degenerate_rows():
+    from emvsbayes.comparison import model_choice_group, model_choice_row
+
+    def criteria(loglik, p):
+        return information_criteria(loglik, p, 82)
+
+    rows = {3: model_choice_row(criteria(-203.48, 8), degenerate=False),
+            4: model_choice_row(criteria(-197.71, 11), degenerate=False),
+            6: model_choice_row(criteria(-182.57, 17), degenerate=True)}
+    choice = model_choice_group(rows)
+    assert (choice.attrs["best_by_bic"], choice.attrs["best_by_aic"]) == (3, 4)
+    assert choice.attrs["degenerate_best_by_bic"] == 6 and choice.attrs["degenerate_best_by_aic"] == 6
+    assert choice.attrs["agree"] == 0
+    np.testing.assert_array_equal(choice["degenerate"].values, [0, 0, 1])
+
+
+def test_heroes_k30_is_flagged_and_not_aics_best():
+    """The heroes lesson's K = 30 full covariances on 69 rows: every component holds a couple of heroes, so
+    its AIC is lowest only through singular covariances (reg_covar); it must be flagged and not chosen."""
+    from emvsbayes.gaussian.runner import _model_choice
+    from emvsbayes.pipeline import child_seeds, load_data
+    from emvsbayes.spec import load_spec
+    from conftest import ROOT
+
+    spec = load_spec(ROOT / "models" / "heroes.toml")
+    spec["model_choice"].update(components=[1, 2, 30], bayes=False)
+    spec["em"].update(n_init=3)  # enough for the flag; the policy stops a degenerate search after n_init starts
+    x = np.asarray(load_data(spec).x, dtype=float)
+    choice = _model_choice(spec, x, child_seeds(spec["seed"]), {}, None)
+    assert choice["degenerate"].sel(K=30).item() == 1 and choice["degenerate"].sel(K=1).item() == 0
+    assert choice["min_expected_count"].sel(K=30).item() < 14
+    assert "degenerate" in str(choice["note"].sel(K=30).item())
+    assert choice.attrs["degenerate_best_by_aic"] == 30
+    assert choice.attrs["best_by_aic"] != 30

@@ -1103,11 +1103,18 @@ def _slack_scalar(var: np.ndarray, reg) -> np.ndarray:
     return np.where(var > 0, out, np.inf)
 
 
+def _weighted(nk: np.ndarray, slack: np.ndarray) -> np.ndarray:
+    """n_k times a component's slack; an empty component gives up nothing (not 0 x inf = NaN, which would also
+    switch off the decrease check)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(nk > 0, nk * slack, 0.0)
+
+
 _SLACK = {
-    "full": lambda nk, cov, reg, d: float(np.sum(nk * _slack_matrix(cov, reg))) / 2,
+    "full": lambda nk, cov, reg, d: float(np.sum(_weighted(nk, _slack_matrix(cov, reg)))) / 2,
     "tied": lambda nk, cov, reg, d: float(nk.sum() * _slack_matrix(cov, reg)) / 2,
-    "diag": lambda nk, cov, reg, d: float(np.sum(nk[:, None] * _slack_scalar(cov, reg))) / 2,
-    "spherical": lambda nk, cov, reg, d: float(np.sum(nk * d * _slack_scalar(cov, reg))) / 2,
+    "diag": lambda nk, cov, reg, d: float(np.sum(_weighted(nk[:, None], _slack_scalar(cov, reg)))) / 2,
+    "spherical": lambda nk, cov, reg, d: float(np.sum(_weighted(nk * d, _slack_scalar(cov, reg)))) / 2,
 }
 
 

@@ -136,3 +136,20 @@ def initial_params_restarts(
     """``n_init`` starting points, restart j drawn from the j-th child of ``rng``."""
     x = as_data_matrix(x)
     return [initial_params(model, x, method, child, **given) for child in rng.spawn(n_init)]
+
+
+def initial_params_source(
+    model: GaussianMixtureModel,
+    x,
+    method: str,
+    rng: np.random.Generator,
+    **given,
+) -> Callable[[], GaussianParams]:
+    """A function that draws one more starting point per call, call j from the j-th child of ``rng``:
+    the same starts as :func:`initial_params_restarts`, for a caller that decides as it goes how many it needs."""
+    x = as_data_matrix(x)
+
+    def next_start() -> GaussianParams:
+        return initial_params(model, x, method, rng.spawn(1)[0], **given)
+
+    return next_start

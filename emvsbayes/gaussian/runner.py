@@ -5,6 +5,8 @@ label switching and the choice of K. Returns named ``xarray.Dataset`` groups for
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import xarray as xr
@@ -17,16 +19,24 @@ from emvsbayes.comparison import (
     model_choice_group,
     model_choice_row,
 )
+from emvsbayes.em import SAME_OPTIMUM_ATOL, EMRestarts, RestartPolicy, RestartRun, fit_em_until
 from emvsbayes.errors import DegenerateFitError, UserError
 from emvsbayes.gaussian import bayes, em
-from emvsbayes.gaussian.init import initial_params, initial_params_restarts
+from emvsbayes.gaussian.init import initial_params, initial_params_source
 from emvsbayes.gaussian.kmeans import kmeans, kmeans_plusplus
 from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, GaussianPriors, parameter_dims
 from emvsbayes.labels.diagnostics import distinct_optima
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import em_estimate, em_restarts, em_trace
 from emvsbayes.sampling import ModelRecipe, SamplerSettings, resolve_sampler, resolve_target_accept, sample_posterior
-from emvsbayes.uncertainty import gaussian_bootstrap, gaussian_standard_errors, gaussian_criteria, loo_waic
+from emvsbayes.uncertainty import (
+    degenerate_components,
+    gaussian_bootstrap,
+    gaussian_criteria,
+    gaussian_standard_errors,
+    loo_waic,
+    min_component_points,
+)
 
 #: Chains start from at most this many distinct EM optima (cycled over chains).
 MAX_START_OPTIMA = 4
@@ -55,7 +65,18 @@ def model_from_spec(spec: dict, n_components: int | None = None, covariance: str
     )
 
 
-def _inits(model_def: GaussianMixtureModel, x: np.ndarray, em_spec: dict, rng) -> list[GaussianParams]:
+def restart_policy(em_spec: dict, n_starts: int | None = None) -> RestartPolicy:
+    """The spec's restart rule: at least ``n_init`` starts, more until ``reach_best`` of them end at the best
+    log-likelihood or ``max_init`` are spent (``n_starts`` given: exactly that many, for given parameters)."""
+    if n_starts is not None:
+        return RestartPolicy(min_starts=n_starts, reach_best=1, max_starts=n_starts)
+    # EM stops once a step gains less than tol; a slow fit can still be ~100 tol short of its optimum.
+    return RestartPolicy(min_starts=em_spec["n_init"], reach_best=em_spec["reach_best"],
+                         max_starts=em_spec["max_init"], loglik_atol=max(SAME_OPTIMUM_ATOL, 100 * em_spec["tol"]))
+
+
+def _start_source(model_def: GaussianMixtureModel, x: np.ndarray, em_spec: dict, rng) -> tuple[Callable, RestartPolicy]:
+    """Where starting points come from, and how many to take."""
     init = em_spec["init"]
     if isinstance(init, dict):
         k, d = model_def.n_components, x.shape[1]
@@ -70,8 +91,22 @@ def _inits(model_def: GaussianMixtureModel, x: np.ndarray, em_spec: dict, rng) -
         except (ValueError, np.linalg.LinAlgError) as error:
             raise UserError(f"[em] init: the given parameters do not fit K = {k}, D = {d} ({error}); "
                             "give means as K rows of D numbers and covariances shaped for the structure") from None
-        return [initial_params(model_def, x, "kmeans", rng, **given)]
-    return initial_params_restarts(model_def, x, em_spec["n_init"], init, rng)
+        start = initial_params(model_def, x, "kmeans", rng, **given)
+        return (lambda: start), restart_policy(em_spec, n_starts=1)
+    return initial_params_source(model_def, x, init, rng), restart_policy(em_spec)
+
+
+def _fit_until(model_def, x, next_init, policy, em_spec, kind="soft", futile=None) -> RestartRun:
+    """EM from new starts until ``policy`` is met; a start whose covariance degenerates is recorded, not
+    fatal, unless all do."""
+    options = dict(tol=em_spec["tol"], param_tol=em_spec["param_tol"], max_iter=em_spec["max_iter"])
+    return fit_em_until(partial(em.fit, model_def, x, kind=kind, **options), next_init, policy,
+                        skip=DegenerateFitError, futile=futile)
+
+
+def _expected_counts(model_def: GaussianMixtureModel, params: GaussianParams, x: np.ndarray) -> np.ndarray:
+    """n_k = sum_i r_ik (K,) at ``params``."""
+    return np.exp(em.log_resp(model_def, params, x)).sum(axis=0)
 
 
 def _fit_all(model_def, x, inits, em_spec, kind):
@@ -85,9 +120,19 @@ def _fit_all(model_def, x, inits, em_spec, kind):
             failures.append(str(error))
     if not fits:
         raise DegenerateFitError(failures[0])
-    from emvsbayes.em import EMRestarts
-
     return EMRestarts(tuple(fits)), failures
+
+
+def _reached_best(run: RestartRun) -> np.ndarray:
+    logliks = np.array([fit.loglik for fit in run.restarts.fits])
+    return logliks >= logliks.max() - run.policy.loglik_atol
+
+
+def _restart_facts(run: RestartRun) -> dict:
+    """How the restart rule ended, for the results file: the report says how many starts reached the best."""
+    return dict(n_starts=run.n_starts, n_reached_best=run.n_reached_best, reach_best=run.policy.reach_best,
+                max_init=run.policy.max_starts, restart_budget_spent=int(run.budget_spent),
+                same_optimum_atol=run.policy.loglik_atol)
 
 
 def _variables(params: GaussianParams) -> dict:
@@ -120,10 +165,13 @@ def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], prog
     if "soft" not in em_spec["kinds"]:
         raise UserError('[em] kinds must include "soft" (the EM answer compared with the posterior), e.g. kinds = ["soft", "hard"]')
     start = time.perf_counter()
-    inits = _inits(model_def, x, em_spec, rng)
+    # Soft EM decides how many starts are needed; the other kinds run from the same starts.
+    soft = _fit_until(model_def, x, *_start_source(model_def, x, em_spec, rng), em_spec)
+    inits = list(soft.inits)
     all_restarts = {}
     for kind in em_spec["kinds"]:
-        restarts, failures = _fit_all(model_def, x, inits, em_spec, kind)
+        restarts, failures = ((soft.restarts, list(soft.failures)) if kind == "soft"
+                              else _fit_all(model_def, x, inits, em_spec, kind))
         all_restarts[kind] = restarts
         prefix = "em" if kind == "soft" else f"em_{kind}"
         best = restarts.best
@@ -138,7 +186,14 @@ def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], prog
         if len(restarts.fits) > 1:
             groups[f"{prefix}_restarts"] = em_restarts(restarts, _variables, dims, coords)
             if kind == "soft":
+                groups["em_restarts"]["reached_best"] = ("restart", _reached_best(soft).astype(np.int8))
                 groups["em_optima"] = em_optima_group(groups["em_restarts"], dims)
+        if kind == "soft":
+            facts = _restart_facts(soft)
+            estimate.attrs.update(facts)
+            for name in ("em_restarts", "em_optima"):
+                if name in groups:
+                    groups[name].attrs.update(facts)
     if em_spec["kmeans"]:
         centres, _ = kmeans_plusplus(x, k, rng)
         result = kmeans(x, centres)
@@ -147,7 +202,8 @@ def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], prog
         groups["kmeans"].attrs.update(inertia=result.inertia, n_iter=result.n_iter, converged=int(result.converged))
     timings["em"] = time.perf_counter() - start
     if progress:
-        progress(f"EM: {len(inits)} start(s), best log-likelihood {groups['em']['loglik'].item():.4f}")
+        progress(f"EM: {len(inits)} start(s), {soft.n_reached_best} of them at the best log-likelihood "
+                 f"{groups['em']['loglik'].item():.4f}")
     start = time.perf_counter()
     groups.update(_uncertainty_groups(spec, model_def, x, all_restarts["soft"].best.params, dims, coords, seeds, progress))
     timings["em_uncertainty"] = time.perf_counter() - start
@@ -258,19 +314,30 @@ def _model_choice(spec, x, seeds, timings, progress) -> xr.Dataset:
     for k in sorted(set(choice["components"])):
         model_def = model_from_spec(spec, k, covariance)
         n_params = model_def.n_free_parameters(d)
-        notes, criteria, predictive = [], None, None
+        notes, criteria, predictive, facts, counts, degenerate = [], None, None, None, None, None
         if k > n:
             notes.append(f"K = {k} is more than the {n} rows")
         else:
-            inits = initial_params_restarts(model_def, x, spec["em"]["n_init"], "k-means++", np.random.default_rng([seeds["em"], k]))
             try:
-                best = _fit_all(model_def, x, inits, spec["em"], "soft")[0].best
-                criteria = gaussian_criteria(model_def, x, best.params)
+                run = model_choice_em(model_def, x, spec["em"], np.random.default_rng([seeds["em"], k]))
             except DegenerateFitError as error:
                 notes.append(f"EM failed in every restart: {error}")
+            else:
+                best = run.restarts.best
+                criteria = gaussian_criteria(model_def, x, best.params)
+                facts = _restart_facts(run)
+                counts = _expected_counts(model_def, best.params, x)
+                small = degenerate_components(counts, covariance, d)
+                degenerate = bool(small.size)
+                if degenerate:
+                    notes.append(_degenerate_note(counts, small, covariance, d))
+                elif run.n_reached_best < 2:
+                    notes.append(f"the best log-likelihood was reached by only {run.n_reached_best} of "
+                                 f"{run.n_starts} EM starts: a better optimum may exist")
         if n_params >= n * d:
             notes.append(f"ill-posed: {n_params} free parameters for the {n * d} numbers in the data")
-        if choice["bayes"] and criteria is not None and not notes:
+        # A degenerate EM answer or a rarely reached best still leaves a posterior worth scoring.
+        if choice["bayes"] and criteria is not None and not (k > n or n_params >= n * d):
             if progress:
                 progress(f"model choice: sampling K = {k}")
             settings = SamplerSettings(sampler=resolve_sampler(spec["bayes"]["sampler"]), chains=choice["chains"],
@@ -279,6 +346,30 @@ def _model_choice(spec, x, seeds, timings, progress) -> xr.Dataset:
             tree = sample_posterior(ModelRecipe(bayes.build_model, (model_def, x)), settings, seeds["sampler"] + k,
                                     bayes.initvals_from_params(model_def, [best.params])).tree
             predictive = loo_waic(tree)
-        rows[k] = model_choice_row(criteria, predictive, note="; ".join(notes), n_params=n_params)
+        rows[k] = model_choice_row(criteria, predictive, note="; ".join(notes), n_params=n_params, restarts=facts,
+                                   expected_counts=counts, degenerate=degenerate)
     timings["model_choice"] = time.perf_counter() - start
-    return model_choice_group(rows, covariance=covariance, n_obs=n, n_features=d)
+    return model_choice_group(rows, covariance=covariance, n_obs=n, n_features=d,
+                              min_component_points=min_component_points(covariance, d))
+
+
+def model_choice_em(model_def: GaussianMixtureModel, x: np.ndarray, em_spec: dict, rng) -> RestartRun:
+    """Soft EM for one K of the model choice, under the spec's restart rule, from k-means++ starts (the
+    spec's own ``init`` may be parameters for another K)."""
+    x = np.asarray(x, dtype=float).reshape(x.shape[0], -1)
+
+    def degenerate(fit) -> bool:
+        counts = _expected_counts(model_def, fit.params, x)
+        return degenerate_components(counts, model_def.covariance_type, x.shape[1]).size > 0
+
+    # Once the best of n_init starts is degenerate, more starts only find spikes on fewer points.
+    return _fit_until(model_def, x, initial_params_source(model_def, x, "k-means++", rng), restart_policy(em_spec),
+                      em_spec, futile=degenerate)
+
+
+def _degenerate_note(counts: np.ndarray, small: np.ndarray, covariance: str, d: int) -> str:
+    shown = small[np.argsort(counts[small], kind="stable")][:6]  # the smallest, so a K = 30 note stays a line
+    held = ", ".join(f"{counts[i]:.1f}" for i in shown) + (", ..." if len(small) > len(shown) else "")
+    return (f"degenerate: {len(small)} component{'s' if len(small) > 1 else ''} of EM's answer hold{'' if len(small) > 1 else 's'} "
+            f"{held} expected points, fewer than the {min_component_points(covariance, d)} needed to estimate a "
+            f"{covariance} covariance in {d}-D (a spike on a few points, not a cluster)")

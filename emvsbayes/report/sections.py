@@ -576,8 +576,16 @@ def _model_choice(ctx: Context) -> str:
     if choice is None or "K" not in choice.dims:
         return ""
     ks = choice["K"].values
+    # A fit with a component on too few points to estimate its covariance wins every criterion by a spike;
+    # it is marked and never bolded (best among the other rows).
+    degenerate = (np.asarray(choice["degenerate"].values, dtype=float) == 1) if "degenerate" in choice \
+        else np.zeros(len(ks), dtype=bool)
     lower_better = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "waic": "WAIC"}
     header, cols = ["K"], []
+    if "n_starts" in choice and np.isfinite(np.asarray(choice["n_starts"].values, dtype=float)).any():
+        reached, starts = choice["n_reached_best"].values, choice["n_starts"].values
+        cols.append([f"{int(h)} of {int(n)}" if np.isfinite(n) else "" for h, n in zip(reached, starts)])
+        header.append("EM starts at the best")
     for var, title in [("loglik", "log-likelihood"), ("n_params", "parameters"), ("bic", "BIC"), ("aic", "AIC"),
                        ("icl", "ICL"), ("elpd_loo", "elpd_loo"), ("p_loo", "p_loo"), ("n_pareto_k_bad", "Pareto k > 0.7"),
                        ("waic", "WAIC"), ("note", "note")]:
@@ -588,19 +596,29 @@ def _model_choice(ctx: Context) -> str:
             cols.append([str(v) for v in values])
         else:
             values = np.asarray(values, dtype=float)
+            kept = np.where(degenerate, np.nan, values)
             best = None
-            if np.isfinite(values).any() and var in (*lower_better, "elpd_loo"):
-                best = int(np.nanargmax(values) if var == "elpd_loo" else np.nanargmin(values))
+            if np.isfinite(kept).any() and var in (*lower_better, "elpd_loo"):
+                best = int(np.nanargmax(kept) if var == "elpd_loo" else np.nanargmin(kept))
             se = choice["elpd_loo_se"].values if var == "elpd_loo" and "elpd_loo_se" in choice else None
             cols.append([_best(_with_se(v, None if se is None else se[i]), i == best) for i, v in enumerate(values)])
         header.append(title)
-    rows = [[int(k)] + [col[i] for col in cols] for i, k in enumerate(ks)]
+    rows = [[f"{int(k)} (degenerate)" if degenerate[i] else int(k)] + [col[i] for col in cols] for i, k in enumerate(ks)]
     criteria = {lower_better[v]: choice[v].values for v in lower_better if v in choice}
     if "elpd_loo" in choice:
         criteria["-2 elpd_loo"] = -2 * np.asarray(choice["elpd_loo"].values, dtype=float)
     fig = figure(figures.model_choice(ks, criteria), "model-choice", "Each criterion against K, lower is better.") if criteria else ""
-    return subsection("Choosing K", fig + table(header, rows),
-                      "Best value per column in bold (lowest BIC, AIC, ICL; highest elpd_loo). elpd_loo ± its standard error.")
+    note = "Best value per column in bold (lowest BIC, AIC, ICL; highest elpd_loo). elpd_loo ± its standard error."
+    if "n_starts" in choice:
+        note += (" Each K is fitted by EM from k-means++ starts until several end at the same best log-likelihood "
+                 "(or the start budget is spent); the column says how many did.")
+    if degenerate.any():
+        points = choice.attrs.get("min_component_points")
+        note += (f" Rows marked degenerate have a component of EM's answer holding fewer than "
+                 f"{points if points is not None else 'the'} expected points (sum of its responsibilities), too few to "
+                 "estimate its covariance: a spike on a few points that raises the likelihood without being a "
+                 "cluster. They are never bolded; the best is chosen among the other rows.")
+    return subsection("Choosing K", fig + table(header, rows), note)
 
 
 def _with_se(value, se) -> str:

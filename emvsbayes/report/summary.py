@@ -150,6 +150,8 @@ def _em_text(tree: xr.DataTree, em: xr.Dataset) -> str:
     restarts = group(tree, "em_restarts")
     if restarts is not None:
         text += f"; best of {restarts.sizes['restart']} restarts"
+        if "n_reached_best" in em.attrs:
+            text += f", reached by {int(em.attrs['n_reached_best'])}"
     optima = group(tree, "em_optima")
     if optima is not None:
         text += f", {optima.sizes['optimum']} distinct optim{'um' if optima.sizes['optimum'] == 1 else 'a'}"
@@ -260,6 +262,17 @@ def _em_findings(tree: xr.DataTree, em: xr.Dataset | None) -> list[Finding]:
         if n_bad:
             findings.append(Finding(f"{n_bad} of {restarts.sizes['restart']} EM restarts did not converge.",
                                     "Raise [em] max_iter; the best restart is still used if it converged."))
+    if em is not None and restarts is not None and "n_reached_best" in em.attrs:
+        reached, starts = int(em.attrs["n_reached_best"]), int(em.attrs.get("n_starts", restarts.sizes["restart"]))
+        target = int(em.attrs.get("reach_best", 1))
+        if reached <= 1 or (reached < target and attr_flag(em, "restart_budget_spent", False)):
+            findings.append(Finding(
+                f"Only {reached} of {starts} EM starts reached the best log-likelihood"
+                f"{f' ({target} were asked for)' if target > reached else ''}: a better optimum may exist that no "
+                "start found, and the estimates, the chains' starting points and the comparison would then all use "
+                "a local optimum.",
+                "Raise [em] max_init (and n_init), or try another [em] init; if the best is a component on a few "
+                "points, use fewer components."))
     failed = int(em.attrs.get("n_failed_restarts", 0) or 0) if em is not None else 0
     if failed:
         findings.append(Finding(
@@ -273,6 +286,24 @@ def _em_findings(tree: xr.DataTree, em: xr.Dataset | None) -> list[Finding]:
             "Use the bootstrap or posterior intervals instead; a component on the boundary or nearly empty often "
             "means K is too large."))
     return findings
+
+
+def _degenerate_choice_findings(tree: xr.DataTree) -> list[Finding]:
+    choice = group(tree, "model_choice")
+    if choice is None or "degenerate" not in choice:
+        return []
+    flagged = [int(k) for k, flag in zip(choice["K"].values, choice["degenerate"].values) if flag == 1]
+    if not flagged:
+        return []
+    names = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "elpd_loo": "elpd_loo", "log_evidence": "the evidence"}
+    won = [f"{names[name]} (K = {choice.attrs[f'degenerate_best_by_{name}']})" for name in names
+           if f"degenerate_best_by_{name}" in choice.attrs]
+    text = (f"Model choice: EM's answer for K = {', '.join(map(str, flagged))} has a component holding fewer than "
+            f"{choice.attrs.get('min_component_points', 'the needed')} expected points, too few to estimate its "
+            "covariance (a spike, not a cluster)")
+    text += (f"; it would be best by {', '.join(won)}, so the best is chosen among the other K." if won else ".")
+    return [Finding(text, "Do not choose K by a degenerate fit; read the best non-degenerate K, or give the "
+                          "components a stronger prior on their scales.")]
 
 
 def _pareto_findings(tree: xr.DataTree) -> list[Finding]:
@@ -314,6 +345,7 @@ def build_summary(tree: xr.DataTree, *, params: list[ParamRow] | None = None,
         verdict, findings = _label_switching(group(tree, "label_switching"))
         verdicts.append(verdict)
         warnings += findings
+    warnings += _degenerate_choice_findings(tree)
     warnings += _pareto_findings(tree)
     title = str(tree.attrs.get("title") or tree.attrs.get("spec_name") or "emvsbayes report")
     return Summary(title, facts, verdicts, warnings)

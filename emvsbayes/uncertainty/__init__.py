@@ -54,9 +54,11 @@ from emvsbayes.uncertainty.model_choice import (
     InformationCriteria,
     PredictiveCriteria,
     coin_criteria,
+    degenerate_components,
     gaussian_criteria,
     information_criteria,
     loo_waic,
+    min_component_points,
     responsibility_entropy,
 )
 
@@ -85,6 +87,7 @@ __all__ = [
     "coin_standard_errors",
     "coin_unconstrained",
     "coin_unconstrained_names",
+    "degenerate_components",
     "gaussian_bootstrap",
     "gaussian_criteria",
     "gaussian_from_unconstrained",
@@ -95,6 +98,7 @@ __all__ = [
     "information_criteria",
     "loo_waic",
     "membership_difference",
+    "min_component_points",
     "percentile_intervals",
     "responsibility_entropy",
     "standard_errors_from_hessian",

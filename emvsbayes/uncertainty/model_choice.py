@@ -19,6 +19,20 @@ ICL is BIC penalised for components that overlap.
 :meth:`GaussianMixtureModel.n_free_parameters`; fixed equal coin weights are not parameters) and ``N``
 the number of sets or rows.
 
+Degenerate fits
+---------------
+The likelihood of a Gaussian mixture is unbounded: a component can shrink onto a few data points and
+raise the likelihood without describing a group (the galaxies with K = 6 put two components on two
+galaxies each, sd 0.02-0.04). Every criterion above rewards such a spike. :func:`degenerate_components`
+flags a component whose expected count ``n_k = sum_i r_ik`` is below :func:`min_component_points`, the
+fewest points from which its own covariance is more than a copy of those points: a covariance of n points
+in D dimensions has rank at most n - 1, so a full one needs D + 1 points to be nonsingular and a variance
+two; with exactly that many it is fixed by the points (two points at distance d give sd d/2, however
+close they are), so one more is asked for: D + 2 for ``full``, 3 for ``diag`` and ``spherical`` (one
+variance per coordinate or per component), 1 for ``tied`` (the shared covariance is estimated from all
+points; a component needs only its mean). ``n_k`` is a sum of responsibilities, so the count is taken to
+the nearest point: a component is flagged when ``n_k < m - 1/2``.
+
 For the Bayesian fit, :func:`loo_waic` reads the pointwise log-likelihood of a PyMC fit and returns
 PSIS-LOO from ArviZ (``az.loo``) and WAIC, which ArviZ 1.3 no longer provides and which is therefore
 computed here from the same pointwise values (Watanabe 2010; the formulas of Vehtari, Gelman & Gabry
@@ -42,9 +56,11 @@ __all__ = [
     "InformationCriteria",
     "PredictiveCriteria",
     "coin_criteria",
+    "degenerate_components",
     "gaussian_criteria",
     "information_criteria",
     "loo_waic",
+    "min_component_points",
     "responsibility_entropy",
 ]
 
@@ -127,6 +143,19 @@ def gaussian_criteria(model: GaussianMixtureModel, x, params: GaussianParams) ->
     x = as_data_matrix(x)
     loglik, resp = _resp_from_log_joint(model.log_joint(params, x))
     return information_criteria(loglik, model.n_free_parameters(x.shape[1]), x.shape[0], resp)
+
+
+def min_component_points(covariance_type: str, n_features: int) -> int:
+    """The fewest points a component must hold for its own covariance to be estimated, not copied from
+    its points (see the module docstring): D + 2 ``full``, 3 ``diag`` / ``spherical``, 1 ``tied``."""
+    return {"full": n_features + 2, "diag": 3, "spherical": 3, "tied": 1}[covariance_type]
+
+
+def degenerate_components(expected_counts, covariance_type: str, n_features: int) -> np.ndarray:
+    """Indices of the components whose expected count ``n_k`` (K,) is below
+    :func:`min_component_points` (to the nearest point: ``n_k < m - 1/2``)."""
+    counts = np.asarray(expected_counts, dtype=float)
+    return np.flatnonzero(counts < min_component_points(covariance_type, n_features) - 0.5)
 
 
 @dataclass(frozen=True, slots=True)
