@@ -127,24 +127,24 @@ def _our_link(path: Path) -> bool:
 
 def foreign(path: Path, role: str) -> str | None:
     """Why ``path`` may not be replaced by an output of ``role`` ("results" or "page"); None when it may."""
-    if not os.path.lexists(path) or _our_link(path):
+    if not os.path.lexists(path):
         return None
-    if path.is_symlink():
+    ours = _our_link(path)
+    if path.is_symlink() and not ours:
         return f"is a link to {os.readlink(path)}, not one emvsbayes made"
     if path.is_dir():
         return "is a folder"
     if not path.is_file():
-        return "is not a regular file"
+        return None if ours else "is not a regular file"
     from emvsbayes.results import RESULTS_FORMAT
+    from emvsbayes.study.run import STUDY_FORMAT
 
     found = results_format(path)
     if role == "page":
         if found is not None:
             return "is a results file, not a report page"
-        return None if is_our_page(path) else "is not a report page written by emvsbayes"
-    from emvsbayes.study.run import STUDY_FORMAT
-
-    if found in (RESULTS_FORMAT, STUDY_FORMAT):
+        return None if ours or is_our_page(path) else "is not a report page written by emvsbayes"
+    if ours or found in (RESULTS_FORMAT, STUDY_FORMAT):
         return None
     return "is not a results file written by emvsbayes"
 
@@ -217,6 +217,7 @@ class OutputFolder:
         self._fd: int | None = None
         self._created: list[Path] = []
         self._units: list[Path] = []
+        self._published = False
 
     # -- holding the folder
 
@@ -240,14 +241,15 @@ class OutputFolder:
             self.check()
             self.clean()
         except BaseException:
-            self._close(published=False)
+            self._close()
             raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._close(published=exc_type is None)
+        self._close()
 
-    def _close(self, *, published: bool) -> None:
+    def _close(self) -> None:
+        published = self._published
         for unit in self._units:
             shutil.rmtree(unit, ignore_errors=True)  # written but never published
         self._units = []
@@ -329,6 +331,7 @@ class OutputFolder:
         os.replace(switch, self.meta / CURRENT)
         _fsync_folder(self.meta)
         self._units.remove(unit)
+        self._published = True
         for name in KINDS[self.kind]:
             if name not in names and _our_link(self.folder / name):
                 (self.folder / name).unlink()  # the new unit has no such file: no dangling link
