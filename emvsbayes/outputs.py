@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -47,6 +48,8 @@ GENERATOR = "<meta name='generator' content='emvsbayes"
 LEGACY_PAGE_HEADS = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
                      "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none';",
                      '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>')
+#: the header line of a study page written before the generator tag (its head alone is common boilerplate)
+LEGACY_STUDY_HEADER = re.compile(r'</h1><p class="sub">(coverage|sbc) study, [^<]*</p></header><main>')
 
 # Lock files held by this process, closed in forked children so that a child outliving a killed run
 # does not keep its folder locked.
@@ -90,7 +93,7 @@ def is_our_page(path: Path) -> bool:
         return True
     if head.startswith(LEGACY_PAGE_HEADS[0]):
         return True
-    return head.startswith(LEGACY_PAGE_HEADS[1]) and " study, " in head + _tail(path)
+    return head.startswith(LEGACY_PAGE_HEADS[1]) and LEGACY_STUDY_HEADER.search(_tail(path)) is not None
 
 
 def _tail(path: Path) -> str:
