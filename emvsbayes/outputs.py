@@ -159,7 +159,8 @@ def foreign(path: Path, role: str) -> str | None:
 def _acquire(lock_path: Path, folder: Path) -> int:
     """An exclusive flock on ``lock_path`` (refusal naming the holder's pid when another has it)."""
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        # O_NOFOLLOW: a lock "file" that is a link elsewhere is refused, never truncated through.
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -305,6 +306,8 @@ class OutputFolder:
             target = os.readlink(link)
         except OSError:
             return None
+        if not target.startswith(UNIT_PREFIX) or "/" in target:
+            return None  # not a link this module made: never followed (units are removed through it)
         unit = self.meta / target
         return unit if unit.is_dir() else None
 

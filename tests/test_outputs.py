@@ -229,3 +229,38 @@ def test_a_study_file_with_flipped_bytes_is_refused(tmp_path):
         read_study(path)
     assert str(excinfo.value) == (f"{path}: damaged (its arrays do not match the checksum written with them); run the "
                                   "study again to write it again")
+
+
+def test_store_records_are_checked_for_their_place_their_study_and_their_content(tmp_path):
+    from emvsbayes.study.run import load_record, record_path, write_record
+
+    record = {"cell": 0, "replicate": 1, "status": "ok", "error": None, "values": {"em_error": {"theta[0]": 0.125}},
+              "scalars": {"rhat": 1.0}, "timings": {"em": 0.5}, "compiled": 0, "worker": "host:1"}
+    path = write_record(tmp_path, record, "fingerprint-a")
+    assert load_record(tmp_path, 0, 1, "fingerprint-a")["values"] == record["values"]
+    assert load_record(tmp_path, 0, 2, "fingerprint-a") is None  # not stored: to be run
+    fix = "delete it and run the study again to recompute that replicate"
+    with pytest.raises(UserError) as excinfo:  # a record of another study put into this store
+        load_record(tmp_path, 0, 1, "fingerprint-b")
+    assert str(excinfo.value) == f"{path}: damaged or from another study (it does not match its checksum); {fix}"
+    path.write_text('{"cell": 0, "replica', encoding="utf-8")
+    with pytest.raises(UserError) as excinfo:
+        load_record(tmp_path, 0, 1, "fingerprint-a")
+    assert str(excinfo.value) == f"{path}: damaged (not a readable record); {fix}"
+    assert record_path(tmp_path, 0, 1) == path
+
+
+def test_the_reports_index_is_not_written_over_a_users_page_or_a_runs_own_page(tmp_path):
+    from emvsbayes.report import refresh_index
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "index.html").write_text("<p>my own list of runs</p>", encoding="utf-8")
+    assert refresh_index(reports) is None
+    assert (reports / "index.html").read_text(encoding="utf-8") == "<p>my own list of runs</p>"
+    (reports / "index.html").unlink()
+    assert refresh_index(reports) == reports / "index.html"
+    assert refresh_index(reports) == reports / "index.html"  # an index of ours is refreshed
+    (reports / "index.html").unlink()
+    (reports / "index.html").symlink_to(".emvsbayes/current/index.html")  # the folder is itself a run's
+    assert refresh_index(reports) is None and (reports / "index.html").is_symlink()
