@@ -264,3 +264,32 @@ def test_the_reports_index_is_not_written_over_a_users_page_or_a_runs_own_page(t
     (reports / "index.html").unlink()
     (reports / "index.html").symlink_to(".emvsbayes/current/index.html")  # the folder is itself a run's
     assert refresh_index(reports) is None and (reports / "index.html").is_symlink()
+
+
+def test_links_in_the_output_machinery_that_emvsbayes_did_not_make_are_never_followed(tmp_path):
+    """A ``current`` link pointing out of the folder is not a unit (publishing removes the previous unit,
+    so following it would delete a folder of the user's); a lock file that is a link is not written through."""
+    from emvsbayes.outputs import OutputFolder
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "file").write_text("keep", encoding="utf-8")
+    out = tmp_path / "out"
+    (out / ".emvsbayes").mkdir(parents=True)
+    (out / ".emvsbayes" / "current").symlink_to("../../victim")
+    with OutputFolder(out, "run") as folder:
+        unit = folder.new_unit()
+        (unit / "results.nc").write_bytes(b"new results")
+        (unit / "index.html").write_bytes(b"new page")
+        folder.publish(unit)
+    assert (victim / "file").read_text(encoding="utf-8") == "keep"
+    assert (out / "results.nc").read_bytes() == b"new results" and (out / "index.html").read_bytes() == b"new page"
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious", encoding="utf-8")
+    linked = tmp_path / "linked"
+    (linked / ".emvsbayes").mkdir(parents=True)
+    (linked / ".emvsbayes" / "lock").symlink_to(precious)
+    with pytest.raises(UserError, match="cannot write the report there"):
+        OutputFolder(linked, "run").__enter__()
+    assert precious.read_text(encoding="utf-8") == "precious"
