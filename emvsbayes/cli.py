@@ -90,18 +90,9 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from emvsbayes.results import read_results
+    from emvsbayes.pipeline import rerender_report
 
-    tree = read_results(args.results)
-    out = args.out or args.results.with_name("index.html")
-    if out.is_dir():
-        raise UserError(f"{out}: is a folder; give the HTML file to write, e.g. --out {out / 'index.html'}")
-    from emvsbayes.report import render_report_file  # after the checks: it imports matplotlib
-
-    try:
-        render_report_file(tree, out)
-    except OSError as error:
-        raise UserError(f"{out}: cannot write the report there ({error.strerror}); choose another file with --out") from None
+    out = rerender_report(args.results, args.out)
     _say(args, f"report: {out}")
     return 0
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from emvsbayes import data as datasets
 from emvsbayes.errors import UserError
+from emvsbayes.outputs import OutputFolder, foreign, link_or_copy
 from emvsbayes.results import build_tree, read_results, write_results
 from emvsbayes.spec import SPEC_NAME, resolve_data_path
 
@@ -129,35 +130,6 @@ def check_against_data(spec: dict, data) -> None:
                             f"leave it out with [data] drop = [{constant[0]!r}] or set [bayes] sigma_scale")
 
 
-#: Temporary files a killed run can leave behind: atomic_write's hidden ``.NAME.XXXX.tmp`` and the write probe.
-STALE_PATTERNS = (".results.nc.*.tmp", ".index.html.*.tmp", ".write-test-*")
-
-
-def remove_stale_temporaries(out_dir: Path) -> list[Path]:
-    """Delete hidden temporary files left by a run that was killed (never read; safe to remove)."""
-    removed = []
-    for pattern in STALE_PATTERNS:
-        for path in Path(out_dir).glob(pattern):
-            if path.name.startswith(".write-test-") and _process_alive(path.name.rsplit("-", 1)[-1]):
-                continue  # another run's probe, being written right now
-            try:
-                path.unlink()
-                removed.append(path)
-            except OSError:
-                pass  # another run may have just renamed it into place
-    return removed
-
-
-def _process_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def default_out_dir(spec: dict) -> Path:
     """``reports/<spec name>``; the name is checked so that it cannot point outside ``reports``."""
     name = spec.get("name")
@@ -228,8 +200,13 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     timings["load"] = time.perf_counter() - start
     check_against_data(spec, data)
     check_writable(out_dir)
-    remove_stale_temporaries(out_dir)
+    # Held until the results and the page are published: one writer per folder, nothing it may not replace.
+    with OutputFolder(out_dir, "run") as folder:
+        return _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started)
 
+
+def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started) -> RunOutcome:
+    out_dir = folder.folder
     runner = importlib.import_module(FAMILY_RUNNERS[spec["model"]["family"]])
     groups = runner.run(spec, data, seeds, timings, progress)
 
@@ -245,6 +222,8 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
         "command": command or " ".join(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    # Results and page are written into a fresh unit folder and published together (one rename).
+    unit = folder.new_unit()
     results_path = out_dir / "results.nc"
     # The results file records the fitting stages; writing it and rendering the page come after.
     attrs["timings"] = timings
@@ -252,17 +231,19 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     checks = sampler_checks(groups)
     attrs["checks"] = {**checks, "passed": not checks["failed"]}
     start = time.perf_counter()
-    write_results(build_tree(groups, attrs), results_path)
+    write_results(build_tree(groups, attrs), unit / "results.nc")
     written = time.perf_counter() - start
 
     report_path = out_dir / "index.html"
-    tree = read_results(results_path)
+    tree = read_results(unit / "results.nc")
     if not report:
+        folder.publish(unit)
         return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)
     from emvsbayes.report import refresh_index, render_report_file
 
     # Writing the file comes after its timings were recorded: the page adds it (and its own time).
-    render_report_file(tree, report_path, extra_timings={"write": written})
+    render_report_file(tree, unit / "index.html", extra_timings={"write": written})
+    folder.publish(unit)
     # The reports index lists the runs under a reports/ folder (the default output place). It is a
     # convenience: a parent that cannot be written does not fail a run whose results and report are
     # written, and no index is written into any other folder a user points --out into.
@@ -273,3 +254,49 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
         except OSError:
             pass
     return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)
+
+
+def rerender_report(results_path: Path, out: Path | None = None) -> Path:
+    """``emvsbayes report``: render the page of a results file, without refitting; returns the page's path.
+
+    The page beside a run's own results (the default) is published with them as a new unit (the same
+    results file, linked, and the new page), so the folder's pair stays matched. Any other ``out`` is
+    written only if it is absent or a page emvsbayes wrote: never over the results being read, another
+    results file, an input or another run's page.
+    """
+    results_path = Path(results_path)
+    tree = read_results(results_path)
+    from emvsbayes.report import render_report_file  # after the checks: it imports matplotlib
+    out = Path(out) if out is not None else results_path.with_name("index.html")
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give the HTML file to write, e.g. --out {out / 'index.html'}")
+    suggestion = f"choose another file with --out, e.g. --out {results_path.with_name('report.html')}"
+    if _same_file(out, results_path):
+        raise UserError(f"{out}: is the results file being read, so emvsbayes will not write the report over it; {suggestion}")
+    folder = out.parent
+    own_results = folder / "results.nc"
+    if out.name == "index.html" and _same_file(own_results, results_path):
+        with OutputFolder(folder, "run") as held:
+            unit = held.new_unit()
+            link_or_copy(own_results.resolve(), unit / "results.nc")
+            render_report_file(read_results(unit / "results.nc"), unit / "index.html")
+            held.publish(unit)
+        return out
+    reason = foreign(out, "page")
+    if reason:
+        raise UserError(f"{out}: {reason}, so emvsbayes will not write over it; {suggestion}")
+    if out.name in ("index.html", "results.nc", "study.nc") and (os.path.lexists(folder / "results.nc")
+                                                                 or os.path.lexists(folder / "study.nc")):
+        raise UserError(f"{out}: is the page of the outputs in {folder}, not of {results_path}; {suggestion}")
+    try:
+        render_report_file(tree, out)
+    except OSError as error:
+        raise UserError(f"{out}: cannot write the report there ({error.strerror}); choose another file with --out") from None
+    return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -8,6 +8,7 @@ The report reads only this file. Group names follow ``shared/RESULTS.md``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +24,8 @@ from emvsbayes.errors import UserError
 #: Written into the root attributes; readers refuse files of another major format.
 RESULTS_FORMAT = "emvsbayes-results"
 RESULTS_VERSION = 1
+#: root attribute holding :func:`arrays_checksum` of the file (files written before it existed have none)
+CHECKSUM_ATTR = "checksum"
 
 VariablesOf = Callable[[object], Mapping[str, np.ndarray]]
 
@@ -117,7 +120,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's pid is in the name, so that a stale temporary is told from one being written.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -132,8 +136,67 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def arrays_checksum(tree: xr.DataTree | xr.Dataset) -> str:
+    """SHA-256 of every group's variables (name, dims, dtype, values) and attributes, as a reader decodes them.
+
+    Computed on the file as read back, so writing and reading hash the same decoded arrays; the root's
+    own ``checksum`` attribute is left out. A Dataset (``study.nc``) counts as a tree of one group.
+    """
+    if isinstance(tree, xr.Dataset):
+        tree = xr.DataTree(dataset=tree)
+    digest = hashlib.sha256()
+
+    def add(*parts) -> None:
+        for part in parts:
+            digest.update(part if isinstance(part, bytes) else str(part).encode("utf-8", errors="surrogatepass"))
+            digest.update(b"\x00")
+
+    def add_attrs(attrs) -> None:
+        for key in sorted(attrs):
+            if key != CHECKSUM_ATTR:
+                add("attr", key, json.dumps(np.asarray(attrs[key]).tolist(), default=str))
+
+    for node in sorted(tree.subtree, key=lambda n: n.path):
+        add("group", node.path)
+        add_attrs(node.attrs)
+        ds = node.to_dataset(inherit=False)
+        for name in sorted(ds.variables, key=str):
+            var = ds.variables[name]
+            values = np.asarray(var.values)
+            add("var", name, ",".join(map(str, var.dims)), values.dtype.str, values.shape)
+            add_attrs(var.attrs)
+            if values.dtype.kind in "OUS":
+                add("\x1f".join(map(str, values.ravel().tolist())))
+            else:
+                add(np.ascontiguousarray(values).tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def write_checked(data: xr.DataTree | xr.Dataset, path: str | Path) -> None:
+    """Write a tree or a Dataset atomically with :func:`arrays_checksum` of the file in its root attributes."""
+    def write(tmp: Path) -> None:
+        data.to_netcdf(tmp, engine="h5netcdf")
+        # The checksum is of the file as written, read back.
+        opener = xr.open_datatree if isinstance(data, xr.DataTree) else xr.open_dataset
+        with opener(tmp, engine="h5netcdf") as written:
+            checksum = arrays_checksum(written.load())
+        import h5py
+
+        with h5py.File(tmp, "r+") as handle:
+            handle.attrs[CHECKSUM_ATTR] = checksum
+
+    atomic_write(Path(path), write)
+
+
+def check_checksum(data: xr.DataTree | xr.Dataset, path: Path, fix: str) -> None:
+    """Refuse a file whose arrays no longer match the checksum written with them."""
+    stored = data.attrs.get(CHECKSUM_ATTR)
+    if stored is not None and arrays_checksum(data) != stored:
+        raise UserError(f"{path}: damaged (its arrays do not match the checksum written with them); {fix}")
+
+
 def write_results(tree: xr.DataTree, path: str | Path) -> None:
-    atomic_write(Path(path), lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
+    write_checked(tree, path)
 
 
 def read_results(path: str | Path) -> xr.DataTree:
@@ -154,6 +217,7 @@ def read_results(path: str | Path) -> xr.DataTree:
             f"{path}: results format version {version}, this emvsbayes reads version {RESULTS_VERSION}; "
             "rerun the spec with this version"
         )
+    check_checksum(tree, path, "rerun the spec to write it again")
     return tree
 
 

@@ -287,6 +287,38 @@ def test_an_interrupted_study_resumes_without_recomputing(coins_spec, cluster, t
 
 
 @pytest.mark.slow
+def test_a_record_copied_over_another_or_changed_is_refused(one_worker_run, coins_spec, tmp_path):
+    """Issue 22's case: rep-0003 copied over rep-0005 was trusted ("6 already in store") and replicate 5
+    went silently missing from study.nc. Each record carries a checksum of its content and the study's
+    fingerprint and is read back only in its own place; the command stops with one line naming the file."""
+    import json
+    import shutil
+
+    from test_outputs import assert_refused, run_user
+
+    out = tmp_path / "copy"
+    shutil.copytree(one_worker_run[0].results_path.parent, out, symlinks=True)
+    store = out / "store"
+    fix = "delete it and run the study again to recompute that replicate"
+    target = record_path(store, 0, 5)
+    original = target.read_bytes()
+    shutil.copy(record_path(store, 0, 3), target)
+    assert_refused(run_user("study", coins_spec, "--out", out),
+                   f"{target}: holds cell 0 replicate 3, not cell 0 replicate 5 (copied over it?); {fix}")
+    target.write_bytes(original)
+    # One number changed in a record, its checksum left as it was.
+    changed = record_path(store, 0, 2)
+    record = json.loads(changed.read_text(encoding="utf-8"))
+    name = sorted(record["scalars"])[0]
+    record["scalars"][name] = 0.25 if record["scalars"][name] != 0.25 else 0.5
+    changed.write_text(json.dumps(record), encoding="utf-8")
+    assert_refused(run_user("study", coins_spec, "--out", out),
+                   f"{changed}: damaged or from another study (it does not match its checksum); {fix}")
+    # Nothing was written over: the published study is the one before the attempts.
+    assert (out / "study.nc").read_bytes() == (one_worker_run[0].results_path).read_bytes()
+
+
+@pytest.mark.slow
 def test_a_changed_spec_does_not_mix_into_an_old_store(coins_spec, tmp_path):
     from emvsbayes.study.run import open_store
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
 from emvsbayes.errors import UserError
+from emvsbayes.outputs import is_our_page
 from emvsbayes.report.markup import Raw, esc, table
 from emvsbayes.report.render import CONTENT_SECURITY_POLICY
 from emvsbayes.report.summary import build_summary, verdict_mark
@@ -36,6 +38,16 @@ def _run_row(folder: Path) -> tuple[str, list]:
                      str(len(summary.warnings))]
 
 
+def _is_index_page(path: Path) -> bool:
+    """An index page of ours (legacy pages had no generator tag, but the title of an index)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8192).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return "content='emvsbayes index'" in head or (is_our_page(path) and "<title>emvsbayes reports</title>" in head)
+
+
 def _cls(ok) -> str:
     return {True: "good", False: "bad", None: "na"}[ok]
 
@@ -46,7 +58,7 @@ def render_index(reports_dir: Path) -> str:
     css = resources.files("emvsbayes.report").joinpath("style.css").read_text(encoding="utf-8")
     body = (table(HEADER, [row for _, row in rows]) if rows
             else "<p>No runs here yet: <code>emvsbayes run SPEC</code> writes one folder per run.</p>")
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='generator' content='emvsbayes index'>"
             f"<meta http-equiv='Content-Security-Policy' content=\"{CONTENT_SECURITY_POLICY}\">"
             f"<title>emvsbayes reports</title><style>{css}</style></head><body>"
             f"<header><h1>emvsbayes reports</h1><p class='sub'>{esc(Path(reports_dir).resolve())} · "
@@ -54,10 +66,16 @@ def render_index(reports_dir: Path) -> str:
             f"<main><section id='runs'>{body}</section></main></body></html>")
 
 
-def refresh_index(reports_dir) -> Path:
-    """Write ``reports_dir/index.html`` listing every run folder (one with a ``results.nc``) in it."""
+def refresh_index(reports_dir) -> Path | None:
+    """Write ``reports_dir/index.html`` listing every run folder (one with a ``results.nc``) in it.
+
+    Nothing is written (None is returned) over a file that is not an index page emvsbayes wrote: a
+    run's own page (when the folder is itself an output folder) or anything of the user's.
+    """
     reports_dir = Path(reports_dir)
-    page = render_index(reports_dir)
     path = reports_dir / "index.html"
+    if os.path.lexists(path) and (path.is_symlink() or not _is_index_page(path)):
+        return None
+    page = render_index(reports_dir)
     atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path

@@ -43,7 +43,11 @@ def render_report(tree: xr.DataTree, extra_timings=None) -> str:
     nav = "".join(f'<a href="#{anchor}">{esc(heading)}</a>' for anchor, heading, _ in rendered)
     body = "".join(section(heading, html, anchor) for anchor, heading, html in rendered)
     css = resources.files("emvsbayes.report").joinpath("style.css").read_text(encoding="utf-8")
+    # The generator tag marks the page as ours (a later run may replace it); the results tag names the
+    # checksum of the results file it was rendered from, so a page and its results can be matched.
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='generator' content='emvsbayes run'>"
+            f"<meta name='emvsbayes-results' content='{esc(tree.attrs.get('checksum', ''))}'>"
             f"<meta http-equiv='Content-Security-Policy' content=\"{CONTENT_SECURITY_POLICY}\">"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{esc(title)}</title><style>{css}</style></head><body>"

@@ -312,7 +312,10 @@ def render_study_html(ds: xr.Dataset) -> str:
         _section("Time per stage", timing_table(ds), "timings"),
         _section("Spec as run", f"<pre>{esc(json.dumps(spec, indent=2))}</pre>", "spec"),
     ]
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<meta name='generator' content='emvsbayes study'>"
+            f"<meta name='emvsbayes-results' content='{esc(ds.attrs.get('checksum', ''))}'>"
+            f'<title>{esc(title)}</title>'
             f"<style>{css}</style></head><body><header><h1>{esc(title)}</h1>"
             f'<p class="sub">{esc(ds.attrs.get("kind"))} study, {esc(ds.attrs.get("name"))}</p></header>'
             f"<main>{''.join(parts)}</main></body></html>")

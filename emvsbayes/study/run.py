@@ -9,7 +9,12 @@
 - **Nothing lost.** Each finished replicate is written as soon as its result arrives, one small JSON
   file per replicate (``store/cell-CCC/rep-RRRR.json``), atomically (temporary file + rename). A study
   started again skips replicates already stored with status "ok" (failed ones are tried again). A
-  store made by a different spec (another fingerprint) is refused rather than mixed in.
+  store made by a different spec (another fingerprint) is refused rather than mixed in. Each record
+  carries a checksum of its content and the store's fingerprint; a record that is damaged, from
+  another study or in another replicate's place (copied over it) stops the study with a one-line
+  error naming the file to delete, instead of being trusted.
+- **One writer, one unit.** The output folder is locked for the study (:mod:`emvsbayes.outputs`);
+  ``study.nc`` and its page are published together, so a reader never sees one without the other.
   Records are written by the client, not the workers, so a remote cluster needs no shared disk.
 - **Failures.** A worker that dies is replaced by its nanny and Dask reschedules its tasks; a task that
   raises is retried ``retries`` times; a replicate that still fails is stored with its error and the
@@ -21,6 +26,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -33,7 +39,8 @@ import numpy as np
 import xarray as xr
 
 from emvsbayes.errors import UserError
-from emvsbayes.results import atomic_write
+from emvsbayes.outputs import OutputFolder
+from emvsbayes.results import atomic_write, check_checksum, write_checked
 from emvsbayes.study.spec import cells, fingerprint, grid_axes, load_study_spec
 
 STUDY_FORMAT = "emvsbayes-study"
@@ -64,19 +71,46 @@ def record_path(store: Path, cell: int, replicate: int) -> Path:
     return store / f"cell-{cell:03d}" / f"rep-{replicate:04d}.json"
 
 
-def write_record(store: Path, record: dict) -> Path:
+def record_checksum(record: dict, study_fingerprint: str) -> str:
+    """SHA-256 of a record's content (without its checksum) and of the study it belongs to."""
+    content = {k: v for k, v in record.items() if k != "checksum"}
+    text = json.dumps(content, sort_keys=True, allow_nan=True)
+    return hashlib.sha256(f"{study_fingerprint}\n{text}".encode()).hexdigest()
+
+
+def write_record(store: Path, record: dict, study_fingerprint: str) -> Path:
     path = record_path(store, record["cell"], record["replicate"])
+    record = {**record, "checksum": record_checksum(record, study_fingerprint)}
     text = json.dumps(record, allow_nan=True)
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 
 def read_record(path: Path) -> dict | None:
-    """A stored record, or None if the file is unreadable (then the replicate is run again)."""
+    """A stored JSON file, or None if it is unreadable."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def load_record(store: Path, cell: int, replicate: int, study_fingerprint: str) -> dict | None:
+    """The checked record of (cell, replicate), None when none is stored; a one-line error for a record
+    that cannot be trusted (damaged, of another study, or of another replicate copied into its place)."""
+    path = record_path(store, cell, replicate)
+    if not path.is_file():
+        return None
+    fix = "delete it and run the study again to recompute that replicate"
+    record = read_record(path)
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: damaged (not a readable record); {fix}")
+    if (record.get("cell"), record.get("replicate")) != (cell, replicate):
+        raise UserError(f"{path}: holds cell {record.get('cell')} replicate {record.get('replicate')}, not cell {cell} "
+                        f"replicate {replicate} (copied over it?); {fix}")
+    # Records written before checksums existed have none; their place is still checked above.
+    if "checksum" in record and record["checksum"] != record_checksum(record, study_fingerprint):
+        raise UserError(f"{path}: damaged or from another study (it does not match its checksum); {fix}")
+    return record
 
 
 def open_store(store: Path, spec: dict) -> None:
@@ -93,15 +127,13 @@ def open_store(store: Path, spec: dict) -> None:
     atomic_write(manifest, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def done_replicates(store: Path, n_cells: int, replicates: int) -> set[tuple[int, int]]:
+def done_replicates(store: Path, n_cells: int, replicates: int, study_fingerprint: str) -> set[tuple[int, int]]:
     done = set()
     for cell in range(n_cells):
         for rep in range(replicates):
-            path = record_path(store, cell, rep)
-            if path.is_file():
-                record = read_record(path)
-                if record is not None and record.get("status") == "ok":
-                    done.add((cell, rep))
+            record = load_record(store, cell, rep, study_fingerprint)
+            if record is not None and record.get("status") == "ok":
+                done.add((cell, rep))
     return done
 
 
@@ -159,27 +191,30 @@ def run_study(
         raise UserError(f"--workers must be a whole number >= 1, got {n_workers}")
     out = Path(out) if out is not None else Path("reports") / spec["name"]
     store = out / "store"
-    open_store(store, spec)
-    grid_cells = cells(spec)
-    replicates = spec["replicates"]
-    done = done_replicates(store, len(grid_cells), replicates)
-    todo = [(c, r) for c in range(len(grid_cells)) for r in range(replicates) if (c, r) not in done]
-    say = progress or (lambda message: None)
-    say(f"study {spec['name']}: {len(grid_cells)} cells x {replicates} replicates; "
-        f"{len(done)} already in {store}, {len(todo)} to run")
+    with OutputFolder(out, "study") as folder:
+        open_store(store, spec)
+        grid_cells = cells(spec)
+        replicates = spec["replicates"]
+        done = done_replicates(store, len(grid_cells), replicates, fingerprint(spec))
+        todo = [(c, r) for c in range(len(grid_cells)) for r in range(replicates) if (c, r) not in done]
+        say = progress or (lambda message: None)
+        say(f"study {spec['name']}: {len(grid_cells)} cells x {replicates} replicates; "
+            f"{len(done)} already in {store}, {len(todo)} to run")
 
-    n_failed = 0
-    workers_used = 0
-    if todo:
-        n_failed, workers_used = _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say)
-    ds = assemble(spec, store)
-    ds.attrs.update(run_attrs(spec, scheduler, workers_used, time.perf_counter() - began))
-    results_path = out / "study.nc"
-    write_study(ds, results_path)
-    from emvsbayes.study.report import render_study_report
+        n_failed = 0
+        workers_used = 0
+        if todo:
+            n_failed, workers_used = _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say)
+        ds = assemble(spec, store)
+        ds.attrs.update(run_attrs(spec, scheduler, workers_used, time.perf_counter() - began))
+        from emvsbayes.study.report import render_study_report
 
-    report_path = out / "index.html"
-    render_study_report(read_study(results_path), report_path)
+        # study.nc and its page are written into a fresh unit and published together.
+        unit = folder.new_unit()
+        write_study(ds, unit / "study.nc")
+        render_study_report(read_study(unit / "study.nc"), unit / "index.html")
+        folder.publish(unit)
+    results_path, report_path = out / "study.nc", out / "index.html"
     return StudyOutcome(results_path, report_path, store, len(grid_cells) * replicates, len(done), len(todo),
                         n_failed, time.perf_counter() - began)
 
@@ -207,7 +242,7 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say) 
             except Exception as error:  # noqa: BLE001 - e.g. KilledWorker after repeated worker deaths
                 c, r = where[future.key]
                 record = _record(c, r, error=f"{type(error).__name__}: {error}".replace("\n", " ")[:500])
-            write_record(store, record)
+            write_record(store, record, fingerprint(spec))
             future.release()
             if record["status"] != "ok":
                 n_failed += 1
@@ -244,12 +279,8 @@ def assemble(spec: dict, store: Path) -> xr.Dataset:
     axes = grid_axes(spec)
     grid_shape = tuple(len(spec["grid"][a]) for a in axes)
     replicates = spec["replicates"]
-    records = []
-    for c in range(len(grid_cells)):
-        for r in range(replicates):
-            path = record_path(store, c, r)
-            record = read_record(path) if path.is_file() else None
-            records.append(record)
+    study_fingerprint = fingerprint(spec)
+    records = [load_record(store, c, r, study_fingerprint) for c in range(len(grid_cells)) for r in range(replicates)]
     present = [rec for rec in records if rec is not None]
     inner = "quantity" if spec["kind"] == "sbc" else "parameter"
     labels = _union(by_label.keys() for rec in present for by_label in rec["values"].values())
@@ -355,7 +386,7 @@ def run_attrs(spec: dict, scheduler: str | None, workers: int, seconds: float) -
 
 
 def write_study(ds: xr.Dataset, path: Path) -> None:
-    atomic_write(Path(path), lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+    write_checked(ds, path)
 
 
 def read_study(path) -> xr.Dataset:
@@ -370,4 +401,5 @@ def read_study(path) -> xr.Dataset:
         raise UserError(f"{path}: not a readable study file ({type(error).__name__})") from None
     if ds.attrs.get("format") != STUDY_FORMAT:
         raise UserError(f"{path}: not an emvsbayes study file; give a study.nc written by 'emvsbayes study'")
+    check_checksum(ds, path, "run the study again to write it again")
     return ds
