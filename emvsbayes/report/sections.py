@@ -30,6 +30,7 @@ from emvsbayes.report.params import (
     elements,
     equal_tailed,
     interval_prob,
+    component_names,
     parameter_rows,
     posterior_group,
     varying_names,
@@ -192,11 +193,8 @@ def _em_densities_1d(em: xr.Dataset | None, x: np.ndarray):
 
 def em_section(ctx: Context) -> str:
     trace = ctx.group("em_trace")
+    # coin runs show their step-by-step tables in the lesson's order, in lesson.lesson_section
     parts = [_loglik_paths(ctx, trace), _parameter_paths(trace), _restarts(ctx), _optima(ctx)]
-    data = ctx.group("data")
-    for title, tr in (("Soft EM, step by step", trace), ("Hard EM, step by step", ctx.group("em_hard_trace"))):
-        if tr is not None and "resp" in tr and "expected_heads" in tr and data is not None and "heads" in data:
-            parts.append(f"<h3>{esc(title)}</h3>" + _coin_steps(tr, data))
     return "".join(parts)
 
 
@@ -277,15 +275,16 @@ def _optima(ctx: Context) -> str:
     return subsection("Distinct local optima", table(header, rows), note)
 
 
-def _coin_steps(trace: xr.Dataset, data: xr.Dataset, max_rows: int = 12) -> str:
+def _coin_steps(trace: xr.Dataset, data: xr.Dataset, max_rows: int = 12, names: list[str] | None = None) -> str:
     """The lesson's table: for each iteration, each set's responsibilities and the coins' expected counts."""
     k = trace.sizes["component"]
+    names = names or [str(c) for c in range(k)]
     n_iter = trace.sizes["iteration"]
     shown = list(range(min(n_iter, max_rows)))
     if n_iter > max_rows:
         shown[-1] = n_iter - 1
     blocks = []
-    header = ["set", "seen"] + [f"P(coin {c})" for c in range(k)] + [f"coin {c} made" for c in range(k)]
+    header = ["set", "seen"] + [f"P(coin {names[c]})" for c in range(k)] + [f"coin {names[c]} made" for c in range(k)]
     for it in shown:
         theta, w, resp = trace["theta"].values[it], trace["w"].values[it], trace["resp"].values[it]
         rows = []
@@ -295,12 +294,12 @@ def _coin_steps(trace: xr.Dataset, data: xr.Dataset, max_rows: int = 12) -> str:
                         + [f"{fmt(resp[i, c] * h, 3)} H, {fmt(resp[i, c] * (n - h), 3)} T" for c in range(k)])
         eh, et = trace["expected_heads"].values[it], trace["expected_tails"].values[it]
         rows.append(["total", ""] + [""] * k + [f"{fmt(eh[c], 4)} H, {fmt(et[c], 4)} T" for c in range(k)])
-        caption = (f"Iteration {it}: theta = ({', '.join(fmt(t, 4) for t in theta)}), w = ({', '.join(fmt(x, 3) for x in w)}), "
-                   f"log-likelihood {fmt(trace['loglik'].values[it], 8)}")
+        caption = (f"Iteration {it}: E-step at " + ", ".join(f"theta_{names[c]} = {fmt(t, 4)}" for c, t in enumerate(theta))
+                   + f" (weights {', '.join(fmt(x, 3) for x in w)}), log-likelihood {fmt(trace['loglik'].values[it], 8)}")
         if it + 1 < n_iter:
             nxt = trace["theta"].values[it + 1]
-            caption += ". M-step: theta_k = heads / (heads + tails) made by coin k = (" + ", ".join(
-                f"{fmt(eh[c], 4)} / {fmt(eh[c] + et[c], 4)} = {fmt(nxt[c], 4)}" for c in range(k)) + ")"
+            caption += ". M-step: theta = heads / (heads + tails) each coin made: " + ", ".join(
+                f"theta_{names[c]} = {fmt(eh[c], 4)} / {fmt(eh[c] + et[c], 4)} = {fmt(nxt[c], 4)}" for c in range(k))
         blocks.append(f"<details{' open' if it < 2 else ''}><summary>{esc(caption)}</summary>{table(header, rows)}</details>")
     if n_iter > max_rows:
         blocks.insert(-1, f"<p>… iterations {max_rows - 1} to {n_iter - 2} left out …</p>")
@@ -520,23 +519,36 @@ def _membership(ctx: Context) -> str:
     n, k = resp.shape
     columns = [("EM", resp.values)]
     if post is not None and "membership" in post:
-        columns.append(("posterior, raw", post["membership"].values))
+        columns.append(("posterior, raw labels", post["membership"].values))
     if post is not None and "membership_relabelled" in post:
         columns.append(("posterior, relabelled", post["membership_relabelled"].values))
     if exact is not None and "membership" in exact:
-        columns.append(("exact", exact["membership"].values))
+        columns.append(("exact, raw labels", exact["membership"].values))
+    names = component_names(ctx.tree, k)
     parts = [_agreement_table(ctx, columns)]
     if n <= MAX_TABLE_ROWS:
         labels = _obs_labels(ctx, obs_dim, n)
         truth = data["true_component"].values if data is not None and "true_component" in data else None
-        header = [obs_dim] + [f"{name} P({c})" for name, _ in columns for c in range(k)] + (["true"] if truth is not None else [])
+        header = [obs_dim] + [f"{name} P({names[c]})" for name, _ in columns for c in range(k)] + (["true"] if truth is not None else [])
         rows = [[labels[i]] + [fmt(p[i, c], 3) for _, p in columns for c in range(k)]
                 + ([int(truth[i])] if truth is not None else []) for i in range(n)]
-        parts.append(table(header, rows))
+        parts.append(table(header, rows, caption=_raw_labels_caption(columns, k)))
     note = ("Under the symmetric model every raw posterior membership is 1/K by symmetry: labels carry no information "
             "until the draws are relabelled. EM picks one labelling and reports it with confidence."
             if ctx.spec.get("bayes", {}).get("variant") == "symmetric" else "")
     return subsection("Cluster membership", "".join(parts), note)
+
+
+def _raw_labels_caption(columns, k: int) -> str:
+    """Why a raw-label column says 1/K beside a relabelled one that does not (they are not in conflict)."""
+    raw = [name for name, _ in columns if name.endswith("raw labels")]
+    if not raw or not any(name == "posterior, relabelled" for name, _ in columns):
+        return ""
+    return (f"{' and '.join(raw).capitalize()}: the posterior before its labels are fixed, where every draw and its "
+            f"mirror (the components renamed) are equally likely, so each probability is 1/{k} = {fmt(1 / k, 3)} "
+            "whatever the data. Posterior, relabelled: the same draws after each one's components were renamed to "
+            "match EM's, which is where the data's information about membership shows. Both are right; they answer "
+            "different questions.")
 
 
 def _obs_labels(ctx: Context, dim: str, n: int) -> list[str]:
@@ -551,9 +563,7 @@ def _agreement_table(ctx: Context, columns) -> str:
     """Stored agreement measures when the run wrote them, else the simple ones computed here."""
     stored = ctx.group("membership_agreement")
     if stored is not None:
-        rows = [[key, _value_text(value)] for key, value in stored.attrs.items()]
-        rows += [[name, _value_text(var.values)] for name, var in stored.data_vars.items() if var.size <= 12]
-        return table(["measure", "value"], rows) if rows else ""
+        return _stored_agreement(ctx, stored)
     em = columns[0][1]
     rows = []
     for name, probs in columns[1:]:
@@ -564,6 +574,47 @@ def _agreement_table(ctx: Context, columns) -> str:
     return table(["comparison", "mean |difference| of probabilities", "same most likely component"], rows) if rows else ""
 
 
+#: Readable names of the ``membership_agreement`` group's per-observation measures.
+AGREEMENT_MEASURES = {
+    "entropy_em": "EM's uncertainty (entropy of its probabilities, nats)",
+    "entropy_posterior": "posterior's uncertainty (entropy, nats)",
+    "abs_diff": "EM against posterior: share of probability that moves",
+}
+
+
+def _stored_agreement(ctx: Context, stored: xr.Dataset) -> str:
+    """The run's agreement measures: one row per observation (or their mean when there are many), the
+    adjusted Rand index as a labelling-by-labelling matrix, each labelling's hard assignment."""
+    parts = []
+    obs_dim = next((d for d in stored.dims if d not in ("labelling", "labelling_bis")), None)
+    measures = [(AGREEMENT_MEASURES.get(v, v.replace("_", " ")), stored[v].values) for v in stored.data_vars
+                if obs_dim is not None and stored[v].dims == (obs_dim,)]
+    hard = stored["hard_label"] if "hard_label" in stored else None
+    k = ctx.group("em").sizes.get("component", 0) if ctx.group("em") is not None else 0
+    names = component_names(ctx.tree, k) if k else []
+    if obs_dim is not None and (measures or hard is not None):
+        n = stored.sizes[obs_dim]
+        labellings = [str(v) for v in hard["labelling"].values] if hard is not None else []
+        header = [obs_dim] + [f"most likely component, {name}" for name in labellings] + [m for m, _ in measures]
+        coin = (lambda c: names[int(c)] if 0 <= int(c) < len(names) else str(int(c)))
+        if n <= MAX_TABLE_ROWS:
+            rows = [[str(o)] + [coin(hard.values[j, i]) for j in range(len(labellings))]
+                    + [fmt(values[i], 3) for _, values in measures] for i, o in enumerate(stored[obs_dim].values)]
+        else:
+            rows = [[f"mean over {n}"] + ["" for _ in labellings] + [fmt(np.mean(values), 3) for _, values in measures]]
+        parts.append(table(header, rows))
+    if "mean_abs_diff" in stored.attrs:
+        parts.append(paragraph("Mean absolute difference between EM's and the posterior's membership probabilities: "
+                               f"{fmt(stored.attrs['mean_abs_diff'], 3)}."))
+    if "ari" in stored:
+        labellings = [str(v) for v in stored["labelling"].values]
+        rows = [[name] + [fmt(v, 3) for v in stored["ari"].values[i]] for i, name in enumerate(labellings)]
+        parts.append(table(["adjusted Rand index"] + labellings, rows,
+                           caption="Agreement of the hard assignments, 1 for the same partition (whatever the names), "
+                                   "about 0 for chance agreement."))
+    return "".join(parts)
+
+
 def _value_text(value) -> str:
     arr = np.asarray(value)
     if arr.dtype.kind in "fiu":
@@ -571,40 +622,73 @@ def _value_text(value) -> str:
     return ", ".join(str(v) for v in arr.ravel())
 
 
+#: Columns of the model-choice table: (variable, header, which way is better: "min", "max" or None).
+MODEL_CHOICE_COLUMNS = (
+    ("loglik", "log-likelihood at EM's answer", None),
+    ("n_params", "free parameters", None),
+    ("bic", "BIC", "min"),
+    ("aic", "AIC", "min"),
+    ("icl", "ICL", "min"),
+    ("log_evidence", "log evidence log p(data | K), exact", "max"),
+    ("elpd_loo", "elpd, PSIS-LOO (± se)", "max"),
+    ("p_loo", "effective parameters (LOO)", None),
+    ("n_pareto_k_bad", "points with Pareto k > 0.7", None),
+    ("elpd_waic", "elpd, WAIC", "max"),
+    ("note", "note", None),
+)
+
+MODEL_CHOICE_NOTE = (
+    "What each column estimates: BIC (-2 log-likelihood + parameters x log n) approximates -2 log evidence; AIC "
+    "(-2 log-likelihood + 2 x parameters) estimates how well EM's answer predicts new data; ICL is BIC plus a penalty "
+    "for uncertain assignments, so it prefers well-separated clusters; the log evidence p(data | K) is the "
+    "probability of the data averaged over the prior, here computed exactly by summing over every assignment of "
+    "sets to components; elpd (expected log predictive density) from PSIS-LOO or WAIC estimates how well the "
+    "posterior predicts a left-out observation. They can disagree because they answer different questions "
+    "(explaining these data on average over the prior, or predicting new data) and penalise parameters "
+    "differently; with a handful of observations the differences between K are often smaller than their "
+    "standard errors. A larger K need not score better even on the log-likelihood when the weights are fixed "
+    "equal: K = 3 coins each used a third of the time cannot express K = 2's halves, so the models are not "
+    "nested. Best value per column in bold (lowest BIC, AIC, ICL; highest log evidence and elpd).")
+
+
 def _model_choice(ctx: Context) -> str:
     choice = ctx.group("model_choice")
     if choice is None or "K" not in choice.dims:
         return ""
     ks = choice["K"].values
-    lower_better = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "waic": "WAIC"}
     header, cols = ["K"], []
-    for var, title in [("loglik", "log-likelihood"), ("n_params", "parameters"), ("bic", "BIC"), ("aic", "AIC"),
-                       ("icl", "ICL"), ("elpd_loo", "elpd_loo"), ("p_loo", "p_loo"), ("n_pareto_k_bad", "Pareto k > 0.7"),
-                       ("waic", "WAIC"), ("note", "note")]:
+    for var, title, better in MODEL_CHOICE_COLUMNS:
         if var not in choice:
             continue
         values = choice[var].values
         if var == "note":
+            if not any(str(v) for v in values):
+                continue  # an empty column says nothing
             cols.append([str(v) for v in values])
         else:
             values = np.asarray(values, dtype=float)
+            if not np.isfinite(values).any():
+                continue  # e.g. no exact evidence when enumeration is too large
             best = None
-            if np.isfinite(values).any() and var in (*lower_better, "elpd_loo"):
-                best = int(np.nanargmax(values) if var == "elpd_loo" else np.nanargmin(values))
+            if better is not None:
+                best = int(np.nanargmax(values) if better == "max" else np.nanargmin(values))
             se = choice["elpd_loo_se"].values if var == "elpd_loo" and "elpd_loo_se" in choice else None
-            cols.append([_best(_with_se(v, None if se is None else se[i]), i == best) for i, v in enumerate(values)])
+            digits = 3 if var == "p_loo" else 6
+            cols.append([_best(_with_se(v, None if se is None else se[i], digits), i == best)
+                         if var != "n_params" and var != "n_pareto_k_bad" else fmt(v) for i, v in enumerate(values)])
         header.append(title)
     rows = [[int(k)] + [col[i] for col in cols] for i, k in enumerate(ks)]
-    criteria = {lower_better[v]: choice[v].values for v in lower_better if v in choice}
-    if "elpd_loo" in choice:
-        criteria["-2 elpd_loo"] = -2 * np.asarray(choice["elpd_loo"].values, dtype=float)
-    fig = figure(figures.model_choice(ks, criteria), "model-choice", "Each criterion against K, lower is better.") if criteria else ""
-    return subsection("Choosing K", fig + table(header, rows),
-                      "Best value per column in bold (lowest BIC, AIC, ICL; highest elpd_loo). elpd_loo ± its standard error.")
+    criteria = {title: choice[v].values for v, title in (("bic", "BIC"), ("aic", "AIC"), ("icl", "ICL")) if v in choice}
+    for var, title in (("log_evidence", "-2 log evidence"), ("elpd_loo", "-2 elpd (LOO)"), ("elpd_waic", "-2 elpd (WAIC)")):
+        if var in choice and np.isfinite(np.asarray(choice[var].values, dtype=float)).any():
+            criteria[title] = -2 * np.asarray(choice[var].values, dtype=float)
+    fig = figure(figures.model_choice(ks, criteria), "model-choice",
+                 "Each criterion against K on the deviance scale (log evidence and elpd times -2), lower is better.") if criteria else ""
+    return subsection("Choosing K", fig + table(header, rows), MODEL_CHOICE_NOTE)
 
 
-def _with_se(value, se) -> str:
-    return fmt(value, 6) + (f" ± {fmt(se, 3)}" if se is not None and np.isfinite(se) else "")
+def _with_se(value, se, digits: int = 6) -> str:
+    return fmt(value, digits) + (f" ± {fmt(se, 3)}" if se is not None and np.isfinite(se) else "")
 
 
 def _best(text: str, best: bool) -> Raw | str:
