@@ -5,6 +5,7 @@ data are not in the results file, so the page shows only what the run produced.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -194,8 +195,26 @@ def _em_densities_1d(em: xr.Dataset | None, x: np.ndarray):
 def em_section(ctx: Context) -> str:
     trace = ctx.group("em_trace")
     # coin runs show their step-by-step tables in the lesson's order, in lesson.lesson_section
-    parts = [_loglik_paths(ctx, trace), _parameter_paths(trace), _restarts(ctx), _optima(ctx)]
+    parts = [_loglik_paths(ctx, trace), _parameter_paths(_named_components(ctx, trace)), _restarts(ctx), _optima(ctx)]
     return "".join(parts)
+
+
+def _named_components(ctx: Context, ds: xr.Dataset | None) -> xr.Dataset | None:
+    """``ds`` with its ``component`` coordinate replaced by the names the spec gave (``[model] labels``)."""
+    data = ctx.group("data")
+    if ds is None or "component" not in ds.dims or data is None or "component_labels" not in data.attrs:
+        return ds
+    return ds.assign_coords(component=component_names(ctx.tree, ds.sizes["component"]))
+
+
+def _named_label(ctx: Context, label: str) -> str:
+    """``theta[0]`` as ``theta[A]`` when the spec named the components (labels written as name[index])."""
+    data, em = ctx.group("data"), ctx.group("em")
+    if data is None or em is None or "component_labels" not in data.attrs or "component" not in em.sizes:
+        return label
+    names = component_names(ctx.tree, em.sizes["component"])
+    return re.sub(r"^(\w+)\[(\d+)\]$", lambda m: f"{m.group(1)}[{names[int(m.group(2))]}]"
+                  if int(m.group(2)) < len(names) else m.group(0), label)
 
 
 def _loglik_paths(ctx: Context, trace: xr.Dataset | None) -> str:
@@ -345,11 +364,12 @@ def _joint_posterior(ctx: Context, posterior: xr.Dataset) -> str:
     feature = ""
     if name == "mu" and "feature" in posterior[name].dims:
         feature = f", {posterior['feature'].values[0]}" if "feature" in posterior.coords else ", 0"
-    labels = (f"{name}[0{feature}]", f"{name}[1{feature}]")
+    names = component_names(ctx.tree, posterior.sizes["component"])
+    labels = (f"{name}[{names[0]}{feature}]", f"{name}[{names[1]}{feature}]")
     limits = (0.0, 1.0) if name == "theta" else None
     svg = figures.joint_pair(draws, chains, points, labels, limits=limits, contour=contour)
     note = ("Raw draws (before relabelling), coloured by chain. Filled marks are EM's answers, hollow ones the same "
-            "answers with components 0 and 1 renamed: the likelihood is identical there, so a symmetric posterior has a "
+            f"answers with components {names[0]} and {names[1]} renamed: the likelihood is identical there, so a symmetric posterior has a "
             "mode at each. Chains that visit both sides are switching labels.")
     return subsection(f"Joint posterior of {labels[0]} and {labels[1]}", figure(svg, "joint", ""), note)
 
@@ -366,6 +386,7 @@ def _trace_and_rank(ctx: Context, posterior: xr.Dataset) -> str:
         shown = display_draws(ds)
         if not shown.data_vars:
             continue
+        shown = _named_components(ctx, shown)  # arviz labels panels by coordinate: the components' names
         small = xr.DataTree.from_dict({"posterior": shown})
         thin = shown.sizes["draw"] < ds.sizes["draw"]
         note = f" (one draw in {int(np.ceil(ds.sizes['draw'] / shown.sizes['draw']))} shown)" if thin else ""
@@ -388,7 +409,7 @@ def _diagnostics(ctx: Context) -> str:
     n_chains = posterior.sizes.get("chain", 1)
     relabelled = any(np.isfinite(r.rhat_relabelled) for r in rows)
     header = ["parameter", "R-hat", "bulk ESS", "tail ESS"] + (["R-hat relabelled", "bulk ESS relabelled"] if relabelled else [])
-    body = [[r.label, _flag(r.rhat, r.rhat > 1.01), fmt(r.ess_bulk), fmt(r.ess_tail)]
+    body = [[_named_label(ctx, r.label), _flag(r.rhat, r.rhat > 1.01), fmt(r.ess_bulk), fmt(r.ess_tail)]
             + ([_flag(r.rhat_relabelled, r.rhat_relabelled > 1.01), _flag(r.ess_relabelled, r.ess_relabelled < 100 * n_chains)]
                if relabelled else []) for r in rows]
     stats = ctx.group("sample_stats")
@@ -546,7 +567,8 @@ def _raw_labels_caption(columns, k: int) -> str:
         return ""
     return (f"{' and '.join(raw).capitalize()}: the posterior before its labels are fixed, where every draw and its "
             f"mirror (the components renamed) are equally likely, so each probability is 1/{k} = {fmt(1 / k, 3)} "
-            "whatever the data. Posterior, relabelled: the same draws after each one's components were renamed to "
+            "whatever the data (exactly by enumeration; near it in a sample, whose chains need not visit every "
+            "labelling equally often). Posterior, relabelled: the same draws after each one's components were renamed to "
             "match EM's, which is where the data's information about membership shows. Both are right; they answer "
             "different questions.")
 
@@ -582,6 +604,14 @@ AGREEMENT_MEASURES = {
 }
 
 
+#: Readable names of the ``membership_agreement`` group's single numbers.
+SCALAR_AGREEMENT = {
+    "mean_abs_diff": "mean absolute difference of membership probabilities, EM against posterior",
+    "ari_em_posterior": "adjusted Rand index, EM against the posterior's most likely components",
+    "entropy_em": "EM's uncertainty about the component, mean entropy (nats)",
+}
+
+
 def _stored_agreement(ctx: Context, stored: xr.Dataset) -> str:
     """The run's agreement measures: one row per observation (or their mean when there are many), the
     adjusted Rand index as a labelling-by-labelling matrix, each labelling's hard assignment."""
@@ -603,9 +633,11 @@ def _stored_agreement(ctx: Context, stored: xr.Dataset) -> str:
         else:
             rows = [[f"mean over {n}"] + ["" for _ in labellings] + [fmt(np.mean(values), 3) for _, values in measures]]
         parts.append(table(header, rows))
-    if "mean_abs_diff" in stored.attrs:
-        parts.append(paragraph("Mean absolute difference between EM's and the posterior's membership probabilities: "
-                               f"{fmt(stored.attrs['mean_abs_diff'], 3)}."))
+    scalars = [(key, value) for key, value in stored.attrs.items() if np.ndim(value) == 0]
+    scalars += [(name, var.values) for name, var in stored.data_vars.items() if var.ndim == 0]
+    if scalars:
+        parts.append(table(["measure", "value"], [[SCALAR_AGREEMENT.get(key, key.replace("_", " ")), fmt(value, 3)]
+                                                  for key, value in scalars]))
     if "ari" in stored:
         labellings = [str(v) for v in stored["labelling"].values]
         rows = [[name] + [fmt(v, 3) for v in stored["ari"].values[i]] for i, name in enumerate(labellings)]
@@ -613,13 +645,6 @@ def _stored_agreement(ctx: Context, stored: xr.Dataset) -> str:
                            caption="Agreement of the hard assignments, 1 for the same partition (whatever the names), "
                                    "about 0 for chance agreement."))
     return "".join(parts)
-
-
-def _value_text(value) -> str:
-    arr = np.asarray(value)
-    if arr.dtype.kind in "fiu":
-        return ", ".join(fmt(v) for v in arr.ravel())
-    return ", ".join(str(v) for v in arr.ravel())
 
 
 #: Columns of the model-choice table: (variable, header, which way is better: "min", "max" or None).
@@ -727,9 +752,12 @@ def label_switching_section(ctx: Context) -> str:
             ["mode", "share of draws"], [[int(m), f"{float(s):.0%}"] for m, s in zip(ls["mode"].values, ls["mode_share"].values)])))
     before_after = [v for v in ("rhat_before", "rhat_after", "ess_before", "ess_after") if v in ls]
     if before_after and "parameter" in ls.dims:
-        rows = [[str(p)] + [fmt(ls[v].values[i]) for v in before_after] for i, p in enumerate(ls["parameter"].values)]
+        rows = [[_named_label(ctx, str(p))] + [fmt(ls[v].values[i]) for v in before_after]
+                for i, p in enumerate(ls["parameter"].values)]
+        readable = {"rhat_before": "R-hat before", "rhat_after": "R-hat after", "ess_before": "bulk ESS before",
+                    "ess_after": "bulk ESS after"}
         parts.append(subsection("R-hat and ESS before and after relabelling",
-                                table(["parameter"] + [v.replace("_", " ") for v in before_after], rows)))
+                                table(["parameter"] + [readable[v] for v in before_after], rows)))
     return "".join(parts)
 
 
