@@ -22,7 +22,7 @@ import warnings
 # Labels in other scripts (the heroes data's Chinese column names) are kept as text in the SVG and
 # drawn by the browser's fonts; matplotlib's own font only lacks them for measuring.
 warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)  # noqa: E402
-from matplotlib.colors import to_rgb  # noqa: E402
+from matplotlib.colors import BoundaryNorm, to_rgb  # noqa: E402
 
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
 
@@ -376,7 +376,9 @@ def loglik_surface(grid: np.ndarray, surface: np.ndarray, paths: list[tuple[str,
     windows = (((0.0, 1.0), (0.0, 1.0)), tuple((max(0.0, c - half), min(1.0, c + half)) for c in centre))
     path_colours = ("#d62728", "#111111", "#9467bd", "#ff7f0e")
     for ax, (xlim, ylim), title in zip(axes, windows, ("the whole square", "close-up of the EM paths")):
-        filled = ax.contourf(grid, grid, drop.T, levels=levels, cmap="YlGnBu_r")
+        # one distinct colour per band (a linear scale would paint every band within 8 of the top alike)
+        filled = ax.contourf(grid, grid, drop.T, levels=levels, cmap="YlGnBu_r",
+                             norm=BoundaryNorm(levels, plt.get_cmap("YlGnBu_r").N))
         ax.contour(grid, grid, drop.T, levels=levels[1:-1], colors="0.3", linewidths=0.5)
         ax.scatter(modes[:, 0], modes[:, 1], marker="*", s=420, facecolor="none", edgecolor="#b8860b", linewidths=2,
                    zorder=5, label="posterior modes (mirror images)")

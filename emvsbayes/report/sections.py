@@ -124,7 +124,9 @@ def data_section(ctx: Context) -> str:
 
 def _coin_table(data: xr.Dataset) -> str:
     truth = "true_component" in data
-    rows = [[label, int(h), int(n)] + ([int(data["true_component"].values[i])] if truth else [])
+    names = json.loads(data.attrs["component_labels"]) if "component_labels" in data.attrs else []
+    coin = (lambda c: names[c] if 0 <= c < len(names) else c)
+    rows = [[label, int(h), int(n)] + ([coin(int(data["true_component"].values[i]))] if truth else [])
             for i, (label, h, n) in enumerate(zip(data["set"].values, data["heads"].values, data["tosses"].values))]
     return table(["set", "heads", "tosses"] + (["true coin"] if truth else []), rows)
 
