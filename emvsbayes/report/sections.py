@@ -209,6 +209,11 @@ def _named_components(ctx: Context, ds: xr.Dataset | None) -> xr.Dataset | None:
     return ds.assign_coords(component=component_names(ctx.tree, ds.sizes["component"]))
 
 
+def _component_name(ctx: Context, index: int) -> str:
+    """Component ``index`` by the name the spec gave it, else the index."""
+    return _named_label(ctx, f"c[{index}]")[2:-1]
+
+
 def _named_label(ctx: Context, label: str) -> str:
     """``theta[0]`` as ``theta[A]`` when the spec named the components (labels written as name[index])."""
     data, em = ctx.group("data"), ctx.group("em")
@@ -743,7 +748,7 @@ def label_switching_section(ctx: Context) -> str:
     if "modal_perm" in ls:
         rows = []
         for i, chain in enumerate(ls["chain"].values):
-            row = [int(chain), "(" + ", ".join(str(int(v)) for v in ls["modal_perm"].values[i]) + ")"]
+            row = [int(chain), "(" + ", ".join(_component_name(ctx, int(v)) for v in ls["modal_perm"].values[i]) + ")"]
             row += [f"{float(ls['modal_share'].values[i]):.0%}" if "modal_share" in ls else "",
                     int(ls["n_switches"].values[i]) if "n_switches" in ls else "",
                     int(ls[mode_var].values[i]) if (mode_var := _mode_var(ls)) else ""]
