@@ -87,7 +87,8 @@ HARD_EM_TEXT = (
     "the tosses it was given. This is k-means' cousin: k-means gives each point to its nearest centre and moves "
     "each centre to the mean of its points; hard EM gives each experiment to its most likely coin and moves each "
     "coin's theta to the share of heads among its experiments. Like k-means it stops as soon as no experiment "
-    "changes coin, and what it maximises is the likelihood with the assignments treated as known.")
+    "changes coin, and what it maximises is the likelihood with the assignments treated as known (the "
+    "log-likelihood in its iteration captions is that one, not the observed-data log-likelihood).")
 
 SOFT_EM_TEXT = (
     "E-step: each experiment is shared between the coins in proportion to how likely its heads and tails are "
@@ -109,7 +110,8 @@ def _guess(data: xr.Dataset, trace: xr.Dataset | None, names: list[str]) -> str:
     sets = ", ".join(str(s) for s in data["set"].values)
     return subsection("The first guess", paragraph(
         f"EM starts from {start}. Under these values the most likely coin for each experiment ({sets}) is: "
-        f"{guess}. That is the first guess; hard EM keeps it as it is, soft EM keeps the probabilities behind it."))
+        f"{guess}. That is the first guess: hard EM's first M-step uses exactly these assignments, soft EM uses the "
+        "probabilities behind them instead."))
 
 
 def _aligned_to(reference: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -159,8 +161,8 @@ def _hard_vs_soft(ctx, data: xr.Dataset, em: xr.Dataset, names: list[str]) -> st
     if differing:
         verdict = (f"They disagree on {', '.join(differing)} (highlighted): soft EM leaves "
                    f"{'it' if len(differing) == 1 else 'them'} shared between the coins and leans the other way, "
-                   "while hard EM, having given it to one coin in every round, never revisits that choice "
-                   "once the thetas have moved to fit it.")
+                   "while hard EM gives each experiment wholly to one coin, fits the thetas to that choice, and "
+                   "under those thetas the same choice wins again: a fixed point that confirms itself.")
     else:
         verdict = "Both end with the same most likely coin for every experiment; they differ only in the thetas."
     better = ("Soft EM's answer has the higher observed-data log-likelihood: it maximises that quantity, hard EM "
