@@ -15,6 +15,7 @@ from scipy.special import gammaln, xlog1py, xlogy
 from emvsbayes.report import figures
 from emvsbayes.report.markup import cell, esc, figure, fmt, paragraph, subsection
 from emvsbayes.report.params import component_names
+from emvsbayes.report.sections import _coin_steps  # the step tables live with the EM section
 
 #: grid points per axis of the surface; the ends stay off 0 and 1, where a coin that made a head or a
 #: tail has log-likelihood -inf
@@ -65,8 +66,6 @@ def lesson_section(ctx) -> str:
     names = component_names(ctx.tree, k)
     hard_trace, soft_trace = ctx.group("em_hard_trace"), ctx.group("em_trace")
     parts = [_guess(data, hard_trace if hard_trace is not None else soft_trace, names)]
-    from emvsbayes.report.sections import _coin_steps  # the step tables live with the EM section
-
     if _has_steps(hard_trace):
         parts.append("<h3>Hard EM, step by step</h3>" + paragraph(HARD_EM_TEXT) + _coin_steps(hard_trace, data, names=names))
     if _has_steps(soft_trace):
