@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import math
 import re
 import tomllib
@@ -230,6 +231,25 @@ def name_text(v):
     return None
 
 
+#: Component names head table columns and figure axes; longer ones would not fit there.
+MAX_LABEL_CHARS = 12
+
+
+def component_labels(v):
+    """Names of the components (``["A", "B"]``); their count is checked against ``components`` later."""
+    if not isinstance(v, list):
+        return f'must be a list of names, one per component, e.g. ["A", "B"], got {_show(v)}'
+    for item in v:
+        if not isinstance(item, str) or not item.strip():
+            return f"must hold non-empty strings, got {_show(item)}"
+        if len(item) > MAX_LABEL_CHARS:
+            return f"names must be at most {MAX_LABEL_CHARS} characters (they head table columns), got {_show(item)}"
+    duplicates = sorted({item for item in v if v.count(item) > 1})
+    if duplicates:
+        return f"must name each component once, {_show(duplicates[0])} appears twice"
+    return None
+
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "": {
         "title": Key("", text),
@@ -254,6 +274,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "components": Key(2, components_value),
         # coins
         "weights": Key("equal", one_of("equal", "estimated")),
+        "labels": Key([], component_labels),  # names of the coins in tables and figures; [] numbers them
         # gaussian
         "covariance": Key("full", one_of("full", "tied", "diag", "spherical")),
         "reg_covar": Key(1e-6, positive_number),
@@ -400,6 +421,13 @@ def _check_consistency(spec: dict, source: str) -> None:
             if em[key] is not None:
                 raise UserError(f"{source}: [em] {key} applies to Gaussian mixtures only; coin mixtures run "
                                 "n_init starts: remove it, or set n_init")
+    labels = spec["model"]["labels"]
+    if labels and spec["model"]["family"] != "coins":
+        raise UserError(f"{source}: [model] labels names coins only; remove it from a {spec['model']['family']} spec")
+    if labels and (len(ks) > 1 or len(labels) != ks[0]):
+        raise UserError(f"{source}: [model] labels gives {len(labels)} names but [model] components is "
+                        f"{spec['model']['components']}; give one name per component, e.g. labels = "
+                        f"{json.dumps([chr(ord('A') + i) for i in range(max(ks))])}")
     if spec["model"]["family"] == "coins":
         init = spec["em"]["init"]
         if isinstance(init, list):

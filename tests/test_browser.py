@@ -118,8 +118,9 @@ PAGE_PROBE = """JSON.stringify({
 })"""
 
 
-def load(devtools: DevTools, path: Path) -> dict:
-    """Open ``path`` in a new tab; what it showed, logged and requested, and a screenshot."""
+def load(devtools: DevTools, path: Path, extra_probe: str | None = None) -> dict:
+    """Open ``path`` in a new tab; what it showed, logged and requested, and a screenshot (and what
+    ``extra_probe``, a JavaScript expression returning JSON text, found)."""
     target = devtools.call("Target.createTarget", {"url": "about:blank"})["targetId"]
     session = devtools.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     for domain in ("Page", "Runtime", "Log", "Network"):
@@ -132,6 +133,8 @@ def load(devtools: DevTools, path: Path) -> dict:
     devtools.wait_for("Page.loadEventFired", session)
     probe = json.loads(devtools.call("Runtime.evaluate", {"expression": PAGE_PROBE, "returnByValue": True},
                                      session)["result"]["value"])
+    extra = (json.loads(devtools.call("Runtime.evaluate", {"expression": extra_probe, "returnByValue": True},
+                                      session)["result"]["value"]) if extra_probe else None)
     png = base64.b64decode(devtools.call("Page.captureScreenshot", {"format": "png"}, session)["data"])
     events = [e for e in devtools.events[first_event:] if e.get("sessionId") == session]
     devtools.call("Target.closeTarget", {"targetId": target})
@@ -139,7 +142,7 @@ def load(devtools: DevTools, path: Path) -> dict:
               or (e.get("method") == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert"))
               or (e.get("method") == "Log.entryAdded" and e["params"]["entry"].get("level") == "error")]
     requests = [e["params"]["request"]["url"] for e in events if e.get("method") == "Network.requestWillBeSent"]
-    return {"url": url, "probe": probe, "png": png, "errors": errors, "requests": requests}
+    return {"url": url, "probe": probe, "png": png, "errors": errors, "requests": requests, "extra": extra}
 
 
 def expected_figures(tree) -> list[str]:
@@ -165,6 +168,9 @@ def expected_figures(tree) -> list[str]:
         names += ["trace-before", "rank-before"]
         if "posterior_relabelled" in groups:
             names += ["trace-after", "rank-after"]
+    if ("data" in groups and "heads" in tree["data"] and "em" in groups and "theta" in tree["em"]
+            and tree["em"].sizes.get("component") == 2):
+        names.append("loglik-surface")
     if "em" in groups and varying("posterior" if "posterior" in groups else "em"):
         names.append("forest")
     if "exact" in groups and "theta_sorted_mean" in tree["exact"] and "posterior" in groups:
@@ -217,6 +223,62 @@ def test_lecture_report_in_browser(devtools, lecture_run, tmp_path):
         assert text in result["probe"]["text"]
     shutil.copy(page, lecture_run / "index.browser-test.html")
     (lecture_run / "screenshot.png").write_bytes(result["png"])
+
+
+LESSON_PROBE = """JSON.stringify({
+  description: (document.querySelector('p.description') || {}).innerText || '',
+  differs: [...document.querySelectorAll('table.side-by-side tr.differs')].map(r => r.innerText),
+  sideBySide: [...document.querySelectorAll('table.side-by-side th')].map(h => h.innerText),
+  surface: [...document.querySelectorAll('figure[data-fig="loglik-surface"] svg')].map(s => s.getBoundingClientRect().width),
+  headers: [...document.querySelectorAll('th')].map(h => h.innerText),
+  cells: [...document.querySelectorAll('td')].map(c => c.innerText),
+  choosingK: (() => {
+    const h = [...document.querySelectorAll('h3')].find(h => h.innerText === 'Choosing K');
+    let el = h && h.nextElementSibling;
+    while (el && el.tagName !== 'TABLE') el = el.nextElementSibling;
+    return el ? [...el.querySelectorAll('thead th')].map(th => th.innerText) : [];
+  })(),
+  order: ['The first guess', 'Hard EM, step by step', 'Soft EM, step by step', 'What each ends with, side by side']
+    .map(t => [...document.querySelectorAll('h3')].findIndex(h => h.innerText === t))
+})"""
+
+
+@pytest.mark.slow
+def test_lesson_page_reads_as_the_lesson(devtools, lecture_run, tmp_path):
+    """The lesson's names, order, hard-vs-soft table, surface figure, description and every model-choice
+    criterion, as a reader of the page sees them (text rendered by the browser, not the HTML source)."""
+    tree = read_results(lecture_run / "results.nc")
+    result = load(devtools, write_report(tree, tmp_path), LESSON_PROBE)
+    page, text = result["extra"], result["probe"]["text"]
+    assert "Which coin made each experiment" in page["description"]
+    assert page["description"] == str(json.loads(tree.attrs["spec"])["description"])
+    # the coins are A and B everywhere; no numbered coins or thetas
+    for name in ("coin A", "coin B", "theta[A]", "theta_B", "P(coin A)"):
+        assert name in text, name
+    for numbered in ("coin 0", "coin 1", "theta[0]", "theta[1]", "P(0)", "P(1)"):
+        assert numbered not in text, numbered
+    # the lesson's order: the guess A, A, B, B, A, hard EM, soft EM, then what each ends with
+    assert "A, A, B, B, A" in text
+    assert page["order"] == sorted(page["order"]) and min(page["order"]) >= 0, page["order"]
+    # the one experiment the two EMs put with different coins is highlighted: experiment 2, 7 heads of 10
+    assert len(page["differs"]) == 1 and "experiment 2" in page["differs"][0], page["differs"]
+    assert "coin A" in page["differs"][0] and "closer to coin B" in page["differs"][0]
+    assert {"hard EM", "soft EM"} <= set(page["sideBySide"])
+    assert any("log-likelihood" in h for h in page["sideBySide"])
+    assert page["surface"] and page["surface"][0] > 700, page["surface"]  # drawn at a readable width
+    # every criterion the model_choice group holds is a column, under a readable header
+    headers = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "log_evidence": "log evidence", "elpd_loo": "PSIS-LOO",
+               "elpd_waic": "WAIC", "p_loo": "effective parameters", "loglik": "log-likelihood"}
+    choice = tree["model_choice"]
+    for var, header in headers.items():
+        assert var in choice, var
+        assert any(header in h for h in page["choosingK"]), (header, page["choosingK"])
+    assert "not nested" in text
+    # no raw variable names or flattened arrays in any visible table header or cell
+    for raw in ("mean_abs_diff", "entropy_em", "elpd_waic", "log_evidence", "rhat_before", "ari"):
+        assert not any(raw in cell.split() or raw in cell.replace(" ", "").split(",") for cell in page["headers"] + page["cells"]), raw
+    assert not any(cell.count(",") >= 3 and all(part.strip().replace(".", "").isdigit() for part in cell.split(","))
+                   for cell in page["cells"])
 
 
 @pytest.mark.parametrize("features", [("eruptions", "waiting"), ("velocity",), ("a", "b", "c", "d", "e")])

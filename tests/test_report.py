@@ -162,7 +162,8 @@ def full_page():
 def test_every_section_appears_with_its_data(full_page):
     for anchor in ("summary", "data", "em", "bayes", "comparison", "label-switching", "reproducibility"):
         assert f'<section id="{anchor}">' in full_page, anchor
-    for text in ("Distinct local optima", "Every restart", "Wald 89%", "bootstrap 89%", "Choosing K", "ari_em_posterior",
+    for text in ("Distinct local optima", "Every restart", "Wald 89%", "bootstrap 89%", "Choosing K",
+                 "adjusted Rand index, EM against the posterior",
                  "R-hat and ESS before and after relabelling", "Per chain", "Spec as run"):
         assert text in full_page, text
     assert figure_names(full_page) == ["data", "em-loglik", "em-parameters", "em-restarts", "joint", "trace-before",

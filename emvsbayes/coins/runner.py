@@ -5,6 +5,7 @@ Returns named ``xarray.Dataset`` groups for :mod:`emvsbayes.results`; fitting st
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -121,6 +122,9 @@ def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], prog
     if data.true_coin is not None:
         data_ds["true_component"] = ("set", np.asarray(data.true_coin))
     data_ds.attrs.update(source=data.source, kind="coins")
+    if spec["model"]["labels"]:
+        # the report names components from the results file alone; JSON keeps a list of strings intact
+        data_ds.attrs["component_labels"] = json.dumps(spec["model"]["labels"], ensure_ascii=False)
     groups["data"] = data_ds
 
     start = time.perf_counter()

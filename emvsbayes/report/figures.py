@@ -22,7 +22,7 @@ import warnings
 # Labels in other scripts (the heroes data's Chinese column names) are kept as text in the SVG and
 # drawn by the browser's fonts; matplotlib's own font only lacks them for measuring.
 warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)  # noqa: E402
-from matplotlib.colors import to_rgb  # noqa: E402
+from matplotlib.colors import BoundaryNorm, to_rgb  # noqa: E402
 
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
 
@@ -351,4 +351,49 @@ def model_choice(ks: np.ndarray, criteria: dict[str, np.ndarray]) -> str:
             ax.plot(ks, values, marker="o", ms=3.5, lw=1.2, color=color(i), label=name)
     ax.set(xlabel="K (components)", ylabel="criterion (lower is better)", xticks=list(ks))
     ax.legend(fontsize=7, frameon=False)
+    return to_svg(fig)
+
+
+#: how far below the maximum each filled band of the log-likelihood surface ends
+SURFACE_DROPS = (0.5, 1, 2, 4, 8, 16, 32, 64)
+
+
+def loglik_surface(grid: np.ndarray, surface: np.ndarray, paths: list[tuple[str, np.ndarray]], modes: np.ndarray,
+                   names: list[str]) -> str:
+    """A two-coin log-likelihood surface with EM paths and the posterior's mirror modes: the whole square,
+    and beside it a close-up of the paths (EM often moves a few hundredths, invisible at full scale).
+
+    ``surface[i, j]`` is at (grid[i], grid[j]); ``paths`` are (label, (n_iter, 2) thetas); ``modes`` (m, 2).
+    Bands are drops below the maximum, so the picture reads the same for any data size.
+    """
+    drop = np.maximum(surface - np.nanmax(surface), -2 * SURFACE_DROPS[-1])
+    levels = [-2 * SURFACE_DROPS[-1], *(-d for d in SURFACE_DROPS[::-1]), 0.0]
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 5.8), gridspec_kw={"wspace": 0.3})
+    visited = np.concatenate([thetas for _, thetas in paths] + [modes[:1]]) if paths else modes
+    lo, hi = visited.min(axis=0), visited.max(axis=0)
+    half = max(0.04, 0.6 * float(np.max(hi - lo)))
+    centre = (lo + hi) / 2
+    windows = (((0.0, 1.0), (0.0, 1.0)), tuple((max(0.0, c - half), min(1.0, c + half)) for c in centre))
+    path_colours = ("#d62728", "#111111", "#9467bd", "#ff7f0e")
+    for ax, (xlim, ylim), title in zip(axes, windows, ("the whole square", "close-up of the EM paths")):
+        # one distinct colour per band (a linear scale would paint every band within 8 of the top alike)
+        filled = ax.contourf(grid, grid, drop.T, levels=levels, cmap="YlGnBu_r",
+                             norm=BoundaryNorm(levels, plt.get_cmap("YlGnBu_r").N))
+        ax.contour(grid, grid, drop.T, levels=levels[1:-1], colors="0.3", linewidths=0.5)
+        ax.scatter(modes[:, 0], modes[:, 1], marker="*", s=420, facecolor="none", edgecolor="#b8860b", linewidths=2,
+                   zorder=5, label="posterior modes (mirror images)")
+        for i, (label, thetas) in enumerate(paths):
+            col = path_colours[i % len(path_colours)]
+            ax.plot(thetas[:, 0], thetas[:, 1], color=col, lw=1.8, marker="o", ms=3, zorder=6, label=f"{label} path")
+            ax.scatter([thetas[0, 0]], [thetas[0, 1]], marker="s", s=80, facecolor="white", edgecolor=col, zorder=7,
+                       label=f"{label} start")
+            ax.scatter([thetas[-1, 0]], [thetas[-1, 1]], marker="o", s=90, color=col, edgecolor="white", zorder=7,
+                       label=f"{label} answer")
+        ax.plot([0, 1], [0, 1], color="0.2", lw=0.9, ls="--")
+        ax.set(xlim=xlim, ylim=ylim, aspect="equal", title=title,
+               xlabel=f"theta_{names[0]} (chance of heads of coin {names[0]})",
+               ylabel=f"theta_{names[1]} (chance of heads of coin {names[1]})")
+    bar = fig.colorbar(filled, ax=axes, shrink=0.75, pad=0.02)
+    bar.set_label("log-likelihood below its maximum")
+    axes[1].legend(loc="upper center", bbox_to_anchor=(-0.2, -0.14), ncol=4, fontsize=9, frameon=False)
     return to_svg(fig)

@@ -8,6 +8,7 @@ so they cannot disagree. Posterior summaries come from ``posterior_relabelled`` 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,27 @@ class ParamRow:
         """Is EM's estimate inside the posterior's equal-tailed interval (None: no posterior)."""
         lo, hi = self.post_eti
         return None if not np.isfinite(lo) else bool(lo <= self.em <= hi)
+
+
+def component_names(tree: xr.DataTree, k: int) -> list[str]:
+    """The components' names the spec gave (``[model] labels``, kept in ``data.attrs["component_labels"]``),
+    else their indices as text."""
+    data = group(tree, "data")
+    raw = data.attrs.get("component_labels") if data is not None else None
+    try:
+        names = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError:
+        names = None
+    if isinstance(names, list) and len(names) == k and all(isinstance(n, str) for n in names):
+        return names
+    return [str(c) for c in range(k)]
+
+
+def _named(label: str, name: str, where: dict, names: list[str] | None) -> str:
+    """``theta[0]`` as ``theta[A]`` when the components have names."""
+    if names is None or set(where) != {"component"}:
+        return label
+    return f"{name}[{names[where['component']]}]"
 
 
 def interval_prob(tree: xr.DataTree) -> float:
@@ -119,11 +141,14 @@ def parameter_rows(tree: xr.DataTree) -> list[ParamRow]:
     boot = group(tree, "em_bootstrap")
     exact = group(tree, "exact")
     rows = []
+    data = group(tree, "data")
+    named = data is not None and "component_labels" in data.attrs and "component" in em.sizes
+    names = component_names(tree, em.sizes["component"]) if named else None
     for name in PARAMETERS:
         if name not in em:
             continue
         for label, where in elements(em[name]):
-            fields: dict = {"label": label, "name": name, "em": _scalar(em, name, where)}
+            fields: dict = {"label": _named(label, name, where, names), "name": name, "em": _scalar(em, name, where)}
             draws = None
             if posterior is not None and name in posterior:
                 sel = {d: i for d, i in where.items() if d in posterior[name].dims}

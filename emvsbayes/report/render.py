@@ -14,7 +14,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from emvsbayes.report import figures, sections
+from emvsbayes.report import figures, lesson, sections
 from emvsbayes.report.markup import esc, section
 from emvsbayes.results import atomic_write
 
@@ -25,6 +25,7 @@ CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-sr
 SECTIONS = (
     ("summary", "Summary", sections.summary_section),
     ("data", "The data", sections.data_section),
+    ("lesson", "EM step by step: the guess, hard EM, soft EM", lesson.lesson_section),
     ("em", "EM: the iteration path", sections.em_section),
     ("bayes", "Bayes: the posterior", sections.bayes_section),
     ("comparison", "EM against the posterior", sections.comparison_section),
@@ -52,7 +53,7 @@ def render_report(tree: xr.DataTree, extra_timings=None) -> str:
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{esc(title)}</title><style>{css}</style></head><body>"
             f"<header><h1>{esc(title)}</h1><p class='sub'>EM against the Bayesian posterior · emvsbayes</p>"
-            f"<nav>{nav}</nav></header><main>{body}</main></body></html>")
+            f"<nav>{nav}</nav></header><main>{lesson.description_block(ctx)}{body}</main></body></html>")
 
 
 def render_report_file(tree: xr.DataTree, path, extra_timings=None) -> Path:

@@ -5,6 +5,7 @@ data are not in the results file, so the page shows only what the run produced.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -30,6 +31,7 @@ from emvsbayes.report.params import (
     elements,
     equal_tailed,
     interval_prob,
+    component_names,
     parameter_rows,
     posterior_group,
     varying_names,
@@ -122,7 +124,9 @@ def data_section(ctx: Context) -> str:
 
 def _coin_table(data: xr.Dataset) -> str:
     truth = "true_component" in data
-    rows = [[label, int(h), int(n)] + ([int(data["true_component"].values[i])] if truth else [])
+    names = json.loads(data.attrs["component_labels"]) if "component_labels" in data.attrs else []
+    coin = (lambda c: names[c] if 0 <= c < len(names) else c)
+    rows = [[label, int(h), int(n)] + ([coin(int(data["true_component"].values[i]))] if truth else [])
             for i, (label, h, n) in enumerate(zip(data["set"].values, data["heads"].values, data["tosses"].values))]
     return table(["set", "heads", "tosses"] + (["true coin"] if truth else []), rows)
 
@@ -192,12 +196,32 @@ def _em_densities_1d(em: xr.Dataset | None, x: np.ndarray):
 
 def em_section(ctx: Context) -> str:
     trace = ctx.group("em_trace")
-    parts = [_loglik_paths(ctx, trace), _parameter_paths(trace), _restarts(ctx), _optima(ctx)]
-    data = ctx.group("data")
-    for title, tr in (("Soft EM, step by step", trace), ("Hard EM, step by step", ctx.group("em_hard_trace"))):
-        if tr is not None and "resp" in tr and "expected_heads" in tr and data is not None and "heads" in data:
-            parts.append(f"<h3>{esc(title)}</h3>" + _coin_steps(tr, data))
+    # coin runs show their step-by-step tables in the lesson's order, in lesson.lesson_section
+    parts = [_loglik_paths(ctx, trace), _parameter_paths(_named_components(ctx, trace)), _restarts(ctx), _optima(ctx)]
     return "".join(parts)
+
+
+def _named_components(ctx: Context, ds: xr.Dataset | None) -> xr.Dataset | None:
+    """``ds`` with its ``component`` coordinate replaced by the names the spec gave (``[model] labels``)."""
+    data = ctx.group("data")
+    if ds is None or "component" not in ds.dims or data is None or "component_labels" not in data.attrs:
+        return ds
+    return ds.assign_coords(component=component_names(ctx.tree, ds.sizes["component"]))
+
+
+def _component_name(ctx: Context, index: int) -> str:
+    """Component ``index`` by the name the spec gave it, else the index."""
+    return _named_label(ctx, f"c[{index}]")[2:-1]
+
+
+def _named_label(ctx: Context, label: str) -> str:
+    """``theta[0]`` as ``theta[A]`` when the spec named the components (labels written as name[index])."""
+    data, em = ctx.group("data"), ctx.group("em")
+    if data is None or em is None or "component_labels" not in data.attrs or "component" not in em.sizes:
+        return label
+    names = component_names(ctx.tree, em.sizes["component"])
+    return re.sub(r"^(\w+)\[(\d+)\]$", lambda m: f"{m.group(1)}[{names[int(m.group(2))]}]"
+                  if int(m.group(2)) < len(names) else m.group(0), label)
 
 
 def _loglik_paths(ctx: Context, trace: xr.Dataset | None) -> str:
@@ -277,15 +301,16 @@ def _optima(ctx: Context) -> str:
     return subsection("Distinct local optima", table(header, rows), note)
 
 
-def _coin_steps(trace: xr.Dataset, data: xr.Dataset, max_rows: int = 12) -> str:
+def _coin_steps(trace: xr.Dataset, data: xr.Dataset, max_rows: int = 12, names: list[str] | None = None) -> str:
     """The lesson's table: for each iteration, each set's responsibilities and the coins' expected counts."""
     k = trace.sizes["component"]
+    names = names or [str(c) for c in range(k)]
     n_iter = trace.sizes["iteration"]
     shown = list(range(min(n_iter, max_rows)))
     if n_iter > max_rows:
         shown[-1] = n_iter - 1
     blocks = []
-    header = ["set", "seen"] + [f"P(coin {c})" for c in range(k)] + [f"coin {c} made" for c in range(k)]
+    header = ["set", "seen"] + [f"P(coin {names[c]})" for c in range(k)] + [f"coin {names[c]} made" for c in range(k)]
     for it in shown:
         theta, w, resp = trace["theta"].values[it], trace["w"].values[it], trace["resp"].values[it]
         rows = []
@@ -295,12 +320,12 @@ def _coin_steps(trace: xr.Dataset, data: xr.Dataset, max_rows: int = 12) -> str:
                         + [f"{fmt(resp[i, c] * h, 3)} H, {fmt(resp[i, c] * (n - h), 3)} T" for c in range(k)])
         eh, et = trace["expected_heads"].values[it], trace["expected_tails"].values[it]
         rows.append(["total", ""] + [""] * k + [f"{fmt(eh[c], 4)} H, {fmt(et[c], 4)} T" for c in range(k)])
-        caption = (f"Iteration {it}: theta = ({', '.join(fmt(t, 4) for t in theta)}), w = ({', '.join(fmt(x, 3) for x in w)}), "
-                   f"log-likelihood {fmt(trace['loglik'].values[it], 8)}")
+        caption = (f"Iteration {it}: E-step at " + ", ".join(f"theta_{names[c]} = {fmt(t, 4)}" for c, t in enumerate(theta))
+                   + f" (weights {', '.join(fmt(x, 3) for x in w)}), log-likelihood {fmt(trace['loglik'].values[it], 8)}")
         if it + 1 < n_iter:
             nxt = trace["theta"].values[it + 1]
-            caption += ". M-step: theta_k = heads / (heads + tails) made by coin k = (" + ", ".join(
-                f"{fmt(eh[c], 4)} / {fmt(eh[c] + et[c], 4)} = {fmt(nxt[c], 4)}" for c in range(k)) + ")"
+            caption += ". M-step: theta = heads / (heads + tails) each coin made: " + ", ".join(
+                f"theta_{names[c]} = {fmt(eh[c], 4)} / {fmt(eh[c] + et[c], 4)} = {fmt(nxt[c], 4)}" for c in range(k))
         blocks.append(f"<details{' open' if it < 2 else ''}><summary>{esc(caption)}</summary>{table(header, rows)}</details>")
     if n_iter > max_rows:
         blocks.insert(-1, f"<p>… iterations {max_rows - 1} to {n_iter - 2} left out …</p>")
@@ -346,11 +371,12 @@ def _joint_posterior(ctx: Context, posterior: xr.Dataset) -> str:
     feature = ""
     if name == "mu" and "feature" in posterior[name].dims:
         feature = f", {posterior['feature'].values[0]}" if "feature" in posterior.coords else ", 0"
-    labels = (f"{name}[0{feature}]", f"{name}[1{feature}]")
+    names = component_names(ctx.tree, posterior.sizes["component"])
+    labels = (f"{name}[{names[0]}{feature}]", f"{name}[{names[1]}{feature}]")
     limits = (0.0, 1.0) if name == "theta" else None
     svg = figures.joint_pair(draws, chains, points, labels, limits=limits, contour=contour)
     note = ("Raw draws (before relabelling), coloured by chain. Filled marks are EM's answers, hollow ones the same "
-            "answers with components 0 and 1 renamed: the likelihood is identical there, so a symmetric posterior has a "
+            f"answers with components {names[0]} and {names[1]} renamed: the likelihood is identical there, so a symmetric posterior has a "
             "mode at each. Chains that visit both sides are switching labels.")
     return subsection(f"Joint posterior of {labels[0]} and {labels[1]}", figure(svg, "joint", ""), note)
 
@@ -367,6 +393,7 @@ def _trace_and_rank(ctx: Context, posterior: xr.Dataset) -> str:
         shown = display_draws(ds)
         if not shown.data_vars:
             continue
+        shown = _named_components(ctx, shown)  # arviz labels panels by coordinate: the components' names
         small = xr.DataTree.from_dict({"posterior": shown})
         thin = shown.sizes["draw"] < ds.sizes["draw"]
         note = f" (one draw in {int(np.ceil(ds.sizes['draw'] / shown.sizes['draw']))} shown)" if thin else ""
@@ -389,7 +416,7 @@ def _diagnostics(ctx: Context) -> str:
     n_chains = posterior.sizes.get("chain", 1)
     relabelled = any(np.isfinite(r.rhat_relabelled) for r in rows)
     header = ["parameter", "R-hat", "bulk ESS", "tail ESS"] + (["R-hat relabelled", "bulk ESS relabelled"] if relabelled else [])
-    body = [[r.label, _flag(r.rhat, r.rhat > 1.01), fmt(r.ess_bulk), fmt(r.ess_tail)]
+    body = [[_named_label(ctx, r.label), _flag(r.rhat, r.rhat > 1.01), fmt(r.ess_bulk), fmt(r.ess_tail)]
             + ([_flag(r.rhat_relabelled, r.rhat_relabelled > 1.01), _flag(r.ess_relabelled, r.ess_relabelled < 100 * n_chains)]
                if relabelled else []) for r in rows]
     stats = ctx.group("sample_stats")
@@ -520,23 +547,37 @@ def _membership(ctx: Context) -> str:
     n, k = resp.shape
     columns = [("EM", resp.values)]
     if post is not None and "membership" in post:
-        columns.append(("posterior, raw", post["membership"].values))
+        columns.append(("posterior, raw labels", post["membership"].values))
     if post is not None and "membership_relabelled" in post:
         columns.append(("posterior, relabelled", post["membership_relabelled"].values))
     if exact is not None and "membership" in exact:
-        columns.append(("exact", exact["membership"].values))
+        columns.append(("exact, raw labels", exact["membership"].values))
+    names = component_names(ctx.tree, k)
     parts = [_agreement_table(ctx, columns)]
     if n <= MAX_TABLE_ROWS:
         labels = _obs_labels(ctx, obs_dim, n)
         truth = data["true_component"].values if data is not None and "true_component" in data else None
-        header = [obs_dim] + [f"{name} P({c})" for name, _ in columns for c in range(k)] + (["true"] if truth is not None else [])
+        header = [obs_dim] + [f"{name} P({names[c]})" for name, _ in columns for c in range(k)] + (["true"] if truth is not None else [])
         rows = [[labels[i]] + [fmt(p[i, c], 3) for _, p in columns for c in range(k)]
                 + ([int(truth[i])] if truth is not None else []) for i in range(n)]
-        parts.append(table(header, rows))
+        parts.append(table(header, rows, caption=_raw_labels_caption(columns, k)))
     note = ("Under the symmetric model every raw posterior membership is 1/K by symmetry: labels carry no information "
             "until the draws are relabelled. EM picks one labelling and reports it with confidence."
             if ctx.spec.get("bayes", {}).get("variant") == "symmetric" else "")
     return subsection("Cluster membership", "".join(parts), note)
+
+
+def _raw_labels_caption(columns, k: int) -> str:
+    """Why a raw-label column says 1/K beside a relabelled one that does not (they are not in conflict)."""
+    raw = [name for name, _ in columns if name.endswith("raw labels")]
+    if not raw or not any(name == "posterior, relabelled" for name, _ in columns):
+        return ""
+    return (f"{' and '.join(raw).capitalize()}: the posterior before its labels are fixed, where every draw and its "
+            f"mirror (the components renamed) are equally likely, so each probability is 1/{k} = {fmt(1 / k, 3)} "
+            "whatever the data (exactly by enumeration; near it in a sample, whose chains need not visit every "
+            "labelling equally often). Posterior, relabelled: the same draws after each one's components were renamed to "
+            "match EM's, which is where the data's information about membership shows. Both are right; they answer "
+            "different questions.")
 
 
 def _obs_labels(ctx: Context, dim: str, n: int) -> list[str]:
@@ -551,9 +592,7 @@ def _agreement_table(ctx: Context, columns) -> str:
     """Stored agreement measures when the run wrote them, else the simple ones computed here."""
     stored = ctx.group("membership_agreement")
     if stored is not None:
-        rows = [[key, _value_text(value)] for key, value in stored.attrs.items()]
-        rows += [[name, _value_text(var.values)] for name, var in stored.data_vars.items() if var.size <= 12]
-        return table(["measure", "value"], rows) if rows else ""
+        return _stored_agreement(ctx, stored)
     em = columns[0][1]
     rows = []
     for name, probs in columns[1:]:
@@ -564,11 +603,84 @@ def _agreement_table(ctx: Context, columns) -> str:
     return table(["comparison", "mean |difference| of probabilities", "same most likely component"], rows) if rows else ""
 
 
-def _value_text(value) -> str:
-    arr = np.asarray(value)
-    if arr.dtype.kind in "fiu":
-        return ", ".join(fmt(v) for v in arr.ravel())
-    return ", ".join(str(v) for v in arr.ravel())
+#: Readable names of the ``membership_agreement`` group's per-observation measures.
+AGREEMENT_MEASURES = {
+    "entropy_em": "EM's uncertainty (entropy of its probabilities, nats)",
+    "entropy_posterior": "posterior's uncertainty (entropy, nats)",
+    "abs_diff": "EM against posterior: share of probability that moves",
+}
+
+
+#: Readable names of the ``membership_agreement`` group's single numbers.
+SCALAR_AGREEMENT = {
+    "mean_abs_diff": "mean absolute difference of membership probabilities, EM against posterior",
+    "ari_em_posterior": "adjusted Rand index, EM against the posterior's most likely components",
+    "entropy_em": "EM's uncertainty about the component, mean entropy (nats)",
+}
+
+
+def _stored_agreement(ctx: Context, stored: xr.Dataset) -> str:
+    """The run's agreement measures: one row per observation (or their mean when there are many), the
+    adjusted Rand index as a labelling-by-labelling matrix, each labelling's hard assignment."""
+    parts = []
+    obs_dim = next((d for d in stored.dims if d not in ("labelling", "labelling_bis")), None)
+    measures = [(AGREEMENT_MEASURES.get(v, v.replace("_", " ")), stored[v].values) for v in stored.data_vars
+                if obs_dim is not None and stored[v].dims == (obs_dim,)]
+    hard = stored["hard_label"] if "hard_label" in stored else None
+    k = ctx.group("em").sizes.get("component", 0) if ctx.group("em") is not None else 0
+    names = component_names(ctx.tree, k) if k else []
+    if obs_dim is not None and (measures or hard is not None):
+        n = stored.sizes[obs_dim]
+        labellings = [str(v) for v in hard["labelling"].values] if hard is not None else []
+        header = [obs_dim] + [f"most likely component, {name}" for name in labellings] + [m for m, _ in measures]
+        coin = (lambda c: names[int(c)] if 0 <= int(c) < len(names) else str(int(c)))
+        if n <= MAX_TABLE_ROWS:
+            rows = [[str(o)] + [coin(hard.values[j, i]) for j in range(len(labellings))]
+                    + [fmt(values[i], 3) for _, values in measures] for i, o in enumerate(stored[obs_dim].values)]
+        else:
+            rows = [[f"mean over {n}"] + ["" for _ in labellings] + [fmt(np.mean(values), 3) for _, values in measures]]
+        parts.append(table(header, rows))
+    scalars = [(key, value) for key, value in stored.attrs.items() if np.ndim(value) == 0]
+    scalars += [(name, var.values) for name, var in stored.data_vars.items() if var.ndim == 0]
+    if scalars:
+        parts.append(table(["measure", "value"], [[SCALAR_AGREEMENT.get(key, key.replace("_", " ")), fmt(value, 3)]
+                                                  for key, value in scalars]))
+    if "ari" in stored:
+        labellings = [str(v) for v in stored["labelling"].values]
+        rows = [[name] + [fmt(v, 3) for v in stored["ari"].values[i]] for i, name in enumerate(labellings)]
+        parts.append(table(["adjusted Rand index"] + labellings, rows,
+                           caption="Agreement of the hard assignments, 1 for the same partition (whatever the names), "
+                                   "about 0 for chance agreement."))
+    return "".join(parts)
+
+
+#: Columns of the model-choice table: (variable, header, which way is better: "min", "max" or None).
+MODEL_CHOICE_COLUMNS = (
+    ("loglik", "log-likelihood at EM's answer", None),
+    ("n_params", "free parameters", None),
+    ("bic", "BIC", "min"),
+    ("aic", "AIC", "min"),
+    ("icl", "ICL", "min"),
+    ("log_evidence", "log evidence log p(data | K), exact", "max"),
+    ("elpd_loo", "elpd, PSIS-LOO (± se)", "max"),
+    ("p_loo", "effective parameters (LOO)", None),
+    ("n_pareto_k_bad", "points with Pareto k > 0.7", None),
+    ("elpd_waic", "elpd, WAIC", "max"),
+    ("note", "note", None),
+)
+
+MODEL_CHOICE_NOTE = (
+    "What each column estimates: BIC (-2 log-likelihood + parameters x log n) approximates -2 log evidence; AIC "
+    "(-2 log-likelihood + 2 x parameters) estimates how well EM's answer predicts new data; ICL is BIC plus a penalty "
+    "for uncertain assignments, so it prefers well-separated clusters; the log evidence p(data | K) is the "
+    "probability of the data averaged over the prior (computed exactly, where shown, by summing over every "
+    "assignment of sets to components); elpd (expected log predictive density) from PSIS-LOO or WAIC estimates how well the "
+    "posterior predicts a left-out observation. They can disagree because they answer different questions "
+    "(explaining these data on average over the prior, or predicting new data) and penalise parameters "
+    "differently; with a handful of observations the differences between K are often smaller than their "
+    "standard errors. A larger K need not score better even on the log-likelihood when the weights are fixed "
+    "equal: K = 3 coins each used a third of the time cannot express K = 2's halves, so the models are not "
+    "nested. Best value per column in bold (lowest BIC, AIC, ICL; highest log evidence and elpd).")
 
 
 def _model_choice(ctx: Context) -> str:
@@ -580,35 +692,40 @@ def _model_choice(ctx: Context) -> str:
     # it is marked and never bolded (best among the other rows).
     degenerate = (np.asarray(choice["degenerate"].values, dtype=float) == 1) if "degenerate" in choice \
         else np.zeros(len(ks), dtype=bool)
-    lower_better = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "waic": "WAIC"}
     header, cols = ["K"], []
     if "n_starts" in choice and np.isfinite(np.asarray(choice["n_starts"].values, dtype=float)).any():
         reached, starts = choice["n_reached_best"].values, choice["n_starts"].values
         cols.append([f"{int(h)} of {int(n)}" if np.isfinite(n) else "" for h, n in zip(reached, starts)])
         header.append("EM starts at the best")
-    for var, title in [("loglik", "log-likelihood"), ("n_params", "parameters"), ("bic", "BIC"), ("aic", "AIC"),
-                       ("icl", "ICL"), ("elpd_loo", "elpd_loo"), ("p_loo", "p_loo"), ("n_pareto_k_bad", "Pareto k > 0.7"),
-                       ("waic", "WAIC"), ("note", "note")]:
+    for var, title, better in MODEL_CHOICE_COLUMNS:
         if var not in choice:
             continue
         values = choice[var].values
         if var == "note":
+            if not any(str(v) for v in values):
+                continue  # an empty column says nothing
             cols.append([str(v) for v in values])
         else:
             values = np.asarray(values, dtype=float)
+            if not np.isfinite(values).any():
+                continue  # e.g. no exact evidence when enumeration is too large
             kept = np.where(degenerate, np.nan, values)
             best = None
-            if np.isfinite(kept).any() and var in (*lower_better, "elpd_loo"):
-                best = int(np.nanargmax(kept) if var == "elpd_loo" else np.nanargmin(kept))
+            if better is not None and np.isfinite(kept).any():
+                best = int(np.nanargmax(kept) if better == "max" else np.nanargmin(kept))
             se = choice["elpd_loo_se"].values if var == "elpd_loo" and "elpd_loo_se" in choice else None
-            cols.append([_best(_with_se(v, None if se is None else se[i]), i == best) for i, v in enumerate(values)])
+            digits = 3 if var == "p_loo" else 6
+            cols.append([_best(_with_se(v, None if se is None else se[i], digits), i == best)
+                         if var != "n_params" and var != "n_pareto_k_bad" else fmt(v) for i, v in enumerate(values)])
         header.append(title)
     rows = [[f"{int(k)} (degenerate)" if degenerate[i] else int(k)] + [col[i] for col in cols] for i, k in enumerate(ks)]
-    criteria = {lower_better[v]: choice[v].values for v in lower_better if v in choice}
-    if "elpd_loo" in choice:
-        criteria["-2 elpd_loo"] = -2 * np.asarray(choice["elpd_loo"].values, dtype=float)
-    fig = figure(figures.model_choice(ks, criteria), "model-choice", "Each criterion against K, lower is better.") if criteria else ""
-    note = "Best value per column in bold (lowest BIC, AIC, ICL; highest elpd_loo). elpd_loo ± its standard error."
+    criteria = {title: choice[v].values for v, title in (("bic", "BIC"), ("aic", "AIC"), ("icl", "ICL")) if v in choice}
+    for var, title in (("log_evidence", "-2 log evidence"), ("elpd_loo", "-2 elpd (LOO)"), ("elpd_waic", "-2 elpd (WAIC)")):
+        if var in choice and np.isfinite(np.asarray(choice[var].values, dtype=float)).any():
+            criteria[title] = -2 * np.asarray(choice[var].values, dtype=float)
+    fig = figure(figures.model_choice(ks, criteria), "model-choice",
+                 "Each criterion against K on the deviance scale (log evidence and elpd times -2), lower is better.") if criteria else ""
+    note = MODEL_CHOICE_NOTE
     if "n_starts" in choice:
         note += (" Each K is fitted by EM from k-means++ starts until several end at the same best log-likelihood "
                  "(or the start budget is spent); the column says how many did.")
@@ -621,8 +738,8 @@ def _model_choice(ctx: Context) -> str:
     return subsection("Choosing K", fig + table(header, rows), note)
 
 
-def _with_se(value, se) -> str:
-    return fmt(value, 6) + (f" ± {fmt(se, 3)}" if se is not None and np.isfinite(se) else "")
+def _with_se(value, se, digits: int = 6) -> str:
+    return fmt(value, digits) + (f" ± {fmt(se, 3)}" if se is not None and np.isfinite(se) else "")
 
 
 def _best(text: str, best: bool) -> Raw | str:
@@ -650,7 +767,7 @@ def label_switching_section(ctx: Context) -> str:
     if "modal_perm" in ls:
         rows = []
         for i, chain in enumerate(ls["chain"].values):
-            row = [int(chain), "(" + ", ".join(str(int(v)) for v in ls["modal_perm"].values[i]) + ")"]
+            row = [int(chain), "(" + ", ".join(_component_name(ctx, int(v)) for v in ls["modal_perm"].values[i]) + ")"]
             row += [f"{float(ls['modal_share'].values[i]):.0%}" if "modal_share" in ls else "",
                     int(ls["n_switches"].values[i]) if "n_switches" in ls else "",
                     int(ls[mode_var].values[i]) if (mode_var := _mode_var(ls)) else ""]
@@ -661,9 +778,12 @@ def label_switching_section(ctx: Context) -> str:
             ["mode", "share of draws"], [[int(m), f"{float(s):.0%}"] for m, s in zip(ls["mode"].values, ls["mode_share"].values)])))
     before_after = [v for v in ("rhat_before", "rhat_after", "ess_before", "ess_after") if v in ls]
     if before_after and "parameter" in ls.dims:
-        rows = [[str(p)] + [fmt(ls[v].values[i]) for v in before_after] for i, p in enumerate(ls["parameter"].values)]
+        rows = [[_named_label(ctx, str(p))] + [fmt(ls[v].values[i]) for v in before_after]
+                for i, p in enumerate(ls["parameter"].values)]
+        readable = {"rhat_before": "R-hat before", "rhat_after": "R-hat after", "ess_before": "bulk ESS before",
+                    "ess_after": "bulk ESS after"}
         parts.append(subsection("R-hat and ESS before and after relabelling",
-                                table(["parameter"] + [v.replace("_", " ") for v in before_after], rows)))
+                                table(["parameter"] + [readable[v] for v in before_after], rows)))
     return "".join(parts)
 
 
