@@ -269,7 +269,8 @@ def _bayes_groups(spec, model_def, data, restarts, coords, seeds, timings, progr
     start = time.perf_counter()
     best = restarts.best.params
     groups.update(label_switching_groups(groups["posterior"], probs=probs, reference=best.variables(),
-                                         method=bayes_spec["relabel"], order_var="theta"))
+                                         method=bayes_spec["relabel"], order_var="theta",
+                                         interval_prob=spec["report"]["interval_prob"]))
     # Membership under the relabelled draws: what the posterior says once the labels are fixed.
     perms = groups["posterior_relabelled"]["permutation"].values.reshape(-1, model_def.n_components)
     groups["posterior_membership"]["membership_relabelled"] = (

@@ -228,7 +228,8 @@ def _bayes_groups(spec, model_def, x, restarts, coords, seeds, timings, progress
                                                 coords={"obs": coords["obs"], "component": coords["component"]})
     reference = restarts.best.params.variables()
     groups.update(label_switching_groups(_reported(groups["posterior"], reference), probs=probs,
-                                         reference=reference, method=b["relabel"], order_var="mu"))
+                                         reference=reference, method=b["relabel"], order_var="mu",
+                                         interval_prob=spec["report"]["interval_prob"]))
     perms = groups["posterior_relabelled"]["permutation"].values.reshape(-1, model_def.n_components)
     groups["posterior_membership"]["membership_relabelled"] = (
         ("obs", "component"), np.take_along_axis(probs, perms[:, None, :], axis=2).mean(axis=0))

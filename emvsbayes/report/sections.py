@@ -30,6 +30,7 @@ from emvsbayes.report.params import (
     elements,
     equal_tailed,
     interval_prob,
+    multimodal,
     parameter_rows,
     posterior_group,
     varying_names,
@@ -442,8 +443,10 @@ def _forest(ctx: Context, rows: list[ParamRow]) -> str:
         return ""
     sources = _sources(ctx, varying)
     _, relabelled = posterior_group(ctx.tree)
+    modes = multimodal(ctx.tree)
     caption = "; ".join(name for name, _, _ in sources) + (
-        " (relabelled draws)." if relabelled else ".") + " Points are estimates, bars equal-tailed intervals."
+        " (relabelled draws" + (f", mode {int(modes.attrs.get('main_mode', 0))} only" if modes is not None else "")
+        + ")." if relabelled else ".") + " Points are estimates, bars equal-tailed intervals."
     return figure(figures.forest([r.label for r in varying], sources), "forest", caption)
 
 
@@ -468,6 +471,12 @@ def _comparison_table(ctx: Context, rows: list[ParamRow]) -> str:
     body = [[r.label] + [f(r) for _, f in shown] for r in rows]
     note = ("Posterior columns summarise the relabelled draws (put in EM's labelling), so each row is one component."
             if relabelled else "Posterior columns summarise the raw draws.")
+    modes = multimodal(ctx.tree)
+    if modes is not None:
+        main = int(modes.attrs.get("main_mode", 0))
+        note += (f" The chains sit in {modes.sizes['mode']} distinct modes: the posterior columns summarise mode {main} "
+                 f"only ({float(modes['share'].values[main]):.0%} of the chains); every mode is in the per-mode table "
+                 "of the label-switching section.")
     info = ctx.group("em_information")
     if info is not None and info.attrs.get("reason"):
         note += f" Observed information: {info.attrs['reason']}."
@@ -625,7 +634,10 @@ def label_switching_section(ctx: Context) -> str:
                     int(ls[mode_var].values[i]) if (mode_var := _mode_var(ls)) else ""]
             rows.append(row)
         parts.append(subsection("Per chain", table(["chain", "most frequent relabelling", "share of draws", "switches", "mode"], rows)))
-    if "mode_share" in ls:
+    modes = ctx.group("posterior_modes")
+    if modes is not None and modes.sizes.get("mode", 1) > 1:
+        parts.append(_per_mode_table(modes))
+    elif "mode_share" in ls:
         parts.append(subsection("Modes (up to relabelling)", table(
             ["mode", "share of draws"], [[int(m), f"{float(s):.0%}"] for m, s in zip(ls["mode"].values, ls["mode_share"].values)])))
     before_after = [v for v in ("rhat_before", "rhat_after", "ess_before", "ess_after") if v in ls]
@@ -634,6 +646,34 @@ def label_switching_section(ctx: Context) -> str:
         parts.append(subsection("R-hat and ESS before and after relabelling",
                                 table(["parameter"] + [v.replace("_", " ") for v in before_after], rows)))
     return "".join(parts)
+
+
+def _per_mode_table(modes: xr.Dataset) -> str:
+    """One row per parameter, per mode its mean, equal-tailed interval, R-hat and bulk ESS (relabelled
+    draws of that mode's chains); constant elements (zeros of a spherical covariance) left out."""
+    pct = f"{round(float(modes.attrs.get('interval_prob', 0.89)) * 100)}%"
+    ids = [int(m) for m in modes["mode"].values]
+    header = ["parameter"]
+    for m in ids:
+        chains = ", ".join(str(c) for c, cm in zip(modes["chain"].values, modes["chain_mode"].values) if int(cm) == m)
+        header += [f"mode {m} ({float(modes['share'].values[m]):.0%}; chain {chains}): mean [{pct}]", "R-hat", "ESS"]
+    body = []
+    for j, parameter in enumerate(modes["parameter"].values):
+        lower, upper = modes["lower"].values[:, j], modes["upper"].values[:, j]
+        if np.all(lower == upper):
+            continue
+        row = [str(parameter)]
+        for m in ids:
+            rhat, ess = float(modes["rhat"].values[m, j]), float(modes["ess_bulk"].values[m, j])
+            row += [f"{fmt(modes['mean'].values[m, j])} [{fmt_interval(lower[m], upper[m])}]",
+                    _flag(rhat, rhat > 1.01), _flag(ess, ess < 100 * int(modes["n_chains"].values[m]))]
+        body.append(row)
+    main = int(modes.attrs.get("main_mode", 0))
+    return subsection(f"Modes, each summarised apart ({len(ids)})", table(header, body),
+                      "The chains sit in different posterior modes, not relabelled copies of one answer: each mode's "
+                      "relabelled draws are summarised on their own, with R-hat and bulk ESS among its chains (a mode "
+                      "of one chain: its two halves). A share is the share of chains that settled in the mode, not the "
+                      f"mode's posterior probability. The comparison table shows mode {main}.")
 
 
 def _mode_var(ls: xr.Dataset) -> str | None:
