@@ -148,12 +148,30 @@ def label_switching_groups(
             "posterior_modes": posterior_modes_group(relabelled, modes.mode, names, interval_prob)}
 
 
+def _aligned_chains(picked: xr.Dataset) -> xr.Dataset:
+    """Each chain renamed so its mean matches the first chain's (a pivot of chain means).
+
+    The relabelling puts every draw in EM's labelling, which for a mode other than EM's is only
+    a nearest match and can differ from chain to chain; the chains of one mode must share one
+    labelling for their mean, interval and R-hat to mean anything.
+    """
+    names = [name for name in picked.data_vars if "component" in picked[name].dims]
+    means = {name: picked[name].mean("draw").transpose("chain", "component", ...).values for name in names}
+    leader = {name: value[0] for name, value in means.items()}
+    # One label-invariant scale per variable (pooled over chains, draws and components).
+    scale = {name: float(np.std(picked[name].values)) or 1.0 for name in names}
+    perms = relabel("pivot", draws=means, reference=leader, scale=scale).perms
+    component = picked["component"].values
+    chains = [picked.isel(chain=[c], component=perm).assign_coords(component=component) for c, perm in enumerate(perms)]
+    return xr.concat(chains, dim="chain") if len(chains) > 1 else chains[0]
+
+
 def _mode_draws(ds: xr.Dataset, chains: np.ndarray) -> xr.Dataset:
-    """The draws of ``chains``; a single chain as its two halves, so split R-hat (which needs two
-    chains in ArviZ) still compares its first and second half, each itself split again."""
+    """The draws of ``chains`` in one labelling; a single chain as its two halves, so split R-hat
+    (which needs two chains in ArviZ) still compares its first and second half, each split again."""
     picked = ds.isel(chain=chains)
     if len(chains) > 1:
-        return picked
+        return _aligned_chains(picked)
     half = picked.sizes["draw"] // 2
     first = picked.isel(draw=slice(0, half)).assign_coords(draw=np.arange(half))
     second = picked.isel(draw=slice(half, 2 * half)).assign_coords(draw=np.arange(half))
