@@ -123,3 +123,15 @@ def test_divergences_fail_the_multimodal_check():
     tree = _tree(built_posterior([MODE_A, MODE_B, MODE_A, MODE_B], [[0, 1]] * 4), diverging=3)
     verdict = {v.topic: v for v in build_summary(tree).verdicts}["diagnostics"]
     assert verdict.ok is False and "divergences" in verdict.text
+
+
+def test_strict_checks_read_rhat_within_modes():
+    from emvsbayes.pipeline import sampler_checks
+
+    tree = _tree(built_posterior([MODE_A, MODE_B, MODE_A, MODE_B], [[0, 1]] * 4))
+    assert np.max(tree["label_switching"]["rhat_after"].values) > 1.1
+    checks = sampler_checks(tree)
+    assert checks["failed"] == [] and checks["n_modes"] == 2 and checks["max_rhat"] < 1.01
+    drifting = built_posterior([MODE_A, MODE_B, MODE_A, MODE_B], [[0, 1]] * 4)
+    drifting["mu"].values[2, :, 1] += np.linspace(-0.3, 0.3, drifting.sizes["draw"])
+    assert sampler_checks(_tree(drifting))["failed"][0].endswith("(within each of 2 modes)")
