@@ -400,9 +400,14 @@ def _diagnostics(ctx: Context) -> str:
         extra += paragraph(f"Divergent transitions per chain: {', '.join(map(str, per_chain))}.")
     if stats is not None and "step_size" in stats:
         extra += paragraph("Step size per chain (last draw): " + ", ".join(fmt(np.asarray(v).ravel()[-1], 3) for v in stats["step_size"].values) + ".")
-    return subsection("Sampler diagnostics", table(header, body) + extra,
-                      "R-hat above 1.01 or bulk ESS below 100 per chain is marked. Under label switching the raw "
-                      "R-hat is high by construction; the relabelled columns are the ones to read.")
+    note = ("R-hat above 1.01 or bulk ESS below 100 per chain is marked. Under label switching the raw "
+            "R-hat is high by construction; the relabelled columns are the ones to read.")
+    modes = multimodal(ctx.tree)
+    if modes is not None:
+        note += (f" Here the chains sit in {modes.sizes['mode']} distinct modes, so even the relabelled columns "
+                 "compare chains of different modes: R-hat and ESS within each mode are in the label-switching "
+                 "section's per-mode table.")
+    return subsection("Sampler diagnostics", table(header, body) + extra, note)
 
 
 def _flag(value: float, bad: bool) -> Raw | str:
