@@ -135,3 +135,23 @@ def test_strict_checks_read_rhat_within_modes():
     drifting = built_posterior([MODE_A, MODE_B, MODE_A, MODE_B], [[0, 1]] * 4)
     drifting["mu"].values[2, :, 1] += np.linspace(-0.3, 0.3, drifting.sizes["draw"])
     assert sampler_checks(_tree(drifting))["failed"][0].endswith("(within each of 2 modes)")
+
+
+def test_constant_elements_have_no_rhat_and_no_warning():
+    # Like the zeros off a spherical covariance's diagonal: a variable whose second element is constant
+    # gets NaN R-hat there (there is none) and no RuntimeWarning per element (heroes printed dozens).
+    import warnings
+
+    posterior = built_posterior([MODE_A, MODE_B, MODE_A, MODE_B], [[0, 1]] * 4)
+    scale = np.zeros(posterior["mu"].shape + (2,))
+    scale[..., 0] = 1 + SD * np.random.default_rng(3).normal(size=posterior["mu"].shape)
+    posterior["scale"] = (("chain", "draw", "component", "element"), scale)
+    reference = {**MODE_A, "scale": np.array([[1.0, 0.0], [1.0, 0.0]])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        groups = label_switching_groups(posterior, probs=None, reference=reference, method="pivot")
+    modes = groups["posterior_modes"]
+    parameters = list(modes["parameter"].values)
+    constant = [parameters.index("scale[0,1]"), parameters.index("scale[1,1]")]
+    assert np.all(np.isnan(modes["rhat"].values[:, constant]))
+    assert np.all(np.isfinite(np.delete(modes["rhat"].values, constant, axis=1)))

@@ -23,7 +23,13 @@ from emvsbayes.labels.diagnostics import (
     modes_up_to_permutation,
 )
 from emvsbayes.labels.relabel import relabel
-from emvsbayes.labels.xarray import SAMPLE_DIMS, draws_from_dataset, relabel_tree, rhat_before_after
+from emvsbayes.labels.xarray import (
+    SAMPLE_DIMS,
+    constant_elements_quiet,
+    draws_from_dataset,
+    relabel_tree,
+    rhat_before_after,
+)
 
 #: method names a spec may give; "auto" is Stephens where membership probabilities exist, else pivot.
 RELABEL_METHODS = ("auto", "stephens", "pivot", "ecr", "ecr_iterative", "order")
@@ -208,10 +214,12 @@ def posterior_modes_group(relabelled: xr.Dataset, chain_mode: np.ndarray, names,
         draws = _mode_draws(relabelled[list(names)], chains)
         quantiles = draws.quantile([tail, 1 - tail], dim=list(SAMPLE_DIMS))
         kw = {"sample_dims": list(SAMPLE_DIMS)}
+        with constant_elements_quiet():
+            rhat, ess = az.rhat(draws, **kw), az.ess(draws, method="bulk", **kw)
         for key, summary in (("mean", draws.mean(list(SAMPLE_DIMS))),
                              ("lower", quantiles.isel(quantile=0, drop=True)),
                              ("upper", quantiles.isel(quantile=1, drop=True)),
-                             ("rhat", az.rhat(draws, **kw)), ("ess_bulk", az.ess(draws, method="bulk", **kw))):
+                             ("rhat", rhat), ("ess_bulk", ess)):
             parameters, values = _flat(summary, names)
             columns[key].append(values)
     share = np.bincount(chain_mode, minlength=n_modes) / chain_mode.size
