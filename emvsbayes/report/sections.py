@@ -662,11 +662,16 @@ def _per_mode_table(modes: xr.Dataset) -> str:
     for m in ids:
         chains = ", ".join(str(c) for c, cm in zip(modes["chain"].values, modes["chain_mode"].values) if int(cm) == m)
         header += [f"mode {m} ({float(modes['share'].values[m]):.0%}; chain {chains}): mean [{pct}]", "R-hat", "ESS"]
-    body = []
+    body, shown = [], set()
     for j, parameter in enumerate(modes["parameter"].values):
         lower, upper = modes["lower"].values[:, j], modes["upper"].values[:, j]
-        if np.all(lower == upper):
+        name, _, index = str(parameter).partition("[")
+        index = [int(i) for i in index.rstrip("]").split(",") if i.strip().lstrip("-").isdigit()]
+        # A covariance's mirror half, and the equal diagonal of a spherical one, repeat rows shown already.
+        repeat = (name, tuple(index[:1]), tuple(modes["mean"].values[:, j]), tuple(lower), tuple(upper))
+        if np.all(lower == upper) or (name == "cov" and len(index) == 3 and index[2] < index[1]) or repeat in shown:
             continue
+        shown.add(repeat)
         row = [str(parameter)]
         for m in ids:
             rhat, ess = float(modes["rhat"].values[m, j]), float(modes["ess_bulk"].values[m, j])

@@ -194,7 +194,9 @@ def _within_mode_findings(modes: xr.Dataset, n_div: int | None, n_draws: int) ->
         "high because they differ, not by itself a sign of too few draws. Each mode is summarised separately; "
         f"the comparison table and its intervals show mode {main}, the one with the largest share.",
         "Read the per-mode table in the label-switching section; a mode's share is the share of chains that "
-        "found it, not its posterior probability. Consider another number of components or more informative priors.")]
+        "found it, not its posterior probability. Chains start at EM's distinct optima: if EM's best answer is a "
+        "local optimum, more restarts ([em] n_init) give better starts. Otherwise consider another number of "
+        "components or more informative priors.")]
     if bad:
         findings.append(Finding(
             f"R-hat above {RHAT_LIMIT} within a mode for {_names(bad)}: the chains of one mode disagree, "
