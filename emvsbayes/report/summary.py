@@ -164,13 +164,15 @@ def _sampler_text(posterior: xr.Dataset) -> str:
 # --- verdicts and warnings ------------------------------------------------------------------------------
 
 
-def _agreement(rows: list[ParamRow], prob: float) -> Verdict:
+def _agreement(rows: list[ParamRow], prob: float, main_mode: int | None = None) -> Verdict:
     judged = [r for r in rows if not r.fixed and r.em_in_posterior is not None]
     if not judged:
         return Verdict("estimates", "no posterior to compare EM with", None)
     inside = [r for r in judged if r.em_in_posterior]
     outside = [r.label for r in judged if not r.em_in_posterior]
     text = f"EM's estimate lies inside the {round(prob * 100)}% posterior interval for {len(inside)} of {len(judged)} parameters"
+    if main_mode is not None:
+        text += f" (posterior mode {main_mode}, the one most chains found)"
     if outside:
         text += f" (outside: {', '.join(outside[:6])}{' …' if len(outside) > 6 else ''})"
     return Verdict("estimates", text, not outside)
@@ -359,8 +361,9 @@ def build_summary(tree: xr.DataTree, *, params: list[ParamRow] | None = None,
     if posterior is not None:
         params = parameter_rows(tree) if params is None else params
         diagnostics = diagnostic_rows(tree) if diagnostics is None else diagnostics
-        verdicts.append(_agreement(params, interval_prob(tree)))
         modes = multimodal(tree)
+        verdicts.append(_agreement(params, interval_prob(tree),
+                                   int(modes.attrs.get("main_mode", 0)) if modes is not None else None))
         verdict, findings = _diagnostic_findings(diagnostics, posterior.sizes.get("chain", 1), n_divergent(tree),
                                                  posterior.sizes.get("chain", 1) * posterior.sizes.get("draw", 1),
                                                  modes)
