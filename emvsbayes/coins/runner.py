@@ -275,7 +275,8 @@ def _bayes_groups(spec, model_def, data, restarts, coords, seeds, timings, progr
     # EM's hard allocation is the pivot of relabel = "ecr" (see label_switching_groups).
     groups.update(label_switching_groups(groups["posterior"], probs=probs, reference=best.variables(),
                                          reference_allocation=np.argmax(restarts.best.stats.log_resp, axis=1),
-                                         method=bayes_spec["relabel"], order_var="theta"))
+                                         method=bayes_spec["relabel"], order_var="theta",
+                                         interval_prob=spec["report"]["interval_prob"]))
     # Membership under the relabelled draws: what the posterior says once the labels are fixed.
     perms = groups["posterior_relabelled"]["permutation"].values.reshape(-1, model_def.n_components)
     groups["posterior_membership"]["membership_relabelled"] = (

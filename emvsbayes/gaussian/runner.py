@@ -286,7 +286,8 @@ def _bayes_groups(spec, model_def, x, restarts, coords, seeds, timings, progress
     # EM's hard allocation is the pivot of relabel = "ecr" (see label_switching_groups).
     groups.update(label_switching_groups(_reported(groups["posterior"], reference), probs=probs, reference=reference,
                                          reference_allocation=np.argmax(em.log_resp(model_def, restarts.best.params, x), axis=1),
-                                         method=b["relabel"], order_var="mu"))
+                                         method=b["relabel"], order_var="mu",
+                                         interval_prob=spec["report"]["interval_prob"]))
     perms = groups["posterior_relabelled"]["permutation"].values.reshape(-1, model_def.n_components)
     groups["posterior_membership"]["membership_relabelled"] = (
         ("obs", "component"), np.take_along_axis(probs, perms[:, None, :], axis=2).mean(axis=0))

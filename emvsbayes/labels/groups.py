@@ -1,4 +1,5 @@
-"""Label switching as result groups: ``posterior_relabelled``, ``label_switching`` and ``em_optima``.
+"""Label switching as result groups: ``posterior_relabelled``, ``label_switching``, ``posterior_modes``
+and ``em_optima``.
 
 The model families call :func:`label_switching_groups` with their posterior draws, the per-draw
 membership probabilities they compute from those draws, and the EM answer; :func:`em_optima_group`
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import arviz as az
 import numpy as np
 import xarray as xr
 
@@ -21,7 +23,13 @@ from emvsbayes.labels.diagnostics import (
     modes_up_to_permutation,
 )
 from emvsbayes.labels.relabel import relabel
-from emvsbayes.labels.xarray import draws_from_dataset, relabel_tree, rhat_before_after
+from emvsbayes.labels.xarray import (
+    SAMPLE_DIMS,
+    constant_elements_quiet,
+    draws_from_dataset,
+    relabel_tree,
+    rhat_before_after,
+)
 
 #: method names a spec may give; "auto" is Stephens where membership probabilities exist, else pivot.
 RELABEL_METHODS = ("auto", "stephens", "pivot", "ecr", "ecr_iterative", "order")
@@ -51,6 +59,7 @@ def label_switching_groups(
     reference_allocation: np.ndarray | None = None,
     method: str = "auto",
     order_var: str | None = None,
+    interval_prob: float = 0.89,
 ) -> dict[str, xr.Dataset]:
     """Relabel the posterior and diagnose label switching and multimodality.
 
@@ -69,6 +78,9 @@ def label_switching_groups(
         One of :data:`RELABEL_METHODS`.
     order_var
         For ``method="order"``: the variable whose first coordinate orders the components.
+    interval_prob
+        Probability of the per-mode equal-tailed intervals in ``posterior_modes`` (the runners pass
+        the spec's ``[report] interval_prob``, whose default is this one).
     """
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
     draws = _varying(draws_from_dataset(posterior))
@@ -160,7 +172,88 @@ def label_switching_groups(
         bimodality_threshold=BIMODALITY_THRESHOLD,
         iterations=int(result.iterations),
     )
-    return {"posterior_relabelled": relabelled, "label_switching": ds}
+    return {"posterior_relabelled": relabelled, "label_switching": ds,
+            "posterior_modes": posterior_modes_group(relabelled, modes.mode, names, interval_prob)}
+
+
+def _aligned_chains(picked: xr.Dataset) -> xr.Dataset:
+    """Each chain renamed so its mean matches the first chain's (a pivot of chain means).
+
+    The relabelling puts every draw in EM's labelling, which for a mode other than EM's is only
+    a nearest match and can differ from chain to chain; the chains of one mode must share one
+    labelling for their mean, interval and R-hat to mean anything.
+    """
+    names = [name for name in picked.data_vars if "component" in picked[name].dims]
+    means = {name: picked[name].mean("draw").transpose("chain", "component", ...).values for name in names}
+    leader = {name: value[0] for name, value in means.items()}
+    # One label-invariant scale per variable (pooled over chains, draws and components).
+    scale = {name: float(np.std(picked[name].values)) or 1.0 for name in names}
+    perms = relabel("pivot", draws=means, reference=leader, scale=scale).perms
+    component = picked["component"].values
+    chains = [picked.isel(chain=[c], component=perm).assign_coords(component=component) for c, perm in enumerate(perms)]
+    return xr.concat(chains, dim="chain") if len(chains) > 1 else chains[0]
+
+
+def _mode_draws(ds: xr.Dataset, chains: np.ndarray) -> xr.Dataset:
+    """The draws of ``chains`` in one labelling; a single chain as its two halves, so split R-hat
+    (which needs two chains in ArviZ) still compares its first and second half, each split again."""
+    picked = ds.isel(chain=chains)
+    if len(chains) > 1:
+        return _aligned_chains(picked)
+    half = picked.sizes["draw"] // 2
+    first = picked.isel(draw=slice(0, half)).assign_coords(draw=np.arange(half))
+    second = picked.isel(draw=slice(half, 2 * half)).assign_coords(draw=np.arange(half))
+    return xr.concat([first, second], dim="chain").assign_coords(chain=[0, 1])
+
+
+def posterior_modes_group(relabelled: xr.Dataset, chain_mode: np.ndarray, names, interval_prob: float) -> xr.Dataset:
+    """Each posterior mode summarised apart: its chains, share, mean, equal-tailed interval, R-hat, ESS.
+
+    Where chains sit in genuinely different modes (:func:`modes_up_to_permutation`), a mean or interval
+    over all chains spans the modes and describes none of them, and R-hat over all chains only says
+    that they differ. Within a mode both mean what they usually mean: the report reads this group for
+    the per-mode table and the within-mode checks. ``main_mode`` (attribute) is the mode with the
+    largest share, the lower id on ties (mode 0 holds chain 0, started at EM's best answer).
+
+    Parameters
+    ----------
+    relabelled
+        Relabelled draws (``chain``, ``draw``, ``component``, ...).
+    chain_mode
+        (n_chains,) mode id of each chain, ids 0..n_modes-1.
+    names
+        Variables to summarise.
+    interval_prob
+        Probability of the equal-tailed interval.
+    """
+    chain_mode = np.asarray(chain_mode)
+    n_modes = int(chain_mode.max()) + 1
+    tail = (1 - interval_prob) / 2
+    columns: dict[str, list[np.ndarray]] = {key: [] for key in ("mean", "lower", "upper", "rhat", "ess_bulk")}
+    parameters = None
+    for mode in range(n_modes):
+        chains = np.flatnonzero(chain_mode == mode)
+        draws = _mode_draws(relabelled[list(names)], chains)
+        quantiles = draws.quantile([tail, 1 - tail], dim=list(SAMPLE_DIMS))
+        kw = {"sample_dims": list(SAMPLE_DIMS)}
+        with constant_elements_quiet():
+            rhat, ess = az.rhat(draws, **kw), az.ess(draws, method="bulk", **kw)
+        for key, summary in (("mean", draws.mean(list(SAMPLE_DIMS))),
+                             ("lower", quantiles.isel(quantile=0, drop=True)),
+                             ("upper", quantiles.isel(quantile=1, drop=True)),
+                             ("rhat", rhat), ("ess_bulk", ess)):
+            parameters, values = _flat(summary, names)
+            columns[key].append(values)
+    share = np.bincount(chain_mode, minlength=n_modes) / chain_mode.size
+    ds = xr.Dataset(
+        {"chain_mode": ("chain", chain_mode),
+         "share": ("mode", share),
+         "n_chains": ("mode", np.bincount(chain_mode, minlength=n_modes)),
+         **{key: (("mode", "parameter"), np.stack(values)) for key, values in columns.items()}},
+        coords={"chain": relabelled["chain"].values, "mode": np.arange(n_modes), "parameter": parameters},
+    )
+    ds.attrs.update(n_modes=n_modes, main_mode=int(np.argmax(share)), interval_prob=float(interval_prob))
+    return ds
 
 
 def em_optima_group(restarts: xr.Dataset, names) -> xr.Dataset:

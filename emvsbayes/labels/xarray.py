@@ -7,6 +7,8 @@ order to S, ``component`` to K), and permutations are put back under the origina
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from typing import NamedTuple
 
 import arviz as az
@@ -15,7 +17,7 @@ import xarray as xr
 
 from emvsbayes.labels.relabel import apply_permutations
 
-__all__ = ["RhatComparison", "draws_from_dataset", "relabel_tree", "rhat_before_after"]
+__all__ = ["RhatComparison", "constant_elements_quiet", "draws_from_dataset", "relabel_tree", "rhat_before_after"]
 
 SAMPLE_DIMS = ("chain", "draw")
 
@@ -130,9 +132,20 @@ def rhat_before_after(posterior_ds: xr.Dataset, relabelled_ds: xr.Dataset, var_n
     RhatComparison
     """
     kw = {"sample_dims": list(SAMPLE_DIMS), "var_names": var_names}
-    return RhatComparison(
-        az.rhat(posterior_ds, **kw),
-        az.rhat(relabelled_ds, **kw),
-        az.ess(posterior_ds, **kw),
-        az.ess(relabelled_ds, **kw),
-    )
+    with constant_elements_quiet():
+        return RhatComparison(
+            az.rhat(posterior_ds, **kw),
+            az.rhat(relabelled_ds, **kw),
+            az.ess(posterior_ds, **kw),
+            az.ess(relabelled_ds, **kw),
+        )
+
+
+@contextlib.contextmanager
+def constant_elements_quiet():
+    """ArviZ's 0/0 for a constant element (the zeros off a spherical or diagonal covariance's diagonal)
+    stays a quiet NaN here: such an element has no R-hat, and NaN says so; the warning, once per
+    element, only filled the terminal."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="invalid value encountered in scalar divide", category=RuntimeWarning)
+        yield

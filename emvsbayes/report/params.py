@@ -3,7 +3,9 @@ the posterior's summaries side by side.
 
 The comparison table, the forest plot and the summary card's agreement verdict all read these rows,
 so they cannot disagree. Posterior summaries come from ``posterior_relabelled`` when the run wrote it
-(per-component summaries of a label-switched posterior average over labellings and mean nothing).
+(per-component summaries of a label-switched posterior average over labellings and mean nothing), and
+only from the chains of the main mode when the chains sit in several (``posterior_modes``): an interval
+spanning two modes describes neither; the other modes have their own table.
 """
 
 from __future__ import annotations
@@ -101,6 +103,22 @@ def posterior_group(tree: xr.DataTree) -> tuple[xr.Dataset | None, bool]:
     return group(tree, "posterior"), False
 
 
+def multimodal(tree: xr.DataTree) -> xr.Dataset | None:
+    """The ``posterior_modes`` group when the chains sit in more than one mode, else ``None``."""
+    modes = group(tree, "posterior_modes")
+    if modes is None or int(modes.attrs.get("n_modes", modes.sizes.get("mode", 1))) < 2:
+        return None
+    return modes
+
+
+def main_mode_chains(tree: xr.DataTree) -> np.ndarray | None:
+    """Positions of the chains in the main mode when the posterior is multimodal, else ``None`` (all)."""
+    modes = multimodal(tree)
+    if modes is None:
+        return None
+    return np.flatnonzero(modes["chain_mode"].values == int(modes.attrs.get("main_mode", 0)))
+
+
 def elements(da: xr.DataArray, skip_dims=SAMPLE_DIMS + ("replicate", "iteration", "restart")):
     """``(label, {dim: index})`` for each scalar of ``da`` outside the sample dimensions.
 
@@ -137,6 +155,9 @@ def parameter_rows(tree: xr.DataTree) -> list[ParamRow]:
         return []
     prob = interval_prob(tree)
     posterior, _ = posterior_group(tree)
+    chains = main_mode_chains(tree)
+    if posterior is not None and chains is not None:
+        posterior = posterior.isel(chain=chains)
     info = group(tree, "em_information")
     boot = group(tree, "em_bootstrap")
     exact = group(tree, "exact")

@@ -32,6 +32,7 @@ from emvsbayes.report.params import (
     equal_tailed,
     interval_prob,
     component_names,
+    multimodal,
     parameter_rows,
     posterior_group,
     varying_names,
@@ -426,9 +427,14 @@ def _diagnostics(ctx: Context) -> str:
         extra += paragraph(f"Divergent transitions per chain: {', '.join(map(str, per_chain))}.")
     if stats is not None and "step_size" in stats:
         extra += paragraph("Step size per chain (last draw): " + ", ".join(fmt(np.asarray(v).ravel()[-1], 3) for v in stats["step_size"].values) + ".")
-    return subsection("Sampler diagnostics", table(header, body) + extra,
-                      "R-hat above 1.01 or bulk ESS below 100 per chain is marked. Under label switching the raw "
-                      "R-hat is high by construction; the relabelled columns are the ones to read.")
+    note = ("R-hat above 1.01 or bulk ESS below 100 per chain is marked. Under label switching the raw "
+            "R-hat is high by construction; the relabelled columns are the ones to read.")
+    modes = multimodal(ctx.tree)
+    if modes is not None:
+        note += (f" Here the chains sit in {modes.sizes['mode']} distinct modes, so even the relabelled columns "
+                 "compare chains of different modes: R-hat and ESS within each mode are in the label-switching "
+                 "section's per-mode table.")
+    return subsection("Sampler diagnostics", table(header, body) + extra, note)
 
 
 def _flag(value: float, bad: bool) -> Raw | str:
@@ -469,8 +475,10 @@ def _forest(ctx: Context, rows: list[ParamRow]) -> str:
         return ""
     sources = _sources(ctx, varying)
     _, relabelled = posterior_group(ctx.tree)
+    modes = multimodal(ctx.tree)
     caption = "; ".join(name for name, _, _ in sources) + (
-        " (relabelled draws)." if relabelled else ".") + " Points are estimates, bars equal-tailed intervals."
+        " (relabelled draws" + (f", mode {int(modes.attrs.get('main_mode', 0))} only" if modes is not None else "")
+        + ")." if relabelled else ".") + " Points are estimates, bars equal-tailed intervals."
     return figure(figures.forest([r.label for r in varying], sources), "forest", caption)
 
 
@@ -495,6 +503,12 @@ def _comparison_table(ctx: Context, rows: list[ParamRow]) -> str:
     body = [[r.label] + [f(r) for _, f in shown] for r in rows]
     note = ("Posterior columns summarise the relabelled draws (put in EM's labelling), so each row is one component."
             if relabelled else "Posterior columns summarise the raw draws.")
+    modes = multimodal(ctx.tree)
+    if modes is not None:
+        main = int(modes.attrs.get("main_mode", 0))
+        note += (f" The chains sit in {modes.sizes['mode']} distinct modes: the posterior columns summarise mode {main} "
+                 f"only ({float(modes['share'].values[main]):.0%} of the chains); every mode is in the per-mode table "
+                 "of the label-switching section.")
     info = ctx.group("em_information")
     if info is not None and info.attrs.get("reason"):
         note += f" Observed information: {info.attrs['reason']}."
@@ -773,7 +787,10 @@ def label_switching_section(ctx: Context) -> str:
                     int(ls[mode_var].values[i]) if (mode_var := _mode_var(ls)) else ""]
             rows.append(row)
         parts.append(subsection("Per chain", table(["chain", "most frequent relabelling", "share of draws", "switches", "mode"], rows)))
-    if "mode_share" in ls:
+    modes = ctx.group("posterior_modes")
+    if modes is not None and modes.sizes.get("mode", 1) > 1:
+        parts.append(_per_mode_table(modes))
+    elif "mode_share" in ls:
         parts.append(subsection("Modes (up to relabelling)", table(
             ["mode", "share of draws"], [[int(m), f"{float(s):.0%}"] for m, s in zip(ls["mode"].values, ls["mode_share"].values)])))
     before_after = [v for v in ("rhat_before", "rhat_after", "ess_before", "ess_after") if v in ls]
@@ -785,6 +802,39 @@ def label_switching_section(ctx: Context) -> str:
         parts.append(subsection("R-hat and ESS before and after relabelling",
                                 table(["parameter"] + [readable[v] for v in before_after], rows)))
     return "".join(parts)
+
+
+def _per_mode_table(modes: xr.Dataset) -> str:
+    """One row per parameter, per mode its mean, equal-tailed interval, R-hat and bulk ESS (relabelled
+    draws of that mode's chains); constant elements (zeros of a spherical covariance) left out."""
+    pct = f"{round(float(modes.attrs.get('interval_prob', 0.89)) * 100)}%"
+    ids = [int(m) for m in modes["mode"].values]
+    header = ["parameter"]
+    for m in ids:
+        chains = ", ".join(str(c) for c, cm in zip(modes["chain"].values, modes["chain_mode"].values) if int(cm) == m)
+        header += [f"mode {m} ({float(modes['share'].values[m]):.0%}; chain {chains}): mean [{pct}]", "R-hat", "ESS"]
+    body, shown = [], set()
+    for j, parameter in enumerate(modes["parameter"].values):
+        lower, upper = modes["lower"].values[:, j], modes["upper"].values[:, j]
+        name, _, index = str(parameter).partition("[")
+        index = [int(i) for i in index.rstrip("]").split(",") if i.strip().lstrip("-").isdigit()]
+        # A covariance's mirror half, and the equal diagonal of a spherical one, repeat rows shown already.
+        repeat = (name, tuple(index[:1]), tuple(modes["mean"].values[:, j]), tuple(lower), tuple(upper))
+        if np.all(lower == upper) or (name == "cov" and len(index) == 3 and index[2] < index[1]) or repeat in shown:
+            continue
+        shown.add(repeat)
+        row = [str(parameter)]
+        for m in ids:
+            rhat, ess = float(modes["rhat"].values[m, j]), float(modes["ess_bulk"].values[m, j])
+            row += [f"{fmt(modes['mean'].values[m, j])} [{fmt_interval(lower[m], upper[m])}]",
+                    _flag(rhat, rhat > 1.01), _flag(ess, ess < 100 * int(modes["n_chains"].values[m]))]
+        body.append(row)
+    main = int(modes.attrs.get("main_mode", 0))
+    return subsection(f"Modes, each summarised apart ({len(ids)})", table(header, body),
+                      "The chains sit in different posterior modes, not relabelled copies of one answer: each mode's "
+                      "relabelled draws are summarised on their own, with R-hat and bulk ESS among its chains (a mode "
+                      "of one chain: its two halves). A share is the share of chains that settled in the mode, not the "
+                      f"mode's posterior probability. The comparison table shows mode {main}.")
 
 
 def _mode_var(ls: xr.Dataset) -> str | None:

@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from emvsbayes.report.markup import attr_flag, fmt, group, plain
-from emvsbayes.report.params import ParamRow, elements, interval_prob, parameter_rows, varying_names
+from emvsbayes.report.params import ParamRow, elements, interval_prob, multimodal, parameter_rows, varying_names
 from emvsbayes.results import root_json
 
 #: R-hat above this, or bulk ESS below this many per chain, is a warning (Vehtari et al. 2021).
@@ -166,19 +166,73 @@ def _sampler_text(posterior: xr.Dataset) -> str:
 # --- verdicts and warnings ------------------------------------------------------------------------------
 
 
-def _agreement(rows: list[ParamRow], prob: float) -> Verdict:
+def _agreement(rows: list[ParamRow], prob: float, main_mode: int | None = None) -> Verdict:
     judged = [r for r in rows if not r.fixed and r.em_in_posterior is not None]
     if not judged:
         return Verdict("estimates", "no posterior to compare EM with", None)
     inside = [r for r in judged if r.em_in_posterior]
     outside = [r.label for r in judged if not r.em_in_posterior]
     text = f"EM's estimate lies inside the {round(prob * 100)}% posterior interval for {len(inside)} of {len(judged)} parameters"
+    if main_mode is not None:
+        text += f" (posterior mode {main_mode}, the one most chains found)"
     if outside:
         text += f" (outside: {', '.join(outside[:6])}{' …' if len(outside) > 6 else ''})"
     return Verdict("estimates", text, not outside)
 
 
-def _diagnostic_findings(rows: list[DiagnosticRow], n_chains: int, n_div: int | None, n_draws: int) -> tuple[Verdict, list[Finding]]:
+def _within_mode_findings(modes: xr.Dataset, n_div: int | None, n_draws: int) -> tuple[Verdict, list[Finding]]:
+    """The checks inside each mode of a multimodal posterior (``posterior_modes``): R-hat over all chains
+    only says that chains in different modes differ; within a mode it says what it always says."""
+    rhat = modes["rhat"].values
+    ess = modes["ess_bulk"].values
+    per_chain = ESS_PER_CHAIN * np.maximum(modes["n_chains"].values, 1)[:, None]
+    labels = [str(p) for p in modes["parameter"].values]
+    # NaN (a constant element, e.g. the zeros of a spherical covariance) is neither good nor bad.
+    bad = [labels[j] for j in range(len(labels)) if np.any(rhat[:, j] > RHAT_LIMIT)]
+    low = [labels[j] for j in range(len(labels)) if np.any(ess[:, j] < per_chain[:, 0])]
+    n_modes = modes.sizes["mode"]
+    shares = ", ".join(f"mode {int(m)}: {float(s):.0%}" for m, s in zip(modes["mode"].values, modes["share"].values))
+    main = int(modes.attrs.get("main_mode", 0))
+    findings = [Finding(
+        f"The chains sit in {n_modes} distinct posterior modes ({shares} of the draws): R-hat over all chains is "
+        "high because they differ, not by itself a sign of too few draws. Each mode is summarised separately; "
+        f"the comparison table and its intervals show mode {main}, the one with the largest share.",
+        "Read the per-mode table in the label-switching section; a mode's share is the share of chains that "
+        "found it, not its posterior probability. Chains start at EM's distinct optima: if EM's best answer is a "
+        "local optimum, more restarts ([em] n_init) give better starts. Otherwise consider another number of "
+        "components or more informative priors.")]
+    if bad:
+        findings.append(Finding(
+            f"R-hat above {RHAT_LIMIT} within a mode for {_names(bad)}: the chains of one mode disagree, "
+            "or one chain drifts, so even the per-mode summaries are not settled.",
+            "Run more tuning and draws ([bayes] tune, draws); look at the trace plots of that mode's chains."))
+    if low:
+        findings.append(Finding(
+            f"Effective sample size within a mode below {ESS_PER_CHAIN} per chain for {_names(low)}: the "
+            "per-mode intervals are not reliable.", "Draw more ([bayes] draws)."))
+    if n_div:
+        findings.append(_divergence_finding(n_div, n_draws))
+    problems = [p for p, flag in (("R-hat within modes", bad), ("ESS within modes", low), ("divergences", n_div)) if flag]
+    if problems:
+        return Verdict("diagnostics", f"multimodal: {n_modes} modes; failed: " + ", ".join(problems), False), findings
+    return Verdict("diagnostics", f"multimodal: {n_modes} modes, checks pass within each mode (every R-hat ≤ 1.01, "
+                   "bulk ESS ≥ 100 per chain, no divergences)", True, "modes"), findings
+
+
+def _divergence_finding(n_div: int, n_draws: int) -> Finding:
+    return Finding(
+        f"{n_div} divergent transitions ({100 * n_div / max(n_draws, 1):.1g}% of draws): the sampler could not "
+        "follow the posterior's curvature, so part of it may be missing.",
+        "Raise [bayes] target_accept (e.g. 0.95 or 0.99); if divergences remain, the model needs a different "
+        "parametrisation or stronger priors (e.g. on the scales).")
+
+
+def _diagnostic_findings(rows: list[DiagnosticRow], n_chains: int, n_div: int | None, n_draws: int,
+                         modes: xr.Dataset | None = None) -> tuple[Verdict, list[Finding]]:
+    """The diagnostics verdict: over all chains, or within each mode when ``modes`` (a multimodal
+    ``posterior_modes`` group) is given."""
+    if modes is not None:
+        return _within_mode_findings(modes, n_div, n_draws)
     findings = []
     relabelled = any(np.isfinite(r.rhat_relabelled) for r in rows)
     rhat_of = (lambda r: r.rhat_relabelled) if relabelled else (lambda r: r.rhat)
@@ -205,11 +259,7 @@ def _diagnostic_findings(rows: list[DiagnosticRow], n_chains: int, n_div: int | 
             "the intervals and their digits are not reliable.",
             "Draw more ([bayes] draws), or reparametrise if the chains move slowly."))
     if n_div:
-        findings.append(Finding(
-            f"{n_div} divergent transitions ({100 * n_div / max(n_draws, 1):.1g}% of draws): the sampler could not "
-            "follow the posterior's curvature, so part of it may be missing.",
-            "Raise [bayes] target_accept (e.g. 0.95 or 0.99); if divergences remain, the model needs a different "
-            "parametrisation or stronger priors (e.g. on the scales)."))
+        findings.append(_divergence_finding(n_div, n_draws))
     problems = [p for p, flag in (("R-hat", bad), ("ESS", low), ("divergences", n_div)) if flag]
     text = ("passed: every R-hat ≤ 1.01, bulk ESS ≥ 100 per chain, no divergences" if not problems
             else "failed: " + ", ".join(problems))
@@ -222,7 +272,9 @@ def _names(labels: list[str], limit: int = 6) -> str:
     return ", ".join(labels[:limit]) + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
 
 
-def _label_switching(ls: xr.Dataset | None) -> tuple[Verdict, list[Finding]]:
+def _label_switching(ls: xr.Dataset | None, per_mode: bool = False) -> tuple[Verdict, list[Finding]]:
+    """The label-switching verdict; with ``per_mode`` (the run summarised each mode separately) distinct
+    modes are a finding, explained with the diagnostics, not a failure."""
     if ls is None:
         return Verdict("label switching", "not checked (no label-switching results)", None), []
     seen = attr_flag(ls, "label_switching", False)
@@ -239,6 +291,9 @@ def _label_switching(ls: xr.Dataset | None) -> tuple[Verdict, list[Finding]]:
     else:
         text = f"not seen ({method})"
     findings = []
+    if modes and per_mode:
+        text += "; distinct modes, summarised per mode"
+        return Verdict("label switching", text, None, "modes"), findings
     if modes:
         text += "; distinct modes"
         findings.append(Finding(
@@ -337,12 +392,15 @@ def build_summary(tree: xr.DataTree, *, params: list[ParamRow] | None = None,
     if posterior is not None:
         params = parameter_rows(tree) if params is None else params
         diagnostics = diagnostic_rows(tree) if diagnostics is None else diagnostics
-        verdicts.append(_agreement(params, interval_prob(tree)))
+        modes = multimodal(tree)
+        verdicts.append(_agreement(params, interval_prob(tree),
+                                   int(modes.attrs.get("main_mode", 0)) if modes is not None else None))
         verdict, findings = _diagnostic_findings(diagnostics, posterior.sizes.get("chain", 1), n_divergent(tree),
-                                                 posterior.sizes.get("chain", 1) * posterior.sizes.get("draw", 1))
+                                                 posterior.sizes.get("chain", 1) * posterior.sizes.get("draw", 1),
+                                                 modes)
         verdicts.append(verdict)
         warnings += findings
-        verdict, findings = _label_switching(group(tree, "label_switching"))
+        verdict, findings = _label_switching(group(tree, "label_switching"), per_mode=modes is not None)
         verdicts.append(verdict)
         warnings += findings
     warnings += _degenerate_choice_findings(tree)
