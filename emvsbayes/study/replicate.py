@@ -11,10 +11,14 @@ distinct optima they reach); the EM answer aligned to the truth (its labels are 
 to the truth; bias, squared error, coverage and width per parameter; R-hat, ESS per second,
 divergences and label switching of the chains; time per stage.
 
-The PyMC model of a cell is built and compiled once per worker process and kept in a module-level
-cache (:data:`_SAMPLERS`), keyed by everything that shapes the compiled model: replicates swap their
-data into it (``pm.Data`` containers: ``pm.set_data`` for PyMC's NUTS, ``with_data`` for nutpie's
-compiled model). :func:`compile_count` reports how many models this process compiled.
+A cell's sampler is obtained once per worker process and kept in a module-level cache
+(:data:`_SAMPLERS`), keyed by everything that shapes it; replicates pass their data to it. numpyro
+(the Gaussian default): the exported programs of :mod:`emvsbayes.sampling.programs` with the observed
+data as an argument, stored on disk under the model's shape, so the first worker to need them builds
+them and every other loads them; keys come from the replicate's sampler seed only. nutpie and PyMC's
+NUTS: the PyMC model with ``pm.Data`` containers (``with_data`` for nutpie's compiled model,
+``pm.set_data`` for PyMC's), nutpie compiled without numba's fastmath so that a fresh compile and a
+cached one give the same bits. :func:`compile_count` reports how many samplers this process obtained.
 
 Records are plain JSON-able dicts (see :func:`_record`), stored one file per replicate by
 :mod:`emvsbayes.study.run`.
