@@ -1,7 +1,7 @@
 """Simulation studies: spec errors, pure replicates, Dask execution (worker counts, a killed worker,
 resume after an interruption) and simulation-based calibration.
 
-The Dask tests run real ``LocalCluster``s of worker processes and real nutpie sampling on tiny
+The Dask tests run real ``LocalCluster``s of worker processes and real numpyro sampling on tiny
 studies; most share one two-worker cluster, so a cell's compiled model is reused across tests.
 """
 
@@ -112,7 +112,7 @@ def test_grid_cells_are_the_product_of_listed_axes_in_order():
     grid = cells(spec)
     assert len(grid) == 6
     assert [(c["n_obs"], c["separation"]) for c in grid[:3]] == [(50, 1.0), (50, 2.0), (50, 3.0)]
-    assert all(c["components"] == 2 and c["sampler"] == "nutpie" for c in grid)
+    assert all(c["components"] == 2 and c["sampler"] == "numpyro" for c in grid)
 
 
 # --- one replicate (no sampling) ---------------------------------------------------------------------

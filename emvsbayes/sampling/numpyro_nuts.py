@@ -64,8 +64,11 @@ class _Stages:
         return out
 
 
-def obtain_programs(recipe: ModelRecipe, spec: prog.ProgramSpec) -> tuple[prog.NutsPrograms, str]:
-    """(the programs, how they were obtained: ``"loaded"``, ``"built"`` or ``"built (not stored: ...)"``)."""
+def obtain_programs(recipe: ModelRecipe, spec: prog.ProgramSpec, build=None) -> tuple[prog.NutsPrograms, str]:
+    """(the programs, how they were obtained: ``"loaded"``, ``"built"`` or ``"built (not stored: ...)"``).
+
+    ``build(model, spec)`` makes them when none are stored (default :func:`programs.build_programs`).
+    """
     key = prog.program_key(recipe.key, spec) if recipe.key is not None else None
     if key is not None:
         loaded = prog.load(key, spec)
@@ -76,7 +79,7 @@ def obtain_programs(recipe: ModelRecipe, spec: prog.ProgramSpec) -> tuple[prog.N
     # PyMC's initial-point functions are compiled here too; PyTensor's Python linker runs them at
     # once, where a cold C compile would cost ~20 s.
     with pytensor.config.change_flags(cxx=""):
-        built = prog.build_programs(recipe.model(), spec)
+        built = (build or prog.build_programs)(recipe.model(), spec)
     if key is None:
         return built, "built (not stored: the model has no recipe key)"
     try:
@@ -87,16 +90,17 @@ def obtain_programs(recipe: ModelRecipe, spec: prog.ProgramSpec) -> tuple[prog.N
     return built, "built"
 
 
-def _start_values(programs: prog.NutsPrograms, initvals: Sequence[dict], chains: int) -> list[np.ndarray]:
+def _start_values(programs: prog.NutsPrograms, initvals: Sequence[dict], chains: int,
+                  data: Sequence[np.ndarray] = ()) -> list[np.ndarray]:
     """Chain-major unconstrained starts from the EM answers with a finite log-density and gradient;
-    PyMC's initial point when there is none."""
+    PyMC's initial point when there is none. ``data``: the programs' data arguments, if they take any."""
     to_unconstrained = programs.callable("to_unconstrained")
     potential_and_grad = programs.callable("potential_and_grad")
     points = []
     for start in initvals:
         try:
             point = [np.asarray(v) for v in to_unconstrained(*prog.free_rv_arrays(programs.facts, start))]
-            value, grads = potential_and_grad(*point)
+            value, grads = potential_and_grad(*data, *point)
         except (ValueError, TypeError):
             continue
         if np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads):

@@ -115,6 +115,9 @@ class NutsPrograms:
     facts: ModelFacts
     exported: dict  # name -> jax.export.Exported
     _callables: dict = field(default_factory=dict, repr=False, compare=False)
+    #: (name, shape, dtype) of each data argument, given first to every program but ``to_unconstrained``
+    #: (``init`` and ``steps`` take one copy per chain); empty when the data are constants of the programs.
+    data_inputs: tuple = ()
 
     def callable(self, name: str) -> Callable:
         """The jitted call of program ``name`` (one per name: each new jit wrapper would compile again);
@@ -282,6 +285,120 @@ def build_programs(model, spec: ProgramSpec) -> NutsPrograms:
     return NutsPrograms(spec, facts, exported)
 
 
+def build_data_programs(model, data_names: Sequence[str], spec: ProgramSpec) -> NutsPrograms:
+    """Programs of ``model`` (a ``pymc.Model``) whose data containers ``data_names`` are arguments.
+
+    :func:`build_programs` bakes a model's data into its programs, so every data set compiles anew;
+    a study samples one model shape for hundreds of data sets, so here the named ``pm.Data``
+    containers become each program's first arguments (their values at build time are placeholders
+    and only their shapes and dtypes count). ``init`` and ``steps`` take one copy of the data per
+    chain (sharded by chain like the rest), the others one copy. NUTS is numpyro's functional
+    ``hmc(potential_fn_gen=...)`` with the settings the ``NUTS`` class uses in :func:`build_programs`:
+    the potential depends on the data passed to each step, not on a constant.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    from numpyro.infer.hmc import hmc
+    from pymc.sampling.jax import get_jaxified_graph
+    from pytensor.graph.replace import graph_replace
+
+    facts = _model_facts(model)
+    layout = spec.layout
+    containers = [model[name] for name in data_names]
+    # Integer data (a coin set's heads) are passed as float64 (exact below 2^53): with an int64 argument
+    # XLA's compiled gradient of PyMC's Binomial mixture came out NaN at ordinary points (jitted only;
+    # the same graph run op by op, or given float64, or with the data as constants, gave the gradient),
+    # and NUTS then rejected every move.
+    data_inputs = tuple((name, tuple(int(s) for s in np.shape(c.get_value())),
+                         np.dtype(float).str if np.issubdtype(np.asarray(c.get_value()).dtype, np.integer)
+                         else np.asarray(c.get_value()).dtype.str)
+                        for name, c in zip(data_names, containers))
+    n_data = len(containers)
+    symbols = [c.type(name=f"{c.name}_input") for c in containers]
+
+    def jaxify(inputs, outputs):
+        """JAX function of (*data, *inputs): the containers replaced by symbolic inputs."""
+        swapped = graph_replace(list(outputs), dict(zip(containers, symbols)), strict=False)
+        return get_jaxified_graph(inputs=[*symbols, *inputs], outputs=swapped)
+
+    neg_logp = jaxify(model.value_vars, [-model.logp()])
+
+    def potential_gen(*data):
+        return lambda z: neg_logp(*data, *z)[0]
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+    nuts = dict(step_size=1.0, inverse_mass_matrix=None, adapt_step_size=True, adapt_mass_matrix=True,
+                dense_mass=False, target_accept_prob=spec.target_accept, num_steps=None, trajectory_length=None,
+                max_tree_depth=10, find_heuristic_step_size=False, forward_mode_differentiation=False,
+                regularize_mass_matrix=True)
+
+    def init_state(key, *args):
+        # As NUTS.init: one split of the chain's key for the model's initialisation (unused here).
+        key, _ = jax.random.split(key)
+        return init_kernel(list(args[n_data:]), spec.tune, **nuts, model_args=tuple(args[:n_data]), rng_key=key)
+
+    def init_chain(key, *args):
+        return jax.tree.leaves(init_state(key, *args))
+
+    def make_steps_chain(treedef):
+        def steps_chain(*args):
+            data = tuple(args[:n_data])
+
+            def step(state, _):
+                state = sample_kernel(state, model_args=data)
+                return state, (list(state.z), {name: _field(state, f) for f, name in STATS.items()})
+
+            start = jax.tree.unflatten(treedef, args[n_data:])
+            state, (samples, stats) = jax.lax.scan(step, start, None, length=spec.block)
+            return jax.tree.leaves(state), samples, stats
+
+        return steps_chain
+
+    placeholders, unconstrained = _to_unconstrained_graph(model)
+    to_unconstrained = get_jaxified_graph(inputs=placeholders, outputs=unconstrained)
+    constrain_one = jaxify(model.value_vars, _posterior_outputs(model))
+    pointwise_one = jaxify(model.value_vars, model.logp(model.observed_RVs, sum=False))
+
+    def per_draw(fn):
+        def program(*args):
+            data = args[:n_data]
+            return jax.vmap(jax.vmap(lambda *s: fn(*data, *s)))(*args[n_data:])
+
+        return program
+
+    def structs(shapes, lead=(), sharding=None):
+        return [jax.ShapeDtypeStruct((*lead, *shape), jnp.dtype(dtype), sharding=sharding)
+                for _, shape, dtype in shapes]
+
+    mesh = Mesh(np.array(jax.devices()[: layout.devices]), ("chain",))
+    by_chain = NamedSharding(mesh, PartitionSpec("chain"))
+    chains, draws = layout.chains, spec.draws
+    keys = jax.ShapeDtypeStruct((chains, 2), jnp.uint32, sharding=by_chain)
+    data_one = structs(data_inputs)
+    data_by_chain = structs(data_inputs, (chains,), by_chain)
+    init = structs(facts.value_vars, (chains,), by_chain)
+
+    exported = {}
+    exported["to_unconstrained"] = export.export(jax.jit(lambda *v: to_unconstrained(*v)))(*structs(facts.free_rvs))
+    exported["potential_and_grad"] = export.export(jax.jit(
+        lambda *a: jax.value_and_grad(lambda p: potential_gen(*a[:n_data])(p))(list(a[n_data:]))))(
+        *data_one, *structs(facts.value_vars))
+    init_program = jax.jit(_chain_program(layout, init_chain), in_shardings=by_chain, out_shardings=by_chain)
+    exported["init"] = export.export(init_program)(keys, *data_by_chain, *init)
+    treedef = jax.tree.structure(jax.eval_shape(init_state, jax.ShapeDtypeStruct((2,), jnp.uint32), *data_one,
+                                                *structs(facts.value_vars)))
+    steps_program = jax.jit(_chain_program(layout, make_steps_chain(treedef)), in_shardings=by_chain,
+                            out_shardings=by_chain)
+    exported["steps"] = export.export(steps_program)(
+        *data_by_chain, *[jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=by_chain) for a in exported["init"].out_avals])
+    samples = structs(facts.value_vars, (chains, draws))
+    exported["constrain"] = export.export(jax.jit(per_draw(constrain_one)))(*data_one, *samples)
+    exported["log_likelihood"] = export.export(jax.jit(per_draw(pointwise_one)))(*data_one, *samples)
+    return NutsPrograms(spec, facts, exported, data_inputs=data_inputs)
+
+
 # --------------------------------------------------------------------------------------------------
 # The store: one file per (recipe key, spec), written atomically
 
@@ -337,7 +454,7 @@ def store(programs: NutsPrograms, key: str, directory: Path | None = None) -> Pa
     directory = directory or cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     header, arrays = _encode_facts(programs.facts)
-    header |= {"format": FORMAT, "spec": programs.spec.describe()}
+    header |= {"format": FORMAT, "spec": programs.spec.describe(), "data_inputs": programs.data_inputs}
     for name in PROGRAM_NAMES:
         arrays[f"program/{name}"] = np.frombuffer(bytes(programs.exported[name].serialize()), dtype=np.uint8)
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
@@ -366,12 +483,13 @@ def load(key: str, spec: ProgramSpec, directory: Path | None = None) -> NutsProg
             exported = {name: export.deserialize(bytearray(arrays[f"program/{name}"].tobytes()))
                         for name in PROGRAM_NAMES}
             facts = _decode_facts(header, {name: arrays[name] for name in arrays.files})
+            data_inputs = tuple((name, tuple(shape), dtype) for name, shape, dtype in header.get("data_inputs", ()))
     except FileNotFoundError:
         return None
     except Exception as error:  # noqa: BLE001 - a damaged or foreign file is rebuilt, never fatal
         log.warning("stored sampler %s is unreadable (%s: %s); building it again", path, type(error).__name__, error)
         return None
-    return NutsPrograms(spec, facts, exported)
+    return NutsPrograms(spec, facts, exported, data_inputs=data_inputs)
 
 
 def free_rv_arrays(facts: ModelFacts, start: dict) -> list[np.ndarray]:

@@ -11,10 +11,14 @@ distinct optima they reach); the EM answer aligned to the truth (its labels are 
 to the truth; bias, squared error, coverage and width per parameter; R-hat, ESS per second,
 divergences and label switching of the chains; time per stage.
 
-The PyMC model of a cell is built and compiled once per worker process and kept in a module-level
-cache (:data:`_SAMPLERS`), keyed by everything that shapes the compiled model: replicates swap their
-data into it (``pm.Data`` containers: ``pm.set_data`` for PyMC's NUTS, ``with_data`` for nutpie's
-compiled model). :func:`compile_count` reports how many models this process compiled.
+A cell's sampler is obtained once per worker process and kept in a module-level cache
+(:data:`_SAMPLERS`), keyed by everything that shapes it; replicates pass their data to it. numpyro
+(the Gaussian default): the exported programs of :mod:`emvsbayes.sampling.programs` with the observed
+data as an argument, stored on disk under the model's shape, so the first worker to need them builds
+them and every other loads them; keys come from the replicate's sampler seed only. nutpie and PyMC's
+NUTS: the PyMC model with ``pm.Data`` containers (``with_data`` for nutpie's compiled model,
+``pm.set_data`` for PyMC's), nutpie compiled without numba's fastmath so that a fresh compile and a
+cached one give the same bits. :func:`compile_count` reports how many samplers this process obtained.
 
 Records are plain JSON-able dicts (see :func:`_record`), stored one file per replicate by
 :mod:`emvsbayes.study.run`.
@@ -27,6 +31,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -348,6 +353,7 @@ def bootstrap_intervals(family: Family, model_def, data: dict, estimate, spec: d
 
 #: key (JSON of the model's shape-defining settings) -> _CellSampler, per worker process
 _SAMPLERS: dict[str, _CellSampler] = {}
+_SAMPLERS_LOCK = threading.Lock()
 _COMPILE_COUNT = 0
 
 
@@ -368,6 +374,8 @@ class _CellSampler:
     """A cell's PyMC model with ``pm.Data`` in place of the observed data, and the compiled sampler.
 
     ``shared`` maps a data key (``"heads"``, ``"x"``) to the name of its data container.
+    ``programs`` are numpyro's exported programs taking the containers' data as arguments (then
+    ``model`` is None: a worker that loads them from disk never builds the PyMC model);
     ``compiled`` is nutpie's compiled model; ``step`` PyMC's NUTS (its compiled log-density and
     gradient are reused; PyMC resets the step's tuning at the start of every chain).
     """
@@ -378,6 +386,7 @@ class _CellSampler:
     compiled: object = None
     step: object = None
     value_names: tuple[str, ...] = ()
+    programs: object = None
 
 
 def _observed_array(model, name: str, value: np.ndarray) -> np.ndarray:
@@ -386,42 +395,114 @@ def _observed_array(model, name: str, value: np.ndarray) -> np.ndarray:
     return np.asarray(value).reshape(shape)
 
 
-def _build_sampler(family: Family, model_def, data: dict, sampler: str, target_accept: float) -> _CellSampler:
+def _container_name(obs_name: str) -> str:
+    return f"{obs_name}_data"
+
+
+def model_with_containers(family_name: str, model_def, data: dict):
+    """The cell's PyMC model with each observed variable's data in a ``pm.Data`` container named
+    :func:`_container_name` (module level: numpyro's program recipe names it)."""
     import pymc as pm
     import pytensor
 
+    family = FAMILIES[family_name]
     model = family.build_model(model_def, data)
-    shared = {}
     for obs_name, data_key in family.observed.items():
-        container = pytensor.shared(_observed_array(model, obs_name, data[data_key]), name=f"{obs_name}_data")
+        container = pytensor.shared(_observed_array(model, obs_name, data[data_key]), name=_container_name(obs_name))
         dims = model.named_vars_to_dims.get(obs_name)
         # pm.observe replaces the constant observed values by the container; registering it makes it
         # a pm.Data container of the new model (pm.set_data works on it).
         model = pm.observe(model, {obs_name: container})
         model.register_data_var(container, dims=dims)
-        shared[data_key] = container.name
+    return model
+
+
+def _program_spec(spec: dict):
+    """numpyro's program settings for a study: the chain layout is fixed by the number of chains
+    alone (not by how many JAX devices a worker happens to have), so every worker runs the same
+    program."""
+    from emvsbayes.sampling import JAX_DEVICES
+    from emvsbayes.sampling import programs as prog
+
+    bayes = spec["bayes"]
+    layout = prog.ChainLayout.for_chains(bayes["chains"], JAX_DEVICES)
+    return prog.ProgramSpec(layout, bayes["tune"], bayes["draws"], float(bayes["target_accept"]))
+
+
+def _numpyro_programs(family_name: str, model_def, data: dict, spec: dict):
+    """The cell's exported programs with the observed data as arguments: loaded from the program
+    cache (:func:`emvsbayes.sampling.programs.cache_dir`) or built from the model and stored there.
+
+    The recipe holds the data's shapes, not its values (observed arrays are zeros of the same shape,
+    other data, such as the tosses of each coin set, are fixed by the cell and kept), so every
+    replicate of a cell, on every worker, finds the same programs.
+    """
+    from functools import partial
+
+    from emvsbayes.sampling import ModelRecipe, configure_jax
+    from emvsbayes.sampling import programs as prog
+    from emvsbayes.sampling.numpyro_nuts import obtain_programs
+
+    configure_jax()
+    import jax
+
+    program_spec = _program_spec(spec)
+    if jax.local_device_count() < program_spec.layout.devices:
+        raise RuntimeError(f"JAX has {jax.local_device_count()} devices, the study's chains need "
+                           f"{program_spec.layout.devices}: JAX was started before configure_jax()")
+    family = FAMILIES[family_name]
+    shaped = {key: (np.zeros_like(value) if key in family.observed.values() else np.asarray(value))
+              for key, value in data.items()}
+    recipe = ModelRecipe(model_with_containers, (family_name, model_def, shaped))
+    names = [_container_name(obs) for obs in family.observed]
+    build = partial(_build_data_programs, names)
+    return obtain_programs(recipe, program_spec, build)[0]
+
+
+def _build_data_programs(names, model, program_spec):
+    from emvsbayes.sampling import programs as prog
+
+    return prog.build_data_programs(model, names, program_spec)
+
+
+def _build_sampler(family_name: str, model_def, data: dict, sampler: str, spec: dict) -> _CellSampler:
+    family = FAMILIES[family_name]
+    shared = {key: _container_name(obs) for obs, key in family.observed.items()}
+    if sampler == "numpyro":
+        return _CellSampler(None, shared, sampler, programs=_numpyro_programs(family_name, model_def, data, spec))
+    import pymc as pm
+    import pytensor
+
+    model = model_with_containers(family_name, model_def, data)
     cell = _CellSampler(model, shared, sampler)
     logging.getLogger("pymc").setLevel(logging.ERROR)
     if sampler == "nutpie":
         import nutpie
 
-        cell.compiled = nutpie.compile_pymc_model(model)
+        # numba's fastmath lets LLVM reassociate arithmetic differently in a fresh compile and in
+        # code loaded from PyTensor's cache: the log-density's last bits then depend on the cache's
+        # state, and NUTS turns those bits into different draws.
+        with pytensor.config.change_flags(numba__fastmath=False):
+            cell.compiled = nutpie.compile_pymc_model(model)
         cell.value_names = tuple(model.rvs_to_values[rv].name for rv in model.free_RVs)
     else:
-        cell.step = pm.NUTS(model=model, target_accept=target_accept)
+        cell.step = pm.NUTS(model=model, target_accept=spec["bayes"]["target_accept"])
     return cell
 
 
 def cell_sampler(family: Family, model_def, data: dict, cell: dict, spec: dict) -> tuple[_CellSampler, bool]:
     """The cached sampler of this model shape, built on first use; returns (sampler, compiled_now)."""
     global _COMPILE_COUNT
+    family_name = spec["model"]["family"]
     key = json.dumps([repr(model_def), {k: np.shape(v) for k, v in data.items()}, cell["sampler"],
-                      spec["bayes"]["target_accept"]], default=str)
-    if key in _SAMPLERS:
-        return _SAMPLERS[key], False
-    _SAMPLERS[key] = _build_sampler(family, model_def, data, cell["sampler"], spec["bayes"]["target_accept"])
-    _COMPILE_COUNT += 1
-    return _SAMPLERS[key], True
+                      spec["bayes"]["target_accept"], spec["bayes"]["chains"], spec["bayes"]["tune"],
+                      spec["bayes"]["draws"]], default=str)
+    with _SAMPLERS_LOCK:  # threads of one worker process must not build the same model twice
+        if key in _SAMPLERS:
+            return _SAMPLERS[key], False
+        _SAMPLERS[key] = _build_sampler(family_name, model_def, data, cell["sampler"], spec)
+        _COMPILE_COUNT += 1
+        return _SAMPLERS[key], True
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +513,7 @@ class Draws:
     chains: int
     divergences: int
     seconds: float
+    compile_seconds: float = 0.0  # JAX compiling (or loading from its cache) inside the call, not in ``seconds``
 
 
 def sample(cell: _CellSampler, family: Family, model_def, data: dict, start, spec: dict, seed: int) -> Draws:
@@ -441,6 +523,8 @@ def sample(cell: _CellSampler, family: Family, model_def, data: dict, start, spe
 
     bayes = spec["bayes"]
     initvals = family.initvals(model_def, start)
+    if cell.sampler == "numpyro":
+        return _sample_numpyro(cell, family, data, initvals, list(family.variables(model_def, start)), seed)
     values = {cell.shared[key]: _observed_array(cell.model, obs, data[key]) for obs, key in family.observed.items()}
     began = time.perf_counter()
     with warnings.catch_warnings():
@@ -468,6 +552,37 @@ def sample(cell: _CellSampler, family: Family, model_def, data: dict, start, spe
         out[name] = np.asarray(da.values, dtype=float).reshape(-1, *da.shape[2:])
     divergences = int(np.asarray(tree["sample_stats"]["diverging"].values).sum())
     return Draws(out, int(posterior.sizes["chain"]), divergences, seconds)
+
+
+def _sample_numpyro(cell: _CellSampler, family: Family, data: dict, initvals: dict, names, seed: int) -> Draws:
+    """The cell's numpyro programs on this replicate's data: chains start at ``initvals`` (dropped for
+    PyMC's initial point if its log-density is not finite), keys from ``seed`` alone."""
+    from functools import partial
+
+    import jax
+
+    from emvsbayes.sampling.numpyro_nuts import CompileClock, _advance, _start_values
+
+    programs = cell.programs
+    chains = programs.spec.layout.chains
+    by_key = {_container_name(obs): data[key] for obs, key in family.observed.items()}
+    args = [np.asarray(by_key[name], dtype=dtype).reshape(shape) for name, shape, dtype in programs.data_inputs]
+    per_chain = [np.ascontiguousarray(np.broadcast_to(a, (chains, *a.shape))) for a in args]
+    began = time.perf_counter()
+    with CompileClock() as clock:  # a worker's first replicate of a cell compiles (or loads) each program
+        init = _start_values(programs, [initvals], chains, args)
+        keys = np.asarray(jax.random.split(jax.random.PRNGKey(seed), chains))
+        state = programs.callable("init")(keys, *per_chain, *init)
+        steps = partial(programs.callable("steps"), *per_chain)
+        block = programs.spec.block
+        state = _advance(steps, state, programs.spec.tune // block, False)[0]
+        state, samples, stats = _advance(steps, state, programs.spec.draws // block, True)
+        values = programs.callable("constrain")(*args, *samples)
+        posterior = {name: np.asarray(v) for name, v in zip(programs.facts.posterior_vars, values)}
+    seconds = time.perf_counter() - began - clock.seconds
+    # (chains, draws, ...) -> chain-major (chains * draws, ...)
+    out = {name: posterior[name].astype(float).reshape(-1, *posterior[name].shape[2:]) for name in names}
+    return Draws(out, chains, int(np.sum(stats["diverging"])), seconds, clock.seconds)
 
 
 def chain_diagnostics(values: Mapping[str, np.ndarray], chains: int) -> dict[str, float]:
@@ -557,6 +672,7 @@ def run_coverage_replicate(spec: dict, cell_index: int, replicate: int, cell: di
         timings["compile"] = time.perf_counter() - start
         draws = sample(sampler, family, model_def, data, estimate, spec, int_seed(seeds["sampler"]))
         timings["sampling"] = draws.seconds
+        timings["compile"] += draws.compile_seconds
 
         start = time.perf_counter()
         reference = truth_vars if spec["bayes"]["relabel"] == "truth" else em_vars

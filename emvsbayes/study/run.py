@@ -46,6 +46,8 @@ from emvsbayes.study.spec import cells, fingerprint, grid_axes, load_study_spec
 STUDY_FORMAT = "emvsbayes-study"
 STUDY_VERSION = 1
 MANIFEST = "study.json"
+#: Environment variable (tests only): an integer seed to shuffle the order in which replicates are submitted.
+SHUFFLE_ENV = "EMVSBAYES_STUDY_SHUFFLE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +232,11 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say) 
         workers_used = len(client.scheduler_info(n_workers=-1)["workers"])
         prefix = f"study-{fingerprint(spec)}"
         # Submitted cell by cell: a worker tends to take consecutive replicates of one cell and so
-        # compiles each cell's model once.
+        # compiles each cell's model once. Tests shuffle the order (SHUFFLE_ENV) to show that a
+        # replicate does not depend on what its worker ran before.
+        if os.environ.get(SHUFFLE_ENV):
+            order = np.random.default_rng(int(os.environ[SHUFFLE_ENV])).permutation(len(todo))
+            todo = [todo[i] for i in order]
         futures = [client.submit(run_task, spec, c, r, grid_cells[c], key=f"{prefix}-{c}-{r}", retries=retries,
                                  pure=False)
                    for c, r in todo]

@@ -99,6 +99,7 @@ def run_sbc_replicate(spec: dict, cell_index: int, replicate: int, cell: dict) -
     timings["compile"] = time.perf_counter() - start
     draws = sample(sampler, family, model_def, data, em.best.params, spec, int_seed(seeds["sampler"]))
     timings["sampling"] = draws.seconds
+    timings["compile"] += draws.compile_seconds
 
     truth_q = invariant_quantities(family_name, family.variables(model_def, truth))
     draw_q = invariant_quantities(family_name, draws.values)
