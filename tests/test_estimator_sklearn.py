@@ -222,3 +222,50 @@ def test_estimator_imports_and_fits_without_sklearn():
     with pytest.raises(ValueError) as wrong_width:
         with_sklearn.predict(np.zeros((3, 3)))
     assert str(wrong_width.value) == errors["wrong_width"][1]
+
+
+# ------------------------------------------------------------------------------------------------
+# From an EM fit to the posterior
+
+
+def test_sample_posterior_starts_at_the_fit_and_keeps_its_labelling():
+    # Two well-separated groups (means -3 and 3, sd 1, 100 points), so the posterior is one mode near the
+    # EM answer. EM lists the larger group at +3 first: the relabelled posterior must name the components
+    # as EM does. Tolerance: by Bernstein-von Mises the posterior mean is within O(1/N) of the maximum
+    # likelihood, far inside 3 posterior sds; the Monte Carlo error of a mean with ESS >= 100 is at most
+    # sd / 10. The draws are fixed by the seed, so the test is deterministic.
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(-3, 1, 40), rng.normal(3, 1, 60)])
+    fitted = GaussianMixture(2, random_state=0).fit(x)
+    assert fitted.means_[0, 0] > 0 > fitted.means_[1, 0]
+    tree = fitted.sample_posterior(x, draws=200, tune=200, chains=2, random_state=1)
+
+    for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "posterior_relabelled",
+                  "label_switching", "posterior_membership", "em"):
+        assert group in tree.children, group
+    posterior = tree["posterior_relabelled"].to_dataset()
+    assert posterior.sizes["chain"] == 2 and posterior.sizes["draw"] == 200
+    np.testing.assert_array_equal(tree["observed_data"]["x"].values.ravel(), x)
+    np.testing.assert_array_equal(tree["em"]["mu"].values, fitted.means_.ravel())
+    np.testing.assert_array_equal(tree["em"]["w"].values, fitted.weights_)
+    for name, em_value in (("mu", fitted.means_.ravel()), ("w", fitted.weights_),
+                           ("sigma", np.sqrt(fitted.covariances_.ravel()))):
+        mean = posterior[name].mean(("chain", "draw")).values
+        sd = posterior[name].std(("chain", "draw")).values
+        assert np.all(np.abs(mean - em_value) < 3 * sd), (name, mean, em_value, sd)
+    # Membership agrees with EM's hard allocation on nearly every point (the groups barely overlap).
+    membership = tree["posterior_membership"]["membership_relabelled"].values
+    assert np.mean(np.argmax(membership, axis=1) == fitted.predict(x)) > 0.97
+
+
+def test_sample_posterior_refuses_bad_arguments_before_sampling():
+    from sklearn.exceptions import NotFittedError
+
+    x = faithful()
+    with pytest.raises(NotFittedError):
+        GaussianMixture(2).sample_posterior(x, draws=10)
+    fitted = GaussianMixture(2, random_state=0).fit(x)
+    with pytest.raises(ValueError, match="draws must be a whole number >= 1, got 0"):
+        fitted.sample_posterior(x, draws=0)
+    with pytest.raises(ValueError, match="X has 1 features, but GaussianMixture is expecting 2"):
+        fitted.sample_posterior(x[:, :1], draws=10)

@@ -40,7 +40,7 @@ import numpy as np
 from emvsbayes.em import EMFit, EMIteration
 from emvsbayes.gaussian import em
 from emvsbayes.gaussian.init import initial_params_restarts
-from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix
+from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, GaussianPriors, as_data_matrix
 
 
 try:  # scikit-learn is optional: the estimator is the same with or without it.
@@ -289,6 +289,104 @@ class GaussianMixture(*_BASES):
         loglik = self.score_samples(X)
         n = loglik.shape[0]
         return -2.0 * float(np.sum(loglik)) + 2.0 * self._n_parameters()
+
+    def sample_posterior(
+        self,
+        X,
+        *,
+        draws: int = 1000,
+        tune: int = 1000,
+        chains: int = 4,
+        sampler: str = "auto",
+        target_accept: float | str = "auto",
+        relabel: str = "auto",
+        priors: GaussianPriors | None = None,
+        random_state=None,
+        progressbar: bool = False,
+    ):
+        """The Bayesian posterior of this mixture on ``X``, started at the EM fit and put in its labelling.
+
+        The bridge from a scikit-learn fit to the comparison: the same model (``n_components``,
+        ``covariance_type``) with the priors of a spec's ``[bayes]`` table, sampled as
+        ``emvsbayes run`` samples it (:func:`emvsbayes.sampling.sample_posterior`), each chain started
+        at an EM optimum of this fit (the best first), then relabelled with the fitted parameters as the
+        reference so the relabelled draws and ``means_``, ``weights_`` and ``covariances_`` name the
+        same components. ``X`` is normally the data that was fitted.
+
+        Parameters
+        ----------
+        X : (N, D) array-like
+        draws, tune, chains, sampler, target_accept, relabel
+            As the spec's ``[bayes]`` keys of the same names.
+        priors : GaussianPriors, optional
+            The priors (default: the spec's defaults, scaled by the data).
+        random_state : None, int or numpy.random.Generator
+            The sampler's seed; ``None`` takes this estimator's ``random_state`` (and fresh entropy if
+            that is ``None`` too).
+        progressbar : bool
+
+        Returns
+        -------
+        xarray.DataTree
+            Groups ``posterior``, ``sample_stats``, ``log_likelihood``, ``observed_data`` (as the
+            sampler returns them), ``posterior_relabelled`` and ``label_switching`` (as in
+            ``results.nc``), ``posterior_membership`` (mean membership probabilities, before and after
+            relabelling) and ``em`` (this fit's parameters, in the posterior's dimension names).
+        """
+        # Imported here: PyMC and JAX are heavy, and the EM estimator does not need them.
+        import xarray as xr
+
+        from emvsbayes.em import EMRestarts
+        from emvsbayes.gaussian import bayes
+        from emvsbayes.gaussian.runner import _reported, _start_points
+        from emvsbayes.labels.groups import label_switching_groups
+        from emvsbayes.sampling import ModelRecipe, SamplerSettings, resolve_sampler, resolve_target_accept
+        from emvsbayes.sampling import sample_posterior as run_sampler
+
+        self._check_fitted()
+        x = self._validated(X, reset=False)
+        for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        model_def = GaussianMixtureModel(self.n_components, self.covariance_type, self.reg_covar,
+                                         priors=priors if priors is not None else GaussianPriors())
+        seed = random_state if random_state is not None else self.random_state
+        if not isinstance(seed, (int, np.integer)):  # a Generator, or None for fresh entropy
+            seed = int(np.random.default_rng(seed).integers(2**31 - 1))
+        columns = [str(c) for c in getattr(self, "feature_names_in_", range(x.shape[1]))]
+        settings = SamplerSettings(
+            sampler=resolve_sampler(sampler), chains=chains, draws=draws, tune=tune,
+            target_accept=resolve_target_accept(target_accept, float(np.min(self.weights_)) * x.shape[0]))
+        starts = _start_points(model_def, EMRestarts(tuple(self.restarts_)))
+        outcome = run_sampler(ModelRecipe(bayes.build_model, (model_def, x), {"columns": columns}), settings,
+                              int(seed), bayes.initvals_from_params(model_def, starts), progressbar=progressbar)
+        tree = outcome.tree
+        groups = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats", "log_likelihood",
+                                                             "observed_data") if name in tree.children}
+        groups["posterior"].attrs.update(sampler=outcome.sampler, n_start_optima=len(starts),
+                                         target_accept=settings.target_accept)
+        probs = bayes.membership_probabilities(model_def, x, bayes.posterior_draws(tree))
+        reference = self.params_.variables()
+        groups.update(label_switching_groups(
+            _reported(groups["posterior"], reference), probs=probs, reference=reference,
+            reference_allocation=np.argmax(em.log_resp(model_def, self.params_, x), axis=1), method=relabel,
+            order_var="mu"))
+        perms = groups["posterior_relabelled"]["permutation"].values.reshape(-1, self.n_components)
+        component = groups["posterior"]["component"].values
+        groups["posterior_membership"] = xr.Dataset(
+            {"membership": (("obs", "component"), probs.mean(axis=0)),
+             "membership_relabelled": (("obs", "component"),
+                                       np.take_along_axis(probs, perms[:, None, :], axis=2).mean(axis=0))},
+            coords={"obs": np.arange(x.shape[0]), "component": component})
+        posterior = groups["posterior"]
+        groups["em"] = xr.Dataset(
+            {name: (posterior[name].dims[2:], np.asarray(value)) for name, value in reference.items()
+             if name in posterior},
+            coords={dim: posterior[dim].values for name in reference if name in posterior
+                    for dim in posterior[name].dims[2:]})
+        groups["em"].attrs.update(n_iter=self.n_iter_, converged=int(self.converged_),
+                                  lower_bound=float(self.lower_bound_))
+        return xr.DataTree.from_dict(groups)
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n_samples`` points; returns (X (n, D), component labels (n,)), grouped by component
