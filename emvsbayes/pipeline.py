@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from emvsbayes import data as datasets
+from emvsbayes import limits
 from emvsbayes.errors import UserError
 from emvsbayes.results import build_tree, read_results, write_results
 from emvsbayes.spec import SPEC_NAME, resolve_data_path
@@ -111,6 +112,7 @@ def check_against_data(spec: dict, data) -> None:
         n = len(data.heads)
         if k > n:
             raise UserError(f"[model] components = {k} is more than the {n} sets of tosses; use at most {n}")
+        limits.check_run(spec, n, 1)
         return
     x = np.asarray(data.x, dtype=float)
     n, d = x.shape
@@ -127,6 +129,11 @@ def check_against_data(spec: dict, data) -> None:
         if constant:
             raise UserError(f"column {constant[0]!r} has the same value in every row, so its default prior scale is 0; "
                             f"leave it out with [data] drop = [{constant[0]!r}] or set [bayes] sigma_scale")
+    if isinstance(spec["em"]["init"], dict):
+        from emvsbayes.gaussian.runner import check_given_init, model_from_spec
+
+        check_given_init(model_from_spec(spec), x, spec["em"]["init"])
+    limits.check_run(spec, n, d)
 
 
 #: Temporary files a killed run can leave behind: atomic_write's hidden ``.NAME.XXXX.tmp`` and the write probe.
@@ -161,7 +168,7 @@ def _process_alive(pid: str) -> bool:
 def default_out_dir(spec: dict) -> Path:
     """``reports/<spec name>``; the name is checked so that it cannot point outside ``reports``."""
     name = spec.get("name")
-    if not isinstance(name, str) or not SPEC_NAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not SPEC_NAME.fullmatch(name) or name in (".", ".."):
         raise UserError(f"the spec's name {name!r} cannot name a report folder (letters, digits, '_', '-' or '.'); "
                         "load it with load_spec, or give an output folder with --out")
     return Path("reports") / name

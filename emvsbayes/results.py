@@ -19,6 +19,7 @@ import xarray as xr
 
 from emvsbayes.em import EMFit, EMRestarts
 from emvsbayes.errors import UserError
+from emvsbayes.paths import input_kind
 
 #: Written into the root attributes; readers refuse files of another major format.
 RESULTS_FORMAT = "emvsbayes-results"
@@ -139,8 +140,12 @@ def write_results(tree: xr.DataTree, path: str | Path) -> None:
 def read_results(path: str | Path) -> xr.DataTree:
     """Open a results file written by emvsbayes, loaded into memory; one-line errors for anything else."""
     path = Path(path)
-    if not path.is_file():
+    kind = input_kind(path)
+    if kind == "missing":
         raise UserError(f"{path}: no such results file; run 'emvsbayes run SPEC' first, which writes results.nc")
+    if kind is not None:
+        hint = f", e.g. {path / 'results.nc'}" if kind == "a folder" else ""
+        raise UserError(f"{path}: is {kind}, not a results file; give a results.nc written by 'emvsbayes run'{hint}")
     try:
         with xr.open_datatree(path, engine="h5netcdf") as tree:
             tree = tree.load()

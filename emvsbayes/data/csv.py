@@ -22,6 +22,8 @@ import numpy as np
 
 from emvsbayes.data.records import CoinData, ContinuousData
 from emvsbayes.errors import UserError
+from emvsbayes.limits import check_csv_size
+from emvsbayes.paths import input_kind
 
 __all__ = ["load_coins_csv", "load_continuous_csv"]
 
@@ -90,6 +92,15 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
         raise UserError(
             f"{name}: unknown encoding {encoding!r}; give a Python codec name, e.g. 'utf-8' or 'gb18030'"
         ) from None
+    kind = input_kind(path)
+    if kind == "missing":
+        raise UserError(f"data file {str(path)!r} does not exist; check the path")
+    if kind is not None:
+        raise UserError(f"data file {str(path)!r} is {kind}, not a CSV file; give the path of a CSV file")
+    try:
+        check_csv_size(path, path.stat().st_size)
+    except OSError:
+        pass  # reading it says what is wrong
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

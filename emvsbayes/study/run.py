@@ -33,6 +33,7 @@ import numpy as np
 import xarray as xr
 
 from emvsbayes.errors import UserError
+from emvsbayes.paths import input_kind
 from emvsbayes.results import atomic_write
 from emvsbayes.study.spec import cells, fingerprint, grid_axes, load_study_spec
 
@@ -361,8 +362,11 @@ def write_study(ds: xr.Dataset, path: Path) -> None:
 def read_study(path) -> xr.Dataset:
     """Open a ``study.nc`` into memory; one-line errors for anything else."""
     path = Path(path)
-    if not path.is_file():
+    kind = input_kind(path)
+    if kind == "missing":
         raise UserError(f"{path}: no such study file; run 'emvsbayes study SPEC' first")
+    if kind is not None:
+        raise UserError(f"{path}: is {kind}, not a study file; give a study.nc written by 'emvsbayes study'")
     try:
         with xr.open_dataset(path, engine="h5netcdf") as ds:
             ds = ds.load()
