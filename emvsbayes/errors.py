@@ -33,10 +33,10 @@ MESSAGE_LIMIT = 1000
 
 def quote(value, limit: int = QUOTE_LIMIT) -> str:
     """``repr(value)`` for a message, cut to about ``limit`` characters with an ellipsis inside the quotes."""
-    text = repr(value) if isinstance(value, str) else repr(str(value))
+    text = repr(value)
     if len(text) <= limit:
         return text
-    return text[: limit - 2] + "…" + text[-1]
+    return text[: limit - 2] + "…" + text[-1] if isinstance(value, str) else text[: limit - 1] + "…"
 
 
 def _cut(message: str) -> str:

@@ -75,7 +75,8 @@ def load_data(spec: dict):
         path = resolve_data_path(spec)
         if family == "coins":
             loaded = datasets.load_coins_csv(path, heads=data_spec["heads"], tosses=data_spec["tosses"],
-                                             label=data_spec["label"], encoding=data_spec["encoding"])
+                                             label=data_spec["label"], encoding=data_spec["encoding"],
+                                             delimiter=data_spec["delimiter"])
         else:
             loaded = datasets.load_continuous_csv(path, **_continuous_options(data_spec, dataset=False))
     kind_ok = hasattr(loaded, "heads") if family == "coins" else hasattr(loaded, "x")
@@ -92,7 +93,8 @@ def _continuous_options(data_spec: dict, *, dataset: bool) -> dict:
     if data_spec["standardize"]:
         options["standardize"] = True
     if not dataset:
-        options.update(encoding=data_spec["encoding"], label=data_spec["label"], percent=tuple(data_spec["percent"]),
+        options.update(encoding=data_spec["encoding"], delimiter=data_spec["delimiter"], label=data_spec["label"],
+                       percent=tuple(data_spec["percent"]),
                        categories=data_spec["categories"] or None, drop=tuple(data_spec["drop"]))
     return options
 

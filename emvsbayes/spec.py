@@ -251,6 +251,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "dataset": Key(None, optional_text),
         "file": Key(None, lambda v: None if v is None else file_name(v)),
         "encoding": Key("utf-8", name_text),
+        # "auto": a comma, or ";", a tab or "|" when the header splits on it and not on commas
+        "delimiter": Key("auto", lambda v: None if v == "auto" or (isinstance(v, str) and len(v) == 1 and v not in "\"\r\n")
+                         else f'must be "auto" or one character such as ";" or "\\t", got {_show(v)}'),
         "heads": Key("heads", name_text),
         "tosses": Key("tosses", name_text),
         "label": Key(None, optional_text),
