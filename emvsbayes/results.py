@@ -18,12 +18,15 @@ import numpy as np
 import xarray as xr
 
 from emvsbayes.em import EMFit, EMRestarts
-from emvsbayes.errors import UserError
+from emvsbayes.errors import UserError, quote
 from emvsbayes.paths import input_kind
 
 #: Written into the root attributes; readers refuse files of another major format.
 RESULTS_FORMAT = "emvsbayes-results"
 RESULTS_VERSION = 1
+
+#: Groups every run writes; a file without them is no run's results.
+REQUIRED_GROUPS = ("data", "em")
 
 VariablesOf = Callable[[object], Mapping[str, np.ndarray]]
 
@@ -153,12 +156,23 @@ def read_results(path: str | Path) -> xr.DataTree:
         raise UserError(f"{path}: not a readable results file ({type(error).__name__}); give a results.nc written by emvsbayes") from None
     if tree.attrs.get("format") != RESULTS_FORMAT:
         raise UserError(f"{path}: not an emvsbayes results file; give a results.nc written by 'emvsbayes run'")
-    version = int(tree.attrs.get("format_version", -1))
+    version = tree.attrs.get("format_version")
+    if isinstance(version, np.ndarray) and version.shape == (1,):
+        version = version[0]  # netCDF stores a scalar attribute as a one-element array
+    if not isinstance(version, (int, np.integer)) or isinstance(version, (bool, np.bool_)):
+        shown = quote(version.tolist() if hasattr(version, "tolist") else version)
+        raise UserError(f"{path}: results format version {shown} is not a whole number, so the file was not "
+                        f"written by emvsbayes (or was edited); rerun the spec with 'emvsbayes run'")
+    version = int(version)
     if version != RESULTS_VERSION:
         raise UserError(
             f"{path}: results format version {version}, this emvsbayes reads version {RESULTS_VERSION}; "
             "rerun the spec with this version"
         )
+    missing = [group for group in REQUIRED_GROUPS if group not in tree.children]
+    if missing:
+        raise UserError(f"{path}: the results lack the group {missing[0]!r} that every run writes (the file is "
+                        "incomplete or was edited); rerun the spec with 'emvsbayes run'")
     return tree
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from emvsbayes.errors import UserError
+from emvsbayes import limits
+from emvsbayes.errors import UserError, quote
 from emvsbayes.paths import input_kind
 from emvsbayes.results import atomic_write
 from emvsbayes.study.spec import cells, fingerprint, grid_axes, load_study_spec
@@ -114,6 +116,19 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+#: A Dask scheduler address: [protocol://]host[:port] (host a name, IPv4 or [IPv6]).
+_ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss|ucx|inproc)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9_.-]*)(?::(\d{1,5}))?/?",
+                      flags=re.ASCII)
+
+
+def check_scheduler_address(scheduler: str) -> None:
+    """Refuse before any work what cannot be a scheduler's address (Dask would fail in its own words)."""
+    match = _ADDRESS.fullmatch(scheduler)
+    if not match or (match.group(1) and not 0 < int(match.group(1)) < 65536):
+        raise UserError(f"--scheduler {quote(scheduler)} is not a scheduler address; give one such as "
+                        "tcp://host:8786 (or leave --scheduler out to start a local cluster)")
+
+
 def _client(scheduler: str | None, n_workers: int | None):
     """(client, cluster or None): a new LocalCluster of processes unless an address is given."""
     from distributed import Client, LocalCluster
@@ -121,7 +136,7 @@ def _client(scheduler: str | None, n_workers: int | None):
     if scheduler:
         try:
             return Client(scheduler, timeout="20s"), None
-        except (OSError, TimeoutError) as error:
+        except (OSError, TimeoutError, ValueError) as error:
             raise UserError(f"--scheduler {scheduler}: cannot connect ({error}); check the address, e.g. tcp://host:8786") from None
     cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True,
                            dashboard_address=None)
@@ -158,6 +173,9 @@ def run_study(
     spec = spec_path if isinstance(spec_path, dict) else load_study_spec(spec_path)
     if n_workers is not None and n_workers < 1:
         raise UserError(f"--workers must be a whole number >= 1, got {n_workers}")
+    if scheduler is not None:
+        check_scheduler_address(scheduler)
+    limits.check_study(spec)
     out = Path(out) if out is not None else Path("reports") / spec["name"]
     store = out / "store"
     open_store(store, spec)
