@@ -16,8 +16,10 @@ cgroup limit of a container).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,3 +206,57 @@ def check_study(spec: dict) -> None:
     check_fits(n_records * 16 * 2**10, f"{len(grid_cells):,} cells x {spec['replicates']:,} replicates",
                "lower replicates or the number of [grid] values")
 
+
+
+# --- disk ------------------------------------------------------------------------------------------
+
+#: Room kept beyond an estimate: HDF5's metadata and the page beside the results.
+DISK_MARGIN = 2 * 2**20
+
+
+def results_need(spec: dict, n: int, d: int) -> float:
+    """Bytes ``results.nc`` will take, about: the kept draws (parameters, statistics, pointwise
+    log-likelihood), the bootstrap replicates and the EM traces, uncompressed."""
+    family, k = spec["model"]["family"], spec["model"]["components"]
+    em, bayes = spec["em"], spec["bayes"]
+    per = k * _params_per_component(family, d)
+    need = FLOAT * len(em["kinds"]) * (em["max_iter"] * per + n * k)
+    need += FLOAT * em["bootstrap"] * (per + 4)
+    if bayes["enabled"]:
+        need += FLOAT * bayes["chains"] * bayes["draws"] * (2 * per + 16 + n)
+    return need
+
+
+def free_space(folder: Path) -> int | None:
+    """Bytes free where ``folder`` is (or would be created), None when that cannot be told."""
+    folder = Path(folder).absolute()
+    for candidate in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+def check_disk(folder: Path, need: float, what: str) -> None:
+    """Refuse to start a write of about ``need`` bytes into ``folder`` when the disk has less free:
+    HDF5 fails on a full disk in ways that cannot be caught (a crash, half a file)."""
+    free = free_space(folder)
+    if free is not None and need + DISK_MARGIN > free:
+        raise disk_full(folder, need + DISK_MARGIN, what, free)
+
+
+def disk_full(folder: Path, need: float | None, what: str, free: int | None = None) -> UserError:
+    """The one-line error for a disk that has (or had) no room for ``what``."""
+    free = free_space(folder) if free is None else free
+    room = f"; {format_size(free)} free" if free is not None else ""
+    needed = f"needs about {format_size(need)}" if need else "needs more room"
+    return UserError(f"{folder}: no space left on the disk for {what} (it {needed}{room}); free some space "
+                     "or choose a folder on another disk with --out")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError for a full disk or quota, or HDF5's RuntimeError that wraps one."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(error, RuntimeError) and ("errno = 28" in str(error) or "No space left" in str(error))

@@ -99,6 +99,11 @@ def _continuous_options(data_spec: dict, *, dataset: bool) -> dict:
     return options
 
 
+def _shape(data) -> tuple[int, int]:
+    """(rows or sets, columns) of the loaded data."""
+    return (len(data.heads), 1) if hasattr(data, "heads") else np.shape(data.x)
+
+
 def check_against_data(spec: dict, data) -> None:
     """Checks that need the data, made before any output is written or anything is fitted.
 
@@ -236,6 +241,7 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     data = load_data(spec)
     timings["load"] = time.perf_counter() - start
     check_against_data(spec, data)
+    limits.check_disk(out_dir, limits.results_need(spec, *_shape(data)), "results.nc and index.html")
     check_writable(out_dir)
     remove_stale_temporaries(out_dir)
 

@@ -131,13 +131,33 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        from emvsbayes.limits import disk_full, is_disk_full
+
+        if isinstance(error, OSError) and is_disk_full(error):
+            raise disk_full(path.parent, None, path.name) from None
         raise
 
 
+def tree_nbytes(tree: xr.DataTree) -> int:
+    """The bytes of every array in ``tree`` (what the file will hold, before compression)."""
+    return sum(int(var.nbytes) for node in tree.subtree for var in node.to_dataset().variables.values())
+
+
 def write_results(tree: xr.DataTree, path: str | Path) -> None:
-    atomic_write(Path(path), lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
+    from emvsbayes.limits import check_disk, disk_full, is_disk_full
+
+    path = Path(path)
+    # Checked first: HDF5 on a full disk can crash the process, past any except clause.
+    need = tree_nbytes(tree)
+    check_disk(path.parent, need, path.name)
+    try:
+        atomic_write(path, lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
+    except (OSError, RuntimeError) as error:
+        if is_disk_full(error):
+            raise disk_full(path.parent, need, path.name) from None
+        raise
 
 
 def read_results(path: str | Path) -> xr.DataTree:
