@@ -8,8 +8,11 @@ The report reads only this file. Group names follow ``shared/RESULTS.md``.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -169,11 +172,17 @@ def read_results(path: str | Path) -> xr.DataTree:
     if kind is not None:
         hint = f", e.g. {path / 'results.nc'}" if kind == "a folder" else ""
         raise UserError(f"{path}: is {kind}, not a results file; give a results.nc written by 'emvsbayes run'{hint}")
-    try:
-        with xr.open_datatree(path, engine="h5netcdf") as tree:
-            tree = tree.load()
-    except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
-        raise UserError(f"{path}: not a readable results file ({type(error).__name__}); give a results.nc written by emvsbayes") from None
+    failure = None
+    with _quiet_half_opened():
+        try:
+            # phony_dims given: an HDF5 file from elsewhere (datasets without dimension names) would
+            # otherwise warn about the default changing; such a file is then refused by the checks below.
+            with xr.open_datatree(path, engine="h5netcdf", phony_dims="access") as tree:
+                tree = tree.load()
+        except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
+            failure = type(error).__name__
+    if failure is not None:
+        raise UserError(f"{path}: not a readable results file ({failure}); give a results.nc written by emvsbayes")
     if tree.attrs.get("format") != RESULTS_FORMAT:
         raise UserError(f"{path}: not an emvsbayes results file; give a results.nc written by 'emvsbayes run'")
     version = tree.attrs.get("format_version")
@@ -194,6 +203,30 @@ def read_results(path: str | Path) -> xr.DataTree:
         raise UserError(f"{path}: the results lack the group {missing[0]!r} that every run writes (the file is "
                         "incomplete or was edited); rerun the spec with 'emvsbayes run'")
     return tree
+
+
+@contextlib.contextmanager
+def _quiet_half_opened():
+    """Open a file inside this: an h5netcdf File that failed half-way through opening a damaged file is
+    released (and collected) here, quietly.
+
+    Its ``__del__`` calls ``close()``, which fails on the attributes it never set, and Python prints that
+    as "Exception ignored ... Traceback" under the one-line error. The failure to open is reported
+    already; only that close of a half-built h5netcdf object is silenced, any other goes to the usual hook.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        where = getattr(unraisable.object, "__module__", "") or ""
+        if not (isinstance(unraisable.exc_value, AttributeError) and where.startswith("h5netcdf")):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
 
 
 def root_json(tree: xr.DataTree, key: str, default=None):

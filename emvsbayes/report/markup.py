@@ -15,7 +15,8 @@ import xarray as xr
 
 # Control characters, and the bidirectional embeddings, overrides and isolates (U+202A-U+202E,
 # U+2066-U+2069) and marks: from a title or a column name they would reorder the text around them.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Lone surrogates (a file name that was not UTF-8, a damaged string attribute) cannot be written as UTF-8.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 class Raw(str):

@@ -36,7 +36,7 @@ import xarray as xr
 from emvsbayes import limits
 from emvsbayes.errors import UserError, quote
 from emvsbayes.paths import input_kind
-from emvsbayes.results import atomic_write
+from emvsbayes.results import _quiet_half_opened, atomic_write
 from emvsbayes.study.spec import cells, fingerprint, grid_axes, load_study_spec
 
 STUDY_FORMAT = "emvsbayes-study"
@@ -385,11 +385,17 @@ def read_study(path) -> xr.Dataset:
         raise UserError(f"{path}: no such study file; run 'emvsbayes study SPEC' first")
     if kind is not None:
         raise UserError(f"{path}: is {kind}, not a study file; give a study.nc written by 'emvsbayes study'")
-    try:
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
-            ds = ds.load()
-    except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
-        raise UserError(f"{path}: not a readable study file ({type(error).__name__})") from None
+    failure = None
+    with _quiet_half_opened():
+        try:
+            # phony_dims given: an HDF5 file from elsewhere (datasets without dimension names) would
+            # otherwise warn about the default changing; such a file is then refused by the checks below.
+            with xr.open_dataset(path, engine="h5netcdf", phony_dims="access") as ds:
+                ds = ds.load()
+        except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
+            failure = type(error).__name__
+    if failure is not None:
+        raise UserError(f"{path}: not a readable study file ({failure})")
     if ds.attrs.get("format") != STUDY_FORMAT:
         raise UserError(f"{path}: not an emvsbayes study file; give a study.nc written by 'emvsbayes study'")
     return ds
