@@ -22,9 +22,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,15 +134,25 @@ def check_scheduler_address(scheduler: str) -> None:
 
 def _client(scheduler: str | None, n_workers: int | None):
     """(client, cluster or None): a new LocalCluster of processes unless an address is given."""
+    # Dask's own log lines ("Worker process still alive after 4.0 seconds, killing" at every shutdown,
+    # nanny restarts after Ctrl-C) say nothing a user acts on: a failed replicate is recorded with its
+    # error and reported by the study. Errors still show. Set in the environment before distributed is
+    # imported, so the worker processes (which read it when they start) are quiet too.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # in case distributed was imported already
 
     if scheduler:
         try:
             return Client(scheduler, timeout="20s"), None
         except (OSError, TimeoutError, ValueError) as error:
             raise UserError(f"--scheduler {scheduler}: cannot connect ({error}); check the address, e.g. tcp://host:8786") from None
+    # No dashboard; the scheduler's HTTP server (health checks) on any free port, not 8787: another cluster
+    # on this machine would otherwise get a "Port 8787 is already in use" warning printed.
     cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                           silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
@@ -208,9 +221,19 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say) 
 
     from emvsbayes.study.replicate import _record, run_task
 
-    client, cluster = _client(scheduler, n_workers)
+    # Ctrl-C is held back while the cluster starts: its event-loop thread and worker processes inherit
+    # the block and so never see the SIGINT a terminal sends to the whole process group (they would
+    # print tracebacks and the nanny its restarts); this process alone handles it, by closing the
+    # cluster below. A Ctrl-C pressed during the start arrives as soon as the block is lifted.
+    _sigint_blocked(True)
+    try:
+        client, cluster = _client(scheduler, n_workers)
+    except BaseException:
+        _sigint_blocked(False)
+        raise
     futures = []
     try:
+        _sigint_blocked(False)
         workers_used = len(client.scheduler_info(n_workers=-1)["workers"])
         prefix = f"study-{fingerprint(spec)}"
         # Submitted cell by cell: a worker tends to take consecutive replicates of one cell and so
@@ -234,11 +257,21 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say) 
                 + (f" ({record['error']})" if record["error"] else ""))
         return n_failed, workers_used
     finally:
-        for future in futures:
-            future.cancel()
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        _sigint_blocked(True)  # a second Ctrl-C must not cut the closing short (half-closed clusters print tracebacks)
+        try:
+            for future in futures:
+                future.cancel()
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            _sigint_blocked(False)
+
+
+def _sigint_blocked(block: bool) -> None:
+    """Block (or unblock) SIGINT in this thread; threads and processes started meanwhile inherit the block."""
+    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 # --------------------------------------------------------------------------------------------------
