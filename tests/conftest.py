@@ -23,10 +23,10 @@ def _user_env() -> dict:
     return env
 
 
-def run_cli(*args, cwd=None, timeout=600):
-    """Run the installed command line as a user would; returns the CompletedProcess."""
+def run_cli(*args, cwd=None, timeout=600, env=None):
+    """Run the installed command line as a user would; returns the CompletedProcess. ``env`` adds variables."""
     return subprocess.run([sys.executable, "-m", "emvsbayes", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=timeout, env=_user_env())
+                          cwd=cwd or ROOT, timeout=timeout, env={**_user_env(), **(env or {})})
 
 
 @pytest.fixture(scope="session")

@@ -99,6 +99,9 @@ def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str = "auto
         # Only text encodings: 'base64', 'rot13', 'zlib' and the like are codecs but not text encodings.
         if not getattr(codecs.lookup(encoding), "_is_text_encoding", True):
             raise LookupError(encoding)
+        # Nor Python's escape codecs ('unicode_escape' reads backslashes as escapes, and warns on others).
+        if "escape" in codecs.lookup(encoding).name:
+            raise LookupError(encoding)
     except (LookupError, ValueError):  # ValueError: a name with a NUL character
         raise UserError(
             f"{name}: unknown encoding {quote(encoding)}; give a Python codec name, e.g. 'utf-8' or 'gb18030'"
@@ -110,8 +113,8 @@ def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str = "auto
         raise UserError(f"data file {str(path)!r} is {kind}, not a CSV file; give the path of a CSV file")
     try:
         check_csv_size(path, path.stat().st_size)
-    except OSError:
-        pass  # reading it says what is wrong
+    except (OSError, ValueError):
+        pass  # reading it says what is wrong (ValueError: a NUL character in the path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
