@@ -5,17 +5,45 @@ line prints its message as one line and exits with status 2, without a traceback
 the problem and the fix. Anything else that escapes is an internal failure (exit status 1).
 """
 
+import unicodedata
+
 
 def one_line(text: str) -> str:
-    """``text`` with every line break (``\\n``, ``\\r``, U+2028, ...) written as an escape, so it stays one line."""
+    """``text`` with every line break (``\\n``, ``\\r``, U+2028, ...), control character (an escape
+    sequence would drive the terminal) and bidirectional-override character (U+202E would show the rest of
+    the line reversed) written as an escape, so it stays one line that reads as it is."""
     text = str(text)
-    if len(text.splitlines()) <= 1 and not any(text.endswith(c) for c in _LINE_BREAKS):
+    if not any(c in _ESCAPED or unicodedata.category(c) == "Cc" for c in text):
         return text
-    return "".join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in text)
+    return "".join(c.encode("unicode_escape").decode("ascii") if c in _ESCAPED or unicodedata.category(c) == "Cc"
+                   else c for c in text)
 
 
 #: What :meth:`str.splitlines` splits on.
 _LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+#: Bidirectional embeddings, overrides, isolates and marks: they reorder the text shown around them.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+_ESCAPED = _LINE_BREAKS | BIDI_CONTROLS
+
+#: A quoted value (a CSV cell, a column name) is cut to this many characters in a message.
+QUOTE_LIMIT = 60
+#: A message is cut to this many characters, keeping its end (which says what to do).
+MESSAGE_LIMIT = 1000
+
+
+def quote(value, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters with an ellipsis inside the quotes."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 2] + "…" + text[-1] if isinstance(value, str) else text[: limit - 1] + "…"
+
+
+def _cut(message: str) -> str:
+    if len(message) <= MESSAGE_LIMIT:
+        return message
+    head, tail = MESSAGE_LIMIT * 2 // 3, MESSAGE_LIMIT // 3
+    return f"{message[:head]} … {message[-tail:]}"
 
 
 class UserError(Exception):
@@ -28,7 +56,7 @@ class UserError(Exception):
     exit_status = 2
 
     def __init__(self, message: str):
-        super().__init__(one_line(message))
+        super().__init__(_cut(one_line(message)))
 
 
 class ChecksFailedError(UserError):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from emvsbayes import data as datasets
+from emvsbayes import limits
 from emvsbayes.errors import UserError
 from emvsbayes.outputs import OutputFolder, foreign, link_or_copy
 from emvsbayes.results import build_tree, read_results, write_results
@@ -75,7 +76,8 @@ def load_data(spec: dict):
         path = resolve_data_path(spec)
         if family == "coins":
             loaded = datasets.load_coins_csv(path, heads=data_spec["heads"], tosses=data_spec["tosses"],
-                                             label=data_spec["label"], encoding=data_spec["encoding"])
+                                             label=data_spec["label"], encoding=data_spec["encoding"],
+                                             delimiter=data_spec["delimiter"])
         else:
             loaded = datasets.load_continuous_csv(path, **_continuous_options(data_spec, dataset=False))
     kind_ok = hasattr(loaded, "heads") if family == "coins" else hasattr(loaded, "x")
@@ -92,9 +94,15 @@ def _continuous_options(data_spec: dict, *, dataset: bool) -> dict:
     if data_spec["standardize"]:
         options["standardize"] = True
     if not dataset:
-        options.update(encoding=data_spec["encoding"], label=data_spec["label"], percent=tuple(data_spec["percent"]),
+        options.update(encoding=data_spec["encoding"], delimiter=data_spec["delimiter"], label=data_spec["label"],
+                       percent=tuple(data_spec["percent"]),
                        categories=data_spec["categories"] or None, drop=tuple(data_spec["drop"]))
     return options
+
+
+def _shape(data) -> tuple[int, int]:
+    """(rows or sets, columns) of the loaded data."""
+    return (len(data.heads), 1) if hasattr(data, "heads") else np.shape(data.x)
 
 
 def check_against_data(spec: dict, data) -> None:
@@ -112,6 +120,7 @@ def check_against_data(spec: dict, data) -> None:
         n = len(data.heads)
         if k > n:
             raise UserError(f"[model] components = {k} is more than the {n} sets of tosses; use at most {n}")
+        limits.check_run(spec, n, 1)
         return
     x = np.asarray(data.x, dtype=float)
     n, d = x.shape
@@ -128,12 +137,17 @@ def check_against_data(spec: dict, data) -> None:
         if constant:
             raise UserError(f"column {constant[0]!r} has the same value in every row, so its default prior scale is 0; "
                             f"leave it out with [data] drop = [{constant[0]!r}] or set [bayes] sigma_scale")
+    if isinstance(spec["em"]["init"], dict):
+        from emvsbayes.gaussian.runner import check_given_init, model_from_spec
+
+        check_given_init(model_from_spec(spec), x, spec["em"]["init"])
+    limits.check_run(spec, n, d)
 
 
 def default_out_dir(spec: dict) -> Path:
     """``reports/<spec name>``; the name is checked so that it cannot point outside ``reports``."""
     name = spec.get("name")
-    if not isinstance(name, str) or not SPEC_NAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not SPEC_NAME.fullmatch(name) or name in (".", ".."):
         raise UserError(f"the spec's name {name!r} cannot name a report folder (letters, digits, '_', '-' or '.'); "
                         "load it with load_spec, or give an output folder with --out")
     return Path("reports") / name
@@ -209,6 +223,7 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     data = load_data(spec)
     timings["load"] = time.perf_counter() - start
     check_against_data(spec, data)
+    limits.check_disk(out_dir, limits.results_need(spec, *_shape(data)), "results.nc and index.html")
     check_writable(out_dir)
     # Held until the results and the page are published: one writer per folder, nothing it may not replace.
     with OutputFolder(out_dir, "run") as folder:

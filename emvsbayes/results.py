@@ -8,9 +8,12 @@ The report reads only this file. Group names follow ``shared/RESULTS.md``.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,13 +22,17 @@ import numpy as np
 import xarray as xr
 
 from emvsbayes.em import EMFit, EMRestarts
-from emvsbayes.errors import UserError
+from emvsbayes.errors import UserError, quote
+from emvsbayes.paths import input_kind
 
 #: Written into the root attributes; readers refuse files of another major format.
 RESULTS_FORMAT = "emvsbayes-results"
 RESULTS_VERSION = 1
 #: root attribute holding :func:`arrays_checksum` of the file (files written before it existed have none)
 CHECKSUM_ATTR = "checksum"
+
+#: Groups every run writes; a file without them is no run's results.
+REQUIRED_GROUPS = ("data", "em")
 
 VariablesOf = Callable[[object], Mapping[str, np.ndarray]]
 
@@ -131,8 +138,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        from emvsbayes.limits import disk_full, is_disk_full
+
+        if isinstance(error, OSError) and is_disk_full(error):
+            raise disk_full(path.parent, None, path.name) from None
         raise
 
 
@@ -195,30 +206,91 @@ def check_checksum(data: xr.DataTree | xr.Dataset, path: Path, fix: str) -> None
         raise UserError(f"{path}: damaged (its arrays do not match the checksum written with them); {fix}")
 
 
+def tree_nbytes(tree: xr.DataTree) -> int:
+    """The bytes of every array in ``tree`` (what the file will hold, before compression)."""
+    return sum(int(var.nbytes) for node in tree.subtree for var in node.to_dataset().variables.values())
+
+
 def write_results(tree: xr.DataTree, path: str | Path) -> None:
-    write_checked(tree, path)
+    from emvsbayes.limits import check_disk, disk_full, is_disk_full
+
+    path = Path(path)
+    # Checked first: HDF5 on a full disk can crash the process, past any except clause.
+    need = tree_nbytes(tree)
+    check_disk(path.parent, need, path.name)
+    try:
+        write_checked(tree, path)
+    except (OSError, RuntimeError) as error:
+        if is_disk_full(error):
+            raise disk_full(path.parent, need, path.name) from None
+        raise
 
 
 def read_results(path: str | Path) -> xr.DataTree:
     """Open a results file written by emvsbayes, loaded into memory; one-line errors for anything else."""
     path = Path(path)
-    if not path.is_file():
+    kind = input_kind(path)
+    if kind == "missing":
         raise UserError(f"{path}: no such results file; run 'emvsbayes run SPEC' first, which writes results.nc")
-    try:
-        with xr.open_datatree(path, engine="h5netcdf") as tree:
-            tree = tree.load()
-    except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
-        raise UserError(f"{path}: not a readable results file ({type(error).__name__}); give a results.nc written by emvsbayes") from None
+    if kind is not None:
+        hint = f", e.g. {path / 'results.nc'}" if kind == "a folder" else ""
+        raise UserError(f"{path}: is {kind}, not a results file; give a results.nc written by 'emvsbayes run'{hint}")
+    failure = None
+    with _quiet_half_opened():
+        try:
+            # phony_dims given: an HDF5 file from elsewhere (datasets without dimension names) would
+            # otherwise warn about the default changing; such a file is then refused by the checks below.
+            with xr.open_datatree(path, engine="h5netcdf", phony_dims="access") as tree:
+                tree = tree.load()
+        except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
+            failure = type(error).__name__
+    if failure is not None:
+        raise UserError(f"{path}: not a readable results file ({failure}); give a results.nc written by emvsbayes")
     if tree.attrs.get("format") != RESULTS_FORMAT:
         raise UserError(f"{path}: not an emvsbayes results file; give a results.nc written by 'emvsbayes run'")
-    version = int(tree.attrs.get("format_version", -1))
+    version = tree.attrs.get("format_version")
+    if isinstance(version, np.ndarray) and version.shape == (1,):
+        version = version[0]  # netCDF stores a scalar attribute as a one-element array
+    if not isinstance(version, (int, np.integer)) or isinstance(version, (bool, np.bool_)):
+        shown = quote(version.tolist() if hasattr(version, "tolist") else version)
+        raise UserError(f"{path}: results format version {shown} is not a whole number, so the file was not "
+                        f"written by emvsbayes (or was edited); rerun the spec with 'emvsbayes run'")
+    version = int(version)
     if version != RESULTS_VERSION:
         raise UserError(
             f"{path}: results format version {version}, this emvsbayes reads version {RESULTS_VERSION}; "
             "rerun the spec with this version"
         )
+    missing = [group for group in REQUIRED_GROUPS if group not in tree.children]
+    if missing:
+        raise UserError(f"{path}: the results lack the group {missing[0]!r} that every run writes (the file is "
+                        "incomplete or was edited); rerun the spec with 'emvsbayes run'")
     check_checksum(tree, path, "rerun the spec to write it again")
     return tree
+
+
+@contextlib.contextmanager
+def _quiet_half_opened():
+    """Open a file inside this: an h5netcdf File that failed half-way through opening a damaged file is
+    released (and collected) here, quietly.
+
+    Its ``__del__`` calls ``close()``, which fails on the attributes it never set, and Python prints that
+    as "Exception ignored ... Traceback" under the one-line error. The failure to open is reported
+    already; only that close of a half-built h5netcdf object is silenced, any other goes to the usual hook.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        where = getattr(unraisable.object, "__module__", "") or ""
+        if not (isinstance(unraisable.exc_value, AttributeError) and where.startswith("h5netcdf")):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
 
 
 def root_json(tree: xr.DataTree, key: str, default=None):

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from emvsbayes.errors import UserError
+from emvsbayes.paths import input_kind
 
 _REQUIRED = object()
 
@@ -180,7 +181,12 @@ def coin_init(v):
         rows = v if isinstance(v[0], list) else [v]
         for row in rows:
             if not (isinstance(row, list) and row and all(_is_number(x) and 0 <= x <= 1 for x in row)):
-                return f"must be \"random\" or theta values in [0, 1] such as [0.6, 0.5], got {_show(v)}"
+                return f"must be \"random\" or theta values strictly between 0 and 1 such as [0.6, 0.5], got {_show(v)}"
+            if any(x in (0, 1) for x in row):
+                # At 0 (1) a coin never shows heads (tails): a set with both has likelihood 0 under it, and a
+                # start where every coin is like that has log-likelihood -inf, from which EM cannot move.
+                return (f"has theta on the boundary, got {_show(v)}: a coin with theta = 0 or 1 cannot show both "
+                        "heads and tails, so EM cannot start there; use values strictly between 0 and 1, e.g. 0.01")
         return None
     return f"must be \"random\" or theta values such as [0.6, 0.5], got {_show(v)}"
 
@@ -201,6 +207,11 @@ def gaussian_init(v):
         for name in ("weights", "means", "covariances"):
             if name in v and not _numbers_nested(v[name]):
                 return f"{name} must be numbers or lists of numbers, got {_show(v[name])}"
+        if "weights" in v:
+            weights = v["weights"] if isinstance(v["weights"], list) else [v["weights"]]
+            if not all(_is_number(x) and x > 0 for x in weights):
+                return (f"weights must be positive numbers, one per component (a component of weight 0 never takes "
+                        f"a point), got {_show(v['weights'])}")
         return None
     return (f"must be one of {', '.join(map(repr, GAUSSIAN_INITS))} (scikit-learn's init_params) or a table of "
             f"weights, means, covariances, got {_show(v)}")
@@ -260,6 +271,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "dataset": Key(None, optional_text),
         "file": Key(None, lambda v: None if v is None else file_name(v)),
         "encoding": Key("utf-8", name_text),
+        # "auto": a comma, or ";", a tab or "|" when the header splits on it and not on commas
+        "delimiter": Key("auto", lambda v: None if v == "auto" or (isinstance(v, str) and len(v) == 1 and v not in "\"\r\n")
+                         else f'must be "auto" or one character such as ";" or "\\t", got {_show(v)}'),
         "heads": Key("heads", name_text),
         "tosses": Key("tosses", name_text),
         "label": Key(None, optional_text),
@@ -327,6 +341,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+#: Keys only a study spec has (see emvsbayes.study.spec): a spec holding them was given to the wrong command.
+STUDY_ONLY_KEYS = ("kind", "replicates", "grid", "priors", "truth", "intervals", "sbc")
+
 FAMILY_CHECKS = {"coins": {"init": coin_init}, "gaussian": {"init": gaussian_init}}
 
 #: Gaussian mixtures' restart rule unless the spec says otherwise: three starts agreeing on the best
@@ -336,7 +353,8 @@ FAMILY_CHECKS = {"coins": {"init": coin_init}, "gaussian": {"init": gaussian_ini
 GAUSSIAN_REACH_BEST = 3
 GAUSSIAN_MAX_INIT = 200
 
-SPEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# \Z, not $: "$" also matches before a final newline, which would let "evil\n" name a folder.
+SPEC_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 def _where(section: str, key: str) -> str:
@@ -363,6 +381,10 @@ def validate(raw: dict, source: str = "spec") -> dict:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: a spec must be a table of sections such as [data] and [model], got {_show(raw)}")
     spec: dict[str, Any] = {}
+    study_only = [key for key in raw if key in STUDY_ONLY_KEYS]
+    if study_only and not any(key in raw for key in ("data", "model_choice", "report")):
+        raise UserError(f"{source}: this is a study spec (it has {study_only[0]!r}), not a comparison spec; "
+                        f"run it with 'emvsbayes study {source}'")
     for key in raw:
         if not isinstance(key, str) or key not in SCHEMA[""] and key not in SCHEMA:
             raise UserError(f"{source}: unknown key {_show(key)}{_suggest(key, [*SCHEMA[''], *[s for s in SCHEMA if s]])}")
@@ -440,14 +462,26 @@ def _check_consistency(spec: dict, source: str) -> None:
                     )
 
 
+#: A spec is a few KB of settings; anything much larger is some other file given by mistake.
+MAX_SPEC_BYTES = 2**20
+
+
 def read_toml(path: str | Path, example: str = "models/two_coins.toml") -> dict:
     """A spec file parsed as TOML (data, never imported or evaluated); one-line errors for a file that
     is missing, a folder, unreadable, not UTF-8 or not valid TOML. ``example`` names a spec to suggest."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a spec file; give the path of a .toml spec, e.g. {example}")
-    if not path.is_file():
+    kind = input_kind(path)
+    if kind == "missing":
         raise UserError(f"{path}: no such spec file; give the path of a .toml spec, e.g. {example}")
+    if kind is not None:
+        raise UserError(f"{path}: is {kind}, not a spec file; give the path of a .toml spec, e.g. {example}")
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    if size > MAX_SPEC_BYTES:
+        raise UserError(f"{path}: {size:,} bytes is too large for a spec (a spec is a few KB; the limit is "
+                        f"{MAX_SPEC_BYTES:,}); give the path of a .toml spec, e.g. {example}")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -466,7 +500,7 @@ def load_spec(path: str | Path) -> dict:
     raw = read_toml(path)
     spec = validate(raw, source=str(path))
     name = path.stem
-    if not SPEC_NAME.match(name):
+    if not SPEC_NAME.fullmatch(name):
         raise UserError(f"{path}: the spec's file name must be letters, digits, '_', '-' or '.', so it can name a report folder")
     spec["name"] = name
     spec["path"] = str(path)

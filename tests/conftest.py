@@ -15,10 +15,18 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
 os.environ.setdefault("EMVSBAYES_PROGRAM_CACHE_DIR", str(ROOT / ".cache" / "programs"))
 
 
-def run_cli(*args, cwd=None, timeout=600):
-    """Run the installed command line as a user would; returns the CompletedProcess."""
+def _user_env() -> dict:
+    """The environment a user's shell gives: warnings as they come (no PYTHONWARNINGS from the test runner),
+    so a test sees every warning and traceback line a user would see."""
+    env = dict(os.environ)
+    env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+def run_cli(*args, cwd=None, timeout=600, env=None):
+    """Run the installed command line as a user would; returns the CompletedProcess. ``env`` adds variables."""
     return subprocess.run([sys.executable, "-m", "emvsbayes", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          cwd=cwd or ROOT, timeout=timeout, env={**_user_env(), **(env or {})})
 
 
 @pytest.fixture(scope="session")

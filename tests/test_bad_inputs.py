@@ -99,7 +99,7 @@ SPEC_CASES = {
         "{spec}: [report] interval_prob must be a number strictly between 0 and 1, got 0"),
     "init_theta_above_one": (
         COINS + "[em]\ninit = [1.5, 0.2]\n",
-        '{spec}: [em] init must be "random" or theta values in [0, 1] such as [0.6, 0.5], got [1.5, 0.2]'),
+        '{spec}: [em] init must be "random" or theta values strictly between 0 and 1 such as [0.6, 0.5], got [1.5, 0.2]'),
     "init_wrong_length": (
         COINS + "[em]\ninit = [0.5, 0.6, 0.7]\n",
         '{spec}: [em] init gives 3 theta values but [model] components is 2; give one value per coin or use '
@@ -342,12 +342,13 @@ def test_out_not_writable(tmp_path):
 
 
 def _tiny_results(path):
-    """A small but real results file (no fitting): one group and the root attributes a run writes."""
+    """A small but real results file (no fitting): the groups every run writes and its root attributes."""
     import xarray as xr
 
     from emvsbayes.results import build_tree, write_results
 
-    write_results(build_tree({"data": xr.Dataset({"heads": ("set", np.array([5, 7]))})}, {"title": "t"}), path)
+    write_results(build_tree({"data": xr.Dataset({"heads": ("set", np.array([5, 7]))}),
+                              "em": xr.Dataset({"theta": ("component", np.array([0.3, 0.6]))})}, {"title": "t"}), path)
     return path
 
 
@@ -487,7 +488,7 @@ API_CASES = {
     "coins_same_column": (_coins_csv(b"h,t\n1,2\n", heads="h", tosses="h"), UserError,
                           "c.csv: data.heads and data.tosses both name column 'h'; name two different columns"),
     "coins_path_is_folder": (lambda tmp_path: __import__("emvsbayes.data").data.load_coins_csv(tmp_path), UserError,
-                             "data file '{dir}' is a directory; give the path of a CSV file"),
+                             "data file '{dir}' is a folder, not a CSV file; give the path of a CSV file"),
     "coins_nul_in_path": (lambda tmp_path: __import__("emvsbayes.data").data.load_coins_csv("a\0b.csv"), UserError,
                           "data file 'a\\x00b.csv' is not a valid path; check the file name"),
     "coins_bad_quoting": (_coins_csv(b'heads,tosses\n"5,10\n'), UserError,
@@ -612,3 +613,572 @@ def test_strict_turns_failed_sampler_checks_into_status_3(tmp_path):
     assert page.rstrip().endswith("</html>")
     assert "<script>alert" not in page and "<img src=x" not in page and "<b>heads" not in page and "<i>set" not in page
     assert "&lt;script&gt;alert(" in page
+
+
+# --- issue 22, second round of hardening -------------------------------------------------------------
+# Every case runs the command as a user does (warnings as they come: conftest.run_cli removes
+# PYTHONWARNINGS) and asserts exit status 2, exactly one stderr line and nothing written.
+
+#: A fixed memory limit, so the messages do not depend on the machine that runs the tests.
+ONE_GB = {"EMVSBAYES_MEMORY_LIMIT": "1G"}
+LIMIT_TAIL = "or raise the limit with EMVSBAYES_MEMORY_LIMIT=<size> if the machine has the memory"
+
+# Class 2: no limits before work started. Each was a C++ abort, a MemoryError after minutes, or a run
+# that went on until killed; now refused from the spec and the data's shape, before anything is fitted.
+LIMIT_CASES = {
+    "draws_int32_max": (
+        COINS + "[bayes]\ndraws = 2147483647\n",
+        "[bayes] chains x draws = 4 x 2,147,483,647 on 5 sets and K = 2 would need about 4.31 TB of memory, more "
+        "than the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [bayes] chains or draws (or set enabled = "
+        f"false), {LIMIT_TAIL}"),
+    "bootstrap_int32_max": (
+        COINS + "[em]\nbootstrap = 2147483647\n",
+        "[em] bootstrap = 2,147,483,647 replicates on 5 sets and K = 2 would need about 448 GB of memory, more than "
+        f"the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [em] bootstrap, {LIMIT_TAIL}"),
+    "chains_100000": (
+        COINS + "[bayes]\nchains = 100000\n",
+        "[bayes] chains x draws = 100,000 x 1,000 on 5 sets and K = 2 would need about 51.4 GB of memory, more than "
+        "the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [bayes] chains or draws (or set enabled = false), "
+        f"{LIMIT_TAIL}"),
+    "tune_int32_max": (
+        COINS + "[bayes]\ntune = 2147483647\n",
+        "[bayes] tune = 2,147,483,647 is more than 10,000,000 steps, far beyond what any mixture needs (1,000 is "
+        "usual); lower it"),
+    "model_choice_draws": (
+        COINS + "[model_choice]\ncomponents = [1, 2]\ndraws = 2147483647\n",
+        "[model_choice] chains x draws = 2 x 2,147,483,647 for K = 1 would need about 1.41 TB of memory, more than "
+        "the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [model_choice] chains or draws (or set bayes = "
+        f"false), {LIMIT_TAIL}"),
+    "em_max_iter_many_starts": (
+        COINS + "[em]\nn_init = 100000\nmax_iter = 100000\n",
+        "EM on 5 sets and K = 2 (100000 start(s), max_iter = 100000) would need about 1.02 TB of memory, more than "
+        "the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [model] components, [em] n_init or max_iter, or "
+        f"use fewer rows, {LIMIT_TAIL}"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIMIT_CASES))
+def test_work_that_cannot_fit_in_memory_is_refused_before_it_starts(case, tmp_path):
+    text, expected = LIMIT_CASES[case]
+    spec, out = _write_spec(tmp_path, text), tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out, env=ONE_GB, timeout=120), expected, out)
+    assert not out.exists()
+
+
+def test_ten_thousand_components_on_twenty_thousand_rows_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "data.csv").write_text("x\n" + "\n".join(f"{v:.6f}" for v in rng.normal(size=20_000)) + "\n")
+    spec, out = _write_spec(tmp_path, '[data]\nfile = "data.csv"\n[model]\nfamily = "gaussian"\ncomponents = 10000\n'), \
+        tmp_path / "out"
+    # Without a limit set: the machine's own memory (the estimate is 23 TB, beyond any machine).
+    proc = run_cli("run", spec, "--out", out, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert re.fullmatch(r"emvsbayes: error: \[bayes\] chains x draws = 4 x 1,000 on 20,000 rows and K = 10000 would "
+                        r"need about 23\.3 TB of memory, more than the limit of .* \(90% of this machine's .*\); lower "
+                        r"\[bayes\] chains or draws \(or set enabled = false\), " + re.escape(LIMIT_TAIL),
+                        proc.stderr.strip()), proc.stderr
+    assert not out.exists()
+
+
+def test_a_memory_limit_that_is_not_a_size(tmp_path):
+    spec, out = _write_spec(tmp_path, COINS), tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out, env={"EMVSBAYES_MEMORY_LIMIT": "lots"}),
+                      "EMVSBAYES_MEMORY_LIMIT='lots' is not a size; give bytes or a number with K, M, G or T, e.g. "
+                      "EMVSBAYES_MEMORY_LIMIT=16G", out)
+
+
+def test_memory_limit_parsing():
+    from emvsbayes.limits import format_size, parse_size
+
+    assert parse_size("1G") == 2**30 and parse_size("500M") == 500 * 2**20 and parse_size("2048") == 2048
+    assert parse_size("1.5 GiB") == 3 * 2**29 and parse_size("16g") == 16 * 2**30
+    assert parse_size("lots") is None and parse_size("-1G") is None and parse_size("0") is None
+    assert format_size(2**30) == "1 GB" and format_size(1536) == "1.5 KB" and format_size(12) == "12 bytes"
+
+
+def _fifo(path):
+    import os
+
+    os.mkfifo(path)
+    return path
+
+
+# Inputs that are not regular files: /dev/zero was read until memory ran out, a FIFO hung for ever, a
+# folder or a device was "no such file". Now each is named for what it is, before it is opened.
+def test_dev_zero_as_data_is_refused(tmp_path):
+    spec, out = _write_spec(tmp_path, '[data]\nfile = "/dev/zero"\n[model]\nfamily = "coins"\n'), tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out, timeout=60),
+                      "data file '/dev/zero' is a character device, not a CSV file; give the path of a CSV file", out)
+
+
+def test_fifo_as_data_is_refused_without_hanging(tmp_path):
+    _fifo(tmp_path / "data.csv")
+    spec, out = _write_spec(tmp_path, COIN_SPEC.format(extra="")), tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out, timeout=60),
+                      f"data file '{tmp_path / 'data.csv'}' is a FIFO (named pipe), not a CSV file; give the path of a "
+                      "CSV file", out)
+
+
+def test_folder_as_data_is_refused(tmp_path):
+    (tmp_path / "data.csv").mkdir()
+    spec, out = _write_spec(tmp_path, COIN_SPEC.format(extra="")), tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out),
+                      f"data file '{tmp_path / 'data.csv'}' is a folder, not a CSV file; give the path of a CSV file", out)
+
+
+@pytest.mark.parametrize("command", ["run", "study"])
+@pytest.mark.parametrize("what", ["device", "fifo"])
+def test_non_regular_spec_files_are_named(command, what, tmp_path):
+    spec = "/dev/null" if what == "device" else _fifo(tmp_path / "spec.toml")
+    kind = "a character device" if what == "device" else "a FIFO (named pipe)"
+    example = "models/two_coins.toml" if command == "run" else "models/study_coverage_gmm.toml"
+    out = tmp_path / "out"
+    assert_user_error(run_cli(command, spec, "--out", out, timeout=60),
+                      f"{spec}: is {kind}, not a spec file; give the path of a .toml spec, e.g. {example}", out)
+
+
+def test_a_huge_spec_file_is_refused(tmp_path):
+    spec, out = _write_spec(tmp_path, COINS + "#" * 2**21 + "\n"), tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out),
+                      f"{spec}: {spec.stat().st_size:,} bytes is too large for a spec (a spec is a few KB; the limit is 1,048,576); "
+                      "give the path of a .toml spec, e.g. models/two_coins.toml", out)
+
+
+@pytest.mark.parametrize("what", ["folder", "device", "fifo"])
+def test_non_regular_results_files_are_named(what, tmp_path):
+    results = {"folder": tmp_path, "device": "/dev/zero", "fifo": None}[what]
+    if what == "fifo":
+        results = _fifo(tmp_path / "results.nc")
+    kind = {"folder": "a folder", "device": "a character device", "fifo": "a FIFO (named pipe)"}[what]
+    hint = f", e.g. {tmp_path / 'results.nc'}" if what == "folder" else ""
+    before = sorted(tmp_path.iterdir())
+    assert_user_error(run_cli("report", results, "--out", tmp_path / "page.html", timeout=60),
+                      f"{results}: is {kind}, not a results file; give a results.nc written by 'emvsbayes run'{hint}",
+                      None)
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_csv_too_large_for_memory_is_refused_before_reading(tmp_path):
+    (tmp_path / "data.csv").write_bytes(b"heads,tosses\n" + b"5,10\n" * 20_000)
+    spec, out = _write_spec(tmp_path, COIN_SPEC.format(extra="")), tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out, env={"EMVSBAYES_MEMORY_LIMIT": "1M"}),
+                      "reading data.csv (97.7 KB) would need about 1.53 MB of memory, more than the limit of 1 MB (set "
+                      "by EMVSBAYES_MEMORY_LIMIT); read a smaller file (a sample of the rows, fewer columns), "
+                      f"{LIMIT_TAIL}", out)
+
+
+def test_the_bundled_specs_fit_this_machine():
+    """The estimates do not refuse what the project itself runs (the bundled specs and studies)."""
+    from emvsbayes import limits
+    from emvsbayes.pipeline import _shape, load_data
+    from emvsbayes.spec import load_spec
+    from emvsbayes.study.spec import load_study_spec
+
+    for path in sorted((ROOT / "models").glob("*.toml")):
+        if path.stem.startswith(("study_", "sbc_")):
+            limits.check_study(load_study_spec(path))
+        else:
+            spec = load_spec(path)
+            limits.check_run(spec, *_shape(load_data(spec)))
+
+
+# Class 2/3: a full disk (a segfault on a tiny filesystem, exit 1 on a larger one). Free space is
+# checked before fitting and before results.nc is written; ENOSPC while writing is the one-line error.
+def test_a_disk_without_room_is_refused_before_fitting(tmp_path, monkeypatch):
+    from emvsbayes import limits
+    from emvsbayes.pipeline import run_spec
+    from emvsbayes.spec import validate
+
+    monkeypatch.setattr(limits, "free_space", lambda folder: 64 * 2**10)
+    out = tmp_path / "out"
+    spec = validate({"data": {"dataset": "coins_lecture"}, "model": {"family": "coins"}})
+    with pytest.raises(UserError) as caught:
+        run_spec(spec, out)
+    assert str(caught.value) == (f"{out}: no space left on the disk for results.nc and index.html (it needs about 2.9 MB; "
+                                 "64 KB free); free some space or choose a folder on another disk with --out")
+    assert not out.exists()
+
+
+def test_a_disk_that_fills_while_writing_is_a_user_error(tmp_path, monkeypatch):
+    import errno
+
+    import xarray as xr
+
+    from emvsbayes import limits
+    from emvsbayes.results import atomic_write, build_tree, write_results
+
+    tree = build_tree({"data": xr.Dataset({"x": ("i", np.zeros(1000))})}, {"title": "t"})
+    monkeypatch.setattr(limits, "free_space", lambda folder: 10 * 2**10)
+    with pytest.raises(UserError, match=r"no space left on the disk for results\.nc \(it needs about 2\.01 MB; 10 KB "
+                                        r"free\); free some space or choose a folder on another disk with --out"):
+        write_results(tree, tmp_path / "results.nc")
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(UserError) as caught:
+        atomic_write(tmp_path / "index.html", full)
+    assert str(caught.value) == (f"{tmp_path}: no space left on the disk for index.html (it needs more room; 10 KB "
+                                 "free); free some space or choose a folder on another disk with --out")
+    assert list(tmp_path.iterdir()) == []
+
+
+# Class 3: user errors that were reported as internal errors ("this is a bug", exit 1).
+GAUSS_INIT_CASES = {
+    "weights_negative": (
+        "{means = [3.0, 6.0], weights = [-1, 2]}",
+        "{spec}: [em] init weights must be positive numbers, one per component (a component of weight 0 never takes a "
+        "point), got [-1, 2]"),
+    "weights_zero": (
+        "{means = [3.0, 6.0], weights = [0, 1]}",
+        "{spec}: [em] init weights must be positive numbers, one per component (a component of weight 0 never takes a "
+        "point), got [0, 1]"),
+    "weights_wrong_length": (
+        "{means = [3.0, 6.0], weights = [0.5, 0.3, 0.2]}",
+        "[em] init weights must be 2 numbers, one per component (K = 2), got [0.5, 0.3, 0.2]"),
+    "means_1e300": (
+        "{means = [1e300, 6.0]}",
+        "[em] init means: 1e+300 (component 0, column 0) is far from the data, whose values lie in [2.92852, 7.10513]; "
+        "give means between -707.584 and 717.618"),
+    "means_wrong_length": (
+        "{means = [3.0, 6.0, 7.0]}",
+        "[em] init means must be K = 2 rows of D = 1 numbers (one per column), got [3.0, 6.0, 7.0]"),
+    "means_ragged": (
+        "{means = [[3.0], [6.0, 1.0]]}",
+        "[em] init means must be K = 2 rows of D = 1 numbers (one per column), got [[3.0], [6.0, 1.0]]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GAUSS_INIT_CASES))
+def test_given_gaussian_starts_are_checked_before_work(case, tmp_path):
+    init, expected = GAUSS_INIT_CASES[case]
+    spec, out = _write_spec(tmp_path, ACIDITY + f"[em]\ninit = {init}\n"), tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out), expected.format(spec=spec), out)
+    assert not out.exists()
+
+
+def _results_edited(tmp_path, edit):
+    import h5py
+
+    results = _tiny_results(tmp_path / "results.nc")
+    with h5py.File(results, "r+") as handle:
+        edit(handle)
+    return results
+
+
+RESULTS_CASES = {
+    "version_a_word": (lambda h: h.attrs.__setitem__("format_version", "abc"), "'abc'"),
+    "version_a_fraction": (lambda h: h.attrs.__setitem__("format_version", 1.5), "1.5"),
+    "version_a_list": (lambda h: h.attrs.__setitem__("format_version", [1, 2]), "[1, 2]"),
+    "version_missing": (lambda h: h.attrs.__delitem__("format_version"), "None"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESULTS_CASES))
+def test_results_whose_format_version_is_not_a_whole_number(case, tmp_path):
+    edit, shown = RESULTS_CASES[case]
+    results = _results_edited(tmp_path, edit)
+    assert_user_error(run_cli("report", results),
+                      f"{results}: results format version {shown} is not a whole number, so the file was not written by "
+                      "emvsbayes (or was edited); rerun the spec with 'emvsbayes run'", None)
+    assert not (tmp_path / "index.html").exists()
+
+
+@pytest.mark.parametrize("group", ["data", "em"])
+def test_results_without_the_groups_every_run_writes(group, tmp_path):
+    results = _results_edited(tmp_path, lambda h: h.__delitem__(group))
+    assert_user_error(run_cli("report", results),
+                      f"{results}: the results lack the group {group!r} that every run writes (the file is incomplete or "
+                      "was edited); rerun the spec with 'emvsbayes run'", None)
+    assert not (tmp_path / "index.html").exists()
+
+
+@pytest.mark.parametrize("address", ["not an address", "tcp://host:99999", "http://host:8786", "", "tcp://"])
+def test_a_scheduler_that_is_not_an_address(address, tmp_path):
+    out = tmp_path / "out"
+    assert_user_error(run_cli("study", ROOT / "models" / "sbc_coins.toml", "--scheduler", address, "--out", out),
+                      f"--scheduler {address!r} is not a scheduler address; give one such as tcp://host:8786 (or leave "
+                      "--scheduler out to start a local cluster)", out)
+    assert not out.exists()
+
+
+def test_scheduler_addresses_that_are_accepted():
+    from emvsbayes.study.run import check_scheduler_address
+
+    for address in ("tcp://127.0.0.1:8786", "tls://scheduler.example.org:8786", "host:8786", "tcp://[::1]:8786",
+                    "inproc://10.0.0.1/1234/1", "localhost"):
+        if address.startswith("inproc"):
+            continue  # in-process addresses carry a path; Dask checks them itself
+        check_scheduler_address(address)
+
+
+def test_mathtext_in_a_column_name_is_shown_as_written():
+    """'$...$' in a user's string was parsed as mathtext: an error after the whole fit (or a formula)."""
+    from emvsbayes.report.figures import plt, to_svg
+
+    for name in ("$\\frac{$", "cost in $ and $", "$x^2$", "a\u202eb"):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1], label=name)
+        ax.set(xlabel=name, ylabel=name, title=name)
+        ax.legend()
+        svg = to_svg(fig)  # raised ValueError for the first before the fix
+        assert "\u202e" not in svg
+        if "\u202e" not in name:
+            assert name.replace("&", "&amp;") in svg
+
+
+# Class 4: silent nonsense.
+SILENT_SPEC_CASES = {
+    "coin_start_on_both_boundaries": (
+        COINS + "[em]\ninit = [0.0, 1.0]\n",
+        "{spec}: [em] init has theta on the boundary, got [0.0, 1.0]: a coin with theta = 0 or 1 cannot show both heads "
+        "and tails, so EM cannot start there; use values strictly between 0 and 1, e.g. 0.01"),
+    "coin_start_on_one_boundary": (
+        COINS + "[em]\ninit = [[0.5, 1.0], [0.2, 0.7]]\n",
+        "{spec}: [em] init has theta on the boundary, got [[0.5, 1.0], [0.2, 0.7]]: a coin with theta = 0 or 1 cannot "
+        "show both heads and tails, so EM cannot start there; use values strictly between 0 and 1, e.g. 0.01"),
+    "right_to_left_override_in_a_value": (
+        COINS + '[bayes]\nsampler = "nut\u202epie"\n',
+        "{spec}: [bayes] sampler must be one of 'auto', 'numpyro', 'nutpie', 'pymc', got 'nut\\u202epie'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SILENT_SPEC_CASES))
+def test_silent_nonsense_in_specs(case, tmp_path):
+    text, expected = SILENT_SPEC_CASES[case]
+    spec, out = _write_spec(tmp_path, text), tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out), expected.format(spec=spec), out)
+
+
+SILENT_CSV_CASES = {
+    "count_beyond_2_53_rounds_to_it": (
+        COIN_SPEC, b"heads,tosses\n9007199254740993,9007199254740992\n3,10\n",
+        "data.csv: line 2, column 'heads' (heads) is '9007199254740993', larger than 9007199254740992; check that line"),
+    "underscore_in_a_count": (
+        COIN_SPEC, b"heads,tosses\n1_0,20\n3,10\n",
+        "data.csv: line 2, column 'heads' (heads) is '1_0', not a whole number; heads must be counts"),
+    "arabic_digit_in_a_count": (
+        COIN_SPEC, "heads,tosses\n\u0663,10\n3,10\n".encode(),
+        "data.csv: line 2, column 'heads' (heads) is '\u0663', not a whole number; heads must be counts"),
+    "underscore_in_a_measurement": (
+        GAUSS_SPEC, b"x\n1_0\n3\n4\n",
+        "data.csv: line 2, column 'x' is '1_0', not a number; write numbers without '_' (as '10')"),
+    "fullwidth_digits_in_a_measurement": (
+        GAUSS_SPEC, "x\n\uff11\uff12\n3\n4\n".encode(),
+        "data.csv: line 2, column 'x' is '\uff11\uff12', not a number; write numbers with the digits 0-9"),
+    "space_inside_a_number": (
+        GAUSS_SPEC, b"x\n1 000\n3\n4\n",
+        "data.csv: line 2, column 'x' is '1 000', not a number; if it is a category, map its values to numbers with "
+        "data.categories = {'x': {'1 000': 0, ...}}, or leave the column out"),
+    "fraction_in_a_count": (
+        COIN_SPEC, b"heads,tosses\n4.5,10\n3,10\n",
+        "data.csv: line 2, column 'heads' (heads) is '4.5', not a whole number; heads must be counts"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SILENT_CSV_CASES))
+def test_silent_nonsense_in_csv_files(case, tmp_path):
+    spec_text, data, expected = SILENT_CSV_CASES[case]
+    (tmp_path / "data.csv").write_bytes(data)
+    spec, out = _write_spec(tmp_path, spec_text.format(extra="")), tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out), expected, out)
+
+
+def test_counts_are_read_exactly(tmp_path):
+    from emvsbayes.data import load_coins_csv
+
+    (tmp_path / "c.csv").write_bytes(b"heads,tosses\n9007199254740991,9007199254740992\n1e3,1000.0\n")
+    data = load_coins_csv(tmp_path / "c.csv")
+    assert data.heads.tolist() == [9007199254740991, 1000] and data.tosses.tolist() == [2**53, 1000]
+
+
+@pytest.mark.parametrize("name", ["evil\n", "evil\r", "evil\u2028", "ok\n.x"])
+def test_a_spec_name_with_a_line_break_names_no_folder(name, tmp_path):
+    spec = _write_spec(tmp_path, COINS, name=name)
+    proc = run_cli("run", spec, cwd=tmp_path)
+    shown = str(spec).encode("unicode_escape").decode("ascii") if name != "evil\u2028" else \
+        str(spec).replace("\u2028", "\\u2028")
+    assert_user_error(proc, f"{shown}: the spec's file name must be letters, digits, '_', '-' or '.', so it can name a "
+                      "report folder", None)
+    assert not (tmp_path / "reports").exists()
+
+
+def test_bidi_and_control_characters_are_neutralised_in_page_and_terminal(tmp_path):
+    title = "safe \u202egnp.exe\u202c \u2066x\u2069 \x1b[31mred"
+    spec = _write_spec(tmp_path, f'title = "{title.replace(chr(27), "\\u001b")}"\n' + COINS
+                       + "[em]\nbootstrap = 0\n[bayes]\nenabled = false\n", name="bidi")
+    out = tmp_path / "out"
+    proc = run_cli("run", spec, "--out", out)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    page = (out / "index.html").read_text(encoding="utf-8")
+    for text in (proc.stdout, page):
+        assert not any(c in text for c in "\u202e\u202c\u2066\u2069\x1b"), [c for c in text if ord(c) > 0x2000][:5]
+    assert "safe gnp.exe x [31mred" in proc.stdout and "safe gnp.exe x [31mred" in page
+
+
+def test_one_line_escapes_what_would_drive_or_reorder_the_terminal():
+    from emvsbayes.errors import one_line
+
+    assert one_line("a\u202eb\x1b[2Jc\td\u2066e") == "a\\u202eb\\x1b[2Jc\\td\\u2066e"
+    assert one_line("plain 中文 ✓") == "plain 中文 ✓"
+
+
+# Class 5: what users see, with warnings on. conftest.run_cli passes no PYTHONWARNINGS; these cases
+# each printed a warning or a traceback under the one-line error before.
+def test_run_cli_shows_warnings_as_users_see_them(monkeypatch):
+    import conftest
+
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    assert "PYTHONWARNINGS" not in conftest._user_env()
+
+
+def test_an_hdf5_file_from_elsewhere_gives_one_line(tmp_path):
+    """xarray's phony_dims UserWarning was printed above the error."""
+    import h5py
+
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as handle:
+        handle["a"] = np.zeros((3, 4))
+        handle.attrs["format"] = "emvsbayes-results"
+        handle.attrs["format_version"] = 1
+    assert_user_error(run_cli("report", other),
+                      f"{other}: the results lack the group 'data' that every run writes (the file is incomplete or was "
+                      "edited); rerun the spec with 'emvsbayes run'", None)
+
+
+def test_a_half_opened_file_is_released_quietly():
+    """h5netcdf's File, half-built when opening a damaged results file fails, printed "Exception ignored ...
+    Traceback" from its __del__ after the one-line error; read_results opens inside _quiet_half_opened."""
+    import subprocess
+    import sys
+
+    code = ("from emvsbayes.results import _quiet_half_opened\n"
+            "class HalfOpened:\n"
+            "    def __del__(self):\n"
+            "        self._writable\n"
+            "HalfOpened.__del__.__module__ = 'h5netcdf.core'\n"
+            "with _quiet_half_opened():\n"
+            "    try:\n"
+            "        half = HalfOpened()\n"
+            "        raise KeyError('damaged')\n"
+            "    except KeyError:\n"
+            "        pass\n"
+            "    del half\n"
+            "print('done')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.stdout == "done\n" and proc.stderr == "", proc.stderr
+    # Any other object's failure in __del__ still reaches the usual hook.
+    proc = subprocess.run([sys.executable, "-c", code.replace("h5netcdf.core", "elsewhere")], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert "Exception ignored" in proc.stderr and "AttributeError" in proc.stderr
+
+
+def test_ctrl_c_during_a_study_is_one_line(tmp_path):
+    """Ctrl-C reaches the whole process group: workers and the nanny printed tracebacks and restarts."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import _user_env
+
+    proc = subprocess.Popen([sys.executable, "-m", "emvsbayes", "study", str(ROOT / "models" / "sbc_coins.toml"),
+                             "--out", str(tmp_path / "out"), "--workers", "2"], cwd=ROOT, env=_user_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # Wait for the line printed just before the cluster starts, then press Ctrl-C (to the whole group,
+    # as a terminal does) while the cluster is starting or running.
+    first = proc.stdout.readline()
+    assert first.startswith("study sbc_coins:"), first
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
+    assert err.strip().splitlines() == ["emvsbayes: interrupted; nothing half-written was left behind"], err
+
+
+# Class 7: messages that pointed the wrong way.
+WRONG_WAY_CASES = {
+    "semicolon_separated_is_read": (
+        COIN_SPEC, b"heads;tosses\n5;10\n3;10\n", "components = 1\n[bayes]\nenabled = false\n", None),
+    "tab_separated_with_a_comma_delimiter": (
+        COIN_SPEC.replace("[model]", 'delimiter = ","\n[model]'), b"heads\ttosses\n5\t10\n3\t10\n", "",
+        "data.csv: column 'heads' is missing (columns are: heads\\ttosses); the header looks separated by '\\t': set "
+        "data.delimiter = '\\t'"),
+    "decimal_comma": (
+        GAUSS_SPEC, b"x;y\n1,5;2\n3,1;4\n", "",
+        "data.csv: line 2, column 'x' is '1,5', not a number; it looks like a decimal comma: write '1.5' with a point "
+        "in the file"),
+    "delimiter_not_one_character": (
+        COIN_SPEC.replace("[model]", 'delimiter = ";;"\n[model]'), b"heads,tosses\n5,10\n", "",
+        '{spec}: [data] delimiter must be "auto" or one character such as ";" or "\\t", got \';;\''),
+    "utf8_read_as_utf16_odd_length": (
+        COIN_SPEC.replace("[model]", 'encoding = "utf-16"\n[model]'), b"heads,tosses\n5,10\n3,10\n", "",
+        "data.csv is not valid utf-16 (byte 0x0a at offset 22); the file reads as UTF-8, so the encoding looks wrong: "
+        "set data.encoding = 'utf-8'"),
+    "utf8_read_as_utf16_even_length": (
+        COIN_SPEC.replace("[model]", 'encoding = "utf-16"\n[model]'), b"heads,tosses\n5,10\n3,10\n\n", "",
+        "data.csv does not look like utf-16 text (has a header but no rows of data); the file reads as UTF-8, so the "
+        "encoding looks wrong: set data.encoding = 'utf-8'"),
+    "utf16_read_as_utf8": (
+        COIN_SPEC, "heads,tosses\n5,10\n".encode("utf-16"), "",
+        "data.csv is not valid utf-8 (byte 0xff at offset 0); it starts with a UTF-16 byte-order mark: set "
+        "data.encoding = 'utf-16'"),
+    "utf16_without_mark_read_as_utf8": (
+        COIN_SPEC, "heads,tosses\n5,10\n".encode("utf-16-le"), "",
+        "data.csv does not look like utf-8 text (line 3 has 1 fields but the header has 2); it holds NUL bytes, as "
+        "UTF-16 text does: set data.encoding = 'utf-16' (or 'utf-16-le')"),
+    "a_5000_character_cell": (
+        GAUSS_SPEC, b"x\n" + b"a" * 5000 + b"\n3\n", "",
+        "data.csv: line 2, column 'x' is '" + "a" * 57 + "…', not a number; if it is a category, map its values to "
+        "numbers with data.categories = {'x': {'" + "a" * 57 + "…': 0, ...}}, or leave the column out"),
+    "a_5000_character_column_name": (
+        COIN_SPEC, b"heads," + b"t" * 5000 + b"\n5,10\n", "",
+        "data.csv: column 'tosses' is missing (columns are: heads, " + "t" * 39 + "…); name the tosses column with "
+        "data.tosses = '...'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_WAY_CASES))
+def test_messages_point_the_right_way(case, tmp_path):
+    spec_text, data, extra, expected = WRONG_WAY_CASES[case]
+    (tmp_path / "data.csv").write_bytes(data)
+    spec, out = _write_spec(tmp_path, spec_text.format(extra="") + extra), tmp_path / "out"
+    if expected is None:  # read as meant: the run goes through
+        proc = run_cli("run", spec, "--out", out, "--quiet")
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        return
+    assert_user_error(run_cli("run", spec, "--out", out), expected.replace("{spec}", str(spec)), out)
+
+
+def test_semicolon_csv_is_read_as_meant(tmp_path):
+    from emvsbayes.data import load_coins_csv, load_continuous_csv
+
+    (tmp_path / "c.csv").write_bytes(b"heads;tosses\n5;10\n3;10\n")
+    data = load_coins_csv(tmp_path / "c.csv")
+    assert data.heads.tolist() == [5, 3] and data.tosses.tolist() == [10, 10]
+    (tmp_path / "x.csv").write_bytes(b"a\tb\n1.5\t2\n3\t4\n")
+    assert load_continuous_csv(tmp_path / "x.csv").x.tolist() == [[1.5, 2.0], [3.0, 4.0]]
+    # A ';' in the header only, rows of one cell: not ';'-separated, one column named "a;b".
+    (tmp_path / "y.csv").write_bytes(b"a;b\n1\n2\n")
+    one = load_continuous_csv(tmp_path / "y.csv")
+    assert one.columns == ("a;b",) and one.x.tolist() == [[1.0], [2.0]]
+
+
+def test_a_study_spec_given_to_run_says_to_use_study(tmp_path):
+    spec = ROOT / "models" / "study_coverage_gmm.toml"
+    out = tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out),
+                      f"{spec}: this is a study spec (it has 'kind'), not a comparison spec; run it with 'emvsbayes "
+                      f"study {spec}'", out)
+
+
+def test_a_run_spec_given_to_study_says_to_use_run(tmp_path):
+    spec = ROOT / "models" / "two_coins.toml"
+    out = tmp_path / "out"
+    assert_user_error(run_cli("study", spec, "--out", out),
+                      f"{spec}: this is a comparison spec (it has [data]), not a study spec; run it with 'emvsbayes "
+                      f"run {spec}'", out)
+
+
+def test_long_messages_are_cut_keeping_the_fix():
+    err = UserError("x" * 5000 + "; do this")
+    assert len(str(err)) < 1010 and str(err).endswith("; do this")

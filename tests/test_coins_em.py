@@ -112,3 +112,16 @@ def test_restarts_keep_every_outcome_and_pick_the_best():
     # Random restarts of a symmetric model find the same optimum in both labellings.
     found = {tuple(np.round(np.sort(f.params.theta), 4)) for f in result.fits if f.converged}
     assert (0.5196, 0.7968) in found
+
+
+def test_a_start_where_the_data_are_impossible_is_refused():
+    """theta = (0, 1) against a set with both heads and tails: log-likelihood -inf and NaN responsibilities,
+    which EM reported as a result (issue 22). A start on one boundary that the data allow still runs."""
+    model = CoinMixture(2)
+    heads, tosses = np.array([5, 9, 0]), np.full(3, 10)
+    with pytest.raises(ValueError, match=r"log-likelihood at the start theta = \[0\.0, 1\.0\] is -inf"):
+        em.fit(model, heads, tosses, CoinParams([0.0, 1.0], [0.5, 0.5]))
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        em.fit_restarts(model, heads, tosses, [CoinParams([0.3, 0.6], [0.5, 0.5]), CoinParams([1.0, 0.0], [0.5, 0.5])])
+    fit = em.fit(model, heads, tosses, CoinParams([0.0, 0.5], [0.5, 0.5]))
+    assert np.isfinite(fit.loglik) and np.all(np.isfinite(fit.params.theta))

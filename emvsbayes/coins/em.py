@@ -79,9 +79,20 @@ def m_step(model: CoinMixture, stats: CoinStats, params: CoinParams) -> CoinPara
 E_STEPS = {"soft": e_step, "hard": hard_e_step}
 
 
+def _check_start(model: CoinMixture, heads, tosses, init: CoinParams) -> None:
+    """A start where the data have probability 0 (every coin at theta = 0 or 1 against a set with both
+    heads and tails) has log-likelihood -inf and NaN responsibilities: EM cannot move from it."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # log(0) is the case checked for
+        loglik = model.loglik(init, heads, tosses)
+    if not np.isfinite(loglik):
+        raise ValueError(f"the log-likelihood at the start theta = {np.asarray(init.theta).tolist()} is {loglik}: "
+                         "the data are impossible there; start with theta strictly between 0 and 1")
+
+
 def fit(model: CoinMixture, heads, tosses, init: CoinParams, *, kind: str = "soft", **options) -> EMFit:
     """EM for the coin mixture from ``init``; ``kind`` is ``"soft"`` or ``"hard"``."""
     model.validate_params(init)
+    _check_start(model, heads, tosses, init)
     return fit_em(
         partial(E_STEPS[kind], model, heads, tosses), partial(m_step, model), init, **options
     )
@@ -90,6 +101,7 @@ def fit(model: CoinMixture, heads, tosses, init: CoinParams, *, kind: str = "sof
 def fit_restarts(model: CoinMixture, heads, tosses, inits, *, kind: str = "soft", **options) -> EMRestarts:
     for init in inits:
         model.validate_params(init)
+        _check_start(model, heads, tosses, init)
     return fit_em_restarts(
         partial(E_STEPS[kind], model, heads, tosses), partial(m_step, model), inits, **options
     )

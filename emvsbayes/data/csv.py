@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import decimal
 import difflib
 import io
 import math
 import numbers
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from emvsbayes.data.records import CoinData, ContinuousData
-from emvsbayes.errors import UserError
+from emvsbayes.errors import UserError, quote
+from emvsbayes.limits import check_csv_size
+from emvsbayes.paths import input_kind
 
 __all__ = ["load_coins_csv", "load_continuous_csv"]
 
@@ -46,16 +50,22 @@ class Table:
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     line_numbers: tuple[int, ...]
+    encoding_hint: str | None = None
 
     def column(self, name: str, fix: str) -> int:
         """Index of column `name`; `fix` completes the error message when it is missing."""
         if name in self.header:
             return self.header.index(name)
-        available = ", ".join(self.header)
+        available = _listing(self.header)
         close = difflib.get_close_matches(name, self.header, n=1)
-        suggestion = f"did you mean {close[0]!r}? If not, {fix}" if close else fix
+        suggestion = f"did you mean {quote(close[0])}? If not, {fix}" if close else fix
+        separators = [c for c in DELIMITERS[1:] if len(self.header) == 1 and c in self.header[0]]
+        if self.encoding_hint:
+            suggestion = self.encoding_hint
+        elif separators:
+            suggestion = f"the header looks separated by {separators[0]!r}: set data.delimiter = {separators[0]!r}"
         raise UserError(
-            f"{self.name}: column {name!r} is missing (columns are: {available}); {suggestion}"
+            f"{self.name}: column {quote(name)} is missing (columns are: {available}); {suggestion}"
         )
 
     def cells(self, column: int) -> Iterable[tuple[int, str]]:
@@ -64,7 +74,7 @@ class Table:
             yield line, row[column].strip()
 
 
-def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
+def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str = "auto") -> Table:
     """Read a CSV file into a :class:`Table`, turning every reading problem into a UserError.
 
     Parameters
@@ -73,6 +83,9 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
         The CSV file; its first non-blank line is the header.
     encoding : str
         Text encoding of the file, e.g. ``"utf-8"`` or ``"gb18030"``.
+    delimiter : str
+        The separator between cells, or ``"auto"``: a comma, unless the header is one column with a
+        comma and splits on ``;``, a tab or ``|`` (European spreadsheets save with ``;``).
 
     Returns
     -------
@@ -86,10 +99,22 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
         # Only text encodings: 'base64', 'rot13', 'zlib' and the like are codecs but not text encodings.
         if not getattr(codecs.lookup(encoding), "_is_text_encoding", True):
             raise LookupError(encoding)
+        # Nor Python's escape codecs ('unicode_escape' reads backslashes as escapes, and warns on others).
+        if "escape" in codecs.lookup(encoding).name:
+            raise LookupError(encoding)
     except (LookupError, ValueError):  # ValueError: a name with a NUL character
         raise UserError(
-            f"{name}: unknown encoding {encoding!r}; give a Python codec name, e.g. 'utf-8' or 'gb18030'"
+            f"{name}: unknown encoding {quote(encoding)}; give a Python codec name, e.g. 'utf-8' or 'gb18030'"
         ) from None
+    kind = input_kind(path)
+    if kind == "missing":
+        raise UserError(f"data file {str(path)!r} does not exist; check the path")
+    if kind is not None:
+        raise UserError(f"data file {str(path)!r} is {kind}, not a CSV file; give the path of a CSV file")
+    try:
+        check_csv_size(path, path.stat().st_size)
+    except (OSError, ValueError):
+        pass  # reading it says what is wrong (ValueError: a NUL character in the path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -106,9 +131,8 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
         # The codec's own view of the bytes (idna and punycode decode a copy): fall back to no byte.
         where = error.object[error.start:error.start + 1] if isinstance(error.object, bytes) else b""
         byte = f"byte 0x{where[0]:02x} at offset {error.start}" if where else f"at offset {error.start}"
-        raise UserError(
-            f"{name} is not valid {encoding} ({byte}); give its encoding, e.g. data.encoding = 'gb18030'"
-        ) from None
+        hint = _encoding_hint(raw, encoding, "") or "give its encoding, e.g. data.encoding = 'gb18030'"
+        raise UserError(f"{name} is not valid {encoding} ({byte}); {hint}") from None
     except UnicodeError as error:  # idna's label checks and the like
         raise UserError(
             f"{name} cannot be read as {encoding} ({' '.join(str(error).split())}); "
@@ -118,7 +142,51 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
     # become part of the first column's name.
     text = text.removeprefix("\ufeff")
 
-    reader = csv.reader(io.StringIO(text, newline=""))
+    hint = _encoding_hint(raw, encoding, text)
+    try:
+        header, header_line, rows, line_numbers = _parse(text, name, delimiter)
+    except UserError as error:
+        if hint is None:
+            raise
+        problem = str(error).split(";")[0].removeprefix(f"{name}: ").removeprefix(f"{name} ")
+        raise UserError(f"{name} does not look like {encoding} text ({problem}); {hint}") from None
+    duplicates = sorted({column for column in header if header.count(column) > 1})
+    if duplicates:
+        raise UserError(f"{name}: column name {quote(duplicates[0])} appears more than once in the header; rename one")
+    return Table(name, header, tuple(rows), tuple(line_numbers), hint)
+
+
+#: Separators tried, in order, when ``delimiter = "auto"`` and a comma leaves the header one column.
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def _parse(text: str, name: str, delimiter: str):
+    """(header, header line, rows, line numbers) of CSV text; ``delimiter="auto"`` takes the first of
+    :data:`DELIMITERS` that splits the header into more than one column and every row alike."""
+    if delimiter != "auto":
+        return _parse_with(text, name, delimiter)
+    first = None
+    head = text[:65536]
+    for candidate in DELIMITERS:
+        if candidate != "," and candidate not in head:
+            continue
+        try:
+            parsed = _parse_with(text, name, candidate)
+        except UserError as error:
+            first = first or error
+            continue
+        if candidate == "," and len(parsed[0]) == 1:
+            first = first or parsed
+            continue
+        if len(parsed[0]) > 1:
+            return parsed
+    if isinstance(first, UserError):
+        raise first
+    return first
+
+
+def _parse_with(text: str, name: str, delimiter: str):
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: tuple[str, ...] | None = None
     header_line = 0
     rows: list[tuple[str, ...]] = []
@@ -136,7 +204,8 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
             if len(cells) != len(header):
                 raise UserError(
                     f"{name}: line {first_line} has {len(cells)} fields but the header has "
-                    f"{len(header)}; check that line for a missing value or an unquoted comma"
+                    f"{len(header)}; check that line for a missing value or an unquoted "
+                    f"{'comma' if delimiter == ',' else repr(delimiter)}"
                 )
             rows.append(tuple(cells))
             line_numbers.append(first_line)
@@ -150,46 +219,78 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
         raise UserError(f"{name}: column {position} of the header (line {header_line}) has no name; name every column")
     if not rows:
         raise UserError(f"{name} has a header but no rows of data; add the data below line {header_line}")
-    duplicates = sorted({column for column in header if header.count(column) > 1})
-    if duplicates:
-        raise UserError(f"{name}: column name {duplicates[0]!r} appears more than once in the header; rename one")
-    return Table(name, header, tuple(rows), tuple(line_numbers))
+    return header, header_line, rows, line_numbers
+
+
+
+
+def _encoding_hint(raw: bytes, encoding: str, text: str) -> str | None:
+    """What to set when the bytes look like another encoding than the one given, else None."""
+    given = codecs.lookup(encoding).name
+    if given != "utf-8":
+        try:
+            as_utf8 = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            as_utf8 = None
+        if as_utf8 is not None and as_utf8 != text:
+            return "the file reads as UTF-8, so the encoding looks wrong: set data.encoding = 'utf-8'"
+    if not given.startswith(("utf-16", "utf-32")):
+        if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            return "it starts with a UTF-16 byte-order mark: set data.encoding = 'utf-16'"
+        if b"\x00" in raw[:4096]:
+            return "it holds NUL bytes, as UTF-16 text does: set data.encoding = 'utf-16' (or 'utf-16-le')"
+    return None
+
+
+def _listing(names, limit: int = 20) -> str:
+    """Names for a message: each cut (a 5,000-character header cell stays readable), at most ``limit``."""
+    names = [str(name) for name in names]
+    shown = ", ".join(name if len(name) <= 40 else name[:39] + "…" for name in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _not_a_number_hint(text: str, column: str) -> str:
     """The likeliest fix for a cell that is not a number."""
     if text.endswith("%") and _is_float(text[:-1]):
-        return f"it looks like a percent: convert the column with data.percent = [{column!r}]"
+        return f"it looks like a percent: convert the column with data.percent = [{quote(column)}]"
+    if re.fullmatch(r"[+-]?\d+,\d+", text, flags=re.ASCII) and not re.fullmatch(r"[+-]?\d{1,3},\d{3}", text):
+        return f"it looks like a decimal comma: write {text.replace(',', '.')!r} with a point in the file"
     if _is_float(text.replace(",", "")):
         return "remove the thousands separators from the file"
+    if "_" in text and _is_float(text.replace("_", "")):
+        return f"write numbers without '_' (as {text.replace('_', '')!r})"
+    if any(c.isdigit() and not c.isascii() for c in text):
+        return "write numbers with the digits 0-9"
     return (
         f"if it is a category, map its values to numbers with "
-        f"data.categories = {{{column!r}: {{{text!r}: 0, ...}}}}, or leave the column out"
+        f"data.categories = {{{quote(column)}: {{{quote(text)}: 0, ...}}}}, or leave the column out"
     )
 
 
+#: A decimal number as a spreadsheet writes it: ASCII digits, an optional point and exponent. Python's
+#: float() and int() also take "1_0" (as 10), other scripts' digits and spaces inside; a CSV cell is none.
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", flags=re.ASCII)
+#: Words float() reads as non-finite numbers: refused as "not a finite number", not "not a number".
+_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", flags=re.IGNORECASE)
+
+
 def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return _DECIMAL.fullmatch(text) is not None
 
 
 def _parse_number(table: Table, line: int, column: str, text: str) -> float:
     """A finite float from one cell, or a UserError naming the line, the column and the fix."""
     if text == "":
-        raise UserError(f"{table.name}: line {line}, column {column!r} is empty; fill it in or remove that row")
-    try:
-        value = float(text)
-    except ValueError:
+        raise UserError(f"{table.name}: line {line}, column {quote(column)} is empty; fill it in or remove that row")
+    value = float(text) if _is_float(text) or _NON_FINITE.fullmatch(text) else None
+    if value is None:
         raise UserError(
-            f"{table.name}: line {line}, column {column!r} is {text!r}, not a number; "
+            f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, not a number; "
             f"{_not_a_number_hint(text, column)}"
-        ) from None
+        )
     if not math.isfinite(value):
         raise UserError(
-            f"{table.name}: line {line}, column {column!r} is {text!r}, not a finite number; "
+            f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, not a finite number; "
             "fill in the value or remove that row"
         )
     return value
@@ -198,12 +299,12 @@ def _parse_number(table: Table, line: int, column: str, text: str) -> float:
 def _parse_percent(table: Table, line: int, column: str, text: str) -> float:
     """A fraction from a percent string such as ``28.00%`` (-> 0.28)."""
     if text == "":
-        raise UserError(f"{table.name}: line {line}, column {column!r} is empty; fill it in or remove that row")
+        raise UserError(f"{table.name}: line {line}, column {quote(column)} is empty; fill it in or remove that row")
     if not text.endswith("%"):
         # A bare number in a percent column is ambiguous (28 or 0.28?), so it is refused.
         raise UserError(
-            f"{table.name}: line {line}, column {column!r} is {text!r} without a '%' sign, but the column "
-            f"is listed in data.percent; write it as a percent like '28%' or remove {column!r} from data.percent"
+            f"{table.name}: line {line}, column {quote(column)} is {quote(text)} without a '%' sign, but the column "
+            f"is listed in data.percent; write it as a percent like '28%' or remove {quote(column)} from data.percent"
         )
     return _parse_number(table, line, column, text[:-1].strip()) / 100.0
 
@@ -211,10 +312,10 @@ def _parse_percent(table: Table, line: int, column: str, text: str) -> float:
 def _parse_category(table: Table, line: int, column: str, text: str, codes: Mapping[str, float]) -> float:
     if text in codes:
         return float(codes[text])
-    known = ", ".join(codes)
+    known = _listing(codes)
     raise UserError(
-        f"{table.name}: line {line}, column {column!r} is {text!r}, which data.categories[{column!r}] "
-        f"does not map (it maps: {known}); add {text!r} to that mapping"
+        f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, which data.categories[{quote(column)}] "
+        f"does not map (it maps: {known}); add {quote(text)} to that mapping"
     )
 
 
@@ -225,22 +326,20 @@ MAX_COUNT = 2**53
 def _parse_integer(table: Table, line: int, column: str, text: str, role: str) -> int:
     if text == "":
         raise UserError(
-            f"{table.name}: line {line}, column {column!r} ({role}) is empty; fill it in or remove that row"
+            f"{table.name}: line {line}, column {quote(column)} ({role}) is empty; fill it in or remove that row"
         )
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    # "10.0" from a spreadsheet is accepted as 10; "9.5", "nan" and words are not.
-    if not (math.isfinite(value) and value.is_integer()):
+    # Read exactly (Decimal, not float: 9007199254740993 would round to 2**53 and pass as another
+    # number); "10.0" and "1e3" from a spreadsheet are whole numbers, "9.5", "nan", "1_0" and words not.
+    value = decimal.Decimal(text) if _is_float(text) else None
+    if value is None or value != value.to_integral_value():
         raise UserError(
-            f"{table.name}: line {line}, column {column!r} ({role}) is {text!r}, not a whole number; "
+            f"{table.name}: line {line}, column {quote(column)} ({role}) is {quote(text)}, not a whole number; "
             f"{role} must be counts"
         )
     if abs(value) > MAX_COUNT:
         # Counts are held as int64 and used in floating point: beyond 2**53 they are no longer exact.
         raise UserError(
-            f"{table.name}: line {line}, column {column!r} ({role}) is {text!r}, larger than {MAX_COUNT}; "
+            f"{table.name}: line {line}, column {quote(column)} ({role}) is {quote(text)}, larger than {MAX_COUNT}; "
             "check that line"
         )
     return int(value)
@@ -252,6 +351,7 @@ def load_coins_csv(
     tosses: str = "tosses",
     label: str | None = None,
     encoding: str = "utf-8",
+    delimiter: str = "auto",
 ) -> CoinData:
     """Read coin-toss counts, one set of tosses per row.
 
@@ -265,6 +365,8 @@ def load_coins_csv(
         Column whose values name the sets; None names them ``"set 1"`` .. ``"set N"``.
     encoding : str
         Text encoding of the file.
+    delimiter : str
+        Separator between cells, or ``"auto"`` (see :func:`read_table`).
 
     Returns
     -------
@@ -277,10 +379,10 @@ def load_coins_csv(
         When the file cannot be read, a column is missing, a count is not a whole number,
         a set has no tosses, or heads are negative or more than the tosses.
     """
-    table = read_table(path, encoding)
+    table = read_table(path, encoding, delimiter)
     if heads == tosses:
         raise UserError(
-            f"{table.name}: data.heads and data.tosses both name column {heads!r}; name two different columns"
+            f"{table.name}: data.heads and data.tosses both name column {quote(heads)}; name two different columns"
         )
     heads_index = table.column(heads, "name the heads column with data.heads = '...'")
     tosses_index = table.column(tosses, "name the tosses column with data.tosses = '...'")
@@ -329,7 +431,7 @@ def _selected_columns(
             table.column(name, "choose the columns with data.columns = [...]")
         duplicates = sorted({name for name in columns if list(columns).count(name) > 1})
         if duplicates:
-            raise UserError(f"{table.name}: data.columns lists {duplicates[0]!r} more than once; list it once")
+            raise UserError(f"{table.name}: data.columns lists {quote(duplicates[0])} more than once; list it once")
         chosen = list(columns)
     chosen = [name for name in chosen if name not in drop]
     if not chosen:
@@ -346,23 +448,23 @@ def _check_preprocessing_options(
             table.column(name, f"fix the name in {option}")
             if name not in chosen:
                 raise UserError(
-                    f"{table.name}: {option} names column {name!r}, which is not among the columns read "
+                    f"{table.name}: {option} names column {quote(name)}, which is not among the columns read "
                     f"({', '.join(chosen)}); add it to data.columns or remove it from {option}"
                 )
     both = sorted(set(percent) & set(categories))
     if both:
         raise UserError(
-            f"{table.name}: column {both[0]!r} is in both data.percent and data.categories; keep it in one"
+            f"{table.name}: column {quote(both[0])} is in both data.percent and data.categories; keep it in one"
         )
     for name, codes in categories.items():
         if not isinstance(codes, Mapping) or not codes:
             raise UserError(
-                f"data.categories[{name!r}] must map each category to a number, e.g. {{'yes': 1, 'no': 0}}"
+                f"data.categories[{quote(name)}] must map each category to a number, e.g. {{'yes': 1, 'no': 0}}"
             )
         for category, code in codes.items():
             if isinstance(code, bool) or not isinstance(code, numbers.Real) or not math.isfinite(code):
                 raise UserError(
-                    f"data.categories[{name!r}][{category!r}] is {code!r}; each category must map to a finite number"
+                    f"data.categories[{quote(name)}][{quote(category)}] is {quote(code)}; each category must map to a finite number"
                 )
 
 
@@ -376,6 +478,7 @@ def load_continuous_csv(
     categories: Mapping[str, Mapping[str, float]] | None = None,
     standardize: bool = False,
     drop: Sequence[str] = (),
+    delimiter: str = "auto",
 ) -> ContinuousData:
     """Read continuous observations, one row per observation, with optional preprocessing.
 
@@ -399,6 +502,8 @@ def load_continuous_csv(
         (ddof=0, as scikit-learn's ``StandardScaler``). ``center`` and ``scale`` record both.
     drop : sequence of str
         Columns to leave out (applied after `columns`).
+    delimiter : str
+        Separator between cells, or ``"auto"`` (see :func:`read_table`).
 
     Returns
     -------
@@ -414,7 +519,7 @@ def load_continuous_csv(
     categories = {} if categories is None else dict(categories)
     if isinstance(percent, str):
         percent = [percent]
-    table = read_table(path, encoding)
+    table = read_table(path, encoding, delimiter)
     label_index = None if label is None else table.column(label, "name the label column with data.label = '...'")
     chosen = _selected_columns(table, columns, label, drop)
     _check_preprocessing_options(table, chosen, percent, categories)
@@ -440,8 +545,8 @@ def load_continuous_csv(
             # Exact equality, not a tolerance: a constant column is the case z-scoring cannot handle.
             if np.all(x[:, j] == x[0, j]):
                 raise UserError(
-                    f"{table.name}: column {name!r} is constant ({x[0, j]:g} in every row), so it cannot be "
-                    f"standardized; leave it out with data.drop = [{name!r}]"
+                    f"{table.name}: column {quote(name)} is constant ({x[0, j]:g} in every row), so it cannot be "
+                    f"standardized; leave it out with data.drop = [{quote(name)}]"
                 )
         with np.errstate(over="ignore", invalid="ignore"):
             center = x.mean(axis=0)
@@ -451,8 +556,8 @@ def load_continuous_csv(
         if bad or not np.all(np.isfinite(x)):
             name = bad[0] if bad else chosen[int(np.nonzero(~np.isfinite(x))[1][0])]
             raise UserError(
-                f"{table.name}: column {name!r} cannot be standardized (its values are too large or too close "
-                f"together for floating point); rescale it or leave it out with data.drop = [{name!r}]"
+                f"{table.name}: column {quote(name)} cannot be standardized (its values are too large or too close "
+                f"together for floating point); rescale it or leave it out with data.drop = [{quote(name)}]"
             )
         transforms.append("z-score all columns (population sd, ddof=0)")
 

@@ -28,6 +28,7 @@ from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, Gauss
 from emvsbayes.labels.diagnostics import distinct_optima
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import em_estimate, em_restarts, em_trace
+from emvsbayes.spec import _show
 from emvsbayes.sampling import ModelRecipe, SamplerSettings, resolve_sampler, resolve_target_accept, sample_posterior
 from emvsbayes.uncertainty import (
     degenerate_components,
@@ -65,6 +66,53 @@ def model_from_spec(spec: dict, n_components: int | None = None, covariance: str
     )
 
 
+#: A given start's means may lie this many data widths beyond the data's range in each column.
+INIT_REACH = 100
+
+
+def check_given_init(model_def: GaussianMixtureModel, x: np.ndarray, init: dict) -> None:
+    """A start given in the spec (``[em] init = {weights, means, covariances}``) checked against the data
+    before any work: one positive weight per component, K rows of D means near the data, and a finite
+    log-likelihood there (a start far beyond the data overflows the squared distances)."""
+    k, d = model_def.n_components, x.shape[1]
+    if "weights" in init:
+        weights = np.ravel(np.asarray(init["weights"], dtype=float)) if _flat(init["weights"]) else None
+        if weights is None or weights.shape != (k,):
+            raise UserError(f"[em] init weights must be {k} numbers, one per component (K = {k}), got "
+                            f"{_show(init['weights'])}")
+    means = np.asarray(init["means"], dtype=float) if _rectangular(init["means"]) else None
+    if means is None or means.size != k * d:
+        raise UserError(f"[em] init means must be K = {k} rows of D = {d} numbers (one per column), got "
+                        f"{_show(init['means'])}")
+    means = means.reshape(k, d)
+    low, high = x.min(axis=0), x.max(axis=0)
+    reach = INIT_REACH * np.maximum(high - low, np.maximum(np.abs(low), np.abs(high)).clip(min=1.0))
+    outside = np.argwhere((means < low - reach) | (means > high + reach))
+    if outside.size:
+        row, col = outside[0]
+        raise UserError(f"[em] init means: {means[row, col]:g} (component {row}, column {col}) is far from the data, "
+                        f"whose values lie in [{low[col]:g}, {high[col]:g}]; give means between {low[col] - reach[col]:g} "
+                        f"and {high[col] + reach[col]:g}")
+    start = _start_source(model_def, x, {"init": init}, np.random.default_rng(0))[0]()
+    with np.errstate(all="ignore"):  # the value is checked here: an overflow is reported as the error below
+        loglik = model_def.loglik(start, x)
+    if not np.isfinite(loglik):
+        raise UserError("[em] init: the log-likelihood at the given start is not finite (the covariances are far "
+                        "from the data's scale); give covariances near the data's variances, or leave them out")
+
+
+def _flat(value) -> bool:
+    return isinstance(value, list) and all(not isinstance(v, list) for v in value)
+
+
+def _rectangular(value) -> bool:
+    if not isinstance(value, list):
+        return True
+    if all(not isinstance(v, list) for v in value):
+        return True
+    return all(isinstance(v, list) and len(v) == len(value[0]) and _flat(v) for v in value)
+
+
 def restart_policy(em_spec: dict, n_starts: int | None = None) -> RestartPolicy:
     """The spec's restart rule: at least ``n_init`` starts, more until ``reach_best`` of them end at the best
     log-likelihood or ``max_init`` are spent (``n_starts`` given: exactly that many, for given parameters)."""
@@ -88,6 +136,7 @@ def _start_source(model_def: GaussianMixtureModel, x: np.ndarray, em_spec: dict,
                 cov = np.asarray(init["covariances"], dtype=float)
                 given["precisions_init"] = GaussianParams.from_covariances(
                     given["weights_init"], means, cov, model_def.covariance_type).precisions()
+            start = initial_params(model_def, x, "kmeans", rng, **given)
         except (ValueError, np.linalg.LinAlgError) as error:
             raise UserError(f"[em] init: the given parameters do not fit K = {k}, D = {d} ({error}); "
                             "give means as K rows of D numbers and covariances shaped for the structure") from None

@@ -24,7 +24,13 @@ import warnings
 warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)  # noqa: E402
 from matplotlib.colors import BoundaryNorm, to_rgb  # noqa: E402
 
-plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+# text.parse_math off: titles, labels and legends carry users' strings (column names, titles, labels),
+# and a "$...$" in them would otherwise be parsed as mathtext (an error after the whole fit, or a
+# formula in place of the name). No text of ours uses mathtext.
+plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
+                     "text.parse_math": False})
+# Bidirectional overrides and isolates (U+202E ...) from a user's string would reorder the figure's text.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 #: most points drawn in one scatter (the rest would only add bytes, not information)
@@ -70,7 +76,7 @@ def to_svg(fig) -> str:
     with plt.rc_context({"svg.hashsalt": f"fig{next(_figure_counter)}"}):
         fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
-    text = buffer.getvalue()
+    text = _BIDI.sub("", buffer.getvalue())
     return compact_svg(text[text.index("<svg"):])
 
 

@@ -13,7 +13,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import xarray as xr
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Control characters, and the bidirectional embeddings, overrides and isolates (U+202A-U+202E,
+# U+2066-U+2069) and marks: from a title or a column name they would reorder the text around them.
+# Lone surrogates (a file name that was not UTF-8, a damaged string attribute) cannot be written as UTF-8.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 class Raw(str):
@@ -21,7 +24,7 @@ class Raw(str):
 
 
 def esc(value) -> str:
-    """Text as HTML: markup characters escaped, control characters dropped."""
+    """Text as HTML: markup characters escaped, control and bidirectional-override characters dropped."""
     if isinstance(value, Raw):
         return value
     if isinstance(value, bytes):
@@ -30,7 +33,8 @@ def esc(value) -> str:
 
 
 def plain(value) -> str:
-    """Text for a terminal: control characters (escape sequences, bells, carriage returns) dropped."""
+    """Text for a terminal: control characters (escape sequences, bells, carriage returns) and
+    bidirectional overrides dropped."""
     return re.sub(r"[\t\n\r]", " ", _CONTROL.sub("", str(value)))
 
 

@@ -28,8 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,9 +42,11 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from emvsbayes.errors import UserError
+from emvsbayes import limits
+from emvsbayes.errors import UserError, quote
 from emvsbayes.outputs import OutputFolder
-from emvsbayes.results import atomic_write, check_checksum, write_checked
+from emvsbayes.paths import input_kind
+from emvsbayes.results import _quiet_half_opened, atomic_write, check_checksum, write_checked
 from emvsbayes.study.spec import cells, fingerprint, grid_axes, load_study_spec
 
 STUDY_FORMAT = "emvsbayes-study"
@@ -147,17 +153,40 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+#: A Dask scheduler address: [protocol://]host[:port] (host a name, IPv4 or [IPv6]).
+_ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss|ucx|inproc)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9_.-]*)(?::(\d{1,5}))?/?",
+                      flags=re.ASCII)
+
+
+def check_scheduler_address(scheduler: str) -> None:
+    """Refuse before any work what cannot be a scheduler's address (Dask would fail in its own words)."""
+    match = _ADDRESS.fullmatch(scheduler)
+    if not match or (match.group(1) and not 0 < int(match.group(1)) < 65536):
+        raise UserError(f"--scheduler {quote(scheduler)} is not a scheduler address; give one such as "
+                        "tcp://host:8786 (or leave --scheduler out to start a local cluster)")
+
+
 def _client(scheduler: str | None, n_workers: int | None):
     """(client, cluster or None): a new LocalCluster of processes unless an address is given."""
+    # Dask's own log lines ("Worker process still alive after 4.0 seconds, killing" at every shutdown,
+    # nanny restarts after Ctrl-C) say nothing a user acts on: a failed replicate is recorded with its
+    # error and reported by the study. Errors still show. Set in the environment before distributed is
+    # imported, so the worker processes (which read it when they start) are quiet too.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # in case distributed was imported already
 
     if scheduler:
         try:
             return Client(scheduler, timeout="20s"), None
-        except (OSError, TimeoutError) as error:
+        except (OSError, TimeoutError, ValueError) as error:
             raise UserError(f"--scheduler {scheduler}: cannot connect ({error}); check the address, e.g. tcp://host:8786") from None
+    # No dashboard; the scheduler's HTTP server (health checks) on any free port, not 8787: another cluster
+    # on this machine would otherwise get a "Port 8787 is already in use" warning printed.
     cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                           silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
@@ -191,6 +220,9 @@ def run_study(
     spec = spec_path if isinstance(spec_path, dict) else load_study_spec(spec_path)
     if n_workers is not None and n_workers < 1:
         raise UserError(f"--workers must be a whole number >= 1, got {n_workers}")
+    if scheduler is not None:
+        check_scheduler_address(scheduler)
+    limits.check_study(spec)
     out = Path(out) if out is not None else Path("reports") / spec["name"]
     store = out / "store"
     with OutputFolder(out, "study") as folder:
@@ -226,9 +258,19 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say) 
 
     from emvsbayes.study.replicate import _record, run_task
 
-    client, cluster = _client(scheduler, n_workers)
+    # Ctrl-C is held back while the cluster starts: its event-loop thread and worker processes inherit
+    # the block and so never see the SIGINT a terminal sends to the whole process group (they would
+    # print tracebacks and the nanny its restarts); this process alone handles it, by closing the
+    # cluster below. A Ctrl-C pressed during the start arrives as soon as the block is lifted.
+    _sigint_blocked(True)
+    try:
+        client, cluster = _client(scheduler, n_workers)
+    except BaseException:
+        _sigint_blocked(False)
+        raise
     futures = []
     try:
+        _sigint_blocked(False)
         workers_used = len(client.scheduler_info(n_workers=-1)["workers"])
         prefix = f"study-{fingerprint(spec)}"
         # Submitted cell by cell: a worker tends to take consecutive replicates of one cell and so
@@ -256,11 +298,21 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say) 
                 + (f" ({record['error']})" if record["error"] else ""))
         return n_failed, workers_used
     finally:
-        for future in futures:
-            future.cancel()
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        _sigint_blocked(True)  # a second Ctrl-C must not cut the closing short (half-closed clusters print tracebacks)
+        try:
+            for future in futures:
+                future.cancel()
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            _sigint_blocked(False)
+
+
+def _sigint_blocked(block: bool) -> None:
+    """Block (or unblock) SIGINT in this thread; threads and processes started meanwhile inherit the block."""
+    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -398,13 +450,22 @@ def write_study(ds: xr.Dataset, path: Path) -> None:
 def read_study(path) -> xr.Dataset:
     """Open a ``study.nc`` into memory; one-line errors for anything else."""
     path = Path(path)
-    if not path.is_file():
+    kind = input_kind(path)
+    if kind == "missing":
         raise UserError(f"{path}: no such study file; run 'emvsbayes study SPEC' first")
-    try:
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
-            ds = ds.load()
-    except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
-        raise UserError(f"{path}: not a readable study file ({type(error).__name__})") from None
+    if kind is not None:
+        raise UserError(f"{path}: is {kind}, not a study file; give a study.nc written by 'emvsbayes study'")
+    failure = None
+    with _quiet_half_opened():
+        try:
+            # phony_dims given: an HDF5 file from elsewhere (datasets without dimension names) would
+            # otherwise warn about the default changing; such a file is then refused by the checks below.
+            with xr.open_dataset(path, engine="h5netcdf", phony_dims="access") as ds:
+                ds = ds.load()
+        except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
+            failure = type(error).__name__
+    if failure is not None:
+        raise UserError(f"{path}: not a readable study file ({failure})")
     if ds.attrs.get("format") != STUDY_FORMAT:
         raise UserError(f"{path}: not an emvsbayes study file; give a study.nc written by 'emvsbayes study'")
     check_checksum(ds, path, "run the study again to write it again")

@@ -164,6 +164,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+#: Sections only a comparison spec has (see emvsbayes.spec): a spec holding them was given to the wrong command.
+RUN_ONLY_KEYS = ("data", "model_choice", "report")
+
 #: Sections that belong to one kind of study only.
 KIND_SECTIONS = {"coverage": ("truth", "intervals"), "sbc": ("sbc",)}
 OPTIONAL_TABLES = ("grid", "priors")
@@ -199,6 +202,12 @@ def validate(raw: dict, source: str = "study spec") -> dict:
     """Check ``raw`` (a parsed TOML table) and return the spec with every default filled in."""
     top_keys = SCHEMA[""]
     known = [*top_keys, *[s for s in SCHEMA if s], *OPTIONAL_TABLES]
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a study spec must be a table of keys and sections, got {raw!r}")
+    run_only = [key for key in raw if key in RUN_ONLY_KEYS]
+    if run_only and "kind" not in raw:
+        raise UserError(f"{source}: this is a comparison spec (it has [{run_only[0]}]), not a study spec; "
+                        f"run it with 'emvsbayes run {source}'")
     for key in raw:
         if key not in known:
             raise UserError(f"{source}: unknown key {key!r}{_suggest(key, known)}")
@@ -330,7 +339,7 @@ def load_study_spec(path: str | Path) -> dict:
     path = Path(path)
     raw = read_toml(path, example="models/study_coverage_gmm.toml")
     spec = validate(raw, source=str(path))
-    if not SPEC_NAME.match(path.stem):
+    if not SPEC_NAME.fullmatch(path.stem):
         raise UserError(f"{path}: the spec's file name must be letters, digits, '_', '-' or '.', so it can name a report folder")
     spec["name"] = path.stem
     spec["path"] = str(path)
