@@ -14,8 +14,8 @@ objective never falls (a fall is a bug in a step, raised as :class:`LikelihoodDe
 taken as convergence). :func:`fit_em_restarts` runs it from several starting points and keeps every
 outcome, because the spread of local optima is part of what EM hides; :func:`fit_em_until` keeps starting
 until a :class:`RestartPolicy` is met (several starts agree on the best log-likelihood, or a budget is spent).
-:func:`fit_em_batched` runs many small fits (bootstrap replicates) as one, over a leading axis, with
-:func:`fit_em`'s stopping rule.
+:func:`fit_em_batched` runs many small fits (bootstrap replicates, restarts) as one, over a leading axis, with
+:func:`fit_em`'s stopping rule; :func:`fit_em_until` uses it for the starts when the family gives a batched fit.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class EMFit(Generic[P, S]):
 
     ``params`` and ``stats`` belong together: ``stats`` is the E-step at the returned ``params``, so
     responsibilities and labels agree with the estimate. ``loglik`` is the objective at ``params``.
+    A restart fitted in a batch (:func:`batched_fits`) has ``stats`` None and a trace of its starting row only.
     """
 
     params: P

@@ -13,6 +13,7 @@ both run exactly ``max_iter`` M-steps.
 from __future__ import annotations
 
 import multiprocessing
+from functools import partial
 import warnings
 from dataclasses import dataclass
 
@@ -43,7 +44,7 @@ from emvsbayes.gaussian import (
 from emvsbayes.gaussian import em as gem
 from emvsbayes.gaussian.init import initial_params_restarts, initial_params_source
 from emvsbayes.gaussian import runner as gaussian_runner
-from emvsbayes.gaussian.runner import _fit_until, _start_source, model_choice_em, model_from_spec
+from emvsbayes.gaussian.runner import _fit_until, _start_points, _start_source, model_choice_em, model_from_spec
 from emvsbayes.pipeline import child_seeds, load_data
 from emvsbayes.spec import load_spec
 
@@ -786,7 +787,7 @@ def _compare_with_one_at_a_time(monkeypatch, fit_runs):
         assert a.trace[0].loglik == pytest.approx(b.trace[0].loglik, abs=1e-8)
         for name in ("w", "mu", "prec_chol"):
             np.testing.assert_allclose(getattr(a.params, name), getattr(b.params, name), rtol=0, atol=1e-8)
-    return batched
+    return batched, one
 
 
 @pytest.mark.parametrize(("n_init", "reach_best", "n_starts"), [(40, 3, 40), (10, 5, 30)])
@@ -796,10 +797,17 @@ def test_batched_restarts_match_one_at_a_time_on_heroes(monkeypatch, n_init, rea
     spec, x, seeds = _spec_data("heroes")
     em_spec = {**spec["em"], "n_init": n_init, "reach_best": reach_best}
     model = model_from_spec(spec)
-    run = _compare_with_one_at_a_time(monkeypatch, lambda: _fit_until(
+    run, one = _compare_with_one_at_a_time(monkeypatch, lambda: _fit_until(
         model, x, *_start_source(model, x, em_spec, np.random.default_rng(seeds["em"])), em_spec))
     assert run.n_starts == n_starts
     assert run.restarts.best.loglik == pytest.approx(-956.9104660759, abs=1e-6)
+    # Chains start from the distinct optima as EM gives them one start at a time (re-run), bit for bit.
+    refit = partial(gem.fit, model, x, tol=em_spec["tol"], param_tol=em_spec["param_tol"], max_iter=em_spec["max_iter"])
+    starts, expected = _start_points(model, run.restarts, refit), _start_points(model, one.restarts)
+    assert len(starts) == len(expected) > 1
+    for a, b in zip(starts, expected, strict=True):
+        np.testing.assert_array_equal(a.mu, b.mu)
+        np.testing.assert_array_equal(a.prec_chol, b.prec_chol)
 
 
 @pytest.mark.slow

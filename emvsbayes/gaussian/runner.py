@@ -257,8 +257,11 @@ def _uncertainty_groups(spec, model_def, x, best: GaussianParams, dims, coords, 
     return groups
 
 
-def _start_points(model_def, restarts) -> list[GaussianParams]:
-    """EM answers to start chains from: the best, then other distinct optima (not relabelled copies)."""
+def _start_points(model_def, restarts, refit: Callable | None = None) -> list[GaussianParams]:
+    """EM answers to start chains from: the best, then other distinct optima (not relabelled copies).
+
+    ``refit`` (EM from one start) re-runs a representative that a batch fitted (:func:`batched_restarts`), so
+    a chain starts from the answer EM gives that start on its own, not one equal to it only to rounding."""
     order = np.argsort([-fit.loglik for fit in restarts.fits])
     fits = [restarts.fits[i] for i in order]
     if len(fits) == 1:
@@ -266,12 +269,16 @@ def _start_points(model_def, restarts) -> list[GaussianParams]:
     variables = [f.params.variables() for f in fits]
     params = {name: np.stack([v[name] for v in variables]) for name in variables[0]}
     optima = distinct_optima({k: v for k, v in params.items() if np.ptp(v) > 0}, np.array([f.loglik for f in fits]))
-    return [fits[o.representative].params for o in optima[:MAX_START_OPTIMA]]
+    chosen = [fits[o.representative] for o in optima[:MAX_START_OPTIMA]]
+    return [refit(fit.init_params).params if refit is not None and fit.stats is None else fit.params
+            for fit in chosen]
 
 
 def _bayes_groups(spec, model_def, x, restarts, coords, seeds, timings, progress) -> dict[str, xr.Dataset]:
     b = spec["bayes"]
-    starts = _start_points(model_def, restarts)
+    em_spec = spec["em"]
+    starts = _start_points(model_def, restarts, partial(em.fit, model_def, x, tol=em_spec["tol"],
+                                                        param_tol=em_spec["param_tol"], max_iter=em_spec["max_iter"]))
     # numpyro (the default) and PyMC's NUTS start each chain at its own EM optimum, so R-hat can still
     # see a second mode; nutpie takes the first for all.
     sampler = resolve_sampler(b["sampler"])
