@@ -162,6 +162,7 @@ def test_batched_loop_matches_fit_em_fit_by_fit(options):
         assert single.n_iter == batched.n_iter[b] and single.converged == batched.converged[b]
         np.testing.assert_allclose(batched.params.theta[b], single.params.theta, rtol=0, atol=1e-13)
         np.testing.assert_allclose(batched.loglik[b], single.loglik, rtol=1e-13)
+        np.testing.assert_allclose(batched.init_loglik[b], single.trace[0].loglik, rtol=1e-13)
 
 
 def test_batched_loop_fails_a_run_as_fit_em_raises():
@@ -256,3 +257,5 @@ def test_batched_restarts_equal_fit_restarts():
         for name, value in fit.params.variables().items():
             np.testing.assert_allclose(take_rows(batched.params, b).variables()[name], value, rtol=ROUNDING, atol=ROUNDING)
         np.testing.assert_allclose(batched.loglik[b], fit.loglik, rtol=ROUNDING)
+        np.testing.assert_allclose(batched.init_loglik[b], fit.trace[0].loglik, rtol=ROUNDING)
+

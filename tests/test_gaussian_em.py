@@ -13,7 +13,9 @@ both run exactly ``max_iter`` M-steps.
 from __future__ import annotations
 
 import multiprocessing
+from functools import partial
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -27,7 +29,7 @@ from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from conftest import ROOT
-from emvsbayes.em import EMFit, RestartPolicy, fit_em_until
+from emvsbayes.em import BatchedEMFit, EMFit, EMIteration, RestartPolicy, fit_em_until
 from emvsbayes.errors import DegenerateFitError
 from emvsbayes.gaussian import (
     COVARIANCE_TYPES,
@@ -41,7 +43,8 @@ from emvsbayes.gaussian import (
 )
 from emvsbayes.gaussian import em as gem
 from emvsbayes.gaussian.init import initial_params_restarts, initial_params_source
-from emvsbayes.gaussian.runner import _fit_until, _start_source, model_choice_em, model_from_spec
+from emvsbayes.gaussian import runner as gaussian_runner
+from emvsbayes.gaussian.runner import _fit_until, _start_points, _start_source, model_choice_em, model_from_spec
 from emvsbayes.pipeline import child_seeds, load_data
 from emvsbayes.spec import load_spec
 
@@ -708,6 +711,115 @@ def test_start_j_is_the_same_whatever_the_number_of_starts():
         np.testing.assert_array_equal(source().mu, expected.mu)
 
 
+@dataclass(frozen=True)
+class _Value:
+    """A one-number parameter record for scripted batched fits."""
+
+    value: np.ndarray
+
+
+def _scripted_batch(logliks):
+    """fit_em_until's callables, with a batched fit that agrees with the one-at-a-time one (None: fails)."""
+    queue = iter([_Value(np.array(v if v is not None else np.nan)) for v in logliks])
+    calls = {"one": 0, "batches": []}
+
+    def fit_from(init):
+        calls["one"] += 1
+        if np.isnan(init.value):
+            raise DegenerateFitError("collapsed")
+        return EMFit(params=init, stats=None, loglik=float(init.value), n_iter=1, converged=True,
+                     trace=(EMIteration(0, init, float(init.value), None), EMIteration(1, init, float(init.value), None)))
+
+    def fit_batch(inits):
+        calls["batches"].append(len(inits))
+        values = np.array([float(i.value) for i in inits])
+        return BatchedEMFit(_Value(values), values, np.ones(len(inits), dtype=int), np.ones(len(inits), dtype=bool),
+                            tuple("DegenerateFitError: collapsed" if np.isnan(v) else "" for v in values), values)
+
+    return fit_from, (lambda: next(queue)), fit_batch, calls
+
+
+def test_batched_restarts_stop_at_the_same_start_as_one_at_a_time():
+    """Issue 21 item 1: the policy is applied start by start to a batch's results, so the batched run uses the
+    same starts (also failed ones, run again one at a time) and stops at the same one; starts the batch ran
+    past that are thrown away, and only the starts near the best are run again by fit_from."""
+    logliks = [-5.0, None, -1.0, -3.0, -1.0, -2.0, None, -4.0, -1.0 + 1e-12, -1.0, -7.0, -1.0, -9.0]
+    policy = RestartPolicy(min_starts=4, reach_best=3, max_starts=13)
+    fit_from, next_init, _, _ = _scripted_batch(logliks)
+    one = fit_em_until(fit_from, next_init, policy, skip=DegenerateFitError)
+    fit_from, next_init, fit_batch, calls = _scripted_batch(logliks)
+    batched = fit_em_until(fit_from, next_init, policy, skip=DegenerateFitError, fit_batch=fit_batch, batch_size=100)
+    assert one.n_starts == batched.n_starts == 9
+    np.testing.assert_array_equal([i.value for i in batched.inits], [i.value for i in one.inits])
+    assert batched.failures == one.failures == ("collapsed", "collapsed")
+    assert calls["batches"] == [4, 3, 3]  # min_starts, then max(reach_best, min_starts / 4) at a time
+    # The two failures and the starts at the best (-1 within the rerun margin) run again one at a time, the
+    # start drawn twice (-1) once.
+    assert calls["one"] == 2 + 2
+    assert [len(f.trace) for f in batched.restarts.fits] == [1, 2, 1, 2, 1, 1, 2]
+    assert batched.restarts.best_index == one.restarts.best_index
+    assert [f.loglik for f in batched.restarts.fits] == [f.loglik for f in one.restarts.fits]
+
+
+def _compare_with_one_at_a_time(monkeypatch, fit_runs):
+    """A restart run as batches against the same run one fit at a time (batched_restarts switched off)."""
+    batched = fit_runs()
+    with monkeypatch.context() as patch:
+        patch.setattr(gaussian_runner, "batched_restarts", lambda *args: (None, 1))
+        one = fit_runs()
+    assert any(len(fit.trace) == 1 for fit in batched.restarts.fits)  # some fits are the batch's own
+    assert batched.n_starts == one.n_starts and batched.failures == one.failures
+    for a, b in zip(batched.inits, one.inits, strict=True):
+        np.testing.assert_array_equal(a.mu, b.mu)
+        np.testing.assert_array_equal(a.prec_chol, b.prec_chol)
+    assert batched.n_reached_best == one.n_reached_best and batched.budget_spent == one.budget_spent
+    # The best, with its trace, is fit_em's own: bit for bit.
+    assert batched.restarts.best_index == one.restarts.best_index
+    best, expected = batched.restarts.best, one.restarts.best
+    assert best.loglik == expected.loglik and best.n_iter == expected.n_iter
+    for name in ("w", "mu", "prec_chol"):
+        np.testing.assert_array_equal(getattr(best.params, name), getattr(expected.params, name))
+    np.testing.assert_array_equal(best.loglik_path, expected.loglik_path)
+    # Every restart as fit_em gives it, to rounding (batched sums in another order).
+    for a, b in zip(batched.restarts.fits, one.restarts.fits, strict=True):
+        assert (a.n_iter, a.converged) == (b.n_iter, b.converged)
+        assert a.loglik == pytest.approx(b.loglik, abs=1e-8)
+        assert a.trace[0].loglik == pytest.approx(b.trace[0].loglik, abs=1e-8)
+        for name in ("w", "mu", "prec_chol"):
+            np.testing.assert_allclose(getattr(a.params, name), getattr(b.params, name), rtol=0, atol=1e-8)
+    return batched, one
+
+
+@pytest.mark.parametrize(("n_init", "reach_best", "n_starts"), [(40, 3, 40), (10, 5, 30)])
+def test_batched_restarts_match_one_at_a_time_on_heroes(monkeypatch, n_init, reach_best, n_starts):
+    """The spec's rule: 40 starts, 3 of them at the best. 10 starts, then on until 5 reach the best: 4 more
+    batches, in which a better optimum (-956.91 against -972.48) turns up."""
+    spec, x, seeds = _spec_data("heroes")
+    em_spec = {**spec["em"], "n_init": n_init, "reach_best": reach_best}
+    model = model_from_spec(spec)
+    run, one = _compare_with_one_at_a_time(monkeypatch, lambda: _fit_until(
+        model, x, *_start_source(model, x, em_spec, np.random.default_rng(seeds["em"])), em_spec))
+    assert run.n_starts == n_starts
+    assert run.restarts.best.loglik == pytest.approx(-956.9104660759, abs=1e-6)
+    # Chains start from the distinct optima as EM gives them one start at a time (re-run), bit for bit.
+    refit = partial(gem.fit, model, x, tol=em_spec["tol"], param_tol=em_spec["param_tol"], max_iter=em_spec["max_iter"])
+    starts, expected = _start_points(model, run.restarts, refit), _start_points(model, one.restarts)
+    assert len(starts) == len(expected) > 1
+    for a, b in zip(starts, expected, strict=True):
+        np.testing.assert_array_equal(a.mu, b.mu)
+        np.testing.assert_array_equal(a.prec_chol, b.prec_chol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [3, 4])
+def test_batched_restarts_match_one_at_a_time_on_galaxies_model_choice(monkeypatch, k):
+    """Slow: the reference runs 150 (K = 3) and 200 (K = 4, up to ~570 iterations each) starts one at a time."""
+    spec, x, seeds = _spec_data("galaxies")
+    model = model_from_spec(spec, k)
+    _compare_with_one_at_a_time(monkeypatch, lambda: model_choice_em(
+        model, x, spec["em"], np.random.default_rng([seeds["em"], k])))
+
+
 def _spec_data(name: str):
     spec = load_spec(ROOT / "models" / f"{name}.toml")
     return spec, np.asarray(load_data(spec).x, dtype=float), child_seeds(spec["seed"])
@@ -739,12 +851,12 @@ def test_heroes_em_reaches_the_best_optimum_at_the_specs_seed():
     assert run.n_reached_best >= spec["em"]["reach_best"] and not run.budget_spent
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("k", [3, 4])
 def test_galaxies_model_choice_reaches_the_best_optimum_per_k(k):
     """Issue 15 item 4. K = 4's best optimum (groups of 7, 17, 55 and 3 galaxies; log-likelihood -197.7103) is
     reached by 2-4 % of k-means++ starts; the former 20 starts of the model choice reached -199.29 at the
-    spec's seed. Slow: K = 4 takes about 200 starts of a few hundred iterations each."""
+    spec's seed. K = 4 takes 200 starts of a few hundred iterations each: 3.5 min one at a time, a few
+    seconds as batches (issue 21 item 1)."""
     spec, x, seeds = _spec_data("galaxies")
     model = model_from_spec(spec, k)
     run = model_choice_em(model, x, spec["em"], np.random.default_rng([seeds["em"], k]))

@@ -38,6 +38,7 @@ from emvsbayes.uncertainty import (
     loo_waic,
     min_component_points,
 )
+from emvsbayes.uncertainty.bootstrap import BATCH_VALUES, LARGE_FIT
 
 #: Chains start from at most this many distinct EM optima (cycled over chains).
 MAX_START_OPTIMA = 4
@@ -147,10 +148,24 @@ def _start_source(model_def: GaussianMixtureModel, x: np.ndarray, em_spec: dict,
 
 def _fit_until(model_def, x, next_init, policy, em_spec, kind="soft", futile=None) -> RestartRun:
     """EM from new starts until ``policy`` is met; a start whose covariance degenerates is recorded, not
-    fatal, unless all do."""
+    fatal, unless all do. Soft EM on small data runs its starts as batches (:func:`batched_restarts`)."""
     options = dict(tol=em_spec["tol"], param_tol=em_spec["param_tol"], max_iter=em_spec["max_iter"])
+    fit_batch, batch_size = batched_restarts(model_def, x, options) if kind == "soft" else (None, 1)
     return fit_em_until(partial(em.fit, model_def, x, kind=kind, **options), next_init, policy,
-                        skip=DegenerateFitError, futile=futile)
+                        skip=DegenerateFitError, futile=futile, fit_batch=fit_batch, batch_size=batch_size)
+
+
+def batched_restarts(model_def: GaussianMixtureModel, x: np.ndarray, options: dict) -> tuple[Callable | None, int]:
+    """(soft EM from a list of starts as one batch, most starts per batch), or (None, 1) where one fit is
+    large enough to run on its own: the bootstrap's size rule (``LARGE_FIT``, ``BATCH_VALUES``). For the
+    bundled data one fit at a time spends its time in per-call overhead: galaxies' 150 starts (K = 3) take
+    0.14 s batched against 10 s one at a time."""
+    x = np.asarray(x, dtype=float).reshape(x.shape[0], -1)
+    size = x.shape[0] * model_def.n_components * x.shape[1] ** 2
+    if size > LARGE_FIT:
+        return None, 1
+    sets = em.GaussianSets(x[None], None, em.prepare(model_def, x).frame)
+    return (lambda inits: em.fit_batched(model_def, sets, inits, len(inits), **options)), max(1, BATCH_VALUES // size)
 
 
 def _expected_counts(model_def: GaussianMixtureModel, params: GaussianParams, x: np.ndarray) -> np.ndarray:
@@ -291,8 +306,11 @@ def _uncertainty_groups(spec, model_def, x, best: GaussianParams, dims, coords, 
     return groups
 
 
-def _start_points(model_def, restarts) -> list[GaussianParams]:
-    """EM answers to start chains from: the best, then other distinct optima (not relabelled copies)."""
+def _start_points(model_def, restarts, refit: Callable | None = None) -> list[GaussianParams]:
+    """EM answers to start chains from: the best, then other distinct optima (not relabelled copies).
+
+    ``refit`` (EM from one start) re-runs a representative that a batch fitted (:func:`batched_restarts`), so
+    a chain starts from the answer EM gives that start on its own, not one equal to it only to rounding."""
     order = np.argsort([-fit.loglik for fit in restarts.fits])
     fits = [restarts.fits[i] for i in order]
     if len(fits) == 1:
@@ -300,12 +318,16 @@ def _start_points(model_def, restarts) -> list[GaussianParams]:
     variables = [f.params.variables() for f in fits]
     params = {name: np.stack([v[name] for v in variables]) for name in variables[0]}
     optima = distinct_optima({k: v for k, v in params.items() if np.ptp(v) > 0}, np.array([f.loglik for f in fits]))
-    return [fits[o.representative].params for o in optima[:MAX_START_OPTIMA]]
+    chosen = [fits[o.representative] for o in optima[:MAX_START_OPTIMA]]
+    return [refit(fit.init_params).params if refit is not None and fit.stats is None else fit.params
+            for fit in chosen]
 
 
 def _bayes_groups(spec, model_def, x, restarts, coords, seeds, timings, progress) -> dict[str, xr.Dataset]:
     b = spec["bayes"]
-    starts = _start_points(model_def, restarts)
+    em_spec = spec["em"]
+    starts = _start_points(model_def, restarts, partial(em.fit, model_def, x, tol=em_spec["tol"],
+                                                        param_tol=em_spec["param_tol"], max_iter=em_spec["max_iter"]))
     # numpyro (the default) and PyMC's NUTS start each chain at its own EM optimum, so R-hat can still
     # see a second mode; nutpie takes the first for all.
     sampler = resolve_sampler(b["sampler"])
