@@ -20,7 +20,6 @@ import numpy as np
 
 from emvsbayes import data as datasets
 from emvsbayes.errors import UserError
-from emvsbayes.results import build_tree, read_results, write_results
 from emvsbayes.spec import SPEC_NAME, resolve_data_path
 
 #: family -> module with ``run(spec, data, seeds, timings, progress) -> groups``.
@@ -229,6 +228,8 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     check_against_data(spec, data)
     check_writable(out_dir)
     remove_stale_temporaries(out_dir)
+
+    from emvsbayes.results import build_tree, read_results, write_results  # here: a bad input exits before xarray
 
     runner = importlib.import_module(FAMILY_RUNNERS[spec["model"]["family"]])
     groups = runner.run(spec, data, seeds, timings, progress)

@@ -19,6 +19,9 @@ import xarray as xr
 
 from emvsbayes.em import EMFit, EMRestarts
 from emvsbayes.errors import UserError
+from emvsbayes.lazy_dask import defer_dask_in_xarray
+
+defer_dask_in_xarray()  # before xarray builds a variable: a run then imports no Dask
 
 #: Written into the root attributes; readers refuse files of another major format.
 RESULTS_FORMAT = "emvsbayes-results"

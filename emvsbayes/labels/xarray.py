@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import arviz as az
 import numpy as np
 import xarray as xr
 
@@ -129,6 +128,8 @@ def rhat_before_after(posterior_ds: xr.Dataset, relabelled_ds: xr.Dataset, var_n
     -------
     RhatComparison
     """
+    import arviz_stats as az  # ArviZ's rhat and ess; imported here, and without arviz-plots (matplotlib)
+
     kw = {"sample_dims": list(SAMPLE_DIMS), "var_names": var_names}
     return RhatComparison(
         az.rhat(posterior_ds, **kw),
