@@ -140,36 +140,17 @@ def _quiet_libraries(quiet: bool) -> None:
         warnings.filterwarnings("ignore")
         for name in ("pymc", "pytensor", "arviz", "nutpie", "jax", "numpyro", "distributed"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        if "pymc" not in sys.modules and not any(isinstance(entry, _QuietenAfterImport) for entry in sys.meta_path):
-            # pymc sets its logger's level when imported: quieten it again then (importing it here only
-            # to quieten it cost seconds in runs that never use it).
-            sys.meta_path.insert(0, _QuietenAfterImport("pymc"))
+        # pymc sets its logger's level when imported: quieten it again then (importing it here only to
+        # quieten it cost seconds in runs that never use it).
+        from emvsbayes.lazy_imports import run_after_import
+
+        run_after_import("pymc", _quieten_pymc)
 
 
-class _QuietenAfterImport:
-    """A ``sys.meta_path`` entry that sets a library's logger to ERROR right after the library is imported."""
+def _quieten_pymc(pymc) -> None:
+    import logging
 
-    def __init__(self, name: str):
-        self.name = name
-
-    def find_spec(self, name, path=None, target=None):
-        if name != self.name:
-            return None
-        import importlib.util
-        import logging
-
-        sys.meta_path.remove(self)  # once; and so that the lookup below finds the library itself
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_then_quieten(module):
-            exec_module(module)
-            logging.getLogger(name).setLevel(logging.ERROR)
-
-        spec.loader.exec_module = exec_then_quieten
-        return spec
+    logging.getLogger("pymc").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,9 +19,9 @@ import xarray as xr
 
 from emvsbayes.em import EMFit, EMRestarts
 from emvsbayes.errors import UserError
-from emvsbayes.lazy_dask import defer_dask_in_xarray
+from emvsbayes import lazy_imports
 
-defer_dask_in_xarray()  # before xarray builds a variable: a run then imports no Dask
+lazy_imports.install()  # before xarray builds a variable: no Dask, and no JAX through ArviZ (see there)
 
 #: Written into the root attributes; readers refuse files of another major format.
 RESULTS_FORMAT = "emvsbayes-results"

@@ -118,3 +118,27 @@ assert back["a"].values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
 print(json.dumps({{"status": 0, "imported": []}}))
 """
     assert _in_fresh_interpreter("import json\n" + code) == {"status": 0, "imported": []}
+
+
+def test_arviz_does_not_make_figures_or_scipy_import_jax():
+    # arviz-base's lazy placeholders for jax/numpyro in sys.modules made matplotlib's and SciPy's "is this a
+    # JAX array?" checks import JAX (so `emvsbayes report` imported it); emvsbayes.lazy_imports takes them out.
+    code = """
+import sys
+import emvsbayes.results  # applies emvsbayes.lazy_imports
+import arviz_stats
+import numpy as np
+from scipy.special import logsumexp
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+logsumexp(np.ones((3, 2)), axis=1)
+plt.subplots()
+before = [name for name in ("jax", "numpyro") if name in sys.modules]
+import arviz_base.io_numpyro as io_numpyro
+key = io_numpyro.jax.random.PRNGKey(0)  # arviz-base's from_numpyro still gets JAX, imported the usual way
+import jax
+assert io_numpyro.jax.random is jax.random and type(sys.modules["jax"]).__name__ == "module"
+print(json.dumps({"status": 0, "imported": before}))
+"""
+    assert _in_fresh_interpreter("import json\n" + code) == {"status": 0, "imported": []}
