@@ -50,6 +50,7 @@ CASES = {
     "bad_spec_quiet": (COINS + "componets = 2\n", ["--quiet"], 2),
     "unknown_dataset_quiet": (COINS.replace("coins_lecture", "no_such_data"), ["--quiet"], 2),
     "bad_seed_quiet": (COINS, ["--seed", "-1", "--quiet"], 2),
+    "bad_csv_quiet": ('[data]\nfile = "data.csv"\n[model]\nfamily = "coins"\n', ["--quiet"], 2),
 }
 
 
@@ -59,6 +60,7 @@ def test_commands_that_do_not_fit_import_no_heavy_library(case, tmp_path):
     out = tmp_path / "out"
     if text is not None:
         (tmp_path / "spec.toml").write_text(text)
+        (tmp_path / "data.csv").write_text("heads,tosses\n5,10\n12,10\n")  # heads above tosses
         args = ["run", tmp_path / "spec.toml", "--out", out, *args]
     report = _in_fresh_interpreter(CLI, *args)
     assert report["status"] == status
