@@ -1,11 +1,12 @@
 """Keep libraries from importing what a command does not use; :func:`install` applies all of it.
 
-**Dask.** xarray imports Dask the first time it builds a variable (to ask whether the data are a Dask array or
-collection) and dask.distributed the first time it writes a file (to ask whether a Dask cluster is
-running): 1-2 s of a run's start-up on this machine, for a run that uses no Dask. While Dask is not
-imported these answers are known without importing it: no object is a Dask array or collection before
-Dask is imported, and no Dask scheduler is active. Once Dask is imported (studies, Dask arrays), xarray asks it as
-before. With another xarray layout nothing is changed: xarray then imports Dask as it always did.
+**Dask.** xarray imports Dask the first time it builds a variable (to ask whether the data are a Dask
+array or collection) and dask.distributed the first time it writes a file (to ask whether a Dask
+cluster is running): 1-2 s of a run's start-up on this machine, for a run that uses no Dask. While Dask
+is not imported these answers are known without importing it: no object is a Dask array or collection
+before Dask is imported, and no Dask scheduler is active. Once Dask is imported (studies, Dask arrays),
+xarray asks it as before. With another xarray layout nothing is changed: xarray then imports Dask as
+it always did.
 
 **JAX and numpyro.** arviz-base puts lazy placeholders for ``jax`` and ``numpyro`` into ``sys.modules``
 (for its ``from_numpyro``); matplotlib and SciPy look there to ask "is this a JAX array?" and so import
@@ -75,9 +76,9 @@ class _ImportOnUse:
 
 def _replace_placeholders(arviz_base) -> None:
     io_numpyro = sys.modules.get("arviz_base.io_numpyro")
+    lazy = getattr(importlib.util, "_LazyModule", None)
     for name in ("jax", "numpyro"):
         placeholder = getattr(io_numpyro, name, None)
-        lazy = getattr(importlib.util, "_LazyModule", None)
         if lazy is not None and type(placeholder) is lazy and sys.modules.get(name) is placeholder:
             setattr(io_numpyro, name, _ImportOnUse(name))
             del sys.modules[name]

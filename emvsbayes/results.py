@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from emvsbayes import lazy_imports
 from emvsbayes.em import EMFit, EMRestarts
 from emvsbayes.errors import UserError
-from emvsbayes import lazy_imports
 
 lazy_imports.install()  # before xarray builds a variable: no Dask, and no JAX through ArviZ (see there)
 
