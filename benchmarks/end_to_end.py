@@ -10,7 +10,11 @@ nothing recompiled), and the per-stage seconds the run records in ``results.nc``
 ``timings``, JSON), with the share of the EM bootstrap (the ``em_uncertainty`` stage: standard errors +
 bootstrap replicates) and of sampling.
 
-Targets: lecture_coins under 15 s warm and under 45 s cold.
+Then the start-up of commands that fit nothing (``--startup-repeats``, minimum printed): ``emvsbayes
+datasets`` and a spec with a misspelt key (``--quiet``), which exit before any heavy import
+(tests/test_startup_imports.py guards which libraries they import).
+
+Targets: lecture_coins under 5 s warm and under 20 s cold (issue 21, item 2).
 
 ``--reference-code DIR`` (a checkout of the code to compare against, e.g. ``git worktree add /tmp/ref
 main``): each spec is also run warm with ``PYTHONPATH=DIR`` on the same caches, interleaved with this
@@ -33,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EMVSBAYES = Path(sys.executable).parent / "emvsbayes"
-TARGETS = {"lecture_coins": (45.0, 15.0)}  # spec -> (cold, warm) seconds
+TARGETS = {"lecture_coins": (20.0, 5.0)}  # spec -> (cold, warm) seconds
 
 
 def bundled_specs() -> list[str]:
@@ -71,6 +75,17 @@ def run_spec(spec: str, cache: Path, out: Path, code: Path | None = None) -> dic
     return result
 
 
+def startup_seconds(args: list[str], repeats: int) -> float:
+    """Fastest of ``repeats`` whole processes of ``emvsbayes ARGS`` (exit status 0 or 2)."""
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        proc = subprocess.run([str(EMVSBAYES), *args], capture_output=True, text=True, cwd=ROOT)
+        walls.append(time.perf_counter() - start)
+        assert proc.returncode in (0, 2), proc.stderr
+    return min(walls)
+
+
 def stage_line(timings: dict, wall: float) -> str:
     parts = sorted(timings.items(), key=lambda kv: -kv[1])
     return ", ".join(f"{name} {sec:.1f} s ({100 * sec / wall:.0f} %)" for name, sec in parts if sec >= 0.05)
@@ -82,6 +97,7 @@ def main() -> None:
     parser.add_argument("--warm-repeats", type=int, default=1)
     parser.add_argument("--reference-code", type=Path, default=None,
                         help="a checkout of the code to compare against (warm runs, PYTHONPATH=DIR)")
+    parser.add_argument("--startup-repeats", type=int, default=5, help="0 to skip the start-up lines")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
           f"command: {EMVSBAYES} run models/SPEC.toml --quiet --out TMP")
@@ -127,6 +143,14 @@ def main() -> None:
     print("\nper-stage seconds from results.nc (timings; shares of the whole process; stages nest: "
           "sampling is inside sampling_total; the rest of the wall time is start-up, imports and writing):")
     print("\n".join(details))
+    if args.startup_repeats:
+        with tempfile.TemporaryDirectory(prefix="emvsbayes-startup-") as root:
+            misspelt = Path(root) / "misspelt.toml"
+            misspelt.write_text('[data]\ndataset = "coins_lecture"\n[model]\nfamily = "coins"\ncomponets = 2\n')
+            bad_run = ["run", str(misspelt), "--quiet", "--out", str(Path(root) / "out")]
+            print(f"\nstart-up, fastest of {args.startup_repeats}: "
+                  f"datasets {startup_seconds(['datasets'], args.startup_repeats):.2f} s, "
+                  f"misspelt spec (exit 2) {startup_seconds(bad_run, args.startup_repeats):.2f} s")
     if comparisons:
         print("\nagainst the reference code (warm, best of --warm-repeats each):")
         print("\n".join(comparisons))

@@ -129,10 +129,19 @@ def _quiet_libraries(quiet: bool) -> None:
     warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
     if quiet:
         warnings.filterwarnings("ignore")
-        import pymc  # noqa: F401  (pymc sets its logger's level when imported: import first, then quieten)
-
         for name in ("pymc", "pytensor", "arviz", "nutpie", "jax", "numpyro", "distributed"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # pymc sets its logger's level when imported: quieten it again then (importing it here only to
+        # quieten it cost seconds in runs that never use it).
+        from emvsbayes.lazy_imports import run_after_import
+
+        run_after_import("pymc", _quieten_pymc)
+
+
+def _quieten_pymc(pymc) -> None:
+    import logging
+
+    logging.getLogger("pymc").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,6 @@ from emvsbayes import data as datasets
 from emvsbayes import limits
 from emvsbayes.errors import UserError
 from emvsbayes.outputs import OutputFolder, foreign, link_or_copy
-from emvsbayes.results import build_tree, read_results, write_results
 from emvsbayes.spec import SPEC_NAME, resolve_data_path
 
 #: family -> module with ``run(spec, data, seeds, timings, progress) -> groups``.
@@ -232,6 +231,8 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
 
 def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started) -> RunOutcome:
     out_dir = folder.folder
+    from emvsbayes.results import build_tree, read_results, write_results  # here: a bad input exits before xarray
+
     runner = importlib.import_module(FAMILY_RUNNERS[spec["model"]["family"]])
     groups = runner.run(spec, data, seeds, timings, progress)
 
@@ -289,6 +290,8 @@ def rerender_report(results_path: Path, out: Path | None = None) -> Path:
     written only if it is absent or a page emvsbayes wrote: never over the results being read, another
     results file, an input or another run's page.
     """
+    from emvsbayes.results import read_results
+
     results_path = Path(results_path)
     tree = read_results(results_path)
     from emvsbayes.report import render_report_file  # after the checks: it imports matplotlib

@@ -21,9 +21,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from emvsbayes import lazy_imports
 from emvsbayes.em import EMFit, EMRestarts
 from emvsbayes.errors import UserError, quote
 from emvsbayes.paths import input_kind
+
+lazy_imports.install()  # before xarray builds a variable: no Dask, and no JAX through ArviZ (see there)
 
 #: Written into the root attributes; readers refuse files of another major format.
 RESULTS_FORMAT = "emvsbayes-results"

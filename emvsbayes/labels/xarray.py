@@ -11,7 +11,6 @@ import contextlib
 import warnings
 from typing import NamedTuple
 
-import arviz as az
 import numpy as np
 import xarray as xr
 
@@ -131,6 +130,8 @@ def rhat_before_after(posterior_ds: xr.Dataset, relabelled_ds: xr.Dataset, var_n
     -------
     RhatComparison
     """
+    import arviz_stats as az  # ArviZ's rhat and ess; imported here, and without arviz-plots (matplotlib)
+
     kw = {"sample_dims": list(SAMPLE_DIMS), "var_names": var_names}
     with constant_elements_quiet():
         return RhatComparison(

@@ -1,0 +1,146 @@
+"""What the command line imports: a command imports only the libraries its work needs (issue 21, item 2).
+
+Each case runs in a fresh interpreter (the test process itself has imported everything) and reports
+which of the heavy libraries ended up in ``sys.modules``. Listing data sets, asking for help, and every
+bad input found before fitting import none of them (not even with ``--quiet``, which used to import PyMC
+only to quieten its logger); writing and reading a results file imports xarray but not Dask, which
+xarray would otherwise import on its own (emvsbayes.lazy_dask), while Dask arrays in xarray still work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+#: Libraries no command needs before fitting (xarray and SciPy included: a bad input exits before them).
+HEAVY = ("jax", "numpyro", "pymc", "pytensor", "arviz", "arviz_base", "arviz_stats", "arviz_plots", "matplotlib",
+         "dask", "distributed", "xarray", "pandas", "scipy", "nutpie", "numba", "h5netcdf")
+
+CLI = """
+import json, sys
+from emvsbayes.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as stop:  # --help
+    status = stop.code
+print(json.dumps({"status": status, "imported": [name for name in HEAVY if name in sys.modules]}))
+"""
+
+
+def _in_fresh_interpreter(code: str, *args) -> dict:
+    proc = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{code}", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+COINS = '[data]\ndataset = "coins_lecture"\n[model]\nfamily = "coins"\n'
+#: case -> (spec text or None, command-line arguments after the spec, exit status)
+CASES = {
+    "datasets": (None, ["datasets"], 0),
+    "help": (None, ["--help"], 0),
+    "bad_spec": (COINS + "componets = 2\n", [], 2),
+    "bad_spec_quiet": (COINS + "componets = 2\n", ["--quiet"], 2),
+    "unknown_dataset_quiet": (COINS.replace("coins_lecture", "no_such_data"), ["--quiet"], 2),
+    "bad_seed_quiet": (COINS, ["--seed", "-1", "--quiet"], 2),
+    "bad_csv_quiet": ('[data]\nfile = "data.csv"\n[model]\nfamily = "coins"\n', ["--quiet"], 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_commands_that_do_not_fit_import_no_heavy_library(case, tmp_path):
+    text, args, status = CASES[case]
+    out = tmp_path / "out"
+    if text is not None:
+        (tmp_path / "spec.toml").write_text(text)
+        (tmp_path / "data.csv").write_text("heads,tosses\n5,10\n12,10\n")  # heads above tosses
+        args = ["run", tmp_path / "spec.toml", "--out", out, *args]
+    report = _in_fresh_interpreter(CLI, *args)
+    assert report["status"] == status
+    assert report["imported"] == [], report
+    assert not out.exists()
+
+
+def test_quiet_still_quietens_pymc_imported_later():
+    # --quiet no longer imports PyMC up front; PyMC resets its logger's level when it is imported later.
+    code = """
+import logging, sys
+from emvsbayes import cli
+cli._quiet_libraries(True)
+before = "pymc" in sys.modules
+import pymc
+print(json.dumps({"status": before, "imported": [logging.getLogger("pymc").getEffectiveLevel()]}))
+"""
+    report = _in_fresh_interpreter("import json\n" + code)
+    assert report == {"status": False, "imported": [logging.ERROR]}
+
+
+def test_results_file_round_trip_does_not_import_dask(tmp_path):
+    code = f"""
+import sys
+import numpy as np
+from emvsbayes.results import build_tree, read_results, write_results
+import xarray as xr
+groups = {{"posterior": xr.Dataset({{"theta": (("chain", "draw", "component"), np.arange(12.0).reshape(1, 6, 2))}})}}
+write_results(build_tree(groups, {{"title": "t"}}), {str(tmp_path / "results.nc")!r})
+tree = read_results({str(tmp_path / "results.nc")!r})
+assert float(tree["posterior"]["theta"].sum()) == 66.0
+print(json.dumps({{"status": 0, "imported": [name for name in HEAVY if name in sys.modules]}}))
+"""
+    report = _in_fresh_interpreter("import json\n" + code)
+    assert "xarray" in report["imported"] and "h5netcdf" in report["imported"]
+    assert "dask" not in report["imported"] and "distributed" not in report["imported"], report
+
+
+def test_dask_arrays_in_xarray_still_work_after_results_is_imported(tmp_path):
+    # emvsbayes.lazy_dask answers "not a Dask array" only while Dask is not imported: once it is, xarray
+    # sees Dask arrays as before (chunks, lazy arithmetic, writing them).
+    code = f"""
+import sys
+import emvsbayes.results  # applies emvsbayes.lazy_dask
+import numpy as np
+import xarray as xr
+plain = xr.Dataset({{"a": ("x", np.arange(6.0))}})
+assert plain.chunks == {{}}
+import dask.array as da
+from xarray.namedarray.utils import is_dask_collection
+ds = xr.Dataset({{"a": ("x", da.arange(6.0, chunks=2))}})
+assert dict(ds.chunks) == {{"x": (2, 2, 2)}} and is_dask_collection(ds["a"].data)
+assert isinstance((ds["a"] * 2).data, da.Array)
+ds.to_netcdf({str(tmp_path / "d.nc")!r}, engine="h5netcdf")
+back = xr.open_dataset({str(tmp_path / "d.nc")!r}, engine="h5netcdf").load()
+assert back["a"].values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+print(json.dumps({{"status": 0, "imported": []}}))
+"""
+    assert _in_fresh_interpreter("import json\n" + code) == {"status": 0, "imported": []}
+
+
+def test_arviz_does_not_make_figures_or_scipy_import_jax():
+    # arviz-base's lazy placeholders for jax/numpyro in sys.modules made matplotlib's and SciPy's "is this a
+    # JAX array?" checks import JAX (so `emvsbayes report` imported it); emvsbayes.lazy_imports takes them out.
+    code = """
+import sys
+import emvsbayes.results  # applies emvsbayes.lazy_imports
+import arviz_stats
+import numpy as np
+from scipy.special import logsumexp
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+logsumexp(np.ones((3, 2)), axis=1)
+plt.subplots()
+before = [name for name in ("jax", "numpyro") if name in sys.modules]
+import arviz_base.io_numpyro as io_numpyro
+key = io_numpyro.jax.random.PRNGKey(0)  # arviz-base's from_numpyro still gets JAX, imported the usual way
+import jax
+assert io_numpyro.jax.random is jax.random and type(sys.modules["jax"]).__name__ == "module"
+print(json.dumps({"status": 0, "imported": before}))
+"""
+    assert _in_fresh_interpreter("import json\n" + code) == {"status": 0, "imported": []}
