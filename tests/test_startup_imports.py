@@ -88,7 +88,8 @@ import sys
 import numpy as np
 from emvsbayes.results import build_tree, read_results, write_results
 import xarray as xr
-groups = {{"posterior": xr.Dataset({{"theta": (("chain", "draw", "component"), np.arange(12.0).reshape(1, 6, 2))}})}}
+groups = {{"data": xr.Dataset({{"heads": ("set", np.arange(3.0))}}), "em": xr.Dataset({{"theta": ("component", np.ones(2))}}),
+          "posterior": xr.Dataset({{"theta": (("chain", "draw", "component"), np.arange(12.0).reshape(1, 6, 2))}})}}
 write_results(build_tree(groups, {{"title": "t"}}), {str(tmp_path / "results.nc")!r})
 tree = read_results({str(tmp_path / "results.nc")!r})
 assert float(tree["posterior"]["theta"].sum()) == 66.0
