@@ -5,7 +5,9 @@
   attribute ``wald_scale_<name>`` says on which scale each interval was formed (``se`` is natural-scale);
 - ``em_bootstrap``: bootstrap replicates, draws-like (``replicate``, ``component``, ...);
 - ``membership_agreement``: EM responsibilities against posterior membership, entropy, and the
-  adjusted Rand index between the hard labellings of EM, hard EM, k-means and the posterior.
+  adjusted Rand index between the hard labellings of EM, hard EM, k-means and the posterior;
+- ``truth_agreement``: each of those labellings against known groups (``[data] truth``): adjusted Rand
+  index and a confusion table.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from emvsbayes.uncertainty import (
     SCALE_DESCRIPTIONS,
     BootstrapResult,
     StandardErrors,
+    adjusted_rand_index,
     ari_matrix,
     assignment_entropy,
+    confusion_table,
     hard_labels,
     membership_difference,
 )
@@ -89,6 +93,25 @@ def agreement_group(obs_dim: str, obs_labels, em_resp: np.ndarray, posterior_mem
     data["hard_label"] = (("labelling", obs_dim), np.stack([labels[n] for n in names]))
     ds = xr.Dataset(data, coords={obs_dim: list(obs_labels), "labelling": list(names), "labelling_bis": list(names)})
     ds.attrs.update(attrs)
+    return ds
+
+
+def truth_agreement_group(truth, agreement: xr.Dataset, n_components: int, *, column: str = "") -> xr.Dataset:
+    """Every hard labelling of ``agreement`` (a ``membership_agreement`` group) against known groups.
+
+    ``ari`` (labelling): adjusted Rand index against ``truth``; ``confusion`` (labelling, truth_group,
+    component): how many observations of each known group each labelling puts in each component.
+    ``column`` (an attribute) names where the known groups came from.
+    """
+    truth = np.asarray(truth).astype(str)
+    names = [str(v) for v in agreement["labelling"].values]
+    hard = agreement["hard_label"].values
+    tables = [confusion_table(truth, hard[i], n_components) for i in range(len(names))]
+    groups = tables[0][0]
+    ds = xr.Dataset({"ari": ("labelling", [adjusted_rand_index(truth, hard[i]) for i in range(len(names))]),
+                     "confusion": (("labelling", "truth_group", "component"), np.stack([t[1] for t in tables]))},
+                    coords={"labelling": names, "truth_group": list(groups), "component": np.arange(n_components)})
+    ds.attrs.update(column=column, n_obs=int(truth.size))
     return ds
 
 

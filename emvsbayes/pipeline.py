@@ -93,7 +93,8 @@ def _continuous_options(data_spec: dict, *, dataset: bool) -> dict:
         options["standardize"] = True
     if not dataset:
         options.update(encoding=data_spec["encoding"], label=data_spec["label"], percent=tuple(data_spec["percent"]),
-                       categories=data_spec["categories"] or None, drop=tuple(data_spec["drop"]))
+                       categories=data_spec["categories"] or None, drop=tuple(data_spec["drop"]),
+                       truth=data_spec["truth"])
     return options
 
 

@@ -260,8 +260,10 @@ CSV_CASES = {
                             "data.csv: line 4, column 'x' is 'inf', not a finite number; fill in the value or remove "
                             "that row"),
     "non_numeric_column": (GAUSS_SPEC, b"x,colour\n1.0,red\n2.0,blue\n", "",
-                           "data.csv: line 2, column 'colour' is 'red', not a number; if it is a category, map its "
-                           "values to numbers with data.categories = {'colour': {'red': 0, ...}}, or leave the column out"),
+                           "data.csv: line 2, column 'colour' is 'red', not a number; if it names known groups, compare the "
+                           "clusters with them: [data] truth = \"colour\"; if it is a category, map its values to "
+                           "numbers: [data] categories = {\"colour\" = {\"red\" = 0, ...}}; otherwise leave it out: "
+                           "[data] drop = [\"colour\"] (or choose the numeric columns: [data] columns = [...])"),
     "empty_cell": (GAUSS_SPEC, b"x,y\n1.0,2.0\n3.0,\n", "",
                    "data.csv: line 3, column 'y' is empty; fill it in or remove that row"),
     "constant_column": (GAUSS_SPEC, b"x,y\n1.0,5\n2.0,5\n3.0,5\n", "",

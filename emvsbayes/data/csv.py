@@ -12,6 +12,7 @@ import codecs
 import csv
 import difflib
 import io
+import json
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
@@ -162,9 +163,13 @@ def _not_a_number_hint(text: str, column: str) -> str:
         return f"it looks like a percent: convert the column with data.percent = [{column!r}]"
     if _is_float(text.replace(",", "")):
         return "remove the thousands separators from the file"
+    # Every way out names the spec key that takes it: a user with a text column in an otherwise
+    # numeric file should not have to read the source to learn which key exists.
+    quoted, value = json.dumps(column, ensure_ascii=False), json.dumps(text, ensure_ascii=False)
     return (
-        f"if it is a category, map its values to numbers with "
-        f"data.categories = {{{column!r}: {{{text!r}: 0, ...}}}}, or leave the column out"
+        f"if it names known groups, compare the clusters with them: [data] truth = {quoted}; if it is a category, "
+        f"map its values to numbers: [data] categories = {{{quoted} = {{{value} = 0, ...}}}}; otherwise leave it out: "
+        f"[data] drop = [{quoted}] (or choose the numeric columns: [data] columns = [...])"
     )
 
 
@@ -313,9 +318,9 @@ def load_coins_csv(
 
 
 def _selected_columns(
-    table: Table, columns: Sequence[str] | None, label: str | None, drop: Sequence[str]
+    table: Table, columns: Sequence[str] | None, label: str | None, drop: Sequence[str], truth: str | None = None
 ) -> list[str]:
-    """The columns to read, in order: `columns`, or every column but the label, less `drop`."""
+    """The columns to read, in order: `columns`, or every column but the label and the truth, less `drop`."""
     if isinstance(columns, str):
         columns = [columns]  # one name given bare would otherwise be read as its characters
     if isinstance(drop, str):
@@ -323,7 +328,7 @@ def _selected_columns(
     for name in drop:
         table.column(name, "fix the name in data.drop")
     if columns is None:
-        chosen = [name for name in table.header if name != label]
+        chosen = [name for name in table.header if name not in (label, truth)]
     else:
         for name in columns:
             table.column(name, "choose the columns with data.columns = [...]")
@@ -331,6 +336,10 @@ def _selected_columns(
         if duplicates:
             raise UserError(f"{table.name}: data.columns lists {duplicates[0]!r} more than once; list it once")
         chosen = list(columns)
+        if truth is not None and truth in chosen:
+            # Fitting the answer the clusters are graded against would make the comparison meaningless.
+            raise UserError(f"{table.name}: column {truth!r} is [data] truth, the known groups the clusters are "
+                            f"compared with, so it cannot also be fitted; remove it from [data] columns")
     chosen = [name for name in chosen if name not in drop]
     if not chosen:
         raise UserError(f"{table.name}: no columns are left to read; choose some with data.columns = [...]")
@@ -376,6 +385,7 @@ def load_continuous_csv(
     categories: Mapping[str, Mapping[str, float]] | None = None,
     standardize: bool = False,
     drop: Sequence[str] = (),
+    truth: str | None = None,
 ) -> ContinuousData:
     """Read continuous observations, one row per observation, with optional preprocessing.
 
@@ -399,6 +409,9 @@ def load_continuous_csv(
         (ddof=0, as scikit-learn's ``StandardScaler``). ``center`` and ``scale`` record both.
     drop : sequence of str
         Columns to leave out (applied after `columns`).
+    truth : str or None
+        Column of known groups (any text): left out of ``x`` and returned as ``truth``, so that the
+        report can compare every clustering with it.
 
     Returns
     -------
@@ -416,7 +429,8 @@ def load_continuous_csv(
         percent = [percent]
     table = read_table(path, encoding)
     label_index = None if label is None else table.column(label, "name the label column with data.label = '...'")
-    chosen = _selected_columns(table, columns, label, drop)
+    truth_index = None if truth is None else table.column(truth, "name the known-groups column with data.truth = '...'")
+    chosen = _selected_columns(table, columns, label, drop, truth)
     _check_preprocessing_options(table, chosen, percent, categories)
 
     x = np.empty((len(table.rows), len(chosen)), dtype=np.float64)
@@ -460,6 +474,13 @@ def load_continuous_csv(
         labels = tuple(str(i) for i in range(1, len(table.rows) + 1))
     else:
         labels = tuple(text for _, text in table.cells(label_index))
+    known = None
+    if truth_index is not None:
+        known = tuple(text for _, text in table.cells(truth_index))
+        empty = next((line for line, text in table.cells(truth_index) if text == ""), None)
+        if empty is not None:
+            raise UserError(f"{table.name}: line {empty}, column {truth!r} ([data] truth) is empty; give every row "
+                            "its known group or remove that row")
     return ContinuousData(
         x=x,
         columns=tuple(chosen),
@@ -468,4 +489,6 @@ def load_continuous_csv(
         transforms=tuple(transforms),
         center=center,
         scale=scale,
+        truth=known,
+        truth_column=truth,
     )
