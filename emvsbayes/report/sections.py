@@ -677,6 +677,11 @@ TRUTH_LABELLINGS = {
 }
 
 
+def _sentence_start(text: str) -> str:
+    """``text`` with its first letter capitalised and the rest kept ("soft EM" -> "Soft EM", not "Soft em")."""
+    return text[:1].upper() + text[1:]
+
+
 def _truth_agreement(ctx: Context) -> str:
     """Every clustering against the known groups of ``[data] truth``: ARI, then one confusion table each."""
     agreement = ctx.group("truth_agreement")
@@ -696,7 +701,7 @@ def _truth_agreement(ctx: Context) -> str:
         rows = [[group] + [int(c) for c in counts[g]] + [int(counts[g].sum())] for g, group in enumerate(groups)]
         parts.append(table([f"known group ({column})" if column else "known group"]
                            + [f"component {n}" for n in names] + ["total"], rows,
-                           caption=f"{TRUTH_LABELLINGS.get(name, name).capitalize()}: how many observations of each "
+                           caption=f"{_sentence_start(TRUTH_LABELLINGS.get(name, name))}: how many observations of each "
                                    f"known group it puts in each component."))
     return subsection("The clusters against the known groups", "".join(parts),
                       f"The column {column!r} was named as the known groups ([data] truth): it was not fitted, and "
