@@ -296,7 +296,7 @@ def test_no_subcommand_prints_help_and_exits_2():
 
 
 ARG_CASES = {
-    "unknown_command": (["rnu"], "argument command: invalid choice: 'rnu' (choose from 'run', 'report', 'study', 'datasets') "
+    "unknown_command": (["rnu"], "argument command: invalid choice: 'rnu' (choose from 'run', 'report', 'study', 'datasets', 'spec-keys') "
                                  "(see 'emvsbayes --help')"),
     "unknown_option": (["run", "{spec}", "--frobnicate"], "unrecognized arguments: --frobnicate (see 'emvsbayes --help')"),
     "spec_missing_argument": (["run"], "the following arguments are required: spec (see 'emvsbayes run --help')"),
@@ -478,7 +478,7 @@ API_CASES = {
         _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"n_init": 10, "max_init": 5}}), UserError,
         "spec: [em] max_init = 5 is fewer than n_init = 10; max_init is the most starts, so give at least 10"),
     "validate_reach_best_above_max_init": (
-        _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"reach_best": 5, "max_init": 4}}), UserError,
+        _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"n_init": 1, "reach_best": 5, "max_init": 4}}), UserError,
         "spec: [em] reach_best = 5 starts can never agree within max_init = 4 starts; raise max_init or lower reach_best"),
     "validate_reach_best_zero": (
         _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"reach_best": 0}}), UserError,
