@@ -159,3 +159,15 @@ def test_a_truth_column_is_stored_and_compared_with_every_clustering(truth_run):
         assert readable in section, readable
     assert section.count("<td>high</td>") == 4 and section.count("<td>low</td>") == 4  # four confusion tables
     assert f"<td>{fmt(one_moved, 3)}</td>" in section
+
+
+def test_the_example_spec_for_a_csv_of_ones_own_loads_as_is():
+    from emvsbayes.pipeline import check_against_data, load_data
+    from emvsbayes.spec import load_spec
+
+    spec = load_spec(ROOT / "models" / "my_data.toml")
+    data = load_data(spec)
+    check_against_data(spec, data)
+    assert data.columns == ("length", "width")  # label, truth and the dropped text column are not fitted
+    assert sorted(set(data.truth)) == ["alpha", "beta", "gamma"] and len(data.labels) == 60
+    assert spec["em"]["init"] == "k-means++" and spec["em"]["bootstrap"] == 200
