@@ -116,6 +116,18 @@ def test_confusion_table_and_truth_agreement_match_scikit_learn():
     assert ds["confusion"].sum(("truth_group", "component")).values.tolist() == [40, 40]
 
 
+def test_confusion_tables_rename_components_to_match_soft_em():
+    # k-means finds soft EM's partition under other names: its table is soft EM's, column for column.
+    truth = np.array(["a", "a", "b", "b", "c", "c", "c"])
+    em_labels = np.array([0, 0, 1, 1, 2, 2, 1])
+    kmeans = np.array([2, 2, 0, 0, 1, 1, 0])
+    em_resp = np.eye(3)[em_labels]
+    agreement = agreement_group("obs", np.arange(7), em_resp, None, {"k-means": kmeans})
+    ds = truth_agreement_group(truth, agreement, 3)
+    np.testing.assert_array_equal(ds["confusion"].sel(labelling="k-means"), ds["confusion"].sel(labelling="EM"))
+    np.testing.assert_array_equal(ds["confusion"].sel(labelling="EM"), [[2, 0, 0], [0, 2, 0], [0, 1, 2]])
+
+
 @pytest.fixture(scope="module")
 def truth_run(tmp_path_factory):
     """A small 1-D CSV with two well-separated known groups, a short posterior: the report from its file."""
@@ -145,7 +157,13 @@ def test_a_truth_column_is_stored_and_compared_with_every_clustering(truth_run):
     for name in agreement["labelling"].values:
         labels = hard.sel(labelling=name).values
         np.testing.assert_allclose(agreement["ari"].sel(labelling=name), adjusted_rand_score(kinds, labels), rtol=1e-12)
-        np.testing.assert_array_equal(agreement["confusion"].sel(labelling=name), contingency_matrix(kinds, labels))
+        # The same counts as scikit-learn's, up to the renaming of components to match soft EM's.
+        confusion = agreement["confusion"].sel(labelling=name).values
+        assert sorted(map(tuple, confusion.T)) == sorted(map(tuple, contingency_matrix(kinds, labels).T))
+    # After the renaming, every clustering here puts each known group in the same component as soft EM does.
+    np.testing.assert_array_equal(agreement["confusion"].values.argmax(axis=2),
+                                  np.broadcast_to(agreement["confusion"].sel(labelling="EM").values.argmax(axis=1),
+                                                  (4, 2)))
     # The one contradicted row: every clustering splits by the measurements, so ARI is that of one row moved.
     one_moved = adjusted_rand_score(kinds, np.asarray(x) > 3)
     np.testing.assert_allclose(agreement["ari"].values, one_moved, rtol=1e-12)

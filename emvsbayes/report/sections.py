@@ -705,8 +705,9 @@ def _truth_agreement(ctx: Context) -> str:
                                    f"known group it puts in each component."))
     return subsection("The clusters against the known groups", "".join(parts),
                       f"The column {column!r} was named as the known groups ([data] truth): it was not fitted, and "
-                      "each clustering is graded against it. Component numbers are arbitrary, so a good clustering "
-                      "shows one large count per row, in any column.")
+                      "each clustering is graded against it. Each clustering's components are renumbered to match "
+                      "soft EM's as closely as they can, so the tables read side by side; a good clustering shows one "
+                      "large count per row.")
 
 
 #: Columns of the model-choice table: (variable, header, which way is better: "min", "max" or None).
