@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
 
     sub.add_parser("datasets", parents=[common], help="list the bundled data sets")
+    keys = sub.add_parser("spec-keys", parents=[common], help="print every spec key with its default (Markdown)")
+    keys.add_argument("--write", type=Path, default=None, metavar="README",
+                      help="regenerate the table between its markers in this file (README.md) instead of printing it")
     return parser
 
 
@@ -117,7 +120,18 @@ def _cmd_study(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "report": _cmd_report, "study": _cmd_study, "datasets": _cmd_datasets}
+def _cmd_spec_keys(args) -> int:
+    from emvsbayes.spec_keys import spec_keys_markdown, write_readme
+
+    if args.write is None:
+        print(spec_keys_markdown())  # printed even with --quiet: it is the command's output
+    else:
+        _say(args, f"spec keys written to {write_readme(args.write)}")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "report": _cmd_report, "study": _cmd_study, "datasets": _cmd_datasets,
+            "spec-keys": _cmd_spec_keys}
 
 
 def _quiet_libraries(quiet: bool) -> None:

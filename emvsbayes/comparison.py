@@ -5,7 +5,9 @@
   attribute ``wald_scale_<name>`` says on which scale each interval was formed (``se`` is natural-scale);
 - ``em_bootstrap``: bootstrap replicates, draws-like (``replicate``, ``component``, ...);
 - ``membership_agreement``: EM responsibilities against posterior membership, entropy, and the
-  adjusted Rand index between the hard labellings of EM, hard EM, k-means and the posterior.
+  adjusted Rand index between the hard labellings of EM, hard EM, k-means and the posterior;
+- ``truth_agreement``: each of those labellings against known groups (``[data] truth``): adjusted Rand
+  index and a confusion table.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from emvsbayes.uncertainty import (
     SCALE_DESCRIPTIONS,
     BootstrapResult,
     StandardErrors,
+    adjusted_rand_index,
     ari_matrix,
     assignment_entropy,
+    confusion_table,
     hard_labels,
     membership_difference,
 )
@@ -89,6 +93,43 @@ def agreement_group(obs_dim: str, obs_labels, em_resp: np.ndarray, posterior_mem
     data["hard_label"] = (("labelling", obs_dim), np.stack([labels[n] for n in names]))
     ds = xr.Dataset(data, coords={obs_dim: list(obs_labels), "labelling": list(names), "labelling_bis": list(names)})
     ds.attrs.update(attrs)
+    return ds
+
+
+def _renamed_to_match(reference: np.ndarray, labels: np.ndarray, n_components: int) -> np.ndarray:
+    """``labels`` with its components renamed so that as many observations as possible carry the same
+    component as in ``reference`` (a K x K assignment on the overlap counts)."""
+    from scipy.optimize import linear_sum_assignment
+
+    labels = np.asarray(labels, dtype=np.int64)
+    overlap = np.zeros((n_components, n_components), dtype=np.int64)  # [reference's j, labels' k]
+    np.add.at(overlap, (np.asarray(reference, dtype=np.int64), labels), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    new_name = np.empty(n_components, dtype=np.int64)
+    new_name[cols] = rows
+    return new_name[labels]
+
+
+def truth_agreement_group(truth, agreement: xr.Dataset, n_components: int, *, column: str = "") -> xr.Dataset:
+    """Every hard labelling of ``agreement`` (a ``membership_agreement`` group) against known groups.
+
+    ``ari`` (labelling): adjusted Rand index against ``truth``; ``confusion`` (labelling, truth_group,
+    component): how many observations of each known group each labelling puts in each component, with
+    each labelling's components renamed to match the first's (soft EM's) as closely as they can, so the
+    tables read side by side (the index does not depend on names). ``column`` (an attribute) names
+    where the known groups came from.
+    """
+    truth = np.asarray(truth).astype(str)
+    names = [str(v) for v in agreement["labelling"].values]
+    hard = agreement["hard_label"].values
+    reference = hard[0]
+    aligned = [_renamed_to_match(reference, hard[i], n_components) for i in range(len(names))]
+    tables = [confusion_table(truth, labels, n_components) for labels in aligned]
+    groups = tables[0][0]
+    ds = xr.Dataset({"ari": ("labelling", [adjusted_rand_index(truth, hard[i]) for i in range(len(names))]),
+                     "confusion": (("labelling", "truth_group", "component"), np.stack([t[1] for t in tables]))},
+                    coords={"labelling": names, "truth_group": list(groups), "component": np.arange(n_components)})
+    ds.attrs.update(column=column, n_obs=int(truth.size))
     return ds
 
 

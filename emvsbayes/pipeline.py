@@ -94,8 +94,8 @@ def _continuous_options(data_spec: dict, *, dataset: bool) -> dict:
         options["standardize"] = True
     if not dataset:
         options.update(encoding=data_spec["encoding"], delimiter=data_spec["delimiter"], label=data_spec["label"],
-                       percent=tuple(data_spec["percent"]),
-                       categories=data_spec["categories"] or None, drop=tuple(data_spec["drop"]))
+                       percent=tuple(data_spec["percent"]), categories=data_spec["categories"] or None,
+                       drop=tuple(data_spec["drop"]), truth=data_spec["truth"])
     return options
 
 

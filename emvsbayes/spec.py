@@ -174,8 +174,8 @@ def _numbers_nested(v, depth: int = 0) -> bool:
 
 
 def coin_init(v):
-    """"random", or a list of starting theta vectors (one per restart), or one theta vector."""
-    if v == "random":
+    """"auto" or "random", or a list of starting theta vectors (one per restart), or one theta vector."""
+    if v in ("auto", "random"):
         return None
     if isinstance(v, list) and v:
         rows = v if isinstance(v[0], list) else [v]
@@ -196,7 +196,7 @@ GAUSSIAN_INITS = ("kmeans", "k-means++", "random_from_data", "random")
 
 
 def gaussian_init(v):
-    if v in GAUSSIAN_INITS:
+    if v == "auto" or v in GAUSSIAN_INITS:
         return None
     if isinstance(v, dict):
         unknown = set(v) - {"weights", "means", "covariances"}
@@ -277,6 +277,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "heads": Key("heads", name_text),
         "tosses": Key("tosses", name_text),
         "label": Key(None, optional_text),
+        "truth": Key(None, lambda v: None if v is None else name_text(v)),  # known groups, compared, not fitted
         "columns": Key(None, lambda v: None if v is None else list_of(name_text)(v)),
         "drop": Key([], list_of(name_text, non_empty=False)),
         "percent": Key([], list_of(name_text, non_empty=False)),
@@ -294,9 +295,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "reg_covar": Key(1e-6, positive_number),
     },
     "em": {
-        "kinds": Key(["soft"], list_of(one_of("soft", "hard"))),
-        "init": Key("random", anything),  # checked per family below
-        "n_init": Key(1, positive_int),
+        # The defaults are what the bundled specs use: both kinds, several starts, a bootstrap.
+        "kinds": Key(["soft", "hard"], list_of(one_of("soft", "hard"))),
+        "init": Key("auto", anything),  # checked per family below; "auto": k-means++ (Gaussian), random (coins)
+        "n_init": Key(10, positive_int),
         # Gaussian mixtures: after n_init starts, keep starting until reach_best starts end at the best
         # log-likelihood, or max_init starts are spent (None: the family's defaults below).
         "reach_best": Key(None, lambda v: None if v is None else positive_int(v)),
@@ -307,7 +309,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "kmeans": Key(True, boolean),
         # EM's own uncertainty: observed-information standard errors and the bootstrap
         "information": Key(True, boolean),
-        "bootstrap": Key(0, non_negative_int),
+        "bootstrap": Key(200, non_negative_int),
         "bootstrap_kind": Key("nonparametric", one_of("nonparametric", "parametric")),
     },
     "bayes": {
@@ -345,6 +347,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
 STUDY_ONLY_KEYS = ("kind", "replicates", "grid", "priors", "truth", "intervals", "sbc")
 
 FAMILY_CHECKS = {"coins": {"init": coin_init}, "gaussian": {"init": gaussian_init}}
+
+#: What ``[em] init = "auto"`` (the default) becomes per family: scikit-learn's k-means++ centres for
+#: Gaussian mixtures (what every bundled Gaussian spec uses), uniform random thetas for coins.
+AUTO_INIT = {"coins": "random", "gaussian": "k-means++"}
 
 #: Gaussian mixtures' restart rule unless the spec says otherwise: three starts agreeing on the best
 #: log-likelihood make a missed better optimum unlikely (on heroes, K = 3, 13 % of k-means++ starts reach
@@ -427,6 +433,11 @@ def _check_consistency(spec: dict, source: str) -> None:
     ks = spec["model"]["components"]
     ks = ks if isinstance(ks, list) else [ks]
     em = spec["em"]
+    if em["init"] == "auto":
+        em["init"] = AUTO_INIT[spec["model"]["family"]]
+    if data["truth"] is not None and (data["file"] is None or spec["model"]["family"] != "gaussian"):
+        raise UserError(f"{source}: [data] truth names a column of known groups in a CSV file of measurements; "
+                        "use it with file = \"...\" and family = \"gaussian\", or remove it")
     if spec["model"]["family"] == "gaussian":
         if em["reach_best"] is None:
             em["reach_best"] = GAUSSIAN_REACH_BEST

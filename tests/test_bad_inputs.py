@@ -260,8 +260,10 @@ CSV_CASES = {
                             "data.csv: line 4, column 'x' is 'inf', not a finite number; fill in the value or remove "
                             "that row"),
     "non_numeric_column": (GAUSS_SPEC, b"x,colour\n1.0,red\n2.0,blue\n", "",
-                           "data.csv: line 2, column 'colour' is 'red', not a number; if it is a category, map its "
-                           "values to numbers with data.categories = {'colour': {'red': 0, ...}}, or leave the column out"),
+                           "data.csv: line 2, column 'colour' is 'red', not a number; if it names known groups, compare the "
+                           "clusters with them: [data] truth = \"colour\"; if it is a category, map its values to "
+                           "numbers: [data] categories = {\"colour\" = {\"red\" = 0, ...}}; otherwise leave it out: "
+                           "[data] drop = [\"colour\"] (or choose the numeric columns: [data] columns = [...])"),
     "empty_cell": (GAUSS_SPEC, b"x,y\n1.0,2.0\n3.0,\n", "",
                    "data.csv: line 3, column 'y' is empty; fill it in or remove that row"),
     "constant_column": (GAUSS_SPEC, b"x,y\n1.0,5\n2.0,5\n3.0,5\n", "",
@@ -294,7 +296,7 @@ def test_no_subcommand_prints_help_and_exits_2():
 
 
 ARG_CASES = {
-    "unknown_command": (["rnu"], "argument command: invalid choice: 'rnu' (choose from 'run', 'report', 'study', 'datasets') "
+    "unknown_command": (["rnu"], "argument command: invalid choice: 'rnu' (choose from 'run', 'report', 'study', 'datasets', 'spec-keys') "
                                  "(see 'emvsbayes --help')"),
     "unknown_option": (["run", "{spec}", "--frobnicate"], "unrecognized arguments: --frobnicate (see 'emvsbayes --help')"),
     "spec_missing_argument": (["run"], "the following arguments are required: spec (see 'emvsbayes run --help')"),
@@ -477,7 +479,7 @@ API_CASES = {
         _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"n_init": 10, "max_init": 5}}), UserError,
         "spec: [em] max_init = 5 is fewer than n_init = 10; max_init is the most starts, so give at least 10"),
     "validate_reach_best_above_max_init": (
-        _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"reach_best": 5, "max_init": 4}}), UserError,
+        _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"n_init": 1, "reach_best": 5, "max_init": 4}}), UserError,
         "spec: [em] reach_best = 5 starts can never agree within max_init = 4 starts; raise max_init or lower reach_best"),
     "validate_reach_best_zero": (
         _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"reach_best": 0}}), UserError,

@@ -305,8 +305,10 @@ def test_ragged_row(tmp_path):
 def test_non_numeric_value_suggests_categories(tmp_path):
     path = write(tmp_path, "data.csv", "size,range\n1.5,melee\n2.5,ranged\n")
     with raises_exactly(
-        "data.csv: line 2, column 'range' is 'melee', not a number; if it is a category, map its values to "
-        "numbers with data.categories = {'range': {'melee': 0, ...}}, or leave the column out"
+        "data.csv: line 2, column 'range' is 'melee', not a number; if it names known groups, compare the clusters "
+        "with them: [data] truth = \"range\"; if it is a category, map its values to numbers: "
+        "[data] categories = {\"range\" = {\"melee\" = 0, ...}}; otherwise leave it out: [data] drop = [\"range\"] "
+        "(or choose the numeric columns: [data] columns = [...])"
     ) as excinfo:
         load_continuous_csv(path)
     assert_one_line(excinfo)

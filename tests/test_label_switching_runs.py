@@ -121,6 +121,7 @@ weights = "equal"
 [em]
 init = [0.5, 0.9]
 information = false
+bootstrap = 0
 [bayes]
 chains = 2
 draws = 100
@@ -164,7 +165,7 @@ def test_ecr_runs_from_a_gaussian_spec(tmp_path):
     (tmp_path / "two.csv").write_text("x\n" + "".join(f"{v:.6f}\n" for v in x), encoding="utf-8")
     spec = tmp_path / "ecr.toml"
     spec.write_text('[data]\nfile = "two.csv"\n[model]\nfamily = "gaussian"\ncomponents = 2\n'
-                    '[em]\nn_init = 2\ninformation = false\n[bayes]\nchains = 2\ndraws = 100\ntune = 100\nrelabel = "ecr"\n',
+                    '[em]\nn_init = 2\ninformation = false\nbootstrap = 0\n[bayes]\nchains = 2\ndraws = 100\ntune = 100\nrelabel = "ecr"\n',
                     encoding="utf-8")
     proc = run_cli("run", spec, "--out", tmp_path / "out", "--quiet")
     assert proc.returncode == 0, proc.stderr

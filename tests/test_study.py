@@ -374,3 +374,62 @@ def test_sbc_passes_a_correct_model_and_fails_a_wrong_prior(cluster, tmp_path):
     assert float(bad["p_value"].min()) < 1e-4
     html = (tmp_path / "bad" / "index.html").read_text(encoding="utf-8")
     assert "Rank histograms" in html and "NO (alpha" in html
+
+
+# --- the reports index lists studies ------------------------------------------------------------------
+
+
+def _index_with_study(study_folder: Path, reports: Path) -> str:
+    """Copy a study's folder (links followed) under ``reports/`` and refresh the index as run_study does."""
+    import shutil
+
+    from emvsbayes.study.run import _refresh_reports_index
+
+    shutil.copytree(study_folder, reports / "tiny_coins", symlinks=False)
+    _refresh_reports_index(reports / "tiny_coins")
+    return (reports / "index.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_a_study_appears_in_the_reports_index(one_worker_run, tmp_path):
+    outcome, ds = one_worker_run
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    page = _index_with_study(outcome.results_path.parent, reports)
+    studies = page[page.index("<section id='studies'>"):]
+    assert '<a href="tiny_coins/index.html">tiny_coins</a>' in studies
+    assert "coverage (coins mixture)" in studies and "6 per cell x 1 cell; 6 ok, 0 failed" in studies
+    for kind in ("wald", "bootstrap", "posterior"):
+        covered = np.asarray(ds[f"{kind}_covered"].values, dtype=float)
+        covered = covered[np.isfinite(covered)]
+        assert f"{kind} intervals cover {covered.mean():.3f} (nominal" in studies, kind
+    assert "1 simulation study" in page
+
+
+def test_the_index_lists_a_study_with_its_verdicts_and_refreshes_only_its_own_page(tmp_path):
+    """A two-cell SBC study file (written as run_study writes it) is listed with how many cells pass;
+    a reports/index.html that is not emvsbayes' index is left alone."""
+    import xarray as xr
+
+    from emvsbayes.report import refresh_index
+    from emvsbayes.study.run import STUDY_FORMAT, write_study
+
+    folder = tmp_path / "reports" / "sbc_tiny"
+    folder.mkdir(parents=True)
+    ds = xr.Dataset({"status": (("n_sets", "replicate"), np.array([[1, 1, 0], [1, 1, 1]], dtype=np.int8)),
+                     "sbc_pass": ("n_sets", np.array([1, 0], dtype=np.int8))},
+                    coords={"n_sets": [10, 20], "replicate": [0, 1, 2]},
+                    attrs={"format": STUDY_FORMAT, "kind": "sbc", "family": "coins", "title": "Tiny SBC",
+                           "name": "sbc_tiny", "alpha": 0.01})
+    write_study(ds, folder / "study.nc")
+    (folder / "index.html").write_text("<html>a study page</html>", encoding="utf-8")
+    page = refresh_index(tmp_path / "reports").read_text(encoding="utf-8")
+    studies = page[page.index("<section id='studies'>"):]
+    assert '<a href="sbc_tiny/index.html">sbc_tiny</a>' in studies and "Tiny SBC" in studies
+    assert "sbc (coins mixture)" in studies and "3 per cell x 2 cells; 5 ok, 1 failed" in studies
+    assert "1 of 2 cells pass the rank uniformity test (alpha 0.01)" in studies
+    assert '<span class="mark bad">check</span>' in studies
+    # Someone else's page under the index's name is never written over.
+    mine = tmp_path / "reports" / "index.html"
+    mine.write_text("<html>my notes</html>", encoding="utf-8")
+    assert refresh_index(tmp_path / "reports") is None and mine.read_text(encoding="utf-8") == "<html>my notes</html>"

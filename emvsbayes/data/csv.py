@@ -13,6 +13,7 @@ import csv
 import decimal
 import difflib
 import io
+import json
 import math
 import numbers
 import re
@@ -261,9 +262,14 @@ def _not_a_number_hint(text: str, column: str) -> str:
         return f"write numbers without '_' (as {text.replace('_', '')!r})"
     if any(c.isdigit() and not c.isascii() for c in text):
         return "write numbers with the digits 0-9"
+    # Every way out names the spec key that takes it: a user with a text column in an otherwise
+    # numeric file should not have to read the source to learn which key exists.
+    quoted = json.dumps(column if len(column) <= 60 else column[:59] + "…", ensure_ascii=False)
+    value = json.dumps(text if len(text) <= 60 else text[:59] + "…", ensure_ascii=False)
     return (
-        f"if it is a category, map its values to numbers with "
-        f"data.categories = {{{quote(column)}: {{{quote(text)}: 0, ...}}}}, or leave the column out"
+        f"if it names known groups, compare the clusters with them: [data] truth = {quoted}; if it is a category, "
+        f"map its values to numbers: [data] categories = {{{quoted} = {{{value} = 0, ...}}}}; otherwise leave it out: "
+        f"[data] drop = [{quoted}] (or choose the numeric columns: [data] columns = [...])"
     )
 
 
@@ -415,9 +421,9 @@ def load_coins_csv(
 
 
 def _selected_columns(
-    table: Table, columns: Sequence[str] | None, label: str | None, drop: Sequence[str]
+    table: Table, columns: Sequence[str] | None, label: str | None, drop: Sequence[str], truth: str | None = None
 ) -> list[str]:
-    """The columns to read, in order: `columns`, or every column but the label, less `drop`."""
+    """The columns to read, in order: `columns`, or every column but the label and the truth, less `drop`."""
     if isinstance(columns, str):
         columns = [columns]  # one name given bare would otherwise be read as its characters
     if isinstance(drop, str):
@@ -425,7 +431,7 @@ def _selected_columns(
     for name in drop:
         table.column(name, "fix the name in data.drop")
     if columns is None:
-        chosen = [name for name in table.header if name != label]
+        chosen = [name for name in table.header if name not in (label, truth)]
     else:
         for name in columns:
             table.column(name, "choose the columns with data.columns = [...]")
@@ -433,6 +439,10 @@ def _selected_columns(
         if duplicates:
             raise UserError(f"{table.name}: data.columns lists {quote(duplicates[0])} more than once; list it once")
         chosen = list(columns)
+        if truth is not None and truth in chosen:
+            # Fitting the answer the clusters are graded against would make the comparison meaningless.
+            raise UserError(f"{table.name}: column {truth!r} is [data] truth, the known groups the clusters are "
+                            f"compared with, so it cannot also be fitted; remove it from [data] columns")
     chosen = [name for name in chosen if name not in drop]
     if not chosen:
         raise UserError(f"{table.name}: no columns are left to read; choose some with data.columns = [...]")
@@ -479,6 +489,7 @@ def load_continuous_csv(
     standardize: bool = False,
     drop: Sequence[str] = (),
     delimiter: str = "auto",
+    truth: str | None = None,
 ) -> ContinuousData:
     """Read continuous observations, one row per observation, with optional preprocessing.
 
@@ -504,6 +515,9 @@ def load_continuous_csv(
         Columns to leave out (applied after `columns`).
     delimiter : str
         Separator between cells, or ``"auto"`` (see :func:`read_table`).
+    truth : str or None
+        Column of known groups (any text): left out of ``x`` and returned as ``truth``, so that the
+        report can compare every clustering with it.
 
     Returns
     -------
@@ -521,7 +535,8 @@ def load_continuous_csv(
         percent = [percent]
     table = read_table(path, encoding, delimiter)
     label_index = None if label is None else table.column(label, "name the label column with data.label = '...'")
-    chosen = _selected_columns(table, columns, label, drop)
+    truth_index = None if truth is None else table.column(truth, "name the known-groups column with data.truth = '...'")
+    chosen = _selected_columns(table, columns, label, drop, truth)
     _check_preprocessing_options(table, chosen, percent, categories)
 
     x = np.empty((len(table.rows), len(chosen)), dtype=np.float64)
@@ -565,6 +580,13 @@ def load_continuous_csv(
         labels = tuple(str(i) for i in range(1, len(table.rows) + 1))
     else:
         labels = tuple(text for _, text in table.cells(label_index))
+    known = None
+    if truth_index is not None:
+        known = tuple(text for _, text in table.cells(truth_index))
+        empty = next((line for line, text in table.cells(truth_index) if text == ""), None)
+        if empty is not None:
+            raise UserError(f"{table.name}: line {empty}, column {truth!r} ([data] truth) is empty; give every row "
+                            "its known group or remove that row")
     return ContinuousData(
         x=x,
         columns=tuple(chosen),
@@ -573,4 +595,6 @@ def load_continuous_csv(
         transforms=tuple(transforms),
         center=center,
         scale=scale,
+        truth=known,
+        truth_column=truth,
     )

@@ -61,6 +61,11 @@ class ContinuousData:
     scale : np.ndarray, shape (D,), or None
         Column standard deviations (ddof=0) divided out by z-scoring, or None.
         ``x * scale + center`` gives the data on their original scale.
+    truth : tuple of str, length N, or None
+        Known groups of the rows, read from the column ``truth_column`` (``[data] truth``): not fitted,
+        compared with every clustering. None when no such column was named.
+    truth_column : str or None
+        The column ``truth`` came from.
     """
 
     x: np.ndarray
@@ -71,6 +76,8 @@ class ContinuousData:
     transforms: tuple[str, ...] = ()
     center: np.ndarray | None = None
     scale: np.ndarray | None = None
+    truth: tuple[str, ...] | None = None
+    truth_column: str | None = None
 
     @property
     def n_rows(self) -> int:

@@ -18,6 +18,7 @@ from emvsbayes.comparison import (
     information_group,
     model_choice_group,
     model_choice_row,
+    truth_agreement_group,
 )
 from emvsbayes.em import SAME_OPTIMUM_ATOL, EMRestarts, RestartPolicy, RestartRun, fit_em_until
 from emvsbayes.errors import DegenerateFitError, UserError
@@ -222,6 +223,10 @@ def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], prog
     data_ds = xr.Dataset({"x": (("obs", "feature"), x)}, coords={"obs": coords["obs"], "feature": coords["feature"]})
     if data.true_component is not None:
         data_ds["true_component"] = ("obs", np.asarray(data.true_component))
+    if getattr(data, "truth", None) is not None:
+        # Known groups ([data] truth): kept beside the data, never fitted; truth_agreement grades the clusterings.
+        data_ds["truth"] = ("obs", np.asarray(data.truth, dtype=str))
+        data_ds["truth"].attrs["column"] = data.truth_column or ""
     data_ds.attrs.update(source=data.source, kind="continuous", transforms=list(data.transforms))
     groups["data"] = data_ds
 
@@ -283,6 +288,9 @@ def run(spec: dict, data, seeds: dict[str, int], timings: dict[str, float], prog
     groups["membership_agreement"] = agreement_group(
         "obs", coords["obs"], groups["em"]["resp"].values,
         membership["membership_relabelled"].values if membership is not None else None, labellings)
+    if "truth" in data_ds:
+        groups["truth_agreement"] = truth_agreement_group(data_ds["truth"].values, groups["membership_agreement"], k,
+                                                          column=data_ds["truth"].attrs["column"])
     if spec["model_choice"]["components"]:
         groups["model_choice"] = _model_choice(spec, x, seeds, timings, progress)
     return groups

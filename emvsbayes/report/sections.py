@@ -449,7 +449,7 @@ def comparison_section(ctx: Context) -> str:
     if not rows:
         return ""
     return "".join([_forest(ctx, rows), _comparison_table(ctx, rows), _sorted_thetas(ctx), _membership(ctx),
-                    _model_choice(ctx)])
+                    _truth_agreement(ctx), _model_choice(ctx)])
 
 
 def _sources(ctx: Context, rows: list[ParamRow]) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
@@ -666,6 +666,48 @@ def _stored_agreement(ctx: Context, stored: xr.Dataset) -> str:
                            caption="Agreement of the hard assignments, 1 for the same partition (whatever the names), "
                                    "about 0 for chance agreement."))
     return "".join(parts)
+
+
+#: Readable names of the labellings graded against the known groups.
+TRUTH_LABELLINGS = {
+    "EM": "soft EM (most likely component)",
+    "hard EM": "hard EM",
+    "k-means": "k-means",
+    "posterior mode": "posterior (most likely component, relabelled)",
+}
+
+
+def _sentence_start(text: str) -> str:
+    """``text`` with its first letter capitalised and the rest kept ("soft EM" -> "Soft EM", not "Soft em")."""
+    return text[:1].upper() + text[1:]
+
+
+def _truth_agreement(ctx: Context) -> str:
+    """Every clustering against the known groups of ``[data] truth``: ARI, then one confusion table each."""
+    agreement = ctx.group("truth_agreement")
+    if agreement is None or "ari" not in agreement:
+        return ""
+    labellings = [str(v) for v in agreement["labelling"].values]
+    groups = [str(v) for v in agreement["truth_group"].values]
+    names = component_names(ctx.tree, agreement.sizes["component"])
+    column = agreement.attrs.get("column", "")
+    parts = [table(["clustering", "adjusted Rand index against the known groups"],
+                   [[TRUTH_LABELLINGS.get(name, name), fmt(agreement["ari"].values[i], 3)]
+                    for i, name in enumerate(labellings)],
+                   caption="1: the clustering splits the observations exactly as the known groups do (whatever the "
+                           "component numbers); about 0: no better than chance; below 0: worse than chance.")]
+    for i, name in enumerate(labellings):
+        counts = agreement["confusion"].values[i]
+        rows = [[group] + [int(c) for c in counts[g]] + [int(counts[g].sum())] for g, group in enumerate(groups)]
+        parts.append(table([f"known group ({column})" if column else "known group"]
+                           + [f"component {n}" for n in names] + ["total"], rows,
+                           caption=f"{_sentence_start(TRUTH_LABELLINGS.get(name, name))}: how many observations of each "
+                                   f"known group it puts in each component."))
+    return subsection("The clusters against the known groups", "".join(parts),
+                      f"The column {column!r} was named as the known groups ([data] truth): it was not fitted, and "
+                      "each clustering is graded against it. Each clustering's components are renumbered to match "
+                      "soft EM's as closely as they can, so the tables read side by side; a good clustering shows one "
+                      "large count per row.")
 
 
 #: Columns of the model-choice table: (variable, header, which way is better: "min", "max" or None).

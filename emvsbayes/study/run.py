@@ -249,8 +249,26 @@ def run_study(
         render_study_report(read_study(unit / "study.nc"), unit / "index.html")
         folder.publish(unit)
     results_path, report_path = out / "study.nc", out / "index.html"
+    _refresh_reports_index(out)
     return StudyOutcome(results_path, report_path, store, len(grid_cells) * replicates, len(done), len(todo),
                         n_failed, time.perf_counter() - began)
+
+
+def _refresh_reports_index(out: Path) -> None:
+    """List the study in ``reports/index.html`` when it was written under a reports/ folder, as runs are.
+
+    A convenience: a parent that cannot be written does not fail a finished study, and the index is
+    written only over an index page of ours (see :func:`~emvsbayes.report.refresh_index`).
+    """
+    parent = Path(out).resolve().parent
+    if parent.name != "reports" or (parent / "results.nc").exists() or (parent / "study.nc").exists():
+        return
+    from emvsbayes.report import refresh_index
+
+    try:
+        refresh_index(parent)
+    except OSError:
+        pass
 
 
 def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from emvsbayes.uncertainty.agreement import (
     align_memberships,
     ari_matrix,
     assignment_entropy,
+    confusion_table,
     hard_labels,
     membership_difference,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "ari_matrix",
     "assignment_entropy",
     "coin_bootstrap",
+    "confusion_table",
     "coin_criteria",
     "coin_from_unconstrained",
     "coin_standard_errors",

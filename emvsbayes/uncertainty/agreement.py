@@ -21,6 +21,7 @@ __all__ = [
     "align_memberships",
     "ari_matrix",
     "assignment_entropy",
+    "confusion_table",
     "hard_labels",
     "membership_difference",
 ]
@@ -166,3 +167,32 @@ def ari_matrix(labelings: Mapping[str, np.ndarray]) -> tuple[tuple[str, ...], np
         for j in range(i + 1, m):
             out[i, j] = out[j, i] = adjusted_rand_index(labelings[names[i]], labelings[names[j]])
     return names, out
+
+
+def confusion_table(truth, labels, n_components: int) -> tuple[tuple[str, ...], np.ndarray]:
+    """How many observations of each known group each component holds.
+
+    Parameters
+    ----------
+    truth : array_like, shape (N,)
+        Known groups, any hashable values (strings from a CSV column).
+    labels : array_like of int, shape (N,)
+        A hard labelling with components ``0 .. n_components - 1``.
+    n_components : int
+
+    Returns
+    -------
+    (groups, counts)
+        ``groups`` the distinct known groups in sorted order (as strings); ``counts[g, k]`` the number of
+        observations of ``groups[g]`` labelled ``k``, shape (G, n_components). Rows sum to the group sizes.
+    """
+    truth = np.asarray(truth).ravel().astype(str)
+    labels = np.asarray(labels).ravel()
+    if truth.shape != labels.shape:
+        raise ValueError(f"truth and labels differ in length: {truth.shape[0]} and {labels.shape[0]}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_components):
+        raise ValueError(f"labels must lie in 0 .. {n_components - 1}")
+    groups, codes = np.unique(truth, return_inverse=True)
+    counts = np.zeros((groups.size, n_components), dtype=np.int64)
+    np.add.at(counts, (codes, labels.astype(np.int64)), 1)
+    return tuple(str(g) for g in groups), counts
