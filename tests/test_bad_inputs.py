@@ -653,7 +653,7 @@ LIMIT_CASES = {
         f"false), {LIMIT_TAIL}"),
     "em_max_iter_many_starts": (
         COINS + "[em]\nn_init = 100000\nmax_iter = 100000\n",
-        "EM on 5 sets and K = 2 (100000 start(s), max_iter = 100000) would need about 1.02 TB of memory, more than "
+        "EM on 5 sets and K = 2 (100000 start(s), max_iter = 100000) would need about 2.04 TB of memory, more than "
         "the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [model] components, [em] n_init or max_iter, or "
         f"use fewer rows, {LIMIT_TAIL}"),
 }
@@ -796,7 +796,7 @@ def test_a_disk_without_room_is_refused_before_fitting(tmp_path, monkeypatch):
     spec = validate({"data": {"dataset": "coins_lecture"}, "model": {"family": "coins"}})
     with pytest.raises(UserError) as caught:
         run_spec(spec, out)
-    assert str(caught.value) == (f"{out}: no space left on the disk for results.nc and index.html (it needs about 2.9 MB; "
+    assert str(caught.value) == (f"{out}: no space left on the disk for results.nc and index.html (it needs about 2.93 MB; "
                                  "64 KB free); free some space or choose a folder on another disk with --out")
     assert not out.exists()
 
@@ -970,8 +970,10 @@ SILENT_CSV_CASES = {
         "data.csv: line 2, column 'x' is '\uff11\uff12', not a number; write numbers with the digits 0-9"),
     "space_inside_a_number": (
         GAUSS_SPEC, b"x\n1 000\n3\n4\n",
-        "data.csv: line 2, column 'x' is '1 000', not a number; if it is a category, map its values to numbers with "
-        "data.categories = {'x': {'1 000': 0, ...}}, or leave the column out"),
+        "data.csv: line 2, column 'x' is '1 000', not a number; if it names known groups, compare the clusters with "
+        "them: [data] truth = \"x\"; if it is a category, map its values to numbers: [data] categories = "
+        "{\"x\" = {\"1 000\" = 0, ...}}; otherwise leave it out: [data] drop = [\"x\"] (or choose the numeric "
+        "columns: [data] columns = [...])"),
     "fraction_in_a_count": (
         COIN_SPEC, b"heads,tosses\n4.5,10\n3,10\n",
         "data.csv: line 2, column 'heads' (heads) is '4.5', not a whole number; heads must be counts"),
@@ -1130,8 +1132,10 @@ WRONG_WAY_CASES = {
         "UTF-16 text does: set data.encoding = 'utf-16' (or 'utf-16-le')"),
     "a_5000_character_cell": (
         GAUSS_SPEC, b"x\n" + b"a" * 5000 + b"\n3\n", "",
-        "data.csv: line 2, column 'x' is '" + "a" * 57 + "…', not a number; if it is a category, map its values to "
-        "numbers with data.categories = {'x': {'" + "a" * 57 + "…': 0, ...}}, or leave the column out"),
+        "data.csv: line 2, column 'x' is '" + "a" * 57 + "…', not a number; if it names known groups, compare the "
+        "clusters with them: [data] truth = \"x\"; if it is a category, map its values to numbers: [data] categories "
+        "= {\"x\" = {\"" + "a" * 59 + "…\" = 0, ...}}; otherwise leave it out: [data] drop = [\"x\"] (or choose the "
+        "numeric columns: [data] columns = [...])"),
     "a_5000_character_column_name": (
         COIN_SPEC, b"heads," + b"t" * 5000 + b"\n5,10\n", "",
         "data.csv: column 'tosses' is missing (columns are: heads, " + "t" * 39 + "…); name the tosses column with "

@@ -625,3 +625,15 @@ def test_rhat_before_and_after_relabelling():
     assert float(cmp.ess_after["mu"].min()) > 10 * float(cmp.ess_before["mu"].min())
     # A variable without the component dim is untouched.
     assert float(cmp.rhat_before["sigma"]) == float(cmp.rhat_after["sigma"])
+
+
+def test_em_optima_of_restarts_that_all_end_at_one_answer_is_one_optimum():
+    # A one-coin model (or any fit every start ends at) leaves no parameter varying across restarts; the
+    # restarts are then one optimum (this crashed a K = 1 coin run with StopIteration).
+    from emvsbayes.labels.groups import em_optima_group
+
+    restarts = xr.Dataset({"theta": (("restart", "component"), np.full((4, 1), 0.4)),
+                           "loglik": ("restart", np.full(4, -3.2))})
+    optima = em_optima_group(restarts, ["theta"])
+    assert optima.sizes["optimum"] == 1
+    np.testing.assert_array_equal(optima["optimum_of_restart"].values, [0, 0, 0, 0])
