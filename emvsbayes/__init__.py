@@ -34,11 +34,17 @@ __all__ = ["Comparison", "SpecError", "UserError", "__version__", "compare", "lo
 #: public name -> module defining it; imported on first access (PEP 562), so that importing the package
 #: loads neither numpy-heavy code nor PyMC, JAX, ArviZ, matplotlib or Dask.
 _LAZY = {"Comparison": "emvsbayes.api", "compare": "emvsbayes.api", "load_dataset": "emvsbayes.api",
-         "load_spec": "emvsbayes.api", "run": "emvsbayes.api", "study": "emvsbayes.api",
+         "load_spec": "emvsbayes.api", "run": "emvsbayes.api",
          "SpecError": "emvsbayes.errors", "UserError": "emvsbayes.errors"}
 
 
 def __getattr__(name: str):
+    if name == "study":
+        # The subpackage, which is callable as emvsbayes.api.study (a function could not keep the name:
+        # importing emvsbayes.study.anything sets this attribute to the package).
+        import importlib
+
+        return importlib.import_module("emvsbayes.study")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'emvsbayes' has no attribute {name!r}")
