@@ -315,7 +315,8 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
     else:
         record, raw_x = _continuous_record(data, spec["data"], source)
     if not spec["title"]:
-        spec["title"] = f"{family} mixture, K = {components}, fitted to a{'n' if record.source[0] in 'aeiou' else ''} {record.source}"
+        given = {"array": "an array", "DataFrame": "a DataFrame", "DataArray": "a DataArray", "Dataset": "a Dataset"}
+        spec["title"] = f"{family} mixture, K = {components}, fitted to {given.get(record.source, record.source)}"
     tree = _run_in_memory(spec, record, progress=progress)
     return Comparison(tree, record, raw_x)
 

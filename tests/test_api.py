@@ -396,3 +396,21 @@ def test_example_choose_k(tmp_path):
     # Old Faithful's eruption times are bimodal: two components beat one by far.
     assert set(bic) == {"1", "2", "3"} and bic["2"] < bic["1"] - 100
     assert "sigma[2]" in out
+
+
+def test_lesson_notebook_runs(tmp_path, monkeypatch):
+    """examples/lesson.ipynb, executed as Jupyter would (nbclient, a real kernel); a failing cell fails it."""
+    import nbclient
+    import nbformat
+
+    monkeypatch.setenv("EMVSBAYES_EXAMPLE_DRAWS", "100")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    notebook = nbformat.read(ROOT / "examples" / "lesson.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    card = next(o for o in outputs if o.output_type == "execute_result")
+    assert "emvsbayes-comparison" in card["data"]["text/html"]
+    assert (tmp_path / "coins_lesson.html").is_file()
