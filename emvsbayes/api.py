@@ -497,6 +497,10 @@ class Comparison:
             data_spec.update(file=file, columns=None, drop=[], label=label)
             if spec["model"]["family"] == "coins":
                 data_spec.update(heads="heads", tosses="tosses")
+        elif data_spec.get("file") is not None and not Path(data_spec["file"]).is_absolute():
+            # A spec file's CSV is relative to that spec's folder; the emitted spec may be saved elsewhere.
+            spec_path = self.results.attrs.get("spec_path") or "."
+            data_spec["file"] = str((Path(spec_path).parent / data_spec["file"]).resolve())
         spec["data"] = data_spec
         return spec_toml(spec)
 

@@ -414,3 +414,34 @@ def test_lesson_notebook_runs(tmp_path, monkeypatch):
     card = next(o for o in outputs if o.output_type == "execute_result")
     assert "emvsbayes-comparison" in card["data"]["text/html"]
     assert (tmp_path / "coins_lesson.html").is_file()
+
+
+def test_coin_counts_of_every_kind_become_the_same_record():
+    from emvsbayes.api import _coin_record
+
+    options = {"heads": "h", "tosses": "n"}
+    pairs = [(5, 10), (7, 10), (0, 3)]
+    from_list = _coin_record(pairs, options, "compare")
+    from_array = _coin_record(np.array(pairs), options, "compare")
+    from_frame = _coin_record(pd.DataFrame(pairs, columns=["h", "n"]), options, "compare")
+    for record in (from_list, from_array, from_frame):
+        np.testing.assert_array_equal(record.heads, [5, 7, 0])
+        np.testing.assert_array_equal(record.tosses, [10, 10, 3])
+        assert record.labels == ("set 1", "set 2", "set 3")
+    _one_line_error(lambda: _coin_record(pd.DataFrame(pairs, columns=["heads", "n"]), options, "compare"),
+                    "data has no column 'h'", "heads='...'")
+
+
+def test_to_spec_of_a_spec_file_run_points_at_its_data(tmp_path, monkeypatch):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "counts.csv").write_text("heads,tosses\n5,10\n9,10\n8,10\n", encoding="utf-8")
+    (folder / "mine.toml").write_text('seed = 2\n[data]\nfile = "counts.csv"\n[model]\nfamily = "coins"\n'
+                                      '[bayes]\nenabled = false\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    comparison = emvsbayes.run(folder / "mine.toml")
+    text = comparison.to_spec()
+    assert f'file = "{folder / "counts.csv"}"' in text
+    (tmp_path / "elsewhere.toml").write_text(text, encoding="utf-8")
+    again = emvsbayes.run(tmp_path / "elsewhere.toml")
+    assert _numeric_groups_equal(comparison.results, again.results) == []
