@@ -199,10 +199,12 @@ def check_writable(out_dir: Path) -> None:
 
 
 def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None, command: str = "",
-             progress=None, report: bool = True) -> RunOutcome:
+             progress=None, report: bool = True, data=None) -> RunOutcome:
     """Run a validated spec and write ``results.nc`` and ``index.html`` into ``out_dir``.
 
     ``report=False`` writes the results file only (``report_path`` is then where the page would go).
+    ``data`` (a ``CoinData`` or ``ContinuousData``) is fitted instead of the data the spec names: the
+    Python API passes its in-memory data this way, so no CSV file is written.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec)
@@ -219,7 +221,7 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
 
     # Everything that can be checked before fitting is checked before the output folder is touched.
     start = time.perf_counter()
-    data = load_data(spec)
+    data = load_data(spec) if data is None else data
     timings["load"] = time.perf_counter() - start
     check_against_data(spec, data)
     limits.check_disk(out_dir, limits.results_need(spec, *_shape(data)), "results.nc and index.html")
@@ -237,8 +239,9 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
     groups = runner.run(spec, data, seeds, timings, progress)
 
     attrs = {
-        "title": spec["title"] or spec["name"],
-        "spec_name": spec["name"],
+        # A spec validated in memory (not read by load_spec) has no file name to fall back on.
+        "title": spec["title"] or spec.get("name") or "emvsbayes comparison",
+        "spec_name": spec.get("name", ""),
         "spec": {k: v for k, v in spec.items() if k not in ("name", "path")},
         "spec_path": spec.get("path", ""),
         "seed": seed,

@@ -478,6 +478,37 @@ def _check_preprocessing_options(
                 )
 
 
+#: how z-scoring is recorded in ``ContinuousData.transforms``
+STANDARDIZE_TRANSFORM = "z-score all columns (population sd, ddof=0)"
+
+
+def standardize_columns(x: np.ndarray, chosen: Sequence[str], where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Z-score every column of ``x`` (population sd); returns (z, center, scale).
+
+    Shared by CSV files and the Python API's in-memory data, so both give the same bits.
+    ``where`` starts the error messages (the file's name, or the argument's).
+    """
+    for j, name in enumerate(chosen):
+        # Exact equality, not a tolerance: a constant column is the case z-scoring cannot handle.
+        if np.all(x[:, j] == x[0, j]):
+            raise UserError(
+                f"{where}: column {quote(name)} is constant ({x[0, j]:g} in every row), so it cannot be "
+                f"standardized; leave it out with data.drop = [{quote(name)}]"
+            )
+    with np.errstate(over="ignore", invalid="ignore"):
+        center = x.mean(axis=0)
+        scale = x.std(axis=0, ddof=0)
+        x = (x - center) / scale
+    bad = [name for j, name in enumerate(chosen) if not (np.isfinite(scale[j]) and scale[j] > 0)]
+    if bad or not np.all(np.isfinite(x)):
+        name = bad[0] if bad else chosen[int(np.nonzero(~np.isfinite(x))[1][0])]
+        raise UserError(
+            f"{where}: column {quote(name)} cannot be standardized (its values are too large or too close "
+            f"together for floating point); rescale it or leave it out with data.drop = [{quote(name)}]"
+        )
+    return x, center, scale
+
+
 def load_continuous_csv(
     path: str | Path,
     columns: Sequence[str] | None = None,
@@ -556,25 +587,8 @@ def load_continuous_csv(
 
     center = scale = None
     if standardize:
-        for j, name in enumerate(chosen):
-            # Exact equality, not a tolerance: a constant column is the case z-scoring cannot handle.
-            if np.all(x[:, j] == x[0, j]):
-                raise UserError(
-                    f"{table.name}: column {quote(name)} is constant ({x[0, j]:g} in every row), so it cannot be "
-                    f"standardized; leave it out with data.drop = [{quote(name)}]"
-                )
-        with np.errstate(over="ignore", invalid="ignore"):
-            center = x.mean(axis=0)
-            scale = x.std(axis=0, ddof=0)
-            x = (x - center) / scale
-        bad = [name for j, name in enumerate(chosen) if not (np.isfinite(scale[j]) and scale[j] > 0)]
-        if bad or not np.all(np.isfinite(x)):
-            name = bad[0] if bad else chosen[int(np.nonzero(~np.isfinite(x))[1][0])]
-            raise UserError(
-                f"{table.name}: column {quote(name)} cannot be standardized (its values are too large or too close "
-                f"together for floating point); rescale it or leave it out with data.drop = [{quote(name)}]"
-            )
-        transforms.append("z-score all columns (population sd, ddof=0)")
+        x, center, scale = standardize_columns(x, chosen, table.name)
+        transforms.append(STANDARDIZE_TRANSFORM)
 
     if label_index is None:
         labels = tuple(str(i) for i in range(1, len(table.rows) + 1))

@@ -233,6 +233,10 @@ def distinct_optima(
             np.allclose(np.asarray(x)[r][perm], np.asarray(x)[rep], rtol=rtol, atol=atol) for x in params.values()
         )
 
+    if not params:
+        # No parameter differs between restarts (every one ended at the same point, as K = 1 always
+        # does): one optimum, with nothing to align. Its K is unknown here, so its perms are empty.
+        return [Optimum(int(order[0]), order, R, float(loglik[order[0]]), np.zeros((R, 0), dtype=int))]
     groups = _group_up_to_permutation(params, order, same)
     return [
         Optimum(rep, np.array(members), len(members), float(loglik[rep]), np.array(perms))

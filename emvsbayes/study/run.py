@@ -198,6 +198,7 @@ def run_study(
     n_workers: int | None = None,
     progress: Callable[[str], None] | None = None,
     retries: int = 2,
+    client=None,
 ) -> StudyOutcome:
     """Run (or resume) the study of ``spec_path``; write ``OUT/study.nc`` and ``OUT/index.html``.
 
@@ -215,6 +216,8 @@ def run_study(
         Called with a one-line message as replicates finish.
     retries
         Times Dask retries a task that raised (a worker that died is rescheduled regardless).
+    client
+        An existing ``dask.distributed.Client`` to run on (left open afterwards); overrides ``scheduler``.
     """
     began = time.perf_counter()
     spec = spec_path if isinstance(spec_path, dict) else load_study_spec(spec_path)
@@ -238,7 +241,7 @@ def run_study(
         n_failed = 0
         workers_used = 0
         if todo:
-            n_failed, workers_used = _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say)
+            n_failed, workers_used = _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, client)
         ds = assemble(spec, store)
         ds.attrs.update(run_attrs(spec, scheduler, workers_used, time.perf_counter() - began))
         from emvsbayes.study.report import render_study_report
@@ -271,18 +274,19 @@ def _refresh_reports_index(out: Path) -> None:
         pass
 
 
-def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say) -> tuple[int, int]:
+def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, given_client=None) -> tuple[int, int]:
     from distributed import as_completed
 
     from emvsbayes.study.replicate import _record, run_task
 
+    # A client the caller gave stays theirs: it is neither made nor closed here.
     # Ctrl-C is held back while the cluster starts: its event-loop thread and worker processes inherit
     # the block and so never see the SIGINT a terminal sends to the whole process group (they would
     # print tracebacks and the nanny its restarts); this process alone handles it, by closing the
     # cluster below. A Ctrl-C pressed during the start arrives as soon as the block is lifted.
     _sigint_blocked(True)
     try:
-        client, cluster = _client(scheduler, n_workers)
+        client, cluster = (given_client, None) if given_client is not None else _client(scheduler, n_workers)
     except BaseException:
         _sigint_blocked(False)
         raise
@@ -320,7 +324,8 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say) 
         try:
             for future in futures:
                 future.cancel()
-            client.close()
+            if given_client is None:
+                client.close()
             if cluster is not None:
                 cluster.close()
         finally:

@@ -1,0 +1,699 @@
+"""The Python API: compare EM and the posterior on in-memory data, from a script or a notebook.
+
+A thin layer over the command line's own machinery, so both give the same answers:
+
+- :func:`compare` turns its keyword options into a spec dict, checks it with the same validator
+  (:func:`emvsbayes.spec.validate`, same one-line messages), turns the data into the same records the
+  CSV reader makes, and runs the same pipeline (:func:`emvsbayes.pipeline.run_spec`) on them. The
+  results file is written to a private temporary folder and read back, so ``Comparison.results`` is
+  exactly what ``results.nc`` holds; the folder is removed afterwards (no CSV is ever written).
+- Options are the spec's keys, **flattened**: each key goes to the section that owns it
+  (``draws=500`` is ``[bayes] draws``, ``n_init=5`` is ``[em] n_init``, ``covariance="diag"`` is
+  ``[model] covariance``). A key that several sections have goes to the comparison's own section, not
+  to ``[model_choice]``; a whole section can be given as a dict instead (``model_choice={"components":
+  [1, 2, 3]}``, ``em={"n_init": 5}``), which is the only way to reach ``[model_choice]``'s keys.
+- Every mistake is one :class:`emvsbayes.errors.UserError` (public name ``emvsbayes.SpecError``) with
+  a one-line message naming the argument or key and the fix, raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emvsbayes.errors import UserError
+from emvsbayes.spec import SCHEMA, _show, _suggest, validate
+
+#: The exception every bad input to the API raises (one line: the problem and the fix).
+SpecError = UserError
+
+#: [data] keys that name where a spec's data come from; in-memory data need none of them.
+_SOURCE_KEYS = ("dataset", "file")
+#: [data] keys that only describe how a CSV file is read.
+_CSV_ONLY_KEYS = ("encoding", "percent", "categories")
+#: what ``[data] file`` records for data passed to :func:`compare` (``to_spec`` replaces it)
+IN_MEMORY = "<in-memory data>"
+
+# Each flattened key's section: the first section that has it, [model_choice] last (it repeats the
+# comparison's keys for its range of K, so it is reached only as a dict).
+_HOME: dict[str, str] = {}
+for _section in ("", "data", "model", "em", "bayes", "report"):
+    for _key in SCHEMA[_section]:
+        _HOME.setdefault(_key, _section)
+_SECTIONS = tuple(s for s in SCHEMA if s)
+
+
+def _spec_from_options(family, components, options: dict, source: str) -> dict:
+    """The raw spec dict that ``options`` (flattened keys or section dicts) stand for."""
+    raw: dict[str, Any] = {"data": {}, "model": {"family": family, "components": components}}
+    placed: dict[tuple[str, str], str] = {("model", "family"): "family", ("model", "components"): "components"}
+
+    def place(section: str, key: str, value, given_as: str) -> None:
+        if (section, key) in placed:
+            raise UserError(f"{source}: {given_as} and {placed[(section, key)]} both set "
+                            f"{'[' + section + '] ' if section else ''}{key}; give it once")
+        placed[(section, key)] = given_as
+        if section:
+            raw.setdefault(section, {})[key] = value
+        else:
+            raw[key] = value
+
+    for key, value in options.items():
+        if key in _SECTIONS and isinstance(value, dict):
+            for sub, sub_value in value.items():
+                if not isinstance(sub, str) or sub not in SCHEMA[key]:
+                    raise UserError(f"{source}: {key}={{...}} has unknown key {_show(sub)}{_suggest(sub, SCHEMA[key])}")
+                place(key, sub, sub_value, f"{key}={{{sub!r}: ...}}")
+        elif key in _SECTIONS and key not in _HOME:
+            raise UserError(f"{source}: {key} must be a dict of [{key}] keys, e.g. {key}={_example(key)}, got {_show(value)}")
+        elif key in _HOME:
+            place(_HOME[key], key, value, f"{key}=")
+        else:
+            raise UserError(f"{source}: unknown option {_show(key)}{_suggest(key, [*_HOME, *_SECTIONS])}")
+    for key in _SOURCE_KEYS:
+        if key in raw["data"]:
+            raise UserError(f"{source}: {key}= names data to read, but compare takes the data as its first argument; "
+                            f"pass the data, or run a spec that names them with emvsbayes.run(spec)")
+    for key in _CSV_ONLY_KEYS:
+        if key in raw["data"]:
+            raise UserError(f"{source}: {key}= applies to reading CSV files; prepare the columns (e.g. in pandas) "
+                            "and pass the numbers to compare")
+    raw["data"]["file"] = IN_MEMORY
+    return raw
+
+
+def _example(section: str) -> str:
+    key = next(iter(SCHEMA[section]))
+    default = SCHEMA[section][key].default
+    return "{" + f"{key!r}: {default!r}" + "}"
+
+
+# --- the data -----------------------------------------------------------------------------------------
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer())
+
+
+def _coin_record(data, data_spec: dict, source: str):
+    """A ``CoinData`` from (heads, tosses) pairs, an (N, 2) array or a DataFrame, checked as the CSV reader checks."""
+    from emvsbayes.data import CoinData
+
+    if isinstance(data, CoinData):
+        return data
+    kind = "(heads, tosses) pairs"
+    heads_name, tosses_name = data_spec["heads"], data_spec["tosses"]
+    if _is_dataframe(data):
+        missing = [name for name in (heads_name, tosses_name) if name not in data.columns]
+        if missing:
+            raise UserError(f"{source}: data has no column {missing[0]!r} (columns: {', '.join(map(str, data.columns))}); "
+                            f"name the counts' columns with heads='...', tosses='...'")
+        pairs = list(zip(data[heads_name].tolist(), data[tosses_name].tolist()))
+        kind = "DataFrame"
+    else:
+        try:
+            pairs = [tuple(np.asarray(pair).tolist()) for pair in data]
+        except TypeError:
+            raise UserError(f"{source}: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got {_show(data)}") from None
+        kind = "array" if isinstance(data, np.ndarray) else kind
+    if not pairs:
+        raise UserError(f"{source}: data holds no sets of tosses; give at least one (heads, tosses) pair")
+    heads, tosses = [], []
+    for i, pair in enumerate(pairs, start=1):
+        if len(pair) != 2 or not all(_is_whole(v) for v in pair):
+            raise UserError(f"{source}: set {i} is {_show(pair)}; each set must be two whole numbers (heads, tosses), e.g. (5, 10)")
+        h, t = int(pair[0]), int(pair[1])
+        if t < 1:
+            raise UserError(f"{source}: set {i} has {t} tosses; every set needs at least one toss, so fix the count or remove it")
+        if not 0 <= h <= t:
+            raise UserError(f"{source}: set {i} has {h} heads of {t} tosses; heads must be between 0 and tosses")
+        heads.append(h)
+        tosses.append(t)
+    labels = tuple(f"set {i}" for i in range(1, len(heads) + 1))
+    return CoinData(np.asarray(heads, dtype=np.int64), np.asarray(tosses, dtype=np.int64), labels, source=kind)
+
+
+def _is_dataframe(data) -> bool:
+    return type(data).__module__.startswith("pandas") and hasattr(data, "columns") and hasattr(data, "dtypes")
+
+
+def _table(data, source: str):
+    """(column names, list of 1-D arrays, row labels or None, what it was) of continuous in-memory data."""
+    module = type(data).__module__
+    if module.startswith("xarray"):
+        import xarray as xr
+
+        if isinstance(data, xr.DataArray):
+            if data.ndim == 1:
+                return [str(data.name if data.name is not None else "x")], [data.values], None, "DataArray"
+            if data.ndim == 2:
+                dim = data.dims[1]
+                name = str(data.name if data.name is not None else "x")
+                names = [str(v) for v in data[dim].values] if dim in data.coords else [f"{name}{j + 1}" for j in range(data.shape[1])]
+                return names, [data.values[:, j] for j in range(data.shape[1])], None, "DataArray"
+            raise UserError(f"{source}: a DataArray must be 1-D or 2-D (rows, columns), got dims {data.dims}; "
+                            "stack or select the other dimensions first")
+        if isinstance(data, xr.Dataset):
+            dims = {var.dims for var in data.data_vars.values()}
+            if not data.data_vars or len(dims) != 1 or len(next(iter(dims))) != 1:
+                raise UserError(f"{source}: a Dataset must hold 1-D variables along one dimension (one per column); "
+                                "select those variables, or pass a DataFrame (ds.to_dataframe())")
+            names = [str(name) for name in data.data_vars]
+            return names, [data[name].values for name in data.data_vars], None, "Dataset"
+    if _is_dataframe(data):
+        import pandas as pd
+
+        names = [str(c) for c in data.columns]
+        labels = None
+        if not isinstance(data.index, pd.RangeIndex) or data.index.start != 0 or data.index.step != 1:
+            labels = tuple(str(v) for v in data.index)
+        return names, [data[c].to_numpy() for c in data.columns], labels, "DataFrame"
+    if isinstance(data, (list, tuple)) or isinstance(data, np.ndarray):
+        array = np.asarray(data)
+        if array.dtype.kind not in "iuf" or array.ndim not in (1, 2):
+            raise UserError(f"{source}: data must be a 1-D or 2-D array of numbers (rows, columns), got "
+                            f"{array.ndim}-D {array.dtype}; pass a numeric array or a DataFrame")
+        if array.ndim == 1:
+            return ["x"], [array], None, "array"
+        return [f"x{j + 1}" for j in range(array.shape[1])], [array[:, j] for j in range(array.shape[1])], None, "array"
+    raise UserError(f"{source}: data must be a numpy array, a pandas DataFrame, an xarray DataArray or Dataset "
+                    f"(or (heads, tosses) pairs for coins), got {type(data).__name__}")
+
+
+def _continuous_record(data, data_spec: dict, source: str):
+    """(``ContinuousData`` as fitted, the raw chosen columns before z-scoring) of in-memory data."""
+    from emvsbayes.data import ContinuousData
+    from emvsbayes.data.csv import STANDARDIZE_TRANSFORM, standardize_columns
+
+    if isinstance(data, ContinuousData):
+        if data_spec["columns"] is not None or data_spec["drop"] or data_spec["standardize"] or data_spec["label"]:
+            raise UserError(f"{source}: columns=, drop=, standardize= and label= apply to arrays and DataFrames; "
+                            "load the data set with them instead, e.g. load_dataset(name, standardize=True)")
+        return data, np.asarray(data.x, dtype=float)
+    names, columns, labels, kind = _table(data, source)
+    names = [name.strip() for name in names]
+    for name in names:
+        if not name:
+            raise UserError(f"{source}: a column has no name; name every column (e.g. df.columns = [...])")
+        if names.count(name) > 1:
+            raise UserError(f"{source}: column name {name!r} appears more than once; rename one")
+    by_name = dict(zip(names, columns))
+    label = data_spec["label"]
+    if label is not None:
+        if label not in by_name:
+            raise UserError(f"{source}: label={label!r} is not a column (columns: {', '.join(names)}); name the column of row names")
+        labels = tuple(str(v) for v in by_name[label])
+    chosen = [n for n in names if n != label] if data_spec["columns"] is None else list(data_spec["columns"])
+    for option, wanted in (("columns", data_spec["columns"] or []), ("drop", data_spec["drop"])):
+        for name in wanted:
+            if name not in by_name:
+                raise UserError(f"{source}: {option}= names {name!r}, which is not a column "
+                                f"(columns: {', '.join(names)}){_suggest(name, names)}")
+    if data_spec["columns"] is not None and len(set(chosen)) != len(chosen):
+        raise UserError(f"{source}: columns= lists a column more than once; list each once")
+    chosen = [n for n in chosen if n not in data_spec["drop"]]
+    if not chosen:
+        raise UserError(f"{source}: no columns are left to fit; choose some with columns=[...]")
+    for name in chosen:
+        column = np.asarray(by_name[name])
+        if column.dtype.kind not in "iuf":
+            raise UserError(f"{source}: column {name!r} is not numeric ({column.dtype}); leave it out with drop=[{name!r}], "
+                            "or encode it as numbers first (e.g. df[col].map({...}))")
+    x = np.column_stack([np.asarray(by_name[n], dtype=np.float64) for n in chosen])
+    bad = np.argwhere(~np.isfinite(x))
+    if bad.size:
+        row, j = bad[0]
+        raise UserError(f"{source}: column {chosen[j]!r} has a missing or infinite value in row {row + 1}; "
+                        "drop or fill those rows first (e.g. df.dropna())")
+    raw_x = x.copy()
+    center = scale = None
+    transforms: tuple[str, ...] = ()
+    if data_spec["standardize"]:
+        x, center, scale = standardize_columns(x, chosen, source)
+        transforms = (STANDARDIZE_TRANSFORM,)
+    if labels is None:
+        labels = tuple(str(i) for i in range(1, x.shape[0] + 1))
+    record = ContinuousData(x=x, columns=tuple(chosen), labels=labels, source=kind, transforms=transforms,
+                            center=center, scale=scale)
+    return record, raw_x
+
+
+# --- running ------------------------------------------------------------------------------------------
+
+
+def _run_in_memory(spec: dict, data=None, *, seed=None, progress=None, out=None):
+    """Run the pipeline; the results tree as written and read back. With ``out`` the results and the
+    page are written there as ``emvsbayes run`` writes them; else into a temporary folder, then removed."""
+    from emvsbayes.pipeline import run_spec
+
+    command = "emvsbayes Python API"
+    if out is not None:
+        return run_spec(spec, Path(out), seed=seed, progress=progress, data=data, command=command).tree
+    with tempfile.TemporaryDirectory(prefix="emvsbayes-api-") as folder:
+        outcome = run_spec(spec, Path(folder) / "run", seed=seed, progress=progress, report=False, data=data,
+                           command=command)
+        return outcome.tree
+
+
+def compare(data, family: str | None = None, components: int = 2, *, progress=None, **options) -> Comparison:
+    """Fit a mixture to in-memory data by EM and by PyMC, and compare the two.
+
+    Parameters
+    ----------
+    data : array_like, pandas.DataFrame, xarray.DataArray, xarray.Dataset or list of (int, int)
+        For ``family="gaussian"``: rows of observations (a 1-D or 2-D numeric array, a DataFrame whose
+        column names are kept, a 1-D/2-D DataArray, or a Dataset of 1-D variables). For
+        ``family="coins"``: (heads, tosses) pairs, an (N, 2) integer array, or a DataFrame with
+        ``heads`` and ``tosses`` columns. A record from :func:`load_dataset` is taken as it is.
+    family : {"coins", "gaussian"}
+        The model family.
+    components : int
+        The number of mixture components K.
+    progress : callable, optional
+        Called with one-line progress messages (e.g. ``print``).
+    **options
+        The spec's keys (see ``models/*.toml``), flattened: each goes to the section that owns it
+        (``draws=200`` is ``[bayes] draws``, ``n_init=5`` is ``[em] n_init``, ``seed=1`` the top-level
+        seed). A key several sections have goes to the comparison's section (``covariance``,
+        ``chains``, ``draws``, ``tune``: not ``[model_choice]``); a whole section may be a dict
+        (``model_choice={"components": [1, 2, 3]}``). Data options: ``columns``, ``drop``,
+        ``standardize``, ``label`` (a column naming the rows); ``heads``, ``tosses`` for coin DataFrames.
+
+    Returns
+    -------
+    Comparison
+        The results (the same groups as ``results.nc``), with summary, report, save and to_spec.
+
+    Raises
+    ------
+    emvsbayes.SpecError
+        For any bad argument or option: one line naming it and the fix; nothing is written.
+
+    Examples
+    --------
+    >>> import emvsbayes
+    >>> c = emvsbayes.compare([(5, 10), (9, 10), (8, 10), (4, 10), (7, 10)], family="coins",
+    ...                       init=[0.6, 0.5], draws=200, tune=200, chains=2, seed=1)  # doctest: +SKIP
+    >>> c.summary()  # doctest: +SKIP
+    """
+    source = "compare"
+    if family is None:
+        raise UserError(f'{source}: family= is missing; give family="coins" or family="gaussian"')
+    raw = _spec_from_options(family, components, options, source)
+    spec = validate(raw, source=source)
+    if spec["model"]["family"] == "coins":
+        record, raw_x = _coin_record(data, spec["data"], source), None
+    else:
+        record, raw_x = _continuous_record(data, spec["data"], source)
+    if not spec["title"]:
+        given = {"array": "an array", "DataFrame": "a DataFrame", "DataArray": "a DataArray", "Dataset": "a Dataset"}
+        spec["title"] = f"{family} mixture, K = {components}, fitted to {given.get(record.source, record.source)}"
+    tree = _run_in_memory(spec, record, progress=progress)
+    return Comparison(tree, record, raw_x)
+
+
+# --- the comparison -----------------------------------------------------------------------------------
+
+
+class Comparison:
+    """One comparison's results, in memory: what ``emvsbayes run`` writes to ``results.nc``.
+
+    Attributes
+    ----------
+    results : xarray.DataTree
+        The results, with the same groups as ``results.nc`` (see ``RESULTS.md``), read back from the
+        file the pipeline wrote.
+    """
+
+    def __init__(self, results, data=None, raw_x=None):
+        self.results = results
+        self._data = data
+        self._raw_x = raw_x
+
+    def __repr__(self) -> str:
+        title = self.results.attrs.get("title", "")
+        return f"<emvsbayes.Comparison {title!r}: groups {', '.join(self.results.children)}>"
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> dict:
+        """The spec as run (every default filled in), as recorded in the results."""
+        from emvsbayes.results import root_json
+
+        return root_json(self.results, "spec", {}) or {}
+
+    def summary(self):
+        """One row per parameter: EM's estimate, its intervals, the posterior's, and the sampler diagnostics.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by parameter (``theta[A]``, ``mu[1, x1]``, ...), with columns ``em`` (EM estimate),
+            ``se``, ``wald_lower``/``wald_upper`` (observed information), ``bootstrap_lower``/``upper``,
+            ``post_mean``, ``post_sd``, ``post_lower``/``post_upper`` (equal-tailed, at ``[report]
+            interval_prob``), ``em_in_posterior``, ``rhat``, ``ess_bulk``, ``ess_tail`` (of the raw
+            draws), ``rhat_relabelled``, ``ess_relabelled``; NaN where a part was not run. Read from
+            the results tree, as the report reads them.
+        """
+        import pandas as pd
+
+        from emvsbayes.report.params import PARAMETERS, elements, interval_prob, parameter_rows
+        from emvsbayes.report.summary import diagnostic_rows
+
+        tree = self.results
+        rows = parameter_rows(tree)
+        em = tree["em"].to_dataset() if "em" in tree.children else None
+        raw_labels = [label for name in PARAMETERS if em is not None and name in em for label, _ in elements(em[name])]
+        diagnostics = {row.label: row for row in diagnostic_rows(tree)} if "posterior" in tree.children else {}
+        nan = float("nan")
+        records = []
+        for raw_label, row in zip(raw_labels, rows, strict=True):
+            diag = diagnostics.get(raw_label)
+            inside = row.em_in_posterior
+            records.append({
+                "parameter": row.label, "em": row.em, "se": row.se,
+                "wald_lower": row.wald[0], "wald_upper": row.wald[1],
+                "bootstrap_lower": row.bootstrap[0], "bootstrap_upper": row.bootstrap[1],
+                "post_mean": row.post_mean, "post_sd": row.post_sd,
+                "post_lower": row.post_eti[0], "post_upper": row.post_eti[1],
+                "em_in_posterior": inside,
+                "rhat": diag.rhat if diag else nan, "ess_bulk": diag.ess_bulk if diag else nan,
+                "ess_tail": diag.ess_tail if diag else nan,
+                "rhat_relabelled": diag.rhat_relabelled if diag else nan,
+                "ess_relabelled": diag.ess_relabelled if diag else nan,
+            })
+        frame = pd.DataFrame.from_records(records, index="parameter") if records else pd.DataFrame()
+        frame.attrs["interval_prob"] = interval_prob(tree)
+        return frame
+
+    def _repr_html_(self) -> str:
+        """The report's summary card and the parameter table, inline in Jupyter (no figures)."""
+        from emvsbayes.report.markup import esc
+        from emvsbayes.report.sections import Context, summary_section
+
+        ctx = Context(self.results)
+        title = self.results.attrs.get("title", "")
+        table = self.summary()[["em", "wald_lower", "wald_upper", "post_mean", "post_lower", "post_upper", "rhat", "ess_bulk"]]
+        return (f"<div class='emvsbayes-comparison'><h4>{esc(title)}</h4>{summary_section(ctx)}"
+                f"{table.to_html(float_format=lambda v: f'{v:.4g}', na_rep='–')}</div>")
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def save(self, path) -> Path:
+        """Write the results to ``path`` (a ``.nc`` file, or a folder to hold ``results.nc``) with the pipeline's writer.
+
+        A file already there is replaced only when it is a results file emvsbayes wrote.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
+        from emvsbayes.outputs import foreign
+        from emvsbayes.results import write_results
+
+        path = _target(path, "results.nc", "save")
+        reason = foreign(path, "results")
+        if reason:
+            raise UserError(f"save: {path} {reason}, so emvsbayes will not write over it; choose another path")
+        # The tree as read back carries the file's checksum; the writer records a fresh one.
+        tree = self.results.copy()
+        tree.attrs.pop("checksum", None)
+        try:
+            write_results(tree, path)
+        except OSError as error:
+            raise UserError(f"save: cannot write {path} ({error.strerror}); choose another path") from None
+        return path
+
+    def report(self, path) -> Path:
+        """Write the self-contained HTML report (the page ``emvsbayes run`` writes) to ``path``.
+
+        ``path`` is an ``.html`` file or a folder (then ``index.html`` in it). A file already there is
+        replaced only when it is a page emvsbayes wrote.
+
+        Returns
+        -------
+        pathlib.Path
+            The page written.
+        """
+        from emvsbayes.outputs import foreign
+
+        path = _target(path, "index.html", "report")
+        reason = foreign(path, "page")
+        if reason:
+            raise UserError(f"report: {path} {reason}, so emvsbayes will not write over it; choose another path")
+        from emvsbayes.report import render_report_file
+
+        try:
+            render_report_file(self.results, path)
+        except OSError as error:
+            raise UserError(f"report: cannot write {path} ({error.strerror}); choose another path") from None
+        return path
+
+    def to_spec(self, data_path=None) -> str:
+        """TOML text of a spec that reruns this comparison from the command line with the same numbers.
+
+        Parameters
+        ----------
+        data_path : str or Path, optional
+            Where to write the data as CSV (refused if the file exists). The spec's ``[data] file`` is
+            this path as given: a relative path is read relative to the folder the spec is saved in,
+            so save the spec beside the data (or give an absolute path). Without it, ``file`` is
+            ``"data.csv"``: write the data there yourself (or call again with ``data_path``). A spec
+            run with ``emvsbayes.run`` on a file or data set needs no data file: its ``[data]`` is kept.
+
+        Returns
+        -------
+        str
+            The spec, every key explicit (defaults filled in), with the seed the run used.
+        """
+        spec = dict(self.spec)
+        spec.pop("checks", None)
+        spec["seed"] = int(self.results.attrs["seed"])
+        data_spec = dict(spec["data"])
+        if data_spec.get("file") == IN_MEMORY:
+            table, label = self._csv_table()
+            file = "data.csv" if data_path is None else str(data_path)
+            if data_path is not None:
+                path = Path(data_path)
+                if os.path.lexists(path):
+                    raise UserError(f"to_spec: {path} exists; emvsbayes does not write over data files, choose another data_path")
+                from emvsbayes.results import atomic_write
+
+                try:
+                    atomic_write(path, lambda tmp: tmp.write_text(table, encoding="utf-8", newline=""))
+                except OSError as error:
+                    raise UserError(f"to_spec: cannot write {path} ({error.strerror}); choose another data_path") from None
+            data_spec.update(file=file, columns=None, drop=[], label=label)
+            if spec["model"]["family"] == "coins":
+                data_spec.update(heads="heads", tosses="tosses")
+        elif data_spec.get("file") is not None and not Path(data_spec["file"]).is_absolute():
+            # A spec file's CSV is relative to that spec's folder; the emitted spec may be saved elsewhere.
+            spec_path = self.results.attrs.get("spec_path") or "."
+            data_spec["file"] = str((Path(spec_path).parent / data_spec["file"]).resolve())
+        spec["data"] = data_spec
+        return spec_toml(spec)
+
+    def _csv_table(self) -> tuple[str, str | None]:
+        """(CSV text of the data as fitted, before z-scoring; the label column's name or None)."""
+        data = self._data
+        if data is None:
+            raise UserError("to_spec: this comparison has no in-memory data to write; rerun it with compare()")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        if hasattr(data, "heads"):
+            default = tuple(f"set {i}" for i in range(1, len(data.heads) + 1))
+            label = None if data.labels == default else "label"
+            writer.writerow(([label] if label else []) + ["heads", "tosses"])
+            for i, (h, t) in enumerate(zip(data.heads.tolist(), data.tosses.tolist())):
+                writer.writerow(([data.labels[i]] if label else []) + [h, t])
+            return buffer.getvalue(), label
+        default = tuple(str(i) for i in range(1, data.n_rows + 1))
+        label = None
+        if data.labels != default:
+            label = "label"
+            while label in data.columns:
+                label = "_" + label
+        writer.writerow(([label] if label else []) + list(data.columns))
+        # repr() is the shortest text that reads back as the same float: the rerun fits the same bits.
+        for i, row in enumerate(self._raw_x.tolist()):
+            writer.writerow(([data.labels[i]] if label else []) + [repr(v) for v in row])
+        return buffer.getvalue(), label
+
+
+def _target(path, default_name: str, method: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    if not path.parent.is_dir():
+        raise UserError(f"{method}: folder {path.parent} does not exist; create it or choose another path")
+    return path
+
+
+# --- TOML ---------------------------------------------------------------------------------------------
+
+
+def _toml_key(key: str) -> str:
+    import re
+
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)  # shortest round-trip text, valid TOML (finite: the validator refuses others)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # JSON's escapes are TOML's basic-string escapes
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML for {type(value).__name__}")
+
+
+def spec_toml(spec: dict) -> str:
+    """A spec dict (as :func:`emvsbayes.spec.validate` returns) as TOML text; ``None`` values (defaults) are left out."""
+    lines = ["# Written by emvsbayes (Comparison.to_spec): run it with 'emvsbayes run THIS.toml'."]
+    for key in SCHEMA[""]:
+        if spec.get(key) is not None:
+            lines.append(f"{_toml_key(key)} = {_toml_value(spec[key])}")
+    for section in _SECTIONS:
+        values = spec.get(section)
+        if not isinstance(values, dict):
+            continue
+        lines += ["", f"[{section}]"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+# --- specs, data sets, studies ------------------------------------------------------------------------
+
+
+def load_spec(path) -> dict:
+    """Read and check a comparison spec file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A TOML spec, e.g. ``models/two_coins.toml``.
+
+    Returns
+    -------
+    dict
+        The spec with every default filled in, plus ``name`` (the file's stem) and ``path``.
+
+    Raises
+    ------
+    emvsbayes.SpecError
+        One line naming the file, the key and the fix.
+    """
+    from emvsbayes.spec import load_spec as _load
+
+    return _load(path)
+
+
+def load_dataset(name: str, **options):
+    """Load a bundled data set (``emvsbayes datasets`` lists them).
+
+    Parameters
+    ----------
+    name : str
+        The data set's name, e.g. ``"coins_do_batzoglou"`` or ``"faithful"``.
+    **options
+        For continuous data sets: ``columns``, ``label``, ``percent``, ``categories``, ``standardize``, ``drop``.
+
+    Returns
+    -------
+    CoinData or ContinuousData
+        Frozen records; ``compare`` takes them as its data.
+    """
+    from emvsbayes import data as datasets
+
+    if not isinstance(name, str):
+        raise UserError(f"load_dataset: name must be a data set's name such as 'faithful', got {_show(name)}")
+    names = [info.name for info in datasets.list_datasets()]
+    if name not in names:
+        raise UserError(f"load_dataset: {name!r} is not bundled{_suggest(name, names)}")
+    return datasets.load_dataset(name, **options)
+
+
+def run(spec, *, out=None, seed: int | None = None, progress=None) -> Comparison:
+    """Run a comparison spec, as ``emvsbayes run`` does.
+
+    Parameters
+    ----------
+    spec : str, Path or dict
+        A spec file, or a spec dict (a :func:`load_spec` result, or the raw tables of a TOML spec;
+        a relative ``[data] file`` is then read from the current folder).
+    out : str or Path, optional
+        Folder to write ``results.nc`` and ``index.html`` into, as ``emvsbayes run --out`` does.
+        Without it nothing is written.
+    seed : int, optional
+        Master seed, overriding the spec's.
+    progress : callable, optional
+        Called with one-line progress messages.
+
+    Returns
+    -------
+    Comparison
+    """
+    from emvsbayes.pipeline import check_against_data, load_data
+
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load_spec(spec)
+    elif isinstance(spec, dict):
+        extra = {k: spec[k] for k in ("name", "path") if k in spec}
+        spec = {**validate({k: v for k, v in spec.items() if k not in ("name", "path", "checks")}, source="run"), **extra}
+    else:
+        raise UserError(f"run: spec must be a spec file's path or a spec dict, got {_show(spec)}")
+    if spec["data"]["file"] == IN_MEMORY:
+        raise UserError("run: this spec's data were in memory; write them with Comparison.to_spec(data_path=...)")
+    if seed is not None and not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and 0 <= seed < 2**63):
+        raise UserError(f"run: seed must be a whole number >= 0, got {_show(seed)}")
+    data = load_data(spec)
+    check_against_data(spec, data)
+    return Comparison(_run_in_memory(spec, data, seed=seed, progress=progress, out=out), data,
+                      np.asarray(data.x, dtype=float) if hasattr(data, "x") else None)
+
+
+def study(spec, client=None, *, out=None, progress=None):
+    """Run (or resume) a simulation study, as ``emvsbayes study`` does.
+
+    Parameters
+    ----------
+    spec : str, Path or dict
+        A study spec file (e.g. ``models/study_coverage_gmm.toml``) or a validated study spec dict.
+    client : dask.distributed.Client, optional
+        An existing client to run the replicates on (it is left open). Without it a
+        ``LocalCluster`` is started for the study and closed afterwards.
+    out : str or Path, optional
+        Output folder (default ``reports/<spec name>``): ``study.nc``, ``index.html`` and the store.
+    progress : callable, optional
+        Called with one-line progress messages.
+
+    Returns
+    -------
+    emvsbayes.study.StudyOutcome
+        Paths of ``study.nc`` and its page, and counts of replicates computed, skipped and failed.
+    """
+    from emvsbayes.study.run import run_study
+
+    if client is not None and not hasattr(client, "submit"):
+        raise UserError(f"study: client must be a dask.distributed.Client, got {_show(client)}")
+    if not isinstance(spec, (str, os.PathLike, dict)):
+        raise UserError(f"study: spec must be a study spec file's path or a study spec dict, got {_show(spec)}")
+    return run_study(spec, out=out, progress=progress, client=client)

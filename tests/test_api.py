@@ -1,0 +1,447 @@
+"""The Python API (``emvsbayes.compare`` and friends): the same spec checks, the same pipeline and the
+same results file as the command line, on in-memory data.
+
+The oracles: the results file the pipeline writes (``Comparison.results`` must equal it), the command
+line run of the spec ``to_spec`` emits (bit-identical numeric groups), ArviZ's own R-hat of the stored
+draws, and the spec validator's messages. One coin comparison and one Gaussian comparison are sampled
+once per module (chains=2, short runs) and shared.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import emvsbayes
+from conftest import ROOT, run_cli
+from emvsbayes.errors import UserError
+from emvsbayes.results import read_results
+
+# The lesson's coins: heads of 10 tosses in each of five sets.
+LESSON_PAIRS = [(5, 10), (7, 10), (8, 10), (9, 10), (4, 10)]
+FAST = {"chains": 2, "draws": 100, "tune": 100}
+
+
+def _numeric_groups_equal(a: xr.DataTree, b: xr.DataTree) -> list[str]:
+    """Names of the variables that differ between two trees (values, dims, dtype), group by group."""
+    differ = []
+    assert set(a.children) == set(b.children)
+    for name in a.children:
+        da, db = a[name].to_dataset(), b[name].to_dataset()
+        assert set(da.variables) == set(db.variables), name
+        for var in da.variables:
+            x, y = da[var], db[var]
+            if x.dims != y.dims or x.dtype != y.dtype:
+                differ.append(f"{name}/{var}")
+            elif x.dtype.kind in "fc":
+                if not np.array_equal(x.values, y.values, equal_nan=True):
+                    differ.append(f"{name}/{var}")
+            elif not np.array_equal(x.values, y.values):
+                differ.append(f"{name}/{var}")
+    return differ
+
+
+@pytest.fixture(scope="module")
+def coins():
+    return emvsbayes.compare(LESSON_PAIRS, family="coins", components=2, init=[0.5, 0.9], kinds=["soft", "hard"],
+                             bootstrap=20, seed=11, **FAST)
+
+
+@pytest.fixture(scope="module")
+def gaussian_frame():
+    """Two separated groups in two named columns, with a row index of names and a text column."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal([-3.0, 0.0], 0.7, size=(12, 2)), rng.normal([3.0, 1.0], 0.7, size=(12, 2))])
+    frame = pd.DataFrame(x, columns=["length", "width"], index=[f"row{i}" for i in range(24)])
+    frame["group"] = ["a"] * 12 + ["b"] * 12
+    return frame
+
+
+@pytest.fixture(scope="module")
+def gaussian(gaussian_frame):
+    return emvsbayes.compare(gaussian_frame, family="gaussian", components=2, drop=["group"], standardize=True,
+                             covariance="diag", seed=3, **FAST)
+
+
+# --- the pipeline on a spec that was never a file ---------------------------------------------------------
+
+
+def test_run_spec_runs_a_validated_spec_without_a_name(tmp_path):
+    """Before the fix: KeyError 'name' (the title fell back on a name only load_spec sets)."""
+    from emvsbayes.pipeline import run_spec
+    from emvsbayes.spec import validate
+
+    spec = validate({"data": {"dataset": "coins_do_batzoglou"}, "model": {"family": "coins"},
+                     "bayes": {"enabled": False}, "seed": 1})
+    outcome = run_spec(spec, tmp_path / "out", report=False)
+    assert outcome.tree.attrs["title"] == "emvsbayes comparison"
+    assert outcome.tree.attrs["spec_name"] == ""
+    with pytest.raises(UserError, match="give an output folder"):
+        run_spec(spec)  # no name and no folder: nowhere to write, said in one line
+
+
+def test_import_stays_cheap_and_names_are_public():
+    heavy = ("numpy", "xarray", "pandas", "pymc", "pytensor", "jax", "arviz", "matplotlib", "dask", "distributed")
+    code = ("import sys, emvsbayes\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])\n"
+            "names = [emvsbayes.compare, emvsbayes.Comparison, emvsbayes.run, emvsbayes.study, emvsbayes.load_spec,"
+            " emvsbayes.load_dataset, emvsbayes.SpecError]\n"
+            f"print([m for m in {heavy[3:]!r} if m in sys.modules])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    # Importing the package loads nothing; reaching every public name loads no sampler, plotting or Dask.
+    assert proc.stdout.split("\n")[:2] == ["[]", "[]"]
+    assert emvsbayes.SpecError is UserError
+    for name in emvsbayes.__all__:
+        obj = getattr(emvsbayes, name)
+        if name == "study":  # the callable subpackage: its call is emvsbayes.api.study
+            assert callable(obj)
+            obj = emvsbayes.api.study
+        if callable(obj):
+            assert obj.__doc__ and (name in ("SpecError", "UserError") or "Returns" in obj.__doc__
+                                    or "Attributes" in obj.__doc__), name
+    assert (ROOT / "emvsbayes" / "py.typed").is_file()
+    assert '"emvsbayes" = ["py.typed"]' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+
+
+# --- Comparison --------------------------------------------------------------------------------------------
+
+
+def test_results_are_the_results_file(coins, tmp_path):
+    assert {"data", "em", "em_hard", "em_information", "em_bootstrap", "exact", "posterior", "sample_stats",
+            "posterior_relabelled"} <= set(coins.results.children)
+    np.testing.assert_array_equal(coins.results["data"]["heads"].values, [5, 7, 8, 9, 4])
+    saved = coins.save(tmp_path)
+    assert saved == tmp_path / "results.nc"
+    assert _numeric_groups_equal(coins.results, read_results(saved)) == []
+    # Saving again over our own file is allowed; over anything else is not, and it is left as it was.
+    coins.save(saved)
+    other = tmp_path / "notes.nc"
+    other.write_text("mine", encoding="utf-8")
+    with pytest.raises(UserError, match=r"^save: .*notes.nc is not a results file written by emvsbayes.*choose another path$"):
+        coins.save(other)
+    assert other.read_text(encoding="utf-8") == "mine"
+
+
+def test_summary_reads_the_tree(coins):
+    import arviz_stats
+
+    summary = coins.summary()
+    assert list(summary.index) == ["theta[0]", "theta[1]", "w[0]", "w[1]"]
+    tree = coins.results
+    np.testing.assert_array_equal(summary["em"].values[:2], tree["em"]["theta"].values)
+    np.testing.assert_array_equal(summary["wald_lower"].values[:2], tree["em_information"]["wald_lower_theta"].values)
+    boot = tree["em_bootstrap"]["theta"].values
+    # 89 % equal-tailed intervals (the spec's default interval_prob)
+    np.testing.assert_allclose(summary["bootstrap_lower"].values[:2], np.quantile(boot, 0.055, axis=0), rtol=1e-12)
+    relabelled = tree["posterior_relabelled"]["theta"].values
+    np.testing.assert_allclose(summary["post_mean"].values[:2], relabelled.reshape(-1, 2).mean(axis=0), rtol=1e-15)
+    np.testing.assert_allclose(summary["post_lower"].values[:2],
+                               np.quantile(relabelled.reshape(-1, 2), 0.055, axis=0), rtol=1e-12)
+    rhat = arviz_stats.rhat(tree["posterior"]["theta"].to_dataset()["theta"].transpose("chain", "draw", "component")).values
+    np.testing.assert_allclose(summary["rhat"].values[:2], rhat, rtol=1e-12)
+    # Equal, fixed weights: EM's estimate is 1/2 and the posterior has nothing to say (NaN R-hat).
+    assert summary.loc["w[0]", "em"] == 0.5 and np.isnan(summary.loc["w[0]", "rhat"])
+    assert summary.attrs["interval_prob"] == 0.89
+
+
+def test_repr_html_is_the_small_summary_card(coins):
+    html = coins._repr_html_()
+    assert "<table" in html and "theta[0]" in html and "<svg" not in html and "<img" not in html
+    assert len(html) < 20_000
+
+
+def test_report_writes_the_page_and_never_over_a_foreign_file(coins, tmp_path):
+    from emvsbayes.outputs import is_our_page
+
+    page = coins.report(tmp_path / "page.html")
+    assert is_our_page(page)
+    text = page.read_text(encoding="utf-8")
+    assert "EM against the posterior" in text and "Reproducibility" in text
+    coins.report(page)  # ours: replaced
+    assert coins.report(tmp_path) == tmp_path / "index.html"
+    theirs = tmp_path / "theirs.html"
+    theirs.write_text("<p>my notes</p>", encoding="utf-8")
+    with pytest.raises(UserError, match="theirs.html is not a report page written by emvsbayes"):
+        coins.report(theirs)
+    assert theirs.read_text(encoding="utf-8") == "<p>my notes</p>"
+
+
+@pytest.mark.parametrize("which", ["coins", "gaussian"])
+def test_to_spec_reruns_bit_identically_from_the_command_line(which, coins, gaussian, tmp_path):
+    comparison = {"coins": coins, "gaussian": gaussian}[which]
+    text = comparison.to_spec(data_path=tmp_path / "data.csv")
+    (tmp_path / "rerun.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(UserError, match="exists"):
+        comparison.to_spec(data_path=tmp_path / "data.csv")  # never over a data file
+    proc = run_cli("run", tmp_path / "rerun.toml", "--out", tmp_path / "out", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    cli = read_results(tmp_path / "out" / "results.nc")
+    assert _numeric_groups_equal(comparison.results, cli) == []
+    assert cli.attrs["seed"] == comparison.results.attrs["seed"]
+    assert cli.attrs["title"] == comparison.results.attrs["title"]
+
+
+def test_dataframe_columns_rows_and_standardizing_are_kept(gaussian, gaussian_frame):
+    data = gaussian.results["data"]
+    assert list(data["feature"].values) == ["length", "width"]
+    assert list(data["obs"].values) == list(gaussian_frame.index)
+    x = gaussian_frame[["length", "width"]].to_numpy()
+    np.testing.assert_allclose(data["x"].values, (x - x.mean(axis=0)) / x.std(axis=0), rtol=1e-12, atol=1e-12)
+    assert gaussian.spec["model"]["covariance"] == "diag" and gaussian.spec["bayes"]["draws"] == 100
+    assert {"w[0]", "mu[0, length]", "mu[1, width]"} <= set(gaussian.summary().index)
+
+
+def test_run_and_load_spec_give_the_command_lines_numbers(tmp_path):
+    spec_path = tmp_path / "coins.toml"
+    spec_path.write_text('seed = 4\n[data]\ndataset = "coins_do_batzoglou"\n[model]\nfamily = "coins"\n'
+                         '[bayes]\nenabled = false\n', encoding="utf-8")
+    spec = emvsbayes.load_spec(spec_path)
+    assert spec["name"] == "coins" and spec["em"]["max_iter"] == 500
+    in_memory = emvsbayes.run(spec)
+    written = emvsbayes.run(spec_path, out=tmp_path / "out")
+    assert (tmp_path / "out" / "index.html").is_file()
+    proc = run_cli("run", spec_path, "--out", tmp_path / "cli", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    cli = read_results(tmp_path / "cli" / "results.nc")
+    assert _numeric_groups_equal(in_memory.results, cli) == []
+    assert _numeric_groups_equal(written.results, cli) == []
+    data = emvsbayes.load_dataset("coins_do_batzoglou")
+    np.testing.assert_array_equal(data.heads, cli["data"]["heads"].values)
+
+
+def test_inputs_of_every_kind_become_the_same_table():
+    from emvsbayes.api import _continuous_record
+
+    options = {"columns": None, "drop": [], "standardize": False, "label": None}
+    x = np.arange(12.0).reshape(6, 2)
+    frame = pd.DataFrame(x, columns=["a", "b"])
+    array_record, _ = _continuous_record(x, options, "compare")
+    frame_record, _ = _continuous_record(frame, options, "compare")
+    da = xr.DataArray(x, dims=("obs", "feature"), coords={"feature": ["a", "b"]})
+    da_record, _ = _continuous_record(da, options, "compare")
+    ds_record, _ = _continuous_record(frame.to_xarray().drop_vars("index"), options, "compare")
+    for record in (array_record, frame_record, da_record, ds_record):
+        np.testing.assert_array_equal(record.x, x)
+        assert record.labels == tuple(str(i) for i in range(1, 7))
+    assert array_record.columns == ("x1", "x2")
+    assert frame_record.columns == da_record.columns == ds_record.columns == ("a", "b")
+
+
+# --- bad input: one exception, one line naming the argument and the fix, nothing written ------------------
+
+
+@pytest.fixture()
+def nothing_written(tmp_path, monkeypatch):
+    """Run in an empty folder with a private temporary folder; both must stay empty."""
+    work, temp = tmp_path / "work", tmp_path / "temp"
+    work.mkdir()
+    temp.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    yield
+    assert list(work.iterdir()) == [] and list(temp.iterdir()) == []
+
+
+def _one_line_error(call, *pattern):
+    with pytest.raises(UserError) as caught:
+        call()
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    for part in pattern:
+        assert part in message, message
+    return message
+
+
+FRAME = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [2.0, 1.0, 0.0, 5.0], "kind": ["x", "y", "x", "y"]})
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "expected"),
+    [
+        (FRAME, {"family": "gaussian", "draw": 10}, ["compare: unknown option 'draw'", "did you mean 'draws'"]),
+        (FRAME, {"family": "gaussian"}, ["column 'kind' is not numeric", "drop=['kind']"]),
+        (FRAME, {"family": "gaussian", "drop": ["kind"], "draws": 0}, ["compare: [bayes] draws must be a whole number >= 1, got 0"]),
+        (FRAME, {"family": "gaussian", "draws": 5, "bayes": {"draws": 6}}, ["both set [bayes] draws", "give it once"]),
+        (FRAME, {"family": "gaussian", "bayes": 3}, ["bayes must be a dict of [bayes] keys"]),
+        (FRAME, {"family": "gaussian", "em": {"n_int": 3}}, ["em={...} has unknown key 'n_int'", "did you mean 'n_init'"]),
+        (FRAME, {}, ['family= is missing; give family="coins"']),
+        (FRAME, {"family": "gaussain"}, ["[model] family must be one of 'coins', 'gaussian'"]),
+        (FRAME, {"family": "gaussian", "drop": ["kind"], "components": 9}, ["components = 9 is more than the 4 rows"]),
+        (FRAME, {"family": "gaussian", "file": "x.csv"}, ["file= names data to read", "emvsbayes.run(spec)"]),
+        (FRAME, {"family": "gaussian", "percent": ["a"]}, ["percent= applies to reading CSV files"]),
+        (FRAME, {"family": "gaussian", "columns": ["a", "c"]}, ["columns= names 'c', which is not a column"]),
+        (FRAME.assign(a=[1.0, np.nan, 3.0, 4.0]), {"family": "gaussian", "drop": ["kind"]},
+         ["column 'a' has a missing or infinite value in row 2", "dropna"]),
+        (FRAME.assign(a=1.0), {"family": "gaussian", "drop": ["kind"], "standardize": True},
+         ["column 'a' is constant", "drop = ['a']"]),
+        (np.zeros((2, 2, 2)), {"family": "gaussian"}, ["1-D or 2-D array of numbers"]),
+        ("faithful", {"family": "gaussian"}, ["got str"]),
+        ([(11, 10)], {"family": "coins"}, ["set 1 has 11 heads of 10 tosses", "between 0 and tosses"]),
+        ([(1, 0)], {"family": "coins"}, ["set 1 has 0 tosses"]),
+        ([(1.5, 3)], {"family": "coins"}, ["two whole numbers (heads, tosses)"]),
+        ([(5, 10)], {"family": "coins", "init": [0.5, 1.5]}, ["[em] init must be \"random\" or theta values"]),
+    ],
+)
+def test_compare_refuses_bad_input_in_one_line_and_writes_nothing(data, kwargs, expected, nothing_written):
+    _one_line_error(lambda: emvsbayes.compare(data, **kwargs), *expected)
+
+
+def test_the_other_entry_points_refuse_bad_input_in_one_line(nothing_written, coins):
+    _one_line_error(lambda: emvsbayes.load_spec("nope.toml"), "nope.toml: no such spec file")
+    _one_line_error(lambda: emvsbayes.load_dataset("faithfull"), "'faithfull' is not bundled", "did you mean 'old_faithful'")
+    _one_line_error(lambda: emvsbayes.run({"model": {"family": "coins"}, "data": {"dataset": "coins_do_batzoglou"},
+                                           "bayes": {"chain": 2}}), "run: unknown key '[bayes] chain'", "did you mean 'chains'")
+    _one_line_error(lambda: emvsbayes.run(3), "run: spec must be a spec file's path or a spec dict")
+    _one_line_error(lambda: emvsbayes.run({"model": {"family": "coins"}, "data": {"dataset": "coins_do_batzoglou"}},
+                                          seed=-1), "run: seed must be a whole number >= 0")
+    _one_line_error(lambda: emvsbayes.study("missing_study.toml"), "missing_study.toml")
+    _one_line_error(lambda: emvsbayes.study({}, client="tcp://x"), "study: client must be a dask.distributed.Client")
+    _one_line_error(lambda: coins.save("no/such/folder/results.nc"), "save: folder no/such/folder does not exist")
+    _one_line_error(lambda: coins.report("no/such/folder/page.html"), "report: folder no/such/folder does not exist")
+    run_spec = json.loads(json.dumps(coins.spec))
+    _one_line_error(lambda: emvsbayes.run(run_spec), "this spec's data were in memory", "to_spec(data_path=...)")
+
+
+# --- the study on an existing client ------------------------------------------------------------------------
+
+
+STUDY = """
+kind = "coverage"
+seed = 3
+replicates = 2
+[model]
+family = "coins"
+[grid]
+n_sets = [8]
+[bayes]
+chains = 2
+draws = 100
+tune = 100
+[intervals]
+kinds = ["wald"]
+"""
+
+
+def test_study_runs_on_the_callers_client_and_leaves_it_open(tmp_path):
+    from distributed import Client, LocalCluster
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(STUDY, encoding="utf-8")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        outcome = emvsbayes.study(spec, client, out=tmp_path / "out")
+        assert client.status == "running"
+        assert client.submit(sum, [1, 2]).result() == 3
+    assert outcome.n_computed == 2 and outcome.n_failed == 0
+    from emvsbayes.study import read_study
+
+    ds = read_study(outcome.results_path)
+    assert ds.sizes["replicate"] == 2
+
+
+# --- K = 1 (every EM restart ends at the same point) ------------------------------------------------------
+
+
+def test_restarts_that_all_end_at_one_point_are_one_optimum():
+    """Before the fix: StopIteration, so a Gaussian K = 1 comparison (examples/choose_k.py) crashed."""
+    from emvsbayes.labels.diagnostics import distinct_optima
+
+    optima = distinct_optima({}, np.array([-7.5, -7.5, -7.5]))
+    assert len(optima) == 1 and optima[0].count == 3 and optima[0].loglik == -7.5
+    np.testing.assert_array_equal(optima[0].members, [0, 1, 2])
+
+
+# --- examples/ --------------------------------------------------------------------------------------------
+
+
+def _run_example(name: str, folder) -> str:
+    """Run ``examples/NAME`` as a user would (from a fresh folder), with short chains."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EMVSBAYES_EXAMPLE_DRAWS": "100", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True, cwd=folder,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_example_coins_from_a_list(coins, tmp_path):
+    out = _run_example("coins_from_a_list.py", tmp_path)
+    # EM is deterministic from the lesson's start: the script's estimates are the fixture's.
+    em = coins.summary()["em"]
+    assert f"theta[A]   {em['theta[0]']:.3f}" in out and f"theta[B]   {em['theta[1]']:.3f}" in out
+    from emvsbayes.outputs import is_our_page
+
+    assert is_our_page(tmp_path / "coins.html")
+
+
+def test_example_gaussian_dataframe(tmp_path):
+    out = _run_example("gaussian_dataframe.py", tmp_path)
+    # The two simulated kinds are far apart (means 1.5 and 4.5, sds 0.2 and 0.4): both engines find them.
+    assert "EM agrees with the known kinds on 100% of the rows" in out
+    assert "posterior agrees with the known kinds on 100% of the rows" in out
+
+
+def test_example_choose_k(tmp_path):
+    out = _run_example("choose_k.py", tmp_path)
+    import re
+
+    line = out.split("EM's BIC by K (lower is better):")[1].splitlines()[0]
+    bic = {k: float(v) for k, v in re.findall(r"(\d+): ([-\d.]+)", line)}
+    # Old Faithful's eruption times are bimodal: two components beat one by far.
+    assert set(bic) == {"1", "2", "3"} and bic["2"] < bic["1"] - 100
+    assert "sigma[2]" in out
+
+
+def test_lesson_notebook_runs(tmp_path, monkeypatch):
+    """examples/lesson.ipynb, executed as Jupyter would (nbclient, a real kernel); a failing cell fails it."""
+    import nbclient
+    import nbformat
+
+    monkeypatch.setenv("EMVSBAYES_EXAMPLE_DRAWS", "100")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    notebook = nbformat.read(ROOT / "examples" / "lesson.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    card = next(o for o in outputs if o.output_type == "execute_result")
+    assert "emvsbayes-comparison" in card["data"]["text/html"]
+    assert (tmp_path / "coins_lesson.html").is_file()
+
+
+def test_coin_counts_of_every_kind_become_the_same_record():
+    from emvsbayes.api import _coin_record
+
+    options = {"heads": "h", "tosses": "n"}
+    pairs = [(5, 10), (7, 10), (0, 3)]
+    from_list = _coin_record(pairs, options, "compare")
+    from_array = _coin_record(np.array(pairs), options, "compare")
+    from_frame = _coin_record(pd.DataFrame(pairs, columns=["h", "n"]), options, "compare")
+    for record in (from_list, from_array, from_frame):
+        np.testing.assert_array_equal(record.heads, [5, 7, 0])
+        np.testing.assert_array_equal(record.tosses, [10, 10, 3])
+        assert record.labels == ("set 1", "set 2", "set 3")
+    _one_line_error(lambda: _coin_record(pd.DataFrame(pairs, columns=["heads", "n"]), options, "compare"),
+                    "data has no column 'h'", "heads='...'")
+
+
+def test_to_spec_of_a_spec_file_run_points_at_its_data(tmp_path, monkeypatch):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "counts.csv").write_text("heads,tosses\n5,10\n9,10\n8,10\n", encoding="utf-8")
+    (folder / "mine.toml").write_text('seed = 2\n[data]\nfile = "counts.csv"\n[model]\nfamily = "coins"\n'
+                                      '[bayes]\nenabled = false\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    comparison = emvsbayes.run(folder / "mine.toml")
+    text = comparison.to_spec()
+    assert f'file = "{folder / "counts.csv"}"' in text
+    (tmp_path / "elsewhere.toml").write_text(text, encoding="utf-8")
+    again = emvsbayes.run(tmp_path / "elsewhere.toml")
+    assert _numeric_groups_equal(comparison.results, again.results) == []
