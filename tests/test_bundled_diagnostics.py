@@ -36,8 +36,8 @@ def _verdicts(name: str, sampler_seeds) -> list[tuple[int, str, bool]]:
     x = np.asarray(data.x, dtype=float)
     seeds = child_seeds(spec["seed"])
     model_def = runner.model_from_spec(spec)
-    inits = runner._inits(model_def, x, spec["em"], np.random.default_rng(seeds["em"]))
-    restarts, _ = runner._fit_all(model_def, x, inits, spec["em"], "soft")
+    next_init, policy = runner._start_source(model_def, x, spec["em"], np.random.default_rng(seeds["em"]))
+    restarts = runner._fit_until(model_def, x, next_init, policy, spec["em"]).restarts
     coords = {"component": np.arange(model_def.n_components), "obs": list(data.labels),
               "feature": list(data.columns), "feature_bis": list(data.columns)}
     out = []
