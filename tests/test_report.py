@@ -362,3 +362,18 @@ def test_degenerate_model_choice_fit_is_marked_and_never_bold():
     card = summary_card_text(synthetic_tree(degenerate_k=4), width=400)
     assert "K = 4 has a component holding fewer than 3 expected points" in card
     assert "it would be best by BIC (K = 4)" in card
+
+
+def test_em_outside_the_posterior_interval_is_a_finding_not_a_failed_check():
+    """Galaxies, K = 3: EM's small component has sd 0.92 where the posterior's 89% interval is [1.02, 7.76].
+    That difference is what the comparison shows; the summary badges it "differs" and names the parameter,
+    instead of a red CHECK that reads as a fault of the run."""
+    from emvsbayes.report.params import ParamRow
+    from emvsbayes.report.summary import _agreement, verdict_mark
+
+    rows = [ParamRow("mu[0]", "mu", 9.7, post_eti=(9.4, 10.1)), ParamRow("sigma[1]", "sigma", 0.92, post_eti=(1.02, 7.76))]
+    verdict = _agreement(rows, 0.89)
+    assert verdict.ok is None and verdict_mark(verdict) == "differs"
+    assert "inside the 89% posterior interval for 1 of 2 parameters (outside: sigma[1]); the two answers differ" in verdict.text
+    agreeing = _agreement(rows[:1], 0.89)
+    assert agreeing.ok is True and verdict_mark(agreeing) == "ok"
