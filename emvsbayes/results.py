@@ -229,6 +229,20 @@ def write_results(tree: xr.DataTree, path: str | Path) -> None:
         raise
 
 
+def load_quietly(path: Path, opener) -> tuple[object, str | None]:
+    """``opener(path)`` (``xr.open_datatree`` or ``xr.open_dataset``) loaded into memory, or ``(None, the
+    error's type name)`` when the file is not one netCDF/HDF5 can read; h5py's noise about half-opened
+    files is kept off the terminal."""
+    with _quiet_half_opened():
+        try:
+            # phony_dims given: an HDF5 file from elsewhere (datasets without dimension names) would
+            # otherwise warn about the default changing; such a file is then refused by the caller's checks.
+            with opener(path, engine="h5netcdf", phony_dims="access") as data:
+                return data.load(), None
+        except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
+            return None, type(error).__name__
+
+
 def read_results(path: str | Path) -> xr.DataTree:
     """Open a results file written by emvsbayes, loaded into memory; one-line errors for anything else."""
     path = Path(path)
@@ -238,15 +252,7 @@ def read_results(path: str | Path) -> xr.DataTree:
     if kind is not None:
         hint = f", e.g. {path / 'results.nc'}" if kind == "a folder" else ""
         raise UserError(f"{path}: is {kind}, not a results file; give a results.nc written by 'emvsbayes run'{hint}")
-    failure = None
-    with _quiet_half_opened():
-        try:
-            # phony_dims given: an HDF5 file from elsewhere (datasets without dimension names) would
-            # otherwise warn about the default changing; such a file is then refused by the checks below.
-            with xr.open_datatree(path, engine="h5netcdf", phony_dims="access") as tree:
-                tree = tree.load()
-        except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
-            failure = type(error).__name__
+    tree, failure = load_quietly(path, xr.open_datatree)
     if failure is not None:
         raise UserError(f"{path}: not a readable results file ({failure}); give a results.nc written by emvsbayes")
     if tree.attrs.get("format") != RESULTS_FORMAT:

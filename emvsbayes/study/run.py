@@ -46,7 +46,7 @@ from emvsbayes import limits
 from emvsbayes.errors import UserError, quote
 from emvsbayes.outputs import OutputFolder
 from emvsbayes.paths import input_kind
-from emvsbayes.results import _quiet_half_opened, atomic_write, check_checksum, write_checked
+from emvsbayes.results import atomic_write, check_checksum, load_quietly, write_checked
 from emvsbayes.study.spec import cells, fingerprint, grid_axes, load_study_spec
 
 STUDY_FORMAT = "emvsbayes-study"
@@ -478,15 +478,7 @@ def read_study(path) -> xr.Dataset:
         raise UserError(f"{path}: no such study file; run 'emvsbayes study SPEC' first")
     if kind is not None:
         raise UserError(f"{path}: is {kind}, not a study file; give a study.nc written by 'emvsbayes study'")
-    failure = None
-    with _quiet_half_opened():
-        try:
-            # phony_dims given: an HDF5 file from elsewhere (datasets without dimension names) would
-            # otherwise warn about the default changing; such a file is then refused by the checks below.
-            with xr.open_dataset(path, engine="h5netcdf", phony_dims="access") as ds:
-                ds = ds.load()
-        except Exception as error:  # h5py raises several unrelated types for a file that is not HDF5
-            failure = type(error).__name__
+    ds, failure = load_quietly(path, xr.open_dataset)
     if failure is not None:
         raise UserError(f"{path}: not a readable study file ({failure})")
     if ds.attrs.get("format") != STUDY_FORMAT:
