@@ -82,12 +82,19 @@ def process_alive(pid) -> bool:
 # What a file is
 
 
-def is_our_page(path: Path) -> bool:
-    """A regular file whose head is that of a page emvsbayes writes."""
+def file_head(path: Path, size: int = 4096) -> str | None:
+    """The first ``size`` bytes of a file as text (None when it cannot be read)."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(4096).decode("utf-8", errors="replace")
+            return handle.read(size).decode("utf-8", errors="replace")
     except OSError:
+        return None
+
+
+def is_our_page(path: Path) -> bool:
+    """A regular file whose head is that of a page emvsbayes writes."""
+    head = file_head(path)
+    if head is None:
         return False
     if GENERATOR in head:
         return True

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import numpy as np
 
 from emvsbayes.errors import UserError
-from emvsbayes.outputs import is_our_page
+from emvsbayes.outputs import file_head, is_our_page
 from emvsbayes.report.markup import Raw, esc, table
 from emvsbayes.report.render import CONTENT_SECURITY_POLICY
 from emvsbayes.report.summary import build_summary, verdict_mark
@@ -100,10 +100,8 @@ def _study_row(folder: Path) -> list:
 
 def _is_index_page(path: Path) -> bool:
     """An index page of ours (legacy pages had no generator tag, but the title of an index)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(8192).decode("utf-8", errors="replace")
-    except OSError:
+    head = file_head(path, 8192)
+    if head is None:
         return False
     return "content='emvsbayes index'" in head or (is_our_page(path) and "<title>emvsbayes reports</title>" in head)
 
