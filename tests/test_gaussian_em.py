@@ -42,6 +42,7 @@ from emvsbayes.gaussian import (
     kmeans_plusplus,
 )
 from emvsbayes.gaussian import em as gem
+from emvsbayes.gaussian import estep_fast as fast
 from emvsbayes.gaussian.init import initial_params_restarts, initial_params_source
 from emvsbayes.gaussian import runner as gaussian_runner
 from emvsbayes.gaussian.runner import _fit_until, _start_points, _start_source, model_choice_em, model_from_spec
@@ -258,7 +259,7 @@ def test_tight_components_take_the_centred_route_and_match_direct_computation(co
     direct = float(logsumexp(plain, axis=1).sum())
     resp = np.exp(plain - logsumexp(plain, axis=1, keepdims=True))
 
-    tight, _ = gem._shifted(model, gem._scoring(model, data, params).extra)
+    tight, _ = fast.shifted(model, fast.scoring_for(model, data, params).extra)
     assert list(tight) == ([] if covariance_type == "tied" else [3])
     stats, loglik = gem.e_step(model, data, params)
     assert loglik == pytest.approx(direct, rel=1e-13)
@@ -278,7 +279,7 @@ def test_tight_components_take_the_centred_route_and_match_direct_computation(co
         np.testing.assert_allclose(second, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
 
     # The route matters: expanded, the same log-likelihood is 100x further off.
-    monkeypatch.setattr(gem, "TIGHT_TRACE", np.inf)
+    monkeypatch.setattr(fast, "TIGHT_TRACE", np.inf)
     _, expanded = gem.e_step(model, data, params)
     if covariance_type != "tied":  # tied's components are all alike narrow: nothing cancels differently
         assert abs(expanded - direct) > 100 * abs(loglik - direct)
@@ -290,14 +291,14 @@ def test_soft_assign_flushes_negligible_terms_to_exact_zeros():
     log_joint = np.array([[0.0, -5.0, 1.0, -np.inf], [-800.0, -3.0, -2000.0, 2.0], [-1.5, -710.0, -699.0, -1e6]])
     expected_log_resp = log_joint - logsumexp(log_joint, axis=0)
     out = np.empty_like(log_joint)
-    resp, objective = gem._soft_assign(log_joint.copy(), out)
+    resp, objective = fast.soft_assign(log_joint.copy(), out)
     assert objective == pytest.approx(float(logsumexp(log_joint, axis=0).sum()), rel=1e-15)
     np.testing.assert_allclose(out, expected_log_resp, rtol=1e-15)
     negligible = log_joint - log_joint.max(axis=0) < -700
     assert np.all(resp[negligible] == 0.0)
     np.testing.assert_allclose(resp[~negligible], np.exp(expected_log_resp[~negligible]), rtol=1e-14)
     np.testing.assert_allclose(resp.sum(axis=0), 1.0, rtol=1e-15)
-    resp_only, objective_only = gem._soft_assign(log_joint.copy(), None)
+    resp_only, objective_only = fast.soft_assign(log_joint.copy(), None)
     np.testing.assert_array_equal(resp_only, resp)
     assert objective_only == objective
 
@@ -312,16 +313,16 @@ def test_soft_assign_with_and_without_the_shift_matches_logsumexp(spread, first_
     scores = spread * rng.standard_normal((4, 257))
     if first_is_zero:
         scores[0] = 0.0
-    assert (np.abs(scores).max() <= gem.UNSHIFTED_RANGE) == (spread == 3.0)
+    assert (np.abs(scores).max() <= fast.UNSHIFTED_RANGE) == (spread == 3.0)
     expected = logsumexp(scores, axis=0)
     out = np.empty_like(scores)
-    resp, objective = gem._soft_assign(scores.copy(), out, first_is_zero=first_is_zero)
+    resp, objective = fast.soft_assign(scores.copy(), out, first_is_zero=first_is_zero)
     assert objective == pytest.approx(float(expected.sum()), rel=1e-14)
     np.testing.assert_allclose(out, scores - expected, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(resp, np.exp(scores - expected), rtol=1e-13, atol=1e-300)
     np.testing.assert_allclose(resp.sum(axis=0), 1.0, rtol=1e-15)
     assert np.all((resp == 0.0) | (resp >= np.finfo(float).tiny))
-    resp_only, objective_only = gem._soft_assign(scores.copy(), None, first_is_zero=first_is_zero)
+    resp_only, objective_only = fast.soft_assign(scores.copy(), None, first_is_zero=first_is_zero)
     np.testing.assert_array_equal(resp_only, resp)
     assert objective_only == objective
 
@@ -341,13 +342,13 @@ def test_scores_relative_to_component_0_give_the_log_joint_e_step(covariance_typ
     params = GaussianParams.from_precisions(w, mu, prec, covariance_type)
     model = GaussianMixtureModel(3, covariance_type)
     data = gem.prepare(model, x, chunk_size=64)
-    scoring = gem._relative_scoring(model, gem._scoring(model, data, params))
-    assert (scoring.reference is not None) == (covariance_type in gem.RELATIVE_FORMS)
+    scoring = fast.relative_scoring(model, fast.scoring_for(model, data, params))
+    assert (scoring.reference is not None) == (covariance_type in fast.RELATIVE_FORMS)
     if outlier and scoring.reference is not None:
-        block = next(s for rows, _, _, s in gem._chunks(model, data, scoring) if rows.start <= 500 < rows.stop)
-        assert np.abs(block).max() > gem.UNSHIFTED_RANGE
+        block = next(s for rows, _, _, s in fast.chunks(model, data, scoring) if rows.start <= 500 < rows.stop)
+        assert np.abs(block).max() > fast.UNSHIFTED_RANGE
     relative = gem.E_STEPS[kind](model, data, params)
-    monkeypatch.setattr(gem, "RELATIVE_FORMS", frozenset())
+    monkeypatch.setattr(fast, "RELATIVE_FORMS", frozenset())
     absolute = gem.E_STEPS[kind](model, data, params)
     assert relative[1] == pytest.approx(absolute[1], rel=1e-13)
     for name in ("nk", "sum_z", "sum_zz"):
@@ -371,12 +372,12 @@ def test_threaded_e_step_is_bitwise_the_single_threaded_one(covariance_type, kin
     params = GaussianParams.from_precisions(w, mu, prec, covariance_type)
     model = GaussianMixtureModel(3, covariance_type)
     data = gem.prepare(model, x, chunk_size=32)  # enough blocks for three threads
-    _, exact = gem._FORMS[covariance_type].coefficients(np.log(w), *data.frame.params_to_z(params))
+    _, exact = fast.QUADRATIC[covariance_type].coefficients(np.log(w), *data.frame.params_to_z(params))
     assert (exact.tight.size > 0) == narrow
     results = {}
     for cores in (1, 2, 3):
-        monkeypatch.setattr(gem, "_AVAILABLE_CORES", cores)
-        assert gem.e_step_threads(data) == cores
+        monkeypatch.setattr(fast, "_AVAILABLE_CORES", cores)
+        assert fast.e_step_threads(data) == cores
         results[cores] = gem.E_STEPS[kind](model, data, params)
     for cores in (2, 3):
         stats, objective = results[cores]
@@ -389,12 +390,12 @@ def test_blocks_depend_on_the_data_alone(monkeypatch):
     # Block boundaries fix the result to the last bit, so they follow N, D and K, never the machine's
     # cores; data too small for two threads of large blocks get half-size blocks.
     model = GaussianMixtureModel(3, "full")
-    large = gem.CHUNK_VALUES // (6 + 3 * 3 + 2)  # rows of a large block for D = 2, K = 3
-    for n, rows in ((1000, large // 2), (2 * gem.MIN_BLOCKS_PER_THREAD * large, large)):
+    large = fast.CHUNK_VALUES // (6 + 3 * 3 + 2)  # rows of a large block for D = 2, K = 3
+    for n, rows in ((1000, large // 2), (2 * fast.MIN_BLOCKS_PER_THREAD * large, large)):
         x = three_clusters(n, 2, seed=1)
         sizes = set()
         for cores in (1, 2, 16):
-            monkeypatch.setattr(gem, "_AVAILABLE_CORES", cores)
+            monkeypatch.setattr(fast, "_AVAILABLE_CORES", cores)
             sizes.add(gem.prepare(model, x).chunk_size)
         assert sizes == {rows}
 
@@ -409,19 +410,19 @@ def test_blas_is_held_at_one_thread_through_a_fit_and_restored_after(monkeypatch
     w, mu, prec = start("full", 2)
     model = GaussianMixtureModel(3, "full")
     seen = []
-    for name in ("_soft_assign", "m_step"):
-        step = getattr(gem, name)
+    for module, name in ((fast, "soft_assign"), (gem, "m_step")):
+        step = getattr(module, name)
 
         def spy(*args, _step=step, **kwargs):
             seen.append(blas_threads())
             return _step(*args, **kwargs)
 
-        monkeypatch.setattr(gem, name, spy)
+        monkeypatch.setattr(module, name, spy)
     with threadpool_limits(limits=2, user_api="blas"):
         fit(model, x, GaussianParams.from_precisions(w, mu, prec, "full"), tol=0.0, max_iter=3, chunk_size=32)
         assert set(blas_threads()) == {2}
-        with gem._ONE_BLAS_THREAD:
-            with gem._ONE_BLAS_THREAD:
+        with fast.ONE_BLAS_THREAD:
+            with fast.ONE_BLAS_THREAD:
                 assert set(blas_threads()) == {1}
             assert set(blas_threads()) == {1}  # the inner holder's exit leaves the outer one's limit
         assert set(blas_threads()) == {2}
@@ -432,13 +433,13 @@ def test_blas_is_held_at_one_thread_through_a_fit_and_restored_after(monkeypatch
 def test_a_forked_child_runs_threaded_e_steps(monkeypatch):
     # The E-step's worker threads are kept for the process; a child forked after they started has
     # the pool but not its threads, and must start its own instead of waiting for them forever.
-    monkeypatch.setattr(gem, "_AVAILABLE_CORES", 2)
+    monkeypatch.setattr(fast, "_AVAILABLE_CORES", 2)
     x = three_clusters(1001, 2, seed=5)
     w, mu, prec = start("full", 2)
     params = GaussianParams.from_precisions(w, mu, prec, "full")
     model = GaussianMixtureModel(3, "full")
     data = gem.prepare(model, x, chunk_size=32)
-    assert gem.e_step_threads(data) == 2
+    assert fast.e_step_threads(data) == 2
     _, expected = gem.e_step(model, data, params)  # starts the pool here
     context = multiprocessing.get_context("fork")
     results = context.Queue()
@@ -462,7 +463,7 @@ def test_log_resp_not_kept_is_recomputed_exactly(kind):
     params = GaussianParams.from_precisions(w, mu, prec, "full")
     model = GaussianMixtureModel(3, "full")
     data = gem.prepare(model, x, chunk_size=128)
-    assign = {"soft": gem._soft_assign, "hard": gem._hard_assign}[kind]
+    assign = {"soft": fast.soft_assign, "hard": fast.hard_assign}[kind]
     kept, objective = gem._e_step(assign, model, data, params, keep_log_resp=True)
     lazy, objective_lazy = gem._e_step(assign, model, data, params, keep_log_resp=False)
     assert lazy.kept_log_resp is None and objective_lazy == objective
