@@ -34,7 +34,7 @@ class GaussianSets:
     ``x`` (R, N, D) with R = B (one data set per fit, e.g. simulated) or R = 1 (shared); ``counts``
     (B, N) or None: how many times fit b counts each row (a resample drawn with replacement is the
     original rows with these multiplicities); ``frame``: the original data's standardising frame, in
-    which the degenerate-covariance test measures variances (as :func:`m_step` does in its frame).
+    which the degenerate-covariance test measures variances (as :func:`emvsbayes.gaussian.em.m_step` does in its frame).
     """
 
     x: np.ndarray
@@ -77,7 +77,7 @@ def _batched_log_det(covariance_type: str, u: np.ndarray, k: int, d: int) -> np.
 
 
 def batched_e_step(model: GaussianMixtureModel, data: GaussianSets, params: GaussianParams, rows):
-    """:func:`e_step` of the fits ``rows`` at ``params`` (each array field with a leading b axis);
+    """:func:`emvsbayes.gaussian.em.e_step` of the fits ``rows`` at ``params`` (each array field with a leading b axis);
     returns (:class:`BatchedGaussianStats`, observed-data log-likelihood (b,))."""
     x, counts = data.select(rows)
     k, d = params.mu.shape[1:]
@@ -103,7 +103,7 @@ def batched_e_step(model: GaussianMixtureModel, data: GaussianSets, params: Gaus
 
 
 def _batched_slack(model: GaussianMixtureModel, nk: np.ndarray, cov: np.ndarray, d: int) -> np.ndarray:
-    """:func:`regularisation_slack` of b fits, (b,), from the unregularised covariances (original
+    """:func:`emvsbayes.gaussian.em.regularisation_slack` of b fits, (b,), from the unregularised covariances (original
     units: the slack does not depend on the frame)."""
     if model.reg_covar == 0:
         return np.zeros(nk.shape[0])
@@ -139,9 +139,9 @@ def _batched_cholesky(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def batched_m_step(model: GaussianMixtureModel, data: GaussianSets, stats: BatchedGaussianStats,
                    params: GaussianParams, rows, iteration: int):
-    """:func:`m_step` of b fits; returns (params, :func:`regularisation_slack` (b,), errors): ``errors``
-    None when every step worked, else (b,) with the :class:`DegenerateFitError` :func:`m_step` would
-    raise for fit i (``""`` for the others)."""
+    """:func:`emvsbayes.gaussian.em.m_step` of b fits; returns (params, the regularisation slack (b,),
+    errors): ``errors`` None when every step worked, else (b,) with the
+    :class:`emvsbayes.errors.DegenerateFitError` ``m_step`` would raise for fit i (``""`` for the others)."""
     structure = model.covariance_type
     x, _ = data.select(rows)
     resp = stats.resp
@@ -226,7 +226,7 @@ def batched_m_step(model: GaussianMixtureModel, data: GaussianSets, stats: Batch
 
 
 def fit_batched(model: GaussianMixtureModel, data: GaussianSets, init, n_fits: int, **options):
-    """Soft EM of ``n_fits`` fits at once, each the same fit as :func:`fit` of its data from its start
+    """Soft EM of ``n_fits`` fits at once, each the same fit as :func:`emvsbayes.gaussian.em.fit` of its data from its start
     (to rounding); ``options`` as :func:`emvsbayes.em.fit_em_batched`.
 
     ``data`` holds one data set per fit or one shared (:class:`GaussianSets`); ``init`` is one
