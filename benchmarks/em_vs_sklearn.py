@@ -11,12 +11,24 @@ not per-iteration costs), and a fit shorter than ``SHORT_FIT`` seconds is timed 
 the best kept (a single 50 ms fit is at the mercy of the scheduler).
 Target: ours / scikit-learn <= 0.1 at every size.
 
-Then EM against the memory floor: an iteration must at least read the data once and write and read
-the N x K responsibilities, 8 N (D + 2K) bytes. The machine's streaming bandwidth is measured here
-(numpy copies of 512 MB arrays, 1 and 2 threads, counting read + write bytes; and a 2-thread sum, read
-only) and the floor for N = 1e7, D = 2, K = 3 is that byte count over the best bandwidth. Ours per
-iteration is the marginal cost (fit with 1 + n iterations minus fit with 1, ``tol=0``, ``min_iter`` =
-``max_iter``, so set-up such as standardising the data is not counted). Target: at most 10x the floor.
+Then EM against two floors, at N = 1e7 with D = 2, K = 3 and with D = 10, K = 8 (``FLOOR_CASES``):
+
+- the memory-bandwidth floor: an iteration must at least read the data once and write and read the
+  N x K responsibilities, 8 N (D + 2K) bytes. The machine's streaming bandwidth is measured here (numpy
+  copies of 512 MB arrays, 1 and 2 threads, counting read + write bytes; and a 2-thread sum, read only)
+  and the floor is that byte count over the best bandwidth.
+- the exp/log floor: a soft E-step must exponentiate at least K - 1 scores per point (the scores
+  relative to one component; that component's exponential is 1) and take one log per point (its
+  log-normaliser), N (K - 1) exp + N log. Timed as numpy's ``np.exp`` over an array of N (K - 1) float64
+  (in place, ``out=``) plus ``np.log`` over N, split over the same 2 threads the E-step uses, best of
+  ``REPEATS``. On a CPU without AVX-512 numpy's exp is several times slower per value, and this floor,
+  not memory, is the bound (the CPU model and its vector extensions are printed for that reason).
+
+Ours per iteration is the marginal cost (fit with 1 + n iterations minus fit with 1, ``tol=0``,
+``min_iter`` = ``max_iter``, so set-up such as standardising the data is not counted), printed as a
+ratio to both floors. Target (issue 21): within 3x the memory floor. ``--chunk-sizes A B`` times the
+fit at each of these rows per block too (E-step blocks; the default is the package's rule), in the
+same run, so block sizes compare as ratios under the same load.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set in the environment, pin OpenBLAS to a slower kernel
 and cache size; this script then re-executes itself without them (only this process) and says so.
@@ -40,7 +52,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 CASES = [(100_000, 2, 3), (1_000_000, 1, 3), (1_000_000, 2, 3), (1_000_000, 10, 8), (10_000_000, 2, 3)]
-FLOOR_CASE = (10_000_000, 2, 3)
+FLOOR_CASES = [(10_000_000, 2, 3), (10_000_000, 10, 8)]
+# The vector extensions that decide how fast numpy's exp and log are (and which OpenBLAS kernel runs).
+VECTOR_FLAGS = ("avx", "avx2", "fma", "avx512f")
 SHORT_FIT = 2.0
 REPEATS = 5
 OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -53,7 +67,14 @@ def make_data(n: int, dim: int, k: int, seed: int = 0) -> np.ndarray:
     factors = rng.normal(0, 0.5, size=(k, dim, dim)) + np.eye(dim)
     labels = rng.integers(0, k, size=n)
     noise = rng.normal(size=(n, dim))
-    return centres[labels] + np.einsum("nd,nde->ne", noise, factors[labels])
+    if n * dim * dim <= 10**8:
+        return centres[labels] + np.einsum("nd,nde->ne", noise, factors[labels])
+    # Component by component: factors[labels] would take N D^2 floats (8 GB at N = 1e7, D = 10).
+    x = np.empty((n, dim))
+    for j in range(k):
+        rows = labels == j
+        x[rows] = centres[j] + noise[rows] @ factors[j]
+    return x
 
 
 def initial(x: np.ndarray, k: int, covariance_type: str, seed: int = 1):
@@ -71,12 +92,13 @@ def initial(x: np.ndarray, k: int, covariance_type: str, seed: int = 1):
     return np.full(k, 1.0 / k), mu, prec
 
 
-def run_ours(x, k, covariance_type, w, mu, prec, iterations):
+def run_ours(x, k, covariance_type, w, mu, prec, iterations, chunk_size=None):
     from emvsbayes.gaussian import GaussianMixtureModel, GaussianParams, fit
 
     model = GaussianMixtureModel(k, covariance_type)
     init = GaussianParams.from_precisions(w, mu, prec, covariance_type)
-    result = fit(model, x, init, tol=0.0, min_iter=iterations, max_iter=iterations, keep_stats=False)
+    result = fit(model, x, init, tol=0.0, min_iter=iterations, max_iter=iterations, keep_stats=False,
+                 chunk_size=chunk_size)
     assert result.n_iter == iterations, (result.n_iter, iterations)
     return result.loglik
 
@@ -156,25 +178,76 @@ def blas_report() -> str:
     return "; ".join(parts) or "no BLAS found by threadpoolctl"
 
 
-def memory_floor(ct: str, iterations: int) -> None:
-    n, dim, k = FLOOR_CASE
+def cpu_report() -> str:
+    """The CPU model and which of ``VECTOR_FLAGS`` it has, from /proc/cpuinfo (Linux)."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return "CPU: /proc/cpuinfo not readable"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    have = ", ".join(f"{flag} {'yes' if flag in flags else 'NO'}" for flag in VECTOR_FLAGS)
+    return f"CPU: {fields.get('model name', 'unknown')}; {have}"
+
+
+def exp_log_floor(n: int, k: int, repeats: int = REPEATS) -> dict[str, float]:
+    """Seconds for N (K - 1) exp and N log in float64, in place, on 1 and 2 threads (best of ``repeats``).
+
+    The values are those a converging E-step exponentiates (differences of log-joints within a few tens,
+    mostly negative) and logs (normalisers between 1 and K): numpy's exp and log are slower outside their
+    fast range (underflow, subnormals), which the E-step avoids too.
+    """
+    rng = np.random.default_rng(2)
+    scores = rng.uniform(-30.0, 5.0, size=n * (k - 1))
+    totals = rng.uniform(1.0, float(k), size=n)
+    work = np.empty_like(scores)
+    logs = np.empty_like(totals)
+
+    def one(part: int, parts: int) -> None:
+        a, b = part * scores.size // parts, (part + 1) * scores.size // parts
+        np.exp(scores[a:b], out=work[a:b])
+        a, b = part * n // parts, (part + 1) * n // parts
+        np.log(totals[a:b], out=logs[a:b])
+
+    out = {"1 thread": _best_of(lambda: one(0, 1), repeats)}
+    with ThreadPoolExecutor(2) as pool:
+        out["2 threads"] = _best_of(lambda: list(pool.map(lambda part: one(part, 2), range(2))), repeats)
+    return out
+
+
+def memory_floor(ct: str, iterations: int, chunk_sizes=(None,)) -> None:
     bandwidth = stream_bandwidth()
     best_name = max(bandwidth, key=bandwidth.get)
-    floor_bytes = 8 * n * (dim + 2 * k)
-    floor = floor_bytes / bandwidth[best_name]
-    x = make_data(n, dim, k)
-    w, mu, prec = initial(x, k, ct)
-    run_ours(x, k, ct, w, mu, prec, 1)  # warm-up: first-touch page faults, imports
-    one = min(timed(run_ours, x, k, ct, w, mu, prec, 1)[1] for _ in range(2))
-    many = min(timed(run_ours, x, k, ct, w, mu, prec, 1 + iterations)[1] for _ in range(2))
-    per_iter = (many - one) / iterations
     print()
+    print(cpu_report())
     print("memory floor: " + ", ".join(f"{name} {bw / 1e9:.1f} GB/s" for name, bw in bandwidth.items()))
-    print(f"  N={n:,} D={dim} K={k}: 8 N (D + 2K) = {floor_bytes / 1e6:.0f} MB per iteration; floor at "
-          f"{bandwidth[best_name] / 1e9:.1f} GB/s ({best_name}) = {floor * 1e3:.1f} ms")
-    print(f"  emvsbayes.gaussian.em.fit ({ct}): {per_iter * 1e3:.1f} ms per iteration (marginal, {iterations} "
-          f"iterations; set-up {1e3 * (one - per_iter):.0f} ms) = {per_iter / floor:.1f}x the floor "
-          f"(target <= 10x: {'ok' if per_iter / floor <= 10 else 'MISSED'})")
+    for n, dim, k in FLOOR_CASES:
+        floor_bytes = 8 * n * (dim + 2 * k)
+        floor = floor_bytes / bandwidth[best_name]
+        arithmetic = exp_log_floor(n, k)
+        exp_floor = min(arithmetic.values())
+        # A case's iterations take about D^2 K / 12 times as long as the first case's: fewer of them.
+        case_iterations = max(2, iterations if dim * dim * k <= 12 else iterations // 3)
+        x = make_data(n, dim, k)
+        w, mu, prec = initial(x, k, ct)
+        run_ours(x, k, ct, w, mu, prec, 1)  # warm-up: first-touch page faults, imports
+        print(f"  N={n:,} D={dim} K={k}: 8 N (D + 2K) = {floor_bytes / 1e6:.0f} MB per iteration; floor at "
+              f"{bandwidth[best_name] / 1e9:.1f} GB/s ({best_name}) = {floor * 1e3:.1f} ms")
+        print(f"    exp/log floor: N (K - 1) = {n * (k - 1):,} exp + N = {n:,} log: "
+              + ", ".join(f"{name} {t * 1e3:.1f} ms" for name, t in arithmetic.items())
+              + f" ({exp_floor * 1e9 / (n * k):.2f} ns per value)")
+        for chunk_size in chunk_sizes:
+            one = min(timed(run_ours, x, k, ct, w, mu, prec, 1, chunk_size)[1] for _ in range(2))
+            many = min(timed(run_ours, x, k, ct, w, mu, prec, 1 + case_iterations, chunk_size)[1] for _ in range(2))
+            per_iter = (many - one) / case_iterations
+            rows = "package rule" if chunk_size is None else f"{chunk_size} rows"
+            print(f"    emvsbayes.gaussian.em.fit ({ct}, blocks: {rows}): {per_iter * 1e3:.1f} ms per iteration "
+                  f"(marginal, {case_iterations} iterations; set-up {1e3 * (one - per_iter):.0f} ms) = "
+                  f"{per_iter / floor:.1f}x the memory floor (target <= 3x: "
+                  f"{'ok' if per_iter / floor <= 3 else 'MISSED'}), {per_iter / exp_floor:.1f}x the exp/log floor",
+                  flush=True)
+        del x
 
 
 def main() -> None:
@@ -184,6 +257,8 @@ def main() -> None:
     parser.add_argument("--covariance-type", default="full")
     parser.add_argument("--floor-only", action="store_true", help="only the memory-floor measurement")
     parser.add_argument("--no-floor", action="store_true", help="skip the memory-floor measurement")
+    parser.add_argument("--chunk-sizes", type=int, nargs="*", default=[],
+                        help="also time the floor cases with these rows per E-step block")
     args = parser.parse_args()
     ct = args.covariance_type
 
@@ -204,7 +279,7 @@ def main() -> None:
     )
     print(f"BLAS (threadpoolctl): {blas_report()}; OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE not set")
     if not args.no_floor:
-        memory_floor(ct, args.iterations)
+        memory_floor(ct, args.iterations, [None, *args.chunk_sizes])
     if args.floor_only:
         return
     x = make_data(2_000, 2, 3)
