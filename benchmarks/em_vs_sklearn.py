@@ -26,9 +26,11 @@ Then EM against two floors, at N = 1e7 with D = 2, K = 3 and with D = 10, K = 8 
 
 Ours per iteration is the marginal cost (fit with 1 + n iterations minus fit with 1, ``tol=0``,
 ``min_iter`` = ``max_iter``, so set-up such as standardising the data is not counted), printed as a
-ratio to both floors. Target (issue 21): within 3x the memory floor. ``--chunk-sizes A B`` times the
-fit at each of these rows per block too (E-step blocks; the default is the package's rule), in the
-same run, so block sizes compare as ratios under the same load.
+ratio to both floors. Target (issue 21): within 3x the memory floor. Also printed: the multiply-adds the
+E-step's two matrix products need per point, F (2K - 1) for the design's F rows (scores of K - 1
+components, weighted sums of K), and the rate they ran at. ``--chunk-values A B`` times the fit with
+blocks of A (then B) float64 values too (rows = values / (F + 3K + D), the package's rule with another
+``CHUNK_VALUES``), in the same run, so block sizes compare as ratios under the same load.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set in the environment, pin OpenBLAS to a slower kernel
 and cache size; this script then re-executes itself without them (only this process) and says so.
@@ -216,7 +218,9 @@ def exp_log_floor(n: int, k: int, repeats: int = REPEATS) -> dict[str, float]:
     return out
 
 
-def memory_floor(ct: str, iterations: int, chunk_sizes=(None,)) -> None:
+def memory_floor(ct: str, iterations: int, chunk_values=(None,)) -> None:
+    from emvsbayes.gaussian.structures import STRUCTURES
+
     bandwidth = stream_bandwidth()
     best_name = max(bandwidth, key=bandwidth.get)
     print()
@@ -237,15 +241,20 @@ def memory_floor(ct: str, iterations: int, chunk_sizes=(None,)) -> None:
         print(f"    exp/log floor: N (K - 1) = {n * (k - 1):,} exp + N = {n:,} log: "
               + ", ".join(f"{name} {t * 1e3:.1f} ms" for name, t in arithmetic.items())
               + f" ({exp_floor * 1e9 / (n * k):.2f} ns per value)")
-        for chunk_size in chunk_sizes:
+        n_design = STRUCTURES[ct].n_design(dim)
+        multiply_adds = n * n_design * (2 * k - 1)
+        for values in chunk_values:
+            chunk_size = None if values is None else max(256, values // (n_design + 3 * k + dim))
             one = min(timed(run_ours, x, k, ct, w, mu, prec, 1, chunk_size)[1] for _ in range(2))
             many = min(timed(run_ours, x, k, ct, w, mu, prec, 1 + case_iterations, chunk_size)[1] for _ in range(2))
             per_iter = (many - one) / case_iterations
-            rows = "package rule" if chunk_size is None else f"{chunk_size} rows"
+            rows = "package rule" if chunk_size is None else f"{chunk_size} rows ({values} values)"
             print(f"    emvsbayes.gaussian.em.fit ({ct}, blocks: {rows}): {per_iter * 1e3:.1f} ms per iteration "
                   f"(marginal, {case_iterations} iterations; set-up {1e3 * (one - per_iter):.0f} ms) = "
                   f"{per_iter / floor:.1f}x the memory floor (target <= 3x: "
-                  f"{'ok' if per_iter / floor <= 3 else 'MISSED'}), {per_iter / exp_floor:.1f}x the exp/log floor",
+                  f"{'ok' if per_iter / floor <= 3 else 'MISSED'}), {per_iter / exp_floor:.1f}x the exp/log floor; "
+                  f"{multiply_adds / 1e9:.2f} G multiply-adds in its products (F = {n_design}) at "
+                  f"{2 * multiply_adds / per_iter / 1e9:.1f} GFLOP/s",
                   flush=True)
         del x
 
@@ -257,8 +266,8 @@ def main() -> None:
     parser.add_argument("--covariance-type", default="full")
     parser.add_argument("--floor-only", action="store_true", help="only the memory-floor measurement")
     parser.add_argument("--no-floor", action="store_true", help="skip the memory-floor measurement")
-    parser.add_argument("--chunk-sizes", type=int, nargs="*", default=[],
-                        help="also time the floor cases with these rows per E-step block")
+    parser.add_argument("--chunk-values", type=int, nargs="*", default=[],
+                        help="also time the floor cases with E-step blocks of these many float64 values")
     args = parser.parse_args()
     ct = args.covariance_type
 
@@ -279,7 +288,7 @@ def main() -> None:
     )
     print(f"BLAS (threadpoolctl): {blas_report()}; OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE not set")
     if not args.no_floor:
-        memory_floor(ct, args.iterations, [None, *args.chunk_sizes])
+        memory_floor(ct, args.iterations, [None, *args.chunk_values])
     if args.floor_only:
         return
     x = make_data(2_000, 2, 3)
