@@ -34,10 +34,12 @@ blocks of A (then B) float64 values too (rows = values / (F + 3K + D), the packa
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set in the environment, pin OpenBLAS to a slower kernel
 and cache size; this script then re-executes itself without them (only this process) and says so.
-The BLAS that threadpoolctl reports is printed.
+The BLAS that threadpoolctl reports is printed. ``--without-avx512`` instead re-executes it as on a
+CPU without AVX-512 (numpy's AVX-512 loops switched off by ``NPY_DISABLE_CPU_FEATURES``, OpenBLAS's
+Haswell kernel), the other kind of machine issue 21 measured.
 
 Run: ``.venv/bin/python benchmarks/em_vs_sklearn.py [--iterations 10] [--covariance-type full]
-[--floor-only] [--no-floor]``. scikit-learn is only needed here and in the tests.
+[--floor-only] [--no-floor] [--floor-cases 2:3 10:8] [--chunk-values ...] [--without-avx512]``. scikit-learn is only needed here and in the tests.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ VECTOR_FLAGS = ("avx", "avx2", "fma", "avx512f")
 SHORT_FIT = 2.0
 REPEATS = 5
 OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# --without-avx512: numpy's AVX-512 loops switched off (its runtime dispatch reads this variable at import)
+# and OpenBLAS on its Haswell (AVX2) kernel, as on a CPU without AVX-512.
+WITHOUT_AVX512 = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"}
 
 
 def make_data(n: int, dim: int, k: int, seed: int = 0) -> np.ndarray:
@@ -190,7 +195,9 @@ def cpu_report() -> str:
     fields = {key.strip(): value.strip() for key, value in fields.items()}
     flags = set(fields.get("flags", "").split())
     have = ", ".join(f"{flag} {'yes' if flag in flags else 'NO'}" for flag in VECTOR_FLAGS)
-    return f"CPU: {fields.get('model name', 'unknown')}; {have}"
+    disabled = os.environ.get("NPY_DISABLE_CPU_FEATURES")
+    numpy_loops = f"numpy's loops without {disabled}" if disabled else "numpy's loops: all the CPU has"
+    return f"CPU: {fields.get('model name', 'unknown')}; {have}; {numpy_loops}"
 
 
 def exp_log_floor(n: int, k: int, repeats: int = REPEATS) -> dict[str, float]:
@@ -266,13 +273,23 @@ def main() -> None:
     parser.add_argument("--covariance-type", default="full")
     parser.add_argument("--floor-only", action="store_true", help="only the memory-floor measurement")
     parser.add_argument("--no-floor", action="store_true", help="skip the memory-floor measurement")
+    parser.add_argument("--without-avx512", action="store_true",
+                        help="run as on a CPU without AVX-512: numpy's AVX-512 loops off, OpenBLAS Haswell kernel")
+    parser.add_argument("--floor-cases", nargs="*", default=None, metavar="D:K",
+                        help="the floor cases' D and K at N = 1e7 (default 2:3 10:8)")
     parser.add_argument("--chunk-values", type=int, nargs="*", default=[],
                         help="also time the floor cases with E-step blocks of these many float64 values")
     args = parser.parse_args()
     ct = args.covariance_type
 
+    if args.floor_cases:
+        FLOOR_CASES[:] = [(10_000_000, *map(int, case.split(":"))) for case in args.floor_cases]
+    if args.without_avx512:
+        if any(os.environ.get(name) != value for name, value in WITHOUT_AVX512.items()):
+            os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **WITHOUT_AVX512})
+        print(f"emulating a CPU without AVX-512: {WITHOUT_AVX512}")
     pinned = {name: os.environ[name] for name in OPENBLAS_PINS if name in os.environ}
-    if pinned:
+    if pinned and not args.without_avx512:
         # These pin OpenBLAS to a generic kernel / small cache and slow numpy; drop them for this process only.
         print(f"note: {pinned} set in the environment slow numpy's BLAS; re-running without them", flush=True)
         env = {key: value for key, value in os.environ.items() if key not in OPENBLAS_PINS}
@@ -286,7 +303,7 @@ def main() -> None:
         f"load {os.getloadavg()[0]:.1f}, covariance_type={ct!r}, {args.iterations} iterations "
         f"(memory: {args.memory_iterations})"
     )
-    print(f"BLAS (threadpoolctl): {blas_report()}; OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE not set")
+    print(f"BLAS (threadpoolctl): {blas_report()}")
     if not args.no_floor:
         memory_floor(ct, args.iterations, [None, *args.chunk_values])
     if args.floor_only:
