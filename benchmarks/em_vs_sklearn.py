@@ -39,7 +39,8 @@ CPU without AVX-512 (numpy's AVX-512 loops switched off by ``NPY_DISABLE_CPU_FEA
 Haswell kernel), the other kind of machine issue 21 measured.
 
 Run: ``.venv/bin/python benchmarks/em_vs_sklearn.py [--iterations 10] [--covariance-type full]
-[--floor-only] [--no-floor] [--floor-cases 2:3 10:8] [--chunk-values ...] [--without-avx512]``. scikit-learn is only needed here and in the tests.
+[--floor-only] [--no-floor] [--floor-cases 2:3 10:8] [--chunk-values ...] [--without-avx512]``.
+scikit-learn is only needed here and in the tests.
 """
 
 from __future__ import annotations

@@ -226,8 +226,8 @@ def batched_m_step(model: GaussianMixtureModel, data: GaussianSets, stats: Batch
 
 
 def fit_batched(model: GaussianMixtureModel, data: GaussianSets, init, n_fits: int, **options):
-    """Soft EM of ``n_fits`` fits at once, each the same fit as :func:`emvsbayes.gaussian.em.fit` of its data from its start
-    (to rounding); ``options`` as :func:`emvsbayes.em.fit_em_batched`.
+    """Soft EM of ``n_fits`` fits at once, each the same fit as :func:`emvsbayes.gaussian.em.fit` of its data
+    from its start (to rounding); ``options`` as :func:`emvsbayes.em.fit_em_batched`.
 
     ``data`` holds one data set per fit or one shared (:class:`GaussianSets`); ``init`` is one
     :class:`GaussianParams` all fits start from (bootstrap replicates), or a sequence of ``n_fits``
