@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ASSUMES", "LaplaceFit", "laplace", "laplace_draws", "to_dataset", "unconstrained_start"]
+__all__ = ["ASSUMES", "LaplaceFit", "constrained_values", "laplace", "laplace_draws", "to_dataset",
+           "unconstrained_start"]
 
 #: What this rung assumes, one sentence for the report.
 ASSUMES = ("Laplace: the posterior is one Gaussian on the unconstrained scale, centred at the mode with the "
@@ -156,16 +157,19 @@ def laplace_draws(model, fit: LaplaceFit, n_draws: int, rng: np.random.Generator
     """
     chol = np.linalg.cholesky(fit.cov)
     phi = fit.mode + rng.standard_normal((n_draws, fit.mode.size)) @ chol.T
-    return {**constrained_values(model, fit, phi), "_unconstrained": phi}
+    return {**constrained_values(model, fit.point_map_info, phi), "_unconstrained": phi}
 
 
-def constrained_values(model, fit: LaplaceFit, phi: np.ndarray) -> dict[str, np.ndarray]:
-    """The model's free variables and deterministics at each row of ``phi`` (S, P): name -> (S, ...)."""
+def constrained_values(model, point_map_info: tuple, phi: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's free variables and deterministics at each row of ``phi`` (S, P), a flat vector of value
+    variables laid out as ``point_map_info`` says (PyMC's ``DictToArrayBijection``): name -> (S, ...)."""
+    from pymc.blocking import DictToArrayBijection, RaveledVars
+
     outputs = [v for v in model.unobserved_value_vars if not v.name.endswith("__")]
     fn = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore", point_fn=False)
     rows = []
     for one in np.atleast_2d(phi):
-        point = fit.point(one)
+        point = DictToArrayBijection.rmap(RaveledVars(np.asarray(one, dtype=float), point_map_info))
         rows.append(fn(*[point[v.name] for v in model.value_vars]))
     return {v.name: np.stack([np.asarray(row[i]) for row in rows]) for i, v in enumerate(outputs)}
 
