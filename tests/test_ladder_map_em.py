@@ -1,0 +1,69 @@
+"""MAP-EM rung: the answer equals scipy's maximiser of the PyMC model's own log posterior (no Jacobian:
+the mode of the density of theta and w themselves) to 1e-6, and its objective is that log posterior."""
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+from emvsbayes.coins.bayes import build_model
+from emvsbayes.coins.em import fit as mle_fit
+from emvsbayes.coins.model import CoinMixture, CoinParams
+from emvsbayes.ladder.laplace import constrained_values, unconstrained_start
+from emvsbayes.ladder.map_em import fit_coin_map
+
+HEADS = np.array([9, 8, 7, 2, 1, 3, 8, 2, 5])
+TOSSES = np.array([10, 10, 10, 10, 10, 10, 12, 8, 10])
+TIGHT = {"tol": 1e-13, "param_tol": 1e-11, "max_iter": 20_000}
+
+
+def _scipy_map(model_def, start):
+    from pymc.blocking import DictToArrayBijection, RaveledVars
+
+    model = build_model(model_def, HEADS, TOSSES)
+    point = unconstrained_start(model, start)
+    raveled = DictToArrayBijection.map({v.name: point[v.name] for v in model.value_vars})
+    logp = model.compile_logp(jacobian=False)
+    dlogp = model.compile_dlogp(jacobian=False)
+
+    def as_point(phi):
+        return DictToArrayBijection.rmap(RaveledVars(phi, raveled.point_map_info))
+
+    result = optimize.minimize(lambda p: -float(logp(as_point(p))), raveled.data,
+                               jac=lambda p: -np.asarray(dlogp(as_point(p))), method="BFGS",
+                               options={"gtol": 1e-11, "maxiter": 10_000})
+    values = constrained_values(model, raveled.point_map_info, result.x)
+    return {name: value[0] for name, value in values.items()}, -result.fun
+
+
+@pytest.mark.parametrize("weights", ["estimated", "equal"])
+def test_map_em_equals_scipy_on_the_pymc_log_posterior(weights):
+    model_def = CoinMixture(n_components=2, weights=weights, theta_prior=(2.0, 3.0), w_concentration=3.0)
+    init = CoinParams([0.7, 0.3], [0.5, 0.5])
+    fit = fit_coin_map(model_def, HEADS, TOSSES, init, **TIGHT)
+    assert fit.converged
+    start = {"theta": np.array([0.7, 0.3])} | ({"w": np.array([0.5, 0.5])} if weights == "estimated" else {})
+    scipy_values, scipy_logp = _scipy_map(model_def, start)
+    np.testing.assert_allclose(fit.params.theta, scipy_values["theta"], atol=1e-6)
+    if weights == "estimated":
+        np.testing.assert_allclose(fit.params.w, scipy_values["w"], atol=1e-6)
+    # The objective EM reports is PyMC's log posterior (normalising constants included); the two differ
+    # by a constant 4.7e-8 here, PyMC's log binomial coefficients against scipy's gammaln.
+    assert fit.loglik == pytest.approx(scipy_logp, abs=1e-6)
+    # The priors pull the answer: it is not the MLE.
+    mle = mle_fit(model_def, HEADS, TOSSES, init, **TIGHT).params
+    assert np.max(np.abs(mle.theta - fit.params.theta)) > 1e-3
+
+
+def test_flat_priors_give_the_mle():
+    model_def = CoinMixture(n_components=2, weights="estimated", theta_prior=(1.0, 1.0), w_concentration=1.0)
+    init = CoinParams([0.7, 0.3], [0.5, 0.5])
+    np.testing.assert_allclose(fit_coin_map(model_def, HEADS, TOSSES, init, **TIGHT).params.theta,
+                               mle_fit(model_def, HEADS, TOSSES, init, **TIGHT).params.theta, atol=1e-9)
+
+
+def test_priors_without_a_mode_are_refused():
+    with pytest.raises(ValueError, match="no mode"):
+        fit_coin_map(CoinMixture(theta_prior=(0.5, 1.0)), HEADS, TOSSES, CoinParams([0.7, 0.3], [0.5, 0.5]))
+    with pytest.raises(ValueError, match="no mode"):
+        fit_coin_map(CoinMixture(weights="estimated", w_concentration=0.5), HEADS, TOSSES,
+                     CoinParams([0.7, 0.3], [0.5, 0.5]))
