@@ -71,3 +71,22 @@ def test_repeated_rung_names_are_refused():
     rung = RungSummary("nuts", "x", {"theta": {"estimate": np.array([0.5])}})
     with pytest.raises(ValueError, match="repeat"):
         ladder_dataset([rung, rung], {"theta": ("component",)}, {}, {}, 0.9)
+
+
+def test_coclustering_group_and_section(tmp_path):
+    from emvsbayes.ladder.partition import credible_ball, point_partition, similarity
+    from emvsbayes.ladder.results import PARTITION_GROUP, coclustering_dataset
+    from emvsbayes.report.ladder import partition_section
+
+    labels = np.array([[0, 0, 1, 1, 1], [0, 0, 0, 1, 1], [1, 1, 0, 0, 0]])
+    points = {loss: point_partition(labels, loss=loss) for loss in ("binder", "vi")}
+    balls = {loss: credible_ball(p.labels, labels, prob=0.9) for loss, p in points.items()}
+    ds = coclustering_dataset({"posterior": similarity(labels), "bootstrap_bayesian": np.eye(5)},
+                              np.array([0, 0, 1, 1, 1]), "set", np.arange(5), points, balls)
+    assert ds["similarity"].dims == ("source", "set", "set_to")
+    path = tmp_path / "results.nc"
+    xr.DataTree.from_dict({"/": xr.Dataset(), PARTITION_GROUP: ds}).to_netcdf(path, engine="h5netcdf")
+    html = partition_section(xr.open_datatree(path, engine="h5netcdf"))
+    assert html.count("<svg") == 1 and 'data-fig="coclustering"' in html
+    assert re.findall(r"<tr><td>(binder|vi)</td>", html) == ["binder", "vi"]
+    assert partition_section(xr.DataTree.from_dict({"/": xr.Dataset()})) == ""

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["GROUP", "STATISTICS", "RungSummary", "draws_summary", "ladder_dataset"]
+__all__ = ["GROUP", "PARTITION_GROUP", "STATISTICS", "RungSummary", "coclustering_dataset", "draws_summary",
+           "ladder_dataset"]
 
 GROUP = "uncertainty_ladder"
 
@@ -94,3 +95,52 @@ def ladder_dataset(rungs: Sequence[RungSummary], dims: Mapping[str, tuple[str, .
     ds.attrs["interval_prob"] = float(interval_prob)
     ds.attrs["parameters"] = json.dumps([name for name in dims if name in ds])
     return ds
+
+
+#: The label-free clustering group.
+PARTITION_GROUP = "coclustering"
+
+
+def coclustering_dataset(similarities: Mapping[str, np.ndarray], em_labels: np.ndarray, obs_dim: str,
+                         obs_coords: np.ndarray, points: Mapping[str, object] | None = None,
+                         balls: Mapping[str, object] | None = None):
+    """The ``coclustering`` group.
+
+    ``similarities`` source name (``"posterior"``, ``"bootstrap_nonparametric"``, ``"advi_fullrank"``,
+    ``"exact"``, ...) -> (N, N) similarity matrix; ``em_labels`` (N,) EM's hard labels, which order the
+    heat maps; ``points`` loss -> :class:`emvsbayes.ladder.partition.PointPartition`, ``balls`` loss ->
+    its :class:`emvsbayes.ladder.partition.CredibleBall`.
+
+    Layout: ``similarity`` (source, obs, obs_to); ``em_labels`` (obs,); per loss (dim ``loss``):
+    ``point_labels`` (loss, obs), ``expected_loss``, ``n_clusters``, and the ball's ``ball_radius``,
+    ``ball_horizontal`` (loss, obs), ``ball_horizontal_distance``, ``ball_upper`` / ``ball_lower``
+    (loss, obs) with ``_distance`` and ``_clusters``; attr ``ball_prob``. ``obs`` is ``obs_dim``.
+    """
+    import xarray as xr
+
+    to_dim = f"{obs_dim}_to"
+    sources = list(similarities)
+    data_vars = {
+        "similarity": ((("source", obs_dim, to_dim)), np.stack([np.asarray(similarities[s], dtype=float)
+                                                               for s in sources])),
+        "em_labels": ((obs_dim,), np.asarray(em_labels, dtype=np.int64)),
+    }
+    coords = {"source": sources, obs_dim: np.asarray(obs_coords), to_dim: np.asarray(obs_coords)}
+    attrs = {}
+    if points:
+        losses = list(points)
+        coords["loss"] = losses
+        data_vars["point_labels"] = (("loss", obs_dim), np.stack([points[k].labels for k in losses]))
+        data_vars["expected_loss"] = (("loss",), np.array([points[k].expected_loss for k in losses]))
+        data_vars["n_clusters"] = (("loss",), np.array([points[k].n_clusters for k in losses]))
+        if balls:
+            b = [balls[k] for k in losses]
+            data_vars["ball_radius"] = (("loss",), np.array([x.radius for x in b]))
+            for part in ("horizontal", "upper_vertical", "lower_vertical"):
+                short = part.split("_")[0]
+                data_vars[f"ball_{short}"] = (("loss", obs_dim), np.stack([getattr(x, part) for x in b]))
+                data_vars[f"ball_{short}_distance"] = (("loss",), np.array([getattr(x, f"{part}_distance") for x in b]))
+            data_vars["ball_upper_clusters"] = (("loss",), np.array([x.upper_vertical_clusters for x in b]))
+            data_vars["ball_lower_clusters"] = (("loss",), np.array([x.lower_vertical_clusters for x in b]))
+            attrs["ball_prob"] = float(b[0].prob)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)

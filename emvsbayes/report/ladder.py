@@ -15,7 +15,7 @@ import xarray as xr
 
 from emvsbayes.report.markup import Raw, esc, fmt, fmt_interval, paragraph, subsection, table
 
-__all__ = ["ladder_section", "parameter_table"]
+__all__ = ["ladder_section", "parameter_table", "partition_section", "similarity_heatmaps"]
 
 GROUP = "uncertainty_ladder"
 
@@ -76,4 +76,59 @@ def ladder_section(ctx_or_tree) -> str:
                  for i, rung in enumerate(ds["rung"].values)]
     parts.append(subsection("Cost and reliability", table(["rung", "seconds", "Pareto k (PSIS)"], cost_rows),
                             "Pareto k above 0.7: the approximation cannot be trusted (Yao et al. 2018)."))
+    return "".join(parts)
+
+
+PARTITION_GROUP = "coclustering"
+
+
+def similarity_heatmaps(ds: xr.Dataset) -> str:
+    """One heat map per source of the similarity matrix, rows and columns in EM's cluster order."""
+    import matplotlib.pyplot as plt
+
+    from emvsbayes.report.figures import to_svg
+
+    order = np.argsort(ds["em_labels"].values, kind="stable")
+    sources = list(ds["source"].values)
+    fig, axes = plt.subplots(1, len(sources), figsize=(2.6 * len(sources) + 0.6, 2.8), squeeze=False)
+    image = None
+    for ax, source in zip(axes[0], sources):
+        matrix = ds["similarity"].sel(source=source).values[np.ix_(order, order)]
+        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
+        ax.set_title(str(source), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="P(same cluster)")
+    return to_svg(fig)
+
+
+def partition_section(ctx_or_tree) -> str:
+    """Co-clustering heat maps and the point partitions with their credible balls; "" without the group."""
+    from emvsbayes.report.markup import figure
+
+    tree = _tree(ctx_or_tree)
+    if PARTITION_GROUP not in tree.children:
+        return ""
+    ds = tree[PARTITION_GROUP].to_dataset()
+    parts = [paragraph("P(two observations in one cluster), needing no labels; rows and columns ordered by "
+                       "EM's clusters."),
+             figure(similarity_heatmaps(ds), "coclustering", "Posterior and bootstrap similarity matrices")]
+    if "loss" in ds.dims:
+        header = ["loss", "clusters", "expected loss"]
+        has_ball = "ball_radius" in ds
+        if has_ball:
+            prob = fmt(100 * float(ds.attrs.get("ball_prob", np.nan)), 3)
+            header += [f"{prob}% ball radius (VI, bits)", "furthest in the ball", "fewest clusters in it",
+                       "most clusters in it"]
+        rows = []
+        for i, loss in enumerate(ds["loss"].values):
+            row = [str(loss), str(int(ds["n_clusters"].values[i])), fmt(ds["expected_loss"].values[i])]
+            if has_ball:
+                row += [fmt(ds["ball_radius"].values[i]), fmt(ds["ball_horizontal_distance"].values[i]),
+                        f"{int(ds['ball_upper_clusters'].values[i])} at {fmt(ds['ball_upper_distance'].values[i])}",
+                        f"{int(ds['ball_lower_clusters'].values[i])} at {fmt(ds['ball_lower_distance'].values[i])}"]
+            rows.append(row)
+        parts.append(subsection("Point estimate of the partition", table(header, rows),
+                                "The partition minimising the posterior expected loss, and its credible ball "
+                                "(Wade & Ghahramani 2018)."))
     return "".join(parts)
