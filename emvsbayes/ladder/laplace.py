@@ -70,7 +70,13 @@ def unconstrained_start(model, initvals: dict[str, Any] | None = None) -> dict[s
     return fn(0)
 
 
-def laplace(model, start: dict[str, Any] | None = None, *, gtol: float = 1e-8) -> LaplaceFit:
+#: Relative step of the central differences of the gradient: about the cube root of machine epsilon, which
+#: balances truncation (step^2) against rounding (epsilon / step).
+DIFFERENCE_STEP = 6e-6
+
+
+def laplace(model, start: dict[str, Any] | None = None, *, gtol: float = 1e-8, hessian: str = "differences"
+            ) -> LaplaceFit:
     """Find the posterior mode of ``model`` on the unconstrained scale from ``start`` and the Hessian there.
 
     Parameters
@@ -83,6 +89,10 @@ def laplace(model, start: dict[str, Any] | None = None, *, gtol: float = 1e-8) -
         the start picks the one found.
     gtol
         BFGS's gradient tolerance before the Newton polish.
+    hessian
+        ``"differences"``: central differences of PyMC's exact gradient (relative error about 1e-9; a
+        mixture's symbolic Hessian takes PyTensor 4x the gradient's compile time, 10 s against 2.3 s
+        warm for a two-component Gaussian mixture, minutes cold), or ``"exact"``: PyMC's ``d2logp``.
 
     Raises
     ------
@@ -99,9 +109,12 @@ def laplace(model, start: dict[str, Any] | None = None, *, gtol: float = 1e-8) -
     raveled = DictToArrayBijection.map({v.name: point[v.name] for v in value_vars})
     info = raveled.point_map_info
     logp_fn = model.compile_logp(vars=None, jacobian=True)
+    if hessian not in ("differences", "exact"):
+        raise ValueError(f"hessian = {hessian!r}: use 'differences' or 'exact'")
     # vars are the random variables; the derivatives are with respect to their value variables, in order.
     dlogp_fn = model.compile_dlogp(vars=list(model.free_RVs), jacobian=True)
-    d2logp_fn = model.compile_d2logp(vars=list(model.free_RVs), jacobian=True, negate_output=False)
+    d2logp_fn = (model.compile_d2logp(vars=list(model.free_RVs), jacobian=True, negate_output=False)
+                 if hessian == "exact" else None)
 
     def as_point(phi):
         return DictToArrayBijection.rmap(RaveledVars(np.asarray(phi, dtype=float), info))
@@ -113,7 +126,14 @@ def laplace(model, start: dict[str, Any] | None = None, *, gtol: float = 1e-8) -
         return np.asarray(dlogp_fn(as_point(phi)), dtype=float).ravel()
 
     def hess(phi) -> np.ndarray:
-        return np.atleast_2d(np.asarray(d2logp_fn(as_point(phi)), dtype=float))
+        if d2logp_fn is not None:
+            return np.atleast_2d(np.asarray(d2logp_fn(as_point(phi)), dtype=float))
+        out = np.empty((phi.size, phi.size))
+        for j in range(phi.size):
+            step = np.zeros(phi.size)
+            step[j] = DIFFERENCE_STEP * max(1.0, abs(phi[j]))
+            out[:, j] = (grad(phi + step) - grad(phi - step)) / (2 * step[j])
+        return (out + out.T) / 2
 
     phi0 = np.asarray(raveled.data, dtype=float)
     if not np.isfinite(logp(phi0)):
