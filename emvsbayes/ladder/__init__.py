@@ -7,7 +7,7 @@ and an xarray edge, and states in ``ASSUMES`` what it assumes, one sentence the 
 - :mod:`~emvsbayes.ladder.vi`: ADVI (mean-field, full-rank) with PyMC's ``pm.fit``, and PSIS's Pareto k;
 - :mod:`~emvsbayes.ladder.partition`: co-clustering matrices and a point partition with its credible ball;
 - :mod:`~emvsbayes.ladder.bayesian_bootstrap`: EM refits with Dirichlet(1, ..., 1) row weights;
-- :mod:`~emvsbayes.ladder.map_em`: EM for the posterior mode under the PyMC model's priors (coins).
+- :mod:`~emvsbayes.ladder.map_em`: EM for the posterior mode under the PyMC model's priors (coins; 1-D Gaussian by ECM).
 
 Submodules are imported on use (PyMC and ArviZ are slow to import).
 """
