@@ -95,3 +95,8 @@ def test_unknown_method_and_assumptions():
     with pytest.raises(ValueError, match="unknown VI method"):
         fit_vi(None, "pathfinder", 100, seed=0)
     assert set(ASSUMES) == {"meanfield", "fullrank"}
+
+
+def test_too_few_iterations_for_a_jitter_give_nan_not_a_warning(regression):
+    fit = fit_vi(regression[0], "meanfield", 20, seed=1)
+    assert np.isnan(fit.mean_jitter).all() and np.isnan(fit.sd_jitter).all() and len(fit.elbo) == 20

@@ -108,8 +108,12 @@ def fit_vi(model, method: str, n_iter: int, seed: int, *, start: dict | None = N
     ordering = approx.groups[0].ordering
     info = tuple((name, shape, sl.stop - sl.start, dtype)
                  for name, sl, shape, dtype in sorted(ordering.values(), key=lambda entry: entry[1].start))
-    return VIFit(method, info, mean, (cov + cov.T) / 2, -np.asarray(approx.hist, dtype=float),
-                 means.std(axis=0, ddof=1), sds.std(axis=0, ddof=1))
+    if len(recorded) < 2:  # too few iterations to see the optimiser's spread
+        mean_jitter = sd_jitter = np.full(mean.size, np.nan)
+    else:
+        mean_jitter, sd_jitter = means.std(axis=0, ddof=1), sds.std(axis=0, ddof=1)
+    return VIFit(method, info, mean, (cov + cov.T) / 2, -np.asarray(approx.hist, dtype=float), mean_jitter,
+                 sd_jitter)
 
 
 def elbo_window_means(elbo: np.ndarray, n_windows: int) -> np.ndarray:
