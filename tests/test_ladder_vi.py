@@ -98,5 +98,9 @@ def test_unknown_method_and_assumptions():
 
 
 def test_too_few_iterations_for_a_jitter_give_nan_not_a_warning(regression):
-    fit = fit_vi(regression[0], "meanfield", 20, seed=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fit = fit_vi(regression[0], "meanfield", 20, seed=1)
     assert np.isnan(fit.mean_jitter).all() and np.isnan(fit.sd_jitter).all() and len(fit.elbo) == 20
