@@ -12,6 +12,7 @@ from emvsbayes.coins.model import CoinMixture, CoinParams
 from emvsbayes.data.records import CoinData
 from emvsbayes.ladder.bayesian_bootstrap import coin_refit
 from emvsbayes.ladder.build import LadderOptions, run_ladder, sampled_labels
+from emvsbayes.ladder.map_em import fit_coin_map
 from emvsbayes.ladder.partition import canonical
 from emvsbayes.ladder.results import RungSummary
 
@@ -70,8 +71,9 @@ def ladder():
     em = coin_fit(model_def, HEADS, TOSSES, CoinParams([0.8, 0.2], [0.5, 0.5])).params
     mle = RungSummary("mle_wald", "EM's maximum.", {"theta": {"estimate": em.theta}, "w": {"estimate": em.w}})
     options = LadderOptions(n_draws=300, vi_methods=("fullrank",), vi_iter=1500, n_replicates=50, partition_draws=100)
+    map_params = fit_coin_map(model_def, HEADS, TOSSES, em).params
     groups = run_ladder(_Coins(), model_def, data, em, seed=1, options=options,
-                        refit_weighted=coin_refit(model_def, HEADS, TOSSES, em), before=[mle])
+                        refit_weighted=coin_refit(model_def, HEADS, TOSSES, em), before=[mle], map_params=map_params)
     return em, groups
 
 
@@ -79,8 +81,9 @@ def ladder():
 def test_rungs_in_order_with_their_assumptions(ladder):
     em, groups = ladder
     ds = groups["uncertainty_ladder"]
-    assert list(ds["rung"].values) == ["mle_wald", "laplace", "advi_fullrank", "bootstrap_bayesian"]
+    assert list(ds["rung"].values) == ["mle_wald", "map_em", "laplace", "advi_fullrank", "bootstrap_bayesian"]
     assert all(len(str(s)) > 20 for s in ds["assumes"].values[1:])
+    assert np.isnan(ds["theta_lower"].sel(rung="map_em")).all()  # a point: no interval
     assert np.isfinite(ds["pareto_k"].sel(rung="advi_fullrank")) and np.isnan(ds["pareto_k"].sel(rung="laplace"))
     # Every rung keeps EM's labelling (starts and alignment from EM's answer): coin 0 is the heads-heavy one.
     assert np.all(ds["theta"].sel(component=0) > ds["theta"].sel(component=1))

@@ -52,9 +52,10 @@ def _timed(function):
 def run_ladder(family, model_def, data, em_params, *, seed: int, options: LadderOptions = LadderOptions(),
                refit_weighted: Callable[[np.ndarray], object] | None = None,
                before: Sequence[RungSummary] = (), after: Sequence[RungSummary] = (),
-               posterior_draws: Mapping[str, np.ndarray] | None = None) -> dict:
-    """The rungs Laplace, ADVI (each of ``options.vi_methods``) and the Bayesian bootstrap (when
-    ``refit_weighted`` is given), between the rungs ``before`` and ``after``.
+               posterior_draws: Mapping[str, np.ndarray] | None = None, map_params=None) -> dict:
+    """The rungs MAP-EM (when its answer ``map_params`` is given: :mod:`emvsbayes.ladder.map_em`), Laplace,
+    ADVI (each of ``options.vi_methods``) and the Bayesian bootstrap (when ``refit_weighted`` is given),
+    between the rungs ``before`` and ``after``.
 
     Returns ``{"uncertainty_ladder": Dataset, "coclustering": Dataset}``: the similarity matrices of
     every rung with draws (and of ``posterior_draws``, NUTS's, when given, whose sampled partitions then
@@ -71,6 +72,11 @@ def run_ladder(family, model_def, data, em_params, *, seed: int, options: Ladder
     model = family.pymc_model(model_def, data)
     start = family.initvals(model_def, [em_params])[0]
     rungs, draw_sets = [], {}
+    if map_params is not None:
+        from emvsbayes.ladder import map_em
+
+        rungs.append(RungSummary("map_em", map_em.ASSUMES, {name: {"estimate": np.asarray(value)} for name, value in
+                                                            family.variables(map_params).items() if name in info}))
 
     def keep(draws):
         return {name: np.asarray(draws[name]) for name in names if name in draws}
