@@ -76,3 +76,20 @@ def test_a_results_file_without_the_declaration_reads_as_before():
     assert "parameters" not in tree.attrs
     assert parameter_names(tree) == ["w", "mu", "cov"]
     assert varying_names(tree["posterior"].to_dataset()) == ["w", "mu", "cov"]
+
+
+def test_a_family_without_theta_or_mu_renders_its_restarts(tmp_path):
+    """The restarts table showed ``theta`` or else ``mu`` and failed (KeyError) on any other family."""
+    tree = synthetic_tree(features=("x",), k=K, chains=2, draws=50)
+    groups = {}
+    for name in tree.children:
+        ds = tree[name].to_dataset()
+        groups[name] = ds.rename({v: str(v).replace("mu", "lam") for v in ds.data_vars if "mu" in str(v)})
+    assert "lam" in groups["em_restarts"] and "mu" not in groups["em_restarts"]
+    declared = {"w": DECLARED["w"], "lam": DECLARED["mu"], "sigma": DECLARED["sigma"]}
+    root = {**tree.attrs, **declare_parameters(groups, declared, "toy")}
+    path = tmp_path / "results.nc"
+    write_results(build_tree(groups, root), path)
+    html = render_report(read_results(path))
+    assert "<th>lam</th>" in html
+    assert "lam[0]" in html
