@@ -138,7 +138,8 @@ def declare_parameters(groups: dict[str, xr.Dataset], parameters: ParameterDecla
             parameter = _declared_as(str(name), parameters)
             if parameter is None:
                 continue
-            dims, label_dims = parameters[parameter]
+            # (dims, label dims) tuples, or the family protocol's ParameterInfo, whose first two fields they are
+            dims, label_dims = parameters[parameter][0], parameters[parameter][1]
             var = ds.variables[name]
             if tuple(var.dims[len(var.dims) - len(dims):]) != tuple(dims) or len(var.dims) < len(dims):
                 continue

@@ -136,3 +136,17 @@ def test_distinct_optima_count_jointly_renamed_matrices_as_one_optimum():
                            "loglik": ("restart", loglik)}, coords={"restart": np.arange(4)})
     restarts["P"].attrs["label_dims"] = "component component_to"
     assert em_optima_group(restarts, ["P", "w"])["count"].values.tolist() == [2, 2]
+
+
+def test_order_relabelling_orders_by_a_new_familys_parameter():
+    """``method="order"`` ordered by ``mu`` or else ``theta`` and failed (KeyError) for any other family."""
+    rng = np.random.default_rng(2)
+    lam = np.array([1.0, 5.0, 9.0]) + 0.1 * rng.standard_normal((2, 30, K))
+    perms = all_permutations(K)[np.arange(60) % 6].reshape(2, 30, K)
+    scrambled = np.take_along_axis(lam, perms, axis=2)
+    posterior = xr.Dataset({"lam": (("chain", "draw", "component"), scrambled),
+                            "w": (("chain", "draw", "component"), np.take_along_axis(np.broadcast_to(TRUE_W, lam.shape), perms, axis=2))})
+    relabelled = label_switching_groups(posterior, probs=None, reference={"lam": lam[0, 0], "w": TRUE_W},
+                                        method="order")["posterior_relabelled"]
+    np.testing.assert_array_equal(relabelled["lam"].values, lam)
+    np.testing.assert_array_equal(relabelled["w"].values, np.broadcast_to(TRUE_W, lam.shape))

@@ -97,7 +97,10 @@ def label_switching_groups(
     if method == "auto":
         method = "stephens" if probs is not None else "pivot"
     if method == "order":
-        key = order_var or ("mu" if "mu" in draws else "theta")
+        # By default the first labelled parameter other than the weights (theta, mu), in the declared order.
+        key = order_var or next((name for name in [*(declared or ()), *draws] if name in draws and name != "w"), None)
+        if key is None:
+            raise ValueError("relabel method 'order' needs a varying parameter other than the weights to order by")
         values = draws[key].reshape(draws[key].shape[0], draws[key].shape[1], -1)[..., 0]
         result = relabel("order", by=values)
         labelling = f"components ordered by {key} (first coordinate), smallest first"
