@@ -109,6 +109,12 @@ def test_label_switching_groups_recover_a_scrambled_transition_matrix(route):
     # both chains sit in one mode once every label dim is renamed (only label switching between them)
     assert groups["label_switching"].attrs["distinct_modes"] == 0
     assert groups["posterior_modes"].attrs["n_modes"] == 1
+    # the mode's summary is of the unscrambled matrix (its chains aligned along both label dims)
+    modes = groups["posterior_modes"]
+    for i in range(K):
+        for j in range(K):
+            mean = modes["mean"].sel(mode=0, parameter=f"P[{i},{j}]").item()
+            np.testing.assert_allclose(mean, truth["P"][:, i, j].mean(), rtol=1e-12)
     assert relabelled["P"].attrs.get("label_dims") == (posterior["P"].attrs.get("label_dims"))
 
 

@@ -194,7 +194,7 @@ def _aligned_chains(picked: xr.Dataset, declared=None) -> xr.Dataset:
     a nearest match and can differ from chain to chain; the chains of one mode must share one
     labelling for their mean, interval and R-hat to mean anything.
     """
-    means = draws_from_dataset(picked.mean("draw").expand_dims("draw"), declared=declared)
+    means = draws_from_dataset(picked.mean("draw", keep_attrs=True).expand_dims("draw"), declared=declared)
     leader = {name: value[0] for name, value in means.items()}
     # One label-invariant scale per variable (pooled over chains, draws and components).
     scale = {name: float(np.std(picked[name].values)) or 1.0 for name in means}
