@@ -156,13 +156,15 @@ def declare_parameters(groups: dict[str, xr.Dataset], parameters: ParameterDecla
     return {"family": family, "parameters": [name for name in parameters if name in present]}
 
 
-def label_dims_of(da: xr.DataArray, declared: Mapping[str, tuple[str, ...]] | None = None,
+def label_dims_of(da: xr.DataArray, declared: Mapping[str, object] | None = None,
                   component_dim: str = "component") -> tuple[str, ...]:
-    """The label dims of a variable: the caller's declaration, else its ``label_dims`` attribute, else
+    """The label dims of a variable: the caller's declaration (name -> label dims, or name -> the family
+    protocol's ParameterInfo, whose ``label_dims`` is read), else its ``label_dims`` attribute, else
     ``component_dim`` when the variable has it (results written before the attribute existed, and
     draws not yet declared, as in a mixture every component-indexed quantity is labelled by it)."""
     if declared is not None and da.name in declared:
-        return tuple(declared[da.name])
+        entry = declared[da.name]
+        return tuple(getattr(entry, "label_dims", entry))
     attr = da.attrs.get(LABEL_DIMS_ATTR)
     if isinstance(attr, str):
         return tuple(attr.split())

@@ -3,6 +3,7 @@ group carries ``label_dims``, the root carries ``parameters`` (report order) and
 survive the trip through the file."""
 
 import json
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -72,6 +73,18 @@ def test_label_dims_of_falls_back_to_the_component_dim():
     assert label_dims_of(da) == ("component",)
     assert label_dims_of(da.rename(component="state")) == ()
     assert label_dims_of(da, {"mu": ("component",)}) == ("component",)
+
+    class ParameterInfo(NamedTuple):  # the family protocol's record: its label_dims is read, not its dims
+        dims: tuple
+        label_dims: tuple
+        scale: str
+
+    matrix = xr.DataArray(np.zeros((2, K, K)), dims=("draw", "component", "component_to"), name="P")
+    info = ParameterInfo(("component", "component_to"), ("component", "component_to"), "simplex")
+    assert label_dims_of(matrix, {"P": info}) == ("component", "component_to")
+    groups = {"em": xr.Dataset({"P": (("component", "component_to"), np.eye(K))})}
+    assert declare_parameters(groups, {"P": info}, "toy")["parameters"] == ["P"]
+    assert groups["em"]["P"].attrs["label_dims"] == "component component_to"
 
 
 def test_the_families_declare_what_their_results_hold():

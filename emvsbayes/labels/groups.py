@@ -86,7 +86,7 @@ def label_switching_groups(
         Probability of the per-mode equal-tailed intervals in ``posterior_modes`` (the runners pass
         the spec's ``[report] interval_prob``, whose default is this one).
     declared
-        Name -> label dims of the family's parameters; a variable not in it is labelled as its
+        Name -> label dims of the family's parameters (or its ParameterInfo records); a variable not in it is labelled as its
         ``label_dims`` attribute says, else by ``component``. Every label dim of a variable is permuted
         (a transition matrix's rows and columns together).
     """
