@@ -367,13 +367,14 @@ class Comparison:
         """
         import pandas as pd
 
-        from emvsbayes.report.params import PARAMETERS, elements, interval_prob, parameter_rows
+        from emvsbayes.report.params import elements, interval_prob, parameter_names, parameter_rows
         from emvsbayes.report.summary import diagnostic_rows
 
         tree = self.results
         rows = parameter_rows(tree)
         em = tree["em"].to_dataset() if "em" in tree.children else None
-        raw_labels = [label for name in PARAMETERS if em is not None and name in em for label, _ in elements(em[name])]
+        raw_labels = [label for name in parameter_names(tree) if em is not None and name in em
+                      for label, _ in elements(em[name])]
         diagnostics = {row.label: row for row in diagnostic_rows(tree)} if "posterior" in tree.children else {}
         nan = float("nan")
         records = []

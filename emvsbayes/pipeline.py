@@ -104,6 +104,21 @@ def _shape(data) -> tuple[int, int]:
     return (len(data.heads), 1) if hasattr(data, "heads") else np.shape(data.x)
 
 
+def declared_parameters(family: str, data) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Name -> (dims, label dims) of the family's parameters for ``data``, in report order.
+
+    The family protocol (issue 17) gives this as ``Family.parameters``; until it exists, the family's
+    model module declares it.
+    """
+    if family == "coins":
+        from emvsbayes.coins.model import PARAMETERS
+
+        return PARAMETERS
+    from emvsbayes.gaussian.model import parameters
+
+    return parameters(_shape(data)[1])
+
+
 def check_against_data(spec: dict, data) -> None:
     """Checks that need the data, made before any output is written or anything is fitted.
 
@@ -233,10 +248,12 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
 
 def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started) -> RunOutcome:
     out_dir = folder.folder
-    from emvsbayes.results import build_tree, read_results, write_results  # here: a bad input exits before xarray
+    from emvsbayes.results import build_tree, declare_parameters, read_results, write_results  # here: a bad input exits before xarray
 
-    runner = importlib.import_module(FAMILY_RUNNERS[spec["model"]["family"]])
+    family = spec["model"]["family"]
+    runner = importlib.import_module(FAMILY_RUNNERS[family])
     groups = runner.run(spec, data, seeds, timings, progress)
+    declaration = declare_parameters(groups, declared_parameters(family, data), family)
 
     attrs = {
         # A spec validated in memory (not read by load_spec) has no file name to fall back on.
@@ -250,6 +267,7 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
         "machine": machine_info(),
         "command": command or " ".join(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **declaration,
     }
     # Results and page are written into a fresh unit folder and published together (one rename).
     unit = folder.new_unit()

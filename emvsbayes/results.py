@@ -96,6 +96,81 @@ def em_restarts(restarts: EMRestarts, variables_of: VariablesOf, dims, coords) -
     return ds
 
 
+#: variable attribute naming the label dims of a parameter (space-separated; "" for none)
+LABEL_DIMS_ATTR = "label_dims"
+#: prefixes and suffixes that make a parameter-shaped summary of parameter ``name`` (``se_mu``,
+#: ``wald_lower_mu`` in ``em_information``, ``theta_mean`` in ``exact``); it is declared like ``name``
+#: when its dims end with ``name``'s.
+SUMMARY_PREFIXES = ("se_", "wald_lower_", "wald_upper_")
+SUMMARY_SUFFIXES = ("_mean", "_sd")
+
+ParameterDeclaration = Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]
+
+
+def _declared_as(name: str, parameters: ParameterDeclaration) -> str | None:
+    if name in parameters:
+        return name
+    for prefix in SUMMARY_PREFIXES:
+        if name.startswith(prefix) and name[len(prefix):] in parameters:
+            return name[len(prefix):]
+    for suffix in SUMMARY_SUFFIXES:
+        if name.endswith(suffix) and name[: -len(suffix)] in parameters:
+            return name[: -len(suffix)]
+    return None
+
+
+def declare_parameters(groups: dict[str, xr.Dataset], parameters: ParameterDeclaration, family: str) -> dict[str, object]:
+    """Write the family's parameter declaration into the result groups; returns the root attributes.
+
+    ``parameters`` is name -> (dims, label dims) in report order, as the family declares it. Every
+    variable of every group that is one of them (or a summary of one, see :data:`SUMMARY_PREFIXES`) and
+    whose dims end with the declared dims (after leading draw, replicate, iteration or restart dims)
+    gets the attribute ``label_dims``: the dims relabelling permutes, space-separated ("" for none).
+    In such a group the parameters come first, in report order, so a reader of one group shows them in
+    the order of the tables. The returned root attributes are ``parameters`` (the names present in the
+    results, report order) and ``family``: the report and relabelling read these, never a list of names
+    of their own, so a parameter a new family declares reaches every table.
+    """
+    present = []
+    for key, ds in list(groups.items()):
+        declared = []
+        for name in ds.data_vars:
+            parameter = _declared_as(str(name), parameters)
+            if parameter is None:
+                continue
+            # (dims, label dims) tuples, or the family protocol's ParameterInfo, whose first two fields they are
+            dims, label_dims = parameters[parameter][0], parameters[parameter][1]
+            var = ds.variables[name]
+            if tuple(var.dims[len(var.dims) - len(dims):]) != tuple(dims) or len(var.dims) < len(dims):
+                continue
+            var.attrs[LABEL_DIMS_ATTR] = " ".join(label_dims)
+            declared.append(name)
+            if parameter not in present:
+                present.append(parameter)
+        ordered = [name for name in parameters if name in declared]
+        rest = [name for name in ds.data_vars if name not in ordered]
+        if ordered and ordered + rest != list(ds.data_vars):
+            # Selecting variables drops coordinates no kept variable uses: they are put back.
+            reordered = ds[ordered + rest]
+            groups[key] = reordered.assign_coords({k: v for k, v in ds.coords.items() if k not in reordered.coords})
+    return {"family": family, "parameters": [name for name in parameters if name in present]}
+
+
+def label_dims_of(da: xr.DataArray, declared: Mapping[str, object] | None = None,
+                  component_dim: str = "component") -> tuple[str, ...]:
+    """The label dims of a variable: the caller's declaration (name -> label dims, or name -> the family
+    protocol's ParameterInfo, whose ``label_dims`` is read), else its ``label_dims`` attribute, else
+    ``component_dim`` when the variable has it (results written before the attribute existed, and
+    draws not yet declared, as in a mixture every component-indexed quantity is labelled by it)."""
+    if declared is not None and da.name in declared:
+        entry = declared[da.name]
+        return tuple(getattr(entry, "label_dims", entry))
+    attr = da.attrs.get(LABEL_DIMS_ATTR)
+    if isinstance(attr, str):
+        return tuple(attr.split())
+    return (component_dim,) if component_dim in da.dims else ()
+
+
 def _netcdf_safe(ds: xr.Dataset) -> xr.Dataset:
     """netCDF cannot hold Python objects (nutpie's divergence messages): store them as strings."""
     out = ds.copy()

@@ -16,8 +16,15 @@ from typing import Literal
 import numpy as np
 from scipy.special import gammaln, logsumexp, xlog1py, xlogy
 
+#: Name -> (dims, label dims) of each parameter, in report order: its dims after any leading draw or
+#: replicate dims, and those of them that relabelling permutes (``results.declare_parameters`` writes
+#: the label dims into ``results.nc``; relabelling and the report read them there).
+PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "theta": (("component",), ("component",)),
+    "w": (("component",), ("component",)),
+}
 #: Name -> dimensions of each parameter, shared by the EM results and the PyMC model.
-PARAMETER_DIMS: dict[str, tuple[str, ...]] = {"theta": ("component",), "w": ("component",)}
+PARAMETER_DIMS: dict[str, tuple[str, ...]] = {name: dims for name, (dims, _) in PARAMETERS.items()}
 
 WeightsMode = Literal["estimated", "equal"]
 

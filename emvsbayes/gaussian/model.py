@@ -24,14 +24,36 @@ from scipy.special import logsumexp
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
+#: Name -> (dims, label dims) of each parameter of 1-D data, in report order: its dims after any leading
+#: draw or replicate dims, and those of them that relabelling permutes (see :func:`parameters`).
+PARAMETERS_1D: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "w": (("component",), ("component",)),
+    "mu": (("component",), ("component",)),
+    "sigma": (("component",), ("component",)),
+}
+#: The same for multivariate data: a covariance is labelled by its component only (its feature
+#: axes name coordinates, which relabelling leaves alone).
+PARAMETERS_MULTIVARIATE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "w": (("component",), ("component",)),
+    "mu": (("component", "feature"), ("component",)),
+    "cov": (("component", "feature", "feature_bis"), ("component",)),
+}
+
+
+def parameters(dim: int) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Name -> (dims, label dims) of each reported parameter for data of ``dim`` coordinates, in report order.
+
+    1-D data report ``sigma`` (the component sd); multivariate data report ``cov``.
+    """
+    return PARAMETERS_1D if dim == 1 else PARAMETERS_MULTIVARIATE
+
+
 def parameter_dims(dim: int) -> dict[str, tuple[str, ...]]:
     """Name -> dimensions of each reported parameter, shared by the EM results and the PyMC model.
 
     1-D data report ``sigma`` (the component sd); multivariate data report ``cov``.
     """
-    if dim == 1:
-        return {"w": ("component",), "mu": ("component",), "sigma": ("component",)}
-    return {"w": ("component",), "mu": ("component", "feature"), "cov": ("component", "feature", "feature_bis")}
+    return {name: dims for name, (dims, _) in parameters(dim).items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import kurtosis, skew
 
-from emvsbayes.labels.relabel import apply_permutations, pivot, pivot_cost, solve_assignments
+from emvsbayes.labels.relabel import apply_permutations, label_features, permute_labels, pivot, pivot_cost, solve_assignments
 
 __all__ = [
     "BIMODALITY_THRESHOLD",
@@ -171,18 +171,21 @@ def _pooled_scale(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _group_up_to_permutation(params, order, same):
+def _group_up_to_permutation(params, order, same, label_axes=None):
     """Greedy grouping: each fit (in ``order``) joins the first group whose representative it matches.
 
     ``same(rep, r, perm_r)`` decides whether fit ``r``, renamed by ``perm_r``, matches representative ``rep``.
     Returns a list of (representative, [members], [perms]).
     """
-    scale = _pooled_scale(params)
+    # Fits are matched on their label features (a matrix labelled on two axes: per row, its diagonal
+    # element and the rest sorted), which a joint renaming only reorders by row.
+    features = label_features(params, label_axes)
+    scale = _pooled_scale(features)
     groups: list[tuple[int, list[int], list[np.ndarray]]] = []
     for r in order:
         for rep, members, perms in groups:
-            reference = {name: np.asarray(x)[rep] for name, x in params.items()}
-            perm = pivot(_single(params, r), reference, scale).perms[0]
+            reference = {name: np.asarray(x)[rep] for name, x in features.items()}
+            perm = pivot(_single(features, r), reference, scale).perms[0]
             if same(rep, r, perm):
                 members.append(r)
                 perms.append(perm)
@@ -198,6 +201,7 @@ def distinct_optima(
     loglik: np.ndarray,
     rtol: float = 1e-4,
     atol: float = 1e-6,
+    label_axes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> list[Optimum]:
     """Group EM restarts that reached the same optimum up to a renaming of components.
 
@@ -212,6 +216,9 @@ def distinct_optima(
         second to the first by :func:`~emvsbayes.labels.relabel.pivot` (standardised by the spread of
         each variable over all restarts and components), every parameter agrees, both in the sense of
         ``np.isclose(a, b, rtol=rtol, atol=atol)``.
+    label_axes : mapping of str to tuple of int, optional
+        Label axes of a variable labelled on more than axis 1 (a transition matrix: ``(1, 2)``); every
+        one of them is renamed (:func:`~emvsbayes.labels.relabel.permute_labels`).
 
     Returns
     -------
@@ -230,14 +237,16 @@ def distinct_optima(
         if not np.isclose(loglik[r], loglik[rep], rtol=rtol, atol=atol):
             return False
         return all(
-            np.allclose(np.asarray(x)[r][perm], np.asarray(x)[rep], rtol=rtol, atol=atol) for x in params.values()
+            np.allclose(permute_labels(np.asarray(x)[r], perm, [a - 1 for a in (label_axes or {}).get(name, (1,))]),
+                        np.asarray(x)[rep], rtol=rtol, atol=atol)
+            for name, x in params.items()
         )
 
     if not params:
         # No parameter differs between restarts (every one ended at the same point, as K = 1 always
         # does): one optimum, with nothing to align. Its K is unknown here, so its perms are empty.
         return [Optimum(int(order[0]), order, R, float(loglik[order[0]]), np.zeros((R, 0), dtype=int))]
-    groups = _group_up_to_permutation(params, order, same)
+    groups = _group_up_to_permutation(params, order, same, label_axes)
     return [
         Optimum(rep, np.array(members), len(members), float(loglik[rep]), np.array(perms))
         for rep, members, perms in groups
@@ -280,21 +289,23 @@ class ModeSummary(NamedTuple):
     distinct_modes: bool
 
 
-def _aligned_mean(draws: dict[str, np.ndarray], reference: dict[str, np.ndarray], scale=None, n_iter: int = 10):
+def _aligned_mean(draws: dict[str, np.ndarray], reference: dict[str, np.ndarray], scale=None, n_iter: int = 10,
+                  label_axes=None):
     # Iterated pivoting (a K-means over permutations): align draws to the reference, re-centre on the
     # mean of the aligned draws, until the permutations settle. Re-centring also frees the result from
     # the start, which may be a single (noisy) draw.
     perms = None
     for _ in range(n_iter):
-        new = pivot(draws, reference, scale).perms
+        new = pivot(draws, reference, scale, label_axes=label_axes).perms
         if perms is not None and np.array_equal(new, perms):
             break
         perms = new
-        reference = {name: x.mean(axis=0) for name, x in apply_permutations(draws, perms).items()}
+        reference = {name: x.mean(axis=0) for name, x in apply_permutations(draws, perms, label_axes).items()}
     return reference, perms
 
 
-def modes_up_to_permutation(chain_params: Mapping[str, np.ndarray], tol: float = 0.5) -> ModeSummary:
+def modes_up_to_permutation(chain_params: Mapping[str, np.ndarray], tol: float = 0.5,
+                            label_axes: Mapping[str, tuple[int, ...]] | None = None) -> ModeSummary:
     """Tell label switching between chains from chains that sit in genuinely different modes.
 
     Each chain's draws are relabelled to a pivot common to all chains (the aligned mean of chain 0)
@@ -310,6 +321,9 @@ def modes_up_to_permutation(chain_params: Mapping[str, np.ndarray], tol: float =
         deviation (after within-chain relabelling, pooled over chains and components), for two chains
         to count as one mode. Chain means of one mode differ by about ``sd / sqrt(ESS)``, so 0.5 is
         generous for MCMC yet far below the gap between distinct modes.
+    label_axes : mapping of str to tuple of int, optional
+        Label axes of each variable in the per-chain (T, K, ...) layout, ``(1,)`` when not given; a
+        transition matrix's ``(1, 2)`` renames rows and columns together.
 
     Returns
     -------
@@ -324,13 +338,13 @@ def modes_up_to_permutation(chain_params: Mapping[str, np.ndarray], tol: float =
     # pivot's own scale (each variable's within-component spread), not the spread pooled over draws and
     # components: for components alike in a variable (near-equal sigmas or weights) that pooled spread is
     # only posterior noise, and weighing it like the means' separation mislabelled up to 70 % of draws.
-    first, _ = _aligned_mean(chains[0], {name: x[0] for name, x in chains[0].items()})
+    first, _ = _aligned_mean(chains[0], {name: x[0] for name, x in chains[0].items()}, label_axes=label_axes)
     means, within_sd, draw_perms = [], [], []
     for chain in chains:
-        mean, perms = _aligned_mean(chain, first)
+        mean, perms = _aligned_mean(chain, first, label_axes=label_axes)
         means.append(mean)
         draw_perms.append(perms)
-        within_sd.append({name: x.std(axis=0) for name, x in apply_permutations(chain, perms).items()})
+        within_sd.append({name: x.std(axis=0) for name, x in apply_permutations(chain, perms, label_axes).items()})
     draw_perms = np.stack(draw_perms)
     # Within-mode spread, pooled over chains and components, is the yardstick for chain differences.
     sd = {
@@ -345,8 +359,9 @@ def modes_up_to_permutation(chain_params: Mapping[str, np.ndarray], tol: float =
     perm_to = np.zeros((C, C, K), dtype=np.intp)
     for a in range(C):
         reference = {name: m[a] for name, m in chain_means.items()}
-        perm_to[a] = solve_assignments(pivot_cost(chain_means, reference, sd))
-        aligned = apply_permutations(chain_means, perm_to[a])
+        perm_to[a] = solve_assignments(pivot_cost(chain_means, reference, _feature_scale(sd, reference, label_axes),
+                                                  label_axes=label_axes))
+        aligned = apply_permutations(chain_means, perm_to[a], label_axes)
         diffs = [
             (np.abs(aligned[name] - reference[name][None]) / sd[name].reshape(reference[name].shape[1:]))
             .reshape(C, -1)
@@ -369,6 +384,20 @@ def modes_up_to_permutation(chain_params: Mapping[str, np.ndarray], tol: float =
     share = np.bincount(mode, minlength=len(leaders)) / C
     switching = bool(np.any(chain_perms != np.arange(K)) or np.any(draw_perms != np.arange(K)))
     return ModeSummary(mode, share, draw_perms, chain_perms, chain_means, distance, switching, len(leaders) > 1)
+
+
+def _feature_scale(sd: dict[str, np.ndarray], reference: dict[str, np.ndarray], label_axes) -> dict:
+    """The pooled (flattened) scales of variables labelled on several axes in their reference's shape, which
+    :func:`~emvsbayes.labels.relabel.pivot_cost` turns into the label features' layout with the values;
+    others as they are."""
+    if not label_axes:
+        return sd
+    out = dict(sd)
+    for name, axes in label_axes.items():
+        if name in sd and any(a != 1 for a in axes):
+            shape = np.shape(reference[name])
+            out[name] = np.broadcast_to(sd[name].reshape(shape[1:]), shape)
+    return out
 
 
 class SortedSummary(NamedTuple):

@@ -22,14 +22,17 @@ from emvsbayes.labels.diagnostics import (
     distinct_optima,
     modes_up_to_permutation,
 )
-from emvsbayes.labels.relabel import relabel
+from emvsbayes.labels.relabel import apply_permutations, relabel
 from emvsbayes.labels.xarray import (
     SAMPLE_DIMS,
     constant_elements_quiet,
     draws_from_dataset,
+    label_axes_of,
     relabel_tree,
+    rename_components,
     rhat_before_after,
 )
+from emvsbayes.results import label_dims_of
 
 #: method names a spec may give; "auto" is Stephens where membership probabilities exist, else pivot.
 RELABEL_METHODS = ("auto", "stephens", "pivot", "ecr", "ecr_iterative", "order")
@@ -60,6 +63,7 @@ def label_switching_groups(
     method: str = "auto",
     order_var: str | None = None,
     interval_prob: float = 0.89,
+    declared: Mapping[str, tuple[str, ...]] | None = None,
 ) -> dict[str, xr.Dataset]:
     """Relabel the posterior and diagnose label switching and multimodality.
 
@@ -81,19 +85,27 @@ def label_switching_groups(
     interval_prob
         Probability of the per-mode equal-tailed intervals in ``posterior_modes`` (the runners pass
         the spec's ``[report] interval_prob``, whose default is this one).
+    declared
+        Name -> label dims of the family's parameters (or its ParameterInfo records); a variable not in it is labelled as its
+        ``label_dims`` attribute says, else by ``component``. Every label dim of a variable is permuted
+        (a transition matrix's rows and columns together).
     """
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
-    draws = _varying(draws_from_dataset(posterior))
+    draws = _varying(draws_from_dataset(posterior, declared=declared))
+    label_axes = label_axes_of(posterior, declared=declared)
     reference = {name: np.asarray(reference[name]) for name in draws if name in reference}
     if method == "auto":
         method = "stephens" if probs is not None else "pivot"
     if method == "order":
-        key = order_var or ("mu" if "mu" in draws else "theta")
+        # By default the first labelled parameter other than the weights (theta, mu), in the declared order.
+        key = order_var or next((name for name in [*(declared or ()), *draws] if name in draws and name != "w"), None)
+        if key is None:
+            raise ValueError("relabel method 'order' needs a varying parameter other than the weights to order by")
         values = draws[key].reshape(draws[key].shape[0], draws[key].shape[1], -1)[..., 0]
         result = relabel("order", by=values)
         labelling = f"components ordered by {key} (first coordinate), smallest first"
     elif method == "pivot":
-        result = relabel("pivot", draws=draws, reference=reference)
+        result = relabel("pivot", draws=draws, reference=reference, label_axes=label_axes)
         labelling = "EM answer's parameters (pivot), each scaled by its within-component posterior spread"
     elif method == "stephens":
         result = relabel("stephens", probs=probs)
@@ -117,14 +129,13 @@ def label_switching_groups(
     # the relabelled posterior and the EM answer can be read side by side. One set of means has no spread of
     # its own to standardise by, so the relabelled draws' within-component spread is given as the scale.
     if method in ("stephens", "ecr_iterative"):
-        relabelled_draws = {name: np.take_along_axis(value, perms.reshape(perms.shape + (1,) * (value.ndim - 2)), axis=1)
-                            for name, value in draws.items()}
+        relabelled_draws = apply_permutations(draws, perms, label_axes)
         means = {name: value.mean(axis=0, keepdims=True) for name, value in relabelled_draws.items()}
         spread = {name: value.std(axis=0) for name, value in relabelled_draws.items()}
-        to_reference = relabel("pivot", draws=means, reference=reference, scale=spread).perms[0]
+        to_reference = relabel("pivot", draws=means, reference=reference, scale=spread, label_axes=label_axes).perms[0]
         perms = perms[:, to_reference]
 
-    relabelled = relabel_tree(posterior, perms)
+    relabelled = relabel_tree(posterior, perms, declared=declared)
     relabelled["permutation"] = (("chain", "draw", "component"), perms.reshape(n_chains, n_draws, -1))
     relabelled.attrs = {"method": method, "labelling": labelling,
                         "n_changed": int(np.sum(np.any(perms != np.arange(perms.shape[1]), axis=1)))}
@@ -142,7 +153,7 @@ def label_switching_groups(
     ])
 
     chain_draws = {name: value.reshape(n_chains, n_draws, *value.shape[1:]) for name, value in draws.items()}
-    modes = modes_up_to_permutation(chain_draws)
+    modes = modes_up_to_permutation(chain_draws, label_axes=label_axes)
     identity = np.arange(perms.shape[1])
     switched = bool(np.any(switching.n_switches > 0) or np.any(switching.modal_perm != identity)
                     or modes.label_switching)
@@ -173,40 +184,40 @@ def label_switching_groups(
         iterations=int(result.iterations),
     )
     return {"posterior_relabelled": relabelled, "label_switching": ds,
-            "posterior_modes": posterior_modes_group(relabelled, modes.mode, names, interval_prob)}
+            "posterior_modes": posterior_modes_group(relabelled, modes.mode, names, interval_prob, declared)}
 
 
-def _aligned_chains(picked: xr.Dataset) -> xr.Dataset:
+def _aligned_chains(picked: xr.Dataset, declared=None) -> xr.Dataset:
     """Each chain renamed so its mean matches the first chain's (a pivot of chain means).
 
     The relabelling puts every draw in EM's labelling, which for a mode other than EM's is only
     a nearest match and can differ from chain to chain; the chains of one mode must share one
     labelling for their mean, interval and R-hat to mean anything.
     """
-    names = [name for name in picked.data_vars if "component" in picked[name].dims]
-    means = {name: picked[name].mean("draw").transpose("chain", "component", ...).values for name in names}
+    means = draws_from_dataset(picked.mean("draw", keep_attrs=True).expand_dims("draw"), declared=declared)
     leader = {name: value[0] for name, value in means.items()}
     # One label-invariant scale per variable (pooled over chains, draws and components).
-    scale = {name: float(np.std(picked[name].values)) or 1.0 for name in names}
-    perms = relabel("pivot", draws=means, reference=leader, scale=scale).perms
-    component = picked["component"].values
-    chains = [picked.isel(chain=[c], component=perm).assign_coords(component=component) for c, perm in enumerate(perms)]
+    scale = {name: float(np.std(picked[name].values)) or 1.0 for name in means}
+    label_axes = label_axes_of(picked, declared=declared)
+    perms = relabel("pivot", draws=means, reference=leader, scale=scale, label_axes=label_axes).perms
+    chains = [rename_components(picked.isel(chain=[c]), perm, declared=declared) for c, perm in enumerate(perms)]
     return xr.concat(chains, dim="chain") if len(chains) > 1 else chains[0]
 
 
-def _mode_draws(ds: xr.Dataset, chains: np.ndarray) -> xr.Dataset:
+def _mode_draws(ds: xr.Dataset, chains: np.ndarray, declared=None) -> xr.Dataset:
     """The draws of ``chains`` in one labelling; a single chain as its two halves, so split R-hat
     (which needs two chains in ArviZ) still compares its first and second half, each split again."""
     picked = ds.isel(chain=chains)
     if len(chains) > 1:
-        return _aligned_chains(picked)
+        return _aligned_chains(picked, declared)
     half = picked.sizes["draw"] // 2
     first = picked.isel(draw=slice(0, half)).assign_coords(draw=np.arange(half))
     second = picked.isel(draw=slice(half, 2 * half)).assign_coords(draw=np.arange(half))
     return xr.concat([first, second], dim="chain").assign_coords(chain=[0, 1])
 
 
-def posterior_modes_group(relabelled: xr.Dataset, chain_mode: np.ndarray, names, interval_prob: float) -> xr.Dataset:
+def posterior_modes_group(relabelled: xr.Dataset, chain_mode: np.ndarray, names, interval_prob: float,
+                          declared=None) -> xr.Dataset:
     """Each posterior mode summarised apart: its chains, share, mean, equal-tailed interval, R-hat, ESS.
 
     Where chains sit in genuinely different modes (:func:`modes_up_to_permutation`), a mean or interval
@@ -225,6 +236,8 @@ def posterior_modes_group(relabelled: xr.Dataset, chain_mode: np.ndarray, names,
         Variables to summarise.
     interval_prob
         Probability of the equal-tailed interval.
+    declared
+        Name -> label dims (see :func:`label_switching_groups`).
     """
     chain_mode = np.asarray(chain_mode)
     n_modes = int(chain_mode.max()) + 1
@@ -233,7 +246,7 @@ def posterior_modes_group(relabelled: xr.Dataset, chain_mode: np.ndarray, names,
     parameters = None
     for mode in range(n_modes):
         chains = np.flatnonzero(chain_mode == mode)
-        draws = _mode_draws(relabelled[list(names)], chains)
+        draws = _mode_draws(relabelled[list(names)], chains, declared)
         quantiles = draws.quantile([tail, 1 - tail], dim=list(SAMPLE_DIMS))
         kw = {"sample_dims": list(SAMPLE_DIMS)}
         with constant_elements_quiet():
@@ -256,10 +269,15 @@ def posterior_modes_group(relabelled: xr.Dataset, chain_mode: np.ndarray, names,
     return ds
 
 
-def em_optima_group(restarts: xr.Dataset, names) -> xr.Dataset:
-    """The distinct local optima among EM restarts, up to renaming of components."""
+def em_optima_group(restarts: xr.Dataset, names, declared: Mapping[str, tuple[str, ...]] | None = None) -> xr.Dataset:
+    """The distinct local optima among EM restarts, up to renaming of components (along every label dim
+    of a parameter; ``declared``: name -> label dims, as :func:`label_switching_groups` takes it)."""
     params = {name: restarts[name].values for name in names if name in restarts and np.ptp(restarts[name].values) > 0}
-    optima = distinct_optima(params, restarts["loglik"].values)
+    # Every label dim of a parameter is renamed (a transition matrix's rows and columns), read as relabelling
+    # reads it: the declaration given, else the variable's attribute, else ``component``.
+    label_axes = {name: tuple(restarts[name].dims.index(d) for d in label_dims_of(restarts[name], declared))
+                  for name in params}
+    optima = distinct_optima(params, restarts["loglik"].values, label_axes=label_axes)
     members = np.full(restarts.sizes["restart"], -1)
     for i, optimum in enumerate(optima):
         members[optimum.members] = i

@@ -4,7 +4,8 @@ A mixture's likelihood does not change when its components are renamed, so MCMC 
 replicates and EM restarts come back with permuted labels. Every function here returns a
 :class:`Relabelling` whose ``perms`` (S, K) say how to rename: the relabelled draw ``s`` of an array
 ``x`` of shape (S, K, ...) is ``x[s, perms[s]]``, i.e. new component ``j`` is old component
-``perms[s, j]``. Nothing is relabelled in place; :func:`apply_permutations` and
+``perms[s, j]``. Nothing is relabelled in place; :func:`apply_permutations`, :func:`permute_labels`
+(every label axis of a variable at once: rows and columns of a transition matrix) and
 :func:`permute_probs` apply a result.
 
 The methods follow the reference implementations of R's ``label.switching`` package
@@ -40,7 +41,9 @@ __all__ = [
     "ecr",
     "ecr_iterative",
     "invert_permutations",
+    "label_features",
     "order_by",
+    "permute_labels",
     "permute_probs",
     "pivot",
     "pivot_cost",
@@ -135,14 +138,72 @@ def _check_perms(perms: np.ndarray, S: int | None = None, K: int | None = None) 
     return perms
 
 
-def apply_permutations(draws: Mapping[str, np.ndarray], perms: np.ndarray) -> dict[str, np.ndarray]:
-    """Rename the components of every array: ``out[name][s] = draws[name][s, perms[s]]``.
+def permute_labels(values: np.ndarray, perms: np.ndarray, axes=(1,)) -> np.ndarray:
+    """Rename the components along EVERY label axis of ``values`` at once.
+
+    A parameter can be labelled along more than one axis: a K x K transition matrix has a component
+    on its rows and on its columns, and renaming the components renames both, ``P[perm][:, perm]``.
+    Permuting the rows alone would describe another chain.
+
+    Parameters
+    ----------
+    values : ndarray
+        With per-draw ``perms`` (S, K): shape (S, ...), one draw per row of axis 0. With one ``perm``
+        (K,): any shape, no draw axis.
+    perms : ndarray of int, shape (S, K) or (K,)
+        New component ``j`` is old ``perms[s, j]`` (or ``perm[j]``).
+    axes : sequence of int
+        The label axes of ``values``, each of length K (axis 0 is the draw axis with per-draw ``perms``
+        and cannot be one of them). Empty: ``values`` is returned unchanged (a copy).
+
+    Returns
+    -------
+    ndarray
+        A new array of the shape of ``values``.
+    """
+    values = np.asarray(values)
+    perms = np.asarray(perms)
+    axes = tuple(int(a) % values.ndim if values.ndim else int(a) for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"label axes {axes} name an axis twice")
+    if perms.ndim == 1:
+        p = _check_perms(perms[None, :])[0]
+        out = values
+        for axis in axes:
+            if values.shape[axis] != p.size:
+                raise ValueError(f"label axis {axis} of values {values.shape} has not K = {p.size} entries")
+            out = np.take(out, p, axis=axis)
+        return out if axes else values.copy()
+    if values.ndim < 1:
+        raise ValueError("per-draw perms need values of shape (S, ...)")
+    p = _check_perms(perms, S=values.shape[0])
+    out = values
+    for axis in axes:
+        if axis == 0:
+            raise ValueError("axis 0 is the draw axis; it cannot be a label axis with per-draw perms")
+        if values.shape[axis] != p.shape[1]:
+            raise ValueError(f"label axis {axis} of values {values.shape} has not K = {p.shape[1]} entries")
+        # Index array with the draw axis and this label axis, ones elsewhere: take_along_axis broadcasts it.
+        shape = [1] * values.ndim
+        shape[0], shape[axis] = p.shape
+        out = np.take_along_axis(out, p.reshape(shape), axis=axis)
+    return out if axes else values.copy()
+
+
+def apply_permutations(draws: Mapping[str, np.ndarray], perms: np.ndarray,
+                       label_axes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+    """Rename the components of every array: ``out[name][s] = draws[name][s, perms[s]]`` for a variable
+    labelled on axis 1, and every label axis at once for one labelled on several (:func:`permute_labels`).
 
     Parameters
     ----------
     draws : mapping of str to ndarray, each of shape (S, K, ...)
-        Component axis 1; any trailing dimensions (e.g. (D, D) covariances) ride along.
+        Component axis 1; any trailing dimensions (e.g. (D, D) covariances) ride along unless
+        ``label_axes`` names them.
     perms : ndarray of int, shape (S, K)
+    label_axes : mapping of str to tuple of int, optional
+        The label axes of a variable (e.g. ``(1, 2)`` for (S, K, K) transition matrices); ``(1,)`` for a
+        variable not in it.
 
     Returns
     -------
@@ -154,8 +215,50 @@ def apply_permutations(draws: Mapping[str, np.ndarray], perms: np.ndarray) -> di
         x = np.asarray(x)
         if x.ndim < 2:
             raise ValueError(f"draws[{name!r}] must have shape (S, K, ...); got {x.shape}")
-        p = _check_perms(perms, S=x.shape[0], K=x.shape[1])
-        out[name] = x[np.arange(x.shape[0])[:, None], p]
+        axes = (label_axes or {}).get(name, (1,))
+        _check_perms(perms, S=x.shape[0], K=x.shape[axes[0]] if axes else None)
+        out[name] = permute_labels(x, perms, axes)
+    return out
+
+
+def _row_features(x: np.ndarray, axis: int) -> np.ndarray:
+    # Along a second label axis of component axis 1: the element at the row's own label first (a
+    # transition matrix's diagonal), then the others sorted. Renaming components jointly moves row k to
+    # row j with this feature vector unchanged, so it can be compared to a reference by row alone.
+    y = np.moveaxis(x, axis, -1)
+    K = y.shape[-1]
+    own = np.eye(K, dtype=bool).reshape((1, K) + (1,) * (y.ndim - 3) + (K,))
+    own = np.broadcast_to(own, y.shape)
+    diagonal = y[own].reshape(y.shape[:-1] + (1,))
+    others = np.sort(y[~own].reshape(y.shape[:-1] + (K - 1,)), axis=-1)
+    return np.concatenate([diagonal, others], axis=-1)
+
+
+def label_features(arrays: Mapping[str, np.ndarray], label_axes: Mapping[str, tuple[int, ...]] | None,
+                   *, draw_axis: bool = True) -> dict[str, np.ndarray]:
+    """Arrays whose only label axis is the component axis, for the methods that compare components one
+    by one (:func:`pivot`, :func:`pivot_cost`).
+
+    A variable labelled on further axes (a transition matrix, (S, K, K) with ``label_axes`` (1, 2)) has,
+    per row, its element on the row's own label followed by the other elements of the row sorted
+    (:func:`_row_features`): unchanged by a joint renaming except for the row's position, so the cost of
+    calling old row ``k`` new row ``j`` no longer depends on the rest of the permutation. Variables with
+    only axis 1 (or none given) are returned as they are. ``draw_axis=False``: the arrays are (K, ...)
+    (a reference), their axes counted without the draw axis, ``label_axes`` still in the draws' layout.
+    """
+    out = {}
+    shift = 0 if draw_axis else 1
+    for name, x in arrays.items():
+        x = np.asarray(x)
+        extra = [a - shift for a in (label_axes or {}).get(name, (1,)) if a != 1]
+        if not extra or (x.ndim == 0):
+            out[name] = x
+            continue
+        if not draw_axis:
+            x = x[None]
+        for axis in sorted(extra, reverse=True):
+            x = _row_features(x, axis + shift)
+        out[name] = x if draw_axis else x[0]
     return out
 
 
@@ -345,8 +448,12 @@ def pivot_cost(
     draws: Mapping[str, np.ndarray],
     reference: Mapping[str, np.ndarray],
     scale: Mapping[str, np.ndarray | float] | None = None,
+    label_axes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> np.ndarray:
     """Standardised squared distance between every draw's components and the reference components.
+
+    ``label_axes`` as in :func:`pivot`: a variable labelled on several axes is compared by
+    :func:`label_features`.
 
     Parameters
     ----------
@@ -366,6 +473,8 @@ def pivot_cost(
     ndarray, shape (S, K, K)
         ``cost[s, j, k] = sum over variables and elements of ((draws[s, k] - reference[j]) / scale[j])**2``.
     """
+    if label_axes:
+        draws, reference, scale = _label_features_all(draws, reference, scale, label_axes)
     S, K, flat = _flatten_features(draws)
     scale = {} if scale is None else scale
     refs = {name: _flat_reference(reference, name, K, x.shape[2]) for name, x in flat.items()}
@@ -378,11 +487,30 @@ def pivot_cost(
     return _scaled_cost(flat, refs, scales)
 
 
+def _label_features_all(draws, reference, scale, label_axes):
+    """:func:`label_features` of draws, reference and any per-element scale of the same variables."""
+    multi = {name for name, axes in label_axes.items() if any(a != 1 for a in axes)}
+    draws_out = label_features(draws, label_axes)
+    reference_out = {**reference, **label_features({n: reference[n] for n in multi if n in reference}, label_axes,
+                                                   draw_axis=False)}
+    scale_out = None if scale is None else dict(scale)
+    for name in multi:
+        if scale_out is not None and name in scale_out and name in draws:
+            value = np.asarray(scale_out[name], dtype=float)
+            if value.shape == np.shape(draws[name])[1:]:
+                scale_out[name] = label_features({name: value}, label_axes, draw_axis=False)[name]
+            elif value.size != 1:
+                raise ValueError(f"scale[{name!r}] of a variable with several label axes must be a scalar or of "
+                                 f"shape {np.shape(draws[name])[1:]}; got {value.shape}")
+    return draws_out, reference_out, scale_out
+
+
 def pivot(
     draws: Mapping[str, np.ndarray],
     reference: Mapping[str, np.ndarray],
     scale: Mapping[str, np.ndarray | float] | None = None,
     max_iter: int = 100,
+    label_axes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> Relabelling:
     """Match every draw to a reference parameter set (an EM answer or the MAP draw).
 
@@ -397,6 +525,10 @@ def pivot(
         without one get the within-component posterior spread, estimated as below.
     max_iter : int
         Most permutation updates when some scale is estimated.
+    label_axes : mapping of str to tuple of int, optional
+        Label axes of a variable labelled on more than the component axis (``(1, 2)`` for (S, K, K)
+        transition matrices); such a variable is compared by :func:`label_features`. Scales given for
+        it in ``scale`` are read in the same transformed layout when they are arrays of its shape.
 
     Returns
     -------
@@ -432,6 +564,8 @@ def pivot(
     comparison (on draws whose means are 6 posterior sds apart, pivoting to a random draw recovered
     99.1-100 % of draws where the true parameters gave 100 %).
     """
+    if label_axes:
+        draws, reference, scale = _label_features_all(draws, reference, scale, label_axes)
     S, K, flat = _flatten_features(draws)
     scale = {} if scale is None else scale
     refs = {name: _flat_reference(reference, name, K, x.shape[2]) for name, x in flat.items()}

@@ -17,10 +17,12 @@ import numpy as np
 import xarray as xr
 
 from emvsbayes.report.markup import group
-from emvsbayes.results import root_json
+from emvsbayes.results import LABEL_DIMS_ATTR, label_dims_of, root_json
 
-#: Reported parameters in display order (``cov`` shows its upper triangle, the rest is its mirror).
-PARAMETERS = ("theta", "w", "mu", "sigma", "cov")
+#: The parameters of results files written before the family's declaration was (root attribute
+#: ``parameters``, variable attribute ``label_dims``): the only names such a file holds. Newer files
+#: are read by their declaration, so a parameter a new family declares reaches every table.
+LEGACY_PARAMETERS = ("theta", "w", "mu", "sigma", "cov")
 SAMPLE_DIMS = ("chain", "draw")
 NAN2 = (float("nan"), float("nan"))
 
@@ -62,11 +64,32 @@ def component_names(tree: xr.DataTree, k: int) -> list[str]:
     return [str(c) for c in range(k)]
 
 
-def _named(label: str, name: str, where: dict, names: list[str] | None) -> str:
-    """``theta[0]`` as ``theta[A]`` when the components have names."""
-    if names is None or set(where) != {"component"}:
+def _named(label: str, name: str, where: dict, names: list[str] | None, label_dims=("component",)) -> str:
+    """``theta[0]`` as ``theta[A]`` (and a transition matrix's ``P[0, 1]`` as ``P[A, B]``) when the
+    components have names and every index of the scalar is a label."""
+    if names is None or not where or not set(where) <= set(label_dims):
         return label
-    return f"{name}[{names[where['component']]}]"
+    return f"{name}[{', '.join(names[where[d]] for d in where)}]"
+
+
+def _observation_dims(tree: xr.DataTree) -> set[str]:
+    data = group(tree, "data")
+    return {da.dims[0] for da in data.data_vars.values() if da.dims} if data is not None else set()
+
+
+def parameter_names(tree: xr.DataTree) -> list[str]:
+    """The reported parameters in report order, as the results file declares them (root attribute
+    ``parameters``). A file written before the declaration: the ``em`` variables indexed by component and
+    by no observation (``resp`` is per observation), in the file's order, which was the report's."""
+    declared = root_json(tree, "parameters")
+    if isinstance(declared, list) and all(isinstance(name, str) for name in declared):
+        return declared
+    em = group(tree, "em")
+    if em is None:
+        return []
+    observation = _observation_dims(tree)
+    return [str(name) for name, da in em.data_vars.items()
+            if "component" in da.dims and not observation & set(da.dims)]
 
 
 def interval_prob(tree: xr.DataTree) -> float:
@@ -165,11 +188,13 @@ def parameter_rows(tree: xr.DataTree) -> list[ParamRow]:
     data = group(tree, "data")
     named = data is not None and "component_labels" in data.attrs and "component" in em.sizes
     names = component_names(tree, em.sizes["component"]) if named else None
-    for name in PARAMETERS:
+    for name in parameter_names(tree):
         if name not in em:
             continue
+        label_dims = label_dims_of(em[name])
         for label, where in elements(em[name]):
-            fields: dict = {"label": _named(label, name, where, names), "name": name, "em": _scalar(em, name, where)}
+            fields: dict = {"label": _named(label, name, where, names, label_dims), "name": name,
+                            "em": _scalar(em, name, where)}
             draws = None
             if posterior is not None and name in posterior:
                 sel = {d: i for d, i in where.items() if d in posterior[name].dims}
@@ -191,11 +216,21 @@ def parameter_rows(tree: xr.DataTree) -> list[ParamRow]:
     return rows
 
 
-def varying_names(ds: xr.Dataset | None) -> list[str]:
-    """Reported parameters present in ``ds`` that are not constant (fixed weights carry nothing)."""
+def group_parameters(ds: xr.Dataset | None) -> list[str]:
+    """The parameters in one group: its variables declared as parameters (attribute ``label_dims``, in
+    the group's order, which the declaration made the report's); in a file written before the
+    declaration, :data:`LEGACY_PARAMETERS`."""
     if ds is None:
         return []
-    return [name for name in PARAMETERS if name in ds and np.ptp(ds[name].values) > 0]
+    declared = [str(name) for name, da in ds.data_vars.items() if LABEL_DIMS_ATTR in da.attrs]
+    if declared:
+        return declared
+    return [name for name in LEGACY_PARAMETERS if name in ds]
+
+
+def varying_names(ds: xr.Dataset | None) -> list[str]:
+    """Reported parameters present in ``ds`` that are not constant (fixed weights carry nothing)."""
+    return [name for name in group_parameters(ds) if np.ptp(ds[name].values) > 0]
 
 
 def display_draws(ds: xr.Dataset, max_draws: int = 400) -> xr.Dataset:

@@ -30,6 +30,7 @@ from emvsbayes.report.params import (
     display_draws,
     elements,
     equal_tailed,
+    group_parameters,
     interval_prob,
     component_names,
     multimodal,
@@ -270,13 +271,15 @@ def _restarts(ctx: Context) -> str:
     start = restarts["init_loglik"].values if "init_loglik" in restarts else None
     fig = figure(figures.restart_outcomes(start, restarts["loglik"].values, optimum), "em-restarts",
                  "Each restart's log-likelihood at its start (hollow) and where it stopped (filled, coloured by the optimum reached).")
-    name = "theta" if "theta" in restarts else "mu"
+    # The first parameter the results declare other than the weights: theta, mu, or a new family's own.
+    name = next((n for n in group_parameters(restarts) if n != "w"), None)
     rows = [[int(r), fmt(restarts["loglik"].values[i], 8), int(restarts["n_iter"].values[i]),
              "yes" if restarts["converged"].values[i] else "no"]
             + ([int(optimum[i])] if optimum is not None else [])
-            + [", ".join(fmt(v) for v in np.atleast_1d(restarts[name].values[i]).ravel())]
+            + ([", ".join(fmt(v) for v in np.atleast_1d(restarts[name].values[i]).ravel())] if name else [])
             for i, r in enumerate(restarts["restart"].values)]
-    header = ["restart", "log-likelihood", "iterations", "converged"] + (["optimum"] if optimum is not None else []) + [name]
+    header = (["restart", "log-likelihood", "iterations", "converged"] + (["optimum"] if optimum is not None else [])
+              + ([name] if name else []))
     best = restarts.attrs.get("best_restart")
     note = f"The reported EM answer is restart {best}." if best is not None else ""
     return subsection("Every restart", fig + table(header, rows), note)
