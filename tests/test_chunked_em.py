@@ -125,6 +125,22 @@ def test_reduction_adds_statistics_of_parts():
     assert total.loglik == pytest.approx(whole.loglik, rel=1e-13)
 
 
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_standardised_chunk_is_prepare_to_the_bit(covariance_type):
+    """The chunk's standardised data are prepare's with the same frame, bit for bit (and its block size)."""
+    from emvsbayes.gaussian import prepare
+
+    model = GaussianMixtureModel(3, covariance_type)
+    for rows in (1, 300, 40_000, 70_000):
+        x = np.random.default_rng(rows).normal(50.0, 3.0, (rows, 2))
+        frame = chunked.frame_of(model, x.mean(axis=0) + 1.0, x.var(axis=0) * 2.0)
+        got, want = chunked.standardised(model, frame, x), prepare(model, x, frame=frame)
+        assert np.array_equal(got.z_t, want.z_t)
+        assert got.chunk_size == want.chunk_size
+        if covariance_type == "tied":
+            assert np.array_equal(got.zz_total, want.zz_total)
+
+
 def test_frame_matches_in_memory_prepare(client):
     from emvsbayes.gaussian import prepare
 
