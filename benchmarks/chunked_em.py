@@ -169,8 +169,8 @@ def write_npy(store: Path, n: int) -> None:
 
 def _npy_rows(path: str, block_info=None):
     start, stop = block_info[None]["array-location"][0]
-    # A view of the mapped file: the E-step's standardising pass is the read (no copy in between).
-    return np.load(path, mmap_mode="r")[start:stop]
+    # A copy, and the map dropped: pages of a mapping still held count in the worker's resident memory.
+    return np.array(np.load(path, mmap_mode="r")[start:stop])
 
 
 def npy_data(path: Path, chunk_rows: int):

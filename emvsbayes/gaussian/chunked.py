@@ -142,13 +142,15 @@ def add_statistics(*parts: ChunkStats) -> ChunkStats:
     )
 
 
-def _tree(parts: list, combine, split_every: int):
-    """The delayed reduction of ``parts`` by ``combine`` of at most ``split_every`` at a time."""
+def _tree(parts: list, add, split_every: int):
+    """The delayed reduction of ``parts`` (from :func:`per_chunk`) by ``add`` of at most ``split_every`` at a
+    time; a single part is passed through ``add`` too, so the result is never a cell."""
     from dask import delayed
 
-    while len(parts) > 1:
-        parts = [delayed(combine, pure=True)(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
-    return parts[0]
+    while True:
+        parts = [delayed(_combine, pure=True)(add, *parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
+        if len(parts) == 1:
+            return parts[0]
 
 
 def as_row_chunked(x):
@@ -172,10 +174,31 @@ def as_row_chunked(x):
     return x
 
 
-def row_blocks(x) -> list:
-    """One delayed object per non-empty row chunk of ``x`` (N, D)."""
-    blocks = x.to_delayed().ravel().tolist()
-    return [block for block, n in zip(blocks, x.chunks[0]) if n > 0]
+def _in_cell(block: np.ndarray, function, *args) -> np.ndarray:
+    """``function(*args, block)`` in a 1 x 1 object array (a dask array's block); None for an empty chunk."""
+    out = np.empty((1, 1), dtype=object)
+    out[0, 0] = function(*args, block) if block.shape[0] else None
+    return out
+
+
+def per_chunk(x, function, *args) -> list:
+    """One delayed ``function(*args, chunk)`` per row chunk of ``x`` (N, D), None for an empty chunk.
+
+    Written as a ``map_blocks`` of ``x`` rather than a task taking each chunk from ``x.to_delayed()``: Dask fuses
+    a ``map_blocks`` with the task that reads or makes the chunk, so the chunk is consumed where it is read,
+    inside one task. As two tasks, the scheduler may run them on different workers and send the chunk between
+    them (measured: 2.5x the CPU time per row of the fused form).
+    """
+    cells = x.map_blocks(_in_cell, function, *args, dtype=object, chunks=((1,) * len(x.chunks[0]), (1,)),
+                         meta=np.empty((0, 0), dtype=object))
+    return cells.to_delayed().ravel().tolist()
+
+
+def _combine(add, *parts):
+    """``add`` of the non-empty ``parts`` (each a 1 x 1 cell from :func:`per_chunk`, or an earlier sum)."""
+    values = [part[0, 0] if isinstance(part, np.ndarray) and part.dtype == object else part for part in parts]
+    values = [value for value in values if value is not None]
+    return add(*values) if values else None
 
 
 def frame_of(model: GaussianMixtureModel, column_mean: np.ndarray, column_var: np.ndarray) -> Frame:
@@ -196,7 +219,7 @@ def frame_of(model: GaussianMixtureModel, column_mean: np.ndarray, column_var: n
     return Frame(np.asarray(column_mean, dtype=float), scale)
 
 
-def _column_sums(block: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
+def _column_sums(centre: np.ndarray | None, block: np.ndarray) -> np.ndarray:
     """(n, sum_i y_i (D,)) packed as one vector, for y = block (``centre`` None) or its squared deviations."""
     y = block if centre is None else np.square(block - centre)
     return np.concatenate([[block.shape[0]], y.sum(axis=0)])
@@ -209,13 +232,9 @@ def _add_vectors(*parts: np.ndarray) -> np.ndarray:
 def data_frame(model: GaussianMixtureModel, x, client, split_every: int = SPLIT_EVERY) -> Frame:
     """The standardising frame of the whole of ``x``: two passes (the means, then the variances about them,
     which, unlike E[x^2] - mean^2, do not cancel for data far from the origin)."""
-    from dask import delayed
-
-    blocks = row_blocks(x)
-    sums = client.compute(_tree([delayed(_column_sums)(b, None) for b in blocks], _add_vectors, split_every)).result()
+    sums = client.compute(_tree(per_chunk(x, _column_sums, None), _add_vectors, split_every)).result()
     centre = sums[1:] / sums[0]
-    squares = client.compute(_tree([delayed(_column_sums)(b, centre) for b in blocks], _add_vectors,
-                                   split_every)).result()
+    squares = client.compute(_tree(per_chunk(x, _column_sums, centre), _add_vectors, split_every)).result()
     return frame_of(model, centre, squares[1:] / squares[0])
 
 
@@ -228,10 +247,7 @@ def chunked_e_step(model: GaussianMixtureModel, x, frame: Frame, client, kind: s
                    params: GaussianParams) -> tuple[GaussianStats, float]:
     """One E-step over all chunks of ``x`` on ``client``: (statistics of the whole data, objective), the
     record :func:`emvsbayes.gaussian.em.m_step` takes."""
-    from dask import delayed
-
-    step = partial(chunk_statistics, model, frame, params, kind)
-    parts = [delayed(step, pure=True)(block) for block in row_blocks(x)]
+    parts = per_chunk(x, chunk_statistics, model, frame, params, kind)
     total = client.compute(_tree(parts, add_statistics, split_every)).result()
     stats = GaussianStats(total.nk, total.sum_z, total.sum_zz, frame, total.shift, recompute_log_resp=_not_kept)
     return stats, total.loglik
