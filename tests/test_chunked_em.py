@@ -67,7 +67,7 @@ def test_hard_em_and_one_feature_equal_in_memory(client):
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.normal(-2, 1, 400), rng.normal(3, 0.5, 200)])
     model = GaussianMixtureModel(2, "full")
-    init = initial_params(model, x, "random", np.random.default_rng(2))
+    init = initial_params(model, x, "kmeans", np.random.default_rng(2))
     for kind in ("soft", "hard"):
         want = fit(model, x, init, kind=kind)
         got = chunked.fit(model, da.from_array(x, chunks=(250, 100, 250)), init, kind=kind, client=client)
