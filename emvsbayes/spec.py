@@ -69,6 +69,10 @@ def _show(v, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 5] + " ...>"
 
 
+#: The public name of :func:`_show`, for checks made outside this module.
+show_value = _show
+
+
 #: Counts (draws, chains, restarts, ...) above this are refused: numpy and the samplers index with int32.
 MAX_COUNT = 2**31 - 1
 

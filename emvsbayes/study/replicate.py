@@ -48,7 +48,6 @@ from emvsbayes.gaussian import bayes as gauss_bayes
 from emvsbayes.gaussian import em as gauss_em
 from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, GaussianPriors
 from emvsbayes.labels import apply_permutations, chain_permutations, distinct_optima, pivot
-from emvsbayes.uncertainty import coin_standard_errors, gaussian_standard_errors
 
 #: Stages that get their own child seed, in this order (adding a stage at the end keeps old streams).
 SEED_STAGES = ("data", "em", "bootstrap", "sampler")
@@ -310,10 +309,14 @@ def align(family: Family, model_def, params, reference_vars: Mapping[str, np.nda
 
 
 def _coin_wald(model_def: CoinMixture, params: CoinParams, data: dict, prob: float):
+    from emvsbayes.coins.family import coin_standard_errors
+
     return coin_standard_errors(model_def, data["heads"], data["tosses"], params, level=prob)
 
 
 def _gauss_wald(model_def: GaussianMixtureModel, params: GaussianParams, data: dict, prob: float):
+    from emvsbayes.gaussian.family import gaussian_standard_errors
+
     return gaussian_standard_errors(model_def, data["x"], params, level=prob)
 
 
