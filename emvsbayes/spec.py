@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from emvsbayes.errors import UserError
+from emvsbayes.family import family_names
 from emvsbayes.paths import input_kind
 
 _REQUIRED = object()
@@ -69,7 +70,7 @@ def _show(v, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 5] + " ...>"
 
 
-#: The public name of :func:`_show`, for checks made outside this module.
+#: Public names of the helpers that other modules' checks reuse.
 show_value = _show
 
 
@@ -289,7 +290,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "standardize": Key(False, boolean),
     },
     "model": {
-        "family": Key(_REQUIRED, one_of("coins", "gaussian")),
+        "family": Key(_REQUIRED, one_of(*family_names())),
         "components": Key(2, components_value),
         # coins
         "weights": Key("equal", one_of("equal", "estimated")),
@@ -531,3 +532,10 @@ def resolve_data_path(spec: dict) -> Path | None:
     if not path.is_absolute():
         path = Path(spec.get("path", ".")).parent / path
     return path
+
+
+#: Public names of the spec helpers the study spec and the Python API reuse.
+REQUIRED = _REQUIRED
+is_int = _is_int
+is_number = _is_number
+suggest = _suggest

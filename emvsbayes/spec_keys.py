@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 from emvsbayes.errors import UserError
-from emvsbayes.spec import _REQUIRED, AUTO_INIT, GAUSSIAN_MAX_INIT, GAUSSIAN_REACH_BEST, SCHEMA
+from emvsbayes.spec import REQUIRED as _REQUIRED
+from emvsbayes.spec import AUTO_INIT, GAUSSIAN_MAX_INIT, GAUSSIAN_REACH_BEST, SCHEMA
 
 #: What each key means, by (section, key); "" is the top of the file. Every schema key needs one.
 KEY_DOCS: dict[tuple[str, str], str] = {

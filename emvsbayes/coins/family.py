@@ -436,6 +436,33 @@ class CoinFamily:
             w = model_def.equal_weights
         return CoinParams(theta, w)
 
+    # studies (emvsbayes.study): a cell's model, truth and data; data as named arrays for the sampler
+    observed = {"heads": "heads"}  # the PyMC model's observed variable -> the array holding its data
+
+    def study_model(self, spec: dict, cell: dict, prior: dict) -> CoinMixture:
+        return CoinMixture(n_components=cell["components"], weights=spec["model"]["weights"],
+                           theta_prior=tuple(prior["theta_prior"]), w_concentration=prior["w_concentration"],
+                           ordered=cell["variant"] == "ordered")
+
+    def study_truth(self, spec: dict, cell: dict, model_def: CoinMixture, rng) -> CoinParams:
+        """Thetas ``separation`` apart around 0.5; the spec's weights (or equal ones)."""
+        k, gap = cell["components"], cell["separation"]
+        theta = 0.5 + gap * (np.arange(k) - (k - 1) / 2)
+        w = spec["truth"]["w"]
+        w = model_def.equal_weights if w is None or model_def.weights == "equal" else np.asarray(w) / np.sum(w)
+        return CoinParams(theta, w)
+
+    def study_data(self, model_def, params: CoinParams, cell: dict, rng) -> CoinData:
+        from emvsbayes.data import simulate_coins
+
+        return simulate_coins(params.theta, params.w, cell["tosses"], rng, n_sets=cell["n_sets"])
+
+    def as_arrays(self, data) -> dict[str, np.ndarray]:
+        return {"heads": np.asarray(data.heads), "tosses": np.asarray(data.tosses)}
+
+    def from_arrays(self, arrays: Mapping[str, np.ndarray]) -> CoinData:
+        return as_coin_data(arrays["heads"], arrays["tosses"])
+
     def bootstrap_target(self, model_def, data) -> tuple[CoinBootstrap, Any]:
         """(the bootstrap's resample / simulate / refit object, the data in its form)."""
         return CoinBootstrap(model_def), (np.asarray(data.heads), np.asarray(data.tosses))
