@@ -264,6 +264,15 @@ class CoinFamily:
     def n_observations(self, data) -> int:
         return int(len(data.heads))
 
+    def size_facts(self, d: int) -> dict:
+        """For the memory estimates (:mod:`emvsbayes.limits`): theta and w per component, the
+        responsibilities of each set kept in every iteration's trace, and what the rows are called."""
+        return {"params_per_component": 2, "trace_per_observation": 1, "observations": "sets"}
+
+    def study_shape(self, cell: dict) -> tuple[int, int]:
+        """(observations, columns) of a study cell's data."""
+        return cell["n_sets"], 1
+
     def data_shape(self, data) -> tuple[int, int]:
         """(rows, columns) for the size limits."""
         return len(data.heads), 1

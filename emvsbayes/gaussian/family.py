@@ -453,6 +453,14 @@ class GaussianFamily:
     def n_observations(self, data) -> int:
         return int(np.shape(data.x)[0])
 
+    def size_facts(self, d: int) -> dict:
+        """For the memory estimates (:mod:`emvsbayes.limits`): w, mu (D), covariance and its Cholesky factor
+        (D x D each) per component; no per-row statistics in the trace."""
+        return {"params_per_component": 1 + d + 2 * d * d, "trace_per_observation": 0, "observations": "rows"}
+
+    def study_shape(self, cell: dict) -> tuple[int, int]:
+        return cell["n_obs"], cell["dim"]
+
     def data_shape(self, data) -> tuple[int, int]:
         return np.shape(data.x)
 
