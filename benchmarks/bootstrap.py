@@ -1,7 +1,7 @@
 """The EM bootstrap of every bundled 1-D or coin spec: batched against today's per-replicate path.
 
 For each spec: the spec's data, EM answer (its own restarts and options, as ``emvsbayes run`` fits them),
-seed and B (200 in every bundled spec), then ``coin_bootstrap`` / ``gaussian_bootstrap`` by both routes,
+seed and B (200 in every bundled spec), then ``run_bootstrap`` by both routes,
 interleaved:
 
 - ``per-replicate``: one ``fit_em`` per replicate, in this process (``n_workers=1``) and, as
@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from emvsbayes.pipeline import child_seeds, load_data  # noqa: E402
 from emvsbayes.spec import load_spec  # noqa: E402
-from emvsbayes.uncertainty.bootstrap import coin_bootstrap, gaussian_bootstrap  # noqa: E402
+from emvsbayes.family import get_family  # noqa: E402
+from emvsbayes.runner import fit_until  # noqa: E402
+from emvsbayes.uncertainty import run_bootstrap  # noqa: E402
 
 SPECS = ("two_coins", "lecture_coins", "galaxies", "acidity", "enzyme")
 TARGET_SECONDS = 1.0
@@ -50,28 +52,14 @@ def reference_and_call(name: str):
     em_spec = spec["em"]
     options = dict(tol=em_spec["tol"], param_tol=em_spec["param_tol"], max_iter=em_spec["max_iter"])
     n_boot = em_spec["bootstrap"]
-    if spec["model"]["family"] == "coins":
-        from emvsbayes.coins import runner
-        from emvsbayes.coins.em import fit_restarts
+    family = get_family(spec["model"]["family"])
+    model = family.model_from_spec(spec, data)
+    next_init, policy = family.starts(model, data, em_spec, np.random.default_rng(seeds["em"]))
+    best = fit_until(family, model, data, next_init, policy, em_spec).restarts.best.params
 
-        model = runner.model_from_spec(spec)
-        inits = runner.initial_params(model, em_spec, np.random.default_rng(seeds["em"]))
-        best = fit_restarts(model, data.heads, data.tosses, inits, **options).best.params
-
-        def call(kind, route, n_workers):
-            return coin_bootstrap(model, data.heads, data.tosses, best, n_boot=n_boot, seed=seeds["bootstrap"],
-                                  kind=kind, n_workers=n_workers, em_options=options, route=route)
-    else:
-        from emvsbayes.gaussian import runner
-
-        model = runner.model_from_spec(spec)
-        x = np.asarray(data.x, dtype=float)
-        inits = runner._inits(model, x, em_spec, np.random.default_rng(seeds["em"]))
-        best = runner._fit_all(model, x, inits, em_spec, "soft")[0].best.params
-
-        def call(kind, route, n_workers):
-            return gaussian_bootstrap(model, x, best, n_boot=n_boot, seed=seeds["bootstrap"], kind=kind,
-                                      n_workers=n_workers, em_options=options, route=route)
+    def call(kind, route, n_workers):
+        return run_bootstrap(family, model, data, best, n_boot=n_boot, seed=seeds["bootstrap"], kind=kind,
+                             n_workers=n_workers, em_options=options, route=route)
     return n_boot, call
 
 

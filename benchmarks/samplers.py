@@ -84,13 +84,13 @@ def _load(cfg):
 def _gaussian_setup(cfg, data):
     """Model definition, data (N, D), EM starting points (GaussianParams, best first)."""
     from emvsbayes.gaussian import GaussianMixtureModel, GaussianPriors, em, initial_params_restarts
-    from emvsbayes.gaussian.runner import _start_points
+    from emvsbayes.comparison import start_points
 
     x = np.asarray(data.x, dtype=float)
     model_def = GaussianMixtureModel(cfg["k"], "full", ordered=cfg["ordered"], priors=GaussianPriors(lkj_eta=2.0))
     inits = initial_params_restarts(model_def, x, cfg["n_init"], "k-means++", np.random.default_rng(cfg["seed"]))
     restarts = em.fit_restarts(model_def, x, inits, tol=1e-10, max_iter=cfg["max_iter"])
-    return model_def, x, _start_points(model_def, restarts)
+    return model_def, x, start_points(lambda params: params.variables(), restarts)
 
 
 def _coins_setup(cfg, data):
@@ -287,7 +287,7 @@ def worker(args) -> None:
 
         model_def, params = _coins_setup(cfg, data)
         x, pm_starts, dim = None, initvals_from_params(model_def, [params]), 1
-        fewest_points = float("inf")  # no scale parameters: see emvsbayes.coins.runner._target_accept
+        fewest_points = float("inf")  # no scale parameters: see emvsbayes.coins.family.CoinFamily.target_accept
     else:
         from emvsbayes.gaussian.bayes import initvals_from_params
 

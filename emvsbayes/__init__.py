@@ -1,16 +1,30 @@
 """emvsbayes: fit the same mixture model by hand-written EM and by PyMC, and compare the two.
 
-The package is laid out by what each part is:
+The package is laid out in layers; a module imports only from its own layer or lower ones, never in a
+circle (``tests/test_layering.py`` checks both, and that no private name crosses a module boundary):
 
-- ``emvsbayes.em``: the one EM loop (stopping, trace, restarts) shared by every model family;
-- ``emvsbayes.coins``, ``emvsbayes.gaussian``: one package per model family, each with ``model``
-  (the single definition both engines read), ``em`` (E-step / M-step), ``bayes`` (the PyMC model);
-- ``emvsbayes.labels``: label-switching functions over arrays of draws;
-- ``emvsbayes.data``: bundled data sets, CSV loading and simulation;
-- ``emvsbayes.results``: the xarray edge, writing and reading ``results.nc``;
-- ``emvsbayes.report``: the HTML report, which reads only the results file;
-- ``emvsbayes.spec``, ``emvsbayes.pipeline``, ``emvsbayes.cli``: specs, the run, the command line;
-- ``emvsbayes.api``: the Python API below.
+0. foundations: ``emvsbayes.errors``, ``emvsbayes.paths``, ``emvsbayes.lazy_imports``, ``emvsbayes.seeds``
+   (one seed scheme for runs and studies);
+1. the numerical core and the edges, knowing no model family: ``emvsbayes.em`` (the one EM loop and
+   restart rule), ``emvsbayes.family`` (the family protocol and registry), ``emvsbayes.data`` (bundled
+   data, CSV, simulation), ``emvsbayes.labels`` (label switching over arrays of draws),
+   ``emvsbayes.sampling`` (the samplers), ``emvsbayes.spec``, ``emvsbayes.spec_keys``,
+   ``emvsbayes.study.spec`` (specs), ``emvsbayes.results`` (the xarray edge: ``results.nc``,
+   ``study.nc``), ``emvsbayes.outputs`` (output folders), ``emvsbayes.limits`` (size checks);
+2. generic statistics taking a family: ``emvsbayes.uncertainty`` (standard errors from the family's
+   symbolic log-likelihood, bootstrap, model-choice criteria), ``emvsbayes.comparison`` (result groups);
+3. the model families, one package each, with a ``family`` module defining ``FAMILY``:
+   ``emvsbayes.coins``, ``emvsbayes.gaussian`` (``model``: the definition both engines read; ``em``:
+   E-step / M-step; ``bayes``: the PyMC model);
+4. one fit of any family: ``emvsbayes.runner`` (a run's groups), ``emvsbayes.study.replicate``,
+   ``emvsbayes.study.sbc``, ``emvsbayes.study.task`` (a study's replicates);
+5. orchestration and presentation: ``emvsbayes.pipeline`` (a run, its files), ``emvsbayes.study.run``,
+   ``emvsbayes.study.report``, ``emvsbayes.study``, ``emvsbayes.report`` (the HTML report, which reads
+   only the results file);
+6. the entry points: ``emvsbayes.api`` (the Python API below), ``emvsbayes.cli``, ``emvsbayes.__main__``.
+
+A new model family is its own package plus one line in ``emvsbayes.family.FAMILIES``; it is done when
+``tests/test_family_contract.py`` passes for it.
 
 The Python API (imported on first use, so ``import emvsbayes`` stays cheap)::
 

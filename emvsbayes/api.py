@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from emvsbayes.errors import UserError
-from emvsbayes.spec import SCHEMA, _show, _suggest, validate
+from emvsbayes.spec import SCHEMA, validate
+from emvsbayes.spec import show_value as _show
+from emvsbayes.spec import suggest as _suggest
 
 #: The exception every bad input to the API raises (one line: the problem and the fix).
 SpecError = UserError

@@ -201,3 +201,27 @@ def model_choice_group(rows: Mapping[int, dict], **attrs) -> xr.Dataset:
     chosen = {value for key, value in best.items() if key.startswith("best_by_")}
     ds.attrs["agree"] = int(len(chosen) <= 1)
     return ds
+
+
+#: Chains start from at most this many distinct EM optima (cycled over chains).
+MAX_START_OPTIMA = 4
+
+
+def start_points(variables_of, restarts, refit=None) -> list:
+    """EM answers to start chains from: the best, then other distinct optima (not relabelled copies).
+
+    ``variables_of`` gives a parameter record's named arrays; ``refit`` (EM from one start) re-runs a
+    representative that a batch fitted, so a chain starts from the answer EM gives that start on its own,
+    not one equal to it only to rounding."""
+    from emvsbayes.labels.diagnostics import distinct_optima
+
+    order = np.argsort([-fit.loglik for fit in restarts.fits])
+    fits = [restarts.fits[i] for i in order]
+    if len(fits) == 1:
+        return [fits[0].params]
+    variables = [variables_of(f.params) for f in fits]
+    params = {name: np.stack([v[name] for v in variables]) for name in variables[0]}
+    optima = distinct_optima({k: v for k, v in params.items() if np.ptp(v) > 0}, np.array([f.loglik for f in fits]))
+    chosen = [fits[o.representative] for o in optima[:MAX_START_OPTIMA]]
+    return [refit(fit.init_params).params if refit is not None and fit.stats is None else fit.params
+            for fit in chosen]

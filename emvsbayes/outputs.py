@@ -147,7 +147,7 @@ def foreign(path: Path, role: str) -> str | None:
     if not path.is_file():
         return None if ours else "is not a regular file"
     from emvsbayes.results import RESULTS_FORMAT
-    from emvsbayes.study.run import STUDY_FORMAT
+    from emvsbayes.results import STUDY_FORMAT
 
     found = results_format(path)
     if role == "page":

@@ -7,7 +7,6 @@ metadata, the output folder, atomic writes, and rendering the report from the wr
 
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import sys
@@ -21,13 +20,10 @@ import numpy as np
 from emvsbayes import data as datasets
 from emvsbayes import limits
 from emvsbayes.errors import UserError
+from emvsbayes.family import get_family
 from emvsbayes.outputs import OutputFolder, foreign, link_or_copy
-from emvsbayes.spec import SPEC_NAME, resolve_data_path
-
-#: family -> module with ``run(spec, data, seeds, timings, progress) -> groups``.
-FAMILY_RUNNERS = {"coins": "emvsbayes.coins.runner", "gaussian": "emvsbayes.gaussian.runner"}
-#: stages that get their own child seed
-SEED_STAGES = ("em", "sampler", "bootstrap", "data")
+from emvsbayes.seeds import SEED_STAGES, child_seeds
+from emvsbayes.spec import SPEC_NAME
 VERSIONED_PACKAGES = ("emvsbayes", "numpy", "scipy", "xarray", "pymc", "pytensor", "numpyro", "jax", "nutpie", "arviz",
                       "arviz-base", "arviz-stats", "arviz-plots", "h5netcdf", "matplotlib")
 
@@ -55,107 +51,25 @@ def machine_info() -> dict[str, object]:
             "cores": len(os.sched_getaffinity(0))}
 
 
-def child_seeds(seed: int) -> dict[str, int]:
-    """One independent integer seed per stage, derived from the master seed."""
-    children = np.random.SeedSequence(seed).spawn(len(SEED_STAGES))
-    return {stage: int(child.generate_state(1, dtype=np.uint32)[0]) for stage, child in zip(SEED_STAGES, children)}
-
-
 def load_data(spec: dict):
-    """The data a spec names: a bundled data set or a CSV file with the spec's column options."""
+    """The data a spec names: a bundled data set or a CSV file with the spec's column options, read by
+    the spec's model family."""
     data_spec = spec["data"]
-    family = spec["model"]["family"]
     if data_spec["dataset"] is not None:
         names = [info.name for info in datasets.list_datasets()]
         if data_spec["dataset"] not in names:
             raise UserError(f"[data] dataset {data_spec['dataset']!r} is not bundled; 'emvsbayes datasets' lists: {', '.join(names)}")
-        loaded = datasets.load_dataset(data_spec["dataset"], **_continuous_options(data_spec, dataset=True)) \
-            if family == "gaussian" else datasets.load_dataset(data_spec["dataset"])
-    else:
-        path = resolve_data_path(spec)
-        if family == "coins":
-            loaded = datasets.load_coins_csv(path, heads=data_spec["heads"], tosses=data_spec["tosses"],
-                                             label=data_spec["label"], encoding=data_spec["encoding"],
-                                             delimiter=data_spec["delimiter"])
-        else:
-            loaded = datasets.load_continuous_csv(path, **_continuous_options(data_spec, dataset=False))
-    kind_ok = hasattr(loaded, "heads") if family == "coins" else hasattr(loaded, "x")
-    if not kind_ok:
-        wanted = "heads and tosses" if family == "coins" else "continuous measurements"
-        raise UserError(f"[data] {data_spec['dataset'] or data_spec['file']} does not hold {wanted} for the {family} model; pick a data set of that kind")
-    return loaded
-
-
-def _continuous_options(data_spec: dict, *, dataset: bool) -> dict:
-    options = {}
-    if data_spec["columns"] is not None:
-        options["columns"] = data_spec["columns"]
-    if data_spec["standardize"]:
-        options["standardize"] = True
-    if not dataset:
-        options.update(encoding=data_spec["encoding"], delimiter=data_spec["delimiter"], label=data_spec["label"],
-                       percent=tuple(data_spec["percent"]), categories=data_spec["categories"] or None,
-                       drop=tuple(data_spec["drop"]), truth=data_spec["truth"])
-    return options
-
-
-def _shape(data) -> tuple[int, int]:
-    """(rows or sets, columns) of the loaded data."""
-    return (len(data.heads), 1) if hasattr(data, "heads") else np.shape(data.x)
-
-
-def declared_parameters(family: str, data) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """Name -> (dims, label dims) of the family's parameters for ``data``, in report order.
-
-    The family protocol (issue 17) gives this as ``Family.parameters``; until it exists, the family's
-    model module declares it.
-    """
-    if family == "coins":
-        from emvsbayes.coins.model import PARAMETERS
-
-        return PARAMETERS
-    from emvsbayes.gaussian.model import parameters
-
-    return parameters(_shape(data)[1])
+    return get_family(spec["model"]["family"]).load_data(spec)
 
 
 def check_against_data(spec: dict, data) -> None:
-    """Checks that need the data, made before any output is written or anything is fitted.
-
-    The family runners repeat the first ones; here they fail before the output folder is created.
-    """
-    family = spec["model"]["family"]
+    """Checks that need the data, made before any output is written or anything is fitted."""
     k = spec["model"]["components"]
     if isinstance(k, list):
         raise UserError("[model] components must be one K for the comparison; put a range in [model_choice] components")
     if "soft" not in spec["em"]["kinds"]:
         raise UserError('[em] kinds must include "soft" (the EM answer compared with the posterior), e.g. kinds = ["soft", "hard"]')
-    if family == "coins":
-        n = len(data.heads)
-        if k > n:
-            raise UserError(f"[model] components = {k} is more than the {n} sets of tosses; use at most {n}")
-        limits.check_run(spec, n, 1)
-        return
-    x = np.asarray(data.x, dtype=float)
-    n, d = x.shape
-    if k > n:
-        raise UserError(f"[model] components = {k} is more than the {n} rows of data; use at most {n}")
-    bayes = spec["bayes"]
-    for key in ("mu_loc", "mu_scale", "sigma_scale"):
-        value = bayes[key]
-        if isinstance(value, list) and len(value) not in (1, d):
-            raise UserError(f"[bayes] {key} has {len(value)} values but the data have {d} columns; "
-                            f"give one number, or one per column ({', '.join(map(str, data.columns))})")
-    if bayes["enabled"] and bayes["sigma_scale"] is None:
-        constant = [str(name) for name, column in zip(data.columns, x.T) if np.all(column == column[0])]
-        if constant:
-            raise UserError(f"column {constant[0]!r} has the same value in every row, so its default prior scale is 0; "
-                            f"leave it out with [data] drop = [{constant[0]!r}] or set [bayes] sigma_scale")
-    if isinstance(spec["em"]["init"], dict):
-        from emvsbayes.gaussian.runner import check_given_init, model_from_spec
-
-        check_given_init(model_from_spec(spec), x, spec["em"]["init"])
-    limits.check_run(spec, n, d)
+    get_family(spec["model"]["family"]).check_data(spec, data)
 
 
 def default_out_dir(spec: dict) -> Path:
@@ -239,7 +153,8 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     data = load_data(spec) if data is None else data
     timings["load"] = time.perf_counter() - start
     check_against_data(spec, data)
-    limits.check_disk(out_dir, limits.results_need(spec, *_shape(data)), "results.nc and index.html")
+    family = get_family(spec["model"]["family"])
+    limits.check_disk(out_dir, limits.results_need(spec, *family.data_shape(data)), "results.nc and index.html")
     check_writable(out_dir)
     # Held until the results and the page are published: one writer per folder, nothing it may not replace.
     with OutputFolder(out_dir, "run") as folder:
@@ -248,12 +163,12 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
 
 def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started) -> RunOutcome:
     out_dir = folder.folder
-    from emvsbayes.results import build_tree, declare_parameters, read_results, write_results  # here: a bad input exits before xarray
+    from emvsbayes import runner  # here: a bad input exits before xarray
+    from emvsbayes.results import build_tree, declare_parameters, read_results, write_results
 
-    family = spec["model"]["family"]
-    runner = importlib.import_module(FAMILY_RUNNERS[family])
-    groups = runner.run(spec, data, seeds, timings, progress)
-    declaration = declare_parameters(groups, declared_parameters(family, data), family)
+    family = get_family(spec["model"]["family"])
+    groups = runner.run(family, spec, data, seeds, timings, progress)
+    declaration = declare_parameters(groups, family.parameters(family.model_from_spec(spec, data), data), family.name)
 
     attrs = {
         # A spec validated in memory (not read by load_spec) has no file name to fall back on.

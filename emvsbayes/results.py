@@ -30,6 +30,8 @@ lazy_imports.install()  # before xarray builds a variable: no Dask, and no JAX t
 
 #: Written into the root attributes; readers refuse files of another major format.
 RESULTS_FORMAT = "emvsbayes-results"
+#: The format tag of a study file (``study.nc``, written by :mod:`emvsbayes.study.run`).
+STUDY_FORMAT = "emvsbayes-study"
 RESULTS_VERSION = 1
 #: root attribute holding :func:`arrays_checksum` of the file (files written before it existed have none)
 CHECKSUM_ATTR = "checksum"
@@ -386,3 +388,20 @@ def root_json(tree: xr.DataTree, key: str, default=None):
         return json.loads(value)
     except (TypeError, json.JSONDecodeError):
         return value
+
+
+def read_study(path) -> xr.Dataset:
+    """Open a ``study.nc`` into memory; one-line errors for anything else."""
+    path = Path(path)
+    kind = input_kind(path)
+    if kind == "missing":
+        raise UserError(f"{path}: no such study file; run 'emvsbayes study SPEC' first")
+    if kind is not None:
+        raise UserError(f"{path}: is {kind}, not a study file; give a study.nc written by 'emvsbayes study'")
+    ds, failure = load_quietly(path, xr.open_dataset)
+    if failure is not None:
+        raise UserError(f"{path}: not a readable study file ({failure})")
+    if ds.attrs.get("format") != STUDY_FORMAT:
+        raise UserError(f"{path}: not an emvsbayes study file; give a study.nc written by 'emvsbayes study'")
+    check_checksum(ds, path, "run the study again to write it again")
+    return ds

@@ -25,7 +25,8 @@ from emvsbayes.gaussian import em as gaussian_em
 from emvsbayes.gaussian import init as gaussian_init
 from emvsbayes.gaussian.model import COVARIANCE_TYPES, GaussianMixtureModel
 from emvsbayes.uncertainty import bootstrap as bootstrap_module
-from emvsbayes.uncertainty.bootstrap import coin_bootstrap, gaussian_bootstrap
+from emvsbayes.coins.family import coin_bootstrap
+from emvsbayes.gaussian.family import gaussian_bootstrap
 
 # The options the runners pass (spec defaults of the bundled 1-D and coin specs).
 RUN_OPTIONS = {"tol": 1e-10, "param_tol": 1e-6, "max_iter": 2000}

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emvsbayes.gaussian import runner
+from emvsbayes import runner
+from emvsbayes.family import get_family
 from emvsbayes.pipeline import child_seeds, load_data
 from emvsbayes.report.summary import build_summary
 from emvsbayes.results import build_tree
@@ -33,16 +34,15 @@ def _verdicts(name: str, sampler_seeds) -> list[tuple[int, str, bool]]:
     with open(MODELS / f"{name}.toml", "rb") as handle:
         spec = validate(tomllib.load(handle))
     data = load_data(spec)
-    x = np.asarray(data.x, dtype=float)
+    family = get_family("gaussian")
     seeds = child_seeds(spec["seed"])
-    model_def = runner.model_from_spec(spec)
-    next_init, policy = runner._start_source(model_def, x, spec["em"], np.random.default_rng(seeds["em"]))
-    restarts = runner._fit_until(model_def, x, next_init, policy, spec["em"]).restarts
-    coords = {"component": np.arange(model_def.n_components), "obs": list(data.labels),
-              "feature": list(data.columns), "feature_bis": list(data.columns)}
+    model_def = family.model_from_spec(spec, data)
+    next_init, policy = family.starts(model_def, data, spec["em"], np.random.default_rng(seeds["em"]))
+    restarts = runner.fit_until(family, model_def, data, next_init, policy, spec["em"]).restarts
+    coords = family.coords(spec, model_def, data)
     out = []
     for seed in sampler_seeds:
-        groups = runner._bayes_groups(spec, model_def, x, restarts, coords, {"sampler": seed}, {}, None)
+        groups = runner.bayes_groups(family, spec, model_def, data, restarts, coords, {"sampler": seed}, {}, None)
         verdict = {v.topic: v for v in build_summary(build_tree(groups, {"spec": spec})).verdicts}["diagnostics"]
         out.append((seed, verdict.text, verdict.ok))
     return out

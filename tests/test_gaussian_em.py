@@ -44,8 +44,11 @@ from emvsbayes.gaussian import (
 from emvsbayes.gaussian import em as gem
 from emvsbayes.gaussian import estep_fast as fast
 from emvsbayes.gaussian.init import initial_params_restarts, initial_params_source
-from emvsbayes.gaussian import runner as gaussian_runner
-from emvsbayes.gaussian.runner import _fit_until, _start_points, _start_source, model_choice_em, model_from_spec
+from emvsbayes import runner as generic_runner
+from emvsbayes.comparison import start_points
+from emvsbayes.gaussian import family as gaussian_family
+from emvsbayes.gaussian.family import FAMILY as GAUSSIAN
+from emvsbayes.gaussian.family import as_continuous_data, model_from_spec, start_source
 from emvsbayes.pipeline import child_seeds, load_data
 from emvsbayes.spec import load_spec
 
@@ -762,11 +765,29 @@ def test_batched_restarts_stop_at_the_same_start_as_one_at_a_time():
     assert [f.loglik for f in batched.restarts.fits] == [f.loglik for f in one.restarts.fits]
 
 
+def _fit_until(model, x, next_init, policy, em_spec):
+    return generic_runner.fit_until(GAUSSIAN, model, as_continuous_data(x), next_init, policy, em_spec)
+
+
+def _start_source(model, x, em_spec, rng):
+    return start_source(model, x, em_spec, rng)
+
+
+def _start_points(model, restarts, refit=None):
+    return start_points(GAUSSIAN.variables, restarts, refit)
+
+
+def model_choice_em(model, x, em_spec, rng):
+    data = as_continuous_data(x)
+    return GAUSSIAN.model_choice_run(model, data, em_spec, rng,
+                                     partial(generic_runner.fit_until, GAUSSIAN, model, data, em_spec=em_spec))
+
+
 def _compare_with_one_at_a_time(monkeypatch, fit_runs):
     """A restart run as batches against the same run one fit at a time (batched_restarts switched off)."""
     batched = fit_runs()
     with monkeypatch.context() as patch:
-        patch.setattr(gaussian_runner, "batched_restarts", lambda *args: (None, 1))
+        patch.setattr(gaussian_family, "batched_restarts", lambda *args: (None, 1))
         one = fit_runs()
     assert any(len(fit.trace) == 1 for fit in batched.restarts.fits)  # some fits are the batch's own
     assert batched.n_starts == one.n_starts and batched.failures == one.failures

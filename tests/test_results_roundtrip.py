@@ -12,9 +12,10 @@ QUICK_BAYES = {"chains": 2, "draws": 100, "tune": 100}
 
 
 def _roundtrip(spec, tmp_path):
-    family = spec["model"]["family"]
-    runner = __import__(f"emvsbayes.{family}.runner", fromlist=["run"])
-    groups = runner.run(spec, load_data(spec), child_seeds(3), {}, None)
+    from emvsbayes import runner
+    from emvsbayes.family import get_family
+
+    groups = runner.run(get_family(spec["model"]["family"]), spec, load_data(spec), child_seeds(3), {}, None)
     path = tmp_path / "results.nc"
     write_results(build_tree(groups, {"title": "t", "spec": spec}), path)
     tree = read_results(path)

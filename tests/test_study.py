@@ -21,6 +21,7 @@ from emvsbayes.study import replicate as rep
 from emvsbayes.study.run import record_path, run_study
 from emvsbayes.study.sbc import invariant_quantities, rank_statistics, uniformity_test
 from emvsbayes.study.spec import cells, load_study_spec, validate
+from emvsbayes.study.task import run_task
 
 # A tiny coin coverage study: 1 cell, 6 replicates, short chains.
 COINS_COVERAGE = """
@@ -126,7 +127,7 @@ def _coins_no_posterior():
 def test_a_replicate_is_a_pure_function_of_seed_cell_and_replicate():
     spec = _coins_no_posterior()
     cell = cells(spec)[0]
-    first, again, other = (rep.run_task(spec, 0, r, cell) for r in (1, 1, 2))
+    first, again, other = (run_task(spec, 0, r, cell) for r in (1, 1, 2))
     assert first["status"] == "ok", first["error"]
     assert first["values"] == again["values"] and first["scalars"] == again["scalars"]
     assert first["values"]["em"] != other["values"]["em"]
@@ -138,7 +139,7 @@ def test_wald_intervals_of_the_coin_model_cover_the_truth_about_nominally():
     spec = validate({"kind": "coverage", "seed": 11, "replicates": 60, "model": {"family": "coins"},
                      "grid": {"n_sets": [60]}, "intervals": {"kinds": ["wald"]}})
     cell = cells(spec)[0]
-    covered = [rep.run_task(spec, 0, r, cell)["values"]["wald_covered"]["theta[0]"] for r in range(60)]
+    covered = [run_task(spec, 0, r, cell)["values"]["wald_covered"]["theta[0]"] for r in range(60)]
     assert 46 <= np.nansum(covered) <= 59
 
 
@@ -155,10 +156,10 @@ def test_uniformity_test_accepts_uniform_and_rejects_piled_up_ranks():
 
 def test_invariant_quantities_and_ranks():
     draws = {"theta": np.array([[0.8, 0.2], [0.3, 0.7], [0.25, 0.9]]), "w": np.array([[0.4, 0.6], [0.5, 0.5], [0.1, 0.9]])}
-    q = invariant_quantities("coins", draws)
+    q = invariant_quantities("theta", draws)
     np.testing.assert_allclose(q["theta_sorted[0]"], [0.2, 0.3, 0.25])
     np.testing.assert_allclose(q["w_sorted[0]"], [0.6, 0.5, 0.1])
-    truth = invariant_quantities("coins", {"theta": np.array([0.9, 0.26]), "w": np.array([0.5, 0.5])})
+    truth = invariant_quantities("theta", {"theta": np.array([0.9, 0.26]), "w": np.array([0.5, 0.5])})
     assert truth["theta_sorted[0]"] == 0.26
     assert rank_statistics({"theta_sorted[0]": q["theta_sorted[0]"]}, truth, 3)["theta_sorted[0]"] == 2
 
@@ -168,13 +169,13 @@ def test_the_compiled_model_is_reused_within_a_process():
     spec = validate({"kind": "sbc", "seed": 5, "replicates": 3, "model": {"family": "coins"},
                      "bayes": {"chains": 2, "draws": 60, "tune": 60}, "sbc": {"ranks": 49, "bins": 5}})
     rep.clear_cache()
-    records = [rep.run_task(spec, 0, r, cells(spec)[0]) for r in range(3)]
+    records = [run_task(spec, 0, r, cells(spec)[0]) for r in range(3)]
     assert [r["status"] for r in records] == ["ok"] * 3, records[0]["error"]
     assert [r["compiled"] for r in records] == [1, 0, 0]
     assert rep.compile_count() == 1
     # Swapping data in gives the same draws as a freshly compiled model would.
     rep.clear_cache()
-    fresh = rep.run_task(spec, 0, 2, cells(spec)[0])
+    fresh = run_task(spec, 0, 2, cells(spec)[0])
     assert fresh["compiled"] == 1 and fresh["values"] == records[2]["values"]
 
 

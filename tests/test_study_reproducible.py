@@ -97,15 +97,15 @@ def test_data_programs_give_pymcs_log_density_for_any_data_of_their_shape(tmp_pa
     spec = validate({"kind": "coverage", "seed": 3, "replicates": 2, "model": {"family": "gaussian"},
                      "grid": {"n_obs": [25]}, "bayes": {"chains": 2, "draws": 20, "tune": 20}})
     cell = cells(spec)[0]
-    family = rep.FAMILIES["gaussian"]
-    model_def = family.model_def(spec, cell, rep.cell_prior(spec, cell))
+    family = rep.study_family(spec)
+    model_def = family.study_model(spec, cell, rep.cell_prior(spec, cell))
     rng = np.random.default_rng(0)
     first = {"x": rng.normal(size=(25, 1))}
     programs = rep._numpyro_programs("gaussian", model_def, first, spec)
     assert [name for name, _, _ in programs.data_inputs] == ["x_data"]
     potential_and_grad = programs.callable("potential_and_grad")
     for data in (first, {"x": 3.0 + 2.0 * rng.normal(size=(25, 1))}):
-        model = family.build_model(model_def, data)
+        model = family.pymc_model(model_def, family.from_arrays(data))
         logp, dlogp = model.compile_logp(), model.compile_dlogp()
         for _ in range(3):
             start = model.initial_point()

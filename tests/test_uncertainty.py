@@ -35,22 +35,26 @@ from emvsbayes.data import separated_gaussian_mixture, simulate_coins, simulate_
 from emvsbayes.gaussian.em import fit as gaussian_fit
 from emvsbayes.gaussian.em import params_from_resp
 from emvsbayes.gaussian.model import COVARIANCE_TYPES, GaussianMixtureModel, GaussianParams, parameter_dims
-from emvsbayes.uncertainty import (
-    adjusted_rand_index,
-    align_to_reference,
-    ari_matrix,
-    assignment_entropy,
+from emvsbayes.coins.family import (
     coin_bootstrap,
     coin_criteria,
     coin_from_unconstrained,
     coin_standard_errors,
     coin_unconstrained,
-    degenerate_components,
+)
+from emvsbayes.gaussian.family import (
     gaussian_bootstrap,
     gaussian_criteria,
     gaussian_from_unconstrained,
     gaussian_standard_errors,
     gaussian_unconstrained,
+)
+from emvsbayes.uncertainty import (
+    adjusted_rand_index,
+    align_to_reference,
+    ari_matrix,
+    assignment_entropy,
+    degenerate_components,
     information_criteria,
     loo_waic,
     membership_difference,
@@ -637,16 +641,16 @@ def test_model_choice_names_the_best_among_non_degenerate_rows():
 def test_heroes_k30_is_flagged_and_not_aics_best():
     """The heroes lesson's K = 30 full covariances on 69 rows: every component holds a couple of heroes, so
     its AIC is lowest only through singular covariances (reg_covar); it must be flagged and not chosen."""
-    from emvsbayes.gaussian.runner import _model_choice
+    from emvsbayes.family import get_family
     from emvsbayes.pipeline import child_seeds, load_data
+    from emvsbayes.runner import model_choice
     from emvsbayes.spec import load_spec
     from conftest import ROOT
 
     spec = load_spec(ROOT / "models" / "heroes.toml")
     spec["model_choice"].update(components=[1, 2, 30], bayes=False)
     spec["em"].update(n_init=3)  # enough for the flag; the policy stops a degenerate search after n_init starts
-    x = np.asarray(load_data(spec).x, dtype=float)
-    choice = _model_choice(spec, x, child_seeds(spec["seed"]), {}, None)
+    choice = model_choice(get_family("gaussian"), spec, load_data(spec), child_seeds(spec["seed"]), {}, None)
     assert choice["degenerate"].sel(K=30).item() == 1 and choice["degenerate"].sel(K=1).item() == 0
     assert choice["min_expected_count"].sel(K=30).item() < 14
     assert "degenerate" in str(choice["note"].sel(K=30).item())

@@ -338,7 +338,7 @@ class GaussianMixture(*_BASES):
 
         from emvsbayes.em import EMRestarts
         from emvsbayes.gaussian import bayes
-        from emvsbayes.gaussian.runner import _reported, _start_points
+        from emvsbayes.comparison import start_points
         from emvsbayes.labels.groups import label_switching_groups
         from emvsbayes.sampling import ModelRecipe, SamplerSettings, resolve_sampler, resolve_target_accept
         from emvsbayes.sampling import sample_posterior as run_sampler
@@ -357,7 +357,7 @@ class GaussianMixture(*_BASES):
         settings = SamplerSettings(
             sampler=resolve_sampler(sampler), chains=chains, draws=draws, tune=tune,
             target_accept=resolve_target_accept(target_accept, float(np.min(self.weights_)) * x.shape[0]))
-        starts = _start_points(model_def, EMRestarts(tuple(self.restarts_)))
+        starts = start_points(GaussianParams.variables, EMRestarts(tuple(self.restarts_)))
         outcome = run_sampler(ModelRecipe(bayes.build_model, (model_def, x), {"columns": columns}), settings,
                               int(seed), bayes.initvals_from_params(model_def, starts), progressbar=progressbar)
         tree = outcome.tree
@@ -368,7 +368,7 @@ class GaussianMixture(*_BASES):
         probs = bayes.membership_probabilities(model_def, x, bayes.posterior_draws(tree))
         reference = self.params_.variables()
         groups.update(label_switching_groups(
-            _reported(groups["posterior"], reference), probs=probs, reference=reference,
+            groups["posterior"][[name for name in reference if name in groups["posterior"]]], probs=probs, reference=reference,
             reference_allocation=np.argmax(em.log_resp(model_def, self.params_, x), axis=1), method=relabel,
             order_var="mu"))
         perms = groups["posterior_relabelled"]["permutation"].values.reshape(-1, self.n_components)

@@ -20,7 +20,8 @@ from collections.abc import Callable
 import numpy as np
 
 from emvsbayes.gaussian.em import params_from_resp
-from emvsbayes.gaussian.kmeans import _nearest, kmeans, kmeans_plusplus
+from emvsbayes.gaussian.kmeans import kmeans, kmeans_plusplus
+from emvsbayes.gaussian.kmeans import nearest as _nearest
 from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix
 
 

@@ -35,7 +35,7 @@ class KMeansResult:
     converged: bool
 
 
-def _nearest(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(labels (N,), squared distance to the nearest centre (N,)) for centred ``x`` (N, D)."""
     n = x.shape[0]
     labels = np.empty(n, dtype=np.intp)
@@ -130,7 +130,7 @@ def kmeans(x, init_centres, *, max_iter: int = 300, tol: float = 1e-4) -> KMeans
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        new_labels, _ = _nearest(xc, centres)
+        new_labels, _ = nearest(xc, centres)
         counts = np.bincount(new_labels, minlength=k)
         sums = np.zeros_like(centres)
         _sum_by_label(sums, new_labels, xc)
@@ -144,7 +144,7 @@ def kmeans(x, init_centres, *, max_iter: int = 300, tol: float = 1e-4) -> KMeans
         if shift <= shift_tol:
             converged = True
             break
-    labels, dist = _nearest(xc, centres)
+    labels, dist = nearest(xc, centres)
     return KMeansResult(centres + centre, labels, float(dist.sum()), n_iter, converged)
 
 

@@ -75,7 +75,7 @@ def _sbc_verdicts(ds) -> list[tuple[bool, str]]:
 
 def _study_row(folder: Path) -> list:
     """One study folder as a row of the studies table; a row with a note when its file cannot be read."""
-    from emvsbayes.study import read_study  # only when there is a study to list
+    from emvsbayes.results import read_study  # only when there is a study to list
 
     link = Raw(f'<a href="{esc(quote(folder.name))}/index.html">{esc(folder.name)}</a>')
     if not (folder / "index.html").is_file():

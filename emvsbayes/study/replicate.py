@@ -20,7 +20,13 @@ NUTS: the PyMC model with ``pm.Data`` containers (``with_data`` for nutpie's com
 ``pm.set_data`` for PyMC's), nutpie compiled without numba's fastmath so that a fresh compile and a
 cached one give the same bits. :func:`compile_count` reports how many samplers this process obtained.
 
-Records are plain JSON-able dicts (see :func:`_record`), stored one file per replicate by
+Everything a replicate needs of its model family comes from the family (:mod:`emvsbayes.family`): the
+cell's model, truth and data (``study_model``, ``study_truth``, ``study_data``), EM, the Wald intervals
+(:func:`emvsbayes.uncertainty.standard_errors`) and the bootstrap
+(:func:`emvsbayes.uncertainty.run_bootstrap`, as a run computes them). The sampler takes the data as
+named arrays (``family.as_arrays``).
+
+Records are plain JSON-able dicts (see :func:`record`), stored one file per replicate by
 :mod:`emvsbayes.study.run`.
 """
 
@@ -39,16 +45,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emvsbayes.coins import bayes as coin_bayes
-from emvsbayes.coins import em as coin_em
-from emvsbayes.coins.model import CoinMixture, CoinParams
-from emvsbayes.data import separated_gaussian_mixture, simulate_coins, simulate_gaussian_mixture
-from emvsbayes.errors import DegenerateFitError, LikelihoodDecreasedError
-from emvsbayes.gaussian import bayes as gauss_bayes
-from emvsbayes.gaussian import em as gauss_em
-from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, GaussianPriors
+from emvsbayes.errors import DegenerateFitError
+from emvsbayes.family import Family, get_family
 from emvsbayes.labels import apply_permutations, chain_permutations, distinct_optima, pivot
-from emvsbayes.uncertainty import coin_standard_errors, gaussian_standard_errors
+from emvsbayes.seeds import int_seed, stage_seeds
+from emvsbayes.uncertainty import run_bootstrap, standard_errors
 
 #: Stages that get their own child seed, in this order (adding a stage at the end keeps old streams).
 SEED_STAGES = ("data", "em", "bootstrap", "sampler")
@@ -64,8 +65,7 @@ FIT_FAILURES = (DegenerateFitError, np.linalg.LinAlgError, FloatingPointError)
 
 def replicate_seeds(study_seed: int, cell_index: int, replicate: int) -> dict[str, np.random.SeedSequence]:
     """One independent seed sequence per stage of replicate ``replicate`` of cell ``cell_index``."""
-    root = np.random.SeedSequence(study_seed, spawn_key=(cell_index, replicate))
-    return dict(zip(SEED_STAGES, root.spawn(len(SEED_STAGES))))
+    return stage_seeds(np.random.SeedSequence(study_seed, spawn_key=(cell_index, replicate)), SEED_STAGES)
 
 
 def cell_rng(study_seed: int, cell_index: int) -> np.random.Generator:
@@ -73,183 +73,8 @@ def cell_rng(study_seed: int, cell_index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(study_seed, spawn_key=(cell_index,)))
 
 
-def int_seed(seq: np.random.SeedSequence) -> int:
-    return int(seq.generate_state(1, dtype=np.uint32)[0])
-
-
-# --------------------------------------------------------------------------------------------------
-# Model families: the few things the study needs from each, chosen by a dict
-
-
-@dataclass(frozen=True, slots=True)
-class Family:
-    """What a replicate needs from a model family; data are a dict of named arrays."""
-
-    model_def: Callable[[dict, dict, dict], object]  # (spec, cell, prior) -> model definition
-    truth: Callable[[dict, dict, object, np.random.Generator], object]  # coverage truth
-    prior_draw: Callable[[object, dict, dict, np.random.Generator], object]  # SBC: params from the prior
-    simulate: Callable[[object, dict, np.random.Generator], dict]
-    em_inits: Callable[[object, dict, int, np.random.Generator], list]
-    em_fit: Callable[..., object]  # (model_def, data, init, **options) -> EMFit
-    variables: Callable[[object, object], dict]  # (model_def, params) -> reported variables
-    build_model: Callable[[object, dict], object]  # PyMC model with the data as constants
-    observed: dict  # observed variable name -> data key
-    initvals: Callable[[object, object], dict]
-    resample: Callable[[dict, np.ndarray], dict]
-    n_obs: Callable[[dict], int]
-
-
-def _coin_model_def(spec, cell, prior) -> CoinMixture:
-    return CoinMixture(
-        n_components=cell["components"],
-        weights=spec["model"]["weights"],
-        theta_prior=tuple(prior["theta_prior"]),
-        w_concentration=prior["w_concentration"],
-        ordered=cell["variant"] == "ordered",
-    )
-
-
-def _coin_truth(spec, cell, model_def: CoinMixture, rng) -> CoinParams:
-    k, gap = cell["components"], cell["separation"]
-    theta = 0.5 + gap * (np.arange(k) - (k - 1) / 2)
-    w = spec["truth"]["w"]
-    w = model_def.equal_weights if w is None or model_def.weights == "equal" else np.asarray(w) / np.sum(w)
-    return CoinParams(theta, w)
-
-
-def _coin_prior_draw(model_def: CoinMixture, cell, prior, rng) -> CoinParams:
-    a, b = prior["theta_prior"]
-    theta = rng.beta(a, b, size=model_def.n_components)
-    if model_def.ordered:
-        theta = np.sort(theta)
-    if model_def.weights == "estimated":
-        w = rng.dirichlet(np.full(model_def.n_components, float(prior["w_concentration"])))
-    else:
-        w = model_def.equal_weights
-    return CoinParams(theta, w)
-
-
-def _coin_simulate(params: CoinParams, cell, rng) -> dict:
-    data = simulate_coins(params.theta, params.w, cell["tosses"], rng, n_sets=cell["n_sets"])
-    return {"heads": data.heads, "tosses": data.tosses}
-
-
-def _coin_variables(model_def: CoinMixture, params: CoinParams) -> dict:
-    # Fixed equal weights are not estimated, so they are not reported.
-    return params.variables() if model_def.weights == "estimated" else {"theta": params.theta}
-
-
-def _coin_fit(model_def, data, init, **options):
-    return coin_em.fit(model_def, data["heads"], data["tosses"], init, **options)
-
-
-def _coin_inits(model_def, data, n_init, rng):
-    return coin_em.random_inits(model_def, n_init, rng)
-
-
-def _coin_build(model_def, data):
-    return coin_bayes.build_model(model_def, data["heads"], data["tosses"])
-
-
-def _gauss_model_def(spec, cell, prior) -> GaussianMixtureModel:
-    priors = GaussianPriors(
-        w_concentration=prior["w_concentration"],
-        mu_loc=(float(prior["mu_loc"]),),
-        mu_scale=(float(prior["mu_scale"]),),
-        sigma_scale=(float(prior["sigma_scale"]),),
-        lkj_eta=prior["lkj_eta"],
-    )
-    return GaussianMixtureModel(
-        n_components=cell["components"],
-        covariance_type=spec["model"]["covariance"],
-        reg_covar=spec["model"]["reg_covar"],
-        ordered=cell["variant"] == "ordered",
-        priors=priors,
-    )
-
-
-def _gauss_truth(spec, cell, model_def, rng) -> GaussianParams:
-    w, mu, cov = separated_gaussian_mixture(cell["components"], cell["dim"], cell["separation"], rng)
-    if spec["truth"]["w"] is not None:
-        w = np.asarray(spec["truth"]["w"], dtype=float) / np.sum(spec["truth"]["w"])
-    # The truth is kept with full covariances: the estimands are the true (co)variances whatever
-    # structure the fitted model assumes.
-    return GaussianParams.from_covariances(w, mu, cov, "full")
-
-
-def _gauss_prior_draw(model_def: GaussianMixtureModel, cell, prior, rng) -> GaussianParams:
-    """1-D only (the spec enforces it): w ~ Dirichlet, mu_k ~ Normal, sd ~ HalfNormal (one if tied)."""
-    k = model_def.n_components
-    w = rng.dirichlet(np.full(k, float(prior["w_concentration"])))
-    mu = rng.normal(prior["mu_loc"], prior["mu_scale"], size=k)
-    if model_def.ordered:
-        mu = np.sort(mu)
-    n_sd = 1 if model_def.covariance_type == "tied" else k
-    sd = np.abs(rng.normal(0.0, prior["sigma_scale"], size=n_sd)) * np.ones(k)
-    return GaussianParams.from_covariances(w, mu[:, None], (sd**2)[:, None, None], "full")
-
-
-def _gauss_simulate(params: GaussianParams, cell, rng) -> dict:
-    data = simulate_gaussian_mixture(cell["n_obs"], params.w, params.mu, params.full_covariances(), rng)
-    return {"x": data.x}
-
-
-def _gauss_variables(model_def, params: GaussianParams) -> dict:
-    return params.variables()
-
-
-def _gauss_fit(model_def, data, init, **options):
-    return gauss_em.fit(model_def, data["x"], init, **options)
-
-
-def _gauss_inits(model_def: GaussianMixtureModel, data: dict, n_init: int, rng) -> list[GaussianParams]:
-    """k-means++ starts (:mod:`emvsbayes.gaussian.init`), restart j from the j-th child of ``rng``;
-    a start that cannot be made (a component with too few points) is skipped."""
-    from emvsbayes.gaussian.init import initial_params
-
-    inits = []
-    for child in rng.spawn(n_init):
-        try:
-            inits.append(initial_params(model_def, data["x"], "k-means++", child))
-        except FIT_FAILURES:
-            continue
-    return inits
-
-
-def _gauss_build(model_def, data):
-    return gauss_bayes.build_model(model_def, data["x"])
-
-
-FAMILIES: dict[str, Family] = {
-    "coins": Family(
-        model_def=_coin_model_def,
-        truth=_coin_truth,
-        prior_draw=_coin_prior_draw,
-        simulate=_coin_simulate,
-        em_inits=_coin_inits,
-        em_fit=_coin_fit,
-        variables=_coin_variables,
-        build_model=_coin_build,
-        observed={"heads": "heads"},
-        initvals=lambda model_def, params: coin_bayes.initvals_from_params(model_def, [params])[0],
-        resample=lambda data, idx: {"heads": data["heads"][idx], "tosses": data["tosses"][idx]},
-        n_obs=lambda cell: cell["n_sets"],
-    ),
-    "gaussian": Family(
-        model_def=_gauss_model_def,
-        truth=_gauss_truth,
-        prior_draw=_gauss_prior_draw,
-        simulate=_gauss_simulate,
-        em_inits=_gauss_inits,
-        em_fit=_gauss_fit,
-        variables=_gauss_variables,
-        build_model=_gauss_build,
-        observed={"x": "x"},
-        initvals=lambda model_def, params: gauss_bayes.initvals_from_params(model_def, [params])[0],
-        resample=lambda data, idx: {"x": data["x"][idx]},
-        n_obs=lambda cell: cell["n_obs"],
-    ),
-}
+def study_family(spec: dict) -> Family:
+    return get_family(spec["model"]["family"])
 
 
 def cell_prior(spec: dict, cell: dict) -> dict:
@@ -274,12 +99,12 @@ def em_options(spec: dict) -> dict:
     return dict(tol=em["tol"], param_tol=em["param_tol"], max_iter=em["max_iter"], keep_stats=False)
 
 
-def fit_em(family: Family, model_def, data: dict, spec: dict, rng: np.random.Generator) -> EMOutcome:
+def fit_em(family: Family, model_def, data, spec: dict, rng: np.random.Generator) -> EMOutcome:
     """EM from ``n_init`` starts; a start that cannot be fitted (a collapsing component) is skipped."""
     fits, failed = [], 0
-    for init in family.em_inits(model_def, data, spec["em"]["n_init"], rng):
+    for init in family.random_starts(model_def, data, spec["em"]["n_init"], rng):
         try:
-            fits.append(family.em_fit(model_def, data, init, **em_options(spec)))
+            fits.append(family.fit(model_def, data, init, **em_options(spec)))
         except FIT_FAILURES:
             failed += 1
     if not fits:
@@ -290,8 +115,8 @@ def fit_em(family: Family, model_def, data: dict, spec: dict, rng: np.random.Gen
 
 def n_distinct_optima(family: Family, model_def, fits) -> int:
     stacked = {}
-    for name in family.variables(model_def, fits[0].params):
-        stacked[name] = np.stack([np.asarray(family.variables(model_def, f.params)[name]) for f in fits])
+    for name in family.estimated_variables(model_def, fits[0].params):
+        stacked[name] = np.stack([np.asarray(family.estimated_variables(model_def, f.params)[name]) for f in fits])
     # Constant variables carry no label information (and have no spread to standardise by).
     stacked = {name: value for name, value in stacked.items() if np.ptp(value) > 0} or stacked
     return len(distinct_optima(stacked, np.array([f.loglik for f in fits]), rtol=1e-3, atol=1e-4))
@@ -299,7 +124,7 @@ def n_distinct_optima(family: Family, model_def, fits) -> int:
 
 def align(family: Family, model_def, params, reference_vars: Mapping[str, np.ndarray]):
     """``params`` with its components renamed to match ``reference_vars`` best (a pivot)."""
-    current = family.variables(model_def, params)
+    current = family.estimated_variables(model_def, params)
     draws = {name: np.asarray(value)[None] for name, value in current.items() if name in reference_vars}
     perm = pivot(draws, {name: np.asarray(reference_vars[name]) for name in draws}).perms[0]
     return params.permuted(perm)
@@ -309,43 +134,24 @@ def align(family: Family, model_def, params, reference_vars: Mapping[str, np.nda
 # Intervals besides the posterior's
 
 
-def _coin_wald(model_def: CoinMixture, params: CoinParams, data: dict, prob: float):
-    return coin_standard_errors(model_def, data["heads"], data["tosses"], params, level=prob)
-
-
-def _gauss_wald(model_def: GaussianMixtureModel, params: GaussianParams, data: dict, prob: float):
-    return gaussian_standard_errors(model_def, data["x"], params, level=prob)
-
-
-#: Wald intervals from the observed information (:mod:`emvsbayes.uncertainty`), NaN where it is singular.
-WALD = {"coins": _coin_wald, "gaussian": _gauss_wald}
-
-
-def bootstrap_intervals(family: Family, model_def, data: dict, estimate, spec: dict, rng) -> tuple[dict, int]:
-    """Percentile intervals from a nonparametric bootstrap: resample observations, refit EM from the
-    EM answer, rename the refit's components to match the EM answer (a pivot), take quantiles.
+def bootstrap_intervals(family: Family, model_def, data, estimate, spec: dict, seed) -> tuple[dict, int]:
+    """Percentile intervals from the nonparametric bootstrap a run makes
+    (:func:`emvsbayes.uncertainty.run_bootstrap`: resample observations, refit EM from the EM answer,
+    rename the refit's components to match it, in batches where that pays), quantiles of the estimated
+    variables.
 
     Returns (name -> (lower, upper)), number of refits that failed.
     """
     prob = spec["intervals"]["prob"]
-    reference = family.variables(model_def, estimate)
-    n = next(iter(data.values())).shape[0]
-    values = {name: [] for name in reference}
-    failed = 0
-    for child in rng.spawn(spec["intervals"]["bootstrap"]):
-        sample = family.resample(data, child.integers(0, n, size=n))
-        try:
-            fit = family.em_fit(model_def, sample, estimate, **em_options(spec))
-        except FIT_FAILURES:
-            failed += 1
-            continue
-        aligned = family.variables(model_def, align(family, model_def, fit.params, reference))
-        for name in values:
-            values[name].append(np.asarray(aligned[name]))
-    if len(values[next(iter(values))]) < 2:
+    reference = family.estimated_variables(model_def, estimate)
+    result = run_bootstrap(family, model_def, data, estimate, n_boot=spec["intervals"]["bootstrap"], seed=seed,
+                           kind="nonparametric", n_workers=1, em_options=em_options(spec))
+    kept = ~result.failed
+    failed = int(result.failed.sum())
+    if kept.sum() < 2:
         return {name: (np.full(np.shape(v), np.nan), np.full(np.shape(v), np.nan)) for name, v in reference.items()}, failed
     tail = (1 - prob) / 2
-    return {name: tuple(np.quantile(np.stack(v), [tail, 1 - tail], axis=0)) for name, v in values.items()}, failed
+    return {name: tuple(np.quantile(result.draws[name][kept], [tail, 1 - tail], axis=0)) for name in reference}, failed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -405,8 +211,8 @@ def model_with_containers(family_name: str, model_def, data: dict):
     import pymc as pm
     import pytensor
 
-    family = FAMILIES[family_name]
-    model = family.build_model(model_def, data)
+    family = get_family(family_name)
+    model = family.pymc_model(model_def, family.from_arrays(data))
     for obs_name, data_key in family.observed.items():
         container = pytensor.shared(_observed_array(model, obs_name, data[data_key]), name=_container_name(obs_name))
         dims = model.named_vars_to_dims.get(obs_name)
@@ -450,7 +256,7 @@ def _numpyro_programs(family_name: str, model_def, data: dict, spec: dict):
     if jax.local_device_count() < program_spec.layout.devices:
         raise RuntimeError(f"JAX has {jax.local_device_count()} devices, the study's chains need "
                            f"{program_spec.layout.devices}: JAX was started before configure_jax()")
-    family = FAMILIES[family_name]
+    family = get_family(family_name)
     shaped = {key: (np.zeros_like(value) if key in family.observed.values() else np.asarray(value))
               for key, value in data.items()}
     recipe = ModelRecipe(model_with_containers, (family_name, model_def, shaped))
@@ -466,7 +272,7 @@ def _build_data_programs(names, model, program_spec):
 
 
 def _build_sampler(family_name: str, model_def, data: dict, sampler: str, spec: dict) -> _CellSampler:
-    family = FAMILIES[family_name]
+    family = get_family(family_name)
     shared = {key: _container_name(obs) for obs, key in family.observed.items()}
     if sampler == "numpyro":
         return _CellSampler(None, shared, sampler, programs=_numpyro_programs(family_name, model_def, data, spec))
@@ -522,9 +328,9 @@ def sample(cell: _CellSampler, family: Family, model_def, data: dict, start, spe
     from pymc.initial_point import make_initial_point_fn
 
     bayes = spec["bayes"]
-    initvals = family.initvals(model_def, start)
+    initvals = family.initvals(model_def, [start])[0]
     if cell.sampler == "numpyro":
-        return _sample_numpyro(cell, family, data, initvals, list(family.variables(model_def, start)), seed)
+        return _sample_numpyro(cell, family, data, initvals, list(family.estimated_variables(model_def, start)), seed)
     values = {cell.shared[key]: _observed_array(cell.model, obs, data[key]) for obs, key in family.observed.items()}
     began = time.perf_counter()
     with warnings.catch_warnings():
@@ -545,7 +351,7 @@ def sample(cell: _CellSampler, family: Family, model_def, data: dict, start, spe
                              model=cell.model, progressbar=False, compute_convergence_checks=False)
     seconds = time.perf_counter() - began
     posterior = tree["posterior"]
-    names = family.variables(model_def, start)
+    names = family.estimated_variables(model_def, start)
     out = {}
     for name in names:
         da = posterior[name].transpose("chain", "draw", ...)
@@ -621,21 +427,22 @@ def _interval_metrics(kind: str, lower: Mapping, upper: Mapping, truth: Mapping)
 
 
 def run_coverage_replicate(spec: dict, cell_index: int, replicate: int, cell: dict) -> dict:
-    family = FAMILIES[spec["model"]["family"]]
-    model_def = family.model_def(spec, cell, cell_prior(spec, cell))
+    family = study_family(spec)
+    model_def = family.study_model(spec, cell, cell_prior(spec, cell))
     seeds = replicate_seeds(spec["seed"], cell_index, replicate)
     timings: dict[str, float] = {}
     began = time.perf_counter()
 
-    truth = family.truth(spec, cell, model_def, cell_rng(spec["seed"], cell_index))
-    data = family.simulate(truth, cell, np.random.default_rng(seeds["data"]))
-    truth_vars = family.variables(model_def, truth)
+    truth = family.study_truth(spec, cell, model_def, cell_rng(spec["seed"], cell_index))
+    data = family.study_data(model_def, truth, cell, np.random.default_rng(seeds["data"]))
+    arrays = family.as_arrays(data)
+    truth_vars = family.estimated_variables(model_def, truth)
     timings["simulate"] = time.perf_counter() - began
 
     start = time.perf_counter()
     em = fit_em(family, model_def, data, spec, np.random.default_rng(seeds["em"]))
     estimate = align(family, model_def, em.best.params, truth_vars)
-    em_vars = family.variables(model_def, estimate)
+    em_vars = family.estimated_variables(model_def, estimate)
     scalars = {
         "em_loglik": em.best.loglik,
         "em_converged": float(em.best.converged),
@@ -655,12 +462,12 @@ def run_coverage_replicate(spec: dict, cell_index: int, replicate: int, cell: di
     prob = spec["intervals"]["prob"]
     if "wald" in kinds:
         start = time.perf_counter()
-        wald = WALD[spec["model"]["family"]](model_def, estimate, data, prob)
+        wald = standard_errors(family, model_def, data, estimate, level=prob)
         values |= _interval_metrics("wald", wald.lower, wald.upper, truth_vars)
         timings["wald"] = time.perf_counter() - start
     if "bootstrap" in kinds:
         start = time.perf_counter()
-        boot, failed = bootstrap_intervals(family, model_def, data, estimate, spec, np.random.default_rng(seeds["bootstrap"]))
+        boot, failed = bootstrap_intervals(family, model_def, data, estimate, spec, seeds["bootstrap"])
         values |= _interval_metrics("bootstrap", {n: v[0] for n, v in boot.items()}, {n: v[1] for n, v in boot.items()}, truth_vars)
         scalars["bootstrap_failed"] = float(failed)
         timings["bootstrap"] = time.perf_counter() - start
@@ -668,9 +475,9 @@ def run_coverage_replicate(spec: dict, cell_index: int, replicate: int, cell: di
     compiled_now = False
     if "posterior" in kinds:
         start = time.perf_counter()
-        sampler, compiled_now = cell_sampler(family, model_def, data, cell, spec)
+        sampler, compiled_now = cell_sampler(family, model_def, arrays, cell, spec)
         timings["compile"] = time.perf_counter() - start
-        draws = sample(sampler, family, model_def, data, estimate, spec, int_seed(seeds["sampler"]))
+        draws = sample(sampler, family, model_def, arrays, estimate, spec, int_seed(seeds["sampler"]))
         timings["sampling"] = draws.seconds
         timings["compile"] += draws.compile_seconds
 
@@ -702,14 +509,14 @@ def run_coverage_replicate(spec: dict, cell_index: int, replicate: int, cell: di
         values |= _interval_metrics("posterior", lower, upper, truth_vars)
         timings["relabel"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - began
-    return _record(cell_index, replicate, values=values, scalars=scalars, timings=timings, compiled=compiled_now)
+    return record(cell_index, replicate, values=values, scalars=scalars, timings=timings, compiled=compiled_now)
 
 
 # --------------------------------------------------------------------------------------------------
 # The task
 
 
-def _record(cell_index, replicate, *, values=None, scalars=None, timings=None, compiled=False, error=None) -> dict:
+def record(cell_index, replicate, *, values=None, scalars=None, timings=None, compiled=False, error=None) -> dict:
     return {
         "cell": int(cell_index),
         "replicate": int(replicate),
@@ -721,19 +528,3 @@ def _record(cell_index, replicate, *, values=None, scalars=None, timings=None, c
         "compiled": int(bool(compiled)),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
-
-
-def run_task(spec: dict, cell_index: int, replicate: int, cell: dict) -> dict:
-    """One replicate as a record; a replicate that raises becomes a record of its error.
-
-    ``LikelihoodDecreasedError`` is a bug in an EM step, so it is recorded too (and shows in the report)
-    rather than stopping the other replicates.
-    """
-    from emvsbayes.study.sbc import run_sbc_replicate
-
-    runners = {"coverage": run_coverage_replicate, "sbc": run_sbc_replicate}
-    try:
-        return runners[spec["kind"]](spec, cell_index, replicate, cell)
-    except (Exception, LikelihoodDecreasedError) as error:  # noqa: BLE001 - recorded, the study goes on
-        message = f"{type(error).__name__}: {error}".replace("\n", " ")[:500]
-        return _record(cell_index, replicate, error=message)

@@ -46,10 +46,9 @@ from emvsbayes import limits
 from emvsbayes.errors import UserError, quote
 from emvsbayes.outputs import OutputFolder
 from emvsbayes.paths import input_kind
-from emvsbayes.results import atomic_write, check_checksum, load_quietly, write_checked
+from emvsbayes.results import STUDY_FORMAT, atomic_write, check_checksum, load_quietly, read_study, write_checked
 from emvsbayes.study.spec import cells, fingerprint, grid_axes, load_study_spec
 
-STUDY_FORMAT = "emvsbayes-study"
 STUDY_VERSION = 1
 MANIFEST = "study.json"
 #: Environment variable (tests only): an integer seed to shuffle the order in which replicates are submitted.
@@ -277,7 +276,8 @@ def _refresh_reports_index(out: Path) -> None:
 def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, given_client=None) -> tuple[int, int]:
     from distributed import as_completed
 
-    from emvsbayes.study.replicate import _record, run_task
+    from emvsbayes.study.replicate import record as _record
+    from emvsbayes.study.task import run_task
 
     # A client the caller gave stays theirs: it is neither made nor closed here.
     # Ctrl-C is held back while the cluster starts: its event-loop thread and worker processes inherit
@@ -468,20 +468,3 @@ def run_attrs(spec: dict, scheduler: str | None, workers: int, seconds: float) -
 
 def write_study(ds: xr.Dataset, path: Path) -> None:
     write_checked(ds, path)
-
-
-def read_study(path) -> xr.Dataset:
-    """Open a ``study.nc`` into memory; one-line errors for anything else."""
-    path = Path(path)
-    kind = input_kind(path)
-    if kind == "missing":
-        raise UserError(f"{path}: no such study file; run 'emvsbayes study SPEC' first")
-    if kind is not None:
-        raise UserError(f"{path}: is {kind}, not a study file; give a study.nc written by 'emvsbayes study'")
-    ds, failure = load_quietly(path, xr.open_dataset)
-    if failure is not None:
-        raise UserError(f"{path}: not a readable study file ({failure})")
-    if ds.attrs.get("format") != STUDY_FORMAT:
-        raise UserError(f"{path}: not an emvsbayes study file; give a study.nc written by 'emvsbayes study'")
-    check_checksum(ds, path, "run the study again to write it again")
-    return ds

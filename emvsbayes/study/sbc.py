@@ -28,25 +28,26 @@ import numpy as np
 from scipy import stats
 
 from emvsbayes.study.replicate import (
-    FAMILIES,
-    _record,
     cell_prior,
     cell_sampler,
     chain_diagnostics,
     fit_em,
     int_seed,
+    record,
     replicate_seeds,
     sample,
+    study_family,
 )
 
 
-def invariant_quantities(family_name: str, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def invariant_quantities(order_var: str, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Label-invariant quantities per draw: name -> (S,), from variables of shape (S, K) (or (K,)).
 
-    Components are put in increasing order of theta (coins) or mu (Gaussian), and every variable
-    follows that order: ``theta_sorted[0]`` is the smallest theta, ``w_sorted[0]`` its weight.
+    Components are put in increasing order of the family's ``order_var`` (theta for coins, mu for
+    Gaussians), and every variable follows that order: ``theta_sorted[0]`` is the smallest theta,
+    ``w_sorted[0]`` its weight.
     """
-    key = "theta" if family_name == "coins" else "mu"
+    key = order_var
     single = np.ndim(variables[key]) == 1
     values = {name: np.atleast_2d(np.asarray(v, dtype=float)) for name, v in variables.items()}
     by = values[key].reshape(values[key].shape[0], values[key].shape[1], -1)[..., 0]
@@ -76,18 +77,20 @@ def rank_statistics(draws: dict[str, np.ndarray], truth: dict[str, float], n_ran
 
 
 def run_sbc_replicate(spec: dict, cell_index: int, replicate: int, cell: dict) -> dict:
-    family_name = spec["model"]["family"]
-    family = FAMILIES[family_name]
+    family = study_family(spec)
     prior = cell_prior(spec, cell)
-    model_def = family.model_def(spec, cell, prior)
+    model_def = family.study_model(spec, cell, prior)
     data_prior = spec["priors"][spec["sbc"]["data_prior"]] if spec["sbc"]["data_prior"] else prior
+    # The truth is drawn from the data prior: the model's own, or another to check that a wrong model is caught.
+    data_model = family.study_model(spec, cell, data_prior)
     seeds = replicate_seeds(spec["seed"], cell_index, replicate)
     timings: dict[str, float] = {}
     began = time.perf_counter()
 
     data_rng = np.random.default_rng(seeds["data"])
-    truth = family.prior_draw(model_def, cell, data_prior, data_rng)
-    data = family.simulate(truth, cell, data_rng)
+    truth = family.prior_draw(data_model, data_rng)
+    data = family.study_data(model_def, truth, cell, data_rng)
+    arrays = family.as_arrays(data)
     timings["simulate"] = time.perf_counter() - began
 
     start = time.perf_counter()
@@ -95,14 +98,14 @@ def run_sbc_replicate(spec: dict, cell_index: int, replicate: int, cell: dict) -
     timings["em"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    sampler, compiled_now = cell_sampler(family, model_def, data, cell, spec)
+    sampler, compiled_now = cell_sampler(family, model_def, arrays, cell, spec)
     timings["compile"] = time.perf_counter() - start
-    draws = sample(sampler, family, model_def, data, em.best.params, spec, int_seed(seeds["sampler"]))
+    draws = sample(sampler, family, model_def, arrays, em.best.params, spec, int_seed(seeds["sampler"]))
     timings["sampling"] = draws.seconds
     timings["compile"] += draws.compile_seconds
 
-    truth_q = invariant_quantities(family_name, family.variables(model_def, truth))
-    draw_q = invariant_quantities(family_name, draws.values)
+    truth_q = invariant_quantities(family.order_var, family.estimated_variables(model_def, truth))
+    draw_q = invariant_quantities(family.order_var, draws.values)
     draw_q = {name: value for name, value in draw_q.items() if np.ptp(value) > 0}  # fixed weights are not ranked
     n_ranks = spec["sbc"]["ranks"]
     ranks = rank_statistics(draw_q, truth_q, n_ranks)
@@ -117,7 +120,7 @@ def run_sbc_replicate(spec: dict, cell_index: int, replicate: int, cell: dict) -
     values = {"rank": ranks, "truth": {name: float(truth_q[name]) for name in ranks},
               "post_mean": {name: float(draw_q[name].mean()) for name in ranks}}
     timings["total"] = time.perf_counter() - began
-    return _record(cell_index, replicate, values=values, scalars=scalars, timings=timings, compiled=compiled_now)
+    return record(cell_index, replicate, values=values, scalars=scalars, timings=timings, compiled=compiled_now)
 
 
 class Uniformity(NamedTuple):

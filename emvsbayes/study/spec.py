@@ -28,11 +28,7 @@ from typing import Any
 from emvsbayes.errors import UserError
 from emvsbayes.spec import (
     SPEC_NAME,
-    _REQUIRED,
     Key,
-    _is_int,
-    _is_number,
-    _suggest,
     beta_prior,
     list_of,
     one_of,
@@ -42,6 +38,10 @@ from emvsbayes.spec import (
     read_toml,
     text,
 )
+from emvsbayes.spec import REQUIRED as _REQUIRED
+from emvsbayes.spec import is_int as _is_int
+from emvsbayes.spec import is_number as _is_number
+from emvsbayes.spec import suggest as _suggest
 
 KINDS = ("coverage", "sbc")
 FAMILIES = ("coins", "gaussian")

@@ -44,19 +44,15 @@ from typing import Any
 
 import numpy as np
 
-from emvsbayes.coins.model import PARAMETER_DIMS as COIN_DIMS
-from emvsbayes.coins.model import CoinMixture, CoinParams
 from emvsbayes.em import take_rows
 from emvsbayes.errors import LikelihoodDecreasedError, UserError
-from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix, parameter_dims
 from emvsbayes.labels import apply_permutations, pivot
 
 __all__ = [
     "KINDS",
     "BootstrapResult",
     "align_to_reference",
-    "coin_bootstrap",
-    "gaussian_bootstrap",
+    "run_bootstrap",
     "percentile_intervals",
 ]
 
@@ -74,83 +70,9 @@ DEFAULT_EM_OPTIONS = {"keep_stats": False}
 
 
 # --------------------------------------------------------------------------------------------------
-# The two families: how to resample, simulate and refit
-
-
-@dataclass(frozen=True, slots=True)
-class _CoinFamily:
-    model: CoinMixture
-
-    def n_obs(self, data) -> int:
-        return int(data[0].shape[0])
-
-    def take(self, data, rows):
-        return data[0][rows], data[1][rows]
-
-    def simulate(self, data, params: CoinParams, rng):
-        from emvsbayes.data import simulate_coins
-
-        sim = simulate_coins(params.theta, params.w, data[1], rng)
-        return sim.heads, sim.tosses
-
-    def refit(self, data, init: CoinParams, options):
-        from emvsbayes.coins.em import fit
-
-        return fit(self.model, data[0], data[1], init, **options)
-
-    def single_fit_size(self, data, reference) -> int:
-        return self.n_obs(data) * self.model.n_components
-
-    def refit_batched(self, data, samples, counts, init: CoinParams, options):
-        from emvsbayes.coins.em import CoinSets, fit_batched
-
-        if samples is None:
-            sets = CoinSets(data[0][None], data[1][None], counts)
-        else:
-            sets = CoinSets(np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]))
-        return fit_batched(self.model, sets, init, len(counts) if samples is None else len(samples), **options)
-
-    def dims(self, reference) -> dict[str, tuple[str, ...]]:
-        return dict(COIN_DIMS)
-
-
-@dataclass(frozen=True, slots=True)
-class _GaussianFamily:
-    model: GaussianMixtureModel
-
-    def n_obs(self, data) -> int:
-        return int(data.shape[0])
-
-    def take(self, data, rows):
-        return data[rows]
-
-    def simulate(self, data, params: GaussianParams, rng):
-        from emvsbayes.data import simulate_gaussian_mixture
-
-        cov = params.full_covariances()
-        cov = (cov + np.swapaxes(cov, 1, 2)) / 2  # exact symmetry for the simulator's check
-        return simulate_gaussian_mixture(data.shape[0], params.w, params.mu, cov, rng).x
-
-    def refit(self, data, init: GaussianParams, options):
-        from emvsbayes.gaussian.em import fit
-
-        return fit(self.model, data, init, **options)
-
-    def single_fit_size(self, data, reference) -> int:
-        return data.shape[0] * self.model.n_components * data.shape[1] ** 2
-
-    def refit_batched(self, data, samples, counts, init: GaussianParams, options):
-        from emvsbayes.gaussian.em import GaussianSets, fit_batched, prepare
-
-        frame = prepare(self.model, data).frame
-        if samples is None:
-            sets = GaussianSets(data[None], counts, frame)
-        else:
-            sets = GaussianSets(np.stack(samples), None, frame)
-        return fit_batched(self.model, sets, init, len(counts) if samples is None else len(samples), **options)
-
-    def dims(self, reference) -> dict[str, tuple[str, ...]]:
-        return parameter_dims(reference.mu.shape[1])
+# The replicates. A family's bootstrap target (``family.bootstrap_target(model_def, data)``) says how
+# to resample (``n_obs``, ``take``), simulate, refit one replicate or a batch (``refit``,
+# ``refit_batched``, ``single_fit_size``) and name the dims of its variables (``dims``).
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,11 +438,11 @@ def _result(family, reference, results: list[_Replicate], kind: str, root) -> Bo
     )
 
 
-def coin_bootstrap(
-    model: CoinMixture,
-    heads,
-    tosses,
-    reference: CoinParams,
+def run_bootstrap(
+    family,
+    model_def,
+    data,
+    reference,
     *,
     n_boot: int,
     seed,
@@ -530,20 +452,22 @@ def coin_bootstrap(
     em_options: Mapping[str, Any] | None = None,
     route: str = "auto",
 ) -> BootstrapResult:
-    """Bootstrap a coin-mixture EM answer.
+    """Bootstrap an EM answer of any family.
 
     Parameters
     ----------
-    model : CoinMixture
-    heads, tosses : array_like of int, shape (N,)
-    reference : CoinParams
-        The EM answer: every refit starts from it and is aligned to it.
+    family : emvsbayes.family.Family
+    model_def, data
+        The family's model definition and data record.
+    reference
+        The EM answer (a parameter record): every refit starts from it and is aligned to it.
     n_boot : int
         B, the number of replicates.
     seed : int or numpy.random.SeedSequence
         Root of the replicates' seeds (replicate b uses child b of ``SeedSequence(seed).spawn(B)``).
     kind : {"nonparametric", "parametric"}
-        Resample the N sets with replacement, or simulate N sets (same tosses per set) from ``reference``.
+        Resample the N observations with replacement, or simulate N from ``reference`` (the coins keep
+        each set's tosses).
     n_workers : int or None
         Worker processes of the per-replicate route; 1 runs in this process, None one per available
         core when the first chunk's time says they pay for their start-up (see the module docstring).
@@ -551,7 +475,7 @@ def coin_bootstrap(
     progress : callable (done, total), optional
         Called in this process as replicates finish.
     em_options : mapping, optional
-        Passed to :func:`emvsbayes.coins.em.fit` (``tol``, ``param_tol``, ``max_iter``, ...).
+        Passed to the family's EM (``tol``, ``param_tol``, ``max_iter``, ...).
     route : {"auto", "batched", "per-replicate"}
         How the replicates are refitted (see the module docstring): ``"auto"`` batched unless one fit is
         large or ``em_options`` ask for what the batched steps do not do (hard EM); ``"per-replicate"``
@@ -561,43 +485,13 @@ def coin_bootstrap(
     Returns
     -------
     BootstrapResult
-        ``draws["theta"]``, ``draws["w"]`` (B, K).
+        ``draws[name]`` (B, K, ...) for every variable of ``family.variables(reference)``.
     """
-    model.validate_params(reference)
-    data = (np.asarray(heads), np.asarray(tosses))
+    validate = getattr(family, "validate_params", None)
+    if validate is not None:
+        validate(model_def, reference)
+    target, target_data = family.bootstrap_target(model_def, data)
     return _bootstrap(
-        _CoinFamily(model), data, reference, n_boot=n_boot, kind=kind, seed=seed, n_workers=n_workers,
+        target, target_data, reference, n_boot=n_boot, kind=kind, seed=seed, n_workers=n_workers,
         progress=progress, em_options=em_options, route=route,
-    )
-
-
-def gaussian_bootstrap(
-    model: GaussianMixtureModel,
-    x,
-    reference: GaussianParams,
-    *,
-    n_boot: int,
-    seed,
-    kind: str = "nonparametric",
-    n_workers: int | None = 1,
-    progress: Callable[[int, int], None] | None = None,
-    em_options: Mapping[str, Any] | None = None,
-    route: str = "auto",
-) -> BootstrapResult:
-    """Bootstrap a Gaussian-mixture EM answer.
-
-    Parameters are as :func:`coin_bootstrap`, with data ``x`` (N,) or (N, D); the parametric bootstrap
-    simulates N rows from ``reference``. ``em_options`` go to :func:`emvsbayes.gaussian.em.fit`
-    (per-replicate route) or :func:`emvsbayes.gaussian.em.fit_batched`.
-
-    Returns
-    -------
-    BootstrapResult
-        ``draws["w"]`` (B, K); ``draws["mu"]`` (B, K) and ``draws["sigma"]`` (B, K) for 1-D data,
-        ``draws["mu"]`` (B, K, D) and ``draws["cov"]`` (B, K, D, D) otherwise.
-    """
-    model.validate_params(reference)
-    return _bootstrap(
-        _GaussianFamily(model), as_data_matrix(x), reference, n_boot=n_boot, kind=kind, seed=seed,
-        n_workers=n_workers, progress=progress, em_options=em_options, route=route,
     )

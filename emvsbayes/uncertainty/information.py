@@ -56,7 +56,6 @@ says which of these happened, in one line.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,9 +64,6 @@ import numpy as np
 from scipy.special import expit, logit
 from scipy.stats import norm
 
-from emvsbayes.coins.model import PARAMETER_DIMS as COIN_DIMS
-from emvsbayes.coins.model import CoinMixture, CoinParams
-from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix, parameter_dims
 
 __all__ = [
     "BOUNDARY_TOL",
@@ -76,15 +72,11 @@ __all__ = [
     "MIN_EXPECTED_COUNT",
     "SCALE_DESCRIPTIONS",
     "StandardErrors",
-    "coin_from_unconstrained",
-    "coin_standard_errors",
-    "coin_unconstrained",
-    "coin_unconstrained_names",
-    "gaussian_from_unconstrained",
-    "gaussian_standard_errors",
-    "gaussian_unconstrained",
-    "gaussian_unconstrained_names",
+    "compile_information",
+    "information_function",
+    "standard_errors",
     "standard_errors_from_hessian",
+    "weight_reason",
     "wald_interval",
 ]
 
@@ -111,6 +103,7 @@ SCALE_DESCRIPTIONS = {
     "logit": "logit scale",
     "log": "log scale",
     "log-diagonal": "log scale for the variances, natural scale for the covariances",
+    "simplex": "logit scale of each probability",
 }
 
 
@@ -171,7 +164,7 @@ class StandardErrors:
         (``estimate``, ``se``, ``lower``, ``upper``); attributes ``level``, ``singular``, ``reason`` and
         ``wald_scale_<name>`` (the scale of the interval, in words) per variable.
 
-        ``dims`` maps names to dimension names (default: the coin or Gaussian model's own).
+        ``dims`` maps names to dimension names (default: ``component``, then numbered dims).
         """
         import xarray as xr
 
@@ -187,9 +180,8 @@ class StandardErrors:
 
 
 def _default_dims(estimate: dict) -> dict[str, tuple[str, ...]]:
-    if "theta" in estimate:
-        return COIN_DIMS
-    return parameter_dims(1 if "sigma" in estimate else np.shape(estimate["mu"])[1])
+    # The first axis of every parameter is its component; the others are numbered.
+    return {name: ("component", *(f"{name}_dim_{i}" for i in range(1, np.ndim(x)))) for name, x in estimate.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,14 +197,15 @@ def _split(flat: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str, np
     return out
 
 
-def _singular(estimate, level, reason, information, names, condition=float("nan"), score=float("nan")):
+def _singular(estimate, level, reason, information, names, condition=float("nan"), score=float("nan"),
+              interval_scale=None):
     nan = {name: np.full(np.shape(x), np.nan) for name, x in estimate.items()}
     p = len(names)
     return StandardErrors(
         estimate=estimate, se=nan, lower=dict(nan), upper=dict(nan), level=level, singular=True, reason=reason,
         information=information, unconstrained=tuple(names), cov_unconstrained=np.full((p, p), np.nan),
         condition_number=condition, max_abs_score=score,
-        interval_scale=_interval_scales(estimate, None),
+        interval_scale=_interval_scales(estimate, interval_scale),
     )
 
 
@@ -228,6 +221,8 @@ _SCALE_MAPS = {
     "logit": (logit, expit, lambda x: 1.0 / (x * (1.0 - x))),
     "log": (np.log, np.exp, lambda x: 1.0 / x),
 }
+# A probability in a simplex (a weight, a row of a transition matrix): each on its own logit scale.
+_SCALE_MAPS["simplex"] = _SCALE_MAPS["logit"]
 
 
 def wald_interval(estimate, se, z: float, scale: str) -> tuple[np.ndarray, np.ndarray]:
@@ -317,7 +312,7 @@ def standard_errors_from_hessian(
             estimate, level,
             f"the observed information is not positive definite ({names[j]} has curvature {-diag[j]:.3g} >= 0): "
             "the EM answer is not a strict local maximum",
-            information, names, condition=float("inf"), score=score,
+            information, names, condition=float("inf"), score=score, interval_scale=interval_scale,
         )
     scale = np.sqrt(diag)
     correlation = information / np.outer(scale, scale)
@@ -327,7 +322,7 @@ def standard_errors_from_hessian(
             estimate, level,
             f"the observed information is not positive definite (smallest eigenvalue of its correlation form "
             f"{eigenvalues[0]:.3g}): the EM answer is not a strict local maximum",
-            information, names, condition=float("inf"), score=score,
+            information, names, condition=float("inf"), score=score, interval_scale=interval_scale,
         )
     condition = float(eigenvalues[-1] / eigenvalues[0])
     if condition > condition_limit:
@@ -335,7 +330,7 @@ def standard_errors_from_hessian(
             estimate, level,
             f"the observed information is near-singular (condition number {condition:.3g} > {condition_limit:.0e}): "
             "some parameters are not identified by these data",
-            information, names, condition=condition, score=score,
+            information, names, condition=condition, score=score, interval_scale=interval_scale,
         )
     # Inverse through the well-conditioned correlation form, then back to the parameters' units.
     cov_phi = np.linalg.inv(correlation) / np.outer(scale, scale)
@@ -357,22 +352,11 @@ def standard_errors_from_hessian(
 
 
 # --------------------------------------------------------------------------------------------------
-# Weights as additive log-ratios (shared by both families)
+# Any family: its one symbolic log-likelihood, differentiated
 
 
-def _alr(w: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        log_w = np.log(np.asarray(w, dtype=float))
-    return log_w[:-1] - log_w[-1]
-
-
-def _alr_inverse(eta: np.ndarray) -> np.ndarray:
-    z = np.append(np.asarray(eta, dtype=float), 0.0)
-    z = np.exp(z - z.max())
-    return z / z.sum()
-
-
-def _weight_reason(w: np.ndarray, n_obs: int) -> str:
+def weight_reason(w: np.ndarray, n_obs: int) -> str:
+    """Why the information is singular when a component holds less than one observation's weight ("" if not)."""
     expected = n_obs * np.asarray(w)
     if np.any(expected < MIN_EXPECTED_COUNT):
         k = int(np.argmin(expected))
@@ -381,36 +365,6 @@ def _weight_reason(w: np.ndarray, n_obs: int) -> str:
             f"component {k} is (nearly) zero"
         )
     return ""
-
-
-# --------------------------------------------------------------------------------------------------
-# Coins
-
-
-def coin_unconstrained_names(model: CoinMixture) -> tuple[str, ...]:
-    """Names of the unconstrained coordinates: ``logit(theta[k])`` then ``log(w[k]/w[K-1])``."""
-    k = model.n_components
-    names = [f"logit(theta[{j}])" for j in range(k)]
-    if model.weights == "estimated":
-        names += [f"log(w[{j}]/w[{k - 1}])" for j in range(k - 1)]
-    return tuple(names)
-
-
-def coin_unconstrained(model: CoinMixture, params: CoinParams) -> np.ndarray:
-    """``phi`` (P,) of ``params``: logit theta, then (estimated weights only) weight log-ratios."""
-    with np.errstate(divide="ignore"):
-        phi = [logit(params.theta)]
-    if model.weights == "estimated":
-        phi.append(_alr(params.w))
-    return np.concatenate(phi)
-
-
-def coin_from_unconstrained(model: CoinMixture, phi: np.ndarray) -> CoinParams:
-    """Inverse of :func:`coin_unconstrained`."""
-    k = model.n_components
-    phi = np.asarray(phi, dtype=float)
-    w = _alr_inverse(phi[k:]) if model.weights == "estimated" else model.equal_weights
-    return CoinParams(expit(phi[:k]), w)
 
 
 def _compile(inputs, outputs) -> Callable:
@@ -425,234 +379,85 @@ def _compile(inputs, outputs) -> Callable:
         return pytensor.function(inputs, outputs, mode=Mode(linker="py", optimizer="fast_compile"))
 
 
-@functools.cache
-def _coin_function(n_components: int, weights: str) -> Callable:
-    """Compiled (phi, heads, tosses) -> (loglik, gradient, Hessian, natural values, Jacobian); cached per
-    structure, so every data set and bootstrap replicate of one model reuses it."""
-    import pytensor.tensor as pt
+def compile_information(phi, data_inputs, loglik, natural=None) -> Callable:
+    """Compiled ``(phi, *data) -> (loglik, gradient, Hessian, natural values, Jacobian)`` of a family's
+    symbolic log-likelihood ``loglik(phi)`` and its natural variables ``natural(phi)`` (flattened in the
+    order of ``variables()``); without ``natural`` the last two are left out."""
     from pytensor.gradient import grad, jacobian
 
-    k = n_components
-    phi = pt.vector("phi", dtype="float64")
-    heads = pt.vector("heads", dtype="float64")
-    tosses = pt.vector("tosses", dtype="float64")
-    eta = phi[:k]
-    # log theta = -softplus(-eta), log(1 - theta) = -softplus(eta): no cancellation for |eta| large.
-    log_theta, log_1m = -pt.softplus(-eta), -pt.softplus(eta)
-    if weights == "estimated":
-        log_w = pt.special.log_softmax(pt.concatenate([phi[k:], pt.zeros((1,), dtype="float64")]))
-    else:
-        log_w = pt.constant(np.full(k, -math.log(k)))
-    log_choose = pt.gammaln(tosses + 1) - pt.gammaln(heads + 1) - pt.gammaln(tosses - heads + 1)
-    log_joint = log_w[None, :] + log_choose[:, None] + heads[:, None] * log_theta + (tosses - heads)[:, None] * log_1m
-    loglik = pt.logsumexp(log_joint, axis=1).sum()
     gradient = grad(loglik, phi)
     hessian = jacobian(gradient, phi, vectorize=True)
-    natural = pt.concatenate([pt.sigmoid(eta), pt.exp(log_w)])
-    jac = jacobian(natural, phi, vectorize=True)
-    return _compile([phi, heads, tosses], [loglik, gradient, hessian, natural, jac])
+    outputs = [loglik, gradient, hessian]
+    if natural is not None:
+        outputs += [natural, jacobian(natural, phi, vectorize=True)]
+    return _compile([phi, *data_inputs], outputs)
 
 
-def coin_standard_errors(
-    model: CoinMixture, heads, tosses, params: CoinParams, *, level: float = 0.95
-) -> StandardErrors:
-    """Observed-information standard errors and Wald intervals of a coin-mixture answer.
+#: Relative step of the central differences that give a family without a symbolic map from ``phi`` to
+#: its variables the Jacobian of that map: about the cube root of float64's epsilon, where the truncation
+#: and rounding errors of a central difference balance (relative error ~1e-10).
+JACOBIAN_STEP = 6e-6
 
-    Parameters
-    ----------
-    model : CoinMixture
-    heads, tosses : array_like, shape (N,)
-    params : CoinParams
-        The EM answer (a local maximum of the observed-data log-likelihood).
-    level : float
-        Coverage of the Wald intervals.
+
+def _numeric_jacobian(family, model_def, data, phi: np.ndarray) -> np.ndarray:
+    def flat(point):
+        values = family.variables(family.from_unconstrained(model_def, data, point))
+        return np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in values.values()])
+
+    columns = []
+    for j in range(phi.size):
+        step = JACOBIAN_STEP * max(1.0, abs(phi[j]))
+        up, down = phi.copy(), phi.copy()
+        up[j] += step
+        down[j] -= step
+        columns.append((flat(up) - flat(down)) / (2 * step))
+    return np.stack(columns, axis=1) if columns else np.zeros((flat(phi).size, 0))
+
+
+def information_function(family, model_def, data) -> Callable:
+    """``phi -> (loglik, gradient, Hessian, natural values, Jacobian)`` of a family: its own compiled
+    function when it has one (compiled once per structure, the data as inputs), else one compiled from
+    :meth:`~emvsbayes.family.Family.symbolic_loglik` with the Jacobian of the natural variables by central
+    differences of ``from_unconstrained``."""
+    own = getattr(family, "information_function", None)
+    if own is not None:
+        return own(model_def, data)
+    phi, loglik = family.symbolic_loglik(model_def, data)
+    fn = compile_information(phi, [], loglik)
+
+    def evaluate(point):
+        point = np.asarray(point, dtype=float)
+        value, gradient, hessian = fn(point)
+        natural = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in
+                                  family.variables(family.from_unconstrained(model_def, data, point)).values()])
+        return value, gradient, hessian, natural, _numeric_jacobian(family, model_def, data, point)
+
+    return evaluate
+
+
+def standard_errors(family, model_def, data, params, *, level: float = 0.95) -> StandardErrors:
+    """Observed-information standard errors and Wald intervals of an EM answer of any family.
+
+    The Hessian of the family's one symbolic log-likelihood in its unconstrained coordinates
+    (``to_unconstrained``), carried to the reported variables by the delta method; the Wald intervals on
+    each parameter's declared scale (:class:`~emvsbayes.family.ParameterInfo`).
 
     Returns
     -------
     StandardErrors
-        Variables ``theta`` and ``w`` (K,); with equal weights ``w`` is fixed and has se 0.
+        Variables named and shaped as ``family.variables(params)``.
     """
-    model.validate_params(params)
-    heads = np.asarray(heads, dtype=float)
-    tosses = np.asarray(tosses, dtype=float)
-    estimate = {"theta": np.array(params.theta), "w": np.array(params.w)}
-    names = coin_unconstrained_names(model)
+    validate = getattr(family, "validate_params", None)
+    if validate is not None:
+        validate(model_def, params)
+    estimate = {name: np.array(value) for name, value in family.variables(params).items()}
+    names = tuple(family.unconstrained_names(model_def, data))
+    scales = {name: info.scale for name, info in family.parameters(model_def, data).items()}
     p = len(names)
-    boundary = np.minimum(params.theta, 1.0 - params.theta) < BOUNDARY_TOL
-    if np.any(boundary):
-        j = int(np.argmax(boundary))
-        return _singular(
-            estimate, level,
-            f"theta[{j}] is on the boundary ({float(params.theta[j])!r}): the information is singular there",
-            np.full((p, p), np.nan), names,
-        )
-    if model.weights == "estimated":
-        reason = _weight_reason(params.w, heads.shape[0])
-        if reason:
-            return _singular(estimate, level, reason, np.full((p, p), np.nan), names)
-    fn = _coin_function(model.n_components, model.weights)
-    _, gradient, hessian, _, jac = fn(coin_unconstrained(model, params), heads, tosses)
-    return standard_errors_from_hessian(hessian, jac, estimate, names, level=level, gradient=gradient)
-
-
-# --------------------------------------------------------------------------------------------------
-# Gaussians
-
-
-def _triangle(dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column indices of the upper triangle (diagonal included), row-major."""
-    return np.triu_indices(dim)
-
-
-def _n_factors(covariance_type: str, k: int) -> int:
-    return 1 if covariance_type == "tied" else k
-
-
-def gaussian_unconstrained_names(model: GaussianMixtureModel, dim: int) -> tuple[str, ...]:
-    """Names of the unconstrained coordinates: weight log-ratios, means, log-Cholesky precision factors."""
-    k = model.n_components
-    names = [f"log(w[{j}]/w[{k - 1}])" for j in range(k - 1)]
-    names += [f"mu[{j},{d}]" for j in range(k) for d in range(dim)]
-    structure = model.covariance_type
-    if structure in ("full", "tied"):
-        rows, cols = _triangle(dim)
-        for j in range(_n_factors(structure, k)):
-            at = "" if structure == "tied" else f"{j},"
-            names += [f"log U[{at}{r},{c}]" if r == c else f"U[{at}{r},{c}]" for r, c in zip(rows, cols)]
-    elif structure == "diag":
-        names += [f"log U[{j},{d}]" for j in range(k) for d in range(dim)]
-    else:
-        names += [f"log U[{j}]" for j in range(k)]
-    return tuple(names)
-
-
-def _upper_factor(prec: np.ndarray) -> np.ndarray:
-    """The upper triangular U with positive diagonal and U U^T = prec (unique), for (..., D, D)."""
-    flipped = prec[..., ::-1, ::-1]
-    return np.linalg.cholesky(flipped)[..., ::-1, ::-1]
-
-
-def gaussian_unconstrained(model: GaussianMixtureModel, params: GaussianParams) -> np.ndarray:
-    """``phi`` (P,) of ``params``.
-
-    The precision factor is recomputed as the unique upper Cholesky factor of the precision, so a
-    ``params`` built with any square root of the precision (e.g. a lower-triangular one) maps to the
-    same ``phi``.
-    """
-    k, dim = params.mu.shape
-    parts = [_alr(params.w), params.mu.ravel()]
-    structure = model.covariance_type
-    if structure in ("full", "tied"):
-        u = _upper_factor(params.precisions()).reshape(-1, dim, dim)
-        rows, cols = _triangle(dim)
-        entries = u[:, rows, cols]
-        entries[:, rows == cols] = np.log(entries[:, rows == cols])
-        parts.append(entries.ravel())
-    else:
-        parts.append(np.log(params.prec_chol).ravel())
-    return np.concatenate(parts)
-
-
-def gaussian_from_unconstrained(model: GaussianMixtureModel, phi: np.ndarray, dim: int) -> GaussianParams:
-    """Inverse of :func:`gaussian_unconstrained`."""
-    k = model.n_components
-    phi = np.asarray(phi, dtype=float)
-    w = _alr_inverse(phi[: k - 1])
-    mu = phi[k - 1 : k - 1 + k * dim].reshape(k, dim)
-    rest = phi[k - 1 + k * dim :]
-    structure = model.covariance_type
-    if structure in ("full", "tied"):
-        rows, cols = _triangle(dim)
-        m = _n_factors(structure, k)
-        entries = rest.reshape(m, -1).copy()
-        entries[:, rows == cols] = np.exp(entries[:, rows == cols])
-        u = np.zeros((m, dim, dim))
-        u[:, rows, cols] = entries
-        prec_chol = u[0] if structure == "tied" else u
-    elif structure == "diag":
-        prec_chol = np.exp(rest).reshape(k, dim)
-    else:
-        prec_chol = np.exp(rest)
-    return GaussianParams(w, mu, prec_chol, structure)
-
-
-@functools.cache
-def _gaussian_function(covariance_type: str, n_components: int, dim: int) -> Callable:
-    """Compiled (phi, x) -> (loglik, gradient, Hessian, natural values, Jacobian); cached per structure."""
-    import pytensor.tensor as pt
-    from pytensor.gradient import grad, jacobian
-
-    k = n_components
-    phi = pt.vector("phi", dtype="float64")
-    x = pt.matrix("x", dtype="float64")
-    log_w = pt.special.log_softmax(pt.concatenate([phi[: k - 1], pt.zeros((1,), dtype="float64")]))
-    mu = phi[k - 1 : k - 1 + k * dim].reshape((k, dim))
-    rest = phi[k - 1 + k * dim :]
-    if covariance_type in ("full", "tied"):
-        rows, cols = _triangle(dim)
-        m = _n_factors(covariance_type, k)
-        entries = rest.reshape((m, rows.size))
-        on_diagonal = rows == cols
-        log_diag = entries[:, np.flatnonzero(on_diagonal)]  # (m, D), rows of the diagonal in order
-        values = pt.set_subtensor(entries[:, np.flatnonzero(on_diagonal)], pt.exp(log_diag))
-        u = pt.zeros((m, dim, dim), dtype="float64")
-        u = pt.set_subtensor(u[:, rows, cols], values)
-        u = pt.broadcast_to(u, (k, dim, dim))
-        log_det = pt.broadcast_to(log_diag.sum(axis=1), (k,))
-    elif covariance_type == "diag":
-        log_u = rest.reshape((k, dim))
-        u = pt.exp(log_u)[:, :, None] * pt.eye(dim)[None, :, :]
-        log_det = log_u.sum(axis=1)
-    else:
-        log_u = rest
-        u = pt.exp(log_u)[:, None, None] * pt.eye(dim)[None, :, :]
-        log_det = dim * log_u
-    diff = x[:, None, :] - mu[None, :, :]  # (N, K, D)
-    white = (diff[:, :, :, None] * u[None, :, :, :]).sum(axis=2)  # (x - mu_k) U_k, (N, K, D)
-    log_joint = log_w[None, :] + log_det[None, :] - 0.5 * pt.sqr(white).sum(axis=2) - 0.5 * dim * math.log(2 * math.pi)
-    loglik = pt.logsumexp(log_joint, axis=1).sum()
-    gradient = grad(loglik, phi)
-    hessian = jacobian(gradient, phi, vectorize=True)
-    # Natural variables in the order of GaussianParams.variables(): w, mu, then sigma (1-D) or cov.
-    u_inv = pt.linalg.inv(u)
-    cov = pt.matmul(u_inv.transpose(0, 2, 1), u_inv)  # Sigma = (U U^T)^{-1} = U^{-T} U^{-1}
-    scale = pt.sqrt(cov[:, 0, 0]) if dim == 1 else cov.reshape((k * dim * dim,))
-    natural = pt.concatenate([pt.exp(log_w), mu.reshape((k * dim,)), scale])
-    jac = jacobian(natural, phi, vectorize=True)
-    return _compile([phi, x], [loglik, gradient, hessian, natural, jac])
-
-
-def gaussian_standard_errors(
-    model: GaussianMixtureModel, x, params: GaussianParams, *, level: float = 0.95
-) -> StandardErrors:
-    """Observed-information standard errors and Wald intervals of a Gaussian-mixture answer.
-
-    Parameters
-    ----------
-    model : GaussianMixtureModel
-        K and the covariance structure (``full``, ``tied``, ``diag``, ``spherical``).
-    x : array_like, shape (N,) or (N, D)
-    params : GaussianParams
-        The EM answer.
-    level : float
-        Coverage of the Wald intervals.
-
-    Returns
-    -------
-    StandardErrors
-        Variables as ``params.variables()``: ``w`` (K,), ``mu`` (K,) and ``sigma`` (K,) for 1-D data,
-        ``mu`` (K, D) and ``cov`` (K, D, D) otherwise. For ``tied`` every component carries the shared
-        covariance and its (equal) standard errors.
-    """
-    model.validate_params(params)
-    x = as_data_matrix(x)
-    n, dim = x.shape
-    estimate = {name: np.array(value) for name, value in params.variables().items()}
-    names = gaussian_unconstrained_names(model, dim)
-    p = len(names)
-    reason = _weight_reason(params.w, n)
+    reason_of = getattr(family, "information_reason", None)
+    reason = reason_of(model_def, data, params) if reason_of is not None else ""
     if reason:
-        return _singular(estimate, level, reason, np.full((p, p), np.nan), names)
-    fn = _gaussian_function(model.covariance_type, model.n_components, dim)
-    _, gradient, hessian, _, jac = fn(gaussian_unconstrained(model, params), x)
-    return standard_errors_from_hessian(hessian, jac, estimate, names, level=level, gradient=gradient)
+        return _singular(estimate, level, reason, np.full((p, p), np.nan), names, interval_scale=scales)
+    _, gradient, hessian, _, jac = information_function(family, model_def, data)(family.to_unconstrained(model_def, params))
+    return standard_errors_from_hessian(hessian, jac, estimate, names, level=level, gradient=gradient,
+                                        interval_scale=scales)

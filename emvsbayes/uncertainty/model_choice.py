@@ -47,17 +47,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp, xlogy
 
-from emvsbayes.coins.model import CoinMixture, CoinParams
-from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, as_data_matrix
 
 __all__ = [
     "PARETO_K_THRESHOLD",
     "WAIC_VARIANCE_THRESHOLD",
     "InformationCriteria",
     "PredictiveCriteria",
-    "coin_criteria",
+    "criteria",
     "degenerate_components",
-    "gaussian_criteria",
     "information_criteria",
     "loo_waic",
     "min_component_points",
@@ -129,20 +126,15 @@ def _resp_from_log_joint(log_joint: np.ndarray) -> tuple[float, np.ndarray]:
     return float(log_norm.sum()), np.exp(log_joint - log_norm)
 
 
-def coin_criteria(model: CoinMixture, heads, tosses, params: CoinParams) -> InformationCriteria:
-    """BIC, AIC, ICL of a coin-mixture answer; p counts weights only when they are estimated."""
-    model.validate_params(params)
-    loglik, resp = _resp_from_log_joint(model.log_joint(params, heads, tosses))
-    return information_criteria(loglik, model.n_free_parameters(), len(np.asarray(heads)), resp)
-
-
-def gaussian_criteria(model: GaussianMixtureModel, x, params: GaussianParams) -> InformationCriteria:
-    """BIC, AIC, ICL of a Gaussian-mixture answer; p is scikit-learn's count for the structure, so
-    ``bic`` equals ``GaussianMixture.bic(x)`` at the same parameters."""
-    model.validate_params(params)
-    x = as_data_matrix(x)
-    loglik, resp = _resp_from_log_joint(model.log_joint(params, x))
-    return information_criteria(loglik, model.n_free_parameters(x.shape[1]), x.shape[0], resp)
+def criteria(family, model_def, data, params) -> InformationCriteria:
+    """BIC, AIC, ICL of an EM answer of any family: p is the family's free-parameter count (the coins
+    count weights only when they are estimated; Gaussians scikit-learn's count for the structure, so
+    ``bic`` equals ``GaussianMixture.bic(x)`` at the same parameters)."""
+    validate = getattr(family, "validate_params", None)
+    if validate is not None:
+        validate(model_def, params)
+    loglik, resp = _resp_from_log_joint(family.log_joint(model_def, data, params))
+    return information_criteria(loglik, family.n_free_parameters(model_def, data), family.n_observations(data), resp)
 
 
 def min_component_points(covariance_type: str, n_features: int) -> int:

@@ -1,0 +1,164 @@
+"""The model-family protocol: everything the rest of the package asks of a model family, in one place.
+
+A family (two coins, Gaussian mixtures, ...) is a package ``emvsbayes.<name>`` whose ``family`` module
+defines ``FAMILY``, an object with the members of :class:`Family`. The registry :data:`FAMILIES` names
+the module of each family; it is imported on first use, so naming a family costs nothing. Adding a
+family is its own package plus one line here.
+
+The generic parts of the package (the runner, ``uncertainty``, ``study``, ``labels``' xarray shell, the
+report) take a family and name none: what differs between families is a member of this protocol, what
+does not is written once outside it. The contract every family must meet is
+``tests/test_family_contract.py``.
+
+Conventions:
+
+- ``model_def`` is the family's frozen model definition (K, weights fixed or estimated, priors, ...);
+  ``params`` a frozen parameter record with ``permuted(perm)`` (relabel components) and
+  ``variables()`` (name -> array, keyed as :meth:`Family.parameters`);
+- ``data`` is a frozen data record, as ``load_data`` and ``simulate`` return it;
+- random numbers come from an explicit ``numpy.random.Generator`` argument, never a global state.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover - names for annotations only
+    import numpy as np
+    import xarray as xr
+
+    from emvsbayes.em import EMFit
+
+
+class ParameterInfo(NamedTuple):
+    """What the generic code needs to know of one reported parameter."""
+
+    #: array dims after the leading draw / replicate dims, e.g. ("component", "coord")
+    dims: tuple[str, ...]
+    #: which of ``dims`` relabelling permutes: ("component",) for a mixture's means; ("component",
+    #: "component_to") for a transition matrix (rows and columns together); () for a label-free parameter
+    label_dims: tuple[str, ...]
+    #: the Wald interval's scale (:data:`emvsbayes.uncertainty.information.SCALE_DESCRIPTIONS`):
+    #: "logit", "log", "identity", "log-diagonal" or "simplex"
+    scale: str
+
+
+#: family name -> module holding ``FAMILY``; imported on first use. One line per family.
+FAMILIES: dict[str, str] = {
+    "coins": "emvsbayes.coins.family",
+    "gaussian": "emvsbayes.gaussian.family",
+}
+
+
+def family_names() -> tuple[str, ...]:
+    """The registered family names, in registry order."""
+    return tuple(FAMILIES)
+
+
+def get_family(name: str) -> Family:
+    """The family registered as ``name``; ``KeyError`` naming the known ones if there is none (a spec's
+    family is checked against :func:`family_names` before this is reached)."""
+    try:
+        module = FAMILIES[name]
+    except (KeyError, TypeError):
+        raise KeyError(f"no model family {name!r}; the families are {', '.join(FAMILIES)}") from None
+    return importlib.import_module(module).FAMILY
+
+
+@runtime_checkable
+class Family(Protocol):
+    """The members a model family provides (see the module docstring for the conventions)."""
+
+    name: str  # "coins", "gaussian", ...
+    obs_dim: str  # the observation dim in results.nc: "set", "obs", "time"
+
+    def example(self) -> tuple[object, object, int]:
+        """(model_def, true params, n): a small, well-separated case the contract test simulates from."""
+
+    # spec -----------------------------------------------------------------------------------------
+    def spec_defaults(self) -> dict[str, dict[str, object]]:
+        """Family-only spec keys per table, with their defaults."""
+
+    def check_spec(self, spec: dict) -> None:
+        """Checks of a spec needing no data; :class:`~emvsbayes.errors.UserError` (one line) when bad."""
+
+    # data -----------------------------------------------------------------------------------------
+    def load_data(self, spec: dict) -> object:
+        """The data the spec names (a bundled data set or a CSV file) as a frozen data record."""
+
+    def check_data(self, spec: dict, data) -> None:
+        """Checks needing the data, made before anything is fitted or written."""
+
+    def n_observations(self, data) -> int: ...
+
+    def data_group(self, spec: dict, data) -> xr.Dataset:
+        """The results file's ``data`` group."""
+
+    def coords(self, spec: dict, model_def, data) -> dict[str, object]:
+        """Coordinates of the results groups: ``component``, the observation dim and the family's own."""
+
+    # model and parameters ------------------------------------------------------------------------
+    def model_from_spec(self, spec: dict, data=None, n_components: int | None = None) -> object: ...
+
+    def parameters(self, model_def, data) -> dict[str, ParameterInfo]:
+        """The reported parameters in report order."""
+
+    def n_free_parameters(self, model_def, data) -> int: ...
+
+    def variables(self, params) -> dict[str, np.ndarray]: ...
+
+    def params_from_variables(self, model_def, variables: dict) -> object: ...
+
+    def loglik(self, model_def, data, params) -> float:
+        """The observed-data log-likelihood (numpy)."""
+
+    def log_joint(self, model_def, data, params) -> np.ndarray:
+        """log p(x_i, z_i = k) (n_obs, K): responsibilities, ICL and the log-likelihood come from it."""
+
+    # EM -------------------------------------------------------------------------------------------
+    def starts(self, model_def, data, em_spec: dict, rng) -> tuple[Callable[[], object], object]:
+        """(a function giving the next start each call, the :class:`~emvsbayes.em.RestartPolicy`)."""
+
+    def e_step(self, model_def, data, params) -> tuple[object, float]: ...
+
+    def hard_e_step(self, model_def, data, params) -> tuple[object, float]: ...
+
+    def m_step(self, model_def, data, stats, params) -> object: ...
+
+    def responsibilities(self, model_def, data, params) -> np.ndarray:
+        """(n_obs, K) membership probabilities at ``params``."""
+
+    def fit(self, model_def, data, init, *, kind: str = "soft", **options) -> EMFit: ...
+
+    # observed information -------------------------------------------------------------------------
+    def unconstrained_names(self, model_def, data) -> tuple[str, ...]: ...
+
+    def to_unconstrained(self, model_def, params) -> np.ndarray: ...
+
+    def from_unconstrained(self, model_def, data, phi: np.ndarray) -> object: ...
+
+    def symbolic_loglik(self, model_def, data):
+        """(pytensor vector ``phi``, scalar log-likelihood at ``phi`` with the data as constants)."""
+
+    # Bayes ----------------------------------------------------------------------------------------
+    def pymc_model(self, model_def, data): ...
+
+    def initvals(self, model_def, params_list) -> list[dict]: ...
+
+    def membership_draws(self, model_def, data, draws: dict[str, np.ndarray]) -> np.ndarray:
+        """(S, n_obs, K) membership probabilities under each posterior draw."""
+
+    # simulation and resampling --------------------------------------------------------------------
+    def simulate(self, model_def, params, n: int, rng, like=None) -> object:
+        """``n`` observations from ``params`` as a data record (``like``: data whose fixed design, such
+        as the tosses per set, the simulation keeps)."""
+
+    def resample(self, data, rng) -> object | None:
+        """A nonparametric bootstrap resample, or None when rows are dependent."""
+
+    def prior_draw(self, model_def, rng) -> object: ...
+
+    # extras ---------------------------------------------------------------------------------------
+    def extra_groups(self, spec: dict, model_def, data, best_fit, rng, timings) -> dict[str, xr.Dataset]: ...

@@ -1,0 +1,23 @@
+"""One replicate of a study, whatever its kind: what a Dask worker runs (:func:`run_task`)."""
+
+from __future__ import annotations
+
+from emvsbayes.errors import LikelihoodDecreasedError
+from emvsbayes.study.replicate import record, run_coverage_replicate
+from emvsbayes.study.sbc import run_sbc_replicate
+
+#: study kind -> the function computing one replicate's record
+RUNNERS = {"coverage": run_coverage_replicate, "sbc": run_sbc_replicate}
+
+
+def run_task(spec: dict, cell_index: int, replicate: int, cell: dict) -> dict:
+    """One replicate as a record; a replicate that raises becomes a record of its error.
+
+    ``LikelihoodDecreasedError`` is a bug in an EM step, so it is recorded too (and shows in the report)
+    rather than stopping the other replicates.
+    """
+    try:
+        return RUNNERS[spec["kind"]](spec, cell_index, replicate, cell)
+    except (Exception, LikelihoodDecreasedError) as error:  # noqa: BLE001 - recorded, the study goes on
+        message = f"{type(error).__name__}: {error}".replace("\n", " ")[:500]
+        return record(cell_index, replicate, error=message)
