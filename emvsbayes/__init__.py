@@ -4,7 +4,7 @@ The package is laid out in layers; a module imports only from its own layer or l
 circle (``tests/test_layering.py`` checks both, and that no private name crosses a module boundary):
 
 0. foundations: ``emvsbayes.errors``, ``emvsbayes.paths``, ``emvsbayes.lazy_imports``, ``emvsbayes.seeds``
-   (one seed scheme for runs and studies);
+   (one seed scheme for runs and studies), ``emvsbayes.cluster`` (the Dask cluster of studies and chunked EM);
 1. the numerical core and the edges, knowing no model family: ``emvsbayes.em`` (the one EM loop and
    restart rule), ``emvsbayes.family`` (the family protocol and registry), ``emvsbayes.data`` (bundled
    data, CSV, simulation), ``emvsbayes.labels`` (label switching over arrays of draws),
@@ -15,7 +15,8 @@ circle (``tests/test_layering.py`` checks both, and that no private name crosses
    symbolic log-likelihood, bootstrap, model-choice criteria), ``emvsbayes.comparison`` (result groups);
 3. the model families, one package each, with a ``family`` module defining ``FAMILY``:
    ``emvsbayes.coins``, ``emvsbayes.gaussian`` (``model``: the definition both engines read; ``em``:
-   E-step / M-step; ``bayes``: the PyMC model);
+   E-step / M-step; ``bayes``: the PyMC model), and ``emvsbayes.ladder`` (the uncertainty ladder's rungs
+   between EM and NUTS: MAP-EM, Laplace, ADVI, the Bayesian bootstrap, label-free partitions);
 4. one fit of any family: ``emvsbayes.runner`` (a run's groups), ``emvsbayes.study.replicate``,
    ``emvsbayes.study.sbc``, ``emvsbayes.study.task`` (a study's replicates);
 5. orchestration and presentation: ``emvsbayes.pipeline`` (a run, its files), ``emvsbayes.study.run``,

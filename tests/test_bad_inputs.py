@@ -906,7 +906,7 @@ def test_a_scheduler_that_is_not_an_address(address, tmp_path):
 
 
 def test_scheduler_addresses_that_are_accepted():
-    from emvsbayes.study.run import check_scheduler_address
+    from emvsbayes.cluster import check_scheduler_address
 
     for address in ("tcp://127.0.0.1:8786", "tls://scheduler.example.org:8786", "host:8786", "tcp://[::1]:8786",
                     "inproc://10.0.0.1/1234/1", "localhost"):

@@ -270,11 +270,11 @@ def cluster_client(client=None, scheduler: str | None = None, n_workers: int | N
     if client is not None:
         yield client
         return
-    from emvsbayes.study.run import _client, check_scheduler_address
+    from emvsbayes.cluster import check_scheduler_address, connect
 
     if scheduler is not None:
         check_scheduler_address(scheduler)
-    client, cluster = _client(scheduler, n_workers)
+    client, cluster = connect(scheduler, n_workers)
     try:
         yield client
     finally:

@@ -43,6 +43,7 @@ import numpy as np
 import xarray as xr
 
 from emvsbayes import limits
+from emvsbayes.cluster import check_scheduler_address, connect, default_workers
 from emvsbayes.errors import UserError, quote
 from emvsbayes.outputs import OutputFolder
 from emvsbayes.paths import input_kind
@@ -148,47 +149,6 @@ def done_replicates(store: Path, n_cells: int, replicates: int, study_fingerprin
 # Running
 
 
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
-
-
-#: A Dask scheduler address: [protocol://]host[:port] (host a name, IPv4 or [IPv6]).
-_ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss|ucx|inproc)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9_.-]*)(?::(\d{1,5}))?/?",
-                      flags=re.ASCII)
-
-
-def check_scheduler_address(scheduler: str) -> None:
-    """Refuse before any work what cannot be a scheduler's address (Dask would fail in its own words)."""
-    match = _ADDRESS.fullmatch(scheduler)
-    if not match or (match.group(1) and not 0 < int(match.group(1)) < 65536):
-        raise UserError(f"--scheduler {quote(scheduler)} is not a scheduler address; give one such as "
-                        "tcp://host:8786 (or leave --scheduler out to start a local cluster)")
-
-
-def _client(scheduler: str | None, n_workers: int | None):
-    """(client, cluster or None): a new LocalCluster of processes unless an address is given."""
-    # Dask's own log lines ("Worker process still alive after 4.0 seconds, killing" at every shutdown,
-    # nanny restarts after Ctrl-C) say nothing a user acts on: a failed replicate is recorded with its
-    # error and reported by the study. Errors still show. Set in the environment before distributed is
-    # imported, so the worker processes (which read it when they start) are quiet too.
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
-    from distributed import Client, LocalCluster
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)  # in case distributed was imported already
-
-    if scheduler:
-        try:
-            return Client(scheduler, timeout="20s"), None
-        except (OSError, TimeoutError, ValueError) as error:
-            raise UserError(f"--scheduler {scheduler}: cannot connect ({error}); check the address, e.g. tcp://host:8786") from None
-    # No dashboard; the scheduler's HTTP server (health checks) on any free port, not 8787: another cluster
-    # on this machine would otherwise get a "Port 8787 is already in use" warning printed.
-    cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True,
-                           dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                           silence_logs=logging.ERROR)
-    return Client(cluster), cluster
-
-
 def run_study(
     spec_path,
     *,
@@ -286,7 +246,7 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
     # cluster below. A Ctrl-C pressed during the start arrives as soon as the block is lifted.
     _sigint_blocked(True)
     try:
-        client, cluster = (given_client, None) if given_client is not None else _client(scheduler, n_workers)
+        client, cluster = (given_client, None) if given_client is not None else connect(scheduler, n_workers)
     except BaseException:
         _sigint_blocked(False)
         raise
