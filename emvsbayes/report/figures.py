@@ -94,7 +94,7 @@ def message_figure(text: str) -> str:
 
 
 def arviz_figure(plot_function, tree, *, width: float = 10.0, row_height: float = 2.0, what: str = "this plot",
-                 ylabel: str | None = None, **kwargs) -> str:
+                 ylabel: str | None = None, marker_size: float | None = None, **kwargs) -> str:
     """Render an arviz-plots plot with the matplotlib backend as SVG, with a legend of the chains.
 
     Draws of a degenerate posterior (a scale collapsed to ~1e-14) defeat arviz-plots' density
@@ -111,11 +111,16 @@ def arviz_figure(plot_function, tree, *, width: float = 10.0, row_height: float 
     axes = [ax for ax in fig.axes if ax.get_visible() and ax.has_data()]
     rows = len({round(ax.get_position().y0, 3) for ax in axes})
     fig.set_size_inches(width, max(2.6, min(rows * row_height + 0.6, 30)))
+    left = min((round(ax.get_position().x0, 3) for ax in axes), default=0.0)
     for ax in axes:
         ax.tick_params(labelsize=9, labelleft=True)
+        if marker_size is not None:  # a rank plot marks every suspicious point; at arviz's size they hide the lines
+            for collection in ax.collections:
+                if hasattr(collection, "set_sizes"):
+                    collection.set_sizes([marker_size])
         if ax.get_title():  # lifted clear of the text arviz writes at the top of a panel (a rank plot's p)
             ax.set_title(ax.get_title(), pad=14, fontsize=10)
-        if ylabel:
+        if ylabel and round(ax.get_position().x0, 3) == left:  # once per row, at its left
             ax.set_ylabel(ylabel, fontsize=9)
     if _chain_legend(pc, fig):
         fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()), h_pad=1.6)
@@ -186,9 +191,34 @@ def histogram_1d(x: np.ndarray, probs: np.ndarray | None, xlabel: str, densities
     return to_svg(fig)
 
 
-def scatter_2d(x: np.ndarray, probs: np.ndarray | None, labels: tuple[str, str], centres=None) -> str:
+#: covariance ellipses are drawn at this many standard deviations (in 2-D about 86 % of a component's points)
+ELLIPSE_SDS = 2.0
+
+
+def _ellipse(ax, mean: np.ndarray, cov: np.ndarray, colour, **style) -> None:
+    """The contour at :data:`ELLIPSE_SDS` Mahalanobis units of a 2-D Gaussian."""
+    values, vectors = np.linalg.eigh(0.5 * (cov + cov.T))
+    angle = np.linspace(0, 2 * np.pi, 90)
+    circle = np.stack([np.cos(angle), np.sin(angle)])
+    points = mean[:, None] + vectors @ (ELLIPSE_SDS * np.sqrt(np.clip(values, 0, None))[:, None] * circle)
+    ax.plot(points[0], points[1], color=colour, **style)
+
+
+def scatter_2d(x: np.ndarray, probs: np.ndarray | None, labels: tuple[str, str], centres=None,
+               em_ellipses=None, draw_ellipses=None) -> str:
+    """Points coloured by membership; EM's means (crosses) and, when given, covariance ellipses of EM
+    (``em_ellipses``: means (K, 2), covariances (K, 2, 2)) and of posterior draws (``draw_ellipses``:
+    (S, K, 2) and (S, K, 2, 2), relabelled so component k is EM's k)."""
     fig, ax = plt.subplots(figsize=(8.0, 6.6))
+    if draw_ellipses is not None:
+        for mus, covs in zip(*draw_ellipses):
+            for c, (m, v) in enumerate(zip(mus, covs)):
+                _ellipse(ax, m, v, color(c), lw=0.6, alpha=0.25)
     _scatter(ax, x, probs, centres)
+    if em_ellipses is not None:
+        for c, (m, v) in enumerate(zip(*em_ellipses)):
+            _ellipse(ax, m, v, "k", lw=2.4, zorder=4)
+            _ellipse(ax, m, v, color(c), lw=1.4, zorder=4)
     ax.set(xlabel=labels[0], ylabel=labels[1])
     if probs is not None:
         _component_legend(ax, probs.shape[1], "membership")
@@ -308,7 +338,7 @@ def joint_pair(draws: np.ndarray, chains: np.ndarray | None, points: list[tuple[
     ``draws`` (S, 2). A symmetric mixture's posterior is symmetric about the diagonal: the modes are
     the same answer with the components' names swapped.
     """
-    fig, ax = plt.subplots(figsize=(7.2, 6.6))
+    fig, ax = plt.subplots(figsize=(7.0, 5.8))
     if contour is not None:
         gx, gy, density = contour
         ax.contour(gx, gy, density.T, levels=6, colors="0.55", linewidths=0.7)
@@ -387,7 +417,7 @@ def forest(labels: list[str], sources: list[tuple[str, np.ndarray, np.ndarray | 
     for i, label in enumerate(labels):
         groups.setdefault(label.split("[")[0], []).append(i)
     heights = [len(v) for v in groups.values()]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(PAGE_WIDTH, (0.36 if sum(heights) <= 20 else 0.24) * sum(heights) + 0.5 * len(groups) + 0.9),
+    fig, axes = plt.subplots(len(groups), 1, figsize=(PAGE_WIDTH, (0.36 if sum(heights) <= 20 else 0.21) * sum(heights) + 0.5 * len(groups) + 0.9),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     n_sources = len(sources)
     offsets = np.linspace(-0.27, 0.27, n_sources) if n_sources > 1 else np.zeros(1)

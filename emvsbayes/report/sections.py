@@ -151,8 +151,14 @@ def _continuous_data(ctx: Context, data: xr.Dataset) -> str:
         svg = figures.histogram_1d(x[:, 0], probs, features[0], _em_densities_1d(em, x[:, 0]))
         caption = f"{colour} (rug){shown}; lines: EM's weighted component densities."
     elif d == 2:
-        svg = figures.scatter_2d(x, probs, (features[0], features[1]), centres)
+        em_ellipses, draw_ellipses, n_draws = _ellipses(ctx, em, d)
+        svg = figures.scatter_2d(x, probs, (features[0], features[1]), centres, em_ellipses, draw_ellipses)
         caption = f"{colour}{shown}; crosses: EM's component means."
+        if em_ellipses is not None:
+            caption += (f" Ellipses: each component's covariance drawn at {figures.ELLIPSE_SDS:g} standard deviations "
+                        "(about 86% of its points), thick for EM's answer"
+                        + (f", thin for {n_draws} posterior draws (relabelled, so each colour is one component), "
+                           "whose spread is the posterior's uncertainty about shape and place" if n_draws else "") + ".")
     elif d <= 4:
         svg = figures.pair_plot(x, probs, features, centres)
         caption = f"Every pair of features. {colour}{shown}; crosses: EM's component means."
@@ -165,6 +171,32 @@ def _continuous_data(ctx: Context, data: xr.Dataset) -> str:
     if transforms:
         notes += paragraph(f"Preprocessing: {transforms}.")
     return notes + figure(svg, "data", caption)
+
+
+#: posterior draws whose covariance ellipses are drawn over the data
+ELLIPSE_DRAWS = 40
+
+
+def _ellipses(ctx: Context, em: xr.Dataset | None, d: int):
+    """(EM's means and covariances, a few posterior draws' means and covariances, how many draws) for the
+    2-D data figure; ``None`` where the results hold no covariances."""
+    def full(ds: xr.Dataset, sample_dims: tuple[str, ...]):
+        if "mu" not in ds or "cov" not in ds or "feature_bis" not in ds["cov"].dims:
+            return None
+        mu = ds["mu"].transpose(*sample_dims, "component", "feature").values
+        cov = ds["cov"].transpose(*sample_dims, "component", "feature", "feature_bis").values
+        return mu, cov
+
+    em_part = full(em, ()) if em is not None else None
+    draws, _ = posterior_group(ctx.tree)
+    draw_part, n = None, 0
+    if em_part is not None and draws is not None and "chain" in draws.dims:
+        stacked = draws.stack(sample=("chain", "draw"))
+        picked = figures.thin_indices(stacked.sizes["sample"], ELLIPSE_DRAWS)
+        found = full(stacked.isel(sample=picked), ("sample",))
+        if found is not None and found[0].shape[-1] == d:
+            draw_part, n = found, len(picked)
+    return em_part, draw_part, n
 
 
 def _as_text(value) -> str:
@@ -408,9 +440,15 @@ def _joint_posterior(ctx: Context, posterior: xr.Dataset) -> str:
     draws = da.values.reshape(-1, 2)
     chains = np.repeat(np.arange(da.sizes["chain"]), da.sizes["draw"])
     points = []
+    soft = ctx.group("em")
     for label, group_name in (("EM", "em"), ("hard EM", "em_hard")):
         est = ctx.group(group_name)
         if est is not None and name in est:
+            if group_name == "em_hard" and soft is not None and name in soft:
+                # hard EM may end on the mirror labelling: renamed to match soft EM's, so its mark sits beside
+                # soft EM's instead of on the far side of the diagonal
+                order = _matching_order(soft[name].values, est[name].values)
+                est = est.isel(component=order)
             points.append((label, _first_feature(est[name]).isel(component=[0, 1]).values))
     exact = ctx.group("exact")
     contour = ((exact["grid_x"].values, exact["grid_y"].values, exact["joint_density"].values)
@@ -456,6 +494,17 @@ def _worst_panels(shown: xr.Dataset, limit: int = MAX_PANELS) -> tuple[xr.Datase
                     "diagnostics table.")
 
 
+def _matching_order(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The order of ``other``'s components (first axis) closest to ``reference``'s: ``other[order]`` lines up."""
+    from scipy.optimize import linear_sum_assignment
+
+    ref = np.asarray(reference, dtype=float).reshape(len(reference), -1)
+    oth = np.asarray(other, dtype=float).reshape(len(other), -1)
+    cost = ((ref[:, None, :] - oth[None, :, :]) ** 2).sum(axis=-1)
+    _, order = linear_sum_assignment(cost)
+    return order
+
+
 def _trace_and_rank(ctx: Context, posterior: xr.Dataset) -> str:
     import arviz as az
 
@@ -479,12 +528,12 @@ def _trace_and_rank(ctx: Context, posterior: xr.Dataset) -> str:
         slug = when.split()[0]
         parts.append(subsection(f"Trace, {when}", figure(
             figures.arviz_figure(az.plot_trace_dist, xr.DataTree.from_dict({"posterior": trace_shown}),
-                                 what="The trace plot", row_height=1.7), f"trace-{slug}",
+                                 what="The trace plot", row_height=1.45), f"trace-{slug}",
             f"Left: each chain's density of the parameter; right: its value per draw{note}{cov_note}. "
             f"Chains that overlap sample the same posterior.{trace_note}")))
         parts.append(subsection(f"Rank plots, {when}", figure(
-            figures.arviz_figure(az.plot_rank, small, what="The rank plot", ylabel="ECDF of ranks minus uniform",
-                                 visuals={"remove_axis": False, "suspicious_points": {"size": 3, "alpha": 0.6}}),
+            figures.arviz_figure(az.plot_rank, small, row_height=1.8, what="The rank plot", ylabel="ECDF minus uniform",
+                                 visuals={"remove_axis": False}, marker_size=6),
             f"rank-{slug}",
             "Each chain's draws are ranked among all chains' draws; a line is one chain's empirical distribution "
             "of its fractional ranks minus the uniform one (x: fractional rank, y: the difference). If every chain "
@@ -540,7 +589,7 @@ def _ess_cell(value: float, limit: float | None = None) -> Raw | str:
 
 
 #: diagnostics tables longer than this show the parameters with the highest R-hat and say how many are left out
-MAX_DIAGNOSTIC_ROWS = 15
+MAX_DIAGNOSTIC_ROWS = 12
 
 
 def _worst_rows(body: list[list], rhat: list[float], limit: int = MAX_DIAGNOSTIC_ROWS) -> tuple[list[list], str]:
@@ -667,7 +716,22 @@ def _comparison_table(ctx: Context, rows: list[ParamRow]) -> str:
     if left_out:
         note += (f" {left_out} covariance entries are left out: the constant zeros off the diagonal and, for a "
                  "spherical covariance, the variance repeated for every feature (one row per component shows it).")
-    return subsection("The same as a table", table(["parameter"] + [h for h, _ in shown], body, cls="numbers"), note)
+    full = table(["parameter"] + [h for h, _ in shown], body, cls="numbers")
+    if len(rows) > MAX_TABLE_ROWS // 2 and any(np.isfinite(r.post_sd) and r.post_sd > 0 for r in rows):
+        # a long list (the heroes' 36 means) is summarised by the rows where EM and the posterior differ most,
+        # in posterior standard deviations; the whole table stays on the page, folded
+        gap = np.array([abs(r.em - r.post_mean) / r.post_sd if np.isfinite(r.post_sd) and r.post_sd > 0 else -1.0
+                        for r in rows])
+        top = np.argsort(-gap, kind="stable")[:MAX_DIAGNOSTIC_ROWS // 2 + 3]
+        inside = sum(r.em_in_posterior is True for r in rows)
+        judged = sum(r.em_in_posterior is not None for r in rows)
+        summary = table(["parameter", "EM - posterior mean, in posterior sd"] + [h for h, _ in shown],
+                        [[rows[i].label, fixed(gap[i], 2)] + body[i][1:] for i in sorted(top)], cls="numbers",
+                        caption=f"The {len(top)} of {len(rows)} parameters where EM's estimate is furthest from the "
+                                f"posterior mean, measured in posterior standard deviations. EM lies inside the "
+                                f"posterior interval for {inside} of {judged}.")
+        full = summary + (f"<details><summary>every parameter ({len(rows)} rows)</summary>{full}</details>")
+    return subsection("The same as a table", full, note)
 
 
 def _wald_scale_note(info: xr.Dataset) -> str:
@@ -1124,7 +1188,7 @@ def _per_mode_table(modes: xr.Dataset) -> str:
     for m in ids:
         chains = ", ".join(str(c) for c, cm in zip(modes["chain"].values, modes["chain_mode"].values) if int(cm) == m)
         header += [f"mode {m} ({float(modes['share'].values[m]):.0%}; chain {chains}): mean [{pct}]", "R-hat", "ESS"]
-    body, shown = [], set()
+    body, shown, apart = [], set(), []
     for j, parameter in enumerate(modes["parameter"].values):
         lower, upper = modes["lower"].values[:, j], modes["upper"].values[:, j]
         name, _, index = str(parameter).partition("[")
@@ -1134,6 +1198,9 @@ def _per_mode_table(modes: xr.Dataset) -> str:
         if np.all(lower == upper) or (name == "cov" and len(index) == 3 and index[2] < index[1]) or repeat in shown:
             continue
         shown.add(repeat)
+        width = np.nanmean(np.asarray(upper, dtype=float) - np.asarray(lower, dtype=float))
+        means = np.asarray(modes["mean"].values[:, j], dtype=float)
+        apart.append(float(np.ptp(means) / width) if width > 0 else 0.0)
         row = [str(parameter)]
         for m in ids:
             rhat, ess = float(modes["rhat"].values[m, j]), float(modes["ess_bulk"].values[m, j])
@@ -1141,7 +1208,15 @@ def _per_mode_table(modes: xr.Dataset) -> str:
                     _rhat_cell(rhat), _ess_cell(ess, 100 * int(modes["n_chains"].values[m]))]
         body.append(row)
     main = int(modes.attrs.get("main_mode", 0))
-    return subsection(f"Modes, each summarised apart ({len(ids)})", table(header, body),
+    shown_table = table(header, body)
+    if len(body) > MAX_DIAGNOSTIC_ROWS:
+        # the rows where the modes differ most (their means apart, in interval widths); all of them folded
+        top = np.sort(np.argsort(-np.asarray(apart), kind="stable")[:MAX_DIAGNOSTIC_ROWS])
+        shown_table = (table(header, [body[i] for i in top],
+                             caption=f"The {len(top)} of {len(body)} parameters where the modes' means lie furthest "
+                                     "apart, measured in interval widths.")
+                       + f"<details><summary>every parameter ({len(body)} rows)</summary>{shown_table}</details>")
+    return subsection(f"Modes, each summarised apart ({len(ids)})", shown_table,
                       "The chains sit in different posterior modes, not relabelled copies of one answer: each mode's "
                       "relabelled draws are summarised on their own, with R-hat and bulk ESS among its chains (a mode "
                       "of one chain: its two halves). A share is the share of chains that settled in the mode, not the "
@@ -1178,6 +1253,14 @@ STAGE_NAMES = {
 }
 
 
+def _folded_timings(timings: dict, rows: list[list]) -> str:
+    """The stage table folded under a line naming the slowest stages (the details are a click away)."""
+    measured = [(k, float(v)) for k, v in timings.items() if isinstance(v, (int, float)) and np.isfinite(v)]
+    slowest = sorted(measured, key=lambda kv: -kv[1])[:3]
+    line = "slowest: " + ", ".join(f"{STAGE_NAMES.get(k, k)} {fmt(v, 3)} s" for k, v in slowest) if slowest else "stages"
+    return f"<details><summary>{esc(line)}</summary>{table(['stage', 'seconds'], rows)}</details>"
+
+
 def reproducibility_section(ctx: Context, extra_timings=None) -> str:
     tree = ctx.tree
     timings = dict(root_json(tree, "timings", {}) or {})
@@ -1192,11 +1275,11 @@ def reproducibility_section(ctx: Context, extra_timings=None) -> str:
              ("machine", ", ".join(f"{k}: {v}" for k, v in machine.items()) if isinstance(machine, dict) else machine)]
     timing_rows = ([[STAGE_NAMES.get(k, k), fmt(v, 3)] for k, v in timings.items() if v is not None]
                    if isinstance(timings, dict) else [])
-    version_rows = [[k, v] for k, v in versions.items()] if isinstance(versions, dict) else []
+    version_line = ", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, dict) else ""
     spec_text = json.dumps(ctx.spec, indent=2, ensure_ascii=False) if ctx.spec else str(tree.attrs.get("spec", ""))
     return (key_value_table(facts, cls="")
-            + subsection("Time per stage (s)", table(["stage", "seconds"], timing_rows) if timing_rows else "")
-            + subsection("Package versions", table(["package", "version"], version_rows) if version_rows else "")
+            + subsection("Time per stage (s)", _folded_timings(timings, timing_rows) if timing_rows else "")
+            + subsection("Package versions", paragraph(version_line + ".") if version_line else "")
             + subsection("Spec as run", f"<details><summary>the spec with every default filled in "
                                         f"({spec_text.count(chr(10)) + 1} lines)</summary><pre>{esc(spec_text)}</pre></details>"))
 
