@@ -906,8 +906,9 @@ def _stored_agreement(ctx: Context, stored: xr.Dataset) -> str:
         if n <= MAX_TABLE_ROWS:
             rows = [[str(o)] + [coin(hard.values[j, i]) for j in range(len(labellings))]
                     + [fmt(values[i], 3) for _, values in measures] for i, o in enumerate(stored[obs_dim].values)]
-        else:
-            rows = [[f"mean over {n}"] + ["" for _ in labellings] + [fmt(np.mean(values), 3) for _, values in measures]]
+        else:  # the means alone (each observation's component is in the table of members by name)
+            header = ["over the observations"] + [m for m, _ in measures]
+            rows = [[f"mean over {n}"] + [fmt(np.mean(values), 3) for _, values in measures]]
         parts.append(table(header, rows))
     scalars = [(key, value) for key, value in stored.attrs.items() if np.ndim(value) == 0]
     scalars += [(name, var.values) for name, var in stored.data_vars.items() if var.ndim == 0]
@@ -1013,9 +1014,7 @@ def _model_choice(ctx: Context) -> str:
             continue
         values = choice[var].values
         if var == "note":
-            if not any(str(v) for v in values):
-                continue  # an empty column says nothing
-            cols.append([str(v) for v in values])
+            continue  # written below the table: a column of long sentences squeezes every other column
         else:
             values = np.asarray(values, dtype=float)
             if not np.isfinite(values).any():
@@ -1046,7 +1045,12 @@ def _model_choice(ctx: Context) -> str:
                  f"{points if points is not None else 'the'} expected points (sum of its responsibilities), too few to "
                  "estimate its covariance: a spike on a few points that raises the likelihood without being a "
                  "cluster. They are never bolded; the best is chosen among the other rows.")
-    return subsection("Choosing K", fig + table(header, rows), note) + _ill_posed(ctx, choice, degenerate)
+    notes = ""
+    if "note" in choice and any(str(v) for v in choice["note"].values):
+        notes = "<ul>" + "".join(f"<li>K = {int(k)}: {esc(str(v))}</li>" for k, v in zip(ks, choice["note"].values)
+                                 if str(v)) + "</ul>"
+    return (subsection("Choosing K", fig + table(header, rows) + notes, note)
+            + _ill_posed(ctx, choice, degenerate))
 
 
 def _free_parameters(k: int, d: int, covariance: str) -> int:
@@ -1073,15 +1077,16 @@ def _ill_posed(ctx: Context, choice: xr.Dataset, degenerate: np.ndarray) -> str:
     k_bad, p_bad = int(ks[worst]), int(n_params[worst])
     numbers = n * d
     per_component = n / k_bad
+    ill_posed = p_bad > numbers
+    plural = (lambda count, word: f"{count} {word}" + ("" if count == 1 else "s"))
     text = [
-        f"The data hold {n} rows x {d} features = {numbers} numbers. With {structure} covariances a component has "
-        f"{d} means and {d * (d + 1) // 2 if structure == 'full' else 'its'} covariance entries, so K = {k_bad} asks "
-        f"for {p_bad} free parameters, {p_bad / numbers:.1f} times as many as there are numbers, and has "
-        f"{per_component:.1f} rows per component on average."]
-    if structure == "full":
-        text.append(f"A full {d} x {d} covariance estimated from fewer than {d + 1} points is singular: the points "
-                    f"span at most one dimension fewer than their count, so in the other directions the variance "
-                    "is zero.")
+        f"The data hold {n} rows x {plural(d, 'feature')} = {numbers} numbers. K = {k_bad} asks for {p_bad} free "
+        f"parameters, " + (f"{p_bad / numbers:.1f} times as many as there are numbers, " if ill_posed else "")
+        + f"with {per_component:.1f} rows per component on average."]
+    if structure == "full" and d > 1:
+        text.append(f"A full {d} x {d} covariance ({d * (d + 1) // 2} entries) estimated from fewer than {d + 1} points "
+                    "is singular: the points span at most one dimension fewer than their count, so in the other "
+                    "directions the variance is zero.")
     if "min_expected_count" in choice:
         text.append(f"In EM's K = {k_bad} answer the smallest component holds "
                     f"{fixed(choice['min_expected_count'].values[worst], 1)} expected rows.")
@@ -1118,11 +1123,12 @@ def _ill_posed(ctx: Context, choice: xr.Dataset, degenerate: np.ndarray) -> str:
             why.append(f"Even K = {', '.join(map(str, small))} with {structure} covariances is marked degenerate in "
                        "the table above.")
         text.append(" ".join(why))
-    text.append(f"The results keep only each K's criteria, not its clusters: the lesson's own K = {k_bad} fit is "
-                "the degenerate row of the table, and its clusters (a few rows each, decided by the start and by "
-                "reg_covar) are not an answer to set beside this page's hero by hero.")
-    return subsection(f"Why K = {k_bad} with {structure} covariances is not an answer",
-                      "".join(paragraph(t) for t in text))
+    if ill_posed:
+        text.append(f"The results keep only each K's criteria, not its clusters: a K = {k_bad} fit is the degenerate "
+                    "row of the table, and its clusters (a few rows each, decided by the start and by reg_covar) are "
+                    "not an answer to set beside this page's row by row.")
+    title = f"Why K = {k_bad}" + (f" with {structure} covariances" if d > 1 else "") + " is not an answer"
+    return subsection(title, "".join(paragraph(t) for t in text))
 
 
 def _with_se(value, se, places: int) -> str:
