@@ -754,10 +754,11 @@ def _sorted_thetas(ctx: Context) -> str:
     rows = []
     for j in range(k):
         lo, hi = equal_tailed(draws[:, j], ctx.prob)
-        rows.append([f"theta, rank {j + 1} (smallest first)", fmt(em_sorted[j]), fmt(draws[:, j].mean()),
-                     fmt(draws[:, j].std(ddof=1)), fmt_interval(lo, hi),
-                     fmt(exact["theta_sorted_mean"].values[j]), fmt(exact["theta_sorted_sd"].values[j]),
-                     fmt_interval(exact["theta_sorted_lower"].values[j], exact["theta_sorted_upper"].values[j])])
+        four = (lambda v: fixed(v, 4))  # thetas lie in (0, 1): four decimals throughout
+        rows.append([f"theta, rank {j + 1} (smallest first)", four(em_sorted[j]), four(draws[:, j].mean()),
+                     four(draws[:, j].std(ddof=1)), f"{four(lo)} – {four(hi)}",
+                     four(exact["theta_sorted_mean"].values[j]), four(exact["theta_sorted_sd"].values[j]),
+                     f"{four(exact['theta_sorted_lower'].values[j])} – {four(exact['theta_sorted_upper'].values[j])}"])
     body = table(["quantity", "EM", "posterior mean", "posterior sd", f"{ctx.pct} equal-tailed",
                   "exact mean", "exact sd", f"exact {ctx.pct} equal-tailed"], rows)
     body += figure(figures.theta_marginals(draws, exact=exact, em_values=em_sorted), "theta-sorted",
@@ -905,10 +906,10 @@ def _stored_agreement(ctx: Context, stored: xr.Dataset) -> str:
         coin = (lambda c: names[int(c)] if 0 <= int(c) < len(names) else str(int(c)))
         if n <= MAX_TABLE_ROWS:
             rows = [[str(o)] + [coin(hard.values[j, i]) for j in range(len(labellings))]
-                    + [fmt(values[i], 3) for _, values in measures] for i, o in enumerate(stored[obs_dim].values)]
+                    + [fixed(values[i], 3) for _, values in measures] for i, o in enumerate(stored[obs_dim].values)]
         else:  # the means alone (each observation's component is in the table of members by name)
             header = ["over the observations"] + [m for m, _ in measures]
-            rows = [[f"mean over {n}"] + [fmt(np.mean(values), 3) for _, values in measures]]
+            rows = [[f"mean over {n}"] + [fixed(np.mean(values), 3) for _, values in measures]]
         parts.append(table(header, rows))
     scalars = [(key, value) for key, value in stored.attrs.items() if np.ndim(value) == 0]
     scalars += [(name, var.values) for name, var in stored.data_vars.items() if var.ndim == 0]
