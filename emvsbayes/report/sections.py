@@ -725,10 +725,10 @@ def _comparison_table(ctx: Context, rows: list[ParamRow]) -> str:
         top = np.argsort(-gap, kind="stable")[:MAX_DIAGNOSTIC_ROWS // 2 + 3]
         inside = sum(r.em_in_posterior is True for r in rows)
         judged = sum(r.em_in_posterior is not None for r in rows)
-        summary = table(["parameter", "EM - posterior mean, in posterior sd"] + [h for h, _ in shown],
+        summary = table(["parameter", "gap (posterior sd)"] + [h for h, _ in shown],
                         [[rows[i].label, fixed(gap[i], 2)] + body[i][1:] for i in sorted(top)], cls="numbers",
                         caption=f"The {len(top)} of {len(rows)} parameters where EM's estimate is furthest from the "
-                                f"posterior mean, measured in posterior standard deviations. EM lies inside the "
+                                f"posterior mean; gap: |EM - posterior mean| / posterior sd. EM lies inside the "
                                 f"posterior interval for {inside} of {judged}.")
         full = summary + (f"<details><summary>every parameter ({len(rows)} rows)</summary>{full}</details>")
     return subsection("The same as a table", full, note)
