@@ -118,15 +118,15 @@ PAGE_PROBE = """JSON.stringify({
 })"""
 
 
-def load(devtools: DevTools, path: Path, extra_probe: str | None = None) -> dict:
-    """Open ``path`` in a new tab; what it showed, logged and requested, and a screenshot (and what
-    ``extra_probe``, a JavaScript expression returning JSON text, found)."""
+def load(devtools: DevTools, path: Path, extra_probe: str | None = None, width: int = 1200) -> dict:
+    """Open ``path`` in a new tab ``width`` CSS pixels wide; what it showed, logged and requested, and a
+    screenshot (and what ``extra_probe``, a JavaScript expression returning JSON text, found)."""
     target = devtools.call("Target.createTarget", {"url": "about:blank"})["targetId"]
     session = devtools.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     for domain in ("Page", "Runtime", "Log", "Network"):
         devtools.call(f"{domain}.enable", session=session)
     devtools.call("Emulation.setDeviceMetricsOverride",
-                  {"width": 1200, "height": 1600, "deviceScaleFactor": 1, "mobile": False}, session)
+                  {"width": width, "height": 1600, "deviceScaleFactor": 1, "mobile": False}, session)
     first_event = len(devtools.events)
     url = path.resolve().as_uri()
     devtools.call("Page.navigate", {"url": url}, session)
@@ -157,7 +157,17 @@ def expected_figures(tree) -> list[str]:
     if "data" in groups and "x" in tree["data"]:
         names.append("data")
     if "em_trace" in groups:
-        names.append("em-loglik")
+        # a run whose log-likelihood never changed (it started at its optimum) is said in words, not drawn
+        if "em_restarts" in groups and any(v in tree["em_restarts"] for v in ("loglik_path", "loglik_trace")):
+            var = "loglik_path" if "loglik_path" in tree["em_restarts"] else "loglik_trace"
+            paths = list(tree["em_restarts"][var].values)
+        else:
+            paths = [tree["em_trace"]["loglik"].values]
+            if "em_hard_trace" in groups:
+                paths.append(tree["em_hard_trace"]["loglik"].values)
+        finite = [np.asarray(p, dtype=float)[np.isfinite(np.asarray(p, dtype=float))] for p in paths]
+        if any(len(p) > 1 and np.ptp(p) > 1e-9 * max(1.0, np.abs(p).max()) for p in finite):
+            names.append("em-loglik")
         if varying("em_trace"):
             names.append("em-parameters")
     if "em_restarts" in groups:

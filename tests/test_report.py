@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 from emvsbayes.report import figures, refresh_index, render_report, render_report_file, summary_card_text
-from emvsbayes.report.markup import esc
+from emvsbayes.report.markup import Raw, esc
 from emvsbayes.report.sections import Context, data_section, summary_section
 from emvsbayes.results import build_tree, write_results
 
@@ -377,3 +377,117 @@ def test_em_outside_the_posterior_interval_is_a_finding_not_a_failed_check():
     assert "inside the 89% posterior interval for 1 of 2 parameters (outside: sigma[1]); the two answers differ" in verdict.text
     agreeing = _agreement(rows[:1], 0.89)
     assert agreeing.ok is True and verdict_mark(agreeing) == "ok"
+
+
+# --- readability: digits, panels, flat runs, labels (issue 16) ------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "text"), [(1.0103, "1.0103"), (1.01004, "1.01004"), (1.0099, "1.010"),
+                                              (1.013, "1.013"), (1.0, "1.000"), (float("nan"), "–")])
+def test_rhat_is_written_to_the_digits_that_show_why_it_is_marked(value, text):
+    from emvsbayes.report.markup import fmt_rhat
+
+    assert fmt_rhat(value) == text
+    # whatever is marked (above 1.01) reads as above 1.01
+    if value > 1.01:
+        assert float(fmt_rhat(value)) > 1.01
+
+
+def test_a_marked_rhat_cell_reads_above_the_limit():
+    from emvsbayes.report.sections import _rhat_cell
+
+    assert _rhat_cell(1.0101) == Raw('<span class="bad">1.0101</span>')
+    assert _rhat_cell(1.0099) == "1.010"  # rounds to the limit but is not above it: not marked
+
+
+def test_one_precision_per_column():
+    from emvsbayes.report.markup import decimals_for, fixed
+
+    places = decimals_for([0.5, 0.7968])
+    assert [fixed(v, places) for v in (0.5, 0.7968)] == ["0.5000", "0.7968"]
+    assert decimals_for([-9.93384, -9.79692], 6) == 5
+    assert decimals_for([1696.1, 3880.5], 5) == 1
+    assert decimals_for([float("nan")]) == 0
+
+
+def test_too_many_panels_show_the_highest_rhat_and_say_which():
+    from emvsbayes.report.sections import _worst_panels
+
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=(4, 100, 3, 14))
+    draws[1:, :, 2, :5] += 3.0  # chains disagree on component 2's first five features: the highest R-hat
+    ds = xr.Dataset({"mu": (("chain", "draw", "component", "feature"), draws)},
+                    coords={"chain": range(4), "draw": range(100), "component": range(3),
+                            "feature": [f"f{i}" for i in range(14)]})
+    subset, note = _worst_panels(ds, limit=5)
+    assert sorted(subset.data_vars) == sorted(f"mu[2, f{i}]" for i in range(5))
+    assert "42 scalar parameters" in note and "highest R-hat" in note
+    small, no_note = _worst_panels(ds.isel(component=[0], feature=[0, 1]), limit=5)
+    assert no_note == "" and list(small.data_vars) == ["mu"]
+
+
+def test_a_plotting_error_never_reaches_the_page():
+    from emvsbayes.report.figures import arviz_figure
+
+    def failing(tree, **kwargs):
+        raise ValueError("plot.max_subplots (40) is exceeded: 42 subplots")
+
+    svg = arviz_figure(failing, synthetic_tree(), what="The rank plot")
+    assert "max_subplots" not in svg and "42 subplots" not in svg and "The rank plot" in svg
+
+
+def test_a_run_that_started_at_its_optimum_is_not_drawn():
+    from emvsbayes.report.figures import moved
+    from emvsbayes.report.sections import Context, _loglik_paths
+
+    assert not moved(np.full(3, -385.46070)) and not moved(np.array([-385.4607]))
+    assert moved(np.array([-390.0, -385.4607]))
+    tree = synthetic_tree()
+    trace = tree["em_trace"].to_dataset()
+    flat = trace.assign(loglik=("iteration", np.full(trace.sizes["iteration"], -100.0)))
+    html = _loglik_paths(Context(tree), flat)
+    assert "Nothing to draw" in html and "<svg" not in html
+    html = _loglik_paths(Context(tree), trace)
+    assert "<svg" in html
+
+
+def test_hard_em_is_renamed_to_soft_ems_labels():
+    from emvsbayes.report.sections import _matching_order
+
+    soft = np.array([[-1.27, -1.21], [0.70, 0.67]])
+    hard = soft[::-1] + 0.01  # the mirror labelling
+    order = _matching_order(soft, hard)
+    np.testing.assert_array_equal(order, [1, 0])
+    np.testing.assert_allclose(hard[order], soft + 0.01)
+
+
+def test_spherical_covariance_rows_are_one_per_component():
+    from emvsbayes.report.params import parameter_rows
+    from emvsbayes.report.sections import _distinct_rows
+
+    tree = _spherical(synthetic_tree(features=("a", "b", "c"), label_switching=False, extras=False))
+    em = tree["em"].to_dataset()
+    em["cov"] = (em["cov"].dims, np.stack([np.eye(3) * s for s in (1.5, 2.5)]))
+    tree = tree.assign({"em": xr.DataTree(em)})
+    rows, left_out = _distinct_rows(parameter_rows(tree))
+    cov_rows = [r.label for r in rows if r.name == "cov"]
+    assert cov_rows == ["variance[0] (every feature)", "variance[1] (every feature)"]
+    assert left_out == 2 * 6 - 2  # of 6 upper-triangle entries per component: 3 zeros, 2 repeats
+
+
+def test_the_degenerate_k_argument_is_in_the_page():
+    # The heroes' numbers: 69 rows x 12 features, K = 30 full covariances (2729 free parameters) degenerate.
+    from emvsbayes.report.sections import _free_parameters
+
+    assert _free_parameters(30, 12, "full") == 2729 and _free_parameters(3, 12, "spherical") == 41
+    tree = synthetic_tree(degenerate_k=4, features=("a", "b", "c"))
+    choice = tree["model_choice"].to_dataset()
+    choice["loglik"] = ("K", [-150.0, -120.0, -118.0, 900.0])
+    choice["n_params"] = ("K", [float(_free_parameters(k, 3, "full")) for k in range(1, 5)])
+    choice.attrs.update(n_obs=10, n_features=3, covariance="full", degenerate_best_by_aic=4)
+    page = render_report(tree.assign({"model_choice": xr.DataTree(choice)}))
+    assert "Why K = 4 with full covariances is not an answer" in page
+    assert "10 rows x 3 features = 30 numbers" in page and "39 free parameters, 1.3 times as many" in page
+    assert "plus infinity" in page and "never bolded" in page
+    # without a degenerate K there is nothing to argue
+    assert "is not an answer" not in render_report(synthetic_tree())

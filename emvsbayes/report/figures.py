@@ -27,10 +27,15 @@ from matplotlib.colors import BoundaryNorm, to_rgb  # noqa: E402
 # text.parse_math off: titles, labels and legends carry users' strings (column names, titles, labels),
 # and a "$...$" in them would otherwise be parsed as mathtext (an error after the whole fit, or a
 # formula in place of the name). No text of ours uses mathtext.
-plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
+plt.rcParams.update({"svg.fonttype": "none", "font.size": 10, "legend.fontsize": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False,
                      "text.parse_math": False})
 # Bidirectional overrides and isolates (U+202E ...) from a user's string would reorder the figure's text.
 _BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+#: width of a full-width figure in inches: 720 pt, 960 px, the page's content width, so text drawn at 9-10 pt
+#: reads at the page's own size (a 6-inch figure scaled to the page would blow its text up, left alone it
+#: takes half the width)
+PAGE_WIDTH = 10.0
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 #: most points drawn in one scatter (the rest would only add bytes, not information)
@@ -82,27 +87,67 @@ def to_svg(fig) -> str:
 
 def message_figure(text: str) -> str:
     """A small figure that says why the intended one could not be drawn (the page never fails for it)."""
-    fig, ax = plt.subplots(figsize=(6.0, 0.8))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 0.8))
     ax.axis("off")
     ax.text(0.0, 0.5, text, va="center", ha="left", fontsize=9, color="#8a5a00", wrap=True)
     return to_svg(fig)
 
 
-def arviz_figure(plot_function, tree, *, width: float = 7.5, row_height: float = 1.6, **kwargs) -> str:
-    """Render an arviz-plots plot with the matplotlib backend as SVG.
+def arviz_figure(plot_function, tree, *, width: float = 10.0, row_height: float = 2.0, what: str = "this plot",
+                 ylabel: str | None = None, marker_size: float | None = None, **kwargs) -> str:
+    """Render an arviz-plots plot with the matplotlib backend as SVG, with a legend of the chains.
 
     Draws of a degenerate posterior (a scale collapsed to ~1e-14) defeat arviz-plots' density
-    estimates; the page then says so in place of the figure instead of failing.
+    estimates; the page then says so in its own words in place of the figure instead of failing
+    (the library's error text would mean nothing to a reader).
     """
     try:
         pc = plot_function(tree, backend="matplotlib", **kwargs)
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as error:
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError):
         plt.close("all")
-        return message_figure(f"{getattr(plot_function, '__name__', 'plot')} could not draw these draws: {error}")
+        return message_figure(f"{what} could not be drawn for these draws: a parameter has (nearly) the same value "
+                              "in every draw, so there is nothing to rank or smooth. The tables below still list it.")
     fig = pc.viz["figure"].item()
-    rows = len({round(ax.get_position().y0, 3) for ax in fig.axes if ax.get_visible()})
-    fig.set_size_inches(width, max(2.2, min(rows * row_height, 26)))
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.has_data()]
+    rows = len({round(ax.get_position().y0, 3) for ax in axes})
+    fig.set_size_inches(width, max(2.6, min(rows * row_height + 0.6, 30)))
+    left = min((round(ax.get_position().x0, 3) for ax in axes), default=0.0)
+    for ax in axes:
+        ax.tick_params(labelsize=9, labelleft=True)
+        if marker_size is not None:  # a rank plot marks every suspicious point; at arviz's size they hide the lines
+            for collection in ax.collections:
+                if hasattr(collection, "set_sizes"):
+                    collection.set_sizes([marker_size])
+        if ax.get_title():  # lifted clear of the text arviz writes at the top of a panel (a rank plot's p)
+            ax.set_title(ax.get_title(), pad=14, fontsize=10)
+        if ylabel and round(ax.get_position().x0, 3) == left:  # once per row, at its left
+            ax.set_ylabel(ylabel, fontsize=9)
+    if _chain_legend(pc, fig):
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()), h_pad=1.6)
+    else:
+        fig.tight_layout(h_pad=1.6)
     return to_svg(fig)
+
+
+def _chain_legend(pc, fig) -> bool:
+    """One legend of the chains across the top, with whatever tells them apart in this plot (colour in a
+    rank plot, line style in a trace plot, where colour tells the components apart)."""
+    try:
+        pc.add_legend("chain")
+    except (ValueError, KeyError, TypeError):
+        return False
+    if not fig.legends:
+        return False
+    made = fig.legends[-1]
+    handles, texts = list(made.legend_handles), [f"chain {t.get_text()}" for t in made.get_texts()]
+    made.remove()
+    styles = {handle.get_linestyle() for handle in handles if hasattr(handle, "get_linestyle")}
+    if len(styles) > 1:  # chains told apart by line style: drawn in neutral grey, not a component's colour
+        for handle in handles:
+            handle.set_color("0.25")
+    fig.legend(handles, texts, loc="upper center", ncol=len(handles), frameon=False, fontsize=10,
+               bbox_to_anchor=(0.5, 1.0), handlelength=3)
+    return True
 
 
 def thin_indices(n: int, limit: int = MAX_POINTS, seed: int = 0) -> np.ndarray:
@@ -122,7 +167,7 @@ def membership_colors(probs: np.ndarray) -> np.ndarray:
 def _component_legend(ax, k: int, title: str) -> None:
     for c in range(k):
         ax.scatter([], [], color=color(c), s=12, label=f"component {c}")
-    ax.legend(fontsize=7, frameon=False, title=title, title_fontsize=7, loc="best")
+    ax.legend(frameon=False, title=title, title_fontsize=9, loc="best")
 
 
 # --- the data -----------------------------------------------------------------------------------------
@@ -130,7 +175,7 @@ def _component_legend(ax, k: int, title: str) -> None:
 
 def histogram_1d(x: np.ndarray, probs: np.ndarray | None, xlabel: str, densities=None) -> str:
     """Histogram of one feature; a rug of the points coloured by membership; EM's component densities."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.0))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.2))
     ax.hist(x, bins=min(60, max(10, int(np.sqrt(len(x)) * 2))), density=True, color="0.85", edgecolor="0.6", lw=0.5)
     idx = thin_indices(len(x))
     cols = membership_colors(probs[idx]) if probs is not None else "0.3"
@@ -146,9 +191,34 @@ def histogram_1d(x: np.ndarray, probs: np.ndarray | None, xlabel: str, densities
     return to_svg(fig)
 
 
-def scatter_2d(x: np.ndarray, probs: np.ndarray | None, labels: tuple[str, str], centres=None) -> str:
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+#: covariance ellipses are drawn at this many standard deviations (in 2-D about 86 % of a component's points)
+ELLIPSE_SDS = 2.0
+
+
+def _ellipse(ax, mean: np.ndarray, cov: np.ndarray, colour, **style) -> None:
+    """The contour at :data:`ELLIPSE_SDS` Mahalanobis units of a 2-D Gaussian."""
+    values, vectors = np.linalg.eigh(0.5 * (cov + cov.T))
+    angle = np.linspace(0, 2 * np.pi, 90)
+    circle = np.stack([np.cos(angle), np.sin(angle)])
+    points = mean[:, None] + vectors @ (ELLIPSE_SDS * np.sqrt(np.clip(values, 0, None))[:, None] * circle)
+    ax.plot(points[0], points[1], color=colour, **style)
+
+
+def scatter_2d(x: np.ndarray, probs: np.ndarray | None, labels: tuple[str, str], centres=None,
+               em_ellipses=None, draw_ellipses=None) -> str:
+    """Points coloured by membership; EM's means (crosses) and, when given, covariance ellipses of EM
+    (``em_ellipses``: means (K, 2), covariances (K, 2, 2)) and of posterior draws (``draw_ellipses``:
+    (S, K, 2) and (S, K, 2, 2), relabelled so component k is EM's k)."""
+    fig, ax = plt.subplots(figsize=(8.0, 6.6))
+    if draw_ellipses is not None:
+        for mus, covs in zip(*draw_ellipses):
+            for c, (m, v) in enumerate(zip(mus, covs)):
+                _ellipse(ax, m, v, color(c), lw=0.6, alpha=0.25)
     _scatter(ax, x, probs, centres)
+    if em_ellipses is not None:
+        for c, (m, v) in enumerate(zip(*em_ellipses)):
+            _ellipse(ax, m, v, "k", lw=2.4, zorder=4)
+            _ellipse(ax, m, v, color(c), lw=1.4, zorder=4)
     ax.set(xlabel=labels[0], ylabel=labels[1])
     if probs is not None:
         _component_legend(ax, probs.shape[1], "membership")
@@ -158,7 +228,7 @@ def scatter_2d(x: np.ndarray, probs: np.ndarray | None, labels: tuple[str, str],
 def _scatter(ax, x2: np.ndarray, probs, centres=None) -> None:
     idx = thin_indices(len(x2))
     cols = membership_colors(probs[idx]) if probs is not None else "0.3"
-    ax.scatter(x2[idx, 0], x2[idx, 1], s=7, c=cols, alpha=0.8, lw=0)
+    ax.scatter(x2[idx, 0], x2[idx, 1], s=7 if len(idx) > 400 else 22, c=cols, alpha=0.8, lw=0)
     if centres is not None:
         for c, centre in enumerate(centres):
             ax.scatter([centre[0]], [centre[1]], marker="X", s=90, color=color(c), edgecolor="k", zorder=5)
@@ -167,7 +237,7 @@ def _scatter(ax, x2: np.ndarray, probs, centres=None) -> None:
 def pair_plot(x: np.ndarray, probs: np.ndarray | None, labels: list[str], centres=None) -> str:
     """Every pair of features (lower triangle), histograms on the diagonal."""
     d = x.shape[1]
-    fig, axes = plt.subplots(d, d, figsize=(1.9 * d + 0.6, 1.9 * d + 0.4), squeeze=False)
+    fig, axes = plt.subplots(d, d, figsize=(min(PAGE_WIDTH, 2.6 * d + 0.6), min(PAGE_WIDTH, 2.6 * d + 0.6) - 0.2), squeeze=False)
     for i, j in np.ndindex(d, d):
         ax = axes[i, j]
         if j > i:
@@ -176,11 +246,11 @@ def pair_plot(x: np.ndarray, probs: np.ndarray | None, labels: list[str], centre
             ax.hist(x[:, i], bins=30, color="0.7")
         else:
             _scatter(ax, x[:, [j, i]], probs, None if centres is None else centres[:, [j, i]])
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=8)
         if i == d - 1:
-            ax.set_xlabel(labels[j], fontsize=7)
+            ax.set_xlabel(labels[j], fontsize=9)
         if j == 0:
-            ax.set_ylabel(labels[i], fontsize=7)
+            ax.set_ylabel(labels[i], fontsize=9)
     return to_svg(fig)
 
 
@@ -199,20 +269,37 @@ def projection(x: np.ndarray, probs: np.ndarray | None, centres=None) -> str:
 
 
 def loglik_paths(paths: list[tuple[str, np.ndarray]]) -> str:
-    """EM's objective per iteration for each run (soft, hard, each restart)."""
-    fig, ax = plt.subplots(figsize=(6.0, 3.0))
+    """EM's objective per iteration for each run (soft, hard, each restart): whole iterations on the x axis,
+    log-likelihoods written out in full (an offset such as "+1.2e3" above the axis reads as a misprint)."""
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.0))
     for i, (label, values) in enumerate(paths):
         values = np.asarray(values, dtype=float)
-        ax.plot(np.arange(len(values)), values, marker="o" if len(values) < 60 else None, ms=2.5, lw=1,
+        ax.plot(np.arange(len(values)), values, marker="o" if len(values) < 60 else None, ms=3, lw=1.2,
                 color=color(i), label=label if i < 8 else None)
+    _whole_numbers_plain(ax)
     ax.set(xlabel="iteration", ylabel="log-likelihood")
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(frameon=False)
     return to_svg(fig)
+
+
+def _whole_numbers_plain(ax) -> None:
+    """Integer ticks on x (iterations, restarts) and y values written in full, without an offset."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+
+
+def moved(values: np.ndarray, tol: float = 1e-9) -> bool:
+    """Did a run's log-likelihood change by more than ``tol`` (relative) between its first and last iteration."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    return len(values) > 1 and float(np.ptp(values)) > tol * max(1.0, float(np.max(np.abs(values))))
 
 
 def restart_outcomes(start: np.ndarray | None, final: np.ndarray, optimum: np.ndarray | None) -> str:
     """Each restart's log-likelihood at its start and at convergence, coloured by the optimum it reached."""
-    fig, ax = plt.subplots(figsize=(6.0, 2.8))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.8))
     n = len(final)
     cols = [color(int(o)) if optimum is not None and o >= 0 else "0.4" for o in (optimum if optimum is not None else [0] * n)]
     if start is not None:
@@ -220,21 +307,24 @@ def restart_outcomes(start: np.ndarray | None, final: np.ndarray, optimum: np.nd
             ax.plot([r, r], [start[r], final[r]], color="0.8", lw=1, zorder=1)
         ax.scatter(np.arange(n), start, marker="o", facecolor="none", edgecolor="0.5", s=18, label="start")
     ax.scatter(np.arange(n), final, c=cols, s=26, zorder=3, label="converged (colour: optimum)")
+    _whole_numbers_plain(ax)
     ax.set(xlabel="restart", ylabel="log-likelihood")
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(frameon=False)
     return to_svg(fig)
 
 
 def parameter_paths(trace: dict[str, np.ndarray], labels: dict[str, list[str]]) -> str:
     """Each parameter's value per EM iteration; one panel per parameter name, one line per element."""
     names = list(trace)
-    fig, axes = plt.subplots(1, len(names), figsize=(min(max(3.2 * len(names), 4.5), 9.5), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(PAGE_WIDTH, 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
         values = trace[name].reshape(trace[name].shape[0], -1)
         for j in range(values.shape[1]):
-            ax.plot(values[:, j], lw=1.1, color=color(j), label=labels[name][j] if j < 8 else None)
-        ax.set(xlabel="iteration", title=name)
-        ax.legend(fontsize=6, frameon=False)
+            ax.plot(values[:, j], lw=1.1, color=color(j), label=labels[name][j])
+        _whole_numbers_plain(ax)
+        ax.set(xlabel="iteration", title=name if values.shape[1] <= 6 else f"{name} ({values.shape[1]} lines)")
+        if values.shape[1] <= 6:  # a legend of dozens of lines would hide them
+            ax.legend(frameon=False)
     return to_svg(fig)
 
 
@@ -248,7 +338,7 @@ def joint_pair(draws: np.ndarray, chains: np.ndarray | None, points: list[tuple[
     ``draws`` (S, 2). A symmetric mixture's posterior is symmetric about the diagonal: the modes are
     the same answer with the components' names swapped.
     """
-    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    fig, ax = plt.subplots(figsize=(7.0, 5.8))
     if contour is not None:
         gx, gy, density = contour
         ax.contour(gx, gy, density.T, levels=6, colors="0.55", linewidths=0.7)
@@ -268,14 +358,14 @@ def joint_pair(draws: np.ndarray, chains: np.ndarray | None, points: list[tuple[
     lo, hi = limits if limits is not None else (float(np.min(draws)), float(np.max(draws)))
     ax.plot([lo, hi], [lo, hi], color="0.8", lw=0.8, ls="--")
     ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=labels[0], ylabel=labels[1], aspect="equal")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return to_svg(fig)
 
 
 def theta_marginals(draws: np.ndarray, exact=None, em_values=None, labels=("smallest theta", "largest theta")) -> str:
     """Histograms of the sorted thetas (label-invariant) against the exact densities."""
     k = draws.shape[1]
-    fig, ax = plt.subplots(figsize=(6.0, 3.0))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.0))
     for j in range(k):
         ax.hist(draws[:, j], bins=60, range=(0, 1), density=True, alpha=0.35, color=color(j),
                 label=f"{labels[j] if j < len(labels) else f'rank {j}'}: draws")
@@ -285,7 +375,7 @@ def theta_marginals(draws: np.ndarray, exact=None, em_values=None, labels=("smal
         if em_values is not None:
             ax.axvline(em_values[j], color=color(j), ls="--", lw=1, label="EM" if j == 0 else None)
     ax.set(xlim=(0, 1), xlabel="theta (sorted within each draw)", ylabel="density")
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(frameon=False)
     return to_svg(fig)
 
 
@@ -299,7 +389,7 @@ def permutation_timeline(perms: np.ndarray) -> str:
     unique, codes = np.unique(perms.reshape(-1, perms.shape[-1]), axis=0, return_inverse=True)
     codes = codes.reshape(n_chains, n_draws)
     keys = {tuple(int(v) for v in perm): code for code, perm in enumerate(unique)}
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * n_chains + 0.9))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 0.5 * n_chains + 1.2))
     for c in range(n_chains):
         change = np.flatnonzero(np.diff(codes[c])) + 1
         starts = np.concatenate([[0], change])
@@ -310,7 +400,7 @@ def permutation_timeline(perms: np.ndarray) -> str:
     for perm, code in keys.items():
         ax.bar([0], [0], color=color(code), label=f"relabelling ({', '.join(map(str, perm))})")
     ax.set(xlabel="draw", ylabel="chain", yticks=range(n_chains), xlim=(0, n_draws))
-    ax.legend(fontsize=6.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=min(4, len(keys)))
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=min(4, len(keys)))
     return to_svg(fig)
 
 
@@ -327,7 +417,7 @@ def forest(labels: list[str], sources: list[tuple[str, np.ndarray, np.ndarray | 
     for i, label in enumerate(labels):
         groups.setdefault(label.split("[")[0], []).append(i)
     heights = [len(v) for v in groups.values()]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(6.5, 0.32 * sum(heights) + 0.5 * len(groups) + 0.8),
+    fig, axes = plt.subplots(len(groups), 1, figsize=(PAGE_WIDTH, (0.36 if sum(heights) <= 20 else 0.21) * sum(heights) + 0.5 * len(groups) + 0.9),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     n_sources = len(sources)
     offsets = np.linspace(-0.27, 0.27, n_sources) if n_sources > 1 else np.zeros(1)
@@ -341,22 +431,22 @@ def forest(labels: list[str], sources: list[tuple[str, np.ndarray, np.ndarray | 
                 ax.hlines(y[ok], iv[ok, 0], iv[ok, 1], color=color(s), lw=2)
             ok = np.isfinite(c)
             ax.scatter(c[ok], y[ok], color=color(s), s=16, zorder=3, label=source if ax is axes[0, 0] else None)
-        ax.set_yticks(np.arange(len(rows)), [labels[i] for i in rows], fontsize=7)
+        ax.set_yticks(np.arange(len(rows)), [labels[i] for i in rows], fontsize=9)
         ax.invert_yaxis()
         ax.grid(axis="x", color="0.92")
-    axes[0, 0].legend(fontsize=7, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(4, n_sources))
+    axes[0, 0].legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(4, n_sources))
     return to_svg(fig)
 
 
 def model_choice(ks: np.ndarray, criteria: dict[str, np.ndarray]) -> str:
     """Criteria against K, all as "lower is better" deviances (elpd shown as -2 elpd)."""
-    fig, ax = plt.subplots(figsize=(6.0, 3.0))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.0))
     for i, (name, values) in enumerate(criteria.items()):
         values = np.asarray(values, dtype=float)
         if np.isfinite(values).any():
             ax.plot(ks, values, marker="o", ms=3.5, lw=1.2, color=color(i), label=name)
     ax.set(xlabel="K (components)", ylabel="criterion (lower is better)", xticks=list(ks))
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(frameon=False)
     return to_svg(fig)
 
 

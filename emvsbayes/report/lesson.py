@@ -13,7 +13,7 @@ import xarray as xr
 from scipy.special import gammaln, xlog1py, xlogy
 
 from emvsbayes.report import figures
-from emvsbayes.report.markup import cell, esc, figure, fmt, paragraph, subsection
+from emvsbayes.report.markup import cell, decimals_for, esc, figure, fixed, fmt, paragraph, subsection
 from emvsbayes.report.params import component_names
 from emvsbayes.report.sections import _coin_steps  # the step tables live with the EM section
 
@@ -137,11 +137,12 @@ def _hard_vs_soft(ctx, data: xr.Dataset, em: xr.Dataset, names: list[str]) -> st
     hard_theta, hard_resp = hard["theta"].values[order], hard["resp"].values[:, order]
     rows, differing = [], []
     for c, name in enumerate(names):
-        rows.append((f"theta_{name}, chance of heads of coin {name}", fmt(hard_theta[c]), fmt(soft_theta[c]), False))
+        rows.append((f"theta_{name}, chance of heads of coin {name}", fixed(hard_theta[c], 4), fixed(soft_theta[c], 4),
+                     False))
     for i, label in enumerate(data["set"].values):
         h, n = int(data["heads"].values[i]), int(data["tosses"].values[i])
         hard_coin, soft_coin = int(np.argmax(hard_resp[i])), int(np.argmax(soft_resp[i]))
-        probs = " / ".join(f"P({names[c]}) {fmt(soft_resp[i, c], 2)}" for c in range(len(names)))
+        probs = " / ".join(f"P({names[c]}) {fixed(soft_resp[i, c], 2)}" for c in range(len(names)))
         differs = hard_coin != soft_coin
         if differs:
             differing.append(f"{_set_name(label)} ({h} heads of {n})")
@@ -149,7 +150,8 @@ def _hard_vs_soft(ctx, data: xr.Dataset, em: xr.Dataset, names: list[str]) -> st
                      f"closer to coin {names[soft_coin]} ({probs})", differs))
     soft_ll = em.attrs.get("observed_loglik", float("nan"))
     hard_ll = hard.attrs.get("observed_loglik", float("nan"))
-    rows.append(("observed-data log-likelihood of the answer", fmt(hard_ll, 6), fmt(soft_ll, 6), False))
+    places = decimals_for([hard_ll, soft_ll], 6)
+    rows.append(("observed-data log-likelihood of the answer", fixed(hard_ll, places), fixed(soft_ll, places), False))
     highlight = ' class="differs" data-differs="1"'
     body = "".join(f"<tr{highlight if differs else ''}><th scope='row'>{cell(q)}</th><td>{cell(a)}</td>"
                    f"<td>{cell(b)}</td></tr>" for q, a, b, differs in rows)

@@ -49,6 +49,40 @@ def fmt(x, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if np.isfinite(value) else "–"
 
 
+def decimals_for(values, digits: int = 4) -> int:
+    """Decimal places that give the largest finite magnitude among ``values`` ``digits`` significant digits,
+    so a column (or a row) of numbers is written to the same precision: 0.5000 beside 0.7968, not 0.5."""
+    finite = np.abs(np.asarray([v for v in np.ravel(np.asarray(values, dtype=float)) if np.isfinite(v)], dtype=float))
+    finite = finite[finite > 0]
+    if finite.size == 0:
+        return 0
+    return int(min(10, max(0, digits - 1 - int(np.floor(np.log10(finite.max()))))))
+
+
+def fixed(x, decimals: int) -> str:
+    """A number with ``decimals`` places (from :func:`decimals_for`); a dash for missing or non-finite values."""
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return "–" if x is None else str(x)
+    return f"{value:.{decimals}f}" if np.isfinite(value) else "–"
+
+
+def fmt_rhat(value, limit: float = 1.01) -> str:
+    """R-hat with three decimals, or as many more as it takes to show it is above ``limit`` when it is
+    (1.0103 must not read "1.010" under a rule "above 1.01")."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    if not np.isfinite(value):
+        return "–"
+    decimals = 3
+    while value > limit and float(f"{value:.{decimals}f}") <= limit and decimals < 12:
+        decimals += 1
+    return f"{value:.{decimals}f}"
+
+
 def fmt_interval(lower, upper, digits: int = 4) -> str:
     if lower is None or not (np.isfinite(lower) and np.isfinite(upper)):
         return "–"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -18,7 +18,10 @@ from emvsbayes.report.markup import (
     esc,
     figure,
     fmt,
+    fixed,
+    decimals_for,
     fmt_interval,
+    fmt_rhat,
     group,
     key_value_table,
     paragraph,
@@ -38,7 +41,7 @@ from emvsbayes.report.params import (
     posterior_group,
     varying_names,
 )
-from emvsbayes.report.summary import DiagnosticRow, Summary, build_summary, diagnostic_rows, verdict_mark
+from emvsbayes.report.summary import RHAT_LIMIT, DiagnosticRow, Summary, build_summary, diagnostic_rows, verdict_mark
 from emvsbayes.results import root_json
 
 #: tables listing one row per observation are shown up to this many rows
@@ -149,8 +152,14 @@ def _continuous_data(ctx: Context, data: xr.Dataset) -> str:
         svg = figures.histogram_1d(x[:, 0], probs, features[0], _em_densities_1d(em, x[:, 0]))
         caption = f"{colour} (rug){shown}; lines: EM's weighted component densities."
     elif d == 2:
-        svg = figures.scatter_2d(x, probs, (features[0], features[1]), centres)
+        em_ellipses, draw_ellipses, n_draws = _ellipses(ctx, em, d)
+        svg = figures.scatter_2d(x, probs, (features[0], features[1]), centres, em_ellipses, draw_ellipses)
         caption = f"{colour}{shown}; crosses: EM's component means."
+        if em_ellipses is not None:
+            caption += (f" Ellipses: each component's covariance drawn at {figures.ELLIPSE_SDS:g} standard deviations "
+                        "(about 86% of its points), thick for EM's answer"
+                        + (f", thin for {n_draws} posterior draws (relabelled, so each colour is one component), "
+                           "whose spread is the posterior's uncertainty about shape and place" if n_draws else "") + ".")
     elif d <= 4:
         svg = figures.pair_plot(x, probs, features, centres)
         caption = f"Every pair of features. {colour}{shown}; crosses: EM's component means."
@@ -163,6 +172,32 @@ def _continuous_data(ctx: Context, data: xr.Dataset) -> str:
     if transforms:
         notes += paragraph(f"Preprocessing: {transforms}.")
     return notes + figure(svg, "data", caption)
+
+
+#: posterior draws whose covariance ellipses are drawn over the data
+ELLIPSE_DRAWS = 40
+
+
+def _ellipses(ctx: Context, em: xr.Dataset | None, d: int):
+    """(EM's means and covariances, a few posterior draws' means and covariances, how many draws) for the
+    2-D data figure; ``None`` where the results hold no covariances."""
+    def full(ds: xr.Dataset, sample_dims: tuple[str, ...]):
+        if "mu" not in ds or "cov" not in ds or "feature_bis" not in ds["cov"].dims:
+            return None
+        mu = ds["mu"].transpose(*sample_dims, "component", "feature").values
+        cov = ds["cov"].transpose(*sample_dims, "component", "feature", "feature_bis").values
+        return mu, cov
+
+    em_part = full(em, ()) if em is not None else None
+    draws, _ = posterior_group(ctx.tree)
+    draw_part, n = None, 0
+    if em_part is not None and draws is not None and "chain" in draws.dims:
+        stacked = draws.stack(sample=("chain", "draw"))
+        picked = figures.thin_indices(stacked.sizes["sample"], ELLIPSE_DRAWS)
+        found = full(stacked.isel(sample=picked), ("sample",))
+        if found is not None and found[0].shape[-1] == d:
+            draw_part, n = found, len(picked)
+    return em_part, draw_part, n
 
 
 def _as_text(value) -> str:
@@ -241,9 +276,22 @@ def _loglik_paths(ctx: Context, trace: xr.Dataset | None) -> str:
         paths.append(("hard EM (classification log-likelihood)", hard["loglik"].values))
     if not paths:
         return ""
-    caption = ("Log-likelihood per iteration of every restart." if path_var else
+    # A run that started at its optimum is a flat line with nothing to read; draw the runs that moved.
+    moving = [(label, values) for label, values in paths if figures.moved(values)]
+    still = [label for label, values in paths if not figures.moved(values)]
+    if not moving:
+        return subsection("Log-likelihood per iteration", paragraph(
+            f"Nothing to draw: {_join_labels(still)} started at {'its' if len(still) == 1 else 'their'} optimum "
+            "(the start already was a fixed point of EM), so the log-likelihood did not change between iterations."))
+    caption = ("Log-likelihood per iteration of every restart that moved." if path_var else
                "Log-likelihood per iteration; soft EM never decreases it.")
-    return subsection("Log-likelihood per iteration", figure(figures.loglik_paths(paths), "em-loglik", caption))
+    if still:
+        caption += f" Not drawn, because they started at their optimum and stayed there: {_join_labels(still)}."
+    return subsection("Log-likelihood per iteration", figure(figures.loglik_paths(moving), "em-loglik", caption))
+
+
+def _join_labels(labels: list[str], limit: int = 8) -> str:
+    return ", ".join(labels[:limit]) + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
 
 
 def _parameter_paths(trace: xr.Dataset | None) -> str:
@@ -262,6 +310,18 @@ def _parameter_paths(trace: xr.Dataset | None) -> str:
                                                 "Each parameter per iteration of the best run" + (" (covariances by their variances)." if "variance" in values else ".")))
 
 
+#: a parameter of more numbers than this is not written out per restart or optimum (the comparison table has it)
+MAX_INLINE_NUMBERS = 8
+
+
+def _inline(values: np.ndarray, places: int) -> str:
+    """A parameter of one restart as text: a vector as "a, b", a matrix (component x feature) row by row."""
+    values = np.atleast_1d(np.asarray(values, dtype=float))
+    if values.ndim >= 2:
+        return "; ".join("(" + ", ".join(fixed(v, places) for v in row.ravel()) + ")" for row in values)
+    return ", ".join(fixed(v, places) for v in values)
+
+
 def _restarts(ctx: Context) -> str:
     restarts = ctx.group("em_restarts")
     if restarts is None:
@@ -271,18 +331,31 @@ def _restarts(ctx: Context) -> str:
     start = restarts["init_loglik"].values if "init_loglik" in restarts else None
     fig = figure(figures.restart_outcomes(start, restarts["loglik"].values, optimum), "em-restarts",
                  "Each restart's log-likelihood at its start (hollow) and where it stopped (filled, coloured by the optimum reached).")
-    # The first parameter the results declare other than the weights: theta, mu, or a new family's own.
-    name = next((n for n in group_parameters(restarts) if n != "w"), None)
-    rows = [[int(r), fmt(restarts["loglik"].values[i], 8), int(restarts["n_iter"].values[i]),
-             "yes" if restarts["converged"].values[i] else "no"]
-            + ([int(optimum[i])] if optimum is not None else [])
-            + ([", ".join(fmt(v) for v in np.atleast_1d(restarts[name].values[i]).ravel())] if name else [])
-            for i, r in enumerate(restarts["restart"].values)]
-    header = (["restart", "log-likelihood", "iterations", "converged"] + (["optimum"] if optimum is not None else [])
-              + ([name] if name else []))
     best = restarts.attrs.get("best_restart")
     note = f"The reported EM answer is restart {best}." if best is not None else ""
+    n = restarts.sizes["restart"]
+    if n > MAX_TABLE_ROWS:
+        # one row per restart would be a page of near-identical rows: the figure shows each, the optima table groups them
+        return subsection("Every restart", fig, note + f" {n} restarts: each is a point of the figure; the table of "
+                          "distinct optima below groups them by the answer they reached.")
+    # The first parameter the results declare other than the weights: theta, mu, or a new family's own.
+    name = next((n for n in group_parameters(restarts) if n != "w"), None)
+    show_values = name is not None and restarts[name].isel(restart=0).size <= MAX_INLINE_NUMBERS
+    places = decimals_for(restarts[name].values) if show_values else None
+    ll_places = decimals_for(restarts["loglik"].values, 8)
+    rows = [[int(r), fixed(restarts["loglik"].values[i], ll_places), int(restarts["n_iter"].values[i]),
+             "yes" if restarts["converged"].values[i] else "no"]
+            + ([int(optimum[i])] if optimum is not None else [])
+            + ([_inline(restarts[name].values[i], places)] if show_values else [])
+            for i, r in enumerate(restarts["restart"].values)]
+    header = (["restart", "log-likelihood", "iterations", "converged"] + (["optimum"] if optimum is not None else [])
+              + ([_PARAMETER_WORDS.get(name, name)] if show_values else []))
     return subsection("Every restart", fig + table(header, rows), note)
+
+
+#: how the page names a parameter where a header shows it alone
+_PARAMETER_WORDS = {"theta": "theta (chance of heads per coin)", "mu": "mu (component means)", "w": "w (weights)",
+                    "sigma": "sigma (standard deviations)"}
 
 
 def _optima(ctx: Context) -> str:
@@ -290,16 +363,20 @@ def _optima(ctx: Context) -> str:
     if optima is None:
         return ""
     restarts = ctx.group("em_restarts")
-    names = varying_names(restarts) if restarts is not None else []
+    # short parameters written out; a long one (36 means) is in the comparison table for the reported optimum
+    names = [n for n in (varying_names(restarts) if restarts is not None else [])
+             if n != "cov" and restarts[n].isel(restart=0).size <= MAX_INLINE_NUMBERS]
+    ll_places = decimals_for(optima["loglik"].values, 8)
     rows = []
     for i in range(optima.sizes["optimum"]):
-        row = [i, fmt(optima["loglik"].values[i], 8), int(optima["count"].values[i])]
-        if "representative" in optima and restarts is not None:
+        row = [i, fixed(optima["loglik"].values[i], ll_places), int(optima["count"].values[i])]
+        if "representative" in optima and names:
             rep = int(optima["representative"].values[i])
-            row.append("; ".join(f"{n} = " + ", ".join(fmt(v) for v in np.atleast_1d(restarts[n].values[rep]).ravel())
-                                 for n in names if n != "cov"))
+            row.append("; ".join(f"{n} = " + _inline(restarts[n].values[rep], decimals_for(restarts[n].values))
+                                 for n in names))
         rows.append(row)
-    header = ["optimum", "log-likelihood", "restarts reaching it"] + (["parameters"] if restarts is not None else [])
+    header = (["optimum", "log-likelihood", "restarts reaching it"]
+              + (["parameters"] if names and "representative" in optima else []))
     note = ("Restarts that reached the same answer up to renaming the components count as one optimum. "
             + ("Only one optimum was found." if len(rows) == 1 else "EM reports the best; the others are local maxima it can get stuck in."))
     return subsection("Distinct local optima", table(header, rows), note)
@@ -320,16 +397,16 @@ def _coin_steps(trace: xr.Dataset, data: xr.Dataset, max_rows: int = 12, names: 
         rows = []
         for i, label in enumerate(data["set"].values):
             h, n = int(data["heads"].values[i]), int(data["tosses"].values[i])
-            rows.append([label, f"{h} H, {n - h} T"] + [fmt(resp[i, c], 3) for c in range(k)]
-                        + [f"{fmt(resp[i, c] * h, 3)} H, {fmt(resp[i, c] * (n - h), 3)} T" for c in range(k)])
+            rows.append([label, f"{h} H, {n - h} T"] + [fixed(resp[i, c], 3) for c in range(k)]
+                        + [f"{fixed(resp[i, c] * h, 2)} H, {fixed(resp[i, c] * (n - h), 2)} T" for c in range(k)])
         eh, et = trace["expected_heads"].values[it], trace["expected_tails"].values[it]
-        rows.append(["total", ""] + [""] * k + [f"{fmt(eh[c], 4)} H, {fmt(et[c], 4)} T" for c in range(k)])
-        caption = (f"Iteration {it}: E-step at " + ", ".join(f"theta_{names[c]} = {fmt(t, 4)}" for c, t in enumerate(theta))
-                   + f" (weights {', '.join(fmt(x, 3) for x in w)}), log-likelihood {fmt(trace['loglik'].values[it], 8)}")
+        rows.append(["total", ""] + [""] * k + [f"{fixed(eh[c], 2)} H, {fixed(et[c], 2)} T" for c in range(k)])
+        caption = (f"Iteration {it}: E-step at " + ", ".join(f"theta_{names[c]} = {fixed(t, 4)}" for c, t in enumerate(theta))
+                   + f" (weights {', '.join(fixed(x, 3) for x in w)}), log-likelihood {fixed(trace['loglik'].values[it], 6)}")
         if it + 1 < n_iter:
             nxt = trace["theta"].values[it + 1]
             caption += ". M-step: theta = heads / (heads + tails) each coin made: " + ", ".join(
-                f"theta_{names[c]} = {fmt(eh[c], 4)} / {fmt(eh[c] + et[c], 4)} = {fmt(nxt[c], 4)}" for c in range(k))
+                f"theta_{names[c]} = {fixed(eh[c], 2)} / {fixed(eh[c] + et[c], 2)} = {fixed(nxt[c], 4)}" for c in range(k))
         blocks.append(f"<details{' open' if it < 2 else ''}><summary>{esc(caption)}</summary>{table(header, rows)}</details>")
     if n_iter > max_rows:
         blocks.insert(-1, f"<p>… iterations {max_rows - 1} to {n_iter - 2} left out …</p>")
@@ -365,9 +442,15 @@ def _joint_posterior(ctx: Context, posterior: xr.Dataset) -> str:
     draws = da.values.reshape(-1, 2)
     chains = np.repeat(np.arange(da.sizes["chain"]), da.sizes["draw"])
     points = []
+    soft = ctx.group("em")
     for label, group_name in (("EM", "em"), ("hard EM", "em_hard")):
         est = ctx.group(group_name)
         if est is not None and name in est:
+            if group_name == "em_hard" and soft is not None and name in soft:
+                # hard EM may end on the mirror labelling: renamed to match soft EM's, so its mark sits beside
+                # soft EM's instead of on the far side of the diagonal
+                order = _matching_order(soft[name].values, est[name].values)
+                est = est.isel(component=order)
             points.append((label, _first_feature(est[name]).isel(component=[0, 1]).values))
     exact = ctx.group("exact")
     contour = ((exact["grid_x"].values, exact["grid_y"].values, exact["joint_density"].values)
@@ -385,6 +468,45 @@ def _joint_posterior(ctx: Context, posterior: xr.Dataset) -> str:
     return subsection(f"Joint posterior of {labels[0]} and {labels[1]}", figure(svg, "joint", ""), note)
 
 
+#: most scalar parameters drawn in one trace or rank plot; beyond it the ones with the highest R-hat are drawn
+MAX_PANELS = 12
+
+
+def _worst_panels(shown: xr.Dataset, limit: int = MAX_PANELS) -> tuple[xr.Dataset, str]:
+    """``shown``, or when it holds more than ``limit`` scalar parameters, the ``limit`` with the highest
+    R-hat (one variable each, named by its label) and a sentence saying which and why."""
+    import arviz_stats
+
+    scalars = []
+    for name in shown.data_vars:
+        da = shown[name].transpose("chain", "draw", ...)
+        for label, where in elements(da):
+            scalars.append((label, da.isel(where).values))
+    if len(scalars) <= limit:
+        return shown, ""
+    stacked = xr.DataArray(np.stack([v for _, v in scalars], axis=-1), dims=("chain", "draw", "scalar"))
+    rhat = np.asarray(arviz_stats.rhat(stacked).values, dtype=float)
+    order = np.argsort(-np.where(np.isfinite(rhat), rhat, -np.inf), kind="stable")[:limit]
+    # one variable per panel, named by its label; a DataTree variable name cannot hold "/" (from a column name)
+    subset = xr.Dataset({scalars[i][0].replace("/", "\u2215"): (("chain", "draw"), scalars[i][1]) for i in order},
+                        coords={"chain": shown["chain"].values, "draw": shown["draw"].values})
+    picked = ", ".join(f"{scalars[i][0]} ({fmt(rhat[i], 4)})" for i in order)
+    return subset, (f" {len(scalars)} scalar parameters are too many to draw readably: shown are the {limit} with the "
+                    f"highest R-hat, where chains disagreeing would show first: {picked}. The rest are in the "
+                    "diagnostics table.")
+
+
+def _matching_order(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The order of ``other``'s components (first axis) closest to ``reference``'s: ``other[order]`` lines up."""
+    from scipy.optimize import linear_sum_assignment
+
+    ref = np.asarray(reference, dtype=float).reshape(len(reference), -1)
+    oth = np.asarray(other, dtype=float).reshape(len(other), -1)
+    cost = ((ref[:, None, :] - oth[None, :, :]) ** 2).sum(axis=-1)
+    _, order = linear_sum_assignment(cost)
+    return order
+
+
 def _trace_and_rank(ctx: Context, posterior: xr.Dataset) -> str:
     import arviz as az
 
@@ -398,17 +520,29 @@ def _trace_and_rank(ctx: Context, posterior: xr.Dataset) -> str:
         if not shown.data_vars:
             continue
         shown = _named_components(ctx, shown)  # arviz labels panels by coordinate: the components' names
-        small = xr.DataTree.from_dict({"posterior": shown})
         thin = shown.sizes["draw"] < ds.sizes["draw"]
+        # a trace panel is a row of the page, a rank panel a quarter of one: fewer traces than ranks
+        trace_shown, trace_note = _worst_panels(shown, MAX_PANELS // 3)
+        shown, subset_note = _worst_panels(shown, MAX_PANELS)
+        small = xr.DataTree.from_dict({"posterior": shown})
         note = f" (one draw in {int(np.ceil(ds.sizes['draw'] / shown.sizes['draw']))} shown)" if thin else ""
         cov_note = "; covariances by their variances" if "variance" in shown else ""
         slug = when.split()[0]
-        parts.append(subsection(f"Trace, {when}", figure(figures.arviz_figure(az.plot_trace_dist, small), f"trace-{slug}",
-                                                         f"arviz-plots plot_trace_dist{note}{cov_note}.")))
+        parts.append(subsection(f"Trace, {when}", figure(
+            figures.arviz_figure(az.plot_trace_dist, xr.DataTree.from_dict({"posterior": trace_shown}),
+                                 what="The trace plot", row_height=1.45), f"trace-{slug}",
+            f"Left: each chain's density of the parameter; right: its value per draw{note}{cov_note}. "
+            f"Chains that overlap sample the same posterior.{trace_note}")))
         parts.append(subsection(f"Rank plots, {when}", figure(
-            figures.arviz_figure(az.plot_rank, small, row_height=2.3), f"rank-{slug}",
-            "arviz-plots plot_rank: the fractional ranks' ECDF difference per chain; lines outside the envelope mean "
-            f"that chain differs from the others{note}.")))
+            figures.arviz_figure(az.plot_rank, small, row_height=1.8, what="The rank plot", ylabel="ECDF minus uniform",
+                                 visuals={"remove_axis": False}, marker_size=6),
+            f"rank-{slug}",
+            "Each chain's draws are ranked among all chains' draws; a line is one chain's empirical distribution "
+            "of its fractional ranks minus the uniform one (x: fractional rank, y: the difference). If every chain "
+            "samples the same posterior the lines wander close to zero; a chain whose line runs far above or below "
+            "the others sits in a different part of the posterior. Each panel's p is ArviZ's multi-chain "
+            "uniformity test (small p: the chains differ); points that test flags are marked"
+            f"{note}.{subset_note}")))
     return "".join(parts)
 
 
@@ -420,9 +554,10 @@ def _diagnostics(ctx: Context) -> str:
     n_chains = posterior.sizes.get("chain", 1)
     relabelled = any(np.isfinite(r.rhat_relabelled) for r in rows)
     header = ["parameter", "R-hat", "bulk ESS", "tail ESS"] + (["R-hat relabelled", "bulk ESS relabelled"] if relabelled else [])
-    body = [[_named_label(ctx, r.label), _flag(r.rhat, r.rhat > 1.01), fmt(r.ess_bulk), fmt(r.ess_tail)]
-            + ([_flag(r.rhat_relabelled, r.rhat_relabelled > 1.01), _flag(r.ess_relabelled, r.ess_relabelled < 100 * n_chains)]
+    body = [[_named_label(ctx, r.label), _rhat_cell(r.rhat), _ess_cell(r.ess_bulk), _ess_cell(r.ess_tail)]
+            + ([_rhat_cell(r.rhat_relabelled), _ess_cell(r.ess_relabelled, 100 * n_chains)]
                if relabelled else []) for r in rows]
+    body, summarised = _worst_rows(body, [r.rhat_relabelled if relabelled else r.rhat for r in rows])
     stats = ctx.group("sample_stats")
     extra = ""
     if stats is not None and "diverging" in stats:
@@ -437,11 +572,38 @@ def _diagnostics(ctx: Context) -> str:
         note += (f" Here the chains sit in {modes.sizes['mode']} distinct modes, so even the relabelled columns "
                  "compare chains of different modes: R-hat and ESS within each mode are in the label-switching "
                  "section's per-mode table.")
-    return subsection("Sampler diagnostics", table(header, body) + extra, note)
+    return subsection("Sampler diagnostics", table(header, body) + extra, note + summarised)
 
 
-def _flag(value: float, bad: bool) -> Raw | str:
-    return Raw(f'<span class="bad">{esc(fmt(value))}</span>') if bad else fmt(value)
+def _flag(text: str, bad: bool) -> Raw | str:
+    return Raw(f'<span class="bad">{esc(text)}</span>') if bad else text
+
+
+def _rhat_cell(value: float) -> Raw | str:
+    """R-hat to enough digits to see why it is marked (see :func:`fmt_rhat`), marked above 1.01."""
+    return _flag(fmt_rhat(value, RHAT_LIMIT), bool(np.isfinite(value) and value > RHAT_LIMIT))
+
+
+def _ess_cell(value: float, limit: float | None = None) -> Raw | str:
+    """An effective sample size as a whole number, marked below ``limit``."""
+    text = f"{value:.0f}" if np.isfinite(value) else "–"
+    return _flag(text, bool(limit is not None and np.isfinite(value) and value < limit))
+
+
+#: diagnostics tables longer than this show the parameters with the highest R-hat and say how many are left out
+MAX_DIAGNOSTIC_ROWS = 12
+
+
+def _worst_rows(body: list[list], rhat: list[float], limit: int = MAX_DIAGNOSTIC_ROWS) -> tuple[list[list], str]:
+    """``body``, or its ``limit`` rows of highest R-hat (page order kept) and a sentence on the rest."""
+    if len(body) <= limit:
+        return body, ""
+    values = np.asarray(rhat, dtype=float)
+    keep = np.sort(np.argsort(-np.where(np.isfinite(values), values, -np.inf), kind="stable")[:limit])
+    rest = np.setdiff1d(np.arange(len(body)), keep)
+    worst_rest = np.nanmax(values[rest]) if np.isfinite(values[rest]).any() else float("nan")
+    return [body[i] for i in keep], (f" Shown: the {limit} of {len(body)} parameters with the highest R-hat (of the draws the verdict reads); the other "
+                                     f"{len(rest)} have R-hat at most {fmt_rhat(worst_rest)}.")
 
 
 # --- comparison ---------------------------------------------------------------------------------------------
@@ -472,8 +634,31 @@ def _sources(ctx: Context, rows: list[ParamRow]) -> list[tuple[str, np.ndarray, 
     return sources
 
 
+def _distinct_rows(rows: list[ParamRow]) -> tuple[list[ParamRow], int]:
+    """``rows`` without the ones that repeat another row of the same component (a spherical covariance's
+    equal variances, one per feature) or are a covariance's constant zeros (off a spherical or diagonal
+    covariance's diagonal): they carry nothing a reader needs, and for 3 spherical 12 x 12 covariances they
+    were 228 of 270 rows. Returns the rows kept and how many were left out."""
+    kept, first, repeats = [], {}, {}
+    for r in rows:
+        index = r.label.partition("[")[2].rstrip("]").split(",")
+        values = (r.em, r.post_mean, r.post_sd, r.se, *r.post_eti, *r.wald, *r.bootstrap)
+        key = (r.name, index[0].strip(), tuple(round(v, 12) if np.isfinite(v) else None for v in values))
+        if r.name == "cov" and (r.fixed and r.em == 0):
+            continue
+        if r.name == "cov" and key in first:
+            repeats[first[key]] = repeats.get(first[key], 0) + 1
+            continue
+        first[key] = len(kept)
+        kept.append(r)
+    for i, count in repeats.items():  # a variance shared by every feature is named as one
+        kept[i] = replace(kept[i], label=f"variance[{kept[i].label.partition('[')[2].split(',')[0].strip()}] "
+                                         f"(every feature)")
+    return kept, len(rows) - len(kept)
+
+
 def _forest(ctx: Context, rows: list[ParamRow]) -> str:
-    varying = [r for r in rows if not r.fixed]
+    varying = [r for r in _distinct_rows(rows)[0] if not r.fixed]
     if not varying:
         return ""
     sources = _sources(ctx, varying)
@@ -487,22 +672,35 @@ def _forest(ctx: Context, rows: list[ParamRow]) -> str:
 
 def _comparison_table(ctx: Context, rows: list[ParamRow]) -> str:
     _, relabelled = posterior_group(ctx.tree)
+    # Every number of a row to the same decimals (4 significant digits of the row's estimate): a row reads
+    # across, EM against the posterior, and 0.5000 beside 0.7968 shows the same precision.
+    places = {r.label: decimals_for([r.em, r.post_mean, r.exact_mean]) for r in rows}
+
+    def num(r: ParamRow, value) -> str:
+        return fixed(value, places[r.label])
+
+    def span(r: ParamRow, interval) -> str:
+        lo, hi = interval
+        return "–" if not (np.isfinite(lo) and np.isfinite(hi)) else f"{num(r, lo)} – {num(r, hi)}"
+
     columns = [
-        ("EM", lambda r: fmt(r.em), True),
-        ("EM se", lambda r: fmt(r.se), any(np.isfinite(r.se) for r in rows)),
-        (f"Wald {ctx.pct}", lambda r: fmt_interval(*r.wald), any(np.isfinite(r.wald[0]) for r in rows)),
-        (f"bootstrap {ctx.pct}", lambda r: fmt_interval(*r.bootstrap), any(np.isfinite(r.bootstrap[0]) for r in rows)),
-        ("posterior mean", lambda r: fmt(r.post_mean), any(np.isfinite(r.post_mean) for r in rows)),
-        ("posterior sd", lambda r: "fixed" if r.fixed else fmt(r.post_sd), any(np.isfinite(r.post_mean) for r in rows)),
-        (f"{ctx.pct} equal-tailed", lambda r: fmt_interval(*r.post_eti), any(np.isfinite(r.post_eti[0]) for r in rows)),
-        (f"{ctx.pct} HDI", lambda r: fmt_interval(*r.post_hdi), any(np.isfinite(r.post_hdi[0]) for r in rows)),
+        ("EM", lambda r: num(r, r.em), True),
+        ("EM se", lambda r: num(r, r.se), any(np.isfinite(r.se) for r in rows)),
+        (f"Wald {ctx.pct}", lambda r: span(r, r.wald), any(np.isfinite(r.wald[0]) for r in rows)),
+        (f"bootstrap {ctx.pct}", lambda r: span(r, r.bootstrap), any(np.isfinite(r.bootstrap[0]) for r in rows)),
+        ("posterior mean", lambda r: num(r, r.post_mean), any(np.isfinite(r.post_mean) for r in rows)),
+        ("posterior sd", lambda r: "fixed" if r.fixed else num(r, r.post_sd), any(np.isfinite(r.post_mean) for r in rows)),
+        (f"{ctx.pct} equal-tailed", lambda r: span(r, r.post_eti), any(np.isfinite(r.post_eti[0]) for r in rows)),
+        (f"{ctx.pct} HDI", lambda r: span(r, r.post_hdi), any(np.isfinite(r.post_hdi[0]) for r in rows)),
         # exact summaries are of the unlabelled posterior: beside relabelled draws they would mislead
-        ("exact mean", lambda r: fmt(r.exact_mean), not relabelled and any(np.isfinite(r.exact_mean) for r in rows)),
-        ("exact sd", lambda r: fmt(r.exact_sd), not relabelled and any(np.isfinite(r.exact_sd) for r in rows)),
+        ("exact mean", lambda r: num(r, r.exact_mean), not relabelled and any(np.isfinite(r.exact_mean) for r in rows)),
+        ("exact sd", lambda r: num(r, r.exact_sd), not relabelled and any(np.isfinite(r.exact_sd) for r in rows)),
         ("EM inside", lambda r: {True: "yes", False: Raw('<span class="bad">no</span>'), None: ""}[r.em_in_posterior],
          any(r.em_in_posterior is not None for r in rows)),
     ]
     shown = [(h, f) for h, f, present in columns if present]
+    rows, left_out = _distinct_rows(rows)
+    places.update({r.label: decimals_for([r.em, r.post_mean, r.exact_mean]) for r in rows})
     body = [[r.label] + [f(r) for _, f in shown] for r in rows]
     note = ("Posterior columns summarise the relabelled draws (put in EM's labelling), so each row is one component."
             if relabelled else "Posterior columns summarise the raw draws.")
@@ -517,7 +715,25 @@ def _comparison_table(ctx: Context, rows: list[ParamRow]) -> str:
         note += f" Observed information: {info.attrs['reason']}."
     if info is not None and any(h == f"Wald {ctx.pct}" for h, _ in shown):
         note += " " + _wald_scale_note(info)
-    return subsection("The same as a table", table(["parameter"] + [h for h, _ in shown], body), note)
+    if left_out:
+        note += (f" {left_out} covariance entries are left out: the constant zeros off the diagonal and, for a "
+                 "spherical covariance, the variance repeated for every feature (one row per component shows it).")
+    full = table(["parameter"] + [h for h, _ in shown], body, cls="numbers")
+    if len(rows) > MAX_TABLE_ROWS // 2 and any(np.isfinite(r.post_sd) and r.post_sd > 0 for r in rows):
+        # a long list (the heroes' 36 means) is summarised by the rows where EM and the posterior differ most,
+        # in posterior standard deviations; the whole table stays on the page, folded
+        gap = np.array([abs(r.em - r.post_mean) / r.post_sd if np.isfinite(r.post_sd) and r.post_sd > 0 else -1.0
+                        for r in rows])
+        top = np.argsort(-gap, kind="stable")[:MAX_DIAGNOSTIC_ROWS // 2 + 3]
+        inside = sum(r.em_in_posterior is True for r in rows)
+        judged = sum(r.em_in_posterior is not None for r in rows)
+        summary = table(["parameter", "gap (posterior sd)"] + [h for h, _ in shown],
+                        [[rows[i].label, fixed(gap[i], 2)] + body[i][1:] for i in sorted(top)], cls="numbers",
+                        caption=f"The {len(top)} of {len(rows)} parameters where EM's estimate is furthest from the "
+                                f"posterior mean; gap: |EM - posterior mean| / posterior sd. EM lies inside the "
+                                f"posterior interval for {inside} of {judged}.")
+        full = summary + (f"<details><summary>every parameter ({len(rows)} rows)</summary>{full}</details>")
+    return subsection("The same as a table", full, note)
 
 
 def _wald_scale_note(info: xr.Dataset) -> str:
@@ -540,10 +756,11 @@ def _sorted_thetas(ctx: Context) -> str:
     rows = []
     for j in range(k):
         lo, hi = equal_tailed(draws[:, j], ctx.prob)
-        rows.append([f"theta, rank {j + 1} (smallest first)", fmt(em_sorted[j]), fmt(draws[:, j].mean()),
-                     fmt(draws[:, j].std(ddof=1)), fmt_interval(lo, hi),
-                     fmt(exact["theta_sorted_mean"].values[j]), fmt(exact["theta_sorted_sd"].values[j]),
-                     fmt_interval(exact["theta_sorted_lower"].values[j], exact["theta_sorted_upper"].values[j])])
+        four = (lambda v: fixed(v, 4))  # thetas lie in (0, 1): four decimals throughout
+        rows.append([f"theta, rank {j + 1} (smallest first)", four(em_sorted[j]), four(draws[:, j].mean()),
+                     four(draws[:, j].std(ddof=1)), f"{four(lo)} – {four(hi)}",
+                     four(exact["theta_sorted_mean"].values[j]), four(exact["theta_sorted_sd"].values[j]),
+                     f"{four(exact['theta_sorted_lower'].values[j])} – {four(exact['theta_sorted_upper'].values[j])}"])
     body = table(["quantity", "EM", "posterior mean", "posterior sd", f"{ctx.pct} equal-tailed",
                   "exact mean", "exact sd", f"exact {ctx.pct} equal-tailed"], rows)
     body += figure(figures.theta_marginals(draws, exact=exact, em_values=em_sorted), "theta-sorted",
@@ -574,14 +791,52 @@ def _membership(ctx: Context) -> str:
     if n <= MAX_TABLE_ROWS:
         labels = _obs_labels(ctx, obs_dim, n)
         truth = data["true_component"].values if data is not None and "true_component" in data else None
-        header = [obs_dim] + [f"{name} P({names[c]})" for name, _ in columns for c in range(k)] + (["true"] if truth is not None else [])
-        rows = [[labels[i]] + [fmt(p[i, c], 3) for _, p in columns for c in range(k)]
-                + ([int(truth[i])] if truth is not None else []) for i in range(n)]
+        header = ([_obs_word(obs_dim)] + [f"{name} P({names[c]})" for name, _ in columns for c in range(k)]
+                  + (["true component"] if truth is not None else []))
+        rows = [[labels[i]] + [fixed(p[i, c], 3) for _, p in columns for c in range(k)]
+                + ([names[int(truth[i])] if 0 <= int(truth[i]) < k else int(truth[i])] if truth is not None else [])
+                for i in range(n)]
         parts.append(table(header, rows, caption=_raw_labels_caption(columns, k)))
+    else:
+        parts.append(_members_by_name(ctx, obs_dim, resp.values, dict(columns).get("posterior, relabelled"), names))
     note = ("Under the symmetric model every raw posterior membership is 1/K by symmetry: labels carry no information "
             "until the draws are relabelled. EM picks one labelling and reports it with confidence."
             if ctx.spec.get("bayes", {}).get("variant") == "symmetric" else "")
     return subsection("Cluster membership", "".join(parts), note)
+
+
+#: a membership probability below this is called doubtful in the table of members
+DOUBTFUL = 0.9
+
+
+def _members_by_name(ctx: Context, obs_dim: str, resp: np.ndarray, posterior: np.ndarray | None,
+                     names: list[str]) -> str:
+    """Too many observations for a row each, but named ones (the heroes): one row per component listing
+    its members by name, each with the posterior's probability that it belongs there."""
+    n, k = resp.shape
+    labels = _obs_labels(ctx, obs_dim, n)
+    if n > 300 or all(label.lstrip("-").isdigit() for label in labels):
+        return ""  # numbered rows: a list of numbers tells a reader nothing a count does not
+    em_label = resp.argmax(axis=1)
+    prob = posterior if posterior is not None and posterior.shape == resp.shape else resp
+    source = "the posterior's (relabelled draws)" if prob is posterior else "EM's"
+    rows = []
+    for c in range(k):
+        members = np.flatnonzero(em_label == c)
+        members = members[np.argsort(-prob[members, c], kind="stable")]
+        listed = ", ".join(f"{labels[i]} {fixed(prob[i, c], 2)}" for i in members)
+        doubtful = [f"{labels[i]} ({fixed(prob[i, c], 2)}; most likely component {names[int(prob[i].argmax())]})"
+                    for i in members if prob[i, c] < DOUBTFUL]
+        rows.append([f"component {names[c]}", len(members), listed, "; ".join(doubtful) or "none"])
+    return table(["EM's component", "members", f"who, each with {source} probability of this component",
+                  f"doubtful (probability below {DOUBTFUL})"], rows,
+                 caption=f"Each {_obs_word(obs_dim)} under the component EM gives it (its most likely one), with "
+                         f"{source} probability that it belongs there, most certain first.")
+
+
+def _obs_word(dim: str) -> str:
+    """A table header for the observations' dimension ("obs" is a variable name, not a word)."""
+    return {"obs": "observation", "set": "set", "row": "row"}.get(dim, dim.replace("_", " "))
 
 
 def _raw_labels_caption(columns, k: int) -> str:
@@ -649,13 +904,14 @@ def _stored_agreement(ctx: Context, stored: xr.Dataset) -> str:
     if obs_dim is not None and (measures or hard is not None):
         n = stored.sizes[obs_dim]
         labellings = [str(v) for v in hard["labelling"].values] if hard is not None else []
-        header = [obs_dim] + [f"most likely component, {name}" for name in labellings] + [m for m, _ in measures]
+        header = [_obs_word(obs_dim)] + [f"most likely component, {name}" for name in labellings] + [m for m, _ in measures]
         coin = (lambda c: names[int(c)] if 0 <= int(c) < len(names) else str(int(c)))
         if n <= MAX_TABLE_ROWS:
             rows = [[str(o)] + [coin(hard.values[j, i]) for j in range(len(labellings))]
-                    + [fmt(values[i], 3) for _, values in measures] for i, o in enumerate(stored[obs_dim].values)]
-        else:
-            rows = [[f"mean over {n}"] + ["" for _ in labellings] + [fmt(np.mean(values), 3) for _, values in measures]]
+                    + [fixed(values[i], 3) for _, values in measures] for i, o in enumerate(stored[obs_dim].values)]
+        else:  # the means alone (each observation's component is in the table of members by name)
+            header = ["over the observations"] + [m for m, _ in measures]
+            rows = [[f"mean over {n}"] + [fixed(np.mean(values), 3) for _, values in measures]]
         parts.append(table(header, rows))
     scalars = [(key, value) for key, value in stored.attrs.items() if np.ndim(value) == 0]
     scalars += [(name, var.values) for name, var in stored.data_vars.items() if var.ndim == 0]
@@ -761,9 +1017,7 @@ def _model_choice(ctx: Context) -> str:
             continue
         values = choice[var].values
         if var == "note":
-            if not any(str(v) for v in values):
-                continue  # an empty column says nothing
-            cols.append([str(v) for v in values])
+            continue  # written below the table: a column of long sentences squeezes every other column
         else:
             values = np.asarray(values, dtype=float)
             if not np.isfinite(values).any():
@@ -773,8 +1027,8 @@ def _model_choice(ctx: Context) -> str:
             if better is not None and np.isfinite(kept).any():
                 best = int(np.nanargmax(kept) if better == "max" else np.nanargmin(kept))
             se = choice["elpd_loo_se"].values if var == "elpd_loo" and "elpd_loo_se" in choice else None
-            digits = 3 if var == "p_loo" else 6
-            cols.append([_best(_with_se(v, None if se is None else se[i], digits), i == best)
+            places = decimals_for(values, 3 if var == "p_loo" else 5)  # one precision per column
+            cols.append([_best(_with_se(v, None if se is None else se[i], places), i == best)
                          if var != "n_params" and var != "n_pareto_k_bad" else fmt(v) for i, v in enumerate(values)])
         header.append(title)
     rows = [[f"{int(k)} (degenerate)" if degenerate[i] else int(k)] + [col[i] for col in cols] for i, k in enumerate(ks)]
@@ -794,11 +1048,94 @@ def _model_choice(ctx: Context) -> str:
                  f"{points if points is not None else 'the'} expected points (sum of its responsibilities), too few to "
                  "estimate its covariance: a spike on a few points that raises the likelihood without being a "
                  "cluster. They are never bolded; the best is chosen among the other rows.")
-    return subsection("Choosing K", fig + table(header, rows), note)
+    notes = ""
+    if "note" in choice and any(str(v) for v in choice["note"].values):
+        notes = "<ul>" + "".join(f"<li>K = {int(k)}: {esc(str(v))}</li>" for k, v in zip(ks, choice["note"].values)
+                                 if str(v)) + "</ul>"
+    return (subsection("Choosing K", fig + table(header, rows) + notes, note)
+            + _ill_posed(ctx, choice, degenerate))
 
 
-def _with_se(value, se, digits: int = 6) -> str:
-    return fmt(value, digits) + (f" ± {fmt(se, 3)}" if se is not None and np.isfinite(se) else "")
+def _free_parameters(k: int, d: int, covariance: str) -> int:
+    """Free parameters of a K-component Gaussian mixture in d dimensions (weights, means, covariances)."""
+    per_cov = {"full": d * (d + 1) // 2, "diag": d, "spherical": 1}.get(covariance)
+    shared = {"tied": d * (d + 1) // 2}.get(covariance)
+    cov = shared if shared is not None else k * (per_cov if per_cov is not None else d * (d + 1) // 2)
+    return (k - 1) + k * d + cov
+
+
+def _ill_posed(ctx: Context, choice: xr.Dataset, degenerate: np.ndarray) -> str:
+    """Why a degenerate K (the EM lesson's K = 30 full covariances on 69 heroes) is no answer, in numbers
+    read from the results: parameters against data, points per component, where the likelihood goes, and
+    why the main fit uses the covariance it does. Empty when no K is degenerate."""
+    if not degenerate.any() or "loglik" not in choice or "n_params" not in choice:
+        return ""
+    n, d = choice.attrs.get("n_obs"), choice.attrs.get("n_features")
+    if n is None or d is None:
+        return ""
+    n, d = int(n), int(d)
+    structure = str(choice.attrs.get("covariance", "full"))
+    ks, loglik, n_params = choice["K"].values, choice["loglik"].values, choice["n_params"].values
+    worst = int(np.flatnonzero(degenerate)[np.argmax(ks[degenerate])])
+    k_bad, p_bad = int(ks[worst]), int(n_params[worst])
+    numbers = n * d
+    per_component = n / k_bad
+    ill_posed = p_bad > numbers
+    plural = (lambda count, word: f"{count} {word}" + ("" if count == 1 else "s"))
+    text = [
+        f"The data hold {n} rows x {plural(d, 'feature')} = {numbers} numbers. K = {k_bad} asks for {p_bad} free "
+        f"parameters, " + (f"{p_bad / numbers:.1f} times as many as there are numbers, " if ill_posed else "")
+        + f"with {per_component:.1f} rows per component on average."]
+    if structure == "full" and d > 1:
+        text.append(f"A full {d} x {d} covariance ({d * (d + 1) // 2} entries) estimated from fewer than {d + 1} points "
+                    "is singular: the points span at most one dimension fewer than their count, so in the other "
+                    "directions the variance is zero.")
+    if "min_expected_count" in choice:
+        text.append(f"In EM's K = {k_bad} answer the smallest component holds "
+                    f"{fixed(choice['min_expected_count'].values[worst], 1)} expected rows.")
+    text.append(
+        "On such a component the likelihood has no maximum: shrink its covariance onto one observation and the "
+        "density at that point grows like one over the square root of the covariance's determinant, without bound, "
+        "while the other components still cover the rest; the log-likelihood goes to plus infinity. EM stops only "
+        "where reg_covar (the small constant added to every variance) holds the collapse, so its log-likelihood of "
+        f"{fixed(loglik[worst], 0)} at K = {k_bad} measures reg_covar, not fit.")
+    best_aic = choice.attrs.get("degenerate_best_by_aic")
+    if best_aic is not None and int(best_aic) == k_bad:
+        text.append(f"AIC charges 2 per parameter ({2 * p_bad} in all), less than twice that spurious gain, so "
+                    f"without the degenerate mark it would call K = {k_bad} best: an artefact, which is why "
+                    "degenerate rows are never bolded.")
+    main = ctx.group("em")
+    main_structure = ctx.spec.get("model", {}).get("covariance") if isinstance(ctx.spec.get("model"), dict) else None
+    data = ctx.group("data")
+    if main is not None and main_structure and main_structure != structure:
+        k_main = main.sizes.get("component", 0)
+        why = [f"The main fit uses K = {k_main} with {main_structure} covariances: "
+               f"{_free_parameters(k_main, d, main_structure)} free parameters against "
+               f"{_free_parameters(k_main, d, structure)} with {structure} ones."]
+        if data is not None and "x" in data and data["x"].ndim == 2:
+            x = np.asarray(data["x"].values, dtype=float)
+            two_valued = [str(f) for f, j in zip(data["feature"].values, range(x.shape[1]))
+                          if len(np.unique(x[:, j])) <= 2]
+            if two_valued and main_structure == "spherical":
+                why.append(f"{', '.join(two_valued)} take{'s' if len(two_valued) == 1 else ''} only two values: a "
+                           "cluster whose members all share one of them has zero variance there, so any covariance "
+                           "with its own variance per feature (full or diagonal) is singular on it, the same collapse "
+                           "as above; a spherical covariance shares one variance across the features and stays proper.")
+        small = [int(k) for k, flag in zip(ks, degenerate) if flag and k <= k_main]
+        if small:
+            why.append(f"Even K = {', '.join(map(str, small))} with {structure} covariances is marked degenerate in "
+                       "the table above.")
+        text.append(" ".join(why))
+    if ill_posed:
+        text.append(f"The results keep only each K's criteria, not its clusters: a K = {k_bad} fit is the degenerate "
+                    "row of the table, and its clusters (a few rows each, decided by the start and by reg_covar) are "
+                    "not an answer to set beside this page's row by row.")
+    title = f"Why K = {k_bad}" + (f" with {structure} covariances" if d > 1 else "") + " is not an answer"
+    return subsection(title, "".join(paragraph(t) for t in text))
+
+
+def _with_se(value, se, places: int) -> str:
+    return fixed(value, places) + (f" ± {fixed(se, places)}" if se is not None and np.isfinite(se) else "")
 
 
 def _best(text: str, best: bool) -> Raw | str:
@@ -840,12 +1177,14 @@ def label_switching_section(ctx: Context) -> str:
             ["mode", "share of draws"], [[int(m), f"{float(s):.0%}"] for m, s in zip(ls["mode"].values, ls["mode_share"].values)])))
     before_after = [v for v in ("rhat_before", "rhat_after", "ess_before", "ess_after") if v in ls]
     if before_after and "parameter" in ls.dims:
-        rows = [[_named_label(ctx, str(p))] + [fmt(ls[v].values[i]) for v in before_after]
+        rows = [[_named_label(ctx, str(p))] + [_rhat_cell(ls[v].values[i]) if v.startswith("rhat") else
+                                                _ess_cell(ls[v].values[i]) for v in before_after]
                 for i, p in enumerate(ls["parameter"].values)]
+        rows, left_out = _worst_rows(rows, [ls[before_after[0]].values[i] for i in range(len(rows))])
         readable = {"rhat_before": "R-hat before", "rhat_after": "R-hat after", "ess_before": "bulk ESS before",
                     "ess_after": "bulk ESS after"}
         parts.append(subsection("R-hat and ESS before and after relabelling",
-                                table(["parameter"] + [readable[v] for v in before_after], rows)))
+                                table(["parameter"] + [readable[v] for v in before_after], rows), left_out.strip()))
     return "".join(parts)
 
 
@@ -858,7 +1197,7 @@ def _per_mode_table(modes: xr.Dataset) -> str:
     for m in ids:
         chains = ", ".join(str(c) for c, cm in zip(modes["chain"].values, modes["chain_mode"].values) if int(cm) == m)
         header += [f"mode {m} ({float(modes['share'].values[m]):.0%}; chain {chains}): mean [{pct}]", "R-hat", "ESS"]
-    body, shown = [], set()
+    body, shown, apart = [], set(), []
     for j, parameter in enumerate(modes["parameter"].values):
         lower, upper = modes["lower"].values[:, j], modes["upper"].values[:, j]
         name, _, index = str(parameter).partition("[")
@@ -868,14 +1207,25 @@ def _per_mode_table(modes: xr.Dataset) -> str:
         if np.all(lower == upper) or (name == "cov" and len(index) == 3 and index[2] < index[1]) or repeat in shown:
             continue
         shown.add(repeat)
+        width = np.nanmean(np.asarray(upper, dtype=float) - np.asarray(lower, dtype=float))
+        means = np.asarray(modes["mean"].values[:, j], dtype=float)
+        apart.append(float(np.ptp(means) / width) if width > 0 else 0.0)
         row = [str(parameter)]
         for m in ids:
             rhat, ess = float(modes["rhat"].values[m, j]), float(modes["ess_bulk"].values[m, j])
             row += [f"{fmt(modes['mean'].values[m, j])} [{fmt_interval(lower[m], upper[m])}]",
-                    _flag(rhat, rhat > 1.01), _flag(ess, ess < 100 * int(modes["n_chains"].values[m]))]
+                    _rhat_cell(rhat), _ess_cell(ess, 100 * int(modes["n_chains"].values[m]))]
         body.append(row)
     main = int(modes.attrs.get("main_mode", 0))
-    return subsection(f"Modes, each summarised apart ({len(ids)})", table(header, body),
+    shown_table = table(header, body)
+    if len(body) > MAX_DIAGNOSTIC_ROWS:
+        # the rows where the modes differ most (their means apart, in interval widths); all of them folded
+        top = np.sort(np.argsort(-np.asarray(apart), kind="stable")[:MAX_DIAGNOSTIC_ROWS])
+        shown_table = (table(header, [body[i] for i in top],
+                             caption=f"The {len(top)} of {len(body)} parameters where the modes' means lie furthest "
+                                     "apart, measured in interval widths.")
+                       + f"<details><summary>every parameter ({len(body)} rows)</summary>{shown_table}</details>")
+    return subsection(f"Modes, each summarised apart ({len(ids)})", shown_table,
                       "The chains sit in different posterior modes, not relabelled copies of one answer: each mode's "
                       "relabelled draws are summarised on their own, with R-hat and bulk ESS among its chains (a mode "
                       "of one chain: its two halves). A share is the share of chains that settled in the mode, not the "
@@ -912,6 +1262,14 @@ STAGE_NAMES = {
 }
 
 
+def _folded_timings(timings: dict, rows: list[list]) -> str:
+    """The stage table folded under a line naming the slowest stages (the details are a click away)."""
+    measured = [(k, float(v)) for k, v in timings.items() if isinstance(v, (int, float)) and np.isfinite(v)]
+    slowest = sorted(measured, key=lambda kv: -kv[1])[:3]
+    line = "slowest: " + ", ".join(f"{STAGE_NAMES.get(k, k)} {fmt(v, 3)} s" for k, v in slowest) if slowest else "stages"
+    return f"<details><summary>{esc(line)}</summary>{table(['stage', 'seconds'], rows)}</details>"
+
+
 def reproducibility_section(ctx: Context, extra_timings=None) -> str:
     tree = ctx.tree
     timings = dict(root_json(tree, "timings", {}) or {})
@@ -926,10 +1284,11 @@ def reproducibility_section(ctx: Context, extra_timings=None) -> str:
              ("machine", ", ".join(f"{k}: {v}" for k, v in machine.items()) if isinstance(machine, dict) else machine)]
     timing_rows = ([[STAGE_NAMES.get(k, k), fmt(v, 3)] for k, v in timings.items() if v is not None]
                    if isinstance(timings, dict) else [])
-    version_rows = [[k, v] for k, v in versions.items()] if isinstance(versions, dict) else []
+    version_line = ", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, dict) else ""
     spec_text = json.dumps(ctx.spec, indent=2, ensure_ascii=False) if ctx.spec else str(tree.attrs.get("spec", ""))
     return (key_value_table(facts, cls="")
-            + subsection("Time per stage (s)", table(["stage", "seconds"], timing_rows) if timing_rows else "")
-            + subsection("Package versions", table(["package", "version"], version_rows) if version_rows else "")
-            + subsection("Spec as run", f"<pre>{esc(spec_text)}</pre>"))
+            + subsection("Time per stage (s)", _folded_timings(timings, timing_rows) if timing_rows else "")
+            + subsection("Package versions", paragraph(version_line + ".") if version_line else "")
+            + subsection("Spec as run", f"<details><summary>the spec with every default filled in "
+                                        f"({spec_text.count(chr(10)) + 1} lines)</summary><pre>{esc(spec_text)}</pre></details>"))
 

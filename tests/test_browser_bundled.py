@@ -1,0 +1,155 @@
+"""Every bundled report as a reader sees it in a browser 1400 px wide: no plotting library's error text,
+no raw variable name in a visible table header, every model-choice criterion under a readable header,
+every R-hat marked red readable as above 1.01, figures at a readable width, and the heroes page under
+15,000 px with its heroes named.
+
+Each spec is run once per session with the same structure but fewer draws, tuning steps and bootstrap
+replicates (the page's layout depends on which groups and parameters there are, not on how many draws);
+the lesson spec reuses the session's full ``lecture_run``. Slow: one reduced run per bundled spec.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emvsbayes import api
+from emvsbayes.results import read_results
+from emvsbayes.spec import load_spec, resolve_data_path
+from test_browser import DevTools, assert_clean_page, load
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+#: the comparison specs (a study spec has a [grid] table and writes a study page, tested elsewhere)
+BUNDLED = sorted(p.stem for p in MODELS.glob("*.toml") if "grid" not in tomllib.loads(p.read_text(encoding="utf-8")))
+
+#: names from the results file that must never be a visible table header or a word of one
+RAW_NAMES = ("mean_abs_diff", "entropy_em", "entropy_posterior", "abs_diff", "hard_label", "elpd_waic", "elpd_loo",
+             "log_evidence", "n_params", "p_loo", "n_pareto_k_bad", "rhat_before", "rhat_after", "ess_before",
+             "ess_after", "membership_relabelled", "min_expected_count", "n_reached_best", "loglik", "obs",
+             "theta_sorted_mean", "modal_perm", "n_switches")
+#: a model-choice variable and the words its column header must hold (an oracle written here, not the report's)
+CRITERIA = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "log_evidence": "log evidence", "elpd_loo": "PSIS-LOO",
+            "elpd_waic": "WAIC", "p_loo": "effective parameters", "loglik": "log-likelihood",
+            "n_params": "free parameters", "n_pareto_k_bad": "Pareto k"}
+#: what arviz, matplotlib or Python say when a figure fails; none of it may reach a page
+ERROR_TEXT = ("could not be drawn", "could not draw", "subplots", "max_subplots", "Traceback", "Error:", "rcParams",
+              "ValueError", "plot_rank", "plot_trace")
+
+PAGE_PROBE = """JSON.stringify({
+  headers: [...document.querySelectorAll('th')].filter(h => h.offsetParent !== null).map(h => h.innerText),
+  choosingK: (() => {
+    const h = [...document.querySelectorAll('h3')].find(h => h.innerText === 'Choosing K');
+    let el = h && h.nextElementSibling;
+    while (el && el.tagName !== 'TABLE') el = el.nextElementSibling;
+    return el ? [...el.querySelectorAll('thead th')].map(th => th.innerText) : [];
+  })(),
+  rhatMarked: [...document.querySelectorAll('table')].flatMap(t => {
+    const heads = [...t.querySelectorAll('thead th')].map(th => th.innerText);
+    return [...t.querySelectorAll('tbody tr')].flatMap(tr => [...tr.children].map((td, i) =>
+      [heads[i] || '', td.querySelector('span.bad') ? td.innerText : null])).filter(([h, v]) => v !== null && /R-hat/.test(h));
+  }),
+  figureWidths: [...document.querySelectorAll('figure.fig > svg')].map(s => [s.closest('figure').dataset.fig, s.getBoundingClientRect().width]),
+  contentWidth: document.querySelector('section').clientWidth,
+  height: document.documentElement.scrollHeight
+})"""
+
+
+@pytest.fixture(scope="module")
+def devtools(tmp_path_factory):
+    browser = DevTools(tmp_path_factory.mktemp("chromium-profile"))
+    yield browser
+    browser.close()
+
+
+def reduced_run(name: str, out: Path) -> Path:
+    """The bundled spec ``name`` run with the same structure and fewer draws, tuning steps and bootstrap
+    replicates; its folder (results.nc and the page the run wrote)."""
+    spec = load_spec(MODELS / f"{name}.toml")
+    data_file = resolve_data_path(spec)
+    if data_file is not None:
+        spec["data"]["file"] = str(data_file)
+    spec["bayes"].update(draws=200, tune=200)
+    if spec["em"].get("bootstrap"):
+        spec["em"]["bootstrap"] = 10
+    api.run(spec, out=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundled_run(tmp_path_factory, request):
+    made: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name == "lecture_coins":
+            return request.getfixturevalue("lecture_run")
+        if name not in made:
+            made[name] = reduced_run(name, tmp_path_factory.mktemp(f"bundled-{name}"))
+        return made[name]
+
+    return get
+
+
+def header_words(header: str) -> set[str]:
+    return set(re.split(r"[\s,;:()\[\]|]+", header)) - {""}
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_report_reads_without_the_source(devtools, bundled_run, name):
+    folder = bundled_run(name)
+    tree = read_results(folder / "results.nc")
+    result = load(devtools, folder / "index.html", PAGE_PROBE, width=1400)
+    assert_clean_page(result, tree)
+    page, text = result["extra"], result["probe"]["text"]
+    for error in ERROR_TEXT:
+        assert error not in text, (error, text[max(0, text.find(error) - 200):text.find(error) + 200])
+    for header in page["headers"]:
+        assert not header_words(header) & set(RAW_NAMES), header
+        # a flattened array (four or more bare numbers separated by commas) is no header
+        assert not re.search(r"-?\d+(\.\d+)?(, -?\d+(\.\d+)?){3,}", header), header
+    if "model_choice" in tree.children:
+        choice = tree["model_choice"]
+        for var, words in CRITERIA.items():
+            if var in choice and np.isfinite(np.asarray(choice[var].values, dtype=float)).any():
+                assert any(words in h for h in page["choosingK"]), (var, page["choosingK"])
+    # a red R-hat reads as above the 1.01 limit it broke (1.0103, never "1.01")
+    for header, value in page["rhatMarked"]:
+        assert float(value) > 1.01, (header, value)
+    # figures fill most of the page's width (not a third of it)
+    wide = [(fig, width) for fig, width in page["figureWidths"] if fig not in ("joint", "data")]
+    assert all(width >= 0.6 * page["contentWidth"] for _, width in wide), (page["contentWidth"], wide)
+    if "heads" in tree["data"]:  # a coin report: the lesson's side-by-side table and the surface
+        assert "What each ends with, side by side" in text
+        assert any(fig == "loglik-surface" for fig, _ in page["figureWidths"])
+
+
+def test_heroes_page_argues_against_k30_and_names_the_heroes(devtools, bundled_run):
+    folder = bundled_run("heroes")
+    tree = read_results(folder / "results.nc")
+    result = load(devtools, folder / "index.html", PAGE_PROBE, width=1400)
+    page, text = result["extra"], result["probe"]["text"]
+    assert page["height"] < 15000, page["height"]
+    # the argument, in numbers read from the results: parameters against the data's numbers, the likelihood
+    # going to +infinity, and the degenerate K = 30 row not bolded as AIC's best
+    choice = tree["model_choice"]
+    k30 = list(choice["K"].values).index(30)
+    assert "Why K = 30 with full covariances is not an answer" in text
+    assert f"{int(choice['n_params'].values[k30])} free parameters" in text
+    assert "69 rows x 12 features = 828 numbers" in text
+    assert "plus infinity" in text and "spherical" in text
+    assert "30 (degenerate)" in text
+    # which hero is in which cluster, by name, with EM's label and the posterior's probability
+    names = [str(v) for v in tree["data"]["obs"].values]
+    resp = tree["em"]["resp"].values
+    for hero in (names[0], names[-1]):
+        assert hero in text, hero
+    component = int(resp[0].argmax())
+    row = next(line for line in text.splitlines() if line.startswith(f"component {component}\t"))
+    assert names[0] in row
+    # constant rows dropped: no row of a spherical covariance's fixed zeros
+    assert "cov[0, 最大生命, 初始生命]" not in text
