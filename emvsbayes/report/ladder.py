@@ -1,0 +1,134 @@
+"""The uncertainty ladder section: one table per parameter with every rung, from the results file alone.
+
+Reads the ``uncertainty_ladder`` group (layout in :mod:`emvsbayes.ladder.results`): rows are rungs in
+the file's order, with the sentence each rung assumes; columns are the parameter's elements (a
+component, or a component and a coordinate), each cell "estimate (lower – upper)". A rung that gives no
+number for a parameter shows a dash. Returns "" when the run wrote no ladder.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import xarray as xr
+
+from emvsbayes.report.markup import Raw, esc, fmt, fmt_interval, paragraph, subsection, table
+
+__all__ = ["ladder_section", "parameter_table", "partition_section", "similarity_heatmaps"]
+
+GROUP = "uncertainty_ladder"
+
+
+def _tree(ctx_or_tree) -> xr.DataTree:
+    return getattr(ctx_or_tree, "tree", ctx_or_tree)
+
+
+def _element_labels(da: xr.DataArray) -> list[tuple[dict, str]]:
+    """(index selection, label) of every element of ``da`` past its ``rung`` dim."""
+    dims = [d for d in da.dims if d != "rung"]
+    out = []
+    for index in np.ndindex(*(da.sizes[d] for d in dims)):
+        where = dict(zip(dims, index))
+        parts = [str(da[d].values[i]) if d in da.coords else str(i) for d, i in where.items()]
+        out.append((where, ", ".join(parts)))
+    return out
+
+
+def parameter_table(ds: xr.Dataset, name: str) -> str:
+    """The table of parameter ``name``: one row per rung, one column per element."""
+    estimate = ds[name]
+    lower, upper = ds.get(f"{name}_lower"), ds.get(f"{name}_upper")
+    elements = _element_labels(estimate)
+    header = ["rung", *[Raw(f"{esc(name)}[{esc(label)}]") if label else name for _, label in elements],
+              "what it assumes"]
+    rows = []
+    for r, rung in enumerate(ds["rung"].values):
+        cells = [str(rung)]
+        for where, _ in elements:
+            at = {"rung": r, **where}
+            value = float(estimate.isel(at))
+            interval = ("" if lower is None or upper is None else
+                        fmt_interval(float(lower.isel(at)), float(upper.isel(at))))
+            cells.append(fmt(value) + (f" ({interval})" if interval and interval != "–" else ""))
+        cells.append(str(ds["assumes"].values[r]) if "assumes" in ds else "")
+        rows.append(cells)
+    return table(header, rows, cls="ladder")
+
+
+def ladder_section(ctx_or_tree) -> str:
+    """Every parameter's table, then the rungs' costs and Pareto k; "" without the group."""
+    tree = _tree(ctx_or_tree)
+    if GROUP not in tree.children:
+        return ""
+    ds = tree[GROUP].to_dataset()
+    names = json.loads(ds.attrs["parameters"]) if "parameters" in ds.attrs else [
+        v for v in ds.data_vars if ds[v].dims[:1] == ("rung",) and not v.endswith(("_sd", "_lower", "_upper"))
+        and v not in ("assumes", "seconds", "pareto_k")]
+    prob = float(ds.attrs.get("interval_prob", np.nan))
+    parts = [paragraph(f"Each cell: the rung's estimate and its {fmt(100 * prob, 3)}% interval. Rungs run from "
+                       "EM's point to the full posterior; each row says what the rung assumes.")]
+    for name in names:
+        if name in ds:
+            parts.append(subsection(name, parameter_table(ds, name)))
+    cost_rows = [[str(rung), fmt(ds["seconds"].values[i], 3) if "seconds" in ds else "–",
+                  fmt(ds["pareto_k"].values[i], 3) if "pareto_k" in ds else "–"]
+                 for i, rung in enumerate(ds["rung"].values)]
+    parts.append(subsection("Cost and reliability", table(["rung", "seconds", "Pareto k (PSIS)"], cost_rows),
+                            "Pareto k above 0.7: the approximation cannot be trusted (Yao et al. 2018)."))
+    return "".join(parts)
+
+
+PARTITION_GROUP = "coclustering"
+
+
+def similarity_heatmaps(ds: xr.Dataset) -> str:
+    """One heat map per source of the similarity matrix, rows and columns in EM's cluster order."""
+    import matplotlib.pyplot as plt
+
+    from emvsbayes.report.figures import to_svg
+
+    order = np.argsort(ds["em_labels"].values, kind="stable")
+    sources = list(ds["source"].values)
+    fig, axes = plt.subplots(1, len(sources), figsize=(2.6 * len(sources) + 0.6, 2.8), squeeze=False)
+    image = None
+    for ax, source in zip(axes[0], sources):
+        matrix = ds["similarity"].sel(source=source).values[np.ix_(order, order)]
+        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
+        ax.set_title(str(source), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="P(same cluster)")
+    return to_svg(fig)
+
+
+def partition_section(ctx_or_tree) -> str:
+    """Co-clustering heat maps and the point partitions with their credible balls; "" without the group."""
+    from emvsbayes.report.markup import figure
+
+    tree = _tree(ctx_or_tree)
+    if PARTITION_GROUP not in tree.children:
+        return ""
+    ds = tree[PARTITION_GROUP].to_dataset()
+    parts = [paragraph("P(two observations in one cluster), needing no labels; rows and columns ordered by "
+                       "EM's clusters."),
+             figure(similarity_heatmaps(ds), "coclustering", "Posterior and bootstrap similarity matrices")]
+    if "loss" in ds.dims:
+        header = ["loss", "clusters", "expected loss"]
+        has_ball = "ball_radius" in ds
+        if has_ball:
+            prob = fmt(100 * float(ds.attrs.get("ball_prob", np.nan)), 3)
+            header += [f"{prob}% ball radius (VI, bits)", "furthest in the ball", "fewest clusters in it",
+                       "most clusters in it"]
+        rows = []
+        for i, loss in enumerate(ds["loss"].values):
+            row = [str(loss), str(int(ds["n_clusters"].values[i])), fmt(ds["expected_loss"].values[i])]
+            if has_ball:
+                row += [fmt(ds["ball_radius"].values[i]), fmt(ds["ball_horizontal_distance"].values[i]),
+                        f"{int(ds['ball_upper_clusters'].values[i])} at {fmt(ds['ball_upper_distance'].values[i])}",
+                        f"{int(ds['ball_lower_clusters'].values[i])} at {fmt(ds['ball_lower_distance'].values[i])}"]
+            rows.append(row)
+        parts.append(subsection("Point estimate of the partition", table(header, rows),
+                                "The partition minimising the posterior expected loss, and its credible ball "
+                                "(Wade & Ghahramani 2018)."))
+    return "".join(parts)
