@@ -15,7 +15,7 @@ import xarray as xr
 
 from emvsbayes.report.markup import Raw, esc, fmt, fmt_interval, paragraph, subsection, table
 
-__all__ = ["ladder_section", "parameter_table", "partition_section", "similarity_heatmaps"]
+__all__ = ["interval_figure", "ladder_section", "parameter_table", "partition_section", "similarity_heatmaps"]
 
 GROUP = "uncertainty_ladder"
 
@@ -56,6 +56,47 @@ def parameter_table(ds: xr.Dataset, name: str) -> str:
     return table(header, rows, cls="ladder")
 
 
+def interval_figure(ds: xr.Dataset, name: str) -> str:
+    """Every rung's estimate and interval of parameter ``name``: one row per rung (top: EM's point), one
+    colour per element, as wide as the page."""
+    import matplotlib.pyplot as plt
+
+    from emvsbayes.report.figures import to_svg
+
+    estimate = ds[name]
+    lower, upper = ds.get(f"{name}_lower"), ds.get(f"{name}_upper")
+    elements = _element_labels(estimate)
+    rungs = [str(r) for r in ds["rung"].values]
+    fig, ax = plt.subplots(figsize=(11.0, 0.42 * len(rungs) + 0.9))
+    step = 0.6 / max(len(elements), 1)
+    for e, (where, label) in enumerate(elements):
+        offset = (e - (len(elements) - 1) / 2) * step
+        colour = f"C{e % 10}"
+        for r in range(len(rungs)):
+            at = {"rung": r, **where}
+            y = r + offset
+            if lower is not None and upper is not None:
+                lo, hi = float(lower.isel(at)), float(upper.isel(at))
+                if np.isfinite(lo) and np.isfinite(hi):
+                    ax.plot([lo, hi], [y, y], color=colour, lw=2, solid_capstyle="butt")
+            value = float(estimate.isel(at))
+            if np.isfinite(value):
+                ax.plot([value], [y], "o", color=colour, ms=4, label=f"{name}[{label}]")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.set_yticks(range(len(rungs)), rungs)
+    ax.set_ylim(len(rungs) - 0.5, -0.5)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel(name)
+    if unique:
+        ax.legend(unique.values(), unique.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    return to_svg(fig)
+
+
+def _wide(html: str) -> str:
+    return html.replace('class="fig"', 'class="fig wide"', 1)
+
+
 def ladder_section(ctx_or_tree) -> str:
     """Every parameter's table, then the rungs' costs and Pareto k; "" without the group."""
     tree = _tree(ctx_or_tree)
@@ -68,9 +109,17 @@ def ladder_section(ctx_or_tree) -> str:
     prob = float(ds.attrs.get("interval_prob", np.nan))
     parts = [paragraph(f"Each cell: the rung's estimate and its {fmt(100 * prob, 3)}% interval. Rungs run from "
                        "EM's point to the full posterior; each row says what the rung assumes.")]
+    from emvsbayes.report.markup import figure
+
+    skipped = json.loads(ds.attrs.get("skipped", "{}"))
+    if skipped:
+        parts.append(paragraph("Not computed: " + "; ".join(f"{rung}: {why}" for rung, why in skipped.items()) + "."))
     for name in names:
         if name in ds:
             parts.append(subsection(name, parameter_table(ds, name)))
+            parts.append(_wide(figure(interval_figure(ds, name), f"ladder-{name}",
+                                      f"{name}: every rung's estimate (dot) and {fmt(100 * prob, 3)}% interval (bar); "
+                                      "a rung without a bar gives a point only")))
     cost_rows = [[str(rung), fmt(ds["seconds"].values[i], 3) if "seconds" in ds else "–",
                   fmt(ds["pareto_k"].values[i], 3) if "pareto_k" in ds else "–"]
                  for i, rung in enumerate(ds["rung"].values)]
@@ -112,7 +161,7 @@ def partition_section(ctx_or_tree) -> str:
     ds = tree[PARTITION_GROUP].to_dataset()
     parts = [paragraph("P(two observations in one cluster), needing no labels; rows and columns ordered by "
                        "EM's clusters."),
-             figure(similarity_heatmaps(ds), "coclustering", "Posterior and bootstrap similarity matrices")]
+             _wide(figure(similarity_heatmaps(ds), "coclustering", "Similarity matrices of every rung with draws"))]
     if "loss" in ds.dims:
         header = ["loss", "clusters", "expected loss"]
         has_ball = "ball_radius" in ds
