@@ -52,14 +52,16 @@ def _timed(function):
 def run_ladder(family, model_def, data, em_params, *, seed: int, options: LadderOptions = LadderOptions(),
                refit_weighted: Callable[[np.ndarray], object] | None = None,
                before: Sequence[RungSummary] = (), after: Sequence[RungSummary] = (),
-               posterior_draws: Mapping[str, np.ndarray] | None = None, map_params=None) -> dict:
+               posterior_draws: Mapping[str, np.ndarray] | None = None, map_params=None,
+               parameters: Sequence[str] | None = None) -> dict:
     """The rungs MAP-EM (when its answer ``map_params`` is given: :mod:`emvsbayes.ladder.map_em`), Laplace,
     ADVI (each of ``options.vi_methods``) and the Bayesian bootstrap (when ``refit_weighted`` is given),
     between the rungs ``before`` and ``after``.
 
     Returns ``{"uncertainty_ladder": Dataset, "coclustering": Dataset}``: the similarity matrices of
     every rung with draws (and of ``posterior_draws``, NUTS's, when given, whose sampled partitions then
-    give the point partitions and credible balls; else the Laplace rung's do).
+    give the point partitions and credible balls; else the Laplace rung's do). ``parameters``: the
+    names the ladder reports (default: all of ``family.parameters``; a run leaves out fixed ones).
     """
     from emvsbayes.ladder import bayesian_bootstrap as bb
     from emvsbayes.ladder import laplace as lp
@@ -67,6 +69,8 @@ def run_ladder(family, model_def, data, em_params, *, seed: int, options: Ladder
 
     children = np.random.SeedSequence(seed).spawn(4)
     info = family.parameters(model_def, data)
+    if parameters is not None:
+        info = {name: info[name] for name in parameters}
     names = list(info)
     reference = {name: np.asarray(v) for name, v in family.variables(em_params).items()}
     model = family.pymc_model(model_def, data)

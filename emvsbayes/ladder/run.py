@@ -80,7 +80,9 @@ def ladder_groups(family, spec, model_def, data, groups: dict, em_params, seed: 
 
     ladder = spec["ladder"]
     prob = spec["report"]["interval_prob"]
-    names = list(family.parameters(model_def, data))
+    # Fixed parameters (the coins' equal weights) have no uncertainty to show.
+    estimated = family.estimated_variables(model_def, em_params)
+    names = [name for name in family.parameters(model_def, data) if name in estimated]
     wanted = set(ladder["rungs"])
     skipped: dict[str, str] = {}
     started = time.perf_counter()
@@ -119,7 +121,8 @@ def ladder_groups(family, spec, model_def, data, groups: dict, em_params, seed: 
         progress(f"ladder: Laplace{''.join(', ADVI ' + m for m in methods)}"
                  f"{', Bayesian bootstrap' if refit else ''}{', MAP-EM' if map_params is not None else ''}")
     out = run_ladder(family, model_def, data, em_params, seed=seed, options=options, refit_weighted=refit,
-                     before=before, after=after, posterior_draws=posterior_draws, map_params=map_params)
+                     before=before, after=after, posterior_draws=posterior_draws, map_params=map_params,
+                     parameters=names)
     out["uncertainty_ladder"].attrs["skipped"] = json.dumps(skipped)
     timings["ladder"] = time.perf_counter() - started
     return out
