@@ -1,7 +1,7 @@
 """The uncertainty ladder section: one table per parameter with every rung, from the results file alone.
 
 Reads the ``uncertainty_ladder`` group (layout in :mod:`emvsbayes.ladder.results`): rows are rungs in
-the file's order, with the sentence each rung assumes; columns are the parameter's elements (a
+the file's order (the sentence each rung assumes in a table of its own); columns are the parameter's elements (a
 component, or a component and a coordinate), each cell "estimate (lower – upper)". A rung that gives no
 number for a parameter shows a dash. Returns "" when the run wrote no ladder.
 """
@@ -40,8 +40,7 @@ def parameter_table(ds: xr.Dataset, name: str) -> str:
     estimate = ds[name]
     lower, upper = ds.get(f"{name}_lower"), ds.get(f"{name}_upper")
     elements = _element_labels(estimate)
-    header = ["rung", *[Raw(f"{esc(name)}[{esc(label)}]") if label else name for _, label in elements],
-              "what it assumes"]
+    header = ["rung", *[Raw(f"{esc(name)}[{esc(label)}]") if label else name for _, label in elements]]
     rows = []
     for r, rung in enumerate(ds["rung"].values):
         cells = [str(rung)]
@@ -51,7 +50,6 @@ def parameter_table(ds: xr.Dataset, name: str) -> str:
             interval = ("" if lower is None or upper is None else
                         fmt_interval(float(lower.isel(at)), float(upper.isel(at))))
             cells.append(fmt(value) + (f" ({interval})" if interval and interval != "–" else ""))
-        cells.append(str(ds["assumes"].values[r]) if "assumes" in ds else "")
         rows.append(cells)
     return table(header, rows, cls="ladder")
 
@@ -82,6 +80,17 @@ def interval_figure(ds: xr.Dataset, name: str) -> str:
             value = float(estimate.isel(at))
             if np.isfinite(value):
                 ax.plot([value], [y], "o", color=colour, ms=4, label=f"{name}[{label}]")
+    # The axis spans the rungs that can be trusted (Pareto k at most 0.7, or none): an approximation PSIS
+    # rejects may run off it rather than squash every other rung's interval to a dot.
+    trusted = ~(ds["pareto_k"].values > 0.7) if "pareto_k" in ds else np.ones(len(rungs), dtype=bool)
+    if trusted.any() and not trusted.all():
+        ends = [ds[v].values[trusted] for v in (name, f"{name}_lower", f"{name}_upper") if v in ds]
+        finite = np.concatenate([e.ravel() for e in ends])
+        finite = finite[np.isfinite(finite)]
+        if finite.size:
+            lo, hi = finite.min(), finite.max()
+            pad = 0.08 * (hi - lo) if hi > lo else 0.1 * max(abs(lo), 1.0)
+            ax.set_xlim(lo - pad, hi + pad)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.set_yticks(range(len(rungs)), rungs)
@@ -108,9 +117,12 @@ def ladder_section(ctx_or_tree) -> str:
         and v not in ("assumes", "seconds", "pareto_k")]
     prob = float(ds.attrs.get("interval_prob", np.nan))
     parts = [paragraph(f"Each cell: the rung's estimate and its {fmt(100 * prob, 3)}% interval. Rungs run from "
-                       "EM's point to the full posterior; each row says what the rung assumes.")]
+                       "EM's point to the full posterior.")]
     from emvsbayes.report.markup import figure
 
+    if "assumes" in ds:
+        parts.append(subsection("What each rung assumes", table(["rung", "what it assumes"], [
+            [str(rung), str(ds["assumes"].values[i])] for i, rung in enumerate(ds["rung"].values)], cls="ladder-assumes")))
     skipped = json.loads(ds.attrs.get("skipped", "{}"))
     if skipped:
         parts.append(paragraph("Not computed: " + "; ".join(f"{rung}: {why}" for rung, why in skipped.items()) + "."))
@@ -119,7 +131,8 @@ def ladder_section(ctx_or_tree) -> str:
             parts.append(subsection(name, parameter_table(ds, name)))
             parts.append(_wide(figure(interval_figure(ds, name), f"ladder-{name}",
                                       f"{name}: every rung's estimate (dot) and {fmt(100 * prob, 3)}% interval (bar); "
-                                      "a rung without a bar gives a point only")))
+                                      "a rung without a bar gives a point only; the axis spans the rungs with Pareto k "
+                                      "at most 0.7, so a rejected approximation may run off it")))
     cost_rows = [[str(rung), fmt(ds["seconds"].values[i], 3) if "seconds" in ds else "–",
                   fmt(ds["pareto_k"].values[i], 3) if "pareto_k" in ds else "–"]
                  for i, rung in enumerate(ds["rung"].values)]
