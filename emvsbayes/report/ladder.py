@@ -83,6 +83,11 @@ def interval_figure(ds: xr.Dataset, name: str) -> str:
     # The axis spans the rungs that can be trusted (Pareto k at most 0.7, or none): an approximation PSIS
     # rejects may run off it rather than squash every other rung's interval to a dot.
     trusted = ~(ds["pareto_k"].values > 0.7) if "pareto_k" in ds else np.ones(len(rungs), dtype=bool)
+    if lower is not None and upper is not None:
+        # Also a rung whose widest interval is ten times the rungs' median (PSIS may give no k at all).
+        width = np.nanmax((upper - lower).values.reshape(len(rungs), -1), axis=1, initial=0.0)
+        width = np.where(np.isfinite(width), width, 0.0)
+        trusted &= ~(width > 10 * np.median(width[width > 0])) if (width > 0).any() else True
     if trusted.any() and not trusted.all():
         ends = [ds[v].values[trusted] for v in (name, f"{name}_lower", f"{name}_upper") if v in ds]
         finite = np.concatenate([e.ravel() for e in ends])
@@ -132,7 +137,8 @@ def ladder_section(ctx_or_tree) -> str:
             parts.append(_wide(figure(interval_figure(ds, name), f"ladder-{name}",
                                       f"{name}: every rung's estimate (dot) and {fmt(100 * prob, 3)}% interval (bar); "
                                       "a rung without a bar gives a point only; the axis spans the rungs with Pareto k "
-                                      "at most 0.7, so a rejected approximation may run off it")))
+                                      "at most 0.7 and intervals within ten times the median width, so an "
+                                      "approximation far off may run off it")))
     cost_rows = [[str(rung), fmt(ds["seconds"].values[i], 3) if "seconds" in ds else "–",
                   fmt(ds["pareto_k"].values[i], 3) if "pareto_k" in ds else "–"]
                  for i, rung in enumerate(ds["rung"].values)]
