@@ -772,7 +772,8 @@ def test_a_csv_too_large_for_memory_is_refused_before_reading(tmp_path):
 def test_the_bundled_specs_fit_this_machine():
     """The estimates do not refuse what the project itself runs (the bundled specs and studies)."""
     from emvsbayes import limits
-    from emvsbayes.pipeline import _shape, load_data
+    from emvsbayes.family import get_family
+    from emvsbayes.pipeline import load_data
     from emvsbayes.spec import load_spec
     from emvsbayes.study.spec import load_study_spec
 
@@ -781,7 +782,7 @@ def test_the_bundled_specs_fit_this_machine():
             limits.check_study(load_study_spec(path))
         else:
             spec = load_spec(path)
-            limits.check_run(spec, *_shape(load_data(spec)))
+            limits.check_run(spec, *get_family(spec["model"]["family"]).data_shape(load_data(spec)))
 
 
 # Class 2/3: a full disk (a segfault on a tiny filesystem, exit 1 on a larger one). Free space is
