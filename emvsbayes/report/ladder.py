@@ -150,6 +150,10 @@ def ladder_section(ctx_or_tree) -> str:
 PARTITION_GROUP = "coclustering"
 
 
+#: Most cells per side of a similarity heat map (see :func:`similarity_heatmaps`).
+MAX_CELLS = 40
+
+
 def similarity_heatmaps(ds: xr.Dataset) -> str:
     """One heat map per source of the similarity matrix, rows and columns in EM's cluster order."""
     import matplotlib.pyplot as plt
@@ -160,13 +164,22 @@ def similarity_heatmaps(ds: xr.Dataset) -> str:
     sources = list(ds["source"].values)
     fig, axes = plt.subplots(1, len(sources), figsize=(2.6 * len(sources) + 0.6, 2.8), squeeze=False)
     image = None
+    # Vector cells, not an embedded raster (the page loads nothing, not even a data: image); above
+    # MAX_CELLS observations, consecutive observations in EM's order are pooled into blocks and the
+    # block's mean similarity shown, which keeps the page small.
+    blocks = np.array_split(np.arange(len(order)), min(len(order), MAX_CELLS))
     for ax, source in zip(axes[0], sources):
         matrix = ds["similarity"].sel(source=source).values[np.ix_(order, order)]
-        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
+        pooled = np.array([[matrix[np.ix_(a, b)].mean() for b in blocks] for a in blocks])
+        image = ax.pcolormesh(pooled, vmin=0.0, vmax=1.0, cmap="viridis", edgecolors="none", rasterized=False)
+        ax.set_xlim(0, len(blocks))
+        ax.set_ylim(len(blocks), 0)
+        ax.set_aspect("equal")
         ax.set_title(str(source), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="P(same cluster)")
+    bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="P(same cluster)")
+    bar.solids.set_rasterized(False)  # matplotlib rasterises a smooth colour bar: a data: image otherwise
     return to_svg(fig)
 
 
@@ -179,7 +192,8 @@ def partition_section(ctx_or_tree) -> str:
         return ""
     ds = tree[PARTITION_GROUP].to_dataset()
     parts = [paragraph("P(two observations in one cluster), needing no labels; rows and columns ordered by "
-                       "EM's clusters."),
+                       f"EM's clusters (above {MAX_CELLS} observations, blocks of neighbours in that order, "
+                       "averaged)."),
              _wide(figure(similarity_heatmaps(ds), "coclustering", "Similarity matrices of every rung with draws"))]
     if "loss" in ds.dims:
         header = ["loss", "clusters", "expected loss"]
