@@ -122,7 +122,7 @@ def ladder_groups(family, spec, model_def, data, groups: dict, em_params, seed: 
                  f"{', Bayesian bootstrap' if refit else ''}{', MAP-EM' if map_params is not None else ''}")
     out = run_ladder(family, model_def, data, em_params, seed=seed, options=options, refit_weighted=refit,
                      before=before, after=after, posterior_draws=posterior_draws, map_params=map_params,
-                     parameters=names)
+                     parameters=names, coords=family.coords(spec, model_def, data))
     out["uncertainty_ladder"].attrs["skipped"] = json.dumps(skipped)
     timings["ladder"] = time.perf_counter() - started
     return out

@@ -117,6 +117,13 @@ def ladder_section(ctx_or_tree) -> str:
     if GROUP not in tree.children:
         return ""
     ds = tree[GROUP].to_dataset()
+    if "component" in ds.dims:  # the spec's names of the components (theta[A]), as every other table shows
+        from emvsbayes.report.params import component_names
+
+        k = ds.sizes["component"]
+        named = component_names(tree, k)
+        if named != [str(c) for c in range(k)]:
+            ds = ds.assign_coords(component=named)
     names = json.loads(ds.attrs["parameters"]) if "parameters" in ds.attrs else [
         v for v in ds.data_vars if ds[v].dims[:1] == ("rung",) and not v.endswith(("_sd", "_lower", "_upper"))
         and v not in ("assumes", "seconds", "pareto_k")]
