@@ -15,7 +15,8 @@ circle (``tests/test_layering.py`` checks both, and that no private name crosses
    symbolic log-likelihood, bootstrap, model-choice criteria), ``emvsbayes.comparison`` (result groups);
 3. the model families, one package each, with a ``family`` module defining ``FAMILY``:
    ``emvsbayes.coins``, ``emvsbayes.gaussian`` (``model``: the definition both engines read; ``em``:
-   E-step / M-step; ``bayes``: the PyMC model);
+   E-step / M-step; ``bayes``: the PyMC model), and ``emvsbayes.ladder`` (the uncertainty ladder's rungs,
+   some written per family: MAP-EM, the weighted refit);
 4. one fit of any family: ``emvsbayes.runner`` (a run's groups), ``emvsbayes.study.replicate``,
    ``emvsbayes.study.sbc``, ``emvsbayes.study.task`` (a study's replicates);
 5. orchestration and presentation: ``emvsbayes.pipeline`` (a run, its files), ``emvsbayes.study.run``,
