@@ -351,7 +351,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "rungs": Key(["map_em", "advi_meanfield", "advi_fullrank", "bootstrap_bayesian"],
                      list_of(one_of("map_em", "advi_meanfield", "advi_fullrank", "bootstrap_bayesian"),
                              non_empty=False)),
-        "vi_iter": Key(3000, positive_int),        # ADVI iterations of pm.fit
+        # ADVI iterations of pm.fit (emvsbayes.ladder.vi needs at least 8 to record the ELBO's trend)
+        "vi_iter": Key(3000, lambda v: positive_int(v) or (None if v >= 8 else f"must be at least 8, got {_show(v)}")),
         "draws": Key(1000, positive_int),          # draws from the Laplace and ADVI approximations
         "bootstrap": Key(200, positive_int),       # Bayesian-bootstrap (Dirichlet-weighted) EM refits
     },
