@@ -216,6 +216,11 @@ def run(family, spec: dict, data, seeds: dict[str, int], timings: dict[str, floa
 
     if spec["bayes"]["enabled"]:
         groups.update(bayes_groups(family, spec, model_def, data, soft.restarts, coords, seeds, timings, progress))
+    if spec["ladder"]["enabled"]:
+        from emvsbayes.ladder.run import ladder_groups
+
+        groups.update(ladder_groups(family, spec, model_def, data, groups, soft.restarts.best.params, seeds["ladder"],
+                                    em_options(em_spec), timings, progress))
     labellings = {}
     if "em_hard" in groups:
         labellings["hard EM"] = groups["em_hard"]["resp"].values.argmax(axis=1)

@@ -13,6 +13,7 @@ Sections (see ``models/*.toml`` for commented examples):
 - ``[em]``: kinds of EM, initialisation, restarts, stopping rule;
 - ``[bayes]``: variant (symmetric or ordered), priors, sampler, chains, draws, tuning;
 - ``[model_choice]``: a list of K to compare (EM criteria and PSIS-LOO);
+- ``[ladder]``: the uncertainty ladder (MAP-EM, Laplace, ADVI, Bayesian bootstrap) and its sizes;
 - ``[report]``: ``interval_prob``.
 """
 
@@ -342,6 +343,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "chains": Key(2, positive_int),
         "draws": Key(500, positive_int),
         "tune": Key(500, positive_int),
+    },
+    "ladder": {
+        # The uncertainty ladder (issue 20): rungs between EM's point and the posterior, on the same data.
+        # Laplace at the posterior mode always runs when enabled; rungs picks the others.
+        "enabled": Key(False, boolean),
+        "rungs": Key(["map_em", "advi_meanfield", "advi_fullrank", "bootstrap_bayesian"],
+                     list_of(one_of("map_em", "advi_meanfield", "advi_fullrank", "bootstrap_bayesian"),
+                             non_empty=False)),
+        # ADVI iterations of pm.fit (emvsbayes.ladder.vi needs at least 8 to record the ELBO's trend)
+        "vi_iter": Key(3000, lambda v: positive_int(v) or (None if v >= 8 else f"must be at least 8, got {_show(v)}")),
+        "draws": Key(1000, positive_int),          # draws from the Laplace and ADVI approximations
+        "bootstrap": Key(200, positive_int),       # Bayesian-bootstrap (Dirichlet-weighted) EM refits
     },
     "report": {
         "interval_prob": Key(0.89, probability_open),

@@ -189,6 +189,10 @@ def expected_figures(tree) -> list[str]:
         names.append("model-choice")
     if "label_switching" in groups and "posterior_relabelled" in groups:
         names.append("permutations")
+    if "uncertainty_ladder" in groups:
+        names += [f"ladder-{name}" for name in json.loads(tree["uncertainty_ladder"].attrs["parameters"])]
+    if "coclustering" in groups:
+        names.append("coclustering")
     return names
 
 

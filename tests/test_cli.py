@@ -121,3 +121,28 @@ def test_results_file_of_another_kind(tmp_path):
     xr.Dataset({"x": ("a", [1, 2])}).to_netcdf(bogus, engine="h5netcdf")
     proc = run_cli("report", bogus)
     assert proc.returncode == 2 and "not an emvsbayes results file" in proc.stderr
+
+
+def test_lecture_run_has_the_uncertainty_ladder(lecture_run):
+    """The lecture spec enables [ladder]: both groups are written and the page shows the ladder's table,
+    its figure and the co-clustering heat maps."""
+    tree = xr.open_datatree(lecture_run / "results.nc", engine="h5netcdf")
+    ladder = tree["uncertainty_ladder"].to_dataset()
+    assert list(ladder["rung"].values) == ["mle_wald", "bootstrap_nonparametric", "map_em", "laplace", "advi_fullrank",
+                                           "bootstrap_bayesian", "nuts", "exact"]
+    # The weights are fixed (equal) in the lecture: only theta has a ladder.
+    assert json.loads(ladder.attrs["parameters"]) == ["theta"] and json.loads(ladder.attrs["skipped"]) == {}
+    # Its rows are the run's own numbers: EM's answer, and the exact posterior by rank on EM's coins.
+    np.testing.assert_array_equal(ladder["theta"].sel(rung="mle_wald").values, tree["em"]["theta"].values)
+    rank = np.argsort(np.argsort(tree["em"]["theta"].values))
+    np.testing.assert_array_equal(ladder["theta"].sel(rung="exact").values,
+                                  tree["exact"]["theta_sorted_mean"].values[rank])
+    # MAP-EM under the lecture's uniform Beta(1, 1) priors is the MLE (tolerance: EM's stopping rule).
+    np.testing.assert_allclose(ladder["theta"].sel(rung="map_em").values, tree["em"]["theta"].values, atol=1e-6)
+    cocluster = tree["coclustering"].to_dataset()
+    assert list(cocluster["source"].values) == ["nuts", "laplace", "advi_fullrank", "bootstrap_bayesian"]
+    assert cocluster.attrs["partition_source"] == "nuts"
+    assert json.loads(tree.attrs["timings"])["ladder"] > 0
+    page = (lecture_run / "index.html").read_text(encoding="utf-8")
+    assert 'id="ladder"' in page and '<table class="ladder">' in page and 'data-fig="ladder-theta"' in page
+    assert 'id="partition"' in page and 'data-fig="coclustering"' in page

@@ -57,7 +57,9 @@ def test_one_table_per_parameter_with_every_rung(tree):
     assert "theta[A]" in theta_table and "theta[B]" in theta_table
     assert "<td>0.8 (0.7 – 0.9)</td>" in theta_table
     assert "<td>0.78</td>" in theta_table  # NUTS here gave a point only: no interval shown
-    assert "&lt;on the logit scale&gt;" in theta_table  # assumptions are text, escaped
+    # The assumptions are in one table of their own, as text (escaped), not repeated per parameter.
+    assumes_table = html[html.index('<table class="ladder-assumes">'):html.index("<h3>theta</h3>")]
+    assert "&lt;on the logit scale&gt;" in assumes_table and "on the logit scale" not in theta_table
     w_table = html[html.index("<h3>w</h3>"):]
     assert "<td>–</td>" in w_table  # NUTS gave no w: a dash
     assert "<td>0.91</td>" in html  # the VI rung's Pareto k

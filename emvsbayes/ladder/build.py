@@ -52,14 +52,17 @@ def _timed(function):
 def run_ladder(family, model_def, data, em_params, *, seed: int, options: LadderOptions = LadderOptions(),
                refit_weighted: Callable[[np.ndarray], object] | None = None,
                before: Sequence[RungSummary] = (), after: Sequence[RungSummary] = (),
-               posterior_draws: Mapping[str, np.ndarray] | None = None, map_params=None) -> dict:
+               posterior_draws: Mapping[str, np.ndarray] | None = None, map_params=None,
+               parameters: Sequence[str] | None = None, coords: Mapping[str, np.ndarray] | None = None) -> dict:
     """The rungs MAP-EM (when its answer ``map_params`` is given: :mod:`emvsbayes.ladder.map_em`), Laplace,
     ADVI (each of ``options.vi_methods``) and the Bayesian bootstrap (when ``refit_weighted`` is given),
     between the rungs ``before`` and ``after``.
 
     Returns ``{"uncertainty_ladder": Dataset, "coclustering": Dataset}``: the similarity matrices of
     every rung with draws (and of ``posterior_draws``, NUTS's, when given, whose sampled partitions then
-    give the point partitions and credible balls; else the Laplace rung's do).
+    give the point partitions and credible balls; else the Laplace rung's do). ``parameters``: the
+    names the ladder reports (default: all of ``family.parameters``; a run leaves out fixed ones);
+    ``coords`` the run's coordinates (component names; default: numbers).
     """
     from emvsbayes.ladder import bayesian_bootstrap as bb
     from emvsbayes.ladder import laplace as lp
@@ -67,6 +70,8 @@ def run_ladder(family, model_def, data, em_params, *, seed: int, options: Ladder
 
     children = np.random.SeedSequence(seed).spawn(4)
     info = family.parameters(model_def, data)
+    if parameters is not None:
+        info = {name: info[name] for name in parameters}
     names = list(info)
     reference = {name: np.asarray(v) for name, v in family.variables(em_params).items()}
     model = family.pymc_model(model_def, data)
@@ -115,7 +120,7 @@ def run_ladder(family, model_def, data, em_params, *, seed: int, options: Ladder
     all_rungs = [*before, *rungs, *after]
     dims = {name: tuple(i.dims) for name, i in info.items()}
     label_dims = {name: tuple(i.label_dims) for name, i in info.items()}
-    coords = {"component": np.arange(len(next(iter(reference.values()))))}
+    coords = dict(coords) if coords is not None else {"component": np.arange(len(next(iter(reference.values()))))}
     ladder = ladder_dataset(all_rungs, dims, label_dims, coords, options.interval_prob)
 
     if posterior_draws is not None:
@@ -133,7 +138,8 @@ def run_ladder(family, model_def, data, em_params, *, seed: int, options: Ladder
     balls = {loss: partition.credible_ball(p.labels, labels, prob=options.ball_prob) for loss, p in points.items()}
     n = len(em_labels)
     groups = {"uncertainty_ladder": ladder,
-              "coclustering": coclustering_dataset(similarities, em_labels, family.obs_dim, np.arange(n), points,
+              "coclustering": coclustering_dataset(similarities, em_labels, family.obs_dim,
+                                                   np.asarray(coords.get(family.obs_dim, np.arange(n))), points,
                                                    balls)}
     groups["coclustering"].attrs["partition_source"] = label_source
     return groups

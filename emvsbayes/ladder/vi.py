@@ -88,7 +88,10 @@ def fit_vi(model, method: str, n_iter: int, seed: int, *, start: dict | None = N
         raise ValueError(f"n_iter = {n_iter} is too few iterations for ADVI: use at least 8")
     kwargs = {"model": model, "random_seed": seed}
     if start is not None:
-        kwargs["start"] = unconstrained_start(model, start)
+        # As symbolic constants: PyMC maps a start given on the unconstrained scale back through each
+        # transform with tensor operations, which fail on a plain array for the LKJ Cholesky transform.
+        kwargs["start"] = {name: pytensor.tensor.as_tensor_variable(value)
+                           for name, value in unconstrained_start(model, start).items()}
     inference = pm.ADVI(**kwargs) if method == "meanfield" else pm.FullRankADVI(**kwargs)
     approx = inference.approx
     moments = pytensor.function([], [approx.mean, approx.cov])

@@ -1,7 +1,7 @@
 """The uncertainty ladder section: one table per parameter with every rung, from the results file alone.
 
 Reads the ``uncertainty_ladder`` group (layout in :mod:`emvsbayes.ladder.results`): rows are rungs in
-the file's order, with the sentence each rung assumes; columns are the parameter's elements (a
+the file's order (the sentence each rung assumes in a table of its own); columns are the parameter's elements (a
 component, or a component and a coordinate), each cell "estimate (lower – upper)". A rung that gives no
 number for a parameter shows a dash. Returns "" when the run wrote no ladder.
 """
@@ -15,7 +15,7 @@ import xarray as xr
 
 from emvsbayes.report.markup import Raw, esc, fmt, fmt_interval, paragraph, subsection, table
 
-__all__ = ["ladder_section", "parameter_table", "partition_section", "similarity_heatmaps"]
+__all__ = ["interval_figure", "ladder_section", "parameter_table", "partition_section", "similarity_heatmaps"]
 
 GROUP = "uncertainty_ladder"
 
@@ -40,8 +40,7 @@ def parameter_table(ds: xr.Dataset, name: str) -> str:
     estimate = ds[name]
     lower, upper = ds.get(f"{name}_lower"), ds.get(f"{name}_upper")
     elements = _element_labels(estimate)
-    header = ["rung", *[Raw(f"{esc(name)}[{esc(label)}]") if label else name for _, label in elements],
-              "what it assumes"]
+    header = ["rung", *[Raw(f"{esc(name)}[{esc(label)}]") if label else name for _, label in elements]]
     rows = []
     for r, rung in enumerate(ds["rung"].values):
         cells = [str(rung)]
@@ -51,9 +50,65 @@ def parameter_table(ds: xr.Dataset, name: str) -> str:
             interval = ("" if lower is None or upper is None else
                         fmt_interval(float(lower.isel(at)), float(upper.isel(at))))
             cells.append(fmt(value) + (f" ({interval})" if interval and interval != "–" else ""))
-        cells.append(str(ds["assumes"].values[r]) if "assumes" in ds else "")
         rows.append(cells)
     return table(header, rows, cls="ladder")
+
+
+def interval_figure(ds: xr.Dataset, name: str) -> str:
+    """Every rung's estimate and interval of parameter ``name``: one row per rung (top: EM's point), one
+    colour per element, as wide as the page."""
+    import matplotlib.pyplot as plt
+
+    from emvsbayes.report.figures import to_svg
+
+    estimate = ds[name]
+    lower, upper = ds.get(f"{name}_lower"), ds.get(f"{name}_upper")
+    elements = _element_labels(estimate)
+    rungs = [str(r) for r in ds["rung"].values]
+    fig, ax = plt.subplots(figsize=(11.0, 0.42 * len(rungs) + 0.9))
+    step = 0.6 / max(len(elements), 1)
+    for e, (where, label) in enumerate(elements):
+        offset = (e - (len(elements) - 1) / 2) * step
+        colour = f"C{e % 10}"
+        for r in range(len(rungs)):
+            at = {"rung": r, **where}
+            y = r + offset
+            if lower is not None and upper is not None:
+                lo, hi = float(lower.isel(at)), float(upper.isel(at))
+                if np.isfinite(lo) and np.isfinite(hi):
+                    ax.plot([lo, hi], [y, y], color=colour, lw=2, solid_capstyle="butt")
+            value = float(estimate.isel(at))
+            if np.isfinite(value):
+                ax.plot([value], [y], "o", color=colour, ms=4, label=f"{name}[{label}]")
+    # The axis spans the rungs that can be trusted (Pareto k at most 0.7, or none): an approximation PSIS
+    # rejects may run off it rather than squash every other rung's interval to a dot.
+    trusted = ~(ds["pareto_k"].values > 0.7) if "pareto_k" in ds else np.ones(len(rungs), dtype=bool)
+    if lower is not None and upper is not None:
+        # Also a rung whose widest interval is ten times the rungs' median (PSIS may give no k at all).
+        width = np.nanmax((upper - lower).values.reshape(len(rungs), -1), axis=1, initial=0.0)
+        width = np.where(np.isfinite(width), width, 0.0)
+        trusted &= ~(width > 10 * np.median(width[width > 0])) if (width > 0).any() else True
+    if trusted.any() and not trusted.all():
+        ends = [ds[v].values[trusted] for v in (name, f"{name}_lower", f"{name}_upper") if v in ds]
+        finite = np.concatenate([e.ravel() for e in ends])
+        finite = finite[np.isfinite(finite)]
+        if finite.size:
+            lo, hi = finite.min(), finite.max()
+            pad = 0.08 * (hi - lo) if hi > lo else 0.1 * max(abs(lo), 1.0)
+            ax.set_xlim(lo - pad, hi + pad)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.set_yticks(range(len(rungs)), rungs)
+    ax.set_ylim(len(rungs) - 0.5, -0.5)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel(name)
+    if unique:
+        ax.legend(unique.values(), unique.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    return to_svg(fig)
+
+
+def _wide(html: str) -> str:
+    return html.replace('class="fig"', 'class="fig wide"', 1)
 
 
 def ladder_section(ctx_or_tree) -> str:
@@ -62,15 +117,35 @@ def ladder_section(ctx_or_tree) -> str:
     if GROUP not in tree.children:
         return ""
     ds = tree[GROUP].to_dataset()
+    if "component" in ds.dims:  # the spec's names of the components (theta[A]), as every other table shows
+        from emvsbayes.report.params import component_names
+
+        k = ds.sizes["component"]
+        named = component_names(tree, k)
+        if named != [str(c) for c in range(k)]:
+            ds = ds.assign_coords(component=named)
     names = json.loads(ds.attrs["parameters"]) if "parameters" in ds.attrs else [
         v for v in ds.data_vars if ds[v].dims[:1] == ("rung",) and not v.endswith(("_sd", "_lower", "_upper"))
         and v not in ("assumes", "seconds", "pareto_k")]
     prob = float(ds.attrs.get("interval_prob", np.nan))
     parts = [paragraph(f"Each cell: the rung's estimate and its {fmt(100 * prob, 3)}% interval. Rungs run from "
-                       "EM's point to the full posterior; each row says what the rung assumes.")]
+                       "EM's point to the full posterior.")]
+    from emvsbayes.report.markup import figure
+
+    if "assumes" in ds:
+        parts.append(subsection("What each rung assumes", table(["rung", "what it assumes"], [
+            [str(rung), str(ds["assumes"].values[i])] for i, rung in enumerate(ds["rung"].values)], cls="ladder-assumes")))
+    skipped = json.loads(ds.attrs.get("skipped", "{}"))
+    if skipped:
+        parts.append(paragraph("Not computed: " + "; ".join(f"{rung}: {why}" for rung, why in skipped.items()) + "."))
     for name in names:
         if name in ds:
             parts.append(subsection(name, parameter_table(ds, name)))
+            parts.append(_wide(figure(interval_figure(ds, name), f"ladder-{name}",
+                                      f"{name}: every rung's estimate (dot) and {fmt(100 * prob, 3)}% interval (bar); "
+                                      "a rung without a bar gives a point only; the axis spans the rungs with Pareto k "
+                                      "at most 0.7 and intervals within ten times the median width, so an "
+                                      "approximation far off may run off it")))
     cost_rows = [[str(rung), fmt(ds["seconds"].values[i], 3) if "seconds" in ds else "–",
                   fmt(ds["pareto_k"].values[i], 3) if "pareto_k" in ds else "–"]
                  for i, rung in enumerate(ds["rung"].values)]
@@ -80,6 +155,10 @@ def ladder_section(ctx_or_tree) -> str:
 
 
 PARTITION_GROUP = "coclustering"
+
+
+#: Most cells per side of a similarity heat map (see :func:`similarity_heatmaps`).
+MAX_CELLS = 40
 
 
 def similarity_heatmaps(ds: xr.Dataset) -> str:
@@ -92,13 +171,22 @@ def similarity_heatmaps(ds: xr.Dataset) -> str:
     sources = list(ds["source"].values)
     fig, axes = plt.subplots(1, len(sources), figsize=(2.6 * len(sources) + 0.6, 2.8), squeeze=False)
     image = None
+    # Vector cells, not an embedded raster (the page loads nothing, not even a data: image); above
+    # MAX_CELLS observations, consecutive observations in EM's order are pooled into blocks and the
+    # block's mean similarity shown, which keeps the page small.
+    blocks = np.array_split(np.arange(len(order)), min(len(order), MAX_CELLS))
     for ax, source in zip(axes[0], sources):
         matrix = ds["similarity"].sel(source=source).values[np.ix_(order, order)]
-        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
+        pooled = np.array([[matrix[np.ix_(a, b)].mean() for b in blocks] for a in blocks])
+        image = ax.pcolormesh(pooled, vmin=0.0, vmax=1.0, cmap="viridis", edgecolors="none", rasterized=False)
+        ax.set_xlim(0, len(blocks))
+        ax.set_ylim(len(blocks), 0)
+        ax.set_aspect("equal")
         ax.set_title(str(source), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="P(same cluster)")
+    bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="P(same cluster)")
+    bar.solids.set_rasterized(False)  # matplotlib rasterises a smooth colour bar: a data: image otherwise
     return to_svg(fig)
 
 
@@ -111,8 +199,9 @@ def partition_section(ctx_or_tree) -> str:
         return ""
     ds = tree[PARTITION_GROUP].to_dataset()
     parts = [paragraph("P(two observations in one cluster), needing no labels; rows and columns ordered by "
-                       "EM's clusters."),
-             figure(similarity_heatmaps(ds), "coclustering", "Posterior and bootstrap similarity matrices")]
+                       f"EM's clusters (above {MAX_CELLS} observations, blocks of neighbours in that order, "
+                       "averaged)."),
+             _wide(figure(similarity_heatmaps(ds), "coclustering", "Similarity matrices of every rung with draws"))]
     if "loss" in ds.dims:
         header = ["loss", "clusters", "expected loss"]
         has_ball = "ball_radius" in ds

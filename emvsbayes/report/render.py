@@ -14,7 +14,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from emvsbayes.report import figures, lesson, sections
+from emvsbayes.report import figures, ladder, lesson, sections
 from emvsbayes.report.markup import esc, section
 from emvsbayes.results import atomic_write
 
@@ -30,6 +30,8 @@ SECTIONS = (
     ("bayes", "Bayes: the posterior", sections.bayes_section),
     ("comparison", "EM against the posterior", sections.comparison_section),
     ("label-switching", "Label switching", sections.label_switching_section),
+    ("ladder", "The uncertainty ladder: from EM's point to the posterior", ladder.ladder_section),
+    ("partition", "Clusters without labels", ladder.partition_section),
 )
 
 
