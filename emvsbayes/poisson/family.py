@@ -267,7 +267,16 @@ class PoissonFamily:
     # -- Bayes ------------------------------------------------------------------------------------
 
     def pymc_model(self, model_def: PoissonMixture, data: CountData):
-        return bayes.build_model(model_def.with_data_prior(data.counts), data.counts, labels=data.labels)
+        """The ``pymc.Model`` (symmetric or ordered, as ``model_def`` says)."""
+        return self.pymc_recipe(model_def, data).model()
+
+    def pymc_recipe(self, model_def: PoissonMixture, data: CountData):
+        """The same model as a :class:`~emvsbayes.sampling.recipe.ModelRecipe`, so the sampler's compiled
+        programs are found again by later runs (an optional member beside :meth:`pymc_model`)."""
+        from emvsbayes.sampling.recipe import ModelRecipe
+
+        return ModelRecipe(bayes.build_model, (model_def.with_data_prior(data.counts), np.asarray(data.counts)),
+                           {"labels": tuple(data.labels)})
 
     def initvals(self, model_def: PoissonMixture, params_list: Sequence[PoissonParams]) -> list[dict]:
         return bayes.initvals_from_params(model_def, params_list)
