@@ -194,6 +194,14 @@ def test_batched_fits_equal_single_fits(quakes):
     weighted = FAMILY.fit_batched(model, quakes, inits[0], 1, row_weights=weights, tol=1e-10, max_iter=5000)
     direct = em.fit(model, x[rows], inits[0], tol=1e-10, max_iter=5000)
     assert weighted.loglik[0] == pytest.approx(direct.loglik, abs=1e-8)
+    # One data set per fit (a parametric bootstrap): each row is the single fit of its own data.
+    truth = PoissonParams([0.5, 0.5], [5.0, 20.0])
+    sims = [FAMILY.simulate(PoissonMixture(2), truth, 200, child) for child in np.random.default_rng(2).spawn(3)]
+    per_fit = FAMILY.fit_batched(PoissonMixture(2), sims, truth, 3, tol=1e-10, max_iter=5000)
+    for row, sim in enumerate(sims):
+        single = FAMILY.fit(PoissonMixture(2), sim, truth, tol=1e-10, max_iter=5000)
+        assert per_fit.loglik[row] == pytest.approx(single.loglik, abs=1e-9)
+        np.testing.assert_allclose(per_fit.params.rate[row], single.params.rate, rtol=1e-8)
 
 
 def test_starts_are_reproducible_and_inside_the_data(quakes):
@@ -379,6 +387,19 @@ def test_parameters_declare_label_dims(quakes):
     np.testing.assert_array_equal(back.rate, params.rate)
     group = FAMILY.data_group({}, quakes)
     assert group["x"].dims == ("obs",) and group.attrs["kind"] == "counts" and group["obs"].values[0] == "1900"
+
+
+def test_bundled_spec_reads_through_the_family():
+    import tomllib
+    from pathlib import Path
+
+    raw = tomllib.loads((Path(__file__).parents[1] / "models" / "earthquakes_mixture.toml").read_text("utf-8"))
+    assert raw["model"]["family"] == FAMILY.name
+    FAMILY.check_spec(raw)
+    data = FAMILY.load_data({**raw, "data": {"dataset": raw["data"]["dataset"]}})
+    model_def = FAMILY.model_from_spec(raw, data)
+    assert model_def.n_components == 3 and raw["model_choice"]["components"] == [1, 2, 3, 4]
+    assert model_def.rate_prior == default_rate_prior(data.counts)
 
 
 # --- bad input -----------------------------------------------------------------------------------
