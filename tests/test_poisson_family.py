@@ -351,6 +351,11 @@ def test_pymc_logp_equals_hand_written_log_prior_plus_loglik(quakes, ordered):
     hand = (stats.dirichlet(np.full(3, 1.5)).logpdf(w) + stats.gamma(2.0, scale=10.0).logpdf(rate).sum()
             + scipy_loglik(w, rate, x))
     assert logp == pytest.approx(hand, rel=1e-12)
+    # ... and the family's own log prior plus its log-likelihood
+    start_params = PoissonParams(w, rate)
+    assert logp == pytest.approx(FAMILY.log_prior(model_def, start_params) + model_def.loglik(start_params, x), rel=1e-12)
+    if ordered:
+        assert FAMILY.log_prior(model_def, params) == -np.inf  # unsorted rates are outside the ordered support
     # pointwise log-likelihood of the observed variable, the labels summed out
     assert set(pm_model.named_vars_to_dims["x"]) == {"obs"}
 
@@ -470,6 +475,10 @@ def test_checks_needing_the_data(quakes):
     spec = {"model": {"components": 200}, "model_choice": {"components": []}, "em": {"init": "auto"}}
     with pytest.raises(UserError, match="^components = 200 is more than the 107 rows of counts; use at most 107$"):
         FAMILY.check_data(spec, quakes)
+    empty = CountData(np.zeros(0, dtype=np.int64), (), "n", "empty.csv")
+    with pytest.raises(UserError, match="^empty.csv: no rows of counts; give a file with at least one count$"):
+        FAMILY.check_data({"model": {"components": 2}, "model_choice": {"components": []}, "em": {"init": "auto"}},
+                          empty)
     zeros = CountData(np.zeros(5, dtype=np.int64), tuple("abcde"), "n", "zeros.csv")
     with pytest.raises(UserError, match="every count in column 'n' is 0"):
         FAMILY.check_data({"model": {"components": 2}, "model_choice": {"components": []}, "em": {"init": "auto"}},

@@ -115,12 +115,12 @@ class PoissonFamily:
     def check_data(self, spec: dict, data: CountData) -> None:
         """Checks that need the data, made before anything is written."""
         n = data.n_rows
+        if n == 0:
+            raise UserError(f"{data.source}: no rows of counts; give a file with at least one count")
         ks = [spec["model"]["components"], *spec.get("model_choice", {}).get("components", [])]
         for k in ks:
             if isinstance(k, int) and k > n:
                 raise UserError(f"components = {k} is more than the {n} rows of counts; use at most {n}")
-        if n == 0:
-            raise UserError(f"{data.source}: no rows of counts; give a file with at least one count")
         if not np.any(data.counts > 0):
             raise UserError(f"{data.source}: every count in column {data.column!r} is 0, so every rate's estimate is 0 "
                             "and nothing can be compared; check the column named by [data] counts")
@@ -277,6 +277,24 @@ class PoissonFamily:
 
         return ModelRecipe(bayes.build_model, (model_def.with_data_prior(data.counts), np.asarray(data.counts)),
                            {"labels": tuple(data.labels)})
+
+    def log_prior(self, model_def: PoissonMixture, params: PoissonParams) -> float:
+        """The PyMC model's log prior density at ``params`` (its untransformed variables, no Jacobian):
+        log Dirichlet(w | alpha_w) + sum_k log Gamma(rate_k | alpha, beta); -inf outside the support (for the
+        ordered variant: rates not increasing). An optional member beside :meth:`pymc_model`, so a test can
+        check the PyMC log-density against the family's."""
+        from scipy.special import gammaln, xlogy
+
+        if model_def.rate_prior is None:
+            raise ValueError("the model's rate_prior is not set; resolve it from the data with model_def.with_data_prior(counts)")
+        alpha, beta = model_def.rate_prior
+        k, a_w = model_def.n_components, model_def.w_concentration
+        w, rate = params.w, params.rate
+        if np.any(rate <= 0) or np.any(w <= 0) or (model_def.ordered and np.any(np.diff(rate) <= 0)):
+            return -np.inf
+        log_dirichlet = gammaln(k * a_w) - k * gammaln(a_w) + float(np.sum(xlogy(a_w - 1.0, w)))
+        log_gamma = k * (alpha * np.log(beta) - gammaln(alpha)) + float(np.sum(xlogy(alpha - 1.0, rate) - beta * rate))
+        return float(log_dirichlet + log_gamma)
 
     def initvals(self, model_def: PoissonMixture, params_list: Sequence[PoissonParams]) -> list[dict]:
         return bayes.initvals_from_params(model_def, params_list)
