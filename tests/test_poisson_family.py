@@ -17,7 +17,7 @@ from scipy.special import logsumexp
 
 from emvsbayes.data import CountData, load_counts_csv, load_dataset
 from emvsbayes.errors import UserError
-from emvsbayes.poisson import bayes, em
+from emvsbayes.poisson import em
 from emvsbayes.poisson.family import FAMILY
 from emvsbayes.poisson.model import PoissonMixture, PoissonParams, default_rate_prior
 
