@@ -162,7 +162,7 @@ SPEC_CASES = {
     "unknown_dataset": (
         '[data]\ndataset = "coins_lectur"\n[model]\nfamily = "coins"\n',
         "[data] dataset 'coins_lectur' is not bundled; 'emvsbayes datasets' lists: coins_do_batzoglou, "
-        "coins_lecture, old_faithful, galaxies, acidity, enzyme, heroes"),
+        "coins_lecture, old_faithful, galaxies, acidity, enzyme, heroes, earthquakes"),
     "dataset_of_wrong_kind": (
         '[data]\ndataset = "old_faithful"\n[model]\nfamily = "coins"\n',
         "[data] old_faithful does not hold heads and tosses for the coins model; pick a data set of that kind"),
