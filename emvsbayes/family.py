@@ -49,6 +49,7 @@ class ParameterInfo(NamedTuple):
 FAMILIES: dict[str, str] = {
     "coins": "emvsbayes.coins.family",
     "gaussian": "emvsbayes.gaussian.family",
+    "poisson": "emvsbayes.poisson.family",
 }
 
 

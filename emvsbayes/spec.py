@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from emvsbayes.errors import UserError
-from emvsbayes.family import family_names
+from emvsbayes.family import family_names, get_family
 from emvsbayes.paths import input_kind
 
 _REQUIRED = object()
@@ -399,7 +399,10 @@ def validate(raw: dict, source: str = "spec") -> dict:
     for key in raw:
         if not isinstance(key, str) or key not in SCHEMA[""] and key not in SCHEMA:
             raise UserError(f"{source}: unknown key {_show(key)}{_suggest(key, [*SCHEMA[''], *[s for s in SCHEMA if s]])}")
+    family_keys = _family_keys(raw)
     for section, keys in SCHEMA.items():
+        # The family's own keys (Family.spec_defaults) beside the shared ones; the family checks them below.
+        keys = {**family_keys.get(section, {}), **keys}
         if section:
             given = raw.get(section, {})
             if not isinstance(given, dict):
@@ -428,7 +431,22 @@ def validate(raw: dict, source: str = "spec") -> dict:
         else:
             spec.update(out)
     _check_consistency(spec, source)
+    try:
+        get_family(spec["model"]["family"]).check_spec(spec)
+    except UserError as error:
+        raise UserError(f"{source}: {error}") from None
     return spec
+
+
+def _family_keys(raw: dict) -> dict[str, dict[str, Key]]:
+    """The keys a spec's family adds (:meth:`~emvsbayes.family.Family.spec_defaults`) that the shared schema
+    does not have, with their defaults; their values are the family's to check (``check_spec``)."""
+    model = raw.get("model")
+    family = model.get("family") if isinstance(model, dict) else None
+    if not isinstance(family, str) or family not in family_names():
+        return {}
+    return {section: {key: Key(default, anything) for key, default in keys.items() if key not in SCHEMA.get(section, {})}
+            for section, keys in get_family(family).spec_defaults().items()}
 
 
 def _check_consistency(spec: dict, source: str) -> None:
@@ -439,7 +457,7 @@ def _check_consistency(spec: dict, source: str) -> None:
     ks = ks if isinstance(ks, list) else [ks]
     em = spec["em"]
     if em["init"] == "auto":
-        em["init"] = AUTO_INIT[spec["model"]["family"]]
+        em["init"] = AUTO_INIT.get(spec["model"]["family"], "auto")
     if data["truth"] is not None and (data["file"] is None or spec["model"]["family"] != "gaussian"):
         raise UserError(f"{source}: [data] truth names a column of known groups in a CSV file of measurements; "
                         "use it with file = \"...\" and family = \"gaussian\", or remove it")
@@ -457,8 +475,8 @@ def _check_consistency(spec: dict, source: str) -> None:
     else:
         for key in ("reach_best", "max_init"):
             if em[key] is not None:
-                raise UserError(f"{source}: [em] {key} applies to Gaussian mixtures only; coin mixtures run "
-                                "n_init starts: remove it, or set n_init")
+                raise UserError(f"{source}: [em] {key} applies to Gaussian mixtures only; {spec['model']['family']} "
+                                "mixtures run n_init starts: remove it, or set n_init")
     labels = spec["model"]["labels"]
     if labels and spec["model"]["family"] != "coins":
         raise UserError(f"{source}: [model] labels names coins only; remove it from a {spec['model']['family']} spec")

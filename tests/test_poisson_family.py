@@ -206,8 +206,9 @@ def test_batched_fits_equal_single_fits(quakes):
 
 def test_starts_are_reproducible_and_inside_the_data(quakes):
     model = PoissonMixture(3)
-    first = FAMILY.starts(model, quakes, {"init": "auto"}, np.random.default_rng(11))
-    second = FAMILY.starts(model, quakes, {"init": "k-means++"}, np.random.default_rng(11))
+    first, policy = FAMILY.starts(model, quakes, {"init": "auto", "n_init": 7}, np.random.default_rng(11))
+    second, _ = FAMILY.starts(model, quakes, {"init": "k-means++"}, np.random.default_rng(11))
+    assert (policy.min_starts, policy.max_starts, policy.reach_best) == (7, 7, 1)  # n_init starts, every one
     a = [first() for _ in range(5)]
     b = [second() for _ in range(3)]
     for one, other in zip(a, b):
@@ -215,7 +216,10 @@ def test_starts_are_reproducible_and_inside_the_data(quakes):
     for start in a:
         assert np.all((start.rate >= quakes.counts.min() * 0.99) & (start.rate <= quakes.counts.max() * 1.01))
         assert len(np.unique(start.rate)) == 3
-    given = FAMILY.starts(model, quakes, {"init": {"rate": [10, 20, 30], "w": [1, 2, 1]}}, np.random.default_rng(0))()
+    given_start, given_policy = FAMILY.starts(model, quakes, {"init": {"rate": [10, 20, 30], "w": [1, 2, 1]}},
+                                              np.random.default_rng(0))
+    given = given_start()
+    assert given_policy.max_starts == 1
     np.testing.assert_allclose(given.w, [0.25, 0.5, 0.25])
 
 
@@ -303,7 +307,7 @@ def test_simulate_then_fit_recovers_the_truth_within_standard_errors():
     model = PoissonMixture(3)
     data = FAMILY.simulate(model, truth, 1500, np.random.default_rng(2024))
     assert data.counts.dtype == np.int64 and np.all(np.bincount(data.true_component) > 0)
-    next_start = FAMILY.starts(model, data, {"init": "auto"}, np.random.default_rng(1))
+    next_start, _ = FAMILY.starts(model, data, {"init": "auto"}, np.random.default_rng(1))
     best = max((FAMILY.fit(model, data, next_start(), tol=1e-10, max_iter=5000) for _ in range(5)),
                key=lambda fit: fit.loglik)
     order = np.argsort(best.params.rate)

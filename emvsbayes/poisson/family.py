@@ -17,17 +17,19 @@ Spec keys of this family (beside the generic ones):
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from emvsbayes.data.records import CountData
-from emvsbayes.em import EMFit
+from emvsbayes.em import SAME_OPTIMUM_ATOL, EMFit, RestartPolicy
 from emvsbayes.errors import UserError
 from emvsbayes.poisson import bayes, em
-from emvsbayes.poisson.model import PoissonMixture, PoissonParams, default_rate_prior
+from emvsbayes.poisson.model import PoissonMixture, PoissonParams, default_rate_prior, parameter_dims
 
 try:
     from emvsbayes.family import ParameterInfo
@@ -53,11 +55,78 @@ def _positive_numbers(value, length: int | None = None) -> bool:
             and all(_is_number(v) and v > 0 for v in value))
 
 
+@functools.cache
+def _information_function(n_components: int) -> Callable:
+    """Compiled (phi, counts) -> (loglik, gradient, Hessian, natural values, Jacobian) for K components."""
+    import pytensor.tensor as pt
+
+    from emvsbayes.uncertainty.information import compile_information
+
+    phi = pt.vector("phi", dtype="float64")
+    x = pt.vector("counts", dtype="float64")
+    log_rate, log_w = PoissonFamily._symbolic_parts(phi, n_components)
+    log_joint = (log_w[None, :] + x[:, None] * log_rate[None, :] - pt.exp(log_rate)[None, :]
+                 - pt.gammaln(x + 1.0)[:, None])
+    natural = pt.concatenate([pt.exp(log_w), pt.exp(log_rate)])
+    return compile_information(phi, [x], pt.logsumexp(log_joint, axis=1).sum(), natural)
+
+
+def restart_policy(em_spec: dict) -> RestartPolicy:
+    """``n_init`` starts, all of them (the spec's ``reach_best`` / ``max_init`` are the Gaussian rule). Two
+    starts are at one optimum when their log-likelihoods agree within 100 ``tol`` (a slow fit may stop that
+    far short of its optimum)."""
+    n = em_spec.get("n_init", 10)
+    return RestartPolicy(min_starts=n, reach_best=1, max_starts=n,
+                         loglik_atol=max(SAME_OPTIMUM_ATOL, 100 * em_spec.get("tol", 1e-8)))
+
+
+@dataclass(frozen=True, slots=True)
+class PoissonBootstrap:
+    """How the generic bootstrap resamples, simulates and refits (data as the (N,) counts)."""
+
+    model: PoissonMixture
+
+    def n_obs(self, data) -> int:
+        return int(data.shape[0])
+
+    def take(self, data, rows):
+        return data[rows]
+
+    def simulate(self, data, params: PoissonParams, rng):
+        z = rng.choice(self.model.n_components, size=data.shape[0], p=params.w)
+        return rng.poisson(params.rate[z]).astype(np.int64)
+
+    def refit(self, data, init: PoissonParams, options):
+        return em.fit(self.model, data, init, **options)
+
+    def single_fit_size(self, data, reference) -> int:
+        return int(data.shape[0]) * self.model.n_components
+
+    def refit_batched(self, data, samples, counts, init: PoissonParams, options):
+        if samples is None:
+            sets = em.CountSets(np.asarray(data, dtype=float)[None], counts)
+        else:
+            sets = em.CountSets(np.stack([np.asarray(one, dtype=float) for one in samples]))
+        return em.fit_batched(self.model, sets, init, len(counts) if samples is None else len(samples), **options)
+
+    def dims(self, reference) -> dict[str, tuple[str, ...]]:
+        return parameter_dims()
+
+
 class PoissonFamily:
     """Poisson mixtures of counts: K rates and K weights, label dim ``component``."""
 
     name = "poisson"
     obs_dim = "obs"
+    #: the posterior variable relabelling orders components by (relabel = "order")
+    order_var = "rate"
+
+    def __repr__(self) -> str:
+        return "PoissonFamily()"
+
+    def example(self) -> tuple[PoissonMixture, PoissonParams, int]:
+        """A small, well-separated case for the family contract test: (model, truth, number of rows)."""
+        return PoissonMixture(2, rate_prior=(2.0, 0.25)), PoissonParams([0.35, 0.65], [3.0, 12.0]), 400
 
     # -- spec -------------------------------------------------------------------------------------
 
@@ -148,6 +217,13 @@ class PoissonFamily:
         ds.attrs.update(source=data.source, kind="counts", column=data.column)
         return ds
 
+    def data_shape(self, data: CountData) -> tuple[int, int]:
+        """(rows, columns) for the size limits."""
+        return data.n_rows, 1
+
+    def coords(self, spec: dict, model_def: PoissonMixture, data: CountData) -> dict:
+        return {"component": np.arange(model_def.n_components), "obs": list(data.labels)}
+
     # -- model and parameters ---------------------------------------------------------------------
 
     def model_from_spec(self, spec: dict, data: CountData, n_components: int | None = None) -> PoissonMixture:
@@ -175,23 +251,63 @@ class PoissonFamily:
     def params_from_variables(self, model_def: PoissonMixture, variables: Mapping[str, np.ndarray]) -> PoissonParams:
         return PoissonParams(variables["w"], variables["rate"])
 
+    def estimated_variables(self, model_def: PoissonMixture, params: PoissonParams) -> dict[str, np.ndarray]:
+        """Every reported variable is estimated (as a study reports them)."""
+        return params.variables()
+
+    def validate_params(self, model_def: PoissonMixture, params: PoissonParams) -> None:
+        model_def.validate_params(params)
+
+    def loglik(self, model_def: PoissonMixture, data: CountData, params: PoissonParams) -> float:
+        return model_def.loglik(params, data.counts)
+
+    def log_joint(self, model_def: PoissonMixture, data: CountData, params: PoissonParams) -> np.ndarray:
+        return model_def.log_joint(params, data.counts)
+
+    def model_choice_model(self, spec: dict, data: CountData, n_components: int) -> PoissonMixture:
+        return self.model_from_spec(spec, data, n_components)
+
     # -- EM ---------------------------------------------------------------------------------------
 
     def starts(self, model_def: PoissonMixture, data: CountData, em_spec: dict, rng: np.random.Generator
-               ) -> Callable[[], PoissonParams]:
-        """Each call gives the next start, drawn from its own child generator of ``rng`` (start j is the same
-        whatever the number of starts), or the given start every time."""
+               ) -> tuple[Callable[[], PoissonParams], RestartPolicy]:
+        """(a function giving the next start each call, the restart rule). Drawn starts come each from its own
+        child generator of ``rng`` (start j is the same whatever the number of starts), ``n_init`` of them; a
+        start given in the spec is the one start."""
         init = em_spec.get("init", "auto")
         k = model_def.n_components
         if isinstance(init, list):
             given = PoissonParams(np.full(k, 1.0 / k), init)
-            return lambda: given
+            return (lambda: given), RestartPolicy(min_starts=1, reach_best=1, max_starts=1)
         if isinstance(init, dict):
             w = np.asarray(init["w"], dtype=float)
             given = PoissonParams(w / w.sum(), init["rate"])
-            return lambda: given
+            return (lambda: given), RestartPolicy(min_starts=1, reach_best=1, max_starts=1)
         method = "k-means++" if init == "auto" else init
-        return lambda: em.random_start(model_def, data.counts, rng.spawn(1)[0], method)
+        return (lambda: em.random_start(model_def, data.counts, rng.spawn(1)[0], method)), restart_policy(em_spec)
+
+    def random_starts(self, model_def: PoissonMixture, data: CountData, n_init: int, rng) -> list[PoissonParams]:
+        """``n_init`` k-means++ starts (model choice, studies)."""
+        return em.random_inits(model_def, data.counts, n_init, rng)
+
+    def restart_batches(self, model_def: PoissonMixture, data: CountData, options) -> tuple[Callable | None, int]:
+        """(soft EM from a list of starts as one batch, most starts per batch), or (None, 1) where one fit is
+        large enough on its own: the bootstrap's size rule, N K values per fit."""
+        from emvsbayes.uncertainty.bootstrap import BATCH_VALUES, LARGE_FIT
+
+        size = data.n_rows * model_def.n_components
+        if size > LARGE_FIT:
+            return None, 1
+        sets = em.CountSets(np.asarray(data.counts, dtype=float)[None])
+        return (lambda inits: em.fit_batched(model_def, sets, inits, len(inits), **options)), max(1, BATCH_VALUES // size)
+
+    def fit_resp(self, model_def: PoissonMixture, data: CountData, fit) -> np.ndarray:
+        """The responsibilities reported with an EM fit (at its final parameters: a batched fit keeps no stats)."""
+        return self.responsibilities(model_def, data, fit.params)
+
+    def trace_stats(self):
+        """No per-iteration statistics in the EM trace (the parameters and log-likelihood only)."""
+        return None, None
 
     def e_step(self, model_def, data: CountData, params):
         return em.e_step(model_def, data.counts, params)
@@ -257,6 +373,23 @@ class PoissonFamily:
         log_rate, log_w = self._symbolic_parts(phi, model_def.n_components)
         return pt.concatenate([pt.exp(log_w), pt.exp(log_rate)])
 
+    def information_function(self, model_def: PoissonMixture, data: CountData) -> Callable:
+        """phi -> (loglik, gradient, Hessian, natural values, Jacobian), compiled once per K (the counts an
+        input), so every bootstrap replicate and model-choice K reuses it."""
+        fn = _information_function(model_def.n_components)
+        counts = np.asarray(data.counts, dtype=float)
+        return lambda phi: fn(np.asarray(phi, dtype=float), counts)
+
+    def information_reason(self, model_def: PoissonMixture, data: CountData, params: PoissonParams) -> str:
+        """Why the information is singular before it is computed: a component with (almost) no rows, or a
+        rate of 0 (its log is the coordinate)."""
+        from emvsbayes.uncertainty.information import weight_reason
+
+        if np.any(params.rate <= 0):
+            j = int(np.argmin(params.rate))
+            return f"rate[{j}] = 0 is on the boundary: the information about it is not defined there"
+        return weight_reason(params.w, data.n_rows)
+
     @staticmethod
     def _symbolic_parts(phi, k: int):
         import pytensor.tensor as pt
@@ -277,6 +410,25 @@ class PoissonFamily:
 
         return ModelRecipe(bayes.build_model, (model_def.with_data_prior(data.counts), np.asarray(data.counts)),
                            {"labels": tuple(data.labels)})
+
+    def model_recipe(self, model_def: PoissonMixture, data: CountData, coords=None):
+        """The PyMC model as a recipe (built only when the compiled sampler is not cached)."""
+        return self.pymc_recipe(model_def, data)
+
+    def target_accept(self, value, params: PoissonParams, data: CountData) -> float:
+        """``"auto"`` decided by the smallest EM component's expected rows, as for Gaussians: a component
+        holding few rows has a wide, skewed posterior of its rate."""
+        from emvsbayes.sampling import resolve_target_accept
+
+        return resolve_target_accept(value, float(np.min(params.w)) * data.n_rows)
+
+    def posterior_group(self, model_def: PoissonMixture, posterior, coords):
+        return posterior.assign_coords(component=coords["component"])
+
+    def posterior_draws(self, model_def: PoissonMixture, posterior) -> dict[str, np.ndarray]:
+        """Reported variables of a posterior dataset as (S, K) arrays."""
+        k = model_def.n_components
+        return {name: posterior[name].transpose("chain", "draw", ...).values.reshape(-1, k) for name in ("w", "rate")}
 
     def log_prior(self, model_def: PoissonMixture, params: PoissonParams) -> float:
         """The PyMC model's log prior density at ``params`` (its untransformed variables, no Jacobian):
@@ -304,7 +456,8 @@ class PoissonFamily:
 
     # -- simulation and resampling ----------------------------------------------------------------
 
-    def simulate(self, model_def: PoissonMixture, params: PoissonParams, n: int, rng: np.random.Generator) -> CountData:
+    def simulate(self, model_def: PoissonMixture, params: PoissonParams, n: int, rng: np.random.Generator,
+                 like=None) -> CountData:
         """``n`` counts from the mixture, with the component of each row as ``true_component``."""
         model_def.validate_params(params)
         z = rng.choice(model_def.n_components, size=n, p=params.w)
@@ -331,9 +484,78 @@ class PoissonFamily:
 
     # -- extras -----------------------------------------------------------------------------------
 
-    def extra_groups(self, spec, model_def, data, best_fit) -> dict:
+    def bootstrap_target(self, model_def: PoissonMixture, data: CountData) -> tuple[PoissonBootstrap, np.ndarray]:
+        """(the bootstrap's resample / simulate / refit object, the counts)."""
+        return PoissonBootstrap(model_def), np.asarray(data.counts, dtype=np.int64)
+
+    # -- studies (emvsbayes.study): a cell's model, truth and data; data as named arrays -------------
+
+    observed = {"x": "counts"}  # the PyMC model's observed variable -> the array holding its data
+
+    def study_model(self, spec: dict, cell: dict, prior: dict) -> PoissonMixture:
+        rate_prior = prior.get("rate_prior", "auto")
+        return PoissonMixture(n_components=cell["components"],
+                              rate_prior=None if rate_prior == "auto" else tuple(float(v) for v in rate_prior),
+                              w_concentration=prior.get("w_concentration", 1.0), ordered=cell["variant"] == "ordered")
+
+    def study_truth(self, spec: dict, cell: dict, model_def: PoissonMixture, rng) -> PoissonParams:
+        """Rates ``separation`` apart on the square-root scale (where a Poisson count's sd is about 1/2, so
+        separation s puts neighbouring rates about 2 s sds apart), the lowest at ``cell["rate"]``; the spec's
+        weights, or equal ones."""
+        k = cell["components"]
+        root = np.sqrt(cell["rate"]) + cell["separation"] * np.arange(k)
+        w = spec["truth"]["w"]
+        w = np.full(k, 1.0 / k) if w is None else np.asarray(w, dtype=float) / np.sum(w)
+        return PoissonParams(w, root**2)
+
+    def study_data(self, model_def: PoissonMixture, params: PoissonParams, cell: dict, rng) -> CountData:
+        return self.simulate(model_def, params, cell["n_obs"], rng)
+
+    def as_arrays(self, data: CountData) -> dict[str, np.ndarray]:
+        return {"counts": np.asarray(data.counts, dtype=np.int64)}
+
+    def from_arrays(self, arrays: Mapping[str, np.ndarray]) -> CountData:
+        counts = np.asarray(arrays["counts"], dtype=np.int64)
+        return CountData(counts, tuple(str(i) for i in range(1, counts.size + 1)))
+
+    # -- extras -----------------------------------------------------------------------------------
+
+    def extra_groups(self, spec, model_def, data, best_fit, rng=None, timings=None) -> dict:
         """None: the Poisson mixture has no exact posterior or reference clustering to add."""
         return {}
+
+    def estimate_attrs(self, model_def: PoissonMixture, data: CountData, fit, failures) -> dict:
+        """The observed-data log-likelihood (for hard EM not its objective), BIC and AIC at it."""
+        n, p = data.n_rows, model_def.n_free_parameters()
+        loglik = model_def.loglik(fit.params, data.counts)
+        return dict(n_failed_restarts=len(failures), failure=failures[0] if failures else "", n_free_parameters=p,
+                    observed_loglik=loglik, bic=-2 * loglik + p * np.log(n), aic=-2 * loglik + 2 * p)
+
+    def model_choice_run(self, model_def: PoissonMixture, data: CountData, em_spec: dict, rng, fit_until):
+        """Soft EM for one K of the model choice from ``n_init`` k-means++ starts (the spec's own ``init``
+        may be rates for another K)."""
+        return fit_until(lambda: em.random_start(model_def, data.counts, rng.spawn(1)[0], "k-means++"),
+                         restart_policy(em_spec))
+
+    def model_choice_checks(self, model_def: PoissonMixture, data: CountData, run) -> dict:
+        """Before EM (``run`` None): K beyond the rows; after: an empty component, a best optimum reached by
+        a single start."""
+        n, k = data.n_rows, model_def.n_components
+        if run is None:
+            return {"notes": [f"K = {k} is more than the {n} rows"] if k > n else [], "too_many": k > n,
+                    "late_notes": [], "skip_bayes": k > n}
+        best = run.restarts.best.params
+        counts = best.w * n
+        notes = []
+        if np.any(counts < 1.0):
+            notes.append(f"degenerate: a component of EM's answer holds {counts.min():.2g} expected rows")
+        elif run.n_reached_best < 2 and run.n_starts > 1:
+            notes.append(f"the best log-likelihood was reached by only {run.n_reached_best} of "
+                         f"{run.n_starts} EM starts: a better optimum may exist")
+        return {"notes": notes, "row": {"expected_counts": counts, "degenerate": bool(np.any(counts < 1.0))}}
+
+    def model_choice_attrs(self, spec: dict, data: CountData) -> dict:
+        return {"n_obs": data.n_rows}
 
 
 FAMILY = PoissonFamily()
