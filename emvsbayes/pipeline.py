@@ -166,7 +166,8 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
     from emvsbayes import runner  # here: a bad input exits before xarray
     from emvsbayes.results import build_tree, read_results, write_results
 
-    groups = runner.run(get_family(spec["model"]["family"]), spec, data, seeds, timings, progress)
+    family = get_family(spec["model"]["family"])
+    groups = runner.run(family, spec, data, seeds, timings, progress)
 
     attrs = {
         # A spec validated in memory (not read by load_spec) has no file name to fall back on.
@@ -174,6 +175,9 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
         "spec_name": spec.get("name", ""),
         "spec": {k: v for k, v in spec.items() if k not in ("name", "path")},
         "spec_path": spec.get("path", ""),
+        # the family and its parameters in report order (each parameter variable carries its label_dims)
+        "family": family.name,
+        "parameters": list(family.parameters(family.model_from_spec(spec, data), data)),
         "seed": seed,
         "seeds": seeds,
         "versions": package_versions(),

@@ -143,7 +143,18 @@ def run(family, spec: dict, data, seeds: dict[str, int], timings: dict[str, floa
                                                           model_def.n_components, column=truth.attrs["column"])
     if spec["model_choice"]["components"]:
         groups["model_choice"] = model_choice(family, spec, data, seeds, timings, progress)
+    mark_parameters(groups, family.parameters(model_def, data))
     return groups
+
+
+def mark_parameters(groups: dict[str, xr.Dataset], parameters: dict) -> None:
+    """Give every parameter variable of every group the attr ``label_dims`` (its label dims, space-separated):
+    the report and relabelling read which variables are parameters, and which dims relabelling permutes,
+    from the results file, never from a list of names."""
+    for ds in groups.values():
+        for name, info in parameters.items():
+            if name in ds.data_vars:
+                ds[name].attrs["label_dims"] = " ".join(info.label_dims)
 
 
 def uncertainty_groups(family, spec, model_def, data, best, dims, coords, seeds, progress) -> dict[str, xr.Dataset]:

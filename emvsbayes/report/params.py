@@ -165,9 +165,7 @@ def parameter_rows(tree: xr.DataTree) -> list[ParamRow]:
     data = group(tree, "data")
     named = data is not None and "component_labels" in data.attrs and "component" in em.sizes
     names = component_names(tree, em.sizes["component"]) if named else None
-    for name in PARAMETERS:
-        if name not in em:
-            continue
+    for name in reported_names(em):
         for label, where in elements(em[name]):
             fields: dict = {"label": _named(label, name, where, names), "name": name, "em": _scalar(em, name, where)}
             draws = None
@@ -191,11 +189,19 @@ def parameter_rows(tree: xr.DataTree) -> list[ParamRow]:
     return rows
 
 
+def reported_names(ds: xr.Dataset) -> list[str]:
+    """The reported parameters in ``ds``, in its order: the variables the runner marked with their
+    ``label_dims`` (every family's parameters, whatever their names); :data:`PARAMETERS` for a results file
+    written before the marks."""
+    marked = [str(name) for name in ds.data_vars if "label_dims" in ds[name].attrs]
+    return marked or [name for name in PARAMETERS if name in ds]
+
+
 def varying_names(ds: xr.Dataset | None) -> list[str]:
     """Reported parameters present in ``ds`` that are not constant (fixed weights carry nothing)."""
     if ds is None:
         return []
-    return [name for name in PARAMETERS if name in ds and np.ptp(ds[name].values) > 0]
+    return [name for name in reported_names(ds) if np.ptp(ds[name].values) > 0]
 
 
 def display_draws(ds: xr.Dataset, max_draws: int = 400) -> xr.Dataset:

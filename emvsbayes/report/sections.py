@@ -35,6 +35,7 @@ from emvsbayes.report.params import (
     multimodal,
     parameter_rows,
     posterior_group,
+    reported_names,
     varying_names,
 )
 from emvsbayes.report.summary import DiagnosticRow, Summary, build_summary, diagnostic_rows, verdict_mark
@@ -118,6 +119,8 @@ def data_section(ctx: Context) -> str:
         return ""
     if "heads" in data:
         return _coin_table(data)
+    if "x" in data and data.attrs.get("kind") == "counts":
+        return _count_data(ctx, data)
     if "x" in data:
         return _continuous_data(ctx, data)
     return ""
@@ -161,6 +164,33 @@ def _continuous_data(ctx: Context, data: xr.Dataset) -> str:
                       f"({', '.join(features)}).")
     if transforms:
         notes += paragraph(f"Preprocessing: {transforms}.")
+    return notes + figure(svg, "data", caption)
+
+
+def _count_data(ctx: Context, data: xr.Dataset) -> str:
+    """Counts (one per row): their histogram with one bar per count, a rug coloured by membership, and EM's
+    weighted component probabilities (Poisson, the model of count data here) at each count."""
+    x = np.asarray(data["x"].values, dtype=float)
+    n = x.size
+    membership = ctx.membership
+    probs, source = (membership if membership is not None and membership[0].shape[0] == n else (None, ""))
+    column = str(data.attrs.get("column") or "count")
+    em = ctx.group("em")
+    densities = None
+    if em is not None and "rate" in em and "w" in em:
+        from scipy.stats import poisson
+
+        grid = np.arange(0, int(x.max()) + 2)
+        rate, w = np.asarray(em["rate"].values, dtype=float), np.asarray(em["w"].values, dtype=float)
+        densities = grid, w[:, None] * poisson.pmf(grid[None, :], rate[:, None])
+    width = max(1, int(np.ceil((x.max() - x.min() + 1) / 60)))  # one bar per count, up to 60 bars
+    bins = np.arange(x.min() - 0.5, x.max() + width + 0.5, width)
+    colour = f"Rows coloured by {source}" if probs is not None else "Rows"
+    svg = figures.histogram_1d(x, probs, column, densities, bins=bins, ylabel="share of rows")
+    caption = (f"{colour} (rug); lines: EM's weighted component probabilities of each count, dashed: their sum."
+               if densities is not None else f"{colour} (rug).")
+    notes = paragraph(f"Source: {data.attrs.get('source', '?')}; {n} counts ({column}), from {int(x.min())} to "
+                      f"{int(x.max())}, mean {x.mean():.4g}, variance {x.var(ddof=1):.4g}.")
     return notes + figure(svg, "data", caption)
 
 
@@ -270,7 +300,7 @@ def _restarts(ctx: Context) -> str:
     start = restarts["init_loglik"].values if "init_loglik" in restarts else None
     fig = figure(figures.restart_outcomes(start, restarts["loglik"].values, optimum), "em-restarts",
                  "Each restart's log-likelihood at its start (hollow) and where it stopped (filled, coloured by the optimum reached).")
-    name = "theta" if "theta" in restarts else "mu"
+    name = _location_parameter(restarts)
     rows = [[int(r), fmt(restarts["loglik"].values[i], 8), int(restarts["n_iter"].values[i]),
              "yes" if restarts["converged"].values[i] else "no"]
             + ([int(optimum[i])] if optimum is not None else [])
@@ -280,6 +310,12 @@ def _restarts(ctx: Context) -> str:
     best = restarts.attrs.get("best_restart")
     note = f"The reported EM answer is restart {best}." if best is not None else ""
     return subsection("Every restart", fig + table(header, rows), note)
+
+
+def _location_parameter(ds: xr.Dataset) -> str:
+    """The first reported parameter that is not a weight (coins' theta, Gaussians' mu, Poisson rates): the
+    one a table of restarts shows."""
+    return next((name for name in reported_names(ds) if name != "w"), "w")
 
 
 def _optima(ctx: Context) -> str:
