@@ -764,15 +764,19 @@ MODEL_CHOICE_COLUMNS = (
 MODEL_CHOICE_NOTE = (
     "What each column estimates: BIC (-2 log-likelihood + parameters x log n) approximates -2 log evidence; AIC "
     "(-2 log-likelihood + 2 x parameters) estimates how well EM's answer predicts new data; ICL is BIC plus a penalty "
-    "for uncertain assignments, so it prefers well-separated clusters; the log evidence p(data | K) is the "
-    "probability of the data averaged over the prior (computed exactly, where shown, by summing over every "
-    "assignment of sets to components); elpd (expected log predictive density) from PSIS-LOO or WAIC estimates how well the "
+    "for uncertain assignments, so it prefers well-separated clusters; {evidence}elpd (expected log predictive "
+    "density) from PSIS-LOO or WAIC estimates how well the "
     "posterior predicts a left-out observation. They can disagree because they answer different questions "
     "(explaining these data on average over the prior, or predicting new data) and penalise parameters "
     "differently; with a handful of observations the differences between K are often smaller than their "
-    "standard errors. A larger K need not score better even on the log-likelihood when the weights are fixed "
-    "equal: K = 3 coins each used a third of the time cannot express K = 2's halves, so the models are not "
-    "nested. Best value per column in bold (lowest BIC, AIC, ICL; highest log evidence and elpd).")
+    "standard errors.{fixed} Best value per column in bold (lowest BIC, AIC, ICL; highest log evidence and elpd).")
+
+#: Parts of the note for a model choice that has them: the exact evidence, fixed equal weights.
+EVIDENCE_NOTE = ("the log evidence p(data | K) is the probability of the data averaged over the prior (computed "
+                 "exactly, where shown, by summing over every assignment of sets to components); ")
+FIXED_WEIGHTS_NOTE = (" A larger K need not score better even on the log-likelihood when the weights are fixed "
+                      "equal: K = 3 coins each used a third of the time cannot express K = 2's halves, so the models "
+                      "are not nested.")
 
 
 def _model_choice(ctx: Context) -> str:
@@ -817,10 +821,15 @@ def _model_choice(ctx: Context) -> str:
             criteria[title] = -2 * np.asarray(choice[var].values, dtype=float)
     fig = figure(figures.model_choice(ks, criteria), "model-choice",
                  "Each criterion against K on the deviance scale (log evidence and elpd times -2), lower is better.") if criteria else ""
-    note = MODEL_CHOICE_NOTE
+    em = ctx.group("em")
+    fixed_weights = em is not None and "w" in em and "w" not in varying_names(em)
+    note = MODEL_CHOICE_NOTE.format(evidence=EVIDENCE_NOTE if "log_evidence" in choice and np.isfinite(
+        np.asarray(choice["log_evidence"].values, dtype=float)).any() else "",
+                                    fixed=FIXED_WEIGHTS_NOTE if fixed_weights else "")
     if "n_starts" in choice:
-        note += (" Each K is fitted by EM from k-means++ starts until several end at the same best log-likelihood "
-                 "(or the start budget is spent); the column says how many did.")
+        note += (" Each K is fitted by EM from several starts under the spec's restart rule (where it asks for it, "
+                 "until several end at the same best log-likelihood or the start budget is spent); the column says "
+                 "how many ended at the best.")
     if degenerate.any():
         points = choice.attrs.get("min_component_points")
         note += (f" Rows marked degenerate have a component of EM's answer holding fewer than "
