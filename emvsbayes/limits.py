@@ -111,16 +111,22 @@ def check_csv_size(path: Path, size: int) -> None:
 # --- the stages of a run ------------------------------------------------------------------------
 
 
+def _family(name: str):
+    from emvsbayes.family import get_family  # the registry, which imports a family only when asked
+
+    return get_family(name)
+
+
 def _params_per_component(family: str, d: int) -> int:
-    # coins: theta, w; Gaussian: w, mu (D), covariance and its Cholesky factor (D x D each)
-    return 2 if family == "coins" else 1 + d + 2 * d * d
+    return _family(family).size_facts(d)["params_per_component"]
 
 
 def em_need(n: int, k: int, d: int, family: str, em: dict) -> float:
     """One EM fit: the (N, K) log-joint, responsibilities and their working copies (about 6), plus the
     trace every restart keeps (parameters and, for coins, the responsibilities of each iteration)."""
     per_fit = 6 * n * k + n * k * d  # the Gaussian E-step's centred data, (N, K, D) in blocks at most
-    trace_row = k * _params_per_component(family, d) + (n * k if family == "coins" else 0)
+    # the parameters of each iteration, and the statistics per observation the family keeps in its trace
+    trace_row = k * _params_per_component(family, d) + n * k * _family(family).size_facts(d)["trace_per_observation"]
     kinds = len(em["kinds"])
     restarts = em.get("n_init", 1)
     return FLOAT * (per_fit + kinds * restarts * em["max_iter"] * trace_row)
@@ -145,7 +151,8 @@ def check_run(spec: dict, n: int, d: int) -> None:
     family = spec["model"]["family"]
     k = spec["model"]["components"]
     em, bayes, choice = spec["em"], spec["bayes"], spec["model_choice"]
-    shape = f"{n:,} {'sets' if family == 'coins' else 'rows'} and K = {k}"
+    noun = _family(family).size_facts(d)["observations"]
+    shape = f"{n:,} {noun} and K = {k}"
     check_fits(em_need(n, k, d, family, em),
                f"EM on {shape} ({em['n_init']} start(s), max_iter = {em['max_iter']})",
                "lower [model] components, [em] n_init or max_iter, or use fewer rows")
@@ -160,7 +167,7 @@ def check_run(spec: dict, n: int, d: int) -> None:
         _check_count(bayes["tune"], "[bayes] tune")
     for kc in choice["components"]:
         check_fits(em_need(n, kc, d, family, {**em, "n_init": max(em["n_init"], 10)}),
-                   f"[model_choice] EM for K = {kc} on {n:,} {'sets' if family == 'coins' else 'rows'}",
+                   f"[model_choice] EM for K = {kc} on {n:,} {noun}",
                    "lower the K listed in [model_choice] components")
         if choice["bayes"]:
             check_fits(sampler_need(n, kc, d, family, choice["chains"], choice["draws"]),
@@ -187,10 +194,9 @@ def check_study(spec: dict) -> None:
     bayes, em = spec["bayes"], spec["em"]
     em_like = {"kinds": ["soft"], "n_init": em["n_init"], "max_iter": em["max_iter"]}
     for cell in grid_cells:
-        n = cell["n_sets"] if family == "coins" else cell["n_obs"]
-        d = 1 if family == "coins" else cell["dim"]
+        n, d = _family(family).study_shape(cell)
         k = cell["components"]
-        shape = f"a cell with {n:,} {'sets' if family == 'coins' else 'rows'} and K = {k}"
+        shape = f"a cell with {n:,} {_family(family).size_facts(d)['observations']} and K = {k}"
         check_fits(em_need(n, k, d, family, em_like), f"EM on {shape}",
                    "lower [grid] components or the data size, or [em] n_init or max_iter")
         check_fits(sampler_need(n, k, d, family, bayes["chains"], bayes["draws"]),

@@ -351,11 +351,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
 #: Keys only a study spec has (see emvsbayes.study.spec): a spec holding them was given to the wrong command.
 STUDY_ONLY_KEYS = ("kind", "replicates", "grid", "priors", "truth", "intervals", "sbc")
 
-FAMILY_CHECKS = {"coins": {"init": coin_init}, "gaussian": {"init": gaussian_init}}
 
-#: What ``[em] init = "auto"`` (the default) becomes per family: scikit-learn's k-means++ centres for
-#: Gaussian mixtures (what every bundled Gaussian spec uses), uniform random thetas for coins.
-AUTO_INIT = {"coins": "random", "gaussian": "k-means++"}
+def _family_check(family, section: str, key: str, rule: Key) -> Callable:
+    """The check of a key: the family's own for ``[em] init`` (its starts are family knowledge)."""
+    if section == "em" and key == "init" and family in family_names():
+        return get_family(family).check_init
+    return rule.check
+
+
+def auto_init(family: str) -> str:
+    """What ``[em] init = "auto"`` (the default) becomes for a family (``family.auto_init``)."""
+    return get_family(family).auto_init
 
 #: Gaussian mixtures' restart rule unless the spec says otherwise: three starts agreeing on the best
 #: log-likelihood make a missed better optimum unlikely (on heroes, K = 3, 13 % of k-means++ starts reach
@@ -417,7 +423,7 @@ def validate(raw: dict, source: str = "spec") -> dict:
         for key, rule in keys.items():
             if key in given:
                 value = given[key]
-                check = FAMILY_CHECKS.get(family, {}).get(key, rule.check) if section == "em" else rule.check
+                check = _family_check(family, section, key, rule)
                 problem = check(value)
                 if problem:
                     raise UserError(f"{source}: {_where(section, key)} {problem}")
@@ -431,10 +437,6 @@ def validate(raw: dict, source: str = "spec") -> dict:
         else:
             spec.update(out)
     _check_consistency(spec, source)
-    try:
-        get_family(spec["model"]["family"]).check_spec(spec)
-    except UserError as error:
-        raise UserError(f"{source}: {error}") from None
     return spec
 
 
@@ -456,44 +458,19 @@ def _check_consistency(spec: dict, source: str) -> None:
     ks = spec["model"]["components"]
     ks = ks if isinstance(ks, list) else [ks]
     em = spec["em"]
+    family = get_family(spec["model"]["family"])
     if em["init"] == "auto":
-        em["init"] = AUTO_INIT.get(spec["model"]["family"], "auto")
-    if data["truth"] is not None and (data["file"] is None or spec["model"]["family"] != "gaussian"):
-        raise UserError(f"{source}: [data] truth names a column of known groups in a CSV file of measurements; "
-                        "use it with file = \"...\" and family = \"gaussian\", or remove it")
-    if spec["model"]["family"] == "gaussian":
-        if em["reach_best"] is None:
-            em["reach_best"] = GAUSSIAN_REACH_BEST
-        if em["max_init"] is None:
-            em["max_init"] = max(GAUSSIAN_MAX_INIT, em["n_init"])
-        if em["max_init"] < em["n_init"]:
-            raise UserError(f"{source}: [em] max_init = {em['max_init']} is fewer than n_init = {em['n_init']}; "
-                            f"max_init is the most starts, so give at least {em['n_init']}")
-        if em["reach_best"] > em["max_init"]:
-            raise UserError(f"{source}: [em] reach_best = {em['reach_best']} starts can never agree within "
-                            f"max_init = {em['max_init']} starts; raise max_init or lower reach_best")
-    else:
-        for key in ("reach_best", "max_init"):
-            if em[key] is not None:
-                raise UserError(f"{source}: [em] {key} applies to Gaussian mixtures only; {spec['model']['family']} "
-                                "mixtures run n_init starts: remove it, or set n_init")
+        em["init"] = family.auto_init
+    try:
+        # The family's own keys (defaults that depend on others, combinations only it allows).
+        family.check_spec(spec)
+    except UserError as error:
+        raise UserError(f"{source}: {error}") from None
     labels = spec["model"]["labels"]
-    if labels and spec["model"]["family"] != "coins":
-        raise UserError(f"{source}: [model] labels names coins only; remove it from a {spec['model']['family']} spec")
     if labels and (len(ks) > 1 or len(labels) != ks[0]):
         raise UserError(f"{source}: [model] labels gives {len(labels)} names but [model] components is "
                         f"{spec['model']['components']}; give one name per component, e.g. labels = "
                         f"{json.dumps([chr(ord('A') + i) for i in range(max(ks))])}")
-    if spec["model"]["family"] == "coins":
-        init = spec["em"]["init"]
-        if isinstance(init, list):
-            rows = init if isinstance(init[0], list) else [init]
-            for row in rows:
-                if len(row) != max(ks) or len(ks) > 1:
-                    raise UserError(
-                        f"{source}: [em] init gives {len(row)} theta values but [model] components is "
-                        f"{spec['model']['components']}; give one value per coin or use init = \"random\""
-                    )
 
 
 #: A spec is a few KB of settings; anything much larger is some other file given by mistake.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from emvsbayes.errors import UserError
 from emvsbayes.spec import REQUIRED as _REQUIRED
-from emvsbayes.spec import AUTO_INIT, GAUSSIAN_MAX_INIT, GAUSSIAN_REACH_BEST, SCHEMA
+from emvsbayes.spec import GAUSSIAN_MAX_INIT, auto_init, GAUSSIAN_REACH_BEST, SCHEMA
 
 #: What each key means, by (section, key); "" is the top of the file. Every schema key needs one.
 KEY_DOCS: dict[tuple[str, str], str] = {
@@ -41,7 +41,7 @@ KEY_DOCS: dict[tuple[str, str], str] = {
     ("model", "covariance"): 'Gaussians: "full", "tied", "diag" or "spherical" (scikit-learn\'s covariance_type)',
     ("model", "reg_covar"): "Gaussians: added to covariance diagonals, as scikit-learn does",
     ("em", "kinds"): 'kinds of EM: "soft" (probabilities; required) and "hard" (one component per row)',
-    ("em", "init"): f'starting points: "auto" ({AUTO_INIT["gaussian"]} for Gaussians, {AUTO_INIT["coins"]} thetas '
+    ("em", "init"): f'starting points: "auto" ({auto_init("gaussian")} for Gaussians, {auto_init("coins")} thetas '
                     'for coins), a scikit-learn init_params name, or given parameters',
     ("em", "n_init"): "the fewest starts (restarts)",
     ("em", "reach_best"): f"Gaussians: after n_init starts, keep starting until this many end at the best "

@@ -66,8 +66,8 @@ SPEC_CASES = {
         LECTURE + "[model]\ncomponents = 2\n",
         '{spec}: [model] family is missing; add it, e.g. family = "coins"'),
     "family_unknown": (
-        LECTURE + '[model]\nfamily = "poisson"\n',
-        "{spec}: [model] family must be one of 'coins', 'gaussian', got 'poisson'"),
+        LECTURE + '[model]\nfamily = "poissn"\n',
+        "{spec}: [model] family must be one of 'coins', 'gaussian', 'poisson', got 'poissn'"),
     "k_below_one": (
         COINS + "components = 0\n",
         "{spec}: [model] components must be a whole number >= 1, got 0"),
@@ -508,7 +508,7 @@ API_CASES = {
         "spec: [em] reach_best must be a whole number >= 1, got 0"),
     "validate_reach_best_for_coins": (
         _validate({**GOOD, "em": {"reach_best": 3}}), UserError,
-        "spec: [em] reach_best applies to Gaussian mixtures only; coins mixtures run n_init starts: remove it, or set n_init"),
+        "spec: [em] reach_best applies to Gaussian mixtures only; coin mixtures run n_init starts: remove it, or set n_init"),
     "coins_same_column": (_coins_csv(b"h,t\n1,2\n", heads="h", tosses="h"), UserError,
                           "c.csv: data.heads and data.tosses both name column 'h'; name two different columns"),
     "coins_path_is_folder": (lambda tmp_path: __import__("emvsbayes.data").data.load_coins_csv(tmp_path), UserError,

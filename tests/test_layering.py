@@ -46,7 +46,6 @@ UPWARD_ALLOWED = {
 NAMES_FAMILIES_ALLOWED = {
     "emvsbayes.__init__",  # the docstring's example
     "emvsbayes.api",  # compare(): turns arrays into a spec of the family named
-    "emvsbayes.limits",  # size estimates per family
     "emvsbayes.spec",  # family-specific spec keys and checks
     "emvsbayes.spec_keys",  # the spec keys' documentation
     "emvsbayes.report.summary",  # the model line of the summary (report/ is another helper's)

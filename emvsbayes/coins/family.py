@@ -205,8 +205,36 @@ class CoinFamily:
         return {"model": {"weights": "equal", "labels": []}, "bayes": {"theta_prior": [1, 1]},
                 "data": {"heads": None, "tosses": None}}
 
+    #: ``[em] init = "auto"``: uniform random thetas
+    auto_init = "random"
+
+    def check_init(self, value) -> str | None:
+        """``[em] init``: "random" or theta rows (:func:`emvsbayes.spec.coin_init`)."""
+        from emvsbayes.spec import coin_init
+
+        return coin_init(value)
+
     def check_spec(self, spec: dict) -> None:
-        """The spec's coin-only checks are made as it is read (:mod:`emvsbayes.spec`)."""
+        """Coin-only combinations of keys (the message is prefixed with the spec's name by the caller)."""
+        em_spec, ks = spec["em"], spec["model"]["components"]
+        ks = ks if isinstance(ks, list) else [ks]
+        if spec["data"]["truth"] is not None:
+            raise UserError("[data] truth names a column of known groups in a CSV file of measurements; "
+                            "use it with file = \"...\" and family = \"gaussian\", or remove it")
+        for key in ("reach_best", "max_init"):
+            if em_spec[key] is not None:
+                raise UserError(f"[em] {key} applies to Gaussian mixtures only; coin mixtures run "
+                                "n_init starts: remove it, or set n_init")
+        labels = spec["model"]["labels"]
+        if labels and (len(ks) > 1 or len(labels) != ks[0]):
+            return  # the generic check says it, naming both keys
+        init = em_spec["init"]
+        if isinstance(init, list):
+            rows = init if isinstance(init[0], list) else [init]
+            for row in rows:
+                if len(row) != max(ks) or len(ks) > 1:
+                    raise UserError(f"[em] init gives {len(row)} theta values but [model] components is "
+                                    f"{spec['model']['components']}; give one value per coin or use init = \"random\"")
 
     # data ---------------------------------------------------------------------------------------
     def load_data(self, spec: dict) -> CoinData:
@@ -235,6 +263,15 @@ class CoinFamily:
 
     def n_observations(self, data) -> int:
         return int(len(data.heads))
+
+    def size_facts(self, d: int) -> dict:
+        """For the memory estimates (:mod:`emvsbayes.limits`): theta and w per component, the
+        responsibilities of each set kept in every iteration's trace, and what the rows are called."""
+        return {"params_per_component": 2, "trace_per_observation": 1, "observations": "sets"}
+
+    def study_shape(self, cell: dict) -> tuple[int, int]:
+        """(observations, columns) of a study cell's data."""
+        return cell["n_sets"], 1
 
     def data_shape(self, data) -> tuple[int, int]:
         """(rows, columns) for the size limits."""

@@ -380,8 +380,37 @@ class GaussianFamily:
                 "bayes": {"mu_loc": None, "mu_scale": None, "sigma_scale": None, "lkj_eta": 2.0},
                 "em": {"kmeans": True}}
 
+    #: ``[em] init = "auto"``: scikit-learn's k-means++ centres (what every bundled Gaussian spec uses)
+    auto_init = "k-means++"
+
+    def check_init(self, value) -> str | None:
+        """``[em] init``: scikit-learn's init_params names or a table of parameters
+        (:func:`emvsbayes.spec.gaussian_init`)."""
+        from emvsbayes.spec import gaussian_init
+
+        return gaussian_init(value)
+
     def check_spec(self, spec: dict) -> None:
-        """The spec's Gaussian-only checks are made as it is read (:mod:`emvsbayes.spec`)."""
+        """The restart rule's defaults and Gaussian-only combinations of keys (the message is prefixed with
+        the spec's name by the caller)."""
+        from emvsbayes.spec import GAUSSIAN_MAX_INIT, GAUSSIAN_REACH_BEST
+
+        data, em_spec = spec["data"], spec["em"]
+        if data["truth"] is not None and data["file"] is None:
+            raise UserError("[data] truth names a column of known groups in a CSV file of measurements; "
+                            "use it with file = \"...\" and family = \"gaussian\", or remove it")
+        if em_spec["reach_best"] is None:
+            em_spec["reach_best"] = GAUSSIAN_REACH_BEST
+        if em_spec["max_init"] is None:
+            em_spec["max_init"] = max(GAUSSIAN_MAX_INIT, em_spec["n_init"])
+        if em_spec["max_init"] < em_spec["n_init"]:
+            raise UserError(f"[em] max_init = {em_spec['max_init']} is fewer than n_init = {em_spec['n_init']}; "
+                            f"max_init is the most starts, so give at least {em_spec['n_init']}")
+        if em_spec["reach_best"] > em_spec["max_init"]:
+            raise UserError(f"[em] reach_best = {em_spec['reach_best']} starts can never agree within "
+                            f"max_init = {em_spec['max_init']} starts; raise max_init or lower reach_best")
+        if spec["model"]["labels"]:
+            raise UserError("[model] labels names coins only; remove it from a gaussian spec")
 
     # data ---------------------------------------------------------------------------------------
     def load_data(self, spec: dict) -> ContinuousData:
@@ -423,6 +452,14 @@ class GaussianFamily:
 
     def n_observations(self, data) -> int:
         return int(np.shape(data.x)[0])
+
+    def size_facts(self, d: int) -> dict:
+        """For the memory estimates (:mod:`emvsbayes.limits`): w, mu (D), covariance and its Cholesky factor
+        (D x D each) per component; no per-row statistics in the trace."""
+        return {"params_per_component": 1 + d + 2 * d * d, "trace_per_observation": 0, "observations": "rows"}
+
+    def study_shape(self, cell: dict) -> tuple[int, int]:
+        return cell["n_obs"], cell["dim"]
 
     def data_shape(self, data) -> tuple[int, int]:
         return np.shape(data.x)

@@ -134,29 +134,50 @@ class PoissonFamily:
         """Keys only this family reads, per table, with their defaults."""
         return {"data": {"counts": "count"}, "bayes": {"rate_prior": "auto"}}
 
+    #: what ``[em] init = "auto"`` becomes
+    auto_init = "k-means++"
+
+    def check_init(self, value) -> str | None:
+        """``[em] init``: "auto", "k-means++", "random", starting rates, or a table of rates and weights; the
+        problem (the caller names the key), or None."""
+        if isinstance(value, str):
+            if value != "auto" and value not in em.INIT_METHODS:
+                return (f"= {_show(value)} is not a Poisson start; use \"auto\", "
+                        f"{', '.join(repr(m) for m in em.INIT_METHODS)}, or starting rates such as [10, 30]")
+        elif isinstance(value, list):
+            if not _positive_numbers(value):
+                return f"must list positive starting rates such as [10, 30], got {_show(value)}"
+        elif isinstance(value, dict):
+            if set(value) != {"rate", "w"} or not _positive_numbers(value["rate"]) or not _positive_numbers(value["w"]):
+                return (f"as a table needs rate = [...] and w = [...], positive numbers, e.g. "
+                        f"{{ rate = [10, 30], w = [0.5, 0.5] }}, got {_show(value)}")
+        else:
+            return f"must be \"auto\", \"k-means++\", \"random\" or starting rates, got {_show(value)}"
+        return None
+
     def check_spec(self, spec: dict) -> None:
-        """One-line UserError for a family key of the wrong form, naming the key and the fix."""
-        counts = spec.get("data", {}).get("counts", "count")
+        """One-line UserError for a family key of the wrong form or a key this family does not take, naming the
+        key and the fix (the caller prefixes the spec's name)."""
+        data, em_spec = spec.get("data", {}), spec.get("em", {})
+        counts = data.get("counts", "count")
         if not (isinstance(counts, str) and counts.strip()):
             raise UserError(f"[data] counts must name the column of counts, e.g. counts = \"count\", got {_show(counts)}")
         prior = spec.get("bayes", {}).get("rate_prior", "auto")
         if prior != "auto" and not _positive_numbers(prior, 2):
             raise UserError(f"[bayes] rate_prior must be \"auto\" or [alpha, beta], the Gamma prior's positive shape "
                             f"and rate, e.g. [2, 0.1], got {_show(prior)}")
-        init = spec.get("em", {}).get("init", "auto")
-        if isinstance(init, str):
-            if init != "auto" and init not in em.INIT_METHODS:
-                raise UserError(f"[em] init = {_show(init)} is not a Poisson start; use \"auto\", "
-                                f"{', '.join(repr(m) for m in em.INIT_METHODS)}, or starting rates such as [10, 30]")
-        elif isinstance(init, list):
-            if not _positive_numbers(init):
-                raise UserError(f"[em] init must list positive starting rates such as [10, 30], got {_show(init)}")
-        elif isinstance(init, dict):
-            if set(init) != {"rate", "w"} or not _positive_numbers(init["rate"]) or not _positive_numbers(init["w"]):
-                raise UserError(f"[em] init as a table needs rate = [...] and w = [...], positive numbers, "
-                                f"e.g. {{ rate = [10, 30], w = [0.5, 0.5] }}, got {_show(init)}")
-        else:
-            raise UserError(f"[em] init must be \"auto\", \"k-means++\", \"random\" or starting rates, got {_show(init)}")
+        problem = self.check_init(em_spec.get("init", "auto"))
+        if problem:
+            raise UserError(f"[em] init {problem}")
+        if data.get("truth") is not None:
+            raise UserError("[data] truth names a column of known groups in a CSV file of measurements; "
+                            "use it with file = \"...\" and family = \"gaussian\", or remove it")
+        for key in ("reach_best", "max_init"):
+            if em_spec.get(key) is not None:
+                raise UserError(f"[em] {key} applies to Gaussian mixtures only; Poisson mixtures run "
+                                "n_init starts: remove it, or set n_init")
+        if spec.get("model", {}).get("labels"):
+            raise UserError("[model] labels names coins only; remove it from a poisson spec")
 
     # -- data -------------------------------------------------------------------------------------
 
@@ -216,6 +237,15 @@ class PoissonFamily:
             ds["true_component"] = ("obs", np.asarray(data.true_component))
         ds.attrs.update(source=data.source, kind="counts", column=data.column)
         return ds
+
+    def size_facts(self, d: int) -> dict:
+        """For the memory estimates (:mod:`emvsbayes.limits`): w and rate per component, no per-row statistics
+        in the trace."""
+        return {"params_per_component": 2, "trace_per_observation": 0, "observations": "rows"}
+
+    def study_shape(self, cell: dict) -> tuple[int, int]:
+        """(observations, columns) of a study cell's data."""
+        return cell["n_obs"], 1
 
     def data_shape(self, data: CountData) -> tuple[int, int]:
         """(rows, columns) for the size limits."""
