@@ -104,3 +104,40 @@ def test_the_report_shows_the_rates(poisson_run):
         assert label in page, label
     assert "weighted component probabilities of each count" in page
     assert "60 counts (events)" in page
+
+
+STUDY = """
+title = "Coverage, Poisson mixture K = 2"
+kind = "coverage"
+seed = 11
+replicates = 1
+[model]
+family = "poisson"
+[grid]
+n_obs = [80, 200]
+[em]
+n_init = 3
+[bayes]
+rate_prior = [2.0, 0.2]
+[intervals]
+kinds = ["wald", "bootstrap"]
+bootstrap = 10
+"""
+
+
+def test_a_poisson_cell_of_a_coverage_study(tmp_path):
+    """The study spec takes the family's grid axes and priors; one replicate (no sampling) fits EM to data
+    simulated at the cell's truth: rates 4 and (2 + 1.5)^2 = 12.25 (1.5 apart on the square-root scale)."""
+    from emvsbayes.study.replicate import run_coverage_replicate
+    from emvsbayes.study.spec import cells, load_study_spec
+
+    path = tmp_path / "coverage.toml"
+    path.write_text(STUDY)
+    spec = load_study_spec(path)
+    grid = cells(spec)
+    assert [cell["n_obs"] for cell in grid] == [80, 200] and grid[0]["sampler"] == "nutpie"
+    record = run_coverage_replicate(spec, 0, 0, grid[0])
+    assert not record.get("error"), record
+    truth = record["values"]["truth"]
+    assert truth["rate[0]"] == pytest.approx(4.0) and truth["rate[1]"] == pytest.approx(12.25)
+    assert set(record["values"]["em"]) == {"w[0]", "w[1]", "rate[0]", "rate[1]"}

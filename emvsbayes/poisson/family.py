@@ -522,6 +522,35 @@ class PoissonFamily:
 
     observed = {"x": "counts"}  # the PyMC model's observed variable -> the array holding its data
 
+    def study_axes(self) -> dict[str, tuple[object, Callable]]:
+        """Grid axes of a study: name -> (default, check of one value). ``rate`` is the lowest true rate,
+        ``separation`` the gap between neighbouring rates on the square-root scale (see :meth:`study_truth`)."""
+        from emvsbayes.spec import one_of, positive_int, positive_number
+        from emvsbayes.study.spec import SAMPLERS
+
+        def non_negative(v):
+            return None if _is_number(v) and v >= 0 else f"must be a number >= 0, got {_show(v)}"
+
+        def prior_name(v):
+            return None if isinstance(v, str) and v else f"must be the name of a [priors.NAME] table or \"default\", got {_show(v)}"
+
+        return {"components": (2, positive_int), "n_obs": (100, positive_int), "rate": (4.0, positive_number),
+                "separation": (1.5, non_negative), "variant": ("symmetric", one_of("symmetric", "ordered")),
+                # Not numpyro: its study programs with the integer counts as an argument never leave the start
+                # (every transition divergent, draws constant: the coins' integer heads do the same); nutpie and
+                # PyMC sample the same cell well.
+                "sampler": ("nutpie", one_of(*SAMPLERS)), "prior": ("default", prior_name)}
+
+    def study_prior_keys(self) -> dict:
+        """Prior keys of a study's ``[bayes]`` and ``[priors.NAME]``: fixed numbers, not scaled to each data set
+        (a replicate's prior must not depend on its data; SBC draws the truth from it)."""
+        from emvsbayes.spec import Key, positive_number
+
+        def gamma(v):
+            return None if _positive_numbers(v, 2) else f"must be [alpha, beta], the Gamma prior's positive shape and rate, got {_show(v)}"
+
+        return {"rate_prior": Key([2.0, 0.2], gamma), "w_concentration": Key(1.0, positive_number)}
+
     def study_model(self, spec: dict, cell: dict, prior: dict) -> PoissonMixture:
         rate_prior = prior.get("rate_prior", "auto")
         return PoissonMixture(n_components=cell["components"],
