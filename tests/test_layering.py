@@ -161,19 +161,19 @@ def test_no_arrow_from_a_lower_layer_to_a_higher_one():
     assert upward == []
 
 
-FAMILY_NAME = re.compile(r"""==\s*["'](coins|gaussian)["']|["'](coins|gaussian)["']\s*==|!=\s*["'](coins|gaussian)["']""")
+FAMILY_NAME = re.compile(r"""==\s*["'](coins|gaussian|poisson)["']|["'](coins|gaussian|poisson)["']\s*==|!=\s*["'](coins|gaussian|poisson)["']""")
 
 
 def test_generic_modules_name_no_family():
     offenders = []
     for name, path in MODULES.items():
-        if name.startswith(("emvsbayes.coins", "emvsbayes.gaussian")) or name == "emvsbayes.family":
+        if name.startswith(("emvsbayes.coins", "emvsbayes.gaussian", "emvsbayes.poisson")) or name == "emvsbayes.family":
             continue
         if name in NAMES_FAMILIES_ALLOWED or f"{name}.__init__" in NAMES_FAMILIES_ALLOWED:
             continue
-        imported = [t for t, _, _ in _imports(name) if t.startswith(("emvsbayes.coins", "emvsbayes.gaussian"))]
+        imported = [t for t, _, _ in _imports(name) if t.startswith(("emvsbayes.coins", "emvsbayes.gaussian", "emvsbayes.poisson"))]
         text = path.read_text(encoding="utf-8")
-        if imported or FAMILY_NAME.search(text) or re.search(r"""\{\s*["'](coins|gaussian)["']\s*:""", text):
+        if imported or FAMILY_NAME.search(text) or re.search(r"""\{\s*["'](coins|gaussian|poisson)["']\s*:""", text):
             offenders.append(name)
     assert offenders == []
 

@@ -109,7 +109,7 @@ def axes_of(family: str) -> dict[str, tuple[Any, Any]]:
 
 def prior_keys_of(family: str) -> dict[str, Key]:
     """A family's prior keys: the table below, else the family's own (``Family.study_prior_keys``)."""
-    return prior_keys_of(family) if family in PRIOR_KEYS else get_family(family).study_prior_keys()
+    return PRIOR_KEYS[family] if family in PRIOR_KEYS else get_family(family).study_prior_keys()
 
 
 #: Prior keys per family: the ``[bayes]`` defaults and what a ``[priors.NAME]`` table may override.
