@@ -141,3 +141,22 @@ def defer_dask_in_xarray() -> None:
     locks.get_dask_scheduler = writers.get_dask_scheduler = _scheduler_when_dask_imported(original)
     # read by utils.is_dask_collection only (the other modules bound their own module_available)
     utils.module_available = _available_when_imported(utils.module_available)
+
+
+class _LazyModule:
+    """A module imported on first attribute access (:func:`lazy_module`)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        return getattr(importlib.import_module(self._name), attribute)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name!r}>"
+
+
+def lazy_module(name: str) -> _LazyModule:
+    """``name``, imported when one of its attributes is first used: a model family's ``family`` module is
+    read by spec checks and data loading, which must not import SciPy or PyMC before a bad input exits."""
+    return _LazyModule(name)

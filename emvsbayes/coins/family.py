@@ -17,12 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from emvsbayes.coins import bayes, em, exact
-from emvsbayes.coins.model import PARAMETER_DIMS, CoinMixture, CoinParams
 from emvsbayes.data.records import CoinData
 from emvsbayes.em import RestartPolicy
 from emvsbayes.errors import UserError
 from emvsbayes.family import ParameterInfo
+from emvsbayes.lazy_imports import lazy_module
+
+# Imported on first use: spec checks and data loading read this module before anything is fitted.
+em = lazy_module("emvsbayes.coins.em")
+bayes = lazy_module("emvsbayes.coins.bayes")
+exact = lazy_module("emvsbayes.coins.exact")
+coin_model = lazy_module("emvsbayes.coins.model")
+
+#: The parameters' dims, as emvsbayes.coins.model.PARAMETER_DIMS (written out: that module imports SciPy).
+PARAMETER_DIMS = {"theta": ("component",), "w": ("component",)}
 
 #: The coins' parameters: P(heads) per coin, the coin weights; both per component, both in (0, 1).
 PARAMETERS = {"theta": ParameterInfo(PARAMETER_DIMS["theta"], ("component",), "logit"),
@@ -44,7 +52,7 @@ def as_coin_data(heads, tosses) -> CoinData:
 
 def model_from_spec(spec: dict, n_components: int | None = None) -> CoinMixture:
     bayes_spec = spec["bayes"]
-    return CoinMixture(
+    return coin_model.CoinMixture(
         n_components=n_components or spec["model"]["components"],
         weights=spec["model"]["weights"],
         theta_prior=tuple(bayes_spec["theta_prior"]),
@@ -59,7 +67,7 @@ def initial_params(model_def: CoinMixture, em_spec: dict, rng: np.random.Generat
     if init == "random":
         return em.random_inits(model_def, em_spec["n_init"], rng)
     rows = init if isinstance(init[0], list) else [init]
-    return [CoinParams(np.array(row, dtype=float), model_def.equal_weights) for row in rows]
+    return [coin_model.CoinParams(np.array(row, dtype=float), model_def.equal_weights) for row in rows]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -106,7 +114,7 @@ def coin_from_unconstrained(model: CoinMixture, phi: np.ndarray) -> CoinParams:
     k = model.n_components
     phi = np.asarray(phi, dtype=float)
     w = _alr_inverse(phi[k:]) if model.weights == "estimated" else model.equal_weights
-    return CoinParams(expit(phi[:k]), w)
+    return coin_model.CoinParams(expit(phi[:k]), w)
 
 
 def _loglik_graph(phi, heads, tosses, n_components: int, weights: str):
@@ -191,14 +199,13 @@ class CoinFamily:
     obs_dim = "set"
     #: the posterior variable relabelling orders components by (relabel = "order")
     order_var = "theta"
-    fit_batched = staticmethod(em.fit_batched)
 
     def __repr__(self) -> str:
         return "CoinFamily()"
 
     def example(self) -> tuple[CoinMixture, CoinParams, int]:
         """A small, well-separated case for the family contract test: (model, truth, number of sets)."""
-        return CoinMixture(2, "estimated"), CoinParams([0.2, 0.75], [0.4, 0.6]), 300
+        return coin_model.CoinMixture(2, "estimated"), coin_model.CoinParams([0.2, 0.75], [0.4, 0.6]), 300
 
     # spec ---------------------------------------------------------------------------------------
     def spec_defaults(self) -> dict[str, dict[str, object]]:
@@ -308,7 +315,7 @@ class CoinFamily:
 
     def params_from_variables(self, model_def: CoinMixture, variables: Mapping) -> CoinParams:
         w = variables.get("w")
-        return CoinParams(np.asarray(variables["theta"]), model_def.equal_weights if w is None else np.asarray(w))
+        return coin_model.CoinParams(np.asarray(variables["theta"]), model_def.equal_weights if w is None else np.asarray(w))
 
     def estimated_variables(self, model_def: CoinMixture, params: CoinParams) -> dict[str, np.ndarray]:
         """The variables that are estimated (fixed equal weights are not), as a study reports them."""
@@ -353,6 +360,10 @@ class CoinFamily:
 
     def fit(self, model_def, data, init, *, kind: str = "soft", **options):
         return em.fit(model_def, data.heads, data.tosses, init, kind=kind, **options)
+
+    def fit_batched(self, model_def, sets, init, n_fits: int, **options):
+        """Soft EM over a leading replicate axis (:func:`emvsbayes.coins.em.fit_batched`)."""
+        return em.fit_batched(model_def, sets, init, n_fits, **options)
 
     def restart_batches(self, model_def, data, options) -> tuple[Callable | None, int]:
         """Coins fit their few starts one at a time."""
@@ -471,13 +482,13 @@ class CoinFamily:
             w = rng.dirichlet(np.full(model_def.n_components, float(model_def.w_concentration)))
         else:
             w = model_def.equal_weights
-        return CoinParams(theta, w)
+        return coin_model.CoinParams(theta, w)
 
     # studies (emvsbayes.study): a cell's model, truth and data; data as named arrays for the sampler
     observed = {"heads": "heads"}  # the PyMC model's observed variable -> the array holding its data
 
     def study_model(self, spec: dict, cell: dict, prior: dict) -> CoinMixture:
-        return CoinMixture(n_components=cell["components"], weights=spec["model"]["weights"],
+        return coin_model.CoinMixture(n_components=cell["components"], weights=spec["model"]["weights"],
                            theta_prior=tuple(prior["theta_prior"]), w_concentration=prior["w_concentration"],
                            ordered=cell["variant"] == "ordered")
 
@@ -487,7 +498,7 @@ class CoinFamily:
         theta = 0.5 + gap * (np.arange(k) - (k - 1) / 2)
         w = spec["truth"]["w"]
         w = model_def.equal_weights if w is None or model_def.weights == "equal" else np.asarray(w) / np.sum(w)
-        return CoinParams(theta, w)
+        return coin_model.CoinParams(theta, w)
 
     def study_data(self, model_def, params: CoinParams, cell: dict, rng) -> CoinData:
         from emvsbayes.data import simulate_coins

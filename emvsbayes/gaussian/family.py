@@ -19,10 +19,14 @@ from emvsbayes.data.records import ContinuousData
 from emvsbayes.em import SAME_OPTIMUM_ATOL, RestartPolicy
 from emvsbayes.errors import DegenerateFitError, UserError
 from emvsbayes.family import ParameterInfo
-from emvsbayes.gaussian import bayes, em
-from emvsbayes.gaussian.init import initial_params, initial_params_source
-from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, GaussianPriors, as_data_matrix, parameter_dims
-from emvsbayes.uncertainty.bootstrap import BATCH_VALUES, LARGE_FIT
+from emvsbayes.lazy_imports import lazy_module
+
+# Imported on first use: spec checks and data loading read this module before anything is fitted.
+em = lazy_module("emvsbayes.gaussian.em")
+bayes = lazy_module("emvsbayes.gaussian.bayes")
+gaussian_init = lazy_module("emvsbayes.gaussian.init")
+gaussian_model = lazy_module("emvsbayes.gaussian.model")
+bootstrap_sizes = lazy_module("emvsbayes.uncertainty.bootstrap")
 
 #: The Wald interval's scale of each Gaussian parameter (see emvsbayes.uncertainty.information).
 SCALES = {"w": "logit", "mu": "identity", "sigma": "log", "cov": "log-diagonal"}
@@ -34,7 +38,7 @@ INIT_REACH = 100
 
 def as_continuous_data(x) -> ContinuousData:
     """An array (N,) or (N, D) as a data record (rows numbered from 1, columns x0, x1, ...)."""
-    x = as_data_matrix(x)
+    x = gaussian_model.as_data_matrix(x)
     return ContinuousData(x, tuple(f"x{j}" for j in range(x.shape[1])), tuple(str(i) for i in range(1, x.shape[0] + 1)))
 
 
@@ -54,12 +58,12 @@ def _tuple_or_none(value):
 
 def model_from_spec(spec: dict, n_components: int | None = None, covariance: str | None = None) -> GaussianMixtureModel:
     b = spec["bayes"]
-    return GaussianMixtureModel(
+    return gaussian_model.GaussianMixtureModel(
         n_components=n_components or spec["model"]["components"],
         covariance_type=covariance or spec["model"]["covariance"],
         reg_covar=spec["model"]["reg_covar"],
         ordered=b["variant"] == "ordered",
-        priors=GaussianPriors(
+        priors=gaussian_model.GaussianPriors(
             w_concentration=b["w_concentration"],
             mu_loc=_tuple_or_none(b["mu_loc"]),
             mu_scale=_tuple_or_none(b["mu_scale"]),
@@ -139,28 +143,28 @@ def start_source(model_def: GaussianMixtureModel, x: np.ndarray, em_spec: dict, 
             given = {"means_init": means, "weights_init": weights / weights.sum()}
             if "covariances" in init:
                 cov = np.asarray(init["covariances"], dtype=float)
-                given["precisions_init"] = GaussianParams.from_covariances(
+                given["precisions_init"] = gaussian_model.GaussianParams.from_covariances(
                     given["weights_init"], means, cov, model_def.covariance_type).precisions()
-            start = initial_params(model_def, x, "kmeans", rng, **given)
+            start = gaussian_init.initial_params(model_def, x, "kmeans", rng, **given)
         except (ValueError, np.linalg.LinAlgError) as error:
             raise UserError(f"[em] init: the given parameters do not fit K = {k}, D = {d} ({error}); "
                             "give means as K rows of D numbers and covariances shaped for the structure") from None
-        start = initial_params(model_def, x, "kmeans", rng, **given)
+        start = gaussian_init.initial_params(model_def, x, "kmeans", rng, **given)
         return (lambda: start), restart_policy(em_spec, n_starts=1)
-    return initial_params_source(model_def, x, init, rng), restart_policy(em_spec)
+    return gaussian_init.initial_params_source(model_def, x, init, rng), restart_policy(em_spec)
 
 
 def batched_restarts(model_def: GaussianMixtureModel, x: np.ndarray, options: dict) -> tuple[Callable | None, int]:
     """(soft EM from a list of starts as one batch, most starts per batch), or (None, 1) where one fit is
-    large enough to run on its own: the bootstrap's size rule (``LARGE_FIT``, ``BATCH_VALUES``). For the
+    large enough to run on its own: the bootstrap's size rule (``LARGE_FIT``, ``BATCH_VALUES`` of emvsbayes.uncertainty.bootstrap). For the
     bundled data one fit at a time spends its time in per-call overhead: galaxies' 150 starts (K = 3) take
     0.14 s batched against 10 s one at a time."""
     x = np.asarray(x, dtype=float).reshape(x.shape[0], -1)
     size = x.shape[0] * model_def.n_components * x.shape[1] ** 2
-    if size > LARGE_FIT:
+    if size > bootstrap_sizes.LARGE_FIT:
         return None, 1
     sets = em.GaussianSets(x[None], None, em.prepare(model_def, x).frame)
-    return (lambda inits: em.fit_batched(model_def, sets, inits, len(inits), **options)), max(1, BATCH_VALUES // size)
+    return (lambda inits: em.fit_batched(model_def, sets, inits, len(inits), **options)), max(1, bootstrap_sizes.BATCH_VALUES // size)
 
 
 def expected_counts(model_def: GaussianMixtureModel, params: GaussianParams, x: np.ndarray) -> np.ndarray:
@@ -258,7 +262,7 @@ def gaussian_from_unconstrained(model: GaussianMixtureModel, phi: np.ndarray, di
         prec_chol = np.exp(rest).reshape(k, dim)
     else:
         prec_chol = np.exp(rest)
-    return GaussianParams(w, mu, prec_chol, structure)
+    return gaussian_model.GaussianParams(w, mu, prec_chol, structure)
 
 
 def _loglik_graph(phi, x, covariance_type: str, n_components: int, dim: int):
@@ -293,7 +297,7 @@ def _loglik_graph(phi, x, covariance_type: str, n_components: int, dim: int):
     white = (diff[:, :, :, None] * u[None, :, :, :]).sum(axis=2)  # (x - mu_k) U_k, (N, K, D)
     log_joint = log_w[None, :] + log_det[None, :] - 0.5 * pt.sqr(white).sum(axis=2) - 0.5 * dim * math.log(2 * math.pi)
     loglik = pt.logsumexp(log_joint, axis=1).sum()
-    # Natural variables in the order of GaussianParams.variables(): w, mu, then sigma (1-D) or cov.
+    # Natural variables in the order of gaussian_model.GaussianParams.variables(): w, mu, then sigma (1-D) or cov.
     u_inv = pt.linalg.inv(u)
     cov = pt.matmul(u_inv.transpose(0, 2, 1), u_inv)  # Sigma = (U U^T)^{-1} = U^{-T} U^{-1}
     scale = pt.sqrt(cov[:, 0, 0]) if dim == 1 else cov.reshape((k * dim * dim,))
@@ -350,7 +354,7 @@ class GaussianBootstrap:
         return em.fit_batched(self.model, sets, init, len(counts) if samples is None else len(samples), **options)
 
     def dims(self, reference) -> dict[str, tuple[str, ...]]:
-        return parameter_dims(reference.mu.shape[1])
+        return gaussian_model.parameter_dims(reference.mu.shape[1])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,7 +367,6 @@ class GaussianFamily:
     name = "gaussian"
     obs_dim = "obs"
     order_var = "mu"
-    fit_batched = staticmethod(em.fit_batched)
 
     def __repr__(self) -> str:
         return "GaussianFamily()"
@@ -371,8 +374,8 @@ class GaussianFamily:
     def example(self) -> tuple[GaussianMixtureModel, GaussianParams, int]:
         """A small, well-separated case for the family contract test: (model, truth, number of rows)."""
         cov = np.array([[[1.0, 0.3], [0.3, 0.5]], [[0.6, -0.2], [-0.2, 1.2]]])
-        return (GaussianMixtureModel(2, "full"),
-                GaussianParams.from_covariances([0.35, 0.65], [[-2.0, 0.0], [2.0, 1.0]], cov, "full"), 400)
+        return (gaussian_model.GaussianMixtureModel(2, "full"),
+                gaussian_model.GaussianParams.from_covariances([0.35, 0.65], [[-2.0, 0.0], [2.0, 1.0]], cov, "full"), 400)
 
     # spec ---------------------------------------------------------------------------------------
     def spec_defaults(self) -> dict[str, dict[str, object]]:
@@ -492,7 +495,7 @@ class GaussianFamily:
         return model_from_spec(spec, n_components, spec["model_choice"]["covariance"] or spec["model"]["covariance"])
 
     def parameters(self, model_def, data) -> dict[str, ParameterInfo]:
-        dims = parameter_dims(np.shape(data.x)[1])
+        dims = gaussian_model.parameter_dims(np.shape(data.x)[1])
         return {name: ParameterInfo(d, ("component",), SCALES[name]) for name, d in dims.items()}
 
     def n_free_parameters(self, model_def, data) -> int:
@@ -509,14 +512,14 @@ class GaussianFamily:
         else:
             cov = np.asarray(variables["cov"], dtype=float)
         if model_def.covariance_type == "full":
-            return GaussianParams.from_covariances(w, mu, cov, "full")
+            return gaussian_model.GaussianParams.from_covariances(w, mu, cov, "full")
         # the other structures: covariances as the structure keeps them
         k, d = mu.shape
         if model_def.covariance_type == "tied":
-            return GaussianParams.from_covariances(w, mu, cov[0], "tied")
+            return gaussian_model.GaussianParams.from_covariances(w, mu, cov[0], "tied")
         if model_def.covariance_type == "diag":
-            return GaussianParams.from_covariances(w, mu, np.diagonal(cov, axis1=1, axis2=2), "diag")
-        return GaussianParams.from_covariances(w, mu, cov[:, 0, 0], "spherical")
+            return gaussian_model.GaussianParams.from_covariances(w, mu, np.diagonal(cov, axis1=1, axis2=2), "diag")
+        return gaussian_model.GaussianParams.from_covariances(w, mu, cov[:, 0, 0], "spherical")
 
     def estimated_variables(self, model_def, params) -> dict[str, np.ndarray]:
         return params.variables()
@@ -540,7 +543,7 @@ class GaussianFamily:
         inits = []
         for child in rng.spawn(n_init):
             try:
-                inits.append(initial_params(model_def, _matrix(data), "k-means++", child))
+                inits.append(gaussian_init.initial_params(model_def, _matrix(data), "k-means++", child))
             except (DegenerateFitError, np.linalg.LinAlgError, FloatingPointError):
                 continue
         return inits
@@ -559,6 +562,10 @@ class GaussianFamily:
 
     def fit(self, model_def, data, init, *, kind: str = "soft", **options):
         return em.fit(model_def, _matrix(data), init, kind=kind, **options)
+
+    def fit_batched(self, model_def, sets, init, n_fits: int, **options):
+        """Soft EM over a leading replicate axis (:func:`emvsbayes.gaussian.em.fit_batched`)."""
+        return em.fit_batched(model_def, sets, init, n_fits, **options)
 
     def restart_batches(self, model_def, data, options) -> tuple[Callable | None, int]:
         return batched_restarts(model_def, _matrix(data), options)
@@ -653,16 +660,16 @@ class GaussianFamily:
             mu = np.sort(mu)
         n_sd = 1 if model_def.covariance_type == "tied" else k
         sd = np.abs(rng.normal(0.0, priors.sigma_scale[0], size=n_sd)) * np.ones(k)
-        return GaussianParams.from_covariances(w, mu[:, None], (sd**2)[:, None, None], "full")
+        return gaussian_model.GaussianParams.from_covariances(w, mu[:, None], (sd**2)[:, None, None], "full")
 
     # studies (emvsbayes.study): a cell's model, truth and data; data as named arrays for the sampler
     observed = {"x": "x"}  # the PyMC model's observed variable -> the array holding its data
 
     def study_model(self, spec: dict, cell: dict, prior: dict) -> GaussianMixtureModel:
-        priors = GaussianPriors(w_concentration=prior["w_concentration"], mu_loc=(float(prior["mu_loc"]),),
+        priors = gaussian_model.GaussianPriors(w_concentration=prior["w_concentration"], mu_loc=(float(prior["mu_loc"]),),
                                 mu_scale=(float(prior["mu_scale"]),), sigma_scale=(float(prior["sigma_scale"]),),
                                 lkj_eta=prior["lkj_eta"])
-        return GaussianMixtureModel(n_components=cell["components"], covariance_type=spec["model"]["covariance"],
+        return gaussian_model.GaussianMixtureModel(n_components=cell["components"], covariance_type=spec["model"]["covariance"],
                                     reg_covar=spec["model"]["reg_covar"], ordered=cell["variant"] == "ordered",
                                     priors=priors)
 
@@ -675,7 +682,7 @@ class GaussianFamily:
         w, mu, cov = separated_gaussian_mixture(cell["components"], cell["dim"], cell["separation"], rng)
         if spec["truth"]["w"] is not None:
             w = np.asarray(spec["truth"]["w"], dtype=float) / np.sum(spec["truth"]["w"])
-        return GaussianParams.from_covariances(w, mu, cov, "full")
+        return gaussian_model.GaussianParams.from_covariances(w, mu, cov, "full")
 
     def study_data(self, model_def, params: GaussianParams, cell: dict, rng) -> ContinuousData:
         return self.simulate(model_def, params, cell["n_obs"], rng)
@@ -687,7 +694,7 @@ class GaussianFamily:
         return as_continuous_data(arrays["x"])
 
     def bootstrap_target(self, model_def, data) -> tuple[GaussianBootstrap, Any]:
-        return GaussianBootstrap(model_def), as_data_matrix(data.x)
+        return GaussianBootstrap(model_def), gaussian_model.as_data_matrix(data.x)
 
     # extras -------------------------------------------------------------------------------------
     def extra_groups(self, spec, model_def, data, best_fit, rng, timings) -> dict:
@@ -725,7 +732,7 @@ class GaussianFamily:
             return degenerate_components(counts, model_def.covariance_type, x.shape[1]).size > 0
 
         # Once the best of n_init starts is degenerate, more starts only find spikes on fewer points.
-        return fit_until(initial_params_source(model_def, x, "k-means++", rng), restart_policy(em_spec), futile=degenerate)
+        return fit_until(gaussian_init.initial_params_source(model_def, x, "k-means++", rng), restart_policy(em_spec), futile=degenerate)
 
     def model_choice_checks(self, model_def, data, run) -> dict:
         """Before EM (``run`` None): K beyond the rows, more free parameters than numbers in the data; after:
