@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("emvsbayes.em", "emvsbayes.family", "emvsbayes.limits", "emvsbayes.data", "emvsbayes.labels", "emvsbayes.spec",
      "emvsbayes.spec_keys", "emvsbayes.results", "emvsbayes.outputs", "emvsbayes.sampling", "emvsbayes.study.spec"),
     ("emvsbayes.uncertainty", "emvsbayes.comparison"),
-    ("emvsbayes.coins", "emvsbayes.gaussian"),
+    ("emvsbayes.coins", "emvsbayes.gaussian", "emvsbayes.poisson"),
     ("emvsbayes.runner", "emvsbayes.study.replicate", "emvsbayes.study.sbc", "emvsbayes.study.task"),
     ("emvsbayes.pipeline", "emvsbayes.report", "emvsbayes.study.run", "emvsbayes.study.report", "emvsbayes.study"),
     ("emvsbayes.api", "emvsbayes.cli", "emvsbayes.__main__", "emvsbayes"),
