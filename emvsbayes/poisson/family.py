@@ -21,15 +21,26 @@ import functools
 import math
 from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from emvsbayes.data.records import CountData
 from emvsbayes.em import SAME_OPTIMUM_ATOL, EMFit, RestartPolicy
 from emvsbayes.errors import UserError
-from emvsbayes.poisson import bayes, em
-from emvsbayes.poisson.model import PoissonMixture, PoissonParams, default_rate_prior, parameter_dims
+from emvsbayes.lazy_imports import lazy_module
+
+if TYPE_CHECKING:  # pragma: no cover - names for annotations only
+    from emvsbayes.poisson.model import PoissonMixture, PoissonParams
+
+# Imported on first use: spec checks and data loading read this module and must not import SciPy.
+em = lazy_module("emvsbayes.poisson.em")
+bayes = lazy_module("emvsbayes.poisson.bayes")
+poisson_model = lazy_module("emvsbayes.poisson.model")
+
+#: Starting points em.random_start draws (as emvsbayes.poisson.INIT_METHODS; written out: that module
+#: imports SciPy).
+INIT_METHODS = ("k-means++", "random")
 
 try:
     from emvsbayes.family import ParameterInfo
@@ -110,7 +121,7 @@ class PoissonBootstrap:
         return em.fit_batched(self.model, sets, init, len(counts) if samples is None else len(samples), **options)
 
     def dims(self, reference) -> dict[str, tuple[str, ...]]:
-        return parameter_dims()
+        return poisson_model.parameter_dims()
 
 
 class PoissonFamily:
@@ -126,7 +137,7 @@ class PoissonFamily:
 
     def example(self) -> tuple[PoissonMixture, PoissonParams, int]:
         """A small, well-separated case for the family contract test: (model, truth, number of rows)."""
-        return PoissonMixture(2, rate_prior=(2.0, 0.25)), PoissonParams([0.35, 0.65], [3.0, 12.0]), 400
+        return poisson_model.PoissonMixture(2, rate_prior=(2.0, 0.25)), poisson_model.PoissonParams([0.35, 0.65], [3.0, 12.0]), 400
 
     # -- spec -------------------------------------------------------------------------------------
 
@@ -141,9 +152,9 @@ class PoissonFamily:
         """``[em] init``: "auto", "k-means++", "random", starting rates, or a table of rates and weights; the
         problem (the caller names the key), or None."""
         if isinstance(value, str):
-            if value != "auto" and value not in em.INIT_METHODS:
+            if value != "auto" and value not in INIT_METHODS:
                 return (f"= {_show(value)} is not a Poisson start; use \"auto\", "
-                        f"{', '.join(repr(m) for m in em.INIT_METHODS)}, or starting rates such as [10, 30]")
+                        f"{', '.join(repr(m) for m in INIT_METHODS)}, or starting rates such as [10, 30]")
         elif isinstance(value, list):
             if not _positive_numbers(value):
                 return f"must list positive starting rates such as [10, 30], got {_show(value)}"
@@ -259,9 +270,9 @@ class PoissonFamily:
     def model_from_spec(self, spec: dict, data: CountData, n_components: int | None = None) -> PoissonMixture:
         k = spec["model"]["components"] if n_components is None else n_components
         prior = spec["bayes"].get("rate_prior", "auto")
-        return PoissonMixture(
+        return poisson_model.PoissonMixture(
             n_components=int(k),
-            rate_prior=default_rate_prior(data.counts) if prior == "auto" else tuple(float(v) for v in prior),
+            rate_prior=poisson_model.default_rate_prior(data.counts) if prior == "auto" else tuple(float(v) for v in prior),
             w_concentration=float(spec["bayes"].get("w_concentration", 1.0)),
             ordered=spec["bayes"].get("variant", "symmetric") == "ordered",
         )
@@ -279,7 +290,7 @@ class PoissonFamily:
         return params.variables()
 
     def params_from_variables(self, model_def: PoissonMixture, variables: Mapping[str, np.ndarray]) -> PoissonParams:
-        return PoissonParams(variables["w"], variables["rate"])
+        return poisson_model.PoissonParams(variables["w"], variables["rate"])
 
     def estimated_variables(self, model_def: PoissonMixture, params: PoissonParams) -> dict[str, np.ndarray]:
         """Every reported variable is estimated (as a study reports them)."""
@@ -307,11 +318,11 @@ class PoissonFamily:
         init = em_spec.get("init", "auto")
         k = model_def.n_components
         if isinstance(init, list):
-            given = PoissonParams(np.full(k, 1.0 / k), init)
+            given = poisson_model.PoissonParams(np.full(k, 1.0 / k), init)
             return (lambda: given), RestartPolicy(min_starts=1, reach_best=1, max_starts=1)
         if isinstance(init, dict):
             w = np.asarray(init["w"], dtype=float)
-            given = PoissonParams(w / w.sum(), init["rate"])
+            given = poisson_model.PoissonParams(w / w.sum(), init["rate"])
             return (lambda: given), RestartPolicy(min_starts=1, reach_best=1, max_starts=1)
         method = "k-means++" if init == "auto" else init
         return (lambda: em.random_start(model_def, data.counts, rng.spawn(1)[0], method)), restart_policy(em_spec)
@@ -380,7 +391,7 @@ class PoissonFamily:
         phi = np.asarray(phi, dtype=float)
         z = np.append(phi[k:], 0.0)
         z = np.exp(z - z.max())
-        return PoissonParams(z / z.sum(), np.exp(phi[:k]))
+        return poisson_model.PoissonParams(z / z.sum(), np.exp(phi[:k]))
 
     def symbolic_loglik(self, model_def: PoissonMixture, data: CountData):
         """``(phi, loglik)``: a pytensor float vector of length 2K - 1 and the observed-data log-likelihood
@@ -510,7 +521,7 @@ class PoissonFamily:
         k = model_def.n_components
         w = rng.dirichlet(np.full(k, model_def.w_concentration))
         rate = rng.gamma(alpha, 1.0 / beta, size=k)
-        return PoissonParams(w, np.sort(rate) if model_def.ordered else rate)
+        return poisson_model.PoissonParams(w, np.sort(rate) if model_def.ordered else rate)
 
     # -- extras -----------------------------------------------------------------------------------
 
@@ -553,7 +564,7 @@ class PoissonFamily:
 
     def study_model(self, spec: dict, cell: dict, prior: dict) -> PoissonMixture:
         rate_prior = prior.get("rate_prior", "auto")
-        return PoissonMixture(n_components=cell["components"],
+        return poisson_model.PoissonMixture(n_components=cell["components"],
                               rate_prior=None if rate_prior == "auto" else tuple(float(v) for v in rate_prior),
                               w_concentration=prior.get("w_concentration", 1.0), ordered=cell["variant"] == "ordered")
 
@@ -565,7 +576,7 @@ class PoissonFamily:
         root = np.sqrt(cell["rate"]) + cell["separation"] * np.arange(k)
         w = spec["truth"]["w"]
         w = np.full(k, 1.0 / k) if w is None else np.asarray(w, dtype=float) / np.sum(w)
-        return PoissonParams(w, root**2)
+        return poisson_model.PoissonParams(w, root**2)
 
     def study_data(self, model_def: PoissonMixture, params: PoissonParams, cell: dict, rng) -> CountData:
         return self.simulate(model_def, params, cell["n_obs"], rng)
