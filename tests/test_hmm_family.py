@@ -312,3 +312,250 @@ def test_distinct_optima_group_relabelled_restarts():
     optima = em.distinct_optima([fit, mirror])
     assert len(optima) == 1 and sorted(optima[0].members) == [0, 1]
     assert optima[0].perms[1] == (1, 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The PyMC model and the symbolic log-likelihood against the numpy forward algorithm
+
+from emvsbayes.hmm import bayes  # noqa: E402
+from emvsbayes.hmm.family import FAMILY  # noqa: E402
+from emvsbayes.hmm.series import Series  # noqa: E402
+
+
+def _series(y) -> Series:
+    y = np.asarray(y, dtype=float)
+    return Series(y=y, column="y", time=tuple(str(t) for t in range(y.size)))
+
+
+def _numpy_loglik(model, y, params):
+    return em.e_step(model, y, params)[1]
+
+
+POINTS = {
+    ("poisson", "estimated"): HMMParams([0.2, 0.5, 0.3], [[0.8, 0.15, 0.05], [0.1, 0.7, 0.2], [0.05, 0.25, 0.7]],
+                                        rate=[11.0, 18.5, 29.0]),
+    ("poisson", "stationary"): HMMParams([1 / 3] * 3, [[0.8, 0.15, 0.05], [0.1, 0.7, 0.2], [0.05, 0.25, 0.7]],
+                                         rate=[11.0, 18.5, 29.0]),
+    ("gaussian", "estimated"): HMMParams([0.3, 0.2, 0.5], [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]],
+                                         mu=[2.5, 2.9, 3.3], sigma=[0.2, 0.15, 0.3]),
+    ("gaussian", "stationary"): HMMParams([1 / 3] * 3, [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]],
+                                          mu=[2.5, 2.9, 3.3], sigma=[0.2, 0.15, 0.3]),
+}
+
+
+def _series_for(emission):
+    y = earthquake_counts()
+    return y if emission == "poisson" else np.log(y)
+
+
+@pytest.mark.parametrize("emission", ["poisson", "gaussian"])
+@pytest.mark.parametrize("initial", ["estimated", "stationary"])
+@pytest.mark.parametrize("ordered", [False, True])
+def test_pymc_logp_is_forward_loglik_plus_log_prior(emission, initial, ordered):
+    import pymc as pm
+
+    model = HiddenMarkovModel(n_components=3, emission=emission, initial=initial, ordered=ordered,
+                              priors=HMMPriors(transition_concentration=1.5, initial_concentration=2.0))
+    y = _series_for(emission)
+    params = model.with_initial(POINTS[emission, initial].initial, POINTS[emission, initial].transition,
+                                **{name: getattr(POINTS[emission, initial], name) for name in
+                                   (("rate",) if emission == "poisson" else ("mu", "sigma"))})
+    pymc_model = bayes.build_model(model, y)
+    point = bayes.initvals_from_params(model, [params])[0]
+    # Natural-scale density (no Jacobians) at the point: model.logp(jacobian=False) on the transformed values.
+    transformed = {}
+    for rv in pymc_model.free_RVs:
+        value_var = pymc_model.rvs_to_values[rv]
+        transform = pymc_model.rvs_to_transforms.get(rv)
+        natural = np.asarray(point[rv.name], dtype=float)
+        transformed[value_var.name] = (transform.forward(natural, *rv.owner.inputs).eval() if transform is not None
+                                       else natural)
+    logp = pymc_model.compile_logp(jacobian=False)(transformed)
+    expected = _numpy_loglik(model, y, params) + bayes.log_prior(model, y, params)
+    assert logp == pytest.approx(expected, rel=1e-10)
+    # The likelihood part alone: the potential.
+    [potential] = pymc_model.replace_rvs_by_values(pymc_model.potentials)
+    potential = pymc_model.compile_fn(potential, inputs=pymc_model.value_vars, on_unused_input="ignore")
+    assert float(potential(transformed)) == pytest.approx(_numpy_loglik(model, y, params), rel=1e-11)
+    assert pm is not None
+
+
+@pytest.mark.parametrize("emission", ["poisson", "gaussian"])
+@pytest.mark.parametrize("initial", ["estimated", "stationary"])
+def test_symbolic_loglik_and_unconstrained_round_trip(emission, initial):
+    from emvsbayes.uncertainty.information import _compile  # the Python-linker compile the information uses
+
+    model = HiddenMarkovModel(n_components=3, emission=emission, initial=initial)
+    y = _series_for(emission)
+    params = POINTS[emission, initial]
+    params = model.with_initial(params.initial, params.transition,
+                                **{name: getattr(params, name) for name in (("rate",) if emission == "poisson" else ("mu", "sigma"))})
+    data = _series(y)
+    phi_value = FAMILY.to_unconstrained(model, params)
+    assert len(phi_value) == len(FAMILY.unconstrained_names(model, data)) == model.n_free_parameters()
+    back = FAMILY.from_unconstrained(model, data, phi_value)
+    for name, value in params.variables().items():
+        np.testing.assert_allclose(back.variables()[name], value, rtol=1e-12, atol=1e-15)
+    phi, loglik = FAMILY.symbolic_loglik(model, data)
+    import pytensor.tensor as pt
+    from pytensor.gradient import grad
+
+    fn = _compile([phi], [loglik, grad(loglik, phi)])
+    value, gradient = fn(phi_value)
+    assert float(value) == pytest.approx(_numpy_loglik(model, y, params), rel=1e-12)
+    # The gradient against central differences of the numpy log-likelihood.
+    h = 1e-6
+    for i in range(phi_value.size):
+        step = np.zeros_like(phi_value)
+        step[i] = h
+        up = _numpy_loglik(model, y, FAMILY.from_unconstrained(model, data, phi_value + step))
+        down = _numpy_loglik(model, y, FAMILY.from_unconstrained(model, data, phi_value - step))
+        assert float(gradient[i]) == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-5)
+    assert pt is not None
+
+
+def test_parameters_declare_both_transition_dims_as_label_dims():
+    model = HiddenMarkovModel(n_components=2, emission="gaussian")
+    info = FAMILY.parameters(model, None)
+    assert list(info) == ["initial", "transition", "mu", "sigma"]
+    assert info["transition"].dims == ("component", "component_to")
+    assert info["transition"].label_dims == ("component", "component_to")
+    assert info["mu"].label_dims == ("component",)
+    assert FAMILY.obs_dim == "time"
+    assert FAMILY.resample(_series([1.0, 2.0]), np.random.default_rng(0)) is None
+
+
+def test_state_probabilities_per_draw_match_enumeration():
+    model = HiddenMarkovModel(n_components=2, emission="poisson")
+    y = earthquake_counts()[:6]
+    rng = np.random.default_rng(4)
+    draws = {"initial": rng.dirichlet(np.ones(2), size=5), "transition": rng.dirichlet(np.ones(2), size=(5, 2)),
+             "rate": rng.uniform(8, 30, size=(5, 2))}
+    probs = FAMILY.membership_draws(model, _series(y), draws)
+    predictive = bayes.one_step_predictive(model, y, draws)
+    assert probs.shape == (5, 6, 2)
+    for s in range(5):
+        params = HMMParams(draws["initial"][s], draws["transition"][s], rate=draws["rate"][s])
+        loglik, gamma, *_ = brute_force(np.log(params.initial), np.log(params.transition), model.log_emission(params, y))
+        np.testing.assert_allclose(probs[s], gamma, rtol=1e-12)
+        assert predictive[s].sum() == pytest.approx(loglik, rel=1e-13)
+
+
+# --------------------------------------------------------------------------------------------------
+# Simulation, prior draws, recovery
+
+
+def test_simulated_chain_has_the_transition_frequencies():
+    # 20000 steps of a 2-state chain: the empirical transition frequencies' Monte Carlo sd is at most
+    # sqrt(0.25 / 6000) ~ 0.0065 per row (each row visited >= 6000 times); 5 sd is the tolerance.
+    model = HiddenMarkovModel(n_components=2, emission="poisson", initial="stationary")
+    params = model.with_initial(None, np.array([[0.9, 0.1], [0.25, 0.75]]), rate=np.array([3.0, 12.0]))
+    series = FAMILY.simulate(model, params, 20000, np.random.default_rng(8))
+    z = series.true_states
+    counts = np.zeros((2, 2))
+    np.add.at(counts, (z[:-1], z[1:]), 1)
+    np.testing.assert_allclose(counts / counts.sum(axis=1, keepdims=True), params.transition, atol=0.033)
+    assert np.all(series.y == np.round(series.y))
+
+
+def test_simulate_then_fit_recovers_the_truth():
+    # T = 2000, well-separated Poisson states: EM's estimates lie within 5 standard errors (from the observed
+    # information, computed here by finite differences of the numpy log-likelihood) of the truth.
+    model = HiddenMarkovModel(n_components=2, emission="poisson", initial="stationary")
+    truth = model.with_initial(None, np.array([[0.95, 0.05], [0.1, 0.9]]), rate=np.array([5.0, 15.0]))
+    series = FAMILY.simulate(model, truth, 2000, np.random.default_rng(12))
+    run = em.fit_until(model, series.y, FAMILY.starts(model, series, {}, np.random.default_rng(0)),
+                       RestartPolicy(min_starts=5, reach_best=2, max_starts=20), tol=1e-10)
+    best = run.restarts.best.params
+    best = best.permuted(np.argsort(best.rate))
+    phi = FAMILY.to_unconstrained(model, best)
+    h = 1e-4
+    p = phi.size
+    hessian = np.empty((p, p))
+    f = lambda v: _numpy_loglik(model, series.y, FAMILY.from_unconstrained(model, series, v))  # noqa: E731
+    for i in range(p):
+        for j in range(p):
+            ei, ej = np.eye(p)[i] * h, np.eye(p)[j] * h
+            hessian[i, j] = (f(phi + ei + ej) - f(phi + ei - ej) - f(phi - ei + ej) + f(phi - ei - ej)) / (4 * h * h)
+    se = np.sqrt(np.diag(np.linalg.inv(-hessian)))
+    z = np.abs(phi - FAMILY.to_unconstrained(model, truth)) / se
+    assert np.all(z < 5), z
+
+
+def test_prior_draw_is_in_the_support_and_ordered():
+    model = HiddenMarkovModel(n_components=3, emission="gaussian", ordered=True)
+    data = _series(np.log(earthquake_counts()))
+    for seed in range(5):
+        params = FAMILY.prior_draw(model, np.random.default_rng(seed), data)
+        model.validate_params(params)
+        assert np.all(np.diff(params.mu) > 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input: one line naming the problem and the fix
+
+
+def _spec(tmp_path, text, **data):
+    path = tmp_path / "series.csv"
+    path.write_text(text, encoding="utf-8")
+    spec = {"path": str(tmp_path / "spec.toml"),
+            "data": {"dataset": None, "file": "series.csv", "label": "year", "columns": None, "drop": [],
+                     "delimiter": "auto", "encoding": "utf-8", **data},
+            "model": {"family": "hmm", "components": 2, "emission": "poisson", "initial": "estimated"},
+            "em": {"init": "auto"}, "bayes": {"variant": "symmetric"}, "model_choice": {"components": []}}
+    return spec
+
+
+@pytest.mark.parametrize("text, message", [
+    ("year,count\n1900,3\n1901,\n1902,5\n", "line 3, column 'count' has no value"),
+    ("year,count\n1900,3\n1901,NA\n1902,5\n", "has no value"),
+    ("year,count\n1900,3\n1901,4\n1903,5\n", "jumps from 1901 to 1903"),
+    ("year,count\n1900,3\n1901,-4\n1902,5\n", "a negative count"),
+    ("year,count\n1900,3\n1901,4.5\n1902,5\n", "not a whole number"),
+    ("year,count\n1902,3\n1901,4\n1900,5\n", "increasing time order"),
+    ("year,count\n1900,3\n1900,4\n1901,5\n", "repeats the time"),
+])
+def test_bad_series_are_refused_in_one_line(tmp_path, text, message):
+    spec = _spec(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        FAMILY.check_data(spec, FAMILY.load_data(spec))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_more_states_than_time_points_is_refused(tmp_path):
+    spec = _spec(tmp_path, "year,count\n1900,3\n1901,4\n1902,5\n")
+    spec["model"]["components"] = 4
+    data = FAMILY.load_data(spec)
+    with pytest.raises(UserError, match=r"components = 4 is more than the 3 time points"):
+        FAMILY.check_data(spec, data)
+
+
+@pytest.mark.parametrize("prior, message", [
+    ([[1.0, 1.0], [1.0, 1.0]], "is 2 x 2 but \\[model\\] components = 3"),
+    ([[1.0, 1.0, 1.0], [1.0, 1.0]], "is 2 rows of 3, 2 numbers but \\[model\\] components = 3"),
+    ([[1.0, -1.0, 1.0]] * 3, "positive number or a K x K table"),
+    (0.0, "must be > 0"),
+])
+def test_transition_prior_of_the_wrong_shape_is_refused(tmp_path, prior, message):
+    spec = _spec(tmp_path, "year,count\n1900,3\n1901,4\n1902,5\n")
+    spec["model"]["components"] = 3
+    spec["bayes"]["transition_prior"] = prior
+    with pytest.raises(UserError, match=message):
+        FAMILY.check_spec(spec)
+
+
+def test_transition_matrix_prior_with_several_k_is_refused(tmp_path):
+    spec = _spec(tmp_path, "year,count\n1900,3\n1901,4\n1902,5\n")
+    spec["model_choice"]["components"] = [2, 3]
+    spec["bayes"]["transition_prior"] = [[1.0, 1.0], [1.0, 1.0]]
+    with pytest.raises(UserError, match="fits one K only, but the spec fits K = 2, 3; give one number"):
+        FAMILY.check_spec(spec)
+
+
+def test_gaussian_series_loads_fractional_values(tmp_path):
+    spec = _spec(tmp_path, "year,level\n1900,3.5\n1901,-4.25\n1902,5\n")
+    spec["model"]["emission"] = "gaussian"
+    data = FAMILY.load_data(spec)
+    np.testing.assert_array_equal(data.y, [3.5, -4.25, 5.0])
+    assert data.time == ("1900", "1901", "1902")

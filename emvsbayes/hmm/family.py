@@ -120,9 +120,11 @@ class HMMFamily:
         if not rows or not all(isinstance(r, list) and all(_is_number(v) and v > 0 for v in r) for r in rows):
             raise UserError("[bayes] transition_prior must be a positive number or a K x K table of positive numbers "
                             f"(row i: the Dirichlet prior of the transitions out of state i), got {prior!r}")
-        shape = f"{len(rows)} x {'/'.join(sorted({str(len(r)) for r in rows}))}"
+        lengths = [len(r) for r in rows]
+        shape = (f"{len(rows)} x {lengths[0]}" if len(set(lengths)) == 1
+                 else f"{len(rows)} rows of {', '.join(map(str, lengths))} numbers")
         if len(ks) > 1:
-            raise UserError(f"[bayes] transition_prior is a {shape} table, which fits one K only, but the spec fits "
+            raise UserError(f"[bayes] transition_prior is {shape}, a table that fits one K only, but the spec fits "
                             f"K = {', '.join(map(str, ks))}; give one number instead")
         k = ks[0]
         if len(rows) != k or any(len(r) != k for r in rows):
