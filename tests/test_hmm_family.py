@@ -559,3 +559,61 @@ def test_gaussian_series_loads_fractional_values(tmp_path):
     data = FAMILY.load_data(spec)
     np.testing.assert_array_equal(data.y, [3.5, -4.25, 5.0])
     assert data.time == ("1900", "1901", "1902")
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures from a results tree
+
+
+def _results_tree(with_posterior: bool):
+    import xarray as xr
+
+    y = earthquake_counts()
+    data = Series(y=y, column="count", time=tuple(str(1900 + t) for t in range(y.size)), time_column="year")
+    model = HiddenMarkovModel(n_components=2, emission="poisson", initial="stationary")
+    start = model.with_initial(None, np.array([[0.9, 0.1], [0.1, 0.9]]), rate=np.array([15.0, 25.0]))
+    fit = em.fit(model, y, start, tol=1e-10)
+    groups = {"data": FAMILY.data_group({}, data),
+              "em": xr.Dataset({name: (FAMILY.parameters(model)[name].dims, value)
+                                for name, value in fit.params.variables().items()})}
+    groups |= FAMILY.extra_groups({}, model, data, fit)
+    if with_posterior:
+        # Stand-in draws around EM's answer (2 chains x 50 draws): the figures only summarise them.
+        rng = np.random.default_rng(0)
+        draws = rng.dirichlet(50 * fit.params.transition[0], size=(2, 50, 1)), rng.dirichlet(50 * fit.params.transition[1], size=(2, 50, 1))
+        transition = np.concatenate(draws, axis=2)
+        groups["posterior"] = xr.Dataset({"transition": (("chain", "draw", "component", "component_to"), transition)})
+        probs = groups["decoding"]["smoothed"].values[::-1].copy()  # any other (T, K) probabilities
+        groups["posterior_membership"] = xr.Dataset({"membership_relabelled": (("time", "component"), probs)})
+    return xr.DataTree.from_dict(groups), fit, model
+
+
+@pytest.mark.parametrize("with_posterior", [False, True])
+def test_report_figures_from_a_results_tree(with_posterior):
+    from emvsbayes.hmm import report
+
+    tree, fit, model = _results_tree(with_posterior)
+    probs, source = report.state_probabilities(tree)
+    if with_posterior:
+        assert source == "posterior"
+        np.testing.assert_array_equal(probs, tree["posterior_membership"]["membership_relabelled"].values)
+    else:
+        np.testing.assert_allclose(probs, em.e_step(model, earthquake_counts(), fit.params)[0].gamma, rtol=1e-12)
+    summary = report.transition_summary(tree, prob=0.8)
+    np.testing.assert_array_equal(summary["em"], fit.params.transition)
+    if with_posterior:
+        flat = tree["posterior"]["transition"].values.reshape(-1, 2, 2)
+        np.testing.assert_allclose(summary["lower"], np.quantile(flat, 0.1, axis=0))
+        np.testing.assert_allclose(summary["mean"], flat.mean(axis=0))
+    else:
+        assert np.all(np.isnan(summary["mean"]))
+    for svg in (report.series_figure(tree), report.transition_figure(tree, 0.8), report.decoding_figure(tree)):
+        assert svg.lstrip().startswith("<svg") or "<svg" in svg[:400]
+    assert ("posterior mean [80% interval]" in report.transition_figure(tree, 0.8)) == with_posterior
+    decoding = tree["decoding"]
+    assert decoding["viterbi"].dims == ("time",)
+    # Viterbi's path is a valid path of the fitted chain and scores its recorded log joint.
+    path = decoding["viterbi"].values
+    log_joint = (model.log_initial(fit.params)[path[0]] + np.log(fit.params.transition[path[:-1], path[1:]]).sum()
+                 + model.log_emission(fit.params, earthquake_counts())[np.arange(path.size), path].sum())
+    assert log_joint == pytest.approx(decoding.attrs["viterbi_log_joint"], rel=1e-12)

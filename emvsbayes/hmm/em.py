@@ -62,7 +62,7 @@ def _log_parts(model: HiddenMarkovModel, y, params: HMMParams):
 def e_step(model: HiddenMarkovModel, y, params: HMMParams) -> tuple[HMMStats, float]:
     """Forward-backward at ``params``; returns the statistics and the log-likelihood log p(y)."""
     smoothed = forward_backward(*_log_parts(model, y, params))
-    return HMMStats(smoothed.gamma, smoothed.xi_sum, smoothed.gamma.sum(axis=0)), smoothed.loglik
+    return HMMStats(smoothed.gamma, smoothed.xi_sum, np.ones(smoothed.gamma.shape[0]) @ smoothed.gamma), smoothed.loglik
 
 
 def hard_e_step(model: HiddenMarkovModel, y, params: HMMParams) -> tuple[HMMStats, float]:
