@@ -144,6 +144,12 @@ def test_stationary_distribution():
     values, vectors = np.linalg.eig(transition.T)
     v = np.real(vectors[:, np.argmin(np.abs(values - 1))])
     np.testing.assert_allclose(delta, v / v.sum(), atol=1e-13)
+    # A stack of matrices (posterior draws): each its own stationary distribution.
+    stack = np.stack([transition, transition[::-1, ::-1], np.eye(3) * 0.5 + 0.5 / 3])
+    batched = stationary_distribution(stack)
+    assert batched.shape == (3, 3)
+    for matrix, row in zip(stack, batched, strict=True):
+        np.testing.assert_allclose(row, stationary_distribution(matrix), atol=1e-15)
 
 
 # --------------------------------------------------------------------------------------------------

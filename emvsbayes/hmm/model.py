@@ -98,7 +98,8 @@ def stationary_distribution(transition: np.ndarray) -> np.ndarray:
     k = a.shape[-1]
     system = np.eye(k) - a + 1.0
     # delta M = 1  <=>  M^T delta^T = 1
-    return np.linalg.solve(np.swapaxes(system, -1, -2), np.ones(a.shape[:-1]))
+    # The right-hand side as a column (..., K, 1): a (S, K) one would be read as one K x S matrix.
+    return np.linalg.solve(np.swapaxes(system, -1, -2), np.ones(a.shape[:-1])[..., None])[..., 0]
 
 
 @dataclass(frozen=True, slots=True)
