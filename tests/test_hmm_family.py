@@ -433,6 +433,34 @@ def test_symbolic_loglik_and_unconstrained_round_trip(emission, initial):
     assert pt is not None
 
 
+def test_symbolic_hessian_matches_finite_differences_of_the_numpy_loglik():
+    # The observed information comes from this Hessian: at EM's answer for the earthquakes (K = 2, stationary)
+    # it equals the central second differences of the numpy forward log-likelihood (step 1e-4: truncation
+    # error ~ h^2 times the fourth derivative, ~1e-6 relative; rounding ~ eps |f| / h^2 ~ 1e-5 absolute).
+    from pytensor.gradient import grad, jacobian
+
+    from emvsbayes.uncertainty.information import _compile
+
+    y = earthquake_counts()
+    data = _series(y)
+    model = HiddenMarkovModel(n_components=2, emission="poisson", initial="stationary")
+    start = model.with_initial(None, np.array([[0.9, 0.1], [0.1, 0.9]]), rate=np.array([15.0, 25.0]))
+    best = em.fit(model, y, start, tol=1e-12, max_iter=5000).params
+    phi, loglik = FAMILY.symbolic_loglik(model, data)
+    phi0 = FAMILY.to_unconstrained(model, best)
+    hessian = _compile([phi], [jacobian(grad(loglik, phi), phi, vectorize=True)])(phi0)[0]
+    f = lambda v: _numpy_loglik(model, y, FAMILY.from_unconstrained(model, data, v))  # noqa: E731
+    h, p = 1e-4, phi0.size
+    numeric = np.empty((p, p))
+    for i in range(p):
+        for j in range(p):
+            ei, ej = np.eye(p)[i] * h, np.eye(p)[j] * h
+            numeric[i, j] = (f(phi0 + ei + ej) - f(phi0 + ei - ej) - f(phi0 - ei + ej) + f(phi0 - ei - ej)) / (4 * h * h)
+    np.testing.assert_allclose(hessian, numeric, rtol=1e-4, atol=1e-3)
+    # A maximum: the information (minus the Hessian) is positive definite.
+    assert np.all(np.linalg.eigvalsh(-hessian) > 0)
+
+
 def test_parameters_declare_both_transition_dims_as_label_dims():
     model = HiddenMarkovModel(n_components=2, emission="gaussian")
     info = FAMILY.parameters(model, None)
