@@ -311,8 +311,9 @@ def viterbi(log_initial, log_transition, log_emission, *, block: int | None = No
     # so the best path through the padding is the best path to T - 1 followed by standing still.
     padded = np.zeros((n_blocks * block, k))
     padded[: steps.shape[0]] = steps
-    padded = padded.reshape(n_blocks, block, k)
-    real = (np.arange(n_blocks * block) < steps.shape[0]).reshape(n_blocks, block)
+    # Step-major (block, n_blocks, K), as :func:`_blocks`: each step reads one contiguous slab.
+    padded = np.ascontiguousarray(padded.reshape(n_blocks, block, k).transpose(1, 0, 2))
+    real = (np.arange(n_blocks * block) < steps.shape[0]).reshape(n_blocks, block).T
     stay = np.where(np.eye(k, dtype=bool), 0.0, -np.inf)
     starts = np.empty((n_blocks, k))
     starts[0] = first
@@ -321,30 +322,30 @@ def viterbi(log_initial, log_transition, log_emission, *, block: int | None = No
         # start to j at its end.
         product = np.where(np.eye(k, dtype=bool), 0.0, -np.inf)[None].repeat(n_blocks - 1, axis=0)
         for j in range(block):
-            product = np.max(product[:, :, :, None] + log_transition[None, None], axis=2) + padded[:-1, j, None, :]
+            product = np.max(product[:, :, :, None] + log_transition[None, None], axis=2) + padded[j, :-1, None, :]
         for b in range(1, n_blocks):
             starts[b] = np.max(starts[b - 1][:, None] + product[b - 1], axis=0)
-    pointers = np.empty((n_blocks, block, k), dtype=np.intp)
+    pointers = np.empty((block, n_blocks, k), dtype=np.intp)
     current = starts
     for j in range(block):
-        step_transition = np.where(real[:, j, None, None], log_transition[None], stay[None])
+        step_transition = log_transition[None] if real[j].all() else np.where(real[j, :, None, None], log_transition[None], stay[None])
         scores = current[:, :, None] + step_transition  # (n_blocks, from, to)
-        pointers[:, j] = np.argmax(scores, axis=1)
-        current = np.take_along_axis(scores, pointers[:, j, None, :], axis=1)[:, 0] + padded[:, j]
+        pointers[j] = np.argmax(scores, axis=1)
+        current = np.take_along_axis(scores, pointers[j][:, None, :], axis=1)[:, 0] + padded[j]
     end_state = int(np.argmax(current[-1]))
     best = float(current[-1, end_state])
     # Back-pointer maps composed per block: start_of[b, s] = state at the block's start given s at its end.
     start_of = np.broadcast_to(np.arange(k), (n_blocks, k)).copy()
     for j in range(block - 1, -1, -1):
-        start_of = np.take_along_axis(pointers[:, j], start_of, axis=1)
+        start_of = np.take_along_axis(pointers[j], start_of, axis=1)
     ends = np.empty(n_blocks, dtype=np.intp)
     ends[-1] = end_state
     for b in range(n_blocks - 1, 0, -1):
         ends[b - 1] = start_of[b, ends[b]]
-    path = np.empty((n_blocks, block + 1), dtype=np.intp)
-    path[:, block] = ends
+    path = np.empty((block + 1, n_blocks), dtype=np.intp)
+    path[block] = ends
     for j in range(block - 1, -1, -1):
-        path[:, j] = np.take_along_axis(pointers[:, j], path[:, j + 1, None], axis=1)[:, 0]
-    # path[b, j] is the state at time b * block + j; the blocks' columns 0..block-1 tile times 0..
-    states = np.concatenate([path[:, :block].reshape(-1), path[-1:, block]])[:t_len]
+        path[j] = np.take_along_axis(pointers[j], path[j + 1, :, None], axis=1)[:, 0]
+    # path[j, b] is the state at time b * block + j; rows 0..block-1 tile times 0.., the last block's end closes.
+    states = np.concatenate([path[:block].T.reshape(-1), path[block, -1:]])[:t_len]
     return states.astype(np.int64), best
