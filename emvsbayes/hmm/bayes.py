@@ -207,9 +207,14 @@ def state_probabilities(model_def: HiddenMarkovModel, y, draws: Mapping[str, np.
 
 def one_step_predictive(model_def: HiddenMarkovModel, y, draws: Mapping[str, np.ndarray]) -> np.ndarray:
     """log p(y_t | y_0..y_{t-1}, draw) for every draw, (S, T): the one-step-ahead predictive log densities,
-    whose sum per draw is the log-likelihood. Averaged over draws on the probability scale they give the
-    posterior one-step-ahead predictive log score, a criterion valid for dependent data (pointwise LOO is not:
-    leaving out y_t still lets y_{t+1} inform z_t)."""
+    whose sum per draw is the log-likelihood.
+
+    These are the pieces of a criterion valid for dependent data (pointwise LOO is not: leaving out y_t still
+    lets y_{t+1} inform z_t, so the left-out point is not predicted from the past). With draws from the
+    posterior given the whole series they give an in-sample score; the leave-future-out score needs draws
+    given y_0..y_{t-1} for each t, by refits or by importance weighting these draws (PSIS-LFO, Bürkner, Gabry
+    & Vehtari 2020), which uses exactly these per-draw densities.
+    """
     log_initial, log_transition, log_emission = _per_draw(model_def, y, draws)
     return np.stack([forward_filter(log_initial[s], log_transition[s], log_emission[s])[2]
                      for s in range(log_emission.shape[0])])
