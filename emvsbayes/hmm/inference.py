@@ -65,6 +65,13 @@ def _row_sums(a: np.ndarray) -> np.ndarray:
     return a @ np.ones(a.shape[-1])
 
 
+def _times(a: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``a @ matrix`` for a tall (N, K) ``a`` and a small (K, K) matrix, computed as ``(matrix^T a^T)^T``:
+    the same numbers (each entry is the same K-term dot product), but numpy hands this orientation to BLAS
+    efficiently, while ``a @ matrix`` with N = 1e6, K = 4 ran 28 times slower."""
+    return (matrix.T @ a.T).T
+
+
 def _row_max(a: np.ndarray) -> np.ndarray:
     """Maxima over the last (short) axis of a (T, K) array, one column at a time (as :func:`_row_sums`)."""
     out = a[:, 0].copy()
@@ -105,7 +112,7 @@ def _block_products(transition: np.ndarray, steps: np.ndarray) -> np.ndarray:
     # Rows of all blocks' products stacked, (n_blocks * K, K): one 2-D matrix product per step.
     product = np.broadcast_to(np.eye(k), (n_blocks, k, k)).reshape(n_blocks * k, k).copy()
     for j in range(block):
-        product = (product @ transition).reshape(n_blocks, k, k)
+        product = _times(product, transition).reshape(n_blocks, k, k)
         product *= steps[j, :, None, :]
         product /= product.reshape(n_blocks, k * k).max(axis=1)[:, None, None]
         product = product.reshape(n_blocks * k, k)
@@ -135,7 +142,7 @@ def _forward_scaled(initial, transition, emission, block, steps=None):
     out_norm = np.empty((block, n_blocks))
     current = starts
     for j in range(block):
-        v = (current @ transition) * steps[j]
+        v = _times(current, transition) * steps[j]
         norm = v.sum(axis=1)
         current = v / norm[:, None]
         out[j], out_norm[j] = current, norm
@@ -163,7 +170,7 @@ def _backward_scaled(transition, emission, block, products, steps=None):
     current = ends
     transition_t = np.ascontiguousarray(transition.T)
     for j in range(block - 1, -1, -1):
-        v = (steps[j] * current) @ transition_t
+        v = _times(steps[j] * current, transition_t)
         current = v / v.sum(axis=1, keepdims=True)
         out[j] = current
     # out[j, b] is beta at time b * block + j; the last block's end (time n_blocks * block) closes the tiling.
@@ -260,7 +267,7 @@ def forward_backward(log_initial, log_transition, log_emission, *, block: int | 
         gamma /= _row_sums(gamma)[:, None]
         if t_len > 1:
             weighted = emission[1:] * beta[1:]  # B_t beta_t, (T-1, K)
-            norm = _row_sums((alpha[:-1] @ transition) * weighted)
+            norm = _row_sums(_times(alpha[:-1], transition) * weighted)
             xi_sum = transition * (alpha[:-1].T @ (weighted / norm[:, None]))
         else:
             xi_sum = np.zeros((k, k))
