@@ -92,31 +92,33 @@ def _scaled_emission(log_emission: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _blocks(emission: np.ndarray, block: int) -> np.ndarray:
-    """The step emissions B_1 .. B_{T-1} as (block, n_blocks, K): entry [j, b] is time b * block + j + 1.
+    """The step emissions B_1 .. B_{T-1} as (block, K, n_blocks): entry [j, k, b] is state k at time
+    b * block + j + 1.
 
-    Step-major, so each step of the in-block loops reads and writes one contiguous (n_blocks, K) slab.
-    Padded at the end with rows of ones: a step with emission 1 in every state changes neither the
-    forward normalisers (rows of A sum to 1) nor the backward vectors (A 1 = 1).
+    Step-major and with the blocks last, so each step of the in-block loops is one (K, K) by (K, n_blocks)
+    matrix product on a contiguous slab (the orientation in which numpy's BLAS call is fast, see
+    :func:`_times`). Padded at the end with rows of ones: a step with emission 1 in every state changes
+    neither the forward normalisers (rows of A sum to 1) nor the backward vectors (A 1 = 1).
     """
     steps = emission[1:]
     k = emission.shape[1]
     n_blocks = -(-steps.shape[0] // block)
     padded = np.ones((n_blocks * block, k))
     padded[: steps.shape[0]] = steps
-    return np.ascontiguousarray(padded.reshape(n_blocks, block, k).transpose(1, 0, 2))
+    return np.ascontiguousarray(padded.reshape(n_blocks, block, k).transpose(1, 2, 0))
 
 
 def _block_products(transition: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """P_b = prod over the block's steps of ``A diag(B_t)``, each scaled to maximum 1 (n_blocks, K, K)."""
-    block, n_blocks, k = steps.shape
-    # Rows of all blocks' products stacked, (n_blocks * K, K): one 2-D matrix product per step.
-    product = np.broadcast_to(np.eye(k), (n_blocks, k, k)).reshape(n_blocks * k, k).copy()
+    block, k, n_blocks = steps.shape
+    # Kept transposed, [j, b, i] = P[b, i, j], as one (K, n_blocks * K) matrix: one BLAS product per step.
+    product = np.broadcast_to(np.eye(k)[:, None, :], (k, n_blocks, k)).copy()
+    transition_t = np.ascontiguousarray(transition.T)
     for j in range(block):
-        product = _times(product, transition).reshape(n_blocks, k, k)
-        product *= steps[j, :, None, :]
-        product /= product.reshape(n_blocks, k * k).max(axis=1)[:, None, None]
-        product = product.reshape(n_blocks * k, k)
-    return product.reshape(n_blocks, k, k)
+        product = (transition_t @ product.reshape(k, n_blocks * k)).reshape(k, n_blocks, k)
+        product *= steps[j][:, :, None]
+        product /= product.max(axis=(0, 2))[None, :, None]
+    return product.transpose(1, 2, 0)
 
 
 def _forward_scaled(initial, transition, emission, block, steps=None):
@@ -131,22 +133,24 @@ def _forward_scaled(initial, transition, emission, block, steps=None):
     if t_len == 1:
         return alpha, log_norm, None
     steps = _blocks(emission, block) if steps is None else steps
-    n_blocks = steps.shape[1]
+    n_blocks = steps.shape[2]
     products = _block_products(transition, steps) if n_blocks > 1 else None
     starts = np.empty((n_blocks, k))
     starts[0] = alpha[0]
     for b in range(1, n_blocks):
         v = starts[b - 1] @ products[b - 1]
         starts[b] = v / v.sum()
-    out = np.empty((block, n_blocks, k))
+    out = np.empty((block, k, n_blocks))
     out_norm = np.empty((block, n_blocks))
-    current = starts
+    ones = np.ones(k)
+    transition_t = np.ascontiguousarray(transition.T)
+    current = np.ascontiguousarray(starts.T)  # (K, n_blocks)
     for j in range(block):
-        v = _times(current, transition) * steps[j]
-        norm = v.sum(axis=1)
-        current = v / norm[:, None]
+        v = (transition_t @ current) * steps[j]
+        norm = ones @ v
+        current = v / norm
         out[j], out_norm[j] = current, norm
-    alpha[1:] = out.transpose(1, 0, 2).reshape(-1, k)[: t_len - 1]
+    alpha[1:] = out.transpose(2, 0, 1).reshape(-1, k)[: t_len - 1]
     with np.errstate(divide="ignore"):
         log_norm[1:] = np.log(out_norm.T.reshape(-1)[: t_len - 1])
     return alpha, log_norm, products
@@ -160,21 +164,21 @@ def _backward_scaled(transition, emission, block, products, steps=None):
         beta[0] = 1.0 / k
         return beta
     steps = _blocks(emission, block) if steps is None else steps
-    n_blocks = steps.shape[1]
+    n_blocks = steps.shape[2]
     ends = np.empty((n_blocks, k))  # beta at the end of each block
     ends[-1] = 1.0 / k
     for b in range(n_blocks - 1, 0, -1):
         v = products[b] @ ends[b]
         ends[b - 1] = v / v.sum()
-    out = np.empty((block, n_blocks, k))
-    current = ends
-    transition_t = np.ascontiguousarray(transition.T)
+    out = np.empty((block, k, n_blocks))
+    ones = np.ones(k)
+    current = np.ascontiguousarray(ends.T)  # (K, n_blocks)
     for j in range(block - 1, -1, -1):
-        v = _times(steps[j] * current, transition_t)
-        current = v / v.sum(axis=1, keepdims=True)
+        v = transition @ (steps[j] * current)
+        current = v / (ones @ v)
         out[j] = current
-    # out[j, b] is beta at time b * block + j; the last block's end (time n_blocks * block) closes the tiling.
-    beta[:] = np.concatenate([out.transpose(1, 0, 2).reshape(-1, k), ends[-1:]])[:t_len]
+    # out[j, :, b] is beta at time b * block + j; the last block's end (time n_blocks * block) closes the tiling.
+    beta[:] = np.concatenate([out.transpose(2, 0, 1).reshape(-1, k), ends[-1:]])[:t_len]
     return beta
 
 
