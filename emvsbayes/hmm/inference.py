@@ -109,15 +109,19 @@ def _blocks(emission: np.ndarray, block: int) -> np.ndarray:
 
 
 def _block_products(transition: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """P_b = prod over the block's steps of ``A diag(B_t)``, each scaled to maximum 1 (n_blocks, K, K)."""
+    """P_b = prod over the block's steps of ``A diag(B_t)``, each scaled to entries summing to 1
+    (n_blocks, K, K)."""
     block, k, n_blocks = steps.shape
     # Kept transposed, [j, b, i] = P[b, i, j], as one (K, n_blocks * K) matrix: one BLAS product per step.
     product = np.broadcast_to(np.eye(k)[:, None, :], (k, n_blocks, k)).copy()
     transition_t = np.ascontiguousarray(transition.T)
+    ones = np.ones(k)
     for j in range(block):
         product = (transition_t @ product.reshape(k, n_blocks * k)).reshape(k, n_blocks, k)
         product *= steps[j][:, :, None]
-        product /= product.max(axis=(0, 2))[None, :, None]
+        # Each block's total by two matrix-vector products (a reduction over the short axes is slower).
+        total = (ones @ product.reshape(k, n_blocks * k)).reshape(n_blocks, k) @ ones
+        product /= total[None, :, None]
     return product.transpose(1, 2, 0)
 
 
