@@ -296,7 +296,7 @@ def _independent_loglik(theta, y, k):
     return total
 
 
-@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("k", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_earthquakes_em_reaches_the_best_optimum(k):
     # The stationary model, as Zucchini & MacDonald fit this series.
     y = earthquake_counts()
