@@ -50,6 +50,7 @@ FAMILIES: dict[str, str] = {
     "coins": "emvsbayes.coins.family",
     "gaussian": "emvsbayes.gaussian.family",
     "poisson": "emvsbayes.poisson.family",
+    "hmm": "emvsbayes.hmm.family",
 }
 
 

@@ -42,12 +42,8 @@ from emvsbayes.hmm.model import (
 from emvsbayes.hmm.series import Series, check_length, read_series
 
 
-class ParameterInfo(NamedTuple):
-    """As ``emvsbayes.family.ParameterInfo`` (the protocol's record); kept here until the registry exists."""
-
-    dims: tuple[str, ...]
-    label_dims: tuple[str, ...]
-    scale: str
+from emvsbayes.em import SAME_OPTIMUM_ATOL, RestartPolicy
+from emvsbayes.family import ParameterInfo
 
 
 #: Wald-interval scale of each parameter.
@@ -79,6 +75,29 @@ class HMMFamily:
     name = "hmm"
     obs_dim = "time"
     fit_batched = None
+    #: what ``[em] init = "auto"`` becomes
+    auto_init = "random"
+
+    def __repr__(self) -> str:
+        return "HMMFamily()"
+
+    def example(self):
+        """A small, well-separated case for the family contract test: (model, truth, number of time points)."""
+        # The stationary initial distribution: one series says almost nothing about an estimated initial
+        # distribution (its maximum-likelihood value is a corner of the simplex, where the information is singular).
+        model = HiddenMarkovModel(n_components=2, emission="poisson", initial="stationary")
+        transition = np.array([[0.9, 0.1], [0.2, 0.8]])
+        return model, model.with_initial(None, transition, rate=np.array([3.0, 12.0])), 400
+
+    def check_init(self, value) -> str | None:
+        return None if value in ("auto", "random") else f'must be "random" (or "auto") for a hidden Markov model, got {value!r}'
+
+    def size_facts(self, d: int) -> dict:
+        """For the memory estimates: initial, a transition row and the emission per state; no per-row trace."""
+        return {"params_per_component": 3 + d + 2, "trace_per_observation": 0, "observations": "time points"}
+
+    def study_shape(self, cell: dict) -> tuple[int, int]:
+        return cell["n_obs"], 1
 
     # spec -------------------------------------------------------------------------------------
     def spec_defaults(self) -> dict[str, dict[str, object]]:
@@ -109,6 +128,19 @@ class HMMFamily:
                             f"rate, got {rate_prior!r}")
         if rate_prior is not None and model.get("emission", "poisson") != "poisson":
             raise UserError("[bayes] rate_prior is the prior of Poisson rates; remove it for emission = \"gaussian\"")
+        em_spec = spec.get("em", {})
+        if em_spec.get("reach_best") is None:
+            em_spec["reach_best"] = REACH_BEST
+        if em_spec.get("max_init") is None:
+            em_spec["max_init"] = max(MAX_INIT, em_spec.get("n_init", 10))
+        if em_spec["max_init"] < em_spec.get("n_init", 10):
+            raise UserError(f"[em] max_init = {em_spec['max_init']} is fewer than n_init = {em_spec['n_init']}; "
+                            f"max_init is the most starts, so give at least {em_spec['n_init']}")
+        if em_spec.get("bootstrap") and em_spec.get("bootstrap_kind", "nonparametric") != "parametric":
+            raise UserError('[em] bootstrap_kind must be "parametric" for a hidden Markov model: the time points of a '
+                            'series are dependent, so resampling them breaks the chain; set bootstrap_kind = "parametric"')
+        if spec.get("model", {}).get("labels"):
+            raise UserError("[model] labels names coins only; remove it from a hmm spec")
 
     @staticmethod
     def _check_transition_prior(prior, ks: list[int]) -> None:
@@ -159,6 +191,13 @@ class HMMFamily:
     def n_observations(self, data: Series) -> int:
         return data.n_time
 
+    def data_shape(self, data: Series) -> tuple[int, int]:
+        return data.n_time, 1
+
+    def coords(self, spec: dict, model_def, data: Series) -> dict:
+        k = model_def.n_components
+        return {"component": np.arange(k), "component_to": np.arange(k), "time": list(data.time)}
+
     def data_group(self, spec: dict, data: Series):
         import xarray as xr
 
@@ -197,6 +236,16 @@ class HMMFamily:
     def n_free_parameters(self, model_def: HiddenMarkovModel, data=None) -> int:
         return model_def.n_free_parameters()
 
+    def estimated_variables(self, model_def: HiddenMarkovModel, params: HMMParams) -> dict[str, np.ndarray]:
+        return params.variables()
+
+    def loglik(self, model_def: HiddenMarkovModel, data: Series, params: HMMParams) -> float:
+        """log p(y) by the forward algorithm."""
+        return float(em.e_step(model_def, data.y, params)[1])
+
+    def model_choice_model(self, spec: dict, data, n_components: int) -> HiddenMarkovModel:
+        return self.model_from_spec(spec, data, n_components)
+
     def variables(self, params: HMMParams) -> dict[str, np.ndarray]:
         return params.variables()
 
@@ -209,8 +258,31 @@ class HMMFamily:
         return HMMParams(np.asarray(initial, dtype=float), transition, **emission)
 
     # EM ---------------------------------------------------------------------------------------
-    def starts(self, model_def, data: Series, em_spec: dict, rng) -> Callable[[], HMMParams]:
-        return em.start_source(model_def, data.y, rng)
+    def starts(self, model_def, data: Series, em_spec: dict, rng) -> tuple[Callable[[], HMMParams], RestartPolicy]:
+        """Random starts until ``reach_best`` agree on the best log-likelihood (or ``max_init`` are spent)."""
+        policy = RestartPolicy(min_starts=em_spec.get("n_init", 10), reach_best=em_spec.get("reach_best") or REACH_BEST,
+                               max_starts=em_spec.get("max_init") or MAX_INIT,
+                               loglik_atol=max(SAME_OPTIMUM_ATOL, 100 * em_spec.get("tol", 1e-8)))
+        return em.start_source(model_def, data.y, rng), policy
+
+    def random_starts(self, model_def, data: Series, n_init: int, rng) -> list[HMMParams]:
+        return [em.random_start(model_def, data.y, child) for child in rng.spawn(n_init)]
+
+    def restart_batches(self, model_def, data, options):
+        """Baum-Welch runs its starts one at a time."""
+        return None, 1
+
+    def fit_resp(self, model_def, data: Series, fit) -> np.ndarray:
+        return self.responsibilities(model_def, data, fit.params)
+
+    def trace_stats(self):
+        return None, None
+
+    def estimate_attrs(self, model_def, data: Series, fit, failures) -> dict:
+        n, p = data.n_time, model_def.n_free_parameters()
+        loglik = self.loglik(model_def, data, fit.params)
+        return dict(n_failed_restarts=len(failures), failure=failures[0] if failures else "", n_free_parameters=p,
+                    observed_loglik=loglik, bic=-2 * loglik + p * np.log(n), aic=-2 * loglik + 2 * p)
 
     def e_step(self, model_def, data: Series, params):
         return em.e_step(model_def, data.y, params)
