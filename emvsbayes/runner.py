@@ -256,7 +256,10 @@ def model_choice(family, spec, data, seeds, timings, progress) -> xr.Dataset:
                                        target_accept=family.target_accept(spec["bayes"]["target_accept"], best.params, data))
             tree = sample_posterior(family.model_recipe(model_def, data), settings, seeds["sampler"] + k,
                                     family.initvals(model_def, [best.params])).tree
-            predictive = loo_waic(tree)
+            if "log_likelihood" in tree.children:
+                predictive = loo_waic(tree)
+            else:  # nothing observed pointwise (a Potential): PSIS-LOO / WAIC are not defined for this model
+                notes.append("no pointwise log-likelihood: PSIS-LOO and WAIC left out")
         rows[k] = model_choice_row(found, predictive, note="; ".join(notes), n_params=n_params, restarts=facts, **extras)
     timings["model_choice"] = time.perf_counter() - start
     return model_choice_group(rows, **family.model_choice_attrs(spec, data))

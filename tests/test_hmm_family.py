@@ -511,7 +511,7 @@ def test_simulate_then_fit_recovers_the_truth():
     model = HiddenMarkovModel(n_components=2, emission="poisson", initial="stationary")
     truth = model.with_initial(None, np.array([[0.95, 0.05], [0.1, 0.9]]), rate=np.array([5.0, 15.0]))
     series = FAMILY.simulate(model, truth, 2000, np.random.default_rng(12))
-    run = em.fit_until(model, series.y, FAMILY.starts(model, series, {}, np.random.default_rng(0)),
+    run = em.fit_until(model, series.y, FAMILY.starts(model, series, {}, np.random.default_rng(0))[0],
                        RestartPolicy(min_starts=5, reach_best=2, max_starts=20), tol=1e-10)
     best = run.restarts.best.params
     best = best.permuted(np.argsort(best.rate))

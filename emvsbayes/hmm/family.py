@@ -246,6 +246,29 @@ class HMMFamily:
     def model_choice_model(self, spec: dict, data, n_components: int) -> HiddenMarkovModel:
         return self.model_from_spec(spec, data, n_components)
 
+    def loglik_and_resp(self, model_def, data: Series, params: HMMParams) -> tuple[float, np.ndarray]:
+        """The forward algorithm's log-likelihood and the smoothed state probabilities (the ICL's entropy is
+        taken of these: an approximation, the states of a chain are not independent)."""
+        stats, loglik = em.e_step(model_def, data.y, params)
+        return float(loglik), stats.gamma
+
+    def model_choice_run(self, model_def, data: Series, em_spec: dict, rng, fit_until):
+        return fit_until(*self.starts(model_def, data, em_spec, rng))
+
+    def model_choice_checks(self, model_def, data: Series, run) -> dict:
+        n, k = data.n_time, model_def.n_components
+        if run is None:
+            return {"notes": [f"K = {k} is more than the {n} time points"] if k > n else [], "too_many": k > n,
+                    "late_notes": [], "skip_bayes": k > n}
+        notes = []
+        if run.n_reached_best < 2:
+            notes.append(f"the best log-likelihood was reached by only {run.n_reached_best} of {run.n_starts} "
+                         "EM starts: a better optimum may exist")
+        return {"notes": notes, "row": {}}
+
+    def model_choice_attrs(self, spec: dict, data: Series) -> dict:
+        return {"n_obs": data.n_time}
+
     def variables(self, params: HMMParams) -> dict[str, np.ndarray]:
         return params.variables()
 
@@ -371,9 +394,43 @@ class HMMFamily:
         log_emission = bayes.log_emission_symbolic(model_def, data.y, variables)
         return phi, bayes.forward_loglik(variables["_log_initial"], variables["_log_transition"], log_emission)
 
+    def information_reason(self, model_def, data: Series, params: HMMParams) -> str:
+        """A transition probability or an estimated initial probability on 0 is on the boundary of its simplex,
+        where the log-ratio coordinates are infinite."""
+        if np.any(params.transition <= 0) or (not model_def.stationary and np.any(params.initial <= 0)):
+            return "a transition or initial probability is 0 at EM's answer: the information is singular there"
+        return ""
+
+    def bootstrap_target(self, model_def, data: Series):
+        """(the bootstrap's simulate / refit object, the series); parametric only (see :meth:`resample`)."""
+        return HMMBootstrap(model_def, self), data
+
     # Bayes ------------------------------------------------------------------------------------
+    order_var = "rate"
+
     def pymc_model(self, model_def, data: Series):
         return bayes.build_model(model_def, data.y, time_labels=data.time)
+
+    def model_recipe(self, model_def, data: Series, coords=None):
+        from emvsbayes.sampling import ModelRecipe
+
+        return ModelRecipe(bayes.build_model, (model_def, np.asarray(data.y)), {"time_labels": tuple(data.time)})
+
+    def target_accept(self, value, params, data) -> float:
+        from emvsbayes.sampling import resolve_target_accept
+
+        return resolve_target_accept(value, float(np.min(np.exp(np.log(np.maximum(params.transition.diagonal(), 1e-300))))) * data.n_time)
+
+    def posterior_group(self, model_def, posterior, coords):
+        return posterior.assign_coords(component=coords["component"])
+
+    def posterior_draws(self, model_def, posterior) -> dict[str, np.ndarray]:
+        out = {}
+        for name in self.parameters(model_def):
+            if name in posterior:
+                da = posterior[name].transpose("chain", "draw", ...)
+                out[name] = da.values.reshape(-1, *da.shape[2:])
+        return out
 
     def initvals(self, model_def, params_list) -> list[dict]:
         return bayes.initvals_from_params(model_def, params_list)
@@ -428,7 +485,7 @@ class HMMFamily:
         return model_def.with_initial(initial, transition, **emission)
 
     # extras -----------------------------------------------------------------------------------
-    def extra_groups(self, spec, model_def, data: Series, best_fit) -> dict:
+    def extra_groups(self, spec, model_def, data: Series, best_fit, rng=None, timings=None) -> dict:
         """``decoding``: the Viterbi path and the smoothed state probabilities at EM's answer."""
         import xarray as xr
 
@@ -445,6 +502,35 @@ class HMMFamily:
                         coords={"time": list(data.time), "component": np.arange(model_def.n_components)})
         ds.attrs.update(viterbi_log_joint=best, loglik=smoothed.loglik)
         return {"decoding": ds}
+
+
+class HMMBootstrap:
+    """The generic bootstrap's view of a series: simulate a series of the same length from the fit, refit it."""
+
+    def __init__(self, model_def, family):
+        self.model = model_def
+        self.family = family
+
+    def n_obs(self, data) -> int:
+        return int(data.n_time)
+
+    def take(self, data, rows):
+        raise UserError('[em] bootstrap_kind = "nonparametric" resamples rows, which breaks a series\' chain; '
+                        'use bootstrap_kind = "parametric"')
+
+    def simulate(self, data, params, rng):
+        return self.family.simulate(self.model, params, int(data.n_time), rng)
+
+    def refit(self, data, init, options):
+        return em.fit(self.model, data.y, init, **options)
+
+    def single_fit_size(self, data, reference) -> int:
+        from emvsbayes.uncertainty.bootstrap import LARGE_FIT
+
+        return LARGE_FIT + 1  # no batched Baum-Welch: every replicate is refitted on its own
+
+    def dims(self, reference) -> dict[str, tuple[str, ...]]:
+        return parameter_dims(self.model.emission)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
