@@ -209,6 +209,8 @@ def bayes_groups(family, spec, model_def, data, restarts, coords, seeds, timings
     reference = family.variables(best.params)
     # Only the reported parameters are relabelled (not the sampler's internal variables); EM's hard
     # allocation is the pivot of relabel = "ecr" (see label_switching_groups).
+    parameters = family.parameters(model_def, data)
+    mark_parameters({"posterior": groups["posterior"]}, parameters)
     reported = groups["posterior"][[name for name in reference if name in groups["posterior"]]]
     groups.update(label_switching_groups(reported, probs=probs, reference=reference,
                                          reference_allocation=np.argmax(family.fit_resp(model_def, data, best), axis=1),

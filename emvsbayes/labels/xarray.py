@@ -94,7 +94,11 @@ def relabel_tree(
     for name in _component_vars(ds, component_dim):
         da = ds[name]
         values, order = _stacked(da, component_dim)
-        permuted = apply_permutations({name: values}, perms)[name]
+        # Every label dim the variable declares (attr label_dims: a transition matrix's rows and columns) is
+        # permuted; without the attr, the component dim alone.
+        label_dims = str(da.attrs.get("label_dims", component_dim)).split() or [component_dim]
+        axes = tuple(order[len(SAMPLE_DIMS):].index(dim) for dim in label_dims if dim in order)
+        permuted = apply_permutations({name: values}, perms, label_axes={name: axes})[name]
         shape = tuple(da.sizes[d] for d in order)
         new = xr.DataArray(permuted.reshape(shape), dims=order).transpose(*da.dims)
         out[name] = da.copy(data=new.values)
