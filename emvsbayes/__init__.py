@@ -14,7 +14,7 @@ circle (``tests/test_layering.py`` checks both, and that no private name crosses
 2. generic statistics taking a family: ``emvsbayes.uncertainty`` (standard errors from the family's
    symbolic log-likelihood, bootstrap, model-choice criteria), ``emvsbayes.comparison`` (result groups);
 3. the model families, one package each, with a ``family`` module defining ``FAMILY``:
-   ``emvsbayes.coins``, ``emvsbayes.gaussian``, ``emvsbayes.poisson`` (``model``: the definition both engines read; ``em``:
+   ``emvsbayes.coins``, ``emvsbayes.gaussian``, ``emvsbayes.poisson``, ``emvsbayes.hmm`` (``model``: the definition both engines read; ``em``:
    E-step / M-step; ``bayes``: the PyMC model);
 4. one fit of any family: ``emvsbayes.runner`` (a run's groups), ``emvsbayes.study.replicate``,
    ``emvsbayes.study.sbc``, ``emvsbayes.study.task`` (a study's replicates);
