@@ -117,8 +117,16 @@ def _family(name: str):
     return get_family(name)
 
 
+def _size_facts(family: str, d: int) -> dict:
+    facts = getattr(_family(family), "size_facts", None)
+    if facts is not None:
+        return facts(d)
+    # a family that says nothing: a generous count (a mean, a D x D covariance and its factor, a weight)
+    return {"params_per_component": 1 + d + 2 * d * d, "trace_per_observation": 0, "observations": "observations"}
+
+
 def _params_per_component(family: str, d: int) -> int:
-    return _family(family).size_facts(d)["params_per_component"]
+    return _size_facts(family, d)["params_per_component"]
 
 
 def em_need(n: int, k: int, d: int, family: str, em: dict) -> float:
@@ -126,7 +134,7 @@ def em_need(n: int, k: int, d: int, family: str, em: dict) -> float:
     trace every restart keeps (parameters and, for coins, the responsibilities of each iteration)."""
     per_fit = 6 * n * k + n * k * d  # the Gaussian E-step's centred data, (N, K, D) in blocks at most
     # the parameters of each iteration, and the statistics per observation the family keeps in its trace
-    trace_row = k * _params_per_component(family, d) + n * k * _family(family).size_facts(d)["trace_per_observation"]
+    trace_row = k * _params_per_component(family, d) + n * k * _size_facts(family, d)["trace_per_observation"]
     kinds = len(em["kinds"])
     restarts = em.get("n_init", 1)
     return FLOAT * (per_fit + kinds * restarts * em["max_iter"] * trace_row)
@@ -151,7 +159,7 @@ def check_run(spec: dict, n: int, d: int) -> None:
     family = spec["model"]["family"]
     k = spec["model"]["components"]
     em, bayes, choice = spec["em"], spec["bayes"], spec["model_choice"]
-    noun = _family(family).size_facts(d)["observations"]
+    noun = _size_facts(family, d)["observations"]
     shape = f"{n:,} {noun} and K = {k}"
     check_fits(em_need(n, k, d, family, em),
                f"EM on {shape} ({em['n_init']} start(s), max_iter = {em['max_iter']})",
@@ -196,7 +204,7 @@ def check_study(spec: dict) -> None:
     for cell in grid_cells:
         n, d = _family(family).study_shape(cell)
         k = cell["components"]
-        shape = f"a cell with {n:,} {_family(family).size_facts(d)['observations']} and K = {k}"
+        shape = f"a cell with {n:,} {_size_facts(family, d)['observations']} and K = {k}"
         check_fits(em_need(n, k, d, family, em_like), f"EM on {shape}",
                    "lower [grid] components or the data size, or [em] n_init or max_iter")
         check_fits(sampler_need(n, k, d, family, bayes["chains"], bayes["draws"]),

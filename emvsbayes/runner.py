@@ -26,12 +26,99 @@ from emvsbayes.comparison import (
     start_points,
     truth_agreement_group,
 )
-from emvsbayes.em import EMRestarts, RestartRun, fit_em_until
+from emvsbayes.em import EMRestarts, RestartPolicy, RestartRun, fit_em_until
 from emvsbayes.errors import DegenerateFitError, UserError
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import em_estimate, em_restarts, em_trace
 from emvsbayes.sampling import SamplerSettings, resolve_sampler, sample_posterior
 from emvsbayes.uncertainty import criteria, loo_waic, run_bootstrap, standard_errors
+
+class FamilyView:
+    """The runner's view of a family: the family's own members, and for the optional ones it leaves out
+    (those :mod:`emvsbayes.family` documents only as additions) the plain behaviour, so a new family runs
+    with the protocol's members alone."""
+
+    def __init__(self, family, data=None):
+        self.family = family
+        self._data = data  # the data being fitted (parameters() may depend on its shape)
+
+    def __getattr__(self, name: str):
+        if hasattr(self.family, name):
+            return getattr(self.family, name)
+        default = getattr(type(self), f"default_{name}", None)
+        if default is None:
+            raise AttributeError(f"model family {getattr(self.family, 'name', self.family)!r} has no member {name!r}")
+        return default.__get__(self)
+
+    def default_coords(self, spec, model_def, data) -> dict:
+        labels = getattr(data, "labels", None)
+        return {"component": np.arange(model_def.n_components),
+                self.obs_dim: list(labels) if labels is not None else list(range(self.n_observations(data)))}
+
+    def default_trace_stats(self):
+        return None, None
+
+    def default_estimate_attrs(self, model_def, data, fit, failures) -> dict:
+        return dict(n_failed_restarts=len(failures), failure=failures[0] if failures else "")
+
+    def default_fit_resp(self, model_def, data, fit):
+        return self.responsibilities(model_def, data, fit.params)
+
+    def default_restart_batches(self, model_def, data, options):
+        return None, 1
+
+    def default_posterior_group(self, model_def, posterior, coords):
+        return posterior
+
+    def default_model_recipe(self, model_def, data, coords=None):
+        from emvsbayes.sampling import ModelRecipe
+
+        return ModelRecipe(self.family.pymc_model, (model_def, data))
+
+    def default_target_accept(self, value, params, data) -> float:
+        from emvsbayes.sampling import resolve_target_accept
+
+        return resolve_target_accept(value, float("inf"))
+
+    def default_posterior_draws(self, model_def, posterior) -> dict:
+        draws = {}
+        for name in self.parameters(model_def, self._data):
+            if name in posterior.data_vars:
+                da = posterior[name].transpose("chain", "draw", ...)
+                draws[name] = da.values.reshape(-1, *da.shape[2:])
+        return draws
+
+    def default_model_choice_model(self, spec, data, k):
+        return self.model_from_spec(spec, data, k)
+
+    def default_model_choice_run(self, model_def, data, em_spec, rng, fit_until):
+        # the family's automatic starts: the spec's own init may be parameters for another K
+        automatic = {**em_spec, "init": getattr(self.family, "auto_init", em_spec["init"])}
+        return fit_until(*self.starts(model_def, data, automatic, rng))
+
+    def default_model_choice_checks(self, model_def, data, run) -> dict:
+        n, k = self.n_observations(data), model_def.n_components
+        if run is None:
+            return {"notes": [f"K = {k} is more than the {n} observations"] if k > n else [], "too_many": k > n,
+                    "late_notes": [], "skip_bayes": k > n}
+        return {"notes": [], "row": {}}
+
+    def default_model_choice_attrs(self, spec, data) -> dict:
+        return {"n_obs": self.n_observations(data)}
+
+    def default_extra_groups(self, spec, model_def, data, best_fit, rng, timings) -> dict:
+        return {}
+
+    def starts(self, model_def, data, em_spec, rng):
+        """(next start, restart policy): a family's ``starts`` may return the first alone, then the spec's
+        ``n_init`` starts are run (more, up to ``max_init``, until ``reach_best`` agree, where given)."""
+        started = self.family.starts(model_def, data, em_spec, rng)
+        if isinstance(started, tuple):
+            return started
+        n_init = em_spec["n_init"]
+        return started, RestartPolicy(min_starts=n_init, reach_best=em_spec.get("reach_best") or 1,
+                                      max_starts=max(em_spec.get("max_init") or n_init, n_init))
+
 
 def em_options(em_spec: dict, **extra) -> dict:
     """The EM stopping rule of a spec's ``[em]`` table, as every fit takes it (the one place it is built)."""
@@ -74,6 +161,7 @@ def restart_facts(run: RestartRun) -> dict:
 
 def run(family, spec: dict, data, seeds: dict[str, int], timings: dict[str, float], progress=None) -> dict[str, xr.Dataset]:
     """Fit ``data`` (the family's data record) as the spec says; returns the result groups."""
+    family = FamilyView(getattr(family, "family", family), data)
     if isinstance(spec["model"]["components"], list):
         raise UserError("[model] components must be one K for the comparison; put a range in [model_choice] components")
     em_spec = spec["em"]
@@ -214,7 +302,7 @@ def bayes_groups(family, spec, model_def, data, restarts, coords, seeds, timings
     reported = groups["posterior"][[name for name in reference if name in groups["posterior"]]]
     groups.update(label_switching_groups(reported, probs=probs, reference=reference,
                                          reference_allocation=np.argmax(family.fit_resp(model_def, data, best), axis=1),
-                                         method=b["relabel"], order_var=family.order_var,
+                                         method=b["relabel"], order_var=getattr(family, "order_var", None) or next(iter(reference)),
                                          interval_prob=spec["report"]["interval_prob"]))
     # Membership under the relabelled draws: what the posterior says once the labels are fixed.
     perms = groups["posterior_relabelled"]["permutation"].values.reshape(-1, model_def.n_components)

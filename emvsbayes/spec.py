@@ -355,13 +355,13 @@ STUDY_ONLY_KEYS = ("kind", "replicates", "grid", "priors", "truth", "intervals",
 def _family_check(family, section: str, key: str, rule: Key) -> Callable:
     """The check of a key: the family's own for ``[em] init`` (its starts are family knowledge)."""
     if section == "em" and key == "init" and family in family_names():
-        return get_family(family).check_init
+        return getattr(get_family(family), "check_init", None) or rule.check
     return rule.check
 
 
 def auto_init(family: str) -> str:
     """What ``[em] init = "auto"`` (the default) becomes for a family (``family.auto_init``)."""
-    return get_family(family).auto_init
+    return getattr(get_family(family), "auto_init", "auto")
 
 #: Gaussian mixtures' restart rule unless the spec says otherwise: three starts agreeing on the best
 #: log-likelihood make a missed better optimum unlikely (on heroes, K = 3, 13 % of k-means++ starts reach
@@ -460,10 +460,10 @@ def _check_consistency(spec: dict, source: str) -> None:
     em = spec["em"]
     family = get_family(spec["model"]["family"])
     if em["init"] == "auto":
-        em["init"] = family.auto_init
+        em["init"] = auto_init(spec["model"]["family"])
     try:
         # The family's own keys (defaults that depend on others, combinations only it allows).
-        family.check_spec(spec)
+        getattr(family, "check_spec", lambda spec: None)(spec)
     except UserError as error:
         raise UserError(f"{source}: {error}") from None
     labels = spec["model"]["labels"]
