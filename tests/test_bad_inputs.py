@@ -67,7 +67,7 @@ SPEC_CASES = {
         '{spec}: [model] family is missing; add it, e.g. family = "coins"'),
     "family_unknown": (
         LECTURE + '[model]\nfamily = "poissn"\n',
-        "{spec}: [model] family must be one of 'coins', 'gaussian', 'poisson', got 'poissn'"),
+        "{spec}: [model] family must be one of 'coins', 'gaussian', 'poisson', 'hmm', got 'poissn'"),
     "k_below_one": (
         COINS + "components = 0\n",
         "{spec}: [model] components must be a whole number >= 1, got 0"),
