@@ -14,9 +14,10 @@ circle (``tests/test_layering.py`` checks both, and that no private name crosses
 2. generic statistics taking a family: ``emvsbayes.uncertainty`` (standard errors from the family's
    symbolic log-likelihood, bootstrap, model-choice criteria), ``emvsbayes.comparison`` (result groups);
 3. the model families, one package each, with a ``family`` module defining ``FAMILY``:
-   ``emvsbayes.coins``, ``emvsbayes.gaussian`` (``model``: the definition both engines read; ``em``:
-   E-step / M-step; ``bayes``: the PyMC model), and ``emvsbayes.ladder`` (the uncertainty ladder's rungs
-   between EM and NUTS: MAP-EM, Laplace, ADVI, the Bayesian bootstrap, label-free partitions);
+   ``emvsbayes.coins``, ``emvsbayes.gaussian``, ``emvsbayes.poisson``, ``emvsbayes.hmm`` (``model``: the
+   definition both engines read; ``em``: E-step / M-step; ``bayes``: the PyMC model), and
+   ``emvsbayes.ladder`` (the uncertainty ladder's rungs between EM and NUTS: MAP-EM, Laplace, ADVI, the
+   Bayesian bootstrap, label-free partitions);
 4. one fit of any family: ``emvsbayes.runner`` (a run's groups), ``emvsbayes.study.replicate``,
    ``emvsbayes.study.sbc``, ``emvsbayes.study.task`` (a study's replicates);
 5. orchestration and presentation: ``emvsbayes.pipeline`` (a run, its files), ``emvsbayes.study.run``,

@@ -49,6 +49,8 @@ class ParameterInfo(NamedTuple):
 FAMILIES: dict[str, str] = {
     "coins": "emvsbayes.coins.family",
     "gaussian": "emvsbayes.gaussian.family",
+    "poisson": "emvsbayes.poisson.family",
+    "hmm": "emvsbayes.hmm.family",
 }
 
 

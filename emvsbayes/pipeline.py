@@ -176,6 +176,9 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
         "spec_name": spec.get("name", ""),
         "spec": {k: v for k, v in spec.items() if k not in ("name", "path")},
         "spec_path": spec.get("path", ""),
+        # the family and its parameters in report order (each parameter variable carries its label_dims)
+        "family": family.name,
+        "parameters": list(family.parameters(family.model_from_spec(spec, data), data)),
         "seed": seed,
         "seeds": seeds,
         "versions": package_versions(),

@@ -239,6 +239,16 @@ def run(family, spec: dict, data, seeds: dict[str, int], timings: dict[str, floa
     return groups
 
 
+def mark_parameters(groups: dict[str, xr.Dataset], parameters: dict) -> None:
+    """Give the parameter variables of ``groups`` the attr ``label_dims`` (its label dims, space-separated),
+    which relabelling reads; the pipeline declares every group's parameters the same way before writing
+    (:func:`emvsbayes.results.declare_parameters`)."""
+    for ds in groups.values():
+        for name, info in parameters.items():
+            if name in ds.data_vars:
+                ds[name].attrs["label_dims"] = " ".join(info.label_dims)
+
+
 def uncertainty_groups(family, spec, model_def, data, best, dims, coords, seeds, progress) -> dict[str, xr.Dataset]:
     """Standard errors from the observed information and the bootstrap of the EM answer ``best``."""
     em_spec = spec["em"]
@@ -291,6 +301,8 @@ def bayes_groups(family, spec, model_def, data, restarts, coords, seeds, timings
     reference = family.variables(best.params)
     # Only the reported parameters are relabelled (not the sampler's internal variables); EM's hard
     # allocation is the pivot of relabel = "ecr" (see label_switching_groups).
+    parameters = family.parameters(model_def, data)
+    mark_parameters({"posterior": groups["posterior"]}, parameters)
     reported = groups["posterior"][[name for name in reference if name in groups["posterior"]]]
     groups.update(label_switching_groups(reported, probs=probs, reference=reference,
                                          reference_allocation=np.argmax(family.fit_resp(model_def, data, best), axis=1),
@@ -338,7 +350,10 @@ def model_choice(family, spec, data, seeds, timings, progress) -> xr.Dataset:
                                        target_accept=family.target_accept(spec["bayes"]["target_accept"], best.params, data))
             tree = sample_posterior(family.model_recipe(model_def, data), settings, seeds["sampler"] + k,
                                     family.initvals(model_def, [best.params])).tree
-            predictive = loo_waic(tree)
+            if "log_likelihood" in tree.children:
+                predictive = loo_waic(tree)
+            else:  # nothing observed pointwise (a Potential): PSIS-LOO / WAIC are not defined for this model
+                notes.append("no pointwise log-likelihood: PSIS-LOO and WAIC left out")
         rows[k] = model_choice_row(found, predictive, note="; ".join(notes), n_params=n_params, restarts=facts, **extras)
     timings["model_choice"] = time.perf_counter() - start
     return model_choice_group(rows, **family.model_choice_attrs(spec, data))

@@ -418,7 +418,10 @@ def validate(raw: dict, source: str = "spec") -> dict:
     for key in raw:
         if not isinstance(key, str) or key not in SCHEMA[""] and key not in SCHEMA:
             raise UserError(f"{source}: unknown key {_show(key)}{_suggest(key, [*SCHEMA[''], *[s for s in SCHEMA if s]])}")
+    family_keys = _family_keys(raw)
     for section, keys in SCHEMA.items():
+        # The family's own keys (Family.spec_defaults) beside the shared ones; the family checks them below.
+        keys = {**family_keys.get(section, {}), **keys}
         if section:
             given = raw.get(section, {})
             if not isinstance(given, dict):
@@ -448,6 +451,17 @@ def validate(raw: dict, source: str = "spec") -> dict:
             spec.update(out)
     _check_consistency(spec, source)
     return spec
+
+
+def _family_keys(raw: dict) -> dict[str, dict[str, Key]]:
+    """The keys a spec's family adds (:meth:`~emvsbayes.family.Family.spec_defaults`) that the shared schema
+    does not have, with their defaults; their values are the family's to check (``check_spec``)."""
+    model = raw.get("model")
+    family = model.get("family") if isinstance(model, dict) else None
+    if not isinstance(family, str) or family not in family_names():
+        return {}
+    return {section: {key: Key(default, anything) for key, default in keys.items() if key not in SCHEMA.get(section, {})}
+            for section, keys in get_family(family).spec_defaults().items()}
 
 
 def _check_consistency(spec: dict, source: str) -> None:

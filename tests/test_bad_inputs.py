@@ -23,6 +23,7 @@ from emvsbayes.errors import UserError
 LECTURE = '[data]\ndataset = "coins_lecture"\n'
 COINS = LECTURE + '[model]\nfamily = "coins"\n'
 ACIDITY = '[data]\ndataset = "acidity"\n[model]\nfamily = "gaussian"\n'
+QUAKES = '[data]\ndataset = "earthquakes"\n[model]\nfamily = "poisson"\n'
 
 # --- spec files, through the command line -------------------------------------------------------------
 
@@ -65,8 +66,8 @@ SPEC_CASES = {
         LECTURE + "[model]\ncomponents = 2\n",
         '{spec}: [model] family is missing; add it, e.g. family = "coins"'),
     "family_unknown": (
-        LECTURE + '[model]\nfamily = "poisson"\n',
-        "{spec}: [model] family must be one of 'coins', 'gaussian', got 'poisson'"),
+        LECTURE + '[model]\nfamily = "poissn"\n',
+        "{spec}: [model] family must be one of 'coins', 'gaussian', 'poisson', 'hmm', got 'poissn'"),
     "k_below_one": (
         COINS + "components = 0\n",
         "{spec}: [model] components must be a whole number >= 1, got 0"),
@@ -162,7 +163,19 @@ SPEC_CASES = {
     "unknown_dataset": (
         '[data]\ndataset = "coins_lectur"\n[model]\nfamily = "coins"\n',
         "[data] dataset 'coins_lectur' is not bundled; 'emvsbayes datasets' lists: coins_do_batzoglou, "
-        "coins_lecture, old_faithful, galaxies, acidity, enzyme, heroes"),
+        "coins_lecture, old_faithful, galaxies, acidity, enzyme, heroes, earthquakes"),
+    "poisson_rate_prior_of_three": (
+        QUAKES + "[bayes]\nrate_prior = [2, 0.1, 3]\n",
+        '{spec}: [bayes] rate_prior must be "auto" or [alpha, beta], the Gamma prior\'s positive shape and rate, e.g. '
+        "[2, 0.1], got [2, 0.1, 3]"),
+    "poisson_rate_prior_not_a_list": (
+        QUAKES + "[bayes]\nrate_prior = 2\n",
+        '{spec}: [bayes] rate_prior must be "auto" or [alpha, beta], the Gamma prior\'s positive shape and rate, e.g. '
+        "[2, 0.1], got 2"),
+    "poisson_on_measurements": (
+        '[data]\ndataset = "galaxies"\n[model]\nfamily = "poisson"\n',
+        "[data] galaxies does not hold counts for the poisson model; pick a data set of that kind (earthquakes) or a "
+        "CSV file with [data] file and counts"),
     "dataset_of_wrong_kind": (
         '[data]\ndataset = "old_faithful"\n[model]\nfamily = "coins"\n',
         "[data] old_faithful does not hold heads and tosses for the coins model; pick a data set of that kind"),
@@ -224,6 +237,7 @@ def test_spec_name_that_cannot_name_a_folder(tmp_path):
 
 COIN_SPEC = '[data]\nfile = "data.csv"\n{extra}[model]\nfamily = "coins"\n'
 GAUSS_SPEC = '[data]\nfile = "data.csv"\n{extra}[model]\nfamily = "gaussian"\ncomponents = 2\n'
+POISSON_SPEC = '[data]\nfile = "data.csv"\nlabel = "year"\n{extra}[model]\nfamily = "poisson"\ncomponents = 3\n'
 CSV_CASES = {
     "heads_above_tosses": (COIN_SPEC, b"heads,tosses\n5,10\n12,10\n", "",
                            "data.csv: line 3: heads is 12 but tosses is 10; heads must be between 0 and tosses"),
@@ -269,6 +283,14 @@ CSV_CASES = {
     "constant_column": (GAUSS_SPEC, b"x,y\n1.0,5\n2.0,5\n3.0,5\n", "",
                         "column 'y' has the same value in every row, so its default prior scale is 0; leave it out with "
                         "[data] drop = ['y'] or set [bayes] sigma_scale"),
+    "poisson_negative_count": (POISSON_SPEC, b"year,count\n1900,13\n1901,-2\n1902,5\n", "",
+                               "data.csv: line 3, column 'count' is '-2', a negative count; counts are 0 or more: fix "
+                               "that cell or remove that row"),
+    "poisson_fractional_count": (POISSON_SPEC, b"year,count\n1900,13\n1901,2.5\n1902,5\n", "",
+                                 "data.csv: line 3, column 'count' is '2.5', not a whole number; a Poisson model needs "
+                                 "counts (0, 1, 2, ...): fix that cell, or name the count column with data.counts = '...'"),
+    "poisson_k_above_rows": (POISSON_SPEC, b"year,count\n1900,13\n1901,2\n", "",
+                             "components = 3 is more than the 2 rows of counts; use at most 2"),
     "k_above_rows": (GAUSS_SPEC, b"x\n1.0\n", "",
                      "[model] components = 2 is more than the 1 rows of data; use at most 1"),
 }

@@ -12,6 +12,7 @@ import pytest
 from emvsbayes.data import (
     CoinData,
     ContinuousData,
+    CountData,
     coin_sequences,
     dataset_info,
     list_datasets,
@@ -55,6 +56,7 @@ EXPECTED_SHAPES = {
     "acidity": (155, 1),
     "enzyme": (245, 1),
     "heroes": (69, 12),
+    "earthquakes": (107,),
 }
 
 
@@ -72,6 +74,12 @@ def test_bundled_data_set_loads_with_documented_shape(name):
         assert isinstance(data, CoinData)
         assert data.heads.shape == data.tosses.shape == EXPECTED_SHAPES[name]
         assert data.heads.dtype == data.tosses.dtype == np.int64
+        assert len(data.labels) == info.rows
+    elif info.kind == "counts":
+        assert isinstance(data, CountData)
+        assert data.counts.shape == EXPECTED_SHAPES[name] == (info.rows,)
+        assert data.counts.dtype == np.int64 and np.all(data.counts >= 0)
+        assert (data.column,) == info.columns
         assert len(data.labels) == info.rows
     else:
         assert info.kind == "continuous"
@@ -166,7 +174,7 @@ def test_heroes_options_pass_through():
 def test_unknown_data_set_name():
     with raises_exactly(
         "no bundled data set is called 'galaxy'; did you mean 'galaxies'? the bundled ones are: "
-        "coins_do_batzoglou, coins_lecture, old_faithful, galaxies, acidity, enzyme, heroes"
+        "coins_do_batzoglou, coins_lecture, old_faithful, galaxies, acidity, enzyme, heroes, earthquakes"
     ) as excinfo:
         load_dataset("galaxy")
     assert_one_line(excinfo)

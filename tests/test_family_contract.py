@@ -100,7 +100,13 @@ def test_pymc_likelihood_equals_the_familys(case):
     model = family.pymc_model(model_def, data)
     point = make_initial_point_fn(model=model, overrides=family.initvals(model_def, [truth])[0], jitter_rvs=set(),
                                   return_transformed=True)(0)
-    logp = model.compile_logp(vars=model.observed_RVs, jacobian=False)
+    # The likelihood is the observed variables' log-probability, or a Potential where the family adds it so (a
+    # hidden Markov model's forward algorithm: its states are summed out, nothing is observed by a distribution).
+    import pytensor.tensor as pt
+
+    terms = (model.logp(vars=model.observed_RVs, jacobian=False, sum=False) if model.observed_RVs else [])
+    terms += list(model.replace_rvs_by_values(model.potentials))
+    logp = model.compile_fn(pt.sum([pt.sum(term) for term in terms]), inputs=model.value_vars, on_unused_input="ignore")
     assert float(logp(point)) == pytest.approx(family.loglik(model_def, data, truth), rel=1e-9)
 
 
@@ -113,6 +119,11 @@ def permute_labels(variables: dict, info: dict[str, ParameterInfo], perm: np.nda
             value = np.take(value, perm, axis=info[name].dims.index(dim))
         out[name] = value
     return out
+
+
+def label_axes(info: dict[str, ParameterInfo]) -> dict[str, tuple[int, ...]]:
+    """Each variable's label axes as the labels module takes them: positions in (draw, *dims)."""
+    return {name: tuple(1 + declared.dims.index(dim) for dim in declared.label_dims) for name, declared in info.items()}
 
 
 def test_relabelling_a_permuted_fit_recovers_it(case):
@@ -128,7 +139,7 @@ def test_relabelling_a_permuted_fit_recovers_it(case):
     # Pivoting the permuted answer to the fit finds the permutation that undoes it.
     reference = family.variables(fit.params)
     draws = {name: np.asarray(value)[None] for name, value in family.variables(permuted).items()}
-    found = pivot(draws, reference).perms[0]
+    found = pivot(draws, reference, label_axes=label_axes(info)).perms[0]
     back = permute_labels(family.variables(permuted), info, found)
     for name, value in reference.items():
         np.testing.assert_allclose(back[name], value, rtol=0, atol=0, err_msg=name)
@@ -144,7 +155,7 @@ def test_simulate_then_fit_recovers_the_truth(case):
     family, model_def, truth, data, fit = case
     reference = family.variables(truth)
     draws = {name: np.asarray(value)[None] for name, value in family.variables(fit.params).items()}
-    aligned = fit.params.permuted(pivot(draws, reference).perms[0])
+    aligned = fit.params.permuted(pivot(draws, reference, label_axes=label_axes(family.parameters(model_def, data))).perms[0])
     se = standard_errors(family, model_def, data, aligned, level=0.95)
     assert not se.singular, se.reason
     for name, value in family.variables(aligned).items():

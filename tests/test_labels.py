@@ -637,3 +637,21 @@ def test_em_optima_of_restarts_that_all_end_at_one_answer_is_one_optimum():
     optima = em_optima_group(restarts, ["theta"])
     assert optima.sizes["optimum"] == 1
     np.testing.assert_array_equal(optima["optimum_of_restart"].values, [0, 0, 0, 0])
+
+
+def test_two_label_axes_are_permuted_together_and_matched_by_the_diagonal():
+    """A K x K transition matrix relabelled by P becomes P A P^T (rows and columns), and pivot matches it by its
+    diagonal, which moves with the components: a permuted matrix is pivoted back to the reference exactly."""
+    from emvsbayes.labels.relabel import apply_permutations, pivot
+
+    a = np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.05, 0.15, 0.8]])
+    perm = np.array([2, 0, 1])
+    moved = apply_permutations({"transition": a[None], "rate": np.array([[1.0, 5.0, 9.0]])}, perm[None],
+                               label_axes={"transition": (1, 2)})
+    np.testing.assert_array_equal(moved["transition"][0], a[np.ix_(perm, perm)])
+    np.testing.assert_array_equal(moved["rate"][0], [9.0, 1.0, 5.0])
+    # rows only (the old behaviour) would differ from the relabelled chain's matrix
+    assert not np.array_equal(a[perm], a[np.ix_(perm, perm)])
+    found = pivot({"transition": moved["transition"]}, {"transition": a}, label_axes={"transition": (1, 2)}).perms[0]
+    back = apply_permutations(moved, found[None], label_axes={"transition": (1, 2)})
+    np.testing.assert_array_equal(back["transition"][0], a)

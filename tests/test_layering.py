@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("emvsbayes.em", "emvsbayes.family", "emvsbayes.limits", "emvsbayes.data", "emvsbayes.labels", "emvsbayes.spec",
      "emvsbayes.spec_keys", "emvsbayes.results", "emvsbayes.outputs", "emvsbayes.sampling", "emvsbayes.study.spec"),
     ("emvsbayes.uncertainty", "emvsbayes.comparison"),
-    ("emvsbayes.coins", "emvsbayes.gaussian", "emvsbayes.ladder"),
+    ("emvsbayes.coins", "emvsbayes.gaussian", "emvsbayes.poisson", "emvsbayes.hmm", "emvsbayes.ladder"),
     ("emvsbayes.runner", "emvsbayes.study.replicate", "emvsbayes.study.sbc", "emvsbayes.study.task"),
     ("emvsbayes.pipeline", "emvsbayes.report", "emvsbayes.study.run", "emvsbayes.study.report", "emvsbayes.study"),
     ("emvsbayes.api", "emvsbayes.cli", "emvsbayes.__main__", "emvsbayes"),
@@ -40,6 +40,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 UPWARD_ALLOWED = {
     # emvsbayes.study is callable as emvsbayes.api.study (the package replaces itself by a callable module)
     ("emvsbayes.study", "emvsbayes.api"),
+    # the hidden Markov model's own figures (lazy, inside each figure function) draw with the report's colours
+    # and SVG writer; they are not yet wired into the report (branch wire: the HMM sections are left to do)
+    ("emvsbayes.hmm.report", "emvsbayes.report.figures"),
 }
 
 #: Modules outside the family packages that still name a family (issue 17 left them; see the report).
@@ -172,19 +175,19 @@ def test_no_arrow_from_a_lower_layer_to_a_higher_one():
     assert upward == []
 
 
-FAMILY_NAME = re.compile(r"""==\s*["'](coins|gaussian)["']|["'](coins|gaussian)["']\s*==|!=\s*["'](coins|gaussian)["']""")
+FAMILY_NAME = re.compile(r"""==\s*["'](coins|gaussian|poisson|hmm)["']|["'](coins|gaussian|poisson|hmm)["']\s*==|!=\s*["'](coins|gaussian|poisson|hmm)["']""")
 
 
 def test_generic_modules_name_no_family():
     offenders = []
     for name, path in MODULES.items():
-        if name.startswith(("emvsbayes.coins", "emvsbayes.gaussian")) or name == "emvsbayes.family":
+        if name.startswith(("emvsbayes.coins", "emvsbayes.gaussian", "emvsbayes.poisson", "emvsbayes.hmm")) or name == "emvsbayes.family":
             continue
         if name in NAMES_FAMILIES_ALLOWED or f"{name}.__init__" in NAMES_FAMILIES_ALLOWED:
             continue
-        imported = [t for t, _, _ in _imports(name) if t.startswith(("emvsbayes.coins", "emvsbayes.gaussian"))]
+        imported = [t for t, _, _ in _imports(name) if t.startswith(("emvsbayes.coins", "emvsbayes.gaussian", "emvsbayes.poisson", "emvsbayes.hmm"))]
         text = path.read_text(encoding="utf-8")
-        if imported or FAMILY_NAME.search(text) or re.search(r"""\{\s*["'](coins|gaussian)["']\s*:""", text):
+        if imported or FAMILY_NAME.search(text) or re.search(r"""\{\s*["'](coins|gaussian|poisson|hmm)["']\s*:""", text):
             offenders.append(name)
     assert offenders == []
 

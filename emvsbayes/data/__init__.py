@@ -1,7 +1,8 @@
 """Data for emvsbayes: bundled data sets, CSV loading and simulation with known truth.
 
-Every source produces one of two frozen records that the model families read:
-:class:`CoinData` (heads out of tosses per set) and :class:`ContinuousData` (an (N, D) array).
+Every source produces one of three frozen records that the model families read:
+:class:`CoinData` (heads out of tosses per set), :class:`ContinuousData` (an (N, D) array) and
+:class:`CountData` (one count per row, for Poisson models).
 """
 
 from emvsbayes.data.bundled import (
@@ -12,8 +13,8 @@ from emvsbayes.data.bundled import (
     list_datasets,
     load_dataset,
 )
-from emvsbayes.data.csv import load_coins_csv, load_continuous_csv
-from emvsbayes.data.records import CoinData, ContinuousData
+from emvsbayes.data.csv import load_coins_csv, load_continuous_csv, load_counts_csv
+from emvsbayes.data.records import CoinData, ContinuousData, CountData
 from emvsbayes.data.simulate import (
     GaussianMixtureParams,
     separated_gaussian_mixture,
@@ -25,6 +26,7 @@ __all__ = [
     "HEROES_LESSON_OPTIONS",
     "CoinData",
     "ContinuousData",
+    "CountData",
     "DatasetInfo",
     "GaussianMixtureParams",
     "coin_sequences",
@@ -32,6 +34,7 @@ __all__ = [
     "list_datasets",
     "load_coins_csv",
     "load_continuous_csv",
+    "load_counts_csv",
     "load_dataset",
     "separated_gaussian_mixture",
     "simulate_coins",

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from emvsbayes.data.csv import load_coins_csv, load_continuous_csv, read_table
-from emvsbayes.data.records import CoinData, ContinuousData
+from emvsbayes.data.csv import load_coins_csv, load_continuous_csv, load_counts_csv, read_table
+from emvsbayes.data.records import CoinData, ContinuousData, CountData
 from emvsbayes.errors import UserError
 
 __all__ = [
@@ -53,6 +53,8 @@ _DEFAULT_OPTIONS: Mapping[str, Mapping[str, Any]] = {"heroes": HEROES_LESSON_OPT
 _COIN_LABEL_COLUMN = {"coins_do_batzoglou": "set", "coins_lecture": "experiment"}
 _TRUE_COIN_CODES = {"coins_do_batzoglou": {"A": 0, "B": 1}}
 _SEQUENCE_COLUMN = {"coins_do_batzoglou": "sequence"}
+# Bundled count files: the column naming each row.
+_COUNT_LABEL_COLUMN = {"earthquakes": "year"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,8 @@ class DatasetInfo:
     name : str
         The name to pass to :func:`load_dataset`.
     kind : str
-        ``"coins"`` (loads as CoinData) or ``"continuous"`` (loads as ContinuousData).
+        ``"coins"`` (loads as CoinData), ``"continuous"`` (loads as ContinuousData) or ``"counts"``
+        (loads as CountData).
     rows : int
         Number of rows N as loaded by default.
     columns : tuple of str
@@ -133,7 +136,7 @@ def _with_file(info: DatasetInfo, read):
         return read(path)
 
 
-def load_dataset(name: str, **options: Any) -> CoinData | ContinuousData:
+def load_dataset(name: str, **options: Any) -> CoinData | ContinuousData | CountData:
     """Load a bundled data set.
 
     Parameters
@@ -144,11 +147,11 @@ def load_dataset(name: str, **options: Any) -> CoinData | ContinuousData:
         For continuous data sets, options of :func:`load_continuous_csv` (``columns``, ``label``,
         ``percent``, ``categories``, ``standardize``, ``drop``) that replace the data set's defaults;
         ``heroes`` defaults to the EM lesson's preprocessing (:data:`HEROES_LESSON_OPTIONS`).
-        Coin data sets take no options.
+        Coin and count data sets take no options.
 
     Returns
     -------
-    CoinData or ContinuousData
+    CoinData, ContinuousData or CountData
         With ``source`` set to `name`. ``coins_do_batzoglou`` has ``true_coin`` (A -> 0, B -> 1).
     """
     info = dataset_info(name)
@@ -156,6 +159,12 @@ def load_dataset(name: str, **options: Any) -> CoinData | ContinuousData:
         if options:
             raise UserError(f"bundled data set {name!r} takes no options; remove {', '.join(sorted(options))}")
         return _load_coins(info)
+    if info.kind == "counts":
+        if options:
+            raise UserError(f"bundled data set {name!r} takes no options; remove {', '.join(sorted(options))}")
+        data = _with_file(info, lambda path: load_counts_csv(path, counts=info.columns[0],
+                                                             label=_COUNT_LABEL_COLUMN.get(name), encoding=info.encoding))
+        return dataclasses.replace(data, source=name)
     unknown = sorted(set(options) - set(_CONTINUOUS_OPTIONS))
     if unknown:
         raise UserError(

@@ -1,4 +1,4 @@
-"""Read users' CSV files into :class:`CoinData` and :class:`ContinuousData`.
+"""Read users' CSV files into :class:`CoinData`, :class:`ContinuousData` and :class:`CountData`.
 
 Real files come with other encodings, percent strings, category words, blank cells and stray spaces
 in the header. Every such problem becomes a one-line :class:`~emvsbayes.errors.UserError` that names
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from emvsbayes.data.records import CoinData, ContinuousData
+from emvsbayes.data.records import CoinData, ContinuousData, CountData
 from emvsbayes.errors import UserError, quote
 from emvsbayes.limits import check_csv_size
 from emvsbayes.paths import input_kind
 
-__all__ = ["load_coins_csv", "load_continuous_csv"]
+__all__ = ["load_coins_csv", "load_continuous_csv", "load_counts_csv"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +418,71 @@ def load_coins_csv(
         labels=labels,
         source=str(path),
     )
+
+
+def _parse_count(table: Table, line: int, column: str, text: str) -> int:
+    """A count (a whole number >= 0) from one cell, or a UserError naming the line, the column and the fix."""
+    if text == "":
+        raise UserError(f"{table.name}: line {line}, column {quote(column)} is empty; fill it in or remove that row")
+    value = decimal.Decimal(text) if _is_float(text) else None
+    if value is None or value != value.to_integral_value():
+        raise UserError(
+            f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, not a whole number; a Poisson "
+            "model needs counts (0, 1, 2, ...): fix that cell, or name the count column with data.counts = '...'"
+        )
+    if value < 0:
+        raise UserError(
+            f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, a negative count; counts are "
+            "0 or more: fix that cell or remove that row"
+        )
+    if value > MAX_COUNT:
+        raise UserError(
+            f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, larger than {MAX_COUNT}; check that line"
+        )
+    return int(value)
+
+
+def load_counts_csv(
+    path: str | Path,
+    counts: str = "count",
+    label: str | None = None,
+    encoding: str = "utf-8",
+    delimiter: str = "auto",
+) -> CountData:
+    """Read one count per row (events per year, ...), for Poisson models.
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV file with a header line.
+    counts : str
+        Name of the column holding the counts (spec key ``data.counts``).
+    label : str or None
+        Column whose values name the rows; None numbers them ``"1"`` .. ``"N"``.
+    encoding : str
+        Text encoding of the file.
+    delimiter : str
+        Separator between cells, or ``"auto"`` (see :func:`read_table`).
+
+    Returns
+    -------
+    CountData
+        ``counts`` of shape (N,), ``source`` the path.
+
+    Raises
+    ------
+    UserError
+        When the file cannot be read, the column is missing, or a count is empty, not a whole number or negative.
+    """
+    table = read_table(path, encoding, delimiter)
+    index = table.column(counts, "name the count column with data.counts = '...'")
+    label_index = None if label is None else table.column(label, "name the label column with data.label = '...'")
+    values = [_parse_count(table, line, counts, text) for line, text in table.cells(index)]
+    if label_index is None:
+        labels = tuple(str(i) for i in range(1, len(table.rows) + 1))
+    else:
+        labels = tuple(text for _, text in table.cells(label_index))
+    return CountData(counts=np.asarray(values, dtype=np.int64), labels=labels, column=counts, source=str(path))
 
 
 def _selected_columns(

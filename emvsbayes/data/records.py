@@ -1,4 +1,4 @@
-"""The data records every model family reads: coin counts and continuous observations."""
+"""The data records every model family reads: coin counts, continuous observations and event counts."""
 
 from __future__ import annotations
 
@@ -88,3 +88,33 @@ class ContinuousData:
     def dim(self) -> int:
         """Number of columns D."""
         return int(self.x.shape[1])
+
+
+@dataclass(frozen=True, slots=True)
+class CountData:
+    """One count per row (events per year, per site, ...), for Poisson models.
+
+    Attributes
+    ----------
+    counts : np.ndarray, shape (N,), int64
+        The counts, each a whole number >= 0.
+    labels : tuple of str, length N
+        One name per row (e.g. the year), or ``"1"`` .. ``"N"``.
+    column : str
+        The column the counts were read from (named in tables and error messages).
+    source : str
+        Where the data came from: a bundled data set's name, a file path or a simulation summary.
+    true_component : np.ndarray, shape (N,), int64, or None
+        Index of the mixture component that made each row when it is known (simulated data), else None.
+    """
+
+    counts: np.ndarray
+    labels: tuple[str, ...]
+    column: str = "count"
+    source: str = ""
+    true_component: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows N."""
+        return int(self.counts.shape[0])

@@ -211,6 +211,7 @@ def apply_permutations(draws: Mapping[str, np.ndarray], perms: np.ndarray,
         New arrays with the same shapes as the inputs.
     """
     out = {}
+    label_axes = label_axes or {}
     for name, x in draws.items():
         x = np.asarray(x)
         if x.ndim < 2:

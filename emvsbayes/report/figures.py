@@ -173,10 +173,12 @@ def _component_legend(ax, k: int, title: str) -> None:
 # --- the data -----------------------------------------------------------------------------------------
 
 
-def histogram_1d(x: np.ndarray, probs: np.ndarray | None, xlabel: str, densities=None) -> str:
+def histogram_1d(x: np.ndarray, probs: np.ndarray | None, xlabel: str, densities=None, bins=None,
+                 ylabel: str = "density") -> str:
     """Histogram of one feature; a rug of the points coloured by membership; EM's component densities."""
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.2))
-    ax.hist(x, bins=min(60, max(10, int(np.sqrt(len(x)) * 2))), density=True, color="0.85", edgecolor="0.6", lw=0.5)
+    bins = min(60, max(10, int(np.sqrt(len(x)) * 2))) if bins is None else bins
+    ax.hist(x, bins=bins, density=True, color="0.85", edgecolor="0.6", lw=0.5)
     idx = thin_indices(len(x))
     cols = membership_colors(probs[idx]) if probs is not None else "0.3"
     ax.scatter(x[idx], np.zeros(len(idx)), marker="|", s=80, c=cols, lw=1)
@@ -185,7 +187,7 @@ def histogram_1d(x: np.ndarray, probs: np.ndarray | None, xlabel: str, densities
         for c, dens in enumerate(per_component):
             ax.plot(grid, dens, color=color(c), lw=1.2)
         ax.plot(grid, per_component.sum(axis=0), color="k", lw=1, ls="--", label="mixture (EM)")
-    ax.set(xlabel=xlabel, ylabel="density")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
     if probs is not None:
         _component_legend(ax, probs.shape[1], "membership")
     return to_svg(fig)

@@ -122,6 +122,8 @@ def data_section(ctx: Context) -> str:
         return ""
     if "heads" in data:
         return _coin_table(data)
+    if "x" in data and data.attrs.get("kind") == "counts":
+        return _count_data(ctx, data)
     if "x" in data:
         return _continuous_data(ctx, data)
     return ""
@@ -198,6 +200,33 @@ def _ellipses(ctx: Context, em: xr.Dataset | None, d: int):
         if found is not None and found[0].shape[-1] == d:
             draw_part, n = found, len(picked)
     return em_part, draw_part, n
+
+
+def _count_data(ctx: Context, data: xr.Dataset) -> str:
+    """Counts (one per row): their histogram with one bar per count, a rug coloured by membership, and EM's
+    weighted component probabilities (Poisson, the model of count data here) at each count."""
+    x = np.asarray(data["x"].values, dtype=float)
+    n = x.size
+    membership = ctx.membership
+    probs, source = (membership if membership is not None and membership[0].shape[0] == n else (None, ""))
+    column = str(data.attrs.get("column") or "count")
+    em = ctx.group("em")
+    densities = None
+    if em is not None and "rate" in em and "w" in em:
+        from scipy.stats import poisson
+
+        grid = np.arange(0, int(x.max()) + 2)
+        rate, w = np.asarray(em["rate"].values, dtype=float), np.asarray(em["w"].values, dtype=float)
+        densities = grid, w[:, None] * poisson.pmf(grid[None, :], rate[:, None])
+    width = max(1, int(np.ceil((x.max() - x.min() + 1) / 60)))  # one bar per count, up to 60 bars
+    bins = np.arange(x.min() - 0.5, x.max() + width + 0.5, width)
+    colour = f"Rows coloured by {source}" if probs is not None else "Rows"
+    svg = figures.histogram_1d(x, probs, column, densities, bins=bins, ylabel="share of rows")
+    caption = (f"{colour} (rug); lines: EM's weighted component probabilities of each count, dashed: their sum."
+               if densities is not None else f"{colour} (rug).")
+    notes = paragraph(f"Source: {data.attrs.get('source', '?')}; {n} counts ({column}), from {int(x.min())} to "
+                      f"{int(x.max())}, mean {x.mean():.4g}, variance {x.var(ddof=1):.4g}.")
+    return notes + figure(svg, "data", caption)
 
 
 def _as_text(value) -> str:
@@ -356,6 +385,7 @@ def _restarts(ctx: Context) -> str:
 #: how the page names a parameter where a header shows it alone
 _PARAMETER_WORDS = {"theta": "theta (chance of heads per coin)", "mu": "mu (component means)", "w": "w (weights)",
                     "sigma": "sigma (standard deviations)"}
+
 
 
 def _optima(ctx: Context) -> str:
@@ -987,15 +1017,19 @@ MODEL_CHOICE_COLUMNS = (
 MODEL_CHOICE_NOTE = (
     "What each column estimates: BIC (-2 log-likelihood + parameters x log n) approximates -2 log evidence; AIC "
     "(-2 log-likelihood + 2 x parameters) estimates how well EM's answer predicts new data; ICL is BIC plus a penalty "
-    "for uncertain assignments, so it prefers well-separated clusters; the log evidence p(data | K) is the "
-    "probability of the data averaged over the prior (computed exactly, where shown, by summing over every "
-    "assignment of sets to components); elpd (expected log predictive density) from PSIS-LOO or WAIC estimates how well the "
+    "for uncertain assignments, so it prefers well-separated clusters; {evidence}elpd (expected log predictive "
+    "density) from PSIS-LOO or WAIC estimates how well the "
     "posterior predicts a left-out observation. They can disagree because they answer different questions "
     "(explaining these data on average over the prior, or predicting new data) and penalise parameters "
     "differently; with a handful of observations the differences between K are often smaller than their "
-    "standard errors. A larger K need not score better even on the log-likelihood when the weights are fixed "
-    "equal: K = 3 coins each used a third of the time cannot express K = 2's halves, so the models are not "
-    "nested. Best value per column in bold (lowest BIC, AIC, ICL; highest log evidence and elpd).")
+    "standard errors.{fixed} Best value per column in bold (lowest BIC, AIC, ICL; highest log evidence and elpd).")
+
+#: Parts of the note for a model choice that has them: the exact evidence, fixed equal weights.
+EVIDENCE_NOTE = ("the log evidence p(data | K) is the probability of the data averaged over the prior (computed "
+                 "exactly, where shown, by summing over every assignment of sets to components); ")
+FIXED_WEIGHTS_NOTE = (" A larger K need not score better even on the log-likelihood when the weights are fixed "
+                      "equal: K = 3 coins each used a third of the time cannot express K = 2's halves, so the models "
+                      "are not nested.")
 
 
 def _model_choice(ctx: Context) -> str:
@@ -1038,10 +1072,15 @@ def _model_choice(ctx: Context) -> str:
             criteria[title] = -2 * np.asarray(choice[var].values, dtype=float)
     fig = figure(figures.model_choice(ks, criteria), "model-choice",
                  "Each criterion against K on the deviance scale (log evidence and elpd times -2), lower is better.") if criteria else ""
-    note = MODEL_CHOICE_NOTE
+    em = ctx.group("em")
+    fixed_weights = em is not None and "w" in em and "w" not in varying_names(em)
+    note = MODEL_CHOICE_NOTE.format(evidence=EVIDENCE_NOTE if "log_evidence" in choice and np.isfinite(
+        np.asarray(choice["log_evidence"].values, dtype=float)).any() else "",
+                                    fixed=FIXED_WEIGHTS_NOTE if fixed_weights else "")
     if "n_starts" in choice:
-        note += (" Each K is fitted by EM from k-means++ starts until several end at the same best log-likelihood "
-                 "(or the start budget is spent); the column says how many did.")
+        note += (" Each K is fitted by EM from several starts under the spec's restart rule (where it asks for it, "
+                 "until several end at the same best log-likelihood or the start budget is spent); the column says "
+                 "how many ended at the best.")
     if degenerate.any():
         points = choice.attrs.get("min_component_points")
         note += (f" Rows marked degenerate have a component of EM's answer holding fewer than "

@@ -137,6 +137,9 @@ def _data_text(data: xr.Dataset | None) -> str:
     if "heads" in data:
         n = data.sizes.get("set", len(data["heads"]))
         return f"{source}: {n} sets, {int(np.sum(data['tosses'].values))} tosses"
+    if "x" in data and data["x"].ndim == 1 and "feature" not in data.dims:
+        column = data.attrs.get("column") or "x"
+        return f"{source}: {data['x'].size} observations of {column}"
     if "x" in data:
         features = [str(f) for f in data["feature"].values] if "feature" in data.coords else []
         return f"{source}: {data.sizes.get('obs')} observations of {', '.join(features) or data.sizes.get('feature')}"

@@ -134,7 +134,9 @@ def sample_numpyro(recipe: ModelRecipe, settings, seed: int, initvals: Sequence[
         facts = programs.facts
         groups = {"posterior": {name: np.asarray(v) for name, v in zip(facts.posterior_vars, values)},
                   "sample_stats": _sample_stats(stats)}
-        if log_likelihood:
+        # A model with nothing observed by a distribution (a hidden Markov model's forward algorithm is a
+        # Potential) has no pointwise log-likelihood.
+        if log_likelihood and facts.observed:
             pointwise = stages.run("constrain_and_log_likelihood", programs.callable("log_likelihood"), *samples)
             groups["log_likelihood"] = {name: np.asarray(v) for name, v in zip(facts.observed, pointwise)}
     stage_seconds = dict(stages.seconds)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from emvsbayes.errors import UserError
+from emvsbayes.family import family_names, get_family
 from emvsbayes.spec import (
     SPEC_NAME,
     Key,
@@ -44,7 +45,7 @@ from emvsbayes.spec import is_number as _is_number
 from emvsbayes.spec import suggest as _suggest
 
 KINDS = ("coverage", "sbc")
-FAMILIES = ("coins", "gaussian")
+FAMILIES = family_names()
 INTERVAL_KINDS = ("wald", "bootstrap", "posterior")
 SAMPLERS = ("numpyro", "nutpie", "pymc")
 
@@ -100,6 +101,16 @@ AXES: dict[str, dict[str, tuple[Any, Any]]] = {
         "prior": ("default", _prior_name),
     },
 }
+
+def axes_of(family: str) -> dict[str, tuple[Any, Any]]:
+    """A family's grid axes: the table above, else the family's own (``Family.study_axes``)."""
+    return AXES[family] if family in AXES else get_family(family).study_axes()
+
+
+def prior_keys_of(family: str) -> dict[str, Key]:
+    """A family's prior keys: the table below, else the family's own (``Family.study_prior_keys``)."""
+    return PRIOR_KEYS[family] if family in PRIOR_KEYS else get_family(family).study_prior_keys()
+
 
 #: Prior keys per family: the ``[bayes]`` defaults and what a ``[priors.NAME]`` table may override.
 PRIOR_KEYS: dict[str, dict[str, Key]] = {
@@ -221,7 +232,7 @@ def validate(raw: dict, source: str = "study spec") -> dict:
     family = model["family"]
     spec["model"] = model
     spec["em"] = _check_table(raw.get("em", {}), SCHEMA["em"], "em", source)
-    spec["bayes"] = _check_table(raw.get("bayes", {}), {**SCHEMA["bayes"], **PRIOR_KEYS[family]}, "bayes", source)
+    spec["bayes"] = _check_table(raw.get("bayes", {}), {**SCHEMA["bayes"], **prior_keys_of(family)}, "bayes", source)
     for section in KIND_SECTIONS[kind]:
         spec[section] = _check_table(raw.get(section, {}), SCHEMA[section], section, source)
     if kind == "coverage" and spec["intervals"]["kinds"] is None:
@@ -230,12 +241,12 @@ def validate(raw: dict, source: str = "study spec") -> dict:
     priors_raw = raw.get("priors", {})
     if not isinstance(priors_raw, dict):
         raise UserError(f"{source}: [priors] must hold tables such as [priors.tight]; got {priors_raw!r}")
-    default_prior = {key: spec["bayes"][key] for key in PRIOR_KEYS[family]}
+    default_prior = {key: spec["bayes"][key] for key in prior_keys_of(family)}
     priors = {"default": default_prior}
     for name, table in priors_raw.items():
         if name == "default":
             raise UserError(f"{source}: [priors.default] is the [bayes] prior; give the table another name")
-        overrides = _check_table(table, {k: Key(None, r.check) for k, r in PRIOR_KEYS[family].items()},
+        overrides = _check_table(table, {k: Key(None, r.check) for k, r in prior_keys_of(family).items()},
                                  f"priors.{name}", source)
         priors[name] = {**default_prior, **{k: v for k, v in overrides.items() if v is not None}}
     spec["priors"] = priors
@@ -247,7 +258,7 @@ def validate(raw: dict, source: str = "study spec") -> dict:
     grid_raw = raw.get("grid", {})
     if not isinstance(grid_raw, dict):
         raise UserError(f"{source}: [grid] must be a table of axis = [values], got {grid_raw!r}")
-    axes = AXES[family]
+    axes = axes_of(family)
     grid = {}
     for axis, values in grid_raw.items():
         if axis not in axes:
@@ -276,7 +287,7 @@ def _check_consistency(spec: dict, source: str) -> None:
     family, kind = spec["model"]["family"], spec["kind"]
     grid_cells = cells(spec)
     for cell in grid_cells:
-        n = cell["n_sets"] if family == "coins" else cell["n_obs"]
+        n = get_family(family).study_shape(cell)[0]
         if cell["components"] > n:
             raise UserError(f"{source}: a cell has K = {cell['components']} components but only {n} observations; "
                             "lower [grid] components or raise the data size")
@@ -316,7 +327,7 @@ def cells(spec: dict) -> list[dict]:
 
     Cells are in row-major order over :func:`grid_axes`; a cell's index is its position here.
     """
-    axes = AXES[spec["model"]["family"]]
+    axes = axes_of(spec["model"]["family"])
     listed = spec["grid"]
     base = {axis: default for axis, (default, _) in axes.items()}
     out = []

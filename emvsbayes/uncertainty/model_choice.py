@@ -133,7 +133,11 @@ def criteria(family, model_def, data, params) -> InformationCriteria:
     validate = getattr(family, "validate_params", None)
     if validate is not None:
         validate(model_def, params)
-    loglik, resp = _resp_from_log_joint(family.log_joint(model_def, data, params))
+    # A family whose observations are dependent (a hidden Markov model) has no per-row joint density; it gives
+    # its log-likelihood and the membership probabilities the ICL's entropy is taken of.
+    own = getattr(family, "loglik_and_resp", None)
+    loglik, resp = (own(model_def, data, params) if own is not None
+                    else _resp_from_log_joint(family.log_joint(model_def, data, params)))
     return information_criteria(loglik, family.n_free_parameters(model_def, data), family.n_observations(data), resp)
 
 

@@ -1,0 +1,263 @@
+"""Baum-Welch (EM for hidden Markov models) and Viterbi training, as pure E-steps and M-steps around
+:func:`emvsbayes.em.fit_em`.
+
+E-step (soft): forward-backward at the current parameters gives the smoothed state probabilities
+``gamma`` (T, K), the expected transition counts ``xi_sum`` (K, K) and the log-likelihood.
+E-step (hard, Viterbi training): the Viterbi path as one-hot ``gamma`` and its transition counts; the
+objective is the path's complete-data log-likelihood max_z log p(y, z), which Viterbi training never
+decreases (the Viterbi step maximises it over paths, the M-step over parameters).
+
+M-step: ``transition[i] = xi_sum[i] / sum_j xi_sum[i, j]``; ``initial = gamma[0]`` (estimated initial
+distribution); Poisson ``rate[k] = sum_t gamma_tk y_t / sum_t gamma_tk``; Gaussian ``mu[k]`` the same
+weighted mean and ``sigma[k]^2 = sum_t gamma_tk (y_t - mu_k)^2 / sum_t gamma_tk``. A state that received no
+weight keeps its emission parameters, a state never left keeps its transition row (their updates are 0/0).
+
+With the stationary initial distribution, ``initial = delta(transition)`` ties the first state to the
+transition matrix and the transition update has no closed form: the M-step then maximises
+``sum_ij xi_ij log A_ij + sum_k gamma_0k log delta_k(A)`` numerically (over the rows' log-ratios) and keeps
+whichever of the current A, the closed-form counts update and that maximiser scores highest, so the step
+never lowers the expected complete-data log-likelihood (a generalised EM step: the log-likelihood still
+never falls).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from emvsbayes.em import EMFit, RestartPolicy, RestartRun, fit_em, fit_em_until
+from emvsbayes.errors import DegenerateFitError
+from emvsbayes.hmm.inference import forward_backward, viterbi
+from emvsbayes.hmm.model import HiddenMarkovModel, HMMParams, emission_names, stationary_distribution
+
+#: A Gaussian state whose sd falls below this fraction of the series' sd has collapsed onto (nearly) one
+#: value: the likelihood is unbounded there, and EM's answer would be that spike, not a state.
+MIN_SIGMA_FRACTION = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class HMMStats:
+    """Expected complete-data statistics of one E-step.
+
+    ``gamma`` (T, K): P(z_t = k | y) (hard EM: the Viterbi path one-hot); ``xi_sum`` (K, K): expected
+    transitions i -> j; ``counts`` (K,) = sum_t gamma_tk.
+    """
+
+    gamma: np.ndarray
+    xi_sum: np.ndarray
+    counts: np.ndarray
+
+
+def _log_parts(model: HiddenMarkovModel, y, params: HMMParams):
+    with np.errstate(divide="ignore"):
+        log_transition = np.log(params.transition)
+    return model.log_initial(params), log_transition, model.log_emission(params, y)
+
+
+def e_step(model: HiddenMarkovModel, y, params: HMMParams) -> tuple[HMMStats, float]:
+    """Forward-backward at ``params``; returns the statistics and the log-likelihood log p(y)."""
+    smoothed = forward_backward(*_log_parts(model, y, params))
+    return HMMStats(smoothed.gamma, smoothed.xi_sum, np.ones(smoothed.gamma.shape[0]) @ smoothed.gamma), smoothed.loglik
+
+
+def hard_e_step(model: HiddenMarkovModel, y, params: HMMParams) -> tuple[HMMStats, float]:
+    """Viterbi path at ``params`` as one-hot statistics; returns the path's log p(y, z)."""
+    path, best = viterbi(*_log_parts(model, y, params))
+    k = model.n_components
+    gamma = np.zeros((path.size, k))
+    gamma[np.arange(path.size), path] = 1.0
+    xi_sum = np.zeros((k, k))
+    np.add.at(xi_sum, (path[:-1], path[1:]), 1.0)
+    return HMMStats(gamma, xi_sum, gamma.sum(axis=0)), best
+
+
+E_STEPS = {"soft": e_step, "hard": hard_e_step}
+
+
+def _expected_transition_loglik(model, transition, stats) -> float:
+    """sum_ij xi_ij log A_ij (+ sum_k gamma_0k log delta_k(A) for a stationary start): the part of the
+    expected complete-data log-likelihood that depends on the transition matrix."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.where(stats.xi_sum > 0, stats.xi_sum * np.log(transition), 0.0).sum()
+        if model.stationary:
+            delta = stationary_distribution(transition)
+            value += np.where(stats.gamma[0] > 0, stats.gamma[0] * np.log(np.clip(delta, 0.0, None)), 0.0).sum()
+    return float(value) if np.isfinite(value) else -math.inf
+
+
+def _rows_from_counts(xi_sum: np.ndarray, current: np.ndarray) -> np.ndarray:
+    totals = xi_sum.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, xi_sum / totals, current)
+
+
+def _stationary_transition(model, stats, current: np.ndarray) -> np.ndarray:
+    """The transition update when the initial distribution is the stationary one (see the module doc)."""
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax
+
+    k = model.n_components
+    counts_update = _rows_from_counts(stats.xi_sum, current)
+
+    def unpack(free):
+        logits = np.concatenate([free.reshape(k, k - 1), np.zeros((k, 1))], axis=1)
+        return np.exp(log_softmax(logits, axis=1))
+
+    def objective(free):
+        value = _expected_transition_loglik(model, unpack(free), stats)
+        return -value if math.isfinite(value) else 1e300
+
+    start = np.clip(counts_update, 1e-12, None)
+    free0 = (np.log(start[:, :-1]) - np.log(start[:, -1:])).ravel()
+    found = unpack(minimize(objective, free0, method="L-BFGS-B").x)
+    candidates = [current, counts_update, found]
+    scores = [_expected_transition_loglik(model, a, stats) for a in candidates]
+    return candidates[int(np.argmax(scores))]
+
+
+def m_step(model: HiddenMarkovModel, y, stats: HMMStats, params: HMMParams) -> HMMParams:
+    """The parameters maximising the expected complete-data log-likelihood (see the module docstring).
+
+    Raises :class:`DegenerateFitError` when a Gaussian state's sd collapses (the likelihood is unbounded)."""
+    y = np.asarray(y, dtype=float)
+    if model.stationary:
+        transition = _stationary_transition(model, stats, params.transition)
+        initial = None
+    else:
+        transition = _rows_from_counts(stats.xi_sum, params.transition)
+        initial = stats.gamma[0]
+    counts = stats.counts
+    has_weight = counts > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(has_weight, (stats.gamma.T @ y) / counts, np.nan)
+    if model.emission == "poisson":
+        emission = {"rate": np.where(has_weight, mean, params.rate)}
+    else:
+        mu = np.where(has_weight, mean, params.mu)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.einsum("tk,tk->k", stats.gamma, (y[:, None] - mu[None, :]) ** 2) / counts
+        sigma = np.where(has_weight, np.sqrt(np.where(has_weight, var, 1.0)), params.sigma)
+        floor = MIN_SIGMA_FRACTION * max(float(np.std(y)), np.finfo(float).tiny)
+        if np.any(sigma <= floor):
+            j = int(np.argmin(sigma))
+            raise DegenerateFitError(
+                f"state {j}'s sd collapsed to {sigma[j]:.3g} (it holds {counts[j]:.3g} time points of nearly one "
+                "value): the likelihood is unbounded there; use fewer states or other starts")
+        emission = {"mu": mu, "sigma": sigma}
+    if initial is None:
+        return model.with_initial(None, transition, **emission)
+    return HMMParams(initial, transition, **emission)
+
+
+def check_start(model: HiddenMarkovModel, y, init: HMMParams) -> None:
+    """A start where the series is impossible (log-likelihood -inf: a rate of 0 against a positive count,
+    a forbidden transition on every path) gives EM nothing to move from."""
+    model.validate_params(init)
+    with np.errstate(all="ignore"):
+        loglik = forward_backward(*_log_parts(model, y, init)).loglik
+    if not math.isfinite(loglik):
+        raise ValueError(f"the log-likelihood at the start is {loglik}: the series is impossible there; "
+                         "start with positive rates (or sds) and transition probabilities")
+
+
+def fit(model: HiddenMarkovModel, y, init: HMMParams, *, kind: str = "soft", **options) -> EMFit:
+    """Baum-Welch (``kind="soft"``) or Viterbi training (``"hard"``) from ``init``; ``options`` as
+    :func:`emvsbayes.em.fit_em`."""
+    y = np.asarray(y, dtype=float)
+    check_start(model, y, init)
+    return fit_em(partial(E_STEPS[kind], model, y), partial(m_step, model, y), init, **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Starting points and restarts
+
+
+def random_start(model: HiddenMarkovModel, y, rng: np.random.Generator) -> HMMParams:
+    """One random starting point.
+
+    Transition rows ~ Dirichlet(1 + K on the diagonal, 1 elsewhere) (persistent states, as a start that
+    switches state every step rarely leads anywhere useful); initial ~ Dirichlet(1) (or stationary);
+    emission locations at K random quantiles of the series (distinct with probability 1), Gaussian sds a
+    random fraction (0.3 to 1) of the series' sd.
+    """
+    k = model.n_components
+    y = np.asarray(y, dtype=float)
+    concentration = np.ones((k, k)) + k * np.eye(k)
+    transition = np.stack([rng.dirichlet(row) for row in concentration])
+    initial = rng.dirichlet(np.ones(k))
+    locations = np.quantile(y, np.sort(rng.uniform(0.05, 0.95, size=k)))
+    sd = float(np.std(y)) or 1.0
+    locations = locations + 0.05 * sd * rng.standard_normal(k)
+    if model.emission == "poisson":
+        emission = {"rate": np.maximum(locations, 0.05 * max(float(np.mean(y)), 1e-3))}
+    else:
+        emission = {"mu": locations, "sigma": sd * rng.uniform(0.3, 1.0, size=k)}
+    return model.with_initial(initial, transition, **emission)
+
+
+def start_source(model: HiddenMarkovModel, y, rng: np.random.Generator) -> Callable[[], HMMParams]:
+    """Draws the next starting point at each call, start j from the j-th child of ``rng`` (so start j is the
+    same whatever the number of starts)."""
+
+    def next_start() -> HMMParams:
+        return random_start(model, y, rng.spawn(1)[0])
+
+    return next_start
+
+
+def fit_until(model: HiddenMarkovModel, y, next_init: Callable[[], HMMParams], policy: RestartPolicy, *,
+              kind: str = "soft", **options) -> RestartRun:
+    """EM from new starts until ``policy`` is met; a start whose Gaussian state collapses is recorded and
+    skipped (unless every start does)."""
+    return fit_em_until(partial(fit, model, y, kind=kind, **options), next_init, policy, skip=DegenerateFitError)
+
+
+@dataclass(frozen=True, slots=True)
+class HMMOptimum:
+    """Restarts that reached one optimum up to a renaming of the states: ``members`` (restart indices, the
+    first the representative), ``loglik`` the representative's, ``perms`` one permutation per member that
+    renames it onto the representative."""
+
+    loglik: float
+    members: tuple[int, ...]
+    perms: tuple[tuple[int, ...], ...]
+
+
+def distinct_optima(fits: Sequence[EMFit], *, loglik_atol: float = 1e-6, rtol: float = 1e-4,
+                    atol: float = 1e-6) -> list[HMMOptimum]:
+    """Group EM restarts into distinct optima, highest log-likelihood first.
+
+    Two restarts are one optimum when their log-likelihoods agree within ``loglik_atol`` and, for some
+    permutation of the states (applied to the initial vector, the emission parameters and the rows and
+    columns of the transition matrix together), every parameter agrees within ``np.isclose(rtol, atol)``.
+    Every permutation is tried (K! of them: the families' K are small).
+    """
+    order = np.argsort([-fit.loglik for fit in fits], kind="stable")
+    groups: list[tuple[int, list[int], list[tuple[int, ...]]]] = []
+    for r in order:
+        params = fits[r].params
+        k = params.n_components
+        for rep, members, perms in groups:
+            if abs(fits[r].loglik - fits[rep].loglik) > loglik_atol:
+                continue
+            reference = fits[rep].params.variables()
+            match = next((perm for perm in itertools.permutations(range(k))
+                          if all(np.allclose(value, reference[name], rtol=rtol, atol=atol)
+                                 for name, value in params.permuted(perm).variables().items())), None)
+            if match is not None:
+                members.append(int(r))
+                perms.append(tuple(int(i) for i in match))
+                break
+        else:
+            groups.append((int(r), [int(r)], [tuple(range(k))]))
+    return [HMMOptimum(float(fits[rep].loglik), tuple(members), tuple(perms)) for rep, members, perms in groups]
+
+
+def params_names(model: HiddenMarkovModel) -> tuple[str, ...]:
+    """The parameter names of ``model``'s records, in report order."""
+    return ("initial", "transition", *emission_names(model.emission))

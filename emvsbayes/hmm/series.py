@@ -1,0 +1,153 @@
+"""The data record of the hidden Markov model family, a time series, and its loading with the checks a
+series needs beyond a table's (every time point present, equally spaced, counts for Poisson emissions)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emvsbayes.data.csv import load_continuous_csv, read_table
+from emvsbayes.errors import UserError, quote
+
+#: Columns a bundled data set's series is read from when the spec names none: (series, time) columns.
+BUNDLED_SERIES = {"earthquakes": ("count", "year")}
+
+#: Cells read as "no value" in a series column (an empty cell is one too).
+MISSING_MARKERS = frozenset({"na", "n/a", "nan", "null", "none", "-", "?", "."})
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One observed time series, in time order.
+
+    Attributes
+    ----------
+    y : np.ndarray, shape (T,), float64
+        The observations (counts are whole numbers stored as floats).
+    column : str
+        The column the values came from.
+    time : tuple of str, length T
+        One label per time point (a year, a date, or ``"1"`` .. ``"T"``).
+    time_column : str or None
+        The column ``time`` came from.
+    source : str
+        A bundled data set's name, a file path or a simulation summary.
+    true_states : np.ndarray (T,) int64 or None
+        The hidden states, when known (simulated series).
+    """
+
+    y: np.ndarray
+    column: str
+    time: tuple[str, ...]
+    time_column: str | None = None
+    source: str = ""
+    true_states: np.ndarray | None = None
+
+    @property
+    def n_time(self) -> int:
+        return int(self.y.shape[0])
+
+
+def series_columns(spec: dict, available: tuple[str, ...]) -> tuple[str, str | None]:
+    """(series column, time column or None) for a spec's ``[data]`` table over a file with columns
+    ``available``: ``columns`` (one name) and ``label``, or the bundled data set's defaults."""
+    data = spec["data"]
+    dataset = data.get("dataset")
+    default_column, default_time = BUNDLED_SERIES.get(dataset, (None, None))
+    columns = data.get("columns")
+    if columns is not None and len(columns) != 1:
+        raise UserError(f"[data] columns lists {len(columns)} columns; a hidden Markov model here fits one series: "
+                        f"name one, e.g. columns = [{quote(columns[0])}]")
+    column = columns[0] if columns else default_column
+    time = data.get("label") or default_time
+    if column is None:
+        candidates = [name for name in available if name != time and name not in data.get("drop", [])]
+        if len(candidates) != 1:
+            raise UserError(f"[data] columns: a hidden Markov model fits one series and this table has "
+                            f"{len(candidates)} columns ({', '.join(map(quote, candidates))}); name one, e.g. "
+                            f"columns = [{quote(candidates[0]) if candidates else quote('value')}]")
+        column = candidates[0]
+    return column, time
+
+
+def read_series(path: Path, spec: dict, *, encoding: str = "utf-8", source: str | None = None,
+                counts: bool = False) -> Series:
+    """A series from a CSV file as ``spec["data"]`` says; every problem a one-line :class:`UserError`.
+
+    Refused: a missing value in the series (an HMM's chain runs through every time point, so a gap cannot
+    be dropped as a mixture's row can), time labels that are not equally spaced or not increasing (when
+    numeric) or repeated, and, for ``counts``, negative or fractional values.
+    """
+    data = spec["data"]
+    delimiter = data.get("delimiter", "auto")
+    table = read_table(path, encoding, delimiter)
+    column, time = series_columns(spec, table.header)
+    index = table.column(column, "name the series column with [data] columns = ['...']")
+    for line, text in table.cells(index):
+        if text == "" or text.lower() in MISSING_MARKERS:
+            raise UserError(f"{table.name}: line {line}, column {quote(column)} has no value ({quote(text)}): a hidden "
+                            "Markov model needs every time point of the series; fill it in, or fit the stretch "
+                            "before or after the gap on its own")
+    loaded = load_continuous_csv(path, [column], encoding=encoding, label=time, delimiter=delimiter)
+    y = loaded.x[:, 0]
+    lines = [line for line, _ in table.cells(index)]
+    if counts:
+        negative = np.flatnonzero(y < 0)
+        if negative.size:
+            i = int(negative[0])
+            raise UserError(f"{table.name}: line {lines[i]}, column {quote(column)} is {y[i]:g}, a negative count; "
+                            "Poisson emissions need counts 0, 1, 2, ...: fix the value, or use emission = \"gaussian\"")
+        fractional = np.flatnonzero(y != np.round(y))
+        if fractional.size:
+            i = int(fractional[0])
+            raise UserError(f"{table.name}: line {lines[i]}, column {quote(column)} is {y[i]:g}, not a whole number; "
+                            "Poisson emissions need counts 0, 1, 2, ...: fix the value, or use emission = \"gaussian\"")
+    if time is not None:
+        _check_time(table.name, loaded.labels, lines, time)
+    return Series(y=np.array(y, dtype=float), column=column, time=tuple(loaded.labels), time_column=time,
+                  source=source or str(path))
+
+
+def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str) -> None:
+    """Time labels: distinct; when all numeric, increasing in equal steps (a missing year is a gap)."""
+    seen: dict[str, int] = {}
+    for label, line in zip(labels, lines, strict=True):
+        if label in seen:
+            raise UserError(f"{name}: line {line}, column {quote(time)} repeats the time {quote(label)} of line "
+                            f"{seen[label]}; give each time point once, in order")
+        seen[label] = line
+    try:
+        values = np.array([float(label) for label in labels])
+    except ValueError:
+        return  # dates or names: their spacing cannot be read; the order is the file's
+    if values.size < 2 or not np.all(np.isfinite(values)):
+        return
+    steps = np.diff(values)
+    step = steps[0]
+    if step <= 0:
+        raise UserError(f"{name}: column {quote(time)} goes from {labels[0]} to {labels[1]} (lines {lines[0]}, "
+                        f"{lines[1]}): a series must be in increasing time order; sort the rows")
+    uneven = np.flatnonzero(~np.isclose(steps, step, rtol=1e-9, atol=1e-12 * max(1.0, abs(step))))
+    if uneven.size:
+        i = int(uneven[0])
+        what = "a gap" if steps[i] > step else "out of order or uneven"
+        raise UserError(f"{name}: line {lines[i + 1]}, column {quote(time)} jumps from {labels[i]} to {labels[i + 1]} "
+                        f"where the series steps by {step:g} ({what}): a hidden Markov model needs equally spaced "
+                        "time points; fill in the missing ones, or fit each unbroken stretch on its own")
+
+
+def check_length(series: Series, n_components: int, where: str = "[model] components") -> None:
+    """K must not exceed the number of time points (nor may the series be a single point)."""
+    if series.n_time < 2:
+        raise UserError(f"the series {quote(series.column)} has {series.n_time} time point; a hidden Markov model "
+                        "needs a series of at least 2")
+    if n_components > series.n_time:
+        raise UserError(f"{where} = {n_components} is more than the {series.n_time} time points of the series; "
+                        f"use at most {series.n_time} states (far fewer in practice)")
+
+
+def finite_positive(value: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0

@@ -1,0 +1,666 @@
+"""The hidden Markov model family: inference against brute-force enumeration, Baum-Welch against hmmlearn
+iteration by iteration, invariants (the objective never falls, relabelling leaves the likelihood unchanged),
+the earthquake series' best optimum against an independent optimiser, the PyMC log-density against the numpy
+one plus a hand-written log prior, and the family's bad-input checks."""
+
+from __future__ import annotations
+
+import importlib.resources
+import itertools
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.optimize import minimize
+from scipy.special import gammaln, log_softmax, logsumexp
+
+from emvsbayes.em import RestartPolicy
+from emvsbayes.errors import UserError
+from emvsbayes.hmm import em, inference
+from emvsbayes.hmm.model import HiddenMarkovModel, HMMParams, HMMPriors, stationary_distribution
+
+
+def earthquake_counts() -> np.ndarray:
+    """The bundled series of annual major-earthquake counts, 1900-2006 (107 values)."""
+    text = importlib.resources.files("emvsbayes.data").joinpath("files", "earthquakes.csv").read_text("utf-8")
+    rows = [line.split(",") for line in text.strip().splitlines()[1:]]
+    return np.array([int(count) for _, count in rows], dtype=float)
+
+
+# --------------------------------------------------------------------------------------------------
+# Oracle: every one of the K^T state paths enumerated
+
+
+def brute_force(log_initial, log_transition, log_emission):
+    """(log p(y), P(z_t = k | y), expected transitions, best path, its log p(y, z)) by enumerating paths."""
+    t_len, k = log_emission.shape
+    paths = np.array(list(itertools.product(range(k), repeat=t_len)))
+    log_joint = log_initial[paths[:, 0]] + log_emission[0, paths[:, 0]]
+    for t in range(1, t_len):
+        log_joint = log_joint + log_transition[paths[:, t - 1], paths[:, t]] + log_emission[t, paths[:, t]]
+    loglik = logsumexp(log_joint)
+    weight = np.exp(log_joint - loglik)
+    gamma = np.zeros((t_len, k))
+    for t in range(t_len):
+        np.add.at(gamma[t], paths[:, t], weight)
+    xi = np.zeros((k, k))
+    for t in range(1, t_len):
+        np.add.at(xi, (paths[:, t - 1], paths[:, t]), weight)
+    best = int(np.argmax(log_joint))
+    return loglik, gamma, xi, paths[best], log_joint[best]
+
+
+def random_problem(rng, k, t_len, spread=3.0):
+    log_initial = np.log(rng.dirichlet(np.ones(k)))
+    log_transition = np.log(rng.dirichlet(np.ones(k), size=k))
+    log_emission = spread * rng.standard_normal((t_len, k))
+    return log_initial, log_transition, log_emission
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("t_len", [1, 2, 5, 7])
+@pytest.mark.parametrize("block", [None, 1, 2, 3])
+def test_forward_backward_and_viterbi_match_enumeration(k, t_len, block):
+    # Blocks of 1, 2 and 3 steps put block boundaries and end padding at every position of these short series.
+    rng = np.random.default_rng(100 * k + 10 * t_len + (block or 0))
+    for _ in range(3):
+        problem = random_problem(rng, k, t_len)
+        loglik, gamma, xi, path, best = brute_force(*problem)
+        smoothed = inference.forward_backward(*problem, block=block)
+        assert smoothed.loglik == pytest.approx(loglik, rel=1e-13, abs=1e-13)
+        np.testing.assert_allclose(smoothed.gamma, gamma, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(smoothed.xi_sum, xi, rtol=1e-12, atol=1e-14)
+        total, filtered, predictive = inference.forward_filter(*problem, block=block)
+        assert total == pytest.approx(loglik, rel=1e-13, abs=1e-13)
+        assert predictive.sum() == pytest.approx(loglik, rel=1e-13, abs=1e-13)
+        # Filtering at the last time point is smoothing there.
+        np.testing.assert_allclose(filtered[-1], gamma[-1], rtol=1e-12, atol=1e-14)
+        decoded, score = inference.viterbi(*problem, block=block)
+        np.testing.assert_array_equal(decoded, path)
+        assert score == pytest.approx(best, rel=1e-13, abs=1e-13)
+
+
+def test_scaled_recursion_matches_log_space_on_a_long_series():
+    # 5000 steps with a sparse transition matrix and wide emissions: the blocked, scaled recursion and the
+    # plain log-space one agree (the enumeration oracle cannot reach this length).
+    rng = np.random.default_rng(7)
+    k, t_len = 3, 5000
+    log_initial, _, log_emission = random_problem(rng, k, t_len, spread=20.0)
+    transition = np.array([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.3, 0.0, 0.7]])
+    with np.errstate(divide="ignore"):
+        log_transition = np.log(transition)
+    log_alpha = inference.forward_log(log_initial, log_transition, log_emission)
+    log_beta = inference.backward_log(log_transition, log_emission)
+    loglik = logsumexp(log_alpha[-1])
+    smoothed = inference.forward_backward(log_initial, log_transition, log_emission)
+    assert smoothed.loglik == pytest.approx(loglik, rel=1e-12)
+    np.testing.assert_allclose(smoothed.gamma, np.exp(log_alpha + log_beta - loglik), atol=1e-10)
+
+
+def test_underflow_falls_back_to_log_space():
+    # State 1 cannot follow state 0, and the emission of time 1 is 800 nats likelier in state 1: exponentiating
+    # the shifted emissions leaves state 0 with exp(-800) = 0, so the scaled recursion's normaliser is 0.
+    log_initial = np.log([1.0, 1e-300])
+    with np.errstate(divide="ignore"):
+        log_transition = np.log([[1.0, 0.0], [0.5, 0.5]])
+    log_emission = np.array([[0.0, 0.0], [-800.0, 0.0], [0.0, 0.0]])
+    loglik, gamma, xi, path, best = brute_force(log_initial, log_transition, log_emission)
+    smoothed = inference.forward_backward(log_initial, log_transition, log_emission)
+    assert math.isfinite(smoothed.loglik)
+    assert smoothed.loglik == pytest.approx(loglik, rel=1e-12)
+    np.testing.assert_allclose(smoothed.gamma, gamma, atol=1e-12)
+    assert inference.forward_filter(log_initial, log_transition, log_emission)[0] == pytest.approx(loglik, rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameters, relabelling
+
+
+def test_relabelling_permutes_rows_and_columns_and_keeps_the_likelihood():
+    rng = np.random.default_rng(3)
+    model = HiddenMarkovModel(n_components=3, emission="poisson")
+    params = HMMParams(rng.dirichlet(np.ones(3)), rng.dirichlet(np.ones(3), size=3), rate=np.array([5.0, 15.0, 30.0]))
+    y = earthquake_counts()
+    _, loglik = em.e_step(model, y, params)
+    for perm in itertools.permutations(range(3)):
+        permuted = params.permuted(perm)
+        # New state j is old perm[j]: entry (i, j) of the new matrix is entry (perm[i], perm[j]) of the old.
+        for i, j in itertools.product(range(3), repeat=2):
+            assert permuted.transition[i, j] == params.transition[perm[i], perm[j]]
+        assert em.e_step(model, y, permuted)[1] == pytest.approx(loglik, rel=1e-13)
+    # Permuting the rows alone is a different chain with another likelihood: the columns must move too.
+    rows_only = HMMParams(params.initial[[1, 0, 2]], params.transition[[1, 0, 2]], rate=params.rate[[1, 0, 2]])
+    assert abs(em.e_step(model, y, rows_only)[1] - loglik) > 1e-3
+
+
+def test_stationary_distribution():
+    transition = np.array([[0.9, 0.1, 0.0], [0.05, 0.9, 0.05], [0.2, 0.0, 0.8]])
+    delta = stationary_distribution(transition)
+    np.testing.assert_allclose(delta @ transition, delta, atol=1e-15)
+    assert delta.sum() == pytest.approx(1.0)
+    # The left eigenvector of eigenvalue 1, computed another way.
+    values, vectors = np.linalg.eig(transition.T)
+    v = np.real(vectors[:, np.argmin(np.abs(values - 1))])
+    np.testing.assert_allclose(delta, v / v.sum(), atol=1e-13)
+    # A stack of matrices (posterior draws): each its own stationary distribution.
+    stack = np.stack([transition, transition[::-1, ::-1], np.eye(3) * 0.5 + 0.5 / 3])
+    batched = stationary_distribution(stack)
+    assert batched.shape == (3, 3)
+    for matrix, row in zip(stack, batched, strict=True):
+        np.testing.assert_allclose(row, stationary_distribution(matrix), atol=1e-15)
+
+
+# --------------------------------------------------------------------------------------------------
+# Baum-Welch against hmmlearn, iteration by iteration
+
+
+def _hmmlearn_steps(reference, x, n_iter):
+    """hmmlearn's parameters after each of ``n_iter`` single iterations from its current ones."""
+    out = []
+    for _ in range(n_iter):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # hmmlearn warns that one iteration did not converge
+            reference.fit(x)
+        out.append(reference)
+        out[-1] = {name: np.array(getattr(reference, name), dtype=float)
+                   for name in ("startprob_", "transmat_", "lambdas_", "means_", "covars_") if hasattr(reference, name)}
+    return out
+
+
+def test_baum_welch_matches_hmmlearn_poisson():
+    from hmmlearn.hmm import PoissonHMM
+
+    y = earthquake_counts()
+    model = HiddenMarkovModel(n_components=3, emission="poisson")
+    start = HMMParams([0.5, 0.3, 0.2], [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]], rate=[12.0, 19.0, 28.0])
+    n_iter = 25
+    fit = em.fit(model, y, start, min_iter=n_iter, max_iter=n_iter, tol=0.0, param_tol=0.0)
+    # lambdas_prior = lambdas_weight = 0 and Dirichlet priors of 1: hmmlearn's M-step is the plain ML one.
+    reference = PoissonHMM(n_components=3, n_iter=1, init_params="", params="stl", tol=0.0, implementation="log")
+    reference.startprob_ = np.array(start.initial)
+    reference.transmat_ = np.array(start.transition)
+    reference.lambdas_ = np.array(start.rate)[:, None]
+    steps = _hmmlearn_steps(reference, y.astype(int)[:, None], n_iter)
+    for row, theirs in zip(fit.trace[1:], steps, strict=True):
+        np.testing.assert_allclose(row.params.initial, theirs["startprob_"], rtol=1e-10, atol=1e-300)
+        np.testing.assert_allclose(row.params.transition, theirs["transmat_"], rtol=1e-10)
+        np.testing.assert_allclose(row.params.rate, theirs["lambdas_"][:, 0], rtol=1e-10)
+    # And the log-likelihood: hmmlearn's score at the final parameters.
+    assert fit.trace[-1].loglik == pytest.approx(reference.score(y.astype(int)[:, None]), rel=1e-12)
+
+
+def test_baum_welch_matches_hmmlearn_gaussian():
+    from hmmlearn.hmm import GaussianHMM
+
+    rng = np.random.default_rng(11)
+    model = HiddenMarkovModel(n_components=2, emission="gaussian")
+    truth = HMMParams([0.5, 0.5], [[0.2, 0.8], [0.7, 0.3]], mu=[2.0, 4.3], sigma=[0.3, 0.4])
+    y = simulate(model, truth, 300, rng)
+    start = HMMParams([0.6, 0.4], [[0.5, 0.5], [0.5, 0.5]], mu=[1.5, 5.0], sigma=[1.0, 1.0])
+    n_iter = 30
+    fit = em.fit(model, y, start, min_iter=n_iter, max_iter=n_iter, tol=0.0, param_tol=0.0)
+    # covars_prior = 0, means_weight = 0: hmmlearn's M-step is the plain ML one.
+    reference = GaussianHMM(n_components=2, covariance_type="diag", n_iter=1, init_params="", params="stmc", tol=0.0,
+                            covars_prior=0.0, means_weight=0.0, implementation="log")
+    reference.startprob_ = np.array(start.initial)
+    reference.transmat_ = np.array(start.transition)
+    reference.means_ = np.array(start.mu)[:, None]
+    reference.covars_ = np.array(start.sigma)[:, None] ** 2
+    steps = _hmmlearn_steps(reference, y[:, None], n_iter)
+    for row, theirs in zip(fit.trace[1:], steps, strict=True):
+        np.testing.assert_allclose(row.params.initial, theirs["startprob_"], rtol=1e-10, atol=1e-300)
+        np.testing.assert_allclose(row.params.transition, theirs["transmat_"], rtol=1e-10)
+        np.testing.assert_allclose(row.params.mu, theirs["means_"][:, 0], rtol=1e-10)
+        np.testing.assert_allclose(row.params.sigma ** 2, theirs["covars_"][:, 0, 0], rtol=1e-10)
+
+
+def simulate(model: HiddenMarkovModel, params: HMMParams, t_len: int, rng) -> np.ndarray:
+    """A series drawn from the chain (written here, not taken from the family, to test the family's own)."""
+    states = np.empty(t_len, dtype=int)
+    states[0] = rng.choice(model.n_components, p=params.initial)
+    for t in range(1, t_len):
+        states[t] = rng.choice(model.n_components, p=params.transition[states[t - 1]])
+    if model.emission == "poisson":
+        return rng.poisson(params.rate[states]).astype(float)
+    return rng.normal(params.mu[states], params.sigma[states])
+
+
+# --------------------------------------------------------------------------------------------------
+# Invariants of EM
+
+
+@pytest.mark.parametrize("emission", ["poisson", "gaussian"])
+@pytest.mark.parametrize("initial", ["estimated", "stationary"])
+@pytest.mark.parametrize("kind", ["soft", "hard"])
+def test_objective_never_falls(emission, initial, kind):
+    # fit_em raises LikelihoodDecreasedError on any fall beyond rounding; here every iteration is checked
+    # again explicitly, from a few random starts each.
+    rng = np.random.default_rng(5)
+    model = HiddenMarkovModel(n_components=3, emission=emission, initial=initial)
+    y = earthquake_counts() if emission == "poisson" else np.log(earthquake_counts()) + 0.1 * rng.standard_normal(107)
+    # The stationary M-step is a numerical maximisation: fewer starts and iterations keep the test short.
+    n_starts, max_iter = (2, 60) if initial == "stationary" else (4, 200)
+    for _ in range(n_starts):
+        start = em.random_start(model, y, rng)
+        try:
+            fit = em.fit(model, y, start, kind=kind, max_iter=max_iter)
+        except em.DegenerateFitError:
+            continue
+        path = fit.loglik_path
+        assert np.all(np.diff(path) >= -1e-10 * np.abs(path[1:])), path
+        if kind == "soft" and initial == "estimated":
+            assert fit.converged
+        if initial == "stationary":
+            np.testing.assert_allclose(fit.params.initial, stationary_distribution(fit.params.transition), atol=1e-12)
+
+
+def test_viterbi_training_objective_is_the_best_paths_complete_loglik():
+    y = earthquake_counts()[:7]
+    model = HiddenMarkovModel(n_components=2, emission="poisson")
+    params = HMMParams([0.4, 0.6], [[0.9, 0.1], [0.2, 0.8]], rate=[14.0, 25.0])
+    stats_, value = em.hard_e_step(model, y, params)
+    log_emission = model.log_emission(params, y)
+    _, _, _, path, best = brute_force(np.log(params.initial), np.log(params.transition), log_emission)
+    assert value == pytest.approx(best, rel=1e-13)
+    np.testing.assert_array_equal(stats_.gamma.argmax(axis=1), path)
+    assert stats_.xi_sum.sum() == len(y) - 1
+
+
+# --------------------------------------------------------------------------------------------------
+# The earthquake series: EM reaches the best optimum, checked by an independent optimiser
+
+
+def _independent_loglik(theta, y, k):
+    """Stationary Poisson-HMM log-likelihood of unconstrained ``theta`` (log rates, then transition-row logits),
+    written afresh so it shares no code with the family: the stationary distribution as the eigenvector of
+    eigenvalue 1 (not the family's linear solve), scipy's Poisson pmf, and the scaled forward recursion of
+    Zucchini & MacDonald (2016, 3.2) in probability space."""
+    rate = np.exp(theta[:k])
+    logits = np.concatenate([theta[k:].reshape(k, k - 1), np.zeros((k, 1))], axis=1)
+    transition = np.exp(logits - logits.max(axis=1, keepdims=True))
+    transition /= transition.sum(axis=1, keepdims=True)
+    values, vectors = np.linalg.eig(transition.T)
+    delta = np.real(vectors[:, np.argmin(np.abs(values - 1.0))])
+    delta /= delta.sum()
+    probs = stats.poisson.pmf(y[:, None], rate[None, :])
+    phi = delta * probs[0]
+    total = np.log(phi.sum())
+    phi /= phi.sum()
+    for t in range(1, len(y)):
+        v = (phi @ transition) * probs[t]
+        norm = v.sum()
+        total += np.log(norm)
+        phi = v / norm
+    return total
+
+
+@pytest.mark.parametrize("k", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_earthquakes_em_reaches_the_best_optimum(k):
+    # The stationary model, as Zucchini & MacDonald fit this series.
+    y = earthquake_counts()
+    model = HiddenMarkovModel(n_components=k, emission="poisson", initial="stationary")
+    run = em.fit_until(model, y, em.start_source(model, y, np.random.default_rng(2009)),
+                       RestartPolicy(min_starts=6, reach_best=3, max_starts=30), tol=1e-10, max_iter=2000)
+    best = run.restarts.best
+    # An independent maximiser: BFGS on the independently written log-likelihood from 8 spread starts.
+    rng = np.random.default_rng(1)
+    found = -np.inf
+    for _ in range(8):
+        theta = np.concatenate([np.log(np.sort(rng.uniform(8, 35, size=k))), rng.normal(0, 1, size=k * (k - 1))])
+        theta[k:] += 2.0 * np.eye(k, k - 1).ravel()
+        result = minimize(lambda th: -_independent_loglik(th, y, k), theta, method="BFGS")
+        found = max(found, -result.fun)
+    # EM's best is at least as high as anything the optimiser found (to its stopping precision), and as high:
+    # the two searches find the same maximum.
+    assert best.loglik >= found - 1e-6
+    assert best.loglik == pytest.approx(found, abs=1e-4)
+    # And EM's value is the independent function's value at EM's parameters.
+    log_a = np.log(best.params.transition)
+    theta_em = np.concatenate([np.log(best.params.rate), (log_a[:, :-1] - log_a[:, -1:]).ravel()])
+    assert _independent_loglik(theta_em, y, k) == pytest.approx(best.loglik, abs=1e-8)
+
+
+def test_distinct_optima_group_relabelled_restarts():
+    y = earthquake_counts()
+    model = HiddenMarkovModel(n_components=2, emission="poisson")
+    start = HMMParams([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], rate=[15.0, 25.0])
+    fit = em.fit(model, y, start, tol=1e-12, max_iter=5000)
+    mirror = em.fit(model, y, start.permuted([1, 0]), tol=1e-12, max_iter=5000)
+    optima = em.distinct_optima([fit, mirror])
+    assert len(optima) == 1 and sorted(optima[0].members) == [0, 1]
+    assert optima[0].perms[1] == (1, 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The PyMC model and the symbolic log-likelihood against the numpy forward algorithm
+
+from emvsbayes.hmm import bayes  # noqa: E402
+from emvsbayes.hmm.family import FAMILY  # noqa: E402
+from emvsbayes.hmm.series import Series  # noqa: E402
+
+
+def _series(y) -> Series:
+    y = np.asarray(y, dtype=float)
+    return Series(y=y, column="y", time=tuple(str(t) for t in range(y.size)))
+
+
+def _numpy_loglik(model, y, params):
+    return em.e_step(model, y, params)[1]
+
+
+POINTS = {
+    ("poisson", "estimated"): HMMParams([0.2, 0.5, 0.3], [[0.8, 0.15, 0.05], [0.1, 0.7, 0.2], [0.05, 0.25, 0.7]],
+                                        rate=[11.0, 18.5, 29.0]),
+    ("poisson", "stationary"): HMMParams([1 / 3] * 3, [[0.8, 0.15, 0.05], [0.1, 0.7, 0.2], [0.05, 0.25, 0.7]],
+                                         rate=[11.0, 18.5, 29.0]),
+    ("gaussian", "estimated"): HMMParams([0.3, 0.2, 0.5], [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]],
+                                         mu=[2.5, 2.9, 3.3], sigma=[0.2, 0.15, 0.3]),
+    ("gaussian", "stationary"): HMMParams([1 / 3] * 3, [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]],
+                                          mu=[2.5, 2.9, 3.3], sigma=[0.2, 0.15, 0.3]),
+}
+
+
+def _series_for(emission):
+    y = earthquake_counts()
+    return y if emission == "poisson" else np.log(y)
+
+
+@pytest.mark.parametrize("emission", ["poisson", "gaussian"])
+@pytest.mark.parametrize("initial", ["estimated", "stationary"])
+@pytest.mark.parametrize("ordered", [False, True])
+def test_pymc_logp_is_forward_loglik_plus_log_prior(emission, initial, ordered):
+    import pymc as pm
+
+    model = HiddenMarkovModel(n_components=3, emission=emission, initial=initial, ordered=ordered,
+                              priors=HMMPriors(transition_concentration=1.5, initial_concentration=2.0))
+    y = _series_for(emission)
+    params = model.with_initial(POINTS[emission, initial].initial, POINTS[emission, initial].transition,
+                                **{name: getattr(POINTS[emission, initial], name) for name in
+                                   (("rate",) if emission == "poisson" else ("mu", "sigma"))})
+    pymc_model = bayes.build_model(model, y)
+    point = bayes.initvals_from_params(model, [params])[0]
+    # Natural-scale density (no Jacobians) at the point: model.logp(jacobian=False) on the transformed values.
+    transformed = {}
+    for rv in pymc_model.free_RVs:
+        value_var = pymc_model.rvs_to_values[rv]
+        transform = pymc_model.rvs_to_transforms.get(rv)
+        natural = np.asarray(point[rv.name], dtype=float)
+        transformed[value_var.name] = (transform.forward(natural, *rv.owner.inputs).eval() if transform is not None
+                                       else natural)
+    logp = pymc_model.compile_logp(jacobian=False)(transformed)
+    expected = _numpy_loglik(model, y, params) + bayes.log_prior(model, y, params)
+    assert logp == pytest.approx(expected, rel=1e-10)
+    # The likelihood part alone: the potential.
+    [potential] = pymc_model.replace_rvs_by_values(pymc_model.potentials)
+    potential = pymc_model.compile_fn(potential, inputs=pymc_model.value_vars, on_unused_input="ignore")
+    assert float(potential(transformed)) == pytest.approx(_numpy_loglik(model, y, params), rel=1e-11)
+    assert pm is not None
+
+
+@pytest.mark.parametrize("emission", ["poisson", "gaussian"])
+@pytest.mark.parametrize("initial", ["estimated", "stationary"])
+def test_symbolic_loglik_and_unconstrained_round_trip(emission, initial):
+    from emvsbayes.uncertainty.information import _compile  # the Python-linker compile the information uses
+
+    model = HiddenMarkovModel(n_components=3, emission=emission, initial=initial)
+    y = _series_for(emission)
+    params = POINTS[emission, initial]
+    params = model.with_initial(params.initial, params.transition,
+                                **{name: getattr(params, name) for name in (("rate",) if emission == "poisson" else ("mu", "sigma"))})
+    data = _series(y)
+    phi_value = FAMILY.to_unconstrained(model, params)
+    assert len(phi_value) == len(FAMILY.unconstrained_names(model, data)) == model.n_free_parameters()
+    back = FAMILY.from_unconstrained(model, data, phi_value)
+    for name, value in params.variables().items():
+        np.testing.assert_allclose(back.variables()[name], value, rtol=1e-12, atol=1e-15)
+    phi, loglik = FAMILY.symbolic_loglik(model, data)
+    import pytensor.tensor as pt
+    from pytensor.gradient import grad
+
+    fn = _compile([phi], [loglik, grad(loglik, phi)])
+    value, gradient = fn(phi_value)
+    assert float(value) == pytest.approx(_numpy_loglik(model, y, params), rel=1e-12)
+    # The gradient against central differences of the numpy log-likelihood.
+    h = 1e-6
+    for i in range(phi_value.size):
+        step = np.zeros_like(phi_value)
+        step[i] = h
+        up = _numpy_loglik(model, y, FAMILY.from_unconstrained(model, data, phi_value + step))
+        down = _numpy_loglik(model, y, FAMILY.from_unconstrained(model, data, phi_value - step))
+        assert float(gradient[i]) == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-5)
+    assert pt is not None
+
+
+def test_symbolic_hessian_matches_finite_differences_of_the_numpy_loglik():
+    # The observed information comes from this Hessian: at EM's answer for the earthquakes (K = 2, stationary)
+    # it equals the central second differences of the numpy forward log-likelihood (step 1e-4: truncation
+    # error ~ h^2 times the fourth derivative, ~1e-6 relative; rounding ~ eps |f| / h^2 ~ 1e-5 absolute).
+    from pytensor.gradient import grad, jacobian
+
+    from emvsbayes.uncertainty.information import _compile
+
+    y = earthquake_counts()
+    data = _series(y)
+    model = HiddenMarkovModel(n_components=2, emission="poisson", initial="stationary")
+    start = model.with_initial(None, np.array([[0.9, 0.1], [0.1, 0.9]]), rate=np.array([15.0, 25.0]))
+    best = em.fit(model, y, start, tol=1e-12, max_iter=5000).params
+    phi, loglik = FAMILY.symbolic_loglik(model, data)
+    phi0 = FAMILY.to_unconstrained(model, best)
+    hessian = _compile([phi], [jacobian(grad(loglik, phi), phi, vectorize=True)])(phi0)[0]
+    f = lambda v: _numpy_loglik(model, y, FAMILY.from_unconstrained(model, data, v))  # noqa: E731
+    h, p = 1e-4, phi0.size
+    numeric = np.empty((p, p))
+    for i in range(p):
+        for j in range(p):
+            ei, ej = np.eye(p)[i] * h, np.eye(p)[j] * h
+            numeric[i, j] = (f(phi0 + ei + ej) - f(phi0 + ei - ej) - f(phi0 - ei + ej) + f(phi0 - ei - ej)) / (4 * h * h)
+    np.testing.assert_allclose(hessian, numeric, rtol=1e-4, atol=1e-3)
+    # A maximum: the information (minus the Hessian) is positive definite.
+    assert np.all(np.linalg.eigvalsh(-hessian) > 0)
+
+
+def test_parameters_declare_both_transition_dims_as_label_dims():
+    model = HiddenMarkovModel(n_components=2, emission="gaussian")
+    info = FAMILY.parameters(model, None)
+    assert list(info) == ["initial", "transition", "mu", "sigma"]
+    assert info["transition"].dims == ("component", "component_to")
+    assert info["transition"].label_dims == ("component", "component_to")
+    assert info["mu"].label_dims == ("component",)
+    assert FAMILY.obs_dim == "time"
+    assert FAMILY.resample(_series([1.0, 2.0]), np.random.default_rng(0)) is None
+
+
+def test_state_probabilities_per_draw_match_enumeration():
+    model = HiddenMarkovModel(n_components=2, emission="poisson")
+    y = earthquake_counts()[:6]
+    rng = np.random.default_rng(4)
+    draws = {"initial": rng.dirichlet(np.ones(2), size=5), "transition": rng.dirichlet(np.ones(2), size=(5, 2)),
+             "rate": rng.uniform(8, 30, size=(5, 2))}
+    probs = FAMILY.membership_draws(model, _series(y), draws)
+    predictive = bayes.one_step_predictive(model, y, draws)
+    assert probs.shape == (5, 6, 2)
+    for s in range(5):
+        params = HMMParams(draws["initial"][s], draws["transition"][s], rate=draws["rate"][s])
+        loglik, gamma, *_ = brute_force(np.log(params.initial), np.log(params.transition), model.log_emission(params, y))
+        np.testing.assert_allclose(probs[s], gamma, rtol=1e-12)
+        assert predictive[s].sum() == pytest.approx(loglik, rel=1e-13)
+
+
+# --------------------------------------------------------------------------------------------------
+# Simulation, prior draws, recovery
+
+
+def test_simulated_chain_has_the_transition_frequencies():
+    # 20000 steps of a 2-state chain: the empirical transition frequencies' Monte Carlo sd is at most
+    # sqrt(0.25 / 6000) ~ 0.0065 per row (each row visited >= 6000 times); 5 sd is the tolerance.
+    model = HiddenMarkovModel(n_components=2, emission="poisson", initial="stationary")
+    params = model.with_initial(None, np.array([[0.9, 0.1], [0.25, 0.75]]), rate=np.array([3.0, 12.0]))
+    series = FAMILY.simulate(model, params, 20000, np.random.default_rng(8))
+    z = series.true_states
+    counts = np.zeros((2, 2))
+    np.add.at(counts, (z[:-1], z[1:]), 1)
+    np.testing.assert_allclose(counts / counts.sum(axis=1, keepdims=True), params.transition, atol=0.033)
+    assert np.all(series.y == np.round(series.y))
+
+
+def test_simulate_then_fit_recovers_the_truth():
+    # T = 2000, well-separated Poisson states: EM's estimates lie within 5 standard errors (from the observed
+    # information, computed here by finite differences of the numpy log-likelihood) of the truth.
+    model = HiddenMarkovModel(n_components=2, emission="poisson", initial="stationary")
+    truth = model.with_initial(None, np.array([[0.95, 0.05], [0.1, 0.9]]), rate=np.array([5.0, 15.0]))
+    series = FAMILY.simulate(model, truth, 2000, np.random.default_rng(12))
+    run = em.fit_until(model, series.y, FAMILY.starts(model, series, {}, np.random.default_rng(0))[0],
+                       RestartPolicy(min_starts=5, reach_best=2, max_starts=20), tol=1e-10)
+    best = run.restarts.best.params
+    best = best.permuted(np.argsort(best.rate))
+    phi = FAMILY.to_unconstrained(model, best)
+    h = 1e-4
+    p = phi.size
+    hessian = np.empty((p, p))
+    f = lambda v: _numpy_loglik(model, series.y, FAMILY.from_unconstrained(model, series, v))  # noqa: E731
+    for i in range(p):
+        for j in range(p):
+            ei, ej = np.eye(p)[i] * h, np.eye(p)[j] * h
+            hessian[i, j] = (f(phi + ei + ej) - f(phi + ei - ej) - f(phi - ei + ej) + f(phi - ei - ej)) / (4 * h * h)
+    se = np.sqrt(np.diag(np.linalg.inv(-hessian)))
+    z = np.abs(phi - FAMILY.to_unconstrained(model, truth)) / se
+    assert np.all(z < 5), z
+
+
+def test_prior_draw_is_in_the_support_and_ordered():
+    model = HiddenMarkovModel(n_components=3, emission="gaussian", ordered=True)
+    data = _series(np.log(earthquake_counts()))
+    for seed in range(5):
+        params = FAMILY.prior_draw(model, np.random.default_rng(seed), data)
+        model.validate_params(params)
+        assert np.all(np.diff(params.mu) > 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input: one line naming the problem and the fix
+
+
+def _spec(tmp_path, text, **data):
+    path = tmp_path / "series.csv"
+    path.write_text(text, encoding="utf-8")
+    spec = {"path": str(tmp_path / "spec.toml"),
+            "data": {"dataset": None, "file": "series.csv", "label": "year", "columns": None, "drop": [],
+                     "delimiter": "auto", "encoding": "utf-8", **data},
+            "model": {"family": "hmm", "components": 2, "emission": "poisson", "initial": "estimated"},
+            "em": {"init": "auto"}, "bayes": {"variant": "symmetric"}, "model_choice": {"components": []}}
+    return spec
+
+
+@pytest.mark.parametrize("text, message", [
+    ("year,count\n1900,3\n1901,\n1902,5\n", "line 3, column 'count' has no value"),
+    ("year,count\n1900,3\n1901,NA\n1902,5\n", "has no value"),
+    ("year,count\n1900,3\n1901,4\n1903,5\n", "jumps from 1901 to 1903"),
+    ("year,count\n1900,3\n1901,-4\n1902,5\n", "a negative count"),
+    ("year,count\n1900,3\n1901,4.5\n1902,5\n", "not a whole number"),
+    ("year,count\n1902,3\n1901,4\n1900,5\n", "increasing time order"),
+    ("year,count\n1900,3\n1900,4\n1901,5\n", "repeats the time"),
+])
+def test_bad_series_are_refused_in_one_line(tmp_path, text, message):
+    spec = _spec(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        FAMILY.check_data(spec, FAMILY.load_data(spec))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_more_states_than_time_points_is_refused(tmp_path):
+    spec = _spec(tmp_path, "year,count\n1900,3\n1901,4\n1902,5\n")
+    spec["model"]["components"] = 4
+    data = FAMILY.load_data(spec)
+    with pytest.raises(UserError, match=r"components = 4 is more than the 3 time points"):
+        FAMILY.check_data(spec, data)
+
+
+@pytest.mark.parametrize("prior, message", [
+    ([[1.0, 1.0], [1.0, 1.0]], "is 2 x 2 but \\[model\\] components = 3"),
+    ([[1.0, 1.0, 1.0], [1.0, 1.0]], "is 2 rows of 3, 2 numbers but \\[model\\] components = 3"),
+    ([[1.0, -1.0, 1.0]] * 3, "positive number or a K x K table"),
+    (0.0, "must be > 0"),
+])
+def test_transition_prior_of_the_wrong_shape_is_refused(tmp_path, prior, message):
+    spec = _spec(tmp_path, "year,count\n1900,3\n1901,4\n1902,5\n")
+    spec["model"]["components"] = 3
+    spec["bayes"]["transition_prior"] = prior
+    with pytest.raises(UserError, match=message):
+        FAMILY.check_spec(spec)
+
+
+def test_transition_matrix_prior_with_several_k_is_refused(tmp_path):
+    spec = _spec(tmp_path, "year,count\n1900,3\n1901,4\n1902,5\n")
+    spec["model_choice"]["components"] = [2, 3]
+    spec["bayes"]["transition_prior"] = [[1.0, 1.0], [1.0, 1.0]]
+    with pytest.raises(UserError, match="fits one K only, but the spec fits K = 2, 3; give one number"):
+        FAMILY.check_spec(spec)
+
+
+def test_gaussian_series_loads_fractional_values(tmp_path):
+    spec = _spec(tmp_path, "year,level\n1900,3.5\n1901,-4.25\n1902,5\n")
+    spec["model"]["emission"] = "gaussian"
+    data = FAMILY.load_data(spec)
+    np.testing.assert_array_equal(data.y, [3.5, -4.25, 5.0])
+    assert data.time == ("1900", "1901", "1902")
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures from a results tree
+
+
+def _results_tree(with_posterior: bool):
+    import xarray as xr
+
+    y = earthquake_counts()
+    data = Series(y=y, column="count", time=tuple(str(1900 + t) for t in range(y.size)), time_column="year")
+    model = HiddenMarkovModel(n_components=2, emission="poisson", initial="stationary")
+    start = model.with_initial(None, np.array([[0.9, 0.1], [0.1, 0.9]]), rate=np.array([15.0, 25.0]))
+    fit = em.fit(model, y, start, tol=1e-10)
+    groups = {"data": FAMILY.data_group({}, data),
+              "em": xr.Dataset({name: (FAMILY.parameters(model)[name].dims, value)
+                                for name, value in fit.params.variables().items()})}
+    groups |= FAMILY.extra_groups({}, model, data, fit)
+    if with_posterior:
+        # Stand-in draws around EM's answer (2 chains x 50 draws): the figures only summarise them.
+        rng = np.random.default_rng(0)
+        draws = rng.dirichlet(50 * fit.params.transition[0], size=(2, 50, 1)), rng.dirichlet(50 * fit.params.transition[1], size=(2, 50, 1))
+        transition = np.concatenate(draws, axis=2)
+        groups["posterior"] = xr.Dataset({"transition": (("chain", "draw", "component", "component_to"), transition)})
+        probs = groups["decoding"]["smoothed"].values[::-1].copy()  # any other (T, K) probabilities
+        groups["posterior_membership"] = xr.Dataset({"membership_relabelled": (("time", "component"), probs)})
+    return xr.DataTree.from_dict(groups), fit, model
+
+
+@pytest.mark.parametrize("with_posterior", [False, True])
+def test_report_figures_from_a_results_tree(with_posterior):
+    from emvsbayes.hmm import report
+
+    tree, fit, model = _results_tree(with_posterior)
+    probs, source = report.state_probabilities(tree)
+    if with_posterior:
+        assert source == "posterior"
+        np.testing.assert_array_equal(probs, tree["posterior_membership"]["membership_relabelled"].values)
+    else:
+        np.testing.assert_allclose(probs, em.e_step(model, earthquake_counts(), fit.params)[0].gamma, rtol=1e-12)
+    summary = report.transition_summary(tree, prob=0.8)
+    np.testing.assert_array_equal(summary["em"], fit.params.transition)
+    if with_posterior:
+        flat = tree["posterior"]["transition"].values.reshape(-1, 2, 2)
+        np.testing.assert_allclose(summary["lower"], np.quantile(flat, 0.1, axis=0))
+        np.testing.assert_allclose(summary["mean"], flat.mean(axis=0))
+    else:
+        assert np.all(np.isnan(summary["mean"]))
+    for svg in (report.series_figure(tree), report.transition_figure(tree, 0.8), report.decoding_figure(tree)):
+        assert svg.lstrip().startswith("<svg") or "<svg" in svg[:400]
+    assert ("posterior mean [80% interval]" in report.transition_figure(tree, 0.8)) == with_posterior
+    decoding = tree["decoding"]
+    assert decoding["viterbi"].dims == ("time",)
+    # Viterbi's path is a valid path of the fitted chain and scores its recorded log joint.
+    path = decoding["viterbi"].values
+    log_joint = (model.log_initial(fit.params)[path[0]] + np.log(fit.params.transition[path[:-1], path[1:]]).sum()
+                 + model.log_emission(fit.params, earthquake_counts())[np.arange(path.size), path].sum())
+    assert log_joint == pytest.approx(decoding.attrs["viterbi_log_joint"], rel=1e-12)
