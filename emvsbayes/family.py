@@ -164,3 +164,26 @@ class Family(Protocol):
 
     # extras ---------------------------------------------------------------------------------------
     def extra_groups(self, spec: dict, model_def, data, best_fit, rng, timings) -> dict[str, xr.Dataset]: ...
+
+
+# --- helpers shared by families -------------------------------------------------------------------------
+
+
+def alr(w):
+    """Weights on the simplex -> their additive log-ratios against the last component (K - 1,): the
+    unconstrained coordinates of mixture weights for the observed information."""
+    import numpy as np  # here: the registry itself stays free of numpy for the start-up of light commands
+
+    with np.errstate(divide="ignore"):
+        log_w = np.log(np.asarray(w, dtype=float))
+    return log_w[:-1] - log_w[-1]
+
+
+def alr_inverse(eta):
+    """Additive log-ratios (K - 1,) -> weights on the simplex (the inverse of :func:`alr`)."""
+    import numpy as np
+
+    z = np.append(np.asarray(eta, dtype=float), 0.0)
+    z = np.exp(z - z.max())
+    return z / z.sum()
+

@@ -20,7 +20,7 @@ import numpy as np
 from emvsbayes.data.records import CoinData
 from emvsbayes.em import RestartPolicy
 from emvsbayes.errors import UserError
-from emvsbayes.family import ParameterInfo
+from emvsbayes.family import ParameterInfo, alr, alr_inverse
 from emvsbayes.lazy_imports import lazy_module
 
 # Imported on first use: spec checks and data loading read this module before anything is fitted.
@@ -75,18 +75,6 @@ def initial_params(model_def: CoinMixture, em_spec: dict, rng: np.random.Generat
 # structure) or as constants (symbolic_loglik)
 
 
-def _alr(w: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        log_w = np.log(np.asarray(w, dtype=float))
-    return log_w[:-1] - log_w[-1]
-
-
-def _alr_inverse(eta: np.ndarray) -> np.ndarray:
-    z = np.append(np.asarray(eta, dtype=float), 0.0)
-    z = np.exp(z - z.max())
-    return z / z.sum()
-
-
 def coin_unconstrained_names(model: CoinMixture) -> tuple[str, ...]:
     """Names of the unconstrained coordinates: ``logit(theta[k])`` then ``log(w[k]/w[K-1])``."""
     k = model.n_components
@@ -103,7 +91,7 @@ def coin_unconstrained(model: CoinMixture, params: CoinParams) -> np.ndarray:
     with np.errstate(divide="ignore"):
         phi = [logit(params.theta)]
     if model.weights == "estimated":
-        phi.append(_alr(params.w))
+        phi.append(alr(params.w))
     return np.concatenate(phi)
 
 
@@ -113,7 +101,7 @@ def coin_from_unconstrained(model: CoinMixture, phi: np.ndarray) -> CoinParams:
 
     k = model.n_components
     phi = np.asarray(phi, dtype=float)
-    w = _alr_inverse(phi[k:]) if model.weights == "estimated" else model.equal_weights
+    w = alr_inverse(phi[k:]) if model.weights == "estimated" else model.equal_weights
     return coin_model.CoinParams(expit(phi[:k]), w)
 
 

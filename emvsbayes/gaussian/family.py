@@ -18,7 +18,7 @@ import numpy as np
 from emvsbayes.data.records import ContinuousData
 from emvsbayes.em import SAME_OPTIMUM_ATOL, RestartPolicy
 from emvsbayes.errors import DegenerateFitError, UserError
-from emvsbayes.family import ParameterInfo
+from emvsbayes.family import ParameterInfo, alr, alr_inverse
 from emvsbayes.lazy_imports import lazy_module
 
 # Imported on first use: spec checks and data loading read this module before anything is fitted.
@@ -185,18 +185,6 @@ def _n_factors(covariance_type: str, k: int) -> int:
     return 1 if covariance_type == "tied" else k
 
 
-def _alr(w: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        log_w = np.log(np.asarray(w, dtype=float))
-    return log_w[:-1] - log_w[-1]
-
-
-def _alr_inverse(eta: np.ndarray) -> np.ndarray:
-    z = np.append(np.asarray(eta, dtype=float), 0.0)
-    z = np.exp(z - z.max())
-    return z / z.sum()
-
-
 def gaussian_unconstrained_names(model: GaussianMixtureModel, dim: int) -> tuple[str, ...]:
     """Names of the unconstrained coordinates: weight log-ratios, means, log-Cholesky precision factors."""
     k = model.n_components
@@ -229,7 +217,7 @@ def gaussian_unconstrained(model: GaussianMixtureModel, params: GaussianParams) 
     same ``phi``.
     """
     k, dim = params.mu.shape
-    parts = [_alr(params.w), params.mu.ravel()]
+    parts = [alr(params.w), params.mu.ravel()]
     structure = model.covariance_type
     if structure in ("full", "tied"):
         u = _upper_factor(params.precisions()).reshape(-1, dim, dim)
@@ -246,7 +234,7 @@ def gaussian_from_unconstrained(model: GaussianMixtureModel, phi: np.ndarray, di
     """Inverse of :func:`gaussian_unconstrained`."""
     k = model.n_components
     phi = np.asarray(phi, dtype=float)
-    w = _alr_inverse(phi[: k - 1])
+    w = alr_inverse(phi[: k - 1])
     mu = phi[k - 1 : k - 1 + k * dim].reshape(k, dim)
     rest = phi[k - 1 + k * dim :]
     structure = model.covariance_type

@@ -44,6 +44,7 @@ from emvsbayes.hmm.series import Series, check_length, read_series
 
 from emvsbayes.em import SAME_OPTIMUM_ATOL, RestartPolicy
 from emvsbayes.family import ParameterInfo
+from emvsbayes.spec import is_number
 
 
 #: Wald-interval scale of each parameter.
@@ -52,15 +53,6 @@ SCALES = {"initial": "simplex", "transition": "simplex", "rate": "log", "mu": "i
 #: Restart rule defaults (as Gaussian mixtures'): three starts agreeing on the best log-likelihood.
 REACH_BEST = 3
 MAX_INIT = 200
-
-
-def _is_number(v) -> bool:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:
-        return False
 
 
 def _components(spec: dict) -> list[int]:
@@ -119,11 +111,11 @@ class HMMFamily:
         if prior is not None:
             self._check_transition_prior(prior, _components(spec))
         initial_prior = bayes_spec.get("initial_prior", 1.0)
-        if not (_is_number(initial_prior) and initial_prior > 0):
+        if not (is_number(initial_prior) and initial_prior > 0):
             raise UserError(f"[bayes] initial_prior must be a number > 0 (the Dirichlet concentration), got {initial_prior!r}")
         rate_prior = bayes_spec.get("rate_prior")
         if rate_prior is not None and not (isinstance(rate_prior, list) and len(rate_prior) == 2
-                                           and all(_is_number(v) and v > 0 for v in rate_prior)):
+                                           and all(is_number(v) and v > 0 for v in rate_prior)):
             raise UserError(f"[bayes] rate_prior must be two positive numbers [shape, rate] of the Gamma prior on each "
                             f"rate, got {rate_prior!r}")
         if rate_prior is not None and model.get("emission", "poisson") != "poisson":
@@ -144,12 +136,12 @@ class HMMFamily:
 
     @staticmethod
     def _check_transition_prior(prior, ks: list[int]) -> None:
-        if _is_number(prior):
+        if is_number(prior):
             if prior <= 0:
                 raise UserError(f"[bayes] transition_prior must be > 0 (a Dirichlet concentration), got {prior!r}")
             return
         rows = prior if isinstance(prior, list) else None
-        if not rows or not all(isinstance(r, list) and all(_is_number(v) and v > 0 for v in r) for r in rows):
+        if not rows or not all(isinstance(r, list) and all(is_number(v) and v > 0 for v in r) for r in rows):
             raise UserError("[bayes] transition_prior must be a positive number or a K x K table of positive numbers "
                             f"(row i: the Dirichlet prior of the transitions out of state i), got {prior!r}")
         lengths = [len(r) for r in rows]
