@@ -178,6 +178,7 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
         "spec_path": spec.get("path", ""),
         # the family and its parameters in report order (each parameter variable carries its label_dims)
         "family": family.name,
+        "model_description": runner.FamilyView(family).describe(spec),
         "parameters": list(family.parameters(family.model_from_spec(spec, data), data)),
         "seed": seed,
         "seeds": seeds,

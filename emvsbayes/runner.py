@@ -50,6 +50,9 @@ class FamilyView:
             raise AttributeError(f"model family {getattr(self.family, 'name', self.family)!r} has no member {name!r}")
         return default.__get__(self)
 
+    def default_describe(self, spec: dict) -> str:
+        return f"{self.name} model, K = {spec['model']['components']}"
+
     def default_coords(self, spec, model_def, data) -> dict:
         labels = getattr(data, "labels", None)
         return {"component": np.arange(model_def.n_components),

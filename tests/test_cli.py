@@ -146,3 +146,14 @@ def test_lecture_run_has_the_uncertainty_ladder(lecture_run):
     page = (lecture_run / "index.html").read_text(encoding="utf-8")
     assert 'id="ladder"' in page and '<table class="ladder">' in page and 'data-fig="ladder-theta"' in page
     assert 'id="partition"' in page and 'data-fig="coclustering"' in page
+
+
+def test_summary_names_the_model_in_the_familys_words(lecture_run):
+    """The summary's model line comes from the family (written into results.nc as model_description), so a
+    report never calls a hidden Markov model a mixture; the page says what the results file says."""
+    import xarray as xr
+
+    with xr.open_datatree(lecture_run / "results.nc") as tree:
+        description = tree.attrs["model_description"]
+    assert description == "binomial (coin) mixture, K = 2, weights equal"
+    assert description in (lecture_run / "index.html").read_text(encoding="utf-8")

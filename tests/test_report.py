@@ -273,7 +273,7 @@ def test_refresh_index_lists_runs_and_skips_unreadable(tmp_path):
     assert 'href="run-a/index.html"' in page and "First run" in page
     assert "%3Cb%3Eodd/index.html" in page and "<b>odd" not in page and "<script" not in page.lower()
     assert "skipped" in page and "broken" in page and "not-a-run" not in page
-    assert "gaussian mixture, K = 2" in page
+    assert "gaussian model, K = 2" in page
     assert not list(tmp_path.glob(".index.html*"))  # no temporary file left behind
 
 

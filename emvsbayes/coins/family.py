@@ -191,6 +191,11 @@ class CoinFamily:
     def __repr__(self) -> str:
         return "CoinFamily()"
 
+    def describe(self, spec: dict) -> str:
+        """The model in words, for the report's summary line."""
+        model = spec["model"]
+        return f"binomial (coin) mixture, K = {model['components']}, weights {model['weights']}"
+
     def example(self) -> tuple[CoinMixture, CoinParams, int]:
         """A small, well-separated case for the family contract test: (model, truth, number of sets)."""
         return coin_model.CoinMixture(2, "estimated"), coin_model.CoinParams([0.2, 0.75], [0.4, 0.6]), 300

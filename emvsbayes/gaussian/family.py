@@ -359,6 +359,11 @@ class GaussianFamily:
     def __repr__(self) -> str:
         return "GaussianFamily()"
 
+    def describe(self, spec: dict) -> str:
+        """The model in words, for the report's summary line."""
+        model = spec["model"]
+        return f"Gaussian mixture, K = {model['components']}, {model['covariance']} covariance"
+
     def example(self) -> tuple[GaussianMixtureModel, GaussianParams, int]:
         """A small, well-separated case for the family contract test: (model, truth, number of rows)."""
         cov = np.array([[[1.0, 0.3], [0.3, 0.5]], [[0.6, -0.2], [-0.2, 1.2]]])

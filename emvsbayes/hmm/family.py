@@ -66,6 +66,13 @@ class HMMFamily:
 
     name = "hmm"
     obs_dim = "time"
+
+    def describe(self, spec: dict) -> str:
+        """The model in words, for the report's summary line."""
+        model = spec["model"]
+        return (f"hidden Markov model, K = {model['components']} states, {model.get('emission', '?')} emissions, "
+                f"{model.get('initial', '?')} initial distribution")
+
     fit_batched = None
     #: what ``[em] init = "auto"`` becomes
     auto_init = "random"

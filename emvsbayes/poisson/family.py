@@ -129,6 +129,11 @@ class PoissonFamily:
 
     name = "poisson"
     obs_dim = "obs"
+
+    def describe(self, spec: dict) -> str:
+        """The model in words, for the report's summary line."""
+        return f"Poisson mixture, K = {spec['model']['components']}"
+
     #: the posterior variable relabelling orders components by (relabel = "order")
     order_var = "rate"
 

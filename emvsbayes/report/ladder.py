@@ -20,6 +20,18 @@ __all__ = ["interval_figure", "ladder_section", "parameter_table", "partition_se
 GROUP = "uncertainty_ladder"
 
 
+#: how the page names each rung (the results file keeps the short identifiers)
+RUNG_TITLES = {"mle_wald": "MLE + Wald", "bootstrap_nonparametric": "bootstrap (rows resampled)",
+               "bootstrap_parametric": "bootstrap (parametric)", "map_em": "MAP by EM", "laplace": "Laplace",
+               "advi_meanfield": "ADVI, mean-field", "advi_fullrank": "ADVI, full-rank",
+               "bootstrap_bayesian": "Bayesian bootstrap", "nuts": "NUTS (posterior)",
+               "exact": "exact posterior (enumeration)"}
+
+
+def rung_title(rung) -> str:
+    return RUNG_TITLES.get(str(rung), str(rung))
+
+
 def _tree(ctx_or_tree) -> xr.DataTree:
     return getattr(ctx_or_tree, "tree", ctx_or_tree)
 
@@ -43,7 +55,7 @@ def parameter_table(ds: xr.Dataset, name: str) -> str:
     header = ["rung", *[Raw(f"{esc(name)}[{esc(label)}]") if label else name for _, label in elements]]
     rows = []
     for r, rung in enumerate(ds["rung"].values):
-        cells = [str(rung)]
+        cells = [rung_title(rung)]
         for where, _ in elements:
             at = {"rung": r, **where}
             value = float(estimate.isel(at))
@@ -64,7 +76,7 @@ def interval_figure(ds: xr.Dataset, name: str) -> str:
     estimate = ds[name]
     lower, upper = ds.get(f"{name}_lower"), ds.get(f"{name}_upper")
     elements = _element_labels(estimate)
-    rungs = [str(r) for r in ds["rung"].values]
+    rungs = [rung_title(r) for r in ds["rung"].values]
     fig, ax = plt.subplots(figsize=(11.0, 0.42 * len(rungs) + 0.9))
     step = 0.6 / max(len(elements), 1)
     for e, (where, label) in enumerate(elements):
@@ -134,10 +146,10 @@ def ladder_section(ctx_or_tree) -> str:
 
     if "assumes" in ds:
         parts.append(subsection("What each rung assumes", table(["rung", "what it assumes"], [
-            [str(rung), str(ds["assumes"].values[i])] for i, rung in enumerate(ds["rung"].values)], cls="ladder-assumes")))
+            [rung_title(rung), str(ds["assumes"].values[i])] for i, rung in enumerate(ds["rung"].values)], cls="ladder-assumes")))
     skipped = json.loads(ds.attrs.get("skipped", "{}"))
     if skipped:
-        parts.append(paragraph("Not computed: " + "; ".join(f"{rung}: {why}" for rung, why in skipped.items()) + "."))
+        parts.append(paragraph("Not computed: " + "; ".join(f"{rung_title(rung)}: {why}" for rung, why in skipped.items()) + "."))
     for name in names:
         if name in ds:
             parts.append(subsection(name, parameter_table(ds, name)))
@@ -146,7 +158,7 @@ def ladder_section(ctx_or_tree) -> str:
                                       "a rung without a bar gives a point only; the axis spans the rungs with Pareto k "
                                       "at most 0.7 and intervals within ten times the median width, so an "
                                       "approximation far off may run off it")))
-    cost_rows = [[str(rung), fmt(ds["seconds"].values[i], 3) if "seconds" in ds else "–",
+    cost_rows = [[rung_title(rung), fmt(ds["seconds"].values[i], 3) if "seconds" in ds else "–",
                   fmt(ds["pareto_k"].values[i], 3) if "pareto_k" in ds else "–"]
                  for i, rung in enumerate(ds["rung"].values)]
     parts.append(subsection("Cost and reliability", table(["rung", "seconds", "Pareto k (PSIS)"], cost_rows),
@@ -182,7 +194,7 @@ def similarity_heatmaps(ds: xr.Dataset) -> str:
         ax.set_xlim(0, len(blocks))
         ax.set_ylim(len(blocks), 0)
         ax.set_aspect("equal")
-        ax.set_title(str(source), fontsize=9)
+        ax.set_title(rung_title(source), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="P(same cluster)")

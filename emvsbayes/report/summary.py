@@ -117,17 +117,15 @@ def n_divergent(tree: xr.DataTree) -> int | None:
 # --- facts ----------------------------------------------------------------------------------------------
 
 
-def _model_text(spec: dict, em: xr.Dataset | None) -> str:
+def _model_text(spec: dict, em: xr.Dataset | None, description: str | None = None) -> str:
+    """The model in words: the family's own description written into the results file, else (a file
+    written before it) the family's name and K."""
     model = spec.get("model", {}) if isinstance(spec, dict) else {}
-    family = model.get("family", "?")
-    k = model.get("components") or (em.sizes.get("component") if em is not None else "?")
-    text = f"{family} mixture, K = {k}"
-    if family == "coins" and model.get("weights"):
-        text += f", weights {model['weights']}"
-    if family == "gaussian" and model.get("covariance"):
-        text += f", {model['covariance']} covariance"
+    if not description:
+        k = model.get("components") or (em.sizes.get("component") if em is not None else "?")
+        description = f"{model.get('family', '?')} model, K = {k}"
     variant = spec.get("bayes", {}).get("variant") if isinstance(spec.get("bayes"), dict) else None
-    return text + (f"; {variant} prior" if variant else "")
+    return description + (f"; {variant} prior" if variant else "")
 
 
 def _data_text(data: xr.Dataset | None) -> str:
@@ -390,7 +388,7 @@ def build_summary(tree: xr.DataTree, *, params: list[ParamRow] | None = None,
     spec = spec if isinstance(spec, dict) else {}
     em = group(tree, "em")
     posterior = group(tree, "posterior")
-    facts = [("model", _model_text(spec, em)), ("data", _data_text(group(tree, "data")))]
+    facts = [("model", _model_text(spec, em, tree.attrs.get("model_description"))), ("data", _data_text(group(tree, "data")))]
     if em is not None:
         facts.append(("EM", _em_text(tree, em)))
     if posterior is not None:
