@@ -17,6 +17,11 @@ Conventions:
   ``variables()`` (name -> array, keyed as :meth:`Family.parameters`);
 - ``data`` is a frozen data record, as ``load_data`` and ``simulate`` return it;
 - random numbers come from an explicit ``numpy.random.Generator`` argument, never a global state.
+
+Studies ask a family for its grid (``study_axes()``: name -> (default, check)), its prior keys
+(``study_prior_keys()``), an optional ``study_check(cell, kind, source)`` of a cell's limits, and the
+``study_model`` / ``study_truth`` / ``study_data`` / ``study_shape`` of a cell; the report asks for
+``describe(spec)``, the model in words.
 """
 
 from __future__ import annotations

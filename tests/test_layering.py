@@ -51,7 +51,6 @@ NAMES_FAMILIES_ALLOWED = {
     "emvsbayes.api",  # compare(): turns arrays into a spec of the family named
     "emvsbayes.spec",  # family-specific spec keys and checks
     "emvsbayes.spec_keys",  # the spec keys' documentation
-    "emvsbayes.study.spec",  # the study grid's family-specific axes
     "emvsbayes.data.bundled",  # the data kind "coins" of a bundled data set (a data kind, not a family)
     # The ladder's per-family code (issue 20): MAP-EM's M-steps and the weighted refits for the coins and
     # 1-D Gaussians, and the table that picks them by family name; they belong in the family packages as

@@ -88,6 +88,20 @@ def test_bad_study_specs_give_one_line_user_errors(change, expected):
     assert expected in message and "\n" not in message and message.startswith("s.toml: ")
 
 
+def test_a_familys_own_cell_limits_are_checked(tmp_path):
+    """Each family checks its own cells (Family.study_check): evenly spaced coin thetas must stay in (0, 1),
+    and SBC draws Gaussian truths in 1-D only."""
+    coins = 'kind = "coverage"\nseed = 1\nreplicates = 5\n[model]\nfamily = "coins"\n'
+    with pytest.raises(UserError, match=r"separation 0.6 with K = 3 coins puts theta outside \(0, 1\); use a gap below 0.5"):
+        load_study_spec(write_spec(tmp_path, "a", coins + "[grid]\ncomponents = [3]\nseparation = [0.6]\n"))
+    load_study_spec(write_spec(tmp_path, "b", coins + "[grid]\ncomponents = [3]\nseparation = [0.4]\n"))
+    gaussian = 'kind = "sbc"\nseed = 1\nreplicates = 5\n[model]\nfamily = "gaussian"\n'
+    with pytest.raises(UserError, match=r"SBC supports 1-D Gaussian mixtures only"):
+        load_study_spec(write_spec(tmp_path, "c", gaussian + "[grid]\ndim = [2]\n"))
+    with pytest.raises(UserError, match=r"\[grid\] separation"):
+        load_study_spec(write_spec(tmp_path, "d", coins + "[grid]\nseparation = [1.5]\n"))
+
+
 def test_bad_sbc_specs(tmp_path):
     base = 'kind = "sbc"\nseed = 1\nreplicates = 5\n[model]\nfamily = "coins"\n'
     with pytest.raises(UserError, match="does not divide"):

@@ -658,6 +658,38 @@ class GaussianFamily:
     # studies (emvsbayes.study): a cell's model, truth and data; data as named arrays for the sampler
     observed = {"x": "x"}  # the PyMC model's observed variable -> the array holding its data
 
+    def study_axes(self) -> dict:
+        """Grid axes of a study: name -> (default, check of one value); ``separation`` is the distance
+        between neighbouring true means in standard deviations."""
+        from emvsbayes.spec import one_of, positive_int
+        from emvsbayes.study.spec import SAMPLERS, non_negative_number, prior_name
+
+        return {
+            "components": (2, positive_int),
+            "n_obs": (100, positive_int),
+            "dim": (1, positive_int),
+            "separation": (3.0, non_negative_number),
+            "variant": ("symmetric", one_of("symmetric", "ordered")),
+            "sampler": ("numpyro", one_of(*SAMPLERS)),
+            "prior": ("default", prior_name),
+        }
+
+    def study_prior_keys(self) -> dict:
+        """Prior keys of a study's ``[bayes]`` and ``[priors.NAME]``: fixed numbers, not scaled to each data
+        set (a replicate's prior must not depend on its data: SBC needs a proper prior to draw from, and the
+        compiled model is shared by a cell's replicates)."""
+        from emvsbayes.spec import Key, positive_number
+        from emvsbayes.study.spec import number
+
+        return {"w_concentration": Key(1.0, positive_number), "mu_loc": Key(0.0, number),
+                "mu_scale": Key(5.0, positive_number), "sigma_scale": Key(2.0, positive_number),
+                "lkj_eta": Key(2.0, positive_number)}
+
+    def study_check(self, cell: dict, kind: str, source: str) -> None:
+        """SBC draws its truths from the 1-D prior only."""
+        if kind == "sbc" and cell["dim"] != 1:
+            raise UserError(f"{source}: [grid] dim: SBC supports 1-D Gaussian mixtures only; use dim = [1]")
+
     def study_model(self, spec: dict, cell: dict, prior: dict) -> GaussianMixtureModel:
         priors = gaussian_model.GaussianPriors(w_concentration=prior["w_concentration"], mu_loc=(float(prior["mu_loc"]),),
                                 mu_scale=(float(prior["mu_scale"]),), sigma_scale=(float(prior["sigma_scale"]),),

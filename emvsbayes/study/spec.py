@@ -50,15 +50,12 @@ INTERVAL_KINDS = ("wald", "bootstrap", "posterior")
 SAMPLERS = ("numpyro", "nutpie", "pymc")
 
 
-def _non_negative_number(v):
+def non_negative_number(v):
     return None if _is_number(v) and v >= 0 else f"must be a number >= 0, got {v!r}"
 
 
-def _theta_gap(v):
-    return None if _is_number(v) and 0 < v < 1 else f"must be a gap between neighbouring theta in (0, 1), got {v!r}"
 
-
-def _prior_name(v):
+def prior_name(v):
     return None if isinstance(v, str) and v else f"must be the name of a [priors.NAME] table or \"default\", got {v!r}"
 
 
@@ -72,62 +69,22 @@ def _weights(v):
     return f"must be a list of positive weights, got {v!r}"
 
 
-def _number(v):
+def number(v):
     return None if _is_number(v) else f"must be a number, got {v!r}"
 
 
-#: Grid axes per family: name -> (default, check of one value). The grid's cells are the Cartesian
-#: product of the axes listed in ``[grid]``, in the order written; the other axes keep these defaults.
-AXES: dict[str, dict[str, tuple[Any, Any]]] = {
-    "coins": {
-        "components": (2, positive_int),
-        "n_sets": (20, positive_int),
-        "tosses": (10, positive_int),
-        "separation": (0.4, _theta_gap),
-        "variant": ("symmetric", one_of("symmetric", "ordered")),
-        # Not numpyro: its programs with the heads as an argument stall on the estimated-weights coin
-        # model (step size collapses to ~1e-15 in warm-up; the same model with the data as constants
-        # samples well). nutpie is made repeatable in emvsbayes.study.replicate instead.
-        "sampler": ("nutpie", one_of(*SAMPLERS)),
-        "prior": ("default", _prior_name),
-    },
-    "gaussian": {
-        "components": (2, positive_int),
-        "n_obs": (100, positive_int),
-        "dim": (1, positive_int),
-        "separation": (3.0, _non_negative_number),
-        "variant": ("symmetric", one_of("symmetric", "ordered")),
-        "sampler": ("numpyro", one_of(*SAMPLERS)),
-        "prior": ("default", _prior_name),
-    },
-}
-
 def axes_of(family: str) -> dict[str, tuple[Any, Any]]:
-    """A family's grid axes: the table above, else the family's own (``Family.study_axes``)."""
-    return AXES[family] if family in AXES else get_family(family).study_axes()
+    """A family's grid axes, name -> (default, check of one value) (``Family.study_axes``). The grid's cells
+    are the Cartesian product of the axes listed in ``[grid]``, in the order written; the other axes keep
+    their defaults."""
+    return get_family(family).study_axes()
 
 
 def prior_keys_of(family: str) -> dict[str, Key]:
-    """A family's prior keys: the table below, else the family's own (``Family.study_prior_keys``)."""
-    return PRIOR_KEYS[family] if family in PRIOR_KEYS else get_family(family).study_prior_keys()
+    """A family's prior keys (``Family.study_prior_keys``): the ``[bayes]`` defaults and what a
+    ``[priors.NAME]`` table may override."""
+    return get_family(family).study_prior_keys()
 
-
-#: Prior keys per family: the ``[bayes]`` defaults and what a ``[priors.NAME]`` table may override.
-PRIOR_KEYS: dict[str, dict[str, Key]] = {
-    "coins": {
-        "theta_prior": Key([1.0, 1.0], beta_prior),
-        "w_concentration": Key(1.0, positive_number),
-    },
-    "gaussian": {
-        # Fixed numbers, not scaled to each data set: a replicate's prior must not depend on its data
-        # (SBC needs a proper prior to draw from; the compiled model is shared by a cell's replicates).
-        "w_concentration": Key(1.0, positive_number),
-        "mu_loc": Key(0.0, _number),
-        "mu_scale": Key(5.0, positive_number),
-        "sigma_scale": Key(2.0, positive_number),
-        "lkj_eta": Key(2.0, positive_number),
-    },
-}
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "": {
@@ -139,7 +96,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "model": {
         "family": Key(_REQUIRED, one_of(*FAMILIES)),
-        "weights": Key("equal", one_of("equal", "estimated")),  # coins
+        "weights": Key("equal", one_of("equal", "estimated")),  # a coin mixture's
         "covariance": Key("full", one_of("full", "tied", "diag", "spherical")),  # gaussian
         "reg_covar": Key(1e-6, positive_number),  # gaussian
     },
@@ -171,7 +128,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "bins": Key(10, positive_int),
         "alpha": Key(0.01, probability_open),
         # simulate from this [priors.NAME] instead of the fitted prior: a deliberately wrong model
-        "data_prior": Key(None, lambda v: None if v is None else _prior_name(v)),
+        "data_prior": Key(None, lambda v: None if v is None else prior_name(v)),
     },
 }
 
@@ -291,13 +248,9 @@ def _check_consistency(spec: dict, source: str) -> None:
         if cell["components"] > n:
             raise UserError(f"{source}: a cell has K = {cell['components']} components but only {n} observations; "
                             "lower [grid] components or raise the data size")
-        if family == "coins" and kind == "coverage":
-            k, gap = cell["components"], cell["separation"]
-            if (k - 1) * gap >= 1:
-                raise UserError(f"{source}: [grid] separation {gap} with K = {k} coins puts theta outside (0, 1); "
-                                f"use a gap below {1 / max(k - 1, 1):.3g}")
-        if family == "gaussian" and kind == "sbc" and cell["dim"] != 1:
-            raise UserError(f"{source}: [grid] dim: SBC supports 1-D Gaussian mixtures only; use dim = [1]")
+        check = getattr(get_family(family), "study_check", None)
+        if check is not None:  # the family's own limits on a cell (a coin's theta in (0, 1), ...)
+            check(cell, kind, source)
     if kind == "coverage":
         weights = spec["truth"]["w"]
         if weights is not None and any(len(weights) != cell["components"] for cell in grid_cells):
