@@ -490,7 +490,7 @@ API_CASES = {
     "validate_not_a_table": (_validate([1, 2]), UserError,
                              "spec: a spec must be a table of sections such as [data] and [model], got [1, 2]"),
     "validate_non_string_key": (_validate({1: 2}), UserError, "spec: unknown key 1; known keys: bayes, data, description, "
-                                "em, model, model_choice, report, seed, title"),
+                                "em, ladder, model, model_choice, report, seed, title"),
     "validate_unknown_key": (_validate({**GOOD, "bayes": {"drawz": 10}}), UserError,
                              "spec: unknown key '[bayes] drawz'; did you mean 'draws'?"),
     "validate_huge_int": (_validate({**GOOD, "bayes": {"lkj_eta": 10**400}}), UserError,
