@@ -149,7 +149,11 @@ def expected_figures(tree) -> list[str]:
     """The figures a results tree implies, worked out here from its groups (not by the report's code)."""
     groups = set(tree.children)
 
-    def varying(group_name, names=("theta", "w", "mu", "sigma", "cov")):
+    # the parameters the results declare (root attr "parameters"); a file without it: the mixtures' names
+    declared = tuple(json.loads(tree.attrs["parameters"])) if "parameters" in tree.attrs else (
+        "theta", "w", "mu", "sigma", "cov")
+
+    def varying(group_name, names=declared):
         ds = tree[group_name]
         return [n for n in names if n in ds and np.ptp(ds[n].values) > 0]
 
