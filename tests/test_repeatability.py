@@ -41,8 +41,9 @@ def quick_spec(name: str) -> dict:
     return spec
 
 
-#: Per-draw clock readings that PyMC's own NUTS stores in sample_stats: timings, not results.
-TIMING_VARIABLES = {"perf_counter_start", "perf_counter_diff", "process_time_diff"}
+#: Clock readings, not results: per-draw readings that PyMC's own NUTS stores in sample_stats, and the
+#: uncertainty ladder's seconds per rung.
+TIMING_VARIABLES = {"perf_counter_start", "perf_counter_diff", "process_time_diff", "seconds"}
 
 
 def numeric_groups(tree) -> dict[str, dict[str, np.ndarray]]:
