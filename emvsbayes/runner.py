@@ -198,7 +198,8 @@ def run(family, spec: dict, data, seeds: dict[str, int], timings: dict[str, floa
             groups[f"{prefix}_restarts"] = em_restarts(restarts, family.variables, dims, coords)
             if kind == "soft":
                 groups["em_restarts"]["reached_best"] = ("restart", reached_best(soft).astype(np.int8))
-                groups["em_optima"] = em_optima_group(groups["em_restarts"], dims)
+                groups["em_optima"] = em_optima_group(groups["em_restarts"], dims,
+                                                      declared=family.parameters(model_def, data))
         if kind == "soft":
             facts = restart_facts(soft)
             estimate.attrs.update(facts)
@@ -240,16 +241,6 @@ def run(family, spec: dict, data, seeds: dict[str, int], timings: dict[str, floa
     if spec["model_choice"]["components"]:
         groups["model_choice"] = model_choice(family, spec, data, seeds, timings, progress)
     return groups
-
-
-def mark_parameters(groups: dict[str, xr.Dataset], parameters: dict) -> None:
-    """Give the parameter variables of ``groups`` the attr ``label_dims`` (its label dims, space-separated),
-    which relabelling reads; the pipeline declares every group's parameters the same way before writing
-    (:func:`emvsbayes.results.declare_parameters`)."""
-    for ds in groups.values():
-        for name, info in parameters.items():
-            if name in ds.data_vars:
-                ds[name].attrs["label_dims"] = " ".join(info.label_dims)
 
 
 def uncertainty_groups(family, spec, model_def, data, best, dims, coords, seeds, progress) -> dict[str, xr.Dataset]:
@@ -304,13 +295,12 @@ def bayes_groups(family, spec, model_def, data, restarts, coords, seeds, timings
     reference = family.variables(best.params)
     # Only the reported parameters are relabelled (not the sampler's internal variables); EM's hard
     # allocation is the pivot of relabel = "ecr" (see label_switching_groups).
-    parameters = family.parameters(model_def, data)
-    mark_parameters({"posterior": groups["posterior"]}, parameters)
     reported = groups["posterior"][[name for name in reference if name in groups["posterior"]]]
     groups.update(label_switching_groups(reported, probs=probs, reference=reference,
                                          reference_allocation=np.argmax(family.fit_resp(model_def, data, best), axis=1),
                                          method=b["relabel"], order_var=getattr(family, "order_var", None) or next(iter(reference)),
-                                         interval_prob=spec["report"]["interval_prob"]))
+                                         interval_prob=spec["report"]["interval_prob"],
+                                         declared=family.parameters(model_def, data)))
     # Membership under the relabelled draws: what the posterior says once the labels are fixed.
     perms = groups["posterior_relabelled"]["permutation"].values.reshape(-1, model_def.n_components)
     groups["posterior_membership"]["membership_relabelled"] = (

@@ -408,16 +408,20 @@ def load_coins_csv(
                 "heads must be between 0 and tosses"
             )
 
-    if label_index is None:
-        labels = tuple(f"set {i}" for i in range(1, len(table.rows) + 1))
-    else:
-        labels = tuple(text for _, text in table.cells(label_index))
+    labels = _row_labels(table, label_index, "set {}")
     return CoinData(
         heads=np.asarray(heads_counts, dtype=np.int64),
         tosses=np.asarray(tosses_counts, dtype=np.int64),
         labels=labels,
         source=str(path),
     )
+
+
+def _row_labels(table: Table, label_index: int | None, unnamed: str) -> tuple[str, ...]:
+    """The rows' names: the label column's cells, or ``unnamed`` numbered from 1 (``"set {}"``)."""
+    if label_index is None:
+        return tuple(unnamed.format(i) for i in range(1, len(table.rows) + 1))
+    return tuple(text for _, text in table.cells(label_index))
 
 
 def _parse_count(table: Table, line: int, column: str, text: str) -> int:
@@ -478,10 +482,7 @@ def load_counts_csv(
     index = table.column(counts, "name the count column with data.counts = '...'")
     label_index = None if label is None else table.column(label, "name the label column with data.label = '...'")
     values = [_parse_count(table, line, counts, text) for line, text in table.cells(index)]
-    if label_index is None:
-        labels = tuple(str(i) for i in range(1, len(table.rows) + 1))
-    else:
-        labels = tuple(text for _, text in table.cells(label_index))
+    labels = _row_labels(table, label_index, "{}")
     return CountData(counts=np.asarray(values, dtype=np.int64), labels=labels, column=counts, source=str(path))
 
 
@@ -655,10 +656,7 @@ def load_continuous_csv(
         x, center, scale = standardize_columns(x, chosen, table.name)
         transforms.append(STANDARDIZE_TRANSFORM)
 
-    if label_index is None:
-        labels = tuple(str(i) for i in range(1, len(table.rows) + 1))
-    else:
-        labels = tuple(text for _, text in table.cells(label_index))
+    labels = _row_labels(table, label_index, "{}")
     known = None
     if truth_index is not None:
         known = tuple(text for _, text in table.cells(truth_index))

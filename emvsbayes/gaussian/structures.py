@@ -23,6 +23,7 @@ U_k with P_k = U_k U_k^T; tied (D, D); diag (K, D) 1 / sd; spherical (K,) 1 / sd
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -106,7 +107,7 @@ def _factorise_elementwise(cov, second, reg_z, reg_covar, iteration):
 
 
 @dataclass(frozen=True, slots=True)
-class CovarianceStructure:
+class CovarianceStructure(ABC):
     """What one covariance structure contributes to the EM steps (see the module docstring).
 
     Arguments named as in the steps: ``nk`` (K,) expected counts, ``mu_z`` (K, D) means relative to
@@ -132,21 +133,26 @@ class CovarianceStructure:
     def n_free_parameters(self, n_components: int, dim: int) -> int:
         return n_free_parameters(n_components, dim, self.name)
 
+    @abstractmethod
     def n_design(self, d: int) -> int:
         raise NotImplementedError
 
+    @abstractmethod
     def design(self, z: np.ndarray, out: np.ndarray) -> None:
         """Rows 1.. of the design of z (D, n) into ``out`` (F, n) (row 0, the ones, is the caller's)."""
         raise NotImplementedError
 
+    @abstractmethod
     def second_moments(self, sums: np.ndarray, zz_total: np.ndarray) -> np.ndarray:
         """``sum_zz`` from the weighted design sums (K, F) (``zz_total`` (D, D): sum_i z_i z_i^T)."""
         raise NotImplementedError
 
+    @abstractmethod
     def covariance(self, nk, mu_z, sum_zz) -> np.ndarray:
         """The maximising covariance before ``reg_covar``, in standardised units."""
         raise NotImplementedError
 
+    @abstractmethod
     def per_unit_weight(self, second: np.ndarray, nk: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -158,15 +164,18 @@ class CovarianceStructure:
         covariance that is not numerically positive definite."""
         return _factorise_elementwise(cov, second, reg_z, reg_covar, iteration)
 
+    @abstractmethod
     def empty_as_identity(self, cov, second, empty) -> tuple[np.ndarray, np.ndarray]:
         """``cov`` and ``second`` with an empty component's (``empty`` (K,)) replaced by the identity, so
         it factorises (it keeps its old factor, see :meth:`keep_empty`)."""
         raise NotImplementedError
 
+    @abstractmethod
     def keep_empty(self, new, old, empty) -> np.ndarray:
         """The new factors, an empty component's replaced by its ``old`` one."""
         raise NotImplementedError
 
+    @abstractmethod
     def slack(self, nk, cov, reg_z, d: int) -> float:
         """sum_k n_k / 2 [log|S_k + R| - log|S_k| + tr((S_k + R)^-1 S_k) - D] (see
         :func:`emvsbayes.gaussian.em.regularisation_slack`)."""
