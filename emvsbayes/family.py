@@ -22,6 +22,18 @@ Studies ask a family for its grid (``study_axes()``: name -> (default, check)), 
 (``study_prior_keys()``), an optional ``study_check(cell, kind, source)`` of a cell's limits, and the
 ``study_model`` / ``study_truth`` / ``study_data`` / ``study_shape`` of a cell; the report asks for
 ``describe(spec)``, the model in words.
+
+The uncertainty ladder (:mod:`emvsbayes.ladder`) asks for two optional members; a family without one gets
+no such rung and the ladder says why:
+
+- ``map_fit(model_def, data, init, options) -> EMFit``: EM for the posterior mode under the family's own
+  PyMC priors (the density of the parameters themselves, PyMC's ``compile_logp(jacobian=False)``), from
+  ``init``; ``EMFit.loglik`` is that log posterior; ``options`` as :func:`emvsbayes.em.fit_em`. A prior
+  with no mode (a concentration below 1) or a model it does not cover raises ``ValueError`` whose message
+  is the one-line reason;
+- ``weighted_fit(model_def, data, init, weights, options) -> BatchedEMFit``: B soft EM fits from ``init``
+  at once, fit b maximising the weighted log-likelihood sum_i ``weights[b, i]`` log p(x_i | params)
+  (the Bayesian bootstrap's refits; ``weights`` (B, N)).
 """
 
 from __future__ import annotations
@@ -192,3 +204,32 @@ def alr_inverse(eta):
     z = np.exp(z - z.max())
     return z / z.sum()
 
+
+
+def dirichlet_log_density(w, concentration: float) -> float:
+    """log Dirichlet(w | concentration, ..., concentration) with its normalising constant (PyMC's), the
+    weights' prior of every mixture family; -inf off the simplex's interior where the density is 0."""
+    import numpy as np
+    from scipy.special import gammaln, xlogy
+
+    w = np.asarray(w, dtype=float)
+    k = w.shape[-1]
+    with np.errstate(divide="ignore"):
+        return float(gammaln(k * concentration) - k * gammaln(concentration) + np.sum(xlogy(concentration - 1, w)))
+
+
+def dirichlet_mode_weights(expected_counts, concentration: float):
+    """The weights maximising sum_k n_k log w_k + log Dirichlet(w | concentration): (n_k + c - 1) / (N + K (c - 1)),
+    the MAP-EM M-step of the mixture weights (needs c >= 1, :func:`check_mode_concentration`)."""
+    import numpy as np
+
+    counts = np.asarray(expected_counts, dtype=float) + concentration - 1
+    return counts / counts.sum()
+
+
+def check_mode_concentration(name: str, value: float) -> None:
+    """``ValueError`` (one line, the reason MAP-EM gives) when a Dirichlet / Beta / Gamma shape below 1
+    makes the prior density unbounded at a boundary, where the posterior has no mode."""
+    if value < 1:
+        raise ValueError(f"{name} = {value}: a prior with a shape below 1 is unbounded at the boundary, so the "
+                         f"posterior has no mode: use {name} >= 1 for MAP-EM")

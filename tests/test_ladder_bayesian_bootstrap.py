@@ -7,13 +7,24 @@ import pytest
 
 from emvsbayes.coins.em import fit as coin_fit
 from emvsbayes.coins.model import CoinMixture, CoinParams
+from emvsbayes.data.records import CoinData
+from emvsbayes.family import get_family
+from emvsbayes.gaussian.family import as_continuous_data
 from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams
-from emvsbayes.ladder.bayesian_bootstrap import (
-    bayesian_bootstrap,
-    coin_refit,
-    dirichlet_weights,
-    gaussian_refit,
-)
+from emvsbayes.ladder.bayesian_bootstrap import bayesian_bootstrap, dirichlet_weights, weighted_refit
+
+
+def coin_refit(model, heads, tosses, reference):
+    data = CoinData(heads, tosses, tuple(f"set {i + 1}" for i in range(len(heads))))
+    refit, reason = weighted_refit(get_family("coins"), model, data, reference, {})
+    assert reason == ""
+    return refit
+
+
+def gaussian_refit(model, x, reference):
+    refit, reason = weighted_refit(get_family("gaussian"), model, as_continuous_data(x), reference, {})
+    assert reason == ""
+    return refit
 
 
 def test_weights_sum_to_n_and_have_the_dirichlet_moments():

@@ -1,6 +1,7 @@
 """The ladder driver through the family protocol's names, on the registered families: the coin mixture
 (with MAP-EM and the Bayesian bootstrap) and a 2-D Gaussian mixture (full covariances: the LKJ Cholesky
-transform that ADVI's start must pass through; MAP-EM not covered, said with a reason)."""
+transform that ADVI's start must pass through); a family without the optional members gets no such rung
+and a reason."""
 
 import numpy as np
 import pytest
@@ -10,10 +11,10 @@ from emvsbayes.coins.model import CoinMixture, CoinParams
 from emvsbayes.data.records import CoinData
 from emvsbayes.family import get_family
 from emvsbayes.gaussian.model import GaussianParams
-from emvsbayes.ladder import adapters
-from emvsbayes.ladder.bayesian_bootstrap import coin_refit
+from emvsbayes.coins.map_em import fit_coin_map
+from emvsbayes.ladder.bayesian_bootstrap import weighted_refit
 from emvsbayes.ladder.build import LadderOptions, run_ladder, sampled_labels
-from emvsbayes.ladder.map_em import fit_coin_map
+from emvsbayes.ladder.map_em import map_point
 from emvsbayes.ladder.partition import canonical
 from emvsbayes.ladder.results import RungSummary
 
@@ -36,8 +37,9 @@ def ladder():
     mle = RungSummary("mle_wald", "EM's maximum.", {"theta": {"estimate": em.theta}, "w": {"estimate": em.w}})
     options = LadderOptions(n_draws=300, vi_methods=("fullrank",), vi_iter=1500, n_replicates=50, partition_draws=100)
     map_params = fit_coin_map(model_def, HEADS, TOSSES, em).params
+    refit, _ = weighted_refit(get_family("coins"), model_def, data, em, {})
     groups = run_ladder(get_family("coins"), model_def, data, em, seed=1, options=options,
-                        refit_weighted=coin_refit(model_def, HEADS, TOSSES, em), before=[mle], map_params=map_params)
+                        refit_weighted=refit, before=[mle], map_params=map_params)
     return em, groups
 
 
@@ -78,7 +80,7 @@ def gaussian_ladder():
     data = family.simulate(model_def, truth, 80, np.random.default_rng(3))
     em = family.fit(model_def, data, truth).params
     options = LadderOptions(n_draws=200, vi_methods=("fullrank",), vi_iter=300, n_replicates=20, partition_draws=60)
-    refit, reason = adapters.weighted_refit(family, model_def, data, em, {})
+    refit, reason = weighted_refit(family, model_def, data, em, {})
     assert reason == ""
     groups = run_ladder(family, model_def, data, em, seed=2, options=options, refit_weighted=refit)
     return family, model_def, data, em, groups
@@ -100,20 +102,27 @@ def test_gaussian_ladder_runs_through_the_protocol(gaussian_ladder):
     np.testing.assert_allclose(sim, (labels[:, None] == labels[None, :]).astype(float), atol=0.05)
 
 
-def test_map_em_adapter_says_why_it_skips_a_2d_gaussian():
+def test_map_em_says_why_a_family_has_no_map_rung():
+    # The hidden Markov model has no map_fit; a Gaussian model whose LKJ prior has no mode is refused.
+    family = get_family("hmm")
+    params, reason = map_point(family, None, None, None, {})
+    assert params is None and reason == "MAP-EM is not written for the hmm family"
+    refit, reason = weighted_refit(family, None, None, None, {})
+    assert refit is None and reason == "the weighted EM refit is not written for the hmm family"
     family = get_family("gaussian")
     model_def, truth, _ = family.example()
     data = family.simulate(model_def, truth, 30, np.random.default_rng(0))
-    params, reason = adapters.map_fit(family, model_def, data, truth, {})
-    assert params is None and "1-D" in reason and "2 columns" in reason
+    modeless = type(model_def)(model_def.n_components, "full", priors=type(model_def.priors)(lkj_eta=0.5))
+    params, reason = map_point(family, modeless, data, truth, {})
+    assert params is None and reason.startswith("MAP-EM skipped: lkj_eta = 0.5") and "no mode" in reason
 
 
-def test_map_em_adapter_fits_the_coins_as_map_em_does():
+def test_map_em_of_the_family_fits_the_coins_as_map_em_does():
     family = get_family("coins")
     model_def = CoinMixture(n_components=2, weights="estimated", theta_prior=(2.0, 2.0), w_concentration=2.0)
     data = CoinData(HEADS, TOSSES, tuple(f"set {i + 1}" for i in range(8)))
     init = CoinParams([0.8, 0.2], [0.5, 0.5])
-    params, reason = adapters.map_fit(family, model_def, data, init, {"tol": 1e-12})
+    params, reason = map_point(family, model_def, data, init, {"tol": 1e-12})
     direct = fit_coin_map(model_def, HEADS, TOSSES, init, tol=1e-12).params
     assert reason == ""
     np.testing.assert_allclose(params.theta, direct.theta, rtol=1e-12)

@@ -9,7 +9,7 @@ from emvsbayes.coins.bayes import build_model
 from emvsbayes.coins.em import fit as mle_fit
 from emvsbayes.coins.model import CoinMixture, CoinParams
 from emvsbayes.ladder.laplace import constrained_values, unconstrained_start
-from emvsbayes.ladder.map_em import fit_coin_map
+from emvsbayes.coins.map_em import fit_coin_map
 
 HEADS = np.array([9, 8, 7, 2, 1, 3, 8, 2, 5])
 TOSSES = np.array([10, 10, 10, 10, 10, 10, 12, 8, 10])
@@ -75,14 +75,14 @@ def test_gaussian_1d_map_em_equals_scipy_on_the_pymc_log_posterior():
     from emvsbayes.gaussian.bayes import build_model as gaussian_model
     from emvsbayes.gaussian.em import fit as gaussian_fit
     from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, GaussianPriors
-    from emvsbayes.ladder.map_em import fit_gaussian_1d_map
+    from emvsbayes.gaussian.map_em import fit_gaussian_map
 
     rng = np.random.default_rng(4)
     x = np.concatenate([rng.normal(-1.5, 0.6, 12), rng.normal(1.0, 1.0, 15)])
     model_def = GaussianMixtureModel(n_components=2, covariance_type="full", reg_covar=0.0,
                                      priors=GaussianPriors(w_concentration=3.0, sigma_scale=(0.5,)))
     init = GaussianParams.from_covariances([0.5, 0.5], [[-1.0], [1.0]], [[[1.0]], [[1.0]]])
-    fit = fit_gaussian_1d_map(model_def, x, init, **TIGHT)
+    fit = fit_gaussian_map(model_def, x, init, **TIGHT)
     assert fit.converged
     model = gaussian_model(model_def, x)
     values = fit.params.variables()

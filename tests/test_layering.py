@@ -52,12 +52,6 @@ NAMES_FAMILIES_ALLOWED = {
     "emvsbayes.spec",  # family-specific spec keys and checks
     "emvsbayes.spec_keys",  # the spec keys' documentation
     "emvsbayes.data.bundled",  # the data kind "coins" of a bundled data set (a data kind, not a family)
-    # The ladder's per-family code (issue 20): MAP-EM's M-steps and the weighted refits for the coins and
-    # 1-D Gaussians, and the table that picks them by family name; they belong in the family packages as
-    # optional members once the protocol names them.
-    "emvsbayes.ladder.map_em",
-    "emvsbayes.ladder.bayesian_bootstrap",
-    "emvsbayes.ladder.adapters",
 }
 
 #: Private names imported across modules that remain (module, name).

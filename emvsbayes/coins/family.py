@@ -358,6 +358,18 @@ class CoinFamily:
         """Soft EM over a leading replicate axis (:func:`emvsbayes.coins.em.fit_batched`)."""
         return em.fit_batched(model_def, sets, init, n_fits, **options)
 
+    def map_fit(self, model_def, data, init, options: dict):
+        """MAP-EM under the Beta and Dirichlet priors (:func:`emvsbayes.coins.map_em.fit_coin_map`)."""
+        from emvsbayes.coins.map_em import fit_coin_map
+
+        return fit_coin_map(model_def, data.heads, data.tosses, init, **options)
+
+    def weighted_fit(self, model_def, data, init, weights, options: dict):
+        """Soft EM of each row of ``weights`` (B, N) from ``init``: the weights are the sets' multiplicities."""
+        weights = np.asarray(weights, dtype=float)
+        sets = em.CoinSets(np.asarray(data.heads)[None], np.asarray(data.tosses)[None], weights)
+        return em.fit_batched(model_def, sets, init, len(weights), **options)
+
     def restart_batches(self, model_def, data, options) -> tuple[Callable | None, int]:
         """Coins fit their few starts one at a time."""
         return None, 1

@@ -560,6 +560,19 @@ class GaussianFamily:
         """Soft EM over a leading replicate axis (:func:`emvsbayes.gaussian.em.fit_batched`)."""
         return em.fit_batched(model_def, sets, init, n_fits, **options)
 
+    def map_fit(self, model_def, data, init, options: dict):
+        """MAP-EM under the PyMC model's priors, every structure (:func:`emvsbayes.gaussian.map_em.fit_gaussian_map`)."""
+        from emvsbayes.gaussian.map_em import fit_gaussian_map
+
+        return fit_gaussian_map(model_def, _matrix(data), init, **options)
+
+    def weighted_fit(self, model_def, data, init, weights, options: dict):
+        """Soft EM of each row of ``weights`` (B, N) from ``init``, in the data's own standardised frame."""
+        x = _matrix(data)
+        weights = np.asarray(weights, dtype=float)
+        sets = em.GaussianSets(x[None], weights, em.prepare(model_def, x).frame)
+        return em.fit_batched(model_def, sets, init, len(weights), **options)
+
     def restart_batches(self, model_def, data, options) -> tuple[Callable | None, int]:
         return batched_restarts(model_def, _matrix(data), options)
 

@@ -7,7 +7,7 @@ and an xarray edge, and states in ``ASSUMES`` what it assumes, one sentence the 
 - :mod:`~emvsbayes.ladder.vi`: ADVI (mean-field, full-rank) with PyMC's ``pm.fit``, and PSIS's Pareto k;
 - :mod:`~emvsbayes.ladder.partition`: co-clustering matrices and a point partition with its credible ball;
 - :mod:`~emvsbayes.ladder.bayesian_bootstrap`: EM refits with Dirichlet(1, ..., 1) row weights;
-- :mod:`~emvsbayes.ladder.map_em`: EM for the posterior mode under the PyMC model's priors (coins; 1-D Gaussian by ECM);
+- :mod:`~emvsbayes.ladder.map_em`: EM for the posterior mode under the PyMC model's priors (the family's ``map_fit``);
 - :mod:`~emvsbayes.ladder.results`: the ``uncertainty_ladder`` and ``coclustering`` results groups;
 - :mod:`~emvsbayes.ladder.build`: :func:`~emvsbayes.ladder.build.run_ladder`, the rungs for one data set through
   the family protocol's names, giving both groups (rendered by :mod:`emvsbayes.report.ladder`).

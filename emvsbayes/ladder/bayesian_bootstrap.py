@@ -5,8 +5,8 @@ they sum to N, as the nonparametric bootstrap's counts do, but vary smoothly ins
 and maximises the weighted log-likelihood sum_i w_i log p(x_i | params) by EM from the reference answer.
 Weights enter EM generically, through the statistics: the E-step's responsibilities of row i are
 multiplied by w_i before the M-step sums them, exactly as a resample's counts are (a count is an
-integer weight), so both families' batched steps (``counts`` of :class:`emvsbayes.coins.em.CoinSets`
-and :class:`emvsbayes.gaussian.em.GaussianSets`) take the weights unchanged: no M-step needed a change.
+integer weight), so a family's batched steps take the weights unchanged: no M-step needed a change. The
+refit is the family's optional protocol member ``weighted_fit`` (:mod:`emvsbayes.family`).
 
 Each replicate's components are renamed to match the reference answer (:func:`emvsbayes.labels.pivot`),
 as the other bootstraps' are. Randomness: replicate b draws its weights from its own child
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ASSUMES", "BayesianBootstrap", "bayesian_bootstrap", "coin_refit", "dirichlet_weights",
-           "gaussian_refit", "row_variables"]
+__all__ = ["ASSUMES", "BayesianBootstrap", "bayesian_bootstrap", "dirichlet_weights", "row_variables",
+           "weighted_refit"]
 
 #: What this rung assumes, one sentence for the report.
 ASSUMES = ("Bayesian bootstrap: the observed rows are the whole population up to Dirichlet(1, ..., 1) weights "
@@ -90,7 +90,7 @@ def bayesian_bootstrap(refit_weighted: Callable[[np.ndarray], object], reference
     ----------
     refit_weighted
         ``weights (B, N) -> emvsbayes.em.BatchedEMFit``: EM of B weighted fits from the reference
-        answer (:func:`coin_refit`, :func:`gaussian_refit`, or a family's batched fit).
+        answer (:func:`weighted_refit`: the family's ``weighted_fit``).
     reference
         The EM answer's variables, name -> (K, ...): component j of every replicate is matched to its j.
     weights
@@ -116,28 +116,14 @@ def bayesian_bootstrap(refit_weighted: Callable[[np.ndarray], object], reference
                              np.asarray(fit.converged, dtype=bool) & ok, errors)
 
 
-def coin_refit(model_def, heads, tosses, reference, **options) -> Callable[[np.ndarray], object]:
-    """``weights -> BatchedEMFit`` for the coin mixture: soft EM of each weighting from ``reference``."""
-    from emvsbayes.coins.em import CoinSets, fit_batched
-
-    heads, tosses = np.asarray(heads), np.asarray(tosses)
-
-    def refit(weights):
-        return fit_batched(model_def, CoinSets(heads[None], tosses[None], weights), reference, len(weights),
-                           **options)
-
-    return refit
-
-
-def gaussian_refit(model_def, x, reference, **options) -> Callable[[np.ndarray], object]:
-    """``weights -> BatchedEMFit`` for the Gaussian mixture: soft EM of each weighting from ``reference``."""
-    from emvsbayes.gaussian.em import GaussianSets, fit_batched, prepare
-    from emvsbayes.gaussian.model import as_data_matrix
-
-    x = as_data_matrix(x)
-    frame = prepare(model_def, x).frame
+def weighted_refit(family, model_def, data, reference, options: dict) -> tuple[Callable | None, str]:
+    """(``weights -> BatchedEMFit``: the family's ``weighted_fit`` from ``reference``, "") or (None, why there
+    is no Bayesian bootstrap for this family)."""
+    fit = getattr(family, "weighted_fit", None)
+    if fit is None:
+        return None, f"the weighted EM refit is not written for the {family.name} family"
 
     def refit(weights):
-        return fit_batched(model_def, GaussianSets(x[None], weights, frame), reference, len(weights), **options)
+        return fit(model_def, data, reference, weights, options)
 
-    return refit
+    return refit, ""

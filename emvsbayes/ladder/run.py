@@ -1,8 +1,8 @@
 """The ladder inside a run: the rungs the run already computed (MLE + Wald, its bootstrap, NUTS, the exact
 posterior) read from its groups, the ladder's own rungs computed by :func:`emvsbayes.ladder.build.run_ladder`.
 
-Family-agnostic: MAP-EM and the weighted refit come from :mod:`emvsbayes.ladder.adapters`; a rung a
-family cannot give is left out and the reason stored in the group's attr ``skipped`` (JSON), which the
+Family-agnostic: MAP-EM and the weighted refit are the family's optional members ``map_fit`` and
+``weighted_fit`` (:mod:`emvsbayes.family`); a rung a family cannot give is left out and the reason stored in the group's attr ``skipped`` (JSON), which the
 report shows.
 """
 
@@ -75,7 +75,7 @@ def _exact(groups, names, em) -> RungSummary | None:
 def ladder_groups(family, spec, model_def, data, groups: dict, em_params, seed: int, em_options: dict,
                   timings: dict, progress=None) -> dict[str, xr.Dataset]:
     """The ``uncertainty_ladder`` and ``coclustering`` groups of a run whose other groups are ``groups``."""
-    from emvsbayes.ladder import adapters
+    from emvsbayes.ladder.bayesian_bootstrap import weighted_refit
     from emvsbayes.ladder.build import LadderOptions, run_ladder
 
     ladder = spec["ladder"]
@@ -106,12 +106,14 @@ def ladder_groups(family, spec, model_def, data, groups: dict, em_params, seed: 
 
     map_params = None
     if "map_em" in wanted:
-        map_params, reason = adapters.map_fit(family, model_def, data, em_params, em_options)
+        from emvsbayes.ladder.map_em import map_point
+
+        map_params, reason = map_point(family, model_def, data, em_params, em_options)
         if map_params is None:
             skipped["map_em"] = reason
     refit = None
     if "bootstrap_bayesian" in wanted:
-        refit, reason = adapters.weighted_refit(family, model_def, data, em_params, em_options)
+        refit, reason = weighted_refit(family, model_def, data, em_params, em_options)
         if refit is None:
             skipped["bootstrap_bayesian"] = reason
     methods = tuple(m for m in ("meanfield", "fullrank") if f"advi_{m}" in wanted)

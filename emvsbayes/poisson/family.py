@@ -380,6 +380,17 @@ class PoissonFamily:
                             None if row_weights is None else np.asarray(row_weights, dtype=float))
         return em.fit_batched(model_def, sets, init, n_fits, **options)
 
+    def map_fit(self, model_def, data: CountData, init, options: dict) -> EMFit:
+        """MAP-EM under the Gamma and Dirichlet priors (:func:`emvsbayes.poisson.map_em.fit_poisson_map`)."""
+        from emvsbayes.poisson.map_em import fit_poisson_map
+
+        return fit_poisson_map(model_def, data.counts, init, **options)
+
+    def weighted_fit(self, model_def, data: CountData, init, weights, options: dict):
+        """Soft EM of each row of ``weights`` (B, N) from ``init``: the weights are the rows' multiplicities."""
+        weights = np.asarray(weights, dtype=float)
+        return self.fit_batched(model_def, data, init, len(weights), row_weights=weights, **options)
+
     # -- observed information -------------------------------------------------------------------
 
     def unconstrained_names(self, model_def: PoissonMixture, data=None) -> tuple[str, ...]:
