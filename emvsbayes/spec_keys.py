@@ -75,7 +75,7 @@ KEY_DOCS: dict[tuple[str, str], str] = {
     ("model_choice", "chains"): "chains per K",
     ("model_choice", "draws"): "draws per chain per K",
     ("ladder", "enabled"): "run the uncertainty ladder (Laplace at the posterior mode, and the rungs below) after the posterior",
-    ("ladder", "rungs"): 'rungs besides Laplace: "map_em" (coins, 1-D Gaussians), "advi_meanfield", "advi_fullrank", "bootstrap_bayesian"',
+    ("ladder", "rungs"): 'rungs besides Laplace: "map_em" (coins, Gaussians, Poisson), "advi_meanfield", "advi_fullrank", "bootstrap_bayesian"',
     ("ladder", "vi_iter"): "ADVI iterations (pm.fit) per ADVI rung",
     ("ladder", "draws"): "draws from the Laplace and ADVI approximations",
     ("ladder", "bootstrap"): "Bayesian-bootstrap EM refits (Dirichlet(1, ..., 1) row weights)",
