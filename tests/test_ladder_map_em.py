@@ -69,24 +69,28 @@ def test_priors_without_a_mode_are_refused():
                      CoinParams([0.7, 0.3], [0.5, 0.5]))
 
 
-def test_gaussian_1d_map_em_equals_scipy_on_the_pymc_log_posterior():
+@pytest.mark.parametrize("covariance", ["full", "tied"])
+def test_gaussian_1d_map_em_equals_scipy_on_the_pymc_log_posterior(covariance):
     from pymc.blocking import DictToArrayBijection, RaveledVars
 
     from emvsbayes.gaussian.bayes import build_model as gaussian_model
+    from emvsbayes.gaussian.bayes import initvals_from_params
     from emvsbayes.gaussian.em import fit as gaussian_fit
     from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams, GaussianPriors
     from emvsbayes.gaussian.map_em import fit_gaussian_map
 
     rng = np.random.default_rng(4)
     x = np.concatenate([rng.normal(-1.5, 0.6, 12), rng.normal(1.0, 1.0, 15)])
-    model_def = GaussianMixtureModel(n_components=2, covariance_type="full", reg_covar=0.0,
+    # 1-D "full" has one HalfNormal sd per component, "tied" one shared sd (sigma_tied).
+    model_def = GaussianMixtureModel(n_components=2, covariance_type=covariance, reg_covar=0.0,
                                      priors=GaussianPriors(w_concentration=3.0, sigma_scale=(0.5,)))
-    init = GaussianParams.from_covariances([0.5, 0.5], [[-1.0], [1.0]], [[[1.0]], [[1.0]]])
+    cov = [[[1.0]], [[1.0]]] if covariance == "full" else [[1.0]]
+    init = GaussianParams.from_covariances([0.5, 0.5], [[-1.0], [1.0]], cov, covariance)
     fit = fit_gaussian_map(model_def, x, init, **TIGHT)
     assert fit.converged
     model = gaussian_model(model_def, x)
     values = fit.params.variables()
-    point = unconstrained_start(model, {"w": values["w"], "mu": values["mu"], "sigma": values["sigma"]})
+    point = unconstrained_start(model, initvals_from_params(model_def, [fit.params])[0])
     raveled = DictToArrayBijection.map({v.name: point[v.name] for v in model.value_vars})
     logp, dlogp = model.compile_logp(jacobian=False), model.compile_dlogp(jacobian=False)
 
@@ -96,8 +100,7 @@ def test_gaussian_1d_map_em_equals_scipy_on_the_pymc_log_posterior():
     # The objective EM reports is PyMC's log posterior at EM's answer.
     assert fit.loglik == pytest.approx(float(logp(as_point(raveled.data))), abs=1e-6)
     # scipy from a start away from EM's answer reaches the same mode.
-    away = unconstrained_start(model, {"w": np.array([0.5, 0.5]), "mu": np.array([-1.0, 1.0]),
-                                       "sigma": np.array([1.0, 1.0])})
+    away = unconstrained_start(model, initvals_from_params(model_def, [init])[0])
     start = DictToArrayBijection.map({v.name: away[v.name] for v in model.value_vars}).data
     result = optimize.minimize(lambda p: -float(logp(as_point(p))), start,
                                jac=lambda p: -np.asarray(dlogp(as_point(p))), method="BFGS",
