@@ -5,7 +5,7 @@ subprocess, first with fresh cache directories (cold: PyTensor's ``base_compiled
 code and nutpie's numba code, ``NUMBA_CACHE_DIR``, JAX's persistent compilation cache, where numpyro's
 compiled samplers go, and ``EMVSBAYES_PROGRAM_CACHE_DIR``, where emvsbayes stores their exported programs),
 then again with the same directories (warm: the sampler is loaded, not built).
-Printed: both wall times, how many files the compile directory gained in each run (0 in the warm run =
+Printed: both wall times and CPU times (user + system of the process), how many files the compile directory gained in each run (0 in the warm run =
 nothing recompiled), and the per-stage seconds the run records in ``results.nc`` (root attribute
 ``timings``, JSON), with the share of the EM bootstrap (the ``em_uncertainty`` stage: standard errors +
 bootstrap replicates) and of sampling.
@@ -58,11 +58,11 @@ def run_spec(spec: str, cache: Path, out: Path, code: Path | None = None) -> dic
     env["JAX_COMPILATION_CACHE_DIR"] = str(cache / "jax")
     env["EMVSBAYES_PROGRAM_CACHE_DIR"] = str(cache / "programs")
     before = count_files(cache)
-    start = time.perf_counter()
+    start, used = time.perf_counter(), _children_cpu()
     proc = subprocess.run([str(EMVSBAYES), "run", str(ROOT / "models" / f"{spec}.toml"), "--quiet", "--out", str(out)],
                           env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
-    result = {"wall": wall, "new_files": count_files(cache) - before}
+    result = {"wall": wall, "cpu": _children_cpu() - used, "new_files": count_files(cache) - before}
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
         result["error"] = (lines[-1] if lines else f"exit status {proc.returncode}")[:300]
@@ -73,6 +73,15 @@ def run_spec(spec: str, cache: Path, out: Path, code: Path | None = None) -> dic
         result["timings"] = json.loads(tree.attrs["timings"])
         result["sampler"] = str(tree["posterior"].attrs.get("sampler", "-")) if "posterior" in tree.children else "-"
     return result
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of finished child processes: on a machine others load, a process's CPU
+    time moves far less than its wall time, so both are printed."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def startup_seconds(args: list[str], repeats: int) -> float:
@@ -101,7 +110,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
           f"command: {EMVSBAYES} run models/SPEC.toml --quiet --out TMP")
-    header = (f"{'spec':<15} {'sampler':<7} | {'cold s':>7} {'new files':>9} | {'warm s':>7} {'new files':>9} | "
+    header = (f"{'spec':<15} {'sampler':<7} | {'cold s':>7} {'CPU s':>6} {'new files':>9} | {'warm s':>7} {'CPU s':>6} "
+              f"{'new files':>9} | "
               f"{'bootstrap share':>15} {'sampling share':>14} | target")
     rows, details, comparisons = [], [], []
     with tempfile.TemporaryDirectory(prefix="emvsbayes-e2e-") as root:
@@ -130,8 +140,8 @@ def main() -> None:
                 cold_t, warm_t = TARGETS[spec]
                 target = (f"cold < {cold_t:.0f}: {'ok' if cold['wall'] < cold_t else 'MISSED'}, "
                           f"warm < {warm_t:.0f}: {'ok' if warm['wall'] < warm_t else 'MISSED'}")
-            rows.append(f"{spec:<15} {warm['sampler']:<7} | {cold['wall']:>7.1f} {cold['new_files']:>9d} | "
-                        f"{warm['wall']:>7.1f} {warm['new_files']:>9d} | {100 * boot / warm['wall']:>14.0f}% "
+            rows.append(f"{spec:<15} {warm['sampler']:<7} | {cold['wall']:>7.1f} {cold['cpu']:>6.1f} {cold['new_files']:>9d} | "
+                        f"{warm['wall']:>7.1f} {warm['cpu']:>6.1f} {warm['new_files']:>9d} | {100 * boot / warm['wall']:>14.0f}% "
                         f"{100 * sampling / warm['wall']:>13.0f}% | {target}")
             print(rows[-1], flush=True)
             details.append(f"{spec} cold: {stage_line(cold['timings'], cold['wall'])}")
@@ -161,7 +171,8 @@ def compare_line(spec: str, mine: dict, reference: dict) -> str:
         return f"{spec:<15} FAILED: {mine.get('error') or reference.get('error')}"
     ours, theirs = mine["timings"].get("em_uncertainty", 0.0), reference["timings"].get("em_uncertainty", 0.0)
     return (f"{spec:<15} EM uncertainty {theirs:.2f} s -> {ours:.2f} s ({theirs / max(ours, 1e-9):.1f}x); "
-            f"whole process {reference['wall']:.1f} s -> {mine['wall']:.1f} s ({reference['wall'] / mine['wall']:.2f}x)")
+            f"whole process {reference['wall']:.1f} s -> {mine['wall']:.1f} s ({reference['wall'] / mine['wall']:.2f}x); "
+            f"CPU {reference['cpu']:.1f} s -> {mine['cpu']:.1f} s ({reference['cpu'] / max(mine['cpu'], 1e-9):.2f}x)")
 
 
 if __name__ == "__main__":

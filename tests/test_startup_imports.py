@@ -145,3 +145,31 @@ assert io_numpyro.jax.random is jax.random and type(sys.modules["jax"]).__name__
 print(json.dumps({"status": 0, "imported": before}))
 """
     assert _in_fresh_interpreter("import json\n" + code) == {"status": 0, "imported": []}
+
+
+LADDER = """
+import sys
+import numpy as np
+from emvsbayes.coins.model import CoinMixture, CoinParams
+from emvsbayes.data.records import CoinData
+from emvsbayes.family import get_family
+from emvsbayes.ladder.build import LadderOptions, run_ladder
+heads, tosses = np.array([5, 7, 8, 9, 4]), np.full(5, 10)
+model_def = CoinMixture(n_components=2, weights="equal", theta_prior=(1.0, 1.0))
+data = CoinData(heads, tosses, tuple(f"set {i}" for i in range(5)))
+em = CoinParams(np.array([0.8, 0.52]), np.array([0.5, 0.5]))
+options = LadderOptions(n_draws=100, vi_methods=("fullrank",), vi_iter=100, n_replicates=10, partition_draws=50)
+groups = run_ladder(get_family("coins"), model_def, data, em, seed=3, options=options)
+assert list(groups["uncertainty_ladder"]["rung"].values) == ["laplace", "advi_fullrank"]
+print(json.dumps({"status": 0, "imported": [name for name in HEAVY if name in sys.modules]}))
+"""
+
+
+def test_a_second_ladder_of_the_same_model_needs_no_pymc():
+    # The first run may build (and store) the Laplace and ADVI programs with PyMC; a later process with
+    # the same model loads them and runs both rungs with JAX alone (issue 21: PyMC's import and
+    # compiles were most of a warm lecture run).
+    _in_fresh_interpreter("import json\n" + LADDER)
+    report = _in_fresh_interpreter("import json\n" + LADDER)
+    # (arviz-base's lazy placeholder for numpyro sits in sys.modules whenever arviz-stats is imported.)
+    assert not {"pymc", "pytensor", "nutpie", "numba"} & set(report["imported"]), report

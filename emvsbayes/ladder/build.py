@@ -34,6 +34,10 @@ class LadderOptions:
     interval_prob: float = 0.89
     ball_prob: float = 0.95
     partition_draws: int = 400
+    #: ``"programs"``: Laplace and ADVI on the model's exported JAX programs, kept on disk per model
+    #: (:mod:`emvsbayes.ladder.programs`; no PyMC once stored) when the family names its model by a
+    #: recipe; ``"pymc"``: compile the PyMC model's functions in this process.
+    engine: str = "programs"
 
 
 def sampled_labels(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -74,8 +78,17 @@ def run_ladder(family, model_def, data, em_params, *, seed: int, options: Ladder
         info = {name: info[name] for name in parameters}
     names = list(info)
     reference = {name: np.asarray(v) for name, v in family.variables(em_params).items()}
-    model = family.pymc_model(model_def, data)
     start = family.initvals(model_def, [em_params])[0]
+    programs = None
+    if options.engine == "programs" and hasattr(family, "model_recipe"):
+        from emvsbayes.ladder import programs as ladder_programs
+
+        recipe = family.model_recipe(model_def, data)
+        if recipe.key is not None:
+            settings = ladder_programs.AdviSettings(methods=tuple(options.vi_methods), n_iter=options.vi_iter)
+            programs, _ = ladder_programs.obtain(recipe, settings)
+    model = family.pymc_model(model_def, data) if programs is None else None
+    constrain = programs.constrained_values if programs is not None else None
     rungs, draw_sets = [], {}
     if map_params is not None:
         from emvsbayes.ladder import map_em
@@ -86,10 +99,15 @@ def run_ladder(family, model_def, data, em_params, *, seed: int, options: Ladder
     def keep(draws):
         return {name: np.asarray(draws[name]) for name in names if name in draws}
 
-    (fit, draws), seconds = _timed(lambda: (lambda f: (f, lp.laplace_draws(model, f, options.n_draws,
-                                                                             np.random.default_rng(children[0]))))(
-        lp.laplace(model, start)))
-    at_mode = {name: value[0] for name, value in lp.constrained_values(model, fit.point_map_info, fit.mode).items()}
+    def one_laplace():
+        fit = lp.laplace(model, start) if programs is None else lp.laplace_programs(programs, start)
+        return fit, lp.laplace_draws(model, fit, options.n_draws, np.random.default_rng(children[0]),
+                                     constrain=constrain)
+
+    (fit, draws), seconds = _timed(one_laplace)
+    at_mode = {name: value[0] for name, value in
+               (lp.constrained_values(model, fit.point_map_info, fit.mode) if programs is None
+                else constrain(fit.mode)).items()}
     summary = draws_summary(keep(draws), options.interval_prob)
     for name in summary:
         summary[name]["estimate"] = at_mode[name]
@@ -100,9 +118,15 @@ def run_ladder(family, model_def, data, em_params, *, seed: int, options: Ladder
         rng = np.random.default_rng(children[1].spawn(len(options.vi_methods))[i])
 
         def one_vi(method=method, rng=rng):
-            fitted = vi.fit_vi(model, method, options.vi_iter, int(rng.integers(2**31)), start=start)
-            return fitted, vi.vi_draws(model, fitted, options.n_draws, rng), vi.pareto_k(model, fitted,
-                                                                                        options.n_draws, rng)
+            seed = int(rng.integers(2**31))
+            if programs is None:
+                fitted = vi.fit_vi(model, method, options.vi_iter, seed, start=start)
+                log_posterior_batch = None
+            else:
+                fitted = vi.fit_vi_programs(programs, method, seed, start=start)
+                log_posterior_batch = programs.logp_batch
+            return fitted, vi.vi_draws(model, fitted, options.n_draws, rng, constrain=constrain), vi.pareto_k(
+                model, fitted, options.n_draws, rng, log_posterior_batch=log_posterior_batch)
 
         (fitted, draws, diagnostic), seconds = _timed(one_vi)
         rungs.append(RungSummary(f"advi_{method}", vi.ASSUMES[method], draws_summary(keep(draws), options.interval_prob),

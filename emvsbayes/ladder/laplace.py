@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ASSUMES", "LaplaceFit", "constrained_values", "laplace", "laplace_draws", "to_dataset",
-           "unconstrained_start"]
+__all__ = ["ASSUMES", "LaplaceFit", "constrained_values", "find_mode", "laplace", "laplace_draws", "laplace_programs",
+           "to_dataset", "unconstrained_start"]
 
 #: What this rung assumes, one sentence for the report.
 ASSUMES = ("Laplace: the posterior is one Gaussian on the unconstrained scale, centred at the mode with the "
@@ -102,7 +102,6 @@ def laplace(model, start: dict[str, Any] | None = None, *, gtol: float = 1e-8, h
         approximation exists there).
     """
     from pymc.blocking import DictToArrayBijection, RaveledVars
-    from scipy.optimize import minimize
 
     value_vars = list(model.value_vars)
     point = unconstrained_start(model, start)
@@ -125,17 +124,34 @@ def laplace(model, start: dict[str, Any] | None = None, *, gtol: float = 1e-8, h
     def grad(phi) -> np.ndarray:
         return np.asarray(dlogp_fn(as_point(phi)), dtype=float).ravel()
 
-    def hess(phi) -> np.ndarray:
-        if d2logp_fn is not None:
-            return np.atleast_2d(np.asarray(d2logp_fn(as_point(phi)), dtype=float))
-        out = np.empty((phi.size, phi.size))
-        for j in range(phi.size):
-            step = np.zeros(phi.size)
-            step[j] = DIFFERENCE_STEP * max(1.0, abs(phi[j]))
-            out[:, j] = (grad(phi + step) - grad(phi - step)) / (2 * step[j])
-        return (out + out.T) / 2
+    def exact_hessian(phi) -> np.ndarray:
+        return np.atleast_2d(np.asarray(d2logp_fn(as_point(phi)), dtype=float))
+
+    hess = exact_hessian if d2logp_fn is not None else None
 
     phi0 = np.asarray(raveled.data, dtype=float)
+    phi, h, cov, message = find_mode(logp, grad, phi0, gtol=gtol, hess=hess)
+    return LaplaceFit(tuple(v.name for v in value_vars), info, phi, logp(phi), h, cov,
+                      float(np.max(np.abs(grad(phi)))), message)
+
+
+def find_mode(logp, grad, phi0: np.ndarray, *, gtol: float = 1e-8, hess=None):
+    """(mode phi*, Hessian there, (-H)^-1, the optimiser's message) of the log posterior ``logp`` with
+    gradient ``grad`` (functions of a flat vector) from ``phi0``: BFGS, then Newton steps with the
+    Hessian ``hess(phi)`` (default: central differences of ``grad``). Raises ``ValueError`` as
+    :func:`laplace` says."""
+    from scipy.optimize import minimize
+
+    if hess is None:
+        def hess(phi) -> np.ndarray:
+            out = np.empty((phi.size, phi.size))
+            for j in range(phi.size):
+                step = np.zeros(phi.size)
+                step[j] = DIFFERENCE_STEP * max(1.0, abs(phi[j]))
+                out[:, j] = (grad(phi + step) - grad(phi - step)) / (2 * step[j])
+            return (out + out.T) / 2
+
+    phi0 = np.asarray(phi0, dtype=float)
     if not np.isfinite(logp(phi0)):
         raise ValueError("the log posterior is not finite at the start: give a start inside the support")
     result = minimize(lambda p: -logp(p), phi0, jac=lambda p: -grad(p), method="BFGS",
@@ -157,8 +173,15 @@ def laplace(model, start: dict[str, Any] | None = None, *, gtol: float = 1e-8, h
                          "(a saddle or a mode at the edge of the space): the Laplace approximation does not exist")
     cov = np.linalg.inv(-h)
     cov = (cov + cov.T) / 2
-    return LaplaceFit(tuple(v.name for v in value_vars), info, phi, logp(phi), h, cov,
-                      float(np.max(np.abs(grad(phi)))), str(result.message))
+    return phi, h, cov, str(result.message)
+
+
+def laplace_programs(programs, start: dict[str, Any] | None = None, *, gtol: float = 1e-8) -> LaplaceFit:
+    """:func:`laplace` on a model's exported programs (:class:`emvsbayes.ladder.programs.LadderPrograms`):
+    the same search on the same log posterior, without PyMC (Hessian by differences)."""
+    phi, h, cov, message = find_mode(programs.logp, programs.grad, programs.unconstrained_start(start), gtol=gtol)
+    return LaplaceFit(tuple(entry[0] for entry in programs.point_map_info), programs.point_map_info, phi,
+                      programs.logp(phi), h, cov, float(np.max(np.abs(programs.grad(phi)))), message)
 
 
 def _negative_definite(h: np.ndarray) -> bool:
@@ -169,15 +192,18 @@ def _negative_definite(h: np.ndarray) -> bool:
     return True
 
 
-def laplace_draws(model, fit: LaplaceFit, n_draws: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def laplace_draws(model, fit: LaplaceFit, n_draws: int, rng: np.random.Generator, *, constrain=None
+                  ) -> dict[str, np.ndarray]:
     """``n_draws`` draws from N(mode, cov) mapped back to the constrained scale.
 
     Returns name -> (S, ...) for every free variable and deterministic of ``model`` (constrained names,
     e.g. ``theta``, ``w``), plus ``"_unconstrained"`` (S, P), the Gaussian draws themselves.
+    ``constrain(phi) -> {name: (S, ...)}`` replaces the model's transforms (an exported program's).
     """
     chol = np.linalg.cholesky(fit.cov)
     phi = fit.mode + rng.standard_normal((n_draws, fit.mode.size)) @ chol.T
-    return {**constrained_values(model, fit.point_map_info, phi), "_unconstrained": phi}
+    values = constrained_values(model, fit.point_map_info, phi) if constrain is None else constrain(phi)
+    return {**values, "_unconstrained": phi}
 
 
 def constrained_values(model, point_map_info: tuple, phi: np.ndarray) -> dict[str, np.ndarray]:

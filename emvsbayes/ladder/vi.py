@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ASSUMES", "METHODS", "ParetoDiagnostic", "VIFit", "elbo_window_means", "fit_vi", "pareto_k",
-           "vi_draws"]
+           "fit_vi_programs", "vi_draws"]
 
 #: What each method assumes, one sentence for the report.
 ASSUMES = {
@@ -119,6 +119,24 @@ def fit_vi(model, method: str, n_iter: int, seed: int, *, start: dict | None = N
                  sd_jitter)
 
 
+def fit_vi_programs(programs, method: str, seed: int, *, start: dict | None = None) -> VIFit:
+    """:func:`fit_vi` on a model's exported ADVI program (:mod:`emvsbayes.ladder.programs`; its
+    ``settings`` fix the iterations, learning rate and Monte Carlo draws): the same q, objective and Adam
+    steps, JAX's random stream instead of PyTensor's, no PyMC."""
+    if method not in METHODS:
+        raise ValueError(f"unknown VI method {method!r}: use one of {sorted(METHODS)}")
+    mu0 = programs.unconstrained_start(start) if start is not None else programs.unconstrained_start({})
+    mean, cov, losses, means, sds = (np.asarray(x, dtype=float) for x in programs.callable(f"advi_{method}")(
+        np.uint32(seed % 2**32), mu0))
+    if not np.all(np.isfinite(losses)) or not np.all(np.isfinite(cov)):
+        raise FloatingPointError(f"NaN occurred in the {method} ADVI optimisation")
+    if len(means) < 2:
+        mean_jitter = sd_jitter = np.full(mean.size, np.nan)
+    else:
+        mean_jitter, sd_jitter = means.std(axis=0, ddof=1), sds.std(axis=0, ddof=1)
+    return VIFit(method, programs.point_map_info, mean, (cov + cov.T) / 2, -losses, mean_jitter, sd_jitter)
+
+
 def elbo_window_means(elbo: np.ndarray, n_windows: int) -> np.ndarray:
     """Mean ELBO over ``n_windows`` consecutive equal windows (the trailing remainder dropped): the
     per-step estimates are noisy; their window means show the trend."""
@@ -133,13 +151,15 @@ def _draw_unconstrained(fit: VIFit, n_draws: int, rng: np.random.Generator) -> n
     return fit.mean + rng.standard_normal((n_draws, fit.mean.size)) @ chol.T
 
 
-def vi_draws(model, fit: VIFit, n_draws: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def vi_draws(model, fit: VIFit, n_draws: int, rng: np.random.Generator, *, constrain=None) -> dict[str, np.ndarray]:
     """Draws from q mapped to the constrained scale: name -> (S, ...) for every free variable and
-    deterministic, plus ``"_unconstrained"`` (S, P)."""
+    deterministic, plus ``"_unconstrained"`` (S, P). ``constrain(phi) -> {name: (S, ...)}`` replaces the
+    model's transforms (an exported program's; ``model`` then unused)."""
     from emvsbayes.ladder.laplace import constrained_values
 
     phi = _draw_unconstrained(fit, n_draws, rng)
-    return {**constrained_values(model, fit.point_map_info, phi), "_unconstrained": phi}
+    values = constrained_values(model, fit.point_map_info, phi) if constrain is None else constrain(phi)
+    return {**values, "_unconstrained": phi}
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +196,17 @@ def log_posterior(model, point_map_info: tuple, phi: np.ndarray) -> np.ndarray:
                      for one in np.atleast_2d(phi)])
 
 
-def pareto_k(model, fit: VIFit, n_draws: int, rng: np.random.Generator) -> ParetoDiagnostic:
-    """Pareto-smoothed importance sampling of ``n_draws`` draws from q (arviz-stats' ``psislw``)."""
+def pareto_k(model, fit: VIFit, n_draws: int, rng: np.random.Generator, *, log_posterior_batch=None
+             ) -> ParetoDiagnostic:
+    """Pareto-smoothed importance sampling of ``n_draws`` draws from q (arviz-stats' ``psislw``).
+    ``log_posterior_batch(phi (S, P)) -> (S,)`` replaces the model's (an exported program's; ``model``
+    then unused)."""
     from arviz_stats.base import array_stats
 
     phi = _draw_unconstrained(fit, n_draws, rng)
-    log_ratios = log_posterior(model, fit.point_map_info, phi) - log_q(fit, phi)
+    log_p = (log_posterior(model, fit.point_map_info, phi) if log_posterior_batch is None
+             else np.asarray(log_posterior_batch(phi), dtype=float))
+    log_ratios = log_p - log_q(fit, phi)
     if not np.all(np.isfinite(log_ratios)):
         raise ValueError("a draw from q has a non-finite log posterior: q reaches outside the model's support")
     log_weights, khat = array_stats.psislw(log_ratios - log_ratios.max(), r_eff=1.0)
