@@ -49,10 +49,11 @@ from emvsbayes.errors import DegenerateFitError
 from emvsbayes.family import Family, get_family
 from emvsbayes.labels import apply_permutations, chain_permutations, distinct_optima, pivot
 from emvsbayes.seeds import int_seed, stage_seeds
+from emvsbayes.study.spec import LADDER_KINDS
 from emvsbayes.uncertainty import run_bootstrap, standard_errors
 
 #: Stages that get their own child seed, in this order (adding a stage at the end keeps old streams).
-SEED_STAGES = ("data", "em", "bootstrap", "sampler")
+SEED_STAGES = ("data", "em", "bootstrap", "sampler", "ladder")
 
 #: A failed EM restart or bootstrap refit is skipped; these are the failures that mean "this start
 #: or resample cannot be fitted", not bugs.
@@ -508,6 +509,16 @@ def run_coverage_replicate(spec: dict, cell_index: int, replicate: int, cell: di
         values["post_error"] = {p: mean_flat[p] - truth_flat[p] for p in truth_flat}
         values |= _interval_metrics("posterior", lower, upper, truth_vars)
         timings["relabel"] = time.perf_counter() - start
+    rungs = [kind for kind in kinds if kind in LADDER_KINDS]
+    if rungs:
+        from emvsbayes.study.rungs import ladder_intervals
+
+        intervals, ladder_scalars, ladder_seconds = ladder_intervals(family, model_def, data, arrays, estimate, rungs,
+                                                                     spec, seeds["ladder"])
+        for kind, (lower, upper) in intervals.items():
+            values |= _interval_metrics(kind, lower, upper, truth_vars)
+        scalars |= ladder_scalars
+        timings |= ladder_seconds
     timings["total"] = time.perf_counter() - began
     return record(cell_index, replicate, values=values, scalars=scalars, timings=timings, compiled=compiled_now)
 

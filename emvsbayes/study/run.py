@@ -372,6 +372,9 @@ def summarise(ds: xr.Dataset, spec: dict) -> xr.Dataset:
                 ds[f"coverage_{kind}"] = ds[f"{kind}_covered"].mean("replicate", skipna=True)
                 ds[f"width_{kind}"] = ds[f"{kind}_width"].mean("replicate", skipna=True)
                 ds[f"n_intervals_{kind}"] = ds[f"{kind}_covered"].notnull().sum("replicate")
+                # Monte Carlo standard error of each coverage estimate: a share of n independent replicates.
+                p, n = ds[f"coverage_{kind}"], ds[f"n_intervals_{kind}"]
+                ds[f"coverage_mcse_{kind}"] = np.sqrt(p * (1 - p) / n.where(n > 0))
         for estimator in ("em", "post"):
             if f"{estimator}_error" in ds:
                 err = ds[f"{estimator}_error"]
