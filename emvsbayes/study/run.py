@@ -255,9 +255,11 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
         _sigint_blocked(False)
         workers_used = len(client.scheduler_info(n_workers=-1)["workers"])
         prefix = f"study-{fingerprint(spec)}"
-        # Submitted cell by cell: a worker tends to take consecutive replicates of one cell and so
-        # compiles each cell's model once. Tests shuffle the order (SHUFFLE_ENV) to show that a
-        # replicate does not depend on what its worker ran before.
+        # Submitted replicate by replicate (replicate 0 of every cell, then replicate 1, ...): a study stopped
+        # early then holds the first replicates of every cell, not all of some cells and none of others. A
+        # worker still compiles each cell's model once (its caches keep every cell's). Tests shuffle the
+        # order (SHUFFLE_ENV) to show that a replicate does not depend on what its worker ran before.
+        todo = sorted(todo, key=lambda cell_replicate: (cell_replicate[1], cell_replicate[0]))
         if os.environ.get(SHUFFLE_ENV):
             order = np.random.default_rng(int(os.environ[SHUFFLE_ENV])).permutation(len(todo))
             todo = [todo[i] for i in order]

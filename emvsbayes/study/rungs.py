@@ -199,7 +199,9 @@ def ladder_intervals(family, model_def, data, arrays: dict, estimate, kinds, spe
                     raise ValueError(reason)
                 weights = bb.dirichlet_weights(family.n_observations(data), spec["intervals"]["bootstrap"],
                                                int(children[kind].generate_state(1)[0]))
-                result = bb.bayesian_bootstrap(refit, reference, weights)
+                # Aligned on every variable (a coin mixture's fixed equal weights too: the refits carry them).
+                result = bb.bayesian_bootstrap(refit, {k: np.asarray(v) for k, v in family.variables(estimate).items()},
+                                               weights)
                 scalars[f"{kind}_refits_failed"] = float((~result.ok).sum())
                 if result.ok.sum() < 2:
                     raise ValueError("fewer than 2 weighted refits succeeded")
