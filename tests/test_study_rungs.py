@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from emvsbayes.study import rungs
+from emvsbayes.study import replicate as rungs
 from emvsbayes.study.spec import cells, validate
 from emvsbayes.study.task import run_task
 
@@ -87,7 +87,7 @@ def test_a_cells_laplace_functions_are_compiled_once():
 
     spec = validate({**ONE_COIN, "intervals": {"kinds": ["laplace", "bootstrap_bayesian"], "bootstrap": 10}})
     cell = cells(spec)[0]
-    rungs.clear_cache()
+    rungs.clear_ladder_cache()
     family = study_family(spec)
     model_def = family.study_model(spec, cell, cell_prior(spec, cell))
     truth = family.study_truth(spec, cell, model_def, None)

@@ -5,7 +5,8 @@ network; it uses the comparison report's stylesheet. Every string that came from
 record (title, axis values, parameter names, error messages) is escaped.
 
 Coverage studies: coverage of each kind of interval against the nominal level (with Monte Carlo error
-bars), bias and RMSE against N, label-switching rate against separation, ESS per second by sampler,
+bars), every interval (the run's and the uncertainty ladder's rungs) side by side against N with its
+coverage +/- MCSE, width and cost (also written as ``coverage.svg``), bias and RMSE against N, label-switching rate against separation, ESS per second by sampler,
 and a table per cell. SBC studies: rank histograms with the band a uniform histogram stays in, and
 the chi-square uniformity test per quantity.
 """

@@ -49,7 +49,7 @@ KINDS = ("coverage", "sbc")
 FAMILIES = family_names()
 #: The intervals a coverage study computes when ``[intervals] kinds`` is not given.
 DEFAULT_INTERVAL_KINDS = ("wald", "bootstrap", "posterior")
-#: The uncertainty ladder's rungs (issue 20) a coverage study can add (:mod:`emvsbayes.study.rungs`).
+#: The uncertainty ladder's rungs (issue 20) a coverage study can add (replicate.ladder_intervals computes them).
 LADDER_KINDS = ("laplace", "bootstrap_bayesian", "advi_meanfield", "advi_fullrank")
 INTERVAL_KINDS = DEFAULT_INTERVAL_KINDS + LADDER_KINDS
 SAMPLERS = ("numpyro", "nutpie", "pymc")
