@@ -407,9 +407,7 @@ def chain_diagnostics(values: Mapping[str, np.ndarray], chains: int) -> dict[str
 
 
 # --------------------------------------------------------------------------------------------------
-# The uncertainty ladder's rungs (issue 20)
-#
-# The uncertainty ladder's intervals in a coverage study (issue 20): one interval per rung and replicate.
+# The uncertainty ladder's rungs (issue 20): one interval per rung and replicate.
 #
 # A coverage study lists the rungs it wants among ``[intervals] kinds`` (:data:`emvsbayes.study.spec.LADDER_KINDS`):
 #
@@ -425,8 +423,9 @@ def chain_diagnostics(values: Mapping[str, np.ndarray], chains: int) -> dict[str
 #
 # Cost: a replicate must not compile its model again. The cell's PyMC model (data in ``pm.Data``
 # containers) is built once per worker process, and :class:`CompiledOnce` keeps every function the ladder
-# compiles from it (log-density, gradient, constrained values, initial point): a replicate swaps its data
-# into the containers, so the compiled functions of the first replicate serve every later one. ADVI's
+# compiles from it (log-density, gradient, constrained values; PyMC's initial-point function, small, is
+# still built per replicate): a replicate swaps its data into the containers, so the compiled functions of
+# the first replicate serve every later one. ADVI's
 # ``pm.fit`` compiles its step function on each call (PyMC offers no reuse), so the ADVI rungs cost
 # seconds per replicate; the timings say how many.
 
