@@ -154,3 +154,22 @@ def test_advi_rungs_give_intervals_and_a_pareto_k():
     lo, hi = rec["values"]["advi_meanfield_lower"]["theta[0]"], rec["values"]["advi_meanfield_upper"]["theta[0]"]
     assert 0 < lo < hi < 1
     assert np.isfinite(rec["scalars"]["advi_meanfield_khat"])
+
+
+def test_the_kept_ladder_study_is_the_result_of_the_bundled_spec():
+    """studies/coverage_ladder/study.nc (the README's answer) was made by models/study_coverage_ladder.toml as it
+    stands: same fingerprint, every replicate ok, and every rung's per-parameter MCSE is sqrt(p(1 - p)/n)."""
+    from pathlib import Path
+
+    from emvsbayes.study import read_study
+    from emvsbayes.study.spec import fingerprint, load_study_spec
+
+    root = Path(__file__).resolve().parents[1]
+    spec = load_study_spec(root / "models" / "study_coverage_ladder.toml")
+    ds = read_study(root / "studies" / "coverage_ladder" / "study.nc")
+    assert ds.attrs["fingerprint"] == fingerprint(spec)
+    assert int((ds["status"] == 1).sum()) == len(cells(spec)) * spec["replicates"]
+    for kind in spec["intervals"]["kinds"]:
+        p, n = ds[f"coverage_{kind}"], ds[f"n_intervals_{kind}"]
+        assert int(n.min()) == spec["replicates"]
+        np.testing.assert_allclose(ds[f"coverage_mcse_{kind}"], np.sqrt(p * (1 - p) / n))
