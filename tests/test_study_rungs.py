@@ -148,7 +148,8 @@ def test_a_tiny_rung_coverage_study_on_a_dask_cluster(tmp_path):
 
 @pytest.mark.slow
 def test_advi_rungs_give_intervals_and_a_pareto_k():
-    spec = validate({**ONE_COIN, "replicates": 1, "intervals": {"kinds": ["advi_meanfield"], "prob": 0.9}})
+    spec = validate({**ONE_COIN, "replicates": 1, "grid": {"n_sets": [20]}, "em": {"n_init": 2},
+                     "intervals": {"kinds": ["advi_meanfield"], "prob": 0.9}})
     rec = run_task(spec, 0, 0, cells(spec)[0])
     assert rec["status"] == "ok", rec["error"]
     lo, hi = rec["values"]["advi_meanfield_lower"]["theta[0]"], rec["values"]["advi_meanfield_upper"]["theta[0]"]
