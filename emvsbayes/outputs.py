@@ -40,7 +40,7 @@ CURRENT = "current"
 UNIT_PREFIX = "unit-"
 UNIT_MANIFEST = "unit.json"
 #: kind -> the files one unit publishes (the results file first, then its page)
-KINDS = {"run": ("results.nc", "index.html"), "study": ("study.nc", "index.html")}
+KINDS = {"run": ("results.nc", "index.html"), "study": ("study.nc", "index.html", "coverage.svg")}
 RESULTS_NAMES = {"run": "results.nc", "study": "study.nc"}
 #: what every page emvsbayes writes carries in its head (the run page, the study page, the reports index)
 GENERATOR = "<meta name='generator' content='emvsbayes"

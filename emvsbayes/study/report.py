@@ -5,7 +5,8 @@ network; it uses the comparison report's stylesheet. Every string that came from
 record (title, axis values, parameter names, error messages) is escaped.
 
 Coverage studies: coverage of each kind of interval against the nominal level (with Monte Carlo error
-bars), bias and RMSE against N, label-switching rate against separation, ESS per second by sampler,
+bars), every interval (the run's and the uncertainty ladder's rungs) side by side against N with its
+coverage +/- MCSE, width and cost (also written as ``coverage.svg``), bias and RMSE against N, label-switching rate against separation, ESS per second by sampler,
 and a table per cell. SBC studies: rank histograms with the band a uniform histogram stays in, and
 the chi-square uniformity test per quantity.
 """
@@ -78,7 +79,8 @@ def _x_values(ds, x_axis):
 
 
 def _interval_kinds(ds) -> list[str]:
-    return [name.removeprefix("coverage_") for name in ds.data_vars if name.startswith("coverage_")]
+    return [name.removeprefix("coverage_") for name in ds.data_vars
+            if name.startswith("coverage_") and not name.startswith("coverage_mcse_")]
 
 
 def coverage_figure(ds: xr.Dataset, axes: list[str]) -> str:
@@ -94,7 +96,9 @@ def coverage_figure(ds: xr.Dataset, axes: list[str]) -> str:
         for i, (label, sel) in enumerate(_lines(ds, x_axis, axes) if x_axis else [("", {})]):
             sub = covered.sel(sel) if sel else covered
             per_cell = sub.mean(("replicate", "parameter"), skipna=True)
-            n = sub.notnull().sum(("replicate", "parameter"))
+            # Parameters of one replicate are not independent draws: the MC error of their mean is at most
+            # that of one share of the replicates (a [0, 1] variable of mean p has variance <= p(1 - p)).
+            n = sub.notnull().any("parameter").sum("replicate")
             se = np.sqrt(per_cell * (1 - per_cell) / n.clip(min=1))
             x = _x_values(ds, x_axis) if x_axis else np.array([0])
             ax.errorbar(x, np.atleast_1d(per_cell.values), yerr=2 * np.atleast_1d(se.values), marker="o", ms=4,
@@ -106,6 +110,110 @@ def coverage_figure(ds: xr.Dataset, axes: list[str]) -> str:
     panels[0][0].set_ylabel("coverage (mean over parameters)")
     panels[0][-1].legend(fontsize=7, frameon=False)
     return to_svg(fig)
+
+
+LADDER_NAMES = {"wald": "MLE + Wald", "bootstrap": "nonparametric bootstrap", "posterior": "NUTS posterior",
+                "laplace": "Laplace", "bootstrap_bayesian": "Bayesian bootstrap", "advi_meanfield": "ADVI mean-field",
+                "advi_fullrank": "ADVI full-rank"}
+
+
+#: The timing stage that is an interval's cost, where it is not named after the interval (NUTS's is its sampling;
+#: compiling is a cell's once-per-worker cost, not a replicate's).
+COST_STAGES = {"posterior": "sampling"}
+
+
+def _variables(ds) -> list[str]:
+    """Variable names of the parameters ("mu" of "mu[0]"), in order of first appearance."""
+    return list(dict.fromkeys(str(p).split("[")[0] for p in ds["parameter"].values))
+
+
+def _group_coverage(cell: xr.Dataset, kind: str, variable: str | None) -> tuple[float, float, int]:
+    """(coverage, its Monte Carlo standard error, replicates) of ``kind`` pooled over the parameters of
+    ``variable`` (all parameters when None) in one cell.
+
+    The MCSE is sqrt(p (1 - p) / n) with n the replicates that gave an interval: the parameters of one
+    replicate are not independent, and the share of them covered, a number in [0, 1] with mean p, has
+    variance at most p (1 - p), so this bounds the error of the pooled figure (and is exact for one parameter).
+    """
+    covered = cell[f"{kind}_covered"]
+    if variable is not None:
+        keep = [p for p in covered["parameter"].values if str(p).split("[")[0] == variable]
+        covered = covered.sel(parameter=keep)
+    n = int(covered.notnull().any("parameter").sum())
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    p = float(covered.mean(skipna=True))
+    return p, float(np.sqrt(p * (1 - p) / n)), n
+
+
+def _kinds_in_order(ds) -> list[str]:
+    kinds = _interval_kinds(ds)
+    return [k for k in LADDER_NAMES if k in kinds] + [k for k in kinds if k not in LADDER_NAMES]
+
+
+def rung_figure(ds: xr.Dataset, axes: list[str]) -> str:
+    """Coverage of every interval (rung) against N, one panel per variable (and one pooling all), with
+    +/-2 MCSE bars and the nominal line; one row of panels per value of the other grid axes."""
+    kinds = _kinds_in_order(ds)
+    x_axis = next((a for a in axes if a in N_AXES), None)
+    if not kinds or x_axis is None:
+        return ""
+    nominal = float(ds.attrs.get("nominal", np.nan))
+    groups = [None, *_variables(ds)]
+    rows = list(_lines(ds, x_axis, axes))
+    fig, panels = plt.subplots(len(rows), len(groups), figsize=(3.0 * len(groups), 2.9 * len(rows)), squeeze=False,
+                               sharey=True)
+    x = _x_values(ds, x_axis)
+    offsets = (np.arange(len(kinds)) - (len(kinds) - 1) / 2) * 0.035  # side by side on a log axis
+    for r, (label, sel) in enumerate(rows):
+        for c, variable in enumerate(groups):
+            ax = panels[r][c]
+            for i, kind in enumerate(kinds):
+                stats = [_group_coverage(ds.sel({**sel, x_axis: v}), kind, variable) for v in ds[x_axis].values]
+                p = np.array([s[0] for s in stats])
+                se = np.array([s[1] for s in stats])
+                ax.errorbar(x * 10 ** offsets[i], p, yerr=2 * se, marker="o", ms=3.5, capsize=2, lw=1.2,
+                            color=COLORS[i % len(COLORS)], label=LADDER_NAMES.get(kind, kind) if r == c == 0 else None)
+            ax.axhline(nominal, color="0.3", ls="--", lw=1)
+            ax.set_xscale("log")
+            ax.set_xticks(x, [str(v) for v in ds[x_axis].values])
+            ax.minorticks_off()
+            title = "all parameters" if variable is None else variable
+            ax.set_title(title + (f"\n{label}" if label and len(rows) > 1 else ""), fontsize=9)
+            ax.set_xlabel(AXIS_LABELS.get(x_axis, x_axis), fontsize=8)
+        panels[r][0].set_ylabel(f"coverage (nominal {nominal:g})")
+    fig.legend(*panels[0][0].get_legend_handles_labels(), loc="lower center", ncol=min(len(kinds), 4), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.08 if len(kinds) <= 4 else 0.13, 1, 1))
+    return to_svg(fig)
+
+
+def rung_table(ds: xr.Dataset, axes: list[str]) -> str:
+    """Per cell and interval: coverage +/- MCSE (all parameters and per variable), mean width per variable,
+    median seconds per replicate and failures."""
+    kinds = _kinds_in_order(ds)
+    if not kinds:
+        return ""
+    variables = _variables(ds)
+    header = [*axes, "interval", "coverage (all) ± MCSE", *[f"coverage {v} ± MCSE" for v in variables],
+              *[f"mean width {v}" for v in variables], "median s / replicate", "replicates"]
+    rows = []
+    for _, sel in _cells(ds, axes):
+        cell = ds.sel(sel) if sel else ds
+        for kind in kinds:
+            row = [*sel.values(), LADDER_NAMES.get(kind, kind)]
+            for variable in (None, *variables):
+                p, se, _ = _group_coverage(cell, kind, variable)
+                row.append(f"{fmt(p)} ± {fmt(se, 2)}")
+            width = cell[f"{kind}_width"]
+            for variable in variables:
+                keep = [q for q in width["parameter"].values if str(q).split("[")[0] == variable]
+                row.append(fmt(width.sel(parameter=keep).mean(skipna=True)))
+            stage = f"time_{COST_STAGES.get(kind, kind)}"
+            row.append(fmt(cell[stage].median(skipna=True)) if stage in cell else "–")
+            row.append(_group_coverage(cell, kind, None)[2])
+            rows.append(row)
+    return _table(header, rows)
 
 
 def error_figure(ds: xr.Dataset, axes: list[str]) -> str:
@@ -195,7 +303,9 @@ def parameter_table(ds: xr.Dataset, axes: list[str]) -> str:
         cell = ds.sel(sel) if sel else ds
         for parameter in ds["parameter"].values:
             p = cell.sel(parameter=parameter)
-            rows.append([*sel.values(), parameter, *[fmt(p[f"coverage_{k}"]) for k in kinds],
+            rows.append([*sel.values(), parameter,
+                         *[f"{fmt(p[f'coverage_{k}'])} ± {fmt(p[f'coverage_mcse_{k}'], 2)}" if f"coverage_mcse_{k}" in p
+                           else fmt(p[f"coverage_{k}"]) for k in kinds],
                          *[fmt(p[name]) if name in p else "–" for name in ("bias_em", "rmse_em", "bias_post", "rmse_post")]])
     return _table(header, rows)
 
@@ -289,6 +399,13 @@ def render_study_html(ds: xr.Dataset) -> str:
             _section("Coverage against nominal",
                      f"<p>Share of replicates whose interval holds the true value, nominal {esc(nominal)}; bars are "
                      f"&plusmn;2 Monte Carlo standard errors.</p>{coverage_figure(ds, axes)}", "coverage"),
+            _section("Coverage, width and cost by interval",
+                     f"<p>Every interval at the same probability {esc(nominal)}, against N: coverage pooled over "
+                     f"all parameters and per variable; bars are &plusmn;2 Monte Carlo standard errors "
+                     f"(MCSE = sqrt(p(1 - p)/n), n replicates; for a pooled figure an upper bound). The table gives "
+                     f"each coverage with its MCSE, the mean interval width and the median seconds per replicate "
+                     f"each interval cost (a worker's first replicate of a cell also compiles).</p>"
+                     f"{rung_figure(ds, axes)}{rung_table(ds, axes)}", "rungs"),
             _section("Bias and RMSE against N", error_figure(ds, axes), "error"),
             _section("Label switching against separation", switching_figure(ds, axes), "switching"),
             _section("ESS per second by sampler", ess_figure(ds, axes), "ess"),
@@ -322,7 +439,12 @@ def render_study_html(ds: xr.Dataset) -> str:
 
 
 def render_study_report(ds: xr.Dataset, path) -> Path:
-    """Write the study's HTML page to ``path`` (atomically)."""
+    """Write the study's HTML page to ``path`` (atomically); a coverage study's figure of every interval
+    against N also as ``coverage.svg`` beside it (for pages that cannot inline the report, such as a README)."""
     page = render_study_html(ds)
     atomic_write(Path(path), lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    if ds.attrs.get("kind") == "coverage":
+        figure = rung_figure(ds, _axes(ds))
+        if figure:
+            atomic_write(Path(path).with_name("coverage.svg"), lambda tmp: tmp.write_text(figure, encoding="utf-8"))
     return Path(path)

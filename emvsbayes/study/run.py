@@ -255,9 +255,11 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
         _sigint_blocked(False)
         workers_used = len(client.scheduler_info(n_workers=-1)["workers"])
         prefix = f"study-{fingerprint(spec)}"
-        # Submitted cell by cell: a worker tends to take consecutive replicates of one cell and so
-        # compiles each cell's model once. Tests shuffle the order (SHUFFLE_ENV) to show that a
-        # replicate does not depend on what its worker ran before.
+        # Submitted replicate by replicate (replicate 0 of every cell, then replicate 1, ...): a study stopped
+        # early then holds the first replicates of every cell, not all of some cells and none of others. A
+        # worker still compiles each cell's model once (its caches keep every cell's). Tests shuffle the
+        # order (SHUFFLE_ENV) to show that a replicate does not depend on what its worker ran before.
+        todo = sorted(todo, key=lambda cell_replicate: (cell_replicate[1], cell_replicate[0]))
         if os.environ.get(SHUFFLE_ENV):
             order = np.random.default_rng(int(os.environ[SHUFFLE_ENV])).permutation(len(todo))
             todo = [todo[i] for i in order]
@@ -372,6 +374,9 @@ def summarise(ds: xr.Dataset, spec: dict) -> xr.Dataset:
                 ds[f"coverage_{kind}"] = ds[f"{kind}_covered"].mean("replicate", skipna=True)
                 ds[f"width_{kind}"] = ds[f"{kind}_width"].mean("replicate", skipna=True)
                 ds[f"n_intervals_{kind}"] = ds[f"{kind}_covered"].notnull().sum("replicate")
+                # Monte Carlo standard error of each coverage estimate: a share of n independent replicates.
+                p, n = ds[f"coverage_{kind}"], ds[f"n_intervals_{kind}"]
+                ds[f"coverage_mcse_{kind}"] = np.sqrt(p * (1 - p) / n.where(n > 0))
         for estimator in ("em", "post"):
             if f"{estimator}_error" in ds:
                 err = ds[f"{estimator}_error"]

@@ -13,7 +13,8 @@ Sections:
 - ``[grid]``: the axes, each a list of values; an axis not listed keeps its default (:data:`AXES`);
 - ``[em]``: restarts and stopping rule; ``[bayes]``: sampler sizes, priors, relabelling target;
 - ``[priors.NAME]``: named prior settings, selected by the ``prior`` axis ("default" is ``[bayes]``);
-- ``[truth]`` and ``[intervals]`` (coverage studies); ``[sbc]`` (simulation-based calibration).
+- ``[truth]`` and ``[intervals]`` (coverage studies: ``kinds`` may add the uncertainty ladder's rungs,
+  ``laplace``, ``bootstrap_bayesian`` (``bootstrap`` weighted refits), ``advi_meanfield``, ``advi_fullrank``); ``[sbc]`` (simulation-based calibration).
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ from emvsbayes.spec import suggest as _suggest
 
 KINDS = ("coverage", "sbc")
 FAMILIES = family_names()
-INTERVAL_KINDS = ("wald", "bootstrap", "posterior")
+#: The intervals a coverage study computes when ``[intervals] kinds`` is not given.
+DEFAULT_INTERVAL_KINDS = ("wald", "bootstrap", "posterior")
+#: The uncertainty ladder's rungs (issue 20) a coverage study can add (replicate.ladder_intervals computes them).
+LADDER_KINDS = ("laplace", "bootstrap_bayesian", "advi_meanfield", "advi_fullrank")
+INTERVAL_KINDS = DEFAULT_INTERVAL_KINDS + LADDER_KINDS
 SAMPLERS = ("numpyro", "nutpie", "pymc")
 
 
@@ -118,7 +123,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "w": Key(None, lambda v: None if v is None else _weights(v)),
     },
     "intervals": {
-        # default: every kind the family has (Wald: coins only)
+        # default: DEFAULT_INTERVAL_KINDS; the ladder's rungs (LADDER_KINDS) when listed
         "kinds": Key(None, lambda v: None if v is None else list_of(one_of(*INTERVAL_KINDS))(v)),
         "prob": Key(0.9, probability_open),
         "bootstrap": Key(50, positive_int),
@@ -193,7 +198,7 @@ def validate(raw: dict, source: str = "study spec") -> dict:
     for section in KIND_SECTIONS[kind]:
         spec[section] = _check_table(raw.get(section, {}), SCHEMA[section], section, source)
     if kind == "coverage" and spec["intervals"]["kinds"] is None:
-        spec["intervals"]["kinds"] = list(INTERVAL_KINDS)
+        spec["intervals"]["kinds"] = list(DEFAULT_INTERVAL_KINDS)
 
     priors_raw = raw.get("priors", {})
     if not isinstance(priors_raw, dict):
