@@ -222,17 +222,17 @@ def build_programs(model, settings: AdviSettings) -> LadderPrograms:
     from pymc.initial_point import make_initial_point_fn
     from pymc.sampling.jax import get_jaxified_graph
 
-    from emvsbayes.sampling.programs import _posterior_outputs, _shape_dtype, _to_unconstrained_graph
+    from emvsbayes.sampling.programs import posterior_outputs, shape_dtype, to_unconstrained_graph
 
     layout = _flat_layout(model)
     size = int(sum(entry[2] for entry in layout))
     default_start = make_initial_point_fn(model=model, jitter_rvs=set(), return_transformed=False)(0)
-    outputs = _posterior_outputs(model)
-    facts = LadderFacts(layout, tuple(_shape_dtype(rv, default_start) for rv in model.free_RVs),
+    outputs = posterior_outputs(model)
+    facts = LadderFacts(layout, tuple(shape_dtype(rv, default_start) for rv in model.free_RVs),
                         {k: np.asarray(v) for k, v in default_start.items()}, tuple(v.name for v in outputs))
     logp_graph = get_jaxified_graph(inputs=model.value_vars, outputs=[model.logp(jacobian=True)])
     constrain_graph = get_jaxified_graph(inputs=model.value_vars, outputs=outputs)
-    placeholders, unconstrained = _to_unconstrained_graph(model)
+    placeholders, unconstrained = to_unconstrained_graph(model)
     to_unconstrained_graph = get_jaxified_graph(inputs=placeholders, outputs=unconstrained)
 
     def logp_plain(phi):

@@ -140,7 +140,7 @@ class NutsPrograms:
 # Building the programs from a PyMC model (needs PyMC and numpyro)
 
 
-def _shape_dtype(var, point) -> tuple[str, tuple[int, ...], str]:
+def shape_dtype(var, point) -> tuple[str, tuple[int, ...], str]:
     value = np.asarray(point[var.name])
     return var.name, tuple(int(s) for s in value.shape), value.dtype.str
 
@@ -152,7 +152,7 @@ def _coords_array(values) -> np.ndarray:
     return array
 
 
-def _posterior_outputs(model) -> list:
+def posterior_outputs(model) -> list:
     """The posterior's variables (free and deterministic) as expressions of the value variables."""
     from pymc.util import get_default_varnames
 
@@ -167,10 +167,10 @@ def _model_facts(model) -> ModelFacts:
     default_start = make_initial_point_fn(model=model, jitter_rvs=set(), return_transformed=False)(0)
     fallback = make_initial_point_fn(model=model, jitter_rvs=set(), return_transformed=True)(0)
     coords, dims = coords_and_dims_for_inferencedata(model)
-    names = [v.name for v in _posterior_outputs(model)]
+    names = [v.name for v in posterior_outputs(model)]
     return ModelFacts(
-        free_rvs=tuple(_shape_dtype(rv, default_start) for rv in model.free_RVs),
-        value_vars=tuple(_shape_dtype(v, fallback) for v in model.value_vars),
+        free_rvs=tuple(shape_dtype(rv, default_start) for rv in model.free_RVs),
+        value_vars=tuple(shape_dtype(v, fallback) for v in model.value_vars),
         posterior_vars=tuple(names),
         observed={k: np.asarray(v) for k, v in (find_observations(model) or {}).items()},
         constant={k: np.asarray(v) for k, v in (find_constants(model) or {}).items()},
@@ -182,7 +182,7 @@ def _model_facts(model) -> ModelFacts:
     )
 
 
-def _to_unconstrained_graph(model):
+def to_unconstrained_graph(model):
     """(placeholders for the free RVs' constrained values, the value variables computed from them),
     by PyMC's own initial-point expression with every strategy a placeholder."""
     from pymc.initial_point import make_initial_point_expression
@@ -247,9 +247,9 @@ def build_programs(model, spec: ProgramSpec) -> NutsPrograms:
 
         return steps_chain
 
-    placeholders, unconstrained = _to_unconstrained_graph(model)
+    placeholders, unconstrained = to_unconstrained_graph(model)
     to_unconstrained = get_jaxified_graph(inputs=placeholders, outputs=unconstrained)
-    constrain_one = get_jaxified_graph(inputs=model.value_vars, outputs=_posterior_outputs(model))
+    constrain_one = get_jaxified_graph(inputs=model.value_vars, outputs=posterior_outputs(model))
     pointwise_one = get_jaxified_graph(inputs=model.value_vars,
                                        outputs=model.logp(model.observed_RVs, sum=False))
 
@@ -356,9 +356,9 @@ def build_data_programs(model, data_names: Sequence[str], spec: ProgramSpec) -> 
 
         return steps_chain
 
-    placeholders, unconstrained = _to_unconstrained_graph(model)
+    placeholders, unconstrained = to_unconstrained_graph(model)
     to_unconstrained = get_jaxified_graph(inputs=placeholders, outputs=unconstrained)
-    constrain_one = jaxify(model.value_vars, _posterior_outputs(model))
+    constrain_one = jaxify(model.value_vars, posterior_outputs(model))
     pointwise_one = jaxify(model.value_vars, model.logp(model.observed_RVs, sum=False))
 
     def per_draw(fn):
