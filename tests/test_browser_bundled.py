@@ -20,7 +20,7 @@ import pytest
 from emvsbayes import api
 from emvsbayes.results import read_results
 from emvsbayes.spec import load_spec, resolve_data_path
-from test_browser import DevTools, assert_clean_page, load
+from test_browser import NAMES_PROBE, DevTools, assert_clean_page, load, overlapping
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -153,3 +153,10 @@ def test_heroes_page_argues_against_k30_and_names_the_heroes(devtools, bundled_r
     assert names[0] in row
     # constant rows dropped: no row of a spherical covariance's fixed zeros
     assert "cov[0, 最大生命, 初始生命]" not in text
+    # every hero named on the principal-component scatter, no two names overlapping as the browser draws them
+    shown = load(devtools, folder / "index.html", NAMES_PROBE, width=1400)["extra"]
+    assert set(names) <= {name for name, *_ in shown["names"]}, set(names) - {name for name, *_ in shown["names"]}
+    assert overlapping(shown["names"]) == []
+    # label-switching tables name features as the rest of the page does, one row per spherical variance
+    for flat in ("mu[0,0]", "cov[2,0,0]", "cov[1,0,0]"):
+        assert flat not in text, flat
