@@ -10,6 +10,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -349,7 +350,7 @@ def test_the_harness_sees_what_it_checks_for(devtools, tmp_path):
 NAMES_PROBE = """JSON.stringify({
   names: [...document.querySelectorAll('figure[data-fig="data"] svg text')].map(t => {
     const r = t.getBoundingClientRect(); return [t.textContent, r.left, r.top, r.right, r.bottom]; }),
-  pValues: [...document.querySelectorAll('figure[data-fig^="rank"] svg text')].filter(t => /^p [<=]/.test(t.textContent))
+  pValues: [...document.querySelectorAll('figure[data-fig^="rank"] svg text')].filter(t => /^p [<=≈]/.test(t.textContent))
     .map(t => { const r = t.getBoundingClientRect(); return [t.textContent, r.left, r.top, r.right, r.bottom]; }),
   panels: [...document.querySelectorAll('figure[data-fig^="rank"] svg [clip-path]')].map(e => {
     const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }),
@@ -377,5 +378,10 @@ def test_named_rows_are_named_on_the_projection_and_rank_p_values_sit_clear(devt
     assert overlapping(page["names"]) == []
     assert page["pValues"] and page["rawP"] == 0
     for text, left, top, right, bottom in page["pValues"]:
+        # a failed test reads as below its 0.01 level and a passed one as not; arviz's two decimals cannot
+        # place "0.01" on either side, so it is said to be at the level (never "p = 0.01: chains differ")
+        value = float(re.search(r"[<=≈] ([0-9.]+)", text).group(1))
+        assert ("chains differ" in text) == (value < 0.01), text
+        assert ("at the test's level" in text) == (value == 0.01), text
         inside = [p for p in page["panels"] if min(right, p[2]) - max(left, p[0]) > 1 and min(bottom, p[3]) - max(top, p[1]) > 1]
         assert inside == [], (text, inside)

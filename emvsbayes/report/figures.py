@@ -119,7 +119,8 @@ def arviz_figure(plot_function, tree, *, width: float = 10.0, row_height: float 
                 if hasattr(collection, "set_sizes"):
                     collection.set_sizes([marker_size])
         if ax.get_title():  # lifted clear of the test result written under it (a rank plot's p)
-            ax.set_title(ax.get_title(), pad=14, fontsize=10)
+            # arviz writes "w\n0" where the rest of the page writes w[0]
+            ax.set_title(re.sub(r"^([^\n\[]+)\n(.+)$", r"\1[\2]", ax.get_title()), pad=14, fontsize=10)
         _lift_p_value(ax)
         if ylabel and round(ax.get_position().x0, 3) == left:  # once per row, at its left
             ax.set_ylabel(ylabel, fontsize=9)
@@ -130,7 +131,9 @@ def arviz_figure(plot_function, tree, *, width: float = 10.0, row_height: float 
     return to_svg(fig)
 
 
-#: the text arviz-plots writes inside a rank plot's panel: "p=0.00(α=0.01) "
+#: level of the rank plots' multi-chain uniformity test (arviz-plots' default: 1 - envelope_prob = 0.01)
+RANK_ALPHA = 0.01
+#: the text arviz-plots writes inside a rank plot's panel, p to two decimals: "p=0.00(α=0.01) "
 _P_VALUE = re.compile(r"^\s*p=([0-9.]+)\s*\(α=([0-9.]+)\)\s*$")
 
 
@@ -143,9 +146,13 @@ def _lift_p_value(ax) -> None:
             continue
         p, alpha = float(found.group(1)), float(found.group(2))
         text.remove()
-        failed = p < alpha
-        ax.annotate(f"p {'< 0.005' if found.group(1) == '0.00' else '= ' + found.group(1)}"
-                    + (": chains differ" if failed else ""),
+        # arviz gives p to two decimals: "0.00" is below any level it uses, "0.01" at a level of 0.01 may be
+        # either side of it (0.0098 or 0.0104), so it is said to be at the level, not called failed or passed
+        failed, passed = p + 0.005 <= alpha + 1e-12, p - 0.005 >= alpha - 1e-12
+        value = "p < 0.005" if p == 0.0 else f"p = {found.group(1)}"
+        shown = (f"{value}: chains differ" if failed else value if passed
+                 else f"p ≈ {found.group(1)}, at the test's level")
+        ax.annotate(shown,
                     xy=(0.5, 1.0), xycoords="axes fraction", xytext=(0, 2), textcoords="offset points",
                     ha="center", va="bottom", fontsize=8.5, color="#b00020" if failed else "0.3")
 

@@ -577,7 +577,8 @@ def _trace_and_rank(ctx: Context, posterior: xr.Dataset) -> str:
             "of its fractional ranks minus the uniform one (x: fractional rank, y: the difference). If every chain "
             "samples the same posterior the lines wander close to zero; a chain whose line runs far above or below "
             "the others sits in a different part of the posterior. The p above each panel is ArviZ's multi-chain "
-            "uniformity test (red below 0.01: the chains differ); points that test flags are marked"
+            f"uniformity test at level {figures.RANK_ALPHA:g}, given to two decimals (red: below it, the chains differ; "
+            f"p ≈ {figures.RANK_ALPHA:g}: too close to the level to tell); points that test flags are marked"
             f"{note}.{subset_note}")))
     return "".join(parts)
 
