@@ -955,8 +955,15 @@ def _stored_agreement(ctx: Context, stored: xr.Dataset) -> str:
     scalars = [(key, value) for key, value in stored.attrs.items() if np.ndim(value) == 0]
     scalars += [(name, var.values) for name, var in stored.data_vars.items() if var.ndim == 0]
     if scalars:
+        caption = None
+        if "mean_abs_diff" in stored.attrs and "abs_diff" in stored and k:
+            # two numbers for one disagreement read as a contradiction unless the page says how they relate
+            share = float(np.mean(stored["abs_diff"].values))
+            caption = (f"The mean absolute difference is over every (observation, component) probability, so it is the "
+                       f"share of probability that moves times 2 / K: {fixed(share, 3)} x 2 / {k} = {fmt(2 * share / k, 3)}, "
+                       "the same disagreement on another scale.")
         parts.append(table(["measure", "value"], [[SCALAR_AGREEMENT.get(key, key.replace("_", " ")), fmt(value, 3)]
-                                                  for key, value in scalars]))
+                                                  for key, value in scalars], caption=caption or ""))
     if "ari" in stored:
         labellings = [str(v) for v in stored["labelling"].values]
         rows = [[name] + [fmt(v, 3) for v in stored["ari"].values[i]] for i, name in enumerate(labellings)]
