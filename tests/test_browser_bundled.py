@@ -123,6 +123,9 @@ def test_bundled_report_reads_without_the_source(devtools, bundled_run, name):
     # figures fill most of the page's width (not a third of it)
     wide = [(fig, width) for fig, width in page["figureWidths"] if fig not in ("joint", "data")]
     assert all(width >= 0.6 * page["contentWidth"] for _, width in wide), (page["contentWidth"], wide)
+    # two measures of one disagreement are shown with how they relate (else they read as a contradiction)
+    if "membership_agreement" in tree.children and "mean_abs_diff" in tree["membership_agreement"].attrs:
+        assert "share of probability that moves times 2 / K" in text
     if "heads" in tree["data"]:  # a coin report: the lesson's side-by-side table and the surface
         assert "What each ends with, side by side" in text
         assert any(fig == "loglik-surface" for fig, _ in page["figureWidths"])
