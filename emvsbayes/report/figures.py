@@ -436,7 +436,8 @@ def parameter_paths(trace: dict[str, np.ndarray], labels: dict[str, list[str]]) 
         _whole_numbers_plain(ax)
         ax.set(xlabel="iteration", title=name if values.shape[1] <= 6 else f"{name} ({values.shape[1]} lines)")
         if values.shape[1] <= 6:  # a legend of dozens of lines would hide them
-            ax.legend(frameon=False)
+            # under the panel, not in it: inside a third of the page's width it covers the lines it names
+            ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8.5, handlelength=1.5)
     return to_svg(fig)
 
 
