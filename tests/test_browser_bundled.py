@@ -54,6 +54,12 @@ PAGE_PROBE = """JSON.stringify({
     return [...t.querySelectorAll('tbody tr')].flatMap(tr => [...tr.children].map((td, i) =>
       [heads[i] || '', td.querySelector('span.bad') ? td.innerText : null])).filter(([h, v]) => v !== null && /R-hat/.test(h));
   }),
+  essCells: [...document.querySelectorAll('table')].flatMap(t => {
+    const heads = [...t.querySelectorAll('thead th')].map(th => th.innerText);
+    const i = heads.indexOf('bulk ESS');
+    if (i < 0 || heads.includes('bulk ESS relabelled') || heads[0] !== 'parameter') return [];
+    return [...t.querySelectorAll('tbody tr')].map(tr => [tr.children[i].innerText, !!tr.children[i].querySelector('span.bad')]);
+  }),
   figureWidths: [...document.querySelectorAll('figure.fig > svg')].map(s => [s.closest('figure').dataset.fig, s.getBoundingClientRect().width]),
   contentWidth: document.querySelector('section').clientWidth,
   height: document.documentElement.scrollHeight
@@ -120,6 +126,12 @@ def test_bundled_report_reads_without_the_source(devtools, bundled_run, name):
     # a red R-hat reads as above the 1.01 limit it broke (1.0103, never "1.01")
     for header, value in page["rhatMarked"]:
         assert float(value) > 1.01, (header, value)
+    # where the raw bulk ESS is the one to read (no relabelled column beside it) it is held to 100 per chain
+    if "posterior" in tree.children:
+        limit = 100 * tree["posterior"].sizes["chain"]
+        for value, marked in page["essCells"]:
+            if value.isdigit():
+                assert marked == (int(value) < limit), (value, marked, limit)
     # figures fill most of the page's width (not a third of it)
     wide = [(fig, width) for fig, width in page["figureWidths"] if fig not in ("joint", "data")]
     assert all(width >= 0.6 * page["contentWidth"] for _, width in wide), (page["contentWidth"], wide)

@@ -591,7 +591,9 @@ def _diagnostics(ctx: Context) -> str:
     n_chains = posterior.sizes.get("chain", 1)
     relabelled = any(np.isfinite(r.rhat_relabelled) for r in rows)
     header = ["parameter", "R-hat", "bulk ESS", "tail ESS"] + (["R-hat relabelled", "bulk ESS relabelled"] if relabelled else [])
-    body = [[_named_label(ctx, r.label), _rhat_cell(r.rhat), _ess_cell(r.ess_bulk), _ess_cell(r.ess_tail)]
+    # the raw bulk ESS is held to the limit only when it is the one to read (no relabelled columns beside it)
+    body = [[_named_label(ctx, r.label), _rhat_cell(r.rhat), _ess_cell(r.ess_bulk, None if relabelled else 100 * n_chains),
+             _ess_cell(r.ess_tail)]
             + ([_rhat_cell(r.rhat_relabelled), _ess_cell(r.ess_relabelled, 100 * n_chains)]
                if relabelled else []) for r in rows]
     body, summarised = _worst_rows(body, [r.rhat_relabelled if relabelled else r.rhat for r in rows])
@@ -603,7 +605,9 @@ def _diagnostics(ctx: Context) -> str:
     if stats is not None and "step_size" in stats:
         extra += paragraph("Step size per chain (last draw): " + ", ".join(fmt(np.asarray(v).ravel()[-1], 3) for v in stats["step_size"].values) + ".")
     note = ("R-hat above 1.01 or bulk ESS below 100 per chain is marked. Under label switching the raw "
-            "R-hat is high by construction; the relabelled columns are the ones to read.")
+            "R-hat is high by construction; the relabelled columns are the ones to read (so only their ESS is "
+            "marked: the same number in the raw column is not)." if relabelled else
+            "R-hat above 1.01 or bulk ESS below 100 per chain is marked.")
     modes = multimodal(ctx.tree)
     if modes is not None:
         note += (f" Here the chains sit in {modes.sizes['mode']} distinct modes, so even the relabelled columns "
