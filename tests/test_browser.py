@@ -10,6 +10,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -342,3 +343,45 @@ def test_the_harness_sees_what_it_checks_for(devtools, tmp_path):
                     "</head><body><script>window.__xss = 1</script></body></html>", encoding="utf-8")
     result = load(devtools, page)
     assert result["probe"]["xss"] == "undefined" and result["errors"]
+
+
+#: every text of the data figure with its box on the page, and every rank panel's test result with the boxes
+#: of the panel's clip rectangles (the area its curves are drawn in)
+NAMES_PROBE = """JSON.stringify({
+  names: [...document.querySelectorAll('figure[data-fig="data"] svg text')].map(t => {
+    const r = t.getBoundingClientRect(); return [t.textContent, r.left, r.top, r.right, r.bottom]; }),
+  pValues: [...document.querySelectorAll('figure[data-fig^="rank"] svg text')].filter(t => /^p [<=≈]/.test(t.textContent))
+    .map(t => { const r = t.getBoundingClientRect(); return [t.textContent, r.left, r.top, r.right, r.bottom]; }),
+  panels: [...document.querySelectorAll('figure[data-fig^="rank"] svg [clip-path]')].map(e => {
+    const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }),
+  rawP: [...document.querySelectorAll('svg text')].filter(t => /^p=/.test(t.textContent.trim())).length
+})"""
+
+
+def overlapping(boxes: list[list]) -> list[tuple[str, str]]:
+    """Pairs of (text, left, top, right, bottom) boxes that share more than a pixel each way."""
+    return [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if min(a[3], b[3]) - max(a[1], b[1]) > 1 and min(a[4], b[4]) - max(a[2], b[2]) > 1]
+
+
+def test_named_rows_are_named_on_the_projection_and_rank_p_values_sit_clear(devtools, tmp_path):
+    """69 named rows of 5 features (the heroes' shape): each point's name is on the principal-component
+    scatter, as the browser draws it, without two names (or a name and an axis label) overlapping; each rank
+    panel's uniformity-test result is outside every panel's drawing area (arviz-plots writes it inside,
+    over the curves)."""
+    tree = synthetic_tree(features=("a", "b", "c", "d", "e"), n_obs=69, obs_label="hero")
+    result = load(devtools, write_report(tree, tmp_path), NAMES_PROBE, width=1400)
+    assert_clean_page(result, tree)
+    page = result["extra"]
+    drawn = {name for name, *_ in page["names"]}
+    assert {f"hero{i}" for i in range(69)} <= drawn, sorted({f"hero{i}" for i in range(69)} - drawn)
+    assert overlapping(page["names"]) == []
+    assert page["pValues"] and page["rawP"] == 0
+    for text, left, top, right, bottom in page["pValues"]:
+        # a failed test reads as below its 0.01 level and a passed one as not; arviz's two decimals cannot
+        # place "0.01" on either side, so it is said to be at the level (never "p = 0.01: chains differ")
+        value = float(re.search(r"[<=≈] ([0-9.]+)", text).group(1))
+        assert ("chains differ" in text) == (value < 0.01), text
+        assert ("at the test's level" in text) == (value == 0.01), text
+        inside = [p for p in page["panels"] if min(right, p[2]) - max(left, p[0]) > 1 and min(bottom, p[3]) - max(top, p[1]) > 1]
+        assert inside == [], (text, inside)

@@ -20,7 +20,7 @@ import pytest
 from emvsbayes import api
 from emvsbayes.results import read_results
 from emvsbayes.spec import load_spec, resolve_data_path
-from test_browser import DevTools, assert_clean_page, load
+from test_browser import NAMES_PROBE, DevTools, assert_clean_page, load, overlapping
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -53,6 +53,12 @@ PAGE_PROBE = """JSON.stringify({
     const heads = [...t.querySelectorAll('thead th')].map(th => th.innerText);
     return [...t.querySelectorAll('tbody tr')].flatMap(tr => [...tr.children].map((td, i) =>
       [heads[i] || '', td.querySelector('span.bad') ? td.innerText : null])).filter(([h, v]) => v !== null && /R-hat/.test(h));
+  }),
+  essCells: [...document.querySelectorAll('table')].flatMap(t => {
+    const heads = [...t.querySelectorAll('thead th')].map(th => th.innerText);
+    const i = heads.indexOf('bulk ESS');
+    if (i < 0 || heads.includes('bulk ESS relabelled') || heads[0] !== 'parameter') return [];
+    return [...t.querySelectorAll('tbody tr')].map(tr => [tr.children[i].innerText, !!tr.children[i].querySelector('span.bad')]);
   }),
   figureWidths: [...document.querySelectorAll('figure.fig > svg')].map(s => [s.closest('figure').dataset.fig, s.getBoundingClientRect().width]),
   contentWidth: document.querySelector('section').clientWidth,
@@ -120,9 +126,18 @@ def test_bundled_report_reads_without_the_source(devtools, bundled_run, name):
     # a red R-hat reads as above the 1.01 limit it broke (1.0103, never "1.01")
     for header, value in page["rhatMarked"]:
         assert float(value) > 1.01, (header, value)
+    # where the raw bulk ESS is the one to read (no relabelled column beside it) it is held to 100 per chain
+    if "posterior" in tree.children:
+        limit = 100 * tree["posterior"].sizes["chain"]
+        for value, marked in page["essCells"]:
+            if value.isdigit():
+                assert marked == (int(value) < limit), (value, marked, limit)
     # figures fill most of the page's width (not a third of it)
     wide = [(fig, width) for fig, width in page["figureWidths"] if fig not in ("joint", "data")]
     assert all(width >= 0.6 * page["contentWidth"] for _, width in wide), (page["contentWidth"], wide)
+    # two measures of one disagreement are shown with how they relate (else they read as a contradiction)
+    if "membership_agreement" in tree.children and "mean_abs_diff" in tree["membership_agreement"].attrs:
+        assert "share of probability that moves times 2 / K" in text
     if "heads" in tree["data"]:  # a coin report: the lesson's side-by-side table and the surface
         assert "What each ends with, side by side" in text
         assert any(fig == "loglik-surface" for fig, _ in page["figureWidths"])
@@ -153,3 +168,10 @@ def test_heroes_page_argues_against_k30_and_names_the_heroes(devtools, bundled_r
     assert names[0] in row
     # constant rows dropped: no row of a spherical covariance's fixed zeros
     assert "cov[0, 最大生命, 初始生命]" not in text
+    # every hero named on the principal-component scatter, no two names overlapping as the browser draws them
+    shown = load(devtools, folder / "index.html", NAMES_PROBE, width=1400)["extra"]
+    assert set(names) <= {name for name, *_ in shown["names"]}, set(names) - {name for name, *_ in shown["names"]}
+    assert overlapping(shown["names"]) == []
+    # label-switching tables name features as the rest of the page does, one row per spherical variance
+    for flat in ("mu[0,0]", "cov[2,0,0]", "cov[1,0,0]"):
+        assert flat not in text, flat

@@ -118,8 +118,10 @@ def arviz_figure(plot_function, tree, *, width: float = 10.0, row_height: float 
             for collection in ax.collections:
                 if hasattr(collection, "set_sizes"):
                     collection.set_sizes([marker_size])
-        if ax.get_title():  # lifted clear of the text arviz writes at the top of a panel (a rank plot's p)
-            ax.set_title(ax.get_title(), pad=14, fontsize=10)
+        if ax.get_title():  # lifted clear of the test result written under it (a rank plot's p)
+            # arviz writes "w\n0" where the rest of the page writes w[0]
+            ax.set_title(re.sub(r"^([^\n\[]+)\n(.+)$", r"\1[\2]", ax.get_title()), pad=14, fontsize=10)
+        _lift_p_value(ax)
         if ylabel and round(ax.get_position().x0, 3) == left:  # once per row, at its left
             ax.set_ylabel(ylabel, fontsize=9)
     if _chain_legend(pc, fig):
@@ -127,6 +129,32 @@ def arviz_figure(plot_function, tree, *, width: float = 10.0, row_height: float 
     else:
         fig.tight_layout(h_pad=1.6)
     return to_svg(fig)
+
+
+#: level of the rank plots' multi-chain uniformity test (arviz-plots' default: 1 - envelope_prob = 0.01)
+RANK_ALPHA = 0.01
+#: the text arviz-plots writes inside a rank plot's panel, p to two decimals: "p=0.00(α=0.01) "
+_P_VALUE = re.compile(r"^\s*p=([0-9.]+)\s*\(α=([0-9.]+)\)\s*$")
+
+
+def _lift_p_value(ax) -> None:
+    """Move a rank plot's uniformity-test result from inside the panel (where arviz-plots writes it, over
+    the chains' lines near the top) to the band between the panel and its title, red when the test fails."""
+    for text in list(ax.texts):
+        found = _P_VALUE.match(text.get_text())
+        if not found:
+            continue
+        p, alpha = float(found.group(1)), float(found.group(2))
+        text.remove()
+        # arviz gives p to two decimals: "0.00" is below any level it uses, "0.01" at a level of 0.01 may be
+        # either side of it (0.0098 or 0.0104), so it is said to be at the level, not called failed or passed
+        failed, passed = p + 0.005 <= alpha + 1e-12, p - 0.005 >= alpha - 1e-12
+        value = "p < 0.005" if p == 0.0 else f"p = {found.group(1)}"
+        shown = (f"{value}: chains differ" if failed else value if passed
+                 else f"p ≈ {found.group(1)}, at the test's level")
+        ax.annotate(shown,
+                    xy=(0.5, 1.0), xycoords="axes fraction", xytext=(0, 2), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8.5, color="#b00020" if failed else "0.3")
 
 
 def _chain_legend(pc, fig) -> bool:
@@ -256,15 +284,97 @@ def pair_plot(x: np.ndarray, probs: np.ndarray | None, labels: list[str], centre
     return to_svg(fig)
 
 
-def projection(x: np.ndarray, probs: np.ndarray | None, centres=None) -> str:
-    """The first two principal components of the (centred) data."""
+def projection(x: np.ndarray, probs: np.ndarray | None, centres=None, names: list[str] | None = None) -> str:
+    """The first two principal components of the (centred) data; with ``names`` (one per row, at most
+    :data:`MAX_NAMED_POINTS`) each point carries its name, placed by :func:`_place_names`."""
     mean = x.mean(axis=0)
     _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
     share = s**2 / np.sum(s**2)
     proj = (x - mean) @ vt[:2].T
     centres_proj = None if centres is None else (centres - mean) @ vt[:2].T
-    return scatter_2d(proj, probs, (f"principal component 1 ({share[0]:.0%} of variance)",
-                                    f"principal component 2 ({share[1]:.0%} of variance)"), centres_proj)
+    labels = (f"principal component 1 ({share[0]:.0%} of variance)", f"principal component 2 ({share[1]:.0%} of variance)")
+    if names is None or len(names) > MAX_NAMED_POINTS:
+        return scatter_2d(proj, probs, labels, centres_proj)
+    # full page width and taller: the names need the room more than the points do
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 7.4))
+    _scatter(ax, proj, probs, centres_proj)
+    ax.set(xlabel=labels[0], ylabel=labels[1])
+    if probs is not None:
+        _component_legend(ax, probs.shape[1], "membership")
+    _place_names(ax, proj, names, centres_proj)
+    return to_svg(fig)
+
+
+#: most points named in a scatter (beyond it names cover the points they name)
+MAX_NAMED_POINTS = 150
+#: size of a point's name (points); the page shows it at about 10 px
+NAME_SIZE = 7.5
+
+
+def _text_extent(text: str, size_px: float) -> tuple[float, float]:
+    """Width and height in pixels of ``text`` at ``size_px``, estimated: a CJK (full-width) character is one
+    em wide, others about 0.6 em. The browser draws these names in its own fonts (matplotlib lacks CJK
+    glyphs, so its own measurement would be wrong)."""
+    wide = sum(1 for ch in text if ord(ch) >= 0x2E80)
+    return size_px * (wide + 0.6 * (len(text) - wide)) + 2.0, size_px * 1.25
+
+
+def _overlap(a: tuple[float, float, float, float], b: np.ndarray) -> np.ndarray:
+    """Overlap area of box ``a`` (x0, y0, x1, y1) with each box of ``b`` (n, 4)."""
+    if len(b) == 0:
+        return np.zeros(0)
+    w = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
+    h = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
+    return w * h
+
+
+def _place_names(ax, xy: np.ndarray, names: list[str], centres: np.ndarray | None = None) -> None:
+    """Write each point's name next to it where it covers the fewest other names and points.
+
+    Greedy: the most crowded points choose first among eight positions around the point, then eight
+    further out (joined to the point by a thin line); a position's cost is the area it shares with names
+    already placed (heavily), with other points' markers, and outside the axes. Deterministic, so the same
+    results give the same page.
+    """
+    ax.margins(0.08)
+    ax.autoscale_view()
+    fig = ax.figure
+    size_px = NAME_SIZE * fig.dpi / 72
+    pix = ax.transData.transform(xy)
+    frame = ax.get_window_extent()
+    marker = 4.0  # a point's half-width in pixels, with a little air
+    points = np.column_stack([pix - marker, pix + marker])
+    if centres is not None:  # the component means' crosses are bigger than a point
+        cross = ax.transData.transform(centres)
+        points = np.vstack([points, np.column_stack([cross - 2.5 * marker, cross + 2.5 * marker])])
+    crowding = np.array([(np.hypot(*(pix - p).T) < 6 * size_px).sum() for p in pix])
+    gap = marker + 1.5
+    directions = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1)]
+    placed = np.zeros((0, 4))
+    for i in np.argsort(-crowding, kind="stable"):
+        width, height = _text_extent(names[i], size_px)
+        best = None
+        for reach in (1.0, 2.6):
+            for dx, dy in directions:
+                # the box's anchor corner sits ``gap * reach`` from the point in direction (dx, dy)
+                x0 = pix[i, 0] + dx * gap * reach - (width if dx < 0 else width / 2 if dx == 0 else 0)
+                y0 = pix[i, 1] + dy * gap * reach - (height if dy < 0 else height / 2 if dy == 0 else 0)
+                box = (x0, y0, x0 + width, y0 + height)
+                others = np.delete(points, i, axis=0)  # (the crosses sit after the points, never deleted)
+                outside = (max(0, frame.x0 - box[0]) + max(0, box[2] - frame.x1)
+                           + max(0, frame.y0 - box[1]) + max(0, box[3] - frame.y1)) * height
+                cost = (20 * _overlap(box, placed).sum() + 3 * _overlap(box, others).sum() + 50 * outside
+                        + (reach - 1) * 40)  # nearer positions preferred, other things equal
+                if best is None or cost < best[0]:
+                    best = (cost, box, reach)
+        _, box, reach = best
+        placed = np.vstack([placed, box])
+        centre = ax.transData.inverted().transform(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+        ax.text(*centre, names[i], fontsize=NAME_SIZE, ha="center", va="center", color="0.15", zorder=6)
+        if reach > 1:
+            nearest = np.clip(pix[i], box[:2], box[2:])
+            end = ax.transData.inverted().transform(nearest)
+            ax.plot([xy[i, 0], end[0]], [xy[i, 1], end[1]], color="0.55", lw=0.5, zorder=2)
 
 
 # --- EM -----------------------------------------------------------------------------------------------
@@ -326,7 +436,8 @@ def parameter_paths(trace: dict[str, np.ndarray], labels: dict[str, list[str]]) 
         _whole_numbers_plain(ax)
         ax.set(xlabel="iteration", title=name if values.shape[1] <= 6 else f"{name} ({values.shape[1]} lines)")
         if values.shape[1] <= 6:  # a legend of dozens of lines would hide them
-            ax.legend(frameon=False)
+            # under the panel, not in it: inside a third of the page's width it covers the lines it names
+            ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8.5, handlelength=1.5)
     return to_svg(fig)
 
 
@@ -446,7 +557,10 @@ def model_choice(ks: np.ndarray, criteria: dict[str, np.ndarray]) -> str:
     for i, (name, values) in enumerate(criteria.items()):
         values = np.asarray(values, dtype=float)
         if np.isfinite(values).any():
-            ax.plot(ks, values, marker="o", ms=3.5, lw=1.2, color=color(i), label=name)
+            # criteria that coincide (BIC and ICL when every assignment is certain) would hide each other:
+            # each its own marker and dashes, the earlier ones wider underneath
+            ax.plot(ks, values, marker="osD^vP"[i % 6], ms=7 - i, lw=2.6 - 0.3 * i, ls=("-", "--", ":", "-.")[i % 4],
+                    color=color(i), label=name, zorder=2 + i)
     ax.set(xlabel="K (components)", ylabel="criterion (lower is better)", xticks=list(ks))
     ax.legend(frameon=False)
     return to_svg(fig)

@@ -50,6 +50,31 @@ class ParamRow:
         return None if not np.isfinite(lo) else bool(lo <= self.em <= hi)
 
 
+def readable_label(tree: xr.DataTree, label: str) -> str:
+    """A flat parameter label as stored (``mu[2,3]``, ``theta[0]``) the way the rest of the page writes it:
+    each index by its coordinate's value (``mu[2, 最大攻速]``) and a component by the name the spec gave
+    (``theta[A]``). A label that does not fit the posterior's variable is returned as it is."""
+    name, bracket, inside = label.partition("[")
+    posterior = group(tree, "posterior")
+    if not bracket or posterior is None or name not in posterior:
+        return label
+    parts = [v.strip() for v in inside.rstrip("]").split(",")]
+    dims = [d for d in posterior[name].dims if d not in SAMPLE_DIMS]
+    if len(dims) != len(parts) or not all(v.lstrip("-").isdigit() for v in parts):
+        return label
+    da, words = posterior[name], []
+    for d, v in zip(dims, map(int, parts)):
+        if not 0 <= v < da.sizes[d]:
+            return label
+        if d == "component":
+            words.append(component_names(tree, da.sizes[d])[v])
+        elif d in da.coords:
+            words.append(str(da[d].values[v]))
+        else:
+            words.append(str(v))
+    return f"{name}[{', '.join(words)}]"
+
+
 def component_names(tree: xr.DataTree, k: int) -> list[str]:
     """The components' names the spec gave (``[model] labels``, kept in ``data.attrs["component_labels"]``),
     else their indices as text."""

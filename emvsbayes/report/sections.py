@@ -29,6 +29,7 @@ from emvsbayes.report.markup import (
     table,
 )
 from emvsbayes.report.params import (
+    SAMPLE_DIMS,
     ParamRow,
     display_draws,
     elements,
@@ -166,8 +167,13 @@ def _continuous_data(ctx: Context, data: xr.Dataset) -> str:
         svg = figures.pair_plot(x, probs, features, centres)
         caption = f"Every pair of features. {colour}{shown}; crosses: EM's component means."
     else:
-        svg = figures.projection(x, probs, centres)
+        rows = [str(v) for v in data["obs"].values] if "obs" in data.coords else []
+        # numbered rows carry no name worth writing on the figure
+        names = rows if rows and not all(r.lstrip("-").isdigit() for r in rows) else None
+        svg = figures.projection(x, probs, centres, names)
         caption = f"The data projected on their first two principal components. {colour}{shown}."
+        if names is not None and n <= figures.MAX_NAMED_POINTS:
+            caption += " Each point carries its row's name (a thin line joins a name set further off to its point)."
     transforms = _as_text(data.attrs.get("transforms") or "")
     notes = paragraph(f"Source: {data.attrs.get('source', '?')}; {n} observations, {d} feature{'s' if d > 1 else ''} "
                       f"({', '.join(features)}).")
@@ -570,8 +576,9 @@ def _trace_and_rank(ctx: Context, posterior: xr.Dataset) -> str:
             "Each chain's draws are ranked among all chains' draws; a line is one chain's empirical distribution "
             "of its fractional ranks minus the uniform one (x: fractional rank, y: the difference). If every chain "
             "samples the same posterior the lines wander close to zero; a chain whose line runs far above or below "
-            "the others sits in a different part of the posterior. Each panel's p is ArviZ's multi-chain "
-            "uniformity test (small p: the chains differ); points that test flags are marked"
+            "the others sits in a different part of the posterior. The p above each panel is ArviZ's multi-chain "
+            f"uniformity test at level {figures.RANK_ALPHA:g}, given to two decimals (red: below it, the chains differ; "
+            f"p ≈ {figures.RANK_ALPHA:g}: too close to the level to tell); points that test flags are marked"
             f"{note}.{subset_note}")))
     return "".join(parts)
 
@@ -584,7 +591,9 @@ def _diagnostics(ctx: Context) -> str:
     n_chains = posterior.sizes.get("chain", 1)
     relabelled = any(np.isfinite(r.rhat_relabelled) for r in rows)
     header = ["parameter", "R-hat", "bulk ESS", "tail ESS"] + (["R-hat relabelled", "bulk ESS relabelled"] if relabelled else [])
-    body = [[_named_label(ctx, r.label), _rhat_cell(r.rhat), _ess_cell(r.ess_bulk), _ess_cell(r.ess_tail)]
+    # the raw bulk ESS is held to the limit only when it is the one to read (no relabelled columns beside it)
+    body = [[_named_label(ctx, r.label), _rhat_cell(r.rhat), _ess_cell(r.ess_bulk, None if relabelled else 100 * n_chains),
+             _ess_cell(r.ess_tail)]
             + ([_rhat_cell(r.rhat_relabelled), _ess_cell(r.ess_relabelled, 100 * n_chains)]
                if relabelled else []) for r in rows]
     body, summarised = _worst_rows(body, [r.rhat_relabelled if relabelled else r.rhat for r in rows])
@@ -596,7 +605,9 @@ def _diagnostics(ctx: Context) -> str:
     if stats is not None and "step_size" in stats:
         extra += paragraph("Step size per chain (last draw): " + ", ".join(fmt(np.asarray(v).ravel()[-1], 3) for v in stats["step_size"].values) + ".")
     note = ("R-hat above 1.01 or bulk ESS below 100 per chain is marked. Under label switching the raw "
-            "R-hat is high by construction; the relabelled columns are the ones to read.")
+            "R-hat is high by construction; the relabelled columns are the ones to read (so only their ESS is "
+            "marked: the same number in the raw column is not)." if relabelled else
+            "R-hat above 1.01 or bulk ESS below 100 per chain is marked.")
     modes = multimodal(ctx.tree)
     if modes is not None:
         note += (f" Here the chains sit in {modes.sizes['mode']} distinct modes, so even the relabelled columns "
@@ -855,7 +866,9 @@ def _members_by_name(ctx: Context, obs_dim: str, resp: np.ndarray, posterior: np
         members = np.flatnonzero(em_label == c)
         members = members[np.argsort(-prob[members, c], kind="stable")]
         listed = ", ".join(f"{labels[i]} {fixed(prob[i, c], 2)}" for i in members)
-        doubtful = [f"{labels[i]} ({fixed(prob[i, c], 2)}; most likely component {names[int(prob[i].argmax())]})"
+        # the other component is named only where it, not this one, is the most likely
+        doubtful = [f"{labels[i]} ({fixed(prob[i, c], 2)}"
+                    + (f"; most likely component {names[int(prob[i].argmax())]})" if prob[i].argmax() != c else ")")
                     for i in members if prob[i, c] < DOUBTFUL]
         rows.append([f"component {names[c]}", len(members), listed, "; ".join(doubtful) or "none"])
     return table(["EM's component", "members", f"who, each with {source} probability of this component",
@@ -946,8 +959,15 @@ def _stored_agreement(ctx: Context, stored: xr.Dataset) -> str:
     scalars = [(key, value) for key, value in stored.attrs.items() if np.ndim(value) == 0]
     scalars += [(name, var.values) for name, var in stored.data_vars.items() if var.ndim == 0]
     if scalars:
+        caption = None
+        if "mean_abs_diff" in stored.attrs and "abs_diff" in stored and k:
+            # two numbers for one disagreement read as a contradiction unless the page says how they relate
+            share = float(np.mean(stored["abs_diff"].values))
+            caption = (f"The mean absolute difference is over every (observation, component) probability, so it is the "
+                       f"share of probability that moves times 2 / K: {fixed(share, 3)} x 2 / {k} = {fmt(2 * share / k, 3)}, "
+                       "the same disagreement on another scale.")
         parts.append(table(["measure", "value"], [[SCALAR_AGREEMENT.get(key, key.replace("_", " ")), fmt(value, 3)]
-                                                  for key, value in scalars]))
+                                                  for key, value in scalars], caption=caption or ""))
     if "ari" in stored:
         labellings = [str(v) for v in stored["labelling"].values]
         rows = [[name] + [fmt(v, 3) for v in stored["ari"].values[i]] for i, name in enumerate(labellings)]
@@ -1210,24 +1230,74 @@ def label_switching_section(ctx: Context) -> str:
         parts.append(subsection("Per chain", table(["chain", "most frequent relabelling", "share of draws", "switches", "mode"], rows)))
     modes = ctx.group("posterior_modes")
     if modes is not None and modes.sizes.get("mode", 1) > 1:
-        parts.append(_per_mode_table(modes))
+        parts.append(_per_mode_table(ctx, modes))
     elif "mode_share" in ls:
         parts.append(subsection("Modes (up to relabelling)", table(
             ["mode", "share of draws"], [[int(m), f"{float(s):.0%}"] for m, s in zip(ls["mode"].values, ls["mode_share"].values)])))
     before_after = [v for v in ("rhat_before", "rhat_after", "ess_before", "ess_after") if v in ls]
     if before_after and "parameter" in ls.dims:
-        rows = [[_named_label(ctx, str(p))] + [_rhat_cell(ls[v].values[i]) if v.startswith("rhat") else
-                                                _ess_cell(ls[v].values[i]) for v in before_after]
-                for i, p in enumerate(ls["parameter"].values)]
-        rows, left_out = _worst_rows(rows, [ls[before_after[0]].values[i] for i in range(len(rows))])
+        stats = np.stack([np.asarray(ls[v].values, dtype=float) for v in before_after], axis=-1)
+        kept, dropped = _stored_parameter_rows(ctx, [str(p) for p in ls["parameter"].values], stats,
+                                               constant=~np.isfinite(stats[:, 0]))
+        rows = [[label] + [_rhat_cell(stats[i, j]) if v.startswith("rhat") else _ess_cell(stats[i, j])
+                           for j, v in enumerate(before_after)] for i, label in kept]
+        rows, left_out = _worst_rows(rows, [stats[i, 0] for i, _ in kept])
         readable = {"rhat_before": "R-hat before", "rhat_after": "R-hat after", "ess_before": "bulk ESS before",
                     "ess_after": "bulk ESS after"}
+        note = (f" Left out: {dropped} covariance entries that repeat a row shown (a covariance's mirror half, a "
+                "spherical covariance's one variance per feature) or never change (its zeros)." if dropped else "")
         parts.append(subsection("R-hat and ESS before and after relabelling",
-                                table(["parameter"] + [readable[v] for v in before_after], rows), left_out.strip()))
+                                table(["parameter"] + [readable[v] for v in before_after], rows),
+                                (left_out + note).strip()))
     return "".join(parts)
 
 
-def _per_mode_table(modes: xr.Dataset) -> str:
+def _stored_parameter_rows(ctx: Context, labels: list[str], stats: np.ndarray,
+                           constant: np.ndarray | None = None) -> tuple[list[tuple[int, str]], int]:
+    """The rows worth showing of a table keyed by the results' flat parameter labels (``mu[2,3]``,
+    ``cov[1,4,4]``), each as (its index, a label a reader understands: ``mu[2, 最大攻速]``, with the
+    components' and features' names as elsewhere on the page), and how many were left out.
+
+    Left out: a covariance's mirror half, its constant entries (``constant``: the zeros off a spherical or
+    diagonal covariance's diagonal) and an entry whose ``stats`` (one row per label) repeat an earlier
+    entry of the same component (a spherical covariance's one variance, stored once per feature); a row
+    that stands for such repeats is named ``variance[c] (every feature)``.
+    """
+    posterior = ctx.group("posterior")
+    kept, first, repeats = [], {}, set()
+    for i, label in enumerate(labels):
+        name, _, inside = label.partition("[")
+        index = [int(v) for v in inside.rstrip("]").split(",") if v.strip().lstrip("-").isdigit()]
+        dims = ([d for d in posterior[name].dims if d not in SAMPLE_DIMS]
+                if posterior is not None and name in posterior else [])
+        if len(dims) != len(index):  # not a label of the posterior's shape: shown as stored
+            kept.append((i, _named_label(ctx, label)))
+            continue
+        where = dict(zip(dims, index))
+        if "feature" in where and "feature_bis" in where:
+            if where["feature_bis"] < where["feature"] or (constant is not None and constant[i]):
+                continue
+            key = (name, where.get("component"), tuple(np.round(stats[i], 9)))
+            if key in first:
+                repeats.add(first[key])
+                continue
+            first[key] = len(kept)
+        names = []
+        for d, v in where.items():
+            if d == "component":
+                names.append(_component_name(ctx, v))
+            elif d in posterior[name].coords:
+                names.append(str(posterior[name][d].values[v]))
+            else:
+                names.append(str(v))
+        kept.append((i, f"{name}[{', '.join(names)}]"))
+    for position in repeats:
+        i, label = kept[position]
+        kept[position] = (i, f"variance[{label.partition('[')[2].split(',')[0].strip()}] (every feature)")
+    return kept, len(labels) - len(kept)
+
+
+def _per_mode_table(ctx: Context, modes: xr.Dataset) -> str:
     """One row per parameter, per mode its mean, equal-tailed interval, R-hat and bulk ESS (relabelled
     draws of that mode's chains); constant elements (zeros of a spherical covariance) left out."""
     pct = f"{round(float(modes.attrs.get('interval_prob', 0.89)) * 100)}%"
@@ -1236,20 +1306,21 @@ def _per_mode_table(modes: xr.Dataset) -> str:
     for m in ids:
         chains = ", ".join(str(c) for c, cm in zip(modes["chain"].values, modes["chain_mode"].values) if int(cm) == m)
         header += [f"mode {m} ({float(modes['share'].values[m]):.0%}; chain {chains}): mean [{pct}]", "R-hat", "ESS"]
-    body, shown, apart = [], set(), []
-    for j, parameter in enumerate(modes["parameter"].values):
-        lower, upper = modes["lower"].values[:, j], modes["upper"].values[:, j]
-        name, _, index = str(parameter).partition("[")
-        index = [int(i) for i in index.rstrip("]").split(",") if i.strip().lstrip("-").isdigit()]
-        # A covariance's mirror half, and the equal diagonal of a spherical one, repeat rows shown already.
-        repeat = (name, tuple(index[:1]), tuple(modes["mean"].values[:, j]), tuple(lower), tuple(upper))
-        if np.all(lower == upper) or (name == "cov" and len(index) == 3 and index[2] < index[1]) or repeat in shown:
+    body, apart = [], []
+    lower_all, upper_all = np.asarray(modes["lower"].values, dtype=float), np.asarray(modes["upper"].values, dtype=float)
+    mean_all = np.asarray(modes["mean"].values, dtype=float)
+    # a covariance's mirror half, its constant zeros and the equal diagonal of a spherical one repeat rows shown
+    kept, _ = _stored_parameter_rows(ctx, [str(p) for p in modes["parameter"].values],
+                                     np.concatenate([mean_all, lower_all, upper_all]).T,
+                                     constant=np.all(lower_all == upper_all, axis=0))
+    for j, label in kept:
+        lower, upper = lower_all[:, j], upper_all[:, j]
+        if np.all(lower == upper):
             continue
-        shown.add(repeat)
-        width = np.nanmean(np.asarray(upper, dtype=float) - np.asarray(lower, dtype=float))
-        means = np.asarray(modes["mean"].values[:, j], dtype=float)
+        width = np.nanmean(upper - lower)
+        means = mean_all[:, j]
         apart.append(float(np.ptp(means) / width) if width > 0 else 0.0)
-        row = [str(parameter)]
+        row = [label]
         for m in ids:
             rhat, ess = float(modes["rhat"].values[m, j]), float(modes["ess_bulk"].values[m, j])
             row += [f"{fmt(modes['mean'].values[m, j])} [{fmt_interval(lower[m], upper[m])}]",

@@ -7,13 +7,14 @@ HTML report, the reports index, and the terminal (:func:`summary_card_text`).
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import xarray as xr
 
 from emvsbayes.report.markup import attr_flag, fmt, group, plain
-from emvsbayes.report.params import ParamRow, elements, interval_prob, multimodal, parameter_rows, varying_names
+from emvsbayes.report.params import (ParamRow, elements, interval_prob, multimodal, parameter_rows, readable_label,
+                                     varying_names)
 from emvsbayes.results import root_json
 
 #: R-hat above this, or bulk ESS below this many per chain, is a warning (Vehtari et al. 2021).
@@ -186,13 +187,14 @@ def _agreement(rows: list[ParamRow], prob: float, main_mode: int | None = None) 
     return Verdict("estimates", text, None, mark="differs")
 
 
-def _within_mode_findings(modes: xr.Dataset, n_div: int | None, n_draws: int) -> tuple[Verdict, list[Finding]]:
+def _within_mode_findings(modes: xr.Dataset, n_div: int | None, n_draws: int,
+                          tree: xr.DataTree | None = None) -> tuple[Verdict, list[Finding]]:
     """The checks inside each mode of a multimodal posterior (``posterior_modes``): R-hat over all chains
     only says that chains in different modes differ; within a mode it says what it always says."""
     rhat = modes["rhat"].values
     ess = modes["ess_bulk"].values
     per_chain = ESS_PER_CHAIN * np.maximum(modes["n_chains"].values, 1)[:, None]
-    labels = [str(p) for p in modes["parameter"].values]
+    labels = [str(p) if tree is None else readable_label(tree, str(p)) for p in modes["parameter"].values]
     # NaN (a constant element, e.g. the zeros of a spherical covariance) is neither good nor bad.
     bad = [labels[j] for j in range(len(labels)) if np.any(rhat[:, j] > RHAT_LIMIT)]
     low = [labels[j] for j in range(len(labels)) if np.any(ess[:, j] < per_chain[:, 0])]
@@ -234,11 +236,11 @@ def _divergence_finding(n_div: int, n_draws: int) -> Finding:
 
 
 def _diagnostic_findings(rows: list[DiagnosticRow], n_chains: int, n_div: int | None, n_draws: int,
-                         modes: xr.Dataset | None = None) -> tuple[Verdict, list[Finding]]:
+                         modes: xr.Dataset | None = None, tree: xr.DataTree | None = None) -> tuple[Verdict, list[Finding]]:
     """The diagnostics verdict: over all chains, or within each mode when ``modes`` (a multimodal
     ``posterior_modes`` group) is given."""
     if modes is not None:
-        return _within_mode_findings(modes, n_div, n_draws)
+        return _within_mode_findings(modes, n_div, n_draws, tree)
     findings = []
     relabelled = any(np.isfinite(r.rhat_relabelled) for r in rows)
     rhat_of = (lambda r: r.rhat_relabelled) if relabelled else (lambda r: r.rhat)
@@ -399,11 +401,14 @@ def build_summary(tree: xr.DataTree, *, params: list[ParamRow] | None = None,
         params = parameter_rows(tree) if params is None else params
         diagnostics = diagnostic_rows(tree) if diagnostics is None else diagnostics
         modes = multimodal(tree)
+        # the warnings name parameters as the page's tables do (theta[A], mu[2, 最大攻速]), not as stored
+        params = [replace(r, label=readable_label(tree, r.label)) for r in params]
+        diagnostics = [replace(r, label=readable_label(tree, r.label)) for r in diagnostics]
         verdicts.append(_agreement(params, interval_prob(tree),
                                    int(modes.attrs.get("main_mode", 0)) if modes is not None else None))
         verdict, findings = _diagnostic_findings(diagnostics, posterior.sizes.get("chain", 1), n_divergent(tree),
                                                  posterior.sizes.get("chain", 1) * posterior.sizes.get("draw", 1),
-                                                 modes)
+                                                 modes, tree)
         verdicts.append(verdict)
         warnings += findings
         verdict, findings = _label_switching(group(tree, "label_switching"), per_mode=modes is not None)
