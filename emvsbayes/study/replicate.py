@@ -552,7 +552,6 @@ def ladder_intervals(family, model_def, data, arrays: dict, estimate, kinds, spe
 
     Returns (rung -> (lower, upper)), scalars (failures, VI's Pareto k), seconds per rung.
     """
-    from emvsbayes.ladder import adapters
     from emvsbayes.ladder import bayesian_bootstrap as bb
     from emvsbayes.ladder import laplace as lp
     from emvsbayes.ladder import vi
@@ -587,7 +586,7 @@ def ladder_intervals(family, model_def, data, arrays: dict, estimate, kinds, spe
                 draws = vi.vi_draws(ladder.compiled, fitted, LADDER_DRAWS, rng)
                 scalars[f"{kind}_khat"] = vi.pareto_k(ladder.compiled, fitted, LADDER_DRAWS, rng).khat
             else:
-                refit, reason = adapters.weighted_refit(family, model_def, data, estimate, em_options(spec))
+                refit, reason = bb.weighted_refit(family, model_def, data, estimate, em_options(spec))
                 if refit is None:
                     raise ValueError(reason)
                 weights = bb.dirichlet_weights(family.n_observations(data), spec["intervals"]["bootstrap"],
