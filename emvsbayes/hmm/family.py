@@ -245,6 +245,13 @@ class HMMFamily:
     def model_choice_model(self, spec: dict, data, n_components: int) -> HiddenMarkovModel:
         return self.model_from_spec(spec, data, n_components)
 
+    def sparse_model(self, spec: dict, data, k_max: int, concentration: float):
+        """None: a hidden Markov model has no mixture weights to shrink (its states' shares follow from the
+        transition matrix), and its states are dependent given the parameters, so one state per time step
+        drawn from its own membership probabilities would not be a draw of the state path."""
+        return None, ("not for a hidden Markov model: its states have no mixture weights to shrink and are "
+                      "dependent over time (an overfitted HMM needs a sparse prior on the transition matrix)")
+
     def loglik_and_resp(self, model_def, data: Series, params: HMMParams) -> tuple[float, np.ndarray]:
         """The forward algorithm's log-likelihood and the smoothed state probabilities (the ICL's entropy is
         taken of these: an approximation, the states of a chain are not independent)."""
