@@ -382,7 +382,7 @@ def model_choice_lrt(family, spec, data, fitted: dict, seed: int, progress) -> l
     models = {k: model_def for k, (model_def, _) in fitted.items()}
 
     def best_loglik(sample, k, rng) -> float:
-        view = FamilyView(family.family, sample)
+        view = FamilyView(getattr(family, "family", family), sample)
         return view.model_choice_run(models[k], sample, em_spec, rng,
                                      partial(fit_until, view, models[k], sample, em_spec=em_spec)).restarts.best.loglik
 
