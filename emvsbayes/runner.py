@@ -117,6 +117,9 @@ class FamilyView:
     def default_extra_groups(self, spec, model_def, data, best_fit, rng, timings) -> dict:
         return {}
 
+    def default_lrt_unavailable(self) -> str:
+        return ""  # every family that simulates can be tested
+
     def default_sparse_model(self, spec, data, k_max: int, concentration: float):
         """(the model with ``k_max`` components and Dirichlet(e0, ..., e0) weights, None): a mixture whose
         weights the spec's ``[bayes] w_concentration`` sets. A family without such weights returns (None,
@@ -365,7 +368,9 @@ def model_choice(family, spec, data, seeds, timings, progress) -> xr.Dataset:
         rows[k] = model_choice_row(found, predictive, note="; ".join(notes), n_params=n_params, restarts=facts, **extras)
     timings["model_choice"] = time.perf_counter() - start
     group = model_choice_group(rows, **family.model_choice_attrs(spec, data))
-    if choice["lrt_bootstrap"]:
+    if choice["lrt_bootstrap"] and family.lrt_unavailable():
+        group.attrs["lrt_skipped"] = family.lrt_unavailable()
+    elif choice["lrt_bootstrap"]:
         start = time.perf_counter()
         group = lrt_columns(group, model_choice_lrt(family, spec, data, fitted, seeds["lrt"], progress),
                             choice["lrt_bootstrap"])

@@ -120,3 +120,12 @@ def test_p_value_formula_and_replicate_seeds():
     np.testing.assert_array_equal(three.replicates, five.replicates[:3])
     np.testing.assert_allclose(five.replicates, 2 * np.array(first))
     assert five.statistic == 2.0 and five.p_value == pytest.approx(1 / 6)  # every T_b < 2
+
+
+def test_a_hidden_markov_model_says_why_it_has_no_lrt():
+    """The HMM family declines the test with its reason, which the group records instead of columns."""
+    from emvsbayes.runner import FamilyView
+
+    family = FamilyView(get_family("hmm"))
+    assert "hidden Markov model" in family.lrt_unavailable()
+    assert FamilyView(get_family("gaussian")).lrt_unavailable() == ""

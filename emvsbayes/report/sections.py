@@ -1122,6 +1122,8 @@ def _model_choice(ctx: Context) -> str:
             f" In {missed} simulated data set(s) the K + 1 search ended below the K optimum (a negative statistic): "
             "the restart rule was too weak there." if missed else "")
         note += LRT_NOTE.format(n_boot=n_boot, p_min=1 / (n_boot + 1), failed=extra)
+    if "lrt_skipped" in choice.attrs:
+        note += f" The likelihood-ratio test of K against K + 1 was asked for but not run: {choice.attrs['lrt_skipped']}."
     notes = ""
     if "note" in choice and any(str(v) for v in choice["note"].values):
         notes = "<ul>" + "".join(f"<li>K = {int(k)}: {esc(str(v))}</li>" for k, v in zip(ks, choice["note"].values)
