@@ -249,7 +249,7 @@ class HMMFamily:
         """Why the bootstrap LRT is not run for a hidden Markov model: its cost."""
         return ("the bootstrap likelihood-ratio test is not run for a hidden Markov model: every simulated series "
                 "is refitted by Baum-Welch for K and K + 1 under the restart rule, one fit at a time (no batched "
-                "fit); with B = 2 over the earthquakes series' K it did not finish in 10 minutes")
+                "fit); the earthquakes series' model choice with B = 2 did not finish in 10 minutes on a shared 2-core machine")
 
     def sparse_model(self, spec: dict, data, k_max: int, concentration: float):
         """None: a hidden Markov model has no mixture weights to shrink (its states' shares follow from the
