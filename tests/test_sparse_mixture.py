@@ -104,3 +104,13 @@ def test_equal_weight_coins_and_hmms_are_skipped_with_a_reason():
     data = get_family("coins").load_data(spec)
     group = sparse_mixture(FamilyView(get_family("coins"), data), spec, data, child_seeds(5), {}, None)
     assert "estimated weights" in group.attrs["skipped"] and not group.data_vars
+
+
+@pytest.mark.parametrize("key, value, words", [("sparse_components", 1, "must be at least 2"),
+                                               ("sparse_concentration", 0, "sparse_concentration"),
+                                               ("lrt_bootstrap", -1, "whole number >= 0")])
+def test_bad_sparse_and_lrt_keys_name_the_key_and_the_fix(key, value, words):
+    from emvsbayes.errors import UserError
+
+    with pytest.raises(UserError, match=words):
+        validate({"data": {"dataset": "coins_lecture"}, "model": {"family": "coins"}, "model_choice": {key: value}})
