@@ -203,6 +203,50 @@ def model_choice_group(rows: Mapping[int, dict], **attrs) -> xr.Dataset:
     return ds
 
 
+def lrt_columns(group: xr.Dataset, tests, n_boot: int) -> xr.Dataset:
+    """``group`` (the ``model_choice`` group) with the bootstrap LRT of each K against K + 1 (a list of
+    :class:`~emvsbayes.uncertainty.lrt.BootstrapLRT`): ``lrt_statistic``, ``lrt_p_value``, ``lrt_n_failed``,
+    ``lrt_n_search_failed`` along ``K`` (NaN where K has no K + 1 to test against) and the replicates'
+    statistics ``lrt_replicates`` (K, lrt_replicate)."""
+    ks = [int(k) for k in group["K"].values]
+    columns = {name: np.full(len(ks), np.nan) for name in ("lrt_statistic", "lrt_p_value", "lrt_n_failed",
+                                                           "lrt_n_search_failed")}
+    replicates = np.full((len(ks), n_boot), np.nan)
+    for test in tests:
+        i = ks.index(test.n_components)
+        columns["lrt_statistic"][i] = test.statistic
+        columns["lrt_p_value"][i] = test.p_value
+        columns["lrt_n_failed"][i] = test.n_failed
+        columns["lrt_n_search_failed"][i] = test.n_search_failed
+        replicates[i] = test.replicates
+    group = group.assign({name: ("K", values) for name, values in columns.items()})
+    group["lrt_replicates"] = (("K", "lrt_replicate"), replicates)
+    group.attrs["lrt_bootstrap"] = int(n_boot)
+    return group
+
+
+def sparse_group(n_occupied: np.ndarray, k_max: int, attrs: dict) -> xr.Dataset:
+    """The ``sparse_mixture`` group: K+ per draw ``n_occupied`` (chain, draw), its posterior ``prob``
+    over ``n_clusters`` = 1..K_max, and each probability's Monte Carlo standard error from the effective
+    sample size of its indicator (NaN where every draw agrees and the indicator has no variance)."""
+    import arviz as az
+
+    from emvsbayes.uncertainty.sparse import occupied_distribution
+
+    n_occupied = np.asarray(n_occupied, dtype=int)
+    prob = occupied_distribution(n_occupied.ravel(), k_max)
+    mcse = np.full(k_max, np.nan)
+    for k in range(1, k_max + 1):
+        indicator = (n_occupied == k).astype(float)
+        if 0 < indicator.mean() < 1:
+            ess = float(az.ess(indicator[None] if indicator.ndim == 1 else indicator))
+            mcse[k - 1] = np.sqrt(prob[k - 1] * (1 - prob[k - 1]) / ess) if ess > 0 else np.nan
+    ds = xr.Dataset({"n_occupied": (("chain", "draw"), n_occupied), "prob": ("n_clusters", prob),
+                     "prob_mcse": ("n_clusters", mcse)}, coords={"n_clusters": np.arange(1, k_max + 1)})
+    ds.attrs.update(attrs, mode=int(np.argmax(prob) + 1), mean=float(n_occupied.mean()))
+    return ds
+
+
 #: Chains start from at most this many distinct EM optima (cycled over chains).
 MAX_START_OPTIMA = 4
 

@@ -21,8 +21,10 @@ from emvsbayes.comparison import (
     bootstrap_group,
     bootstrap_progress,
     information_group,
+    lrt_columns,
     model_choice_group,
     model_choice_row,
+    sparse_group,
     start_points,
     truth_agreement_group,
 )
@@ -30,8 +32,11 @@ from emvsbayes.em import EMRestarts, RestartPolicy, RestartRun, fit_em_until
 from emvsbayes.errors import DegenerateFitError, UserError
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import em_estimate, em_restarts, em_trace
-from emvsbayes.sampling import SamplerSettings, resolve_sampler, sample_posterior
+from emvsbayes.sampling import SamplerSettings, resolve_sampler, resolve_target_accept, sample_posterior
 from emvsbayes.uncertainty import criteria, loo_waic, run_bootstrap, standard_errors
+from emvsbayes.uncertainty.bootstrap import REPLICATE_ERRORS
+from emvsbayes.uncertainty.lrt import bootstrap_lrt
+from emvsbayes.uncertainty.sparse import allocation_draws, occupied_components
 
 class FamilyView:
     """The runner's view of a family: the family's own members, and for the optional ones it leaves out
@@ -111,6 +116,16 @@ class FamilyView:
 
     def default_extra_groups(self, spec, model_def, data, best_fit, rng, timings) -> dict:
         return {}
+
+    def default_lrt_unavailable(self) -> str:
+        return ""  # every family that simulates can be tested
+
+    def default_sparse_model(self, spec, data, k_max: int, concentration: float):
+        """(the model with ``k_max`` components and Dirichlet(e0, ..., e0) weights, None): a mixture whose
+        weights the spec's ``[bayes] w_concentration`` sets. A family without such weights returns (None,
+        why)."""
+        sparse_spec = {**spec, "bayes": {**spec["bayes"], "w_concentration": float(concentration)}}
+        return self.model_choice_model(sparse_spec, data, k_max), None
 
     def starts(self, model_def, data, em_spec, rng):
         """(next start, restart policy): a family's ``starts`` may return the first alone, then the spec's
@@ -240,6 +255,8 @@ def run(family, spec: dict, data, seeds: dict[str, int], timings: dict[str, floa
                                                           model_def.n_components, column=truth.attrs["column"])
     if spec["model_choice"]["components"]:
         groups["model_choice"] = model_choice(family, spec, data, seeds, timings, progress)
+    if spec["model_choice"]["sparse"]:
+        groups["sparse_mixture"] = sparse_mixture(family, spec, data, seeds, timings, progress)
     return groups
 
 
@@ -313,7 +330,7 @@ def model_choice(family, spec, data, seeds, timings, progress) -> xr.Dataset:
     """For each K of ``[model_choice] components``: EM's BIC, AIC and ICL, the family's own criteria (the
     coins' exact log evidence, the Gaussians' degeneracy checks) and PSIS-LOO / WAIC of a posterior."""
     choice = spec["model_choice"]
-    rows = {}
+    rows, fitted = {}, {}
     start = time.perf_counter()
     for k in sorted(set(choice["components"])):
         model_def = family.model_choice_model(spec, data, k)
@@ -329,6 +346,7 @@ def model_choice(family, spec, data, seeds, timings, progress) -> xr.Dataset:
                 notes.append(f"EM failed in every restart: {error}")
             else:
                 best = run.restarts.best
+                fitted[k] = (model_def, best)
                 found = criteria(family, model_def, data, best.params)
                 facts = restart_facts(run)
                 after = family.model_choice_checks(model_def, data, run)
@@ -349,4 +367,83 @@ def model_choice(family, spec, data, seeds, timings, progress) -> xr.Dataset:
                 notes.append("no pointwise log-likelihood: PSIS-LOO and WAIC left out")
         rows[k] = model_choice_row(found, predictive, note="; ".join(notes), n_params=n_params, restarts=facts, **extras)
     timings["model_choice"] = time.perf_counter() - start
-    return model_choice_group(rows, **family.model_choice_attrs(spec, data))
+    group = model_choice_group(rows, **family.model_choice_attrs(spec, data))
+    if choice["lrt_bootstrap"] and family.lrt_unavailable():
+        group.attrs["lrt_skipped"] = family.lrt_unavailable()
+    elif choice["lrt_bootstrap"]:
+        start = time.perf_counter()
+        group = lrt_columns(group, model_choice_lrt(family, spec, data, fitted, seeds["lrt"], progress),
+                            choice["lrt_bootstrap"])
+        timings["model_choice_lrt"] = time.perf_counter() - start
+    return group
+
+
+def model_choice_lrt(family, spec, data, fitted: dict, seed: int, progress) -> list:
+    """The bootstrap LRT of K against K + 1 (:func:`~emvsbayes.uncertainty.bootstrap_lrt`) for each K whose
+    K + 1 is in ``fitted`` (K -> (model, best EM fit)): data simulated from the K fit, both K and K + 1
+    refitted to each under the spec's restart rule, from the same automatic starts as the data's fits."""
+    em_spec, n_boot = spec["em"], spec["model_choice"]["lrt_bootstrap"]
+    n = family.n_observations(data)
+    models = {k: model_def for k, (model_def, _) in fitted.items()}
+
+    def best_loglik(sample, k, rng) -> float:
+        view = FamilyView(getattr(family, "family", family), sample)
+        return view.model_choice_run(models[k], sample, em_spec, rng,
+                                     partial(fit_until, view, models[k], sample, em_spec=em_spec)).restarts.best.loglik
+
+    tests = []
+    for k in sorted(fitted):
+        if k + 1 not in fitted:
+            continue
+        model_def, best = fitted[k]
+        if progress:
+            progress(f"model choice: bootstrap LRT of K = {k} against {k + 1}, {n_boot} simulated data sets")
+        tests.append(bootstrap_lrt(k, best.loglik, fitted[k + 1][1].loglik, n_boot, seed,
+                                   simulate=partial(_simulate_like, family, model_def, best.params, n, data),
+                                   best_loglik=best_loglik, failures=REPLICATE_ERRORS))
+    return tests
+
+
+def _simulate_like(family, model_def, params, n, data, rng):
+    return family.simulate(model_def, params, n, rng, like=data)
+
+
+def sparse_mixture(family, spec, data, seeds, timings, progress) -> xr.Dataset:
+    """The overfitted mixture of ``[model_choice] sparse``: K_max components, Dirichlet(e0, ..., e0)
+    weights, sampled as the comparison's posterior is; the posterior of the number of occupied components
+    from one allocation per draw (:mod:`emvsbayes.uncertainty.sparse`)."""
+    choice = spec["model_choice"]
+    k_max, e0 = choice["sparse_components"], choice["sparse_concentration"]
+    attrs = dict(k_max=k_max, concentration=e0)
+    model_def, reason = family.sparse_model(spec, data, k_max, e0)
+    if model_def is None:
+        return xr.Dataset(attrs={**attrs, "skipped": reason})
+    start = time.perf_counter()
+    # The chains start at an EM answer with K_max components (as Malsiner-Walli et al. start their sampler
+    # from a K_max-cluster partition): a start for the sampler, not an estimate, so a few starts do.
+    few = {**spec["em"], "n_init": min(spec["em"]["n_init"], 5), "reach_best": 1,
+           "max_init": min(spec["em"]["n_init"], 5)}
+    rng = np.random.default_rng(seeds["sparse"])
+    start_fit = None
+    try:
+        start_fit = family.model_choice_run(model_def, data, few, rng,
+                                            partial(fit_until, family, model_def, data, em_spec=few)).restarts.best
+        initvals = family.initvals(model_def, [start_fit.params])
+    except DegenerateFitError:
+        initvals = None  # the sampler's own starting point
+    settings = SamplerSettings(sampler=resolve_sampler(spec["bayes"]["sampler"]), chains=choice["chains"],
+                               draws=choice["draws"], tune=choice["tune"],
+                               target_accept=family.target_accept(spec["bayes"]["target_accept"], start_fit.params, data)
+                               if start_fit is not None else resolve_target_accept(spec["bayes"]["target_accept"], float("inf")))
+    if progress:
+        progress(f"sparse mixture: K_max = {k_max}, e0 = {e0:g}, {settings.chains} chains x {settings.draws} draws")
+    outcome = sample_posterior(family.model_recipe(model_def, data), settings, seeds["sparse"], initvals,
+                               log_likelihood=False)
+    posterior = outcome.tree["posterior"].to_dataset()
+    n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    probs = family.membership_draws(model_def, data, family.posterior_draws(model_def, posterior))
+    n_occupied = occupied_components(allocation_draws(probs, rng), k_max).reshape(n_chains, n_draws)
+    timings["sparse_mixture"] = time.perf_counter() - start
+    divergent = outcome.tree["sample_stats"]["diverging"].values if "sample_stats" in outcome.tree.children else None
+    return sparse_group(n_occupied, k_max, {**attrs, "sampler": outcome.sampler,
+                                            "n_divergent": int(np.sum(divergent)) if divergent is not None else -1})

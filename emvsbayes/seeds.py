@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 #: stages of a run that get their own child seed, in spawn order (a new stage goes at the end)
-SEED_STAGES = ("em", "sampler", "bootstrap", "data", "ladder")
+SEED_STAGES = ("em", "sampler", "bootstrap", "data", "ladder", "lrt", "sparse")
 
 
 def int_seed(seq: np.random.SeedSequence) -> int:

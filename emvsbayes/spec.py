@@ -343,6 +343,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "chains": Key(2, positive_int),
         "draws": Key(500, positive_int),
         "tune": Key(500, positive_int),
+        # Bootstrap likelihood-ratio test of K against K + 1 for each K of components whose K + 1 is
+        # listed too (emvsbayes.uncertainty.lrt): B simulated data sets per test, each refitted twice.
+        "lrt_bootstrap": Key(0, non_negative_int),
+        # The overfitted ("sparse") finite mixture (emvsbayes.uncertainty.sparse): K_max components,
+        # Dirichlet(e0, ..., e0) weights, the posterior of the number of occupied components.
+        "sparse": Key(False, boolean),
+        "sparse_components": Key(10, lambda v: positive_int(v) or (None if v >= 2 else f"must be at least 2, got {_show(v)}")),
+        "sparse_concentration": Key(0.01, positive_number),
     },
     "ladder": {
         # The uncertainty ladder (issue 20): rungs between EM's point and the posterior, on the same data.

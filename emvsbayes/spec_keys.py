@@ -80,6 +80,13 @@ KEY_DOCS: dict[tuple[str, str], str] = {
     ("ladder", "draws"): "draws from the Laplace and ADVI approximations",
     ("ladder", "bootstrap"): "Bayesian-bootstrap EM refits (Dirichlet(1, ..., 1) row weights)",
     ("model_choice", "tune"): "tuning steps per chain per K",
+    ("model_choice", "lrt_bootstrap"): "bootstrap data sets B for the likelihood-ratio test of K against K + 1 "
+                                       "(each K listed with its K + 1); 0: no test",
+    ("model_choice", "sparse"): "fit an overfitted (sparse) mixture and report the posterior of the number of "
+                                "occupied components (mixtures with estimated weights)",
+    ("model_choice", "sparse_components"): "K_max, the sparse mixture's components (more than the data need)",
+    ("model_choice", "sparse_concentration"): "e0 of the sparse mixture's Dirichlet(e0, ..., e0) weights "
+                                              "(Malsiner-Walli et al. 2016: 0.01)",
     ("report", "interval_prob"): "probability of every interval in the report",
 }
 

@@ -192,6 +192,8 @@ def expected_figures(tree) -> list[str]:
         names.append("theta-sorted")
     if "model_choice" in groups:
         names.append("model-choice")
+    if "sparse_mixture" in groups and "prob" in tree["sparse_mixture"]:
+        names.append("sparse-mixture")
     if "label_switching" in groups and "posterior_relabelled" in groups:
         names.append("permutations")
     if "uncertainty_ladder" in groups:

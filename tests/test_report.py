@@ -491,3 +491,33 @@ def test_the_degenerate_k_argument_is_in_the_page():
     assert "plus infinity" in page and "never bolded" in page
     # without a degenerate K there is nothing to argue
     assert "is not an answer" not in render_report(synthetic_tree())
+
+
+def test_choosing_k_shows_the_lrt_and_the_sparse_mixture():
+    """The bootstrap LRT's statistic and p-value are columns of Choosing K with their caveat (the boundary,
+    hence the bootstrap; the smallest p is 1 / (B + 1)); the sparse mixture's P(K+ = k) is a figure and a
+    table with what it assumes; a family that cannot fit one says why instead."""
+    from emvsbayes.comparison import lrt_columns, sparse_group
+    from emvsbayes.uncertainty.lrt import BootstrapLRT
+
+    tree = synthetic_tree()
+    choice = tree["model_choice"].to_dataset()
+    k0 = int(choice["K"].values[0])
+    test = BootstrapLRT(n_components=k0, statistic=12.5, replicates=np.array([1.0, 2.0, 30.0, 0.5]),
+                        p_value=0.4, n_failed=0, n_search_failed=1)
+    tree["model_choice"] = xr.DataTree(lrt_columns(choice, [test], 4))
+    n_occupied = np.array([[2, 2, 3, 2, 2, 3, 2, 2], [2, 3, 2, 2, 2, 2, 3, 2]])
+    tree["sparse_mixture"] = xr.DataTree(sparse_group(n_occupied, 5, {"k_max": 5, "concentration": 0.01,
+                                                                      "sampler": "numpyro", "n_divergent": 0}))
+    page = render_report(tree)
+    section = page[page.index("<h3>Choosing K"):]
+    assert "bootstrap p, K against K+1" in section and "12.5" in section and "0.4" in section
+    assert "regularity conditions fail" in section and "smallest p possible is 0.2" in section
+    assert "search ended below the K optimum" in section
+    assert "How many clusters: an overfitted (sparse) mixture" in section
+    assert 'data-fig="sparse-mixture"' in page and "Dirichlet(0.01, ..., 0.01)" in section
+    assert "<td>0.75</td>" in section  # P(K+ = 2) = 12 / 16
+    tree["sparse_mixture"] = xr.DataTree(xr.Dataset(attrs={"k_max": 5, "concentration": 0.01,
+                                                           "skipped": "not for a hidden Markov model"}))
+    page = render_report(tree)
+    assert "Not fitted: not for a hidden Markov model." in page and 'data-fig="sparse-mixture"' not in page

@@ -585,6 +585,14 @@ class CoinFamily:
     def model_choice_model(self, spec: dict, data, n_components: int) -> CoinMixture:
         return model_from_spec(spec, n_components)
 
+    def sparse_model(self, spec: dict, data, k_max: int, concentration: float):
+        """The overfitted coin mixture; with fixed equal weights there are no weights to empty a coin."""
+        if spec["model"]["weights"] != "estimated":
+            return None, ('the sparse mixture needs estimated weights ([model] weights = "estimated"): with '
+                          "equal weights fixed at 1/K no coin can be emptied")
+        sparse_spec = {**spec, "bayes": {**spec["bayes"], "w_concentration": float(concentration)}}
+        return model_from_spec(sparse_spec, k_max), None
+
     def model_choice_checks(self, model_def, data, run) -> dict:
         """Before EM (``run`` None): whether K exceeds the sets; after: the exact log evidence p(data | K)
         where enumeration is small enough."""

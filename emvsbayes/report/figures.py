@@ -566,6 +566,25 @@ def model_choice(ks: np.ndarray, criteria: dict[str, np.ndarray]) -> str:
     return to_svg(fig)
 
 
+def occupied_components(ks: np.ndarray, prob: np.ndarray, mcse: np.ndarray, chosen: dict[str, int]) -> str:
+    """Bars of P(K+ = k | data) with ± 2 Monte Carlo standard errors; each criterion's chosen K marked above
+    its bar (``chosen``: criterion -> K)."""
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.6))
+    err = np.where(np.isfinite(mcse), 2 * mcse, 0.0)
+    ax.bar(ks, prob, color=color(0), width=0.6, yerr=err, capsize=3, ecolor="0.3", label="P(K+ = k | data)")
+    by_k: dict[int, list[str]] = {}
+    for name, k in chosen.items():
+        by_k.setdefault(k, []).append(name)
+    for i, (k, names) in enumerate(sorted(by_k.items())):
+        if k in set(int(v) for v in ks):
+            height = float(prob[list(ks).index(k)])
+            ax.annotate(", ".join(names) + " choice", (k, height), xytext=(0, 14), textcoords="offset points",
+                        ha="center", fontsize=9, color=color(1), arrowprops=dict(arrowstyle="->", color=color(1)))
+    ax.set(xlabel="occupied components K+", ylabel="posterior probability", xticks=list(ks), ylim=(0, 1.15))
+    ax.legend(frameon=False, loc="upper right")
+    return to_svg(fig)
+
+
 #: how far below the maximum each filled band of the log-likelihood surface ends
 SURFACE_DROPS = (0.5, 1, 2, 4, 8, 16, 32, 64)
 

@@ -1031,7 +1031,34 @@ MODEL_CHOICE_COLUMNS = (
     ("p_loo", "effective parameters (LOO)", None),
     ("n_pareto_k_bad", "points with Pareto k > 0.7", None),
     ("elpd_waic", "elpd, WAIC", "max"),
+    ("lrt_statistic", "likelihood ratio 2(l(K+1) - l(K))", None),
+    ("lrt_p_value", "bootstrap p, K against K+1", None),
     ("note", "note", None),
+)
+
+LRT_NOTE = (
+    " The likelihood-ratio columns test K components against K + 1 (McLachlan 1987; mclust's "
+    "mclustBootstrapLRT): the statistic is twice what the best EM fit gains from one more component. Its "
+    "chi-squared distribution does not hold here, because K components are the K + 1 model with a weight at 0 or "
+    "two components equal, on the boundary of its parameters, where the regularity conditions fail; so its null "
+    "distribution is simulated instead: {n_boot} data sets drawn from the K fit, each refitted with K and K + 1 "
+    "components under the same restart rule, p = (1 + the number at least as large as the data's) / ({n_boot} + 1), "
+    "so the smallest p possible is {p_min:.3g}. A small p says K + 1 fits better than K components could by chance; "
+    "a large p says the data give no evidence against K, not that K is right. Testing K = 1, 2, ... in turn "
+    "and stopping at the first large p is a sequence of tests whose error rates add up, and the test's answer "
+    "depends on the K fit being a good description of the data it simulates from.{failed}"
+)
+
+SPARSE_NOTE = (
+    "A different question from the table's: instead of fitting each K and comparing, one mixture is given more "
+    "components than the data need (K_max = {k_max}) and Dirichlet({e0:g}, ..., {e0:g}) weights; with so small a "
+    "concentration the posterior empties the superfluous components rather than splitting a group "
+    "(Rousseau & Mengersen 2011; Malsiner-Walli, Frühwirth-Schnatter & Grün 2016, whose e0 = 0.01 this default "
+    "follows). The number of clusters is then the number of occupied components K+, counted in one allocation per "
+    "posterior draw drawn from its conditional given the draw's parameters: the bars are P(K+ = k | data), with "
+    "Monte Carlo standard errors from the effective sample size. It assumes the components' shape (the family and "
+    "its priors) is right, so a skewed group may need two components; and the answer depends on e0 (a larger e0 "
+    "fills more components). {sampler}"
 )
 
 MODEL_CHOICE_NOTE = (
@@ -1055,7 +1082,7 @@ FIXED_WEIGHTS_NOTE = (" A larger K need not score better even on the log-likelih
 def _model_choice(ctx: Context) -> str:
     choice = ctx.group("model_choice")
     if choice is None or "K" not in choice.dims:
-        return ""
+        return _sparse_mixture(ctx, None)
     ks = choice["K"].values
     # A fit with a component on too few points to estimate its covariance wins every criterion by a spike;
     # it is marked and never bolded (best among the other rows).
@@ -1107,12 +1134,51 @@ def _model_choice(ctx: Context) -> str:
                  f"{points if points is not None else 'the'} expected points (sum of its responsibilities), too few to "
                  "estimate its covariance: a spike on a few points that raises the likelihood without being a "
                  "cluster. They are never bolded; the best is chosen among the other rows.")
+    if "lrt_p_value" in choice and np.isfinite(np.asarray(choice["lrt_p_value"].values, dtype=float)).any():
+        n_boot = int(choice.attrs.get("lrt_bootstrap", 0))
+        failed = int(np.nansum(choice["lrt_n_failed"].values)) if "lrt_n_failed" in choice else 0
+        missed = int(np.nansum(choice["lrt_n_search_failed"].values)) if "lrt_n_search_failed" in choice else 0
+        extra = (f" {failed} simulated data set(s) could not be refitted and were left out." if failed else "") + (
+            f" In {missed} simulated data set(s) the K + 1 search ended below the K optimum (a negative statistic): "
+            "the restart rule was too weak there." if missed else "")
+        note += LRT_NOTE.format(n_boot=n_boot, p_min=1 / (n_boot + 1), failed=extra)
+    if "lrt_skipped" in choice.attrs:
+        note += f" The likelihood-ratio test of K against K + 1 was asked for but not run: {choice.attrs['lrt_skipped']}."
     notes = ""
     if "note" in choice and any(str(v) for v in choice["note"].values):
         notes = "<ul>" + "".join(f"<li>K = {int(k)}: {esc(str(v))}</li>" for k, v in zip(ks, choice["note"].values)
                                  if str(v)) + "</ul>"
     return (subsection("Choosing K", fig + table(header, rows) + notes, note)
-            + _ill_posed(ctx, choice, degenerate))
+            + _ill_posed(ctx, choice, degenerate) + _sparse_mixture(ctx, choice))
+
+
+def _sparse_mixture(ctx: Context, choice: xr.Dataset | None) -> str:
+    """The overfitted mixture's P(K+ = k | data) as bars, beside the K that BIC, ICL and LOO chose."""
+    sparse = ctx.group("sparse_mixture")
+    if sparse is None:
+        return ""
+    title = "How many clusters: an overfitted (sparse) mixture"
+    if "skipped" in sparse.attrs:
+        return subsection(title, paragraph(f"Not fitted: {sparse.attrs['skipped']}."))
+    ks, prob, mcse = sparse["n_clusters"].values, sparse["prob"].values, sparse["prob_mcse"].values
+    chosen = {}
+    if choice is not None:
+        for name, label in (("bic", "BIC"), ("icl", "ICL"), ("elpd_loo", "PSIS-LOO")):
+            if f"best_by_{name}" in choice.attrs:
+                chosen[label] = int(choice.attrs[f"best_by_{name}"])
+    shown = max(int(np.max(np.flatnonzero(prob > 0), initial=0)) + 2, max(chosen.values(), default=1) + 1)
+    shown = min(shown, len(ks))
+    fig = figure(figures.occupied_components(ks[:shown], prob[:shown], mcse[:shown], chosen), "sparse-mixture",
+                 "Posterior probability of each number of occupied components K+ (bars, with ± 2 Monte Carlo "
+                 "standard errors); the K that BIC, ICL and PSIS-LOO chose in the table above, marked.")
+    rows = [[int(k), fmt(p, 3), fmt(e, 2) if np.isfinite(e) else ""] for k, p, e in zip(ks[:shown], prob[:shown], mcse[:shown])]
+    divergent = int(sparse.attrs.get("n_divergent", -1))
+    sampler = (f"Sampled with {sparse.attrs.get('sampler', 'NUTS')}, {sparse.sizes['chain']} chains x "
+               f"{sparse.sizes['draw']} draws ([model_choice] chains, draws)"
+               + (f"; {divergent} divergent transitions, so the probabilities may be biased." if divergent > 0 else "."))
+    note = SPARSE_NOTE.format(k_max=int(sparse.attrs["k_max"]), e0=float(sparse.attrs["concentration"]), sampler=sampler)
+    return subsection(title, fig + table(["occupied components K+", "posterior probability", "Monte Carlo se"], rows),
+                      note)
 
 
 def _free_parameters(k: int, d: int, covariance: str) -> int:
@@ -1367,6 +1433,8 @@ STAGE_NAMES = {
     "sampling_constrain_and_log_likelihood": "posterior: draws to model variables, pointwise log-likelihood",
     "relabel": "relabelling and label-switching diagnostics",
     "model_choice": "model choice over K",
+    "model_choice_lrt": "model choice: bootstrap likelihood-ratio tests of K against K + 1",
+    "sparse_mixture": "overfitted (sparse) mixture: EM start, sampling, occupied components",
     "write": "write results.nc",
     "report": "render this page",
 }
