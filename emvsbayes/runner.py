@@ -329,6 +329,7 @@ def bayes_groups(family, spec, model_def, data, restarts, coords, seeds, timings
 def model_choice(family, spec, data, seeds, timings, progress) -> xr.Dataset:
     """For each K of ``[model_choice] components``: EM's BIC, AIC and ICL, the family's own criteria (the
     coins' exact log evidence, the Gaussians' degeneracy checks) and PSIS-LOO / WAIC of a posterior."""
+    family = FamilyView(getattr(family, "family", family), data)  # optional members fall back to the plain ones
     choice = spec["model_choice"]
     rows, fitted = {}, {}
     start = time.perf_counter()

@@ -343,6 +343,26 @@ def test_a_changed_spec_does_not_mix_into_an_old_store(coins_spec, tmp_path):
         open_store(tmp_path, {**spec, "seed": spec["seed"] + 1})
 
 
+def test_more_replicates_extend_a_stored_study_and_keep_its_replicates(coins_spec, tmp_path):
+    """Replicate r of cell c depends on (seed, c, r) only, so raising ``replicates`` reuses the stored store:
+    the same fingerprint, the same per-replicate seeds, and the old records count as done."""
+    from emvsbayes.study.replicate import replicate_seeds
+    from emvsbayes.study.run import done_replicates, open_store, write_record
+    from emvsbayes.study.spec import fingerprint
+
+    spec = load_study_spec(coins_spec)
+    more = {**spec, "replicates": 2 * spec["replicates"]}
+    assert fingerprint(more) == fingerprint(spec)
+    assert fingerprint({**spec, "seed": spec["seed"] + 1}) != fingerprint(spec)
+    first, again = replicate_seeds(spec["seed"], 0, 1), replicate_seeds(more["seed"], 0, 1)
+    assert {k: v.generate_state(2).tolist() for k, v in first.items()} == \
+        {k: v.generate_state(2).tolist() for k, v in again.items()}
+    open_store(tmp_path, spec)
+    write_record(tmp_path, {"cell": 0, "replicate": 1, "status": "ok", "scalars": {}, "values": {}}, fingerprint(spec))
+    open_store(tmp_path, more)  # not refused as another study
+    assert done_replicates(tmp_path, 1, more["replicates"], fingerprint(more)) == {(0, 1)}
+
+
 SBC = """
 kind = "sbc"
 seed = {seed}

@@ -295,11 +295,15 @@ def cells(spec: dict) -> list[dict]:
 
 
 def fingerprint(spec: dict) -> str:
-    """A hash of everything that determines the numbers (not the title, description or file name).
+    """A hash of everything that determines a replicate's numbers (not the title, description or file name,
+    nor the number of replicates).
 
-    A store made under another fingerprint holds replicates of a different study.
+    A store made under another fingerprint holds replicates of a different study. The replicate count is
+    left out because replicate r of cell c depends only on the study seed, c and r
+    (:func:`emvsbayes.study.replicate.replicate_seeds`): raising ``replicates`` extends a stored study, its
+    done replicates are kept and only the new ones run.
     """
-    relevant = {k: v for k, v in spec.items() if k not in ("title", "description", "name", "path")}
+    relevant = {k: v for k, v in spec.items() if k not in ("title", "description", "name", "path", "replicates")}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
