@@ -79,7 +79,8 @@ def series_figure(tree, colors=DEFAULT_COLORS):
         mask = decoded == state
         top.scatter(t[mask], y[mask], s=12, color=_color(colors, state), label=state_name(state), zorder=2)
     top.set_ylabel(data.attrs.get("column", "y") or "y")
-    top.legend(loc="upper left", fontsize=7, ncol=k, frameon=False)
+    # beside the axes, not over the points: where a series is quiet differs from series to series
+    top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     top.set_title(f"Series coloured by decoded state ({source} state probabilities)")
     bottom.stackplot(t, probs.T, colors=[_color(colors, state) for state in range(k)], step="mid", alpha=0.85)
     bottom.set_ylim(0, 1)
@@ -149,7 +150,7 @@ def decoding_figure(tree):
     fig, ax = plt.subplots(figsize=(7.5, 2.6))
     ax.step(t, path, where="mid", color="#333333", linewidth=1.4, label="Viterbi path")
     ax.step(t, marginal + 0.08, where="mid", color="#d62728", linewidth=1.0, linestyle="--",
-            label=f"posterior decoding ({source})")
+            label=f"most probable state per time point ({source})")
     if differ.any():
         ax.scatter(t[differ], path[differ], marker="x", color="#d62728", s=18, zorder=3,
                    label=f"differ ({int(differ.sum())} of {differ.size})")
@@ -157,7 +158,7 @@ def decoding_figure(tree):
     ax.set_yticks(range(k), [str(state + 1) for state in range(k)])
     ax.set_ylabel("state")
     ax.set_xlabel(data.attrs.get("time_column", "") or "time")
-    ax.legend(loc="upper left", fontsize=7, frameon=False, ncol=3)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=8, frameon=False, ncol=3)  # above, off the paths
     return fig
 
 
@@ -249,8 +250,9 @@ def report_sections(tree, prob: float = 0.89, colors=DEFAULT_COLORS) -> list[Rep
                      f"Solid: the Viterbi path, the single most probable sequence of states under EM's fit. Dashed: "
                      f"posterior decoding, the most probable state at each time point on its own ({source} state "
                      f"probabilities), drawn slightly above; crosses mark where they differ."),
-        ReportParagraph("The two answer different questions: the Viterbi path is the best whole sequence, so it "
-                        "never takes a transition the chain finds improbable; decoding each time point on its own can "
-                        f"join states into a sequence no single path would choose. {where}"),
+        ReportParagraph("The two answer different questions: the Viterbi path is the most probable whole sequence, "
+                        "so each of its steps is a transition the chain allows; decoding each time point on its own "
+                        "can join states by a transition of probability zero or near it, into a sequence no single "
+                        f"path would choose. {where}"),
     ))
     return [series, transitions, decodings]
