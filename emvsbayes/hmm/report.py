@@ -215,8 +215,9 @@ def report_sections(tree, prob: float = 0.89, colors=DEFAULT_COLORS) -> list[Rep
     """The series, the transition matrix and the decodings as sections of the page (``[]`` when the tree has
     no series or no EM fit)."""
     data, em, decoding = _group(tree, "data"), _group(tree, "em"), _group(tree, "decoding")
-    if data is None or "y" not in data or em is None or "transition" not in em or decoding is None:
-        return []
+    if (data is None or "y" not in data or em is None or "transition" not in em or decoding is None
+            or not {"viterbi", "smoothed"} <= set(decoding.data_vars)):
+        return []  # not a results file of this family's runner (or a damaged one): the page shows the rest
     y = np.asarray(data["y"].values, dtype=float)
     column = data.attrs.get("column") or "value"
     time_column = data.attrs.get("time_column") or "time"
