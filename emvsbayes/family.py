@@ -22,6 +22,15 @@ Studies ask a family for its grid (``study_axes()``: name -> (default, check)), 
 (``study_prior_keys()``), an optional ``study_check(cell, kind, source)`` of a cell's limits, and the
 ``study_model`` / ``study_truth`` / ``study_data`` / ``study_shape`` of a cell; the report asks for
 ``describe(spec)``, the model in words.
+
+Optional members (a family may leave them out; the generic code then does the plain thing):
+
+- ``report_sections(tree, prob, colors) -> list[ReportSection]``: the family's own sections of the report
+  page, drawn from the results tree alone (``prob``: the page's interval probability; ``colors``: the
+  page's component colours, so the family's figures colour components as the page does). The report asks
+  the family named by the results' root attr ``family`` for them and places each after the generic section
+  its ``after`` names. The family returns records, never HTML: the report escapes the texts and serialises
+  the figures, so a family needs nothing of :mod:`emvsbayes.report`.
 """
 
 from __future__ import annotations
@@ -48,6 +57,37 @@ class ParameterInfo(NamedTuple):
     #: the Wald interval's scale (:data:`emvsbayes.uncertainty.information.SCALE_DESCRIPTIONS`):
     #: "logit", "log", "identity", "log-diagonal" or "simplex"
     scale: str
+
+
+class ReportParagraph(NamedTuple):
+    """Plain text (the report escapes it)."""
+
+    text: str
+
+
+class ReportFigure(NamedTuple):
+    """A matplotlib figure (the report serialises and closes it) with its caption."""
+
+    figure: object
+    name: str  # short, for the figure's id
+    caption: str = ""
+
+
+class ReportTable(NamedTuple):
+    """A table of plain-text cells."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+
+
+class ReportSection(NamedTuple):
+    """One section a family adds to the report page (:meth:`report_sections`, optional member)."""
+
+    anchor: str  # the section's id in the page
+    title: str
+    after: str  # the anchor of the generic section this one follows ("data", "comparison", ...)
+    blocks: tuple  # ReportParagraph | ReportFigure | ReportTable, in order
 
 
 #: family name -> module holding ``FAMILY``; imported on first use. One line per family.

@@ -502,6 +502,13 @@ class HMMFamily:
         ds.attrs.update(viterbi_log_joint=best, loglik=smoothed.loglik)
         return {"decoding": ds}
 
+    def report_sections(self, tree, prob: float, colors) -> list:
+        """The series coloured by decoded state, the transition matrix and the decodings
+        (:func:`emvsbayes.hmm.report.report_sections`; imported here, on use, with matplotlib)."""
+        from emvsbayes.hmm.report import report_sections
+
+        return report_sections(tree, prob, colors)
+
 
 class HMMBootstrap:
     """The generic bootstrap's view of a series: simulate a series of the same length from the fit, refit it."""

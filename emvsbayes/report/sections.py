@@ -129,6 +129,33 @@ def data_section(ctx: Context) -> str:
     return ""
 
 
+def family_sections(ctx: Context) -> list[tuple[str, str, str, str]]:
+    """The sections the results' own family adds to the page (the optional protocol member
+    ``report_sections``, :mod:`emvsbayes.family`), as (anchor, title, anchor it follows, HTML); [] when the
+    family has none. The family returns records drawn from the tree; escaping and SVG are done here."""
+    from emvsbayes.family import ReportFigure, ReportTable, get_family
+
+    try:
+        family = get_family(str(ctx.tree.attrs.get("family", "")))
+    except KeyError:
+        return []
+    member = getattr(family, "report_sections", None)
+    if member is None:
+        return []
+    out = []
+    for record in member(ctx.tree, ctx.prob, figures.COLORS):
+        parts = []
+        for block in record.blocks:
+            if isinstance(block, ReportFigure):
+                parts.append(figure(figures.to_svg(block.figure), block.name, block.caption))
+            elif isinstance(block, ReportTable):
+                parts.append((paragraph(block.caption) if block.caption else "") + table(list(block.header), block.rows))
+            else:
+                parts.append(paragraph(block.text))
+        out.append((record.anchor, record.title, record.after, "".join(parts)))
+    return out
+
+
 def _coin_table(data: xr.Dataset) -> str:
     truth = "true_component" in data
     names = json.loads(data.attrs["component_labels"]) if "component_labels" in data.attrs else []
