@@ -57,6 +57,10 @@ class ParameterInfo(NamedTuple):
     #: the Wald interval's scale (:data:`emvsbayes.uncertainty.information.SCALE_DESCRIPTIONS`):
     #: "logit", "log", "identity", "log-diagonal" or "simplex"
     scale: str
+    #: how a table names one element, a ``str.format`` template whose fields are ``dims``, each filled with its
+    #: index counted from 1 (``"transition, state {component} -> state {component_to}"``); "" for the plain
+    #: ``name[i, j]`` (indices from 0, as the mixtures' tables have always read)
+    label: str = ""
 
 
 class ReportParagraph(NamedTuple):

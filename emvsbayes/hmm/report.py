@@ -119,7 +119,12 @@ def transition_figure(tree, prob: float = 0.89):
         panels.append((f"posterior mean [{prob:.0%} interval]", summary["mean"], (summary["lower"], summary["upper"])))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.2), squeeze=False)
     for ax, (title, matrix, interval) in zip(axes[0], panels, strict=True):
-        ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
+        # vector cells (pcolormesh), not imshow: an image would be embedded as a raster (a data: PNG) in the SVG
+        ax.pcolormesh(np.arange(k + 1) - 0.5, np.arange(k + 1) - 0.5, matrix, vmin=0, vmax=1, cmap="Blues",
+                      edgecolors="white", linewidth=1.0)
+        ax.set_xlim(-0.5, k - 0.5)
+        ax.set_ylim(k - 0.5, -0.5)  # row 1 on top, as a matrix is written
+        ax.set_aspect("equal")
         for i in range(k):
             for j in range(k):
                 text = f"{matrix[i, j]:.2f}"

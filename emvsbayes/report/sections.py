@@ -1038,8 +1038,23 @@ MODEL_CHOICE_COLUMNS = (
     ("p_loo", "effective parameters (LOO)", None),
     ("n_pareto_k_bad", "points with Pareto k > 0.7", None),
     ("elpd_waic", "elpd, WAIC", "max"),
+    ("elpd_lfo", "elpd, leave-future-out 1-step-ahead (± MC error)", "max"),
+    ("lfo_refits", "posterior fits (LFO)", None),
+    ("lfo_n_bad_k", "LFO terms with Pareto k > 0.7", None),
     ("note", "note", None),
 )
+
+#: The sentence for a series (dependent observations), where leave-future-out replaces LOO.
+LFO_NOTE = (" For a time series, pointwise leave-one-out is not valid: leaving out y_t still conditions on the points "
+            "after it, which say much about the hidden state at t, so the left-out point is predicted partly from its own "
+            "future and the score rewards interpolation, not prediction. Leave-future-out cross-validation (PSIS-LFO, "
+            "Bürkner, Gabry & Vehtari 2020) scores what a model is for: the sum over t from L on of log p(y_t | y_1 .. "
+            "y_(t-1)), each point predicted from its past only. The posterior is sampled given the first L points "
+            "({first}); later prefixes are reached by Pareto-smoothed importance weights, and where their Pareto k "
+            "exceeds 0.7 the posterior is sampled again on the points so far (the refits counted in the table). A term "
+            "whose k stays above 0.7 (refits exhausted) is untrustworthy and counted. Every K is scored on the same "
+            "terms, so the column compares K; its ± is the Monte Carlo error of the estimate, not the sampling "
+            "variability of the data.")
 
 MODEL_CHOICE_NOTE = (
     "What each column estimates: BIC (-2 log-likelihood + parameters x log n) approximates -2 log evidence; AIC "
@@ -1087,14 +1102,17 @@ def _model_choice(ctx: Context) -> str:
             best = None
             if better is not None and np.isfinite(kept).any():
                 best = int(np.nanargmax(kept) if better == "max" else np.nanargmin(kept))
-            se = choice["elpd_loo_se"].values if var == "elpd_loo" and "elpd_loo_se" in choice else None
+            se = (choice["elpd_loo_se"].values if var == "elpd_loo" and "elpd_loo_se" in choice else
+                  choice["elpd_lfo_mcse"].values if var == "elpd_lfo" and "elpd_lfo_mcse" in choice else None)
             places = decimals_for(values, 3 if var == "p_loo" else 5)  # one precision per column
             cols.append([_best(_with_se(v, None if se is None else se[i], places), i == best)
-                         if var != "n_params" and var != "n_pareto_k_bad" else fmt(v) for i, v in enumerate(values)])
+                         if var not in ("n_params", "n_pareto_k_bad", "lfo_refits", "lfo_n_bad_k") else fmt(v)
+                         for i, v in enumerate(values)])
         header.append(title)
     rows = [[f"{int(k)} (degenerate)" if degenerate[i] else int(k)] + [col[i] for col in cols] for i, k in enumerate(ks)]
     criteria = {title: choice[v].values for v, title in (("bic", "BIC"), ("aic", "AIC"), ("icl", "ICL")) if v in choice}
-    for var, title in (("log_evidence", "-2 log evidence"), ("elpd_loo", "-2 elpd (LOO)"), ("elpd_waic", "-2 elpd (WAIC)")):
+    for var, title in (("log_evidence", "-2 log evidence"), ("elpd_loo", "-2 elpd (LOO)"), ("elpd_waic", "-2 elpd (WAIC)"),
+                       ("elpd_lfo", "-2 elpd (LFO)")):
         if var in choice and np.isfinite(np.asarray(choice[var].values, dtype=float)).any():
             criteria[title] = -2 * np.asarray(choice[var].values, dtype=float)
     fig = figure(figures.model_choice(ks, criteria), "model-choice",
@@ -1104,6 +1122,9 @@ def _model_choice(ctx: Context) -> str:
     note = MODEL_CHOICE_NOTE.format(evidence=EVIDENCE_NOTE if "log_evidence" in choice and np.isfinite(
         np.asarray(choice["log_evidence"].values, dtype=float)).any() else "",
                                     fixed=FIXED_WEIGHTS_NOTE if fixed_weights else "")
+    if "elpd_lfo" in choice and np.isfinite(np.asarray(choice["elpd_lfo"].values, dtype=float)).any():
+        firsts = sorted({int(v) for v in np.asarray(choice["lfo_first"].values, dtype=float) if np.isfinite(v)})
+        note += LFO_NOTE.format(first="L = " + ", ".join(map(str, firsts)))
     if "n_starts" in choice:
         note += (" Each K is fitted by EM from several starts under the spec's restart rule (where it asks for it, "
                  "until several end at the same best log-likelihood or the start budget is spent); the column says "
