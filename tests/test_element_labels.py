@@ -1,0 +1,44 @@
+"""Tables name a parameter's elements as its family declares them (ParameterInfo.label): a hidden Markov model's
+transition entry reads "transition, state 1 -> state 2", never "transition[0, 1]"; a mixture without a template
+keeps its ``mu[0]`` labels. Built from declared result groups, no fitting."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from emvsbayes.hmm.family import FAMILY as HMM
+from emvsbayes.hmm.model import HiddenMarkovModel
+from emvsbayes.report.params import elements
+from emvsbayes.results import declare_parameters
+
+
+def declared_groups(parameters, variables):
+    groups = {"em": xr.Dataset({name: (info.dims, value) for name, (info, value) in
+                                ((n, (parameters[n], v)) for n, v in variables.items())}),
+              "posterior": xr.Dataset({name: (("chain", "draw", *parameters[name].dims), np.broadcast_to(value, (2, 3, *np.shape(value))))
+                                       for name, value in variables.items()})}
+    declare_parameters(groups, parameters, "test")
+    return groups
+
+
+def test_hmm_elements_are_named_by_state_from_one():
+    model = HiddenMarkovModel(n_components=2, emission="poisson", initial="stationary")
+    params = HMM.example()[1]
+    groups = declared_groups(HMM.parameters(model), params.variables())
+    for group in ("em", "posterior"):
+        labels = [label for label, _ in elements(groups[group]["transition"])]
+        assert labels == ["transition, state 1 -> state 1", "transition, state 1 -> state 2",
+                          "transition, state 2 -> state 1", "transition, state 2 -> state 2"], labels
+        assert [label for label, _ in elements(groups[group]["rate"])] == ["rate, state 1", "rate, state 2"]
+    # the element each label names is the one read: row "state 1 -> state 2" is transition[0, 1]
+    where = dict((label, w) for label, w in elements(groups["em"]["transition"]))["transition, state 1 -> state 2"]
+    assert float(groups["em"]["transition"].isel(where)) == params.transition[0, 1]
+
+
+def test_a_parameter_without_a_template_keeps_its_indexed_label():
+    from emvsbayes.family import ParameterInfo
+
+    parameters = {"mu": ParameterInfo(("component",), ("component",), "identity")}
+    groups = declared_groups(parameters, {"mu": np.array([1.0, 2.0])})
+    assert [label for label, _ in elements(groups["em"]["mu"])] == ["mu[0]", "mu[1]"]
