@@ -42,3 +42,16 @@ def test_a_parameter_without_a_template_keeps_its_indexed_label():
     parameters = {"mu": ParameterInfo(("component",), ("component",), "identity")}
     groups = declared_groups(parameters, {"mu": np.array([1.0, 2.0])})
     assert [label for label, _ in elements(groups["em"]["mu"])] == ["mu[0]", "mu[1]"]
+
+
+def test_an_initial_probability_at_rounding_distance_from_zero_is_on_the_boundary():
+    """EM's estimated initial distribution ends at a vertex to rounding (1e-128 on Old Faithful's series): the
+    observed information there is singular, and the family must say so rather than report se 1e-64."""
+    from emvsbayes.hmm.model import HMMParams
+
+    model = HiddenMarkovModel(n_components=2, emission="gaussian", initial="estimated")
+    params = HMMParams(np.array([1e-128, 1.0]), np.array([[0.06, 0.94], [0.5, 0.5]]), mu=np.array([2.0, 4.3]),
+                       sigma=np.array([0.2, 0.4]))
+    assert "singular" in HMM.information_reason(model, None, params)
+    assert HMM.information_reason(model, None, HMMParams(
+        np.array([0.3, 0.7]), params.transition, mu=params.mu, sigma=params.sigma)) == ""
