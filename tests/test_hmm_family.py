@@ -689,6 +689,9 @@ def test_report_page_shows_the_series_transitions_and_decodings(with_posterior):
     figures = re.findall(r'data-fig="([^"]+)"', page)
     assert [name for name in figures if name.startswith("hmm-")] == ["hmm-series", "hmm-transition", "hmm-decoding"]
     assert "data" not in figures  # the mixtures' histogram of rows
+    # every figure in vector form: a raster (imshow's heat map) would be an embedded data: PNG, which the browser
+    # test refuses as a request other than the page itself
+    assert "data:image" not in page and "<image" not in page
     # sections in page order: the series first, the decodings after the transition matrix
     anchors = re.findall(r'<section id="([^"]+)"', page)
     assert anchors.index("series") < anchors.index("transitions") < anchors.index("decoding")
