@@ -75,6 +75,7 @@ class ReportFigure(NamedTuple):
     figure: object
     name: str  # short, for the figure's id
     caption: str = ""
+    wide: bool = False  # drawn across the page's width (a long time axis), not at the figure's own size
 
 
 class ReportTable(NamedTuple):

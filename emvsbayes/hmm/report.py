@@ -73,7 +73,7 @@ def series_figure(tree, colors=DEFAULT_COLORS):
     probs, source = state_probabilities(tree)
     k = probs.shape[1]
     decoded = probs.argmax(axis=1)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 4.2), sharex=True, height_ratios=(2.2, 1))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11.0, 4.6), sharex=True, height_ratios=(2.2, 1))
     top.plot(t, y, color="#999999", linewidth=0.8, zorder=1)
     for state in range(k):
         mask = decoded == state
@@ -130,7 +130,7 @@ def transition_figure(tree, prob: float = 0.89):
                 text = f"{matrix[i, j]:.2f}"
                 if interval is not None:
                     text += f"\n[{interval[0][i, j]:.2f}, {interval[1][i, j]:.2f}]"
-                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                ax.text(j, i, text, ha="center", va="center", fontsize=9 if k <= 3 else 7,
                         color="white" if matrix[i, j] > 0.6 else "black")
         ax.set_xticks(range(k), [str(state + 1) for state in range(k)])
         ax.set_yticks(range(k), [str(state + 1) for state in range(k)])
@@ -152,7 +152,7 @@ def decoding_figure(tree):
     probs, source = state_probabilities(tree)
     marginal = probs.argmax(axis=1)
     differ = path != marginal
-    fig, ax = plt.subplots(figsize=(7.5, 2.6))
+    fig, ax = plt.subplots(figsize=(11.0, 2.6))
     ax.step(t, path, where="mid", color="#333333", linewidth=1.4, label="Viterbi path")
     ax.step(t, marginal + 0.08, where="mid", color="#d62728", linewidth=1.0, linestyle="--",
             label=f"most probable state per time point ({source})")
@@ -236,7 +236,7 @@ def report_sections(tree, prob: float = 0.89, colors=DEFAULT_COLORS) -> list[Rep
         ReportFigure(series_figure(tree, colors), "hmm-series",
                      f"Top: the series, each time point coloured by its most probable state ({source} state "
                      f"probabilities). Bottom: those probabilities per time point, stacked (the band's width in "
-                     f"a colour is the probability of that state)."),
+                     f"a colour is the probability of that state).", wide=True),
         ReportParagraph(independence_note(tree)),
     ))
     transitions = ReportSection("transitions", "Transition matrix: EM against the posterior", "comparison", (
@@ -255,7 +255,7 @@ def report_sections(tree, prob: float = 0.89, colors=DEFAULT_COLORS) -> list[Rep
         ReportFigure(decoding_figure(tree), "hmm-decoding",
                      f"Solid: the Viterbi path, the single most probable sequence of states under EM's fit. Dashed: "
                      f"posterior decoding, the most probable state at each time point on its own ({source} state "
-                     f"probabilities), drawn slightly above; crosses mark where they differ."),
+                     f"probabilities), drawn slightly above; crosses mark where they differ.", wide=True),
         ReportParagraph("The two answer different questions: the Viterbi path is the most probable whole sequence, "
                         "so each of its steps is a transition the chain allows; decoding each time point on its own "
                         "can join states by a transition of probability zero or near it, into a sequence no single "

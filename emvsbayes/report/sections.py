@@ -147,7 +147,8 @@ def family_sections(ctx: Context) -> list[tuple[str, str, str, str]]:
         parts = []
         for block in record.blocks:
             if isinstance(block, ReportFigure):
-                parts.append(figure(figures.to_svg(block.figure), block.name, block.caption))
+                html = figure(figures.to_svg(block.figure), block.name, block.caption)
+                parts.append(html.replace('class="fig"', 'class="fig wide"', 1) if block.wide else html)
             elif isinstance(block, ReportTable):
                 parts.append((paragraph(block.caption) if block.caption else "") + table(list(block.header), block.rows))
             else:
