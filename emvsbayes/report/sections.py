@@ -1115,6 +1115,10 @@ def _model_choice(ctx: Context) -> str:
     for var, title in (("log_evidence", "-2 log evidence"), ("elpd_loo", "-2 elpd (LOO)"), ("elpd_waic", "-2 elpd (WAIC)"),
                        ("elpd_lfo", "-2 elpd (LFO)")):
         if var in choice and np.isfinite(np.asarray(choice[var].values, dtype=float)).any():
+            if var == "elpd_lfo" and "lfo_first" in choice and choice.attrs.get("n_obs") is not None:
+                # a sum over the points after L only: said in the legend, beside criteria summed over all points
+                first = np.nanmin(np.asarray(choice["lfo_first"].values, dtype=float))
+                title = f"-2 elpd (LFO, the last {int(choice.attrs['n_obs']) - int(first)} points)"
             criteria[title] = -2 * np.asarray(choice[var].values, dtype=float)
     fig = figure(figures.model_choice(ks, criteria), "model-choice",
                  "Each criterion against K on the deviance scale (log evidence and elpd times -2), lower is better.") if criteria else ""
