@@ -311,7 +311,9 @@ def bayes_groups(family, spec, model_def, data, restarts, coords, seeds, timings
 
 def model_choice(family, spec, data, seeds, timings, progress) -> xr.Dataset:
     """For each K of ``[model_choice] components``: EM's BIC, AIC and ICL, the family's own criteria (the
-    coins' exact log evidence, the Gaussians' degeneracy checks) and PSIS-LOO / WAIC of a posterior."""
+    coins' exact log evidence, the Gaussians' degeneracy checks) and PSIS-LOO / WAIC of a posterior; for a family
+    whose observations are dependent (it gives ``one_step_log_density`` and ``prefix``: a time series), approximate
+    leave-future-out cross-validation instead (:func:`leave_future_out`), pointwise LOO being invalid there."""
     choice = spec["model_choice"]
     rows = {}
     start = time.perf_counter()
