@@ -55,3 +55,23 @@ def test_an_initial_probability_at_rounding_distance_from_zero_is_on_the_boundar
     assert "singular" in HMM.information_reason(model, None, params)
     assert HMM.information_reason(model, None, HMMParams(
         np.array([0.3, 0.7]), params.transition, mu=params.mu, sigma=params.sigma)) == ""
+
+
+def test_the_independence_note_says_alternation_when_the_chain_leaves_its_states():
+    """Old Faithful's chain leaves the short state with probability 0.94 (lag-1 autocorrelation -0.55): the note must
+    not call its states persistent runs."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_hmm_family import _results_tree
+
+    from emvsbayes.hmm.report import independence_note
+
+    tree, _, _ = _results_tree(False)
+    em = tree["em"].to_dataset()
+    tree["em"] = em.assign(transition=(em["transition"].dims, np.array([[0.06, 0.94], [0.52, 0.48]])))
+    note = independence_note(tree)
+    assert "alternates" in note and "persistent states" not in note
+    tree["em"] = em.assign(transition=(em["transition"].dims, np.array([[0.93, 0.07], [0.13, 0.87]])))
+    assert "persistent states" in independence_note(tree)

@@ -193,9 +193,12 @@ def independence_note(tree) -> str:
             f"{y.size} time points as exchangeable rows: the state of one says nothing about the next, so the chance "
             f"of staying in a state is only that state's weight (here the share of time the chain spends in it), "
             f"and the series' autocorrelation is zero at every lag; shuffling the time points would not change its "
-            f"fit. This series has lag-1 autocorrelation {_lag_autocorrelation(y):.2f}, and EM's chain keeps its "
-            f"states: {per_state}. The hidden Markov model explains runs of high and low values as persistent "
-            f"states, which the mixture can only read as chance.")
+            f"fit. This series has lag-1 autocorrelation {_lag_autocorrelation(y):.2f}, and EM's chain "
+            + (f"keeps its states: {per_state}. The hidden Markov model explains runs of high and low values as "
+               f"persistent states, which the mixture can only read as chance." if np.all(stays >= shares) else
+               f"does not simply keep its states: {per_state}. Where a state's chance of staying is below its share, "
+               f"the chain leaves it sooner than chance would: the series alternates (a low value is followed by a "
+               f"high one), a pattern an independent mixture cannot express at all."))
 
 
 def _transition_table(tree, prob: float) -> ReportTable:
