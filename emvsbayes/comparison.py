@@ -137,21 +137,26 @@ def truth_agreement_group(truth, agreement: xr.Dataset, n_components: int, *, co
 #: elpd (LOO, WAIC) and the log evidence: higher is better. ``n_starts`` / ``n_reached_best``: EM starts
 #: run and how many ended at the best log-likelihood; ``min_expected_count``: the smallest component's
 #: expected count at the EM answer; ``degenerate``: 1 when a component holds too few points to estimate its
-#: covariance (:func:`~emvsbayes.uncertainty.degenerate_components`), NaN when not judged.
+#: covariance (:func:`~emvsbayes.uncertainty.degenerate_components`), NaN when not judged. For dependent data
+#: (a time series) ``elpd_lfo`` replaces LOO: approximate leave-future-out cross-validation of 1-step-ahead
+#: prediction (:func:`~emvsbayes.uncertainty.psis_lfo`), with its Monte Carlo error ``elpd_lfo_mcse``, the points
+#: it starts predicting at (``lfo_first``), the refits it made (``lfo_refits``) and the terms whose Pareto k
+#: exceeded 0.7 without a refit (``lfo_n_bad_k``: untrustworthy).
 MODEL_CHOICE_COLUMNS = ("loglik", "n_params", "bic", "aic", "icl", "elpd_loo", "elpd_loo_se", "p_loo",
-                        "n_pareto_k_bad", "elpd_waic", "log_evidence", "n_starts", "n_reached_best",
-                        "min_expected_count", "degenerate")
+                        "n_pareto_k_bad", "elpd_waic", "elpd_lfo", "elpd_lfo_mcse", "lfo_first", "lfo_refits",
+                        "lfo_n_bad_k", "log_evidence", "n_starts", "n_reached_best", "min_expected_count", "degenerate")
 
 #: Criteria the group names a best K for, and whether lower or higher is better.
 MODEL_CHOICE_BEST = (("bic", np.nanargmin), ("aic", np.nanargmin), ("icl", np.nanargmin),
-                     ("elpd_loo", np.nanargmax), ("log_evidence", np.nanargmax))
+                     ("elpd_loo", np.nanargmax), ("elpd_lfo", np.nanargmax), ("log_evidence", np.nanargmax))
 
 
-def model_choice_row(criteria=None, predictive=None, *, log_evidence=float("nan"), note: str = "",
+def model_choice_row(criteria=None, predictive=None, *, lfo=None, log_evidence=float("nan"), note: str = "",
                      n_params: int | None = None, restarts: dict | None = None,
                      expected_counts=None, degenerate: bool | None = None) -> dict:
     """One K's row from :class:`~emvsbayes.uncertainty.InformationCriteria` and
-    :class:`~emvsbayes.uncertainty.PredictiveCriteria` (either may be missing); ``restarts`` holds
+    :class:`~emvsbayes.uncertainty.PredictiveCriteria` (either may be missing; ``lfo``: a
+    :class:`~emvsbayes.uncertainty.LeaveFutureOut` for dependent data); ``restarts`` holds
     ``n_starts`` and ``n_reached_best``, ``expected_counts`` the EM answer's n_k (K,), ``degenerate``
     whether one of them is too small for its covariance."""
     nan = float("nan")
@@ -164,6 +169,9 @@ def model_choice_row(criteria=None, predictive=None, *, log_evidence=float("nan"
     if predictive is not None:
         row.update(elpd_loo=predictive.elpd_loo, elpd_loo_se=predictive.se_loo, p_loo=predictive.p_loo,
                    n_pareto_k_bad=predictive.n_bad_k, elpd_waic=predictive.elpd_waic)
+    if lfo is not None:
+        row.update(elpd_lfo=lfo.elpd_lfo, elpd_lfo_mcse=lfo.mcse, lfo_first=lfo.first, lfo_refits=len(lfo.refits),
+                   lfo_n_bad_k=lfo.n_bad_k)
     row["log_evidence"] = log_evidence
     if restarts is not None:
         row.update(n_starts=restarts["n_starts"], n_reached_best=restarts["n_reached_best"])

@@ -34,6 +34,15 @@ no such rung and the ladder says why:
 - ``weighted_fit(model_def, data, init, weights, options) -> BatchedEMFit``: B soft EM fits from ``init``
   at once, fit b maximising the weighted log-likelihood sum_i ``weights[b, i]`` log p(x_i | params)
   (the Bayesian bootstrap's refits; ``weights`` (B, N)).
+
+Other optional members (a family may leave them out; the generic code then does the plain thing):
+
+- ``report_sections(tree, prob, colors) -> list[ReportSection]``: the family's own sections of the report
+  page, drawn from the results tree alone (``prob``: the page's interval probability; ``colors``: the
+  page's component colours, so the family's figures colour components as the page does). The report asks
+  the family named by the results' root attr ``family`` for them and places each after the generic section
+  its ``after`` names. The family returns records, never HTML: the report escapes the texts and serialises
+  the figures, so a family needs nothing of :mod:`emvsbayes.report`.
 """
 
 from __future__ import annotations
@@ -60,6 +69,42 @@ class ParameterInfo(NamedTuple):
     #: the Wald interval's scale (:data:`emvsbayes.uncertainty.information.SCALE_DESCRIPTIONS`):
     #: "logit", "log", "identity", "log-diagonal" or "simplex"
     scale: str
+    #: how a table names one element, a ``str.format`` template whose fields are ``dims``, each filled with its
+    #: index counted from 1 (``"transition, state {component} -> state {component_to}"``); "" for the plain
+    #: ``name[i, j]`` (indices from 0, as the mixtures' tables have always read)
+    label: str = ""
+
+
+class ReportParagraph(NamedTuple):
+    """Plain text (the report escapes it)."""
+
+    text: str
+
+
+class ReportFigure(NamedTuple):
+    """A matplotlib figure (the report serialises and closes it) with its caption."""
+
+    figure: object
+    name: str  # short, for the figure's id
+    caption: str = ""
+    wide: bool = False  # drawn across the page's width (a long time axis), not at the figure's own size
+
+
+class ReportTable(NamedTuple):
+    """A table of plain-text cells."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+
+
+class ReportSection(NamedTuple):
+    """One section a family adds to the report page (:meth:`report_sections`, optional member)."""
+
+    anchor: str  # the section's id in the page
+    title: str
+    after: str  # the anchor of the generic section this one follows ("data", "comparison", ...)
+    blocks: tuple  # ReportParagraph | ReportFigure | ReportTable, in order
 
 
 #: family name -> module holding ``FAMILY``; imported on first use. One line per family.

@@ -100,6 +100,9 @@ def em_restarts(restarts: EMRestarts, variables_of: VariablesOf, dims, coords) -
 
 #: variable attribute naming the label dims of a parameter (space-separated; "" for none)
 LABEL_DIMS_ATTR = "label_dims"
+#: variable attribute: the family's template naming one element of a parameter (ParameterInfo.label), when it
+#: gave one; written on the parameter itself only, not on its summaries (``se_transition`` is not a transition)
+ELEMENT_LABEL_ATTR = "element_label"
 #: prefixes and suffixes that make a parameter-shaped summary of parameter ``name`` (``se_mu``,
 #: ``wald_lower_mu`` in ``em_information``, ``theta_mean`` in ``exact``); it is declared like ``name``
 #: when its dims end with ``name``'s.
@@ -146,6 +149,9 @@ def declare_parameters(groups: dict[str, xr.Dataset], parameters: ParameterDecla
             if tuple(var.dims[len(var.dims) - len(dims):]) != tuple(dims) or len(var.dims) < len(dims):
                 continue
             var.attrs[LABEL_DIMS_ATTR] = " ".join(label_dims)
+            template = getattr(parameters[parameter], "label", "")
+            if template and name == parameter:
+                var.attrs[ELEMENT_LABEL_ATTR] = template
             declared.append(name)
             if parameter not in present:
                 present.append(parameter)

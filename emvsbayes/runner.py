@@ -33,7 +33,7 @@ from emvsbayes.errors import DegenerateFitError, UserError
 from emvsbayes.labels.groups import em_optima_group, label_switching_groups
 from emvsbayes.results import em_estimate, em_restarts, em_trace
 from emvsbayes.sampling import SamplerSettings, resolve_sampler, resolve_target_accept, sample_posterior
-from emvsbayes.uncertainty import criteria, loo_waic, run_bootstrap, standard_errors
+from emvsbayes.uncertainty import criteria, lfo_first, loo_waic, psis_lfo, run_bootstrap, standard_errors
 from emvsbayes.uncertainty.bootstrap import REPLICATE_ERRORS
 from emvsbayes.uncertainty.lrt import bootstrap_lrt
 from emvsbayes.uncertainty.sparse import allocation_draws, occupied_components
@@ -328,11 +328,18 @@ def bayes_groups(family, spec, model_def, data, restarts, coords, seeds, timings
 
 def model_choice(family, spec, data, seeds, timings, progress) -> xr.Dataset:
     """For each K of ``[model_choice] components``: EM's BIC, AIC and ICL, the family's own criteria (the
-    coins' exact log evidence, the Gaussians' degeneracy checks) and PSIS-LOO / WAIC of a posterior."""
+    coins' exact log evidence, the Gaussians' degeneracy checks) and PSIS-LOO / WAIC of a posterior; for a family
+    whose observations are dependent (it gives ``one_step_log_density`` and ``prefix``: a time series), approximate
+    leave-future-out cross-validation instead (:func:`leave_future_out`), pointwise LOO being invalid there."""
     family = FamilyView(getattr(family, "family", family), data)  # optional members fall back to the plain ones
     choice = spec["model_choice"]
     rows, fitted = {}, {}
     start = time.perf_counter()
+    # leave-future-out scores every K on the same terms, from the same L (enough points for the largest K)
+    dependent = getattr(family, "one_step_log_density", None) is not None
+    first = lfo_first(family.n_observations(data), max(
+        family.n_free_parameters(family.model_choice_model(spec, data, k), data) for k in choice["components"])
+    ) if dependent and choice["components"] else None
     for k in sorted(set(choice["components"])):
         model_def = family.model_choice_model(spec, data, k)
         n_params = family.n_free_parameters(model_def, data)
@@ -354,19 +361,31 @@ def model_choice(family, spec, data, seeds, timings, progress) -> xr.Dataset:
                 notes += after["notes"]
                 extras = after["row"]
         notes += checks["late_notes"]
+        lfo = None
         if choice["bayes"] and found is not None and not checks["skip_bayes"]:
             if progress:
                 progress(f"model choice: sampling K = {k}")
             settings = SamplerSettings(sampler=resolve_sampler(spec["bayes"]["sampler"]), chains=choice["chains"],
                                        draws=choice["draws"], tune=choice["tune"],
                                        target_accept=family.target_accept(spec["bayes"]["target_accept"], best.params, data))
-            tree = sample_posterior(family.model_recipe(model_def, data), settings, seeds["sampler"] + k,
-                                    family.initvals(model_def, [best.params])).tree
-            if "log_likelihood" in tree.children:
-                predictive = loo_waic(tree)
-            else:  # nothing observed pointwise (a Potential): PSIS-LOO / WAIC are not defined for this model
-                notes.append("no pointwise log-likelihood: PSIS-LOO and WAIC left out")
-        rows[k] = model_choice_row(found, predictive, note="; ".join(notes), n_params=n_params, restarts=facts, **extras)
+            if dependent:
+                # dependent observations: pointwise LOO would predict a point from its own future; leave-future-out
+                # cross-validation predicts each from its past (the posterior given the first L points, then
+                # importance weights, refitting where their Pareto k says they fail)
+                lfo = leave_future_out(family, model_def, data, settings, seeds["sampler"] + k, best.params, first)
+                notes.append(f"leave-future-out: {len(lfo.refits)} fit{'s' if len(lfo.refits) > 1 else ''} on the first "
+                             f"{', '.join(map(str, lfo.refits))} points"
+                             + (f"; {lfo.n_bad_k} of its terms have Pareto k above {lfo.threshold:g} after the "
+                                f"{MAX_LFO_REFITS} refits allowed: untrustworthy" if lfo.n_bad_k else ""))
+            else:
+                tree = sample_posterior(family.model_recipe(model_def, data), settings, seeds["sampler"] + k,
+                                        family.initvals(model_def, [best.params])).tree
+                if "log_likelihood" in tree.children:
+                    predictive = loo_waic(tree)
+                else:  # nothing observed pointwise (a Potential): PSIS-LOO / WAIC are not defined for this model
+                    notes.append("no pointwise log-likelihood: PSIS-LOO and WAIC left out")
+        rows[k] = model_choice_row(found, predictive, lfo=lfo, note="; ".join(notes), n_params=n_params,
+                                   restarts=facts, **extras)
     timings["model_choice"] = time.perf_counter() - start
     group = model_choice_group(rows, **family.model_choice_attrs(spec, data))
     if choice["lrt_bootstrap"] and family.lrt_unavailable():
@@ -448,3 +467,26 @@ def sparse_mixture(family, spec, data, seeds, timings, progress) -> xr.Dataset:
     divergent = outcome.tree["sample_stats"]["diverging"].values if "sample_stats" in outcome.tree.children else None
     return sparse_group(n_occupied, k_max, {**attrs, "sampler": outcome.sampler,
                                             "n_divergent": int(np.sum(divergent)) if divergent is not None else -1})
+
+
+#: Refits of leave-future-out cross-validation after its first fit, at most: each samples the posterior of a prefix
+#: (a new program to compile); terms whose Pareto k still exceeds 0.7 beyond them are counted as untrustworthy.
+MAX_LFO_REFITS = 6
+
+
+def leave_future_out(family, model_def, data, settings, seed: int, start, first: int):
+    """PSIS-LFO-CV of 1-step-ahead prediction (:func:`~emvsbayes.uncertainty.psis_lfo`) for a family whose
+    observations are dependent: it gives ``prefix(data, n)`` (the first n observations) and
+    ``one_step_log_density(model_def, data, draws)`` ((S, n_obs): log p(y_t | y_<t, draw)); each refit samples the
+    posterior given a prefix, from EM's answer on the whole data."""
+    n_obs = family.n_observations(data)
+
+    def one_step_given_prefix(n: int) -> np.ndarray:
+        prefix = family.prefix(data, n)
+        tree = sample_posterior(family.model_recipe(model_def, prefix), settings,
+                                int(np.random.default_rng([seed, n]).integers(2**31)),
+                                family.initvals(model_def, [start]), log_likelihood=False).tree
+        draws = family.posterior_draws(model_def, tree["posterior"].to_dataset())
+        return family.one_step_log_density(model_def, data, draws)
+
+    return psis_lfo(one_step_given_prefix, n_obs, first, max_refits=MAX_LFO_REFITS)

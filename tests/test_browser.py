@@ -200,6 +200,11 @@ def expected_figures(tree) -> list[str]:
         names += [f"ladder-{name}" for name in json.loads(tree["uncertainty_ladder"].attrs["parameters"])]
     if "coclustering" in groups:
         names.append("coclustering")
+    # a hidden Markov model's own sections (its family's report_sections): the series by decoded state, the
+    # transition matrix, and the Viterbi path against posterior decoding, whenever the run decoded the series
+    if ("data" in groups and "y" in tree["data"] and "em" in groups and "transition" in tree["em"]
+            and "decoding" in groups and {"viterbi", "smoothed"} <= set(tree["decoding"].data_vars)):
+        names += ["hmm-series", "hmm-transition", "hmm-decoding"]
     return names
 
 

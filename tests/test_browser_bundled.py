@@ -32,11 +32,12 @@ BUNDLED = sorted(p.stem for p in MODELS.glob("*.toml") if "grid" not in tomllib.
 RAW_NAMES = ("mean_abs_diff", "entropy_em", "entropy_posterior", "abs_diff", "hard_label", "elpd_waic", "elpd_loo",
              "log_evidence", "n_params", "p_loo", "n_pareto_k_bad", "rhat_before", "rhat_after", "ess_before",
              "ess_after", "membership_relabelled", "min_expected_count", "n_reached_best", "loglik", "obs",
-             "theta_sorted_mean", "modal_perm", "n_switches")
+             "theta_sorted_mean", "modal_perm", "n_switches", "elpd_lfo", "lfo_refits", "lfo_n_bad_k", "lfo_first")
 #: a model-choice variable and the words its column header must hold (an oracle written here, not the report's)
 CRITERIA = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "log_evidence": "log evidence", "elpd_loo": "PSIS-LOO",
             "elpd_waic": "WAIC", "p_loo": "effective parameters", "loglik": "log-likelihood",
-            "n_params": "free parameters", "n_pareto_k_bad": "Pareto k"}
+            "n_params": "free parameters", "n_pareto_k_bad": "Pareto k", "elpd_lfo": "leave-future-out",
+            "lfo_refits": "posterior fits", "lfo_n_bad_k": "Pareto k"}
 #: what arviz, matplotlib or Python say when a figure fails; none of it may reach a page
 ERROR_TEXT = ("could not be drawn", "could not draw", "subplots", "max_subplots", "Traceback", "Error:", "rcParams",
               "ValueError", "plot_rank", "plot_trace")

@@ -654,9 +654,14 @@ def test_report_figures_from_a_results_tree(with_posterior):
         np.testing.assert_allclose(summary["mean"], flat.mean(axis=0))
     else:
         assert np.all(np.isnan(summary["mean"]))
-    for svg in (report.series_figure(tree), report.transition_figure(tree, 0.8), report.decoding_figure(tree)):
-        assert svg.lstrip().startswith("<svg") or "<svg" in svg[:400]
-    assert ("posterior mean [80% interval]" in report.transition_figure(tree, 0.8)) == with_posterior
+    import matplotlib.pyplot as plt
+
+    for fig in (report.series_figure(tree), report.transition_figure(tree, 0.8), report.decoding_figure(tree)):
+        assert fig.axes
+        plt.close(fig)
+    fig = report.transition_figure(tree, 0.8)
+    assert [ax.get_title() for ax in fig.axes] == ["EM"] + ["posterior mean [80% interval]"] * with_posterior
+    plt.close(fig)
     decoding = tree["decoding"]
     assert decoding["viterbi"].dims == ("time",)
     # Viterbi's path is a valid path of the fitted chain and scores its recorded log joint.
@@ -664,3 +669,44 @@ def test_report_figures_from_a_results_tree(with_posterior):
     log_joint = (model.log_initial(fit.params)[path[0]] + np.log(fit.params.transition[path[:-1], path[1:]]).sum()
                  + model.log_emission(fit.params, earthquake_counts())[np.arange(path.size), path].sum())
     assert log_joint == pytest.approx(decoding.attrs["viterbi_log_joint"], rel=1e-12)
+
+
+@pytest.mark.parametrize("with_posterior", [False, True])
+def test_report_page_shows_the_series_transitions_and_decodings(with_posterior):
+    """The page asks the results' family for its sections (no report module names a family): the series
+    coloured by state, the transition matrix as a figure and a table, the decodings and the note on what an
+    independent mixture misses; no histogram of the series as independent rows; no raw variable names in
+    the headings."""
+    import re
+
+    from emvsbayes.hmm.model import stationary_distribution
+    from emvsbayes.report.render import render_report
+
+    tree, fit, model = _results_tree(with_posterior)
+    tree["em"] = tree["em"].to_dataset().assign(loglik=fit.loglik)  # the generic sections read EM's log-likelihood
+    tree.attrs["family"] = "hmm"
+    page = render_report(tree)
+    figures = re.findall(r'data-fig="([^"]+)"', page)
+    assert [name for name in figures if name.startswith("hmm-")] == ["hmm-series", "hmm-transition", "hmm-decoding"]
+    assert "data" not in figures  # the mixtures' histogram of rows
+    # every figure in vector form: a raster (imshow's heat map) would be an embedded data: PNG, which the browser
+    # test refuses as a request other than the page itself
+    assert "data:image" not in page and "<image" not in page
+    # sections in page order: the series first, the decodings after the transition matrix
+    anchors = re.findall(r'<section id="([^"]+)"', page)
+    assert anchors.index("series") < anchors.index("transitions") < anchors.index("decoding")
+    # the transition table: one row per entry, EM's value to 3 decimals (and the posterior's when there is one)
+    table = page[page.index('id="transitions"'):page.index('id="decoding"')]
+    header = re.findall(r"<th>([^<]*)</th>", table)
+    assert header == ["from", "to", "EM"] + ["posterior mean", "89% interval"] * with_posterior
+    rows = re.findall(r"<tr><td>(state \d)</td><td>(state \d)</td><td>([^<]*)</td>", table)
+    assert [(a, b) for a, b, _ in rows] == [(f"state {i}", f"state {j}") for i in (1, 2) for j in (1, 2)]
+    assert [float(v) for _, _, v in rows] == pytest.approx(fit.params.transition.ravel(), abs=5e-4)
+    # the independence note quotes the stationary shares a mixture would give as its chance of staying
+    shares = stationary_distribution(fit.params.transition)
+    assert "What an independent mixture misses" in page
+    for share in shares:
+        assert f"would give {share:.2f}" in page
+    headings = re.findall(r"<h[1-4][^>]*>([^<]*)</h[1-4]>", page) + re.findall(r"<th>([^<]*)</th>", page)
+    raw = [h for h in headings if re.search(r"\b(transition|rate|initial|viterbi|smoothed|component_to|y)\b", h)]
+    assert [h for h in raw if h != "Transition matrix: EM against the posterior"] == []

@@ -40,9 +40,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 UPWARD_ALLOWED = {
     # emvsbayes.study is callable as emvsbayes.api.study (the package replaces itself by a callable module)
     ("emvsbayes.study", "emvsbayes.api"),
-    # the hidden Markov model's own figures (lazy, inside each figure function) draw with the report's colours
-    # and SVG writer; they are not yet wired into the report (branch wire: the HMM sections are left to do)
-    ("emvsbayes.hmm.report", "emvsbayes.report.figures"),
 }
 
 #: Modules outside the family packages that still name a family (issue 17 left them; see the report).

@@ -20,6 +20,7 @@ Spec keys of this family (beside the common ones):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -49,6 +50,11 @@ from emvsbayes.spec import is_number
 
 #: Wald-interval scale of each parameter.
 SCALES = {"initial": "simplex", "transition": "simplex", "rate": "log", "mu": "identity", "sigma": "log"}
+
+#: How tables name one element (states numbered from 1, as the family's figures number them): a transition
+#: matrix's entry reads "transition, state 1 -> state 2", not "transition[0, 1]".
+ELEMENT_LABELS = {"initial": "initial, state {component}", "transition": "transition, state {component} -> state {component_to}",
+                  "rate": "rate, state {component}", "mu": "mu, state {component}", "sigma": "sigma, state {component}"}
 
 #: Restart rule defaults (as Gaussian mixtures'): three starts agreeing on the best log-likelihood.
 REACH_BEST = 3
@@ -229,7 +235,8 @@ class HMMFamily:
 
     def parameters(self, model_def: HiddenMarkovModel, data=None) -> dict[str, ParameterInfo]:
         dims = parameter_dims(model_def.emission)
-        return {name: ParameterInfo(d, tuple(x for x in d if x in ("component", "component_to")), SCALES[name])
+        return {name: ParameterInfo(d, tuple(x for x in d if x in ("component", "component_to")), SCALES[name],
+                                    ELEMENT_LABELS[name])
                 for name, d in dims.items()}
 
     def n_free_parameters(self, model_def: HiddenMarkovModel, data=None) -> int:
@@ -409,7 +416,12 @@ class HMMFamily:
     def information_reason(self, model_def, data: Series, params: HMMParams) -> str:
         """A transition probability or an estimated initial probability on 0 is on the boundary of its simplex,
         where the log-ratio coordinates are infinite."""
-        if np.any(params.transition <= 0) or (not model_def.stationary and np.any(params.initial <= 0)):
+        from emvsbayes.uncertainty.information import BOUNDARY_TOL
+
+        # "on" the boundary to rounding: EM's estimated initial distribution ends at 1e-128, not 0 (Old Faithful's
+        # series), where the log-ratio's information is ~1e-128 and its delta-method se ~1e-64 beside a [0, 1] interval
+        if (np.any(params.transition <= BOUNDARY_TOL)
+                or (not model_def.stationary and np.any(params.initial <= BOUNDARY_TOL))):
             return "a transition or initial probability is 0 at EM's answer: the information is singular there"
         return ""
 
@@ -446,6 +458,16 @@ class HMMFamily:
 
     def initvals(self, model_def, params_list) -> list[dict]:
         return bayes.initvals_from_params(model_def, params_list)
+
+    def one_step_log_density(self, model_def, data: Series, draws: dict[str, np.ndarray]) -> np.ndarray:
+        """log p(y_t | y_0..y_{t-1}, draw), (S, T), by forward filtering per draw: the pieces of leave-future-out
+        cross-validation (the runner's model choice uses it instead of pointwise LOO, invalid for a series)."""
+        return bayes.one_step_predictive(model_def, data.y, draws)
+
+    def prefix(self, data: Series, n: int) -> Series:
+        """The first ``n`` time points (the series as it was known at time n), for leave-future-out refits."""
+        return dataclasses.replace(data, y=data.y[:n], time=tuple(data.time[:n]),
+                                   true_states=None if data.true_states is None else data.true_states[:n])
 
     def membership_draws(self, model_def, data: Series, draws: dict[str, np.ndarray]) -> np.ndarray:
         """Posterior state probabilities per time point per draw (S, T, K), by forward-backward per draw."""
@@ -515,6 +537,13 @@ class HMMFamily:
                         coords={"time": list(data.time), "component": np.arange(model_def.n_components)})
         ds.attrs.update(viterbi_log_joint=best, loglik=smoothed.loglik)
         return {"decoding": ds}
+
+    def report_sections(self, tree, prob: float, colors) -> list:
+        """The series coloured by decoded state, the transition matrix and the decodings
+        (:func:`emvsbayes.hmm.report.report_sections`; imported here, on use, with matplotlib)."""
+        from emvsbayes.hmm.report import report_sections
+
+        return report_sections(tree, prob, colors)
 
 
 class HMMBootstrap:

@@ -47,12 +47,23 @@ def _element_labels(da: xr.DataArray) -> list[tuple[dict, str]]:
     return out
 
 
+def _full_label(da: xr.DataArray, name: str, where: dict, label: str):
+    """A column's name: the family's template for the element when the parameter carries one (as every other
+    table names it), else ``name[label]``."""
+    from emvsbayes.report.params import element_label
+    from emvsbayes.results import ELEMENT_LABEL_ATTR
+
+    if da.attrs.get(ELEMENT_LABEL_ATTR):
+        return element_label(da, where)
+    return Raw(f"{esc(name)}[{esc(label)}]") if label else name
+
+
 def parameter_table(ds: xr.Dataset, name: str) -> str:
     """The table of parameter ``name``: one row per rung, one column per element."""
     estimate = ds[name]
     lower, upper = ds.get(f"{name}_lower"), ds.get(f"{name}_upper")
     elements = _element_labels(estimate)
-    header = ["rung", *[Raw(f"{esc(name)}[{esc(label)}]") if label else name for _, label in elements]]
+    header = ["rung", *[_full_label(estimate, name, where, label) for where, label in elements]]
     rows = []
     for r, rung in enumerate(ds["rung"].values):
         cells = [rung_title(rung)]
@@ -91,7 +102,7 @@ def interval_figure(ds: xr.Dataset, name: str) -> str:
                     ax.plot([lo, hi], [y, y], color=colour, lw=2, solid_capstyle="butt")
             value = float(estimate.isel(at))
             if np.isfinite(value):
-                ax.plot([value], [y], "o", color=colour, ms=4, label=f"{name}[{label}]")
+                ax.plot([value], [y], "o", color=colour, ms=4, label=str(_full_label(estimate, name, where, label)))
     # The axis spans the rungs that can be trusted (Pareto k at most 0.7, or none): an approximation PSIS
     # rejects may run off it rather than squash every other rung's interval to a dot.
     trusted = ~(ds["pareto_k"].values > 0.7) if "pareto_k" in ds else np.ones(len(rungs), dtype=bool)

@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from emvsbayes.report.markup import group
-from emvsbayes.results import LABEL_DIMS_ATTR, label_dims_of, root_json
+from emvsbayes.results import ELEMENT_LABEL_ATTR, LABEL_DIMS_ATTR, label_dims_of, root_json
 
 #: The parameters of results files written before the family's declaration was (root attribute
 #: ``parameters``, variable attribute ``label_dims``): the only names such a file holds. Newer files
@@ -171,7 +171,9 @@ def elements(da: xr.DataArray, skip_dims=SAMPLE_DIMS + ("replicate", "iteration"
     """``(label, {dim: index})`` for each scalar of ``da`` outside the sample dimensions.
 
     Labels use coordinate values where the dimension has them (feature names), indices otherwise;
-    for a covariance only the upper triangle (``feature <= feature_bis``).
+    for a covariance only the upper triangle (``feature <= feature_bis``). A parameter whose family gave
+    a template for its elements (attribute ``element_label``: "transition, state {component} -> state
+    {component_to}") is labelled by it, each index counted from 1.
     """
     dims = [d for d in da.dims if d not in skip_dims]
     shape = [da.sizes[d] for d in dims]
@@ -180,9 +182,21 @@ def elements(da: xr.DataArray, skip_dims=SAMPLE_DIMS + ("replicate", "iteration"
         where = dict(zip(dims, index))
         if "feature" in where and "feature_bis" in where and where["feature_bis"] < where["feature"]:
             continue
-        names = [str(da[d].values[i]) if d in da.coords else str(i) for d, i in where.items()]
-        out.append((f"{da.name}[{', '.join(names)}]" if names else str(da.name), where))
+        out.append((element_label(da, where), where))
     return out
+
+
+def element_label(da: xr.DataArray, where: dict) -> str:
+    """The label of element ``where`` (dim -> index) of ``da``: the family's template when the variable
+    carries one and it names exactly these dims, else ``name[i, j]``."""
+    template = da.attrs.get(ELEMENT_LABEL_ATTR)
+    if isinstance(template, str) and template:
+        try:
+            return template.format(**{d: i + 1 for d, i in where.items()})
+        except (KeyError, IndexError, ValueError):
+            pass  # a template naming other dims (a summary reshaped): the plain label below
+    names = [str(da[d].values[i]) if d in da.coords else str(i) for d, i in where.items()]
+    return f"{da.name}[{', '.join(names)}]" if names else str(da.name)
 
 
 def _scalar(ds: xr.Dataset | None, name: str, where: dict) -> float:

@@ -41,6 +41,12 @@ def render_report(tree: xr.DataTree, extra_timings=None) -> str:
     ctx = sections.Context(tree)
     title = str(tree.attrs.get("title") or tree.attrs.get("spec_name") or "emvsbayes report")
     rendered = [(anchor, heading, function(ctx)) for anchor, heading, function in SECTIONS]
+    # The family's own sections, each after the section it names (or before reproducibility if none has
+    # that anchor); placed before empty sections are dropped, so "after the data" holds without a data table.
+    for anchor, heading, after, html in sections.family_sections(ctx):
+        anchors = [a for a, _, _ in rendered]
+        at = anchors.index(after) + 1 if after in anchors else len(rendered)
+        rendered.insert(at, (anchor, heading, html))
     rendered.append(("reproducibility", "Reproducibility", sections.reproducibility_section(ctx, extra_timings)))
     rendered = [(anchor, heading, body) for anchor, heading, body in rendered if body]
     nav = "".join(f'<a href="#{anchor}">{esc(heading)}</a>' for anchor, heading, _ in rendered)

@@ -130,6 +130,34 @@ def data_section(ctx: Context) -> str:
     return ""
 
 
+def family_sections(ctx: Context) -> list[tuple[str, str, str, str]]:
+    """The sections the results' own family adds to the page (the optional protocol member
+    ``report_sections``, :mod:`emvsbayes.family`), as (anchor, title, anchor it follows, HTML); [] when the
+    family has none. The family returns records drawn from the tree; escaping and SVG are done here."""
+    from emvsbayes.family import ReportFigure, ReportTable, get_family
+
+    try:
+        family = get_family(str(ctx.tree.attrs.get("family", "")))
+    except KeyError:
+        return []
+    member = getattr(family, "report_sections", None)
+    if member is None:
+        return []
+    out = []
+    for record in member(ctx.tree, ctx.prob, figures.COLORS):
+        parts = []
+        for block in record.blocks:
+            if isinstance(block, ReportFigure):
+                html = figure(figures.to_svg(block.figure), block.name, block.caption)
+                parts.append(html.replace('class="fig"', 'class="fig wide"', 1) if block.wide else html)
+            elif isinstance(block, ReportTable):
+                parts.append((paragraph(block.caption) if block.caption else "") + table(list(block.header), block.rows))
+            else:
+                parts.append(paragraph(block.text))
+        out.append((record.anchor, record.title, record.after, "".join(parts)))
+    return out
+
+
 def _coin_table(data: xr.Dataset) -> str:
     truth = "true_component" in data
     names = json.loads(data.attrs["component_labels"]) if "component_labels" in data.attrs else []
@@ -1033,6 +1061,9 @@ MODEL_CHOICE_COLUMNS = (
     ("elpd_waic", "elpd, WAIC", "max"),
     ("lrt_statistic", "likelihood ratio 2(l(K+1) - l(K))", None),
     ("lrt_p_value", "bootstrap p, K against K+1", None),
+    ("elpd_lfo", "elpd, leave-future-out 1-step-ahead (± MC error)", "max"),
+    ("lfo_refits", "posterior fits (LFO)", None),
+    ("lfo_n_bad_k", "LFO terms with Pareto k > 0.7", None),
     ("note", "note", None),
 )
 
@@ -1060,6 +1091,18 @@ SPARSE_NOTE = (
     "its priors) is right, so a skewed group may need two components; and the answer depends on e0 (a larger e0 "
     "fills more components). {sampler}"
 )
+
+#: The sentence for a series (dependent observations), where leave-future-out replaces LOO.
+LFO_NOTE = (" For a time series, pointwise leave-one-out is not valid: leaving out y_t still conditions on the points "
+            "after it, which say much about the hidden state at t, so the left-out point is predicted partly from its own "
+            "future and the score rewards interpolation, not prediction. Leave-future-out cross-validation (PSIS-LFO, "
+            "Bürkner, Gabry & Vehtari 2020) scores what a model is for: the sum over t from L on of log p(y_t | y_1 .. "
+            "y_(t-1)), each point predicted from its past only. The posterior is sampled given the first L points "
+            "({first}); later prefixes are reached by Pareto-smoothed importance weights, and where their Pareto k "
+            "exceeds 0.7 the posterior is sampled again on the points so far (the refits counted in the table). A term "
+            "whose k stays above 0.7 (refits exhausted) is untrustworthy and counted. Every K is scored on the same "
+            "terms, so the column compares K; its ± is the Monte Carlo error of the estimate, not the sampling "
+            "variability of the data.")
 
 MODEL_CHOICE_NOTE = (
     "What each column estimates: BIC (-2 log-likelihood + parameters x log n) approximates -2 log evidence; AIC "
@@ -1107,15 +1150,22 @@ def _model_choice(ctx: Context) -> str:
             best = None
             if better is not None and np.isfinite(kept).any():
                 best = int(np.nanargmax(kept) if better == "max" else np.nanargmin(kept))
-            se = choice["elpd_loo_se"].values if var == "elpd_loo" and "elpd_loo_se" in choice else None
+            se = (choice["elpd_loo_se"].values if var == "elpd_loo" and "elpd_loo_se" in choice else
+                  choice["elpd_lfo_mcse"].values if var == "elpd_lfo" and "elpd_lfo_mcse" in choice else None)
             places = decimals_for(values, 3 if var == "p_loo" else 5)  # one precision per column
             cols.append([_best(_with_se(v, None if se is None else se[i], places), i == best)
-                         if var != "n_params" and var != "n_pareto_k_bad" else fmt(v) for i, v in enumerate(values)])
+                         if var not in ("n_params", "n_pareto_k_bad", "lfo_refits", "lfo_n_bad_k") else fmt(v)
+                         for i, v in enumerate(values)])
         header.append(title)
     rows = [[f"{int(k)} (degenerate)" if degenerate[i] else int(k)] + [col[i] for col in cols] for i, k in enumerate(ks)]
     criteria = {title: choice[v].values for v, title in (("bic", "BIC"), ("aic", "AIC"), ("icl", "ICL")) if v in choice}
-    for var, title in (("log_evidence", "-2 log evidence"), ("elpd_loo", "-2 elpd (LOO)"), ("elpd_waic", "-2 elpd (WAIC)")):
+    for var, title in (("log_evidence", "-2 log evidence"), ("elpd_loo", "-2 elpd (LOO)"), ("elpd_waic", "-2 elpd (WAIC)"),
+                       ("elpd_lfo", "-2 elpd (LFO)")):
         if var in choice and np.isfinite(np.asarray(choice[var].values, dtype=float)).any():
+            if var == "elpd_lfo" and "lfo_first" in choice and choice.attrs.get("n_obs") is not None:
+                # a sum over the points after L only: said in the legend, beside criteria summed over all points
+                first = np.nanmin(np.asarray(choice["lfo_first"].values, dtype=float))
+                title = f"-2 elpd (LFO, the last {int(choice.attrs['n_obs']) - int(first)} points)"
             criteria[title] = -2 * np.asarray(choice[var].values, dtype=float)
     fig = figure(figures.model_choice(ks, criteria), "model-choice",
                  "Each criterion against K on the deviance scale (log evidence and elpd times -2), lower is better.") if criteria else ""
@@ -1124,6 +1174,9 @@ def _model_choice(ctx: Context) -> str:
     note = MODEL_CHOICE_NOTE.format(evidence=EVIDENCE_NOTE if "log_evidence" in choice and np.isfinite(
         np.asarray(choice["log_evidence"].values, dtype=float)).any() else "",
                                     fixed=FIXED_WEIGHTS_NOTE if fixed_weights else "")
+    if "elpd_lfo" in choice and np.isfinite(np.asarray(choice["elpd_lfo"].values, dtype=float)).any():
+        firsts = sorted({int(v) for v in np.asarray(choice["lfo_first"].values, dtype=float) if np.isfinite(v)})
+        note += LFO_NOTE.format(first="L = " + ", ".join(map(str, firsts)))
     if "n_starts" in choice:
         note += (" Each K is fitted by EM from several starts under the spec's restart rule (where it asks for it, "
                  "until several end at the same best log-likelihood or the start budget is spent); the column says "

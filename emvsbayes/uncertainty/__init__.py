@@ -44,6 +44,7 @@ from emvsbayes.uncertainty.information import (
     wald_interval,
 )
 from emvsbayes.uncertainty.model_choice import (
+    LFO_PARETO_K_THRESHOLD,
     PARETO_K_THRESHOLD,
     WAIC_VARIANCE_THRESHOLD,
     InformationCriteria,
@@ -51,8 +52,11 @@ from emvsbayes.uncertainty.model_choice import (
     criteria,
     degenerate_components,
     information_criteria,
+    LeaveFutureOut,
+    lfo_first,
     loo_waic,
     min_component_points,
+    psis_lfo,
     responsibility_entropy,
 )
 
@@ -64,11 +68,15 @@ __all__ = [
     "MIN_EXPECTED_COUNT",
     "SCALE_DESCRIPTIONS",
     "PARETO_K_THRESHOLD",
+    "LFO_PARETO_K_THRESHOLD",
     "WAIC_VARIANCE_THRESHOLD",
     "BootstrapResult",
     "InformationCriteria",
     "MembershipDifference",
     "PredictiveCriteria",
+    "LeaveFutureOut",
+    "lfo_first",
+    "psis_lfo",
     "StandardErrors",
     "adjusted_rand_index",
     "align_memberships",

@@ -37,6 +37,18 @@ For the Bayesian fit, :func:`loo_waic` reads the pointwise log-likelihood of a P
 PSIS-LOO from ArviZ (``az.loo``) and WAIC, which ArviZ 1.3 no longer provides and which is therefore
 computed here from the same pointwise values (Watanabe 2010; the formulas of Vehtari, Gelman & Gabry
 2017, *Stat. Comput.* 27:1413, eqs. 3-5 and 22-23). Both are on the elpd scale, **higher is better**.
+
+Dependent data
+--------------
+Pointwise LOO is not valid for a time series: leaving out y_t still conditions on y_{t+1}, ..., which carry
+information on the state at t, so "predicting" y_t uses its own future and the score rewards a model for
+interpolating, not for forecasting. :func:`psis_lfo` estimates the leave-future-out score instead, the sum
+over t >= L of log p(y_t | y_1..y_{t-1}) (1-step-ahead prediction from the past only; Bürkner, Gabry & Vehtari
+2020, *J. Stat. Comput. Simul.* 90(14):2499, "approximate leave-future-out cross-validation"): the posterior
+given the first L points is sampled (a refit), later prefixes are reached by Pareto-smoothed importance
+weights (the product of the one-step densities of the points added since the last refit), and whenever the
+weights' Pareto k exceeds 0.7 the model is refitted on the prefix so far. It needs the family's per-draw
+one-step-ahead densities and a way to refit on a prefix; it names no family.
 """
 
 from __future__ import annotations
@@ -57,6 +69,10 @@ __all__ = [
     "degenerate_components",
     "information_criteria",
     "loo_waic",
+    "LFO_PARETO_K_THRESHOLD",
+    "LeaveFutureOut",
+    "lfo_first",
+    "psis_lfo",
     "min_component_points",
     "responsibility_entropy",
 ]
@@ -262,3 +278,121 @@ def loo_waic(tree, var_name: str | None = None) -> PredictiveCriteria:
         n_obs=int(log_lik.shape[1]),
         var_name=var_name,
     )
+
+
+# --- leave-future-out cross-validation (dependent data) ------------------------------------------------------
+
+#: Pareto k above which the importance weights towards a longer prefix are not trusted and the model is refitted
+#: (Bürkner, Gabry & Vehtari 2020, section 3: tau = 0.7, as for PSIS-LOO).
+LFO_PARETO_K_THRESHOLD = 0.7
+
+
+def lfo_first(n_time: int, n_params: int) -> int:
+    """L, the points every prediction is conditioned on at least: a quarter of the series, and at least twice
+    the free parameters (a posterior from fewer points is mostly the prior), but leaving a point to predict."""
+    return int(min(max(math.ceil(n_time / 4), 2 * n_params, 1), n_time - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveFutureOut:
+    """Approximate leave-future-out cross-validation for 1-step-ahead prediction (PSIS-LFO-CV).
+
+    Attributes
+    ----------
+    elpd_lfo : float
+        sum over t = first .. T-1 (0-based) of log p(y_t | y_0..y_{t-1}); higher is better.
+    mcse : float
+        Monte Carlo standard error of ``elpd_lfo`` (each term's from its own draws and weights, added as if
+        perfectly correlated: an upper bound, terms between refits share their draws).
+    pointwise : ndarray (T,)
+        Each term; NaN before ``first``.
+    pareto_k : ndarray (T,)
+        The Pareto k of the weights each term used; NaN where the term came straight from a refit's draws.
+    refits : tuple of int
+        The prefix lengths the posterior was sampled on (``first`` always; later ones where k > threshold).
+    n_bad_k : int
+        Terms whose weights had k > threshold and were not refitted (refits exhausted): untrustworthy.
+    first : int
+    threshold : float
+    n_draws : int
+    """
+
+    elpd_lfo: float
+    mcse: float
+    pointwise: np.ndarray
+    pareto_k: np.ndarray
+    refits: tuple
+    n_bad_k: int
+    first: int
+    threshold: float
+    n_draws: int
+
+
+def _log_mean_exp_with_se(log_p: np.ndarray, log_w: np.ndarray | None) -> tuple[float, float]:
+    """log of sum_s w_s p_s (w normalised; equal weights when ``log_w`` is None) and the Monte Carlo sd of that
+    log by the delta method: sd(p-hat) / p-hat, with var(p-hat) = sum_s w_s^2 (p_s - p-hat)^2 (self-normalised
+    importance sampling; S^-1 var(p) for equal weights)."""
+    if log_w is None:
+        estimate = float(logsumexp(log_p) - math.log(log_p.size))
+        ratio = np.exp(log_p - estimate)  # p_s / p-hat
+        variance = float(np.var(ratio, ddof=1) / log_p.size) if log_p.size > 1 else float("nan")
+    else:
+        estimate = float(logsumexp(log_w + log_p))
+        ratio = np.exp(log_p - estimate)
+        variance = float(np.sum(np.exp(2 * log_w) * (ratio - 1.0) ** 2))
+    return estimate, math.sqrt(max(variance, 0.0))
+
+
+def psis_lfo(one_step_given_prefix, n_time: int, first: int, *, threshold: float = LFO_PARETO_K_THRESHOLD,
+             max_refits: int | None = None) -> LeaveFutureOut:
+    """PSIS-LFO-CV for 1-step-ahead prediction (Bürkner, Gabry & Vehtari 2020, algorithm of section 3).
+
+    Parameters
+    ----------
+    one_step_given_prefix : callable
+        ``one_step_given_prefix(n) -> (S, T)``: log p(y_t | y_0..y_{t-1}, theta_s) for every t of the whole
+        series, theta_s drawn from the posterior given the first ``n`` points only (a refit). Since each term
+        conditions on the past alone, one pass over the whole series gives every term.
+    n_time : int
+        T, the series' length.
+    first : int
+        L: the first term predicts y_L from y_0..y_{L-1}.
+    threshold : float
+        Pareto k above which the weights are not trusted and the model is refitted (0.7).
+    max_refits : int, optional
+        Refits after the first allowed; beyond them, terms with k > threshold are kept and counted in
+        ``n_bad_k`` (None: no limit).
+    """
+    from arviz_stats.base import array_stats
+
+    if not 1 <= first < n_time:
+        raise ValueError(f"first must be in 1..{n_time - 1}, got {first}")
+    pointwise = np.full(n_time, np.nan)
+    pareto_k = np.full(n_time, np.nan)
+    sds = np.zeros(n_time)
+    refit_at = first
+    log_pred = np.asarray(one_step_given_prefix(first), dtype=float)
+    refits, n_bad = [first], 0
+    for t in range(first, n_time):
+        log_w = None
+        if t > refit_at:
+            # target p(theta | y_<t) against the refit's p(theta | y_<refit_at): the ratio is the density of the
+            # points added since, y_refit_at .. y_{t-1}, each given its own past
+            log_ratio = log_pred[:, refit_at:t].sum(axis=1)
+            if np.ptp(log_ratio) == 0:  # the added points say nothing about the parameters: equal weights
+                log_w, k = np.full(log_ratio.shape, -math.log(log_ratio.size)), -np.inf
+            else:
+                # arviz-stats' psislw takes log-likelihoods, LOO's ratios being 1 / p: weights exp(-argument)
+                log_w, k = array_stats.psislw(-(log_ratio - log_ratio.max()), r_eff=1.0)
+                k = float(k)
+            if k > threshold and (max_refits is None or len(refits) - 1 < max_refits):
+                refit_at, log_w = t, None
+                log_pred = np.asarray(one_step_given_prefix(t), dtype=float)
+                refits.append(t)
+            else:
+                pareto_k[t] = k
+                n_bad += int(not k <= threshold)
+        pointwise[t], sds[t] = _log_mean_exp_with_se(log_pred[:, t], log_w)
+    mcse = float(np.sum(sds))  # sds added: the terms between two refits share their draws
+    return LeaveFutureOut(float(np.nansum(pointwise)), mcse, pointwise, pareto_k, tuple(refits), n_bad, first,
+                          float(threshold), int(log_pred.shape[0]))
