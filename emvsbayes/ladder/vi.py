@@ -201,13 +201,22 @@ def pareto_k(model, fit: VIFit, n_draws: int, rng: np.random.Generator, *, log_p
     """Pareto-smoothed importance sampling of ``n_draws`` draws from q (arviz-stats' ``psislw``).
     ``log_posterior_batch(phi (S, P)) -> (S,)`` replaces the model's (an exported program's; ``model``
     then unused)."""
-    from arviz_stats.base import array_stats
-
     phi = _draw_unconstrained(fit, n_draws, rng)
     log_p = (log_posterior(model, fit.point_map_info, phi) if log_posterior_batch is None
              else np.asarray(log_posterior_batch(phi), dtype=float))
     log_ratios = log_p - log_q(fit, phi)
     if not np.all(np.isfinite(log_ratios)):
         raise ValueError("a draw from q has a non-finite log posterior: q reaches outside the model's support")
-    log_weights, khat = array_stats.psislw(log_ratios - log_ratios.max(), r_eff=1.0)
-    return ParetoDiagnostic(float(khat), log_ratios, np.asarray(log_weights, dtype=float), n_draws)
+    log_weights, khat = smoothed_weights(log_ratios)
+    return ParetoDiagnostic(khat, log_ratios, log_weights, n_draws)
+
+
+def smoothed_weights(log_ratios: np.ndarray) -> tuple[np.ndarray, float]:
+    """(Pareto-smoothed log importance weights, k-hat) for weights proportional to exp(``log_ratios``).
+
+    arviz-stats' ``psislw`` takes log-likelihoods, as LOO uses it (LOO's ratios are 1 / p(y_i | theta)): its
+    weights are exp(-argument), so the log ratios go in negated (shifted to their maximum for range)."""
+    from arviz_stats.base import array_stats
+
+    log_weights, khat = array_stats.psislw(-(log_ratios - log_ratios.max()), r_eff=1.0)
+    return np.asarray(log_weights, dtype=float), float(khat)
