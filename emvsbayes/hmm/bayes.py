@@ -4,11 +4,12 @@ the forward algorithm (no discrete variables to sample).
 transition[i] ~ Dirichlet(transition_concentration[i]); initial ~ Dirichlet(initial_concentration), or the
 stationary distribution of ``transition`` (a deterministic); Poisson ``rate[k] ~ Gamma(a, b)``, Gaussian
 ``mu[k] ~ Normal(loc, scale)``, ``sigma[k] ~ HalfNormal(scale)``; the series' log-likelihood
-log p(y | parameters) = log sum_z p(y, z) enters as the potential ``loglik``, computed by
-:func:`forward_loglik` (a ``pytensor.scan`` over time of a log-sum-exp, differentiable for NUTS and lowered
-to ``jax.lax.scan`` on the numpyro path). The same symbolic function gives the family's log-likelihood for the
-observed information (:mod:`emvsbayes.hmm.family`), so the likelihood is written once in numpy
-(:mod:`emvsbayes.hmm.inference`) and once symbolically, and tests hold the two equal.
+log p(y | parameters) = log sum_z p(y, z) enters as the potential ``loglik``, computed by one Op
+(:func:`_forward_loglik_op`: the numpy forward algorithm as value, the smoothed probabilities as gradient,
+one ``jax.lax.scan`` on the numpyro path). The symbolic :func:`forward_loglik` (a ``pytensor.scan`` over
+time of a log-sum-exp, twice differentiable) gives the family's log-likelihood for the observed information
+(:mod:`emvsbayes.hmm.family`). The likelihood is written in numpy (:mod:`emvsbayes.hmm.inference`), in
+JAX and symbolically, and tests hold the three equal.
 
 The symmetric variant is exchangeable in the states: its posterior has K! mirror-image modes. The identified
 variant orders ``rate`` (``mu``) increasing: a log transform then an ordered one for the positive rates.
