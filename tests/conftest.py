@@ -5,6 +5,7 @@ and EMVSBAYES_PROGRAM_CACHE_DIR) and warm after the first test that compiles a m
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,72 @@ def lecture_run(tmp_path_factory):
     proc = run_cli("run", ROOT / "models" / "lecture_coins.toml", "--out", out, "--quiet")
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+#: The quick form of a bundled spec: the same structure (data, family, K, groups, ladder rungs, report) with 2
+#: chains of 50 draws after 50 tuning steps, at most 3 EM starts, 4 bootstrap replicates, no model choice, and
+#: a short uncertainty ladder (QUICK_LADDER).
+QUICK = {"draws": 50, "tune": 50, "chains": 2}
+#: the ladder's rungs as the spec names them, with few ADVI steps, approximation draws and Bayesian-bootstrap
+#: refits (the rungs, groups and page sections are the same; the full-length ladder is tested in
+#: tests/test_ladder_*.py)
+QUICK_LADDER = {"vi_iter": 200, "draws": 100, "bootstrap": 4}
+#: the master seed of every quick run
+QUICK_SEED = 2024
+
+
+def quick_raw(name: str) -> dict:
+    """The bundled spec ``name`` as parsed TOML, shrunk to a quick run."""
+    raw = tomllib.loads((ROOT / "models" / f"{name}.toml").read_text(encoding="utf-8"))
+    raw.setdefault("bayes", {}).update(QUICK)
+    raw.setdefault("em", {})["bootstrap"] = 4
+    raw["em"]["n_init"] = min(raw["em"].get("n_init", 1), 3)
+    if raw["model"]["family"] == "gaussian":  # the restart rule's budget, so at most 3 starts
+        raw["em"].update(max_init=raw["em"]["n_init"], reach_best=1)
+    raw.pop("model_choice", None)
+    if "ladder" in raw:
+        raw["ladder"].update(QUICK_LADDER)
+    return raw
+
+
+def quick_spec(name: str) -> dict:
+    from emvsbayes.spec import validate
+
+    spec = validate(quick_raw(name), source=name)
+    spec["name"], spec["path"] = name, str(ROOT / "models" / f"{name}.toml")
+    return spec
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """``name`` -> the run's outcome (``RunOutcome``: the results tree, the page's path) of the bundled spec
+    ``name`` in its quick form at seed ``QUICK_SEED``, page written; each spec is run at most once per session.
+    Shared so a spec is not sampled again for each question: tests/test_repeatability.py runs it a second time
+    and compares bit for bit, tests/test_browser_bundled.py loads its page in Chromium."""
+    made = {}
+
+    def get(name: str):
+        if name not in made:
+            from emvsbayes.pipeline import run_spec
+
+            made[name] = run_spec(quick_spec(name), tmp_path_factory.mktemp(f"quick-{name}"), seed=QUICK_SEED)
+        return made[name]
+
+    return get
+
+
+#: Parametrised cases over 5 s of CPU on a 2-core machine whose parameters are stacked (so a pytest.param
+#: cannot mark one combination): marked slow here, by node id, at collection.
+SLOW_CASES = {
+    "tests/test_hmm_family.py::test_objective_never_falls[soft-stationary-gaussian]",
+    "tests/test_hmm_family.py::test_objective_never_falls[soft-stationary-poisson]",
+    # the registry's parametrisation (a module fixture's params): the HMM's symbolic Hessian is the long one
+    "tests/test_family_contract.py::test_hessian_standard_errors_match_finite_differences[hmm]",
+    "tests/test_family_contract.py::test_symbolic_log_likelihood_equals_the_numpy_one[hmm]",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid in SLOW_CASES:
+            item.add_marker(pytest.mark.slow)

@@ -173,6 +173,7 @@ def test_report_writes_the_page_and_never_over_a_foreign_file(coins, tmp_path):
     assert theirs.read_text(encoding="utf-8") == "<p>my notes</p>"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["coins", "gaussian"])
 def test_to_spec_reruns_bit_identically_from_the_command_line(which, coins, gaussian, tmp_path):
     comparison = {"coins": coins, "gaussian": gaussian}[which]
@@ -198,6 +199,7 @@ def test_dataframe_columns_rows_and_standardizing_are_kept(gaussian, gaussian_fr
     assert {"w[0]", "mu[0, length]", "mu[1, width]"} <= set(gaussian.summary().index)
 
 
+@pytest.mark.slow
 def test_run_and_load_spec_give_the_command_lines_numbers(tmp_path):
     spec_path = tmp_path / "coins.toml"
     spec_path.write_text('seed = 4\n[data]\ndataset = "coins_do_batzoglou"\n[model]\nfamily = "coins"\n'
@@ -370,6 +372,7 @@ def _run_example(name: str, folder) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_example_coins_from_a_list(coins, tmp_path):
     out = _run_example("coins_from_a_list.py", tmp_path)
     # EM is deterministic from the lesson's start: the script's estimates are the fixture's.
@@ -380,6 +383,7 @@ def test_example_coins_from_a_list(coins, tmp_path):
     assert is_our_page(tmp_path / "coins.html")
 
 
+@pytest.mark.slow
 def test_example_gaussian_dataframe(tmp_path):
     out = _run_example("gaussian_dataframe.py", tmp_path)
     # The two simulated kinds are far apart (means 1.5 and 4.5, sds 0.2 and 0.4): both engines find them.
@@ -387,6 +391,7 @@ def test_example_gaussian_dataframe(tmp_path):
     assert "posterior agrees with the known kinds on 100% of the rows" in out
 
 
+@pytest.mark.slow
 def test_example_choose_k(tmp_path):
     out = _run_example("choose_k.py", tmp_path)
     import re
@@ -398,6 +403,7 @@ def test_example_choose_k(tmp_path):
     assert "sigma[2]" in out
 
 
+@pytest.mark.slow
 def test_lesson_notebook_runs(tmp_path, monkeypatch):
     """examples/lesson.ipynb, executed as Jupyter would (nbclient, a real kernel); a failing cell fails it."""
     import nbclient

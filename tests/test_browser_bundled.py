@@ -4,8 +4,11 @@ every R-hat marked red readable as above 1.01, figures at a readable width, and 
 15,000 px with its heroes named.
 
 Each spec is run once per session with the same structure but fewer draws, tuning steps and bootstrap
-replicates (the page's layout depends on which groups and parameters there are, not on how many draws);
-the lesson spec reuses the session's full ``lecture_run``. Slow: one reduced run per bundled spec.
+replicates (the page's layout depends on which groups and parameters there are, not on how many draws):
+a spec without [model_choice] is the session's shared quick run (conftest.quick_run, which
+tests/test_repeatability.py runs a second time), a spec with one a reduced run that keeps its model choice
+(the "Choosing K" table is checked here); the lesson spec reuses the session's full ``lecture_run``.
+Slow: one reduced run per bundled spec.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import QUICK_LADDER
 from emvsbayes import api
 from emvsbayes.results import read_results
 from emvsbayes.spec import load_spec, resolve_data_path
@@ -84,6 +88,8 @@ def reduced_run(name: str, out: Path) -> Path:
     spec["bayes"].update(draws=200, tune=200)
     if spec["em"].get("bootstrap"):
         spec["em"]["bootstrap"] = 10
+    if spec.get("ladder", {}).get("enabled"):
+        spec["ladder"].update(QUICK_LADDER)
     api.run(spec, out=out)
     return out
 
@@ -95,6 +101,8 @@ def bundled_run(tmp_path_factory, request):
     def get(name: str) -> Path:
         if name == "lecture_coins":
             return request.getfixturevalue("lecture_run")
+        if "model_choice" not in tomllib.loads((MODELS / f"{name}.toml").read_text(encoding="utf-8")):
+            return request.getfixturevalue("quick_run")(name).report_path.parent
         if name not in made:
             made[name] = reduced_run(name, tmp_path_factory.mktemp(f"bundled-{name}"))
         return made[name]

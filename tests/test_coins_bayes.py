@@ -58,7 +58,7 @@ def paper():
     return load_dataset("coins_do_batzoglou")
 
 
-@pytest.mark.parametrize("sampler", ["numpyro", "nutpie"])
+@pytest.mark.parametrize("sampler", ["numpyro", pytest.param("nutpie", marks=pytest.mark.slow)])
 def test_symmetric_model_matches_exact_and_switches_labels(paper, sampler):
     model = CoinMixture(2, weights="equal")
     exact = exact_posterior(model, paper.heads, paper.tosses)
@@ -96,6 +96,7 @@ def test_symmetric_model_matches_exact_and_switches_labels(paper, sampler):
     assert np.mean(relabelled[:, 0] > relabelled[:, 1]) > 0.9
 
 
+@pytest.mark.slow
 def test_ordered_model_with_estimated_weights_matches_exact(paper):
     model = CoinMixture(2, weights="estimated", ordered=True, theta_prior=(2.0, 2.0))
     exact = exact_posterior(model, paper.heads, paper.tosses)

@@ -1,44 +1,23 @@
 """Repeatability: the same spec and seed give bit-identical results (EM, bootstrap, posterior draws).
 
-Every bundled comparison spec runs twice in a quick form (2 chains of 50 draws after 50 tuning steps,
-at most 3 EM restarts, 4 bootstrap replicates, no model choice) and every numeric variable of every group of the two
-``results.nc`` files must be equal exactly; only timings (root attributes) may differ. The seed used
-is always recorded, also when none was given, and ``--seed`` with it reproduces the run.
+Every bundled comparison spec runs twice in a quick form (conftest.quick_raw: 2 chains of 50 draws after 50
+tuning steps, at most 3 EM restarts, 4 bootstrap replicates, no model choice) and every numeric variable of
+every group of the two ``results.nc`` files must be equal exactly; only timings (root attributes) may differ.
+The first run is the session's shared ``quick_run`` (whose page tests/test_browser_bundled.py loads in
+Chromium), so each spec is sampled twice here, not three times. The seed used is always recorded, also when
+none was given, and ``--seed`` with it reproduces the run.
 """
 
 from __future__ import annotations
 
-import tomllib
-
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import QUICK_SEED, run_cli, quick_raw, quick_spec
 from emvsbayes.pipeline import run_spec
 from emvsbayes.results import read_results
-from emvsbayes.spec import validate
-from test_browser import DevTools, assert_clean_page, load
 
 BUNDLED = ("lecture_coins", "two_coins", "acidity", "enzyme", "faithful", "galaxies", "heroes")
-QUICK = {"draws": 50, "tune": 50, "chains": 2}
-
-
-def quick_raw(name: str) -> dict:
-    """The bundled spec ``name`` as parsed TOML, shrunk to a quick run."""
-    raw = tomllib.loads((ROOT / "models" / f"{name}.toml").read_text(encoding="utf-8"))
-    raw.setdefault("bayes", {}).update(QUICK)
-    raw.setdefault("em", {})["bootstrap"] = 4
-    raw["em"]["n_init"] = min(raw["em"].get("n_init", 1), 3)
-    if raw["model"]["family"] == "gaussian":  # the restart rule's budget, so at most 3 starts
-        raw["em"].update(max_init=raw["em"]["n_init"], reach_best=1)
-    raw.pop("model_choice", None)
-    return raw
-
-
-def quick_spec(name: str) -> dict:
-    spec = validate(quick_raw(name), source=name)
-    spec["name"], spec["path"] = name, str(ROOT / "models" / f"{name}.toml")
-    return spec
 
 
 #: Clock readings, not results: per-draw readings that PyMC's own NUTS stores in sample_stats, and the
@@ -74,29 +53,17 @@ def assert_identical(first, second) -> None:
     assert first.attrs["seed"] == second.attrs["seed"] and first.attrs["seeds"] == second.attrs["seeds"]
 
 
-@pytest.fixture(scope="module")
-def devtools(tmp_path_factory):
-    browser = DevTools(tmp_path_factory.mktemp("chromium-profile"))
-    yield browser
-    browser.close()
-
-
 @pytest.mark.slow
-@pytest.mark.browser
 @pytest.mark.parametrize("name", BUNDLED)
-def test_same_seed_same_results(name, tmp_path, devtools):
-    """Two runs agree bit for bit; the first one's report also passes the real-browser checks
-    (no console errors, no network requests, every figure present), so every bundled spec's page is
-    loaded in Chromium without a third run."""
-    spec = quick_spec(name)
-    outcome = run_spec(spec, tmp_path / "a", seed=2024)
+def test_same_seed_same_results(name, tmp_path, quick_run):
+    """Two runs agree bit for bit. The first is the session's shared quick run (its page is checked in a real
+    browser by tests/test_browser_bundled.py); the second repeats it here from a fresh spec, page left out."""
+    outcome = quick_run(name)
     first = outcome.tree
-    second = run_spec(spec, tmp_path / "b", seed=2024, report=False).tree
+    second = run_spec(quick_spec(name), tmp_path / "b", seed=QUICK_SEED, report=False).tree
     assert "posterior" in first.children and "em" in first.children
     assert_identical(first, second)
     assert outcome.report_path.stat().st_size < 5 * 2**20
-    result = load(devtools, outcome.report_path)
-    assert_clean_page(result, first)
 
 
 @pytest.mark.slow
