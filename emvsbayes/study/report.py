@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from emvsbayes.report.figures import COLORS, plt, to_svg
 from emvsbayes.results import atomic_write
@@ -240,6 +241,7 @@ def error_figure(ds: xr.Dataset, axes: list[str]) -> str:
                 ax.axhline(0, color="0.5", lw=0.8)
             ax.set(title=f"{stat} of {names[estimator]}", xlabel=AXIS_LABELS.get(x_axis, x_axis))
     panels[0][0].legend(fontsize=6, frameon=False, ncol=2)
+    fig.tight_layout()  # the lower panels' titles clear of the upper panels' axis labels
     return to_svg(fig)
 
 
@@ -272,6 +274,10 @@ def ess_figure(ds: xr.Dataset, axes: list[str]) -> str:
     data = [g.values[np.isfinite(g.values)] for _, g in groups]
     ax.boxplot(data, tick_labels=[label for label, _ in groups])
     ax.set(ylabel="min bulk ESS / second", yscale="log" if all(d.size and d.min() > 0 for d in data) else "linear")
+    # plain tick text: the SVG keeps text as text, where the log axis's default mathtext labels would show their
+    # TeX source ("$\\mathdefault{10^{4}}$")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     return to_svg(fig)
 
 
