@@ -492,10 +492,11 @@ def theta_marginals(draws: np.ndarray, exact=None, em_values=None, labels=("smal
     return to_svg(fig)
 
 
-def permutation_timeline(perms: np.ndarray) -> str:
+def permutation_timeline(perms: np.ndarray, names: list[str] | None = None) -> str:
     """Which labelling each draw of each chain was in: one coloured band per chain, a colour per permutation.
 
     ``perms`` (chain, draw, K). Drawn as runs (broken bars), so a chain that never switches is one bar.
+    ``names``: the components' names (the page's, e.g. A and B), so the legend reads as the tables do.
     """
     n_chains, n_draws, _ = perms.shape
     # codes in sorted order of the permutations, so the identity always gets the first colour
@@ -511,7 +512,7 @@ def permutation_timeline(perms: np.ndarray) -> str:
             runs = [(s, e - s) for s, e in zip(starts, ends) if codes[c, s] == code]
             ax.broken_barh(runs, (c - 0.4, 0.8), color=color(int(code)))
     for perm, code in keys.items():
-        ax.bar([0], [0], color=color(code), label=f"relabelling ({', '.join(map(str, perm))})")
+        ax.bar([0], [0], color=color(code), label=f"relabelling ({', '.join(names[v] if names else str(v) for v in perm)})")
     ax.set(xlabel="draw", ylabel="chain", yticks=range(n_chains), xlim=(0, n_draws))
     ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=min(4, len(keys)))
     return to_svg(fig)

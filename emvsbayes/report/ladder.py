@@ -170,11 +170,17 @@ def ladder_section(ctx_or_tree) -> str:
                                       "at most 0.7 and intervals within ten times the median width, so an "
                                       "approximation far off may run off it")))
     cost_rows = [[rung_title(rung), fmt(ds["seconds"].values[i], 3) if "seconds" in ds else "–",
-                  fmt(ds["pareto_k"].values[i], 3) if "pareto_k" in ds else "–"]
+                  _pareto_cell(ds["pareto_k"].values[i]) if "pareto_k" in ds else "–"]
                  for i, rung in enumerate(ds["rung"].values)]
     parts.append(subsection("Cost and reliability", table(["rung", "seconds", "Pareto k (PSIS)"], cost_rows),
                             "Pareto k above 0.7: the approximation cannot be trusted (Yao et al. 2018)."))
     return "".join(parts)
+
+
+def _pareto_cell(k: float):
+    """Pareto k as a cell, marked above 0.7 (the threshold the caption names)."""
+    text = fmt(k, 3)
+    return Raw(f'<span class="bad">{esc(text)}</span>') if np.isfinite(k) and k > 0.7 else text
 
 
 PARTITION_GROUP = "coclustering"

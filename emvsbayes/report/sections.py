@@ -1336,7 +1336,8 @@ def label_switching_section(ctx: Context) -> str:
     relabelled = ctx.group("posterior_relabelled")
     if relabelled is not None and "permutation" in relabelled:
         perms = relabelled["permutation"].transpose("chain", "draw", ...).values
-        parts.append(figure(figures.permutation_timeline(perms), "permutations",
+        names = [_component_name(ctx, k) for k in range(perms.shape[-1])]
+        parts.append(figure(figures.permutation_timeline(perms, names), "permutations",
                             "The relabelling applied to each draw of each chain; a change of colour is a label switch."))
     if "modal_perm" in ls:
         rows = []
