@@ -117,7 +117,8 @@ def transition_figure(tree, prob: float = 0.89):
     panels = [("EM", summary["em"], None)]
     if has_posterior:
         panels.append((f"posterior mean [{prob:.0%} interval]", summary["mean"], (summary["lower"], summary["upper"])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.2), squeeze=False)
+    # the page's width, as every figure (the square panels keep their aspect, centred in their halves)
+    fig, axes = plt.subplots(1, len(panels), figsize=(10.0, 3.4 if k <= 3 else 4.2), squeeze=False)
     for ax, (title, matrix, interval) in zip(axes[0], panels, strict=True):
         # vector cells (pcolormesh), not imshow: an image would be embedded as a raster (a data: PNG) in the SVG
         ax.pcolormesh(np.arange(k + 1) - 0.5, np.arange(k + 1) - 0.5, matrix, vmin=0, vmax=1, cmap="Blues",
@@ -245,7 +246,8 @@ def report_sections(tree, prob: float = 0.89, colors=DEFAULT_COLORS) -> list[Rep
     transitions = ReportSection("transitions", "Transition matrix: EM against the posterior", "comparison", (
         ReportFigure(transition_figure(tree, prob), "hmm-transition",
                      "Rows: the state at one time point; columns: the state at the next. Left: EM; right (when the "
-                     f"run has a posterior): the posterior mean with its {round(prob * 100)}% interval per entry."),
+                     f"run has a posterior): the posterior mean with its {round(prob * 100)}% interval per entry.",
+                     wide=True),
         _transition_table(tree, prob),
     ))
     path = decoding["viterbi"].values
