@@ -394,11 +394,12 @@ def loglik_paths(paths: list[tuple[str, np.ndarray]]) -> str:
     return to_svg(fig)
 
 
-def _whole_numbers_plain(ax) -> None:
-    """Integer ticks on x (iterations, restarts) and y values written in full, without an offset."""
+def _whole_numbers_plain(ax, n_ticks: int | None = None) -> None:
+    """Integer ticks on x (iterations, restarts) and y values written in full, without an offset;
+    ``n_ticks``: at most that many x ticks (a narrow panel's labels would run into each other)."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=n_ticks or "auto", integer=True))
     ax.ticklabel_format(axis="y", useOffset=False, style="plain")
 
 
@@ -433,7 +434,7 @@ def parameter_paths(trace: dict[str, np.ndarray], labels: dict[str, list[str]]) 
         values = trace[name].reshape(trace[name].shape[0], -1)
         for j in range(values.shape[1]):
             ax.plot(values[:, j], lw=1.1, color=color(j), label=labels[name][j])
-        _whole_numbers_plain(ax)
+        _whole_numbers_plain(ax, n_ticks=max(3, 12 // len(names)))
         ax.set(xlabel="iteration", title=name if values.shape[1] <= 6 else f"{name} ({values.shape[1]} lines)")
         if values.shape[1] <= 6:  # a legend of dozens of lines would hide them
             # under the panel, not in it: inside a third of the page's width it covers the lines it names
