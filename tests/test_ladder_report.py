@@ -63,7 +63,7 @@ def test_one_table_per_parameter_with_every_rung(tree):
     assert "&lt;on the logit scale&gt;" in assumes_table and "on the logit scale" not in theta_table
     w_table = html[html.index("<h3>w</h3>"):]
     assert "<td>–</td>" in w_table  # NUTS gave no w: a dash
-    assert "<td>0.91</td>" in html  # the VI rung's Pareto k
+    assert '<td><span class="bad">0.91</span></td>' in html  # the VI rung's Pareto k, marked: above 0.7
 
 
 def test_no_group_no_section():
