@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,7 +287,7 @@ def _program_names(settings: AdviSettings) -> tuple[str, ...]:
 
 def store(programs: LadderPrograms, key: str, directory: Path | None = None) -> Path:
     """Write ``programs`` under ``key`` (a temporary file renamed into place)."""
-    from emvsbayes.sampling.programs import cache_dir
+    from emvsbayes.sampling.programs import cache_dir, write_programs_file
 
     directory = directory or cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -297,19 +295,8 @@ def store(programs: LadderPrograms, key: str, directory: Path | None = None) -> 
     header = {"format": FORMAT, "settings": programs.settings.describe(), "value_vars": facts.value_vars,
               "free_rvs": facts.free_rvs, "outputs": facts.outputs, "default_start": sorted(facts.default_start)}
     arrays = {f"default_start/{name}": value for name, value in facts.default_start.items()}
-    for name in _program_names(programs.settings):
-        arrays[f"program/{name}"] = np.frombuffer(bytes(programs.exported[name].serialize()), dtype=np.uint8)
-    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    path = directory / f"{key}.npz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, allow_pickle=False, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_programs_file(directory, key, {name: programs.exported[name]
+                                                for name in _program_names(programs.settings)}, header, arrays)
 
 
 def load(key: str, settings: AdviSettings, directory: Path | None = None) -> LadderPrograms | None:

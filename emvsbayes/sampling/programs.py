@@ -455,8 +455,17 @@ def store(programs: NutsPrograms, key: str, directory: Path | None = None) -> Pa
     directory.mkdir(parents=True, exist_ok=True)
     header, arrays = _encode_facts(programs.facts)
     header |= {"format": FORMAT, "spec": programs.spec.describe(), "data_inputs": programs.data_inputs}
-    for name in PROGRAM_NAMES:
-        arrays[f"program/{name}"] = np.frombuffer(bytes(programs.exported[name].serialize()), dtype=np.uint8)
+    return write_programs_file(directory, key, {name: programs.exported[name] for name in PROGRAM_NAMES},
+                               header, arrays)
+
+
+def write_programs_file(directory: Path, key: str, exported: dict, header: dict, arrays: dict) -> Path:
+    """``directory/key.npz`` holding the serialised ``exported`` programs (``program/<name>``), the JSON
+    ``header`` and ``arrays``; written to a temporary file renamed into place, so readers never see half a
+    file (the NUTS programs here and the ladder's, :mod:`emvsbayes.ladder.programs`)."""
+    arrays = dict(arrays)
+    for name, program in exported.items():
+        arrays[f"program/{name}"] = np.frombuffer(bytes(program.serialize()), dtype=np.uint8)
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     path = directory / f"{key}.npz"
     fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=directory)
