@@ -530,7 +530,9 @@ def forest(labels: list[str], sources: list[tuple[str, np.ndarray, np.ndarray | 
     """
     groups: dict[str, list[int]] = {}
     for i, label in enumerate(labels):
-        groups.setdefault(label.split("[")[0], []).append(i)
+        # the parameter's name: before "[" (mu[0, x]) or before "," (a readable element label such as
+        # "transition, state 1 -> state 2"), so the elements of one parameter share a panel
+        groups.setdefault(re.split(r"[\[,]", label, maxsplit=1)[0].strip(), []).append(i)
     heights = [len(v) for v in groups.values()]
     fig, axes = plt.subplots(len(groups), 1, figsize=(PAGE_WIDTH, (0.36 if sum(heights) <= 20 else 0.21) * sum(heights) + 0.5 * len(groups) + 0.9),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
