@@ -78,7 +78,9 @@ KEY_DOCS: dict[tuple[str, str], str] = {
     ("ladder", "rungs"): 'rungs besides Laplace: "map_em" (coins, Gaussians, Poisson), "advi_meanfield", "advi_fullrank", "bootstrap_bayesian"',
     ("ladder", "vi_iter"): "ADVI iterations (pm.fit) per ADVI rung",
     ("ladder", "draws"): "draws from the Laplace and ADVI approximations",
-    ("ladder", "bootstrap"): "Bayesian-bootstrap EM refits (Dirichlet(1, ..., 1) row weights)",
+    ("ladder", "bootstrap"): ("EM refits of each of the ladder's own bootstraps: the Bayesian one (Dirichlet(1, ..., 1) "
+                              "row weights) and the kind the run's `[em] bootstrap` did not do (parametric beside a "
+                              "nonparametric run; a series has no nonparametric one)"),
     ("model_choice", "tune"): "tuning steps per chain per K",
     ("model_choice", "lrt_bootstrap"): "bootstrap data sets B for the likelihood-ratio test of K against K + 1 "
                                        "(each K listed with its K + 1); 0: no test",
