@@ -173,7 +173,10 @@ def ladder_section(ctx_or_tree) -> str:
                   _pareto_cell(ds["pareto_k"].values[i]) if "pareto_k" in ds else "–"]
                  for i, rung in enumerate(ds["rung"].values)]
     parts.append(subsection("Cost and reliability", table(["rung", "seconds", "Pareto k (PSIS)"], cost_rows),
-                            "Pareto k above 0.7: the approximation cannot be trusted (Yao et al. 2018)."))
+                            "Pareto k above 0.7: the approximation cannot be trusted (Yao et al. 2018); it is given "
+                            "for the approximations whose draws can be importance-weighted (ADVI). Seconds: the rung's "
+                            "own time; \u2013 where it is part of a stage of the run (EM and its information, the run's "
+                            "bootstrap, MAP-EM), timed under Reproducibility."))
     return "".join(parts)
 
 
