@@ -363,6 +363,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "vi_iter": Key(3000, lambda v: positive_int(v) or (None if v >= 8 else f"must be at least 8, got {_show(v)}")),
         "draws": Key(1000, positive_int),          # draws from the Laplace and ADVI approximations
         "bootstrap": Key(200, positive_int),       # Bayesian-bootstrap (Dirichlet-weighted) EM refits
+        # how Laplace and ADVI run: "programs" (the model's exported JAX programs, stored per model: no PyMC in a
+        # warm run) or "pymc" (PyMC's own find_MAP-style search and pm.fit, compiled in the run)
+        "engine": Key("programs", one_of("programs", "pymc")),
     },
     "report": {
         "interval_prob": Key(0.89, probability_open),

@@ -81,6 +81,9 @@ KEY_DOCS: dict[tuple[str, str], str] = {
     ("ladder", "bootstrap"): ("EM refits of each of the ladder's own bootstraps: the Bayesian one (Dirichlet(1, ..., 1) "
                               "row weights) and the kind the run's `[em] bootstrap` did not do (parametric beside a "
                               "nonparametric run; a series has no nonparametric one)"),
+    ("ladder", "engine"): ("how Laplace and ADVI run: \"programs\" (PyMC's ADVI algorithm and Laplace search on the "
+                           "model's exported JAX programs, stored per model, so a warm run needs no PyMC) or \"pymc\" "
+                           "(PyMC's own `pm.fit` and log-density functions, compiled in the run)"),
     ("model_choice", "tune"): "tuning steps per chain per K",
     ("model_choice", "lrt_bootstrap"): "bootstrap data sets B for the likelihood-ratio test of K against K + 1 "
                                        "(each K listed with its K + 1); 0: no test",

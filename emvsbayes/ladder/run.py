@@ -149,7 +149,7 @@ def ladder_groups(family, spec, model_def, data, groups: dict, em_params, seed: 
             skipped["bootstrap_bayesian"] = reason
     methods = tuple(m for m in ("meanfield", "fullrank") if f"advi_{m}" in wanted)
     options = LadderOptions(n_draws=ladder["draws"], vi_methods=methods, vi_iter=ladder["vi_iter"],
-                            n_replicates=ladder["bootstrap"], interval_prob=prob)
+                            n_replicates=ladder["bootstrap"], interval_prob=prob, engine=ladder["engine"])
     if progress:
         progress(f"ladder: Laplace{''.join(', ADVI ' + m for m in methods)}"
                  f"{', Bayesian bootstrap' if refit else ''}{', MAP-EM' if map_params is not None else ''}")
