@@ -521,3 +521,17 @@ def test_choosing_k_shows_the_lrt_and_the_sparse_mixture():
                                                            "skipped": "not for a hidden Markov model"}))
     page = render_report(tree)
     assert "Not fitted: not for a hidden Markov model." in page and 'data-fig="sparse-mixture"' not in page
+
+
+def test_each_optimum_names_the_restart_whose_component_order_it_shows():
+    # An optimum groups restarts up to renaming; its parameters are one restart's, in that restart's component
+    # order, so the row must say which restart (the optima of synthetic_tree have representatives 0 and 2).
+    tree = synthetic_tree()
+    restarts = tree["em_restarts"].to_dataset()
+    restarts["w"] = restarts["w"] * 0 + [[0.3, 0.7], [0.7, 0.3], [0.5, 0.5], [0.3, 0.7], [0.5, 0.5]]
+    tree["em_restarts"] = xr.DataTree(restarts)
+    page = render_report(tree)
+    section = page[page.index("Distinct local optima"):]
+    section = section[:section.index("</table>")]
+    assert "restart 0: " in section and "restart 2: " in section
+    assert "restart 0: w = 0.300, 0.700" in section and "in that restart's component order" in page

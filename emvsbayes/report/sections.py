@@ -436,12 +436,15 @@ def _optima(ctx: Context) -> str:
         row = [i, fixed(optima["loglik"].values[i], ll_places), int(optima["count"].values[i])]
         if "representative" in optima and names:
             rep = int(optima["representative"].values[i])
-            row.append("; ".join(f"{n} = " + _inline(restarts[n].values[rep], decimals_for(restarts[n].values))
-                                 for n in names))
+            # the components in the order this restart found them: other restarts of the optimum may name them otherwise
+            row.append(f"restart {int(restarts['restart'].values[rep])}: "
+                       + "; ".join(f"{n} = " + _inline(restarts[n].values[rep], decimals_for(restarts[n].values))
+                                   for n in names))
         rows.append(row)
     header = (["optimum", "log-likelihood", "restarts reaching it"]
               + (["parameters"] if names and "representative" in optima else []))
-    note = ("Restarts that reached the same answer up to renaming the components count as one optimum. "
+    note = ("Restarts that reached the same answer up to renaming the components count as one optimum; its "
+            "parameters are given as its best restart found them, in that restart's component order. "
             + ("Only one optimum was found." if len(rows) == 1 else "EM reports the best; the others are local maxima it can get stuck in."))
     return subsection("Distinct local optima", table(header, rows), note)
 
