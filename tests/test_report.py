@@ -534,4 +534,4 @@ def test_each_optimum_names_the_restart_whose_component_order_it_shows():
     section = page[page.index("Distinct local optima"):]
     section = section[:section.index("</table>")]
     assert "restart 0: " in section and "restart 2: " in section
-    assert "restart 0: w = 0.300, 0.700" in section and "in that restart's component order" in page
+    assert "restart 0: w = 0.3000, 0.7000" in section and "component order. " in section
