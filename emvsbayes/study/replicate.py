@@ -197,8 +197,10 @@ class _CellSampler:
 
 
 def _observed_array(model, name: str, value: np.ndarray) -> np.ndarray:
-    """The data as the observed variable holds it (a 1-D Gaussian's x is observed as a vector)."""
-    shape = tuple(int(s) for s in model[name].shape.eval())
+    """The data as the observed variable holds it (a 1-D Gaussian's x is observed as a vector); a model
+    whose family put its data in containers itself (no observed variable ``name``) holds it as its container."""
+    holder = model[name] if name in model.named_vars else model[_container_name(name)]
+    shape = tuple(int(s) for s in holder.shape.eval())
     return np.asarray(value).reshape(shape)
 
 
@@ -213,6 +215,13 @@ def model_with_containers(family_name: str, model_def, data: dict):
     import pytensor
 
     family = get_family(family_name)
+    with_containers = getattr(family, "pymc_model_with_containers", None)
+    if with_containers is not None:
+        # The family's likelihood is no observed variable (a hidden Markov model's is a potential of the
+        # forward algorithm), so pm.observe has nothing to replace: the family builds its model with each
+        # data array in the container named here.
+        return with_containers(model_def, family.from_arrays(data),
+                               {key: _container_name(obs) for obs, key in family.observed.items()})
     model = family.pymc_model(model_def, family.from_arrays(data))
     for obs_name, data_key in family.observed.items():
         container = pytensor.shared(_observed_array(model, obs_name, data[data_key]), name=_container_name(obs_name))
