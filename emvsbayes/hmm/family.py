@@ -343,6 +343,13 @@ class HMMFamily:
     def fit(self, model_def, data: Series, init, *, kind: str = "soft", **options):
         return em.fit(model_def, data.y, init, kind=kind, **options)
 
+    def map_fit(self, model_def, data: Series, init, options: dict):
+        """MAP-EM under the PyMC model's priors (Poisson emissions, estimated initial distribution;
+        :mod:`emvsbayes.hmm.map_em`); ``EMFit.loglik`` is the log posterior."""
+        from emvsbayes.hmm.map_em import fit_hmm_map
+
+        return fit_hmm_map(model_def, data.y, init, **options)
+
     # observed information -----------------------------------------------------------------------
     def unconstrained_names(self, model_def: HiddenMarkovModel, data=None) -> tuple[str, ...]:
         """Emission coordinates (``log rate[k]``, or ``mu[k]`` and ``log sigma[k]``), each transition row's
