@@ -161,3 +161,26 @@ def test_the_study_model_with_a_container_has_the_log_density_of_the_model_with_
         pm.set_data({"y_data": data.y}, model=swapped)
         built_in = FAMILY.pymc_model(model_def, data).compile_logp(mode="FAST_COMPILE")(point)
         np.testing.assert_allclose(logp(point), built_in, rtol=1e-12)
+
+
+@pytest.mark.slow  # compiles the Gaussian HMM's numpyro programs (about 30 s)
+def test_an_sbc_replicate_of_the_gaussian_hmm_with_a_stationary_start_ranks_every_parameter():
+    """The other emission and initial distribution through the same generic replicate: the stationary
+    initial distribution is a deterministic of the transition matrix (ranked too: SBC holds for any function
+    of the parameters), and mu orders the states."""
+    from emvsbayes.hmm.model import stationary_distribution
+    from emvsbayes.study.sbc import run_sbc_replicate
+
+    spec = validate({**TINY, "grid": {"n_time": [60], "emission": ["gaussian"], "initial": ["stationary"],
+                                      "variant": ["ordered"]}})
+    (cell,) = cells(spec)
+    record = run_sbc_replicate(spec, 0, 0, cell)
+    ranks, truth = record["values"]["rank"], record["values"]["truth"]
+    names = {"initial_sorted[0]", "initial_sorted[1]", "mu_sorted[0]", "mu_sorted[1]", "sigma_sorted[0]",
+             "sigma_sorted[1]", *(f"transition_sorted[{i},{j}]" for i in range(2) for j in range(2))}
+    assert set(ranks) == names and all(0 <= r <= 49 for r in ranks.values())
+    assert truth["mu_sorted[0]"] < truth["mu_sorted[1]"]
+    transition = np.array([[truth["transition_sorted[0,0]"], truth["transition_sorted[0,1]"]],
+                           [truth["transition_sorted[1,0]"], truth["transition_sorted[1,1]"]]])
+    np.testing.assert_allclose([truth["initial_sorted[0]"], truth["initial_sorted[1]"]],
+                               stationary_distribution(transition), rtol=1e-12)
