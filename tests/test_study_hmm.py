@@ -184,3 +184,20 @@ def test_an_sbc_replicate_of_the_gaussian_hmm_with_a_stationary_start_ranks_ever
                            [truth["transition_sorted[1,0]"], truth["transition_sorted[1,1]"]]])
     np.testing.assert_allclose([truth["initial_sorted[0]"], truth["initial_sorted[1]"]],
                                stationary_distribution(transition), rtol=1e-12)
+
+
+def test_a_coverage_replicates_bootstrap_of_a_series_is_parametric():
+    """The time points of a series cannot be resampled (the family's resample is None): the study's bootstrap
+    simulates from EM's answer, as a run's does. Resampling rows made every refit fail (NaN intervals)."""
+    from emvsbayes.study.replicate import run_coverage_replicate
+
+    spec = validate({"kind": "coverage", "seed": 1, "replicates": 1, "model": {"family": "hmm"},
+                     "grid": {"n_time": [80], "initial": ["stationary"]}, "em": {"n_init": 2},
+                     "intervals": {"kinds": ["bootstrap"], "bootstrap": 5}})
+    (cell,) = cells(spec)
+    record = run_coverage_replicate(spec, 0, 0, cell)
+    assert record["scalars"]["bootstrap_failed"] == 0.0
+    lower, upper = record["values"]["bootstrap_lower"], record["values"]["bootstrap_upper"]
+    assert set(lower) == {"initial[0]", "initial[1]", "rate[0]", "rate[1]",
+                          *(f"transition[{i},{j}]" for i in range(2) for j in range(2))}
+    assert all(np.isfinite(lower[p]) and lower[p] <= upper[p] for p in lower)

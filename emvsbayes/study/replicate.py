@@ -136,8 +136,9 @@ def align(family: Family, model_def, params, reference_vars: Mapping[str, np.nda
 
 
 def bootstrap_intervals(family: Family, model_def, data, estimate, spec: dict, seed) -> tuple[dict, int]:
-    """Percentile intervals from the nonparametric bootstrap a run makes
-    (:func:`emvsbayes.uncertainty.run_bootstrap`: resample observations, refit EM from the EM answer,
+    """Percentile intervals from the nonparametric bootstrap a run makes, or the parametric one for a family
+    whose observations cannot be resampled (:func:`emvsbayes.uncertainty.run_bootstrap`: resample
+    observations or simulate from the EM answer, refit EM from the EM answer,
     rename the refit's components to match it, in batches where that pays), quantiles of the estimated
     variables.
 
@@ -145,8 +146,11 @@ def bootstrap_intervals(family: Family, model_def, data, estimate, spec: dict, s
     """
     prob = spec["intervals"]["prob"]
     reference = family.estimated_variables(model_def, estimate)
+    # A family whose rows are dependent (a series) has no resample: its bootstrap simulates from the fit, as
+    # a run's does (resampling the time points of a series would break its chain).
+    kind = "parametric" if family.resample(data, np.random.default_rng(0)) is None else "nonparametric"
     result = run_bootstrap(family, model_def, data, estimate, n_boot=spec["intervals"]["bootstrap"], seed=seed,
-                           kind="nonparametric", n_workers=1, em_options=em_options(spec))
+                           kind=kind, n_workers=1, em_options=em_options(spec))
     kept = ~result.failed
     failed = int(result.failed.sum())
     if kept.sum() < 2:
