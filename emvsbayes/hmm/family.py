@@ -16,6 +16,11 @@ Spec keys of this family (beside the common ones):
 - ``[bayes] transition_prior`` (a number, or a K x K table: the Dirichlet concentration of each row),
   ``initial_prior`` (a number), ``rate_prior = [shape, rate]`` (Gamma; Poisson); Gaussian emissions use the
   common ``mu_loc``, ``mu_scale``, ``sigma_scale``.
+
+Studies (:mod:`emvsbayes.study`): the size axis is ``n_time`` (the series' length T), with ``emission``,
+``initial`` and ``variant`` axes; the priors are fixed numbers (:meth:`HMMFamily.study_prior_keys`); the series
+sits in a ``pm.Data`` container (:meth:`HMMFamily.pymc_model_with_containers`), so one compiled model serves
+every replicate of a cell. ``models/sbc_poisson_hmm.toml`` is the simulation-based calibration of issue 19.
 """
 
 from __future__ import annotations

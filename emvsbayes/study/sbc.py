@@ -9,7 +9,8 @@ correctly, the rank of the true value among L posterior draws is uniform on 0..L
    with the cell's other replicates, see :mod:`emvsbayes.study.replicate`);
 3. compute label-invariant quantities (a mixture's labels are arbitrary, so raw component parameters
    are not calibrated quantities): the sorted thetas (coins) or sorted means (1-D Gaussian), and the
-   weights (and sds) of the components in that order;
+   weights (and sds) of the components in that order; a variable with two label dims (a hidden Markov
+   model's transition matrix) has its rows and columns put in that order together;
 4. thin the draws evenly to L (``[sbc] ranks``) and count how many fall below the true value.
 
 :func:`uniformity_test` bins the ranks of each quantity and applies a chi-square test; a cell fails
