@@ -21,7 +21,12 @@ Conventions:
 Studies ask a family for its grid (``study_axes()``: name -> (default, check)), its prior keys
 (``study_prior_keys()``), an optional ``study_check(cell, kind, source)`` of a cell's limits, and the
 ``study_model`` / ``study_truth`` / ``study_data`` / ``study_shape`` of a cell; the report asks for
-``describe(spec)``, the model in words.
+``describe(spec)``, the model in words. Optional study members: ``study_check_prior(cell, prior, where,
+source)``, the family's limits on a prior a cell uses (a K x K table against the cell's K); ``order_var_of(
+model_def)``, the variable that orders the components for SBC's label-invariant quantities when it depends on
+the model (else the ``order_var`` attribute); ``pymc_model_with_containers(model_def, data, containers)``, the
+PyMC model with each data array in the ``pm.Data`` container ``containers[key]`` (``key`` as ``observed``
+names it), for a family whose likelihood is no observed variable that ``pm.observe`` could give a container.
 
 The uncertainty ladder (:mod:`emvsbayes.ladder`) asks for two optional members; a family without one gets
 no such rung and the ladder says why:

@@ -171,3 +171,61 @@ def test_poisson_weighted_fit_with_integer_weights_is_em_on_the_repeated_rows():
         one = family.fit(model_def, CountData(data.counts[rows], tuple(str(i) for i in rows)), reference, **TIGHT).params
         np.testing.assert_allclose(batch.params.rate[b], one.rate, atol=1e-6)
         np.testing.assert_allclose(batch.params.w[b], one.w, atol=1e-6)
+
+
+def _hmm_case():
+    from emvsbayes.hmm.model import HiddenMarkovModel, HMMPriors
+
+    family = get_family("hmm")
+    # Priors away from flat (transition rows Dirichlet(4, 1.5) / (2, 3), initial Dirichlet(2, 2), Gamma(3, 0.6)
+    # rates), so the mode is not the MLE and is inside the simplexes (every concentration above 1).
+    model_def = HiddenMarkovModel(2, "poisson", "estimated",
+                                  priors=HMMPriors(transition_concentration=((4.0, 1.5), (2.0, 3.0)),
+                                                   initial_concentration=2.0, rate_prior=(3.0, 0.6)))
+    truth = model_def.with_initial(np.array([0.5, 0.5]), np.array([[0.85, 0.15], [0.25, 0.75]]), rate=np.array([2.0, 9.0]))
+    return family, model_def, family.simulate(model_def, truth, 60, np.random.default_rng(8))
+
+
+def test_poisson_hmm_map_em_equals_the_optimiser_of_the_pymc_log_posterior():
+    from emvsbayes.hmm.model import HMMParams
+
+    family, model_def, data = _hmm_case()
+    start = HMMParams([0.5, 0.5], [[0.8, 0.2], [0.2, 0.8]], rate=[1.0, 6.0])
+    em_fit = family.fit(model_def, data, start, **TIGHT)
+    fit = family.map_fit(model_def, data, em_fit.params, TIGHT)
+    assert fit.converged
+    ours = family.variables(fit.params)
+    model = family.pymc_model(model_def, data)
+    modes, logp_at_ours = _optimiser_modes(model, [family.initvals(model_def, [em_fit.params])[0],
+                                                   family.initvals(model_def, [fit.params])[0]], np.random.default_rng(3))
+    # EM's objective is PyMC's log posterior (constants included) at MAP-EM's answer.
+    assert fit.loglik == pytest.approx(logp_at_ours, abs=1e-6)
+    for values, value in modes:
+        assert value == pytest.approx(fit.loglik, abs=1e-6)
+        for name in ("initial", "transition", "rate"):
+            np.testing.assert_allclose(values[name], ours[name], atol=1e-6, err_msg=name)
+    # The priors pull the answer away from the MLE (whose initial distribution is a corner of the simplex).
+    mle = family.variables(em_fit.params)
+    assert np.max(np.abs(mle["rate"] - ours["rate"])) > 1e-2 and np.max(np.abs(mle["initial"] - ours["initial"])) > 0.1
+
+
+def test_poisson_hmm_map_em_never_lowers_the_log_posterior_and_refuses_what_it_does_not_cover():
+    import dataclasses
+
+    from emvsbayes.hmm.model import HMMParams
+
+    family, model_def, data = _hmm_case()
+    fit = family.map_fit(model_def, data, HMMParams([0.9, 0.1], [[0.5, 0.5], [0.5, 0.5]], rate=[4.0, 4.5]),
+                         {"max_iter": 300})
+    path = fit.loglik_path
+    assert np.all(np.diff(path) >= -1e-10 * np.abs(path[1:])) and path[-1] > path[0] + 1.0
+    start = fit.params
+    with pytest.raises(ValueError, match="rate_prior's shape = 0.5: .* no mode"):
+        family.map_fit(dataclasses.replace(model_def, priors=dataclasses.replace(model_def.priors, rate_prior=(0.5, 1.0))),
+                       data, start, {})
+    with pytest.raises(ValueError, match="transition_prior = 0.5: .* no mode"):
+        family.map_fit(dataclasses.replace(model_def, priors=dataclasses.replace(model_def.priors,
+                                                                                  transition_concentration=0.5)),
+                       data, start, {})
+    with pytest.raises(ValueError, match='needs initial = "estimated"'):
+        family.map_fit(dataclasses.replace(model_def, initial="stationary"), data, start, {})

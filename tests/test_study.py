@@ -411,6 +411,62 @@ def test_sbc_passes_a_correct_model_and_fails_a_wrong_prior(cluster, tmp_path):
     assert "Rank histograms" in html and "NO (alpha" in html
 
 
+# The Poisson hidden Markov model, K = 2, ordered rates (why ordered: models/sbc_poisson_hmm.toml).
+HMM_SBC = """
+kind = "sbc"
+seed = {seed}
+replicates = 30
+[model]
+family = "hmm"
+[grid]
+n_time = [60]
+variant = ["ordered"]
+[em]
+n_init = 2
+[bayes]
+chains = 2
+draws = 100
+tune = 150
+rate_prior = {fitted}
+[priors.broad]
+rate_prior = [2, 0.2]
+[sbc]
+ranks = 49
+bins = 5
+alpha = 0.01
+{data_prior}
+"""
+
+
+@pytest.mark.slow
+def test_hmm_sbc_passes_a_correct_model_and_fails_a_wrong_prior(cluster, tmp_path):
+    """Correct: rates, transition rows and initial distribution drawn from the Gamma(2, 0.2) / Dirichlet
+    priors that are fitted. The cell fails when one of its 8 quantities' chi-square p-values is below
+    0.01 / 8, so a correct sampler fails with probability about 1% (the seed is fixed, so the test is
+    deterministic; that rate is what a new seed would risk).
+    Wrong, by construction: the true rates come from Gamma(2, 0.2) (mean 10) but the fitted prior is
+    Gamma(200, 200) (mean 1, sd 0.07), which no 60-point series can move far: a rate's posterior is about
+    Gamma(200 + its counts, 200 + its time points), mean below (200 + 60 x 3) / 260 = 1.5 for a true rate
+    of 3. The larger true rate exceeds 3 with prior probability 0.985, and then exceeds every draw (rank
+    49, the top bin); all 30 replicates but fewer than 6 do so except with probability below 1e-6, and
+    then the top bin's count alone gives a chi-square above 60 (p < 1e-11)."""
+    from emvsbayes.study import read_study
+
+    address = cluster[0].scheduler_address
+    correct = write_spec(tmp_path, "hmm_ok", HMM_SBC.format(seed=19, fitted="[2, 0.2]", data_prior=""))
+    wrong = write_spec(tmp_path, "hmm_wrong", HMM_SBC.format(seed=19, fitted="[200, 200]", data_prior='data_prior = "broad"'))
+    ok = read_study(run_study(correct, out=tmp_path / "ok", scheduler=address).results_path)
+    bad = read_study(run_study(wrong, out=tmp_path / "bad", scheduler=address).results_path)
+    assert (ok["status"] == 1).all() and (bad["status"] == 1).all()
+    # every parameter is ranked: both rates, the four transition entries and the initial distribution
+    assert set(ok["quantity"].values) == {"rate_sorted[0]", "rate_sorted[1]", "initial_sorted[0]", "initial_sorted[1]",
+                                         *(f"transition_sorted[{i},{j}]" for i in range(2) for j in range(2))}
+    assert int(ok["sbc_pass"].squeeze()) == 1, ok["p_value"].values
+    assert int(bad["sbc_pass"].squeeze()) == 0
+    assert float(bad["p_value"].sel(quantity="rate_sorted[1]").squeeze()) < 1e-6
+    assert int(bad["rank_counts"].sel(quantity="rate_sorted[1]", bin=4).squeeze()) >= 25
+
+
 # --- the reports index lists studies ------------------------------------------------------------------
 
 

@@ -150,16 +150,22 @@ def _forward_loglik_op():
 _FORWARD_OP = None
 
 
-def log_emission_symbolic(model_def: HiddenMarkovModel, y: np.ndarray, emission: Mapping):
-    """log p(y_t | z_t = k) (T, K) as a pytensor expression of the emission parameters (each (K,))."""
-    import pytensor.tensor as pt
+def log_emission_symbolic(model_def: HiddenMarkovModel, y, emission: Mapping):
+    """log p(y_t | z_t = k) (T, K) as a pytensor expression of the emission parameters (each (K,)).
 
-    y = np.asarray(y, dtype=float)[:, None]
+    ``y`` (T,) is a numpy array (its log-factorials computed once, here) or a pytensor variable (a study's
+    data container, swapped per replicate: the log-factorials then belong to the graph)."""
+    import pytensor.tensor as pt
+    from pytensor.graph.basic import Variable
+
+    symbolic = isinstance(y, Variable)
+    y = y[:, None] if symbolic else np.asarray(y, dtype=float)[:, None]
     if model_def.emission == "poisson":
         rate = emission["rate"][None, :]
         from scipy.special import gammaln
 
-        return pt.switch(pt.eq(y, 0), 0.0, y * pt.log(rate)) - rate - gammaln(y + 1)
+        log_factorial = pt.gammaln(y + 1) if symbolic else gammaln(y + 1)
+        return pt.switch(pt.eq(y, 0), 0.0, y * pt.log(rate)) - rate - log_factorial
     sigma = emission["sigma"][None, :]
     z = (y - emission["mu"][None, :]) / sigma
     return -0.5 * z * z - pt.log(sigma) - 0.5 * np.log(2 * np.pi)
@@ -175,8 +181,14 @@ def stationary_symbolic(transition):
     return pt.linalg.solve(system.T, pt.ones((k,)))
 
 
-def build_model(model_def: HiddenMarkovModel, y, *, time_labels: Sequence | None = None):
-    """A ``pymc.Model`` of the HMM for series ``y`` (T,), coordinates ``component``, ``component_to``, ``time``."""
+def build_model(model_def: HiddenMarkovModel, y, *, time_labels: Sequence | None = None,
+                data_container: str | None = None):
+    """A ``pymc.Model`` of the HMM for series ``y`` (T,), coordinates ``component``, ``component_to``, ``time``.
+
+    ``data_container``: the name of a ``pm.Data`` container holding ``y`` (a study swaps each replicate's
+    series into it, so one compiled model serves them all); None puts ``y`` in the graph as a constant. The
+    priors must then not depend on ``y`` (a study's are fixed numbers): they are computed from the series
+    given here only."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -201,7 +213,8 @@ def build_model(model_def: HiddenMarkovModel, y, *, time_labels: Sequence | None
             kwargs = {"transform": transforms.ordered} if ordered else {}
             emission = {"mu": pm.Normal("mu", mu=prior["mu_loc"], sigma=prior["mu_scale"], dims="component", **kwargs),
                         "sigma": pm.HalfNormal("sigma", sigma=prior["sigma_scale"], dims="component")}
-        log_emission = log_emission_symbolic(model_def, y, emission)
+        series = pm.Data(data_container, y) if data_container is not None else y
+        log_emission = log_emission_symbolic(model_def, series, emission)
         pm.Potential("loglik", _forward_loglik_op()(pt.log(initial), pt.log(transition), log_emission))
     return model
 

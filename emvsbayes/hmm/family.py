@@ -16,6 +16,11 @@ Spec keys of this family (beside the common ones):
 - ``[bayes] transition_prior`` (a number, or a K x K table: the Dirichlet concentration of each row),
   ``initial_prior`` (a number), ``rate_prior = [shape, rate]`` (Gamma; Poisson); Gaussian emissions use the
   common ``mu_loc``, ``mu_scale``, ``sigma_scale``.
+
+Studies (:mod:`emvsbayes.study`): the size axis is ``n_time`` (the series' length T), with ``emission``,
+``initial`` and ``variant`` axes; the priors are fixed numbers (:meth:`HMMFamily.study_prior_keys`); the series
+sits in a ``pm.Data`` container (:meth:`HMMFamily.pymc_model_with_containers`), so one compiled model serves
+every replicate of a cell. ``models/sbc_poisson_hmm.toml`` is the simulation-based calibration of issue 19.
 """
 
 from __future__ import annotations
@@ -102,7 +107,8 @@ class HMMFamily:
         return {"params_per_component": 3 + d + 2, "trace_per_observation": 0, "observations": "time points"}
 
     def study_shape(self, cell: dict) -> tuple[int, int]:
-        return cell["n_obs"], 1
+        """(time points, columns) of a study cell's series."""
+        return cell["n_time"], 1
 
     # spec -------------------------------------------------------------------------------------
     def spec_defaults(self) -> dict[str, dict[str, object]]:
@@ -342,6 +348,13 @@ class HMMFamily:
     def fit(self, model_def, data: Series, init, *, kind: str = "soft", **options):
         return em.fit(model_def, data.y, init, kind=kind, **options)
 
+    def map_fit(self, model_def, data: Series, init, options: dict):
+        """MAP-EM under the PyMC model's priors (Poisson emissions, estimated initial distribution;
+        :mod:`emvsbayes.hmm.map_em`); ``EMFit.loglik`` is the log posterior."""
+        from emvsbayes.hmm.map_em import fit_hmm_map
+
+        return fit_hmm_map(model_def, data.y, init, **options)
+
     # observed information -----------------------------------------------------------------------
     def unconstrained_names(self, model_def: HiddenMarkovModel, data=None) -> tuple[str, ...]:
         """Emission coordinates (``log rate[k]``, or ``mu[k]`` and ``log sigma[k]``), each transition row's
@@ -513,11 +526,123 @@ class HMMFamily:
                         "sigma": np.abs(rng.normal(0.0, prior["sigma_scale"], size=k))}
             key = "mu"
         if model_def.ordered:
-            order = np.argsort(emission[key])
-            emission = {name: value[order] for name, value in emission.items()}
-            transition = transition[order][:, order]
+            # The ordered model's prior is the symmetric one's restricted to increasing rate (mu), the other
+            # variables independent of it: only the ordering variable is sorted. Permuting the transition
+            # matrix along would draw it from Dirichlet(c) only when the table c is itself unchanged by
+            # permuting its rows and columns together (a number, or the default), not for any K x K table.
+            emission[key] = np.sort(emission[key])
         initial = rng.dirichlet(prior["initial_concentration"])
         return model_def.with_initial(initial, transition, **emission)
+
+    # studies (emvsbayes.study): a cell's model, truth and data; the series as named arrays ----------
+    observed = {"y": "y"}  # the data container's stem -> the array holding the series (see pymc_model_with_containers)
+
+    def study_axes(self) -> dict[str, tuple[object, Callable]]:
+        """Grid axes of a study: name -> (default, check of one value). The size axis is ``n_time``, the series'
+        length T; ``emission`` and ``initial`` are the model's (:class:`~emvsbayes.hmm.model.HiddenMarkovModel`).
+        A coverage study's truth (:meth:`study_truth`) reads ``rate`` and ``separation`` (Poisson: the lowest rate
+        and the gap between neighbouring rates on the square-root scale; Gaussian: the gap between neighbouring
+        means in units of the common sd 1) and ``stay``, every state's probability of staying."""
+        from emvsbayes.spec import one_of, positive_int, positive_number, probability_open
+        from emvsbayes.study.spec import SAMPLERS, prior_name
+
+        def non_negative(v):
+            return None if is_number(v) and v >= 0 else f"must be a number >= 0, got {v!r}"
+
+        return {"components": (2, positive_int), "n_time": (200, positive_int),
+                "emission": ("poisson", one_of(*EMISSIONS)), "initial": ("estimated", one_of(*INITIAL_MODES)),
+                "variant": ("symmetric", one_of("symmetric", "ordered")),
+                "rate": (4.0, positive_number), "separation": (1.5, non_negative), "stay": (0.9, probability_open),
+                # numpyro: the forward algorithm's Op has its own JAX form (one lax.scan); nutpie would run the
+                # Op's Python perform through numba's object mode
+                "sampler": ("numpyro", one_of(*SAMPLERS)), "prior": ("default", prior_name)}
+
+    def study_prior_keys(self) -> dict:
+        """Prior keys of a study's ``[bayes]`` and ``[priors.NAME]``: fixed numbers, never scaled to a data set (a
+        replicate's prior must not depend on its data; SBC draws the truth from it). ``transition_prior`` is
+        one Dirichlet concentration for every entry or a K x K table (row i: the prior of the transitions out of
+        state i); left out, 1 off the diagonal and 1 + K on it. ``rate_prior`` is Poisson emissions', ``mu_loc``,
+        ``mu_scale``, ``sigma_scale`` Gaussian ones'."""
+        from emvsbayes.spec import Key, positive_number
+
+        def gamma(v):
+            ok = isinstance(v, list) and len(v) == 2 and all(is_number(x) and x > 0 for x in v)
+            return None if ok else f"must be [shape, rate], the Gamma prior's two positive numbers, got {v!r}"
+
+        def transition(v):
+            if v is None or (is_number(v) and v > 0):
+                return None
+            if isinstance(v, list) and v and all(isinstance(r, list) and r and all(is_number(x) and x > 0 for x in r)
+                                                 for r in v):
+                return None  # its shape against K is checked per cell (study_check)
+            return ("must be a positive number or a K x K table of positive numbers (row i: the Dirichlet prior of "
+                    f"the transitions out of state i), got {v!r}")
+
+        def number(v):
+            return None if is_number(v) else f"must be a number, got {v!r}"
+
+        return {"transition_prior": Key(None, transition), "initial_prior": Key(1.0, positive_number),
+                "rate_prior": Key([2.0, 0.2], gamma), "mu_loc": Key(0.0, number), "mu_scale": Key(5.0, positive_number),
+                "sigma_scale": Key(2.0, positive_number)}
+
+    def study_check_prior(self, cell: dict, prior: dict, where: str, source: str) -> None:
+        """A table-shaped transition prior must be K x K for the cell's K (``where``: the prior's table)."""
+        table = prior.get("transition_prior")
+        k = cell["components"]
+        if isinstance(table, list) and (len(table) != k or any(len(row) != k for row in table)):
+            lengths = [len(row) for row in table]
+            shape = (f"{len(table)} x {lengths[0]}" if len(set(lengths)) == 1
+                     else f"{len(table)} rows of {', '.join(map(str, lengths))} numbers")
+            raise UserError(f"{source}: {where} transition_prior is {shape} but a cell has K = {k} states; give a "
+                            f"{k} x {k} table (row i: the Dirichlet prior of the transitions out of state i) or one number")
+
+    def study_model(self, spec: dict, cell: dict, prior: dict) -> HiddenMarkovModel:
+        table = prior.get("transition_prior")
+        concentration = (tuple(tuple(float(v) for v in row) for row in table) if isinstance(table, list)
+                         else (float(table) if table is not None else None))
+        return HiddenMarkovModel(
+            n_components=cell["components"], emission=cell["emission"], initial=cell["initial"],
+            ordered=cell["variant"] == "ordered",
+            priors=HMMPriors(transition_concentration=concentration,
+                             initial_concentration=float(prior.get("initial_prior", 1.0)),
+                             rate_prior=tuple(float(v) for v in prior.get("rate_prior", (2.0, 0.2))),
+                             mu_loc=float(prior.get("mu_loc", 0.0)), mu_scale=float(prior.get("mu_scale", 5.0)),
+                             sigma_scale=float(prior.get("sigma_scale", 2.0))))
+
+    def study_truth(self, spec: dict, cell: dict, model_def: HiddenMarkovModel, rng) -> HMMParams:
+        """A coverage cell's truth: every state stays with probability ``stay`` and moves to each other state
+        alike; Poisson rates ``separation`` apart on the square-root scale from ``rate`` (as the Poisson
+        mixture's), Gaussian means ``separation`` apart with sd 1; the initial distribution uniform (which is
+        also this chain's stationary one)."""
+        k = cell["components"]
+        stay = cell["stay"] if k > 1 else 1.0
+        transition = np.full((k, k), (1.0 - stay) / max(k - 1, 1)) + (stay - (1.0 - stay) / max(k - 1, 1)) * np.eye(k)
+        if model_def.emission == "poisson":
+            emission = {"rate": (np.sqrt(cell["rate"]) + cell["separation"] * np.arange(k)) ** 2}
+        else:
+            emission = {"mu": cell["separation"] * np.arange(k), "sigma": np.ones(k)}
+        return model_def.with_initial(np.full(k, 1.0 / k), transition, **emission)
+
+    def study_data(self, model_def: HiddenMarkovModel, params: HMMParams, cell: dict, rng) -> Series:
+        """A series of ``n_time`` points simulated from ``params`` (:meth:`simulate`)."""
+        return self.simulate(model_def, params, cell["n_time"], rng)
+
+    def as_arrays(self, data: Series) -> dict[str, np.ndarray]:
+        return {"y": np.asarray(data.y, dtype=float)}
+
+    def from_arrays(self, arrays) -> Series:
+        y = np.asarray(arrays["y"], dtype=float)
+        return Series(y=y, column="y", time=tuple(str(t + 1) for t in range(y.size)), source="study replicate")
+
+    def pymc_model_with_containers(self, model_def: HiddenMarkovModel, data: Series, containers: dict[str, str]):
+        """The PyMC model with the series in the ``pm.Data`` container ``containers["y"]`` (a study's sampler
+        swaps each replicate's series into it). The likelihood is a potential, not an observed variable, so the
+        study cannot put the container in by ``pm.observe`` as it does for the mixtures."""
+        return bayes.build_model(model_def, data.y, time_labels=data.time, data_container=containers["y"])
+
+    def order_var_of(self, model_def: HiddenMarkovModel) -> str:
+        """The emission parameter that orders the states: ``rate`` (Poisson) or ``mu`` (Gaussian)."""
+        return "rate" if model_def.emission == "poisson" else "mu"
 
     # extras -----------------------------------------------------------------------------------
     def extra_groups(self, spec, model_def, data: Series, best_fit, rng=None, timings=None) -> dict:

@@ -2,7 +2,8 @@
 
 Each family writes its own M-step with the priors' terms as the optional protocol member ``map_fit``
 (:mod:`emvsbayes.family`; the coins' in :mod:`emvsbayes.coins.map_em`, the Gaussians' in
-:mod:`emvsbayes.gaussian.map_em`, the Poisson mixture's in :mod:`emvsbayes.poisson.map_em`). This module
+:mod:`emvsbayes.gaussian.map_em`, the Poisson mixture's in :mod:`emvsbayes.poisson.map_em`, the Poisson
+hidden Markov model's in :mod:`emvsbayes.hmm.map_em`). This module
 asks the family for it and turns "not written" or "not covered" into the one-line reason the report shows.
 """
 

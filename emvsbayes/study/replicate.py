@@ -136,8 +136,9 @@ def align(family: Family, model_def, params, reference_vars: Mapping[str, np.nda
 
 
 def bootstrap_intervals(family: Family, model_def, data, estimate, spec: dict, seed) -> tuple[dict, int]:
-    """Percentile intervals from the nonparametric bootstrap a run makes
-    (:func:`emvsbayes.uncertainty.run_bootstrap`: resample observations, refit EM from the EM answer,
+    """Percentile intervals from the nonparametric bootstrap a run makes, or the parametric one for a family
+    whose observations cannot be resampled (:func:`emvsbayes.uncertainty.run_bootstrap`: resample
+    observations or simulate from the EM answer, refit EM from the EM answer,
     rename the refit's components to match it, in batches where that pays), quantiles of the estimated
     variables.
 
@@ -145,8 +146,11 @@ def bootstrap_intervals(family: Family, model_def, data, estimate, spec: dict, s
     """
     prob = spec["intervals"]["prob"]
     reference = family.estimated_variables(model_def, estimate)
+    # A family whose rows are dependent (a series) has no resample: its bootstrap simulates from the fit, as
+    # a run's does (resampling the time points of a series would break its chain).
+    kind = "parametric" if family.resample(data, np.random.default_rng(0)) is None else "nonparametric"
     result = run_bootstrap(family, model_def, data, estimate, n_boot=spec["intervals"]["bootstrap"], seed=seed,
-                           kind="nonparametric", n_workers=1, em_options=em_options(spec))
+                           kind=kind, n_workers=1, em_options=em_options(spec))
     kept = ~result.failed
     failed = int(result.failed.sum())
     if kept.sum() < 2:
@@ -197,8 +201,10 @@ class _CellSampler:
 
 
 def _observed_array(model, name: str, value: np.ndarray) -> np.ndarray:
-    """The data as the observed variable holds it (a 1-D Gaussian's x is observed as a vector)."""
-    shape = tuple(int(s) for s in model[name].shape.eval())
+    """The data as the observed variable holds it (a 1-D Gaussian's x is observed as a vector); a model
+    whose family put its data in containers itself (no observed variable ``name``) holds it as its container."""
+    holder = model[name] if name in model.named_vars else model[_container_name(name)]
+    shape = tuple(int(s) for s in holder.shape.eval())
     return np.asarray(value).reshape(shape)
 
 
@@ -213,6 +219,13 @@ def model_with_containers(family_name: str, model_def, data: dict):
     import pytensor
 
     family = get_family(family_name)
+    with_containers = getattr(family, "pymc_model_with_containers", None)
+    if with_containers is not None:
+        # The family's likelihood is no observed variable (a hidden Markov model's is a potential of the
+        # forward algorithm), so pm.observe has nothing to replace: the family builds its model with each
+        # data array in the container named here.
+        return with_containers(model_def, family.from_arrays(data),
+                               {key: _container_name(obs) for obs, key in family.observed.items()})
     model = family.pymc_model(model_def, family.from_arrays(data))
     for obs_name, data_key in family.observed.items():
         container = pytensor.shared(_observed_array(model, obs_name, data[data_key]), name=_container_name(obs_name))

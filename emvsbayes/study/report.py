@@ -26,10 +26,11 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from emvsbayes.report.figures import COLORS, plt, to_svg
 from emvsbayes.results import atomic_write
 
-N_AXES = ("n_obs", "n_sets")
-AXIS_LABELS = {"n_obs": "N (observations)", "n_sets": "N (sets of tosses)", "separation": "separation",
-               "components": "K", "tosses": "tosses per set", "dim": "D", "sampler": "sampler",
-               "variant": "variant", "prior": "prior"}
+N_AXES = ("n_obs", "n_sets", "n_time")
+AXIS_LABELS = {"n_obs": "N (observations)", "n_sets": "N (sets of tosses)", "n_time": "T (time points)",
+               "separation": "separation", "components": "K", "tosses": "tosses per set", "dim": "D",
+               "sampler": "sampler", "variant": "variant", "prior": "prior", "emission": "emission",
+               "initial": "initial distribution", "stay": "P(stay)", "rate": "lowest rate"}
 
 
 def esc(value) -> str:
@@ -390,7 +391,7 @@ def render_study_html(ds: xr.Dataset) -> str:
     spec = json.loads(ds.attrs.get("spec", "{}"))
     ok, failed = int((ds["status"] == 1).sum()), int((ds["status"] == 0).sum())
     summary = _table(["", ""], [
-        ["kind", f"{ds.attrs.get('kind')} study of the {ds.attrs.get('family')} mixture"],
+        ["kind", f"{ds.attrs.get('kind')} study of the {ds.attrs.get('family')} model family"],
         ["grid", "; ".join(f"{a}: {', '.join(map(str, ds[a].values.tolist()))}" for a in axes) or "one cell"],
         ["replicates", f"{ds.sizes['replicate']} per cell; {ok} ok, {failed} failed"],
         ["seed", ds.attrs.get("seed")],

@@ -9,7 +9,8 @@ correctly, the rank of the true value among L posterior draws is uniform on 0..L
    with the cell's other replicates, see :mod:`emvsbayes.study.replicate`);
 3. compute label-invariant quantities (a mixture's labels are arbitrary, so raw component parameters
    are not calibrated quantities): the sorted thetas (coins) or sorted means (1-D Gaussian), and the
-   weights (and sds) of the components in that order;
+   weights (and sds) of the components in that order; a variable with two label dims (a hidden Markov
+   model's transition matrix) has its rows and columns put in that order together;
 4. thin the draws evenly to L (``[sbc] ranks``) and count how many fall below the true value.
 
 :func:`uniformity_test` bins the ranks of each quantity and applies a chi-square test; a cell fails
@@ -40,21 +41,32 @@ from emvsbayes.study.replicate import (
 )
 
 
-def invariant_quantities(order_var: str, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Label-invariant quantities per draw: name -> (S,), from variables of shape (S, K) (or (K,)).
+def invariant_quantities(order_var: str, variables: dict[str, np.ndarray],
+                         label_axes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Label-invariant quantities per draw: name -> (S,), from variables of shape (S, K, ...) (or (K, ...)).
 
     Components are put in increasing order of the family's ``order_var`` (theta for coins, mu for
     Gaussians), and every variable follows that order: ``theta_sorted[0]`` is the smallest theta,
-    ``w_sorted[0]`` its weight.
+    ``w_sorted[0]`` its weight. ``label_axes`` gives a variable's number of leading label axes (after the
+    draw axis), each permuted by that order: 2 for a K x K transition matrix, whose rows and columns name
+    states alike (``transition_sorted[0,1]`` is the probability of moving from the state of the smallest rate
+    to the next); every variable not named has one (the component axis). Trailing axes are not permuted.
     """
     key = order_var
+    label_axes = label_axes or {}
     single = np.ndim(variables[key]) == 1
-    values = {name: np.atleast_2d(np.asarray(v, dtype=float)) for name, v in variables.items()}
+    values = {name: np.asarray(v, dtype=float) for name, v in variables.items()}
+    if single:
+        values = {name: value[None] for name, value in values.items()}
     by = values[key].reshape(values[key].shape[0], values[key].shape[1], -1)[..., 0]
     order = np.argsort(by, axis=1, kind="stable")
     out = {}
     for name, value in values.items():
-        ranked = np.take_along_axis(value.reshape(value.shape[0], value.shape[1], -1), order[..., None], axis=1)
+        ranked = value
+        for axis in range(1, 1 + label_axes.get(name, 1)):
+            index = order.reshape(order.shape + (1,) * (value.ndim - 2))
+            ranked = np.take_along_axis(ranked, np.moveaxis(index, 1, axis), axis=axis)
+        ranked = ranked.reshape(ranked.shape[0], ranked.shape[1], -1)
         for j in range(ranked.shape[1]):
             for f in range(ranked.shape[2]):
                 label = f"{name}_sorted[{j}]" if ranked.shape[2] == 1 else f"{name}_sorted[{j},{f}]"
@@ -104,8 +116,12 @@ def run_sbc_replicate(spec: dict, cell_index: int, replicate: int, cell: dict) -
     timings["sampling"] = draws.seconds
     timings["compile"] += draws.compile_seconds
 
-    truth_q = invariant_quantities(family.order_var, family.estimated_variables(model_def, truth))
-    draw_q = invariant_quantities(family.order_var, draws.values)
+    # A family whose ordering parameter depends on the model (an HMM's rate or mu) says which; label dims
+    # as the family declares them, so a transition matrix's rows and columns follow the order together.
+    order_var = family.order_var_of(model_def) if hasattr(family, "order_var_of") else family.order_var
+    label_axes = {name: len(info.label_dims) for name, info in family.parameters(model_def, data).items()}
+    truth_q = invariant_quantities(order_var, family.estimated_variables(model_def, truth), label_axes)
+    draw_q = invariant_quantities(order_var, draws.values, label_axes)
     draw_q = {name: value for name, value in draw_q.items() if np.ptp(value) > 0}  # fixed weights are not ranked
     n_ranks = spec["sbc"]["ranks"]
     ranks = rank_statistics(draw_q, truth_q, n_ranks)

@@ -256,6 +256,13 @@ def _check_consistency(spec: dict, source: str) -> None:
         check = getattr(get_family(family), "study_check", None)
         if check is not None:  # the family's own limits on a cell (a coin's theta in (0, 1), ...)
             check(cell, kind, source)
+        check_prior = getattr(get_family(family), "study_check_prior", None)
+        if check_prior is not None:  # the family's limits on the priors a cell uses (a K x K table's K, ...)
+            used = [cell["prior"]]
+            if kind == "sbc" and spec["sbc"]["data_prior"] is not None:
+                used.append(spec["sbc"]["data_prior"])
+            for name in used:
+                check_prior(cell, spec["priors"][name], "[bayes]" if name == "default" else f"[priors.{name}]", source)
     if kind == "coverage":
         weights = spec["truth"]["w"]
         if weights is not None and any(len(weights) != cell["components"] for cell in grid_cells):
