@@ -190,7 +190,8 @@ from emvsbayes.poisson.model import PoissonMixture, PoissonParams
 for name in ("coins", "gaussian", "poisson", "hmm"):
     get_family(name)
 y = np.array([3.0, 4, 2, 9, 11, 10, 3, 2, 12, 9])
-fit_poisson_mixture(PoissonMixture(n_components=2), y, PoissonParams(w=np.array([0.5, 0.5]), rate=np.array([2.0, 10.0])))
+start = PoissonParams(w=np.array([0.5, 0.5]), rate=np.array([2.0, 10.0]))
+fit_poisson_mixture(PoissonMixture(n_components=2), y, start)
 before = "numba" in sys.modules
 model = HiddenMarkovModel(n_components=2, emission="poisson")
 em.fit(model, y, HMMParams([0.5, 0.5], [[0.8, 0.2], [0.2, 0.8]], rate=[3.0, 10.0]), max_iter=5)

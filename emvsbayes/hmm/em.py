@@ -1,16 +1,23 @@
 """Baum-Welch (EM for hidden Markov models) and Viterbi training, as pure E-steps and M-steps around
 :func:`emvsbayes.em.fit_em`.
 
-E-step (soft): forward-backward at the current parameters gives the smoothed state probabilities
-``gamma`` (T, K), the expected transition counts ``xi_sum`` (K, K) and the log-likelihood.
+E-step (soft): forward-backward at the current parameters gives the expected transition counts ``xi_sum``
+(K, K), the log-likelihood and the sums the M-step reads: per state sum_t gamma_tk, gamma_0k and the
+gamma-weighted sums of y_t - c_k and (y_t - c_k)^2 about the current means c_k (gamma_tk = P(z_t = k | y)). It
+runs compiled (:mod:`emvsbayes.hmm.compiled_estep`, numba), fused with those sums, so Baum-Welch never holds
+the (T, K) smoothed probabilities (``e_step(..., keep_gamma=True)`` returns them too); the numpy recursions of
+:mod:`emvsbayes.hmm.inference` are its reference in the tests and its fallback.
 E-step (hard, Viterbi training): the Viterbi path as one-hot ``gamma`` and its transition counts; the
 objective is the path's complete-data log-likelihood max_z log p(y, z), which Viterbi training never
 decreases (the Viterbi step maximises it over paths, the M-step over parameters).
 
 M-step: ``transition[i] = xi_sum[i] / sum_j xi_sum[i, j]``; ``initial = gamma[0]`` (estimated initial
 distribution); Poisson ``rate[k] = sum_t gamma_tk y_t / sum_t gamma_tk``; Gaussian ``mu[k]`` the same
-weighted mean and ``sigma[k]^2 = sum_t gamma_tk (y_t - mu_k)^2 / sum_t gamma_tk``. A state that received no
-weight keeps its emission parameters, a state never left keeps its transition row (their updates are 0/0).
+weighted mean and ``sigma[k]^2 = sum_t gamma_tk (y_t - mu_k)^2 / sum_t gamma_tk`` (from the sums about c_k:
+the mean of y - c_k plus c_k, and the mean of (y - c_k)^2 less the square of the mean of y - c_k; with c_k
+the previous means the two terms are of the size of the variance, so nothing is lost to cancellation).
+A state that received no weight keeps its emission parameters, a state never left keeps its transition
+row (their updates are 0/0).
 
 With the stationary initial distribution, ``initial = delta(transition)`` ties the first state to the
 transition matrix and the transition update has no closed form: the M-step then maximises
