@@ -96,11 +96,11 @@ def first_call_in_fresh_process() -> float:
             "import numpy as np\n"
             "from emvsbayes.hmm import em\n"
             "from emvsbayes.hmm.model import HiddenMarkovModel, HMMParams\n"
-            "m = HiddenMarkovModel(n_components=2, emission='gaussian')\n"
-            "p = HMMParams([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], mu=[0.0, 1.0], sigma=[1.0, 1.0])\n"
+            f"m = HiddenMarkovModel(n_components={K}, emission='gaussian')\n"
+            f"p = HMMParams(np.full({K}, 1 / {K}), np.full(({K}, {K}), 1 / {K}), mu=np.arange({K}.0), sigma=np.ones({K}))\n"
             "em.e_step(m, np.linspace(-1, 2, 50), p, keep_gamma=False)\n"
             "from emvsbayes.hmm.compiled_estep import kernel\n"
-            "assert sum(kernel(2).stats.cache_hits.values()) >= 1, kernel(2).stats\n"
+            f"assert sum(kernel({K}).stats.cache_hits.values()) >= 1, kernel({K}).stats\n"
             "print(time.perf_counter() - t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "NUMBA_CACHE_DIR": _CACHE})
