@@ -9,7 +9,7 @@ M-step is the plain maximum-likelihood one; emvsbayes's ``initial="estimated"``)
 
 One iteration is what each fit loop repeats: hmmlearn's ``fit`` with ``n_iter=1`` (E-step at the current
 parameters, then M-step; its monitor records the E-step's log-likelihood), emvsbayes's ``e_step`` then
-``m_step`` (:func:`emvsbayes.em.fit_em` calls exactly these, plus bookkeeping). The log-likelihood of each
+``m_step`` (:func:`emvsbayes.hmm.em.fit` has :func:`emvsbayes.em.fit_em` call exactly these, plus bookkeeping). The log-likelihood of each
 E-step is printed for all three; they follow the same parameters, so they must agree to rounding (printed:
 the largest relative difference). Then the same number of iterations by ``emvsbayes.hmm.em.fit`` itself, whose
 trace must give the same log-likelihoods.
@@ -139,6 +139,7 @@ def main(argv=None) -> None:
     walls = {name: [] for name in logliks}
     cpus = {name: [] for name in logliks}
     params = START
+    y_sd = float(np.std(y))  # as em.fit computes it once per fit
     with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # hmmlearn warns that a 1-iteration fit did not converge
         for _ in range(n_iter):
@@ -150,7 +151,7 @@ def main(argv=None) -> None:
 
             def ours(params=params):
                 stats, loglik = em.e_step(model, y, params, keep_gamma=False)
-                return em.m_step(model, y, stats, params), loglik
+                return em.m_step(model, y, stats, params, y_sd=y_sd), loglik
 
             (params, loglik), w, c = timed(ours)
             logliks["emvsbayes"].append(loglik)

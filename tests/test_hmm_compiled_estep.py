@@ -29,7 +29,8 @@ def _kernel_ok(log_initial, log_transition, log_emission, y, centre) -> bool:
     scaled, shift = compiled_estep.scaled_emissions(lambda start, stop: log_emission[start:stop], len(y), k)
     with np.errstate(divide="ignore"):
         initial, transition = np.exp(log_initial), np.exp(log_transition)
-    return bool(compiled_estep.kernel(k)(initial, transition, scaled, shift, y, centre, np.empty((0, k)))[0])
+    return bool(compiled_estep.kernel(k)(initial, transition, scaled, shift, y, centre, np.empty((len(y), k)),
+                                         np.empty((0, k)))[0])
 
 
 def _assert_statistics(out, gamma, xi, loglik, y, centre, *, rtol=1e-12, atol=1e-14):

@@ -94,15 +94,15 @@ def kernel(n_states: int):
     """
     k = n_states
 
-    def forward_backward_moments(initial, transition, scaled, shift, y, centre, gamma_out):
+    def forward_backward_moments(initial, transition, scaled, shift, y, centre, alpha, gamma_out):
         """The fused pass (see the module docstring). ``scaled`` (K, T) the shifted, exponentiated emissions,
-        ``shift`` (T,) the shifts; ``gamma_out`` (T, K) to fill, or (0, K) for none.
+        ``shift`` (T,) the shifts; ``alpha`` (T, K) scratch for the forward vectors; ``gamma_out`` (T, K) to
+        fill, or (0, K) for none.
 
         Returns (ok, loglik, xi_sum, counts, first, sum_dev, sum_sq_dev); ok False on underflow.
         """
         t_len = scaled.shape[1]
         store = gamma_out.shape[0] == t_len
-        alpha = np.empty((t_len, k))
         xi_sum = np.zeros((k, k))
         counts = np.zeros(k)
         first = np.zeros(k)
@@ -270,8 +270,11 @@ def estep_statistics(initial, transition, log_emission_of, y, centre, *, keep_ga
     scaled, shift = scaled_emissions(log_emission_of, t_len, k)
     if np.all(np.isfinite(shift)):
         gamma = np.empty((t_len if keep_gamma else 0, k))
+        # The scratch allocated by numpy, not inside the kernel: numpy asks for huge pages for large arrays,
+        # and the 4 kB page faults of a 32 MB array made in the kernel cost ~10 ms per E-step at T = 1e6.
+        alpha = np.empty((t_len, k))
         ok, loglik, xi_sum, counts, first, sum_dev, sum_sq_dev = kernel(k)(initial, transition, scaled, shift, y,
-                                                                           centre, gamma)
+                                                                           centre, alpha, gamma)
         if ok and math.isfinite(loglik):
             return EStepStatistics(float(loglik), xi_sum, counts, first, sum_dev, sum_sq_dev,
                                    gamma if keep_gamma else None)

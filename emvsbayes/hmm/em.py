@@ -227,10 +227,12 @@ def _stationary_transition(model, stats, current: np.ndarray) -> np.ndarray:
     return candidates[int(np.argmax(scores))]
 
 
-def m_step(model: HiddenMarkovModel, y, stats: HMMStats, params: HMMParams) -> HMMParams:
+def m_step(model: HiddenMarkovModel, y, stats: HMMStats, params: HMMParams, *, y_sd: float | None = None) -> HMMParams:
     """The parameters maximising the expected complete-data log-likelihood (see the module docstring).
 
-    Raises :class:`DegenerateFitError` when a Gaussian state's sd collapses (the likelihood is unbounded)."""
+    ``y_sd`` the series' sd when already known (:func:`fit` passes it: at T = 1e6 computing it took 3 ms of
+    an iteration's 70). Raises :class:`DegenerateFitError` when a Gaussian state's sd collapses (the likelihood
+    is unbounded)."""
     y = np.asarray(y, dtype=float)
     if model.stationary:
         transition = _stationary_transition(model, stats, params.transition)
@@ -252,7 +254,7 @@ def m_step(model: HiddenMarkovModel, y, stats: HMMStats, params: HMMParams) -> H
         with np.errstate(invalid="ignore", divide="ignore"):
             var = np.clip(stats.sum_sq_dev / counts - mean_dev**2, 0.0, None)
         sigma = np.where(has_weight, np.sqrt(np.where(has_weight, var, 1.0)), params.sigma)
-        floor = MIN_SIGMA_FRACTION * max(float(np.std(y)), np.finfo(float).tiny)
+        floor = MIN_SIGMA_FRACTION * max(float(np.std(y)) if y_sd is None else y_sd, np.finfo(float).tiny)
         if np.any(sigma <= floor):
             j = int(np.argmin(sigma))
             raise DegenerateFitError(
@@ -280,7 +282,8 @@ def fit(model: HiddenMarkovModel, y, init: HMMParams, *, kind: str = "soft", **o
     :func:`emvsbayes.em.fit_em`."""
     y = np.asarray(y, dtype=float)
     check_start(model, y, init)
-    return fit_em(partial(E_STEPS[kind], model, y, keep_gamma=False), partial(m_step, model, y), init, **options)
+    return fit_em(partial(E_STEPS[kind], model, y, keep_gamma=False), partial(m_step, model, y, y_sd=float(np.std(y))),
+                  init, **options)
 
 
 # --------------------------------------------------------------------------------------------------
