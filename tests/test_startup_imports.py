@@ -173,3 +173,28 @@ def test_a_second_ladder_of_the_same_model_needs_no_pymc():
     report = _in_fresh_interpreter("import json\n" + LADDER)
     # (arviz-base's lazy placeholder for numpyro sits in sys.modules whenever arviz-stats is imported.)
     assert not {"pymc", "pytensor", "nutpie", "numba"} & set(report["imported"]), report
+
+
+def test_numba_is_imported_only_when_a_hidden_markov_model_is_fitted():
+    # The HMM's compiled Baum-Welch E-step (emvsbayes.hmm.compiled_estep) is numba's only user in emvsbayes:
+    # importing the families (the registry loads them all) and fitting a mixture must not import numba
+    # (about a second); a Baum-Welch fit does.
+    code = """
+import sys
+import numpy as np
+from emvsbayes.family import get_family
+from emvsbayes.hmm import em
+from emvsbayes.hmm.model import HiddenMarkovModel, HMMParams
+from emvsbayes.poisson.em import fit as fit_poisson_mixture
+from emvsbayes.poisson.model import PoissonMixture, PoissonParams
+for name in ("coins", "gaussian", "poisson", "hmm"):
+    get_family(name)
+y = np.array([3.0, 4, 2, 9, 11, 10, 3, 2, 12, 9])
+start = PoissonParams(w=np.array([0.5, 0.5]), rate=np.array([2.0, 10.0]))
+fit_poisson_mixture(PoissonMixture(n_components=2), y, start)
+before = "numba" in sys.modules
+model = HiddenMarkovModel(n_components=2, emission="poisson")
+em.fit(model, y, HMMParams([0.5, 0.5], [[0.8, 0.2], [0.2, 0.8]], rate=[3.0, 10.0]), max_iter=5)
+print(json.dumps({"status": 0, "imported": [before, "numba" in sys.modules]}))
+"""
+    assert _in_fresh_interpreter("import json\n" + code) == {"status": 0, "imported": [False, True]}

@@ -1,16 +1,23 @@
 """Baum-Welch (EM for hidden Markov models) and Viterbi training, as pure E-steps and M-steps around
 :func:`emvsbayes.em.fit_em`.
 
-E-step (soft): forward-backward at the current parameters gives the smoothed state probabilities
-``gamma`` (T, K), the expected transition counts ``xi_sum`` (K, K) and the log-likelihood.
+E-step (soft): forward-backward at the current parameters gives the expected transition counts ``xi_sum``
+(K, K), the log-likelihood and the sums the M-step reads: per state sum_t gamma_tk, gamma_0k and the
+gamma-weighted sums of y_t - c_k and (y_t - c_k)^2 about the current means c_k (gamma_tk = P(z_t = k | y)). It
+runs compiled (:mod:`emvsbayes.hmm.compiled_estep`, numba), fused with those sums, so Baum-Welch never holds
+the (T, K) smoothed probabilities (``e_step(..., keep_gamma=True)`` returns them too); the numpy recursions of
+:mod:`emvsbayes.hmm.inference` are its reference in the tests and its fallback.
 E-step (hard, Viterbi training): the Viterbi path as one-hot ``gamma`` and its transition counts; the
 objective is the path's complete-data log-likelihood max_z log p(y, z), which Viterbi training never
 decreases (the Viterbi step maximises it over paths, the M-step over parameters).
 
 M-step: ``transition[i] = xi_sum[i] / sum_j xi_sum[i, j]``; ``initial = gamma[0]`` (estimated initial
 distribution); Poisson ``rate[k] = sum_t gamma_tk y_t / sum_t gamma_tk``; Gaussian ``mu[k]`` the same
-weighted mean and ``sigma[k]^2 = sum_t gamma_tk (y_t - mu_k)^2 / sum_t gamma_tk``. A state that received no
-weight keeps its emission parameters, a state never left keeps its transition row (their updates are 0/0).
+weighted mean and ``sigma[k]^2 = sum_t gamma_tk (y_t - mu_k)^2 / sum_t gamma_tk`` (from the sums about c_k:
+the mean of y - c_k plus c_k, and the mean of (y - c_k)^2 less the square of the mean of y - c_k; with c_k
+the previous means the two terms are of the size of the variance, so nothing is lost to cancellation).
+A state that received no weight keeps its emission parameters, a state never left keeps its transition
+row (their updates are 0/0).
 
 With the stationary initial distribution, ``initial = delta(transition)`` ties the first state to the
 transition matrix and the transition update has no closed form: the M-step then maximises
@@ -32,7 +39,7 @@ import numpy as np
 
 from emvsbayes.em import EMFit, RestartPolicy, RestartRun, fit_em, fit_em_until
 from emvsbayes.errors import DegenerateFitError
-from emvsbayes.hmm.inference import forward_backward, viterbi
+from emvsbayes.hmm.inference import viterbi
 from emvsbayes.hmm.model import HiddenMarkovModel, HMMParams, emission_names, stationary_distribution
 
 #: A Gaussian state whose sd falls below this fraction of the series' sd has collapsed onto (nearly) one
@@ -42,15 +49,22 @@ MIN_SIGMA_FRACTION = 1e-6
 
 @dataclass(frozen=True, slots=True)
 class HMMStats:
-    """Expected complete-data statistics of one E-step.
+    """Expected complete-data statistics of one E-step (K states, T time points).
 
-    ``gamma`` (T, K): P(z_t = k | y) (hard EM: the Viterbi path one-hot); ``xi_sum`` (K, K): expected
-    transitions i -> j; ``counts`` (K,) = sum_t gamma_tk.
+    ``xi_sum`` (K, K): expected transitions i -> j; ``counts`` (K,) = sum_t gamma_tk; ``first`` (K,) = gamma_0k;
+    ``centre`` (K,): the emission means the sums were taken about (the parameters of the E-step);
+    ``sum_dev`` and ``sum_sq_dev`` (K,): sum_t gamma_tk (y_t - centre_k) and sum_t gamma_tk (y_t - centre_k)^2;
+    ``gamma`` (T, K): P(z_t = k | y) (hard EM: the Viterbi path one-hot), or None when not asked for (Baum-Welch
+    reads only the sums).
     """
 
-    gamma: np.ndarray
     xi_sum: np.ndarray
     counts: np.ndarray
+    first: np.ndarray
+    centre: np.ndarray
+    sum_dev: np.ndarray
+    sum_sq_dev: np.ndarray
+    gamma: np.ndarray | None = None
 
 
 def _log_parts(model: HiddenMarkovModel, y, params: HMMParams):
@@ -59,21 +73,45 @@ def _log_parts(model: HiddenMarkovModel, y, params: HMMParams):
     return model.log_initial(params), log_transition, model.log_emission(params, y)
 
 
-def e_step(model: HiddenMarkovModel, y, params: HMMParams) -> tuple[HMMStats, float]:
-    """Forward-backward at ``params``; returns the statistics and the log-likelihood log p(y)."""
-    smoothed = forward_backward(*_log_parts(model, y, params))
-    return HMMStats(smoothed.gamma, smoothed.xi_sum, np.ones(smoothed.gamma.shape[0]) @ smoothed.gamma), smoothed.loglik
+def _centre(model: HiddenMarkovModel, params: HMMParams) -> np.ndarray:
+    """The emission means at ``params``: the centre of the E-step's weighted sums."""
+    return params.rate if model.emission == "poisson" else params.mu
 
 
-def hard_e_step(model: HiddenMarkovModel, y, params: HMMParams) -> tuple[HMMStats, float]:
+def e_step(model: HiddenMarkovModel, y, params: HMMParams, *, keep_gamma: bool = True) -> tuple[HMMStats, float]:
+    """Forward-backward at ``params``; returns the statistics and the log-likelihood log p(y).
+
+    The compiled kernel of :mod:`emvsbayes.hmm.compiled_estep` (imported here, so numba is imported only when
+    an HMM is fitted); ``keep_gamma=False`` leaves out the (T, K) smoothed probabilities (:func:`fit` does).
+    """
+    from emvsbayes.hmm.compiled_estep import estep_statistics
+
+    with np.errstate(divide="ignore"):
+        initial = np.exp(model.log_initial(params))
+    centre = _centre(model, params)
+    y = np.asarray(y, dtype=float)
+    out = estep_statistics(initial, params.transition, lambda start, stop: model.log_emission(params, y[start:stop]),
+                           y, centre, keep_gamma=keep_gamma)
+    return HMMStats(out.xi_sum, out.counts, out.first, centre, out.sum_dev, out.sum_sq_dev, out.gamma), out.loglik
+
+
+def hard_e_step(model: HiddenMarkovModel, y, params: HMMParams, *, keep_gamma: bool = True) -> tuple[HMMStats, float]:
     """Viterbi path at ``params`` as one-hot statistics; returns the path's log p(y, z)."""
+    y = np.asarray(y, dtype=float)
     path, best = viterbi(*_log_parts(model, y, params))
     k = model.n_components
-    gamma = np.zeros((path.size, k))
-    gamma[np.arange(path.size), path] = 1.0
     xi_sum = np.zeros((k, k))
     np.add.at(xi_sum, (path[:-1], path[1:]), 1.0)
-    return HMMStats(gamma, xi_sum, gamma.sum(axis=0)), best
+    centre = _centre(model, params)
+    dev = y - centre[path]
+    gamma = None
+    if keep_gamma:
+        gamma = np.zeros((path.size, k))
+        gamma[np.arange(path.size), path] = 1.0
+    stats = HMMStats(xi_sum, np.bincount(path, minlength=k).astype(float), np.eye(k)[path[0]], centre,
+                     np.bincount(path, weights=dev, minlength=k), np.bincount(path, weights=dev * dev, minlength=k),
+                     gamma)
+    return stats, best
 
 
 E_STEPS = {"soft": e_step, "hard": hard_e_step}
@@ -86,7 +124,7 @@ def _expected_transition_loglik(model, transition, stats) -> float:
         value = np.where(stats.xi_sum > 0, stats.xi_sum * np.log(transition), 0.0).sum()
         if model.stationary:
             delta = stationary_distribution(transition)
-            value += np.where(stats.gamma[0] > 0, stats.gamma[0] * np.log(np.clip(delta, 0.0, None)), 0.0).sum()
+            value += np.where(stats.first > 0, stats.first * np.log(np.clip(delta, 0.0, None)), 0.0).sum()
     return float(value) if np.isfinite(value) else -math.inf
 
 
@@ -119,7 +157,7 @@ def _transition_objective_and_grad(model, stats, free: np.ndarray) -> tuple[floa
             system = np.eye(k) - transition + 1.0
             inverse = np.linalg.inv(system)
             delta = np.ones(k) @ inverse
-            g = stats.gamma[0]
+            g = stats.first
             value += float(np.where(g > 0, g * np.log(np.clip(delta, 0.0, None)), 0.0).sum())
             d_transition = d_transition + delta[:, None] * (inverse @ np.where(g > 0, g / delta, 0.0))[None, :]
     if not (math.isfinite(value) and np.all(np.isfinite(d_transition))):
@@ -189,29 +227,34 @@ def _stationary_transition(model, stats, current: np.ndarray) -> np.ndarray:
     return candidates[int(np.argmax(scores))]
 
 
-def m_step(model: HiddenMarkovModel, y, stats: HMMStats, params: HMMParams) -> HMMParams:
+def m_step(model: HiddenMarkovModel, y, stats: HMMStats, params: HMMParams, *, y_sd: float | None = None) -> HMMParams:
     """The parameters maximising the expected complete-data log-likelihood (see the module docstring).
 
-    Raises :class:`DegenerateFitError` when a Gaussian state's sd collapses (the likelihood is unbounded)."""
+    ``y_sd`` the series' sd when already known (:func:`fit` passes it: at T = 1e6 computing it took 3 ms of
+    an iteration's 70). Raises :class:`DegenerateFitError` when a Gaussian state's sd collapses (the likelihood
+    is unbounded)."""
     y = np.asarray(y, dtype=float)
     if model.stationary:
         transition = _stationary_transition(model, stats, params.transition)
         initial = None
     else:
         transition = _rows_from_counts(stats.xi_sum, params.transition)
-        initial = stats.gamma[0]
+        initial = stats.first
     counts = stats.counts
     has_weight = counts > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(has_weight, (stats.gamma.T @ y) / counts, np.nan)
+        # The sums are about the E-step's means (close to the new ones), so the variance below loses nothing
+        # to cancellation.
+        mean_dev = np.where(has_weight, stats.sum_dev / counts, 0.0)
+        mean = stats.centre + mean_dev
     if model.emission == "poisson":
         emission = {"rate": np.where(has_weight, mean, params.rate)}
     else:
         mu = np.where(has_weight, mean, params.mu)
         with np.errstate(invalid="ignore", divide="ignore"):
-            var = np.einsum("tk,tk->k", stats.gamma, (y[:, None] - mu[None, :]) ** 2) / counts
+            var = np.clip(stats.sum_sq_dev / counts - mean_dev**2, 0.0, None)
         sigma = np.where(has_weight, np.sqrt(np.where(has_weight, var, 1.0)), params.sigma)
-        floor = MIN_SIGMA_FRACTION * max(float(np.std(y)), np.finfo(float).tiny)
+        floor = MIN_SIGMA_FRACTION * max(float(np.std(y)) if y_sd is None else y_sd, np.finfo(float).tiny)
         if np.any(sigma <= floor):
             j = int(np.argmin(sigma))
             raise DegenerateFitError(
@@ -228,7 +271,7 @@ def check_start(model: HiddenMarkovModel, y, init: HMMParams) -> None:
     a forbidden transition on every path) gives EM nothing to move from."""
     model.validate_params(init)
     with np.errstate(all="ignore"):
-        loglik = forward_backward(*_log_parts(model, y, init)).loglik
+        loglik = e_step(model, y, init, keep_gamma=False)[1]
     if not math.isfinite(loglik):
         raise ValueError(f"the log-likelihood at the start is {loglik}: the series is impossible there; "
                          "start with positive rates (or sds) and transition probabilities")
@@ -239,7 +282,8 @@ def fit(model: HiddenMarkovModel, y, init: HMMParams, *, kind: str = "soft", **o
     :func:`emvsbayes.em.fit_em`."""
     y = np.asarray(y, dtype=float)
     check_start(model, y, init)
-    return fit_em(partial(E_STEPS[kind], model, y), partial(m_step, model, y), init, **options)
+    return fit_em(partial(E_STEPS[kind], model, y, keep_gamma=False), partial(m_step, model, y, y_sd=float(np.std(y))),
+                  init, **options)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Inputs are always in log space: ``log_initial`` (K,), ``log_transition`` (K, K) 
 (log p(y_t | z_t = k)). From them:
 
 - :func:`forward_backward`: the log-likelihood log p(y_{0:T-1}), the smoothed state probabilities
-  P(z_t = k | y) (T, K) and the expected transition counts sum_t P(z_{t-1} = i, z_t = j | y) (K, K), the
-  E-step of Baum-Welch;
+  P(z_t = k | y) (T, K) and the expected transition counts sum_t P(z_{t-1} = i, z_t = j | y) (K, K): the
+  E-step of Baum-Welch, which EM runs compiled (:mod:`emvsbayes.hmm.compiled_estep`; this is its reference
+  and its fallback);
 - :func:`forward_filter`: the filtered probabilities P(z_t = k | y_{0:t}) and the one-step-ahead predictive
   log densities log p(y_t | y_{0:t-1}) (their sum is the log-likelihood);
 - :func:`viterbi`: the most probable state path and its log joint probability log p(y, z).

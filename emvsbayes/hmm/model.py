@@ -155,15 +155,22 @@ class HiddenMarkovModel:
         return k * (k - 1) + (0 if self.stationary else k - 1) + k * len(emission_names(self.emission))
 
     def log_emission(self, params: HMMParams, y) -> np.ndarray:
-        """log p(y_t | z_t = k), shape (..., T, K) for parameters (..., K) and ``y`` (..., T)."""
-        y = np.asarray(y, dtype=float)[..., None]
+        """log p(y_t | z_t = k), shape (..., T, K) for parameters (..., K) and ``y`` (..., T).
+
+        Computed as (..., K, T) and returned as its transposed view: with the long axis innermost numpy's
+        elementwise loops run 2 to 3 times faster (at T = 1e6, K = 4) than over rows of K, and the Baum-Welch
+        E-step reads it by state (:mod:`emvsbayes.hmm.compiled_estep`). The values are the same either way.
+        """
+        y = np.asarray(y, dtype=float)[..., None, :]
         if self.emission == "poisson":
-            rate = params.rate[..., None, :]
+            rate = params.rate[..., :, None]
             # xlogy: a rate of exactly 0 gives log 1 for y = 0 and -inf otherwise, not NaN.
-            return xlogy(y, rate) - rate - gammaln(y + 1)
-        sigma = params.sigma[..., None, :]
-        z = (y - params.mu[..., None, :]) / sigma
-        return -0.5 * z * z - np.log(sigma) - 0.5 * math.log(2 * math.pi)
+            by_state = xlogy(y, rate) - rate - gammaln(y + 1)
+        else:
+            sigma = params.sigma[..., :, None]
+            z = (y - params.mu[..., :, None]) / sigma
+            by_state = -0.5 * z * z - np.log(sigma) - 0.5 * math.log(2 * math.pi)
+        return np.swapaxes(by_state, -1, -2)
 
     def log_initial(self, params: HMMParams) -> np.ndarray:
         """log P(z_0 = k) (..., K): ``initial``, or the stationary distribution of ``transition``."""
