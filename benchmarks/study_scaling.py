@@ -28,7 +28,10 @@ T1 / (2 T2) of each code and cache state, and the speed-up baseline / this at 1 
 targets beside them.
 
 Run: ``.venv/bin/python benchmarks/study_scaling.py [--rounds 2] [--baseline ebfa74d] [--baseline-cold]``
-(``--skip-baseline`` for this code only).
+(``--skip-baseline`` for this code only, ``--baseline-rounds 1`` for the baseline in the first round only).
+The CPU column is user + system time of the whole process tree (client, cluster, workers): it moves far
+less with other work on the machine than wall time does, and its ratio 2 workers / 1 worker shows the
+start-up work every worker repeats.
 """
 
 from __future__ import annotations
@@ -122,6 +125,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (each runs every configuration once)")
     parser.add_argument("--baseline", default=BASELINE, help="commit to compare against")
     parser.add_argument("--baseline-cold", action="store_true", help="also run the baseline with cold caches")
+    parser.add_argument("--baseline-rounds", type=int, default=None,
+                        help="run the baseline in the first N rounds only (default: every round)")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--no-cold", action="store_true", help="this code with warm caches only")
     parser.add_argument("--workdir", type=Path, default=None, help="where caches and outputs go (default: a temporary folder)")
@@ -151,6 +156,8 @@ def main() -> None:
     try:
         for round_ in range(args.rounds):
             for code, caches, workers in configs:
+                if code == "baseline" and args.baseline_rounds is not None and round_ >= args.baseline_rounds:
+                    continue
                 counter += 1
                 if caches == "warm" and code not in primed:
                     # The warm caches are primed by one untimed run (or by the first cold run, below).
@@ -186,6 +193,8 @@ def main() -> None:
                 print(ratio_line(f"{code} {caches}: efficiency T1 / (2 T2), whole process", one["wall"] / (2 * two["wall"]),
                                  EFFICIENCY_TARGET))
                 print(f"{'':<48} {one['seconds'] / (2 * two['seconds']):6.2f}   (study seconds)")
+                print(f"{'':<48} {two['cpu'] / one['cpu']:6.2f}   (CPU seconds 2 workers / 1 worker: work the "
+                      f"second worker repeats)")
     for workers in (1, 2):
         for caches in ("warm", "cold"):
             base, this = sums.get(("baseline", caches, workers)), sums.get(("this", caches, workers))

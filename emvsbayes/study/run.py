@@ -298,6 +298,7 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
                                  pure=False)
                    for c, r in todo]
         where = {future.key: (c, r) for future, (c, r) in zip(futures, todo)}
+        _import_meanwhile("emvsbayes.study.report", "h5netcdf")
         n_failed = 0
         for finished, future in enumerate(as_completed(futures), start=1):
             try:
@@ -337,6 +338,22 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
                 close()
         finally:
             _sigint_blocked(False)
+
+
+def _import_meanwhile(*modules: str) -> None:
+    """Import what writing study.nc and its page needs (matplotlib, the report, h5netcdf: seconds) in a
+    thread while the workers compute, instead of after the last replicate, when every worker is idle and
+    only this process works. A failed import is left for the main thread to meet and report."""
+    import importlib
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S110 - imported again (and reported) where it is used
+                pass
+
+    threading.Thread(target=load, name="emvsbayes-imports", daemon=True).start()
 
 
 def _sigint_blocked(block: bool) -> None:
