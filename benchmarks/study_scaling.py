@@ -92,6 +92,18 @@ def run_study(code: Path, spec: Path, workers: int, cache: Path, out: Path) -> d
         result["n_ok"] = int((ds["status"] == 1).sum())
         result["stages"] = {s: float(ds[f"time_{s}"].sum()) if f"time_{s}" in ds else float("nan") for s in STAGES}
         result["processes"] = len(set(np.asarray(ds["worker"]).ravel()) - {""}) if "worker" in ds else 0
+        # Phases: outside the study's own seconds (interpreter start, imports, then writing study.nc and
+        # rendering its page: ``seconds`` is taken before those), from run_study's start until the last
+        # record arrived (spec, cluster start, workers' start-up, replicates) and from then to assembling
+        # the Dataset; the busiest worker's replicate seconds (time_total summed per worker process).
+        result["before"] = wall - result["seconds"]
+        last = float(np.nanmax(ds["invocation_arrival"])) if "invocation_arrival" in ds else np.nan
+        result["until_last"] = last
+        result["after"] = result["seconds"] - last
+        per_worker: dict[str, float] = {}
+        for who, seconds in zip(np.asarray(ds["worker"]).ravel(), np.asarray(ds["time_total"]).ravel()):
+            per_worker[who] = per_worker.get(who, 0.0) + float(seconds)
+        result["busiest"] = max(per_worker.values())
     return result
 
 
@@ -100,7 +112,9 @@ def summary(runs: list[dict]) -> dict:
     if not ok:
         return {"error": runs[0].get("error", "no run") if runs else "no run"}
     med = lambda key: statistics.median(r[key] for r in ok)  # noqa: E731
-    return {"wall": med("wall"), "seconds": med("seconds"), "cpu": med("cpu"), "load": med("load"),
+    phases = {key: statistics.median(r.get(key, float("nan")) for r in ok)
+              for key in ("before", "until_last", "after", "busiest")}
+    return {"wall": med("wall"), "seconds": med("seconds"), "cpu": med("cpu"), "load": med("load"), "phases": phases,
             "walls": [r["wall"] for r in ok], "n_ok": ok[0]["n_ok"], "processes": ok[0]["processes"],
             "stages": {s: statistics.median(r["stages"][s] for r in ok) for s in STAGES}}
 
@@ -142,15 +156,16 @@ def main() -> None:
                            check=True, capture_output=True)
         codes["baseline"] = baseline_code
 
-    configs: list[tuple[str, str, int]] = []  # (code, caches, workers)
-    for code in codes:
-        colds = code == "this" and not args.no_cold or code == "baseline" and args.baseline_cold
-        for workers in (1, 2):
-            if colds:
-                configs.append((code, "cold", workers))
-            configs.append((code, "warm", workers))
+    # (code, caches, workers); 1 and 2 workers of one code and cache state run one after the other.
+    configs: list[tuple[str, str, int]] = []
+    for caches in ("warm", "cold"):
+        for code in codes:
+            colds = code == "this" and not args.no_cold or code == "baseline" and args.baseline_cold
+            if caches == "warm" or colds:
+                configs += [(code, caches, 1), (code, caches, 2)]
     runs: dict[tuple[str, str, int], list[dict]] = {c: [] for c in configs}
-    primed: set[str] = set()
+    # Warm caches of an earlier run of this script in the same --workdir are warm already.
+    primed: set[str] = {code for code in codes if (work / f"cache-warm-{code}").exists()}
     counter = 0
     print(f"spec {args.spec}; baseline {args.baseline}; work folder {work}; CPUs {os.cpu_count()}", flush=True)
     try:
@@ -185,6 +200,13 @@ def main() -> None:
           + "  ".join(f"{k[:7]:>7}" for k in STAGES) + " |  ok procs")
     for (code, caches, workers), s in sums.items():
         print(line(f"{code} {caches} {workers}w", s))
+    print("\nphases (median s): outside the study's seconds (start-up, study.nc, page) | until the last record "
+          "arrived | then to the Dataset | busiest worker's replicates")
+    for (code, caches, workers), s in sums.items():
+        if "error" not in s:
+            ph = s["phases"]
+            print(f"{code} {caches} {workers}w".ljust(24) + f"{ph['before']:7.1f} | {ph['until_last']:7.1f} | "
+                  f"{ph['after']:7.1f} | {ph['busiest']:7.1f}")
     print()
     for code in codes:
         for caches in ("warm", "cold"):

@@ -400,20 +400,22 @@ def provenance_rows(ds: xr.Dataset) -> list[list[str]]:
         for invocation in dict.fromkeys(ids[computed & (ids != "")]):
             mine = computed & (ids == invocation)
             started = str(invocation).split(" pid ")[0].replace("T", " ").replace("+00:00", " UTC")
+            last = fmt(np.nanmax(arrival[mine]), 3)
             rows.append(["computed by", f"{clusters[mine][0]} with {_workers(int(workers[mine][0]))}: "
-                                        f"{int(mine.sum())} replicates, the last {fmt(np.nanmax(arrival[mine]), 4)} s "
-                                        f"after the start ({started})"])
+                                        f"{int(mine.sum())} replicates, the last of them {last} s after the "
+                                        f"invocation's start ({started})"])
         unrecorded = int((computed & (ids == "")).sum())
     else:
         unrecorded = int((ds["status"] >= 0).sum())
     if unrecorded:
         rows.append(["computed by", f"{unrecorded} replicates by an earlier version (cluster not recorded)"])
     seconds = fmt(ds.attrs.get("seconds"), 4)
-    if "computed" in ds.attrs and int(ds.attrs["computed"]) == 0:
+    # Files written before "computed" was kept: an invocation that started no cluster computed nothing.
+    if int(ds.attrs.get("computed", ds.attrs.get("workers", 0))) == 0:
         rows.append(["this file", f"written from the stored replicates, none computed ({seconds} s)"])
     else:
         rows.append(["this file", f"written by the invocation on {ds.attrs.get('scheduler')} with "
-                                  f"{_workers(int(ds.attrs.get('workers', 0)))} ({seconds} s in all)"])
+                                  f"{_workers(int(ds.attrs.get('workers', 0)))}, {seconds} s after its start"])
     return rows
 
 
