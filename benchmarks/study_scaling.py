@@ -28,7 +28,9 @@ T1 / (2 T2) of each code and cache state, and the speed-up baseline / this at 1 
 targets beside them.
 
 Run: ``.venv/bin/python benchmarks/study_scaling.py [--rounds 2] [--baseline ebfa74d] [--baseline-cold]``
-(``--skip-baseline`` for this code only, ``--baseline-rounds 1`` for the baseline in the first round only).
+(``--skip-baseline`` for this code only, ``--baseline-rounds 1`` for the baseline in the first round only;
+``--workdir DIR`` keeps the baseline's checkout and both codes' warm caches there for a later run: remove the
+checkout with ``git worktree remove DIR/baseline-code`` when done).
 The CPU column is user + system time of the whole process tree (client, cluster, workers): it moves far
 less with other work on the machine than wall time does, and its ratio 2 workers / 1 worker shows the
 start-up work every worker repeats.

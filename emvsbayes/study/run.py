@@ -282,7 +282,8 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
         # stored (or resumes on another cluster) reports this, not its own cluster.
         invocation = {
             "invocation": f"{datetime.now(UTC).isoformat(timespec='seconds')} pid {os.getpid()}",
-            "invocation_cluster": scheduler or ("given client" if given_client is not None else "LocalCluster"),
+            "invocation_cluster": scheduler or (_client_address(given_client) if given_client is not None
+                                                else "LocalCluster"),
             "invocation_workers": workers_used,
         }
         prefix = f"study-{fingerprint(spec)}"
@@ -338,6 +339,14 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
                 close()
         finally:
             _sigint_blocked(False)
+
+
+def _client_address(client) -> str:
+    """The scheduler address of a client the caller gave (``"a given client"`` if it has none)."""
+    try:
+        return str(client.scheduler.address)
+    except AttributeError:
+        return "a given client"
 
 
 def _import_meanwhile(*modules: str) -> None:
