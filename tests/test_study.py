@@ -44,8 +44,10 @@ kinds = ["wald", "bootstrap", "posterior"]
 bootstrap = 15
 """
 
-# Numbers that legitimately differ between runs: timings, which process compiled, and rates per second.
-NOT_RESULTS = ("compiled", "worker", "ess_per_second")
+# Numbers that legitimately differ between runs: timings, which process compiled, rates per second, and
+# which invocation of the study on which cluster computed a replicate (provenance).
+NOT_RESULTS = ("compiled", "worker", "ess_per_second", "invocation", "invocation_cluster", "invocation_workers",
+               "invocation_arrival")
 
 
 def write_spec(folder: Path, name: str, text: str) -> Path:
@@ -331,6 +333,30 @@ def test_a_record_copied_over_another_or_changed_is_refused(one_worker_run, coin
                    f"{changed}: damaged or from another study (it does not match its checksum); {fix}")
     # Nothing was written over: the published study is the one before the attempts.
     assert (out / "study.nc").read_bytes() == (one_worker_run[0].results_path).read_bytes()
+
+
+@pytest.mark.slow
+def test_a_rerun_that_finds_every_replicate_stored_reports_what_computed_them(one_worker_run, coins_spec, tmp_path):
+    """A rerun of a finished study computes nothing and starts no cluster; its page said "LocalCluster with
+    0 workers; 1.3 s" (the rerun's own cluster) instead of what computed the replicates. Each record now
+    keeps its invocation's cluster and worker count, and study.nc and the page report those."""
+    import shutil
+
+    from emvsbayes.study import read_study
+
+    first = read_study(one_worker_run[0].results_path)
+    assert (first["invocation_workers"] == 1).all() and (first["invocation_cluster"] == "LocalCluster").all()
+    assert len(set(first["invocation"].values.ravel())) == 1
+    out = tmp_path / "again"
+    shutil.copytree(one_worker_run[0].results_path.parent, out, symlinks=True)
+    outcome = run_study(coins_spec, out=out, n_workers=2)
+    assert (outcome.n_skipped, outcome.n_computed) == (6, 0)
+    again = read_study(outcome.results_path)
+    for name in ("invocation", "invocation_cluster", "invocation_workers", "invocation_arrival"):
+        np.testing.assert_array_equal(again[name].values, first[name].values)
+    html = outcome.report_path.read_text(encoding="utf-8")
+    assert "LocalCluster with 1 worker: 6 replicates" in html
+    assert "0 workers" not in html and "none computed" in html
 
 
 @pytest.mark.slow

@@ -15,7 +15,6 @@ from emvsbayes.gaussian.em import (
     prepare,
     score_samples,
 )
-from emvsbayes.gaussian.estimator import GaussianMixture
 from emvsbayes.gaussian.init import INIT_METHODS, initial_params, initial_params_restarts
 from emvsbayes.gaussian.kmeans import KMeansResult, kmeans, kmeans_plusplus
 from emvsbayes.gaussian.model import (
@@ -54,3 +53,13 @@ __all__ = [
     "prepare",
     "score_samples",
 ]
+
+
+def __getattr__(name: str):
+    # The scikit-learn-style estimator imports scikit-learn (about a second, with SciPy's stats): only
+    # when it is asked for, not by every process that fits a Gaussian mixture (each study worker did).
+    if name == "GaussianMixture":
+        from emvsbayes.gaussian.estimator import GaussianMixture
+
+        return GaussianMixture
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,7 +32,9 @@ Records are plain JSON-able dicts (see :func:`record`), stored one file per repl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -276,7 +278,33 @@ def _numpyro_programs(family_name: str, model_def, data: dict, spec: dict):
     recipe = ModelRecipe(model_with_containers, (family_name, model_def, shaped))
     names = [_container_name(obs) for obs in family.observed]
     build = partial(_build_data_programs, names)
-    return obtain_programs(recipe, program_spec, build)[0]
+    with _one_builder(prog, recipe, program_spec):
+        return obtain_programs(recipe, program_spec, build)[0]
+
+
+@contextlib.contextmanager
+def _one_builder(prog, recipe, program_spec):
+    """Held while a worker obtains a cell's programs: with cold caches, the workers' first replicates
+    (often of cells of one model shape) would each build and store the same programs at once, every
+    one importing PyMC and tracing the model while the others do the same. Under an exclusive lock on
+    a file beside the stored programs, the first builds and stores them and the others wait, then
+    load them. Without a key or a writable cache there is no lock (each builds, as before)."""
+    if recipe.key is None:
+        yield
+        return
+    directory = prog.cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / f"{prog.program_key(recipe.key, program_spec)}.lock", "a+b")  # noqa: SIM115
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build_data_programs(names, model, program_spec):
@@ -338,13 +366,14 @@ class Draws:
 
 def sample(cell: _CellSampler, family: Family, model_def, data: dict, start, spec: dict, seed: int) -> Draws:
     """Swap ``data`` into the cell's model and sample, starting every chain at ``start`` (parameters)."""
-    import pymc as pm
-    from pymc.initial_point import make_initial_point_fn
-
     bayes = spec["bayes"]
     initvals = family.initvals(model_def, [start])[0]
     if cell.sampler == "numpyro":
+        # No PyMC here: a worker that loads the cell's programs never imports it (a second per worker).
         return _sample_numpyro(cell, family, data, initvals, list(family.estimated_variables(model_def, start)), seed)
+    import pymc as pm
+    from pymc.initial_point import make_initial_point_fn
+
     values = {cell.shared[key]: _observed_array(cell.model, obs, data[key]) for obs, key in family.observed.items()}
     began = time.perf_counter()
     with warnings.catch_warnings():

@@ -384,6 +384,42 @@ def timing_table(ds: xr.Dataset) -> str:
     return _table(["stage", "mean s", "max s", "total s"], rows)
 
 
+def _workers(n: int) -> str:
+    return f"{n} worker{'' if n == 1 else 's'}"
+
+
+def provenance_rows(ds: xr.Dataset) -> list[list[str]]:
+    """What computed the replicates, one row per invocation of the study that computed some (from the
+    records' ``invocation*`` variables), and what wrote this file: a rerun that found every replicate
+    stored computed none and started no cluster, so its own cluster says nothing about the results."""
+    rows = []
+    if "invocation" in ds:
+        computed = (ds["status"] >= 0).values.ravel()
+        ids = ds["invocation"].values.ravel()
+        clusters, workers = ds["invocation_cluster"].values.ravel(), ds["invocation_workers"].values.ravel()
+        arrival = ds["invocation_arrival"].values.ravel()
+        for invocation in dict.fromkeys(ids[computed & (ids != "")]):
+            mine = computed & (ids == invocation)
+            started = str(invocation).split(" pid ")[0].replace("T", " ").replace("+00:00", " UTC")
+            last = fmt(np.nanmax(arrival[mine]), 3)
+            rows.append(["computed by", f"{clusters[mine][0]} with {_workers(int(workers[mine][0]))}: "
+                                        f"{int(mine.sum())} replicates, the last of them {last} s after the "
+                                        f"invocation's start ({started})"])
+        unrecorded = int((computed & (ids == "")).sum())
+    else:
+        unrecorded = int((ds["status"] >= 0).sum())
+    if unrecorded:
+        rows.append(["computed by", f"{unrecorded} replicates by an earlier version (cluster not recorded)"])
+    seconds = fmt(ds.attrs.get("seconds"), 4)
+    # Files written before "computed" was kept: an invocation that started no cluster computed nothing.
+    if int(ds.attrs.get("computed", ds.attrs.get("workers", 0))) == 0:
+        rows.append(["this file", f"written from the stored replicates, none computed ({seconds} s)"])
+    else:
+        rows.append(["this file", f"written by the invocation on {ds.attrs.get('scheduler')} with "
+                                  f"{_workers(int(ds.attrs.get('workers', 0)))}, {seconds} s after its start"])
+    return rows
+
+
 def render_study_html(ds: xr.Dataset) -> str:
     axes = _axes(ds)
     css = resources.files("emvsbayes.report").joinpath("style.css").read_text(encoding="utf-8")
@@ -395,7 +431,7 @@ def render_study_html(ds: xr.Dataset) -> str:
         ["grid", "; ".join(f"{a}: {', '.join(map(str, ds[a].values.tolist()))}" for a in axes) or "one cell"],
         ["replicates", f"{ds.sizes['replicate']} per cell; {ok} ok, {failed} failed"],
         ["seed", ds.attrs.get("seed")],
-        ["cluster", f"{ds.attrs.get('scheduler')} with {ds.attrs.get('workers')} workers; {fmt(ds.attrs.get('seconds'), 4)} s"],
+        *provenance_rows(ds),
         ["sampling", f"{spec.get('bayes', {}).get('chains')} chains x {spec.get('bayes', {}).get('draws')} draws "
                      f"after {spec.get('bayes', {}).get('tune')} tuning steps"],
     ])

@@ -19,6 +19,10 @@
 - **Failures.** A worker that dies is replaced by its nanny and Dask reschedules its tasks; a task that
   raises is retried ``retries`` times; a replicate that still fails is stored with its error and the
   study goes on.
+- **Provenance.** Each record says which invocation of the study computed it (its start, the cluster
+  and its number of workers, and when the record arrived), so a study resumed on another cluster, or
+  rerun with every replicate stored, reports what computed its replicates, not the last invocation's
+  cluster (``invocation*`` variables of ``study.nc``).
 - **Results.** :func:`assemble` turns the store into one ``xarray.Dataset`` with the grid's axes and
   ``replicate`` as dimensions (plus per-cell summaries), written to ``study.nc``; the report
   (:mod:`emvsbayes.study.report`) is rendered from that file alone.
@@ -37,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -187,22 +192,34 @@ def run_study(
     limits.check_study(spec)
     out = Path(out) if out is not None else Path("reports") / spec["name"]
     store = out / "store"
+    closing: list[threading.Thread] = []
+    try:
+        return _run(spec, out, store, scheduler, n_workers, say_to=progress, retries=retries, client=client,
+                    began=began, closing=closing)
+    finally:
+        for thread in closing:  # the cluster closing while study.nc and its page were written
+            thread.join()
+
+
+def _run(spec, out, store, scheduler, n_workers, *, say_to, retries, client, began, closing) -> StudyOutcome:
     with OutputFolder(out, "study") as folder:
         open_store(store, spec)
         grid_cells = cells(spec)
         replicates = spec["replicates"]
         done = done_replicates(store, len(grid_cells), replicates, fingerprint(spec))
         todo = [(c, r) for c in range(len(grid_cells)) for r in range(replicates) if (c, r) not in done]
-        say = progress or (lambda message: None)
+        say = say_to or (lambda message: None)
         say(f"study {spec['name']}: {len(grid_cells)} cells x {replicates} replicates; "
             f"{len(done)} already in {store}, {len(todo)} to run")
 
         n_failed = 0
         workers_used = 0
         if todo:
-            n_failed, workers_used = _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, client)
+            n_failed, workers_used = _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, client,
+                                              began, closing)
         ds = assemble(spec, store)
         ds.attrs.update(run_attrs(spec, scheduler, workers_used, time.perf_counter() - began))
+        ds.attrs["computed"] = len(todo)
         from emvsbayes.study.report import render_study_report
 
         # study.nc and its page are written into a fresh unit and published together.
@@ -233,11 +250,16 @@ def _refresh_reports_index(out: Path) -> None:
         pass
 
 
-def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, given_client=None) -> tuple[int, int]:
+def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, given_client=None,
+             began: float | None = None, closing: list | None = None) -> tuple[int, int]:
+    """Run ``todo`` on the cluster, storing each record as it arrives; (failed, workers).
+
+    With ``closing`` (a list), a cluster started here that computed every replicate is closed in a thread
+    appended to it (closing waits for the worker processes to stop, a second or more), so that the caller
+    writes study.nc and its page meanwhile; the caller joins it. Otherwise the cluster is closed here."""
     from distributed import as_completed
 
-    from emvsbayes.study.replicate import record as _record
-    from emvsbayes.study.task import run_task
+    from emvsbayes.study.task import run_task  # light: the replicate's code is imported by the workers only
 
     # A client the caller gave stays theirs: it is neither made nor closed here.
     # Ctrl-C is held back while the cluster starts: its event-loop thread and worker processes inherit
@@ -251,9 +273,19 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
         _sigint_blocked(False)
         raise
     futures = []
+    completed = False
     try:
         _sigint_blocked(False)
         workers_used = len(client.scheduler_info(n_workers=-1)["workers"])
+        began = time.perf_counter() if began is None else began
+        # What computed these replicates, stored with each record: a later invocation that finds them
+        # stored (or resumes on another cluster) reports this, not its own cluster.
+        invocation = {
+            "invocation": f"{datetime.now(UTC).isoformat(timespec='seconds')} pid {os.getpid()}",
+            "invocation_cluster": scheduler or (_client_address(given_client) if given_client is not None
+                                                else "LocalCluster"),
+            "invocation_workers": workers_used,
+        }
         prefix = f"study-{fingerprint(spec)}"
         # Submitted replicate by replicate (replicate 0 of every cell, then replicate 1, ...): a study stopped
         # early then holds the first replicates of every cell, not all of some cells and none of others. A
@@ -267,31 +299,70 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
                                  pure=False)
                    for c, r in todo]
         where = {future.key: (c, r) for future, (c, r) in zip(futures, todo)}
+        _import_meanwhile("emvsbayes.study.report", "h5netcdf")
         n_failed = 0
         for finished, future in enumerate(as_completed(futures), start=1):
             try:
                 record = future.result()
             except Exception as error:  # noqa: BLE001 - e.g. KilledWorker after repeated worker deaths
+                from emvsbayes.study.replicate import record as _record
+
                 c, r = where[future.key]
                 record = _record(c, r, error=f"{type(error).__name__}: {error}".replace("\n", " ")[:500])
+            record = {**record, **invocation, "invocation_arrival": time.perf_counter() - began}
             write_record(store, record, fingerprint(spec))
             future.release()
             if record["status"] != "ok":
                 n_failed += 1
             say(f"[{finished}/{len(todo)}] cell {record['cell']} replicate {record['replicate']}: {record['status']}"
                 + (f" ({record['error']})" if record["error"] else ""))
+        completed = True
         return n_failed, workers_used
     finally:
         _sigint_blocked(True)  # a second Ctrl-C must not cut the closing short (half-closed clusters print tracebacks)
         try:
             for future in futures:
                 future.cancel()
-            if given_client is None:
-                client.close()
-            if cluster is not None:
-                cluster.close()
+
+            def close() -> None:
+                if given_client is None:
+                    client.close()
+                if cluster is not None:
+                    cluster.close()
+
+            if completed and closing is not None and given_client is None:
+                # Started with SIGINT blocked, the thread keeps it blocked.
+                thread = threading.Thread(target=close, name="emvsbayes-close-cluster")
+                thread.start()
+                closing.append(thread)
+            else:
+                close()
         finally:
             _sigint_blocked(False)
+
+
+def _client_address(client) -> str:
+    """The scheduler address of a client the caller gave (``"a given client"`` if it has none)."""
+    try:
+        return str(client.scheduler.address)
+    except AttributeError:
+        return "a given client"
+
+
+def _import_meanwhile(*modules: str) -> None:
+    """Import what writing study.nc and its page needs (matplotlib, the report, h5netcdf: seconds) in a
+    thread while the workers compute, instead of after the last replicate, when every worker is idle and
+    only this process works. A failed import is left for the main thread to meet and report."""
+    import importlib
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S110 - imported again (and reported) where it is used
+                pass
+
+    threading.Thread(target=load, name="emvsbayes-imports", daemon=True).start()
 
 
 def _sigint_blocked(block: bool) -> None:
@@ -340,12 +411,20 @@ def assemble(spec: dict, store: Path) -> xr.Dataset:
     compiled = np.zeros(shape, dtype=np.int8)
     error = np.full(shape, "", dtype=object)
     worker = np.full(shape, "", dtype=object)
+    # Provenance (records written before it was kept have none: "" and 0, NaN).
+    invocation = {name: np.full(shape, "", dtype=object) for name in ("invocation", "invocation_cluster")}
+    invocation_workers = np.zeros(shape, dtype=np.int32)
+    invocation_arrival = np.full(shape, np.nan)
     for rec in present:
         at = (*np.unravel_index(rec["cell"], grid_shape), rec["replicate"]) if grid_shape else (rec["replicate"],)
         status[at] = 1 if rec["status"] == "ok" else 0
         compiled[at] = rec.get("compiled", 0)
         error[at] = rec.get("error") or ""
         worker[at] = rec.get("worker", "")
+        for name, array in invocation.items():
+            array[at] = rec.get(name) or ""
+        invocation_workers[at] = rec.get("invocation_workers", 0)
+        invocation_arrival[at] = rec.get("invocation_arrival", np.nan)
         for m, by_label in rec["values"].items():
             for label, value in by_label.items():
                 arrays[m][(*at, label_index[label])] = np.nan if value is None else value
@@ -359,6 +438,8 @@ def assemble(spec: dict, store: Path) -> xr.Dataset:
         data_vars[name] = ((*dims, inner), array) if name in metrics else (dims, array)
     data_vars |= {"status": (dims, status), "compiled": (dims, compiled),
                   "error": (dims, error.astype(str)), "worker": (dims, worker.astype(str))}
+    data_vars |= {name: (dims, array.astype(str)) for name, array in invocation.items()}
+    data_vars |= {"invocation_workers": (dims, invocation_workers), "invocation_arrival": (dims, invocation_arrival)}
     coords = {axis: spec["grid"][axis] for axis in axes} | {"replicate": np.arange(replicates), inner: labels}
     ds = xr.Dataset(data_vars, coords=coords)
     return summarise(ds, spec)

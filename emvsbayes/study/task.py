@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from emvsbayes.errors import LikelihoodDecreasedError
-from emvsbayes.study.replicate import record, run_coverage_replicate
-from emvsbayes.study.sbc import run_sbc_replicate
 
-#: study kind -> the function computing one replicate's record
-RUNNERS = {"coverage": run_coverage_replicate, "sbc": run_sbc_replicate}
+
+def runners() -> dict:
+    """study kind -> the function computing one replicate's record. Imported when a worker first runs a
+    task, not when the client refers to :func:`run_task` to submit it (the client needs none of it)."""
+    from emvsbayes.study.replicate import run_coverage_replicate
+    from emvsbayes.study.sbc import run_sbc_replicate
+
+    return {"coverage": run_coverage_replicate, "sbc": run_sbc_replicate}
 
 
 def run_task(spec: dict, cell_index: int, replicate: int, cell: dict) -> dict:
@@ -16,8 +20,10 @@ def run_task(spec: dict, cell_index: int, replicate: int, cell: dict) -> dict:
     ``LikelihoodDecreasedError`` is a bug in an EM step, so it is recorded too (and shows in the report)
     rather than stopping the other replicates.
     """
+    from emvsbayes.study.replicate import record
+
     try:
-        return RUNNERS[spec["kind"]](spec, cell_index, replicate, cell)
+        return runners()[spec["kind"]](spec, cell_index, replicate, cell)
     except (Exception, LikelihoodDecreasedError) as error:  # noqa: BLE001 - recorded, the study goes on
         message = f"{type(error).__name__}: {error}".replace("\n", " ")[:500]
         return record(cell_index, replicate, error=message)
