@@ -140,6 +140,14 @@ def timed(fn, *args):
     return out, time.perf_counter() - start
 
 
+def cpu_timed(fn, *args) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of all the process's threads) of ``fn(*args)``."""
+    gc.collect()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn(*args)
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
 def best_timed(fn, *args):
     out, best = timed(fn, *args)
     if best < SHORT_FIT:
@@ -206,17 +214,19 @@ def cpu_report() -> str:
 
 
 def e_step_report(ct: str) -> str:
-    """Which route the E-step takes and, for the fused kernel, what numba compiles for and on how many threads."""
-    from emvsbayes.gaussian import estep_fast
-
-    if ct not in estep_fast.FUSED_FORMS:
-        return f"E-step: numpy route ({ct} has no fused kernel)"
+    """Which route the soft E-step takes here (emvsbayes.gaussian.estep_fast.fused_pays) and what numba compiles
+    the fused kernel for."""
     import llvmlite.binding
     import numba
 
+    from emvsbayes.gaussian import estep_fast
+
     target = os.environ.get("NUMBA_CPU_NAME") or f"host ({llvmlite.binding.get_host_cpu_name()})"
-    return (f"E-step: fused kernel (numba {numba.__version__}, compiled for {target}, "
-            f"{numba.get_num_threads()} threads)")
+    avx512 = estep_fast.numpy_exp_is_avx512()
+    route = (f"the numpy route (numpy has its AVX-512 exp here)" if avx512 or ct not in estep_fast.FUSED_FORMS else
+             f"the fused kernel for D <= {estep_fast.FUSED_MAX_FEATURES}, the numpy route above")
+    return (f"E-step ({ct}): {route}; the fused kernel: numba {numba.__version__}, compiled for {target}, "
+            f"{numba.get_num_threads()} threads")
 
 
 def exp_log_floor(n: int, k: int, repeats: int = REPEATS) -> dict[str, float]:
@@ -298,9 +308,14 @@ def memory_floor(ct: str, iterations: int, chunk_values=(None,)) -> None:
         multiply_adds = n * n_design * (2 * k - 1)
         for values in chunk_values:
             chunk_size = None if values is None else max(256, values // (n_design + 3 * k + dim))
-            one = min(timed(run_ours, x, k, ct, w, mu, prec, 1, chunk_size)[1] for _ in range(2))
-            many = min(timed(run_ours, x, k, ct, w, mu, prec, 1 + case_iterations, chunk_size)[1] for _ in range(2))
+            # Wall and CPU seconds (all threads of the process) of the short and the long fit, best of 2 each.
+            one, one_cpu = (min(pair) for pair in zip(*(cpu_timed(run_ours, x, k, ct, w, mu, prec, 1, chunk_size)
+                                                          for _ in range(2))))
+            many, many_cpu = (min(pair) for pair in zip(*(cpu_timed(run_ours, x, k, ct, w, mu, prec,
+                                                                    1 + case_iterations, chunk_size)
+                                                          for _ in range(2))))
             per_iter = (many - one) / case_iterations
+            cpu_per_iter = (many_cpu - one_cpu) / case_iterations
             rows = "package rule" if chunk_size is None else f"{chunk_size} rows ({values} values)"
             print(f"    emvsbayes.gaussian.em.fit ({ct}, blocks: {rows}): {per_iter * 1e3:.1f} ms per iteration "
                   f"(marginal, {case_iterations} iterations; set-up {1e3 * (one - per_iter):.0f} ms) = "
@@ -310,6 +325,10 @@ def memory_floor(ct: str, iterations: int, chunk_values=(None,)) -> None:
                   f"alone); "
                   f"{multiply_adds / 1e9:.2f} G multiply-adds in its products (F = {n_design}) at "
                   f"{2 * multiply_adds / per_iter / 1e9:.1f} GFLOP/s",
+                  flush=True)
+            # Under load the wall time is mostly waiting for a core; the CPU time is the work itself.
+            print(f"      CPU time {cpu_per_iter * 1e3:.1f} ms per iteration over all threads; spread over the "
+                  f"{os.cpu_count()} cores it would be {cpu_per_iter / os.cpu_count() / floor:.1f}x the memory floor",
                   flush=True)
         del x
 

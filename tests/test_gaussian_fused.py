@@ -24,6 +24,14 @@ from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams
 EPS = np.finfo(float).eps
 
 
+@pytest.fixture(autouse=True)
+def fused_route_everywhere(monkeypatch):
+    """The fused route whatever this machine's numpy and at every D (its rule, fused_pays, picks it only
+    where it pays; the tests hold it to the numpy route everywhere)."""
+    monkeypatch.setattr(fast, "numpy_exp_is_avx512", lambda: False)
+    monkeypatch.setattr(fast, "FUSED_MAX_FEATURES", 1000)
+
+
 def test_exp_matches_numpy_on_millions_of_points():
     rng = np.random.default_rng(0)
     x = np.concatenate([
@@ -153,10 +161,26 @@ def test_serial_parallel_and_concurrent_calls_agree_to_the_bit():
         assert log_resp_t is None and objective == want[2]
 
 
+def test_the_rule_takes_the_fused_route_only_where_it_pays(monkeypatch):
+    model, x, _ = problem(100, 2, 3, seed=1)
+    data = gem.prepare(model, x)
+    assert fast.fused_pays(model, data)
+    monkeypatch.setattr(fast, "numpy_exp_is_avx512", lambda: True)
+    assert not fast.fused_pays(model, data)
+    monkeypatch.setattr(fast, "numpy_exp_is_avx512", lambda: False)
+    monkeypatch.setattr(fast, "FUSED_MAX_FEATURES", 1)
+    assert not fast.fused_pays(model, data)
+    monkeypatch.setattr(fast, "FUSED_MAX_FEATURES", 2)
+    assert not fast.fused_pays(GaussianMixtureModel(3, "diag"), data)
+
+
 def test_fit_with_the_fused_e_step_equals_the_numpy_route(monkeypatch):
     # A whole fit, both routes: the same iterations and answer to 1e-10 (rounding, compounded over iterations).
     model, x, params = problem(3000, 2, 3, seed=11)
+    calls = []
+    monkeypatch.setattr(fused, "soft_full_sums", lambda *a, _f=fused.soft_full_sums: calls.append(1) or _f(*a))
     got = gem.fit(model, x, params, tol=1e-10, max_iter=200)
+    assert len(calls) == got.n_iter + 1
     monkeypatch.setattr(fast, "FUSED_FORMS", frozenset())
     want = gem.fit(model, x, params, tol=1e-10, max_iter=200)
     assert got.n_iter == want.n_iter

@@ -598,8 +598,35 @@ def shifted(model: GaussianMixtureModel, exact: Exact) -> tuple[np.ndarray, np.n
 
 
 # Structures whose soft E-step runs as one compiled pass (emvsbayes.gaussian.fused), when no component is
-# dead (weight 0) or takes its moments about its mean (see shifted).
+# dead (weight 0) or takes its moments about its mean (see shifted), and where it pays (fused_pays).
 FUSED_FORMS = frozenset({"full"})
+# Features up to which the fused pass beats the numpy route's BLAS products (see fused_pays).
+FUSED_MAX_FEATURES = 4
+
+
+@functools.cache
+def numpy_exp_is_avx512() -> bool:
+    """Whether numpy runs float64 exp and log in its AVX-512 loops here (its dispatch target AVX512_SKX; off
+    on CPUs without AVX-512 and under NPY_DISABLE_CPU_FEATURES)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # a numpy that moved it: assume the fast loops, the numpy route then
+        return True
+    return bool(__cpu_features__.get("AVX512_SKX", False))
+
+
+def fused_pays(model: GaussianMixtureModel, data: GaussianData) -> bool:
+    """Whether the soft E-step takes the fused kernel: a structure it covers, at most FUSED_MAX_FEATURES
+    features, and a numpy without its AVX-512 exp.
+
+    Measured (CPU time per row, 2026-12-03, one machine, under load): where numpy has its AVX-512 exp the
+    numpy route is as fast or faster (the fused pass took 0.98-1.36x its time for D = 1 .. 10, the ratio
+    growing with D: BLAS's products beat the kernel's loops); without it numpy's exp is scalar libm code,
+    20x slower than the kernel's (``em_vs_sklearn.py --without-avx512``), and the fused pass wins for small
+    D. A rule of the machine, not only of N, D and K: the two routes agree to rounding, not to the bit.
+    """
+    return (model.covariance_type in FUSED_FORMS and data.n_features <= FUSED_MAX_FEATURES
+            and not numpy_exp_is_avx512())
 
 
 def weighted_sums(assign, model, data, params: GaussianParams, keep_log_resp: bool):
@@ -616,8 +643,8 @@ def weighted_sums(assign, model, data, params: GaussianParams, keep_log_resp: bo
     quadratic = QUADRATIC[model.covariance_type]
     scoring = scoring_for(model, data, params)
     tight, shift = shifted(model, scoring.extra)
-    if assign is soft_assign and model.covariance_type in FUSED_FORMS and not scoring.dead.size and not tight.size:
-        # One compiled pass per row (emvsbayes.gaussian.fused): the same sums, 3-10x faster.
+    if assign is soft_assign and fused_pays(model, data) and not scoring.dead.size and not tight.size:
+        # One compiled pass per row (emvsbayes.gaussian.fused): the same sums to rounding.
         from emvsbayes.gaussian import fused  # here: numba is imported only where it is used
 
         extra = scoring.extra
