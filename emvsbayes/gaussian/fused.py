@@ -24,7 +24,10 @@ whatever the number of threads. Within a block the sums are vectorised reduction
 reassociation there and only there), fixed by the compiled code.
 
 Not here (the numpy route does them): hard EM, the other structures, components of weight 0, and
-components so narrow that their moments are taken about their mean (``estep_fast.shifted``).
+components so narrow that their moments are taken about their mean (``estep_fast.shifted``). Nor where the
+numpy route is faster: with numpy's AVX-512 exp (8 lanes, and BLAS's register-blocked products beat these
+load/store-bound loops), nor above ``estep_fast.FUSED_MAX_FEATURES`` features, where it was not measured
+(``estep_fast.fused_pays``, with the measurements in benchmarks/README.md).
 
 numba is imported when this module is, and this module only on that route (``estep_fast`` imports it
 lazily), so ``import emvsbayes`` stays light.
