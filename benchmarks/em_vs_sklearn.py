@@ -67,7 +67,9 @@ REPEATS = 5
 OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # --without-avx512: numpy's AVX-512 loops switched off (its runtime dispatch reads this variable at import)
 # and OpenBLAS on its Haswell (AVX2) kernel, as on a CPU without AVX-512.
-WITHOUT_AVX512 = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"}
+# The fused E-step (numba) compiled for Haswell too (AVX2 and FMA; numba keeps its cache per target CPU).
+WITHOUT_AVX512 = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell",
+                  "NUMBA_CPU_NAME": "haswell"}
 
 
 def make_data(n: int, dim: int, k: int, seed: int = 0) -> np.ndarray:
@@ -138,6 +140,14 @@ def timed(fn, *args):
     return out, time.perf_counter() - start
 
 
+def cpu_timed(fn, *args) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of all the process's threads) of ``fn(*args)``."""
+    gc.collect()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn(*args)
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
 def best_timed(fn, *args):
     out, best = timed(fn, *args)
     if best < SHORT_FIT:
@@ -203,6 +213,22 @@ def cpu_report() -> str:
     return f"CPU: {fields.get('model name', 'unknown')}; {have}; {numpy_loops}"
 
 
+def e_step_report(ct: str) -> str:
+    """Which route the soft E-step takes here (emvsbayes.gaussian.estep_fast.fused_pays) and what numba compiles
+    the fused kernel for."""
+    import llvmlite.binding
+    import numba
+
+    from emvsbayes.gaussian import estep_fast
+
+    target = os.environ.get("NUMBA_CPU_NAME") or f"host ({llvmlite.binding.get_host_cpu_name()})"
+    avx512 = estep_fast.numpy_exp_is_avx512()
+    route = (f"the numpy route (numpy has its AVX-512 exp here)" if avx512 or ct not in estep_fast.FUSED_FORMS else
+             f"the fused kernel for D <= {estep_fast.FUSED_MAX_FEATURES}, the numpy route above")
+    return (f"E-step ({ct}): {route}; the fused kernel: numba {numba.__version__}, compiled for {target}, "
+            f"{numba.get_num_threads()} threads")
+
+
 def exp_log_floor(n: int, k: int, repeats: int = REPEATS) -> dict[str, float]:
     """Seconds for N (K - 1) exp and N log in float64 (best of ``repeats``): over whole arrays of that size
     (``out=``, on 1 and 2 threads, their memory traffic included), and in cache (the same count as passes
@@ -232,10 +258,22 @@ def exp_log_floor(n: int, k: int, repeats: int = REPEATS) -> dict[str, float]:
         for _ in range(n // (2 * IN_CACHE_VALUES)):
             np.log(totals[block], out=logs[block])
 
+    from emvsbayes.gaussian import fused
+
+    fused_block = np.minimum(scores[:IN_CACHE_VALUES], 0.0)
+    fused.exp_nonpositive(fused_block, work[:IN_CACHE_VALUES])  # compiled or loaded before timing
+
+    def fused_in_cache(part: int) -> None:
+        for _ in range(n * (k - 1) // (2 * IN_CACHE_VALUES)):
+            fused.exp_nonpositive(fused_block, work[part * IN_CACHE_VALUES : (part + 1) * IN_CACHE_VALUES])
+
     out = {"1 thread": _best_of(lambda: one(0, 1), repeats)}
     with ThreadPoolExecutor(2) as pool:
         out["2 threads"] = _best_of(lambda: list(pool.map(lambda part: one(part, 2), range(2))), repeats)
         out["in cache, 2 threads"] = _best_of(lambda: list(pool.map(in_cache, range(2))), repeats)
+        # The fused E-step's own exp (emvsbayes.gaussian.fused.exp_le0) over the same N (K - 1) values, no log.
+        out["fused kernel's exp alone, in cache, 2 threads"] = _best_of(
+            lambda: list(pool.map(fused_in_cache, range(2))), repeats)
     return out
 
 
@@ -246,12 +284,14 @@ def memory_floor(ct: str, iterations: int, chunk_values=(None,)) -> None:
     best_name = max(bandwidth, key=bandwidth.get)
     print()
     print(cpu_report())
+    print(e_step_report(ct))
     print("memory floor: " + ", ".join(f"{name} {bw / 1e9:.1f} GB/s" for name, bw in bandwidth.items()))
     for n, dim, k in FLOOR_CASES:
         floor_bytes = 8 * n * (dim + 2 * k)
         floor = floor_bytes / bandwidth[best_name]
         arithmetic = exp_log_floor(n, k)
         exp_floor = min(arithmetic["1 thread"], arithmetic["2 threads"])
+        fused_exp = arithmetic["fused kernel's exp alone, in cache, 2 threads"]
         cache_floor = arithmetic["in cache, 2 threads"]
         # A case's iterations take about D^2 K / 12 times as long as the first case's: fewer of them.
         case_iterations = max(2, iterations if dim * dim * k <= 12 else iterations // 3)
@@ -268,17 +308,27 @@ def memory_floor(ct: str, iterations: int, chunk_values=(None,)) -> None:
         multiply_adds = n * n_design * (2 * k - 1)
         for values in chunk_values:
             chunk_size = None if values is None else max(256, values // (n_design + 3 * k + dim))
-            one = min(timed(run_ours, x, k, ct, w, mu, prec, 1, chunk_size)[1] for _ in range(2))
-            many = min(timed(run_ours, x, k, ct, w, mu, prec, 1 + case_iterations, chunk_size)[1] for _ in range(2))
+            # Wall and CPU seconds (all threads of the process) of the short and the long fit, best of 2 each.
+            one, one_cpu = (min(pair) for pair in zip(*(cpu_timed(run_ours, x, k, ct, w, mu, prec, 1, chunk_size)
+                                                          for _ in range(2))))
+            many, many_cpu = (min(pair) for pair in zip(*(cpu_timed(run_ours, x, k, ct, w, mu, prec,
+                                                                    1 + case_iterations, chunk_size)
+                                                          for _ in range(2))))
             per_iter = (many - one) / case_iterations
+            cpu_per_iter = (many_cpu - one_cpu) / case_iterations
             rows = "package rule" if chunk_size is None else f"{chunk_size} rows ({values} values)"
             print(f"    emvsbayes.gaussian.em.fit ({ct}, blocks: {rows}): {per_iter * 1e3:.1f} ms per iteration "
                   f"(marginal, {case_iterations} iterations; set-up {1e3 * (one - per_iter):.0f} ms) = "
                   f"{per_iter / floor:.1f}x the memory floor (target <= 3x: "
                   f"{'ok' if per_iter / floor <= 3 else 'MISSED'}), {per_iter / exp_floor:.1f}x the exp/log floor "
-                  f"({per_iter / cache_floor:.1f}x in cache); "
+                  f"({per_iter / cache_floor:.1f}x in cache; {per_iter / fused_exp:.1f}x the fused kernel's exp "
+                  f"alone); "
                   f"{multiply_adds / 1e9:.2f} G multiply-adds in its products (F = {n_design}) at "
                   f"{2 * multiply_adds / per_iter / 1e9:.1f} GFLOP/s",
+                  flush=True)
+            # Under load the wall time is mostly waiting for a core; the CPU time is the work itself.
+            print(f"      CPU time {cpu_per_iter * 1e3:.1f} ms per iteration over all threads; spread over the "
+                  f"{os.cpu_count()} cores it would be {cpu_per_iter / os.cpu_count() / floor:.1f}x the memory floor",
                   flush=True)
         del x
 

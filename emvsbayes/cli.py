@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true",
                      help="exit with status 3 when a sampler check fails (divergences, R-hat > 1.01); "
                           "the results and report are still written")
+    run.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="a spec with [data] store: an existing Dask scheduler for its chunked EM, e.g. "
+                          "tcp://host:8786 (default: a local cluster)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="a spec with [data] store: local worker processes (default: one per core)")
 
     report = sub.add_parser("report", parents=[common], help="re-render a report from a results file, without refitting")
     report.add_argument("results", type=Path, help="a results.nc written by 'emvsbayes run'")
@@ -72,7 +77,8 @@ def _cmd_run(args) -> int:
     from emvsbayes.pipeline import run_spec
 
     progress = None if args.quiet else (lambda message: _say(args, message))
-    outcome = run_spec(spec, args.out, seed=args.seed, command=" ".join(["emvsbayes", *sys.argv[1:]]), progress=progress)
+    outcome = run_spec(spec, args.out, seed=args.seed, command=" ".join(["emvsbayes", *sys.argv[1:]]), progress=progress,
+                      scheduler=args.scheduler, n_workers=args.workers)
     if not args.quiet:
         from emvsbayes.report import summary_card_text
 

@@ -128,12 +128,15 @@ def check_writable(out_dir: Path) -> None:
 
 
 def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None, command: str = "",
-             progress=None, report: bool = True, data=None) -> RunOutcome:
+             progress=None, report: bool = True, data=None, scheduler: str | None = None,
+             n_workers: int | None = None) -> RunOutcome:
     """Run a validated spec and write ``results.nc`` and ``index.html`` into ``out_dir``.
 
     ``report=False`` writes the results file only (``report_path`` is then where the page would go).
     ``data`` (a ``CoinData`` or ``ContinuousData``) is fitted instead of the data the spec names: the
     Python API passes its in-memory data this way, so no CSV file is written.
+    ``scheduler`` / ``n_workers``: where a spec with ``[data] store`` runs its chunked EM (an existing Dask
+    scheduler's address, else a LocalCluster of ``n_workers`` processes; :mod:`emvsbayes.store`).
     """
     started = time.perf_counter()
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec)
@@ -148,6 +151,14 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     seeds = child_seeds(seed)
     timings: dict[str, float] = {}
 
+    from emvsbayes.store import uses_store
+
+    if uses_store(spec):
+        return _run_store(spec, out_dir, seed, seeds, timings, command, progress, report, started, data, scheduler,
+                          n_workers)
+    if scheduler is not None or n_workers is not None:
+        raise UserError("--scheduler and --workers are for a spec whose data are a store ([data] store = \"x.zarr\", "
+                        "fitted by chunked EM on Dask); leave them out")
     # Everything that can be checked before fitting is checked before the output folder is touched.
     start = time.perf_counter()
     data = load_data(spec) if data is None else data
@@ -161,13 +172,45 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
         return _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started)
 
 
-def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started) -> RunOutcome:
+def _run_store(spec, out_dir, seed, seeds, timings, command, progress, report, started, data, scheduler,
+               n_workers) -> RunOutcome:
+    """A spec with ``[data] store``: its EM by chunks on a Dask cluster (:mod:`emvsbayes.store`). The store is
+    checked (metadata, then one pass for NaN and infinities) before the output folder is touched."""
+    from emvsbayes.gaussian.chunked import cluster_client
+    from emvsbayes.store import count_bad_rows, fit_groups, open_store, store_path
+
+    if data is not None:
+        raise UserError("a spec with [data] store reads its data from the store; pass no data, or remove [data] store")
+    if isinstance(spec["model"]["components"], list):
+        raise UserError("[model] components must be one K for the comparison; put a range in [model_choice] components")
+    if n_workers is not None and n_workers < 1:
+        raise UserError(f"--workers must be a whole number >= 1, got {n_workers}")
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec)
+    start = time.perf_counter()
+    data = open_store(spec)
+    timings["load"] = time.perf_counter() - start
+    with cluster_client(None, scheduler, n_workers) as client:
+        start = time.perf_counter()
+        bad = count_bad_rows(data.x, client)
+        timings["check"] = time.perf_counter() - start
+        if bad:
+            raise UserError(f"[data] store {str(store_path(spec))!r}: {bad:,} of {data.x.shape[0]:,} rows hold NaN or an "
+                            "infinity; remove or impute them and write the store again")
+        check_writable(out_dir)
+        with OutputFolder(out_dir, "run") as folder:
+            return _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started,
+                                    fit=lambda: fit_groups(spec, data, client, seeds, timings, progress))
+
+
+def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started,
+                     fit=None) -> RunOutcome:
+    """Fit (``fit()``, else the family's runner), write ``results.nc``, render the page, publish both."""
     out_dir = folder.folder
     from emvsbayes import runner  # here: a bad input exits before xarray
     from emvsbayes.results import build_tree, declare_parameters, read_results, write_results
 
     family = get_family(spec["model"]["family"])
-    groups = runner.run(family, spec, data, seeds, timings, progress)
+    groups = runner.run(family, spec, data, seeds, timings, progress) if fit is None else fit()
     declaration = declare_parameters(groups, family.parameters(family.model_from_spec(spec, data), data), family.name)
 
     attrs = {

@@ -8,7 +8,8 @@ that names the file, the key and the fix.
 Sections (see ``models/*.toml`` for commented examples):
 
 - top level: ``title``, ``description``, ``seed``;
-- ``[data]``: a bundled ``dataset`` or a CSV ``file`` with its column options;
+- ``[data]``: a bundled ``dataset`` or a CSV ``file`` with its column options, or a Zarr ``store``
+  (data larger than memory, chunked EM only: :mod:`emvsbayes.store`);
 - ``[model]``: ``family`` ("coins" or "gaussian"), ``components`` and the family's options;
 - ``[em]``: kinds of EM, initialisation, restarts, stopping rule;
 - ``[bayes]``: variant (symmetric or ordered), priors, sampler, chains, draws, tuning;
@@ -238,6 +239,12 @@ def file_name(v):
     return None
 
 
+def store_name(v):
+    if not isinstance(v, str) or not v.strip() or "\0" in v:
+        return f'must be the path of a Zarr store, e.g. "x.zarr", got {_show(v)}'
+    return None
+
+
 def anything(v):
     return None
 
@@ -276,6 +283,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "data": {
         "dataset": Key(None, optional_text),
         "file": Key(None, lambda v: None if v is None else file_name(v)),
+        # data larger than memory: a Zarr store fitted by chunked EM on Dask (emvsbayes.store)
+        "store": Key(None, lambda v: None if v is None else store_name(v)),
+        "store_array": Key(None, lambda v: None if v is None else name_text(v)),
         "encoding": Key("utf-8", name_text),
         # "auto": a comma, or ";", a tab or "|" when the header splits on it and not on commas
         "delimiter": Key("auto", lambda v: None if v == "auto" or (isinstance(v, str) and len(v) == 1 and v not in "\"\r\n")
@@ -477,8 +487,14 @@ def _family_keys(raw: dict) -> dict[str, dict[str, Key]]:
 
 def _check_consistency(spec: dict, source: str) -> None:
     data = spec["data"]
-    if (data["dataset"] is None) == (data["file"] is None):
+    if data["store"] is not None and (data["dataset"] is not None or data["file"] is not None):
+        given = "dataset" if data["dataset"] is not None else "file"
+        raise UserError(f"{source}: [data] gives both store and {given}; keep one of them")
+    if data["store"] is None and (data["dataset"] is None) == (data["file"] is None):
         raise UserError(f"{source}: [data] needs exactly one of dataset = \"...\" or file = \"path.csv\"")
+    if data["store"] is None and data["store_array"] is not None:
+        raise UserError(f"{source}: [data] store_array names an array inside a store; give store = \"path.zarr\" "
+                        "or remove store_array")
     ks = spec["model"]["components"]
     ks = ks if isinstance(ks, list) else [ks]
     em = spec["em"]
@@ -490,6 +506,12 @@ def _check_consistency(spec: dict, source: str) -> None:
         getattr(family, "check_spec", lambda spec: None)(spec)
     except UserError as error:
         raise UserError(f"{source}: {error}") from None
+    if data["store"] is not None:
+        from emvsbayes.store import check_store_spec
+
+        problem = check_store_spec(spec)
+        if problem:
+            raise UserError(f"{source}: {problem}")
     labels = spec["model"]["labels"]
     if labels and (len(ks) > 1 or len(labels) != ks[0]):
         raise UserError(f"{source}: [model] labels gives {len(labels)} names but [model] components is "

@@ -22,6 +22,11 @@ KEY_DOCS: dict[tuple[str, str], str] = {
     ("", "seed"): "master seed of every random stage; without one a seed is drawn and recorded in results.nc",
     ("data", "dataset"): "a bundled data set (`emvsbayes datasets` lists them); give this or `file`",
     ("data", "file"): "a CSV file, relative to the spec's folder; its first line names the columns",
+    ("data", "store"): ("data larger than memory: a Zarr store (path relative to the spec's folder) of N rows by D "
+                        "float columns, fitted by chunked EM on a Dask cluster (`run --scheduler`, else a local one); "
+                        "EM only: needs `[bayes] enabled = false`, `[em] bootstrap = 0`, `information = false`, "
+                        "`kmeans = false`; give this, `dataset` or `file`"),
+    ("data", "store_array"): "the array to fit when `store` is a Zarr group (its name inside the group)",
     ("data", "encoding"): 'text encoding of `file`, e.g. "gb18030"',
     ("data", "heads"): "coins: the column of heads counts",
     ("data", "tosses"): "coins: the column of toss counts",

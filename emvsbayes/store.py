@@ -1,0 +1,236 @@
+"""``emvsbayes run`` on data larger than memory: ``[data] store = "x.zarr"``, fitted by chunked EM on Dask.
+
+A Zarr store (an array, or a group with ``[data] store_array`` naming the array) of N rows by D float
+columns is read chunk by chunk, by its own row chunks, on the Dask cluster the studies use (a
+``LocalCluster`` of this machine, or ``emvsbayes run --scheduler ADDRESS``), and fitted by
+:func:`emvsbayes.gaussian.chunked.fit`: the same EM, stopping rule, trace and restart rule as the
+in-memory run, and the same answers to rounding.
+
+What such a run does not do, and why: everything else a run does needs all N rows in memory, or many
+passes per iteration (the posterior's sampler evaluates the likelihood of every row at every leapfrog
+step, hundreds of thousands of passes; the bootstrap refits B resampled copies; the observed information
+and k-means hold N x K arrays; the report's tables and figures are per row). Rather than skip them
+silently, a spec with a store must switch them off itself (``[bayes] enabled = false``, ``[em] bootstrap
+= 0``, ``[em] information = false``, ``[em] kmeans = false``; no ``[ladder]`` or ``[model_choice]``): the
+check names each key still on, in one line, before anything is read. Starting points are drawn from a
+random sample of at most :data:`SAMPLE_ROWS` rows (k-means++ by default, as in memory) or given in
+``[em] init``; every fit from them runs on all N rows.
+
+The results file has the EM groups (``em``, ``em_trace``, ``em_hard``, restarts) and a ``data`` group
+without rows (the store's path, N, D and column names); no responsibilities (N x K numbers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from emvsbayes.errors import UserError, quote
+
+#: Rows drawn at random from the store to choose starting points (k-means++ or k-means on them).
+SAMPLE_ROWS = 10_000
+
+#: ``[data]`` keys that describe a CSV's columns: with a store they would silently mean nothing.
+CSV_ONLY_KEYS = ("encoding", "delimiter", "label", "truth", "columns", "drop", "percent", "categories", "standardize")
+
+
+def uses_store(spec: dict) -> bool:
+    return spec.get("data", {}).get("store") is not None
+
+
+def check_store_spec(spec: dict) -> str | None:
+    """What in a validated spec does not go with ``[data] store`` (one phrase naming the fix), or None."""
+    from emvsbayes.spec import SCHEMA
+
+    data = spec["data"]
+    if spec["model"]["family"] != "gaussian":
+        return (f"[data] store: only the gaussian family is fitted from a store (chunked EM), not "
+                f"{spec['model']['family']!r}; give the data as file = \"data.csv\"")
+    given = [key for key in CSV_ONLY_KEYS if data[key] != SCHEMA["data"][key].default]
+    if given:
+        return (f"[data] {given[0]} describes a CSV file's columns and means nothing for a store; remove it "
+                "(a store's columns are all fitted)")
+    if data["store_array"] is not None and not data["store_array"].strip("/"):
+        return "[data] store_array must name an array inside the store, e.g. store_array = \"x\""
+    # Each stage that needs the rows in memory (or thousands of passes over them), as the spec must say it.
+    off = {"[bayes] enabled = false": spec["bayes"]["enabled"],
+           "[em] bootstrap = 0": spec["em"]["bootstrap"] > 0,
+           "[em] information = false": spec["em"]["information"],
+           "[em] kmeans = false": spec["em"].get("kmeans", False),
+           "[ladder] enabled = false": spec["ladder"]["enabled"],
+           "[model_choice] components = []": bool(spec["model_choice"]["components"]),
+           "[model_choice] sparse = false": spec["model_choice"]["sparse"]}
+    needed = [setting for setting, on in off.items() if on]
+    if needed:
+        return ("[data] store: data larger than memory are fitted by EM alone (the posterior, the bootstrap, the "
+                "observed information, k-means, the ladder and model choice need every row in memory); set "
+                + ", ".join(needed))
+    return None
+
+
+def store_path(spec: dict) -> Path:
+    """``[data] store``, relative to the spec file's folder."""
+    path = Path(spec["data"]["store"])
+    if not path.is_absolute():
+        path = Path(spec.get("path", ".")).parent / path
+    return path
+
+
+def open_store(spec: dict):
+    """The store's array as a :class:`StoreData`: a dask array (N, D) of float64 chunked by whole rows, and its
+    column names (the array's ``columns`` attribute when it names each column once, else x1, x2, ...);
+    a one-line :class:`UserError` for a path that is missing or is no Zarr store, a group without a named
+    array, an array that is not 2-D or not of floats, or fewer rows than components. Reads metadata only."""
+    import numpy as np
+
+    path, name = store_path(spec), spec["data"]["store_array"]
+    where = f"[data] store {str(path)!r}"
+    if not path.exists():
+        raise UserError(f"{where}: no such file or folder; give the path of a Zarr store, relative to the spec's folder")
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception:  # zarr's errors for a non-store differ by version and cause: all mean the same here
+        raise UserError(f"{where}: not a Zarr store; write the data with "
+                        "zarr or dask.array.to_zarr, or give a CSV as file = \"data.csv\"") from None
+    if isinstance(node, zarr.Group):
+        arrays = sorted(key for key, _ in node.arrays())
+        if name is None:
+            listed = ", ".join(map(repr, arrays)) if arrays else "none"
+            raise UserError(f"{where}: is a Zarr group; name the array to fit with [data] store_array (arrays: {listed})")
+        try:
+            node = node[name.strip("/")]
+        except KeyError:
+            raise UserError(f"{where}: has no array {quote(name)}; arrays: {', '.join(map(repr, arrays)) or 'none'}") from None
+        if not isinstance(node, zarr.Array):
+            raise UserError(f"{where}: {quote(name)} is a group, not an array; name an array with [data] store_array")
+        where = f"{where} array {quote(name)}"
+    elif name is not None:
+        raise UserError(f"{where}: is a single array, not a group; remove [data] store_array")
+    if node.ndim != 2:
+        raise UserError(f"{where}: has shape {tuple(node.shape)}; give a 2-D array, one row per point and one column "
+                        "per measurement")
+    if np.dtype(node.dtype).kind != "f":
+        raise UserError(f"{where}: holds {np.dtype(node.dtype).name} values; store the measurements as floats "
+                        "(float64 or float32)")
+    n, d = node.shape
+    k = spec["model"]["components"]
+    if isinstance(k, int) and n < k:
+        raise UserError(f"{where}: has {n} rows, fewer than [model] components = {k}; use at most {n} components")
+    if d < 1:
+        raise UserError(f"{where}: has no columns; give a 2-D array with at least one column")
+    columns = node.attrs.get("columns")
+    if not (isinstance(columns, list) and len(columns) == d and all(isinstance(c, str) and c for c in columns)
+            and len(set(columns)) == d):
+        columns = [f"x{j + 1}" for j in range(d)]
+    import dask.array as da
+
+    from emvsbayes.gaussian.chunked import as_row_chunked
+
+    return StoreData(as_row_chunked(da.from_zarr(node)), tuple(columns), str(path))
+
+
+def count_bad_rows(x, client) -> int:
+    """Rows of ``x`` holding NaN or an infinity (one pass over the store on ``client``)."""
+    import dask.array as da
+
+    return int(client.compute((~da.isfinite(x)).any(axis=1).sum()).result())
+
+
+@dataclass(frozen=True, slots=True)
+class StoreData:
+    """A store's data as a run passes it around: ``x`` the lazy (N, D) dask array, never loaded whole."""
+
+    x: object
+    columns: tuple[str, ...]
+    source: str
+
+
+def data_group(data: StoreData):
+    """The results file's ``data`` group for a store: where the rows are and their shape, not the rows."""
+    import xarray as xr
+
+    n, d = data.x.shape
+    group = xr.Dataset(coords={"feature": list(data.columns)})
+    group.attrs.update(source=data.source, kind="store", n_rows=int(n), n_features=int(d),
+                       chunk_rows=int(max(data.x.chunks[0])), n_chunks=len(data.x.chunks[0]))
+    return group
+
+
+def fit_groups(spec: dict, data: StoreData, client, seeds: dict, timings: dict, progress=None) -> dict:
+    """The EM result groups of a store (:func:`emvsbayes.runner.run`'s EM stage, every fit on all rows by
+    :func:`emvsbayes.gaussian.chunked.fit` on ``client``)."""
+    import time
+    from functools import partial
+
+    import numpy as np
+
+    from emvsbayes.em import EMRestarts, fit_em_until
+    from emvsbayes.errors import DegenerateFitError
+    from emvsbayes.family import get_family
+    from emvsbayes.gaussian import chunked
+    from emvsbayes.gaussian.family import start_source
+    from emvsbayes.labels.groups import em_optima_group
+    from emvsbayes.results import em_estimate, em_restarts, em_trace
+    from emvsbayes.runner import em_options, reached_best, restart_facts
+
+    family = get_family("gaussian")
+    em_spec = spec["em"]
+    model_def = family.model_from_spec(spec, data)
+    declared = family.parameters(model_def, data)
+    dims = {name: info.dims for name, info in declared.items()}
+    coords = {"component": np.arange(model_def.n_components), "feature": list(data.columns),
+              "feature_bis": list(data.columns)}
+    rng = np.random.default_rng(seeds["em"])
+    start = time.perf_counter()
+    n = data.x.shape[0]
+    # Starting points from a random sample of rows (sorted: each chunk is read once); the fits use every row.
+    rows = np.sort(rng.choice(n, size=min(n, SAMPLE_ROWS), replace=False))
+    sample = client.compute(data.x[rows]).result()
+    next_init, policy = start_source(model_def, sample, em_spec, rng)
+    timings["em_starts"] = time.perf_counter() - start
+
+    def fit_from(init, kind):
+        return chunked.fit(model_def, data.x, init, kind=kind, client=client, **em_options(em_spec))
+
+    start = time.perf_counter()
+    soft = fit_em_until(partial(fit_from, kind="soft"), next_init, policy, skip=DegenerateFitError)
+    groups = {"data": data_group(data)}
+    for kind in em_spec["kinds"]:
+        if kind == "soft":
+            restarts, failures = soft.restarts, list(soft.failures)
+        else:
+            fits, failures = [], []
+            for init in soft.inits:
+                try:
+                    fits.append(fit_from(init, kind))
+                except DegenerateFitError as error:
+                    failures.append(str(error))
+            if not fits:
+                raise DegenerateFitError(failures[0])
+            restarts = EMRestarts(tuple(fits))
+        prefix = "em" if kind == "soft" else f"em_{kind}"
+        estimate = em_estimate(restarts.best, family.variables, dims, coords, kind=kind)
+        estimate.attrs.update(family.estimate_attrs(model_def, data, restarts.best, failures))
+        groups[prefix] = estimate
+        groups[f"{prefix}_trace"] = em_trace(restarts.best, family.variables, dims, coords)
+        if len(restarts.fits) > 1:
+            groups[f"{prefix}_restarts"] = em_restarts(restarts, family.variables, dims, coords)
+            if kind == "soft":
+                groups["em_restarts"]["reached_best"] = ("restart", reached_best(soft).astype(np.int8))
+                groups["em_optima"] = em_optima_group(groups["em_restarts"], dims, declared=declared)
+        if kind == "soft":
+            facts = restart_facts(soft)
+            estimate.attrs.update(facts, start_sample_rows=len(rows))
+            for name in ("em_restarts", "em_optima"):
+                if name in groups:
+                    groups[name].attrs.update(facts)
+    timings["em"] = time.perf_counter() - start
+    if progress:
+        progress(f"EM on {n:,} rows of the store in {len(data.x.chunks[0])} chunk(s): {soft.n_starts} start(s), "
+                 f"{soft.n_reached_best} of them at the best log-likelihood {groups['em']['loglik'].item():.4f}")
+    return groups
+
+
+__all__ = ["StoreData", "data_group", "fit_groups", "SAMPLE_ROWS", "check_store_spec", "count_bad_rows", "open_store", "store_path", "uses_store"]

@@ -1,0 +1,190 @@
+"""The fused soft E-step of full covariances (:mod:`emvsbayes.gaussian.fused`, numba) against numpy.
+
+Oracles: ``np.exp`` for the kernel's own exponential (both within an ulp or so of the true value, so 3
+ulp apart at most: 6.7e-16 relative); the numpy route of the E-step (:func:`estep_fast.weighted_sums` with
+the fused route switched off) and the plain definition (per-component log-densities, ``logsumexp``,
+weighted sums taken directly) for the statistics, to 1e-12 relative (the routes differ only in the order
+of floating-point operations). Blocks are fixed by N, so the serial and the parallel kernels, and calls
+from several threads at once, give the same numbers to the last bit.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from emvsbayes.gaussian import em as gem
+from emvsbayes.gaussian import estep_fast as fast
+from emvsbayes.gaussian import fused
+from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams
+
+EPS = np.finfo(float).eps
+
+
+@pytest.fixture(autouse=True)
+def fused_route_everywhere(monkeypatch):
+    """The fused route whatever this machine's numpy and at every D (its rule, fused_pays, picks it only
+    where it pays; the tests hold it to the numpy route everywhere)."""
+    monkeypatch.setattr(fast, "numpy_exp_is_avx512", lambda: False)
+    monkeypatch.setattr(fast, "FUSED_MAX_FEATURES", 1000)
+
+
+def test_exp_matches_numpy_on_millions_of_points():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([
+        -rng.uniform(0.0, 700.0, 2_000_000),  # the whole range used
+        -rng.uniform(0.0, 1.0, 1_000_000),  # where most responsibilities are
+        -np.exp(rng.uniform(-745.0, 0.0, 500_000)),  # tiny arguments: e^x ~ 1 - |x|
+        -np.arange(0, 1011) * np.log(2.0),  # on the boundaries of the range reduction
+        -(np.arange(0, 1011) + 0.5) * np.log(2.0),
+        [0.0, -0.0, -5e-324, -1e-300, -700.0],
+    ])
+    x = x[x >= fused.EXP_FLOOR]  # below it the kernel's answer is 0 by design (next test)
+    out = np.empty_like(x)
+    fused.exp_nonpositive(x, out)
+    want = np.exp(x)
+    relative = np.abs(out - want) / want
+    assert relative.max() <= 3 * EPS, (relative.max() / EPS, x[np.argmax(relative)])
+    # Not a single value off by more than that, and most exact or one ulp apart.
+    assert np.mean(relative <= EPS) > 0.95
+    assert out[-5] == 1.0 and out[-4] == 1.0
+
+
+def test_exp_flushes_below_the_floor_to_exact_zeros():
+    x = np.array([-700.0, np.nextafter(-700.0, -np.inf), -701.0, -745.0, -800.0, -1e300, -np.inf])
+    out = np.empty_like(x)
+    fused.exp_nonpositive(x, out)
+    assert out[0] == pytest.approx(np.exp(-700.0), rel=3 * EPS)
+    assert np.all(out[1:] == 0.0)
+
+
+def problem(n: int, d: int, k: int, seed: int):
+    """Data from k clusters away from the origin and parameters near them (not fitted ones)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 3.0, size=(k, d)) + 50.0
+    x = centres[rng.integers(0, k, n)] + rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, size=d)
+    prec = []
+    for _ in range(k):
+        a = rng.normal(size=(d, d))
+        prec.append(a @ a.T / d + 0.5 * np.eye(d))
+    params = GaussianParams.from_precisions(rng.dirichlet(np.full(k, 3.0)), centres + rng.normal(0, 0.5, (k, d)),
+                                            np.stack(prec), "full")
+    return GaussianMixtureModel(k, "full"), x, params
+
+
+def numpy_route(model, data, params, keep_log_resp, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(fast, "FUSED_FORMS", frozenset())
+        return fast.weighted_sums(fast.soft_assign, model, data, params, keep_log_resp)
+
+
+@pytest.mark.parametrize(("n", "d", "k"), [(1, 1, 1), (700, 1, 2), (2049, 2, 3), (1537, 10, 8), (5000, 3, 5)])
+def test_fused_sums_equal_the_numpy_route_and_the_definition(n, d, k, monkeypatch):
+    # Several blocks and a ragged last one (BLOCK_ROWS = 512), one row, one feature, one component.
+    model, x, params = problem(n, d, k, seed=n + d + k)
+    data = gem.prepare(model, x)
+    calls = []
+    monkeypatch.setattr(fused, "soft_full_sums", lambda *a, _f=fused.soft_full_sums: calls.append(1) or _f(*a))
+    sums, shift, log_resp_t, objective = fast.weighted_sums(fast.soft_assign, model, data, params, True)
+    assert calls, "the full structure's soft E-step did not take the fused kernel"
+    want_sums, want_shift, want_log_resp_t, want_objective = numpy_route(model, data, params, True, monkeypatch)
+    np.testing.assert_allclose(sums, want_sums, rtol=1e-12, atol=1e-12 * np.abs(want_sums).max())
+    np.testing.assert_array_equal(shift, want_shift)
+    np.testing.assert_allclose(log_resp_t, want_log_resp_t, rtol=1e-12, atol=1e-12)
+    assert objective == pytest.approx(want_objective, rel=1e-12)
+    # The definition itself: log-joints per component in original units, logsumexp, weighted sums.
+    plain = model.log_joint(params, x)
+    log_norm = logsumexp(plain, axis=1)
+    assert objective - n * data.frame.log_jacobian == pytest.approx(log_norm.sum(), rel=1e-12)
+    resp = np.exp(plain - log_norm[:, None])
+    stats = gem._stats(model, data, log_resp_t, sums.T, shift)
+    np.testing.assert_allclose(stats.nk, resp.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats.sum_x, resp.T @ x, rtol=1e-12)
+    z = (x - data.frame.centre) / data.frame.scale
+    np.testing.assert_allclose(stats.sum_zz, np.einsum("nk,nd,ne->kde", resp, z, z), rtol=1e-11,
+                               atol=1e-12 * n)
+
+
+def test_fused_sums_with_terms_below_e_minus_700(monkeypatch):
+    # A far outlier: its responsibilities for the distant components fall below e^-700 of the largest and
+    # are exact zeros in both routes; its log responsibilities keep their values.
+    model, x, params = problem(1200, 2, 3, seed=3)
+    x[7] = [1e4, -1e4]
+    data = gem.prepare(model, x)
+    sums, _, log_resp_t, objective = fast.weighted_sums(fast.soft_assign, model, data, params, True)
+    want_sums, _, want_log_resp_t, want_objective = numpy_route(model, data, params, True, monkeypatch)
+    assert np.min(log_resp_t[:, 7]) < -700
+    np.testing.assert_allclose(sums, want_sums, rtol=1e-12, atol=1e-12 * np.abs(want_sums).max())
+    np.testing.assert_allclose(log_resp_t, want_log_resp_t, rtol=1e-12)
+    assert objective == pytest.approx(want_objective, rel=1e-12)
+
+
+def kernel_inputs(n=20_000, d=3, k=4, seed=5):
+    model, x, params = problem(n, d, k, seed)
+    data = gem.prepare(model, x)
+    extra = fast.scoring_for(model, data, params).extra
+    return data.z_t, extra.mu_z, np.ascontiguousarray(extra.u_z), extra.base
+
+
+def test_serial_parallel_and_concurrent_calls_agree_to_the_bit():
+    z_t, mu_z, u_t, base = kernel_inputs()
+    n_blocks = -(-z_t.shape[1] // fused.BLOCK_ROWS)
+    k, d = mu_z.shape
+    results = []
+    for kernel, stripes in ((fused._all_blocks_serial, 1), (fused._all_blocks_parallel, 2),
+                            (fused._all_blocks_parallel, 7)):
+        block_sums = np.empty((n_blocks, k, 1 + d + d * (d + 1) // 2))
+        objectives = np.empty(n_blocks)
+        kernel(z_t, mu_z, u_t, base, fused.BLOCK_ROWS, fused.group_rows_for(k), stripes, np.empty((k, 0)), False,
+               block_sums, objectives)
+        results.append((block_sums, objectives))
+    for block_sums, objectives in results[1:]:
+        np.testing.assert_array_equal(block_sums, results[0][0])
+        np.testing.assert_array_equal(objectives, results[0][1])
+    # From four threads at once: one takes the parallel kernel, the others the serial one; all agree.
+    want = fused.soft_full_sums(z_t, mu_z, u_t, base, False)
+    got = [None] * 4
+
+    def call(i):
+        got[i] = fused.soft_full_sums(z_t, mu_z, u_t, base, False)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for sums, log_resp_t, objective in got:
+        np.testing.assert_array_equal(sums, want[0])
+        assert log_resp_t is None and objective == want[2]
+
+
+def test_the_rule_takes_the_fused_route_only_where_it_pays(monkeypatch):
+    model, x, _ = problem(100, 2, 3, seed=1)
+    data = gem.prepare(model, x)
+    assert fast.fused_pays(model, data)
+    monkeypatch.setattr(fast, "numpy_exp_is_avx512", lambda: True)
+    assert not fast.fused_pays(model, data)
+    monkeypatch.setattr(fast, "numpy_exp_is_avx512", lambda: False)
+    monkeypatch.setattr(fast, "FUSED_MAX_FEATURES", 1)
+    assert not fast.fused_pays(model, data)
+    monkeypatch.setattr(fast, "FUSED_MAX_FEATURES", 2)
+    assert not fast.fused_pays(GaussianMixtureModel(3, "diag"), data)
+
+
+def test_fit_with_the_fused_e_step_equals_the_numpy_route(monkeypatch):
+    # A whole fit, both routes: the same iterations and answer to 1e-10 (rounding, compounded over iterations).
+    model, x, params = problem(3000, 2, 3, seed=11)
+    calls = []
+    monkeypatch.setattr(fused, "soft_full_sums", lambda *a, _f=fused.soft_full_sums: calls.append(1) or _f(*a))
+    got = gem.fit(model, x, params, tol=1e-10, max_iter=200)
+    assert len(calls) == got.n_iter + 1
+    monkeypatch.setattr(fast, "FUSED_FORMS", frozenset())
+    want = gem.fit(model, x, params, tol=1e-10, max_iter=200)
+    assert got.n_iter == want.n_iter
+    assert got.loglik == pytest.approx(want.loglik, rel=1e-12)
+    for name in ("w", "mu", "prec_chol"):
+        a, b = getattr(want.params, name), getattr(got.params, name)
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10 * np.abs(a).max(), err_msg=name)
