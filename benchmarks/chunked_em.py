@@ -198,7 +198,7 @@ def main(argv=None) -> None:
 
     import dask.array as da
 
-    from emvsbayes.gaussian.chunked import cluster_client
+    from emvsbayes.cluster import cluster_client
 
     load = os.getloadavg()
     print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "

@@ -18,7 +18,8 @@ circle (``tests/test_layering.py`` checks both, and that no private name crosses
    definition both engines read; ``em``: E-step / M-step; ``bayes``: the PyMC model), and
    ``emvsbayes.ladder`` (the uncertainty ladder's rungs between EM and NUTS: MAP-EM, Laplace, ADVI, the
    Bayesian bootstrap, label-free partitions);
-4. one fit of any family: ``emvsbayes.runner`` (a run's groups), ``emvsbayes.study.replicate``,
+4. one fit of any family: ``emvsbayes.runner`` (a run's groups), ``emvsbayes.store`` (a run's EM on a
+   Zarr store by chunks, for a family with chunked EM), ``emvsbayes.study.replicate``,
    ``emvsbayes.study.sbc``, ``emvsbayes.study.task`` (a study's replicates);
 5. orchestration and presentation: ``emvsbayes.pipeline`` (a run, its files), ``emvsbayes.study.run``,
    ``emvsbayes.study.report``, ``emvsbayes.study``, ``emvsbayes.report`` (the HTML report, which reads

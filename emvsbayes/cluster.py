@@ -3,9 +3,11 @@ scheduler named by its address (checked before any work)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+from collections.abc import Iterator
 
 from emvsbayes.errors import UserError, quote
 
@@ -49,3 +51,21 @@ def connect(scheduler: str | None, n_workers: int | None):
                            dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                            silence_logs=logging.ERROR)
     return Client(cluster), cluster
+
+
+@contextlib.contextmanager
+def cluster_client(client=None, scheduler: str | None = None, n_workers: int | None = None) -> Iterator:
+    """``client`` itself (left open), or a client of the cluster at ``scheduler``, or of a new
+    ``LocalCluster`` as the studies start it (both closed on exit)."""
+    if client is not None:
+        yield client
+        return
+    if scheduler is not None:
+        check_scheduler_address(scheduler)
+    client, cluster = connect(scheduler, n_workers)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

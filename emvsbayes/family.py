@@ -40,6 +40,14 @@ no such rung and the ladder says why:
   at once, fit b maximising the weighted log-likelihood sum_i ``weights[b, i]`` log p(x_i | params)
   (the Bayesian bootstrap's refits; ``weights`` (B, N)).
 
+Data larger than memory (``[data] store``, :mod:`emvsbayes.store`) need one optional member; a family
+without it is refused such a spec in one line:
+
+- ``fit_chunked(model_def, x, init, *, kind, client, **options) -> EMFit``: EM on ``x``, a (N, D) dask array
+  chunked by whole rows, each iteration a map over chunks and a reduction of their sufficient statistics
+  on ``client``'s cluster; the same answer as ``fit`` on the rows in memory (to rounding); ``options`` as
+  :func:`emvsbayes.em.fit_em`.
+
 Other optional members (a family may leave them out; the generic code then does the plain thing):
 
 - ``report_sections(tree, prob, colors) -> list[ReportSection]``: the family's own sections of the report

@@ -176,7 +176,7 @@ def _run_store(spec, out_dir, seed, seeds, timings, command, progress, report, s
                n_workers) -> RunOutcome:
     """A spec with ``[data] store``: its EM by chunks on a Dask cluster (:mod:`emvsbayes.store`). The store is
     checked (metadata, then one pass for NaN and infinities) before the output folder is touched."""
-    from emvsbayes.gaussian.chunked import cluster_client
+    from emvsbayes.cluster import cluster_client
     from emvsbayes.store import count_bad_rows, fit_groups, open_store, store_path
 
     if data is not None:

@@ -239,6 +239,40 @@ def file_name(v):
     return None
 
 
+#: ``[data]`` keys that describe a CSV's columns: with a store they would silently mean nothing.
+_STORE_CSV_ONLY_KEYS = ("encoding", "delimiter", "label", "truth", "columns", "drop", "percent", "categories", "standardize")
+
+
+
+def _store_problem(spec: dict) -> str | None:
+    """What in a validated spec does not go with ``[data] store`` (one phrase naming the fix), or None."""
+    data = spec["data"]
+    # chunked EM is an optional member of the family protocol (a sum of per-row statistics per chunk)
+    if not hasattr(get_family(spec["model"]["family"]), "fit_chunked"):
+        return (f"[data] store: the {spec['model']['family']} family has no chunked EM, so it cannot be fitted "
+                "from a store; give the data as file = \"data.csv\"")
+    given = [key for key in _STORE_CSV_ONLY_KEYS if data[key] != SCHEMA["data"][key].default]
+    if given:
+        return (f"[data] {given[0]} describes a CSV file's columns and means nothing for a store; remove it "
+                "(a store's columns are all fitted)")
+    if data["store_array"] is not None and not data["store_array"].strip("/"):
+        return "[data] store_array must name an array inside the store, e.g. store_array = \"x\""
+    # Each stage that needs the rows in memory (or thousands of passes over them), as the spec must say it.
+    off = {"[bayes] enabled = false": spec["bayes"]["enabled"],
+           "[em] bootstrap = 0": spec["em"]["bootstrap"] > 0,
+           "[em] information = false": spec["em"]["information"],
+           "[em] kmeans = false": spec["em"].get("kmeans", False),
+           "[ladder] enabled = false": spec["ladder"]["enabled"],
+           "[model_choice] components = []": bool(spec["model_choice"]["components"]),
+           "[model_choice] sparse = false": spec["model_choice"]["sparse"]}
+    needed = [setting for setting, on in off.items() if on]
+    if needed:
+        return ("[data] store: data larger than memory are fitted by EM alone (the posterior, the bootstrap, the "
+                "observed information, k-means, the ladder and model choice need every row in memory); set "
+                + ", ".join(needed))
+    return None
+
+
 def store_name(v):
     if not isinstance(v, str) or not v.strip() or "\0" in v:
         return f'must be the path of a Zarr store, e.g. "x.zarr", got {_show(v)}'
@@ -507,9 +541,7 @@ def _check_consistency(spec: dict, source: str) -> None:
     except UserError as error:
         raise UserError(f"{source}: {error}") from None
     if data["store"] is not None:
-        from emvsbayes.store import check_store_spec
-
-        problem = check_store_spec(spec)
+        problem = _store_problem(spec)
         if problem:
             raise UserError(f"{source}: {problem}")
     labels = spec["model"]["labels"]

@@ -3,7 +3,7 @@
 A Zarr store (an array, or a group with ``[data] store_array`` naming the array) of N rows by D float
 columns is read chunk by chunk, by its own row chunks, on the Dask cluster the studies use (a
 ``LocalCluster`` of this machine, or ``emvsbayes run --scheduler ADDRESS``), and fitted by
-:func:`emvsbayes.gaussian.chunked.fit`: the same EM, stopping rule, trace and restart rule as the
+the family's ``fit_chunked`` (:func:`emvsbayes.gaussian.chunked.fit`): the same EM, stopping rule, trace and restart rule as the
 in-memory run, and the same answers to rounding.
 
 What such a run does not do, and why: everything else a run does needs all N rows in memory, or many
@@ -30,42 +30,8 @@ from emvsbayes.errors import UserError, quote
 #: Rows drawn at random from the store to choose starting points (k-means++ or k-means on them).
 SAMPLE_ROWS = 10_000
 
-#: ``[data]`` keys that describe a CSV's columns: with a store they would silently mean nothing.
-CSV_ONLY_KEYS = ("encoding", "delimiter", "label", "truth", "columns", "drop", "percent", "categories", "standardize")
-
-
 def uses_store(spec: dict) -> bool:
     return spec.get("data", {}).get("store") is not None
-
-
-def check_store_spec(spec: dict) -> str | None:
-    """What in a validated spec does not go with ``[data] store`` (one phrase naming the fix), or None."""
-    from emvsbayes.spec import SCHEMA
-
-    data = spec["data"]
-    if spec["model"]["family"] != "gaussian":
-        return (f"[data] store: only the gaussian family is fitted from a store (chunked EM), not "
-                f"{spec['model']['family']!r}; give the data as file = \"data.csv\"")
-    given = [key for key in CSV_ONLY_KEYS if data[key] != SCHEMA["data"][key].default]
-    if given:
-        return (f"[data] {given[0]} describes a CSV file's columns and means nothing for a store; remove it "
-                "(a store's columns are all fitted)")
-    if data["store_array"] is not None and not data["store_array"].strip("/"):
-        return "[data] store_array must name an array inside the store, e.g. store_array = \"x\""
-    # Each stage that needs the rows in memory (or thousands of passes over them), as the spec must say it.
-    off = {"[bayes] enabled = false": spec["bayes"]["enabled"],
-           "[em] bootstrap = 0": spec["em"]["bootstrap"] > 0,
-           "[em] information = false": spec["em"]["information"],
-           "[em] kmeans = false": spec["em"].get("kmeans", False),
-           "[ladder] enabled = false": spec["ladder"]["enabled"],
-           "[model_choice] components = []": bool(spec["model_choice"]["components"]),
-           "[model_choice] sparse = false": spec["model_choice"]["sparse"]}
-    needed = [setting for setting, on in off.items() if on]
-    if needed:
-        return ("[data] store: data larger than memory are fitted by EM alone (the posterior, the bootstrap, the "
-                "observed information, k-means, the ladder and model choice need every row in memory); set "
-                + ", ".join(needed))
-    return None
 
 
 def store_path(spec: dict) -> Path:
@@ -126,9 +92,11 @@ def open_store(spec: dict):
         columns = [f"x{j + 1}" for j in range(d)]
     import dask.array as da
 
-    from emvsbayes.gaussian.chunked import as_row_chunked
-
-    return StoreData(as_row_chunked(da.from_zarr(node)), tuple(columns), str(path))
+    # float64 and whole rows per chunk: every E-step reads whole rows
+    x = da.from_zarr(node).astype(np.float64)
+    if len(x.chunks[1]) > 1:
+        x = x.rechunk({1: -1})
+    return StoreData(x, tuple(columns), str(path))
 
 
 def count_bad_rows(x, client) -> int:
@@ -145,6 +113,8 @@ class StoreData:
     x: object
     columns: tuple[str, ...]
     source: str
+    #: no row labels: the rows stay in the store (a family's coords() then names no observation)
+    labels: tuple = ()
 
 
 def data_group(data: StoreData):
@@ -160,7 +130,7 @@ def data_group(data: StoreData):
 
 def fit_groups(spec: dict, data: StoreData, client, seeds: dict, timings: dict, progress=None) -> dict:
     """The EM result groups of a store (:func:`emvsbayes.runner.run`'s EM stage, every fit on all rows by
-    :func:`emvsbayes.gaussian.chunked.fit` on ``client``)."""
+    the family's ``fit_chunked`` on ``client``)."""
     import time
     from functools import partial
 
@@ -169,30 +139,28 @@ def fit_groups(spec: dict, data: StoreData, client, seeds: dict, timings: dict, 
     from emvsbayes.em import EMRestarts, fit_em_until
     from emvsbayes.errors import DegenerateFitError
     from emvsbayes.family import get_family
-    from emvsbayes.gaussian import chunked
-    from emvsbayes.gaussian.family import start_source
     from emvsbayes.labels.groups import em_optima_group
     from emvsbayes.results import em_estimate, em_restarts, em_trace
-    from emvsbayes.runner import em_options, reached_best, restart_facts
+    from emvsbayes.runner import FamilyView, em_options, reached_best, restart_facts
 
-    family = get_family("gaussian")
+    family = FamilyView(get_family(spec["model"]["family"]), data)
     em_spec = spec["em"]
     model_def = family.model_from_spec(spec, data)
     declared = family.parameters(model_def, data)
     dims = {name: info.dims for name, info in declared.items()}
-    coords = {"component": np.arange(model_def.n_components), "feature": list(data.columns),
-              "feature_bis": list(data.columns)}
+    coords = family.coords(spec, model_def, data)
+    coords.pop(family.obs_dim, None)  # the rows are not written out
     rng = np.random.default_rng(seeds["em"])
     start = time.perf_counter()
     n = data.x.shape[0]
     # Starting points from a random sample of rows (sorted: each chunk is read once); the fits use every row.
     rows = np.sort(rng.choice(n, size=min(n, SAMPLE_ROWS), replace=False))
     sample = client.compute(data.x[rows]).result()
-    next_init, policy = start_source(model_def, sample, em_spec, rng)
+    next_init, policy = family.starts(model_def, StoreData(sample, data.columns, data.source), em_spec, rng)
     timings["em_starts"] = time.perf_counter() - start
 
     def fit_from(init, kind):
-        return chunked.fit(model_def, data.x, init, kind=kind, client=client, **em_options(em_spec))
+        return family.fit_chunked(model_def, data.x, init, kind=kind, client=client, **em_options(em_spec))
 
     start = time.perf_counter()
     soft = fit_em_until(partial(fit_from, kind="soft"), next_init, policy, skip=DegenerateFitError)
@@ -233,4 +201,4 @@ def fit_groups(spec: dict, data: StoreData, client, seeds: dict, timings: dict, 
     return groups
 
 
-__all__ = ["StoreData", "data_group", "fit_groups", "SAMPLE_ROWS", "check_store_spec", "count_bad_rows", "open_store", "store_path", "uses_store"]
+__all__ = ["StoreData", "data_group", "fit_groups", "SAMPLE_ROWS", "count_bad_rows", "open_store", "store_path", "uses_store"]

@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "emvsbayes.spec_keys", "emvsbayes.results", "emvsbayes.outputs", "emvsbayes.sampling", "emvsbayes.study.spec"),
     ("emvsbayes.uncertainty", "emvsbayes.comparison"),
     ("emvsbayes.coins", "emvsbayes.gaussian", "emvsbayes.poisson", "emvsbayes.hmm", "emvsbayes.ladder"),
-    ("emvsbayes.runner", "emvsbayes.study.replicate", "emvsbayes.study.sbc", "emvsbayes.study.task"),
+    ("emvsbayes.runner", "emvsbayes.store", "emvsbayes.study.replicate", "emvsbayes.study.sbc", "emvsbayes.study.task"),
     ("emvsbayes.pipeline", "emvsbayes.report", "emvsbayes.study.run", "emvsbayes.study.report", "emvsbayes.study"),
     ("emvsbayes.api", "emvsbayes.cli", "emvsbayes.__main__", "emvsbayes"),
 )

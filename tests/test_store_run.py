@@ -137,8 +137,8 @@ BAD_STORE_SPECS = {
     "store_and_file": ('[data]\nstore = "x.zarr"\nfile = "x.csv"\n[model]\nfamily = "gaussian"\n' + EM_ONLY,
                        "[data] gives both store and file; keep one of them"),
     "coins": ('[data]\nstore = "x.zarr"\n[model]\nfamily = "coins"\n',
-              "[data] store: only the gaussian family is fitted from a store (chunked EM), not 'coins'; give the data "
-              "as file = \"data.csv\""),
+              "[data] store: the coins family has no chunked EM, so it cannot be fitted from a store; give the "
+              "data as file = \"data.csv\""),
 }
 
 

@@ -28,15 +28,14 @@ one the studies start (:mod:`emvsbayes.study.run`).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
+from emvsbayes.cluster import cluster_client  # re-exported: where a fit without a client gets one
 from emvsbayes.em import EMFit, fit_em
 from emvsbayes.gaussian.em import (
     E_STEPS,
@@ -261,26 +260,6 @@ def chunked_e_step(model: GaussianMixtureModel, x, frame: Frame, client, kind: s
     total = client.compute(_tree(parts, add_statistics, split_every)).result()
     stats = GaussianStats(total.nk, total.sum_z, total.sum_zz, frame, total.shift, recompute_log_resp=_not_kept)
     return stats, total.loglik
-
-
-@contextlib.contextmanager
-def cluster_client(client=None, scheduler: str | None = None, n_workers: int | None = None) -> Iterator:
-    """``client`` itself (left open), or a client of the cluster at ``scheduler``, or of a new
-    ``LocalCluster`` as the studies start it (both closed on exit)."""
-    if client is not None:
-        yield client
-        return
-    from emvsbayes.cluster import check_scheduler_address, connect
-
-    if scheduler is not None:
-        check_scheduler_address(scheduler)
-    client, cluster = connect(scheduler, n_workers)
-    try:
-        yield client
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def fit(

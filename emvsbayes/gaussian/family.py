@@ -530,6 +530,12 @@ class GaussianFamily:
     def starts(self, model_def, data, em_spec: dict, rng) -> tuple[Callable, RestartPolicy]:
         return start_source(model_def, _matrix(data), em_spec, rng)
 
+    def fit_chunked(self, model_def, x, init, *, kind: str = "soft", client=None, **options):
+        """EM on a row-chunked dask array (``[data] store``): :func:`emvsbayes.gaussian.chunked.fit`."""
+        from emvsbayes.gaussian import chunked
+
+        return chunked.fit(model_def, x, init, kind=kind, client=client, **options)
+
     def random_starts(self, model_def, data, n_init: int, rng) -> list[GaussianParams]:
         """k-means++ starts, restart j from the j-th child of ``rng``; a start that cannot be made (a
         component with too few points) is skipped."""
