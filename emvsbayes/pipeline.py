@@ -164,7 +164,7 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
 def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started) -> RunOutcome:
     out_dir = folder.folder
     from emvsbayes import runner  # here: a bad input exits before xarray
-    from emvsbayes.results import build_tree, declare_parameters, read_results, write_results
+    from emvsbayes.results import build_tree, declare_parameters, write_results
 
     family = get_family(spec["model"]["family"])
     groups = runner.run(family, spec, data, seeds, timings, progress)
@@ -197,11 +197,12 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
     checks = sampler_checks(groups)
     attrs["checks"] = {**checks, "passed": not checks["failed"]}
     start = time.perf_counter()
-    write_results(build_tree(groups, attrs), unit / "results.nc")
+    # The file as written, read back once (its checksum is computed from that reading): the page is
+    # rendered from what results.nc holds, without opening and hashing it a second time.
+    tree = write_results(build_tree(groups, attrs), unit / "results.nc")
     written = time.perf_counter() - start
 
     report_path = out_dir / "index.html"
-    tree = read_results(unit / "results.nc")
     if not report:
         folder.publish(unit)
         return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)
