@@ -217,7 +217,7 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
     parent = out_dir.resolve().parent
     if parent.name == "reports" and not (parent / "results.nc").exists():
         try:
-            refresh_index(parent)
+            refresh_index(parent, known={out_dir.resolve().name: tree})
         except OSError:
             pass
     return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)
