@@ -207,7 +207,7 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
     """Fit (``fit()``, else the family's runner), write ``results.nc``, render the page, publish both."""
     out_dir = folder.folder
     from emvsbayes import runner  # here: a bad input exits before xarray
-    from emvsbayes.results import build_tree, declare_parameters, read_results, write_results
+    from emvsbayes.results import build_tree, declare_parameters, write_results
 
     family = get_family(spec["model"]["family"])
     groups = runner.run(family, spec, data, seeds, timings, progress) if fit is None else fit()
@@ -240,11 +240,12 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
     checks = sampler_checks(groups)
     attrs["checks"] = {**checks, "passed": not checks["failed"]}
     start = time.perf_counter()
-    write_results(build_tree(groups, attrs), unit / "results.nc")
+    # The file as written, read back once (its checksum is computed from that reading): the page is
+    # rendered from what results.nc holds, without opening and hashing it a second time.
+    tree = write_results(build_tree(groups, attrs), unit / "results.nc")
     written = time.perf_counter() - start
 
     report_path = out_dir / "index.html"
-    tree = read_results(unit / "results.nc")
     if not report:
         folder.publish(unit)
         return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)
@@ -259,7 +260,7 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
     parent = out_dir.resolve().parent
     if parent.name == "reports" and not (parent / "results.nc").exists():
         try:
-            refresh_index(parent)
+            refresh_index(parent, known={out_dir.resolve().name: tree})
         except OSError:
             pass
     return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)

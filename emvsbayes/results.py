@@ -269,20 +269,31 @@ def arrays_checksum(tree: xr.DataTree | xr.Dataset) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def write_checked(data: xr.DataTree | xr.Dataset, path: str | Path) -> None:
-    """Write a tree or a Dataset atomically with :func:`arrays_checksum` of the file in its root attributes."""
+def write_checked(data: xr.DataTree | xr.Dataset, path: str | Path) -> xr.DataTree | xr.Dataset:
+    """Write a tree or a Dataset atomically with :func:`arrays_checksum` of the file in its root attributes.
+
+    Returns the file as written, read back into memory (with its checksum attribute): what a reader of
+    the file gets, so a caller that goes on to use the file (the run renders its page from it) need not
+    open and hash it a second time (about 0.7 s of a warm lecture run).
+    """
+    read_back = []
+
     def write(tmp: Path) -> None:
         data.to_netcdf(tmp, engine="h5netcdf")
         # The checksum is of the file as written, read back.
         opener = xr.open_datatree if isinstance(data, xr.DataTree) else xr.open_dataset
         with opener(tmp, engine="h5netcdf") as written:
-            checksum = arrays_checksum(written.load())
+            loaded = written.load()
+            checksum = arrays_checksum(loaded)
         import h5py
 
         with h5py.File(tmp, "r+") as handle:
             handle.attrs[CHECKSUM_ATTR] = checksum
+        loaded.attrs[CHECKSUM_ATTR] = checksum
+        read_back.append(loaded)
 
     atomic_write(Path(path), write)
+    return read_back[0]
 
 
 def check_checksum(data: xr.DataTree | xr.Dataset, path: Path, fix: str) -> None:
@@ -297,7 +308,8 @@ def tree_nbytes(tree: xr.DataTree) -> int:
     return sum(int(var.nbytes) for node in tree.subtree for var in node.to_dataset().variables.values())
 
 
-def write_results(tree: xr.DataTree, path: str | Path) -> None:
+def write_results(tree: xr.DataTree, path: str | Path) -> xr.DataTree:
+    """Write ``tree`` to ``path`` (atomically, with its checksum); returns the file as written, read back."""
     from emvsbayes.limits import check_disk, disk_full, is_disk_full
 
     path = Path(path)
@@ -305,7 +317,7 @@ def write_results(tree: xr.DataTree, path: str | Path) -> None:
     need = tree_nbytes(tree)
     check_disk(path.parent, need, path.name)
     try:
-        write_checked(tree, path)
+        return write_checked(tree, path)
     except (OSError, RuntimeError) as error:
         if is_disk_full(error):
             raise disk_full(path.parent, need, path.name) from None

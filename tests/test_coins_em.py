@@ -125,3 +125,51 @@ def test_a_start_where_the_data_are_impossible_is_refused():
         em.fit_restarts(model, heads, tosses, [CoinParams([0.3, 0.6], [0.5, 0.5]), CoinParams([1.0, 0.0], [0.5, 0.5])])
     fit = em.fit(model, heads, tosses, CoinParams([0.0, 0.5], [0.5, 0.5]))
     assert np.isfinite(fit.loglik) and np.all(np.isfinite(fit.params.theta))
+
+
+def _logsumexp_cases():
+    """Deterministic arrays covering what the E-steps feed logsumexp and its edges: ties at the maximum,
+    rows of -inf, +inf, NaN, magnitudes where exp over- and underflows, integer input, 1-D to 3-D."""
+    rng = np.random.default_rng(20261203)
+    cases = [np.array([[1.0, 1.0], [3.0, 3.0]]), np.array([[-np.inf, -np.inf], [0.0, -np.inf]]),
+             np.array([[np.inf, 1.0], [np.nan, 0.0]]), np.array([[800.0, 799.0], [-800.0, -801.0]]),
+             np.array([[1, 2], [3, 3]]), np.array([2.5]), np.array([[np.inf, np.inf], [-np.inf, np.inf]])]
+    for shape in [(5, 2), (5, 3), (1, 1), (7,), (3, 4, 2), (200, 4)]:
+        for trial in range(60):
+            a = rng.normal(scale=(1.0, 50.0, 800.0)[trial % 3], size=shape)
+            u = rng.random(shape)
+            if trial % 4:
+                a[u < 0.1], a[(u > 0.1) & (u < 0.13)], a[(u > 0.13) & (u < 0.15)] = -np.inf, np.inf, np.nan
+            if trial % 7 == 0:
+                a[...] = a.flat[0]
+            if trial % 11 == 0:
+                a = np.round(a)
+            cases.append(a)
+    return cases
+
+
+def test_logsumexp_is_scipys_bit_for_bit():
+    # The E-steps use emvsbayes.em.logsumexp (SciPy's algorithm in plain numpy, 5x faster per call) so that
+    # every number of a run stays what SciPy's gave: the same bytes, shape and type for every case and axis.
+    from scipy.special import logsumexp as scipy_logsumexp
+
+    from emvsbayes.em import logsumexp
+
+    compared = 0
+    for a in _logsumexp_cases():
+        for axis in (None, 0, -1, (0,), *((1,) if a.ndim > 1 else ())):
+            for keepdims in (False, True):
+                want, got = scipy_logsumexp(a, axis=axis, keepdims=keepdims), logsumexp(a, axis=axis, keepdims=keepdims)
+                assert type(got) is type(want) and np.shape(got) == np.shape(want), (a, axis, keepdims)
+                assert np.asarray(got).tobytes() == np.asarray(want).tobytes(), (a, axis, keepdims, got, want)
+                compared += 1
+    assert compared > 3000
+
+
+def test_coin_e_step_uses_the_fast_logsumexp():
+    # The coin E-step and log-likelihood run thousands of times per run (model choice's restarts); SciPy's
+    # logsumexp spent ~50 us per call there in array-namespace dispatch (issue 21 item 2).
+    import emvsbayes.coins.model as coin_model
+    from emvsbayes import em as em_module
+
+    assert em.logsumexp is em_module.logsumexp and coin_model.logsumexp is em_module.logsumexp

@@ -535,3 +535,24 @@ def test_each_optimum_names_the_restart_whose_component_order_it_shows():
     section = section[:section.index("</table>")]
     assert "restart 0: " in section and "restart 2: " in section
     assert "restart 0: w = 0.3000, 0.7000" in section and "component order. " in section
+
+
+def test_refresh_index_uses_the_results_it_is_given(tmp_path, monkeypatch):
+    # A run into reports/ refreshes the index with its own results already in memory: only the other
+    # folders' files are read (issue 21 item 2: reading a run's results.nc again cost ~0.7 s).
+    import emvsbayes.report.index as index_module
+
+    trees = {}
+    for name, title in (("run-a", "First run"), ("run-b", "Second run")):
+        trees[name] = synthetic_tree(title=title, extras=False)
+        write_results(trees[name], tmp_path / name / "results.nc")
+        render_report_file(trees[name], tmp_path / name / "index.html")
+    expected = refresh_index(tmp_path).read_text(encoding="utf-8")
+    read = []
+    real_read = index_module.read_results
+    monkeypatch.setattr(index_module, "read_results", lambda path: read.append(path.parent.name) or real_read(path))
+    known = index_module.read_results(tmp_path / "run-b" / "results.nc")
+    read.clear()
+    page = refresh_index(tmp_path, known={"run-b": known}).read_text(encoding="utf-8")
+    assert read == ["run-a"]
+    assert page == expected

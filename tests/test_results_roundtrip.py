@@ -51,3 +51,24 @@ def test_gaussian_groups_roundtrip(tmp_path):
     for name in ("em", "em_restarts", "kmeans", "em_information", "em_bootstrap", "posterior", "log_likelihood",
                  "posterior_relabelled", "label_switching", "membership_agreement", "model_choice"):
         assert name in groups, name
+
+
+def test_a_run_reads_its_results_file_once(tmp_path, monkeypatch):
+    # write_results reads the file back to checksum it; that reading is what the run keeps (its outcome's
+    # tree, the page's source), so the file is opened once, not a second time by read_results (issue 21
+    # item 2: ~0.7 s of a warm lecture run).
+    from emvsbayes import results
+    from emvsbayes.pipeline import run_spec
+
+    spec = validate({"data": {"dataset": "coins_lecture"}, "model": {"family": "coins"}, "em": {"bootstrap": 4},
+                     "bayes": QUICK_BAYES, "model_choice": {"components": [1, 2], "bayes": False}})
+    opened = []
+    real_open = xr.open_datatree
+    monkeypatch.setattr(xr, "open_datatree", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    outcome = run_spec(spec, tmp_path / "out", seed=5, report=False)
+    assert len(opened) == 1, opened
+    monkeypatch.setattr(xr, "open_datatree", real_open)
+    again = results.read_results(tmp_path / "out" / "results.nc")
+    assert outcome.tree.attrs == again.attrs and results.arrays_checksum(outcome.tree) == again.attrs["checksum"]
+    for node in again.subtree:
+        assert node.to_dataset(inherit=False).identical(outcome.tree[node.path].to_dataset(inherit=False)), node.path

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-from scipy.special import logsumexp
 
 from emvsbayes.coins.model import CoinMixture, CoinParams
-from emvsbayes.em import BatchedEMFit, EMFit, EMRestarts, fit_em, fit_em_batched, fit_em_restarts
+from emvsbayes.em import BatchedEMFit, EMFit, EMRestarts, fit_em, fit_em_batched, fit_em_restarts, logsumexp
 
 
 @dataclass(frozen=True, slots=True)

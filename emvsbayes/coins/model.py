@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.special import gammaln, logsumexp, xlog1py, xlogy
+from scipy.special import gammaln, xlog1py, xlogy
+
+from emvsbayes.em import logsumexp  # SciPy's, bit for bit, without its per-call dispatch
 
 #: Name -> (dims, label dims) of each parameter, in report order: its dims after any leading draw or
 #: replicate dims, and those of them that relabelling permutes (``results.declare_parameters`` writes
