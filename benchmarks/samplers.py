@@ -391,8 +391,9 @@ def cache_env(cache: Path) -> dict[str, str]:
     return env
 
 
-def run_one(model: str, engine: str, cache: Path, args, tag: str, *, retry: bool = True) -> dict:
-    """One worker subprocess with its caches under ``cache``; its output is kept in ``cache/*.log``."""
+def run_one(model: str, engine: str, cache: Path, args, tag: str, *, retries: int = 2) -> dict:
+    """One worker subprocess with its caches under ``cache``; its output is kept in ``cache/*.log``. The
+    result's ``cache`` is the directory the successful attempt used (the warm runs reuse it)."""
     out = cache / f"{model}_{engine}_{tag}.json"
     cmd = [sys.executable, __file__, "--worker", "--model", model, "--engine", engine, "--seed", str(args.seed),
            "--json", str(out)]
@@ -406,17 +407,20 @@ def run_one(model: str, engine: str, cache: Path, args, tag: str, *, retry: bool
     if proc.returncode != 0 or not out.exists():
         lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
         error = (lines[-1] if lines else f"exit status {proc.returncode}")[:300]
-        if retry:
+        if retries:
             # pystan 3.14 now and then fails to parse its own server's output (orjson "unexpected content
-            # after document"); a second attempt (cold: in a fresh cache) normally succeeds.
+            # after document"), and its client gives up on a compile that takes over 5 minutes (aiohttp
+            # TimeoutError: a cold build on the loaded machine); another attempt (cold: in a fresh cache)
+            # normally succeeds.
             fresh = cache / f"retry-{tag}" if tag == "cold" else cache
             fresh.mkdir(exist_ok=True)
-            result = run_one(model, engine, fresh, args, tag, retry=False)
+            result = run_one(model, engine, fresh, args, tag, retries=retries - 1)
             result["retried_after"] = error
             return result
         return dict(model=model, engine=engine, error=error, wall=wall)
     result = json.loads(out.read_text())
     result["wall"] = wall
+    result["cache"] = str(cache)
     return result
 
 
@@ -451,7 +455,8 @@ def print_table(model: str, results: dict) -> None:
               f"{sum(best['chain_ess_bulk']):>14.0f} {min(best['chain_ess_bulk']):>5.0f} | "
               f"{'+'.join(map(str, counts)):>9} {np.nanmax(best['mode_rhat']):>10.3f} | {best['seconds_sampling']:>10.2f} "
               f"{rate:>7.0f} {chain_rate:>8.0f} | {cold['wall']:>7.1f} {warm_s:>7.1f} | "
-              f"{best['degenerate_chains'] or 'none'}{'; retried once after: ' + retried[0] if retried else ''}")
+              f"{best['degenerate_chains'] or 'none'}{'; retried after: ' + retried[0] if retried else ''}"
+              f"{''.join('; a warm run failed: ' + w['error'] for w in warm if 'error' in w)}")
 
 
 def _summary(r: dict) -> tuple[dict | None, float]:
@@ -530,6 +535,8 @@ def main() -> None:
             for engine in args.engines:
                 caches[engine].mkdir()
                 results[engine]["cold"] = run_one(model, engine, caches[engine], args, "cold")
+                # warm = the caches the successful cold attempt filled (a retried cold run used a fresh one)
+                caches[engine] = Path(results[engine]["cold"].get("cache", caches[engine]))
             for rep in range(args.warm_repeats):
                 for engine in args.engines:
                     results[engine].setdefault("warm", []).append(run_one(model, engine, caches[engine], args,
