@@ -5,7 +5,14 @@ as data from :func:`emvsbayes.gaussian.bayes.prior_values`):
 
 - ``galaxies_ordered``, ``galaxies_symmetric``: galaxies, 1-D, K = 3, means ordered or exchangeable;
 - ``faithful_ordered``: Old Faithful standardised, K = 2, full covariances, LKJ(2), ordered;
-- ``coins``: the two-coin model of Do & Batzoglou, theta ~ Beta(1, 1), equal fixed weights (symmetric).
+- ``coins``: the two-coin model of Do & Batzoglou, theta ~ Beta(1, 1), equal fixed weights (symmetric);
+- ``earthquakes_hmm``: ``models/earthquakes_hmm.toml`` (major earthquakes 1900-2006, Poisson HMM, K = 3,
+  stationary initial distribution, symmetric), built as a run builds it: the spec's family, model, EM
+  restart rule and seeds (the run's ``em`` child seed), chains started from the EM optima that
+  :func:`emvsbayes.comparison.start_points` picks, the family's ``target_accept`` and ``ModelRecipe``; Stan's
+  program ``poisson_hmm.stan`` sums the states out with ``hmm_marginal``; draws relabelled by Stephens'
+  algorithm on the per-draw smoothed state probabilities (the run's ``relabel = "auto"``), the transition
+  matrix's rows and columns permuted together.
 
 Every (model, engine) runs in its own subprocess (so "whole process" is real: imports, EM for the
 starting points, compilation, sampling, diagnostics), first with cold caches (fresh directories for
@@ -63,7 +70,10 @@ MODELS = {
                              ordered=True, n_init=10, max_iter=1000, stan="gmm_full_ordered.stan", seed=1990),
     "coins": dict(family="coins", dataset="coins_do_batzoglou", k=2, ordered=False, init=(0.6, 0.5),
                   stan="coins.stan", seed=20081001),
+    "earthquakes_hmm": dict(family="hmm", spec="models/earthquakes_hmm.toml", k=3, ordered=False,
+                            stan="poisson_hmm.stan"),
 }
+REPO = HERE.parent
 
 # A chain is "degenerate" when a component holds fewer than this many points on average, or its sd is
 # below this share of the data's sd: the collapsed modes a mixture sampler must not get stuck in.
@@ -76,6 +86,11 @@ DEGENERATE_SD_SHARE = 0.02
 
 
 def _load(cfg):
+    if cfg["family"] == "hmm":
+        from emvsbayes.pipeline import load_data
+        from emvsbayes.spec import load_spec
+
+        return load_data(load_spec(REPO / cfg["spec"]))
     from emvsbayes.data import load_dataset
 
     return load_dataset(cfg["dataset"], **cfg.get("options", {}))
@@ -103,6 +118,29 @@ def _coins_setup(cfg, data):
     return model_def, fit.params
 
 
+def _hmm_setup(cfg, data):
+    """As :func:`emvsbayes.runner.run` and ``bayes_groups`` do for the spec: (model, EM starting points (best
+    first), chain starts, the smallest expected state occupancy for the ``"auto"`` target acceptance)."""
+    from functools import partial
+
+    from emvsbayes.comparison import start_points
+    from emvsbayes.family import get_family
+    from emvsbayes.runner import FamilyView, em_options, fit_until
+    from emvsbayes.seeds import child_seeds
+    from emvsbayes.spec import load_spec
+
+    spec = load_spec(REPO / cfg["spec"])
+    family = FamilyView(get_family(spec["model"]["family"]), data)
+    model_def = family.model_from_spec(spec, data)
+    rng = np.random.default_rng(child_seeds(spec["seed"])["em"])
+    soft = fit_until(family, model_def, data, *family.starts(model_def, data, spec["em"], rng), spec["em"])
+    starts = start_points(family.variables, soft.restarts, partial(family.fit, model_def, data, **em_options(spec["em"])))
+    best = soft.restarts.best.params
+    # HMMFamily.target_accept's occupancy: the smallest expected stay in a state over the series
+    fewest_points = float(np.min(best.transition.diagonal())) * data.n_time
+    return model_def, starts, family.initvals(model_def, starts), fewest_points
+
+
 def _default_engine(cfg, n_starts: int, dim: int) -> str:
     """What the pipeline's ``sampler = "auto"`` picks (the same for every model)."""
     from emvsbayes.sampling import resolve_sampler
@@ -111,6 +149,15 @@ def _default_engine(cfg, n_starts: int, dim: int) -> str:
 
 
 def _stan_data_and_inits(cfg, model_def, data, x, pm_starts):
+    if cfg["family"] == "hmm":
+        from emvsbayes.hmm.bayes import prior_values
+
+        prior = prior_values(model_def, data.y)
+        shape, rate = prior["rate_prior"]
+        stan_data = dict(T=int(data.n_time), K=cfg["k"], y=[int(v) for v in data.y],
+                         transition_concentration=prior["transition_concentration"].tolist(),
+                         rate_shape=float(shape), rate_rate=float(rate))
+        return stan_data, [{"transition": s["transition"].tolist(), "rate": list(s["rate"])} for s in pm_starts]
     if cfg["family"] == "coins":
         stan_data = dict(N=len(data.heads), K=cfg["k"], heads=[int(h) for h in data.heads],
                          tosses=[int(t) for t in data.tosses], a=1.0, b=1.0, w=list(model_def.equal_weights))
@@ -178,7 +225,7 @@ def _run_engine(engine, cfg, model_def, data, x, pm_starts, fewest_points, args)
     draws = args.draws or base.draws
     tune = args.tune or base.tune
     target_accept = args.target_accept or resolve_target_accept("auto", fewest_points)
-    names = ("theta",) if cfg["family"] == "coins" else ("w", "mu", "sigma", "cov")
+    names = {"coins": ("theta",), "hmm": ("initial", "transition", "rate")}.get(cfg["family"], ("w", "mu", "sigma", "cov"))
     if engine == "stan":
         import stan
 
@@ -196,15 +243,20 @@ def _run_engine(engine, cfg, model_def, data, x, pm_starts, fewest_points, args)
         divergences = int(np.asarray(fit["divergent__"]).sum())
         return _stan_draws(fit, names, chains), divergences, done - built, done - start
 
-    if cfg["family"] == "coins":
-        from emvsbayes.coins.bayes import build_model
-    else:
-        from emvsbayes.gaussian.bayes import build_model
-    args_model = (data.heads, data.tosses) if cfg["family"] == "coins" else (x,)
     from emvsbayes.sampling import ModelRecipe, sample_posterior
 
-    # As the pipeline passes it: a recipe, built only when its compiled sampler is not stored yet.
-    recipe = ModelRecipe(build_model, (model_def, *args_model))
+    if cfg["family"] == "hmm":
+        from emvsbayes.family import get_family
+
+        recipe = get_family("hmm").model_recipe(model_def, data)
+    else:
+        if cfg["family"] == "coins":
+            from emvsbayes.coins.bayes import build_model
+        else:
+            from emvsbayes.gaussian.bayes import build_model
+        args_model = (data.heads, data.tosses) if cfg["family"] == "coins" else (x,)
+        # As the pipeline passes it: a recipe, built only when its compiled sampler is not stored yet.
+        recipe = ModelRecipe(build_model, (model_def, *args_model))
     settings = SamplerSettings(sampler=engine, chains=chains, draws=draws, tune=tune, target_accept=target_accept)
     outcome = sample_posterior(recipe, settings, args.seed, pm_starts, log_likelihood=False)
     tree = outcome.tree
@@ -219,7 +271,13 @@ def _relabel(cfg, model_def, data, x, draws):
 
     c, t = next(iter(draws.values())).shape[:2]
     flat = {name: v.reshape(c * t, *v.shape[2:]) for name, v in draws.items()}
-    if cfg["family"] == "coins":
+    label_axes = None
+    if cfg["family"] == "hmm":
+        from emvsbayes.hmm.bayes import state_probabilities
+
+        probs = state_probabilities(model_def, data.y, flat)  # (S, T, K): smoothed state probabilities per draw
+        label_axes = {"transition": (1, 2)}
+    elif cfg["family"] == "coins":
         from emvsbayes.coins.bayes import membership_probabilities
 
         w = np.broadcast_to(model_def.equal_weights, flat["theta"].shape)
@@ -229,7 +287,7 @@ def _relabel(cfg, model_def, data, x, draws):
 
         probs = membership_probabilities(model_def, x, flat)
     perms = relabel("stephens", probs=probs).perms
-    out = apply_permutations(flat, perms)
+    out = apply_permutations(flat, perms, label_axes)
     return {name: v.reshape(c, t, *v.shape[1:]) for name, v in out.items()}
 
 
@@ -253,7 +311,9 @@ def _diagnostics(cfg, model_def, x, draws) -> dict:
     rhat = array_stats.rhat(arr)
     per_chain_bulk = np.array([np.nanmin(array_stats.ess(arr[:, i : i + 1], method="bulk")) for i in range(c)])
     per_chain_tail = np.array([np.nanmin(array_stats.ess(arr[:, i : i + 1], method="tail", prob=(0.05, 0.95))) for i in range(c)])
-    modes = modes_up_to_permutation(draws).mode if c > 1 else np.zeros(1, dtype=int)
+    # per-chain layout (T, K, ...): a transition matrix's rows and columns are axes 1 and 2
+    label_axes = {"transition": (1, 2)} if cfg["family"] == "hmm" else None
+    modes = modes_up_to_permutation(draws, label_axes=label_axes).mode if c > 1 else np.zeros(1, dtype=int)
     mode_rhat, mode_ess = [], []
     for m in np.unique(modes):
         members = np.flatnonzero(modes == m)
@@ -282,7 +342,10 @@ def worker(args) -> None:
     wall_start = time.perf_counter()
     cfg = MODELS[args.model]
     data = _load(cfg)
-    if cfg["family"] == "coins":
+    if cfg["family"] == "hmm":
+        model_def, _, pm_starts, fewest_points = _hmm_setup(cfg, data)
+        x, dim = None, 1
+    elif cfg["family"] == "coins":
         from emvsbayes.coins.bayes import initvals_from_params
 
         model_def, params = _coins_setup(cfg, data)
@@ -328,8 +391,9 @@ def cache_env(cache: Path) -> dict[str, str]:
     return env
 
 
-def run_one(model: str, engine: str, cache: Path, args, tag: str, *, retry: bool = True) -> dict:
-    """One worker subprocess with its caches under ``cache``; its output is kept in ``cache/*.log``."""
+def run_one(model: str, engine: str, cache: Path, args, tag: str, *, retries: int = 2) -> dict:
+    """One worker subprocess with its caches under ``cache``; its output is kept in ``cache/*.log``. The
+    result's ``cache`` is the directory the successful attempt used (the warm runs reuse it)."""
     out = cache / f"{model}_{engine}_{tag}.json"
     cmd = [sys.executable, __file__, "--worker", "--model", model, "--engine", engine, "--seed", str(args.seed),
            "--json", str(out)]
@@ -343,17 +407,20 @@ def run_one(model: str, engine: str, cache: Path, args, tag: str, *, retry: bool
     if proc.returncode != 0 or not out.exists():
         lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
         error = (lines[-1] if lines else f"exit status {proc.returncode}")[:300]
-        if retry:
+        if retries:
             # pystan 3.14 now and then fails to parse its own server's output (orjson "unexpected content
-            # after document"); a second attempt (cold: in a fresh cache) normally succeeds.
+            # after document"), and its client gives up on a compile that takes over 5 minutes (aiohttp
+            # TimeoutError: a cold build on the loaded machine); another attempt (cold: in a fresh cache)
+            # normally succeeds.
             fresh = cache / f"retry-{tag}" if tag == "cold" else cache
             fresh.mkdir(exist_ok=True)
-            result = run_one(model, engine, fresh, args, tag, retry=False)
+            result = run_one(model, engine, fresh, args, tag, retries=retries - 1)
             result["retried_after"] = error
             return result
         return dict(model=model, engine=engine, error=error, wall=wall)
     result = json.loads(out.read_text())
     result["wall"] = wall
+    result["cache"] = str(cache)
     return result
 
 
@@ -388,7 +455,8 @@ def print_table(model: str, results: dict) -> None:
               f"{sum(best['chain_ess_bulk']):>14.0f} {min(best['chain_ess_bulk']):>5.0f} | "
               f"{'+'.join(map(str, counts)):>9} {np.nanmax(best['mode_rhat']):>10.3f} | {best['seconds_sampling']:>10.2f} "
               f"{rate:>7.0f} {chain_rate:>8.0f} | {cold['wall']:>7.1f} {warm_s:>7.1f} | "
-              f"{best['degenerate_chains'] or 'none'}{'; retried once after: ' + retried[0] if retried else ''}")
+              f"{best['degenerate_chains'] or 'none'}{'; retried after: ' + retried[0] if retried else ''}"
+              f"{''.join('; a warm run failed: ' + w['error'] for w in warm if 'error' in w)}")
 
 
 def _summary(r: dict) -> tuple[dict | None, float]:
@@ -467,6 +535,8 @@ def main() -> None:
             for engine in args.engines:
                 caches[engine].mkdir()
                 results[engine]["cold"] = run_one(model, engine, caches[engine], args, "cold")
+                # warm = the caches the successful cold attempt filled (a retried cold run used a fresh one)
+                caches[engine] = Path(results[engine]["cold"].get("cache", caches[engine]))
             for rep in range(args.warm_repeats):
                 for engine in args.engines:
                     results[engine].setdefault("warm", []).append(run_one(model, engine, caches[engine], args,

@@ -152,6 +152,44 @@ def test_stationary_distribution():
         np.testing.assert_allclose(row, stationary_distribution(matrix), atol=1e-15)
 
 
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 8])
+def test_symbolic_stationary_distribution_and_its_gradient_on_the_simplex(k):
+    # The sampled model's stationary distribution (GTH, no solve) against two oracles: the left eigenvector of
+    # eigenvalue 1 (computed another way than either), and the gradient implicit differentiation of
+    # delta (I - A + U) = 1 gives, d(g . delta)/dA = outer(delta, solve(I - A + U, g)). Only its component along
+    # each row's simplex (row sums fixed) is defined by the distribution on transition matrices, so the two
+    # gradients are compared after removing each row's mean. Near-absorbing and zero entries included.
+    import pytensor
+    import pytensor.tensor as pt
+
+    from emvsbayes.hmm.bayes import stationary_symbolic
+
+    matrix = pt.dmatrix("transition")
+    weights = np.arange(1.0, k + 1.0)
+    delta = stationary_symbolic(matrix, k)
+    value = pytensor.function([matrix], delta, on_unused_input="ignore")
+    gradient = pytensor.function([matrix], pytensor.grad(pt.dot(delta, weights), matrix, disconnected_inputs="ignore"),
+                                 on_unused_input="ignore")
+    rng = np.random.default_rng(k)
+    matrices = [rng.dirichlet(np.full(k, 0.3), size=k) for _ in range(20)]
+    sticky = 0.999999 * np.eye(k) + 1e-6 / max(k - 1, 1) * (1 - np.eye(k)) if k > 1 else np.ones((1, 1))
+    matrices.append(sticky)
+    if k == 3:
+        matrices.append(np.array([[0.9, 0.1, 0.0], [0.05, 0.9, 0.05], [0.2, 0.0, 0.8]]))
+    for transition in matrices:
+        eigenvalues, vectors = np.linalg.eig(transition.T)
+        v = np.real(vectors[:, np.argmin(np.abs(eigenvalues - 1))])
+        np.testing.assert_allclose(value(transition), v / v.sum(), rtol=1e-9, atol=1e-14)
+        expected = np.outer(stationary_distribution(transition),
+                            np.linalg.solve(np.eye(k) - transition + 1.0, weights))
+        got = gradient(transition)
+        # Entry by entry to 1e-7 relative; near 0 to 1e-10 of the largest (a near-absorbing chain has
+        # derivatives ~1e6, known to the solve's ~cond x eps only).
+        np.testing.assert_allclose(got - got.mean(axis=1, keepdims=True),
+                                   expected - expected.mean(axis=1, keepdims=True),
+                                   rtol=1e-7, atol=1e-10 * max(1.0, np.abs(expected).max()))
+
 # --------------------------------------------------------------------------------------------------
 # Baum-Welch against hmmlearn, iteration by iteration
 

@@ -411,7 +411,7 @@ class HMMFamily:
         logits = pt.concatenate([phi[n_emission:n_emission + k * (k - 1)].reshape((k, k - 1)), pt.zeros((k, 1))], axis=1)
         log_transition = pt.special.log_softmax(logits, axis=1)
         if model_def.stationary:
-            log_initial = pt.log(bayes.stationary_symbolic(pt.exp(log_transition)))
+            log_initial = pt.log(bayes.stationary_symbolic(pt.exp(log_transition), k))
         else:
             log_initial = pt.special.log_softmax(pt.concatenate([phi[n_emission + k * (k - 1):], pt.zeros((1,))]))
         return {"initial": pt.exp(log_initial), "transition": pt.exp(log_transition), **out,
