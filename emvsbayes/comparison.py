@@ -259,12 +259,14 @@ def sparse_group(n_occupied: np.ndarray, k_max: int, attrs: dict) -> xr.Dataset:
 MAX_START_OPTIMA = 4
 
 
-def start_points(variables_of, restarts, refit=None) -> list:
+def start_points(variables_of, restarts, refit=None, declared=None) -> list:
     """EM answers to start chains from: the best, then other distinct optima (not relabelled copies).
 
     ``variables_of`` gives a parameter record's named arrays; ``refit`` (EM from one start) re-runs a
     representative that a batch fitted, so a chain starts from the answer EM gives that start on its own,
-    not one equal to it only to rounding."""
+    not one equal to it only to rounding. ``declared`` (name -> :class:`~emvsbayes.family.ParameterInfo`)
+    names every label dim of a parameter: a transition matrix renamed in its rows and columns together is
+    the same optimum (without it, only the first axis is renamed and a relabelled copy counts as another)."""
     from emvsbayes.labels.diagnostics import distinct_optima
 
     order = np.argsort([-fit.loglik for fit in restarts.fits])
@@ -273,7 +275,11 @@ def start_points(variables_of, restarts, refit=None) -> list:
         return [fits[0].params]
     variables = [variables_of(f.params) for f in fits]
     params = {name: np.stack([v[name] for v in variables]) for name in variables[0]}
-    optima = distinct_optima({k: v for k, v in params.items() if np.ptp(v) > 0}, np.array([f.loglik for f in fits]))
+    varying = {k: v for k, v in params.items() if np.ptp(v) > 0}
+    # label axes counted with the leading restart axis: dims (component, component_to) -> (1, 2)
+    label_axes = {name: tuple(1 + info.dims.index(d) for d in info.label_dims)
+                  for name, info in (declared or {}).items() if name in varying and len(info.label_dims) > 1}
+    optima = distinct_optima(varying, np.array([f.loglik for f in fits]), label_axes=label_axes or None)
     chosen = [fits[o.representative] for o in optima[:MAX_START_OPTIMA]]
     return [refit(fit.init_params).params if refit is not None and fit.stats is None else fit.params
             for fit in chosen]

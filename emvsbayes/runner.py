@@ -281,7 +281,8 @@ def bayes_groups(family, spec, model_def, data, restarts, coords, seeds, timings
     """The posterior, sampled from chains started at EM's distinct optima, relabelled to EM's answer."""
     b = spec["bayes"]
     obs = family.obs_dim
-    starts = start_points(family.variables, restarts, partial(family.fit, model_def, data, **em_options(spec["em"])))
+    starts = start_points(family.variables, restarts, partial(family.fit, model_def, data, **em_options(spec["em"])),
+                          declared=family.parameters(model_def, data))
     # numpyro (the default) and PyMC's NUTS start each chain at its own EM optimum, so R-hat can still
     # see a second mode; nutpie takes the first for all.
     sampler = resolve_sampler(b["sampler"])

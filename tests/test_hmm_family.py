@@ -814,3 +814,25 @@ def test_report_page_shows_the_series_transitions_and_decodings(with_posterior):
     headings = re.findall(r"<h[1-4][^>]*>([^<]*)</h[1-4]>", page) + re.findall(r"<th>([^<]*)</th>", page)
     raw = [h for h in headings if re.search(r"\b(transition|rate|initial|viterbi|smoothed|component_to|y)\b", h)]
     assert [h for h in raw if h != "Transition matrix: EM against the posterior"] == []
+
+
+def test_chains_start_once_per_optimum_up_to_renaming_rows_and_columns():
+    # Two restarts at one answer in two state orders (the transition matrix permuted in its rows and columns)
+    # are one optimum: the chains must not count the copy as a second one to start from. A third restart at
+    # a different answer is a second optimum. (Renaming only the rows, as for a mixture's means, would see
+    # the permuted copy as a different answer.)
+    from emvsbayes.comparison import start_points
+    from emvsbayes.em import EMFit, EMRestarts
+
+    model = HiddenMarkovModel(n_components=3, emission="poisson")
+    y = earthquake_counts()
+    best = HMMParams([0.2, 0.5, 0.3], [[0.90, 0.07, 0.03], [0.04, 0.93, 0.03], [0.0, 0.19, 0.81]],
+                     rate=np.array([13.1, 19.7, 29.7]))
+    other = HMMParams([0.5, 0.3, 0.2], [[0.6, 0.3, 0.1], [0.2, 0.6, 0.2], [0.1, 0.3, 0.6]], rate=np.array([10.0, 18.0, 26.0]))
+    fits = [EMFit(p, None, em.e_step(model, y, p)[1], 10, True, ()) for p in (best, best.permuted((2, 0, 1)), other)]
+    assert fits[0].loglik == pytest.approx(fits[1].loglik, rel=1e-13) and fits[2].loglik < fits[0].loglik
+    declared = FAMILY.parameters(model, _series(y))
+    starts = start_points(FAMILY.variables, EMRestarts(tuple(fits)), declared=declared)
+    assert len(starts) == 2
+    np.testing.assert_array_equal(starts[1].rate, other.rate)
+    assert len(start_points(FAMILY.variables, EMRestarts(tuple(fits)))) == 3  # without the label dims
