@@ -320,6 +320,10 @@ def parameter_table(ds: xr.Dataset, axes: list[str]) -> str:
 # --- SBC -------------------------------------------------------------------------------------------
 
 
+#: rank histograms side by side in the study page's figure (more wrap to the next row)
+RANK_PANELS_PER_ROW = 4
+
+
 def rank_histograms(ds: xr.Dataset, axes: list[str]) -> str:
     if "rank_counts" not in ds:
         return ""
@@ -327,13 +331,21 @@ def rank_histograms(ds: xr.Dataset, axes: list[str]) -> str:
 
     quantities = ds["quantity"].values
     cell_list = list(_cells(ds, axes))
-    fig, panels = plt.subplots(len(cell_list), len(quantities), figsize=(2.8 * len(quantities), 2.3 * len(cell_list)),
-                               squeeze=False)
+    # at most RANK_PANELS_PER_ROW panels side by side: a row of eight (a 2-state HMM's quantities) scaled to the
+    # page's width left titles too small to read
+    per_row = min(len(quantities), RANK_PANELS_PER_ROW)
+    rows_per_cell = -(-len(quantities) // per_row)
+    fig, panels = plt.subplots(len(cell_list) * rows_per_cell, per_row,
+                               figsize=(2.8 * per_row, 2.3 * len(cell_list) * rows_per_cell), squeeze=False)
+    for ax in panels.ravel():  # shown again below where a histogram is drawn: a short last row leaves blanks
+        ax.set_visible(False)
     bins = ds.sizes["bin"]
-    for row, (label, sel) in enumerate(cell_list):
+    for cell_index, (label, sel) in enumerate(cell_list):
         cell = ds.sel(sel) if sel else ds
-        for col, q in enumerate(quantities):
+        for index, q in enumerate(quantities):
+            row, col = cell_index * rows_per_cell + index // per_row, index % per_row
             ax = panels[row][col]
+            ax.set_visible(True)
             counts = cell["rank_counts"].sel(quantity=q).values
             n = int(counts.sum())
             low, high = uniform_band(n, bins) if n else (0, 0)
