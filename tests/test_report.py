@@ -556,3 +556,14 @@ def test_refresh_index_uses_the_results_it_is_given(tmp_path, monkeypatch):
     page = refresh_index(tmp_path, known={"run-b": known}).read_text(encoding="utf-8")
     assert read == ["run-a"]
     assert page == expected
+
+
+def test_a_run_without_posterior_or_intervals_says_so_beside_em_alone():
+    # [bayes] enabled = false and no standard errors or bootstrap (a [data] store run): the table and the
+    # figure show EM's estimates alone and must not describe posterior columns or interval bars that are not there.
+    tree = synthetic_tree(label_switching=False, extras=False)
+    for name in ("posterior", "sample_stats", "posterior_membership"):
+        del tree[name]
+    page = render_report(tree)
+    assert "No posterior was sampled in this run" in page and "this run computed no intervals" in page
+    assert "Posterior columns summarise" not in page and "bars equal-tailed intervals" not in page

@@ -738,7 +738,9 @@ def _forest(ctx: Context, rows: list[ParamRow]) -> str:
     modes = multimodal(ctx.tree)
     caption = "; ".join(name for name, _, _ in sources) + (
         " (relabelled draws" + (f", mode {int(modes.attrs.get('main_mode', 0))} only" if modes is not None else "")
-        + ")." if relabelled else ".") + " Points are estimates, bars equal-tailed intervals."
+        + ")." if relabelled else ".") + (" Points are estimates, bars equal-tailed intervals."
+                                         if any(interval is not None for _, _, interval in sources)
+                                         else " Points are EM's estimates; this run computed no intervals.")
     return figure(figures.forest([r.label for r in varying], sources), "forest", caption)
 
 
@@ -774,8 +776,11 @@ def _comparison_table(ctx: Context, rows: list[ParamRow]) -> str:
     rows, left_out = _distinct_rows(rows)
     places.update({r.label: decimals_for([r.em, r.post_mean, r.exact_mean]) for r in rows})
     body = [[r.label] + [f(r) for _, f in shown] for r in rows]
-    note = ("Posterior columns summarise the relabelled draws (put in EM's labelling), so each row is one component."
-            if relabelled else "Posterior columns summarise the raw draws.")
+    if not any(np.isfinite(r.post_mean) for r in rows):
+        note = "No posterior was sampled in this run ([bayes] enabled = false): EM's estimates only."
+    else:
+        note = ("Posterior columns summarise the relabelled draws (put in EM's labelling), so each row is one component."
+                if relabelled else "Posterior columns summarise the raw draws.")
     modes = multimodal(ctx.tree)
     if modes is not None:
         main = int(modes.attrs.get("main_mode", 0))
