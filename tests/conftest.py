@@ -102,7 +102,40 @@ SLOW_CASES = {
 }
 
 
+def quick_run_group(name: str) -> pytest.MarkDecorator:
+    """The pytest-xdist group of every test that reads ``quick_run(name)``, so the one worker that runs them
+    makes that run once (a session fixture is made once per worker, not once per test run)."""
+    return pytest.mark.xdist_group(f"quick_run-{name}")
+
+
+def _shared_scope_fixtures(item) -> list[str]:
+    """The fixtures ``item`` uses that outlive one test: session fixtures of this file, and module or class
+    fixtures (made once per file)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    return [name for name, defs in info.name2fixturedefs.items()
+            if defs and defs[-1].scope in ("module", "class", "session") and defs[-1].baseid != ""]
+
+
+# tryfirst: before pytest's -m deselection (which needs the slow marks) and before pytest-xdist appends the
+# group to each node id (which SLOW_CASES would then no longer match).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid in SLOW_CASES:
             item.add_marker(pytest.mark.slow)
+        # bin/test runs two pytest-xdist workers with --dist loadgroup: tests of one group run in one worker,
+        # one after another. A test that reads the session's lecture_run joins that run's group; one that
+        # names its group (quick_run_group) keeps it; one using a module fixture runs with its file, so the
+        # fixture is made once; any other test is handed out on its own.
+        if any(True for _ in item.iter_markers("xdist_group")):
+            continue
+        if "lecture_run" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("lecture_run"))
+        elif _shared_scope_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    if config.getoption("dist", "no") == "loadgroup":
+        # pytest-xdist hands out the largest groups first, then single tests in this order: the slow ones
+        # first, so the run does not end on one long test while the other worker is idle.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
