@@ -2,6 +2,7 @@
 exported samplers) are private to the checkout (bin/test sets PYTENSOR_FLAGS, JAX_COMPILATION_CACHE_DIR
 and EMVSBAYES_PROGRAM_CACHE_DIR) and warm after the first test that compiles a model."""
 
+import json
 import os
 import subprocess
 import sys
@@ -102,7 +103,79 @@ SLOW_CASES = {
 }
 
 
+def quick_run_group(name: str) -> pytest.MarkDecorator:
+    """The pytest-xdist group of every test that reads ``quick_run(name)``, so the one worker that runs them
+    makes that run once (a session fixture is made once per worker, not once per test run)."""
+    return pytest.mark.xdist_group(f"quick_run-{name}")
+
+
+def _shared_scope_fixtures(item) -> list[str]:
+    """The fixtures ``item`` uses that outlive one test: session fixtures of this file, and module or class
+    fixtures (made once per file)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    return [name for name, defs in info.name2fixturedefs.items()
+            if defs and defs[-1].scope in ("module", "class", "session") and defs[-1].baseid != ""]
+
+
+# tryfirst: before pytest's -m deselection (which needs the slow marks) and before pytest-xdist appends the
+# group to each node id (which SLOW_CASES would then no longer match).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid in SLOW_CASES:
             item.add_marker(pytest.mark.slow)
+        # bin/test runs two pytest-xdist workers with --dist loadgroup: tests of one group run in one worker,
+        # one after another. A test that reads the session's lecture_run joins that run's group; one that
+        # names its group (quick_run_group) keeps it; one using a module fixture runs with its file, so the
+        # fixture is made once; any other test is handed out on its own.
+        if any(True for _ in item.iter_markers("xdist_group")):
+            continue
+        if "lecture_run" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("lecture_run"))
+        elif _shared_scope_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    if getattr(config, "workerinput", None) is not None and config.getoption("loadgroup", False):
+        # pytest-xdist hands out the largest groups first, then single tests in this order: the slow ones
+        # first, so the run does not end on one long test while the other worker is idle.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        _write_groups(Path(config.option.basetemp).parent / GROUPS_FILE, items)
+
+
+#: where each pytest-xdist worker writes node id -> group for the controller's scheduler (in the run's basetemp)
+GROUPS_FILE = "xdist-groups.json"
+
+
+def _write_groups(path: Path, items) -> None:
+    """node id -> xdist group of every item, written whole (a temporary renamed into place): both workers
+    write the same text, and the scheduler reads it once both have collected."""
+    groups = {item.nodeid: "_".join(sorted(str(m.args[0]) for m in item.iter_markers("xdist_group")))
+              for item in items if item.get_closest_marker("xdist_group")}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(groups), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup with the groups given above. pytest-xdist 3.8 finds a test's group in a suffix it
+    appends to the node id, which pytest 9.2 no longer lets it change (so every test would be its own group):
+    this scheduler reads the groups the workers wrote instead, and still honours such a suffix."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    groups_path = config._tmp_path_factory.getbasetemp() / GROUPS_FILE
+
+    class SharedFixtureScheduling(LoadGroupScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.rfind("@") > nodeid.rfind("]"):
+                return super()._split_scope(nodeid)
+            if self.groups is None:
+                self.groups = json.loads(groups_path.read_text(encoding="utf-8"))
+            return self.groups.get(nodeid, nodeid)
+
+    return SharedFixtureScheduling(config, log)

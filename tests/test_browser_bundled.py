@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import QUICK_LADDER
+from conftest import QUICK_LADDER, quick_run_group
 from emvsbayes import api
 from emvsbayes.results import read_results
 from emvsbayes.spec import load_spec, resolve_data_path
@@ -110,11 +110,21 @@ def bundled_run(tmp_path_factory, request):
     return get
 
 
+def xdist_group(name: str) -> pytest.MarkDecorator:
+    """The spec's pytest-xdist group: with the other readers of the shared run it reads, or its own (its
+    reduced run is read by this test alone, so the specs' runs are spread over the workers)."""
+    if name == "lecture_coins":
+        return pytest.mark.xdist_group("lecture_run")
+    if "model_choice" not in tomllib.loads((MODELS / f"{name}.toml").read_text(encoding="utf-8")):
+        return quick_run_group(name)
+    return pytest.mark.xdist_group(f"bundled-{name}")
+
+
 def header_words(header: str) -> set[str]:
     return set(re.split(r"[\s,;:()\[\]|]+", header)) - {""}
 
 
-@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=xdist_group(name)) for name in BUNDLED])
 def test_bundled_report_reads_without_the_source(devtools, bundled_run, name):
     folder = bundled_run(name)
     tree = read_results(folder / "results.nc")

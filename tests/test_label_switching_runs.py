@@ -136,7 +136,9 @@ def _relabelled_run(out):
     return tree["label_switching"].attrs, tree
 
 
-@pytest.mark.parametrize("method", ACCEPTED_RELABEL)
+# "auto" reads the session's lecture_run: under pytest-xdist it runs in that run's group (tests/conftest.py)
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.xdist_group("lecture_run")) if m == "auto" else m
+                                    for m in ACCEPTED_RELABEL])
 def test_every_accepted_relabel_method_runs_from_a_spec(method, tmp_path, request):
     # Issue 15: relabel = "ecr" passed validation and then crashed every run. A short coin run per method
     # (2 x 100 draws, the model compiled once for all) from its spec file, in this process as api.run does

@@ -104,6 +104,7 @@ def page_results_checksum(page_path) -> str:
     return head[start:head.index("'", start)]
 
 
+@pytest.mark.slow
 def test_report_rerendered_beside_its_results_stays_a_matched_pair(run_copy):
     from emvsbayes.results import read_results
 

@@ -146,6 +146,7 @@ def truth_run(tmp_path_factory):
     return folder / "out", x, kinds
 
 
+@pytest.mark.slow
 def test_a_truth_column_is_stored_and_compared_with_every_clustering(truth_run):
     out, x, kinds = truth_run
     tree = xr.open_datatree(out / "results.nc", engine="h5netcdf")

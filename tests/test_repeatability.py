@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import QUICK_SEED, run_cli, quick_raw, quick_spec
+from conftest import QUICK_SEED, quick_raw, quick_run_group, quick_spec, run_cli
 from emvsbayes.pipeline import run_spec
 from emvsbayes.results import read_results
 
@@ -54,7 +54,7 @@ def assert_identical(first, second) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=quick_run_group(name)) for name in BUNDLED])
 def test_same_seed_same_results(name, tmp_path, quick_run):
     """Two runs agree bit for bit. The first is the session's shared quick run (its page is checked in a real
     browser by tests/test_browser_bundled.py); the second repeats it here from a fresh spec, page left out."""

@@ -254,11 +254,13 @@ def test_large_data_page_stays_small(tmp_path):
     assert data_fig.count("<use") <= panels * figures.MAX_POINTS + 100
 
 
+@pytest.mark.slow
 def test_rendering_is_deterministic():
     tree = synthetic_tree(extras=False)
     assert render_report(tree) == render_report(tree)
 
 
+@pytest.mark.slow
 def test_refresh_index_lists_runs_and_skips_unreadable(tmp_path):
     for name, title in (("run-a", "First run"), ("<b>odd", XSS)):
         tree = synthetic_tree(title=title, extras=False)
@@ -475,6 +477,7 @@ def test_spherical_covariance_rows_are_one_per_component():
     assert left_out == 2 * 6 - 2  # of 6 upper-triangle entries per component: 3 zeros, 2 repeats
 
 
+@pytest.mark.slow
 def test_the_degenerate_k_argument_is_in_the_page():
     # The heroes' numbers: 69 rows x 12 features, K = 30 full covariances (2729 free parameters) degenerate.
     from emvsbayes.report.sections import _free_parameters
@@ -493,6 +496,7 @@ def test_the_degenerate_k_argument_is_in_the_page():
     assert "is not an answer" not in render_report(synthetic_tree())
 
 
+@pytest.mark.slow
 def test_choosing_k_shows_the_lrt_and_the_sparse_mixture():
     """The bootstrap LRT's statistic and p-value are columns of Choosing K with their caveat (the boundary,
     hence the bootstrap; the smallest p is 1 / (B + 1)); the sparse mixture's P(K+ = k) is a figure and a

@@ -165,6 +165,7 @@ print(json.dumps({"status": 0, "imported": [name for name in HEAVY if name in sy
 """
 
 
+@pytest.mark.slow
 def test_a_second_ladder_of_the_same_model_needs_no_pymc():
     # The first run may build (and store) the Laplace and ADVI programs with PyMC; a later process with
     # the same model loads them and runs both rungs with JAX alone (issue 21: PyMC's import and

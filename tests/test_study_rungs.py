@@ -121,6 +121,7 @@ bootstrap = 10
 """
 
 
+@pytest.mark.slow
 def test_a_tiny_rung_coverage_study_on_a_dask_cluster(tmp_path):
     from distributed import Client, LocalCluster
 

@@ -552,6 +552,7 @@ def test_coin_criteria_count_weights_only_when_estimated(small_coins):
     assert equal.icl > equal.bic
 
 
+@pytest.mark.slow
 def test_loo_prefers_the_true_number_of_components():
     from emvsbayes.gaussian import bayes
     from emvsbayes.sampling import SamplerSettings, sample_posterior
