@@ -1109,9 +1109,13 @@ def test_ctrl_c_during_a_study_is_one_line(tmp_path):
 
     from conftest import _user_env
 
+    # SIGINT at its default in the child, as in a terminal's foreground job: a test run started where SIGINT is
+    # ignored (a background job of a shell without job control) would hand the ignoring on, and the study would
+    # rightly ignore the Ctrl-C and finish (the child then exits 0).
     proc = subprocess.Popen([sys.executable, "-m", "emvsbayes", "study", str(ROOT / "models" / "sbc_coins.toml"),
                              "--out", str(tmp_path / "out"), "--workers", "2"], cwd=ROOT, env=_user_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Wait for the line printed just before the cluster starts, then press Ctrl-C (to the whole group,
     # as a terminal does) while the cluster is starting or running.
     first = proc.stdout.readline()
