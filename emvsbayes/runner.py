@@ -152,12 +152,12 @@ def fit_until(family, model_def, data, next_init, policy, em_spec, kind="soft", 
                         skip=DegenerateFitError, futile=futile, fit_batch=fit_batch, batch_size=batch_size)
 
 
-def fit_all(family, model_def, data, inits, em_spec, kind) -> tuple[EMRestarts, list[str]]:
-    """EM from every start; a start whose fit degenerates is recorded, not fatal, unless all do."""
+def fit_all(fit, inits) -> tuple[EMRestarts, list[str]]:
+    """EM (``fit(init)``) from every start; a start whose fit degenerates is recorded, not fatal, unless all do."""
     fits, failures = [], []
     for init in inits:
         try:
-            fits.append(family.fit(model_def, data, init, kind=kind, **em_options(em_spec)))
+            fits.append(fit(init))
         except DegenerateFitError as error:
             failures.append(str(error))
     if not fits:
@@ -175,6 +175,29 @@ def restart_facts(run: RestartRun) -> dict:
     return dict(n_starts=run.n_starts, n_reached_best=run.n_reached_best, reach_best=run.policy.reach_best,
                 max_init=run.policy.max_starts, restart_budget_spent=int(run.budget_spent),
                 same_optimum_atol=run.policy.loglik_atol)
+
+
+def em_kind_groups(family, model_def, data, soft: RestartRun, kind: str, restarts: EMRestarts, failures: list[str],
+                   dims: dict, coords: dict, declared: dict, stats_of=None, stats_dims=None) -> dict[str, xr.Dataset]:
+    """The result groups of one kind of EM: ``em`` (or ``em_<kind>``), its trace, and with several restarts
+    their table (and for soft EM the distinct optima and how the restart rule ended)."""
+    prefix = "em" if kind == "soft" else f"em_{kind}"
+    best = restarts.best
+    estimate = em_estimate(best, family.variables, dims, coords, kind=kind)
+    estimate.attrs.update(family.estimate_attrs(model_def, data, best, failures))
+    groups = {prefix: estimate,
+              f"{prefix}_trace": em_trace(best, family.variables, dims, coords, stats_of=stats_of, stats_dims=stats_dims)}
+    if len(restarts.fits) > 1:
+        groups[f"{prefix}_restarts"] = em_restarts(restarts, family.variables, dims, coords)
+        if kind == "soft":
+            groups["em_restarts"]["reached_best"] = ("restart", reached_best(soft).astype(np.int8))
+            groups["em_optima"] = em_optima_group(groups["em_restarts"], dims, declared=declared)
+    if kind == "soft":
+        facts = restart_facts(soft)
+        for name in ("em", "em_restarts", "em_optima"):
+            if name in groups:
+                groups[name].attrs.update(facts)
+    return groups
 
 
 def run(family, spec: dict, data, seeds: dict[str, int], timings: dict[str, float], progress=None) -> dict[str, xr.Dataset]:
@@ -199,28 +222,14 @@ def run(family, spec: dict, data, seeds: dict[str, int], timings: dict[str, floa
     all_restarts = {}
     stats_of, stats_dims = family.trace_stats()
     for kind in em_spec["kinds"]:
-        restarts, failures = ((soft.restarts, list(soft.failures)) if kind == "soft"
-                              else fit_all(family, model_def, data, inits, em_spec, kind))
+        restarts, failures = ((soft.restarts, list(soft.failures)) if kind == "soft" else
+                              fit_all(partial(family.fit, model_def, data, kind=kind, **em_options(em_spec)), inits))
         all_restarts[kind] = restarts
+        kind_groups = em_kind_groups(family, model_def, data, soft, kind, restarts, failures, dims, coords,
+                                     family.parameters(model_def, data), stats_of, stats_dims)
         prefix = "em" if kind == "soft" else f"em_{kind}"
-        best = restarts.best
-        estimate = em_estimate(best, family.variables, dims, coords, kind=kind)
-        estimate["resp"] = ((obs, "component"), family.fit_resp(model_def, data, best))
-        estimate.attrs.update(family.estimate_attrs(model_def, data, best, failures))
-        groups[prefix] = estimate
-        groups[f"{prefix}_trace"] = em_trace(best, family.variables, dims, coords, stats_of=stats_of, stats_dims=stats_dims)
-        if len(restarts.fits) > 1:
-            groups[f"{prefix}_restarts"] = em_restarts(restarts, family.variables, dims, coords)
-            if kind == "soft":
-                groups["em_restarts"]["reached_best"] = ("restart", reached_best(soft).astype(np.int8))
-                groups["em_optima"] = em_optima_group(groups["em_restarts"], dims,
-                                                      declared=family.parameters(model_def, data))
-        if kind == "soft":
-            facts = restart_facts(soft)
-            estimate.attrs.update(facts)
-            for name in ("em_restarts", "em_optima"):
-                if name in groups:
-                    groups[name].attrs.update(facts)
+        kind_groups[prefix]["resp"] = ((obs, "component"), family.fit_resp(model_def, data, restarts.best))
+        groups.update(kind_groups)
     timings["em"] = time.perf_counter() - start
     if progress:
         progress(f"EM: {len(inits)} start(s), {soft.n_reached_best} of them at the best log-likelihood "

@@ -136,12 +136,10 @@ def fit_groups(spec: dict, data: StoreData, client, seeds: dict, timings: dict, 
 
     import numpy as np
 
-    from emvsbayes.em import EMRestarts, fit_em_until
+    from emvsbayes.em import fit_em_until
     from emvsbayes.errors import DegenerateFitError
     from emvsbayes.family import get_family
-    from emvsbayes.labels.groups import em_optima_group
-    from emvsbayes.results import em_estimate, em_restarts, em_trace
-    from emvsbayes.runner import FamilyView, em_options, reached_best, restart_facts
+    from emvsbayes.runner import FamilyView, em_kind_groups, em_options, fit_all
 
     family = FamilyView(get_family(spec["model"]["family"]), data)
     em_spec = spec["em"]
@@ -166,34 +164,10 @@ def fit_groups(spec: dict, data: StoreData, client, seeds: dict, timings: dict, 
     soft = fit_em_until(partial(fit_from, kind="soft"), next_init, policy, skip=DegenerateFitError)
     groups = {"data": data_group(data)}
     for kind in em_spec["kinds"]:
-        if kind == "soft":
-            restarts, failures = soft.restarts, list(soft.failures)
-        else:
-            fits, failures = [], []
-            for init in soft.inits:
-                try:
-                    fits.append(fit_from(init, kind))
-                except DegenerateFitError as error:
-                    failures.append(str(error))
-            if not fits:
-                raise DegenerateFitError(failures[0])
-            restarts = EMRestarts(tuple(fits))
-        prefix = "em" if kind == "soft" else f"em_{kind}"
-        estimate = em_estimate(restarts.best, family.variables, dims, coords, kind=kind)
-        estimate.attrs.update(family.estimate_attrs(model_def, data, restarts.best, failures))
-        groups[prefix] = estimate
-        groups[f"{prefix}_trace"] = em_trace(restarts.best, family.variables, dims, coords)
-        if len(restarts.fits) > 1:
-            groups[f"{prefix}_restarts"] = em_restarts(restarts, family.variables, dims, coords)
-            if kind == "soft":
-                groups["em_restarts"]["reached_best"] = ("restart", reached_best(soft).astype(np.int8))
-                groups["em_optima"] = em_optima_group(groups["em_restarts"], dims, declared=declared)
-        if kind == "soft":
-            facts = restart_facts(soft)
-            estimate.attrs.update(facts, start_sample_rows=len(rows))
-            for name in ("em_restarts", "em_optima"):
-                if name in groups:
-                    groups[name].attrs.update(facts)
+        restarts, failures = ((soft.restarts, list(soft.failures)) if kind == "soft"
+                              else fit_all(partial(fit_from, kind=kind), soft.inits))
+        groups.update(em_kind_groups(family, model_def, data, soft, kind, restarts, failures, dims, coords, declared))
+    groups["em"].attrs.update(start_sample_rows=len(rows))
     timings["em"] = time.perf_counter() - start
     if progress:
         progress(f"EM on {n:,} rows of the store in {len(data.x.chunks[0])} chunk(s): {soft.n_starts} start(s), "
