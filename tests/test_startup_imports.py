@@ -177,9 +177,10 @@ def test_a_second_ladder_of_the_same_model_needs_no_pymc():
 
 
 def test_numba_is_imported_only_when_a_hidden_markov_model_is_fitted():
-    # The HMM's compiled Baum-Welch E-step (emvsbayes.hmm.compiled_estep) is numba's only user in emvsbayes:
-    # importing the families (the registry loads them all) and fitting a mixture must not import numba
-    # (about a second); a Baum-Welch fit does.
+    # numba is imported only on the routes that compile a loop: the HMM's Baum-Welch E-step
+    # (emvsbayes.hmm.compiled_estep) and, on a CPU without AVX-512, the fused full-covariance E-step
+    # (emvsbayes.gaussian.fused). Importing the families (the registry loads them all) and fitting a Poisson
+    # mixture must not import numba (about a second); a Baum-Welch fit does.
     code = """
 import sys
 import numpy as np
