@@ -56,6 +56,8 @@ Other optional members (a family may leave them out; the generic code then does 
   the family named by the results' root attr ``family`` for them and places each after the generic section
   its ``after`` names. The family returns records, never HTML: the report escapes the texts and serialises
   the figures, so a family needs nothing of :mod:`emvsbayes.report`.
+- ``auto_bootstrap_kind``: what ``[em] bootstrap_kind = "auto"`` (the default) becomes for the family;
+  "nonparametric" (resample rows) without it.
 """
 
 from __future__ import annotations

@@ -360,7 +360,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # EM's own uncertainty: observed-information standard errors and the bootstrap
         "information": Key(True, boolean),
         "bootstrap": Key(200, non_negative_int),
-        "bootstrap_kind": Key("nonparametric", one_of("nonparametric", "parametric")),
+        "bootstrap_kind": Key("auto", one_of("auto", "nonparametric", "parametric")),
     },
     "bayes": {
         "enabled": Key(True, boolean),
@@ -535,6 +535,9 @@ def _check_consistency(spec: dict, source: str) -> None:
     family = get_family(spec["model"]["family"])
     if em["init"] == "auto":
         em["init"] = auto_init(spec["model"]["family"])
+    if em["bootstrap_kind"] == "auto":
+        # the family's kind: rows where they can be resampled, simulation from the fit for a series
+        em["bootstrap_kind"] = getattr(family, "auto_bootstrap_kind", "nonparametric")
     try:
         # The family's own keys (defaults that depend on others, combinations only it allows).
         getattr(family, "check_spec", lambda spec: None)(spec)

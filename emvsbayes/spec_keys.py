@@ -58,7 +58,7 @@ KEY_DOCS: dict[tuple[str, str], str] = {
     ("em", "kmeans"): "also run k-means (Gaussians), compared with EM's clusters",
     ("em", "information"): "standard errors and Wald intervals from the observed information",
     ("em", "bootstrap"): "bootstrap replicates for EM's intervals; 0 turns the bootstrap off",
-    ("em", "bootstrap_kind"): '"nonparametric" (resample rows) or "parametric" (simulate from EM\'s answer)',
+    ("em", "bootstrap_kind"): '"nonparametric" (resample rows) or "parametric" (simulate from EM\'s answer); "auto": the family\'s kind (parametric for a hidden Markov model, whose rows cannot be resampled, else nonparametric)',
     ("bayes", "enabled"): "sample the posterior at all",
     ("bayes", "variant"): '"symmetric" (exchangeable components: label switching) or "ordered" (identified)',
     ("bayes", "sampler"): '"auto", "numpyro", "nutpie" or "pymc"',

@@ -836,3 +836,23 @@ def test_chains_start_once_per_optimum_up_to_renaming_rows_and_columns():
     assert len(starts) == 2
     np.testing.assert_array_equal(starts[1].rate, other.rate)
     assert len(start_points(FAMILY.variables, EMRestarts(tuple(fits)))) == 3  # without the label dims
+
+
+def test_a_minimal_hmm_spec_bootstraps_parametrically_by_default(tmp_path):
+    # The shared default (resample rows) cannot hold a series' chain: an HMM spec that does not name the kind
+    # gets the family's default, not a refusal of a value the user never wrote; naming rows is still refused.
+    from emvsbayes.spec import load_spec
+
+    (tmp_path / "y.csv").write_text("count\n" + "\n".join(str(v) for v in earthquake_counts()[:30]) + "\n")
+    spec_path = tmp_path / "s.toml"
+    spec_path.write_text('[data]\nfile = "y.csv"\n[model]\nfamily = "hmm"\ncomponents = 2\n')
+    assert load_spec(spec_path)["em"]["bootstrap_kind"] == "parametric"
+    spec_path.write_text('[data]\nfile = "y.csv"\n[model]\nfamily = "hmm"\ncomponents = 2\n[em]\nbootstrap_kind = "nonparametric"\n')
+    with pytest.raises(UserError, match='bootstrap_kind must be "parametric"'):
+        load_spec(spec_path)
+    spec_path.write_text('[data]\nfile = "y.csv"\n[model]\nfamily = "hmm"\ncomponents = 2\n[em]\nbootstrap_kind = "both"\n')
+    with pytest.raises(UserError, match="bootstrap_kind"):
+        load_spec(spec_path)
+    (tmp_path / "c.csv").write_text("heads,tosses\n5,10\n9,10\n")
+    spec_path.write_text('[data]\nfile = "c.csv"\n[model]\nfamily = "coins"\ncomponents = 2\n')
+    assert load_spec(spec_path)["em"]["bootstrap_kind"] == "nonparametric"

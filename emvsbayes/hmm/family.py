@@ -111,6 +111,9 @@ class HMMFamily:
         return cell["n_time"], 1
 
     # spec -------------------------------------------------------------------------------------
+    #: ``[em] bootstrap_kind = "auto"``: a series' time points cannot be resampled; simulate from the fit
+    auto_bootstrap_kind = "parametric"
+
     def spec_defaults(self) -> dict[str, dict[str, object]]:
         return {
             "model": {"emission": "poisson", "initial": "estimated"},
