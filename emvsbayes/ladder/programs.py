@@ -155,9 +155,10 @@ def reverse_mode_with_forward_fallback(logp_plain: Callable) -> tuple[Callable, 
     jitted (w's simplex coordinate, at 1.2755, -2.6549, 0.2202; forward mode and the unjitted reverse mode
     gave the gradient), so every derivative went through forward mode. But forward mode costs P
     evaluations of the log posterior per point, and more: on Old Faithful's full-covariance mixture
-    (P = 11) ``jacfwd`` of one point took 17 ms against 0.15 ms for ``grad``, 120 ms per ADVI step of 10
-    draws, 6 minutes per 3,000-step rung (benchmarks/README.md). The test is on the batch, outside any
-    ``vmap``, so ``lax.cond`` runs one branch: the forward pass costs nothing while reverse mode is finite.
+    (P = 11) ``jacfwd`` of one point took 17 ms against 0.15 ms for ``grad``: 3-235 ms per ADVI step of
+    10 draws against 0.3-0.5 ms, up to minutes per 3,000-step rung (benchmarks/README.md). The test is on
+    the batch, outside any ``vmap``, so ``lax.cond`` runs one branch: the forward pass costs nothing while
+    reverse mode is finite.
     """
     import jax
     import jax.numpy as jnp
