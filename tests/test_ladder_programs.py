@@ -49,6 +49,62 @@ def test_log_posterior_and_its_gradient_equal_pymcs_where_jitted_reverse_mode_ga
     np.testing.assert_allclose(values["w"].sum(axis=1), 1.0, atol=1e-12)
 
 
+def _square_root_where_positive(phi):
+    # The classic reverse-mode trap: the unused branch's derivative (inf at 0, NaN below) times a zero
+    # cotangent is NaN in reverse mode; forward mode selects the used branch's tangent and stays finite.
+    import jax.numpy as jnp
+
+    return jnp.sum(jnp.where(phi > 0, jnp.sqrt(phi), 0.0))
+
+
+def test_gradients_fall_back_to_forward_mode_only_for_a_batch_where_reverse_mode_is_not_finite():
+    import jax
+    import jax.numpy as jnp
+
+    from emvsbayes.sampling import configure_jax
+
+    configure_jax()  # float64, as the programs run
+    logp_batch, value_and_grad_batch = lp.reverse_mode_with_forward_fallback(_square_root_where_positive)
+    positive = np.array([[0.25, 4.0], [1.0, 9.0]])
+    assert np.isfinite(jax.vmap(jax.grad(_square_root_where_positive))(positive)).all()
+    values, grads = jax.jit(value_and_grad_batch)(positive)
+    np.testing.assert_allclose(values, np.sqrt(positive).sum(axis=1), rtol=1e-15)
+    np.testing.assert_allclose(grads, 0.5 / np.sqrt(positive), rtol=1e-15)  # d sqrt(x) / dx
+
+    with_zero = np.array([[0.25, 4.0], [0.0, -1.0]])
+    assert not np.isfinite(jax.jit(jax.vmap(jax.grad(_square_root_where_positive)))(with_zero)).all()
+    _, grads = jax.jit(value_and_grad_batch)(with_zero)
+    np.testing.assert_allclose(grads, [[1.0, 0.25], [0.0, 0.0]], rtol=1e-15)
+    # The derivative the ADVI loss sees through logp_batch is the same rule.
+    weights = jnp.array([2.0, 3.0])
+    np.testing.assert_allclose(jax.jit(jax.grad(lambda z: weights @ logp_batch(z)))(with_zero),
+                               [[2.0, 0.5], [0.0, 0.0]], rtol=1e-15)
+
+
+def test_the_gradient_is_reverse_mode_unless_it_fails_so_its_cost_does_not_grow_with_the_dimension():
+    """Forward mode (P directional derivatives, intermediates of shape (s, P, P)) made Old Faithful's ADVI
+    step 10-700 times slower than reverse mode (benchmarks/README.md); it may run only in the fallback
+    branch of a ``cond``. Read from the traced program, not timed."""
+    import jax
+    import jax.numpy as jnp
+
+    n_points, dim = 3, 7
+
+    def logp(phi):
+        return -0.5 * jnp.sum(phi**2) - jnp.sum(jnp.log1p(jnp.exp(phi)))
+
+    _, value_and_grad_batch = lp.reverse_mode_with_forward_fallback(logp)
+    jaxpr = jax.make_jaxpr(value_and_grad_batch)(jnp.zeros((n_points, dim))).jaxpr
+    outside = [tuple(v.aval.shape) for eqn in jaxpr.eqns for v in eqn.outvars]  # cond branches not entered
+    assert max(int(np.prod(shape)) for shape in outside) == n_points * dim
+    conds = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "cond"]
+    assert len(conds) == 1
+    # the fallback branch is forward mode: its (s, P, P) tangents are there
+    inside = {tuple(v.aval.shape) for branch in conds[0].params["branches"] for eqn in branch.jaxpr.eqns
+              for v in eqn.outvars}
+    assert max(int(np.prod(shape)) for shape in inside) == n_points * dim * dim
+
+
 def test_laplace_on_the_programs_is_pymcs_laplace(coin_mixture):
     model, programs = coin_mixture
     start = {"theta": np.array([0.8, 0.2]), "w": np.array([0.5, 0.5])}

@@ -38,7 +38,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: Bump when the layout of a stored set changes.
-FORMAT = 1
+FORMAT = 2  # 2: reverse-mode gradients (forward mode only as the fallback)
 BASE_PROGRAMS = ("to_unconstrained", "logp_grad", "logp_batch", "constrain")
 
 
@@ -146,8 +146,40 @@ def _unflatten(layout, phi):
     return parts
 
 
-def advi_program(logp_flat: Callable, method: str, size: int, settings: AdviSettings) -> Callable:
-    """``(seed, mu0) -> (mean, cov, loss per step, recorded means, recorded sds)`` of ADVI on ``logp_flat``."""
+def reverse_mode_with_forward_fallback(logp_plain: Callable) -> tuple[Callable, Callable]:
+    """(``logp_batch(phis (s, P)) -> (s,)`` whose derivative is this rule, ``value_and_grad_batch(phis) ->
+    ((s,), (s, P))``): the gradients of a batch of points in reverse mode, the whole batch again in forward
+    mode (P directional derivatives per point) only when a reverse-mode gradient came out non-finite.
+
+    Why: reverse mode of PyMC's jaxified coin-mixture log posterior came out NaN at ordinary points once
+    jitted (w's simplex coordinate, at 1.2755, -2.6549, 0.2202; forward mode and the unjitted reverse mode
+    gave the gradient), so every derivative went through forward mode. But forward mode costs P
+    evaluations of the log posterior per point, and more: on Old Faithful's full-covariance mixture
+    (P = 11) ``jacfwd`` of one point took 17 ms against 0.15 ms for ``grad``: 3-235 ms per ADVI step of
+    10 draws against 0.3-0.5 ms, up to minutes per 3,000-step rung (benchmarks/README.md). The test is on
+    the batch, outside any ``vmap``, so ``lax.cond`` runs one branch: the forward pass costs nothing while
+    reverse mode is finite.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def value_and_grad_batch(phis):
+        values, grads = jax.vmap(jax.value_and_grad(logp_plain))(phis)
+        grads = jax.lax.cond(jnp.all(jnp.isfinite(grads)), lambda: grads,
+                             lambda: jax.vmap(jax.jacfwd(logp_plain))(phis))
+        return values, grads
+
+    @jax.custom_vjp
+    def logp_batch(phis):
+        return jax.vmap(logp_plain)(phis)
+
+    logp_batch.defvjp(value_and_grad_batch, lambda grads, cotangent: (cotangent[:, None] * grads,))
+    return logp_batch, value_and_grad_batch
+
+
+def advi_program(logp_batch: Callable, method: str, size: int, settings: AdviSettings) -> Callable:
+    """``(seed, mu0) -> (mean, cov, loss per step, recorded means, recorded sds)`` of ADVI on ``logp_batch``
+    (``(n_mc, P) -> (n_mc,)``, differentiable)."""
     import jax
     import jax.numpy as jnp
 
@@ -180,7 +212,7 @@ def advi_program(logp_flat: Callable, method: str, size: int, settings: AdviSett
         _, _, _, log_sd = moments(params)
         z = draw(params, noise)
         log_q = jnp.sum(-0.5 * noise**2 - 0.5 * jnp.log(2 * jnp.pi) - log_sd, axis=1)
-        log_p = jax.vmap(logp_flat)(z)
+        log_p = logp_batch(z)
         return jnp.mean(log_q - log_p)
 
     value_and_grad = jax.value_and_grad(loss)
@@ -236,18 +268,11 @@ def build_programs(model, settings: AdviSettings) -> LadderPrograms:
     def logp_plain(phi):
         return logp_graph(*_unflatten(layout, phi))[0]
 
-    # Reverse-mode derivatives of PyMC's jaxified coin-mixture log posterior came out NaN at ordinary
-    # points once jitted (w's simplex coordinate; forward mode and the unjitted reverse mode gave the
-    # gradient): every derivative here goes through forward mode, P directional derivatives, which is
-    # cheap for the ladder's small models.
-    @jax.custom_vjp
-    def logp_flat(phi):
-        return logp_plain(phi)
+    logp_batch, value_and_grad_batch = reverse_mode_with_forward_fallback(logp_plain)
 
-    def logp_forward(phi):
-        return logp_plain(phi), jax.jacfwd(logp_plain)(phi)
-
-    logp_flat.defvjp(logp_forward, lambda gradient, cotangent: (cotangent * gradient,))
+    def logp_and_grad(phi):
+        values, grads = value_and_grad_batch(phi[None])
+        return values[0], grads[0]
 
     def constrain_flat(phi):
         return tuple(constrain_graph(*_unflatten(layout, phi)))
@@ -260,13 +285,13 @@ def build_programs(model, settings: AdviSettings) -> LadderPrograms:
     free = [jax.ShapeDtypeStruct(shape, jnp.dtype(dtype)) for _, shape, dtype in facts.free_rvs]
     exported = {
         "to_unconstrained": export.export(jax.jit(to_unconstrained))(*free),
-        "logp_grad": export.export(jax.jit(logp_forward))(one),
-        "logp_batch": export.export(jax.jit(jax.vmap(logp_flat)))(batch),
+        "logp_grad": export.export(jax.jit(logp_and_grad))(one),
+        "logp_batch": export.export(jax.jit(logp_batch))(batch),
         "constrain": export.export(jax.jit(jax.vmap(constrain_flat)))(batch),
     }
     seed = jax.ShapeDtypeStruct((), jnp.uint32)
     for method in settings.methods:
-        exported[f"advi_{method}"] = export.export(jax.jit(advi_program(logp_flat, method, size, settings)))(seed, one)
+        exported[f"advi_{method}"] = export.export(jax.jit(advi_program(logp_batch, method, size, settings)))(seed, one)
     return LadderPrograms(facts, settings, exported)
 
 
