@@ -389,6 +389,38 @@ def test_stationary_m_step_gradient_and_maximum(initial):
             assert em._expected_transition_loglik(model, nearby, stats) <= score + 1e-12
 
 
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("initial", ["estimated", "stationary"])
+def test_transition_m_step_hessian_and_newton_maximiser(k, initial):
+    # The closed-form Hessian Newton uses against central differences of the analytic gradient (step 1e-5:
+    # truncation error ~1e-10 of the entries, rounding ~1e-11 / 1e-5; the gradient itself is checked against
+    # the objective above), at a random point far from the maximum; then the stationary M-step's answer is a
+    # maximiser: its gradient over the log-ratios vanishes to the M-step's tolerance and its Hessian is
+    # negative definite there.
+    y = earthquake_counts()
+    model = HiddenMarkovModel(n_components=k, emission="poisson", initial=initial)
+    params = em.random_start(model, y, np.random.default_rng(10 + k))
+    stats, _ = em.e_step(model, y, params)
+    free = np.random.default_rng(5).normal(size=k * (k - 1))
+    value, gradient, hessian = em._transition_derivatives(model, stats, free)
+    assert (value, gradient.tolist()) == (em._transition_objective_and_grad(model, stats, free)[0],
+                                          em._transition_objective_and_grad(model, stats, free)[1].tolist())
+    h = 1e-5
+    numeric = np.empty_like(hessian)
+    for i in range(free.size):
+        step = np.eye(free.size)[i] * h
+        numeric[:, i] = (em._transition_derivatives(model, stats, free + step)[1]
+                         - em._transition_derivatives(model, stats, free - step)[1]) / (2 * h)
+    np.testing.assert_allclose(hessian, numeric, rtol=0, atol=1e-7 * np.max(np.abs(numeric)))
+    np.testing.assert_allclose(hessian, hessian.T, rtol=0, atol=1e-13 * np.max(np.abs(hessian)))  # to rounding
+    if initial == "stationary":
+        best = em._stationary_transition(model, stats, params.transition)
+        log_best = np.log(best)
+        _, best_gradient, best_hessian = em._transition_derivatives(model, stats, (log_best[:, :-1] - log_best[:, -1:]).ravel())
+        assert np.max(np.abs(best_gradient)) <= 1e-11 * (1 + stats.xi_sum.sum()) * 10
+        assert np.max(np.linalg.eigvalsh(best_hessian)) < 0
+
+
 def test_distinct_optima_group_relabelled_restarts():
     y = earthquake_counts()
     model = HiddenMarkovModel(n_components=2, emission="poisson")
