@@ -266,7 +266,10 @@ def _stationary_transition(model, stats, current: np.ndarray) -> np.ndarray:
     # then is within ~gtol^2 / curvature of its maximum; near EM's convergence the gradient's rounding
     # noise is ~1e-10 for the earthquakes and a tighter tolerance only spins).
     gtol = 1e-11 * (1.0 + float(stats.xi_sum.sum()))
-    found = _maximise(partial(_transition_derivatives, model, stats), free0, gtol=gtol)
+    # The compiled form of _transition_derivatives (numpy's per-call overhead dominated the K x K arithmetic).
+    from emvsbayes.hmm.compiled_mstep import transition_derivatives
+
+    found = _maximise(lambda free: transition_derivatives(free, stats.xi_sum, stats.first, True), free0, gtol=gtol)
     candidates.append(softmax(np.concatenate([found.reshape(k, k - 1), np.zeros((k, 1))], axis=1), axis=1))
     scores.append(_expected_transition_loglik(model, candidates[-1], stats))
     return candidates[int(np.argmax(scores))]
