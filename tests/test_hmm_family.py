@@ -413,6 +413,13 @@ def test_transition_m_step_hessian_and_newton_maximiser(k, initial):
                          - em._transition_derivatives(model, stats, free - step)[1]) / (2 * h)
     np.testing.assert_allclose(hessian, numeric, rtol=0, atol=1e-7 * np.max(np.abs(numeric)))
     np.testing.assert_allclose(hessian, hessian.T, rtol=0, atol=1e-13 * np.max(np.abs(hessian)))  # to rounding
+    # The compiled kernel the M-step runs is the same function (to rounding: the sums are in another order).
+    from emvsbayes.hmm.compiled_mstep import transition_derivatives
+
+    compiled = transition_derivatives(free, stats.xi_sum, stats.first, model.stationary)
+    assert compiled[0] == pytest.approx(value, rel=1e-14, abs=1e-13)
+    np.testing.assert_allclose(compiled[1], gradient, rtol=0, atol=1e-13 * (1 + np.max(np.abs(gradient))))
+    np.testing.assert_allclose(compiled[2], hessian, rtol=0, atol=1e-13 * np.max(np.abs(hessian)))
     if initial == "stationary":
         best = em._stationary_transition(model, stats, params.transition)
         log_best = np.log(best)
