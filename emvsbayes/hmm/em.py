@@ -21,7 +21,9 @@ row (their updates are 0/0).
 
 With the stationary initial distribution, ``initial = delta(transition)`` ties the first state to the
 transition matrix and the transition update has no closed form: the M-step then maximises
-``sum_ij xi_ij log A_ij + sum_k gamma_0k log delta_k(A)`` numerically (over the rows' log-ratios) and keeps
+``sum_ij xi_ij log A_ij + sum_k gamma_0k log delta_k(A)`` numerically (Newton over the rows' log-ratios with
+the closed-form gradient and Hessian, :func:`_transition_derivatives`, run compiled by
+:mod:`emvsbayes.hmm.compiled_mstep`; started from the better of the current A and the counts update) and keeps
 whichever of the current A, the closed-form counts update and that maximiser scores highest, so the step
 never lowers the expected complete-data log-likelihood (a generalised EM step: the log-likelihood still
 never falls).
@@ -209,29 +211,37 @@ def _transition_objective_and_grad(model, stats, free: np.ndarray) -> tuple[floa
     return value, gradient
 
 
-def _maximise(derivatives, x0: np.ndarray, *, gtol: float, max_iter: int = 50) -> np.ndarray:
+def _maximise(derivatives, x0: np.ndarray, *, gtol: float, gain_tol: float, max_iter: int = 50) -> np.ndarray:
     """Maximise a smooth function of a few variables by damped Newton steps with its exact Hessian
-    (``derivatives(x) -> (value, gradient, Hessian)``; shifted to negative definite where it is not;
-    backtracking until the value rises), to the gradient tolerance ``gtol`` (largest gradient entry).
+    (``derivatives(x) -> (value, gradient, Hessian)``; shifted to negative definite only where it is not;
+    backtracking until the value rises), until the largest gradient entry is at most ``gtol`` and the
+    Newton step's predicted gain (half the Newton decrement g' (-H)^-1 g) at most ``gain_tol``.
 
-    For the handful of log-ratios of a transition matrix, started next to the maximiser, this takes two or
-    three steps; scipy's L-BFGS-B stops at its default tolerances well before (a generalised-EM step that
-    left Baum-Welch 10x more iterations) and costs milliseconds per call in its bookkeeping alone.
+    Both tests, because a transition entry next to 0 (a transition the series barely makes) has a gradient
+    and a curvature of its size: the gradient test alone stopped with such entries off their maximiser by a
+    factor of 2 (a gain of 6e-10 left, above Baum-Welch's tol, and in 3 of 200 bootstrap refits EM then
+    stalled on a boundary face instead of leaving it); nor is -H regularised by a multiple of its largest
+    entry when it is negative definite, as that swamped those entries' curvature. For the handful of
+    log-ratios of a transition matrix, started next to the maximiser, this takes a few steps; scipy's
+    L-BFGS-B stops at its default tolerances well before (a generalised-EM step that left Baum-Welch 10x
+    more iterations) and costs milliseconds per call in its bookkeeping alone.
     """
     x = np.array(x0, dtype=float)
     value, gradient, hessian = derivatives(x)
     n = x.size
     identity = np.eye(n)
     for _ in range(max_iter):
-        if not math.isfinite(value) or np.max(np.abs(gradient)) <= gtol:
+        if not math.isfinite(value):
             break
-        scale = 1e-8 * max(1.0, float(np.max(np.abs(hessian))))
         try:  # negative definite (the usual case near the maximum): the plain Newton step
-            factor = np.linalg.cholesky(-hessian + scale * identity)
+            factor = np.linalg.cholesky(-hessian)
         except np.linalg.LinAlgError:
-            shift = max(0.0, float(np.max(np.linalg.eigvalsh(hessian)))) + scale
+            shift = (max(0.0, float(np.max(np.linalg.eigvalsh(hessian))))
+                     + 1e-8 * max(1.0, float(np.max(np.abs(hessian)))))
             factor = np.linalg.cholesky(-hessian + shift * identity)
         direction = np.linalg.solve(factor.T, np.linalg.solve(factor, gradient))
+        if np.max(np.abs(gradient)) <= gtol and 0.5 * float(gradient @ direction) <= gain_tol:
+            break
         for _ in range(60):
             trial = x + direction
             trial_value, trial_gradient, trial_hessian = derivatives(trial)
@@ -244,10 +254,7 @@ def _maximise(derivatives, x0: np.ndarray, *, gtol: float, max_iter: int = 50) -
             direction = direction / 2
         else:
             break
-        progress = trial_value - value
         x, value, gradient, hessian = trial, trial_value, trial_gradient, trial_hessian
-        if progress <= 1e-14 * abs(value):  # at the maximum to rounding: Newton's last step gained nothing
-            break
     return x
 
 
@@ -269,7 +276,10 @@ def _stationary_transition(model, stats, current: np.ndarray) -> np.ndarray:
     # The compiled form of _transition_derivatives (numpy's per-call overhead dominated the K x K arithmetic).
     from emvsbayes.hmm.compiled_mstep import transition_derivatives
 
-    found = _maximise(lambda free: transition_derivatives(free, stats.xi_sum, stats.first, True), free0, gtol=gtol)
+    # The predicted gain left: well below Baum-Welch's tolerances on the log-likelihood (1e-10 and up).
+    gain_tol = 1e-14 * (1.0 + float(stats.xi_sum.sum()))
+    found = _maximise(lambda free: transition_derivatives(free, stats.xi_sum, stats.first, True), free0, gtol=gtol,
+                      gain_tol=gain_tol)
     candidates.append(softmax(np.concatenate([found.reshape(k, k - 1), np.zeros((k, 1))], axis=1), axis=1))
     scores.append(_expected_transition_loglik(model, candidates[-1], stats))
     return candidates[int(np.argmax(scores))]
