@@ -428,6 +428,32 @@ def test_transition_m_step_hessian_and_newton_maximiser(k, initial):
         assert np.max(np.linalg.eigvalsh(best_hessian)) < 0
 
 
+def test_stationary_m_step_resolves_transition_entries_next_to_zero():
+    # Transitions the series barely makes (expected counts 1e-9, as on a boundary face of the earthquake
+    # fits): such an entry's gradient and curvature are both of its size, so a test on the absolute gradient
+    # alone is met with the entry still a factor ~2 off its maximiser (the M-step then loses more than
+    # Baum-Welch's tol, and EM stalled on the face in 3 of 200 bootstrap refits). At the maximiser the
+    # gradient over each log-ratio vanishes relative to the entry's own expected count: required to 1e-6.
+    y = earthquake_counts()
+    model = HiddenMarkovModel(n_components=3, emission="poisson", initial="stationary")
+    params = model.with_initial(None, np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.05, 0.15, 0.8]]),
+                                rate=np.array([13.0, 20.0, 30.0]))
+    stats, _ = em.e_step(model, y, params)
+    xi = stats.xi_sum.copy()
+    xi[1, 2] = xi[2, 1] = 1e-9
+    stats = em.HMMStats(xi, stats.counts, stats.first, stats.centre, stats.sum_dev, stats.sum_sq_dev)
+    start = params.transition.copy()
+    start[1, 2], start[2, 1] = 2e-10, 1e-10  # near the boundary, as EM's previous iterate would be
+    start /= start.sum(axis=1, keepdims=True)
+    best = em._stationary_transition(model, stats, start)
+    log_best = np.log(best)
+    _, gradient, _ = em._transition_derivatives(model, stats, (log_best[:, :-1] - log_best[:, -1:]).ravel(),
+                                                hessian=False)
+    gradient = np.concatenate([gradient.reshape(3, 2), np.zeros((3, 1))], axis=1)
+    # The last column is each row's reference: its log-ratio is not free, and its entries are not small.
+    assert np.all(np.abs(gradient[:, :-1]) <= 1e-6 * xi[:, :-1] + 1e-13)
+
+
 def test_distinct_optima_group_relabelled_restarts():
     y = earthquake_counts()
     model = HiddenMarkovModel(n_components=2, emission="poisson")
