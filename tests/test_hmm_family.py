@@ -420,6 +420,11 @@ def test_transition_m_step_hessian_and_newton_maximiser(k, initial):
     assert compiled[0] == pytest.approx(value, rel=1e-14, abs=1e-13)
     np.testing.assert_allclose(compiled[1], gradient, rtol=0, atol=1e-13 * (1 + np.max(np.abs(gradient))))
     np.testing.assert_allclose(compiled[2], hessian, rtol=0, atol=1e-13 * np.max(np.abs(hessian)))
+    from emvsbayes.hmm.compiled_mstep import transition_value
+
+    for matrix in (params.transition, em._rows_from_counts(stats.xi_sum, params.transition)):
+        assert transition_value(matrix, stats.xi_sum, stats.first, model.stationary) == pytest.approx(
+            em._expected_transition_loglik(model, matrix, stats), rel=1e-13)
     if initial == "stationary":
         best = em._stationary_transition(model, stats, params.transition)
         log_best = np.log(best)

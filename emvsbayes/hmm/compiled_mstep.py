@@ -165,3 +165,40 @@ def transition_derivatives(free: np.ndarray, xi: np.ndarray, first: np.ndarray, 
     if not ok:
         return -math.inf, np.zeros(np.size(free)), None
     return value, gradient, (hessian if want_hessian else None)
+
+
+def _value_at(a, xi, first, stationary):
+    """sum_ij xi_ij log A_ij (+ sum_k g_k log delta_k(A)) at a transition matrix ``a``; -inf where not finite
+    (a used transition of probability 0, a stationary probability <= 0 where g_k > 0)."""
+    k = xi.shape[0]
+    value = 0.0
+    for i in range(k):
+        for j in range(k):
+            if xi[i, j] > 0:
+                value += xi[i, j] * math.log(a[i, j]) if a[i, j] > 0 else -math.inf
+    if stationary:
+        system = np.empty((k, k))
+        for i in range(k):
+            for j in range(k):
+                system[i, j] = (1.0 if i == j else 0.0) - a[i, j] + 1.0
+        inverse = np.linalg.inv(system)
+        for j in range(k):
+            if first[j] > 0:
+                delta = 0.0
+                for i in range(k):
+                    delta += inverse[i, j]
+                value += first[j] * math.log(delta) if delta > 0 else -math.inf
+    return value if math.isfinite(value) else -math.inf
+
+
+_value_at_compiled = _compile(_value_at)
+
+
+def transition_value(transition: np.ndarray, xi: np.ndarray, first: np.ndarray, stationary: bool) -> float:
+    """:func:`emvsbayes.hmm.em._expected_transition_loglik` compiled (the M-step scores its candidates with it)."""
+    try:
+        return float(_value_at_compiled(np.ascontiguousarray(transition, dtype=np.float64),
+                                        np.ascontiguousarray(xi, dtype=np.float64),
+                                        np.ascontiguousarray(first, dtype=np.float64), bool(stationary)))
+    except np.linalg.LinAlgError:
+        return -math.inf

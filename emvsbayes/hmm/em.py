@@ -262,10 +262,14 @@ def _stationary_transition(model, stats, current: np.ndarray) -> np.ndarray:
     """The transition update when the initial distribution is the stationary one (see the module doc)."""
     from scipy.special import softmax
 
+    # Compiled forms of _transition_derivatives and _expected_transition_loglik (numpy's per-call overhead
+    # dominated the K x K arithmetic).
+    from emvsbayes.hmm.compiled_mstep import transition_derivatives, transition_value
+
     k = model.n_components
     counts_update = _rows_from_counts(stats.xi_sum, current)
     candidates = [current, counts_update]
-    scores = [_expected_transition_loglik(model, a, stats) for a in candidates]
+    scores = [transition_value(a, stats.xi_sum, stats.first, True) for a in candidates]
     # From the better of the two: near convergence that is next to the maximiser, and the search is short.
     start = np.clip(candidates[int(np.argmax(scores))], 1e-12, None)
     free0 = (np.log(start[:, :-1]) - np.log(start[:, -1:])).ravel()
@@ -273,15 +277,12 @@ def _stationary_transition(model, stats, current: np.ndarray) -> np.ndarray:
     # then is within ~gtol^2 / curvature of its maximum; near EM's convergence the gradient's rounding
     # noise is ~1e-10 for the earthquakes and a tighter tolerance only spins).
     gtol = 1e-11 * (1.0 + float(stats.xi_sum.sum()))
-    # The compiled form of _transition_derivatives (numpy's per-call overhead dominated the K x K arithmetic).
-    from emvsbayes.hmm.compiled_mstep import transition_derivatives
-
     # The predicted gain left: well below Baum-Welch's tolerances on the log-likelihood (1e-10 and up).
     gain_tol = 1e-14 * (1.0 + float(stats.xi_sum.sum()))
     found = _maximise(lambda free: transition_derivatives(free, stats.xi_sum, stats.first, True), free0, gtol=gtol,
                       gain_tol=gain_tol)
     candidates.append(softmax(np.concatenate([found.reshape(k, k - 1), np.zeros((k, 1))], axis=1), axis=1))
-    scores.append(_expected_transition_loglik(model, candidates[-1], stats))
+    scores.append(transition_value(candidates[-1], stats.xi_sum, stats.first, True))
     return candidates[int(np.argmax(scores))]
 
 
