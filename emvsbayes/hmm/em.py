@@ -193,7 +193,8 @@ def _transition_derivatives(model, stats, free: np.ndarray, *, hessian: bool = T
             full += cross + cross.transpose(2, 3, 0, 1)
             full -= (delta[:, None, None, None] * delta[None, None, :, None]
                      * np.einsum("iaj,jm,lmb->ialb", jacobians, s, jacobians))
-            block = (np.eye(k) * stationary_gradient[:, :, None] - transition[:, :, None] * stationary_gradient[:, None, :]
+            block = (np.eye(k) * stationary_gradient[:, :, None]
+                     - transition[:, :, None] * stationary_gradient[:, None, :]
                      - stationary_gradient[:, :, None] * transition[:, None, :])
             full[rows, :, rows, :] += block
     if not (math.isfinite(value) and np.all(np.isfinite(gradient))):
