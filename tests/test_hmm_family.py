@@ -389,6 +389,76 @@ def test_stationary_m_step_gradient_and_maximum(initial):
             assert em._expected_transition_loglik(model, nearby, stats) <= score + 1e-12
 
 
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("initial", ["estimated", "stationary"])
+def test_transition_m_step_hessian_and_newton_maximiser(k, initial):
+    # The closed-form Hessian Newton uses against central differences of the analytic gradient (step 1e-5:
+    # truncation error ~1e-10 of the entries, rounding ~1e-11 / 1e-5; the gradient itself is checked against
+    # the objective above), at a random point far from the maximum; then the stationary M-step's answer is a
+    # maximiser: its gradient over the log-ratios vanishes to the M-step's tolerance and its Hessian is
+    # negative definite there.
+    y = earthquake_counts()
+    model = HiddenMarkovModel(n_components=k, emission="poisson", initial=initial)
+    params = em.random_start(model, y, np.random.default_rng(10 + k))
+    stats, _ = em.e_step(model, y, params)
+    free = np.random.default_rng(5).normal(size=k * (k - 1))
+    value, gradient, hessian = em._transition_derivatives(model, stats, free)
+    assert (value, gradient.tolist()) == (em._transition_objective_and_grad(model, stats, free)[0],
+                                          em._transition_objective_and_grad(model, stats, free)[1].tolist())
+    h = 1e-5
+    numeric = np.empty_like(hessian)
+    for i in range(free.size):
+        step = np.eye(free.size)[i] * h
+        numeric[:, i] = (em._transition_derivatives(model, stats, free + step)[1]
+                         - em._transition_derivatives(model, stats, free - step)[1]) / (2 * h)
+    np.testing.assert_allclose(hessian, numeric, rtol=0, atol=1e-7 * np.max(np.abs(numeric)))
+    np.testing.assert_allclose(hessian, hessian.T, rtol=0, atol=1e-13 * np.max(np.abs(hessian)))  # to rounding
+    # The compiled kernel the M-step runs is the same function (to rounding: the sums are in another order).
+    from emvsbayes.hmm.compiled_mstep import transition_derivatives
+
+    compiled = transition_derivatives(free, stats.xi_sum, stats.first, model.stationary)
+    assert compiled[0] == pytest.approx(value, rel=1e-14, abs=1e-13)
+    np.testing.assert_allclose(compiled[1], gradient, rtol=0, atol=1e-13 * (1 + np.max(np.abs(gradient))))
+    np.testing.assert_allclose(compiled[2], hessian, rtol=0, atol=1e-13 * np.max(np.abs(hessian)))
+    from emvsbayes.hmm.compiled_mstep import transition_value
+
+    for matrix in (params.transition, em._rows_from_counts(stats.xi_sum, params.transition)):
+        assert transition_value(matrix, stats.xi_sum, stats.first, model.stationary) == pytest.approx(
+            em._expected_transition_loglik(model, matrix, stats), rel=1e-13)
+    if initial == "stationary":
+        best = em._stationary_transition(model, stats, params.transition)
+        log_best = np.log(best)
+        _, best_gradient, best_hessian = em._transition_derivatives(model, stats, (log_best[:, :-1] - log_best[:, -1:]).ravel())
+        assert np.max(np.abs(best_gradient)) <= 1e-11 * (1 + stats.xi_sum.sum()) * 10
+        assert np.max(np.linalg.eigvalsh(best_hessian)) < 0
+
+
+def test_stationary_m_step_resolves_transition_entries_next_to_zero():
+    # Transitions the series barely makes (expected counts 1e-9, as on a boundary face of the earthquake
+    # fits): such an entry's gradient and curvature are both of its size, so a test on the absolute gradient
+    # alone is met with the entry still a factor ~2 off its maximiser (the M-step then loses more than
+    # Baum-Welch's tol, and EM stalled on the face in 3 of 200 bootstrap refits). At the maximiser the
+    # gradient over each log-ratio vanishes relative to the entry's own expected count: required to 1e-6.
+    y = earthquake_counts()
+    model = HiddenMarkovModel(n_components=3, emission="poisson", initial="stationary")
+    params = model.with_initial(None, np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.05, 0.15, 0.8]]),
+                                rate=np.array([13.0, 20.0, 30.0]))
+    stats, _ = em.e_step(model, y, params)
+    xi = stats.xi_sum.copy()
+    xi[1, 2] = xi[2, 1] = 1e-9
+    stats = em.HMMStats(xi, stats.counts, stats.first, stats.centre, stats.sum_dev, stats.sum_sq_dev)
+    start = params.transition.copy()
+    start[1, 2], start[2, 1] = 2e-10, 1e-10  # near the boundary, as EM's previous iterate would be
+    start /= start.sum(axis=1, keepdims=True)
+    best = em._stationary_transition(model, stats, start)
+    log_best = np.log(best)
+    _, gradient, _ = em._transition_derivatives(model, stats, (log_best[:, :-1] - log_best[:, -1:]).ravel(),
+                                                hessian=False)
+    gradient = np.concatenate([gradient.reshape(3, 2), np.zeros((3, 1))], axis=1)
+    # The last column is each row's reference: its log-ratio is not free, and its entries are not small.
+    assert np.all(np.abs(gradient[:, :-1]) <= 1e-6 * xi[:, :-1] + 1e-13)
+
+
 def test_distinct_optima_group_relabelled_restarts():
     y = earthquake_counts()
     model = HiddenMarkovModel(n_components=2, emission="poisson")

@@ -21,7 +21,9 @@ row (their updates are 0/0).
 
 With the stationary initial distribution, ``initial = delta(transition)`` ties the first state to the
 transition matrix and the transition update has no closed form: the M-step then maximises
-``sum_ij xi_ij log A_ij + sum_k gamma_0k log delta_k(A)`` numerically (over the rows' log-ratios) and keeps
+``sum_ij xi_ij log A_ij + sum_k gamma_0k log delta_k(A)`` numerically (Newton over the rows' log-ratios with
+the closed-form gradient and Hessian, :func:`_transition_derivatives`, run compiled by
+:mod:`emvsbayes.hmm.compiled_mstep`; started from the better of the current A and the counts update) and keeps
 whichever of the current A, the closed-form counts update and that maximiser scores highest, so the step
 never lowers the expected complete-data log-likelihood (a generalised EM step: the log-likelihood still
 never falls).
@@ -134,75 +136,126 @@ def _rows_from_counts(xi_sum: np.ndarray, current: np.ndarray) -> np.ndarray:
         return np.where(totals > 0, xi_sum / totals, current)
 
 
-def _transition_objective_and_grad(model, stats, free: np.ndarray) -> tuple[float, np.ndarray]:
-    """The transition part of the expected complete-data log-likelihood and its gradient, over the rows'
-    log-ratios ``free`` (K, K - 1) flattened (the last entry of each row the reference).
+def _transition_derivatives(model, stats, free: np.ndarray, *, hessian: bool = True):
+    """The transition part of the expected complete-data log-likelihood, its gradient and (``hessian=True``)
+    its Hessian over the rows' log-ratios ``free`` (K, K - 1) flattened (the last entry of each row the
+    reference); (-inf, zeros, None) where the objective is not finite.
 
     With Q(A) = sum_ij xi_ij log A_ij + sum_k g_k log delta_k(A) (g = gamma_0), the stationary distribution
-    solves delta M = 1 with M = I - A + U, so d delta = delta dA M^-1 and
-    dQ/dA_ij = xi_ij / A_ij + delta_i (M^-1 (g / delta))_j; the softmax of each row turns that into
-    G_il = A_il (dQ/dA_il - sum_j A_ij dQ/dA_ij). An analytic gradient: L-BFGS-B on finite differences
-    spent 13 objective calls per gradient, about a second per Baum-Welch iteration of the K = 3 earthquakes
-    (tens of minutes for the parametric bootstrap).
+    solves delta M = 1 with M = I - A + U, so with Z = M^-1, d delta = delta dA Z and dZ = Z dA Z:
+    dQ/dA_ij = delta_i w_j with w = Z (g / delta), and
+    d2Q/dA_ij dA_lm = delta_l Z_mi w_j + delta_i Z_jl w_m - delta_i delta_l (Z diag(g / delta^2) Z^T)_jm.
+    Row i's softmax has Jacobian P_i = diag(A_i) - A_i A_i^T (over all K logits of the row); its second
+    derivative turns a gradient D over A into the block delta_ab G_ia - A_ia G_ib - A_ib G_ia with
+    G_ia = A_ia (D_ia - sum_j A_ij D_ij), the gradient over the logits. The counts' part is the
+    multinomial's: gradient xi_ia - n_i A_ia, Hessian -n_i P_i (n_i = sum_j xi_ij). All closed forms: Newton
+    needs one evaluation a step (a forward-difference Hessian of the analytic gradient took K (K - 1) more,
+    93% of Baum-Welch's time on the K = 3 earthquakes).
     """
     k = model.n_components
     logits = np.concatenate([free.reshape(k, k - 1), np.zeros((k, 1))], axis=1)
     transition = np.exp(logits - logits.max(axis=1, keepdims=True))
     transition /= transition.sum(axis=1, keepdims=True)
     xi = stats.xi_sum
+    totals = xi.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         value = float(np.where(xi > 0, xi * np.log(transition), 0.0).sum())
-        d_transition = np.where(xi > 0, xi / transition, 0.0)
-        if model.stationary:
-            system = np.eye(k) - transition + 1.0
+    gradient = xi - totals[:, None] * transition
+    rows = np.arange(k)
+    full = None
+    if hessian:
+        # P_i for every row, (K, K, K); the Hessian over all logits as (row, logit, row, logit).
+        jacobians = transition[:, :, None] * np.eye(k) - transition[:, :, None] * transition[:, None, :]
+        full = np.zeros((k, k, k, k))
+        full[rows, :, rows, :] = -totals[:, None, None] * jacobians
+    if model.stationary:
+        system = np.eye(k) - transition + 1.0
+        try:
             inverse = np.linalg.inv(system)
-            delta = np.ones(k) @ inverse
-            g = stats.first
-            value += float(np.where(g > 0, g * np.log(np.clip(delta, 0.0, None)), 0.0).sum())
-            d_transition = d_transition + delta[:, None] * (inverse @ np.where(g > 0, g / delta, 0.0))[None, :]
-    if not (math.isfinite(value) and np.all(np.isfinite(d_transition))):
-        return -math.inf, np.zeros(free.size)
-    gradient = transition * (d_transition - np.sum(transition * d_transition, axis=1, keepdims=True))
-    return value, gradient[:, :-1].ravel()
+        except np.linalg.LinAlgError:
+            return -math.inf, np.zeros(free.size), None
+        delta = inverse.sum(axis=0)  # 1 Z
+        g = stats.first
+        positive = g > 0
+        if np.any(positive & ~(delta > 0)):
+            return -math.inf, np.zeros(free.size), None
+        safe_delta = np.where(positive, delta, 1.0)
+        value += float(np.sum(np.where(positive, g * np.log(safe_delta), 0.0)))
+        ratio = np.where(positive, g / safe_delta, 0.0)
+        w = inverse @ ratio
+        spread = transition * (w[None, :] - (transition @ w)[:, None])  # (P_i w)_a
+        stationary_gradient = delta[:, None] * spread
+        gradient = gradient + stationary_gradient
+        if hessian:
+            c = np.einsum("lbm,mi->ilb", jacobians, inverse)  # (P_l Z[:, i])_b
+            s = (inverse * (ratio / safe_delta)) @ inverse.T  # Z diag(g / delta^2) Z^T
+            cross = delta[None, None, :, None] * spread[:, :, None, None] * c[:, None, :, :]
+            full += cross + cross.transpose(2, 3, 0, 1)
+            full -= (delta[:, None, None, None] * delta[None, None, :, None]
+                     * np.einsum("iaj,jm,lmb->ialb", jacobians, s, jacobians))
+            block = (np.eye(k) * stationary_gradient[:, :, None]
+                     - transition[:, :, None] * stationary_gradient[:, None, :]
+                     - stationary_gradient[:, :, None] * transition[:, None, :])
+            full[rows, :, rows, :] += block
+    if not (math.isfinite(value) and np.all(np.isfinite(gradient))):
+        return -math.inf, np.zeros(free.size), None
+    if full is not None:
+        full = full[:, :-1, :, :-1].reshape(k * (k - 1), k * (k - 1))
+        if not np.all(np.isfinite(full)):
+            return -math.inf, np.zeros(free.size), None
+    return value, gradient[:, :-1].ravel(), full
 
 
-def _maximise(fun_and_grad, x0: np.ndarray, *, gtol: float, max_iter: int = 50) -> np.ndarray:
-    """Maximise a smooth function of a few variables by damped Newton steps (Hessian by forward differences
-    of the analytic gradient, shifted to negative definite; backtracking until the value rises).
+def _transition_objective_and_grad(model, stats, free: np.ndarray) -> tuple[float, np.ndarray]:
+    """:func:`_transition_derivatives` without the Hessian: the objective and its gradient."""
+    value, gradient, _ = _transition_derivatives(model, stats, free, hessian=False)
+    return value, gradient
 
-    For the handful of log-ratios of a transition matrix this converges in a few steps to the gradient
-    tolerance ``gtol`` (largest gradient entry); scipy's L-BFGS-B stops at its default tolerances well before (a generalised-EM step that
-    left Baum-Welch 10x more iterations) and costs milliseconds per call in its bookkeeping alone.
+
+def _maximise(derivatives, x0: np.ndarray, *, gtol: float, gain_tol: float, max_iter: int = 50) -> np.ndarray:
+    """Maximise a smooth function of a few variables by damped Newton steps with its exact Hessian
+    (``derivatives(x) -> (value, gradient, Hessian)``; shifted to negative definite only where it is not;
+    backtracking until the value rises), until the largest gradient entry is at most ``gtol`` and the
+    Newton step's predicted gain (half the Newton decrement g' (-H)^-1 g) at most ``gain_tol``.
+
+    Both tests, because a transition entry next to 0 (a transition the series barely makes) has a gradient
+    and a curvature of its size: the gradient test alone stopped with such entries off their maximiser by a
+    factor of 2 (a gain of 6e-10 left, above Baum-Welch's tol, and in 3 of 200 bootstrap refits EM then
+    stalled on a boundary face instead of leaving it); nor is -H regularised by a multiple of its largest
+    entry when it is negative definite, as that swamped those entries' curvature. For the handful of
+    log-ratios of a transition matrix, started next to the maximiser, this takes a few steps; scipy's
+    L-BFGS-B stops at its default tolerances well before (a generalised-EM step that left Baum-Welch 10x
+    more iterations) and costs milliseconds per call in its bookkeeping alone.
     """
     x = np.array(x0, dtype=float)
-    value, gradient = fun_and_grad(x)
+    value, gradient, hessian = derivatives(x)
     n = x.size
+    identity = np.eye(n)
     for _ in range(max_iter):
-        if not math.isfinite(value) or np.max(np.abs(gradient)) <= gtol:
+        if not math.isfinite(value):
             break
-        # Forward differences (n calls, not 2n): an O(h) error in the Hessian only slows Newton's last steps.
-        h = 1e-6
-        hessian = np.empty((n, n))
-        for i in range(n):
-            step = np.zeros(n)
-            step[i] = h
-            hessian[:, i] = (fun_and_grad(x + step)[1] - gradient) / h
-        hessian = 0.5 * (hessian + hessian.T)
-        top = np.max(np.linalg.eigvalsh(hessian))
-        shift = max(0.0, top) + 1e-8 * max(1.0, np.max(np.abs(hessian)))
-        direction = np.linalg.solve(hessian - shift * np.eye(n), -gradient)
+        try:  # negative definite (the usual case near the maximum): the plain Newton step
+            factor = np.linalg.cholesky(-hessian)
+        except np.linalg.LinAlgError:
+            shift = (max(0.0, float(np.max(np.linalg.eigvalsh(hessian))))
+                     + 1e-8 * max(1.0, float(np.max(np.abs(hessian)))))
+            factor = np.linalg.cholesky(-hessian + shift * identity)
+        direction = np.linalg.solve(factor.T, np.linalg.solve(factor, gradient))
+        if np.max(np.abs(gradient)) <= gtol and 0.5 * float(gradient @ direction) <= gain_tol:
+            break
         for _ in range(60):
             trial = x + direction
-            trial_value, trial_gradient = fun_and_grad(trial)
-            if trial_value >= value:
+            trial_value, trial_gradient, trial_hessian = derivatives(trial)
+            # Next to the maximum the value changes by less than its rounding: there the gradient decides
+            # (a step that halved the gradient but lost 1e-14 to rounding was refused 60 times, leaving
+            # the gradient 1e4 times the tolerance).
+            if trial_value >= value or (trial_value >= value - 1e-13 * abs(value)
+                                        and np.max(np.abs(trial_gradient)) < np.max(np.abs(gradient))):
                 break
             direction = direction / 2
         else:
             break
-        progress = trial_value - value
-        x, value, gradient = trial, trial_value, trial_gradient
-        if progress <= 1e-14 * abs(value):  # at the maximum to rounding: Newton's last step gained nothing
-            break
+        x, value, gradient, hessian = trial, trial_value, trial_gradient, trial_hessian
     return x
 
 
@@ -210,10 +263,14 @@ def _stationary_transition(model, stats, current: np.ndarray) -> np.ndarray:
     """The transition update when the initial distribution is the stationary one (see the module doc)."""
     from scipy.special import softmax
 
+    # Compiled forms of _transition_derivatives and _expected_transition_loglik (numpy's per-call overhead
+    # dominated the K x K arithmetic).
+    from emvsbayes.hmm.compiled_mstep import transition_derivatives, transition_value
+
     k = model.n_components
     counts_update = _rows_from_counts(stats.xi_sum, current)
     candidates = [current, counts_update]
-    scores = [_expected_transition_loglik(model, a, stats) for a in candidates]
+    scores = [transition_value(a, stats.xi_sum, stats.first, True) for a in candidates]
     # From the better of the two: near convergence that is next to the maximiser, and the search is short.
     start = np.clip(candidates[int(np.argmax(scores))], 1e-12, None)
     free0 = (np.log(start[:, :-1]) - np.log(start[:, -1:])).ravel()
@@ -221,9 +278,12 @@ def _stationary_transition(model, stats, current: np.ndarray) -> np.ndarray:
     # then is within ~gtol^2 / curvature of its maximum; near EM's convergence the gradient's rounding
     # noise is ~1e-10 for the earthquakes and a tighter tolerance only spins).
     gtol = 1e-11 * (1.0 + float(stats.xi_sum.sum()))
-    found = _maximise(partial(_transition_objective_and_grad, model, stats), free0, gtol=gtol)
+    # The predicted gain left: well below Baum-Welch's tolerances on the log-likelihood (1e-10 and up).
+    gain_tol = 1e-14 * (1.0 + float(stats.xi_sum.sum()))
+    found = _maximise(lambda free: transition_derivatives(free, stats.xi_sum, stats.first, True), free0, gtol=gtol,
+                      gain_tol=gain_tol)
     candidates.append(softmax(np.concatenate([found.reshape(k, k - 1), np.zeros((k, 1))], axis=1), axis=1))
-    scores.append(_expected_transition_loglik(model, candidates[-1], stats))
+    scores.append(transition_value(candidates[-1], stats.xi_sum, stats.first, True))
     return candidates[int(np.argmax(scores))]
 
 
