@@ -73,7 +73,7 @@ class EStepStatistics:
     gamma: np.ndarray | None
 
 
-def _compile(function):
+def njit_cached(function):
     """``numba.njit(cache=True)``, or without the cache where numba finds no writable place for it (it
     raises then, at decoration: a read-only install under a read-only home)."""
     try:
@@ -225,7 +225,7 @@ def kernel(n_states: int):
                 xi_sum[i, j] *= transition[i, j]
         return True, loglik, xi_sum, counts, first, sum_dev, sum_sq_dev
 
-    return _compile(forward_backward_moments)
+    return njit_cached(forward_backward_moments)
 
 
 def scaled_emissions(log_emission_of, t_len: int, n_states: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from emvsbayes.hmm.compiled_estep import _compile
+from emvsbayes.hmm.compiled_estep import njit_cached
 
 
 def _derivatives(free, xi, first, stationary, want_hessian):
@@ -148,7 +148,7 @@ def _derivatives(free, xi, first, stationary, want_hessian):
     return value, gradient, hessian, ok
 
 
-_derivatives_compiled = _compile(_derivatives)
+_derivatives_compiled = njit_cached(_derivatives)
 
 
 def transition_derivatives(free: np.ndarray, xi: np.ndarray, first: np.ndarray, stationary: bool,
@@ -191,7 +191,7 @@ def _value_at(a, xi, first, stationary):
     return value if math.isfinite(value) else -math.inf
 
 
-_value_at_compiled = _compile(_value_at)
+_value_at_compiled = njit_cached(_value_at)
 
 
 def transition_value(transition: np.ndarray, xi: np.ndarray, first: np.ndarray, stationary: bool) -> float:
