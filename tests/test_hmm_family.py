@@ -20,6 +20,7 @@ from emvsbayes.em import RestartPolicy
 from emvsbayes.errors import UserError
 from emvsbayes.hmm import em, inference
 from emvsbayes.hmm.model import HiddenMarkovModel, HMMParams, HMMPriors, stationary_distribution
+from conftest import run_cli
 
 
 def earthquake_counts() -> np.ndarray:
@@ -475,7 +476,7 @@ def test_distinct_optima_group_relabelled_restarts():
 
 from emvsbayes.hmm import bayes  # noqa: E402
 from emvsbayes.hmm.family import FAMILY  # noqa: E402
-from emvsbayes.hmm.series import Series  # noqa: E402
+from emvsbayes.hmm.series import Series, suggest_series_columns  # noqa: E402
 
 
 def _series(y) -> Series:
@@ -926,3 +927,30 @@ def test_a_minimal_hmm_spec_bootstraps_parametrically_by_default(tmp_path):
     (tmp_path / "c.csv").write_text("heads,tosses\n5,10\n9,10\n")
     spec_path.write_text('[data]\nfile = "c.csv"\n[model]\nfamily = "coins"\ncomponents = 2\n')
     assert load_spec(spec_path)["em"]["bootstrap_kind"] == "nonparametric"
+
+
+def test_an_unnamed_series_column_is_suggested_by_what_is_not_time(tmp_path):
+    """A table of several columns and no [data] columns, run as a user runs it: the hint names a value
+    column (a table's first column is often its time labels, which a user pasting the hint would otherwise
+    fit as counts) and the time column as the label."""
+    (tmp_path / "series.csv").write_text("year,count\n1900,3\n1901,4\n1902,5\n1903,2\n", encoding="utf-8")
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text('[data]\nfile = "series.csv"\n[model]\nfamily = "hmm"\ncomponents = 2\nemission = "poisson"\n',
+                         encoding="utf-8")
+    proc = run_cli("run", spec_path, "--out", tmp_path / "out")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].endswith("columns = ['count'] and label = 'year' (the time column)"), lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("candidates, time, suggestion", [
+    (["count", "Year"], None, "columns = ['count'] and label = 'Year' (the time column)"),
+    (["quakes", "deaths"], None, "columns = ['quakes']"),
+    (["t", "date"], None, "columns = ['date']"),
+    (["count", "deaths"], "year", "columns = ['count']"),
+    ([], None, "columns = ['value']"),
+])
+def test_the_series_suggestion_prefers_columns_not_named_for_time(candidates, time, suggestion):
+    assert suggest_series_columns(candidates, time) == suggestion

@@ -51,6 +51,25 @@ class Series:
         return int(self.y.shape[0])
 
 
+#: Column names that usually hold a series' time labels, not its values.
+TIME_LIKE_NAMES = frozenset({"t", "time", "date", "day", "week", "month", "quarter", "year", "period", "index", "step"})
+
+
+def suggest_series_columns(candidates: list[str], time: str | None) -> str:
+    """The ``[data]`` lines to suggest for a table whose series column is not named: a column whose name
+    does not say time (a table's first column is often its time labels, e.g. ``year,count``), and that
+    time column as ``label`` when none is set."""
+    if not candidates:
+        return f"columns = [{quote('value')}]"
+    values = [name for name in candidates if name.strip().lower() not in TIME_LIKE_NAMES]
+    times = [name for name in candidates if name.strip().lower() in TIME_LIKE_NAMES]
+    series = values[0] if values else candidates[-1]
+    suggestion = f"columns = [{quote(series)}]"
+    if time is None and values and times:
+        suggestion += f" and label = {quote(times[0])} (the time column)"
+    return suggestion
+
+
 def series_columns(spec: dict, available: tuple[str, ...]) -> tuple[str, str | None]:
     """(series column, time column or None) for a spec's ``[data]`` table over a file with columns
     ``available``: ``columns`` (one name) and ``label``, or the bundled data set's defaults."""
@@ -68,7 +87,7 @@ def series_columns(spec: dict, available: tuple[str, ...]) -> tuple[str, str | N
         if len(candidates) != 1:
             raise UserError(f"[data] columns: a hidden Markov model fits one series and this table has "
                             f"{len(candidates)} columns ({', '.join(map(quote, candidates))}); name one, e.g. "
-                            f"columns = [{quote(candidates[0]) if candidates else quote('value')}]")
+                            f"{suggest_series_columns(candidates, time)}")
         column = candidates[0]
     return column, time
 
