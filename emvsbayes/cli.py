@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="a spec with [data] store: local worker processes (default: one per core)")
 
     report = sub.add_parser("report", parents=[common], help="re-render a report from a results file, without refitting")
-    report.add_argument("results", type=Path, help="a results.nc written by 'emvsbayes run'")
+    report.add_argument("results", type=Path, help="a results.nc written by 'emvsbayes run' (or a study.nc by 'emvsbayes study')")
     report.add_argument("--out", type=Path, default=None, help="HTML file to write (default: index.html beside the results)")
 
     study = sub.add_parser("study", parents=[common], help="run (or resume) a simulation study: DIR/study.nc and DIR/index.html")

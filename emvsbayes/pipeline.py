@@ -274,9 +274,12 @@ def rerender_report(results_path: Path, out: Path | None = None) -> Path:
     written only if it is absent or a page emvsbayes wrote: never over the results being read, another
     results file, an input or another run's page.
     """
-    from emvsbayes.results import read_results
+    from emvsbayes.outputs import results_format
+    from emvsbayes.results import STUDY_FORMAT, read_results
 
     results_path = Path(results_path)
+    if results_format(results_path) == STUDY_FORMAT:
+        return _rerender_study(results_path, out)
     tree = read_results(results_path)
     from emvsbayes.report import render_report_file  # after the checks: it imports matplotlib
     out = Path(out) if out is not None else results_path.with_name("index.html")
@@ -302,6 +305,43 @@ def rerender_report(results_path: Path, out: Path | None = None) -> Path:
         raise UserError(f"{out}: is the page of the outputs in {folder}, not of {results_path}; {suggestion}")
     try:
         render_report_file(tree, out)
+    except OSError as error:
+        raise UserError(f"{out}: cannot write the report there ({error.strerror}); choose another file with --out") from None
+    return out
+
+
+def _rerender_study(study_path: Path, out: Path | None) -> Path:
+    """``emvsbayes report study.nc``: the study's page again, as :func:`rerender_report` does a run's. In the
+    study's own folder the page (and ``coverage.svg``) are published with the same study file as a new unit;
+    elsewhere only the page is written (the figure is inlined in it), under the same ownership rules."""
+    from emvsbayes.results import read_study
+
+    ds = read_study(study_path)
+    from emvsbayes.study.report import render_study_report  # after the checks: it imports matplotlib
+
+    out = Path(out) if out is not None else study_path.with_name("index.html")
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give the HTML file to write, e.g. --out {out / 'index.html'}")
+    suggestion = f"choose another file with --out, e.g. --out {study_path.with_name('report.html')}"
+    if _same_file(out, study_path):
+        raise UserError(f"{out}: is the study file being read, so emvsbayes will not write the report over it; {suggestion}")
+    folder = out.parent
+    own_study = folder / "study.nc"
+    if out.name == "index.html" and _same_file(own_study, study_path):
+        with OutputFolder(folder, "study") as held:
+            unit = held.new_unit()
+            link_or_copy(own_study.resolve(), unit / "study.nc")
+            render_study_report(read_study(unit / "study.nc"), unit / "index.html")
+            held.publish(unit)
+        return out
+    reason = foreign(out, "page")
+    if reason:
+        raise UserError(f"{out}: {reason}, so emvsbayes will not write over it; {suggestion}")
+    if out.name in ("index.html", "results.nc", "study.nc") and (os.path.lexists(folder / "results.nc")
+                                                                 or os.path.lexists(folder / "study.nc")):
+        raise UserError(f"{out}: is the page of the outputs in {folder}, not of {study_path}; {suggestion}")
+    try:
+        render_study_report(ds, out, figure_file=False)
     except OSError as error:
         raise UserError(f"{out}: cannot write the report there ({error.strerror}); choose another file with --out") from None
     return out

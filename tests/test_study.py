@@ -550,3 +550,36 @@ def test_the_index_lists_a_study_with_its_verdicts_and_refreshes_only_its_own_pa
     mine = tmp_path / "reports" / "index.html"
     mine.write_text("<html>my notes</html>", encoding="utf-8")
     assert refresh_index(tmp_path / "reports") is None and mine.read_text(encoding="utf-8") == "<html>my notes</html>"
+
+
+def test_report_re_renders_a_study_page_from_its_study_file(tmp_path):
+    """`emvsbayes report study.nc`, as a user runs it, on the bundled coverage-ladder study: in the study's
+    own folder the page and coverage.svg are published again beside the same study file (its bytes
+    untouched); --out elsewhere writes the page alone; the study file itself is never written over."""
+    import shutil
+
+    from conftest import ROOT, run_cli
+
+    folder = tmp_path / "ladder"
+    shutil.copytree(ROOT / "studies" / "coverage_ladder", folder)
+    before = (folder / "study.nc").read_bytes()
+    (folder / "index.html").write_text((folder / "index.html").read_text(encoding="utf-8").replace(
+        "<main>", "<main><p>stale page</p>", 1), encoding="utf-8")
+    proc = run_cli("report", folder / "study.nc")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    assert "stale page" not in page and "coverage" in page and "<svg" in page
+    assert (folder / "coverage.svg").read_text(encoding="utf-8").lstrip().startswith("<")
+    assert (folder / "study.nc").read_bytes() == before
+
+    elsewhere = tmp_path / "elsewhere" / "page.html"
+    elsewhere.parent.mkdir()
+    proc = run_cli("report", folder / "study.nc", "--out", elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert elsewhere.read_text(encoding="utf-8") == page
+    assert sorted(p.name for p in elsewhere.parent.iterdir()) == ["page.html"]
+
+    proc = run_cli("report", folder / "study.nc", "--out", folder / "study.nc")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "is the study file being read" in proc.stderr
+    assert (folder / "study.nc").read_bytes() == before

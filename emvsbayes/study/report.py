@@ -493,12 +493,13 @@ def render_study_html(ds: xr.Dataset) -> str:
             f"<main>{''.join(parts)}</main></body></html>")
 
 
-def render_study_report(ds: xr.Dataset, path) -> Path:
+def render_study_report(ds: xr.Dataset, path, *, figure_file: bool = True) -> Path:
     """Write the study's HTML page to ``path`` (atomically); a coverage study's figure of every interval
-    against N also as ``coverage.svg`` beside it (for pages that cannot inline the report, such as a README)."""
+    against N also as ``coverage.svg`` beside it (for pages that cannot inline the report, such as a README)
+    unless ``figure_file`` is False (a page written outside the study's folder: the figure is in the page)."""
     page = render_study_html(ds)
     atomic_write(Path(path), lambda tmp: tmp.write_text(page, encoding="utf-8"))
-    if ds.attrs.get("kind") == "coverage":
+    if figure_file and ds.attrs.get("kind") == "coverage":
         figure = rung_figure(ds, _axes(ds))
         if figure:
             atomic_write(Path(path).with_name("coverage.svg"), lambda tmp: tmp.write_text(figure, encoding="utf-8"))
