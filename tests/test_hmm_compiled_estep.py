@@ -123,19 +123,19 @@ def test_a_time_point_impossible_in_every_state_gives_minus_infinity():
 
 def test_without_a_writable_numba_cache_the_kernel_is_compiled_in_the_process(tmp_path):
     # A read-only install under a read-only home: numba finds no place for its cache and raises at
-    # decoration; compiled_estep._compile then compiles without it. Simulated (the tests may run as root,
+    # decoration; compiled_estep.njit_cached then compiles without it. Simulated (the tests may run as root,
     # for whom no directory is read-only): a file named __pycache__ beside the module and XDG_CACHE_HOME
     # below a regular file. Warnings are errors in that process.
     package = tmp_path / "pkg"
     package.mkdir()
     (package / "__pycache__").write_text("not a directory")
     (package / "tiny.py").write_text(textwrap.dedent("""
-        from emvsbayes.hmm.compiled_estep import _compile
+        from emvsbayes.hmm.compiled_estep import njit_cached
 
         def double(x):
             return 2 * x
 
-        double = _compile(double)
+        double = njit_cached(double)
     """))
     (tmp_path / "file").write_text("")
     env = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
