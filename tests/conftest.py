@@ -103,6 +103,30 @@ SLOW_CASES = {
 }
 
 
+#: Fixtures that cost over 5 s of CPU to make on a 2-core machine (a whole spec run through the CLI, a model
+#: choice with its bootstrap): every test that uses one is marked slow at collection, as running it alone costs
+#: that much (measured: lecture_run 9 s, poisson_run 10.6 s, the LRT's fit 8.6 s). Keyed "file::fixture", the
+#: file being where the fixture is defined ("tests/conftest.py" for the session fixtures here).
+SLOW_FIXTURES = {
+    "tests/conftest.py::lecture_run",
+    "tests/test_poisson_run.py::poisson_run",
+    "tests/test_model_choice_lrt.py::tested",
+}
+
+
+def _uses_slow_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    for name, defs in info.name2fixturedefs.items():
+        if defs and name in item.fixturenames:
+            where = defs[-1].baseid.split("::", 1)[0] or "tests"
+            where = f"{where}/conftest.py" if not where.endswith(".py") else where
+            if f"{where}::{name}" in SLOW_FIXTURES:
+                return True
+    return False
+
+
 def quick_run_group(name: str) -> pytest.MarkDecorator:
     """The pytest-xdist group of every test that reads ``quick_run(name)``, so the one worker that runs them
     makes that run once (a session fixture is made once per worker, not once per test run)."""
@@ -124,7 +148,7 @@ def _shared_scope_fixtures(item) -> list[str]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.nodeid in SLOW_CASES:
+        if item.nodeid in SLOW_CASES or _uses_slow_fixture(item):
             item.add_marker(pytest.mark.slow)
         # bin/test runs two pytest-xdist workers with --dist loadgroup: tests of one group run in one worker,
         # one after another. A test that reads the session's lecture_run joins that run's group; one that

@@ -51,6 +51,7 @@ def store_spec(tmp_path, store="x.zarr", extra="", em=EM_ONLY, components=3):
     return spec
 
 
+@pytest.mark.slow  # a whole run through the CLI on a Dask cluster: 7 s of CPU
 def test_store_run_equals_in_memory_fit(tmp_path):
     x = three_blobs()
     write_store(tmp_path / "x.zarr", x, columns=["length", "width"])
