@@ -612,7 +612,7 @@ class CoinFamily:
                     "late_notes": [], "skip_bayes": k > n}
         log_evidence = float("nan")
         if exact.n_assignments(n, k) <= exact.MAX_ASSIGNMENTS:
-            log_evidence = exact.exact_posterior(model_def, data.heads, data.tosses).log_evidence
+            log_evidence = exact.log_evidence(model_def, data.heads, data.tosses)
         return {"notes": [], "row": {"log_evidence": log_evidence}}
 
     def model_choice_attrs(self, spec: dict, data) -> dict:
