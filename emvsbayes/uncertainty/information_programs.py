@@ -54,12 +54,24 @@ class InformationGraph:
     first axis (the same count for all; its other axes static); ``loglik``: the observed-data
     log-likelihood; ``natural``: the reported variables flattened in the order of ``variables()``, or
     ``None`` (the program then gives loglik, gradient and Hessian only).
+
+    ``pieces`` and ``finish``: for a log-likelihood whose PyTensor graph JAX cannot take whole (a hidden Markov
+    model's forward recursion is a PyTensor ``scan``, whose derivative graphs do not export with a symbolic
+    length), PyTensor expressions of ``phi`` and the data and a JAX function of them that gives the same
+    log-likelihood (``finish(*pieces)``); the program then takes the derivatives with JAX (``jax.grad``, the
+    Hessian as forward mode over reverse mode) instead of evaluating PyTensor's. ``loglik`` stays the
+    PyTensor route, for the fallback.
     """
 
     phi: object
     data: tuple
     loglik: object
     natural: object = None
+    pieces: tuple = ()
+    finish: Callable | None = None
+    #: The fewest rows the exported program is traced for (a series' recursion needs two); fewer are evaluated
+    #: by PyTensor.
+    min_rows: int = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,7 +113,11 @@ class InformationProgram:
             import jax
 
             self._calls["jit"] = jax.jit(self.exported.call)
-        out = tuple(np.asarray(value, dtype=float) for value in self._calls["jit"](phi, *data))
+        try:
+            out = tuple(np.asarray(value, dtype=float) for value in self._calls["jit"](phi, *data))
+        except ValueError as error:  # fewer rows than the program's constraint (a series of one point)
+            log.debug("information program %s refused its arguments (%s); PyTensor evaluates them", self.recipe.key, error)
+            return self._pytensor(phi, *data)
         if np.all(np.isfinite(phi)) and not all(np.all(np.isfinite(value)) for value in out):
             log.debug("information program %s gave a non-finite value; PyTensor evaluates it", self.recipe.key)
             return self._pytensor(phi, *data)
@@ -147,6 +163,26 @@ def _jaxify(inputs: list, outputs: list) -> Callable:
     return jax_funcify(fgraph)
 
 
+def _jax_derivatives(graph: InformationGraph) -> Callable:
+    """(phi, *data) -> outputs, the derivatives taken by JAX of ``graph.finish`` over its jaxified pieces."""
+    import jax
+
+    pieces = _jaxify([graph.phi, *graph.data], list(graph.pieces))
+    natural = _jaxify([graph.phi], [graph.natural]) if graph.natural is not None else None
+
+    def loglik(phi, *data):
+        return graph.finish(*pieces(phi, *data))
+
+    def outputs(phi, *data):
+        value, gradient = jax.value_and_grad(loglik)(phi, *data)
+        out = [value, gradient, jax.jacfwd(jax.grad(loglik))(phi, *data)]
+        if natural is not None:
+            out += [natural(phi)[0], jax.jacfwd(lambda p: natural(p)[0])(phi)]
+        return out
+
+    return outputs
+
+
 def build_program(recipe: InformationRecipe):
     """The exported program of ``recipe`` (a ``jax.export.Exported``); raises if it cannot be exported."""
     import warnings
@@ -162,9 +198,10 @@ def build_program(recipe: InformationRecipe):
     with warnings.catch_warnings():
         # PyTensor's JAX linker warns that it drops shape assertions, which JAX's tracing checks anyway.
         warnings.simplefilter("ignore", UserWarning)
-        fn = _jaxify([graph.phi, *graph.data], _outputs(graph))
+        fn = _jaxify([graph.phi, *graph.data], _outputs(graph)) if graph.finish is None else _jax_derivatives(graph)
     specs = [jax.ShapeDtypeStruct(size, jnp.float64)]
-    scope = export.SymbolicScope()  # one symbol n, the rows, shared by every data input
+    # one symbol n, the rows, shared by every data input
+    scope = export.SymbolicScope([f"n >= {graph.min_rows}"] if graph.min_rows > 1 else [])
     for var in graph.data:
         rest = var.type.shape[1:]
         if None in rest:
