@@ -16,6 +16,10 @@ set and bootstrap replicate of a structure (XLA compiles it once per row count, 
 cache). JAX evaluates PyTensor's derivative graph op for op, so the numbers differ from PyTensor's Python
 linker only in rounding (measured ~1e-14 relative; tests/test_information_programs.py holds them to 1e-10).
 
+A hidden Markov model's forward recursion is a PyTensor ``scan``, whose derivative graphs do not export with a
+symbolic length: its graph gives the recursion's PyTensor inputs (``InformationGraph.pieces``) and a JAX form
+of the recursion (``finish``), and JAX takes the derivatives (agreeing with PyTensor's to ~1e-14).
+
 Fallbacks, both to the PyTensor route of today: a structure whose graph cannot be exported (an op
 without a JAX implementation, a shape JAX cannot make symbolic) is compiled by
 :func:`~emvsbayes.uncertainty.information.compile_information` in every process, as before; and an
