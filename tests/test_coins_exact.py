@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from emvsbayes.coins.exact import exact_posterior
+from emvsbayes.coins.exact import exact_posterior, log_evidence
 from emvsbayes.coins.model import CoinMixture
 
 HEADS = np.array([2, 9, 7, 4])
@@ -71,3 +71,17 @@ def test_three_coins_sorted_means_are_ordered_and_membership_sums_to_one():
 def test_too_many_assignments_is_refused():
     with pytest.raises(ValueError, match="too many"):
         exact_posterior(CoinMixture(2), np.zeros(25, dtype=int), np.full(25, 10))
+
+
+@pytest.mark.parametrize("weights", ["equal", "estimated"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_log_evidence_alone_is_the_posteriors_to_the_bit(k, weights):
+    # Model choice asks only for log p(data | K); computing it without the posterior's grids must not move it.
+    # One coin: the Beta-binomial evidence in closed form, prod_i C(n_i, h_i) B(1 + H, 1 + T) / B(1, 1).
+    model = CoinMixture(k, weights=weights)
+    assert log_evidence(model, HEADS, TOSSES) == exact_posterior(model, HEADS, TOSSES).log_evidence
+    if k == 1:
+        from scipy.special import betaln, comb
+
+        closed = np.log(comb(TOSSES, HEADS)).sum() + betaln(1 + HEADS.sum(), 1 + (TOSSES - HEADS).sum())
+        assert log_evidence(model, HEADS, TOSSES) == pytest.approx(closed, rel=1e-12)

@@ -570,7 +570,7 @@ def test_forward_op_gradient_and_jax_form_match_the_numpy_loglik():
             down[a][index] -= h
             numeric = (inference.log_likelihood(*up) - inference.log_likelihood(*down)) / (2 * h)
             assert g[index] == pytest.approx(numeric, rel=1e-6, abs=1e-7)
-    jax_value, jax_grads = jax.value_and_grad(bayes._forward_log_jax, argnums=(0, 1, 2))(*args)
+    jax_value, jax_grads = jax.value_and_grad(bayes.forward_log_jax, argnums=(0, 1, 2))(*args)
     assert float(jax_value) == pytest.approx(float(value), rel=1e-12)
     for g, jg in zip(grads, jax_grads):
         np.testing.assert_allclose(np.asarray(jg), g, rtol=1e-9, atol=1e-12)

@@ -62,10 +62,9 @@ def n_assignments(n_sets: int, n_components: int) -> int:
     return n_components**n_sets
 
 
-def exact_posterior(
-    model_def: CoinMixture, heads, tosses, *, interval_prob: float = 0.89, grid_size: int = 2001
-) -> ExactPosterior:
-    """Enumerate all K^N assignments; raises ``ValueError`` when there are more than ``MAX_ASSIGNMENTS``."""
+def _assignment_log_weights(model_def: CoinMixture, heads, tosses):
+    """(z (Z, N), one-hot (Z, N, K), sets, heads, tails per coin (Z, K), log p(z, data) (Z,)) of every
+    assignment z; raises ``ValueError`` when there are more than ``MAX_ASSIGNMENTS``."""
     heads = np.asarray(heads, dtype=np.int64)
     tosses = np.asarray(tosses, dtype=np.int64)
     n, k = len(heads), model_def.n_components
@@ -88,7 +87,23 @@ def exact_posterior(
         )
     else:
         log_prior_z = (sets * np.log(model_def.equal_weights)).sum(axis=1)
-    log_weight = log_prior_z + log_marginal
+    return z, onehot, sets, h, t, log_prior_z + log_marginal
+
+
+def log_evidence(model_def: CoinMixture, heads, tosses) -> float:
+    """log p(data | K), the same number as :func:`exact_posterior`'s ``log_evidence`` without the posterior's
+    densities on their grids (model choice needs only this: ~1 ms against ~0.1 s per K)."""
+    return float(logsumexp(_assignment_log_weights(model_def, heads, tosses)[-1]))
+
+
+def exact_posterior(
+    model_def: CoinMixture, heads, tosses, *, interval_prob: float = 0.89, grid_size: int = 2001
+) -> ExactPosterior:
+    """Enumerate all K^N assignments; raises ``ValueError`` when there are more than ``MAX_ASSIGNMENTS``."""
+    z, onehot, sets, h, t, log_weight = _assignment_log_weights(model_def, heads, tosses)
+    k = model_def.n_components
+    a, b = model_def.theta_prior
+    alpha = model_def.w_concentration
     log_evidence = float(logsumexp(log_weight))
     weight = np.exp(log_weight - log_evidence)  # (Z,)
 

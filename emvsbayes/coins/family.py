@@ -124,19 +124,29 @@ def _loglik_graph(phi, heads, tosses, n_components: int, weights: str):
     return loglik, pt.concatenate([pt.sigmoid(eta), pt.exp(log_w)])
 
 
-@functools.cache
-def _information_function(n_components: int, weights: str) -> Callable:
-    """Compiled (phi, heads, tosses) -> (loglik, gradient, Hessian, natural values, Jacobian); cached per
-    structure, so every data set and bootstrap replicate of one model reuses it."""
+def information_graph(n_components: int, weights: str):
+    """The coin mixture's log-likelihood and natural variables as an
+    :class:`~emvsbayes.uncertainty.information_programs.InformationGraph` of (phi, heads, tosses)."""
     import pytensor.tensor as pt
 
-    from emvsbayes.uncertainty.information import compile_information
+    from emvsbayes.uncertainty.information_programs import InformationGraph
 
-    phi = pt.vector("phi", dtype="float64")
+    size = n_components + (n_components - 1 if weights == "estimated" else 0)
+    phi = pt.tensor("phi", shape=(size,), dtype="float64")
     heads = pt.vector("heads", dtype="float64")
     tosses = pt.vector("tosses", dtype="float64")
     loglik, natural = _loglik_graph(phi, heads, tosses, n_components, weights)
-    return compile_information(phi, [heads, tosses], loglik, natural)
+    return InformationGraph(phi, (heads, tosses), loglik, natural)
+
+
+@functools.cache
+def _information_function(n_components: int, weights: str) -> Callable:
+    """(phi, heads, tosses) -> (loglik, gradient, Hessian, natural values, Jacobian), an exported program
+    stored once per structure (the data inputs), so every data set and bootstrap replicate of one model,
+    in every process, reuses it."""
+    from emvsbayes.uncertainty.information_programs import InformationRecipe, information_program
+
+    return information_program(InformationRecipe(information_graph, (n_components, weights)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -602,7 +612,7 @@ class CoinFamily:
                     "late_notes": [], "skip_bayes": k > n}
         log_evidence = float("nan")
         if exact.n_assignments(n, k) <= exact.MAX_ASSIGNMENTS:
-            log_evidence = exact.exact_posterior(model_def, data.heads, data.tosses).log_evidence
+            log_evidence = exact.log_evidence(model_def, data.heads, data.tosses)
         return {"notes": [], "row": {"log_evidence": log_evidence}}
 
     def model_choice_attrs(self, spec: dict, data) -> dict:

@@ -293,17 +293,29 @@ def _loglik_graph(phi, x, covariance_type: str, n_components: int, dim: int):
     return loglik, natural
 
 
-@functools.cache
-def _information_function(covariance_type: str, n_components: int, dim: int) -> Callable:
-    """Compiled (phi, x) -> (loglik, gradient, Hessian, natural values, Jacobian); cached per structure."""
+def information_graph(covariance_type: str, n_components: int, dim: int):
+    """The mixture's log-likelihood and natural variables as an
+    :class:`~emvsbayes.uncertainty.information_programs.InformationGraph` of (phi, x (N, D))."""
     import pytensor.tensor as pt
 
-    from emvsbayes.uncertainty.information import compile_information
+    from emvsbayes.uncertainty.information_programs import InformationGraph
 
-    phi = pt.vector("phi", dtype="float64")
-    x = pt.matrix("x", dtype="float64")
+    k = n_components
+    triangle = dim * (dim + 1) // 2
+    factors = {"full": k * triangle, "tied": triangle, "diag": k * dim, "spherical": k}[covariance_type]
+    phi = pt.tensor("phi", shape=(k - 1 + k * dim + factors,), dtype="float64")
+    x = pt.tensor("x", shape=(None, dim), dtype="float64")
     loglik, natural = _loglik_graph(phi, x, covariance_type, n_components, dim)
-    return compile_information(phi, [x], loglik, natural)
+    return InformationGraph(phi, (x,), loglik, natural)
+
+
+@functools.cache
+def _information_function(covariance_type: str, n_components: int, dim: int) -> Callable:
+    """(phi, x) -> (loglik, gradient, Hessian, natural values, Jacobian): an exported program stored once per
+    structure, the data an input."""
+    from emvsbayes.uncertainty.information_programs import InformationRecipe, information_program
+
+    return information_program(InformationRecipe(information_graph, (covariance_type, n_components, dim)))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def forward_loglik(log_initial, log_transition, log_emission):
     return pt.logsumexp(last)
 
 
-def _forward_log_jax(log_initial, log_transition, log_emission):
+def forward_log_jax(log_initial, log_transition, log_emission):
     """log p(y) in JAX: the log-space forward recursion as one ``jax.lax.scan`` (differentiated by JAX)."""
     import jax
     from jax.scipy.special import logsumexp
@@ -96,7 +96,7 @@ def _forward_loglik_op():
     (:func:`~emvsbayes.hmm.inference.forward_filter`), its gradient the smoothed probabilities (log p(y) is
     a log-sum-exp over paths of sums of the log inputs, so d/d log_emission[t, k] = P(z_t = k | y),
     d/d log_transition[i, j] = the expected number of i -> j transitions, d/d log_initial[k] = P(z_0 = k | y)),
-    and its JAX form :func:`_forward_log_jax`. The observed information needs second derivatives, which
+    and its JAX form :func:`forward_log_jax`. The observed information needs second derivatives, which
     this Op has not: it keeps the symbolic scan.
     """
     global _FORWARD_OP
@@ -141,7 +141,7 @@ def _forward_loglik_op():
 
     @jax_funcify.register(ForwardLogLik)
     def _jax_forward(op, **kwargs):
-        return _forward_log_jax
+        return forward_log_jax
 
     _FORWARD_OP = ForwardLogLik()
     return _FORWARD_OP

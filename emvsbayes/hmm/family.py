@@ -26,6 +26,7 @@ every replicate of a cell. ``models/sbc_poisson_hmm.toml`` is the simulation-bas
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -70,6 +71,31 @@ def _components(spec: dict) -> list[int]:
     ks = spec["model"]["components"]
     ks = ks if isinstance(ks, list) else [ks]
     return sorted(set(ks) | set(spec.get("model_choice", {}).get("components", []) or []))
+
+
+def information_graph(model_def: HiddenMarkovModel):
+    """The forward-algorithm log-likelihood of (phi, y (T,)) as an
+    :class:`~emvsbayes.uncertainty.information_programs.InformationGraph`: its pieces (log initial, log
+    transition, log emission) from the family's PyTensor expressions, the recursion by :func:`bayes.forward_log_jax`
+    (the sampled model's own JAX form of :func:`bayes.forward_loglik`, whose ``scan`` does not export)."""
+    import pytensor.tensor as pt
+
+    from emvsbayes.uncertainty.information_programs import InformationGraph
+
+    phi = pt.tensor("phi", shape=(len(FAMILY.unconstrained_names(model_def)),), dtype="float64")
+    y = pt.vector("y", dtype="float64")
+    variables = FAMILY.symbolic_variables(model_def, phi)
+    log_emission = bayes.log_emission_symbolic(model_def, y, variables)
+    pieces = (variables["_log_initial"], variables["_log_transition"], log_emission)
+    return InformationGraph(phi, (y,), bayes.forward_loglik(*pieces), pieces=pieces, finish=bayes.forward_log_jax,
+                            min_rows=2)
+
+
+@functools.cache
+def _information_function(model_def: HiddenMarkovModel) -> Callable:
+    from emvsbayes.uncertainty.information_programs import InformationRecipe, information_program
+
+    return information_program(InformationRecipe(information_graph, (model_def,)))
 
 
 class HMMFamily:
@@ -428,6 +454,16 @@ class HMMFamily:
         variables = self.symbolic_variables(model_def, phi)
         log_emission = bayes.log_emission_symbolic(model_def, data.y, variables)
         return phi, bayes.forward_loglik(variables["_log_initial"], variables["_log_transition"], log_emission)
+
+    def information_function(self, model_def: HiddenMarkovModel, data: Series) -> Callable:
+        """phi -> (loglik, gradient, Hessian, natural values, Jacobian): the derivatives from an exported program
+        stored once per model (the series an input of symbolic length), the Jacobian of the natural variables by
+        central differences (:func:`~emvsbayes.uncertainty.information.with_numeric_jacobian`), as before."""
+        from emvsbayes.uncertainty.information import with_numeric_jacobian
+
+        program = _information_function(model_def)
+        y = np.asarray(data.y, dtype=float)
+        return with_numeric_jacobian(self, model_def, data, lambda phi: program(phi, y))
 
     def information_reason(self, model_def, data: Series, params: HMMParams) -> str:
         """A transition probability or an estimated initial probability on 0 is on the boundary of its simplex,

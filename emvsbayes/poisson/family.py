@@ -66,20 +66,29 @@ def _positive_numbers(value, length: int | None = None) -> bool:
             and all(_is_number(v) and v > 0 for v in value))
 
 
-@functools.cache
-def _information_function(n_components: int) -> Callable:
-    """Compiled (phi, counts) -> (loglik, gradient, Hessian, natural values, Jacobian) for K components."""
+def information_graph(n_components: int):
+    """The Poisson mixture's log-likelihood and natural variables (w then rate) as an
+    :class:`~emvsbayes.uncertainty.information_programs.InformationGraph` of (phi, counts)."""
     import pytensor.tensor as pt
 
-    from emvsbayes.uncertainty.information import compile_information
+    from emvsbayes.uncertainty.information_programs import InformationGraph
 
-    phi = pt.vector("phi", dtype="float64")
+    phi = pt.tensor("phi", shape=(2 * n_components - 1,), dtype="float64")
     x = pt.vector("counts", dtype="float64")
     log_rate, log_w = PoissonFamily._symbolic_parts(phi, n_components)
     log_joint = (log_w[None, :] + x[:, None] * log_rate[None, :] - pt.exp(log_rate)[None, :]
                  - pt.gammaln(x + 1.0)[:, None])
     natural = pt.concatenate([pt.exp(log_w), pt.exp(log_rate)])
-    return compile_information(phi, [x], pt.logsumexp(log_joint, axis=1).sum(), natural)
+    return InformationGraph(phi, (x,), pt.logsumexp(log_joint, axis=1).sum(), natural)
+
+
+@functools.cache
+def _information_function(n_components: int) -> Callable:
+    """(phi, counts) -> (loglik, gradient, Hessian, natural values, Jacobian) for K components: an exported
+    program stored once per K."""
+    from emvsbayes.uncertainty.information_programs import InformationRecipe, information_program
+
+    return information_program(InformationRecipe(information_graph, (n_components,)))
 
 
 def restart_policy(em_spec: dict) -> RestartPolicy:

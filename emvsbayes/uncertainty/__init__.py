@@ -3,6 +3,9 @@
 - :mod:`~emvsbayes.uncertainty.information`: standard errors and Wald intervals from the observed
   information (exact Hessian in an unconstrained parametrisation, delta method), or a flag and a reason
   when the information is singular;
+- :mod:`~emvsbayes.uncertainty.information_programs`: the observed-information function of a family
+  structure (its PyTensor graph through PyTensor's JAX linker) exported once and kept on disk, so a
+  later process evaluates it with JAX alone;
 - :mod:`~emvsbayes.uncertainty.bootstrap`: nonparametric and parametric bootstrap, refits from the
   EM answer aligned to it, in parallel, reproducible whatever the number of workers;
 - :mod:`~emvsbayes.uncertainty.agreement`: membership differences, assignment entropy, adjusted Rand index;
@@ -10,7 +13,8 @@
   (higher is better).
 
 Arrays in, small frozen records out; each record has a ``to_dataset`` where an xarray view is useful.
-pytensor (for the Hessians) and ArviZ (for LOO) are imported only when those functions run.
+JAX (for the Hessians; pytensor only to build their programs the first time) and ArviZ (for LOO) are
+imported only when those functions run.
 """
 
 from emvsbayes.uncertainty.agreement import (

@@ -78,6 +78,7 @@ __all__ = [
     "standard_errors_from_hessian",
     "weight_reason",
     "wald_interval",
+    "with_numeric_jacobian",
 ]
 
 #: A theta within this distance of 0 or 1 is on the boundary: its logit is beyond +-20.7, where the
@@ -423,11 +424,17 @@ def information_function(family, model_def, data) -> Callable:
     if own is not None:
         return own(model_def, data)
     phi, loglik = family.symbolic_loglik(model_def, data)
-    fn = compile_information(phi, [], loglik)
+    return with_numeric_jacobian(family, model_def, data, compile_information(phi, [], loglik))
+
+
+def with_numeric_jacobian(family, model_def, data, loglik_derivatives: Callable) -> Callable:
+    """``phi -> (loglik, gradient, Hessian, natural values, Jacobian)`` from ``loglik_derivatives`` (``phi ->
+    (loglik, gradient, Hessian)``), the natural values by ``from_unconstrained`` and their Jacobian by central
+    differences of it (:data:`JACOBIAN_STEP`): for a family without a symbolic map from ``phi`` to its variables."""
 
     def evaluate(point):
         point = np.asarray(point, dtype=float)
-        value, gradient, hessian = fn(point)
+        value, gradient, hessian = loglik_derivatives(point)
         natural = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in
                                   family.variables(family.from_unconstrained(model_def, data, point)).values()])
         return value, gradient, hessian, natural, _numeric_jacobian(family, model_def, data, point)
