@@ -4,7 +4,8 @@ Each case runs in a fresh interpreter (the test process itself has imported ever
 which of the heavy libraries ended up in ``sys.modules``. Listing data sets, asking for help, and every
 bad input found before fitting import none of them (not even with ``--quiet``, which used to import PyMC
 only to quieten its logger); writing and reading a results file imports xarray but not Dask, which
-xarray would otherwise import on its own (emvsbayes.lazy_dask), while Dask arrays in xarray still work.
+xarray would otherwise import on its own (emvsbayes.lazy_dask), while Dask arrays in xarray still work;
+the runner imports no plotting library (arviz-plots, matplotlib: the report's, imported to draw).
 """
 
 from __future__ import annotations
