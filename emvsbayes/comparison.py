@@ -237,7 +237,7 @@ def sparse_group(n_occupied: np.ndarray, k_max: int, attrs: dict) -> xr.Dataset:
     """The ``sparse_mixture`` group: K+ per draw ``n_occupied`` (chain, draw), its posterior ``prob``
     over ``n_clusters`` = 1..K_max, and each probability's Monte Carlo standard error from the effective
     sample size of its indicator (NaN where every draw agrees and the indicator has no variance)."""
-    import arviz as az
+    import arviz_stats as az  # ArviZ's ess, without arviz-plots and matplotlib
 
     from emvsbayes.uncertainty.sparse import occupied_distribution
 

@@ -4,7 +4,8 @@ Each case runs in a fresh interpreter (the test process itself has imported ever
 which of the heavy libraries ended up in ``sys.modules``. Listing data sets, asking for help, and every
 bad input found before fitting import none of them (not even with ``--quiet``, which used to import PyMC
 only to quieten its logger); writing and reading a results file imports xarray but not Dask, which
-xarray would otherwise import on its own (emvsbayes.lazy_dask), while Dask arrays in xarray still work.
+xarray would otherwise import on its own (emvsbayes.lazy_dask), while Dask arrays in xarray still work;
+the runner imports no plotting library (arviz-plots, matplotlib: the report's, imported to draw).
 """
 
 from __future__ import annotations
@@ -80,6 +81,20 @@ print(json.dumps({"status": before, "imported": [logging.getLogger("pymc").getEf
 """
     report = _in_fresh_interpreter("import json\n" + code)
     assert report == {"status": False, "imported": [logging.ERROR]}
+
+
+def test_the_runner_imports_no_plotting_library():
+    # A run imports the runner before it fits; the plotting libraries (arviz-plots, through the `arviz`
+    # umbrella package, and matplotlib's pyplot) are the report's, imported when the page is drawn.
+    # The runner used to import them through emvsbayes.labels.groups (`import arviz` for R-hat and ESS,
+    # which arviz-stats alone provides), and SciPy's stats through emvsbayes.labels.diagnostics.
+    code = """
+import sys
+import emvsbayes.runner
+print(json.dumps({"status": 0, "imported": [name for name in HEAVY if name in sys.modules]}))
+"""
+    imported = _in_fresh_interpreter("import json\n" + code)["imported"]
+    assert not {"arviz", "arviz_plots", "matplotlib", "arviz_stats", "jax", "pymc", "dask"} & set(imported), imported
 
 
 def test_results_file_round_trip_does_not_import_dask(tmp_path):

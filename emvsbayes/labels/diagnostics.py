@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import kurtosis, skew
 
 from emvsbayes.labels.relabel import apply_permutations, label_features, permute_labels, pivot, pivot_cost, solve_assignments
 
@@ -128,6 +127,10 @@ def bimodality(x: np.ndarray) -> float:
         raise ValueError(f"bimodality needs at least 4 values; got {n}")
     if np.ptp(x) == 0:
         return float("nan")
+    # SciPy's stats module is imported here, where it is used: importing it takes ~1 s, and the runner
+    # imports this module before anything has been fitted (a bad input exits without it).
+    from scipy.stats import kurtosis, skew
+
     g = skew(x, bias=False)
     k = kurtosis(x, fisher=True, bias=False)
     return float((g**2 + 1.0) / (k + 3.0 * (n - 1) ** 2 / ((n - 2) * (n - 3))))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import arviz as az
 import numpy as np
 import xarray as xr
 
@@ -239,6 +238,9 @@ def posterior_modes_group(relabelled: xr.Dataset, chain_mode: np.ndarray, names,
     declared
         Name -> label dims (see :func:`label_switching_groups`).
     """
+    # ArviZ's diagnostics (arviz-stats), without the umbrella package that imports arviz-plots and matplotlib
+    import arviz_stats
+
     chain_mode = np.asarray(chain_mode)
     n_modes = int(chain_mode.max()) + 1
     tail = (1 - interval_prob) / 2
@@ -250,7 +252,7 @@ def posterior_modes_group(relabelled: xr.Dataset, chain_mode: np.ndarray, names,
         quantiles = draws.quantile([tail, 1 - tail], dim=list(SAMPLE_DIMS))
         kw = {"sample_dims": list(SAMPLE_DIMS)}
         with constant_elements_quiet():
-            rhat, ess = az.rhat(draws, **kw), az.ess(draws, method="bulk", **kw)
+            rhat, ess = arviz_stats.rhat(draws, **kw), arviz_stats.ess(draws, method="bulk", **kw)
         for key, summary in (("mean", draws.mean(list(SAMPLE_DIMS))),
                              ("lower", quantiles.isel(quantile=0, drop=True)),
                              ("upper", quantiles.isel(quantile=1, drop=True)),
