@@ -22,6 +22,7 @@ from emvsbayes import limits
 from emvsbayes.errors import UserError
 from emvsbayes.family import get_family
 from emvsbayes.outputs import OutputFolder, foreign, link_or_copy
+from emvsbayes.paths import input_kind
 from emvsbayes.seeds import SEED_STAGES, child_seeds
 from emvsbayes.spec import SPEC_NAME
 VERSIONED_PACKAGES = ("emvsbayes", "numpy", "scipy", "xarray", "pymc", "pytensor", "numpyro", "jax", "nutpie", "arviz",
@@ -278,7 +279,8 @@ def rerender_report(results_path: Path, out: Path | None = None) -> Path:
     from emvsbayes.results import STUDY_FORMAT, read_results
 
     results_path = Path(results_path)
-    if results_format(results_path) == STUDY_FORMAT:
+    # Only a regular file is opened to look at its format: opening a FIFO would wait for a writer.
+    if input_kind(results_path) is None and results_format(results_path) == STUDY_FORMAT:
         return _rerender_study(results_path, out)
     tree = read_results(results_path)
     from emvsbayes.report import render_report_file  # after the checks: it imports matplotlib
