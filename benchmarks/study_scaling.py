@@ -22,7 +22,7 @@ its page). Configurations:
 Configurations are interleaved round by round (``--rounds``), so load from other work falls on all of
 them alike; the load average is printed beside every run. Printed per configuration: the median wall
 time, the study's own seconds (``study.nc``'s ``seconds``: from the start of ``run_study``, cluster start
-included), and the per-stage sums over the 32 replicates the study records (``time_bootstrap``,
+included), and the per-stage sums over the 32 replicates the study records (``time_em``, ``time_wald``, ``time_bootstrap``,
 ``time_compile``, ``time_sampling``, ``time_total``, from ``study.nc``). Then the scaling efficiency
 T1 / (2 T2) of each code and cache state, and the speed-up baseline / this at 1 and 2 workers, with the
 targets beside them.
@@ -53,7 +53,7 @@ SPEC = "models/study_coverage_gmm.toml"
 BASELINE = "ebfa74d"
 EFFICIENCY_TARGET = 0.85
 SPEEDUP_TARGET = 4.0
-STAGES = ("bootstrap", "compile", "sampling", "total")
+STAGES = ("em", "wald", "bootstrap", "compile", "sampling", "total")
 
 
 def cache_env(cache: Path) -> dict[str, str]:
