@@ -298,7 +298,39 @@ def _numpyro_programs(family_name: str, model_def, data: dict, spec: dict):
     names = [_container_name(obs) for obs in family.observed]
     build = partial(_build_data_programs, names)
     with _one_builder(prog, recipe, program_spec):
-        return obtain_programs(recipe, program_spec, build)[0]
+        programs, obtained = obtain_programs(recipe, program_spec, build)
+        if obtained == "built":
+            _compile_executables(programs)
+        return programs
+
+
+def _compile_executables(programs) -> None:
+    """Call each program a replicate calls once, on zero data, so that their XLA executables are compiled and
+    stored in JAX's cache while the builder still holds the lock (:func:`_one_builder`): with cold caches the
+    other workers waiting there then load the executables instead of each compiling them at once (a cold
+    study on 2 workers compiled 51-63 s summed against 17 s on 1). The draws are thrown away; a replicate's
+    own calls run the same executables (same shapes, dtypes and shardings), so its numbers do not change."""
+    from functools import partial
+
+    import jax
+
+    from emvsbayes.sampling import programs as prog
+    from emvsbayes.sampling.numpyro_nuts import _advance
+
+    chains, block = programs.spec.layout.chains, programs.spec.block
+    args = [np.zeros(shape, dtype=dtype) for _, shape, dtype in programs.data_inputs]
+    per_chain = [np.ascontiguousarray(np.broadcast_to(a, (chains, *a.shape))) for a in args]
+    fallback = programs.facts.fallback_point
+    point = [np.asarray(fallback[name]) for name, _, _ in programs.facts.value_vars]
+    programs.callable("potential_and_grad")(*args, *point)
+    programs.callable("to_unconstrained")(*prog.free_rv_arrays(programs.facts, programs.facts.default_start))
+    init = prog.stacked_values([point], chains)
+    keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), chains))
+    state = programs.callable("init")(keys, *per_chain, *init)
+    _, samples, _ = _advance(partial(programs.callable("steps"), *per_chain), state, 1, True)
+    draws = programs.spec.draws // block * block
+    full = [np.zeros((s.shape[0], draws, *s.shape[2:]), dtype=s.dtype) for s in samples]
+    programs.callable("constrain")(*args, *full)
 
 
 @contextlib.contextmanager
