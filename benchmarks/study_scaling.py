@@ -75,6 +75,9 @@ def _children_cpu() -> float:
 def run_study(code: Path, spec: Path, workers: int, cache: Path, out: Path) -> dict:
     """One whole ``emvsbayes study`` process; its wall time and what its study.nc recorded."""
     env = dict(os.environ) | cache_env(cache) | {"PYTHONPATH": str(code)}
+    # A folder left by an earlier run of this script in the same --workdir holds every replicate: the study
+    # would resume, compute nothing and be timed at a few seconds.
+    shutil.rmtree(out, ignore_errors=True)
     load_before = os.getloadavg()[0]
     start, cpu = time.perf_counter(), _children_cpu()
     proc = subprocess.run([sys.executable, "-m", "emvsbayes", "study", str(spec), "--workers", str(workers),
