@@ -116,8 +116,8 @@ def fit_em(family: Family, model_def, data, spec: dict, rng: np.random.Generator
     start the batch failed, is fitted again on its own, so the best fit, its log-likelihood, iterations and
     the sampler's starting point are bit for bit those of fitting the starts one after another (which of
     several starts that reach one optimum is "best" turns on the last bits). The other starts keep the
-    batch's fit, equal to their own to rounding (1.2e-12 in log-likelihood on the bundled study): they only count the distinct
-    optima (``n_distinct_optima``, 1e-3 apart) and the failed starts.
+    batch's fit, equal to their own to rounding (1.2e-12 in log-likelihood on the bundled study): they
+    only count the distinct optima (``n_distinct_optima``, 1e-3 apart) and the failed starts.
     """
     inits = family.random_starts(model_def, data, spec["em"]["n_init"], rng)
     if not inits:
