@@ -22,7 +22,7 @@ its page). Configurations:
 Configurations are interleaved round by round (``--rounds``), so load from other work falls on all of
 them alike; the load average is printed beside every run. Printed per configuration: the median wall
 time, the study's own seconds (``study.nc``'s ``seconds``: from the start of ``run_study``, cluster start
-included), and the per-stage sums over the 32 replicates the study records (``time_bootstrap``,
+included), and the per-stage sums over the 32 replicates the study records (``time_em``, ``time_wald``, ``time_bootstrap``,
 ``time_compile``, ``time_sampling``, ``time_total``, from ``study.nc``). Then the scaling efficiency
 T1 / (2 T2) of each code and cache state, and the speed-up baseline / this at 1 and 2 workers, with the
 targets beside them.
@@ -53,7 +53,7 @@ SPEC = "models/study_coverage_gmm.toml"
 BASELINE = "ebfa74d"
 EFFICIENCY_TARGET = 0.85
 SPEEDUP_TARGET = 4.0
-STAGES = ("bootstrap", "compile", "sampling", "total")
+STAGES = ("em", "wald", "bootstrap", "compile", "sampling", "total")
 
 
 def cache_env(cache: Path) -> dict[str, str]:
@@ -75,6 +75,9 @@ def _children_cpu() -> float:
 def run_study(code: Path, spec: Path, workers: int, cache: Path, out: Path) -> dict:
     """One whole ``emvsbayes study`` process; its wall time and what its study.nc recorded."""
     env = dict(os.environ) | cache_env(cache) | {"PYTHONPATH": str(code)}
+    # A folder left by an earlier run of this script in the same --workdir holds every replicate: the study
+    # would resume, compute nothing and be timed at a few seconds.
+    shutil.rmtree(out, ignore_errors=True)
     load_before = os.getloadavg()[0]
     start, cpu = time.perf_counter(), _children_cpu()
     proc = subprocess.run([sys.executable, "-m", "emvsbayes", "study", str(spec), "--workers", str(workers),

@@ -432,7 +432,8 @@ def provenance_rows(ds: xr.Dataset) -> list[list[str]]:
     return rows
 
 
-def render_study_html(ds: xr.Dataset) -> str:
+def render_study_html(ds: xr.Dataset, *, rung_svg: str | None = None) -> str:
+    """The page; ``rung_svg`` the figure of every interval against N when the caller drew it already."""
     axes = _axes(ds)
     css = resources.files("emvsbayes.report").joinpath("style.css").read_text(encoding="utf-8")
     title = ds.attrs.get("title") or ds.attrs.get("name", "study")
@@ -460,7 +461,7 @@ def render_study_html(ds: xr.Dataset) -> str:
                      f"(MCSE = sqrt(p(1 - p)/n), n replicates; for a pooled figure an upper bound). The table gives "
                      f"each coverage with its MCSE, the mean interval width and the median seconds per replicate "
                      f"each interval cost (a worker's first replicate of a cell also compiles).</p>"
-                     f"{rung_figure(ds, axes)}{rung_table(ds, axes)}", "rungs"),
+                     f"{rung_figure(ds, axes) if rung_svg is None else rung_svg}{rung_table(ds, axes)}", "rungs"),
             _section("Bias and RMSE against N", error_figure(ds, axes), "error"),
             _section("Label switching against separation", switching_figure(ds, axes), "switching"),
             _section("ESS per second by sampler", ess_figure(ds, axes), "ess"),
@@ -497,10 +498,11 @@ def render_study_report(ds: xr.Dataset, path, *, figure_file: bool = True) -> Pa
     """Write the study's HTML page to ``path`` (atomically); a coverage study's figure of every interval
     against N also as ``coverage.svg`` beside it (for pages that cannot inline the report, such as a README)
     unless ``figure_file`` is False (a page written outside the study's folder: the figure is in the page)."""
-    page = render_study_html(ds)
+    # Drawn once for both (the largest figure: a second of the page's few, after the last replicate).
+    figure = rung_figure(ds, _axes(ds)) if ds.attrs.get("kind") == "coverage" else None
+    page = render_study_html(ds, rung_svg=figure)
     atomic_write(Path(path), lambda tmp: tmp.write_text(page, encoding="utf-8"))
     if figure_file and ds.attrs.get("kind") == "coverage":
-        figure = rung_figure(ds, _axes(ds))
         if figure:
             atomic_write(Path(path).with_name("coverage.svg"), lambda tmp: tmp.write_text(figure, encoding="utf-8"))
     return Path(path)
