@@ -22,7 +22,7 @@ from conftest import ROOT
 
 #: Libraries no command needs before fitting (xarray and SciPy included: a bad input exits before them).
 HEAVY = ("jax", "numpyro", "pymc", "pytensor", "arviz", "arviz_base", "arviz_stats", "arviz_plots", "matplotlib",
-         "dask", "distributed", "xarray", "pandas", "scipy", "nutpie", "numba", "h5netcdf")
+         "dask", "distributed", "xarray", "pandas", "scipy", "scipy.stats", "nutpie", "numba", "h5netcdf")
 
 CLI = """
 import json, sys
@@ -95,6 +95,18 @@ print(json.dumps({"status": 0, "imported": [name for name in HEAVY if name in sy
 """
     imported = _in_fresh_interpreter("import json\n" + code)["imported"]
     assert not {"arviz", "arviz_plots", "matplotlib", "arviz_stats", "jax", "pymc", "dask"} & set(imported), imported
+
+
+def test_a_study_replicate_imports_no_scipy_stats():
+    # Every Dask worker of a study imports the replicate code; SciPy's stats (about 1 s of import per worker
+    # under load) came in through the Wald intervals' normal quantile, which scipy.special.ndtri gives alike.
+    code = """
+import sys
+import emvsbayes.runner, emvsbayes.study.replicate
+print(json.dumps({"status": 0, "imported": [name for name in HEAVY if name in sys.modules]}))
+"""
+    imported = _in_fresh_interpreter("import json\n" + code)["imported"]
+    assert "scipy.stats" not in imported, imported
 
 
 def test_results_file_round_trip_does_not_import_dask(tmp_path):
