@@ -18,7 +18,7 @@ from scipy.special import logsumexp
 
 from emvsbayes.gaussian import em as gem
 from emvsbayes.gaussian import estep_fast as fast
-from emvsbayes.gaussian import fused
+from emvsbayes.gaussian import fused, fused_unrolled
 from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams
 
 EPS = np.finfo(float).eps
@@ -30,6 +30,14 @@ def fused_route_everywhere(monkeypatch):
     where it pays; the tests hold it to the numpy route everywhere)."""
     monkeypatch.setattr(fast, "numpy_exp_is_avx512", lambda: False)
     monkeypatch.setattr(fast, "FUSED_MAX_FEATURES", 1000)
+
+
+@pytest.fixture(params=["generic", "unrolled"])
+def kernel(request, monkeypatch):
+    """Each of the fused kernels at any N: the generic one, and the one generated for the (D, K)."""
+    monkeypatch.setattr(fused, "UNROLLED", request.param == "unrolled")
+    monkeypatch.setattr(fused_unrolled, "MIN_ROWS", 0)
+    return request.param
 
 
 def test_exp_matches_numpy_on_millions_of_points():
@@ -81,10 +89,22 @@ def numpy_route(model, data, params, keep_log_resp, monkeypatch):
         return fast.weighted_sums(fast.soft_assign, model, data, params, keep_log_resp)
 
 
-@pytest.mark.parametrize(("n", "d", "k"), [(1, 1, 1), (700, 1, 2), (2049, 2, 3), (1537, 10, 8), (5000, 3, 5)])
-def test_fused_sums_equal_the_numpy_route_and_the_definition(n, d, k, monkeypatch):
-    # Several blocks and a ragged last one (BLOCK_ROWS = 512), one row, one feature, one component.
+# (The generated kernel at D = 10, K = 8 takes about a minute to compile: the generic kernel's case only.)
+@pytest.mark.parametrize(("n", "d", "k", "kernel"), [
+    (1, 1, 1, "generic"), (700, 1, 2, "generic"), (2049, 2, 3, "generic"), (1537, 10, 8, "generic"),
+    (5000, 3, 5, "generic"), (1, 1, 1, "unrolled"), (3, 2, 3, "unrolled"), (700, 1, 2, "unrolled"),
+    (2049, 2, 3, "unrolled"), (1025, 2, 1, "unrolled"), (5000, 3, 5, "unrolled")], indirect=["kernel"])
+@pytest.mark.parametrize("narrow", [False, True])
+def test_fused_sums_equal_the_numpy_route_and_the_definition(n, d, k, kernel, narrow, monkeypatch):
+    # Several blocks and a ragged last one (BLOCK_ROWS = 512), one row, three rows, one feature, one
+    # component, several tiles of the generated kernel's sums (K = 5, D = 3). ``narrow``: component 0's
+    # precision scaled to trace 30 D (standard deviations about 0.2 among clusters 3 apart; trace(P_z) still
+    # below TIGHT_TRACE: not the centred route).
     model, x, params = problem(n, d, k, seed=n + d + k)
+    if narrow:
+        chol = np.array(params.prec_chol)
+        chol[0] *= np.sqrt(30 * d / np.trace(chol[0] @ chol[0].T))
+        params = GaussianParams(params.w, params.mu, chol, "full")
     data = gem.prepare(model, x)
     calls = []
     monkeypatch.setattr(fused, "soft_full_sums", lambda *a, _f=fused.soft_full_sums: calls.append(1) or _f(*a))
@@ -108,7 +128,7 @@ def test_fused_sums_equal_the_numpy_route_and_the_definition(n, d, k, monkeypatc
                                atol=1e-12 * n)
 
 
-def test_fused_sums_with_terms_below_e_minus_700(monkeypatch):
+def test_fused_sums_with_terms_below_e_minus_700(kernel, monkeypatch):
     # A far outlier: its responsibilities for the distant components fall below e^-700 of the largest and
     # are exact zeros in both routes; its log responsibilities keep their values.
     model, x, params = problem(1200, 2, 3, seed=3)
@@ -129,17 +149,18 @@ def kernel_inputs(n=20_000, d=3, k=4, seed=5):
     return data.z_t, extra.mu_z, np.ascontiguousarray(extra.u_z), extra.base
 
 
-def test_serial_parallel_and_concurrent_calls_agree_to_the_bit():
+def test_serial_parallel_and_concurrent_calls_agree_to_the_bit(kernel):
     z_t, mu_z, u_t, base = kernel_inputs()
     n_blocks = -(-z_t.shape[1] // fused.BLOCK_ROWS)
     k, d = mu_z.shape
+    parallel, serial = fused.kernels_for(d, k, z_t.shape[1])
+    assert (parallel is fused._all_blocks_parallel) == (kernel == "generic")
     results = []
-    for kernel, stripes in ((fused._all_blocks_serial, 1), (fused._all_blocks_parallel, 2),
-                            (fused._all_blocks_parallel, 7)):
+    for run, stripes in ((serial, 1), (parallel, 2), (parallel, 7)):
         block_sums = np.empty((n_blocks, k, 1 + d + d * (d + 1) // 2))
         objectives = np.empty(n_blocks)
-        kernel(z_t, mu_z, u_t, base, fused.BLOCK_ROWS, fused.group_rows_for(k), stripes, np.empty((k, 0)), False,
-               block_sums, objectives)
+        run(z_t, mu_z, u_t, base, fused.BLOCK_ROWS, fused.group_rows_for(k), stripes, np.empty((k, 0)), False,
+            block_sums, objectives)
         results.append((block_sums, objectives))
     for block_sums, objectives in results[1:]:
         np.testing.assert_array_equal(block_sums, results[0][0])
@@ -167,6 +188,14 @@ def test_the_rule_takes_the_fused_route_only_where_it_pays(monkeypatch):
     assert fast.fused_pays(model, data)
     monkeypatch.setattr(fast, "numpy_exp_is_avx512", lambda: True)
     assert not fast.fused_pays(model, data)
+    # With numpy's AVX-512 exp, the generated kernel pays from MIN_ROWS rows on.
+    monkeypatch.setattr(fused_unrolled, "MIN_ROWS", 100)
+    assert fast.fused_pays(model, data)
+    assert fused.kernels_for(2, 3, 100)[0] is not fused._all_blocks_parallel
+    assert fused.kernels_for(2, 3, 99)[0] is fused._all_blocks_parallel
+    assert fused.kernels_for(2, fused_unrolled.MAX_COMPONENTS + 1, 100)[0] is fused._all_blocks_parallel
+    monkeypatch.setattr(fused_unrolled, "MIN_ROWS", 101)
+    assert not fast.fused_pays(model, data)
     monkeypatch.setattr(fast, "numpy_exp_is_avx512", lambda: False)
     monkeypatch.setattr(fast, "FUSED_MAX_FEATURES", 1)
     assert not fast.fused_pays(model, data)
@@ -174,7 +203,7 @@ def test_the_rule_takes_the_fused_route_only_where_it_pays(monkeypatch):
     assert not fast.fused_pays(GaussianMixtureModel(3, "diag"), data)
 
 
-def test_fit_with_the_fused_e_step_equals_the_numpy_route(monkeypatch):
+def test_fit_with_the_fused_e_step_equals_the_numpy_route(kernel, monkeypatch):
     # A whole fit, both routes: the same iterations and answer to 1e-10 (rounding, compounded over iterations).
     model, x, params = problem(3000, 2, 3, seed=11)
     calls = []
@@ -188,3 +217,24 @@ def test_fit_with_the_fused_e_step_equals_the_numpy_route(monkeypatch):
     for name in ("w", "mu", "prec_chol"):
         a, b = getattr(want.params, name), getattr(got.params, name)
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10 * np.abs(a).max(), err_msg=name)
+
+
+def test_generated_tiles_cover_every_sum_once():
+    for k in range(1, fused_unrolled.MAX_COMPONENTS + 1):
+        for d in (1, 2, 3, 10):
+            n_design = len(fused_unrolled.design_entries(d))
+            assert n_design == 1 + d + d * (d + 1) // 2
+            cells = [(j, f) for group, features in fused_unrolled.tiles(k, n_design) for j in group for f in features]
+            assert sorted(cells) == [(j, f) for j in range(k) for f in range(n_design)]
+            assert all(len(group) * len(features) <= max(k, fused_unrolled.TILE_ACCUMULATORS)
+                       for group, features in fused_unrolled.tiles(k, n_design))
+
+
+def test_kernel_folder_falls_back_to_a_temporary_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMVSBAYES_KERNEL_CACHE_DIR", str(tmp_path / "here"))
+    assert fused_unrolled.kernel_dir() == tmp_path / "here"
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("EMVSBAYES_KERNEL_CACHE_DIR", str(blocker / "below"))
+    fallback = fused_unrolled.kernel_dir()
+    assert fallback.is_dir() and fallback != blocker / "below"
