@@ -61,6 +61,34 @@ def test_exp_matches_numpy_on_millions_of_points():
     assert out[-5] == 1.0 and out[-4] == 1.0
 
 
+def test_bounded_exp_matches_numpy_up_to_its_ceiling():
+    # exp_bounded: exp_le0's arithmetic for scores relative to component 0, which may be positive.
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.uniform(-700.0, fused.EXP_CEILING, 2_000_000), rng.uniform(-1.0, 1.0, 500_000),
+                        np.arange(-1010, 505) * np.log(2.0), [0.0, fused.EXP_CEILING, fused.EXP_FLOOR]])
+    x = x[(x >= fused.EXP_FLOOR) & (x <= fused.EXP_CEILING)]  # beyond, clipped (below)
+    out = np.empty_like(x)
+    fused.exp_bounded_each(x, out)
+    relative = np.abs(out - np.exp(x)) / np.exp(x)
+    assert relative.max() <= 3 * EPS, (relative.max() / EPS, x[np.argmax(relative)])
+    assert np.mean(relative <= EPS) > 0.95
+    clipped = np.array([fused.EXP_CEILING + 1.0, 1e300, np.nextafter(fused.EXP_FLOOR, -np.inf), -1e300])
+    out = np.empty_like(clipped)
+    fused.exp_bounded_each(clipped, out)
+    assert out[0] == out[1] == pytest.approx(np.exp(fused.EXP_CEILING), rel=3 * EPS)
+    assert np.all(out[2:] == 0.0)
+
+
+def test_mantissa_and_binary_exponent_are_exact():
+    rng = np.random.default_rng(2)
+    x = np.concatenate([np.exp(rng.uniform(0.0, 700.0, 100_000)), [1.0, 2.0, np.nextafter(2.0, 0.0), 3.0, 2.0**504]])
+    mantissas, exponents = np.empty_like(x), np.empty_like(x)
+    fused.split_each(x, mantissas, exponents)
+    want_mantissas, want_exponents = np.frexp(x)
+    np.testing.assert_array_equal(mantissas, 2 * want_mantissas)
+    np.testing.assert_array_equal(exponents, want_exponents - 1)
+
+
 def test_exp_flushes_below_the_floor_to_exact_zeros():
     x = np.array([-700.0, np.nextafter(-700.0, -np.inf), -701.0, -745.0, -800.0, -1e300, -np.inf])
     out = np.empty_like(x)
@@ -130,13 +158,32 @@ def test_fused_sums_equal_the_numpy_route_and_the_definition(n, d, k, kernel, na
 
 def test_fused_sums_with_terms_below_e_minus_700(kernel, monkeypatch):
     # A far outlier: its responsibilities for the distant components fall below e^-700 of the largest and
-    # are exact zeros in both routes; its log responsibilities keep their values.
+    # are exact zeros in both routes; its log responsibilities keep their values. Placed where component 0
+    # is not the best (its score more than 350 below another's: the generated kernel's first block then
+    # takes its shifted route).
     model, x, params = problem(1200, 2, 3, seed=3)
-    x[7] = [1e4, -1e4]
+    for angle in np.linspace(0.0, 2 * np.pi, 16, endpoint=False):
+        x[7] = 1e4 * np.array([np.cos(angle), np.sin(angle)])
+        log_joint = model.log_joint(params, x[7:8])[0]
+        if log_joint.max() - log_joint[0] > 700:
+            break
+    assert log_joint.max() - log_joint[0] > 700 and np.sort(log_joint)[-2] < log_joint.max() - 700
     data = gem.prepare(model, x)
     sums, _, log_resp_t, objective = fast.weighted_sums(fast.soft_assign, model, data, params, True)
     want_sums, _, want_log_resp_t, want_objective = numpy_route(model, data, params, True, monkeypatch)
     assert np.min(log_resp_t[:, 7]) < -700
+    if kernel == "unrolled":
+        # the outlier's block leaves the range of scores relative to component 0 and takes the shifted route
+        kernels = fused_unrolled.kernels(2, 3, fused.BLOCK_ROWS)
+        extra = fast.scoring_for(model, data, params).extra
+        work = np.empty(kernels.SCRATCH)
+        expo = (2 + 3 + 2) * fused.BLOCK_ROWS
+        flagged = []
+        for start in (0, fused.BLOCK_ROWS):
+            kernels.scores_relative(data.z_t, start, fused.BLOCK_ROWS, extra.mu_z, np.ascontiguousarray(extra.u_z),
+                                    extra.base, work, False)
+            flagged.append(kernels.count_at_least(work, expo, expo + fused.BLOCK_ROWS, kernels.TOO_LARGE) > 0)
+        assert flagged == [True, False]
     np.testing.assert_allclose(sums, want_sums, rtol=1e-12, atol=1e-12 * np.abs(want_sums).max())
     np.testing.assert_allclose(log_resp_t, want_log_resp_t, rtol=1e-12)
     assert objective == pytest.approx(want_objective, rel=1e-12)
