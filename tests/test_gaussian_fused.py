@@ -185,8 +185,43 @@ def test_fused_sums_with_terms_below_e_minus_700(kernel, monkeypatch):
             flagged.append(kernels.count_at_least(work, expo, expo + fused.BLOCK_ROWS, kernels.TOO_LARGE) > 0)
         assert flagged == [True, False]
     np.testing.assert_allclose(sums, want_sums, rtol=1e-12, atol=1e-12 * np.abs(want_sums).max())
-    np.testing.assert_allclose(log_resp_t, want_log_resp_t, rtol=1e-12)
+    # (absolute near 0: a log responsibility of -3e-12 is there a difference of scores tens apart, with
+    # their rounding, 1e-14)
+    np.testing.assert_allclose(log_resp_t, want_log_resp_t, rtol=1e-12, atol=1e-12)
     assert objective == pytest.approx(want_objective, rel=1e-12)
+
+
+@pytest.mark.parametrize(("n", "d", "k"), [(3000, 2, 3), (1500, 3, 1)])
+def test_generated_kernel_takes_a_tight_components_moments_about_its_mean(n, d, k, monkeypatch):
+    # Component 0 a cluster of 300 points 0.003 wide (trace(P_z) far above TIGHT_TRACE): the numpy route
+    # and the generated kernel take its moments about its mean (the generic kernel cannot: with fewer rows
+    # than MIN_ROWS the numpy route runs).
+    monkeypatch.setattr(fused_unrolled, "MIN_ROWS", 0)
+    model, x, params = problem(n, d, k, seed=21)
+    rng = np.random.default_rng(22)
+    x[:300] = params.mu[0] + 0.003 * rng.normal(size=(300, d))
+    chol = np.array(params.prec_chol)
+    chol[0] = np.eye(d) / 0.003
+    params = GaussianParams(params.w, params.mu, chol, "full")
+    data = gem.prepare(model, x)
+    tight, _ = fast.shifted(model, fast.scoring_for(model, data, params).extra)
+    assert list(tight) == [0]
+    calls = []
+    monkeypatch.setattr(fused, "soft_full_sums", lambda *a, _f=fused.soft_full_sums: calls.append(1) or _f(*a))
+    sums, shift, log_resp_t, objective = fast.weighted_sums(fast.soft_assign, model, data, params, True)
+    assert calls
+    monkeypatch.setattr(fused_unrolled, "MIN_ROWS", n + 1)
+    fast.weighted_sums(fast.soft_assign, model, data, params, False)
+    assert len(calls) == 1
+    want_sums, want_shift, want_log_resp_t, want_objective = numpy_route(model, data, params, True, monkeypatch)
+    np.testing.assert_array_equal(shift, want_shift)
+    np.testing.assert_allclose(sums, want_sums, rtol=1e-12, atol=1e-12 * np.abs(want_sums).max())
+    np.testing.assert_allclose(log_resp_t, want_log_resp_t, rtol=1e-12, atol=1e-12)
+    assert objective == pytest.approx(want_objective, rel=1e-12)
+    # The moments about the mean are those of the definition, to a precision sums about 0 would not have.
+    resp = np.exp(want_log_resp_t[0])
+    centred = data.z_t - shift[0][:, None]
+    np.testing.assert_allclose(sums[1:1 + d, 0], centred @ resp, rtol=1e-10, atol=1e-12 * resp.sum())
 
 
 def kernel_inputs(n=20_000, d=3, k=4, seed=5):

@@ -648,12 +648,17 @@ def weighted_sums(assign, model, data, params: GaussianParams, keep_log_resp: bo
     quadratic = QUADRATIC[model.covariance_type]
     scoring = scoring_for(model, data, params)
     tight, shift = shifted(model, scoring.extra)
-    if assign is soft_assign and fused_pays(model, data) and not scoring.dead.size and not tight.size:
+    # Components on the centred route: only the kernel generated per (D, K) takes their moments about their
+    # means (a tight component appears as EM closes in on a narrow cluster: at D = 10, K = 8 from the fourth
+    # iteration of the benchmark on, which then ran the numpy route at 3x the cost).
+    centred_ok = not tight.size or fused_unrolled.pays(data.n_features, k, data.n_samples)
+    if assign is soft_assign and fused_pays(model, data) and not scoring.dead.size and centred_ok:
         # One compiled pass per row (emvsbayes.gaussian.fused): the same sums to rounding.
         from emvsbayes.gaussian import fused  # here: numba is imported only where it is used
 
         extra = scoring.extra
-        sums, log_resp_t, objective = fused.soft_full_sums(data.z_t, extra.mu_z, extra.u_z, extra.base, keep_log_resp)
+        sums, log_resp_t, objective = fused.soft_full_sums(data.z_t, extra.mu_z, extra.u_z, extra.base, keep_log_resp,
+                                                           shift if tight.size else None)
         return sums, shift, log_resp_t, objective
     scoring = relative_scoring(model, scoring)
     reference = scoring.reference

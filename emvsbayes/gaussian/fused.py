@@ -23,11 +23,16 @@ the slots are added in block order after the parallel loop, so the result is the
 whatever the number of threads. Within a block the sums are vectorised reductions (``fastmath`` allows
 reassociation there and only there), fixed by the compiled code.
 
+Two kernels: the generic one here (any D and K; its loops along a block's rows are load/store-bound), and
+from :data:`fused_unrolled.MIN_ROWS` rows on, one generated for the (D, K) with the whole row in registers
+(:mod:`emvsbayes.gaussian.fused_unrolled`, 1.3-3x faster; :func:`kernels_for`). Both give the numpy
+route's results to rounding.
+
 Not here (the numpy route does them): hard EM, the other structures, components of weight 0, and
 components so narrow that their moments are taken about their mean (``estep_fast.shifted``). Nor where the
-numpy route is faster: with numpy's AVX-512 exp (8 lanes, and BLAS's register-blocked products beat these
-load/store-bound loops), nor above ``estep_fast.FUSED_MAX_FEATURES`` features, where it was not measured
-(``estep_fast.fused_pays``, with the measurements in benchmarks/README.md).
+numpy route is faster: with numpy's AVX-512 exp the generic kernel (8-lane exp, and BLAS's register-blocked
+products beat its load/store-bound loops), nor above ``estep_fast.FUSED_MAX_FEATURES`` features, where it
+was not measured (``estep_fast.fused_pays``, with the measurements in benchmarks/README.md).
 
 numba is imported when this module is, and this module only on that route (``estep_fast`` imports it
 lazily), so ``import emvsbayes`` stays light.
@@ -347,13 +352,24 @@ def group_rows_for(n_components: int) -> int:
     return max(1, min(BLOCK_ROWS, int(1000 // math.log2(max(n_components, 2)))))
 
 
-def kernels_for(d: int, k: int, n: int):
+def kernels_for(d: int, k: int, n: int, shift: np.ndarray | None = None):
     """(parallel, serial) kernels for N rows, D features and K components: generated for this (D, K) where
     :func:`emvsbayes.gaussian.fused_unrolled.pays` and :data:`UNROLLED` is on (the whole row in registers,
-    2-3x faster), else the generic ones here. Both take the same arguments."""
-    if UNROLLED and fused_unrolled.pays(d, k, n):
+    1.3-3x faster), else the generic ones here. Both take the generic kernels' arguments.
+
+    ``shift`` (K, D), if not None: each component's sums taken about its row of it (its moments about its
+    mean, for components too narrow for sums about 0: ``estep_fast.shifted``); only the generated kernels
+    do that, so they are taken whatever N.
+    """
+    if shift is not None or (UNROLLED and fused_unrolled.pays(d, k, n)):
         module = fused_unrolled.kernels(d, k, BLOCK_ROWS)
-        return module.all_blocks_parallel, module.all_blocks_serial
+        if shift is None:
+            about = np.zeros((k, d))
+            parallel, serial = module.all_blocks_parallel, module.all_blocks_serial
+        else:
+            about = np.ascontiguousarray(shift, dtype=np.float64)
+            parallel, serial = module.all_blocks_parallel_centred, module.all_blocks_serial_centred
+        return (lambda *arguments: parallel(*arguments, about)), (lambda *arguments: serial(*arguments, about))
     return _all_blocks_parallel, _all_blocks_serial
 
 
@@ -362,13 +378,15 @@ def kernels_for(d: int, k: int, n: int):
 UNROLLED = True
 
 
-def soft_full_sums(z_t: np.ndarray, mu_z: np.ndarray, u_t: np.ndarray, base: np.ndarray, keep_log_resp: bool):
+def soft_full_sums(z_t: np.ndarray, mu_z: np.ndarray, u_t: np.ndarray, base: np.ndarray, keep_log_resp: bool,
+                   shift: np.ndarray | None = None):
     """The soft E-step's sums for full covariances in one compiled pass.
 
     ``z_t`` (D, N) standardised data; ``mu_z`` (K, D) means, ``u_t`` (K, D, D) the transposed precision
     factors U_k^T (lower triangular) and ``base`` (K,) log w_k + log det U_k - D/2 log 2 pi, all in the
     same coordinates. Returns (sums (F, K) of the design [1, z, z_a z_b (a <= b)] weighted by the
-    responsibilities, log responsibilities (K, N) or None, sum_i log p(z_i)).
+    responsibilities, log responsibilities (K, N) or None, sum_i log p(z_i)). With ``shift`` (K, D) the
+    sums of design rows 1.. are of z - shift_k (see :func:`kernels_for`; the generated kernel only).
     """
     z_t = np.ascontiguousarray(z_t, dtype=np.float64)
     d, n = z_t.shape
@@ -381,7 +399,7 @@ def soft_full_sums(z_t: np.ndarray, mu_z: np.ndarray, u_t: np.ndarray, base: np.
     arguments = (z_t, np.ascontiguousarray(mu_z, dtype=np.float64), np.ascontiguousarray(u_t, dtype=np.float64),
                  np.ascontiguousarray(base, dtype=np.float64), BLOCK_ROWS, group_rows_for(k))
     outputs = (log_resp_t, keep_log_resp, block_sums, objectives)
-    parallel, serial = kernels_for(d, k, n)
+    parallel, serial = kernels_for(d, k, n, shift)
     n_stripes = min(numba.get_num_threads(), n_blocks)
     if n_stripes > 1 and not _FORKED and _PARALLEL.acquire(blocking=False):
         try:

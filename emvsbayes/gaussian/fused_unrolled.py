@@ -163,29 +163,43 @@ def source(d: int, k: int, block_rows: int) -> str:
         lines += ["    " + line for line in _views(body, rows)]
         lines += ["", ""]
     # loop B, one function per tile (each a reduction loop LLVM vectorises with reassociation)
-    tile_names = []
-    for number, (group, features) in enumerate(tiles(k, len(entries))):
-        name = f"tile{number}"
-        tile_names.append(name)
-        needed = sorted({a for f in features for a in entries[f]})
-        lines += ["@numba.njit(cache=True, nogil=True, fastmath={'reassoc', 'contract'})",
-                  f"def {name}(work, n, out):"]
-        tb = [f"a{j}_{f} = 0.0" for j in group for f in features]
-        tb.append("for i in range(n):")
-        inner = [f"z{a} = work[{z_at[a]} + i]" for a in needed]
-        inner += [f"r{j} = work[{r_at[j]} + i]" for j in group]
-        for f in features:
-            entry = entries[f]
-            if len(entry) == 2:
-                inner.append(f"p{f} = z{entry[0]} * z{entry[1]}")
-        for j in group:
-            for f in features:
-                entry = entries[f]
-                factor = "" if not entry else f" * z{entry[0]}" if len(entry) == 1 else f" * p{f}"
-                inner.append(f"a{j}_{f} += r{j}{factor}")
-        tb += ["    " + line for line in inner]
-        tb += [f"out[{j}, {f}] = a{j}_{f}" for j in group for f in features]
-        lines += ["    " + line for line in _views(tb, rows)] + ["", ""]
+    # With ``_centred``, each component's sums are of its rows about ``shift[j]`` (z - shift_j and its
+    # products, formed per component): for components so narrow that sums about 0 would cancel
+    # (``estep_fast.shifted``). A separate set, compiled only when first needed.
+    tile_names = {"": [], "_centred": []}
+    for suffix in tile_names:
+        for number, (group, features) in enumerate(tiles(k, len(entries))):
+            name = f"tile{number}{suffix}"
+            tile_names[suffix].append(name)
+            needed = sorted({a for f in features for a in entries[f]})
+            lines += ["@numba.njit(cache=True, nogil=True, fastmath={'reassoc', 'contract'})",
+                      f"def {name}(work, n, shift, out):"]
+            tb = [f"a{j}_{f} = 0.0" for j in group for f in features]
+            if suffix:
+                tb += [f"c{j}_{a} = shift[{j}, {a}]" for j in group for a in needed]
+            tb.append("for i in range(n):")
+            inner = [f"z{a} = work[{z_at[a]} + i]" for a in needed]
+            inner += [f"r{j} = work[{r_at[j]} + i]" for j in group]
+            # the design's variables: shared by all components, or per component about its shift
+            owners = group if suffix else [None]
+            for j in owners:
+                tag = "" if j is None else f"_{j}"
+                if j is not None:
+                    inner += [f"y{a}{tag} = z{a} - c{j}_{a}" for a in needed]
+                var = "z" if j is None else "y"
+                for f in features:
+                    entry = entries[f]
+                    if len(entry) == 2:
+                        inner.append(f"p{f}{tag} = {var}{entry[0]}{tag} * {var}{entry[1]}{tag}")
+            for j in group:
+                tag, var = ("", "z") if not suffix else (f"_{j}", "y")
+                for f in features:
+                    entry = entries[f]
+                    factor = "" if not entry else f" * {var}{entry[0]}{tag}" if len(entry) == 1 else f" * p{f}{tag}"
+                    inner.append(f"a{j}_{f} += r{j}{factor}")
+            tb += ["    " + line for line in inner]
+            tb += [f"out[{j}, {f}] = a{j}_{f}" for j in group for f in features]
+            lines += ["    " + line for line in _views(tb, rows)] + ["", ""]
     lines += [
         "@numba.njit(cache=True, nogil=True, fastmath={'reassoc', 'contract'})",
         "def row_sum(work, start, stop):",
@@ -215,45 +229,49 @@ def source(d: int, k: int, block_rows: int) -> str:
         "    return acc",
         "",
         "",
-        "@numba.njit(cache=True, nogil=True)",
-        "def stripe(z_t, mu, u_t, base, block_rows, group_rows, first, last, log_resp_t, keep_log_resp, block_sums,",
-        "           objectives):",
-        "    n_samples = z_t.shape[1]",
-        "    work = np.empty(SCRATCH)",
-        "    for blk in range(first, last):",
-        f"        start = blk * {rows}",
-        f"        n = min({rows}, n_samples - start)",
-        "        scores_relative(z_t, start, n, mu, u_t, base, work, keep_log_resp)",
-        f"        if count_at_least(work, {expo_at}, {expo_at} + n, TOO_LARGE) > 0.0:",
-        "            scores_shifted(z_t, start, n, mu, u_t, base, work, keep_log_resp)",
-        "        out = block_sums[blk]",
-        *[f"        {name}(work, n, out)" for name in tile_names],
-        "        # sum_i log p(z_i) = sum_i (ref_i + log t_i), log t_i = log mantissa_i + exponent_i log 2",
-        f"        objective = row_sum(work, {ref_at}, {ref_at} + n) + LN2 * row_sum(work, {expo_at}, {expo_at} + n)",
-        f"        objective += math.log(row_product(work, {mant_at}, {mant_at} + n))",
-        "        if keep_log_resp:",
-        "            for i in range(n):",
-        f"                log_total = math.log(work[{mant_at} + i]) + LN2 * work[{expo_at} + i]",
-        *[f"                log_resp_t[{j}, start + i] = work[{s_at[j]} + i] - log_total" for j in range(k)],
-        "        objectives[blk] = objective",
-        "",
-        "",
-        "@numba.njit(cache=True, parallel=True)",
-        "def all_blocks_parallel(z_t, mu, u_t, base, block_rows, group_rows, n_stripes, log_resp_t, keep_log_resp,",
-        "                        block_sums, objectives):",
-        "    n_blocks = block_sums.shape[0]",
-        "    for part in numba.prange(n_stripes):",
-        "        stripe(z_t, mu, u_t, base, block_rows, group_rows, part * n_blocks // n_stripes,",
-        "               (part + 1) * n_blocks // n_stripes, log_resp_t, keep_log_resp, block_sums, objectives)",
-        "",
-        "",
-        "@numba.njit(cache=True, nogil=True)",
-        "def all_blocks_serial(z_t, mu, u_t, base, block_rows, group_rows, n_stripes, log_resp_t, keep_log_resp,",
-        "                      block_sums, objectives):",
-        "    stripe(z_t, mu, u_t, base, block_rows, group_rows, 0, block_sums.shape[0], log_resp_t, keep_log_resp,",
-        "           block_sums, objectives)",
-        "",
     ]
+    for suffix, names in tile_names.items():
+        lines += [
+            "@numba.njit(cache=True, nogil=True)",
+            f"def stripe{suffix}(z_t, mu, u_t, base, block_rows, group_rows, first, last, log_resp_t, keep_log_resp,",
+            "            block_sums, objectives, shift):",
+            "    n_samples = z_t.shape[1]",
+            "    work = np.empty(SCRATCH)",
+            "    for blk in range(first, last):",
+            f"        start = blk * {rows}",
+            f"        n = min({rows}, n_samples - start)",
+            "        scores_relative(z_t, start, n, mu, u_t, base, work, keep_log_resp)",
+            f"        if count_at_least(work, {expo_at}, {expo_at} + n, TOO_LARGE) > 0.0:",
+            "            scores_shifted(z_t, start, n, mu, u_t, base, work, keep_log_resp)",
+            "        out = block_sums[blk]",
+            *[f"        {name}(work, n, shift, out)" for name in names],
+            "        # sum_i log p(z_i) = sum_i (ref_i + log t_i), log t_i = log mantissa_i + exponent_i log 2",
+            f"        objective = row_sum(work, {ref_at}, {ref_at} + n) + LN2 * row_sum(work, {expo_at}, {expo_at} + n)",
+            f"        objective += math.log(row_product(work, {mant_at}, {mant_at} + n))",
+            "        if keep_log_resp:",
+            "            for i in range(n):",
+            f"                log_total = math.log(work[{mant_at} + i]) + LN2 * work[{expo_at} + i]",
+            *[f"                log_resp_t[{j}, start + i] = work[{s_at[j]} + i] - log_total" for j in range(k)],
+            "        objectives[blk] = objective",
+            "",
+            "",
+            "@numba.njit(cache=True, parallel=True)",
+            f"def all_blocks_parallel{suffix}(z_t, mu, u_t, base, block_rows, group_rows, n_stripes, log_resp_t,",
+            "                        keep_log_resp, block_sums, objectives, shift):",
+            "    n_blocks = block_sums.shape[0]",
+            "    for part in numba.prange(n_stripes):",
+            f"        stripe{suffix}(z_t, mu, u_t, base, block_rows, group_rows, part * n_blocks // n_stripes,",
+            "               (part + 1) * n_blocks // n_stripes, log_resp_t, keep_log_resp, block_sums, objectives, shift)",
+            "",
+            "",
+            "@numba.njit(cache=True, nogil=True)",
+            f"def all_blocks_serial{suffix}(z_t, mu, u_t, base, block_rows, group_rows, n_stripes, log_resp_t,",
+            "                      keep_log_resp, block_sums, objectives, shift):",
+            f"    stripe{suffix}(z_t, mu, u_t, base, block_rows, group_rows, 0, block_sums.shape[0], log_resp_t,",
+            "           keep_log_resp, block_sums, objectives, shift)",
+            "",
+            "",
+        ]
     return "\n".join(lines)
 
 
