@@ -177,12 +177,16 @@ def test_fused_sums_with_terms_below_e_minus_700(kernel, monkeypatch):
         kernels = fused_unrolled.kernels(2, 3, fused.BLOCK_ROWS)
         extra = fast.scoring_for(model, data, params).extra
         work = np.empty(kernels.SCRATCH)
-        expo = (2 + 3 + 2) * fused.BLOCK_ROWS
         flagged = []
-        for start in (0, fused.BLOCK_ROWS):
-            kernels.scores_relative(data.z_t, start, fused.BLOCK_ROWS, extra.mu_z, np.ascontiguousarray(extra.u_z),
-                                    extra.base, work, False)
-            flagged.append(kernels.count_at_least(work, expo, expo + fused.BLOCK_ROWS, kernels.TOO_LARGE) > 0)
+        for block in (0, 1):
+            parts = range(block * fused.BLOCK_ROWS, (block + 1) * fused.BLOCK_ROWS, kernels.PART_ROWS)
+            count = 0.0
+            for start in parts:
+                kernels.scores_relative(data.z_t, start, kernels.PART_ROWS, extra.mu_z,
+                                        np.ascontiguousarray(extra.u_z), extra.base, work, False)
+                count += kernels.count_at_least(work, kernels.EXPONENTS_AT, kernels.EXPONENTS_AT + kernels.PART_ROWS,
+                                                kernels.TOO_LARGE)
+            flagged.append(count > 0)
         assert flagged == [True, False]
     np.testing.assert_allclose(sums, want_sums, rtol=1e-12, atol=1e-12 * np.abs(want_sums).max())
     # (absolute near 0: a log responsibility of -3e-12 is there a difference of scores tens apart, with
