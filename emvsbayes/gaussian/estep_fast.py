@@ -625,7 +625,7 @@ def fused_pays(model: GaussianMixtureModel, data: GaussianData) -> bool:
     Measured (CPU time, 2026-12-03, one machine, under load; benchmarks/README.md): where numpy has its
     AVX-512 exp the numpy route is as fast as the generic kernel or faster (0.98-1.36x its time for
     D = 1 .. 10: BLAS's products beat the generic kernel's loops), but the generated kernels, with the whole
-    row in registers, take about half its time (N = 1e7, CPU per iteration: D = 2, K = 3 74-75 ms against
+    row in registers, take about half its time (N = 1e7, CPU per iteration: D = 2, K = 3 59-60 ms against
     133 ms; D = 10, K = 8 about 1.3 s of E-step against 2.1 s). Without
     it numpy's exp is scalar libm code, 20x slower than the kernels', and either kernel wins. A rule of the
     machine, not only of N, D and K: the routes agree to rounding, not to the bit.
