@@ -6,18 +6,25 @@ writes a row of the block: its loops are load/store-bound (at N = 1e7, D = 2, K 
 floor in CPU time, benchmarks/README.md). Here the loops over components and features are written out for
 one (D, K), with every parameter a scalar local, so per row the whole computation happens in registers:
 
-- loop A, per row: z (D values), per component the whitened residual y = U_k^T (z - mu_k) and the score
-  s_k = base_k - |y|^2 / 2, the largest score m, e_k = exp(s_k - m) (:func:`fused.exp_le0`, vectorised),
-  the total t and the responsibilities e_k / t. Only K + 2 values per row are stored (responsibilities, m
-  and t; in L1 cache), and the K log responsibilities' s_k - m when they are kept. Compiled with
-  ``fastmath`` "contract" only: "reassoc" must never reach the exponential (see ``exp_le0``).
+- loop A, per row (``scores_relative``): z (D values), per component the whitened residual
+  y = U_k^T (z - mu_k) and the score s_k = base_k - |y|^2 / 2; e_k = exp(s_k - s_0) for k >= 1 relative to
+  component 0 (:func:`fused.exp_bounded`, vectorised; the caller puts the widest component first), the
+  total t = 1 + sum e_k and the responsibilities e_k / t; t split into mantissa and binary exponent (bit
+  operations, exact). Only K + 3 values per row are stored (in L1 cache), and the K log responsibilities'
+  s_k - s_0 when they are kept. A part of a block where some s_k - s_0 exceeds ``EXP_CEILING`` is done
+  again relative to each row's largest score (``scores_shifted``, K exponentials). Compiled with
+  ``fastmath`` "contract" only ("reassoc" must never reach the exponential, see ``exp_le0``) and
+  ``error_model='numpy'`` (numba's check of ``1.0 / t`` for zero kept LLVM from vectorising the loop).
 - loop B, per tile of components x design entries: the responsibility-weighted sums of the design
-  [1, z, z_a z_b (a <= b)], each product formed once per row in registers, each accumulator a register
-  (register-blocked: per row K + D loads feed K F multiply-adds). "reassoc" here, and only here, lets LLVM
-  vectorise these reductions.
-- per block, the log of the totals one group of rows at a time (as the generic kernel, ``group_rows_for``)
-  and the block's sum of m: the objective.
+  [1, z, z_a z_b (a <= b)] (or of z - shift_k, ``_centred``, for components whose moments are taken about
+  their mean), each product formed once per row in registers, each accumulator a register
+  (register-blocked: per row K + D loads feed up to :data:`TILE_ACCUMULATORS` multiply-adds). "reassoc"
+  here, and only here, lets LLVM vectorise these reductions.
+- per part of a block, sum_i log p(z_i) = sum_i s_ref,i + log 2 sum_i exponent_i + log prod_i mantissa_i:
+  one ``log`` per part.
 
+Blocks of :data:`fused.BLOCK_ROWS` rows are processed in parts whose scratch (one flat array, rows at
+offsets written into the source) stays within :data:`SCRATCH_BYTES`.
 The results equal the generic kernel's and the numpy route's to rounding (tests/test_gaussian_fused.py).
 Blocks are the generic kernel's (:data:`fused.BLOCK_ROWS`, fixed by N), each block's sums go to its own
 slot and are added in block order, so the result is the same to the last bit for any number of threads.
