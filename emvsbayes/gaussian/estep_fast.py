@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from emvsbayes.gaussian import fused_unrolled
 from emvsbayes.gaussian.model import GaussianMixtureModel, GaussianParams
 from emvsbayes.gaussian.structures import STRUCTURES, upper_triangle
 
@@ -618,18 +619,20 @@ def numpy_exp_is_avx512() -> bool:
 
 def fused_pays(model: GaussianMixtureModel, data: GaussianData) -> bool:
     """Whether the soft E-step takes the fused kernel: a structure it covers, at most FUSED_MAX_FEATURES
-    features, and a numpy without its AVX-512 exp.
+    features, and either a numpy without its AVX-512 exp or data large enough for the kernel generated per
+    (D, K) (:func:`emvsbayes.gaussian.fused_unrolled.pays`).
 
-    Measured (CPU time per row, 2026-12-03, one machine, under load): where numpy has its AVX-512 exp the
-    numpy route is as fast or faster (the fused pass took 0.98-1.36x its time for D = 1 .. 10, the ratio
-    growing with D: BLAS's products beat the kernel's loops); without it numpy's exp is scalar libm code,
-    20x slower than the kernel's (``em_vs_sklearn.py --without-avx512``), and the fused pass wins: at
-    N = 1e7, D = 10, K = 8 2.8 s of CPU per iteration against the numpy route's 3.5 s; at D = 2, K = 3
-    127 ms of CPU, 301 ms of wall time against the numpy route's 830-1118 ms in the fifth session (heavier
-    load). A rule of the machine, not only of N, D and K: the routes agree to rounding, not to the bit.
+    Measured (CPU time, 2026-12-03, one machine, under load; benchmarks/README.md): where numpy has its
+    AVX-512 exp the numpy route is as fast as the generic kernel or faster (0.98-1.36x its time for
+    D = 1 .. 10: BLAS's products beat the generic kernel's loops), but the generated kernels, with the whole
+    row in registers, take about half its time (N = 1e7, CPU per iteration: D = 2, K = 3 59-60 ms against
+    133 ms; D = 10, K = 8 about 1.3 s of E-step against 2.1 s). Without
+    it numpy's exp is scalar libm code, 20x slower than the kernels', and either kernel wins. A rule of the
+    machine, not only of N, D and K: the routes agree to rounding, not to the bit.
     """
-    return (model.covariance_type in FUSED_FORMS and data.n_features <= FUSED_MAX_FEATURES
-            and not numpy_exp_is_avx512())
+    if model.covariance_type not in FUSED_FORMS or data.n_features > FUSED_MAX_FEATURES:
+        return False
+    return not numpy_exp_is_avx512() or fused_unrolled.pays(data.n_features, model.n_components, data.n_samples)
 
 
 def weighted_sums(assign, model, data, params: GaussianParams, keep_log_resp: bool):
@@ -646,12 +649,17 @@ def weighted_sums(assign, model, data, params: GaussianParams, keep_log_resp: bo
     quadratic = QUADRATIC[model.covariance_type]
     scoring = scoring_for(model, data, params)
     tight, shift = shifted(model, scoring.extra)
-    if assign is soft_assign and fused_pays(model, data) and not scoring.dead.size and not tight.size:
+    # Components on the centred route: only the kernel generated per (D, K) takes their moments about their
+    # means (a tight component appears as EM closes in on a narrow cluster: at D = 10, K = 8 from the fourth
+    # iteration of the benchmark on, which then ran the numpy route at 3x the cost).
+    centred_ok = not tight.size or fused_unrolled.pays(data.n_features, k, data.n_samples)
+    if assign is soft_assign and fused_pays(model, data) and not scoring.dead.size and centred_ok:
         # One compiled pass per row (emvsbayes.gaussian.fused): the same sums to rounding.
         from emvsbayes.gaussian import fused  # here: numba is imported only where it is used
 
         extra = scoring.extra
-        sums, log_resp_t, objective = fused.soft_full_sums(data.z_t, extra.mu_z, extra.u_z, extra.base, keep_log_resp)
+        sums, log_resp_t, objective = fused.soft_full_sums(data.z_t, extra.mu_z, extra.u_z, extra.base, keep_log_resp,
+                                                           shift if tight.size else None)
         return sums, shift, log_resp_t, objective
     scoring = relative_scoring(model, scoring)
     reference = scoring.reference

@@ -23,11 +23,16 @@ the slots are added in block order after the parallel loop, so the result is the
 whatever the number of threads. Within a block the sums are vectorised reductions (``fastmath`` allows
 reassociation there and only there), fixed by the compiled code.
 
+Two kernels: the generic one here (any D and K; its loops along a block's rows are load/store-bound), and
+from :data:`fused_unrolled.MIN_ROWS` rows on, one generated for the (D, K) with the whole row in registers
+(:mod:`emvsbayes.gaussian.fused_unrolled`, 1.3-3x faster; :func:`kernels_for`). Both give the numpy
+route's results to rounding.
+
 Not here (the numpy route does them): hard EM, the other structures, components of weight 0, and
 components so narrow that their moments are taken about their mean (``estep_fast.shifted``). Nor where the
-numpy route is faster: with numpy's AVX-512 exp (8 lanes, and BLAS's register-blocked products beat these
-load/store-bound loops), nor above ``estep_fast.FUSED_MAX_FEATURES`` features, where it was not measured
-(``estep_fast.fused_pays``, with the measurements in benchmarks/README.md).
+numpy route is faster: with numpy's AVX-512 exp the generic kernel (8-lane exp, and BLAS's register-blocked
+products beat its load/store-bound loops), nor above ``estep_fast.FUSED_MAX_FEATURES`` features, where it
+was not measured (``estep_fast.fused_pays``, with the measurements in benchmarks/README.md).
 
 numba is imported when this module is, and this module only on that route (``estep_fast`` imports it
 lazily), so ``import emvsbayes`` stays light.
@@ -44,6 +49,8 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
+
+from emvsbayes.gaussian import fused_unrolled
 
 # Rows per block: a block's design ((1 + D + D (D + 1) / 2) x BLOCK_ROWS) and its (K x BLOCK_ROWS) scores
 # stay in a core's L2 cache at D = 10, K = 8 (270 kB), and the per-block bookkeeping stays negligible.
@@ -115,6 +122,69 @@ def exp_le0(x):
     p = p * r + _C[1]
     p = p * r + _C[0]
     return p * scale if x >= EXP_FLOOR else 0.0
+
+
+# exp_bounded's ceiling: scores relative to a reference component up to this are exponentiated as they are
+# (the numpy route's UNSHIFTED_RANGE); a total this large (2^504 and more) sends a block to the shifted route.
+EXP_CEILING = 350.0
+
+
+@numba.njit(inline="always", fastmath={"contract"})
+def exp_bounded(x):
+    """exp(x) for :data:`EXP_FLOOR` <= x <= :data:`EXP_CEILING`, 0 below, exp(EXP_CEILING) above: the
+    arithmetic of :func:`exp_le0` (2^n with n up to 505 is still a normal number)."""
+    xi = min(max(x, EXP_FLOOR), EXP_CEILING)
+    rounded = xi * _LOG2E + _ROUNDER
+    n = rounded - _ROUNDER
+    scale = _bits_float((_float_bits(rounded) - _ROUNDER_BITS + 1023) << 52)
+    r = (xi - n * _LN2_HI) - n * _LN2_LO
+    p = _C[13]
+    p = p * r + _C[12]
+    p = p * r + _C[11]
+    p = p * r + _C[10]
+    p = p * r + _C[9]
+    p = p * r + _C[8]
+    p = p * r + _C[7]
+    p = p * r + _C[6]
+    p = p * r + _C[5]
+    p = p * r + _C[4]
+    p = p * r + _C[3]
+    p = p * r + _C[2]
+    p = p * r + _C[1]
+    p = p * r + _C[0]
+    return p * scale if x >= EXP_FLOOR else 0.0
+
+
+_MANTISSA_BITS = (1 << 52) - 1
+_ONE_BITS = 1023 << 52
+
+
+@numba.njit(inline="always", fastmath={"contract"})
+def mantissa(x):
+    """x / 2^floor(log2 x) in [1, 2), for a positive normal x (its bits, no arithmetic: exact)."""
+    return _bits_float((_float_bits(x) & _MANTISSA_BITS) | _ONE_BITS)
+
+
+@numba.njit(inline="always", fastmath={"contract"})
+def binary_exponent(x):
+    """floor(log2 x) as a float, for a positive normal x: exact, and vectorisable without AVX-512 (no
+    integer-to-float conversion: the integer's bits are added to those of 1.5 * 2^52)."""
+    return _bits_float((_float_bits(x) >> 52) - 1023 + _ROUNDER_BITS) - _ROUNDER
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def exp_bounded_each(x, out):
+    """``out[i] = exp_bounded(x[i])`` (for tests)."""
+    for i in range(x.shape[0]):
+        out[i] = exp_bounded(x[i])
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def split_each(x, mantissas, exponents):
+    """``mantissa`` and ``binary_exponent`` of each x[i] (for tests)."""
+    for i in range(x.shape[0]):
+        mantissas[i] = mantissa(x[i])
+        exponents[i] = binary_exponent(x[i])
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
@@ -282,17 +352,59 @@ def group_rows_for(n_components: int) -> int:
     return max(1, min(BLOCK_ROWS, int(1000 // math.log2(max(n_components, 2)))))
 
 
-def soft_full_sums(z_t: np.ndarray, mu_z: np.ndarray, u_t: np.ndarray, base: np.ndarray, keep_log_resp: bool):
+def _generated(d: int, k: int, n: int, shift: np.ndarray | None) -> bool:
+    return shift is not None or (UNROLLED and fused_unrolled.pays(d, k, n))
+
+
+def kernels_for(d: int, k: int, n: int, shift: np.ndarray | None = None):
+    """(parallel, serial) kernels for N rows, D features and K components: generated for this (D, K) where
+    :func:`emvsbayes.gaussian.fused_unrolled.pays` and :data:`UNROLLED` is on (the whole row in registers,
+    1.3-3x faster), else the generic ones here. Both take the generic kernels' arguments.
+
+    ``shift`` (K, D), if not None: each component's sums taken about its row of it (its moments about its
+    mean, for components too narrow for sums about 0: ``estep_fast.shifted``); only the generated kernels
+    do that, so they are taken whatever N.
+    """
+    if _generated(d, k, n, shift):
+        module = fused_unrolled.kernels(d, k, BLOCK_ROWS)
+        if shift is None:
+            about = np.zeros((k, d))
+            parallel, serial = module.all_blocks_parallel, module.all_blocks_serial
+        else:
+            about = np.ascontiguousarray(shift, dtype=np.float64)
+            parallel, serial = module.all_blocks_parallel_centred, module.all_blocks_serial_centred
+        return (lambda *arguments: parallel(*arguments, about)), (lambda *arguments: serial(*arguments, about))
+    return _all_blocks_parallel, _all_blocks_serial
+
+
+# Whether the kernels generated per (D, K) run where they cover (D, K); off, the generic kernels run
+# everywhere (tests compare the two).
+UNROLLED = True
+
+
+def soft_full_sums(z_t: np.ndarray, mu_z: np.ndarray, u_t: np.ndarray, base: np.ndarray, keep_log_resp: bool,
+                   shift: np.ndarray | None = None):
     """The soft E-step's sums for full covariances in one compiled pass.
 
     ``z_t`` (D, N) standardised data; ``mu_z`` (K, D) means, ``u_t`` (K, D, D) the transposed precision
     factors U_k^T (lower triangular) and ``base`` (K,) log w_k + log det U_k - D/2 log 2 pi, all in the
     same coordinates. Returns (sums (F, K) of the design [1, z, z_a z_b (a <= b)] weighted by the
-    responsibilities, log responsibilities (K, N) or None, sum_i log p(z_i)).
+    responsibilities, log responsibilities (K, N) or None, sum_i log p(z_i)). With ``shift`` (K, D) the
+    sums of design rows 1.. are of z - shift_k (see :func:`kernels_for`; the generated kernel only).
     """
     z_t = np.ascontiguousarray(z_t, dtype=np.float64)
     d, n = z_t.shape
     k = mu_z.shape[0]
+    # The generated kernel scores relative to its first component, and a block where another scores more
+    # than EXP_CEILING above it is computed twice: the first is the widest component (smallest trace of its
+    # precision), whose scores fall slowest. (At D = 10, K = 8 a component that had tightened sent every
+    # block of the benchmark twice through as component 0.)
+    order = np.arange(k)
+    if _generated(d, k, n, shift) and k > 1:
+        widest = int(np.argmin(np.einsum("kab,kab->k", u_t, u_t)))
+        order = np.array([widest, *(j for j in range(k) if j != widest)])
+        mu_z, u_t, base = mu_z[order], u_t[order], base[order]
+        shift = None if shift is None else shift[order]
     n_design = 1 + d + d * (d + 1) // 2
     n_blocks = -(-n // BLOCK_ROWS)
     block_sums = np.empty((n_blocks, k, n_design))
@@ -301,19 +413,24 @@ def soft_full_sums(z_t: np.ndarray, mu_z: np.ndarray, u_t: np.ndarray, base: np.
     arguments = (z_t, np.ascontiguousarray(mu_z, dtype=np.float64), np.ascontiguousarray(u_t, dtype=np.float64),
                  np.ascontiguousarray(base, dtype=np.float64), BLOCK_ROWS, group_rows_for(k))
     outputs = (log_resp_t, keep_log_resp, block_sums, objectives)
+    parallel, serial = kernels_for(d, k, n, shift)
     n_stripes = min(numba.get_num_threads(), n_blocks)
     if n_stripes > 1 and not _FORKED and _PARALLEL.acquire(blocking=False):
         try:
-            _all_blocks_parallel(*arguments, n_stripes, *outputs)
+            parallel(*arguments, n_stripes, *outputs)
         finally:
             _PARALLEL.release()
     else:
-        _all_blocks_serial(*arguments, 1, *outputs)
+        serial(*arguments, 1, *outputs)
     # Block order, whatever thread did which block: the same sums to the last bit for any thread count.
-    sums = block_sums[0].copy()
-    for block in block_sums[1:]:
-        sums += block
+    # (numpy reduces a leading axis one slice after the other; a loop of slices in Python cost 7 ms of an
+    # iteration at N = 1e7, 19,532 blocks.)
+    sums = np.empty((k, n_design))
+    sums[order] = block_sums.sum(axis=0)
+    if keep_log_resp and order[0] != 0:
+        log_resp_t[order] = log_resp_t.copy()
     return sums.T, (log_resp_t if keep_log_resp else None), math.fsum(objectives)
 
 
-__all__ = ["BLOCK_ROWS", "EXP_FLOOR", "exp_le0", "exp_nonpositive", "group_rows_for", "soft_full_sums"]
+__all__ = ["BLOCK_ROWS", "EXP_CEILING", "EXP_FLOOR", "binary_exponent", "exp_bounded", "exp_bounded_each", "exp_le0",
+           "exp_nonpositive", "mantissa", "split_each", "group_rows_for", "soft_full_sums"]
