@@ -165,6 +165,10 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     data = load_data(spec) if data is None else data
     timings["load"] = time.perf_counter() - start
     check_against_data(spec, data)
+    if report:
+        from emvsbayes.report.workers import wanted_workers
+
+        wanted_workers()  # EMVSBAYES_PAGE_WORKERS checked before the output folder is touched
     family = get_family(spec["model"]["family"])
     limits.check_disk(out_dir, limits.results_need(spec, *family.data_shape(data)), "results.nc and index.html")
     check_writable(out_dir)
@@ -211,60 +215,64 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
     from emvsbayes.results import build_tree, declare_parameters, write_results
 
     family = get_family(spec["model"]["family"])
-    groups = runner.run(family, spec, data, seeds, timings, progress) if fit is None else fit()
-    declaration = declare_parameters(groups, family.parameters(family.model_from_spec(spec, data), data), family.name)
+    from emvsbayes.report.workers import page_workers
 
-    attrs = {
-        # A spec validated in memory (not read by load_spec) has no file name to fall back on.
-        "title": spec["title"] or spec.get("name") or "emvsbayes comparison",
-        "spec_name": spec.get("name", ""),
-        "spec": {k: v for k, v in spec.items() if k not in ("name", "path")},
-        "spec_path": spec.get("path", ""),
-        # the family and its parameters in report order (each parameter variable carries its label_dims)
-        "family": family.name,
-        "model_description": runner.FamilyView(family).describe(spec),
-        "parameters": list(family.parameters(family.model_from_spec(spec, data), data)),
-        "seed": seed,
-        "seeds": seeds,
-        "versions": package_versions(),
-        "machine": machine_info(),
-        "command": command or " ".join(sys.argv),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **declaration,
-    }
-    # Results and page are written into a fresh unit folder and published together (one rename).
-    unit = folder.new_unit()
-    results_path = out_dir / "results.nc"
-    # The results file records the fitting stages; writing it and rendering the page come after.
-    attrs["timings"] = timings
-    # The sampler checks are recorded with the results; --strict reads them back from the file.
-    checks = sampler_checks(groups)
-    attrs["checks"] = {**checks, "passed": not checks["failed"]}
-    start = time.perf_counter()
-    # The file as written, read back once (its checksum is computed from that reading): the page is
-    # rendered from what results.nc holds, without opening and hashing it a second time.
-    tree = write_results(build_tree(groups, attrs), unit / "results.nc")
-    written = time.perf_counter() - start
+    # The page's drawing code is imported by the page workers on the other core while the run fits.
+    with page_workers(report) as workers:
+        groups = runner.run(family, spec, data, seeds, timings, progress) if fit is None else fit()
+        declaration = declare_parameters(groups, family.parameters(family.model_from_spec(spec, data), data), family.name)
 
-    report_path = out_dir / "index.html"
-    if not report:
+        attrs = {
+            # A spec validated in memory (not read by load_spec) has no file name to fall back on.
+            "title": spec["title"] or spec.get("name") or "emvsbayes comparison",
+            "spec_name": spec.get("name", ""),
+            "spec": {k: v for k, v in spec.items() if k not in ("name", "path")},
+            "spec_path": spec.get("path", ""),
+            # the family and its parameters in report order (each parameter variable carries its label_dims)
+            "family": family.name,
+            "model_description": runner.FamilyView(family).describe(spec),
+            "parameters": list(family.parameters(family.model_from_spec(spec, data), data)),
+            "seed": seed,
+            "seeds": seeds,
+            "versions": package_versions(),
+            "machine": machine_info(),
+            "command": command or " ".join(sys.argv),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **declaration,
+        }
+        # Results and page are written into a fresh unit folder and published together (one rename).
+        unit = folder.new_unit()
+        results_path = out_dir / "results.nc"
+        # The results file records the fitting stages; writing it and rendering the page come after.
+        attrs["timings"] = timings
+        # The sampler checks are recorded with the results; --strict reads them back from the file.
+        checks = sampler_checks(groups)
+        attrs["checks"] = {**checks, "passed": not checks["failed"]}
+        start = time.perf_counter()
+        # The file as written, read back once (its checksum is computed from that reading): the page is
+        # rendered from what results.nc holds, without opening and hashing it a second time.
+        tree = write_results(build_tree(groups, attrs), unit / "results.nc")
+        written = time.perf_counter() - start
+
+        report_path = out_dir / "index.html"
+        if not report:
+            folder.publish(unit)
+            return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)
+        from emvsbayes.report import refresh_index, render_report_file
+
+        # Writing the file comes after its timings were recorded: the page adds it (and its own time).
+        render_report_file(tree, unit / "index.html", extra_timings={"write": written}, workers=workers)
         folder.publish(unit)
+        # The reports index lists the runs under a reports/ folder (the default output place). It is a
+        # convenience: a parent that cannot be written does not fail a run whose results and report are
+        # written, and no index is written into any other folder a user points --out into.
+        parent = out_dir.resolve().parent
+        if parent.name == "reports" and not (parent / "results.nc").exists():
+            try:
+                refresh_index(parent, known={out_dir.resolve().name: tree})
+            except OSError:
+                pass
         return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)
-    from emvsbayes.report import refresh_index, render_report_file
-
-    # Writing the file comes after its timings were recorded: the page adds it (and its own time).
-    render_report_file(tree, unit / "index.html", extra_timings={"write": written})
-    folder.publish(unit)
-    # The reports index lists the runs under a reports/ folder (the default output place). It is a
-    # convenience: a parent that cannot be written does not fail a run whose results and report are
-    # written, and no index is written into any other folder a user points --out into.
-    parent = out_dir.resolve().parent
-    if parent.name == "reports" and not (parent / "results.nc").exists():
-        try:
-            refresh_index(parent, known={out_dir.resolve().name: tree})
-        except OSError:
-            pass
-    return RunOutcome(results_path, report_path, time.perf_counter() - started, tree)
 
 
 def rerender_report(results_path: Path, out: Path | None = None) -> Path:
@@ -283,7 +291,16 @@ def rerender_report(results_path: Path, out: Path | None = None) -> Path:
     if input_kind(results_path) is None and results_format(results_path) == STUDY_FORMAT:
         return _rerender_study(results_path, out)
     tree = read_results(results_path)
-    from emvsbayes.report import render_report_file  # after the checks: it imports matplotlib
+    from emvsbayes.report.workers import page_workers
+
+    with page_workers() as workers:  # they import the drawing code while the checks below run
+        return _rerender_run_page(tree, results_path, out, workers)
+
+
+def _rerender_run_page(tree, results_path: Path, out: Path | None, workers) -> Path:
+    from emvsbayes.report import render_report_file
+    from emvsbayes.results import read_results
+
     out = Path(out) if out is not None else results_path.with_name("index.html")
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give the HTML file to write, e.g. --out {out / 'index.html'}")
@@ -296,7 +313,7 @@ def rerender_report(results_path: Path, out: Path | None = None) -> Path:
         with OutputFolder(folder, "run") as held:
             unit = held.new_unit()
             link_or_copy(own_results.resolve(), unit / "results.nc")
-            render_report_file(read_results(unit / "results.nc"), unit / "index.html")
+            render_report_file(read_results(unit / "results.nc"), unit / "index.html", workers=workers)
             held.publish(unit)
         return out
     reason = foreign(out, "page")
@@ -306,7 +323,7 @@ def rerender_report(results_path: Path, out: Path | None = None) -> Path:
                                                                  or os.path.lexists(folder / "study.nc")):
         raise UserError(f"{out}: is the page of the outputs in {folder}, not of {results_path}; {suggestion}")
     try:
-        render_report_file(tree, out)
+        render_report_file(tree, out, workers=workers)
     except OSError as error:
         raise UserError(f"{out}: cannot write the report there ({error.strerror}); choose another file with --out") from None
     return out

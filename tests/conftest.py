@@ -15,6 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PYTENSOR_FLAGS", f"base_compiledir={ROOT / '.cache' / 'pytensor'}")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
 os.environ.setdefault("EMVSBAYES_PROGRAM_CACHE_DIR", str(ROOT / ".cache" / "programs"))
+# Runs draw their pages in their own process: the suite's two pytest-xdist workers already keep both cores
+# busy, where a page worker (emvsbayes/report/workers.py) would only add its imports to every run's CPU.
+# tests/test_page_workers.py runs with the workers on, as a user's run does, and checks they draw the same page.
+os.environ.setdefault("EMVSBAYES_PAGE_WORKERS", "0")
 
 
 def _user_env() -> dict:

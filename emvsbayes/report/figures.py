@@ -43,13 +43,25 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e3
 MAX_POINTS = 1500
 
 _figure_counter = itertools.count()
+#: the part of the page being drawn (:func:`new_part`): ids are salted by part and number within it
+_part_name = ""
 
 
 def new_page() -> None:
     """Restart figure numbering, so the same results render to the same page (ids are salted by number)."""
-    global _figure_counter
+    global _figure_counter, _part_name
     _figure_counter = itertools.count()
+    _part_name = ""
     _svg_text_metrics.clear()
+
+
+def new_part(name: str) -> None:
+    """Number the figures of one part of the page (a section) from zero, salted by the part's name: a part
+    draws the same bytes whichever process draws it and whatever was drawn before it (the page workers,
+    :mod:`emvsbayes.report.workers`, draw a page's parts in two processes)."""
+    global _figure_counter, _part_name
+    _figure_counter = itertools.count()
+    _part_name = name
 
 
 #: (text, math flag, font properties) -> (width, height, descent) as the SVG renderer measures them,
@@ -110,7 +122,8 @@ def to_svg(fig) -> str:
     """
     buffer = io.StringIO()
     fig.draw = _without_layout_draw(fig.draw)  # an instance attribute: gone with the figure
-    with plt.rc_context({"svg.hashsalt": f"fig{next(_figure_counter)}"}):
+    salt = f"{_part_name}-fig{next(_figure_counter)}" if _part_name else f"fig{next(_figure_counter)}"
+    with plt.rc_context({"svg.hashsalt": salt}):
         fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = _BIDI.sub("", buffer.getvalue())

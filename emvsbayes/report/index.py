@@ -13,7 +13,7 @@ import numpy as np
 from emvsbayes.errors import UserError
 from emvsbayes.outputs import file_head, is_our_page
 from emvsbayes.report.markup import Raw, esc, table
-from emvsbayes.report.render import CONTENT_SECURITY_POLICY
+from emvsbayes.report.page import CONTENT_SECURITY_POLICY
 from emvsbayes.report.summary import build_summary, verdict_mark
 from emvsbayes.results import atomic_write, read_results
 

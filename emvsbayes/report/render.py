@@ -2,77 +2,77 @@
 
 The page is one self-contained file: inline CSS and SVG, no scripts, and a Content-Security-Policy
 that forbids loading anything (so even a string that escaped escaping could not run or fetch).
-Sections live in :mod:`emvsbayes.report.sections`; each returns "" when its data are absent.
+Sections live in :mod:`emvsbayes.report.sections`; each returns "" when its data are absent. The page is
+drawn part by part (:data:`emvsbayes.report.page.PART_NAMES`), each part the same bytes whichever process
+draws it, and put together by :func:`emvsbayes.report.page.assemble_page`.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-from importlib import resources
-from pathlib import Path
-
+from collections.abc import Iterable, Mapping
 import xarray as xr
 
 from emvsbayes.report import figures, ladder, lesson, sections
-from emvsbayes.report.markup import esc, section
-from emvsbayes.results import atomic_write
+from emvsbayes.report.page import CONTENT_SECURITY_POLICY, PART_NAMES, SECTION_TITLES, assemble_page
 
-#: No scripts, no fetches; inline style (ours and the SVGs') and data: images only.
-CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+__all__ = ["CONTENT_SECURITY_POLICY", "SECTION_FUNCTIONS", "render_parts", "render_report", "warm_up"]
 
-#: (anchor, title, section function) in page order
-SECTIONS = (
-    ("summary", "Summary", sections.summary_section),
-    ("data", "The data", sections.data_section),
-    ("lesson", "EM step by step: the guess, hard EM, soft EM", lesson.lesson_section),
-    ("em", "EM: the iteration path", sections.em_section),
-    ("bayes", "Bayes: the posterior", sections.bayes_section),
-    ("comparison", "EM against the posterior", sections.comparison_section),
-    ("label-switching", "Label switching", sections.label_switching_section),
-    ("ladder", "The uncertainty ladder: from EM's point to the posterior", ladder.ladder_section),
-    ("partition", "Clusters without labels", ladder.partition_section),
-)
+#: the function that draws each section of :data:`~emvsbayes.report.page.SECTION_TITLES`, by anchor
+SECTION_FUNCTIONS = {
+    "summary": sections.summary_section,
+    "data": sections.data_section,
+    "lesson": lesson.lesson_section,
+    "em": sections.em_section,
+    "bayes": sections.bayes_section,
+    "comparison": sections.comparison_section,
+    "label-switching": sections.label_switching_section,
+    "ladder": ladder.ladder_section,
+    "partition": ladder.partition_section,
+}
+assert tuple(SECTION_FUNCTIONS) == tuple(anchor for anchor, _ in SECTION_TITLES)
+
+
+def render_parts(tree: xr.DataTree, names: Iterable[str] = PART_NAMES,
+                 extra_timings: Mapping[str, object] | None = None) -> dict[str, object]:
+    """The parts ``names`` of the page of ``tree``, by name (see :func:`~emvsbayes.report.page.assemble_page`)."""
+    figures.new_page()
+    ctx = sections.Context(tree)
+    parts: dict[str, object] = {}
+    for name in names:
+        figures.new_part(name)
+        if name in SECTION_FUNCTIONS:
+            parts[name] = SECTION_FUNCTIONS[name](ctx)
+        elif name == "family":
+            parts[name] = sections.family_sections(ctx)
+        elif name == "description":
+            parts[name] = lesson.description_block(ctx)
+        elif name == "reproducibility":
+            parts[name] = sections.reproducibility_section(ctx, extra_timings)
+        else:
+            raise ValueError(f"no part {name!r} of the page; the parts are {', '.join(PART_NAMES)}")
+    return parts
 
 
 def render_report(tree: xr.DataTree, extra_timings=None) -> str:
-    """The whole page as a string."""
-    figures.new_page()
-    ctx = sections.Context(tree)
-    title = str(tree.attrs.get("title") or tree.attrs.get("spec_name") or "emvsbayes report")
-    rendered = [(anchor, heading, function(ctx)) for anchor, heading, function in SECTIONS]
-    # The family's own sections, each after the section it names (or before reproducibility if none has
-    # that anchor); placed before empty sections are dropped, so "after the data" holds without a data table.
-    for anchor, heading, after, html in sections.family_sections(ctx):
-        anchors = [a for a, _, _ in rendered]
-        at = anchors.index(after) + 1 if after in anchors else len(rendered)
-        rendered.insert(at, (anchor, heading, html))
-    rendered.append(("reproducibility", "Reproducibility", sections.reproducibility_section(ctx, extra_timings)))
-    rendered = [(anchor, heading, body) for anchor, heading, body in rendered if body]
-    nav = "".join(f'<a href="#{anchor}">{esc(heading)}</a>' for anchor, heading, _ in rendered)
-    body = "".join(section(heading, html, anchor) for anchor, heading, html in rendered)
-    css = resources.files("emvsbayes.report").joinpath("style.css").read_text(encoding="utf-8")
-    # The generator tag marks the page as ours (a later run may replace it); the results tag names the
-    # checksum of the results file it was rendered from, so a page and its results can be matched.
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='generator' content='emvsbayes run'>"
-            f"<meta name='emvsbayes-results' content='{esc(tree.attrs.get('checksum', ''))}'>"
-            f"<meta http-equiv='Content-Security-Policy' content=\"{CONTENT_SECURITY_POLICY}\">"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{esc(title)}</title><style>{css}</style></head><body>"
-            f"<header><h1>{esc(title)}</h1><p class='sub'>EM against the Bayesian posterior · emvsbayes</p>"
-            f"<nav>{nav}</nav></header><main>{lesson.description_block(ctx)}{body}</main></body></html>")
+    """The whole page as a string, drawn in this process."""
+    return assemble_page(tree, render_parts(tree, PART_NAMES, extra_timings))
 
 
-def render_report_file(tree: xr.DataTree, path, extra_timings=None) -> Path:
-    """Render and write atomically (a crash leaves the previous report, never half a page). The page
-    shows how long rendering it took, next to the run's own stages (:func:`render_report` alone is
-    deterministic: same results, same page)."""
-    started = time.perf_counter()
-    # A token no page contains stands in for the rendering time until it is known.
-    token = f"render-seconds-{uuid.uuid4().hex}"
-    page = render_report(tree, {**(extra_timings or {}), "report": token})
-    page = page.replace(token, f"{time.perf_counter() - started:.3g}", 1)
-    path = Path(path)
-    atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
-    return path
+
+def warm_up() -> None:
+    """Draw a small figure to SVG and throw it away: loads the fonts and matplotlib's per-process caches, so a
+    page worker (:mod:`emvsbayes.report.workers`) does this while the run still fits, not when the page is
+    wanted. Changes no page: the figure numbering and text measures of a page start with the page."""
+    import io
+
+    import arviz_stats  # noqa: F401  the summary's and diagnostics' R-hat and ESS
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0.0, 1.0], [0.0, 1.0])
+    ax.contour(np.outer(np.arange(3.0), np.arange(3.0)))  # the contour code the lesson's surface uses
+    ax.set_title("warm-up")
+    ax.set_xlabel("x")
+    fig.savefig(io.StringIO(), format="svg", bbox_inches="tight")
+    plt.close(fig)

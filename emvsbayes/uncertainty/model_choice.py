@@ -254,13 +254,15 @@ def loo_waic(tree, var_name: str | None = None) -> PredictiveCriteria:
     """
     import warnings
 
-    import arviz as az
+    # arviz-stats' loo (what the `arviz` umbrella package re-exports): the umbrella would import arviz-plots
+    # and matplotlib into a run that draws its page in the page workers
+    from arviz_stats import loo as psis_loo
 
     var_name, log_lik = _log_likelihood_variable(tree, var_name)
     with warnings.catch_warnings():
         # ArviZ warns when some k is high; the count is reported in n_bad_k instead.
         warnings.simplefilter("ignore", UserWarning)
-        loo = az.loo(tree, pointwise=True, var_name=var_name)
+        loo = psis_loo(tree, pointwise=True, var_name=var_name)
     pareto_k = np.asarray(loo.pareto_k.values, dtype=float).ravel()
     elpd_waic, se_waic, p_waic, n_bad_waic = _waic(log_lik)
     return PredictiveCriteria(
