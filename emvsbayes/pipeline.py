@@ -301,27 +301,14 @@ def _rerender_run_page(tree, results_path: Path, out: Path | None, workers) -> P
     from emvsbayes.report import render_report_file
     from emvsbayes.results import read_results
 
-    out = Path(out) if out is not None else results_path.with_name("index.html")
-    if out.is_dir():
-        raise UserError(f"{out}: is a folder; give the HTML file to write, e.g. --out {out / 'index.html'}")
-    suggestion = f"choose another file with --out, e.g. --out {results_path.with_name('report.html')}"
-    if _same_file(out, results_path):
-        raise UserError(f"{out}: is the results file being read, so emvsbayes will not write the report over it; {suggestion}")
-    folder = out.parent
-    own_results = folder / "results.nc"
-    if out.name == "index.html" and _same_file(own_results, results_path):
-        with OutputFolder(folder, "run") as held:
+    out, own_folder = _page_destination(results_path, out, "results")
+    if own_folder:
+        with OutputFolder(out.parent, "run") as held:
             unit = held.new_unit()
-            link_or_copy(own_results.resolve(), unit / "results.nc")
+            link_or_copy((out.parent / "results.nc").resolve(), unit / "results.nc")
             render_report_file(read_results(unit / "results.nc"), unit / "index.html", workers=workers)
             held.publish(unit)
         return out
-    reason = foreign(out, "page")
-    if reason:
-        raise UserError(f"{out}: {reason}, so emvsbayes will not write over it; {suggestion}")
-    if out.name in ("index.html", "results.nc", "study.nc") and (os.path.lexists(folder / "results.nc")
-                                                                 or os.path.lexists(folder / "study.nc")):
-        raise UserError(f"{out}: is the page of the outputs in {folder}, not of {results_path}; {suggestion}")
     try:
         render_report_file(tree, out, workers=workers)
     except OSError as error:
@@ -338,32 +325,42 @@ def _rerender_study(study_path: Path, out: Path | None) -> Path:
     ds = read_study(study_path)
     from emvsbayes.study.report import render_study_report  # after the checks: it imports matplotlib
 
-    out = Path(out) if out is not None else study_path.with_name("index.html")
-    if out.is_dir():
-        raise UserError(f"{out}: is a folder; give the HTML file to write, e.g. --out {out / 'index.html'}")
-    suggestion = f"choose another file with --out, e.g. --out {study_path.with_name('report.html')}"
-    if _same_file(out, study_path):
-        raise UserError(f"{out}: is the study file being read, so emvsbayes will not write the report over it; {suggestion}")
-    folder = out.parent
-    own_study = folder / "study.nc"
-    if out.name == "index.html" and _same_file(own_study, study_path):
-        with OutputFolder(folder, "study") as held:
+    out, own_folder = _page_destination(study_path, out, "study")
+    if own_folder:
+        with OutputFolder(out.parent, "study") as held:
             unit = held.new_unit()
-            link_or_copy(own_study.resolve(), unit / "study.nc")
+            link_or_copy((out.parent / "study.nc").resolve(), unit / "study.nc")
             render_study_report(read_study(unit / "study.nc"), unit / "index.html")
             held.publish(unit)
         return out
-    reason = foreign(out, "page")
-    if reason:
-        raise UserError(f"{out}: {reason}, so emvsbayes will not write over it; {suggestion}")
-    if out.name in ("index.html", "results.nc", "study.nc") and (os.path.lexists(folder / "results.nc")
-                                                                 or os.path.lexists(folder / "study.nc")):
-        raise UserError(f"{out}: is the page of the outputs in {folder}, not of {study_path}; {suggestion}")
     try:
         render_study_report(ds, out, figure_file=False)
     except OSError as error:
         raise UserError(f"{out}: cannot write the report there ({error.strerror}); choose another file with --out") from None
     return out
+
+
+def _page_destination(source: Path, out: Path | None, what: str) -> tuple[Path, bool]:
+    """Where ``emvsbayes report`` writes the page of ``source`` (a ``what`` file: "results" or "study"), and
+    whether that is the page of ``source``'s own output folder (then published with the same file as a new
+    unit). Refused: a folder, the file being read, a file emvsbayes did not write, another output's page."""
+    out = Path(out) if out is not None else source.with_name("index.html")
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give the HTML file to write, e.g. --out {out / 'index.html'}")
+    suggestion = f"choose another file with --out, e.g. --out {source.with_name('report.html')}"
+    if _same_file(out, source):
+        raise UserError(f"{out}: is the {what} file being read, so emvsbayes will not write the report over it; {suggestion}")
+    folder = out.parent
+    own_file = folder / ("results.nc" if what == "results" else "study.nc")
+    if out.name == "index.html" and _same_file(own_file, source):
+        return out, True
+    reason = foreign(out, "page")
+    if reason:
+        raise UserError(f"{out}: {reason}, so emvsbayes will not write over it; {suggestion}")
+    if out.name in ("index.html", "results.nc", "study.nc") and (os.path.lexists(folder / "results.nc")
+                                                                 or os.path.lexists(folder / "study.nc")):
+        raise UserError(f"{out}: is the page of the outputs in {folder}, not of {source}; {suggestion}")
+    return out, False
 
 
 def _same_file(a: Path, b: Path) -> bool:
