@@ -324,3 +324,14 @@ def test_kernel_folder_falls_back_to_a_temporary_one(tmp_path, monkeypatch):
     monkeypatch.setenv("EMVSBAYES_KERNEL_CACHE_DIR", str(blocker / "below"))
     fallback = fused_unrolled.kernel_dir()
     assert fallback.is_dir() and fallback != blocker / "below"
+
+
+def test_a_change_of_fused_py_names_a_new_kernel_file():
+    # numba's cache does not see a change in the fused.py functions a generated kernel inlines; the kernel's
+    # source (whose hash names its file) carries fused.py's digest, so a changed fused.py compiles anew
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256(Path(fused.__file__).read_bytes()).hexdigest()[:16]
+    assert fused_unrolled.FUSED_DIGEST == digest
+    assert f"fused.py sha256 {digest}" in fused_unrolled.source(2, 3, 256)

@@ -101,7 +101,25 @@ def exp_le0(x):
     5e-18), and 2^n made from the bits of n (no float-to-integer conversion, which AVX2 cannot vectorise).
     Within about 1 ulp of ``np.exp`` (tested on millions of points).
     """
-    xi = max(x, EXP_FLOOR)
+    return _exp_clamped(max(x, EXP_FLOOR)) if x >= EXP_FLOOR else 0.0
+
+
+# exp_bounded's ceiling: scores relative to a reference component up to this are exponentiated as they are
+# (the numpy route's UNSHIFTED_RANGE); a total this large (2^504 and more) sends a block to the shifted route.
+EXP_CEILING = 350.0
+
+
+@numba.njit(inline="always", fastmath={"contract"})
+def exp_bounded(x):
+    """exp(x) for :data:`EXP_FLOOR` <= x <= :data:`EXP_CEILING`, 0 below, exp(EXP_CEILING) above: the
+    arithmetic of :func:`exp_le0` (2^n with n up to 505 is still a normal number)."""
+    return _exp_clamped(min(max(x, EXP_FLOOR), EXP_CEILING)) if x >= EXP_FLOOR else 0.0
+
+
+@numba.njit(inline="always", fastmath={"contract"})
+def _exp_clamped(xi):
+    """exp(xi) for xi already within [EXP_FLOOR, EXP_CEILING]: the arithmetic :func:`exp_le0` describes
+    (inlined into its callers, so compiled with their flags)."""
     rounded = xi * _LOG2E + _ROUNDER
     n = rounded - _ROUNDER
     # the low bits of rounded hold n; 2^n has the exponent field n + 1023 (n >= -1010: a normal number)
@@ -121,38 +139,7 @@ def exp_le0(x):
     p = p * r + _C[2]
     p = p * r + _C[1]
     p = p * r + _C[0]
-    return p * scale if x >= EXP_FLOOR else 0.0
-
-
-# exp_bounded's ceiling: scores relative to a reference component up to this are exponentiated as they are
-# (the numpy route's UNSHIFTED_RANGE); a total this large (2^504 and more) sends a block to the shifted route.
-EXP_CEILING = 350.0
-
-
-@numba.njit(inline="always", fastmath={"contract"})
-def exp_bounded(x):
-    """exp(x) for :data:`EXP_FLOOR` <= x <= :data:`EXP_CEILING`, 0 below, exp(EXP_CEILING) above: the
-    arithmetic of :func:`exp_le0` (2^n with n up to 505 is still a normal number)."""
-    xi = min(max(x, EXP_FLOOR), EXP_CEILING)
-    rounded = xi * _LOG2E + _ROUNDER
-    n = rounded - _ROUNDER
-    scale = _bits_float((_float_bits(rounded) - _ROUNDER_BITS + 1023) << 52)
-    r = (xi - n * _LN2_HI) - n * _LN2_LO
-    p = _C[13]
-    p = p * r + _C[12]
-    p = p * r + _C[11]
-    p = p * r + _C[10]
-    p = p * r + _C[9]
-    p = p * r + _C[8]
-    p = p * r + _C[7]
-    p = p * r + _C[6]
-    p = p * r + _C[5]
-    p = p * r + _C[4]
-    p = p * r + _C[3]
-    p = p * r + _C[2]
-    p = p * r + _C[1]
-    p = p * r + _C[0]
-    return p * scale if x >= EXP_FLOOR else 0.0
+    return p * scale
 
 
 _MANTISSA_BITS = (1 << 52) - 1
