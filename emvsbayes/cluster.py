@@ -36,6 +36,9 @@ def connect(scheduler: str | None, n_workers: int | None):
     # error and reported by the study. Errors still show. Set in the environment before distributed is
     # imported, so the worker processes (which read it when they start) are quiet too.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    # Nor the dashboard's statistical profiler, which no study shows: it samples every worker's stacks every
+    # 10 ms (1.2 s of a worker's 30 s in a py-spy profile of the bundled study, under py-spy's own sampling).
+    os.environ.setdefault("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "False")
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # in case distributed was imported already
