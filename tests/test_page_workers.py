@@ -25,6 +25,7 @@ def without_seconds(page: str) -> str:
     return re.sub(r'<section id="reproducibility">.*?</section>', "", page, flags=re.S)
 
 
+@pytest.mark.slow  # each needs a bundled spec's quick run (5-15 s), shared with the slow tests that read it
 @pytest.mark.parametrize(("name", "count"), [pytest.param(name, count, marks=quick_run_group(name))
                                            for name, count in (("two_coins", 1), ("two_coins", 2), ("faithful", 2),
                                                                ("heroes", 2))])
@@ -35,6 +36,7 @@ def test_the_workers_draw_the_page_one_process_draws(quick_run, name, count):
     assert assemble_page(tree, parts) == render_report(tree, TIMINGS)
 
 
+@pytest.mark.slow  # a worker started (its imports: 2-3 s of CPU) and the page drawn twice
 def test_a_familys_own_sections_come_from_the_workers_alike():
     # the HMM family adds sections of its own (the "family" part), placed among the others; the earthquake
     # HMM's results tree as tests/test_hmm_family.py builds it for its page
@@ -48,6 +50,7 @@ def test_a_familys_own_sections_come_from_the_workers_alike():
     assert assemble_page(tree, parts) == render_report(tree, TIMINGS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param("two_coins", marks=quick_run_group("two_coins"))])
 def test_a_worker_that_died_leaves_the_page_to_the_run(quick_run, name, tmp_path):
     tree = quick_run(name).tree
