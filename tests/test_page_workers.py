@@ -63,6 +63,18 @@ def test_a_worker_that_died_leaves_the_page_to_the_run(quick_run, name, tmp_path
     assert without_seconds(path.read_text(encoding="utf-8")) == without_seconds(render_report(tree, TIMINGS))
 
 
+@pytest.mark.slow  # a worker started (its imports: 2-3 s of CPU)
+def test_a_worker_that_fails_says_nothing_and_leaves_the_page_to_the_run(capfd):
+    # A worker asked for a split it has not (3 processes) fails after its imports, as one in a broken
+    # environment would: it prints no traceback (the run draws the page itself and reports what fails there).
+    from test_hmm_family import _results_tree
+
+    tree, _, _ = _results_tree(False)
+    workers = PageWorkers.start(3)
+    assert workers.render_parts(tree, TIMINGS) is None
+    assert "Traceback" not in capfd.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_run_as_users_start_it_draws_its_page_in_the_workers(tmp_path):
     # `emvsbayes run` in a fresh interpreter with the variable unset (the default on this 2-core machine): the

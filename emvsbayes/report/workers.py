@@ -85,8 +85,11 @@ class PageWorkers:
         env["JE_ARROW_MALLOC_CONF"] = "background_thread:false"
         # A session of its own: Ctrl-C in the terminal reaches the run, not the worker, which exits when
         # the run's end closes its input.
-        process = subprocess.Popen([sys.executable, "-m", "emvsbayes.report.workers", str(count)],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
+        try:
+            process = subprocess.Popen([sys.executable, "-m", "emvsbayes.report.workers", str(count)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
+        except (OSError, ValueError):  # no interpreter to start (an embedded Python): the run draws its page
+            return None
         return cls(process)
 
     def render_parts(self, tree, extra_timings: Mapping[str, object] | None) -> dict[str, object] | None:
@@ -202,7 +205,8 @@ def _serve(count: int) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     # Below the run's priority: the imports fill the core the fit leaves idle instead of slowing the fit.
-    os.nice(WORKER_NICENESS)
+    if hasattr(os, "nice"):
+        os.nice(WORKER_NICENESS)
     from emvsbayes.report import render
 
     import arviz  # noqa: F401  the trace and rank plots' library, imported while the run still fits
@@ -218,4 +222,7 @@ def _serve(count: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_serve(int(sys.argv[1])))
+    try:
+        sys.exit(_serve(int(sys.argv[1])))
+    except Exception:  # noqa: BLE001 - the run draws the page itself and reports what fails there, once
+        sys.exit(1)
