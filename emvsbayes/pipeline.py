@@ -306,6 +306,7 @@ def _rerender_run_page(tree, results_path: Path, out: Path | None, workers) -> P
         with OutputFolder(out.parent, "run") as held:
             unit = held.new_unit()
             link_or_copy((out.parent / "results.nc").resolve(), unit / "results.nc")
+            # read again under the folder's lock: another run may have published new results since the read above
             render_report_file(read_results(unit / "results.nc"), unit / "index.html", workers=workers)
             held.publish(unit)
         return out
@@ -330,6 +331,7 @@ def _rerender_study(study_path: Path, out: Path | None) -> Path:
         with OutputFolder(out.parent, "study") as held:
             unit = held.new_unit()
             link_or_copy((out.parent / "study.nc").resolve(), unit / "study.nc")
+            # read again under the folder's lock: another study may have published since the read above
             render_study_report(read_study(unit / "study.nc"), unit / "index.html")
             held.publish(unit)
         return out
@@ -351,8 +353,7 @@ def _page_destination(source: Path, out: Path | None, what: str) -> tuple[Path, 
     if _same_file(out, source):
         raise UserError(f"{out}: is the {what} file being read, so emvsbayes will not write the report over it; {suggestion}")
     folder = out.parent
-    own_file = folder / ("results.nc" if what == "results" else "study.nc")
-    if out.name == "index.html" and _same_file(own_file, source):
+    if out.name == "index.html" and _same_file(folder / f"{what}.nc", source):
         return out, True
     reason = foreign(out, "page")
     if reason:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from importlib import resources
+
 import xarray as xr
 
 from emvsbayes.report.markup import esc, section
@@ -62,4 +63,3 @@ def assemble_page(tree: xr.DataTree, parts: Mapping[str, object]) -> str:
             f"<title>{esc(title)}</title><style>{css}</style></head><body>"
             f"<header><h1>{esc(title)}</h1><p class='sub'>EM against the Bayesian posterior · emvsbayes</p>"
             f"<nav>{nav}</nav></header><main>{parts['description']}{body}</main></body></html>")
-

@@ -10,6 +10,7 @@ draws it, and put together by :func:`emvsbayes.report.page.assemble_page`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+
 import xarray as xr
 
 from emvsbayes.report import figures, ladder, lesson, sections
@@ -56,7 +57,6 @@ def render_parts(tree: xr.DataTree, names: Iterable[str] = PART_NAMES,
 def render_report(tree: xr.DataTree, extra_timings=None) -> str:
     """The whole page as a string, drawn in this process."""
     return assemble_page(tree, render_parts(tree, PART_NAMES, extra_timings))
-
 
 
 def warm_up() -> None:
