@@ -130,8 +130,9 @@ def test_a_tiny_rung_coverage_study_on_a_dask_cluster(tmp_path):
 
     spec_path = tmp_path / "tiny_rungs.toml"
     spec_path.write_text(TINY, encoding="utf-8")
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as local, \
-            Client(local) as client:
+    # The scheduler's HTTP server on any free port (not 8787, which another test's cluster may hold: a warning).
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as local, Client(local) as client:
         outcome = run_study(spec_path, out=tmp_path / "out", client=client)
     assert outcome.n_failed == 0
     ds = read_study(outcome.results_path)

@@ -30,7 +30,6 @@ from itertools import permutations
 from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 __all__ = [
     "Relabelling",
@@ -324,6 +323,8 @@ def solve_assignments(cost: np.ndarray, current: np.ndarray | None = None, rtol:
             total += cost[:, j, candidates[:, j]]
         best = candidates[np.argmin(total, axis=1)]
     else:
+        from scipy.optimize import linear_sum_assignment  # 0.1-0.5 s to import; the small K above need none
+
         best = np.empty((S, K), dtype=np.intp)
         for s in range(S):
             rows, cols = linear_sum_assignment(cost[s])

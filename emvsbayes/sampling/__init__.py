@@ -11,6 +11,9 @@ process (nutpie rebuilds numba wrappers for ~7 s in every process; PyMC's NUTS s
 A model is given as a ``pymc.Model`` or as a :class:`~emvsbayes.sampling.recipe.ModelRecipe` (the
 function that builds it and its arguments): only a recipe's programs can be found again by a later
 process, because only a recipe says what the model is before it is built.
+
+:mod:`emvsbayes.sampling.convergence` computes rank-normalised R-hat and bulk ESS in numpy alone (ArviZ's
+numbers), for a study's workers, which would otherwise import ArviZ, xarray and pandas for two numbers.
 """
 
 from __future__ import annotations

@@ -14,10 +14,25 @@ runs a study (see :func:`emvsbayes.api.study`). A package and a function cannot 
 import sys
 import types
 
-from emvsbayes.study.run import StudyOutcome, assemble, read_study, run_study
-from emvsbayes.study.spec import cells, load_study_spec
-
 __all__ = ["StudyOutcome", "assemble", "cells", "load_study_spec", "read_study", "run_study"]
+
+# Where each name is defined. Imported when first asked for, not with the package: a Dask worker imports
+# the package to run one replicate (emvsbayes.study.task) and needs neither xarray (study.run) nor the
+# spec reader.
+_HOMES = {"StudyOutcome": "run", "assemble": "run", "read_study": "run", "run_study": "run",
+          "cells": "spec", "load_study_spec": "spec"}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        import importlib
+
+        return getattr(importlib.import_module(f"emvsbayes.study.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 class _CallableModule(types.ModuleType):

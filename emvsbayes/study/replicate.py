@@ -52,6 +52,7 @@ from emvsbayes.em import RestartPolicy, fit_em_until
 from emvsbayes.errors import DegenerateFitError
 from emvsbayes.family import Family, get_family
 from emvsbayes.labels import apply_permutations, chain_permutations, distinct_optima, pivot
+from emvsbayes.sampling.convergence import ess_bulk, rhat_rank
 from emvsbayes.seeds import int_seed, stage_seeds
 from emvsbayes.study.spec import LADDER_KINDS
 from emvsbayes.uncertainty import run_bootstrap, standard_errors
@@ -486,16 +487,17 @@ def _sample_numpyro(cell: _CellSampler, family: Family, data: dict, initvals: di
 
 
 def chain_diagnostics(values: Mapping[str, np.ndarray], chains: int) -> dict[str, float]:
-    """Largest rank-normalised split R-hat and smallest bulk ESS over every element of every variable."""
-    from arviz_stats.base import array_stats
+    """Largest rank-normalised split R-hat and smallest bulk ESS over every element of every variable.
 
+    Computed by :mod:`emvsbayes.sampling.convergence` (ArviZ's numbers, to rounding), not by ArviZ: its
+    import would bring xarray, pandas and SciPy's stats into every worker process."""
     stacked = np.concatenate([v.reshape(v.shape[0], -1) for v in values.values()], axis=1)  # (S, P)
     varying = np.ptp(stacked, axis=0) > 0
     if not np.any(varying):
         return {"rhat_max": np.nan, "ess_bulk_min": np.nan}
     by_chain = stacked[:, varying].T.reshape(-1, chains, stacked.shape[0] // chains)  # (P, chain, draw)
-    rhat = array_stats.rhat(by_chain, chain_axis=-2, draw_axis=-1)
-    ess = array_stats.ess(by_chain, chain_axis=-2, draw_axis=-1, method="bulk")
+    rhat = rhat_rank(by_chain)
+    ess = ess_bulk(by_chain)
     return {"rhat_max": float(np.nanmax(rhat)), "ess_bulk_min": float(np.nanmin(ess))}
 
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 from emvsbayes.errors import LikelihoodDecreasedError
 
 
-def runners() -> dict:
-    """study kind -> the function computing one replicate's record. Imported when a worker first runs a
-    task, not when the client refers to :func:`run_task` to submit it (the client needs none of it)."""
-    from emvsbayes.study.replicate import run_coverage_replicate
-    from emvsbayes.study.sbc import run_sbc_replicate
+#: study kind -> (module, function) computing one replicate's record.
+RUNNERS = {"coverage": ("emvsbayes.study.replicate", "run_coverage_replicate"),
+           "sbc": ("emvsbayes.study.sbc", "run_sbc_replicate")}
 
-    return {"coverage": run_coverage_replicate, "sbc": run_sbc_replicate}
+
+def runner(kind: str):
+    """The function computing one replicate of a ``kind`` study. Imported when a worker first runs a task,
+    not when the client refers to :func:`run_task` to submit it (the client needs none of it), and only
+    the kind's own module (SBC's brings SciPy's stats, which a coverage replicate does not need)."""
+    import importlib
+
+    module, name = RUNNERS[kind]
+    return getattr(importlib.import_module(module), name)
 
 
 def run_task(spec: dict, cell_index: int, replicate: int, cell: dict) -> dict:
@@ -23,7 +29,7 @@ def run_task(spec: dict, cell_index: int, replicate: int, cell: dict) -> dict:
     from emvsbayes.study.replicate import record
 
     try:
-        return runners()[spec["kind"]](spec, cell_index, replicate, cell)
+        return runner(spec["kind"])(spec, cell_index, replicate, cell)
     except (Exception, LikelihoodDecreasedError) as error:  # noqa: BLE001 - recorded, the study goes on
         message = f"{type(error).__name__}: {error}".replace("\n", " ")[:500]
         return record(cell_index, replicate, error=message)

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from scipy.special import xlogy
 
 __all__ = [
@@ -56,6 +55,8 @@ def align_memberships(reference, other) -> np.ndarray:
     if a.shape != b.shape:
         raise ValueError(f"membership matrices differ in shape: {a.shape} and {b.shape}")
     cost = np.abs(a[:, :, None] - b[:, None, :]).sum(axis=0)  # cost[j, k]: reference j vs other k
+    from scipy.optimize import linear_sum_assignment  # imported here: a study worker needs none of SciPy's optimizers
+
     _, perm = linear_sum_assignment(cost)
     return perm
 
