@@ -459,6 +459,8 @@ def e_step_threads(data: GaussianData) -> int:
 
 def _stripes(bounds: list, n_threads: int) -> list[list]:
     """``bounds`` cut into ``n_threads`` contiguous runs of (nearly) equal length."""
+    if n_threads == 1:  # every E-step of small data (one block): np.array_split costs more than the block
+        return [list(range(len(bounds)))]
     return [list(part) for part in np.array_split(np.arange(len(bounds)), n_threads) if part.size]
 
 
