@@ -151,6 +151,7 @@ class Family(Protocol):
     """The members a model family provides (see the module docstring for the conventions)."""
 
     name: str  # "coins", "gaussian", ...
+    title: str  # the family in words, plural, for pages: "Gaussian mixtures", ...
     obs_dim: str  # the observation dim in results.nc: "set", "obs", "time"
 
     def example(self) -> tuple[object, object, int]:

@@ -58,6 +58,7 @@ def test_the_family_declares_its_parameters(case):
         for dim in declared.label_dims:  # a label dim runs over the components
             assert np.shape(variables[name])[declared.dims.index(dim)] == k, (name, dim)
     assert family.n_observations(data) == n_rows(family, data)
+    assert isinstance(family.title, str) and family.title and family.title != family.name  # the family in words
     assert len(family.unconstrained_names(model_def, data)) == family.to_unconstrained(model_def, truth).size
 
 

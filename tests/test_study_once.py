@@ -26,6 +26,8 @@ def test_the_page_and_coverage_svg_share_one_drawing_of_the_rung_figure(tmp_path
     monkeypatch.setattr(report, "rung_figure", counted)
     page = report.render_study_report(read_study(ROOT / "studies" / "coverage_ladder" / "study.nc"), tmp_path / "index.html")
     assert len(calls) == 1
+    # a study file written before family titles: the family named by its id
+    assert "coverage study of gaussian models" in page.read_text(encoding="utf-8")
     svg = (tmp_path / "coverage.svg").read_text(encoding="utf-8")
     assert "<svg" in svg
     assert svg in page.read_text(encoding="utf-8")

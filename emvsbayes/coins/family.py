@@ -194,6 +194,7 @@ class CoinFamily:
     """K coins, each set of tosses made with one of them (see :mod:`emvsbayes.coins`)."""
 
     name = "coins"
+    title = "two-coin (binomial) mixtures"  # in words, for pages
     obs_dim = "set"
     #: the posterior variable relabelling orders components by (relabel = "order")
     order_var = "theta"

@@ -365,6 +365,7 @@ class GaussianFamily:
     """Mixtures of K multivariate normals with scikit-learn's covariance structures."""
 
     name = "gaussian"
+    title = "Gaussian mixtures"  # in words, for pages
     obs_dim = "obs"
     order_var = "mu"
 

@@ -102,6 +102,7 @@ class HMMFamily:
     """The hidden Markov model family (Poisson or 1-D Gaussian emissions)."""
 
     name = "hmm"
+    title = "hidden Markov models"  # in words, for pages
     obs_dim = "time"
 
     def describe(self, spec: dict) -> str:

@@ -137,6 +137,7 @@ class PoissonFamily:
     """Poisson mixtures of counts: K rates and K weights, label dim ``component``."""
 
     name = "poisson"
+    title = "Poisson mixtures"  # in words, for pages
     obs_dim = "obs"
 
     def describe(self, spec: dict) -> str:

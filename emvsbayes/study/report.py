@@ -440,7 +440,8 @@ def render_study_html(ds: xr.Dataset, *, rung_svg: str | None = None) -> str:
     spec = json.loads(ds.attrs.get("spec", "{}"))
     ok, failed = int((ds["status"] == 1).sum()), int((ds["status"] == 0).sum())
     summary = _table(["", ""], [
-        ["kind", f"{ds.attrs.get('kind')} study of the {ds.attrs.get('family')} model family"],
+        # (study files written before family titles name the family by its id)
+        ["kind", f"{ds.attrs.get('kind')} study of {ds.attrs.get('family_title') or str(ds.attrs.get('family')) + ' models'}"],
         ["grid", "; ".join(f"{a}: {', '.join(map(str, ds[a].values.tolist()))}" for a in axes) or "one cell"],
         ["replicates", f"{ds.sizes['replicate']} per cell; {ok} ok, {failed} failed"],
         ["seed", ds.attrs.get("seed")],

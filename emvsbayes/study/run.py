@@ -50,6 +50,7 @@ import xarray as xr
 from emvsbayes import limits
 from emvsbayes.cluster import check_scheduler_address, connect, default_workers
 from emvsbayes.errors import UserError, quote
+from emvsbayes.family import get_family
 from emvsbayes.outputs import OutputFolder
 from emvsbayes.paths import input_kind
 from emvsbayes.results import STUDY_FORMAT, atomic_write, check_checksum, load_quietly, read_study, write_checked
@@ -498,6 +499,7 @@ def run_attrs(spec: dict, scheduler: str | None, workers: int, seconds: float) -
         "format_version": STUDY_VERSION,
         "kind": spec["kind"],
         "family": spec["model"]["family"],
+        "family_title": get_family(spec["model"]["family"]).title,
         "title": spec.get("title") or spec.get("name", ""),
         "name": spec.get("name", ""),
         "seed": spec["seed"],
