@@ -439,9 +439,10 @@ def render_study_html(ds: xr.Dataset, *, rung_svg: str | None = None) -> str:
     title = ds.attrs.get("title") or ds.attrs.get("name", "study")
     spec = json.loads(ds.attrs.get("spec", "{}"))
     ok, failed = int((ds["status"] == 1).sum()), int((ds["status"] == 0).sum())
+    # (a study file written before families had titles names the family by its id)
+    family = ds.attrs.get("family_title") or f"{ds.attrs.get('family')} models"
     summary = _table(["", ""], [
-        # (study files written before family titles name the family by its id)
-        ["kind", f"{ds.attrs.get('kind')} study of {ds.attrs.get('family_title') or str(ds.attrs.get('family')) + ' models'}"],
+        ["kind", f"{ds.attrs.get('kind')} study of {family}"],
         ["grid", "; ".join(f"{a}: {', '.join(map(str, ds[a].values.tolist()))}" for a in axes) or "one cell"],
         ["replicates", f"{ds.sizes['replicate']} per cell; {ok} ok, {failed} failed"],
         ["seed", ds.attrs.get("seed")],
