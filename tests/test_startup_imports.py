@@ -97,6 +97,7 @@ print(json.dumps({"status": 0, "imported": [name for name in HEAVY if name in sy
     assert not {"arviz", "arviz_plots", "matplotlib", "arviz_stats", "jax", "pymc", "dask"} & set(imported), imported
 
 
+@pytest.mark.slow  # two fresh interpreters, each importing JAX and running a replicate: ~6 s
 def test_a_study_replicate_imports_only_what_it_computes_with():
     """A Dask worker of a study imports what its replicates compute with, and nothing a replicate does not
     use: each import is repeated by every worker before its first replicate. One replicate of the bundled
