@@ -128,8 +128,8 @@ def _ess_one(chains: np.ndarray) -> float:
     # (n - 1) / n plus the between-chain share there).
     rho = 1.0 - (mean_var - np.mean(acov, axis=0)) / var_plus
     # Pairs 0 .. k - 1 are kept whole; the pair that ends the search (the first whose sum is not positive,
-    # or the last whose lags fit before n - 1) adds its even lag alone, if that is positive: this lowers
-    # the variance of the estimate for antithetic chains.
+    # or the last whose lags fit before n - 1) adds its even lag alone: kept if positive (this lowers the
+    # variance of the estimate for antithetic chains), or if the pair's sum was not negative, else dropped.
     pair_sums = [1.0 + rho[1]]
     ending_even = 1.0
     k = 1
