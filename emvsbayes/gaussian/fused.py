@@ -101,7 +101,7 @@ def exp_le0(x):
     5e-18), and 2^n made from the bits of n (no float-to-integer conversion, which AVX2 cannot vectorise).
     Within about 1 ulp of ``np.exp`` (tested on millions of points).
     """
-    return _exp_clamped(max(x, EXP_FLOOR)) if x >= EXP_FLOOR else 0.0
+    return _exp_clamped(x) if x >= EXP_FLOOR else 0.0
 
 
 # exp_bounded's ceiling: scores relative to a reference component up to this are exponentiated as they are
@@ -113,7 +113,7 @@ EXP_CEILING = 350.0
 def exp_bounded(x):
     """exp(x) for :data:`EXP_FLOOR` <= x <= :data:`EXP_CEILING`, 0 below, exp(EXP_CEILING) above: the
     arithmetic of :func:`exp_le0` (2^n with n up to 505 is still a normal number)."""
-    return _exp_clamped(min(max(x, EXP_FLOOR), EXP_CEILING)) if x >= EXP_FLOOR else 0.0
+    return _exp_clamped(min(x, EXP_CEILING)) if x >= EXP_FLOOR else 0.0
 
 
 @numba.njit(inline="always", fastmath={"contract"})
