@@ -173,6 +173,15 @@ def check_run(spec: dict, n: int, d: int) -> None:
                    "lower [bayes] chains or draws (or set enabled = false)")
         # tuning draws are not kept, but a sampler allocates per step: a count far beyond any use is refused
         _check_count(bayes["tune"], "[bayes] tune")
+    ladder = spec.get("ladder", {})
+    if ladder.get("enabled"):
+        # the Laplace and ADVI approximations' draws are kept as the posterior's are; the ladder's bootstraps
+        # (Bayesian, and the kind the run did not do) keep their replicates as [em] bootstrap does
+        check_fits(sampler_need(n, k, d, family, 1, ladder["draws"]), f"[ladder] draws = {ladder['draws']:,} on {shape}",
+                   "lower [ladder] draws")
+        check_fits(2 * bootstrap_need(n, k, d, family, ladder["bootstrap"]),
+                   f"[ladder] bootstrap = {ladder['bootstrap']:,} refits on {shape}", "lower [ladder] bootstrap")
+        _check_count(ladder["vi_iter"], "[ladder] vi_iter", usual="3,000")
     for kc in choice["components"]:
         check_fits(em_need(n, kc, d, family, {**em, "n_init": max(em["n_init"], 10)}),
                    f"[model_choice] EM for K = {kc} on {n:,} {noun}",
@@ -187,10 +196,10 @@ def check_run(spec: dict, n: int, d: int) -> None:
 MAX_TUNE = 10**7
 
 
-def _check_count(value: int, where: str) -> None:
+def _check_count(value: int, where: str, usual: str = "1,000") -> None:
     if value > MAX_TUNE:
         raise UserError(f"{where} = {value:,} is more than {MAX_TUNE:,} steps, far beyond what any mixture needs "
-                        f"(1,000 is usual); lower it")
+                        f"({usual} is usual); lower it")
 
 
 def check_study(spec: dict) -> None:
@@ -211,7 +220,8 @@ def check_study(spec: dict) -> None:
                    f"[bayes] chains x draws = {bayes['chains']:,} x {bayes['draws']:,} on {shape}",
                    "lower [bayes] chains or draws")
         _check_count(bayes["tune"], "[bayes] tune")
-        if spec["kind"] == "coverage" and "bootstrap" in spec["intervals"]["kinds"]:
+        # the nonparametric bootstrap and the Bayesian one (its Dirichlet-weighted refits) keep every replicate
+        if spec["kind"] == "coverage" and {"bootstrap", "bootstrap_bayesian"} & set(spec["intervals"]["kinds"]):
             check_fits(bootstrap_need(n, k, d, family, spec["intervals"]["bootstrap"]),
                        f"[intervals] bootstrap = {spec['intervals']['bootstrap']:,} replicates on {shape}",
                        "lower [intervals] bootstrap")

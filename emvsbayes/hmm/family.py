@@ -228,6 +228,9 @@ class HMMFamily:
                          else "[model_choice] components")
         if spec["model"].get("emission", "poisson") == "gaussian" and not np.std(data.y) > 0:
             raise UserError(f"the series {data.column!r} is constant; a Gaussian hidden Markov model needs values that vary")
+        from emvsbayes import limits
+
+        limits.check_run(spec, data.n_time, 1)
 
     def n_observations(self, data: Series) -> int:
         return data.n_time
