@@ -109,6 +109,7 @@ def _is_whole(value) -> bool:
 def _coin_record(data, data_spec: dict, source: str):
     """A ``CoinData`` from (heads, tosses) pairs, an (N, 2) array or a DataFrame, checked as the CSV reader checks."""
     from emvsbayes.data import CoinData
+    from emvsbayes.data.csv import MAX_COUNT as MAX_EXACT_COUNT
 
     if isinstance(data, CoinData):
         return data
@@ -134,6 +135,9 @@ def _coin_record(data, data_spec: dict, source: str):
         if len(pair) != 2 or not all(_is_whole(v) for v in pair):
             raise UserError(f"{source}: set {i} is {_show(pair)}; each set must be two whole numbers (heads, tosses), e.g. (5, 10)")
         h, t = int(pair[0]), int(pair[1])
+        if max(abs(h), abs(t)) > MAX_EXACT_COUNT:
+            raise UserError(f"{source}: set {i} is {_show(pair)}, a count larger than {MAX_EXACT_COUNT}; counts must be "
+                            "exact in floating point, so check that set")
         if t < 1:
             raise UserError(f"{source}: set {i} has {t} tosses; every set needs at least one toss, so fix the count or remove it")
         if not 0 <= h <= t:
@@ -180,7 +184,11 @@ def _table(data, source: str):
             labels = tuple(str(v) for v in data.index)
         return names, [data[c].to_numpy() for c in data.columns], labels, "DataFrame"
     if isinstance(data, (list, tuple)) or isinstance(data, np.ndarray):
-        array = np.asarray(data)
+        try:
+            array = np.asarray(data)
+        except (ValueError, TypeError, OverflowError):  # rows of different lengths, numbers beyond int64
+            raise UserError(f"{source}: data must be a 1-D or 2-D array of numbers (rows, columns) with the same "
+                            f"number of values in every row, got {_show(data)}; pass a numeric array or a DataFrame") from None
         if array.dtype.kind not in "iuf" or array.ndim not in (1, 2):
             raise UserError(f"{source}: data must be a 1-D or 2-D array of numbers (rows, columns), got "
                             f"{array.ndim}-D {array.dtype}; pass a numeric array or a DataFrame")
@@ -312,6 +320,11 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
         raise UserError(f'{source}: family= is missing; give family="coins" or family="gaussian"')
     raw = _spec_from_options(family, components, options, source)
     spec = validate(raw, source=source)
+    if spec["model"]["family"] not in ("coins", "gaussian"):
+        # counts and series are read from files: compare() builds coin and continuous records only
+        raise UserError(f"{source}: family={spec['model']['family']!r} takes its data from a spec; write the data to "
+                        "a CSV file and run a spec with emvsbayes.run(\"spec.toml\") (see "
+                        "models/earthquakes_mixture.toml), or use family=\"coins\" or family=\"gaussian\"")
     if spec["model"]["family"] == "coins":
         record, raw_x = _coin_record(data, spec["data"], source), None
     else:
@@ -699,4 +712,20 @@ def study(spec, client=None, *, out=None, progress=None):
         raise UserError(f"study: client must be a dask.distributed.Client, got {_show(client)}")
     if not isinstance(spec, (str, os.PathLike, dict)):
         raise UserError(f"study: spec must be a study spec file's path or a study spec dict, got {_show(spec)}")
+    if isinstance(spec, dict) and not _validated_study(spec):
+        # the raw tables of a TOML study spec: checked here, as a spec file is (a validated one has every section)
+        from emvsbayes.study.spec import validate as validate_study
+
+        extra = {k: spec[k] for k in ("name", "path") if k in spec}
+        spec = {**validate_study({k: v for k, v in spec.items() if k not in ("name", "path")}, source="study"), **extra}
+    if isinstance(spec, dict) and out is None and not isinstance(spec.get("name"), str):
+        raise UserError("study: a study spec dict has no name to name its output folder; give out=\"folder\" "
+                        "(or load the spec with load_study_spec)")
     return run_study(spec, out=out, progress=progress, client=client)
+
+
+def _validated_study(spec: dict) -> bool:
+    """Whether ``spec`` is a study spec as :func:`emvsbayes.study.load_study_spec` returns it (not raw TOML tables)."""
+    priors = spec.get("priors")
+    return all(isinstance(spec.get(key), dict) for key in ("model", "em", "bayes", "grid")) \
+        and isinstance(priors, dict) and "default" in priors
