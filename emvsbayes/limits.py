@@ -192,6 +192,24 @@ def check_run(spec: dict, n: int, d: int) -> None:
                        "lower [model_choice] chains or draws (or set bayes = false)")
 
 
+#: A local Dask worker process before any work: the interpreter, numpy, SciPy and Dask, and what a replicate or a
+#: chunk imports (JAX, PyMC's programs); a floor, so --workers 100000 is refused rather than started.
+WORKER_BYTES = 256 * 2**20
+
+
+def check_workers(n_workers: int | None) -> None:
+    """Refuse ``--workers`` below 1, or more local worker processes than the memory holds."""
+    if n_workers is None:
+        return
+    if n_workers < 1:
+        raise UserError(f"--workers must be a whole number >= 1, got {n_workers}")
+    from emvsbayes.cluster import default_workers
+
+    check_fits(n_workers * WORKER_BYTES, f"--workers {n_workers:,} local worker processes (at least "
+               f"{format_size(WORKER_BYTES)} each)", f"give fewer, e.g. --workers {default_workers()} (one per core, the "
+               "default)")
+
+
 #: Tuning steps beyond this are refused: no mixture needs them, and each takes time and memory.
 MAX_TUNE = 10**7
 

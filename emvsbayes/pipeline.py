@@ -188,8 +188,7 @@ def _run_store(spec, out_dir, seed, seeds, timings, command, progress, report, s
         raise UserError("a spec with [data] store reads its data from the store; pass no data, or remove [data] store")
     if isinstance(spec["model"]["components"], list):
         raise UserError("[model] components must be one K for the comparison; put a range in [model_choice] components")
-    if n_workers is not None and n_workers < 1:
-        raise UserError(f"--workers must be a whole number >= 1, got {n_workers}")
+    limits.check_workers(n_workers)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec)
     start = time.perf_counter()
     data = open_store(spec)

@@ -30,6 +30,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -127,8 +128,8 @@ def load_record(store: Path, cell: int, replicate: int, study_fingerprint: str) 
     return record
 
 
-def open_store(store: Path, spec: dict) -> None:
-    """Create the store, or check that an existing one belongs to this spec."""
+def open_store(store: Path, spec: dict) -> bool:
+    """Create the store, or check that an existing one belongs to this spec; whether it was created here."""
     manifest = store / MANIFEST
     mark = {"format": STUDY_FORMAT, "fingerprint": fingerprint(spec), "name": spec.get("name", "")}
     if manifest.is_file():
@@ -136,9 +137,23 @@ def open_store(store: Path, spec: dict) -> None:
         if found.get("fingerprint") != mark["fingerprint"]:
             raise UserError(f"{store}: this store holds replicates of a different study spec (changed since it was run); "
                             "delete the folder or give another --out")
-        return
+        return False
     text = json.dumps(mark)
     atomic_write(manifest, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return True
+
+
+def _remove_empty_store(store: Path) -> None:
+    """A store this command created and that holds no replicate: removed, so a study refused before its first
+    replicate (an unreachable scheduler, say) leaves nothing behind."""
+    if any(store.glob("cell-*/rep-*.json")):
+        return
+    (store / MANIFEST).unlink(missing_ok=True)
+    for folder in sorted(store.glob("cell-*"), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    with contextlib.suppress(OSError):
+        store.rmdir()
 
 
 def done_replicates(store: Path, n_cells: int, replicates: int, study_fingerprint: str) -> set[tuple[int, int]]:
@@ -186,8 +201,7 @@ def run_study(
     """
     began = time.perf_counter()
     spec = spec_path if isinstance(spec_path, dict) else load_study_spec(spec_path)
-    if n_workers is not None and n_workers < 1:
-        raise UserError(f"--workers must be a whole number >= 1, got {n_workers}")
+    limits.check_workers(n_workers)
     if scheduler is not None:
         check_scheduler_address(scheduler)
     limits.check_study(spec)
@@ -204,35 +218,49 @@ def run_study(
 
 def _run(spec, out, store, scheduler, n_workers, *, say_to, retries, client, began, closing) -> StudyOutcome:
     with OutputFolder(out, "study") as folder:
-        open_store(store, spec)
-        grid_cells = cells(spec)
-        replicates = spec["replicates"]
-        done = done_replicates(store, len(grid_cells), replicates, fingerprint(spec))
-        todo = [(c, r) for c in range(len(grid_cells)) for r in range(replicates) if (c, r) not in done]
-        say = say_to or (lambda message: None)
-        say(f"study {spec['name']}: {len(grid_cells)} cells x {replicates} replicates; "
-            f"{len(done)} already in {store}, {len(todo)} to run")
-
-        n_failed = 0
-        workers_used = 0
-        if todo:
-            n_failed, workers_used = _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, client,
-                                              began, closing)
-        ds = assemble(spec, store)
-        ds.attrs.update(run_attrs(spec, scheduler, workers_used, time.perf_counter() - began))
-        ds.attrs["computed"] = len(todo)
-        from emvsbayes.study.report import render_study_report
-
-        # study.nc and its page are written into a fresh unit and published together.
-        unit = folder.new_unit()
-        # The page is rendered from the file as written and read back (its checksum computed on it), not
-        # from the Dataset in memory; reading and hashing it again would cost a second after the last replicate.
-        render_study_report(write_study(ds, unit / "study.nc"), unit / "index.html")
-        folder.publish(unit)
+        created = open_store(store, spec)
+        try:
+            total, n_done, n_todo, n_failed = _compute_and_publish(spec, store, scheduler, n_workers, folder,
+                                                                   say_to=say_to, retries=retries, client=client,
+                                                                   began=began, closing=closing)
+        except BaseException:
+            if created:  # refused or interrupted before its first replicate: no empty store left behind
+                _remove_empty_store(store)
+            raise
     results_path, report_path = out / "study.nc", out / "index.html"
     _refresh_reports_index(out)
-    return StudyOutcome(results_path, report_path, store, len(grid_cells) * replicates, len(done), len(todo),
-                        n_failed, time.perf_counter() - began)
+    return StudyOutcome(results_path, report_path, store, total, n_done, n_todo, n_failed, time.perf_counter() - began)
+
+
+def _compute_and_publish(spec, store, scheduler, n_workers, folder, *, say_to, retries, client, began,
+                         closing) -> tuple[int, int, int, int]:
+    """The replicates not yet in the store, then study.nc and its page published together; (replicates in all,
+    found done, computed, failed)."""
+    grid_cells = cells(spec)
+    replicates = spec["replicates"]
+    done = done_replicates(store, len(grid_cells), replicates, fingerprint(spec))
+    todo = [(c, r) for c in range(len(grid_cells)) for r in range(replicates) if (c, r) not in done]
+    say = say_to or (lambda message: None)
+    say(f"study {spec['name']}: {len(grid_cells)} cells x {replicates} replicates; "
+        f"{len(done)} already in {store}, {len(todo)} to run")
+
+    n_failed = 0
+    workers_used = 0
+    if todo:
+        n_failed, workers_used = _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, client,
+                                          began, closing)
+    ds = assemble(spec, store)
+    ds.attrs.update(run_attrs(spec, scheduler, workers_used, time.perf_counter() - began))
+    ds.attrs["computed"] = len(todo)
+    from emvsbayes.study.report import render_study_report
+
+    # study.nc and its page are written into a fresh unit and published together.
+    unit = folder.new_unit()
+    # The page is rendered from the file as written and read back (its checksum computed on it), not
+    # from the Dataset in memory; reading and hashing it again would cost a second after the last replicate.
+    render_study_report(write_study(ds, unit / "study.nc"), unit / "index.html")
+    folder.publish(unit)
+    return len(grid_cells) * replicates, len(done), len(todo), n_failed
 
 
 def _refresh_reports_index(out: Path) -> None:
