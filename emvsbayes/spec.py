@@ -416,6 +416,38 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+#: Shared keys that only some families read, and those families: a value other than the default, given for another
+#: family, would be silently ignored (covariance = "diag" on coins, theta_prior on a Poisson mixture), so it is refused.
+FAMILY_ONLY_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("model", "weights"): ("coins",),
+    ("model", "covariance"): ("gaussian",),
+    ("model", "reg_covar"): ("gaussian",),
+    ("bayes", "theta_prior"): ("coins",),
+    ("bayes", "exact"): ("coins",),
+    ("bayes", "lkj_eta"): ("gaussian",),
+    ("bayes", "mu_loc"): ("gaussian", "hmm"),
+    ("bayes", "mu_scale"): ("gaussian", "hmm"),
+    ("bayes", "sigma_scale"): ("gaussian", "hmm"),
+    ("bayes", "w_concentration"): ("coins", "gaussian", "poisson"),
+    ("model_choice", "covariance"): ("gaussian",),
+}
+#: How messages name a family's models.
+FAMILY_MODELS = {"coins": "coin mixtures", "gaussian": "Gaussian mixtures", "poisson": "Poisson mixtures",
+                 "hmm": "hidden Markov models"}
+
+
+def other_family_key(section: str, key: str, value, default, family) -> str | None:
+    """The problem (one phrase naming the fix) when ``[section] key = value`` is a key of other families than
+    ``family``, given with a value that would be ignored; None when the family reads it or it is the default."""
+    readers = FAMILY_ONLY_KEYS.get((section, key))
+    if readers is None or family in readers or not isinstance(family, str) or family not in FAMILY_MODELS \
+            or value == default:
+        return None
+    names = [FAMILY_MODELS[name] for name in readers]
+    names = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"{_where(section, key)} applies to {names} only; remove it from a {family} spec"
+
+
 #: Keys only a study spec has (see emvsbayes.study.spec): a spec holding them was given to the wrong command.
 STUDY_ONLY_KEYS = ("kind", "replicates", "grid", "priors", "truth", "intervals", "sbc")
 
@@ -495,6 +527,9 @@ def validate(raw: dict, source: str = "spec") -> dict:
                 problem = check(value)
                 if problem:
                     raise UserError(f"{source}: {_where(section, key)} {problem}")
+                ignored = other_family_key(section, key, value, rule.default, family)
+                if ignored:
+                    raise UserError(f"{source}: {ignored}")
                 out[key] = copy.deepcopy(value)
             elif rule.default is _REQUIRED:
                 raise UserError(f"{source}: {_where(section, key)} is missing; add it, e.g. family = \"coins\"")

@@ -167,6 +167,10 @@ class HMMFamily:
                                            and all(is_number(v) and v > 0 for v in rate_prior)):
             raise UserError(f"[bayes] rate_prior must be two positive numbers [shape, rate] of the Gamma prior on each "
                             f"rate, got {rate_prior!r}")
+        given = [key for key in ("mu_loc", "mu_scale", "sigma_scale") if bayes_spec.get(key) is not None]
+        if given and model.get("emission", "poisson") == "poisson":
+            raise UserError(f"[bayes] {given[0]} is a prior of Gaussian emissions; remove it for emission = \"poisson\" "
+                            "(or set emission = \"gaussian\")")
         if rate_prior is not None and model.get("emission", "poisson") != "poisson":
             raise UserError("[bayes] rate_prior is the prior of Poisson rates; remove it for emission = \"gaussian\"")
         em_spec = spec.get("em", {})

@@ -34,6 +34,7 @@ from emvsbayes.spec import (
     beta_prior,
     list_of,
     one_of,
+    other_family_key,
     positive_int,
     positive_number,
     probability_open,
@@ -192,6 +193,10 @@ def validate(raw: dict, source: str = "study spec") -> dict:
                 raise UserError(f"{source}: [{section}] belongs to a {other!r} study but kind = {kind!r}; remove it")
     model = _check_table(raw.get("model", {}), SCHEMA["model"], "model", source)
     family = model["family"]
+    for key, value in raw.get("model", {}).items():
+        ignored = other_family_key("model", key, value, SCHEMA["model"][key].default, family)
+        if ignored:
+            raise UserError(f"{source}: {ignored}")
     spec["model"] = model
     spec["em"] = _check_table(raw.get("em", {}), SCHEMA["em"], "em", source)
     spec["bayes"] = _check_table(raw.get("bayes", {}), {**SCHEMA["bayes"], **prior_keys_of(family)}, "bayes", source)
