@@ -159,7 +159,9 @@ class Family(Protocol):
 
     # spec -----------------------------------------------------------------------------------------
     def spec_defaults(self) -> dict[str, dict[str, object]]:
-        """Family-only spec keys per table, with their defaults."""
+        """The spec keys this family reads that not every family does, per table, with their defaults: its own
+        keys, and the shared keys flagged ``family_only`` in :data:`emvsbayes.spec.SCHEMA` that it reads (a
+        family that does not list such a key refuses a value other than its default)."""
 
     def check_spec(self, spec: dict) -> None:
         """Checks of a spec needing no data; :class:`~emvsbayes.errors.UserError` (one line) when bad."""

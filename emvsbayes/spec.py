@@ -40,10 +40,14 @@ _REQUIRED = object()
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """One spec key: its default (``_REQUIRED`` if it must be given) and a check returning an error or None."""
+    """One spec key: its default (``_REQUIRED`` if it must be given), a check returning an error or None, and
+    whether only some families read it."""
 
     default: Any
     check: Callable[[Any], str | None]
+    # A key only some families read (they list it in Family.spec_defaults): given another value in a spec of a
+    # family that does not read it, it is refused rather than silently ignored.
+    family_only: bool = False
 
 
 # --- checks: each returns None when the value is fine, else what is wrong and what is wanted ----------
@@ -324,8 +328,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # "auto": a comma, or ";", a tab or "|" when the header splits on it and not on commas
         "delimiter": Key("auto", lambda v: None if v == "auto" or (isinstance(v, str) and len(v) == 1 and v not in "\"\r\n")
                          else f'must be "auto" or one character such as ";" or "\\t", got {_show(v)}'),
-        "heads": Key("heads", name_text),
-        "tosses": Key("tosses", name_text),
+        "heads": Key("heads", name_text, family_only=True),
+        "tosses": Key("tosses", name_text, family_only=True),
         "label": Key(None, optional_text),
         "truth": Key(None, lambda v: None if v is None else name_text(v)),  # known groups, compared, not fitted
         "columns": Key(None, lambda v: None if v is None else list_of(name_text)(v)),
@@ -338,11 +342,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "family": Key(_REQUIRED, one_of(*family_names())),
         "components": Key(2, components_value),
         # coins
-        "weights": Key("equal", one_of("equal", "estimated")),
-        "labels": Key([], component_labels),  # names of the coins in tables and figures; [] numbers them
+        "weights": Key("equal", one_of("equal", "estimated"), family_only=True),
+        "labels": Key([], component_labels, family_only=True),  # names of the coins in tables and figures; [] numbers them
         # gaussian
-        "covariance": Key("full", one_of("full", "tied", "diag", "spherical")),
-        "reg_covar": Key(1e-6, positive_number),
+        "covariance": Key("full", one_of("full", "tied", "diag", "spherical"), family_only=True),
+        "reg_covar": Key(1e-6, positive_number, family_only=True),
     },
     "em": {
         # The defaults are what the bundled specs use: both kinds, several starts, a bootstrap.
@@ -356,7 +360,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tol": Key(1e-8, positive_number),
         "param_tol": Key(1e-6, positive_number),
         "max_iter": Key(500, positive_int),
-        "kmeans": Key(True, boolean),
+        "kmeans": Key(True, boolean, family_only=True),
         # EM's own uncertainty: observed-information standard errors and the bootstrap
         "information": Key(True, boolean),
         "bootstrap": Key(200, non_negative_int),
@@ -370,19 +374,21 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "draws": Key(1000, positive_int),
         "tune": Key(1000, positive_int),
         "target_accept": Key("auto", auto_or_probability),
-        "theta_prior": Key([1.0, 1.0], beta_prior),
-        "w_concentration": Key(1.0, positive_number),
-        "mu_loc": Key(None, optional_number_list),
-        "mu_scale": Key(None, optional_positive_list),
-        "sigma_scale": Key(None, optional_positive_list),
-        "lkj_eta": Key(2.0, positive_number),
+        "theta_prior": Key([1.0, 1.0], beta_prior, family_only=True),
+        "w_concentration": Key(1.0, positive_number, family_only=True),
+        "mu_loc": Key(None, optional_number_list, family_only=True),
+        "mu_scale": Key(None, optional_positive_list, family_only=True),
+        "sigma_scale": Key(None, optional_positive_list, family_only=True),
+        "lkj_eta": Key(2.0, positive_number, family_only=True),
         "relabel": Key("auto", one_of("auto", "stephens", "pivot", "ecr", "ecr_iterative", "order")),
-        "exact": Key("auto", lambda v: None if v == "auto" or isinstance(v, bool) else f'must be "auto", true or false, got {_show(v)}'),
+        "exact": Key("auto", lambda v: None if v == "auto" or isinstance(v, bool) else f'must be "auto", true or false, got {_show(v)}',
+                     family_only=True),
     },
     "model_choice": {
         # K values to compare: EM's BIC, AIC and ICL for each, and PSIS-LOO from a posterior per K.
         "components": Key([], list_of(positive_int, non_empty=False)),
-        "covariance": Key(None, lambda v: None if v is None else one_of("full", "tied", "diag", "spherical")(v)),
+        "covariance": Key(None, lambda v: None if v is None else one_of("full", "tied", "diag", "spherical")(v),
+                          family_only=True),
         "bayes": Key(True, boolean),
         "chains": Key(2, positive_int),
         "draws": Key(500, positive_int),
@@ -416,36 +422,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
-#: Shared keys that only some families read, and those families: a value other than the default, given for another
-#: family, would be silently ignored (covariance = "diag" on coins, theta_prior on a Poisson mixture), so it is refused.
-FAMILY_ONLY_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("model", "weights"): ("coins",),
-    ("model", "covariance"): ("gaussian",),
-    ("model", "reg_covar"): ("gaussian",),
-    ("bayes", "theta_prior"): ("coins",),
-    ("bayes", "exact"): ("coins",),
-    ("bayes", "lkj_eta"): ("gaussian",),
-    ("bayes", "mu_loc"): ("gaussian", "hmm"),
-    ("bayes", "mu_scale"): ("gaussian", "hmm"),
-    ("bayes", "sigma_scale"): ("gaussian", "hmm"),
-    ("bayes", "w_concentration"): ("coins", "gaussian", "poisson"),
-    ("model_choice", "covariance"): ("gaussian",),
-}
-#: How messages name a family's models.
-FAMILY_MODELS = {"coins": "coin mixtures", "gaussian": "Gaussian mixtures", "poisson": "Poisson mixtures",
-                 "hmm": "hidden Markov models"}
-
-
-def other_family_key(section: str, key: str, value, default, family) -> str | None:
-    """The problem (one phrase naming the fix) when ``[section] key = value`` is a key of other families than
-    ``family``, given with a value that would be ignored; None when the family reads it or it is the default."""
-    readers = FAMILY_ONLY_KEYS.get((section, key))
-    if readers is None or family in readers or not isinstance(family, str) or family not in FAMILY_MODELS \
-            or value == default:
+def ignored_by_family(section: str, key: str, value, rule: Key, family) -> str | None:
+    """The problem (a phrase naming the fix) when ``[section] key``, a shared key only some families read
+    (``Key.family_only``; each family that reads it lists it in its ``spec_defaults``), is given a value other
+    than its default in a spec whose family does not read it: it would be silently ignored. None otherwise."""
+    if not rule.family_only or value == rule.default or not isinstance(family, str) or family not in family_names():
         return None
-    names = [FAMILY_MODELS[name] for name in readers]
-    names = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-    return f"{_where(section, key)} applies to {names} only; remove it from a {family} spec"
+
+    def reads(name: str) -> bool:
+        return key in get_family(name).spec_defaults().get(section, {})
+
+    if reads(family):
+        return None
+    # Only here, on the way to a refusal, are the other families imported.
+    readers = [get_family(name).title for name in family_names() if reads(name)]
+    names = readers[0] if len(readers) == 1 else f"{', '.join(readers[:-1])} and {readers[-1]}"
+    return f"{_where(section, key)} applies to {names} only, not to {get_family(family).title}; remove it"
 
 
 #: Keys only a study spec has (see emvsbayes.study.spec): a spec holding them was given to the wrong command.
@@ -527,7 +519,7 @@ def validate(raw: dict, source: str = "spec") -> dict:
                 problem = check(value)
                 if problem:
                     raise UserError(f"{source}: {_where(section, key)} {problem}")
-                ignored = other_family_key(section, key, value, rule.default, family)
+                ignored = ignored_by_family(section, key, value, rule, family)
                 if ignored:
                     raise UserError(f"{source}: {ignored}")
                 out[key] = copy.deepcopy(value)

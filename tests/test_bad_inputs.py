@@ -180,24 +180,24 @@ SPEC_CASES = {
     # A key only other families read was silently ignored (issue: the hidden corpus's family-mixing specs).
     "coins_given_a_covariance": (
         COINS + 'covariance = "diag"\n',
-        "{spec}: [model] covariance applies to Gaussian mixtures only; remove it from a coins spec"),
+        "{spec}: [model] covariance applies to Gaussian mixtures only, not to binomial (coin) mixtures; remove it"),
     "poisson_given_a_beta_prior": (
         QUAKES + "[bayes]\ntheta_prior = [2, 2]\n",
-        "{spec}: [bayes] theta_prior applies to coin mixtures only; remove it from a poisson spec"),
+        "{spec}: [bayes] theta_prior applies to binomial (coin) mixtures only, not to Poisson mixtures; remove it"),
     "hmm_given_coin_weights": (
         HMM + 'weights = "estimated"\n',
-        "{spec}: [model] weights applies to coin mixtures only; remove it from a hmm spec"),
+        "{spec}: [model] weights applies to binomial (coin) mixtures only, not to hidden Markov models; remove it"),
     "hmm_given_a_weight_concentration": (
         HMM + "[bayes]\nw_concentration = 2.0\n",
-        "{spec}: [bayes] w_concentration applies to coin mixtures, Gaussian mixtures and Poisson mixtures only; remove "
-        "it from a hmm spec"),
+        "{spec}: [bayes] w_concentration applies to binomial (coin) mixtures, Gaussian mixtures and Poisson "
+        "mixtures only, not to hidden Markov models; remove it"),
     "hmm_poisson_emission_given_a_mean_prior": (
         HMM + "[bayes]\nmu_loc = 3.0\n",
         '{spec}: [bayes] mu_loc is a prior of Gaussian emissions; remove it for emission = "poisson" (or set emission = '
         '"gaussian")'),
     "gaussian_model_choice_covariance_on_coins": (
         COINS + '[model_choice]\ncomponents = [1, 2]\ncovariance = "tied"\n',
-        "{spec}: [model_choice] covariance applies to Gaussian mixtures only; remove it from a coins spec"),
+        "{spec}: [model_choice] covariance applies to Gaussian mixtures only, not to binomial (coin) mixtures; remove it"),
     "dataset_of_wrong_kind": (
         '[data]\ndataset = "old_faithful"\n[model]\nfamily = "coins"\n',
         "[data] old_faithful does not hold heads and tosses for the coins model; pick a data set of that kind"),
@@ -1276,7 +1276,7 @@ STUDY_SPEC = 'kind = "coverage"\nseed = 1\nreplicates = 2\n[model]\nfamily = "{f
 STUDY_CASES = {
     "hmm_study_given_a_covariance": (
         STUDY_SPEC.format(family="hmm").replace('"coverage"', '"sbc"') + 'covariance = "diag"\n', [],
-        "{spec}: [model] covariance applies to Gaussian mixtures only; remove it from a hmm spec"),
+        "{spec}: [model] covariance applies to Gaussian mixtures only, not to hidden Markov models; remove it"),
     "bayesian_bootstrap_refits_beyond_memory": (
         STUDY_SPEC.format(family="gaussian") + '[intervals]\nkinds = ["bootstrap_bayesian"]\nbootstrap = 2000000000\n',
         [], "[intervals] bootstrap = 2,000,000,000 replicates on a cell with 100 rows and K = 2 would need about 536 GB "

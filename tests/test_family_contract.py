@@ -247,3 +247,44 @@ def test_the_runner_needs_only_the_protocols_members():
         for name in compared:
             np.testing.assert_allclose(plain[group][name].values, own[group][name].values, rtol=1e-9,
                                        err_msg=f"{group}/{name}")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_shared_keys_a_family_reads_are_declared_and_flagged(name):
+    """A shared spec key that a family lists in spec_defaults is one only some families read: the schema flags it
+    ``family_only`` (so the families that do not read it refuse a value other than its default) and the family gives
+    the schema's default. A key no family lists would be refused by every family: none is flagged so."""
+    from emvsbayes.spec import SCHEMA
+
+    for section, keys in get_family(name).spec_defaults().items():
+        for key, default in keys.items():
+            if key in SCHEMA.get(section, {}):
+                rule = SCHEMA[section][key]
+                assert rule.family_only, (section, key)
+                assert default == rule.default, (section, key)
+    flagged = {(section, key) for section, keys in SCHEMA.items() for key, rule in keys.items() if rule.family_only}
+    declared = {(section, key) for family in FAMILIES for section, keys in get_family(family).spec_defaults().items()
+                for key in keys}
+    assert flagged <= declared, flagged - declared
+
+
+def test_a_flagged_key_given_to_a_family_that_does_not_read_it_is_refused():
+    """Every flagged shared key, given a value other than its default in a spec of each family that does not list it,
+    is refused naming the key and the families that read it; the default itself is accepted (a spec written out
+    with every key, as Comparison.to_spec writes it, loads again)."""
+    from emvsbayes.spec import SCHEMA, ignored_by_family
+
+    for section, keys in SCHEMA.items():
+        for key, rule in keys.items():
+            if not rule.family_only:
+                continue
+            readers = [f for f in FAMILIES if key in get_family(f).spec_defaults().get(section, {})]
+            for family in FAMILIES:
+                assert ignored_by_family(section, key, rule.default, rule, family) is None
+                problem = ignored_by_family(section, key, ("another value",), rule, family)
+                if family in readers:
+                    assert problem is None, (section, key, family)
+                else:
+                    titles = [get_family(f).title for f in readers]
+                    assert problem.startswith(f"[{section}] {key} applies to ") and all(t in problem for t in titles)
+                    assert f"not to {get_family(family).title}; remove it" in problem

@@ -75,7 +75,8 @@ def test_bad_labels_name_the_key_and_the_fix(labels, problem):
 
 
 def test_labels_only_for_coins_and_one_k():
-    with pytest.raises(UserError, match="labels names coins only"):
+    with pytest.raises(UserError, match=r"\[model\] labels applies to binomial \(coin\) mixtures only, not to "
+                                        "Gaussian mixtures; remove it"):
         validate({"data": {"dataset": "faithful"}, "model": {"family": "gaussian", "labels": ["A", "B"]}})
     with pytest.raises(UserError, match=r"give one name per component"):
         validate(_coin_spec(components=[2, 3], labels=["A", "B"]))

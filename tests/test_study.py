@@ -356,7 +356,7 @@ def test_a_rerun_that_finds_every_replicate_stored_reports_what_computed_them(on
         np.testing.assert_array_equal(again[name].values, first[name].values)
     html = outcome.report_path.read_text(encoding="utf-8")
     assert "LocalCluster with 1 worker: 6 replicates" in html
-    assert "coverage study of two-coin (binomial) mixtures" in html  # the family in words, not its id
+    assert "coverage study of binomial (coin) mixtures" in html  # the family in words, not its id
     assert "0 workers" not in html and "none computed" in html
 
 

@@ -194,7 +194,7 @@ class CoinFamily:
     """K coins, each set of tosses made with one of them (see :mod:`emvsbayes.coins`)."""
 
     name = "coins"
-    title = "two-coin (binomial) mixtures"  # in words, for pages
+    title = "binomial (coin) mixtures"  # in words, for pages
     obs_dim = "set"
     #: the posterior variable relabelling orders components by (relabel = "order")
     order_var = "theta"
@@ -213,8 +213,9 @@ class CoinFamily:
 
     # spec ---------------------------------------------------------------------------------------
     def spec_defaults(self) -> dict[str, dict[str, object]]:
-        return {"model": {"weights": "equal", "labels": []}, "bayes": {"theta_prior": [1, 1]},
-                "data": {"heads": None, "tosses": None}}
+        return {"model": {"weights": "equal", "labels": []},
+                "bayes": {"theta_prior": [1, 1], "w_concentration": 1.0, "exact": "auto"},
+                "data": {"heads": "heads", "tosses": "tosses"}}
 
     #: ``[em] init = "auto"``: uniform random thetas
     auto_init = "random"

@@ -386,8 +386,8 @@ class GaussianFamily:
     # spec ---------------------------------------------------------------------------------------
     def spec_defaults(self) -> dict[str, dict[str, object]]:
         return {"model": {"covariance": "full", "reg_covar": 1e-6},
-                "bayes": {"mu_loc": None, "mu_scale": None, "sigma_scale": None, "lkj_eta": 2.0},
-                "em": {"kmeans": True}}
+                "bayes": {"mu_loc": None, "mu_scale": None, "sigma_scale": None, "lkj_eta": 2.0, "w_concentration": 1.0},
+                "em": {"kmeans": True}, "model_choice": {"covariance": None}}
 
     #: ``[em] init = "auto"``: scikit-learn's k-means++ centres (what every bundled Gaussian spec uses)
     auto_init = "k-means++"
@@ -418,8 +418,6 @@ class GaussianFamily:
         if em_spec["reach_best"] > em_spec["max_init"]:
             raise UserError(f"[em] reach_best = {em_spec['reach_best']} starts can never agree within "
                             f"max_init = {em_spec['max_init']} starts; raise max_init or lower reach_best")
-        if spec["model"]["labels"]:
-            raise UserError("[model] labels names coins only; remove it from a gaussian spec")
 
     # data ---------------------------------------------------------------------------------------
     def load_data(self, spec: dict) -> ContinuousData:

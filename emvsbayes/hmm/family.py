@@ -144,7 +144,9 @@ class HMMFamily:
     def spec_defaults(self) -> dict[str, dict[str, object]]:
         return {
             "model": {"emission": "poisson", "initial": "estimated"},
-            "bayes": {"transition_prior": None, "initial_prior": 1.0, "rate_prior": None},
+            # mu_loc, mu_scale and sigma_scale: the priors of Gaussian emissions (refused for Poisson ones below)
+            "bayes": {"transition_prior": None, "initial_prior": 1.0, "rate_prior": None,
+                      "mu_loc": None, "mu_scale": None, "sigma_scale": None},
         }
 
     def check_spec(self, spec: dict) -> None:

@@ -157,8 +157,8 @@ class PoissonFamily:
     # -- spec -------------------------------------------------------------------------------------
 
     def spec_defaults(self) -> dict[str, dict[str, object]]:
-        """Keys only this family reads, per table, with their defaults."""
-        return {"data": {"counts": "count"}, "bayes": {"rate_prior": "auto"}}
+        """Keys this family reads that not every family does, per table, with their defaults."""
+        return {"data": {"counts": "count"}, "bayes": {"rate_prior": "auto", "w_concentration": 1.0}}
 
     #: what ``[em] init = "auto"`` becomes
     auto_init = "k-means++"
@@ -202,8 +202,6 @@ class PoissonFamily:
             if em_spec.get(key) is not None:
                 raise UserError(f"[em] {key} applies to Gaussian mixtures only; Poisson mixtures run "
                                 "n_init starts: remove it, or set n_init")
-        if spec.get("model", {}).get("labels"):
-            raise UserError("[model] labels names coins only; remove it from a poisson spec")
 
     # -- data -------------------------------------------------------------------------------------
 

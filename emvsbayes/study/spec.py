@@ -32,9 +32,9 @@ from emvsbayes.spec import (
     SPEC_NAME,
     Key,
     beta_prior,
+    ignored_by_family,
     list_of,
     one_of,
-    other_family_key,
     positive_int,
     positive_number,
     probability_open,
@@ -102,9 +102,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "model": {
         "family": Key(_REQUIRED, one_of(*FAMILIES)),
-        "weights": Key("equal", one_of("equal", "estimated")),  # a coin mixture's
-        "covariance": Key("full", one_of("full", "tied", "diag", "spherical")),  # gaussian
-        "reg_covar": Key(1e-6, positive_number),  # gaussian
+        # read only by the families that list them in spec_defaults (a coin mixture's weights, a Gaussian's others)
+        "weights": Key("equal", one_of("equal", "estimated"), family_only=True),
+        "covariance": Key("full", one_of("full", "tied", "diag", "spherical"), family_only=True),
+        "reg_covar": Key(1e-6, positive_number, family_only=True),
     },
     "em": {
         "n_init": Key(5, positive_int),
@@ -194,7 +195,7 @@ def validate(raw: dict, source: str = "study spec") -> dict:
     model = _check_table(raw.get("model", {}), SCHEMA["model"], "model", source)
     family = model["family"]
     for key, value in raw.get("model", {}).items():
-        ignored = other_family_key("model", key, value, SCHEMA["model"][key].default, family)
+        ignored = ignored_by_family("model", key, value, SCHEMA["model"][key], family)
         if ignored:
             raise UserError(f"{source}: {ignored}")
     spec["model"] = model
