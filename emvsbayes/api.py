@@ -124,7 +124,8 @@ def _coin_record(data, data_spec: dict, source: str):
         kind = "DataFrame"
     else:
         try:
-            pairs = [tuple(np.asarray(pair).tolist()) for pair in data]
+            # A pair given as a tuple or list keeps its items as given: numpy would turn (True, 1) into (1, 1).
+            pairs = [tuple(pair) if isinstance(pair, (list, tuple)) else tuple(np.asarray(pair).tolist()) for pair in data]
         except TypeError:
             raise UserError(f"{source}: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got {_show(data)}") from None
         kind = "array" if isinstance(data, np.ndarray) else kind
@@ -184,6 +185,10 @@ def _table(data, source: str):
             labels = tuple(str(v) for v in data.index)
         return names, [data[c].to_numpy() for c in data.columns], labels, "DataFrame"
     if isinstance(data, (list, tuple)) or isinstance(data, np.ndarray):
+        flag = _first_bool(data) if isinstance(data, (list, tuple)) else None
+        if flag is not None:  # numpy would read [True, 2.5] as [1.0, 2.5]
+            raise UserError(f"{source}: data must be a 1-D or 2-D array of numbers (rows, columns), got {flag[1]!r} in "
+                            f"row {flag[0]}; pass numbers (True and False are not measurements)")
         try:
             array = np.asarray(data)
         except (ValueError, TypeError, OverflowError):  # rows of different lengths, numbers beyond int64
@@ -199,10 +204,19 @@ def _table(data, source: str):
                     f"(or (heads, tosses) pairs for coins), got {type(data).__name__}")
 
 
+def _first_bool(rows) -> tuple[int, object] | None:
+    """(row from 1, value) of the first boolean in a list of numbers or of rows, else None."""
+    for i, row in enumerate(rows, start=1):
+        for value in row if isinstance(row, (list, tuple)) else (row,):
+            if isinstance(value, (bool, np.bool_)):
+                return i, value
+    return None
+
+
 def _continuous_record(data, data_spec: dict, source: str):
     """(``ContinuousData`` as fitted, the raw chosen columns before z-scoring) of in-memory data."""
     from emvsbayes.data import ContinuousData
-    from emvsbayes.data.csv import STANDARDIZE_TRANSFORM, standardize_columns
+    from emvsbayes.data.csv import STANDARDIZE_TRANSFORM, check_magnitudes, standardize_columns
 
     if isinstance(data, ContinuousData):
         if data_spec["columns"] is not None or data_spec["drop"] or data_spec["standardize"] or data_spec["label"]:
@@ -244,6 +258,7 @@ def _continuous_record(data, data_spec: dict, source: str):
         row, j = bad[0]
         raise UserError(f"{source}: column {chosen[j]!r} has a missing or infinite value in row {row + 1}; "
                         "drop or fill those rows first (e.g. df.dropna())")
+    check_magnitudes(x, chosen, source, leave_out="leave it out with drop=[{}]")
     raw_x = x.copy()
     center = scale = None
     transforms: tuple[str, ...] = ()

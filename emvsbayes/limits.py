@@ -182,11 +182,28 @@ def check_run(spec: dict, n: int, d: int) -> None:
         check_fits(2 * bootstrap_need(n, k, d, family, ladder["bootstrap"]),
                    f"[ladder] bootstrap = {ladder['bootstrap']:,} refits on {shape}", "lower [ladder] bootstrap")
         _check_count(ladder["vi_iter"], "[ladder] vi_iter", usual="3,000")
+    # each test of K against K + 1 keeps its B statistics and refits one simulated data set at a time, K + 1
+    # components at most
+    tests = sum(1 for kc in choice["components"] if kc + 1 in choice["components"])
+    if choice["lrt_bootstrap"] and tests:
+        k_top = max(choice["components"]) + 1
+        check_fits(FLOAT * (2 * tests * choice["lrt_bootstrap"]) + em_need(n, k_top, d, family, em),
+                   f"[model_choice] lrt_bootstrap = {choice['lrt_bootstrap']:,} simulated data sets for each of "
+                   f"{tests} test(s) on {n:,} {noun}", "lower [model_choice] lrt_bootstrap")
+    if choice["sparse"]:
+        k_max = choice["sparse_components"]
+        sparse = f"[model_choice] sparse_components = {k_max:,} on {n:,} {noun}"
+        check_fits(em_need(n, k_max, d, family, em), f"{sparse} (its EM start)", "lower [model_choice] sparse_components")
+        check_fits(sampler_need(n, k_max, d, family, choice["chains"], choice["draws"]),
+                   f"{sparse} with chains x draws = {choice['chains']:,} x {choice['draws']:,}",
+                   "lower [model_choice] sparse_components, chains or draws")
+        _check_count(choice["tune"], "[model_choice] tune", usual="500")
     for kc in choice["components"]:
         check_fits(em_need(n, kc, d, family, {**em, "n_init": max(em["n_init"], 10)}),
                    f"[model_choice] EM for K = {kc} on {n:,} {noun}",
                    "lower the K listed in [model_choice] components")
         if choice["bayes"]:
+            _check_count(choice["tune"], "[model_choice] tune", usual="500")
             check_fits(sampler_need(n, kc, d, family, choice["chains"], choice["draws"]),
                        f"[model_choice] chains x draws = {choice['chains']:,} x {choice['draws']:,} for K = {kc}",
                        "lower [model_choice] chains or draws (or set bayes = false)")

@@ -180,9 +180,9 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
 def _run_store(spec, out_dir, seed, seeds, timings, command, progress, report, started, data, scheduler,
                n_workers) -> RunOutcome:
     """A spec with ``[data] store``: its EM by chunks on a Dask cluster (:mod:`emvsbayes.store`). The store is
-    checked (metadata, then one pass for NaN and infinities) before the output folder is touched."""
+    checked (metadata, then one pass for damaged chunks, NaN, infinities and values beyond float64's reach) before the output folder is touched."""
     from emvsbayes.cluster import cluster_client
-    from emvsbayes.store import count_bad_rows, fit_groups, open_store, store_path
+    from emvsbayes.store import check_store_values, fit_groups, open_store
 
     if data is not None:
         raise UserError("a spec with [data] store reads its data from the store; pass no data, or remove [data] store")
@@ -195,11 +195,8 @@ def _run_store(spec, out_dir, seed, seeds, timings, command, progress, report, s
     timings["load"] = time.perf_counter() - start
     with cluster_client(None, scheduler, n_workers) as client:
         start = time.perf_counter()
-        bad = count_bad_rows(data.x, client)
+        check_store_values(spec, data, client)
         timings["check"] = time.perf_counter() - start
-        if bad:
-            raise UserError(f"[data] store {str(store_path(spec))!r}: {bad:,} of {data.x.shape[0]:,} rows hold NaN or an "
-                            "infinity; remove or impute them and write the store again")
         check_writable(out_dir)
         with OutputFolder(out_dir, "run") as folder:
             return _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started,

@@ -133,7 +133,9 @@ def one_of(*choices):
     return check
 
 
-def list_of(item_check, *, non_empty=True):
+def list_of(item_check, *, non_empty=True, unique=False):
+    """A list whose items pass ``item_check``; ``unique``: each item once (a list whose items name work to do
+    or results to write, where a repeated item would do the work twice or write over its own result)."""
     def check(v):
         if not isinstance(v, list) or (non_empty and not v):
             return f"must be a {'non-empty ' if non_empty else ''}list, got {_show(v)}"
@@ -141,6 +143,12 @@ def list_of(item_check, *, non_empty=True):
             problem = item_check(item)
             if problem:
                 return f"has an item that {problem}"
+        if unique:
+            seen = []
+            for item in v:
+                if item in seen:
+                    return f"lists {_show(item)} twice; list each once"
+                seen.append(item)
         return None
 
     return check
@@ -332,7 +340,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tosses": Key("tosses", name_text, family_only=True),
         "label": Key(None, optional_text),
         "truth": Key(None, lambda v: None if v is None else name_text(v)),  # known groups, compared, not fitted
-        "columns": Key(None, lambda v: None if v is None else list_of(name_text)(v)),
+        "columns": Key(None, lambda v: None if v is None else list_of(name_text, unique=True)(v)),
         "drop": Key([], list_of(name_text, non_empty=False)),
         "percent": Key([], list_of(name_text, non_empty=False)),
         "categories": Key({}, categories_table),
@@ -350,7 +358,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "em": {
         # The defaults are what the bundled specs use: both kinds, several starts, a bootstrap.
-        "kinds": Key(["soft", "hard"], list_of(one_of("soft", "hard"))),
+        "kinds": Key(["soft", "hard"], list_of(one_of("soft", "hard"), unique=True)),
         "init": Key("auto", anything),  # checked per family below; "auto": k-means++ (Gaussian), random (coins)
         "n_init": Key(10, positive_int),
         # Gaussian mixtures: after n_init starts, keep starting until reach_best starts end at the best
@@ -386,7 +394,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "model_choice": {
         # K values to compare: EM's BIC, AIC and ICL for each, and PSIS-LOO from a posterior per K.
-        "components": Key([], list_of(positive_int, non_empty=False)),
+        "components": Key([], list_of(positive_int, non_empty=False, unique=True)),
         "covariance": Key(None, lambda v: None if v is None else one_of("full", "tied", "diag", "spherical")(v),
                           family_only=True),
         "bayes": Key(True, boolean),
@@ -408,7 +416,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(False, boolean),
         "rungs": Key(["map_em", "advi_meanfield", "advi_fullrank", "bootstrap_bayesian"],
                      list_of(one_of("map_em", "advi_meanfield", "advi_fullrank", "bootstrap_bayesian"),
-                             non_empty=False)),
+                             non_empty=False, unique=True)),
         # ADVI iterations of pm.fit (emvsbayes.ladder.vi needs at least 8 to record the ELBO's trend)
         "vi_iter": Key(3000, lambda v: positive_int(v) or (None if v >= 8 else f"must be at least 8, got {_show(v)}")),
         "draws": Key(1000, positive_int),          # draws from the Laplace and ADVI approximations
@@ -574,6 +582,11 @@ def _check_consistency(spec: dict, source: str) -> None:
         problem = _store_problem(spec)
         if problem:
             raise UserError(f"{source}: {problem}")
+    if spec["ladder"]["enabled"] and not spec["bayes"]["enabled"]:
+        # the ladder's rungs lead from EM's point to the NUTS posterior; without it the ladder lost its last rung
+        # without a word in the report
+        raise UserError(f"{source}: [ladder] enabled = true compares its rungs with the posterior, which [bayes] "
+                        "enabled = false does not sample; set [bayes] enabled = true, or [ladder] enabled = false")
     labels = spec["model"]["labels"]
     if labels and (len(ks) > 1 or len(labels) != ks[0]):
         raise UserError(f"{source}: [model] labels gives {len(labels)} names but [model] components is "

@@ -82,6 +82,8 @@ def open_store(spec: dict):
                         "(float64 or float32)")
     n, d = node.shape
     k = spec["model"]["components"]
+    if n == 0:
+        raise UserError(f"{where}: has no rows; write the data into the store")
     if isinstance(k, int) and n < k:
         raise UserError(f"{where}: has {n} rows, fewer than [model] components = {k}; use at most {n} components")
     if d < 1:
@@ -99,11 +101,46 @@ def open_store(spec: dict):
     return StoreData(x, tuple(columns), str(path))
 
 
-def count_bad_rows(x, client) -> int:
-    """Rows of ``x`` holding NaN or an infinity (one pass over the store on ``client``)."""
-    import dask.array as da
+def _scan_rows(path: str, name: str | None, start: int, stop: int):
+    """(rows holding NaN or an infinity, the largest finite magnitude of each column, None) of rows
+    ``start:stop``, or (0, None, the problem) when they cannot be read (a damaged chunk). Run on a worker:
+    a failed read is returned, not raised, so no worker logs a traceback to the user's terminal."""
+    import numpy as np
+    import zarr
 
-    return int(client.compute((~da.isfinite(x)).any(axis=1).sum()).result())
+    try:
+        node = zarr.open(path, mode="r")
+        if name is not None:
+            node = node[name.strip("/")]
+        block = np.asarray(node[start:stop], dtype=np.float64)
+    except Exception as error:  # zarr's and the codecs' errors for damaged bytes differ by cause and version
+        return 0, None, " ".join(f"{type(error).__name__}: {error}".split())
+    finite = np.isfinite(block)
+    return int((~finite).any(axis=1).sum()), np.where(finite, np.abs(block), 0.0).max(axis=0, initial=0.0), None
+
+
+def check_store_values(spec: dict, data: StoreData, client) -> None:
+    """One pass over the store on ``client``, by its row chunks: refuse a chunk that cannot be read, rows
+    holding NaN or an infinity, and a column whose scale float64 cannot carry, each in one line."""
+    import numpy as np
+
+    from emvsbayes.data.csv import check_magnitudes
+
+    where = f"[data] store {str(store_path(spec))!r}"
+    bounds = np.cumsum((0, *data.x.chunks[0]))
+    futures = client.map(_scan_rows, [data.source] * (len(bounds) - 1), [spec["data"]["store_array"]] * (len(bounds) - 1),
+                         bounds[:-1].tolist(), bounds[1:].tolist(), pure=False)
+    results = client.gather(futures)
+    for (_, _, problem), start, stop in zip(results, bounds[:-1], bounds[1:]):
+        if problem is not None:
+            raise UserError(f"{where}: rows {start:,} to {stop - 1:,} cannot be read ({problem}); the store is damaged, "
+                            "write it again")
+    bad = sum(result[0] for result in results)
+    if bad:
+        raise UserError(f"{where}: {bad:,} of {data.x.shape[0]:,} rows hold NaN or an infinity; remove or impute them "
+                        "and write the store again")
+    top = np.max([result[1] for result in results], axis=0)
+    check_magnitudes(top[None, :], data.columns, where, leave_out="write the store without it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,4 +212,4 @@ def fit_groups(spec: dict, data: StoreData, client, seeds: dict, timings: dict, 
     return groups
 
 
-__all__ = ["StoreData", "data_group", "fit_groups", "SAMPLE_ROWS", "count_bad_rows", "open_store", "store_path", "uses_store"]
+__all__ = ["StoreData", "data_group", "fit_groups", "SAMPLE_ROWS", "check_store_values", "open_store", "store_path", "uses_store"]

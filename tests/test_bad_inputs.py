@@ -198,6 +198,21 @@ SPEC_CASES = {
     "gaussian_model_choice_covariance_on_coins": (
         COINS + '[model_choice]\ncomponents = [1, 2]\ncovariance = "tied"\n',
         "{spec}: [model_choice] covariance applies to Gaussian mixtures only, not to binomial (coin) mixtures; remove it"),
+    # A list item given twice would do its work twice or write over its own result.
+    "kinds_twice": (
+        COINS + '[em]\nkinds = ["soft", "hard", "soft"]\n',
+        "{spec}: [em] kinds lists 'soft' twice; list each once"),
+    "model_choice_k_twice": (
+        COINS + "[model_choice]\ncomponents = [1, 2, 2]\n",
+        "{spec}: [model_choice] components lists 2 twice; list each once"),
+    "ladder_rung_twice": (
+        QUAKES + '[ladder]\nenabled = true\nrungs = ["map_em", "map_em"]\n',
+        "{spec}: [ladder] rungs lists 'map_em' twice; list each once"),
+    # The ladder ends at the NUTS posterior: without it the ladder lost that rung without a word.
+    "ladder_without_the_posterior": (
+        QUAKES + "[bayes]\nenabled = false\n[ladder]\nenabled = true\n",
+        "{spec}: [ladder] enabled = true compares its rungs with the posterior, which [bayes] enabled = false does not "
+        "sample; set [bayes] enabled = true, or [ladder] enabled = false"),
     "dataset_of_wrong_kind": (
         '[data]\ndataset = "old_faithful"\n[model]\nfamily = "coins"\n',
         "[data] old_faithful does not hold heads and tosses for the coins model; pick a data set of that kind"),
@@ -259,6 +274,7 @@ def test_spec_name_that_cannot_name_a_folder(tmp_path):
 
 COIN_SPEC = '[data]\nfile = "data.csv"\n{extra}[model]\nfamily = "coins"\n'
 GAUSS_SPEC = '[data]\nfile = "data.csv"\n{extra}[model]\nfamily = "gaussian"\ncomponents = 2\n'
+HMM_SPEC = '[data]\nfile = "data.csv"\ncolumns = ["count"]\nlabel = "year"\n{extra}[model]\nfamily = "hmm"\n'
 POISSON_SPEC = '[data]\nfile = "data.csv"\nlabel = "year"\n{extra}[model]\nfamily = "poisson"\ncomponents = 3\n'
 CSV_CASES = {
     "heads_above_tosses": (COIN_SPEC, b"heads,tosses\n5,10\n12,10\n", "",
@@ -313,6 +329,33 @@ CSV_CASES = {
                                  "counts (0, 1, 2, ...): fix that cell, or name the count column with data.counts = '...'"),
     "poisson_k_above_rows": (POISSON_SPEC, b"year,count\n1900,13\n1901,2\n", "",
                              "components = 3 is more than the 2 rows of counts; use at most 2"),
+    # Values float64 arithmetic cannot carry (overflow warnings, then a "collapsed component"), and the HMM's
+    # Poisson counts beyond the digits its EM needs (an internal LikelihoodDecreasedError).
+    "values_whose_squares_overflow": (GAUSS_SPEC, b"x\n1e200\n-3e200\n2\n", "",
+                                      "data.csv: column 'x' holds values as large as 3e+200; beyond 1e+150 their squares "
+                                      "overflow floating point, so rescale the column (e.g. divide it by 1e200) or leave "
+                                      "it out with data.drop = ['x']"),
+    "values_whose_squares_underflow": (GAUSS_SPEC, b"x,y\n1,1e-310\n2,-3e-300\n3,0\n", "",
+                                       "data.csv: column 'y' holds no value larger than 3e-300 in magnitude; below "
+                                       "1e-150 their squares underflow floating point, so rescale the column (e.g. "
+                                       "multiply it by 1e300) or leave it out with data.drop = ['y']"),
+    "hmm_gaussian_values_whose_squares_overflow": (HMM_SPEC.replace("[model]", '[model]\nemission = "gaussian"'),
+                                                   b"year,count\n1900,1e300\n1901,2\n1902,3\n", "",
+                                                   "data.csv: column 'count' holds values as large as 1e+300; beyond "
+                                                   "1e+150 their squares overflow floating point, so rescale the column "
+                                                   "(e.g. divide it by 1e300) or leave it out with data.drop = ['count']"),
+    "hmm_count_beyond_its_precision": (HMM_SPEC, b"year,count\n1900,9007199254740992\n1901,2\n1902,3\n", "",
+                                       "data.csv: line 2, column 'count' is 9007199254740992, a count beyond 10,000,000: "
+                                       "the log-likelihood of Poisson emissions that large loses the digits EM needs; "
+                                       "count in larger units (thousands), or use emission = \"gaussian\""),
+    "cell_beyond_the_field_limit": (GAUSS_SPEC, b"x\n1\n" + b"9" * 200_000 + b"\n", "",
+                                    "data.csv: line 3 has a cell longer than 131,072 characters; check that line (a "
+                                    "quote that is never closed makes the rest of the file one cell)"),
+    "unicode_minus_sign": (GAUSS_SPEC, "x\n1\n\u22123\n".encode(), "",
+                           "data.csv: line 3, column 'x' is '\u22123', not a number; it has a Unicode minus sign "
+                           "(U+2212): write '-3' with '-' in the file"),
+    "coin_count_true": (COIN_SPEC, b"heads,tosses\ntrue,10\n", "",
+                        "data.csv: line 2, column 'heads' (heads) is 'true', not a whole number; heads must be counts"),
     "k_above_rows": (GAUSS_SPEC, b"x\n1.0\n", "",
                      "[model] components = 2 is more than the 1 rows of data; use at most 1"),
 }
@@ -553,9 +596,9 @@ API_CASES = {
                                         "x.csv: column 'x' is constant (2 in every row), so it cannot be "
                                         "standardized; leave it out with data.drop = ['x']"),
     "continuous_standardize_overflow": (_continuous_csv(b"x\n1e308\n-1e308\n1e308\n", standardize=True), UserError,
-                                        "x.csv: column 'x' cannot be standardized (its values are too large or too "
-                                        "close together for floating point); rescale it or leave it out with "
-                                        "data.drop = ['x']"),
+                                        "x.csv: column 'x' holds values as large as 1e+308; beyond 1e+150 their squares "
+                                        "overflow floating point, so rescale the column (e.g. divide it by 1e308) or "
+                                        "leave it out with data.drop = ['x']"),
     "continuous_drop_everything": (_continuous_csv(b"x\n1\n", drop=["x"]), UserError,
                                    "x.csv: no columns are left to read; choose some with data.columns = [...]"),
     "continuous_newline_in_header": (_continuous_csv(b'"a\nb",y\n1,2\n', columns=["z"]), UserError,
@@ -587,6 +630,25 @@ API_CASES = {
         lambda tmp_path: __import__("emvsbayes").compare([(5, 10), (2**70, 2**71)], family="coins"), UserError,
         f"compare: set 2 is ({2**70}, {2**71}), a count larger than 9007199254740992; counts must be exact in "
         "floating point, so check that set"),
+    # Booleans are not counts or measurements (numpy read (True, 1) as (1, 1) and [True, 2.5] as [1.0, 2.5]).
+    "compare_bool_in_a_coin_pair": (
+        lambda tmp_path: __import__("emvsbayes").compare([(True, 1), (0, 1)], family="coins"), UserError,
+        "compare: set 1 is (True, 1); each set must be two whole numbers (heads, tosses), e.g. (5, 10)"),
+    "compare_numpy_bool_in_a_coin_pair": (
+        lambda tmp_path: __import__("emvsbayes").compare([(5, 10), (np.True_, 10)], family="coins"), UserError,
+        "compare: set 2 is (np.True_, 10); each set must be two whole numbers (heads, tosses), e.g. (5, 10)"),
+    "compare_bool_among_measurements": (
+        lambda tmp_path: __import__("emvsbayes").compare([[1.0, 2.0], [3.0, False], [5.0, 6.0]], family="gaussian"),
+        UserError, "compare: data must be a 1-D or 2-D array of numbers (rows, columns), got False in row 2; pass "
+        "numbers (True and False are not measurements)"),
+    "compare_measurements_whose_squares_overflow": (
+        lambda tmp_path: __import__("emvsbayes").compare([1e308, -1e308, 1.0, 2.0], family="gaussian"), UserError,
+        "compare: column 'x' holds values as large as 1e+308; beyond 1e+150 their squares overflow floating point, so "
+        "rescale the column (e.g. divide it by 1e308) or leave it out with drop=['x']"),
+    "compare_denormal_measurements": (
+        lambda tmp_path: __import__("emvsbayes").compare(np.array([1.0, 2.0, 3.0, 4.0]) * 1e-310, family="gaussian"),
+        UserError, "compare: column 'x' holds no value larger than 4e-310 in magnitude; below 1e-150 their squares "
+        "underflow floating point, so rescale the column (e.g. multiply it by 1e310) or leave it out with drop=['x']"),
     "compare_ragged_rows": (
         lambda tmp_path: __import__("emvsbayes").compare([[1.0, 2.0], [3.0]], family="gaussian"), UserError,
         "compare: data must be a 1-D or 2-D array of numbers (rows, columns) with the same number of values in every "
@@ -733,6 +795,20 @@ LIMIT_CASES = {
         "[bayes] chains x draws = 4 x 2,000,000,000 on 107 time points and K = 2 would need about 58.4 TB of memory, "
         "more than the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [bayes] chains or draws (or set enabled = "
         f"false), {LIMIT_TAIL}"),
+    "lrt_bootstrap_int32_max": (
+        COINS + "[model_choice]\ncomponents = [1, 2]\nbayes = false\nlrt_bootstrap = 2000000000\n",
+        "[model_choice] lrt_bootstrap = 2,000,000,000 simulated data sets for each of 1 test(s) on 5 sets would need "
+        f"about 29.8 GB of memory, more than the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [model_choice] "
+        f"lrt_bootstrap, {LIMIT_TAIL}"),
+    "sparse_components_100000": (
+        QUAKES + "[model_choice]\nsparse = true\nsparse_components = 100000\n",
+        "[model_choice] sparse_components = 100,000 on 107 rows (its EM start) would need about 15.5 GB of memory, "
+        "more than the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [model_choice] sparse_components, "
+        f"{LIMIT_TAIL}"),
+    "model_choice_tune": (
+        QUAKES + "[model_choice]\ncomponents = [1, 2]\ntune = 2000000000\n",
+        "[model_choice] tune = 2,000,000,000 is more than 10,000,000 steps, far beyond what any mixture needs (500 is "
+        "usual); lower it"),
     "em_max_iter_many_starts": (
         COINS + "[em]\nn_init = 100000\nmax_iter = 100000\n",
         "EM on 5 sets and K = 2 (100000 start(s), max_iter = 100000) would need about 2.04 TB of memory, more than "

@@ -111,7 +111,27 @@ BAD_STORES = {
                                   chunk_rows=6), "",
             "[data] store '{dir}/x.zarr': 1 of 20 rows hold NaN or an infinity; remove or impute them and write the "
             "store again"),
+    "no_rows": (lambda p: write_store(p, np.ones((0, 2))), "",
+                "[data] store '{dir}/x.zarr': has no rows; write the data into the store"),
+    # the one pass before fitting: a NaN in a later chunk, values whose squares overflow, a damaged chunk
+    "infinity_in_a_later_chunk": (lambda p: write_store(p, np.where(np.arange(40).reshape(20, 2) == 37, np.inf, 1.0),
+                                                        chunk_rows=6), "",
+                                  "[data] store '{dir}/x.zarr': 1 of 20 rows hold NaN or an infinity; remove or impute "
+                                  "them and write the store again"),
+    "values_beyond_float64_squares": (lambda p: write_store(p, np.arange(40.0).reshape(20, 2) * 1e200, chunk_rows=6), "",
+                                      "[data] store '{dir}/x.zarr': column 'x1' holds values as large as 3.8e+201; "
+                                      "beyond 1e+150 their squares overflow floating point, so rescale the column (e.g. "
+                                      "divide it by 1e201) or write the store without it"),
+    "damaged_chunk": (lambda p: _damage(write_store(p, np.arange(40.0).reshape(20, 2), chunk_rows=6)), "",
+                      "[data] store '{dir}/x.zarr': rows 6 to 11 cannot be read (RuntimeError: Zstd decompression "
+                      "error: invalid input data); the store is damaged, write it again"),
 }
+
+
+def _damage(path):
+    """Overwrite the bytes of the store's second chunk (rows 6 to 11)."""
+    (path / "c" / "1" / "0").write_bytes(b"garbage!")
+    return path
 
 
 @pytest.mark.parametrize("case", sorted(BAD_STORES))

@@ -157,13 +157,19 @@ def batched_e_step(model: CoinMixture, data: CoinSets, params: CoinParams, rows)
         log_w = np.log(params.w)
     log_joint = log_w[:, None, :] + model.log_component_likelihood(params.theta, heads, tosses)
     top = np.max(log_joint, axis=2, keepdims=True)
-    log_norm = top + np.log(np.sum(np.exp(log_joint - top), axis=2, keepdims=True))
-    resp = np.exp(log_joint - log_norm)
+    # A set no coin can make (every component's likelihood 0: a resample's theta of 0 or 1 against a set not
+    # drawn) has log_norm -inf and no responsibilities, not NaN (-inf - -inf) and a warning.
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        log_norm = top + np.log(np.sum(np.exp(log_joint - top), axis=2, keepdims=True))
+    with np.errstate(invalid="ignore"):
+        resp = np.where(np.isfinite(log_norm), np.exp(log_joint - log_norm), 0.0)
     log_norm = log_norm[..., 0]
     if counts is not None:
         resp *= counts[:, :, None]
         # A set not drawn adds nothing, also where its likelihood is 0 (0 x -inf).
-        log_norm = np.where(counts > 0, counts * log_norm, 0.0)
+        with np.errstate(invalid="ignore"):
+            log_norm = np.where(counts > 0, counts * log_norm, 0.0)
     h = np.asarray(heads, dtype=float)
     resp_t = np.swapaxes(resp, 1, 2)
     heads_k = (resp_t @ h[:, :, None])[..., 0]

@@ -164,6 +164,12 @@ DELIMITERS = (",", ";", "\t", "|")
 def _parse(text: str, name: str, delimiter: str):
     """(header, header line, rows, line numbers) of CSV text; ``delimiter="auto"`` takes the first of
     :data:`DELIMITERS` that splits the header into more than one column and every row alike."""
+    # Excel's "sep=;" first line names the separator of the rest of the file.
+    declared = re.match(r"sep=(.)\r?\n", text)
+    if declared and declared.group(1) not in "\"\r\n":
+        if delimiter == "auto":
+            delimiter = declared.group(1)
+        text = "\n" + text[declared.end():]  # a blank line keeps the line numbers the file's
     if delimiter != "auto":
         return _parse_with(text, name, delimiter)
     first = None
@@ -211,6 +217,11 @@ def _parse_with(text: str, name: str, delimiter: str):
             rows.append(tuple(cells))
             line_numbers.append(first_line)
     except csv.Error as error:
+        if "field larger than field limit" in str(error):
+            # a cell of 131,072 characters is no number or name: a quote never closed, or some other file
+            raise UserError(f"{name}: line {reader.line_num} has a cell "
+                            f"longer than {csv.field_size_limit():,} characters; check that line (a quote that is "
+                            "never closed makes the rest of the file one cell)") from None
         raise UserError(f"{name}: line {reader.line_num} is not valid CSV ({error}); fix the quoting") from None
 
     if header is None:
@@ -260,6 +271,8 @@ def _not_a_number_hint(text: str, column: str) -> str:
         return "remove the thousands separators from the file"
     if "_" in text and _is_float(text.replace("_", "")):
         return f"write numbers without '_' (as {text.replace('_', '')!r})"
+    if "\u2212" in text and _is_float(text.replace("\u2212", "-")):
+        return f"it has a Unicode minus sign (U+2212): write {text.replace(chr(0x2212), '-')!r} with '-' in the file"
     if any(c.isdigit() and not c.isascii() for c in text):
         return "write numbers with the digits 0-9"
     # Every way out names the spec key that takes it: a user with a text column in an otherwise
@@ -544,6 +557,40 @@ def _check_preprocessing_options(
                 )
 
 
+#: Values larger than this in magnitude are refused: the squares a fit takes (variances, distances) would
+#: overflow float64 (1.8e308) and every fit would end in overflow warnings and a collapsed component.
+MAX_MAGNITUDE = 1e150
+#: A column whose values are all smaller than this (and not all 0) is refused: its squares underflow to
+#: denormals or 0, below any variance floor (reg_covar) and the sampler's tolerances.
+MIN_MAGNITUDE = 1e-150
+
+
+def check_magnitudes(x: np.ndarray, chosen: Sequence[str], where: str,
+                     leave_out: str = "leave it out with data.drop = [{}]") -> None:
+    """Refuse a column of ``x`` (N, D) whose scale float64 arithmetic cannot carry (see :data:`MAX_MAGNITUDE`).
+
+    Shared by CSV files, the Python API's arrays and chunked data stores, so every way in gives the same
+    line. ``leave_out`` says how to do without a column (``{}`` is the quoted name).
+    """
+    with np.errstate(invalid="ignore"):
+        top = np.max(np.abs(x), axis=0, initial=0.0) if x.size else np.zeros(len(chosen))
+    for j, name in enumerate(chosen):
+        if top[j] > MAX_MAGNITUDE:
+            power = int(math.floor(math.log10(top[j])))
+            raise UserError(
+                f"{where}: column {quote(name)} holds values as large as {top[j]:.3g}; beyond {MAX_MAGNITUDE:.0e} their "
+                f"squares overflow floating point, so rescale the column (e.g. divide it by 1e{power}) or "
+                f"{leave_out.format(quote(name))}"
+            )
+        if 0 < top[j] < MIN_MAGNITUDE:
+            power = -int(math.floor(math.log10(top[j])))
+            raise UserError(
+                f"{where}: column {quote(name)} holds no value larger than {top[j]:.3g} in magnitude; below {MIN_MAGNITUDE:.0e} "
+                f"their squares underflow floating point, so rescale the column (e.g. multiply it by 1e{power}) or "
+                f"{leave_out.format(quote(name))}"
+            )
+
+
 #: how z-scoring is recorded in ``ContinuousData.transforms``
 STANDARDIZE_TRANSFORM = "z-score all columns (population sd, ddof=0)"
 
@@ -651,6 +698,7 @@ def load_continuous_csv(
         else:
             x[:, j] = [_parse_number(table, line, name, text) for line, text in cells]
 
+    check_magnitudes(x, chosen, table.name)
     center = scale = None
     if standardize:
         x, center, scale = standardize_columns(x, chosen, table.name)

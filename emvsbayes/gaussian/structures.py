@@ -101,7 +101,7 @@ def slack_matrix(cov: np.ndarray, reg: np.ndarray) -> np.ndarray:
 
 def slack_scalar(var: np.ndarray, reg) -> np.ndarray:
     """The same for variances: log(c+r) - log(c) + c/(c+r) - 1 (inf where c <= 0)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # over: a variance of a denormal
         out = np.log1p(reg / var) + var / (var + reg) - 1.0
     return np.where(var > 0, out, np.inf)
 

@@ -15,6 +15,10 @@ from emvsbayes.errors import UserError, quote
 #: Columns a bundled data set's series is read from when the spec names none: (series, time) columns.
 BUNDLED_SERIES = {"earthquakes": ("count", "year")}
 
+#: The largest count Poisson emissions take: beyond about 1e8, the rounding of log p(y | rate) (terms of
+#: y log rate, 1e10 and more) exceeds the rise EM's decrease test allows, and fits end in a spurious fall.
+MAX_COUNT = 10**7
+
 #: Cells read as "no value" in a series column (an empty cell is one too).
 MISSING_MARKERS = frozenset({"na", "n/a", "nan", "null", "none", "-", "?", "."})
 
@@ -124,6 +128,12 @@ def read_series(path: Path, spec: dict, *, encoding: str = "utf-8", source: str 
             i = int(fractional[0])
             raise UserError(f"{table.name}: line {lines[i]}, column {quote(column)} is {y[i]:g}, not a whole number; "
                             "Poisson emissions need counts 0, 1, 2, ...: fix the value, or use emission = \"gaussian\"")
+        large = np.flatnonzero(y > MAX_COUNT)
+        if large.size:
+            i = int(large[0])
+            raise UserError(f"{table.name}: line {lines[i]}, column {quote(column)} is {y[i]:.0f}, a count beyond "
+                            f"{MAX_COUNT:,}: the log-likelihood of Poisson emissions that large loses the digits EM "
+                            "needs; count in larger units (thousands), or use emission = \"gaussian\"")
     if time is not None:
         _check_time(table.name, loaded.labels, lines, time)
     return Series(y=np.array(y, dtype=float), column=column, time=tuple(loaded.labels), time_column=time,

@@ -236,6 +236,10 @@ def _ellipses(ctx: Context, em: xr.Dataset | None, d: int):
     return em_part, draw_part, n
 
 
+#: The most counts at which the report draws EM's component probabilities.
+COUNT_GRID = 2000
+
+
 def _count_data(ctx: Context, data: xr.Dataset) -> str:
     """Counts (one per row): their histogram with one bar per count, a rug coloured by membership, and EM's
     weighted component probabilities (Poisson, the model of count data here) at each count."""
@@ -249,7 +253,10 @@ def _count_data(ctx: Context, data: xr.Dataset) -> str:
     if em is not None and "rate" in em and "w" in em:
         from scipy.stats import poisson
 
-        grid = np.arange(0, int(x.max()) + 2)
+        top = int(x.max()) + 1
+        # one point per count, or (counts in the millions) about 2,000 counts spread over the range: a grid
+        # of every count up to 10**9 would need gigabytes
+        grid = np.arange(0, top + 1) if top <= COUNT_GRID else np.unique(np.linspace(0, top, COUNT_GRID).round())
         rate, w = np.asarray(em["rate"].values, dtype=float), np.asarray(em["w"].values, dtype=float)
         densities = grid, w[:, None] * poisson.pmf(grid[None, :], rate[:, None])
     width = max(1, int(np.ceil((x.max() - x.min() + 1) / 60)))  # one bar per count, up to 60 bars

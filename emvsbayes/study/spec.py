@@ -126,7 +126,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "intervals": {
         # default: DEFAULT_INTERVAL_KINDS; the ladder's rungs (LADDER_KINDS) when listed
-        "kinds": Key(None, lambda v: None if v is None else list_of(one_of(*INTERVAL_KINDS))(v)),
+        "kinds": Key(None, lambda v: None if v is None else list_of(one_of(*INTERVAL_KINDS), unique=True)(v)),
         "prob": Key(0.9, probability_open),
         "bootstrap": Key(50, positive_int),
     },
