@@ -6,7 +6,8 @@ Both paths draw every replicate's data from the same generator calls, so the com
 replicate (no Monte Carlo tolerance): equal to rounding. The one way they may part is EM's stopping
 decision when a replicate's last gain lies within rounding of ``tol`` (the two paths sum the
 log-likelihood in different orders); the fit-level tests then re-run the per-replicate fit for exactly
-the batched number of iterations, which must land on the same parameters.
+the batched number of iterations, which must land on the same parameters, and the bootstrap-level ones
+allow one replicate whose ``converged`` differs (its values still equal to rounding).
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ ROUNDING = 1e-10
 def _assert_same_bootstrap(one, other):
     np.testing.assert_array_equal(one.failed, other.failed)
     assert one.messages == other.messages
-    np.testing.assert_array_equal(one.converged, other.converged)
+    # EM's stopping decision: a replicate still gaining about tol per iteration when max_iter ends it may count as
+    # converged in one summation order and not in the other (galaxies' replicate 11 at seed 42 on an AMD EPYC
+    # machine: converged batched, not one at a time; w 3.9e-12 apart). Its values are held to rounding below like
+    # every other replicate's; a run may have one such replicate, not more.
+    assert np.count_nonzero(one.converged != other.converged) <= 1, (one.converged, other.converged)
     np.testing.assert_array_equal(one.perms, other.perms)
     for name in one.draws:
         a, b = one.draws[name], other.draws[name]

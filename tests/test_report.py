@@ -362,7 +362,7 @@ def test_degenerate_model_choice_fit_is_marked_and_never_bold():
     assert rows["2"].count("<strong>") == 4  # BIC, AIC, ICL and elpd_loo: best among the non-degenerate rows
     assert "fewer than 3 expected points" in page and "never bolded" in page
     card = summary_card_text(synthetic_tree(degenerate_k=4), width=400)
-    assert "K = 4 has a component holding fewer than 3 expected points" in card
+    assert "K = 4 has a component that is no cluster: it holds fewer than 3 expected points" in card
     assert "it would be best by BIC (K = 4)" in card
 
 

@@ -657,3 +657,40 @@ def test_heroes_k30_is_flagged_and_not_aics_best():
     assert "degenerate" in str(choice["note"].sel(K=30).item())
     assert choice.attrs["degenerate_best_by_aic"] == 30
     assert choice.attrs["best_by_aic"] != 30
+
+
+def test_singular_components_are_those_held_up_by_reg_covar():
+    """Closed form: a covariance's smallest eigenvalue against twice reg_covar."""
+    from emvsbayes.uncertainty import singular_components
+
+    reg = 1e-6
+    rotation = np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
+    covs = np.stack([rotation @ np.diag([2.0, lam]) @ rotation.T for lam in (reg, 1.9 * reg, 2.1 * reg, 0.5)])
+    assert singular_components(covs, reg).tolist() == [0, 1]
+
+
+def test_a_cluster_sharing_one_value_of_a_two_valued_column_is_flagged_degenerate():
+    """Many points, yet no cluster: 60 rows whose 0/1 column is 0 throughout beside 60 with both values. Soft EM
+    with full covariances puts a component on the first group whose variance on that column is reg_covar (its
+    likelihood there grows as reg_covar shrinks). Its expected count (60) passes the count rule; the singular rule
+    flags it, and the row's note says why. Diagonal covariances collapse the same way; spherical ones do not."""
+    from emvsbayes.data import ContinuousData
+    from emvsbayes.family import get_family
+    from emvsbayes.pipeline import child_seeds
+    from emvsbayes.runner import model_choice
+    from emvsbayes.spec import validate
+
+    rng = np.random.default_rng(7)
+    x = np.column_stack([np.concatenate([rng.normal(-3, 1, 60), rng.normal(3, 1, 60)]),
+                         np.concatenate([np.zeros(60), rng.integers(0, 2, 60)])])
+    family = get_family("gaussian")
+    for covariance, flagged in (("full", 1), ("diag", 1), ("spherical", 0)):
+        spec = validate({"data": {"dataset": "galaxies"}, "model": {"family": "gaussian", "covariance": covariance},
+                         "em": {"n_init": 5, "max_init": 5, "reach_best": 1, "bootstrap": 0},
+                         "model_choice": {"components": [2], "bayes": False}})
+        data = ContinuousData(x=x, columns=("a", "b"), labels=tuple(str(i) for i in range(len(x))))
+        choice = model_choice(family, spec, data, child_seeds(1), {}, None)
+        assert choice["min_expected_count"].sel(K=2).item() > 50, covariance
+        assert choice["degenerate"].sel(K=2).item() == flagged, covariance
+        if flagged:
+            assert "singular but for reg_covar = 1e-06" in str(choice["note"].sel(K=2).item())

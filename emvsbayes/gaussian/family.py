@@ -778,22 +778,20 @@ class GaussianFamily:
     def model_choice_run(self, model_def, data, em_spec, rng, fit_until):
         """Soft EM for one K of the model choice, under the spec's restart rule, from k-means++ starts (the
         spec's own ``init`` may be parameters for another K)."""
-        from emvsbayes.uncertainty.model_choice import degenerate_components
-
         x = _matrix(data)
 
         def degenerate(fit) -> bool:
-            counts = expected_counts(model_def, fit.params, x)
-            return degenerate_components(counts, model_def.covariance_type, x.shape[1]).size > 0
+            small, singular = _degenerate(model_def, fit.params, x)
+            return small.size + singular.size > 0
 
-        # Once the best of n_init starts is degenerate, more starts only find spikes on fewer points.
+        # Once the best of n_init starts is degenerate, more starts only find spikes on fewer points (or other
+        # collapsed covariances: a better log-likelihood there measures reg_covar).
         return fit_until(gaussian_init.initial_params_source(model_def, x, "k-means++", rng), restart_policy(em_spec), futile=degenerate)
 
     def model_choice_checks(self, model_def, data, run) -> dict:
         """Before EM (``run`` None): K beyond the rows, more free parameters than numbers in the data; after:
-        components too small for their covariance, a best optimum reached by a single start."""
-        from emvsbayes.uncertainty.model_choice import degenerate_components
-
+        components too small for their covariance or with a covariance singular but for reg_covar, a best optimum
+        reached by a single start."""
         x = _matrix(data)
         (n, d), k = x.shape, model_def.n_components
         covariance = model_def.covariance_type
@@ -803,15 +801,18 @@ class GaussianFamily:
             return {"notes": [f"K = {k} is more than the {n} rows"] if k > n else [], "too_many": k > n,
                     "late_notes": [f"ill-posed: {n_params} free parameters for the {n * d} numbers in the data"]
                     if ill_posed else [], "skip_bayes": k > n or ill_posed}
-        counts = expected_counts(model_def, run.restarts.best.params, x)
-        small = degenerate_components(counts, covariance, d)
+        best = run.restarts.best.params
+        counts = expected_counts(model_def, best, x)
+        small, singular = _degenerate(model_def, best, x)
         notes = []
         if small.size:
             notes.append(_degenerate_note(counts, small, covariance, d))
-        elif run.n_reached_best < 2:
+        if singular.size:
+            notes.append(_singular_note(model_def, best, singular))
+        if not notes and run.n_reached_best < 2:
             notes.append(f"the best log-likelihood was reached by only {run.n_reached_best} of "
                          f"{run.n_starts} EM starts: a better optimum may exist")
-        return {"notes": notes, "row": {"expected_counts": counts, "degenerate": bool(small.size)}}
+        return {"notes": notes, "row": {"expected_counts": counts, "degenerate": bool(small.size + singular.size)}}
 
     def model_choice_attrs(self, spec: dict, data) -> dict:
         from emvsbayes.uncertainty.model_choice import min_component_points
@@ -822,6 +823,25 @@ class GaussianFamily:
 
 
 FAMILY = GaussianFamily()
+
+
+def _degenerate(model_def, params, x) -> tuple[np.ndarray, np.ndarray]:
+    """The components of a fit that are no cluster: (too few expected points for their covariance, covariance
+    singular but for reg_covar); see :mod:`emvsbayes.uncertainty.model_choice`."""
+    from emvsbayes.uncertainty.model_choice import degenerate_components, singular_components
+
+    small = degenerate_components(expected_counts(model_def, params, x), model_def.covariance_type, x.shape[1])
+    return small, np.setdiff1d(singular_components(params.full_covariances(), model_def.reg_covar), small)
+
+
+def _singular_note(model_def, params, singular: np.ndarray) -> str:
+    smallest = np.linalg.eigvalsh(params.full_covariances()[singular])[:, 0]
+    shown = ", ".join(f"{int(k)}" for k in singular[:6]) + (", ..." if len(singular) > 6 else "")
+    one = len(singular) == 1
+    return (f"degenerate: the covariance{'' if one else 's'} of component{'' if one else 's'} {shown} of EM's answer "
+            f"{'is' if one else 'are'} singular but for reg_covar = {model_def.reg_covar:g} (smallest variance "
+            f"{np.min(smallest):.2g}): {'its' if one else 'their'} members do not vary along some direction (a column "
+            f"they all share one value of), so {'its' if one else 'their'} likelihood measures reg_covar, not the data")
 
 
 def _degenerate_note(counts: np.ndarray, small: np.ndarray, covariance: str, d: int) -> str:

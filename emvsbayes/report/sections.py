@@ -1198,10 +1198,12 @@ def _model_choice(ctx: Context) -> str:
                  "how many ended at the best.")
     if degenerate.any():
         points = choice.attrs.get("min_component_points")
-        note += (f" Rows marked degenerate have a component of EM's answer holding fewer than "
+        note += (f" Rows marked degenerate have a component of EM's answer that is no cluster: it holds fewer than "
                  f"{points if points is not None else 'the'} expected points (sum of its responsibilities), too few to "
-                 "estimate its covariance: a spike on a few points that raises the likelihood without being a "
-                 "cluster. They are never bolded; the best is chosen among the other rows.")
+                 "estimate its covariance (a spike on a few points), or its covariance is singular but for reg_covar "
+                 "(its members do not vary along some direction, as when they share one value of a two-valued "
+                 "column). Either raises the likelihood without describing a group, and the more so the smaller "
+                 "reg_covar; the row's note says which. They are never bolded; the best is chosen among the other rows.")
     if "lrt_p_value" in choice and np.isfinite(np.asarray(choice["lrt_p_value"].values, dtype=float)).any():
         n_boot = int(choice.attrs.get("lrt_bootstrap", 0))
         failed = int(np.nansum(choice["lrt_n_failed"].values)) if "lrt_n_failed" in choice else 0

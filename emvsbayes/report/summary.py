@@ -361,9 +361,10 @@ def _degenerate_choice_findings(tree: xr.DataTree) -> list[Finding]:
     names = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "elpd_loo": "elpd_loo", "log_evidence": "the evidence"}
     won = [f"{names[name]} (K = {choice.attrs[f'degenerate_best_by_{name}']})" for name in names
            if f"degenerate_best_by_{name}" in choice.attrs]
-    text = (f"Model choice: EM's answer for K = {', '.join(map(str, flagged))} has a component holding fewer than "
-            f"{choice.attrs.get('min_component_points', 'the needed')} expected points, too few to estimate its "
-            "covariance (a spike, not a cluster)")
+    text = (f"Model choice: EM's answer for K = {', '.join(map(str, flagged))} has a component that is no cluster: "
+            f"it holds fewer than {choice.attrs.get('min_component_points', 'the needed')} expected points, too few to "
+            "estimate its covariance (a spike), or its covariance is singular but for reg_covar (its members do not "
+            "vary along some direction)")
     text += (f"; it would be best by {', '.join(won)}, so the best is chosen among the other K." if won else ".")
     return [Finding(text, "Do not choose K by a degenerate fit; read the best non-degenerate K, or give the "
                           "components a stronger prior on their scales.")]

@@ -33,6 +33,11 @@ variance per coordinate or per component), 1 for ``tied`` (the shared covariance
 points; a component needs only its mean). ``n_k`` is a sum of responsibilities, so the count is taken to
 the nearest point: a component is flagged when ``n_k < m - 1/2``.
 
+A component can also collapse with many points: when its members share one value of a column (a 0/1 column,
+say), their covariance is singular but for ``reg_covar``, and its density on that column, with it the
+likelihood, is set by ``reg_covar``. :func:`singular_components` flags a covariance whose smallest eigenvalue is
+below twice ``reg_covar``.
+
 For the Bayesian fit, :func:`loo_waic` reads the pointwise log-likelihood of a PyMC fit and returns
 PSIS-LOO from ArviZ (``az.loo``) and WAIC, which ArviZ 1.3 no longer provides and which is therefore
 computed here from the same pointwise values (Watanabe 2010; the formulas of Vehtari, Gelman & Gabry
@@ -67,6 +72,7 @@ __all__ = [
     "PredictiveCriteria",
     "criteria",
     "degenerate_components",
+    "singular_components",
     "information_criteria",
     "loo_waic",
     "LFO_PARETO_K_THRESHOLD",
@@ -161,6 +167,21 @@ def min_component_points(covariance_type: str, n_features: int) -> int:
     """The fewest points a component must hold for its own covariance to be estimated, not copied from
     its points (see the module docstring): D + 2 ``full``, 3 ``diag`` / ``spherical``, 1 ``tied``."""
     return {"full": n_features + 2, "diag": 3, "spherical": 3, "tied": 1}[covariance_type]
+
+
+#: A component's covariance counts as singular when its smallest eigenvalue is below this multiple of reg_covar:
+#: its members then spread less than reg_covar along that direction, and reg_covar, not the data, sets its density.
+SINGULAR_REG_COVAR_MULTIPLE = 2.0
+
+
+def singular_components(covariances, reg_covar: float) -> np.ndarray:
+    """Indices of the components whose covariance (K, D, D) is singular but for ``reg_covar`` (smallest
+    eigenvalue below :data:`SINGULAR_REG_COVAR_MULTIPLE` x ``reg_covar``): their members do not vary along some
+    direction, as when every one shares a value of a two-valued column. Such a component holds many points and
+    passes :func:`degenerate_components`, yet its density there grows without bound as ``reg_covar`` shrinks
+    (each member gains about ``-log(reg_covar) / 2``), so its log-likelihood measures ``reg_covar``, not the data."""
+    cov = np.asarray(covariances, dtype=float)
+    return np.flatnonzero(np.linalg.eigvalsh(cov)[:, 0] < SINGULAR_REG_COVAR_MULTIPLE * reg_covar)
 
 
 def degenerate_components(expected_counts, covariance_type: str, n_features: int) -> np.ndarray:
