@@ -840,8 +840,8 @@ def _singular_note(model_def, params, singular: np.ndarray) -> str:
     one = len(singular) == 1
     return (f"degenerate: the covariance{'' if one else 's'} of component{'' if one else 's'} {shown} of EM's answer "
             f"{'is' if one else 'are'} singular but for reg_covar = {model_def.reg_covar:g} (smallest variance "
-            f"{np.min(smallest):.2g}): {'its' if one else 'their'} members do not vary along some direction (a column "
-            f"they all share one value of), so {'its' if one else 'their'} likelihood measures reg_covar, not the data")
+            f"{np.min(smallest):.2g}): {'its' if one else 'their'} members do not vary along some direction (as when "
+            f"they all share one value of a column), so {'its' if one else 'their'} likelihood measures reg_covar, not the data")
 
 
 def _degenerate_note(counts: np.ndarray, small: np.ndarray, covariance: str, d: int) -> str:
