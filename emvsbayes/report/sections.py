@@ -1318,8 +1318,8 @@ def _ill_posed(ctx: Context, choice: xr.Dataset, degenerate: np.ndarray) -> str:
                            "as above; a spherical covariance shares one variance across the features and stays proper.")
         small = [int(k) for k, flag in zip(ks, degenerate) if flag and k <= k_main]
         if small:
-            why.append(f"Even K = {', '.join(map(str, small))} with {structure} covariances is marked degenerate in "
-                       "the table above.")
+            why.append(f"Even K = {', '.join(map(str, small))} with {structure} covariances "
+                       f"{'is' if len(small) == 1 else 'are'} marked degenerate in the table above.")
         text.append(" ".join(why))
     if ill_posed:
         text.append(f"The results keep only each K's criteria, not its clusters: a K = {k_bad} fit is the degenerate "
