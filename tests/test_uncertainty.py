@@ -694,3 +694,31 @@ def test_a_cluster_sharing_one_value_of_a_two_valued_column_is_flagged_degenerat
         assert choice["degenerate"].sel(K=2).item() == flagged, covariance
         if flagged:
             assert "singular but for reg_covar = 1e-06" in str(choice["note"].sel(K=2).item())
+
+
+def test_a_main_fit_whose_component_collapsed_is_a_finding_on_its_page():
+    """The same collapse in the comparison's own fit (not only in model choice): the em group records why
+    (attribute ``degenerate``) and the summary warns, naming the fix; a sound fit records "" and gets no warning."""
+    from emvsbayes.data import ContinuousData
+    from emvsbayes.family import get_family
+    from emvsbayes.gaussian import em as gaussian_em
+    from emvsbayes.gaussian.model import GaussianMixtureModel
+    import xarray as xr
+
+    from emvsbayes.report.summary import build_summary
+    from emvsbayes.results import build_tree
+
+    rng = np.random.default_rng(7)
+    x = np.column_stack([np.concatenate([rng.normal(-3, 1, 60), rng.normal(3, 1, 60)]),
+                         np.concatenate([np.zeros(60), rng.integers(0, 2, 60)])])
+    data = ContinuousData(x=x, columns=("a", "b"), labels=tuple(str(i) for i in range(len(x))))
+    family = get_family("gaussian")
+    for covariance, collapsed in (("full", True), ("spherical", False)):
+        model = GaussianMixtureModel(2, covariance)
+        start = gaussian_em.params_from_resp(model, x, np.eye(2)[(x[:, 0] > 0).astype(int)])
+        fit = gaussian_em.fit(model, x, start, tol=1e-10, max_iter=2000)
+        attrs = family.estimate_attrs(model, data, fit, [])
+        assert ("singular but for reg_covar" in attrs["degenerate"]) is collapsed, covariance
+        em = xr.Dataset({"loglik": fit.loglik}, attrs={**attrs, "converged": 1, "n_iter": fit.n_iter})
+        texts = [w.problem for w in build_summary(build_tree({"em": em}, {})).warnings]
+        assert any(t.startswith("EM's answer is degenerate: the covariance of component 0") for t in texts) is collapsed

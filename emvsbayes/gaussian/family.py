@@ -770,10 +770,16 @@ class GaussianFamily:
         return {"kmeans": group}
 
     def estimate_attrs(self, model_def, data, fit, failures) -> dict:
+        """Restart failures, BIC and AIC, and ``degenerate``: why a component of the answer is no cluster (too
+        few points for its covariance, or a covariance singular but for reg_covar), "" when none is."""
         n, d = np.shape(data.x)
         p = model_def.n_free_parameters(d)
         return dict(n_failed_restarts=len(failures), failure=failures[0] if failures else "", n_free_parameters=p,
-                    bic=-2 * fit.loglik + p * np.log(n), aic=-2 * fit.loglik + 2 * p)
+                    bic=-2 * fit.loglik + p * np.log(n), aic=-2 * fit.loglik + 2 * p,
+                    # rows held in memory: both rules; a store's rows (a Dask array) are not read again here, so
+                    # only the covariance rule, which needs the parameters alone
+                    degenerate="; ".join(_degenerate_notes(model_def, fit.params,
+                                                           data.x if isinstance(data.x, np.ndarray) else None)))
 
     def model_choice_run(self, model_def, data, em_spec, rng, fit_until):
         """Soft EM for one K of the model choice, under the spec's restart rule, from k-means++ starts (the
@@ -804,11 +810,7 @@ class GaussianFamily:
         best = run.restarts.best.params
         counts = expected_counts(model_def, best, x)
         small, singular = _degenerate(model_def, best, x)
-        notes = []
-        if small.size:
-            notes.append(_degenerate_note(counts, small, covariance, d))
-        if singular.size:
-            notes.append(_singular_note(model_def, best, singular))
+        notes = _degenerate_notes(model_def, best, x)
         if not notes and run.n_reached_best < 2:
             notes.append(f"the best log-likelihood was reached by only {run.n_reached_best} of "
                          f"{run.n_starts} EM starts: a better optimum may exist")
@@ -832,6 +834,24 @@ def _degenerate(model_def, params, x) -> tuple[np.ndarray, np.ndarray]:
 
     small = degenerate_components(expected_counts(model_def, params, x), model_def.covariance_type, x.shape[1])
     return small, np.setdiff1d(singular_components(params.full_covariances(), model_def.reg_covar), small)
+
+
+def _degenerate_notes(model_def, params, x) -> list[str]:
+    """One note per way the fit's components are no cluster (see :func:`_degenerate`); empty when none is. Without
+    the rows (``x`` None) only the covariance rule."""
+    if x is None:
+        from emvsbayes.uncertainty.model_choice import singular_components
+
+        singular = singular_components(params.full_covariances(), model_def.reg_covar)
+        return [_singular_note(model_def, params, singular)] if singular.size else []
+    small, singular = _degenerate(model_def, params, x)
+    notes = []
+    if small.size:
+        notes.append(_degenerate_note(expected_counts(model_def, params, x), small, model_def.covariance_type,
+                                      x.shape[1]))
+    if singular.size:
+        notes.append(_singular_note(model_def, params, singular))
+    return notes
 
 
 def _singular_note(model_def, params, singular: np.ndarray) -> str:
