@@ -340,8 +340,8 @@ def _em_findings(tree: xr.DataTree, em: xr.Dataset | None) -> list[Finding]:
     if degenerate:
         # the family's own account (emvsbayes.gaussian: too few points, or a covariance singular but for reg_covar)
         findings.append(Finding(
-            f"EM's answer is {degenerate}. Its log-likelihood and every criterion built on it then measure the "
-            "regularisation, not the data.",
+            f"EM's answer is {degenerate}; its log-likelihood, and the BIC and AIC built on it, reward that "
+            "collapse.",
             "Use fewer components, or a covariance that shares variances (spherical or tied); or leave out a "
             "column the components' members do not vary on."))
     failed = int(em.attrs.get("n_failed_restarts", 0) or 0) if em is not None else 0
