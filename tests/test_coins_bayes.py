@@ -102,7 +102,10 @@ def test_ordered_model_with_estimated_weights_matches_exact(paper):
     exact = exact_posterior(model, paper.heads, paper.tosses)
     pm_model = bayes.build_model(model, paper.heads, paper.tosses)
     starts = bayes.initvals_from_params(model, [CoinParams([0.8, 0.5], [0.6, 0.4])])
-    tree = sample_posterior(pm_model, SamplerSettings("pymc", chains=2, draws=2000, tune=1000, target_accept=0.9),
+    # numpyro's programs, not PyMC's own NUTS: with the same seed, PyMC's sampler gave draws whose theta sd sat
+    # 4.2 Monte Carlo standard errors from the exact one in some runs on one machine (AMD EPYC, 2026-12-04) and
+    # passed in others, so its outcome was not fixed by the seed; the JAX programs' draws are.
+    tree = sample_posterior(pm_model, SamplerSettings("numpyro", chains=2, draws=2000, tune=1000, target_accept=0.9),
                             5, starts).tree
     theta = tree["posterior"]["theta"].values
     assert np.all(theta[..., 0] <= theta[..., 1])  # the ordered transform holds in every draw
