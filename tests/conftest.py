@@ -44,6 +44,15 @@ def lecture_run(tmp_path_factory):
     return out
 
 
+#: The PyTensor mode of a test's own evaluations of a PyMC graph (an oracle evaluated a few or a few hundred
+#: times): each op's Python implementation, no compilation. PyTensor's default mode compiles every graph with
+#: numba: 5-45 s per graph on a 2-core machine with a cold cache, which made such tests the suite's largest cost
+#: on a fresh clone (tests/test_gaussian_bayes.py's structures: 93 s cold, 24 s in this mode). The graph is the
+#: one emvsbayes builds; only how it is evaluated changes, and every such test compares its values with an
+#: independent oracle at a stated tolerance.
+ORACLE_MODE = "FAST_COMPILE"
+
+
 #: The quick form of a bundled spec: the same structure (data, family, K, groups, ladder rungs, report) with 2
 #: chains of 50 draws after 50 tuning steps, at most 3 EM starts, 4 bootstrap replicates, no model choice, and
 #: a short uncertainty ladder (QUICK_LADDER).

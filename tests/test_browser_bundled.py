@@ -86,6 +86,8 @@ def reduced_run(name: str, out: Path) -> Path:
     if data_file is not None:
         spec["data"]["file"] = str(data_file)
     spec["bayes"].update(draws=200, tune=200)
+    # the posterior per K of the model choice too (its table's rows and columns do not depend on the draws)
+    spec["model_choice"].update(draws=min(spec["model_choice"]["draws"], 200), tune=min(spec["model_choice"]["tune"], 200))
     if spec["em"].get("bootstrap"):
         spec["em"]["bootstrap"] = 10
     if spec.get("ladder", {}).get("enabled"):

@@ -14,6 +14,7 @@ import pymc as pm
 import pytest
 from scipy import stats
 
+from conftest import ORACLE_MODE
 from emvsbayes.gaussian import bayes
 from emvsbayes.gaussian.model import COVARIANCE_TYPES, GaussianMixtureModel, GaussianParams, parameter_dims
 from emvsbayes.sampling import SamplerSettings, sample_posterior
@@ -116,7 +117,8 @@ def test_posterior_names_loglik_and_predictive(which, request, data_1d, data_2d)
     assert log_lik.dims == ("chain", "draw", "obs")
     assert log_lik.shape == (SETTINGS.chains, SETTINGS.draws, x.shape[0])
     assert np.all(np.isfinite(log_lik.values))
-    predictive = pm.sample_posterior_predictive(tree, model=model, random_seed=31, progressbar=False)
+    predictive = pm.sample_posterior_predictive(tree, model=model, random_seed=31, progressbar=False,
+                                            compile_kwargs={"mode": ORACLE_MODE})
     simulated = predictive["posterior_predictive"]["x"]
     observed_shape = x.shape if x.shape[1] > 1 else x.shape[:1]
     assert simulated.shape == (SETTINGS.chains, SETTINGS.draws, *observed_shape)
@@ -196,7 +198,8 @@ def test_every_structure_builds_and_starts_from_em(structure, dim):
         # compiled function: each compilation costs about half of this test's time.
         reported = "sigma" if dim == 1 else "cov"
         outs = model.replace_rvs_by_values([model["w"], model["mu"], model[reported]])
-        get = model.compile_fn([model.logp(), *outs], inputs=model.value_vars, on_unused_input="ignore")
+        get = model.compile_fn([model.logp(), *outs], inputs=model.value_vars, on_unused_input="ignore",
+                               mode=ORACLE_MODE)
         if not ordered:
             # The symmetric model's own default start is usable; the ordered one's ties every mean.
             assert np.isfinite(get(model.initial_point())[0])

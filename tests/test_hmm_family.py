@@ -20,7 +20,7 @@ from emvsbayes.em import RestartPolicy
 from emvsbayes.errors import UserError
 from emvsbayes.hmm import em, inference
 from emvsbayes.hmm.model import HiddenMarkovModel, HMMParams, HMMPriors, stationary_distribution
-from conftest import run_cli
+from conftest import ORACLE_MODE, run_cli
 
 
 def earthquake_counts() -> np.ndarray:
@@ -169,9 +169,9 @@ def test_symbolic_stationary_distribution_and_its_gradient_on_the_simplex(k):
     matrix = pt.dmatrix("transition")
     weights = np.arange(1.0, k + 1.0)
     delta = stationary_symbolic(matrix, k)
-    value = pytensor.function([matrix], delta, on_unused_input="ignore")
+    value = pytensor.function([matrix], delta, on_unused_input="ignore", mode=ORACLE_MODE)
     gradient = pytensor.function([matrix], pytensor.grad(pt.dot(delta, weights), matrix, disconnected_inputs="ignore"),
-                                 on_unused_input="ignore")
+                                 on_unused_input="ignore", mode=ORACLE_MODE)
     rng = np.random.default_rng(k)
     matrices = [rng.dirichlet(np.full(k, 0.3), size=k) for _ in range(20)]
     sticky = 0.999999 * np.eye(k) + 1e-6 / max(k - 1, 1) * (1 - np.eye(k)) if k > 1 else np.ones((1, 1))
@@ -531,7 +531,7 @@ def test_pymc_logp_is_forward_loglik_plus_log_prior(emission, initial, ordered):
     # part alone (the potential) as outputs of one compiled function: each compilation costs ~1.5 s.
     [potential] = pymc_model.replace_rvs_by_values(pymc_model.potentials)
     both = pymc_model.compile_fn([pymc_model.logp(jacobian=False), potential], inputs=pymc_model.value_vars,
-                                 on_unused_input="ignore")
+                                 on_unused_input="ignore", mode=ORACLE_MODE)
     logp, likelihood = both(transformed)
     expected = _numpy_loglik(model, y, params) + bayes.log_prior(model, y, params)
     assert float(logp) == pytest.approx(expected, rel=1e-10)
@@ -558,7 +558,7 @@ def test_forward_op_gradient_and_jax_form_match_the_numpy_loglik():
     op = bayes._forward_loglik_op()
     inputs = [pt.dvector(), pt.dmatrix(), pt.dmatrix()]
     out = op(*inputs)
-    fn = pytensor.function(inputs, [out, *pytensor.grad(out, inputs)])
+    fn = pytensor.function(inputs, [out, *pytensor.grad(out, inputs)], mode=ORACLE_MODE)
     value, *grads = fn(log_initial, log_transition, log_emission)
     assert float(value) == pytest.approx(inference.log_likelihood(log_initial, log_transition, log_emission), rel=1e-12)
     args = [log_initial, log_transition, log_emission]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
+from conftest import ORACLE_MODE
 from emvsbayes.coins.bayes import build_model
 from emvsbayes.coins.em import fit as mle_fit
 from emvsbayes.coins.model import CoinMixture, CoinParams
@@ -22,8 +23,8 @@ def _scipy_map(model_def, start):
     model = build_model(model_def, HEADS, TOSSES)
     point = unconstrained_start(model, start)
     raveled = DictToArrayBijection.map({v.name: point[v.name] for v in model.value_vars})
-    logp = model.compile_logp(jacobian=False)
-    dlogp = model.compile_dlogp(jacobian=False)
+    logp = model.compile_logp(jacobian=False, mode=ORACLE_MODE)
+    dlogp = model.compile_dlogp(jacobian=False, mode=ORACLE_MODE)
 
     def as_point(phi):
         return DictToArrayBijection.rmap(RaveledVars(phi, raveled.point_map_info))
@@ -92,7 +93,7 @@ def test_gaussian_1d_map_em_equals_scipy_on_the_pymc_log_posterior(covariance):
     values = fit.params.variables()
     point = unconstrained_start(model, initvals_from_params(model_def, [fit.params])[0])
     raveled = DictToArrayBijection.map({v.name: point[v.name] for v in model.value_vars})
-    logp, dlogp = model.compile_logp(jacobian=False), model.compile_dlogp(jacobian=False)
+    logp, dlogp = model.compile_logp(jacobian=False, mode=ORACLE_MODE), model.compile_dlogp(jacobian=False, mode=ORACLE_MODE)
 
     def as_point(phi):
         return DictToArrayBijection.rmap(RaveledVars(phi, raveled.point_map_info))

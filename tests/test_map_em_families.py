@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
+from conftest import ORACLE_MODE
 from emvsbayes.family import get_family
 from emvsbayes.ladder.laplace import constrained_values, unconstrained_start
 
@@ -21,7 +22,7 @@ def _optimiser_modes(model, starts, rng, n_jittered=4):
     at the last start). Each compiled function is compiled once (compiling dominates the test's time)."""
     from pymc.blocking import DictToArrayBijection, RaveledVars
 
-    logp, dlogp = model.compile_logp(jacobian=False), model.compile_dlogp(jacobian=False)
+    logp, dlogp = model.compile_logp(jacobian=False, mode=ORACLE_MODE), model.compile_dlogp(jacobian=False, mode=ORACLE_MODE)
     raveled = [DictToArrayBijection.map({v.name: unconstrained_start(model, s)[v.name] for v in model.value_vars})
                for s in starts]
     info = raveled[0].point_map_info

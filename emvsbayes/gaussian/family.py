@@ -778,8 +778,8 @@ class GaussianFamily:
                     bic=-2 * fit.loglik + p * np.log(n), aic=-2 * fit.loglik + 2 * p,
                     # rows held in memory: both rules; a store's rows (a Dask array) are not read again here, so
                     # only the covariance rule, which needs the parameters alone
-                    degenerate="; ".join(_degenerate_notes(model_def, fit.params,
-                                                           data.x if isinstance(data.x, np.ndarray) else None)))
+                    degenerate="; ".join(_degeneracy(model_def, fit.params,
+                                                     data.x if isinstance(data.x, np.ndarray) else None)[1]))
 
     def model_choice_run(self, model_def, data, em_spec, rng, fit_until):
         """Soft EM for one K of the model choice, under the spec's restart rule, from k-means++ starts (the
@@ -787,8 +787,7 @@ class GaussianFamily:
         x = _matrix(data)
 
         def degenerate(fit) -> bool:
-            small, singular = _degenerate(model_def, fit.params, x)
-            return small.size + singular.size > 0
+            return bool(_degeneracy(model_def, fit.params, x)[1])
 
         # Once the best of n_init starts is degenerate, more starts only find spikes on fewer points (or other
         # collapsed covariances: a better log-likelihood there measures reg_covar).
@@ -800,21 +799,18 @@ class GaussianFamily:
         reached by a single start."""
         x = _matrix(data)
         (n, d), k = x.shape, model_def.n_components
-        covariance = model_def.covariance_type
         if run is None:
             n_params = model_def.n_free_parameters(d)
             ill_posed = n_params >= n * d
             return {"notes": [f"K = {k} is more than the {n} rows"] if k > n else [], "too_many": k > n,
                     "late_notes": [f"ill-posed: {n_params} free parameters for the {n * d} numbers in the data"]
                     if ill_posed else [], "skip_bayes": k > n or ill_posed}
-        best = run.restarts.best.params
-        counts = expected_counts(model_def, best, x)
-        small, singular = _degenerate(model_def, best, x)
-        notes = _degenerate_notes(model_def, best, x)
-        if not notes and run.n_reached_best < 2:
+        counts, notes = _degeneracy(model_def, run.restarts.best.params, x)
+        degenerate = bool(notes)
+        if not degenerate and run.n_reached_best < 2:
             notes.append(f"the best log-likelihood was reached by only {run.n_reached_best} of "
                          f"{run.n_starts} EM starts: a better optimum may exist")
-        return {"notes": notes, "row": {"expected_counts": counts, "degenerate": bool(small.size + singular.size)}}
+        return {"notes": notes, "row": {"expected_counts": counts, "degenerate": degenerate}}
 
     def model_choice_attrs(self, spec: dict, data) -> dict:
         from emvsbayes.uncertainty.model_choice import min_component_points
@@ -827,31 +823,25 @@ class GaussianFamily:
 FAMILY = GaussianFamily()
 
 
-def _degenerate(model_def, params, x) -> tuple[np.ndarray, np.ndarray]:
-    """The components of a fit that are no cluster: (too few expected points for their covariance, covariance
-    singular but for reg_covar); see :mod:`emvsbayes.uncertainty.model_choice`."""
+def _degeneracy(model_def, params, x) -> tuple[np.ndarray | None, list[str]]:
+    """The expected points of each component of a fit (None without the rows), and one note per way its components
+    are no cluster: too few expected points for their covariance, or a covariance singular but for reg_covar (see
+    :mod:`emvsbayes.uncertainty.model_choice`); no note when every component is a cluster. Without the rows
+    (``x`` None) only the covariance rule, which needs the parameters alone. One E-step on the rows."""
     from emvsbayes.uncertainty.model_choice import degenerate_components, singular_components
 
-    small = degenerate_components(expected_counts(model_def, params, x), model_def.covariance_type, x.shape[1])
-    return small, np.setdiff1d(singular_components(params.full_covariances(), model_def.reg_covar), small)
-
-
-def _degenerate_notes(model_def, params, x) -> list[str]:
-    """One note per way the fit's components are no cluster (see :func:`_degenerate`); empty when none is. Without
-    the rows (``x`` None) only the covariance rule."""
+    singular = singular_components(params.full_covariances(), model_def.reg_covar)
     if x is None:
-        from emvsbayes.uncertainty.model_choice import singular_components
-
-        singular = singular_components(params.full_covariances(), model_def.reg_covar)
-        return [_singular_note(model_def, params, singular)] if singular.size else []
-    small, singular = _degenerate(model_def, params, x)
+        return None, [_singular_note(model_def, params, singular)] if singular.size else []
+    counts = expected_counts(model_def, params, x)
+    small = degenerate_components(counts, model_def.covariance_type, x.shape[1])
+    singular = np.setdiff1d(singular, small)  # a spike's covariance is singular too: one note for it, the first
     notes = []
     if small.size:
-        notes.append(_degenerate_note(expected_counts(model_def, params, x), small, model_def.covariance_type,
-                                      x.shape[1]))
+        notes.append(_degenerate_note(counts, small, model_def.covariance_type, x.shape[1]))
     if singular.size:
         notes.append(_singular_note(model_def, params, singular))
-    return notes
+    return counts, notes
 
 
 def _singular_note(model_def, params, singular: np.ndarray) -> str:
