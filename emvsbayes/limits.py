@@ -197,13 +197,13 @@ def check_run(spec: dict, n: int, d: int) -> None:
         check_fits(sampler_need(n, k_max, d, family, choice["chains"], choice["draws"]),
                    f"{sparse} with chains x draws = {choice['chains']:,} x {choice['draws']:,}",
                    "lower [model_choice] sparse_components, chains or draws")
+    if choice["sparse"] or (choice["bayes"] and choice["components"]):  # a posterior per K, or the sparse one
         _check_count(choice["tune"], "[model_choice] tune", usual="500")
     for kc in choice["components"]:
         check_fits(em_need(n, kc, d, family, {**em, "n_init": max(em["n_init"], 10)}),
                    f"[model_choice] EM for K = {kc} on {n:,} {noun}",
                    "lower the K listed in [model_choice] components")
         if choice["bayes"]:
-            _check_count(choice["tune"], "[model_choice] tune", usual="500")
             check_fits(sampler_need(n, kc, d, family, choice["chains"], choice["draws"]),
                        f"[model_choice] chains x draws = {choice['chains']:,} x {choice['draws']:,} for K = {kc}",
                        "lower [model_choice] chains or draws (or set bayes = false)")
