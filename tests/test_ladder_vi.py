@@ -12,6 +12,7 @@ import numpy as np
 import pymc as pm
 import pytest
 
+from conftest import ORACLE_MODE
 from emvsbayes.ladder.vi import ASSUMES, elbo_window_means, fit_vi, pareto_k, smoothed_weights, vi_draws
 
 SIGMA, TAU = 0.5, 10.0
@@ -34,7 +35,7 @@ def regression():
 
 @pytest.fixture(scope="module")
 def fullrank(regression):
-    return fit_vi(regression[0], "fullrank", 3000, seed=1)
+    return fit_vi(regression[0], "fullrank", 3000, seed=1, compile_mode=ORACLE_MODE)
 
 
 def test_fullrank_advi_finds_the_exact_gaussian_posterior(regression, fullrank):
@@ -47,7 +48,7 @@ def test_fullrank_advi_finds_the_exact_gaussian_posterior(regression, fullrank):
 
 def test_meanfield_advi_gives_the_known_understated_spread(regression):
     model, mean, cov, precision = regression
-    fit = fit_vi(model, "meanfield", 3000, seed=1)
+    fit = fit_vi(model, "meanfield", 3000, seed=1, compile_mode=ORACLE_MODE)
     # The mean-field optimum for a Gaussian posterior: the exact mean and sd 1 / sqrt(precision_ii),
     # about half the marginal sd at this correlation.
     assert np.all(np.abs(fit.mean - mean) < 4 * fit.mean_jitter)
@@ -88,7 +89,7 @@ def mixture():
     with pm.Model() as model:
         mu = pm.Normal("mu", 0.0, 3.0, shape=2)
         pm.NormalMixture("x", w=np.array([0.5, 0.5]), mu=mu, sigma=1.0, observed=x)
-    return model, fit_vi(model, "fullrank", 3000, seed=1, start={"mu": np.array([-1.0, 1.0])})
+    return model, fit_vi(model, "fullrank", 3000, seed=1, start={"mu": np.array([-1.0, 1.0])}, compile_mode=ORACLE_MODE)
 
 
 def test_elbo_increases_on_a_small_mixture(mixture):
@@ -108,7 +109,8 @@ def test_pareto_k_flags_a_q_locked_onto_one_labelling(mixture):
     Full-rank ADVI here spreads q across both labellings (its mean near (-0.3, -0.3)): wider than the posterior,
     bounded ratios, k-hat well under 0.7 (measured 0.34); PSIS cannot see a missed mode, only a narrow q."""
     model, fullrank_fit = mixture
-    locked = fit_vi(model, "meanfield", 3000, seed=1, start={"mu": np.array([-1.0, 1.0])})
+    locked = fit_vi(model, "meanfield", 3000, seed=1, start={"mu": np.array([-1.0, 1.0])},
+                    compile_mode=ORACLE_MODE)
     diagnostic = pareto_k(model, locked, 2000, np.random.default_rng(3))
     assert diagnostic.khat > 0.7 and diagnostic.verdict == "unreliable"
     assert pareto_k(model, fullrank_fit, 2000, np.random.default_rng(3)).khat < 0.6
@@ -125,5 +127,5 @@ def test_too_few_iterations_for_a_jitter_give_nan_not_a_warning(regression):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        fit = fit_vi(regression[0], "meanfield", 20, seed=1)
+        fit = fit_vi(regression[0], "meanfield", 20, seed=1, compile_mode=ORACLE_MODE)
     assert np.isnan(fit.mean_jitter).all() and np.isnan(fit.sd_jitter).all() and len(fit.elbo) == 20

@@ -558,7 +558,7 @@ def test_loo_prefers_the_true_number_of_components():
     from emvsbayes.sampling import SamplerSettings, sample_posterior
 
     data = simulate_gaussian_mixture(150, [0.5, 0.5], [[-2.5], [2.5]], [[[1.0]], [[1.0]]], np.random.default_rng(34))
-    sampler = SamplerSettings(sampler="pymc", chains=2, draws=300, tune=300, cores=1)
+    sampler = SamplerSettings(sampler="numpyro", chains=2, draws=300, tune=300, cores=1)
     starts = {
         1: GaussianParams([1.0], [[0.0]], [[[1 / 2.7]]]),
         2: GaussianParams([0.5, 0.5], [[-2.5], [2.5]], [[[1.0]], [[1.0]]]),
@@ -571,7 +571,9 @@ def test_loo_prefers_the_true_number_of_components():
         fits[k] = loo_waic(tree)
     gap = fits[2].elpd_loo - fits[1].elpd_loo
     # Two unit-variance components 5 sds apart against one wide normal: the gap is ~40 nats (seen
-    # 43), several times the se of either elpd (4-8); requiring 2 combined se is far from the edge.
+    # 43 with PyMC's NUTS, 39.7 with the default sampler and this seed), several times the se of either
+    # elpd (4-8); requiring 2 combined se (16 here) is far from the edge. The default sampler, not PyMC's
+    # NUTS: the test is about LOO, and PyMC's NUTS compiles its model with numba (~15 s on a cold cache).
     assert gap > 2 * math.hypot(fits[1].se_loo, fits[2].se_loo)
     assert fits[2].elpd_waic > fits[1].elpd_waic
     for fit in fits.values():
