@@ -7,6 +7,8 @@ metadata, the output folder, atomic writes, and rendering the report from the wr
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 import platform
 import sys
@@ -52,6 +54,25 @@ def machine_info() -> dict[str, object]:
             "cores": len(os.sched_getaffinity(0))}
 
 
+def _spec_errors_name_the_spec(check):
+    """``check(spec, ...)`` whose one-line errors about a spec key (they start with its section, "[data]
+    ...") begin with the spec file's path, as the spec's own validation errors do; a spec given as a dict
+    (the API) has no path and its errors stay as they are."""
+
+    @functools.wraps(check)
+    def checked(spec: dict, *args):
+        try:
+            return check(spec, *args)
+        except UserError as error:
+            path = spec.get("path")
+            if path and type(error) is UserError and str(error).startswith("["):
+                raise UserError(f"{path}: {error}") from None
+            raise
+
+    return checked
+
+
+@_spec_errors_name_the_spec
 def load_data(spec: dict):
     """The data a spec names: a bundled data set or a CSV file with the spec's column options, read by
     the spec's model family."""
@@ -59,10 +80,14 @@ def load_data(spec: dict):
     if data_spec["dataset"] is not None:
         names = [info.name for info in datasets.list_datasets()]
         if data_spec["dataset"] not in names:
-            raise UserError(f"[data] dataset {data_spec['dataset']!r} is not bundled; 'emvsbayes datasets' lists: {', '.join(names)}")
+            close = difflib.get_close_matches(str(data_spec["dataset"]), names, n=1)
+            raise UserError(f"[data] dataset {data_spec['dataset']!r} is not bundled"
+                            + (f"; did you mean {close[0]!r}?" if close else "")
+                            + f" ('emvsbayes datasets' lists: {', '.join(names)})")
     return get_family(spec["model"]["family"]).load_data(spec)
 
 
+@_spec_errors_name_the_spec
 def check_against_data(spec: dict, data) -> None:
     """Checks that need the data, made before any output is written or anything is fitted."""
     k = spec["model"]["components"]

@@ -151,20 +151,20 @@ SPEC_CASES = {
     # Checks that need the data: still before the output folder is created.
     "k_above_n": (
         COINS + "components = 6\n",
-        "[model] components = 6 is more than the 5 sets of tosses; use at most 5"),
+        "{spec}: [model] components = 6 is more than the 5 sets of tosses; use at most 5"),
     "k_list_in_model": (
         COINS + "components = [2, 3]\n",
-        "[model] components must be one K for the comparison; put a range in [model_choice] components"),
+        "{spec}: [model] components must be one K for the comparison; put a range in [model_choice] components"),
     "no_soft_em": (
         COINS + '[em]\nkinds = ["hard"]\n',
-        '[em] kinds must include "soft" (the EM answer compared with the posterior), e.g. kinds = ["soft", "hard"]'),
+        '{spec}: [em] kinds must include "soft" (the EM answer compared with the posterior), e.g. kinds = ["soft", "hard"]'),
     "prior_length_mismatch": (
         ACIDITY + "[bayes]\nmu_loc = [0.0, 1.0, 2.0]\n",
-        "[bayes] mu_loc has 3 values but the data have 1 columns; give one number, or one per column (log_anc)"),
+        "{spec}: [bayes] mu_loc has 3 values but the data have 1 columns; give one number, or one per column (log_anc)"),
     "unknown_dataset": (
         '[data]\ndataset = "coins_lectur"\n[model]\nfamily = "coins"\n',
-        "[data] dataset 'coins_lectur' is not bundled; 'emvsbayes datasets' lists: coins_do_batzoglou, "
-        "coins_lecture, old_faithful, galaxies, acidity, enzyme, heroes, earthquakes"),
+        "{spec}: [data] dataset 'coins_lectur' is not bundled; did you mean 'coins_lecture'? ('emvsbayes datasets' "
+        "lists: coins_do_batzoglou, coins_lecture, old_faithful, galaxies, acidity, enzyme, heroes, earthquakes)"),
     "poisson_rate_prior_of_three": (
         QUAKES + "[bayes]\nrate_prior = [2, 0.1, 3]\n",
         '{spec}: [bayes] rate_prior must be "auto" or [alpha, beta], the Gamma prior\'s positive shape and rate, e.g. '
@@ -175,7 +175,7 @@ SPEC_CASES = {
         "[2, 0.1], got 2"),
     "poisson_on_measurements": (
         '[data]\ndataset = "galaxies"\n[model]\nfamily = "poisson"\n',
-        "[data] galaxies does not hold counts for the poisson model; pick a data set of that kind (earthquakes) or a "
+        "{spec}: [data] galaxies does not hold counts for the poisson model; pick a data set of that kind (earthquakes) or a "
         "CSV file with [data] file and counts"),
     # A key only other families read was silently ignored (issue: the hidden corpus's family-mixing specs).
     "coins_given_a_covariance": (
@@ -215,7 +215,7 @@ SPEC_CASES = {
         "sample; set [bayes] enabled = true, or [ladder] enabled = false"),
     "dataset_of_wrong_kind": (
         '[data]\ndataset = "old_faithful"\n[model]\nfamily = "coins"\n',
-        "[data] old_faithful does not hold heads and tosses for the coins model; pick a data set of that kind"),
+        "{spec}: [data] old_faithful does not hold heads and tosses for the coins model; pick a data set of that kind"),
 }
 
 
@@ -357,7 +357,7 @@ CSV_CASES = {
     "coin_count_true": (COIN_SPEC, b"heads,tosses\ntrue,10\n", "",
                         "data.csv: line 2, column 'heads' (heads) is 'true', not a whole number; heads must be counts"),
     "k_above_rows": (GAUSS_SPEC, b"x\n1.0\n", "",
-                     "[model] components = 2 is more than the 1 rows of data; use at most 1"),
+                     "{spec}: [model] components = 2 is more than the 1 rows of data; use at most 1"),
 }
 
 
@@ -366,7 +366,7 @@ def test_bad_csv(case, tmp_path):
     spec_text, data, extra, expected = CSV_CASES[case]
     (tmp_path / "data.csv").write_bytes(data)
     spec, out = _write_spec(tmp_path, spec_text.format(extra=extra)), tmp_path / "out"
-    assert_user_error(run_cli("run", spec, "--out", out), expected, out)
+    assert_user_error(run_cli("run", spec, "--out", out), expected.replace("{spec}", str(spec)), out)
 
 
 def test_csv_missing(tmp_path):
@@ -757,57 +757,57 @@ LIMIT_TAIL = "or raise the limit with EMVSBAYES_MEMORY_LIMIT=<size> if the machi
 LIMIT_CASES = {
     "draws_int32_max": (
         COINS + "[bayes]\ndraws = 2147483647\n",
-        "[bayes] chains x draws = 4 x 2,147,483,647 on 5 sets and K = 2 would need about 4.31 TB of memory, more "
+        "{spec}: [bayes] chains x draws = 4 x 2,147,483,647 on 5 sets and K = 2 would need about 4.31 TB of memory, more "
         "than the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [bayes] chains or draws (or set enabled = "
         f"false), {LIMIT_TAIL}"),
     "bootstrap_int32_max": (
         COINS + "[em]\nbootstrap = 2147483647\n",
-        "[em] bootstrap = 2,147,483,647 replicates on 5 sets and K = 2 would need about 448 GB of memory, more than "
+        "{spec}: [em] bootstrap = 2,147,483,647 replicates on 5 sets and K = 2 would need about 448 GB of memory, more than "
         f"the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [em] bootstrap, {LIMIT_TAIL}"),
     "chains_100000": (
         COINS + "[bayes]\nchains = 100000\n",
-        "[bayes] chains x draws = 100,000 x 1,000 on 5 sets and K = 2 would need about 51.4 GB of memory, more than "
+        "{spec}: [bayes] chains x draws = 100,000 x 1,000 on 5 sets and K = 2 would need about 51.4 GB of memory, more than "
         "the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [bayes] chains or draws (or set enabled = false), "
         f"{LIMIT_TAIL}"),
     "tune_int32_max": (
         COINS + "[bayes]\ntune = 2147483647\n",
-        "[bayes] tune = 2,147,483,647 is more than 10,000,000 steps, far beyond what any mixture needs (1,000 is "
+        "{spec}: [bayes] tune = 2,147,483,647 is more than 10,000,000 steps, far beyond what any mixture needs (1,000 is "
         "usual); lower it"),
     "model_choice_draws": (
         COINS + "[model_choice]\ncomponents = [1, 2]\ndraws = 2147483647\n",
-        "[model_choice] chains x draws = 2 x 2,147,483,647 for K = 1 would need about 1.41 TB of memory, more than "
+        "{spec}: [model_choice] chains x draws = 2 x 2,147,483,647 for K = 1 would need about 1.41 TB of memory, more than "
         "the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [model_choice] chains or draws (or set bayes = "
         f"false), {LIMIT_TAIL}"),
     "ladder_draws": (
         QUAKES + "[ladder]\nenabled = true\ndraws = 2000000000\n", 
-        "[ladder] draws = 2,000,000,000 on 107 rows and K = 2 would need about 14.4 TB of memory, more than the limit "
+        "{spec}: [ladder] draws = 2,000,000,000 on 107 rows and K = 2 would need about 14.4 TB of memory, more than the limit "
         f"of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [ladder] draws, {LIMIT_TAIL}"),
     "ladder_bootstrap": (
         QUAKES + "[ladder]\nenabled = true\nbootstrap = 2000000000\n", 
-        "[ladder] bootstrap = 2,000,000,000 refits on 107 rows and K = 2 would need about 834 GB of memory, more than "
+        "{spec}: [ladder] bootstrap = 2,000,000,000 refits on 107 rows and K = 2 would need about 834 GB of memory, more than "
         f"the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [ladder] bootstrap, {LIMIT_TAIL}"),
     "ladder_vi_iter": (
         QUAKES + "[ladder]\nenabled = true\nvi_iter = 2000000000\n",
-        "[ladder] vi_iter = 2,000,000,000 is more than 10,000,000 steps, far beyond what any mixture needs (3,000 is "
+        "{spec}: [ladder] vi_iter = 2,000,000,000 is more than 10,000,000 steps, far beyond what any mixture needs (3,000 is "
         "usual); lower it"),
     "hmm_draws": (
         HMM + "[bayes]\ndraws = 2000000000\n", 
-        "[bayes] chains x draws = 4 x 2,000,000,000 on 107 time points and K = 2 would need about 58.4 TB of memory, "
+        "{spec}: [bayes] chains x draws = 4 x 2,000,000,000 on 107 time points and K = 2 would need about 58.4 TB of memory, "
         "more than the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [bayes] chains or draws (or set enabled = "
         f"false), {LIMIT_TAIL}"),
     "lrt_bootstrap_int32_max": (
         COINS + "[model_choice]\ncomponents = [1, 2]\nbayes = false\nlrt_bootstrap = 2000000000\n",
-        "[model_choice] lrt_bootstrap = 2,000,000,000 simulated data sets for each of 1 test(s) on 5 sets would need "
+        "{spec}: [model_choice] lrt_bootstrap = 2,000,000,000 simulated data sets for each of 1 test(s) on 5 sets would need "
         f"about 29.8 GB of memory, more than the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [model_choice] "
         f"lrt_bootstrap, {LIMIT_TAIL}"),
     "sparse_components_100000": (
         QUAKES + "[model_choice]\nsparse = true\nsparse_components = 100000\n",
-        "[model_choice] sparse_components = 100,000 on 107 rows (its EM start) would need about 15.5 GB of memory, "
+        "{spec}: [model_choice] sparse_components = 100,000 on 107 rows (its EM start) would need about 15.5 GB of memory, "
         "more than the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [model_choice] sparse_components, "
         f"{LIMIT_TAIL}"),
     "model_choice_tune": (
         QUAKES + "[model_choice]\ncomponents = [1, 2]\ntune = 2000000000\n",
-        "[model_choice] tune = 2,000,000,000 is more than 10,000,000 steps, far beyond what any mixture needs (500 is "
+        "{spec}: [model_choice] tune = 2,000,000,000 is more than 10,000,000 steps, far beyond what any mixture needs (500 is "
         "usual); lower it"),
     "em_max_iter_many_starts": (
         COINS + "[em]\nn_init = 100000\nmax_iter = 100000\n",
@@ -821,7 +821,8 @@ LIMIT_CASES = {
 def test_work_that_cannot_fit_in_memory_is_refused_before_it_starts(case, tmp_path):
     text, expected = LIMIT_CASES[case]
     spec, out = _write_spec(tmp_path, text), tmp_path / "out"
-    assert_user_error(run_cli("run", spec, "--out", out, env=ONE_GB, timeout=120), expected, out)
+    assert_user_error(run_cli("run", spec, "--out", out, env=ONE_GB, timeout=120), expected.replace("{spec}", str(spec)),
+                      out)
     assert not out.exists()
 
 
@@ -833,7 +834,7 @@ def test_ten_thousand_components_on_twenty_thousand_rows_is_refused(tmp_path):
     # Without a limit set: the machine's own memory (the estimate is 23 TB, beyond any machine).
     proc = run_cli("run", spec, "--out", out, timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert re.fullmatch(r"emvsbayes: error: \[bayes\] chains x draws = 4 x 1,000 on 20,000 rows and K = 10000 would "
+    assert re.fullmatch(re.escape(f"emvsbayes: error: {spec}: ") + r"\[bayes\] chains x draws = 4 x 1,000 on 20,000 rows and K = 10000 would "
                         r"need about 23\.3 TB of memory, more than the limit of .* \(90% of this machine's .*\); lower "
                         r"\[bayes\] chains or draws \(or set enabled = false\), " + re.escape(LIMIT_TAIL),
                         proc.stderr.strip()), proc.stderr
@@ -996,17 +997,17 @@ GAUSS_INIT_CASES = {
         "point), got [0, 1]"),
     "weights_wrong_length": (
         "{means = [3.0, 6.0], weights = [0.5, 0.3, 0.2]}",
-        "[em] init weights must be 2 numbers, one per component (K = 2), got [0.5, 0.3, 0.2]"),
+        "{spec}: [em] init weights must be 2 numbers, one per component (K = 2), got [0.5, 0.3, 0.2]"),
     "means_1e300": (
         "{means = [1e300, 6.0]}",
-        "[em] init means: 1e+300 (component 0, column 0) is far from the data, whose values lie in [2.92852, 7.10513]; "
+        "{spec}: [em] init means: 1e+300 (component 0, column 0) is far from the data, whose values lie in [2.92852, 7.10513]; "
         "give means between -707.584 and 717.618"),
     "means_wrong_length": (
         "{means = [3.0, 6.0, 7.0]}",
-        "[em] init means must be K = 2 rows of D = 1 numbers (one per column), got [3.0, 6.0, 7.0]"),
+        "{spec}: [em] init means must be K = 2 rows of D = 1 numbers (one per column), got [3.0, 6.0, 7.0]"),
     "means_ragged": (
         "{means = [[3.0], [6.0, 1.0]]}",
-        "[em] init means must be K = 2 rows of D = 1 numbers (one per column), got [[3.0], [6.0, 1.0]]"),
+        "{spec}: [em] init means must be K = 2 rows of D = 1 numbers (one per column), got [[3.0], [6.0, 1.0]]"),
 }
 
 
