@@ -184,6 +184,11 @@ def _table(data, source: str):
         if not isinstance(data.index, pd.RangeIndex) or data.index.start != 0 or data.index.step != 1:
             labels = tuple(str(v) for v in data.index)
         return names, [data[c].to_numpy() for c in data.columns], labels, "DataFrame"
+    if isinstance(data, np.ma.MaskedArray) and np.ma.is_masked(data):
+        # np.asarray drops the mask: the masked entries' stand-in values (often -999) would be fitted as data
+        row = int(np.argwhere(np.ma.getmaskarray(data))[0][0]) + 1
+        raise UserError(f"{source}: data is a masked array with masked entries (the first in row {row}); remove those rows "
+                        "(e.g. x[~x.mask.any(axis=-1)] for 2-D, x.compressed() for 1-D) and pass the rest")
     if isinstance(data, (list, tuple)) or isinstance(data, np.ndarray):
         flag = _first_bool(data) if isinstance(data, (list, tuple)) else None
         if flag is not None:  # numpy would read [True, 2.5] as [1.0, 2.5]
@@ -252,7 +257,8 @@ def _continuous_record(data, data_spec: dict, source: str):
         if column.dtype.kind not in "iuf":
             raise UserError(f"{source}: column {name!r} is not numeric ({column.dtype}); leave it out with drop=[{name!r}], "
                             "or encode it as numbers first (e.g. df[col].map({...}))")
-    x = np.column_stack([np.asarray(by_name[n], dtype=np.float64) for n in chosen])
+    with np.errstate(over="ignore"):  # a longdouble beyond float64 becomes inf, refused just below by row
+        x = np.column_stack([np.asarray(by_name[n], dtype=np.float64) for n in chosen])
     bad = np.argwhere(~np.isfinite(x))
     if bad.size:
         row, j = bad[0]
@@ -273,6 +279,38 @@ def _continuous_record(data, data_spec: dict, source: str):
 
 
 # --- running ------------------------------------------------------------------------------------------
+
+
+def _path_argument(value, source: str, name: str, example: str) -> Path:
+    """A path argument as a Path: a str or os.PathLike, not empty (``Path("")`` is the current folder, which
+    a mistyped variable would silently write into), else one UserError naming the argument."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise UserError(f"{source}: {name} must be a path (a str or pathlib.Path), e.g. {name}={example!r}, "
+                        f"got {_show(value)}")
+    if not os.fspath(value).strip():
+        raise UserError(f"{source}: {name} is empty; give a path, e.g. {name}={example!r}")
+    return Path(value)
+
+
+def _plain(value):
+    """A spec value with numpy's scalars and arrays as the Python numbers and lists a TOML file gives
+    (``components=np.int64(2)``, ``init=np.array([0.3, 0.6])``), so they are checked like any other value."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.dtype.kind in "biuf" else value
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _check_progress(progress, source: str) -> None:
+    """``progress`` is called with each message: checked before any work, not at the first message."""
+    if progress is not None and not callable(progress):
+        raise UserError(f"{source}: progress must be a function of one message (e.g. print) or None, got {_show(progress)}")
+
 
 
 def _run_in_memory(spec: dict, data=None, *, seed=None, progress=None, out=None):
@@ -331,9 +369,10 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
     >>> c.summary()  # doctest: +SKIP
     """
     source = "compare"
+    _check_progress(progress, source)
     if family is None:
         raise UserError(f'{source}: family= is missing; give family="coins" or family="gaussian"')
-    raw = _spec_from_options(family, components, options, source)
+    raw = _spec_from_options(_plain(family), _plain(components), _plain(options), source)
     spec = validate(raw, source=source)
     if spec["model"]["family"] not in ("coins", "gaussian"):
         # counts and series are read from files: compare() builds coin and continuous records only
@@ -563,7 +602,7 @@ class Comparison:
 
 
 def _target(path, default_name: str, method: str) -> Path:
-    path = Path(path)
+    path = _path_argument(path, method, "path", default_name)
     if path.is_dir():
         path = path / default_name
     if not path.parent.is_dir():
@@ -634,7 +673,7 @@ def load_spec(path) -> dict:
     """
     from emvsbayes.spec import load_spec as _load
 
-    return _load(path)
+    return _load(_path_argument(path, "load_spec", "path", "models/two_coins.toml"))
 
 
 def load_dataset(name: str, **options):
@@ -659,7 +698,13 @@ def load_dataset(name: str, **options):
     names = [info.name for info in datasets.list_datasets()]
     if name not in names:
         raise UserError(f"load_dataset: {name!r} is not bundled{_suggest(name, names)}")
-    return datasets.load_dataset(name, **options)
+    for key, value in options.items():
+        # the options are the spec's [data] keys of the same names: checked as a spec file's are
+        known = SCHEMA["data"].get(key)
+        problem = known.check(_plain(value)) if known is not None else None
+        if problem:
+            raise UserError(f"load_dataset: {key} {problem}")
+    return datasets.load_dataset(name, **{key: _plain(value) for key, value in options.items()})
 
 
 def run(spec, *, out=None, seed: int | None = None, progress=None) -> Comparison:
@@ -684,11 +729,15 @@ def run(spec, *, out=None, seed: int | None = None, progress=None) -> Comparison
     """
     from emvsbayes.pipeline import check_against_data, load_data
 
+    _check_progress(progress, "run")
+    if out is not None:
+        out = _path_argument(out, "run", "out", "reports/mine")
     if isinstance(spec, (str, os.PathLike)):
         spec = load_spec(spec)
     elif isinstance(spec, dict):
         extra = {k: spec[k] for k in ("name", "path") if k in spec}
-        spec = {**validate({k: v for k, v in spec.items() if k not in ("name", "path", "checks")}, source="run"), **extra}
+        spec = {**validate({k: _plain(v) for k, v in spec.items() if k not in ("name", "path", "checks")}, source="run"),
+                **extra}
     else:
         raise UserError(f"run: spec must be a spec file's path or a spec dict, got {_show(spec)}")
     if spec["data"]["file"] == IN_MEMORY:
@@ -727,6 +776,9 @@ def study(spec, client=None, *, out=None, progress=None):
         raise UserError(f"study: client must be a dask.distributed.Client, got {_show(client)}")
     if not isinstance(spec, (str, os.PathLike, dict)):
         raise UserError(f"study: spec must be a study spec file's path or a study spec dict, got {_show(spec)}")
+    _check_progress(progress, "study")
+    if out is not None:
+        out = _path_argument(out, "study", "out", "reports/my_study")
     if isinstance(spec, dict) and not _validated_study(spec):
         # the raw tables of a TOML study spec: checked here, as a spec file is (a validated one has every section)
         from emvsbayes.study.spec import validate as validate_study

@@ -23,6 +23,13 @@ class _Parser(argparse.ArgumentParser):
                         else f"{message} (see 'emvsbayes --help')")
 
 
+def _out_path(text: str) -> Path:
+    """``--out``'s value: an empty one (an unset shell variable) is refused; Path("") would be the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path (a folder for run and study, an HTML file for report)")
+    return Path(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     # --debug and --quiet work before or after the subcommand.
     common = argparse.ArgumentParser(add_help=False)
@@ -33,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="run a comparison spec: writes DIR/results.nc and DIR/index.html")
     run.add_argument("spec", help="a spec file, e.g. models/two_coins.toml")
-    run.add_argument("--out", type=Path, default=None, help="output folder (default reports/<spec name>)")
+    run.add_argument("--out", type=_out_path, default=None, help="output folder (default reports/<spec name>)")
     run.add_argument("--seed", type=int, default=None, help="master seed (overrides the spec's)")
     run.add_argument("--strict", action="store_true",
                      help="exit with status 3 when a sampler check fails (divergences, R-hat > 1.01); "
@@ -46,13 +53,13 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", parents=[common], help="re-render a report from a results file, without refitting")
     report.add_argument("results", type=Path, help="a results.nc written by 'emvsbayes run' (or a study.nc by 'emvsbayes study')")
-    report.add_argument("--out", type=Path, default=None, help="HTML file to write (default: index.html beside the results)")
+    report.add_argument("--out", type=_out_path, default=None, help="HTML file to write (default: index.html beside the results)")
 
     study = sub.add_parser("study", parents=[common], help="run (or resume) a simulation study: DIR/study.nc and DIR/index.html")
     study.add_argument("spec", help="a study spec, e.g. models/study_coverage_gmm.toml")
     study.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="an existing Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
-    study.add_argument("--out", type=Path, default=None, help="output folder (default reports/<spec name>)")
+    study.add_argument("--out", type=_out_path, default=None, help="output folder (default reports/<spec name>)")
     study.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
 
     sub.add_parser("datasets", parents=[common], help="list the bundled data sets")

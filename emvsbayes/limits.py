@@ -286,20 +286,31 @@ def results_need(spec: dict, n: int, d: int) -> float:
     return need
 
 
-def free_space(folder: Path) -> int | None:
-    """Bytes free where ``folder`` is (or would be created), None when that cannot be told."""
+def _disk_usage(folder: Path):
+    """``shutil.disk_usage`` where ``folder`` is (or would be created), None when that cannot be told."""
     folder = Path(folder).absolute()
     for candidate in (folder, *folder.parents):
         try:
-            return shutil.disk_usage(candidate).free
+            return shutil.disk_usage(candidate)
         except OSError:
             continue
     return None
 
 
+def free_space(folder: Path) -> int | None:
+    """Bytes free where ``folder`` is (or would be created), None when that cannot be told."""
+    usage = _disk_usage(folder)
+    return None if usage is None else usage.free
+
+
 def check_disk(folder: Path, need: float, what: str) -> None:
     """Refuse to start a write of about ``need`` bytes into ``folder`` when the disk has less free:
     HDF5 fails on a full disk in ways that cannot be caught (a crash, half a file)."""
+    usage = _disk_usage(folder)
+    if usage is not None and usage.total == 0:
+        # /proc, /sys and the like: a file system of the kernel's own entries, with no blocks to write into
+        raise UserError(f"{folder}: is on a file system that holds no files of ours (such as /proc or /sys); "
+                        "choose a folder on a disk with --out")
     free = free_space(folder)
     if free is not None and need + DISK_MARGIN > free:
         raise disk_full(folder, need + DISK_MARGIN, what, free)

@@ -215,7 +215,7 @@ GAUSSIAN_INITS = ("kmeans", "k-means++", "random_from_data", "random")
 
 
 def gaussian_init(v):
-    if v == "auto" or v in GAUSSIAN_INITS:
+    if isinstance(v, str) and (v == "auto" or v in GAUSSIAN_INITS):
         return None
     if isinstance(v, dict):
         unknown = set(v) - {"weights", "means", "covariances"}
@@ -472,6 +472,9 @@ GAUSSIAN_MAX_INIT = 200
 
 # \Z, not $: "$" also matches before a final newline, which would let "evil\n" name a folder.
 SPEC_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+#: What a spec's file name must be (it names the report folder), said in the error for one that is not.
+SPEC_NAME_RULE = ("the spec's file name must start with a letter or digit and hold only letters, digits, '_', '-' or '.', "
+                  "so it can name a report folder; rename the file")
 
 
 def _where(section: str, key: str) -> str:
@@ -615,7 +618,8 @@ def read_toml(path: str | Path, example: str = "models/two_coins.toml") -> dict:
         raise UserError(f"{path}: {size:,} bytes is too large for a spec (a spec is a few KB; the limit is "
                         f"{MAX_SPEC_BYTES:,}); give the path of a .toml spec, e.g. {example}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (Notepad's "UTF-8 with BOM") is read past, as for CSV files
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; save the spec as UTF-8") from None
     except tomllib.TOMLDecodeError as error:
@@ -633,7 +637,7 @@ def load_spec(path: str | Path) -> dict:
     spec = validate(raw, source=str(path))
     name = path.stem
     if not SPEC_NAME.fullmatch(name):
-        raise UserError(f"{path}: the spec's file name must be letters, digits, '_', '-' or '.', so it can name a report folder")
+        raise UserError(f"{path}: {SPEC_NAME_RULE}")
     spec["name"] = name
     spec["path"] = str(path)
     return spec

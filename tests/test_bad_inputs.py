@@ -11,6 +11,7 @@ Placeholders in the expected messages: ``{spec}`` the spec file, ``{dir}`` the t
 
 from __future__ import annotations
 
+import gzip
 import re
 import shutil
 
@@ -19,6 +20,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 from emvsbayes.errors import UserError
+from emvsbayes.spec import SPEC_NAME_RULE
 
 LECTURE = '[data]\ndataset = "coins_lecture"\n'
 COINS = LECTURE + '[model]\nfamily = "coins"\n'
@@ -161,6 +163,14 @@ SPEC_CASES = {
     "prior_length_mismatch": (
         ACIDITY + "[bayes]\nmu_loc = [0.0, 1.0, 2.0]\n",
         "{spec}: [bayes] mu_loc has 3 values but the data have 1 columns; give one number, or one per column (log_anc)"),
+    "prior_location_beyond_squares": (
+        ACIDITY + "[bayes]\nmu_loc = 1e308\n",
+        "{spec}: [bayes] mu_loc = 1e+308 is beyond what float64 can square (above 1e+150); give a number on the data's "
+        "scale, or leave it out for the default (the data's mean)"),
+    "prior_scale_below_squares": (
+        ACIDITY + "[bayes]\nsigma_scale = [1e-200]\n",
+        "{spec}: [bayes] sigma_scale = 1e-200 is beyond what float64 can square (below 1e-150); give a number on the "
+        "data's scale, or leave it out for the default (the data's standard deviation)"),
     "unknown_dataset": (
         '[data]\ndataset = "coins_lectur"\n[model]\nfamily = "coins"\n',
         "{spec}: [data] dataset 'coins_lectur' is not bundled; did you mean 'coins_lecture'? ('emvsbayes datasets' "
@@ -266,8 +276,7 @@ def test_spec_is_a_folder(tmp_path):
 def test_spec_name_that_cannot_name_a_folder(tmp_path):
     spec = _write_spec(tmp_path, COINS, name="my spec")
     assert_user_error(run_cli("run", spec, "--out", tmp_path / "out"),
-                      f"{spec}: the spec's file name must be letters, digits, '_', '-' or '.', so it can name a report "
-                      "folder", tmp_path / "out")
+                      f"{spec}: {SPEC_NAME_RULE}", tmp_path / "out")
 
 
 # --- CSV files named by a spec, through the command line ----------------------------------------------
@@ -277,6 +286,18 @@ GAUSS_SPEC = '[data]\nfile = "data.csv"\n{extra}[model]\nfamily = "gaussian"\nco
 HMM_SPEC = '[data]\nfile = "data.csv"\ncolumns = ["count"]\nlabel = "year"\n{extra}[model]\nfamily = "hmm"\n'
 POISSON_SPEC = '[data]\nfile = "data.csv"\nlabel = "year"\n{extra}[model]\nfamily = "poisson"\ncomponents = 3\n'
 CSV_CASES = {
+    # a compressed or spreadsheet file given for the CSV is named as what it is (it was "not valid utf-8 ...; it
+    # holds NUL bytes, as UTF-16 text does")
+    "gzip_compressed": (GAUSS_SPEC, gzip.compress(b"x\n1\n2\n3\n", mtime=0), "",
+                        "data.csv is a gzip-compressed file, not CSV text; save or extract the table as a plain .csv "
+                        "file and give that"),
+    "xlsx_workbook": (GAUSS_SPEC, b"PK\x03\x04\x14\x00\x06\x00" + bytes(40), "",
+                      "data.csv is a zip archive (an .xlsx or .ods workbook is one), not CSV text; save or extract the "
+                      "table as a plain .csv file and give that"),
+    # a delimiter the file does not use: the header stays one column (it said "remove the thousands separators")
+    "delimiter_not_the_files": (GAUSS_SPEC, b"x,y\n1.5,2\n3,4\n7,8\n", 'delimiter = "-"\n',
+                                "data.csv: line 2, column 'x,y' is '1.5,2', not a number; the header 'x,y' was read as "
+                                "one column: the file looks separated by ',', so set data.delimiter = ',' (or \"auto\")"),
     "heads_above_tosses": (COIN_SPEC, b"heads,tosses\n5,10\n12,10\n", "",
                            "data.csv: line 3: heads is 12 but tosses is 10; heads must be between 0 and tosses"),
     "negative_heads": (COIN_SPEC, b"heads,tosses\n5,10\n-1,10\n", "",
@@ -392,6 +413,12 @@ ARG_CASES = {
     "seed_negative": (["run", "{spec}", "--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
     "seed_too_large": (["run", "{spec}", "--seed", str(2**63)],
                        f"--seed must be a whole number >= 0, got {2**63}"),
+    # an unset shell variable: Path("") is the current folder, which the run would have written into
+    "out_empty": (["run", "{spec}", "--out", ""], "argument --out: is empty; give a path (a folder for run and study, an "
+                                                   "HTML file for report) (see 'emvsbayes run --help')"),
+    "report_out_blank": (["report", "results.nc", "--out", " "], "argument --out: is empty; give a path (a folder for "
+                                                                  "run and study, an HTML file for report) (see "
+                                                                  "'emvsbayes report --help')"),
 }
 
 
@@ -413,6 +440,15 @@ def test_out_is_a_file(tmp_path):
     assert_user_error(run_cli("run", spec, "--out", out),
                       f"{out}: cannot write the report there (Not a directory); choose another folder with --out", None)
     assert blocker.read_text() == "not a folder"
+
+
+def test_out_on_a_kernel_file_system_is_named(tmp_path):
+    """/proc has no blocks at all: it was reported as a full disk ("0 bytes free")."""
+    spec = _write_spec(tmp_path, COINS)
+    assert_user_error(run_cli("run", spec, "--out", "/proc/emvsbayes-out"),
+                      "/proc/emvsbayes-out: is on a file system that holds no files of ours (such as /proc or /sys); "
+                      "choose a folder on a disk with --out", None)
+    assert not __import__("os").path.exists("/proc/emvsbayes-out")
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
@@ -661,6 +697,43 @@ API_CASES = {
                                                         "model": {"family": "gaussian"}}),
         UserError, 'study: a study spec dict has no name to name its output folder; give out="folder" (or load the '
         "spec with load_study_spec)"),
+    "compare_masked_array": (
+        lambda tmp_path: __import__("emvsbayes").compare(np.ma.masked_equal([1.0, 2.0, -999.0, 4.0], -999.0),
+                                                         family="gaussian"), UserError,
+        "compare: data is a masked array with masked entries (the first in row 3); remove those rows (e.g. "
+        "x[~x.mask.any(axis=-1)] for 2-D, x.compressed() for 1-D) and pass the rest"),
+    # beyond float64: refused by its row, without numpy's "overflow encountered in cast" first (an error here:
+    # pyproject.toml turns emvsbayes' RuntimeWarnings into errors)
+    "compare_longdouble_beyond_float64": (
+        lambda tmp_path: __import__("emvsbayes").compare(np.array([1, 2, 3, np.longdouble("1e4000")]),
+                                                         family="gaussian"), UserError,
+        "compare: column 'x' has a missing or infinite value in row 4; drop or fill those rows first (e.g. df.dropna())"),
+    "run_out_empty": (
+        lambda tmp_path: __import__("emvsbayes").run(dict(GOOD), out=""), UserError,
+        "run: out is empty; give a path, e.g. out='reports/mine'"),
+    "run_out_not_a_path": (
+        lambda tmp_path: __import__("emvsbayes").run(dict(GOOD), out=5), UserError,
+        "run: out must be a path (a str or pathlib.Path), e.g. out='reports/mine', got 5"),
+    "run_progress_not_callable": (
+        lambda tmp_path: __import__("emvsbayes").run(dict(GOOD), progress=3), UserError,
+        "run: progress must be a function of one message (e.g. print) or None, got 3"),
+    "compare_progress_not_callable": (
+        lambda tmp_path: __import__("emvsbayes").compare([1.0, 2.0, 3.0], family="gaussian", progress="yes"), UserError,
+        "compare: progress must be a function of one message (e.g. print) or None, got 'yes'"),
+    "load_spec_of_none": (
+        lambda tmp_path: __import__("emvsbayes").load_spec(None), UserError,
+        "load_spec: path must be a path (a str or pathlib.Path), e.g. path='models/two_coins.toml', got None"),
+    "load_dataset_standardize_word": (
+        lambda tmp_path: __import__("emvsbayes").load_dataset("galaxies", standardize="no"), UserError,
+        "load_dataset: standardize must be true or false, got 'no'"),
+    # numpy's numbers and arrays are read as the Python values a TOML file gives, and checked alike
+    "compare_numpy_components": (
+        lambda tmp_path: __import__("emvsbayes").compare([1.0, 2.0, 3.0], family="gaussian", components=np.int64(0)),
+        UserError, "compare: [model] components must be a whole number >= 1, got 0"),
+    "compare_numpy_init_array": (
+        lambda tmp_path: __import__("emvsbayes").compare([1.0, 2.0, 3.0], family="gaussian", init=np.array([0.0, 5.0])),
+        UserError, "compare: [em] init must be one of 'kmeans', 'k-means++', 'random_from_data', 'random' "
+        "(scikit-learn's init_params) or a table of weights, means, covariances, got [0.0, 5.0]"),
     "read_results_incompatible": (
         lambda tmp_path: _read_modified_results(tmp_path, 2), UserError,
         "{dir}/results.nc: results format version 2, this emvsbayes reads version 1; rerun the spec with this version"),
@@ -1162,8 +1235,7 @@ def test_a_spec_name_with_a_line_break_names_no_folder(name, tmp_path):
     proc = run_cli("run", spec, cwd=tmp_path)
     shown = str(spec).encode("unicode_escape").decode("ascii") if name != "evil\u2028" else \
         str(spec).replace("\u2028", "\\u2028")
-    assert_user_error(proc, f"{shown}: the spec's file name must be letters, digits, '_', '-' or '.', so it can name a "
-                      "report folder", None)
+    assert_user_error(proc, f"{shown}: {SPEC_NAME_RULE}", None)
     assert not (tmp_path / "reports").exists()
 
 
@@ -1358,6 +1430,10 @@ STUDY_CASES = {
         STUDY_SPEC.format(family="gaussian") + '[intervals]\nkinds = ["bootstrap_bayesian"]\nbootstrap = 2000000000\n',
         [], "[intervals] bootstrap = 2,000,000,000 replicates on a cell with 100 rows and K = 2 would need about 536 GB "
         f"of memory, more than the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [intervals] bootstrap, {LIMIT_TAIL}"),
+    "separation_beyond_squares": (
+        STUDY_SPEC.format(family="gaussian") + "[grid]\nseparation = [1e300]\n", [],
+        "{spec}: [grid] separation = 1e+300 puts the true means 1e+300 sds apart, beyond 1e+150 where their squares "
+        "overflow floating point; use a few sds (3 is the default)"),
     "workers_beyond_memory": (
         STUDY_SPEC.format(family="gaussian"), ["--workers", "100000"],
         "--workers 100,000 local worker processes (at least 256 MB each) would need about 24.4 TB of memory, more than "
@@ -1394,3 +1470,49 @@ def test_a_study_refused_before_its_first_replicate_leaves_no_store(tmp_path, mo
 def test_long_messages_are_cut_keeping_the_fix():
     err = UserError("x" * 5000 + "; do this")
     assert len(str(err)) < 1010 and str(err).endswith("; do this")
+
+
+def test_a_spec_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Notepad's "UTF-8 with BOM": the mark is read past (it was "not valid TOML ... at line 1, column 1")."""
+    from emvsbayes.spec import load_spec
+
+    spec = _write_spec(tmp_path, "", raw=b"\xef\xbb\xbf" + (COINS + "components = 2\n").encode("utf-8"))
+    loaded = load_spec(spec)
+    assert loaded["model"]["family"] == "coins" and loaded["model"]["components"] == 2
+
+
+def test_chains_that_never_moved_have_an_infinite_rhat_and_no_warning():
+    """Each chain stuck at its own value (a prior far from the data): R-hat is x / 0 = inf, which the page marks
+    as failed; ArviZ's "divide by zero" warning, once per element, no longer reaches the terminal."""
+    import warnings
+
+    import arviz_stats
+    import xarray as xr
+
+    from emvsbayes.labels.xarray import constant_elements_quiet
+
+    stuck = xr.DataArray(np.repeat([[1.0], [2.0]], 50, axis=1), dims=("chain", "draw"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with constant_elements_quiet():
+            rhat = float(arviz_stats.rhat(stuck).values)
+    assert np.isposinf(rhat)
+
+
+TINY_RUN = "[em]\nbootstrap = 5\nn_init = 2\n[bayes]\nchains = 2\ndraws = 50\ntune = 50\n"
+
+
+@pytest.mark.slow  # two whole runs
+@pytest.mark.parametrize(("spec_text", "data"), [
+    # one count: it has no sample variance (the data section said "variance nan" after a warning)
+    ('[data]\nfile = "data.csv"\n[model]\nfamily = "poisson"\ncomponents = 1\n', "count\n4\n"),
+    # a series that never varies: it has no lag-1 autocorrelation (0 / 0 before, with a warning)
+    ('[data]\nfile = "data.csv"\ncolumns = ["count"]\n[model]\nfamily = "hmm"\ncomponents = 2\n', "count\n" + "4\n" * 6),
+], ids=["poisson_one_count", "hmm_constant_series"])
+def test_degenerate_but_valid_data_run_without_warnings(spec_text, data, tmp_path):
+    (tmp_path / "data.csv").write_text(data, encoding="utf-8")
+    spec, out = _write_spec(tmp_path, spec_text + TINY_RUN, name="edge"), tmp_path / "out"
+    proc = run_cli("run", spec, "--out", out, "--quiet")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "nan" not in re.sub(r"<[^>]+>", " ", page).split(), "a number the data do not have is shown as nan"

@@ -126,6 +126,9 @@ def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str = "auto
         raise UserError(f"data file {str(path)!r} cannot be read ({error.strerror})") from None
     except ValueError:  # a NUL character in the path
         raise UserError(f"data file {str(path)!r} is not a valid path; check the file name") from None
+    packed = _packed_format(raw)
+    if packed:
+        raise UserError(f"{name} is {packed}, not CSV text; save or extract the table as a plain .csv file and give that")
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as error:
@@ -236,6 +239,26 @@ def _parse_with(text: str, name: str, delimiter: str):
 
 
 
+#: Leading bytes of files people give for a CSV that are not text (a compressed or spreadsheet file):
+#: named, rather than read as text in a wrong encoding. Only signatures no CSV header starts with (binary
+#: bytes in each; not bzip2's "BZh" or Parquet's "PAR1", which a column name could begin with).
+_PACKED_FORMATS = (
+    (b"\x1f\x8b", "a gzip-compressed file"),
+    (b"PK\x03\x04", "a zip archive (an .xlsx or .ods workbook is one)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Excel (.xls) or other Office file"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 or netCDF-4 file"),
+    (b"CDF\x01", "a netCDF file"),
+    (b"CDF\x02", "a netCDF file"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file"),
+    (b"(\xb5/\xfd", "a zstd-compressed file"),
+    (b"%PDF-", "a PDF document"),
+)
+
+
+def _packed_format(raw: bytes) -> str | None:
+    return next((what for magic, what in _PACKED_FORMATS if raw.startswith(magic)), None)
+
+
 def _encoding_hint(raw: bytes, encoding: str, text: str) -> str | None:
     """What to set when the bytes look like another encoding than the one given, else None."""
     given = codecs.lookup(encoding).name
@@ -293,6 +316,18 @@ _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", flags=re.ASC
 _NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", flags=re.IGNORECASE)
 
 
+def _unsplit_header_hint(table: Table) -> str | None:
+    """When the whole header stayed one column that another separator would split (a data.delimiter that
+    is not the file's): name that separator."""
+    if len(table.header) != 1:
+        return None
+    found = [c for c in DELIMITERS if c in table.header[0]]
+    if not found:
+        return None
+    return (f"the header {quote(table.header[0])} was read as one column: the file looks separated by {found[0]!r}, "
+            f"so set data.delimiter = {found[0]!r} (or \"auto\")")
+
+
 def _is_float(text: str) -> bool:
     return _DECIMAL.fullmatch(text) is not None
 
@@ -305,7 +340,7 @@ def _parse_number(table: Table, line: int, column: str, text: str) -> float:
     if value is None:
         raise UserError(
             f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, not a number; "
-            f"{_not_a_number_hint(text, column)}"
+            f"{_unsplit_header_hint(table) or _not_a_number_hint(text, column)}"
         )
     if not math.isfinite(value):
         raise UserError(

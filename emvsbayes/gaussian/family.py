@@ -448,6 +448,16 @@ class GaussianFamily:
             if isinstance(value, list) and len(value) not in (1, d):
                 raise UserError(f"[bayes] {key} has {len(value)} values but the data have {d} columns; "
                                 f"give one number, or one per column ({', '.join(map(str, data.columns))})")
+            # as for the data: a number whose square overflows (or underflows) float64 leaves the sampler
+            # nothing finite to work with
+            given = np.abs(np.asarray(value if isinstance(value, list) else [] if value is None else [value], dtype=float))
+            too_far = given[(given > 1e150) | ((given < 1e-150) & (key != "mu_loc"))]
+            if too_far.size:
+                default = {"mu_loc": "the data's mean", "mu_scale": "twice the data's standard deviation",
+                           "sigma_scale": "the data's standard deviation"}[key]
+                raise UserError(f"[bayes] {key} = {too_far[0]:g} is beyond what float64 can square "
+                                f"({'above 1e+150' if too_far[0] > 1 else 'below 1e-150'}); give a number on the data's "
+                                f"scale, or leave it out for the default ({default})")
         if bayes_spec["enabled"] and bayes_spec["sigma_scale"] is None:
             constant = [str(name) for name, column in zip(data.columns, x.T) if np.all(column == column[0])]
             if constant:
@@ -716,9 +726,14 @@ class GaussianFamily:
                 "lkj_eta": Key(2.0, positive_number)}
 
     def study_check(self, cell: dict, kind: str, source: str) -> None:
-        """SBC draws its truths from the 1-D prior only."""
+        """SBC draws its truths from the 1-D prior only; the true means, ``separation`` sds apart, must stay
+        where their squares are finite (as a CSV's values must)."""
         if kind == "sbc" and cell["dim"] != 1:
             raise UserError(f"{source}: [grid] dim: SBC supports 1-D Gaussian mixtures only; use dim = [1]")
+        span = cell.get("separation", 0.0) * max(cell.get("components", 2) - 1, 1)
+        if span > 1e150:
+            raise UserError(f"{source}: [grid] separation = {cell['separation']:g} puts the true means {span:g} sds apart, "
+                            "beyond 1e+150 where their squares overflow floating point; use a few sds (3 is the default)")
 
     def study_model(self, spec: dict, cell: dict, prior: dict) -> GaussianMixtureModel:
         priors = gaussian_model.GaussianPriors(w_concentration=prior["w_concentration"], mu_loc=(float(prior["mu_loc"]),),

@@ -172,8 +172,18 @@ def decoding_figure(tree):
 
 
 def _lag_autocorrelation(y: np.ndarray, lag: int = 1) -> float:
+    """Lag-``lag`` autocorrelation; NaN for a constant series (it has none) or one too short."""
     centred = np.asarray(y, dtype=float) - np.mean(y)
-    return float((centred[:-lag] * centred[lag:]).sum() / (centred * centred).sum())
+    spread = float((centred * centred).sum())
+    if spread == 0.0 or len(centred) <= lag:
+        return float("nan")
+    return float((centred[:-lag] * centred[lag:]).sum() / spread)
+
+
+def _autocorrelation_words(y: np.ndarray) -> str:
+    value = _lag_autocorrelation(y)
+    return ("no lag-1 autocorrelation to speak of (its values do not vary)" if np.isnan(value)
+            else f"lag-1 autocorrelation {value:.2f}")
 
 
 def independence_note(tree) -> str:
@@ -194,7 +204,7 @@ def independence_note(tree) -> str:
             f"{y.size} time points as exchangeable rows: the state of one says nothing about the next, so the chance "
             f"of staying in a state is only that state's weight (here the share of time the chain spends in it), "
             f"and the series' autocorrelation is zero at every lag; shuffling the time points would not change its "
-            f"fit. This series has lag-1 autocorrelation {_lag_autocorrelation(y):.2f}, and EM's chain "
+            f"fit. This series has {_autocorrelation_words(y)}, and EM's chain "
             + (f"keeps its states: {per_state}. The hidden Markov model explains runs of high and low values as "
                f"persistent states, which the mixture can only read as chance." if np.all(stays >= shares) else
                f"does not simply keep its states: {per_state}. Where a state's chance of staying is below its share, "

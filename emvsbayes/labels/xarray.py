@@ -196,8 +196,11 @@ def rhat_before_after(posterior_ds: xr.Dataset, relabelled_ds: xr.Dataset, var_n
 @contextlib.contextmanager
 def constant_elements_quiet():
     """ArviZ's 0/0 for a constant element (the zeros off a spherical or diagonal covariance's diagonal)
-    stays a quiet NaN here: such an element has no R-hat, and NaN says so; the warning, once per
-    element, only filled the terminal."""
+    stays a quiet NaN here: such an element has no R-hat, and NaN says so; likewise x/0 for chains that
+    never moved (no variance within a chain, some between them: a prior far from the data, a stuck
+    sampler) is an infinite R-hat, which the page marks as failed. The warning, once per element, only
+    filled the terminal."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="invalid value encountered in scalar divide", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message="divide by zero encountered in scalar divide", category=RuntimeWarning)
         yield

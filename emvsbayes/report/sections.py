@@ -266,7 +266,8 @@ def _count_data(ctx: Context, data: xr.Dataset) -> str:
     caption = (f"{colour} (rug); lines: EM's weighted component probabilities of each count, dashed: their sum."
                if densities is not None else f"{colour} (rug).")
     notes = paragraph(f"Source: {data.attrs.get('source', '?')}; {n} counts ({column}), from {int(x.min())} to "
-                      f"{int(x.max())}, mean {x.mean():.4g}, variance {x.var(ddof=1):.4g}.")
+                      f"{int(x.max())}, mean {x.mean():.4g}"
+                      + (f", variance {x.var(ddof=1):.4g}." if n > 1 else " (one count: no variance)."))
     return notes + figure(svg, "data", caption)
 
 
@@ -559,7 +560,10 @@ def _worst_panels(shown: xr.Dataset, limit: int = MAX_PANELS) -> tuple[xr.Datase
     if len(scalars) <= limit:
         return shown, ""
     stacked = xr.DataArray(np.stack([v for _, v in scalars], axis=-1), dims=("chain", "draw", "scalar"))
-    rhat = np.asarray(arviz_stats.rhat(stacked).values, dtype=float)
+    from emvsbayes.labels.xarray import constant_elements_quiet
+
+    with constant_elements_quiet():
+        rhat = np.asarray(arviz_stats.rhat(stacked).values, dtype=float)
     order = np.argsort(-np.where(np.isfinite(rhat), rhat, -np.inf), kind="stable")[:limit]
     # one variable per panel, named by its label; a DataTree variable name cannot hold "/" (from a column name)
     subset = xr.Dataset({scalars[i][0].replace("/", "\u2215"): (("chain", "draw"), scalars[i][1]) for i in order},

@@ -84,9 +84,12 @@ def _diagnostics(ds: xr.Dataset, names: list[str]) -> dict[str, tuple[float, flo
     if not series:
         return {}
     stacked = xr.DataArray(np.stack(series, axis=-1), dims=("chain", "draw", "scalar"))
-    rhat = arviz_stats.rhat(stacked).values
-    bulk = arviz_stats.ess(stacked, method="bulk").values
-    tail = arviz_stats.ess(stacked, method="tail").values
+    from emvsbayes.labels.xarray import constant_elements_quiet
+
+    with constant_elements_quiet():
+        rhat = arviz_stats.rhat(stacked).values
+        bulk = arviz_stats.ess(stacked, method="bulk").values
+        tail = arviz_stats.ess(stacked, method="tail").values
     return {label: (float(r), float(b), float(t)) for label, r, b, t in zip(labels, rhat, bulk, tail)}
 
 

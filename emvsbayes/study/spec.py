@@ -30,6 +30,7 @@ from emvsbayes.errors import UserError
 from emvsbayes.family import family_names, get_family
 from emvsbayes.spec import (
     SPEC_NAME,
+    SPEC_NAME_RULE,
     Key,
     beta_prior,
     ignored_by_family,
@@ -326,7 +327,7 @@ def load_study_spec(path: str | Path) -> dict:
     raw = read_toml(path, example="models/study_coverage_gmm.toml")
     spec = validate(raw, source=str(path))
     if not SPEC_NAME.fullmatch(path.stem):
-        raise UserError(f"{path}: the spec's file name must be letters, digits, '_', '-' or '.', so it can name a report folder")
+        raise UserError(f"{path}: {SPEC_NAME_RULE}")
     spec["name"] = path.stem
     spec["path"] = str(path)
     return spec
