@@ -93,6 +93,8 @@ def check_against_data(spec: dict, data) -> None:
     k = spec["model"]["components"]
     if isinstance(k, list):
         raise UserError("[model] components must be one K for the comparison; put a range in [model_choice] components")
+    if get_family(spec["model"]["family"]).n_observations(data) == 0:
+        raise UserError("the data have no rows (observations); give at least one row per component")
     if "soft" not in spec["em"]["kinds"]:
         raise UserError('[em] kinds must include "soft" (the EM answer compared with the posterior), e.g. kinds = ["soft", "hard"]')
     get_family(spec["model"]["family"]).check_data(spec, data)

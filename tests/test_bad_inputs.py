@@ -295,6 +295,9 @@ CSV_CASES = {
                       "data.csv is a zip archive (an .xlsx or .ods workbook is one), not CSV text; save or extract the "
                       "table as a plain .csv file and give that"),
     # a delimiter the file does not use: the header stays one column (it said "remove the thousands separators")
+    "trailing_delimiter_on_every_line": (GAUSS_SPEC, b"x,y,\n1,2,\n3,4,\n5,6,\n", "",
+                                         "data.csv: every line ends with ',', which makes an empty last column with no "
+                                         "name; remove the ',' at the end of each line"),
     "delimiter_not_the_files": (GAUSS_SPEC, b"x,y\n1.5,2\n3,4\n7,8\n", 'delimiter = "-"\n',
                                 "data.csv: line 2, column 'x,y' is '1.5,2', not a number; the header 'x,y' was read as "
                                 "one column: the file looks separated by ',', so set data.delimiter = ',' (or \"auto\")"),
@@ -697,6 +700,9 @@ API_CASES = {
                                                         "model": {"family": "gaussian"}}),
         UserError, 'study: a study spec dict has no name to name its output folder; give out="folder" (or load the '
         "spec with load_study_spec)"),
+    "compare_no_rows": (
+        lambda tmp_path: __import__("emvsbayes").compare(np.empty((0, 2)), family="gaussian"), UserError,
+        "the data have no rows (observations); give at least one row per component"),
     "compare_masked_array": (
         lambda tmp_path: __import__("emvsbayes").compare(np.ma.masked_equal([1.0, 2.0, -999.0, 4.0], -999.0),
                                                          family="gaussian"), UserError,

@@ -231,6 +231,10 @@ def _parse_with(text: str, name: str, delimiter: str):
         raise UserError(f"{name} is empty; it needs a header line and at least one row of data")
     if "" in header:
         position = header.index("") + 1
+        if position == len(header) and rows and all(not row[-1].strip() for row in rows):
+            # a spreadsheet's export with a separator at the end of every line: an empty last column
+            raise UserError(f"{name}: every line ends with {delimiter!r}, which makes an empty last column with no name; "
+                            f"remove the {delimiter!r} at the end of each line")
         raise UserError(f"{name}: column {position} of the header (line {header_line}) has no name; name every column")
     if not rows:
         raise UserError(f"{name} has a header but no rows of data; add the data below line {header_line}")
