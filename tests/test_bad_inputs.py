@@ -298,6 +298,18 @@ CSV_CASES = {
     "trailing_delimiter_on_every_line": (GAUSS_SPEC, b"x,y,\n1,2,\n3,4,\n5,6,\n", "",
                                          "data.csv: every line ends with ',', which makes an empty last column with no "
                                          "name; remove the ',' at the end of each line"),
+    "comment_above_the_header": (GAUSS_SPEC, b"# measured 2024\nx,y\n1,2\n3,4\n", "",
+                                 "data.csv: line 1 starts with '#', a comment that CSV readers take as the header (line "
+                                 "2 does not fit it); remove the comment lines above the header"),
+    "header_repeated_mid_file": (GAUSS_SPEC, b"x,y\n1,2\n3,4\nx,y\n5,6\n", "",
+                                 "data.csv: line 4, column 'x' is 'x', not a number; line 4 repeats the header row (two "
+                                 "files joined?): remove that line"),
+    "fortran_exponent": (GAUSS_SPEC, b"x,y\n1.5D+00,2\n3,4\n5,6\n", "",
+                         "data.csv: line 2, column 'x' is '1.5D+00', not a number; it has a Fortran exponent: write "
+                         "'1.5e+00' with an e in the file"),
+    "hexadecimal_number": (GAUSS_SPEC, b"x,y\n0x1A,2\n3,4\n5,6\n", "",
+                           "data.csv: line 2, column 'x' is '0x1A', not a number; it is a hexadecimal number: write it "
+                           "in decimal (26) in the file"),
     "delimiter_not_the_files": (GAUSS_SPEC, b"x,y\n1.5,2\n3,4\n7,8\n", 'delimiter = "-"\n',
                                 "data.csv: line 2, column 'x,y' is '1.5,2', not a number; the header 'x,y' was read as "
                                 "one column: the file looks separated by ',', so set data.delimiter = ',' (or \"auto\")"),

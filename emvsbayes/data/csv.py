@@ -63,6 +63,8 @@ class Table:
         separators = [c for c in DELIMITERS[1:] if len(self.header) == 1 and c in self.header[0]]
         if self.encoding_hint:
             suggestion = self.encoding_hint
+        elif _comment_header_hint(self):
+            suggestion = _comment_header_hint(self)
         elif separators:
             suggestion = f"the header looks separated by {separators[0]!r}: set data.delimiter = {separators[0]!r}"
         raise UserError(
@@ -211,6 +213,9 @@ def _parse_with(text: str, name: str, delimiter: str):
                 header = tuple(cell.strip() for cell in cells)
                 header_line = first_line
                 continue
+            if len(cells) != len(header) and header[0].startswith("#") and header[0] != "#":  # "#": a row-number column
+                raise UserError(f"{name}: line {header_line} starts with '#', a comment that CSV readers take as the "
+                                f"header (line {first_line} does not fit it); remove the comment lines above the header")
             if len(cells) != len(header):
                 raise UserError(
                     f"{name}: line {first_line} has {len(cells)} fields but the header has "
@@ -296,6 +301,10 @@ def _not_a_number_hint(text: str, column: str) -> str:
         return f"it looks like a decimal comma: write {text.replace(',', '.')!r} with a point in the file"
     if _is_float(text.replace(",", "")):
         return "remove the thousands separators from the file"
+    if re.fullmatch(r"[+-]?(?:\d+\.?\d*|\.\d+)[dD][+-]?\d+", text, flags=re.ASCII):
+        return f"it has a Fortran exponent: write {re.sub('[dD]', 'e', text)!r} with an e in the file"
+    if re.fullmatch(r"[+-]?0[xX][0-9a-fA-F]+", text):
+        return f"it is a hexadecimal number: write it in decimal ({int(text, 16)}) in the file"
     if "_" in text and _is_float(text.replace("_", "")):
         return f"write numbers without '_' (as {text.replace('_', '')!r})"
     if "\u2212" in text and _is_float(text.replace("\u2212", "-")):
@@ -332,6 +341,22 @@ def _unsplit_header_hint(table: Table) -> str | None:
             f"so set data.delimiter = {found[0]!r} (or \"auto\")")
 
 
+def _comment_header_hint(table: Table) -> str | None:
+    """A '#' comment above the header (as R and numpy write): CSV has no comments, so it was read as the header."""
+    if len(table.header) == 1 and table.header[0].startswith("#"):  # one cell: no column of a real header
+        return ("the file's first line starts with '#', a comment that CSV readers take as the header: remove the "
+                "comment lines above the header")
+    return None
+
+
+def _repeated_header_hint(table: Table, line: int) -> str | None:
+    """A row that repeats the header (files concatenated, a spreadsheet's export pasted twice)."""
+    row = table.rows[table.line_numbers.index(line)] if line in table.line_numbers else ()
+    if tuple(cell.strip() for cell in row) == table.header:
+        return f"line {line} repeats the header row (two files joined?): remove that line"
+    return None
+
+
 def _is_float(text: str) -> bool:
     return _DECIMAL.fullmatch(text) is not None
 
@@ -344,7 +369,7 @@ def _parse_number(table: Table, line: int, column: str, text: str) -> float:
     if value is None:
         raise UserError(
             f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, not a number; "
-            f"{_unsplit_header_hint(table) or _not_a_number_hint(text, column)}"
+            f"{_comment_header_hint(table) or _unsplit_header_hint(table) or _repeated_header_hint(table, line) or _not_a_number_hint(text, column)}"
         )
     if not math.isfinite(value):
         raise UserError(
