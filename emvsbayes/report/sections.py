@@ -265,9 +265,9 @@ def _count_data(ctx: Context, data: xr.Dataset) -> str:
     svg = figures.histogram_1d(x, probs, column, densities, bins=bins, ylabel="share of rows")
     caption = (f"{colour} (rug); lines: EM's weighted component probabilities of each count, dashed: their sum."
                if densities is not None else f"{colour} (rug).")
-    notes = paragraph(f"Source: {data.attrs.get('source', '?')}; {n} counts ({column}), from {int(x.min())} to "
-                      f"{int(x.max())}, mean {x.mean():.4g}"
-                      + (f", variance {x.var(ddof=1):.4g}." if n > 1 else " (one count: no variance)."))
+    notes = paragraph(f"Source: {data.attrs.get('source', '?')}; "
+                      + (f"{n} counts ({column}), from {int(x.min())} to {int(x.max())}, mean {x.mean():.4g}, variance "
+                         f"{x.var(ddof=1):.4g}." if n > 1 else f"one count ({column}): {int(x[0])}, so no variance."))
     return notes + figure(svg, "data", caption)
 
 
