@@ -312,7 +312,6 @@ def _check_progress(progress, source: str) -> None:
         raise UserError(f"{source}: progress must be a function of one message (e.g. print) or None, got {_show(progress)}")
 
 
-
 def _run_in_memory(spec: dict, data=None, *, seed=None, progress=None, out=None):
     """Run the pipeline; the results tree as written and read back. With ``out`` the results and the
     page are written there as ``emvsbayes run`` writes them; else into a temporary folder, then removed."""

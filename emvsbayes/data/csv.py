@@ -367,10 +367,10 @@ def _parse_number(table: Table, line: int, column: str, text: str) -> float:
         raise UserError(f"{table.name}: line {line}, column {quote(column)} is empty; fill it in or remove that row")
     value = float(text) if _is_float(text) or _NON_FINITE.fullmatch(text) else None
     if value is None:
-        raise UserError(
-            f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, not a number; "
-            f"{_comment_header_hint(table) or _unsplit_header_hint(table) or _repeated_header_hint(table, line) or _not_a_number_hint(text, column)}"
-        )
+        # the file's shape first (a comment read as the header, the wrong separator, a repeated header), then the cell's
+        hint = (_comment_header_hint(table) or _unsplit_header_hint(table) or _repeated_header_hint(table, line)
+                or _not_a_number_hint(text, column))
+        raise UserError(f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, not a number; {hint}")
     if not math.isfinite(value):
         raise UserError(
             f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, not a finite number; "
