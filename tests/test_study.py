@@ -223,15 +223,20 @@ def one_worker_run(coins_spec, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_two_workers_give_the_same_numbers_as_one(one_worker_run, coins_spec, cluster, tmp_path):
+def test_two_workers_give_the_same_numbers_as_one(one_worker_run, coins_spec, cluster, tmp_path, monkeypatch):
     import xarray as xr
 
     from emvsbayes.study import read_study
+    from emvsbayes.study import run as study_run
 
     outcome1, ds1 = one_worker_run
     assert outcome1.n_failed == 0 and (ds1["status"] == 1).all()
     # One worker compiled the cell's model once and reused it for every replicate.
     assert int(ds1["compiled"].sum()) == 1
+    # Two replicates in flight at a time (one per worker), each topped up as one ends: the window a study of
+    # 10^5 replicates keeps, here smaller than the study's 6.
+    monkeypatch.setattr(study_run, "SUBMIT_WINDOW_MIN", 1)
+    monkeypatch.setattr(study_run, "SUBMIT_WINDOW_PER_WORKER", 1)
     outcome2 = run_study(coins_spec, out=tmp_path, scheduler=cluster[0].scheduler_address)
     ds2 = read_study(outcome2.results_path)
     assert ds2.attrs["workers"] == 2 and len(set(ds2["worker"].values.ravel())) == 2

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -59,6 +60,10 @@ from emvsbayes.study.spec import cells, fingerprint, grid_axes, load_study_spec
 
 STUDY_VERSION = 1
 MANIFEST = "study.json"
+#: Replicates in flight at once (per worker, with a floor): enough to keep every worker busy while records are
+#: written, few enough that a large study does not flood the scheduler.
+SUBMIT_WINDOW_PER_WORKER = 8
+SUBMIT_WINDOW_MIN = 64
 #: Environment variable (tests only): an integer seed to shuffle the order in which replicates are submitted.
 SHUFFLE_ENV = "EMVSBAYES_STUDY_SHUFFLE"
 
@@ -325,13 +330,26 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
         if os.environ.get(SHUFFLE_ENV):
             order = np.random.default_rng(int(os.environ[SHUFFLE_ENV])).permutation(len(todo))
             todo = [todo[i] for i in order]
-        futures = [client.submit(run_task, spec, c, r, grid_cells[c], key=f"{prefix}-{c}-{r}", retries=retries,
-                                 pure=False)
-                   for c, r in todo]
-        where = {future.key: (c, r) for future, (c, r) in zip(futures, todo)}
+        where = {}
+
+        def submit(c: int, r: int):
+            future = client.submit(run_task, spec, c, r, grid_cells[c], key=f"{prefix}-{c}-{r}", retries=retries,
+                                   pure=False)
+            where[future.key] = (c, r)
+            futures.append(future)
+            return future
+
+        # A window of tasks in flight, topped up as each ends, not every replicate at once: a study of 10^5
+        # replicates would hand the scheduler 10^5 tasks (each with the spec) before the first ends.
+        window = max(SUBMIT_WINDOW_MIN, SUBMIT_WINDOW_PER_WORKER * workers_used)
+        pending = iter(todo)
+        in_flight = as_completed([submit(c, r) for c, r in itertools.islice(pending, window)])
         _import_meanwhile("emvsbayes.study.report", "h5netcdf")
         n_failed = 0
-        for finished, future in enumerate(as_completed(futures), start=1):
+        for finished, future in enumerate(in_flight, start=1):
+            following = next(pending, None)
+            if following is not None:
+                in_flight.add(submit(*following))
             try:
                 record = future.result()
             except Exception as error:  # noqa: BLE001 - e.g. KilledWorker after repeated worker deaths
