@@ -557,6 +557,37 @@ def _family_keys(raw: dict) -> dict[str, dict[str, Key]]:
             for section, keys in get_family(family).spec_defaults().items()}
 
 
+#: Numbers of a model's definition and priors must stay where float64 can square them, as the data must: a
+#: prior of Beta(1e300, 1) or a scale of 1e-200 leaves the sampler frozen at one point (every draw divergent).
+SQUARE_LIMIT = 1e150
+
+
+def _numbers_in(value):
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _numbers_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _numbers_in(item)
+
+
+def _check_magnitudes(spec: dict, source: str) -> None:
+    """Every number of [model], [bayes] and [model_choice] between 1e-150 and 1e150 in size (or 0); a location
+    (a key ending in ``_loc``) may be as close to 0 as it likes."""
+    for section in ("model", "bayes", "model_choice"):
+        for key, value in spec[section].items():
+            for number in _numbers_in(value):
+                size = abs(number)
+                if size > SQUARE_LIMIT or (0 < size < 1 / SQUARE_LIMIT and not key.endswith("_loc")):
+                    raise UserError(f"{source}: [{section}] {key} holds {number:g}, beyond what float64 can square "
+                                    f"({'above 1e+150' if size > 1 else 'below 1e-150'}); give a number of a sensible "
+                                    "size (or leave the key out for its default)")
+
+
 def _check_consistency(spec: dict, source: str) -> None:
     data = spec["data"]
     if data["store"] is not None and (data["dataset"] is not None or data["file"] is not None):
@@ -581,6 +612,7 @@ def _check_consistency(spec: dict, source: str) -> None:
         getattr(family, "check_spec", lambda spec: None)(spec)
     except UserError as error:
         raise UserError(f"{source}: {error}") from None
+    _check_magnitudes(spec, source)
     if data["store"] is not None:
         problem = _store_problem(spec)
         if problem:

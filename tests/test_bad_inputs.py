@@ -163,14 +163,32 @@ SPEC_CASES = {
     "prior_length_mismatch": (
         ACIDITY + "[bayes]\nmu_loc = [0.0, 1.0, 2.0]\n",
         "{spec}: [bayes] mu_loc has 3 values but the data have 1 columns; give one number, or one per column (log_anc)"),
+    # numbers of the model and its priors beyond what float64 can square: the sampler froze at one point (every draw
+    # divergent) or failed with an internal error ("draws is empty")
     "prior_location_beyond_squares": (
         ACIDITY + "[bayes]\nmu_loc = 1e308\n",
-        "{spec}: [bayes] mu_loc = 1e+308 is beyond what float64 can square (above 1e+150); give a number on the data's "
-        "scale, or leave it out for the default (the data's mean)"),
+        "{spec}: [bayes] mu_loc holds 1e+308, beyond what float64 can square (above 1e+150); give a number of a "
+        "sensible size (or leave the key out for its default)"),
     "prior_scale_below_squares": (
         ACIDITY + "[bayes]\nsigma_scale = [1e-200]\n",
-        "{spec}: [bayes] sigma_scale = 1e-200 is beyond what float64 can square (below 1e-150); give a number on the "
-        "data's scale, or leave it out for the default (the data's standard deviation)"),
+        "{spec}: [bayes] sigma_scale holds 1e-200, beyond what float64 can square (below 1e-150); give a number of a "
+        "sensible size (or leave the key out for its default)"),
+    "beta_prior_beyond_squares": (
+        COINS + "[bayes]\ntheta_prior = [1e300, 1]\n",
+        "{spec}: [bayes] theta_prior holds 1e+300, beyond what float64 can square (above 1e+150); give a number of a "
+        "sensible size (or leave the key out for its default)"),
+    "transition_prior_below_squares": (
+        HMM + "[bayes]\ntransition_prior = 1e-300\n",
+        "{spec}: [bayes] transition_prior holds 1e-300, beyond what float64 can square (below 1e-150); give a number of "
+        "a sensible size (or leave the key out for its default)"),
+    "rate_prior_beyond_squares": (
+        QUAKES + "[bayes]\nrate_prior = [2, 1e300]\n",
+        "{spec}: [bayes] rate_prior holds 1e+300, beyond what float64 can square (above 1e+150); give a number of a "
+        "sensible size (or leave the key out for its default)"),
+    "reg_covar_beyond_squares": (
+        ACIDITY + "reg_covar = 1e300\n",
+        "{spec}: [model] reg_covar holds 1e+300, beyond what float64 can square (above 1e+150); give a number of a "
+        "sensible size (or leave the key out for its default)"),
     "unknown_dataset": (
         '[data]\ndataset = "coins_lectur"\n[model]\nfamily = "coins"\n',
         "{spec}: [data] dataset 'coins_lectur' is not bundled; did you mean 'coins_lecture'? ('emvsbayes datasets' "

@@ -574,3 +574,12 @@ def test_a_run_without_posterior_or_intervals_says_so_beside_em_alone():
     page = render_report(tree)
     assert "No posterior was sampled in this run" in page and "this run computed no intervals" in page
     assert "Posterior columns summarise" not in page and "bars equal-tailed intervals" not in page
+
+
+@pytest.mark.parametrize(("n_div", "n_draws", "shown"), [(100, 100, "(100% of draws)"), (52, 100, "(52% of draws)"),
+                                                         (3, 100, "(3% of draws)"), (2, 4000, "(0.05% of draws)")])
+def test_divergences_are_a_plain_percent(n_div, n_draws, shown):
+    """".1g" wrote 100 % of the draws as "1e+02%" and 52 % as "5e+01%"."""
+    from emvsbayes.report.summary import _divergence_finding
+
+    assert shown in _divergence_finding(n_div, n_draws).problem

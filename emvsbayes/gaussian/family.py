@@ -448,16 +448,6 @@ class GaussianFamily:
             if isinstance(value, list) and len(value) not in (1, d):
                 raise UserError(f"[bayes] {key} has {len(value)} values but the data have {d} columns; "
                                 f"give one number, or one per column ({', '.join(map(str, data.columns))})")
-            # as for the data: a number whose square overflows (or underflows) float64 leaves the sampler
-            # nothing finite to work with
-            given = np.abs(np.asarray(value if isinstance(value, list) else [] if value is None else [value], dtype=float))
-            too_far = given[(given > 1e150) | ((given < 1e-150) & (key != "mu_loc"))]
-            if too_far.size:
-                default = {"mu_loc": "the data's mean", "mu_scale": "twice the data's standard deviation",
-                           "sigma_scale": "the data's standard deviation"}[key]
-                raise UserError(f"[bayes] {key} = {too_far[0]:g} is beyond what float64 can square "
-                                f"({'above 1e+150' if too_far[0] > 1 else 'below 1e-150'}); give a number on the data's "
-                                f"scale, or leave it out for the default ({default})")
         if bayes_spec["enabled"] and bayes_spec["sigma_scale"] is None:
             constant = [str(name) for name, column in zip(data.columns, x.T) if np.all(column == column[0])]
             if constant:

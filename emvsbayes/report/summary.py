@@ -231,8 +231,11 @@ def _within_mode_findings(modes: xr.Dataset, n_div: int | None, n_draws: int,
 
 
 def _divergence_finding(n_div: int, n_draws: int) -> Finding:
+    share = 100 * n_div / max(n_draws, 1)
+    # one significant digit below 10 % (0.05 %, 3 %), whole percents above (52 %, 100 %: ".1g" wrote 1e+02)
+    shown = f"{share:.0f}" if share >= 9.5 else f"{share:.1g}"
     return Finding(
-        f"{n_div} divergent transitions ({100 * n_div / max(n_draws, 1):.1g}% of draws): the sampler could not "
+        f"{n_div} divergent transitions ({shown}% of draws): the sampler could not "
         "follow the posterior's curvature, so part of it may be missing.",
         "Raise [bayes] target_accept (e.g. 0.95 or 0.99); if divergences remain, the model needs a different "
         "parametrisation or stronger priors (e.g. on the scales).")
