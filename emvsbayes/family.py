@@ -58,6 +58,9 @@ Other optional members (a family may leave them out; the generic code then does 
   the figures, so a family needs nothing of :mod:`emvsbayes.report`.
 - ``auto_bootstrap_kind``: what ``[em] bootstrap_kind = "auto"`` (the default) becomes for the family;
   "nonparametric" (resample rows) without it.
+- ``spec_key_docs() -> {(section, key): meaning}``: what each of the family's own spec keys (those of
+  ``spec_defaults`` that :data:`emvsbayes.spec.SCHEMA` does not have) means, for the spec-keys table
+  (``emvsbayes spec-keys``, README.md); a family with own keys must describe every one.
 """
 
 from __future__ import annotations

@@ -115,8 +115,28 @@ def _default_text(section: str, key: str, default) -> str:
     return json.dumps(default, ensure_ascii=False)
 
 
+def family_keys() -> list[tuple[str, str, str, object, str]]:
+    """(family, section, key, default, meaning) of each family's own spec keys (not in the shared schema), in the
+    registry's order; a family's ``spec_key_docs`` must describe every one."""
+    from emvsbayes.family import family_names, get_family
+
+    rows = []
+    for name in family_names():
+        family = get_family(name)
+        docs = getattr(family, "spec_key_docs", dict)()
+        for section, keys in family.spec_defaults().items():
+            for key, default in keys.items():
+                if key in SCHEMA.get(section, {}):
+                    continue
+                if (section, key) not in docs:
+                    raise KeyError(f"the {name} family's spec key [{section}] {key} has no description in its spec_key_docs")
+                rows.append((name, section, key, default, docs[section, key]))
+    return rows
+
+
 def spec_keys_markdown() -> str:
-    """The Markdown table of every spec key: section, key, default, meaning (one row per schema key)."""
+    """The Markdown table of every spec key: section, key, default, meaning (one row per schema key, then one
+    per family's own key, its meaning starting with the family)."""
     missing = [f"[{s}] {k}" for s, keys in SCHEMA.items() for k in keys if (s, k) not in KEY_DOCS]
     if missing:
         raise KeyError(f"spec keys without a description in KEY_DOCS: {', '.join(missing)}")
@@ -126,6 +146,9 @@ def spec_keys_markdown() -> str:
             where = f"[{section}]" if section else "(top)"
             default = _default_text(section, key, rule.default).replace("|", "\\|")
             lines.append(f"| {where} | `{key}` | `{default}` | {KEY_DOCS[section, key].replace('|', '/')} |")
+    for family, section, key, default, meaning in family_keys():
+        shown = _default_text(section, key, default).replace("|", "\\|")
+        lines.append(f"| [{section}] | `{key}` | `{shown}` | {family}: {meaning.replace('|', '/')} |")
     return "\n".join(lines)
 
 

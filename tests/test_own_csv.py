@@ -12,7 +12,7 @@ from emvsbayes.data import load_continuous_csv
 from emvsbayes.errors import UserError
 from emvsbayes.report.markup import fmt
 from emvsbayes.spec import SCHEMA, validate
-from emvsbayes.spec_keys import BEGIN, END, readme_block, replace_in_readme, spec_keys_markdown
+from emvsbayes.spec_keys import BEGIN, END, family_keys, readme_block, replace_in_readme, spec_keys_markdown
 from emvsbayes.uncertainty import confusion_table
 
 # --- the table of spec keys ----------------------------------------------------------------------------
@@ -26,7 +26,9 @@ def test_readme_spec_key_table_is_the_one_generated_from_the_schema():
 
 def test_spec_key_table_has_one_row_per_schema_key_with_its_default():
     rows = spec_keys_markdown().splitlines()[2:]
-    assert len(rows) == sum(len(keys) for keys in SCHEMA.values())
+    # one row per shared key, then one per family's own key (hmm's and poisson's priors, ...)
+    assert len(rows) == sum(len(keys) for keys in SCHEMA.values()) + len(family_keys())
+    assert "| [bayes] | `transition_prior` | `none` | hmm: Dirichlet concentration" in spec_keys_markdown()
     assert "| [em] | `init` | `\"auto\"` |" in spec_keys_markdown()
     assert "| [data] | `truth` | `none` |" in spec_keys_markdown()
     assert "| [model] | `family` | `required` |" in spec_keys_markdown()

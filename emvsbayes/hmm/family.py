@@ -141,6 +141,18 @@ class HMMFamily:
     #: ``[em] bootstrap_kind = "auto"``: a series' time points cannot be resampled; simulate from the fit
     auto_bootstrap_kind = "parametric"
 
+    def spec_key_docs(self) -> dict[tuple[str, str], str]:
+        return {
+            ("model", "emission"): 'what each state emits: "poisson" (counts) or "gaussian" (measurements)',
+            ("model", "initial"): '"estimated" (the first state\'s probabilities are fitted) or "stationary" (the '
+                                  "transition matrix's stationary distribution)",
+            ("bayes", "transition_prior"): "Dirichlet concentration of each row of the transition matrix: a number, or "
+                                           "a K x K table; default: 1 off the diagonal and 1 + K on it (states persist)",
+            ("bayes", "initial_prior"): "Dirichlet concentration of the first state's probabilities",
+            ("bayes", "rate_prior"): "Poisson emissions: Gamma [shape, rate] prior of each state's rate; default: "
+                                     "[2, 2 / mean count] (prior mean the mean count)",
+        }
+
     def spec_defaults(self) -> dict[str, dict[str, object]]:
         return {
             "model": {"emission": "poisson", "initial": "estimated"},

@@ -156,6 +156,12 @@ class PoissonFamily:
 
     # -- spec -------------------------------------------------------------------------------------
 
+    def spec_key_docs(self) -> dict[tuple[str, str], str]:
+        return {
+            ("data", "counts"): "the column of counts in `file`",
+            ("bayes", "rate_prior"): 'Gamma [shape, rate] prior of each component\'s rate; "auto": shape 2 and mean the mean count',
+        }
+
     def spec_defaults(self) -> dict[str, dict[str, object]]:
         """Keys this family reads that not every family does, per table, with their defaults."""
         return {"data": {"counts": "count"}, "bayes": {"rate_prior": "auto", "w_concentration": 1.0}}
