@@ -122,6 +122,18 @@ def _coin_record(data, data_spec: dict, source: str):
                             f"name the counts' columns with heads='...', tosses='...'")
         pairs = list(zip(data[heads_name].tolist(), data[tosses_name].tolist()))
         kind = "DataFrame"
+    elif isinstance(data, dict):
+        # columns by name, as a DataFrame holds them: {"heads": [...], "tosses": [...]}
+        missing = [name for name in (heads_name, tosses_name) if name not in data]
+        if missing:
+            raise UserError(f"{source}: data has no key {missing[0]!r} (keys: {', '.join(map(str, data))}); give "
+                            f"{{{heads_name!r}: [...], {tosses_name!r}: [...]}}, or name the keys with heads='...', tosses='...'")
+        columns = [np.asarray(data[name], dtype=object).ravel().tolist() for name in (heads_name, tosses_name)]
+        if len(columns[0]) != len(columns[1]):
+            raise UserError(f"{source}: data[{heads_name!r}] has {len(columns[0])} counts but data[{tosses_name!r}] has "
+                            f"{len(columns[1])}; give one of each per set")
+        pairs = list(zip(*columns))
+        kind = "dict"
     else:
         try:
             # A pair given as a tuple or list keeps its items as given: numpy would turn (True, 1) into (1, 1).
@@ -334,8 +346,8 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
     data : array_like, pandas.DataFrame, xarray.DataArray, xarray.Dataset or list of (int, int)
         For ``family="gaussian"``: rows of observations (a 1-D or 2-D numeric array, a DataFrame whose
         column names are kept, a 1-D/2-D DataArray, or a Dataset of 1-D variables). For
-        ``family="coins"``: (heads, tosses) pairs, an (N, 2) integer array, or a DataFrame with
-        ``heads`` and ``tosses`` columns. A record from :func:`load_dataset` is taken as it is.
+        ``family="coins"``: (heads, tosses) pairs, an (N, 2) integer array, or a DataFrame (or a dict of
+        lists) with ``heads`` and ``tosses`` columns. A record from :func:`load_dataset` is taken as it is.
     family : {"coins", "gaussian"}
         The model family.
     components : int
@@ -383,7 +395,8 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
     else:
         record, raw_x = _continuous_record(data, spec["data"], source)
     if not spec["title"]:
-        given = {"array": "an array", "DataFrame": "a DataFrame", "DataArray": "a DataArray", "Dataset": "a Dataset"}
+        given = {"array": "an array", "DataFrame": "a DataFrame", "DataArray": "a DataArray", "Dataset": "a Dataset",
+                 "dict": "a dict of columns"}
         spec["title"] = f"{family} mixture, K = {components}, fitted to {given.get(record.source, record.source)}"
     tree = _run_in_memory(spec, record, progress=progress)
     return Comparison(tree, record, raw_x)
@@ -604,6 +617,9 @@ def _target(path, default_name: str, method: str) -> Path:
     path = _path_argument(path, method, "path", default_name)
     if path.is_dir():
         path = path / default_name
+    above = next((folder for folder in path.parents if folder.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"{method}: {above} is a file, not a folder, so {path} cannot be written; choose another path")
     if not path.parent.is_dir():
         raise UserError(f"{method}: folder {path.parent} does not exist; create it or choose another path")
     return path

@@ -295,7 +295,7 @@ def test_compare_refuses_bad_input_in_one_line_and_writes_nothing(data, kwargs, 
     _one_line_error(lambda: emvsbayes.compare(data, **kwargs), *expected)
 
 
-def test_the_other_entry_points_refuse_bad_input_in_one_line(nothing_written, coins):
+def test_the_other_entry_points_refuse_bad_input_in_one_line(nothing_written, coins, tmp_path):
     _one_line_error(lambda: emvsbayes.load_spec("nope.toml"), "nope.toml: no such spec file")
     _one_line_error(lambda: emvsbayes.load_dataset("faithfull"), "'faithfull' is not bundled", "did you mean 'old_faithful'")
     _one_line_error(lambda: emvsbayes.run({"model": {"family": "coins"}, "data": {"dataset": "coins_do_batzoglou"},
@@ -307,6 +307,11 @@ def test_the_other_entry_points_refuse_bad_input_in_one_line(nothing_written, co
     _one_line_error(lambda: emvsbayes.study({}, client="tcp://x"), "study: client must be a dask.distributed.Client")
     _one_line_error(lambda: coins.save("no/such/folder/results.nc"), "save: folder no/such/folder does not exist")
     _one_line_error(lambda: coins.report("no/such/folder/page.html"), "report: folder no/such/folder does not exist")
+    # a path under a file: the file is named (it said "folder ... does not exist")
+    user_file = tmp_path / "user.html"
+    user_file.write_text("mine", encoding="utf-8")
+    _one_line_error(lambda: coins.save(user_file / "x.nc"), f"save: {user_file} is a file, not a folder")
+    assert user_file.read_text(encoding="utf-8") == "mine"
     run_spec = json.loads(json.dumps(coins.spec))
     _one_line_error(lambda: emvsbayes.run(run_spec), "this spec's data were in memory", "to_spec(data_path=...)")
 
@@ -451,3 +456,17 @@ def test_to_spec_of_a_spec_file_run_points_at_its_data(tmp_path, monkeypatch):
     (tmp_path / "elsewhere.toml").write_text(text, encoding="utf-8")
     again = emvsbayes.run(tmp_path / "elsewhere.toml")
     assert _numeric_groups_equal(comparison.results, again.results) == []
+
+
+def test_coin_counts_as_a_dict_of_columns_are_the_same_sets_as_pairs():
+    """{"heads": [...], "tosses": [...]}, as a DataFrame holds them: the same record as the pairs (it was refused
+    with "set 1 is ('h', 'e', 'a', 'd', 's')")."""
+    from emvsbayes.api import _coin_record
+
+    data_spec = {"heads": "heads", "tosses": "tosses"}
+    pairs = _coin_record(LESSON_PAIRS, data_spec, "compare")
+    columns = _coin_record({"heads": [h for h, _ in LESSON_PAIRS], "tosses": np.array([t for _, t in LESSON_PAIRS])},
+                           data_spec, "compare")
+    np.testing.assert_array_equal(columns.heads, pairs.heads)
+    np.testing.assert_array_equal(columns.tosses, pairs.tosses)
+    assert columns.source == "dict"

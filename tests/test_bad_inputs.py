@@ -730,6 +730,13 @@ API_CASES = {
                                                         "model": {"family": "gaussian"}}),
         UserError, 'study: a study spec dict has no name to name its output folder; give out="folder" (or load the '
         "spec with load_study_spec)"),
+    "compare_coin_dict_without_heads": (
+        lambda tmp_path: __import__("emvsbayes").compare({"h": [5], "tosses": [10]}, family="coins"), UserError,
+        "compare: data has no key 'heads' (keys: h, tosses); give {{'heads': [...], 'tosses': [...]}}, or name the keys "
+        "with heads='...', tosses='...'"),
+    "compare_coin_dict_of_unequal_lengths": (
+        lambda tmp_path: __import__("emvsbayes").compare({"heads": [5, 9], "tosses": [10]}, family="coins"), UserError,
+        "compare: data['heads'] has 2 counts but data['tosses'] has 1; give one of each per set"),
     "compare_no_rows": (
         lambda tmp_path: __import__("emvsbayes").compare(np.empty((0, 2)), family="gaussian"), UserError,
         "the data have no rows (observations); give at least one row per component"),
