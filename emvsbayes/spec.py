@@ -557,9 +557,13 @@ def _family_keys(raw: dict) -> dict[str, dict[str, Key]]:
             for section, keys in get_family(family).spec_defaults().items()}
 
 
-#: Numbers of a model's definition and priors must stay where float64 can square them, as the data must: a
-#: prior of Beta(1e300, 1) or a scale of 1e-200 leaves the sampler frozen at one point (every draw divergent).
-SQUARE_LIMIT = 1e150
+#: Numbers larger than this in magnitude are refused, in data and in a spec's model and priors: the squares a fit
+#: takes (variances, distances) would overflow float64 (1.8e308) and every fit would end in overflow warnings and
+#: a collapsed component (or a sampler frozen at one point).
+MAX_MAGNITUDE = 1e150
+#: Numbers smaller than this (and not 0) are refused likewise: their squares underflow to denormals or 0, below
+#: any variance floor (reg_covar) and the sampler's tolerances.
+MIN_MAGNITUDE = 1e-150
 
 
 def _numbers_in(value):
@@ -576,15 +580,17 @@ def _numbers_in(value):
 
 
 def _check_magnitudes(spec: dict, source: str) -> None:
-    """Every number of [model], [bayes] and [model_choice] between 1e-150 and 1e150 in size (or 0); a location
-    (a key ending in ``_loc``) may be as close to 0 as it likes."""
+    """Every number of [model], [bayes] and [model_choice] within the data's range (:data:`MAX_MAGNITUDE`,
+    :data:`MIN_MAGNITUDE`) in size, or 0: a prior of Beta(1e300, 1) or a scale of 1e-200 left the
+    sampler frozen at one point (every draw divergent). A location (a key ending in ``_loc``) may be as close to 0
+    as it likes."""
     for section in ("model", "bayes", "model_choice"):
         for key, value in spec[section].items():
             for number in _numbers_in(value):
                 size = abs(number)
-                if size > SQUARE_LIMIT or (0 < size < 1 / SQUARE_LIMIT and not key.endswith("_loc")):
+                if size > MAX_MAGNITUDE or (0 < size < MIN_MAGNITUDE and not key.endswith("_loc")):
                     raise UserError(f"{source}: [{section}] {key} holds {number:g}, beyond what float64 can square "
-                                    f"({'above 1e+150' if size > 1 else 'below 1e-150'}); give a number of a sensible "
+                                    f"({f'above {MAX_MAGNITUDE:.0e}' if size > 1 else f'below {MIN_MAGNITUDE:.0e}'}); give a number of a sensible "
                                     "size (or leave the key out for its default)")
 
 

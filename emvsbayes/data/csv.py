@@ -27,6 +27,7 @@ from emvsbayes.data.records import CoinData, ContinuousData, CountData
 from emvsbayes.errors import UserError, quote
 from emvsbayes.limits import check_csv_size
 from emvsbayes.paths import input_kind
+from emvsbayes.spec import MAX_MAGNITUDE, MIN_MAGNITUDE
 
 __all__ = ["load_coins_csv", "load_continuous_csv", "load_counts_csv"]
 
@@ -620,13 +621,6 @@ def _check_preprocessing_options(
                     f"data.categories[{quote(name)}][{quote(category)}] is {quote(code)}; each category must map to a finite number"
                 )
 
-
-#: Values larger than this in magnitude are refused: the squares a fit takes (variances, distances) would
-#: overflow float64 (1.8e308) and every fit would end in overflow warnings and a collapsed component.
-MAX_MAGNITUDE = 1e150
-#: A column whose values are all smaller than this (and not all 0) is refused: its squares underflow to
-#: denormals or 0, below any variance floor (reg_covar) and the sampler's tolerances.
-MIN_MAGNITUDE = 1e-150
 
 
 def check_magnitudes(x: np.ndarray, chosen: Sequence[str], where: str,

@@ -720,10 +720,13 @@ class GaussianFamily:
         where their squares are finite (as a CSV's values must)."""
         if kind == "sbc" and cell["dim"] != 1:
             raise UserError(f"{source}: [grid] dim: SBC supports 1-D Gaussian mixtures only; use dim = [1]")
+        from emvsbayes.spec import MAX_MAGNITUDE
+
         span = cell.get("separation", 0.0) * max(cell.get("components", 2) - 1, 1)
-        if span > 1e150:
+        if span > MAX_MAGNITUDE:
             raise UserError(f"{source}: [grid] separation = {cell['separation']:g} puts the true means {span:g} sds apart, "
-                            "beyond 1e+150 where their squares overflow floating point; use a few sds (3 is the default)")
+                            f"beyond {MAX_MAGNITUDE:.0e} where their squares overflow floating point; use a few sds (3 is the "
+                            "default)")
 
     def study_model(self, spec: dict, cell: dict, prior: dict) -> GaussianMixtureModel:
         priors = gaussian_model.GaussianPriors(w_concentration=prior["w_concentration"], mu_loc=(float(prior["mu_loc"]),),
