@@ -128,6 +128,12 @@ def _cmd_study(args) -> int:
     outcome = run_study(args.spec, scheduler=args.scheduler, out=args.out, n_workers=args.workers, progress=progress)
     _say(args, f"results: {outcome.results_path}")
     _say(args, f"report: {outcome.report_path}")
+    if outcome.n_computed and outcome.n_failed == outcome.n_computed:
+        # Nothing was learnt: a script or CI job must see it, --quiet or not (study.nc and the page still list
+        # every error, and a rerun computes the failed replicates again).
+        print(f"emvsbayes: error: all {outcome.n_failed} replicate(s) run failed, the first with {outcome.first_error}; "
+              f"the report lists every error: {outcome.report_path}", file=sys.stderr)
+        return 1
     if outcome.n_failed:
         _say(args, f"{outcome.n_failed} replicate(s) failed; the report lists their errors")
     return 0

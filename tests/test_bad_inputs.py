@@ -964,6 +964,81 @@ def test_a_memory_limit_that_is_not_a_size(tmp_path):
                       "EMVSBAYES_MEMORY_LIMIT=16G", out)
 
 
+XLA_COUNT = "--xla_force_host_platform_device_count"
+
+
+JAX_ENVIRONMENT_CASES = {
+    # JAX reads XLA_FLAGS after EM: "abc" and "" printed XLA's whole list of flags (hundreds of lines, exit 1), "0"
+    # an internal error ("Unable to initialize backend 'cpu'"). Now refused before any work.
+    **{f"device_count_{value or 'empty'}": (
+        {"XLA_FLAGS": f"--xla_cpu_multi_thread_eigen=false {XLA_COUNT}={value}"},
+        f"XLA_FLAGS sets {XLA_COUNT}={value}, which is not a number of CPU devices from 1 to 1,024; give one (emvsbayes "
+        "uses 8 when XLA_FLAGS leaves it out) or remove it from XLA_FLAGS") for value in ("abc", "0", "")},
+    # an internal error from JAX's import ("Invalid value 'abc' for JAX flag")
+    "cache_seconds": ({"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "abc"},
+                      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='abc' is not a number of seconds; give one, or unset it "
+                      "(emvsbayes then uses 0: every compiled program cached)"),
+    "cache_bytes": ({"JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "1.5"},
+                    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='1.5' is not a whole number of bytes; give one, or unset "
+                    "it (emvsbayes then uses 0: every compiled program cached)"),
+    # found when JAX starts (after EM): internal errors before, a RuntimeError and a bare AssertionError
+    # (JAX's own reason, which names the backends this JAX knows, is given as it comes)
+    "platform_unknown": ({"JAX_PLATFORMS": "gpu"},
+                         re.compile(re.escape("JAX cannot start (Unable to initialize backend 'rocm': Backend 'rocm' is not "
+                                              "in the list of known backends: [") + r"[^]]*\]\.; " +
+                                    re.escape("JAX_PLATFORMS='gpu'); unset JAX_PLATFORMS or set it to 'cpu'"))),
+    "platform_missing": ({"JAX_PLATFORMS": "cuda"},
+                         "JAX cannot start (no platform it names is installed; JAX_PLATFORMS='cuda'); unset JAX_PLATFORMS or "
+                         "set it to 'cpu'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JAX_ENVIRONMENT_CASES))
+def test_a_jax_environment_that_cannot_work(case, tmp_path):
+    env, expected = JAX_ENVIRONMENT_CASES[case]
+    spec, out = _write_spec(tmp_path, COINS), tmp_path / "out"
+    proc = run_cli("run", spec, "--out", out, env=env, timeout=120)
+    if isinstance(expected, re.Pattern):
+        line = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+        assert expected.fullmatch(line.removeprefix("emvsbayes: error: ")), proc.stderr
+        expected = line.removeprefix("emvsbayes: error: ")
+    assert_user_error(proc, expected, out)
+
+
+def test_a_study_given_fewer_xla_devices_than_its_chains(tmp_path):
+    """A LocalCluster's workers inherit XLA_FLAGS: with one device every replicate failed ("JAX has 1 devices, the
+    study's chains need 2"), and the study still exited 0."""
+    spec, out = _write_spec(tmp_path, STUDY_SPEC.format(family="gaussian")), tmp_path / "out"
+    assert_user_error(run_cli("study", spec, "--out", out, env={"XLA_FLAGS": f"{XLA_COUNT}=1"}, timeout=120),
+                      f"XLA_FLAGS sets {XLA_COUNT}=1, but this study's 2 chains run on 2 JAX devices (the same program "
+                      "on every worker); raise it to 2 or more, or remove it from XLA_FLAGS", out)
+    assert not out.exists()
+
+
+def test_the_device_count_read_from_xla_flags(monkeypatch):
+    from emvsbayes.errors import UserError
+    from emvsbayes.sampling import devices_in_environment
+    from emvsbayes.study.spec import check_devices
+
+    for flags, count in [("", None), ("--xla_cpu_multi_thread_eigen=false", None), (f"{XLA_COUNT}=3", 3),
+                         (f"-{XLA_COUNT[2:]}=2 --xla_cpu_multi_thread_eigen=false", 2), (f"{XLA_COUNT}=4 {XLA_COUNT}=1", 1),
+                         (f"{XLA_COUNT}_other=1", None)]:
+        monkeypatch.setenv("XLA_FLAGS", flags)
+        assert devices_in_environment() == count, flags
+    for bad in ("1024x", "2000", "-1", "١"):  # the last an Arabic-Indic one: a digit to Python, not to XLA
+        monkeypatch.setenv("XLA_FLAGS", f"{XLA_COUNT}={bad}")
+        with pytest.raises(UserError, match="not a number of CPU devices"):
+            devices_in_environment()
+    study = {"bayes": {"chains": 4, "tune": 10, "draws": 10, "target_accept": 0.8, "sampler": "auto"},
+             "model": {"family": "gaussian"}, "grid": {}}
+    monkeypatch.setenv("XLA_FLAGS", f"{XLA_COUNT}=4")
+    check_devices(study)  # enough
+    monkeypatch.setenv("XLA_FLAGS", f"{XLA_COUNT}=3")
+    with pytest.raises(UserError, match="4 chains run on 4 JAX devices"):
+        check_devices(study)
+    check_devices({**study, "grid": {"sampler": ["nutpie"]}})  # no cell samples with numpyro
+
+
 def test_memory_limit_parsing():
     from emvsbayes.limits import format_size, parse_size
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from emvsbayes.errors import UserError
 from emvsbayes.study import replicate as rep
@@ -244,6 +245,32 @@ def test_two_workers_give_the_same_numbers_as_one(one_worker_run, coins_spec, cl
     xr.testing.assert_identical(results(ds1).drop_attrs(), results(ds2).drop_attrs())
     html = outcome2.report_path.read_text(encoding="utf-8")
     assert "Coverage against nominal" in html and "<svg" in html and "<script" not in html
+
+
+@pytest.mark.slow
+def test_a_study_whose_every_replicate_fails_exits_1(tmp_path):
+    """Workers of a cluster given by --scheduler whose JAX has one CPU device, while the study lays its 2 chains on
+    2: every replicate fails where it samples (a LocalCluster started by the study inherits this process's
+    XLA_FLAGS, checked before it starts: tests/test_bad_inputs.py). Such a study exited 0, and silently with
+    --quiet. Now: exit 1 and one line with the first error; study.nc and its page list them all."""
+    from distributed import LocalCluster
+
+
+    spec = write_spec(tmp_path, "tiny_coins_numpyro", COINS_COVERAGE.replace("n_sets = [15]", 'n_sets = [15]\nsampler = ["numpyro"]'))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}) as local:
+        proc = run_cli("study", spec, "--scheduler", local.scheduler_address, "--out", tmp_path / "out", "--quiet",
+                       timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "emvsbayes: error: all 6 replicate(s) run failed, the first with RuntimeError: this worker's JAX has 1 CPU "
+        "devices, the study's chains run on 2: start the workers with XLA_FLAGS=--xla_force_host_platform_device_count=2 "
+        "or more (a worker whose JAX started before emvsbayes configured it keeps the count it started with); the "
+        f"report lists every error: {tmp_path / 'out' / 'index.html'}"], proc.stderr
+    from emvsbayes.study import read_study
+
+    ds = read_study(tmp_path / "out" / "study.nc")
+    assert (ds["status"] == 0).all()
 
 
 @pytest.mark.slow

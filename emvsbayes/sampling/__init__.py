@@ -19,6 +19,7 @@ numbers), for a study's workers, which would otherwise import ArviZ, xarray and 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,57 @@ TARGET_ACCEPT_FEW_POINTS = 0.95
 FEW_POINTS = 30
 #: Virtual XLA CPU devices, so numpyro runs up to this many chains in parallel, one per device.
 JAX_DEVICES = 8
+#: The XLA flag that sets the number of CPU devices (a user's ``XLA_FLAGS`` may hold it already).
+DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
+#: Most CPU devices accepted from ``XLA_FLAGS``: XLA makes each device with its own threads and memory, and
+#: chains beyond the cores gain nothing.
+MAX_DEVICES = 1024
+
+
+def devices_in_environment() -> int | None:
+    """The CPU device count ``XLA_FLAGS`` sets, ``None`` if it sets none.
+
+    Checked before any work (:func:`emvsbayes.pipeline.run_spec`, studies): XLA reads the flag only when JAX
+    first starts its backend, after EM, and meets a value that is not a whole number >= 1 by printing its
+    whole list of flags and exiting, or by failing to start ("Unable to initialize backend 'cpu'").
+    """
+    from emvsbayes.errors import UserError
+
+    given = re.findall(rf"(?:^|\s)--?{DEVICE_COUNT_FLAG}(?:=(\S*))?(?=\s|$)", os.environ.get("XLA_FLAGS", ""))
+    if not given:
+        return None
+    value = given[-1]
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_DEVICES):
+        raise UserError(f"XLA_FLAGS sets --{DEVICE_COUNT_FLAG}={value}, which is not a number of CPU devices from 1 "
+                        f"to {MAX_DEVICES:,}; give one (emvsbayes uses {JAX_DEVICES} when XLA_FLAGS leaves it out) or "
+                        "remove it from XLA_FLAGS")
+    return int(value)
+
+
+#: JAX's own variables that :func:`configure_jax` sets when unset (to 0: cache every program, however small and
+#: quick to compile), and how a value is read.
+JAX_CACHE_VARIABLES = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": ("a number of seconds", float),
+                       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": ("a whole number of bytes", int)}
+
+
+def check_jax_environment() -> None:
+    """Refuse, before any work, the variables JAX reads that would stop it after EM: ``XLA_FLAGS``'s device
+    count (:func:`devices_in_environment`) and the persistent cache's thresholds (JAX raises "Invalid value"
+    when it is imported)."""
+    from emvsbayes.errors import UserError
+
+    devices_in_environment()
+    for name, (what, read) in JAX_CACHE_VARIABLES.items():
+        value = os.environ.get(name)
+        if value is None:
+            continue
+        try:
+            number = read(value)
+        except ValueError:
+            number = None
+        if number is None or number != number or abs(number) == float("inf"):
+            raise UserError(f"{name}={value!r} is not {what}; give one, or unset it (emvsbayes then uses 0: "
+                            "every compiled program cached)")
 
 
 def resolve_sampler(name: str) -> str:
@@ -66,9 +118,10 @@ def configure_jax() -> None:
     The cache lives in ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/emvsbayes/jax``
     (``~/.cache/emvsbayes/jax``). The device count cannot change once JAX has computed anything.
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={JAX_DEVICES}".strip()
+    check_jax_environment()
+    if devices_in_environment() is None:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --{DEVICE_COUNT_FLAG}={JAX_DEVICES}".strip()
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(base, "emvsbayes", "jax")
@@ -86,6 +139,15 @@ def configure_jax() -> None:
                       float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes",
                       int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
+    try:
+        jax.devices()  # starts the backend now (the first computation would): a platform it cannot start is named
+    except (RuntimeError, AssertionError) as error:  # JAX asserts when no platform named could start
+        from emvsbayes.errors import UserError
+
+        reason = str(error).split(" (you may need", 1)[0].split(" (set JAX_PLATFORMS", 1)[0].strip() or \
+            "no platform it names is installed"
+        raise UserError(f"JAX cannot start ({reason}; JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r}); "
+                        "unset JAX_PLATFORMS or set it to 'cpu'") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +234,7 @@ def sample_posterior(
     return SamplingOutcome(tree, ran, seconds_sampling, total)
 
 
-__all__ = ["DEFAULT_SAMPLER", "FEW_POINTS", "JAX_DEVICES", "SAMPLERS", "TARGET_ACCEPT", "TARGET_ACCEPT_FEW_POINTS",
-           "ModelRecipe", "SamplerSettings", "SamplingOutcome", "available_cores", "configure_jax",
+__all__ = ["DEFAULT_SAMPLER", "DEVICE_COUNT_FLAG", "FEW_POINTS", "JAX_CACHE_VARIABLES", "JAX_DEVICES", "MAX_DEVICES", "SAMPLERS", "TARGET_ACCEPT", "TARGET_ACCEPT_FEW_POINTS",
+           "ModelRecipe", "SamplerSettings", "SamplingOutcome", "available_cores", "check_jax_environment", "configure_jax",
+           "devices_in_environment",
            "resolve_sampler", "resolve_target_accept", "sample_posterior"]

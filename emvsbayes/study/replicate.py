@@ -54,7 +54,7 @@ from emvsbayes.family import Family, get_family
 from emvsbayes.labels import apply_permutations, chain_permutations, distinct_optima, pivot
 from emvsbayes.sampling.convergence import ess_bulk, rhat_rank
 from emvsbayes.seeds import int_seed, stage_seeds
-from emvsbayes.study.spec import LADDER_KINDS
+from emvsbayes.study.spec import LADDER_KINDS, program_spec
 from emvsbayes.uncertainty import run_bootstrap, standard_errors
 
 #: Stages that get their own child seed, in this order (adding a stage at the end keeps old streams).
@@ -259,18 +259,6 @@ def model_with_containers(family_name: str, model_def, data: dict):
     return model
 
 
-def _program_spec(spec: dict):
-    """numpyro's program settings for a study: the chain layout is fixed by the number of chains
-    alone (not by how many JAX devices a worker happens to have), so every worker runs the same
-    program."""
-    from emvsbayes.sampling import JAX_DEVICES
-    from emvsbayes.sampling import programs as prog
-
-    bayes = spec["bayes"]
-    layout = prog.ChainLayout.for_chains(bayes["chains"], JAX_DEVICES)
-    return prog.ProgramSpec(layout, bayes["tune"], bayes["draws"], float(bayes["target_accept"]))
-
-
 def _numpyro_programs(family_name: str, model_def, data: dict, spec: dict):
     """The cell's exported programs with the observed data as arguments: loaded from the program
     cache (:func:`emvsbayes.sampling.programs.cache_dir`) or built from the model and stored there.
@@ -281,25 +269,27 @@ def _numpyro_programs(family_name: str, model_def, data: dict, spec: dict):
     """
     from functools import partial
 
-    from emvsbayes.sampling import ModelRecipe, configure_jax
+    from emvsbayes.sampling import DEVICE_COUNT_FLAG, ModelRecipe, configure_jax
     from emvsbayes.sampling import programs as prog
     from emvsbayes.sampling.numpyro_nuts import obtain_programs
 
     configure_jax()
     import jax
 
-    program_spec = _program_spec(spec)
-    if jax.local_device_count() < program_spec.layout.devices:
-        raise RuntimeError(f"JAX has {jax.local_device_count()} devices, the study's chains need "
-                           f"{program_spec.layout.devices}: JAX was started before configure_jax()")
+    settings = program_spec(spec)
+    if jax.local_device_count() < settings.layout.devices:
+        raise RuntimeError(f"this worker's JAX has {jax.local_device_count()} CPU devices, the study's chains run on "
+                           f"{settings.layout.devices}: start the workers with XLA_FLAGS="
+                           f"--{DEVICE_COUNT_FLAG}={settings.layout.devices} or more (a worker whose JAX started "
+                           "before emvsbayes configured it keeps the count it started with)")
     family = get_family(family_name)
     shaped = {key: (np.zeros_like(value) if key in family.observed.values() else np.asarray(value))
               for key, value in data.items()}
     recipe = ModelRecipe(model_with_containers, (family_name, model_def, shaped))
     names = [_container_name(obs) for obs in family.observed]
     build = partial(_build_data_programs, names)
-    with _one_builder(prog, recipe, program_spec):
-        programs, obtained = obtain_programs(recipe, program_spec, build)
+    with _one_builder(prog, recipe, settings):
+        programs, obtained = obtain_programs(recipe, settings, build)
         if obtained == "built":
             _compile_executables(programs)
         return programs

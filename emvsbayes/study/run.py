@@ -56,7 +56,7 @@ from emvsbayes.family import get_family
 from emvsbayes.outputs import OutputFolder
 from emvsbayes.paths import input_kind
 from emvsbayes.results import STUDY_FORMAT, atomic_write, check_checksum, load_quietly, read_study, write_checked
-from emvsbayes.study.spec import cells, fingerprint, grid_axes, load_study_spec
+from emvsbayes.study.spec import cells, check_devices, fingerprint, grid_axes, load_study_spec
 
 STUDY_VERSION = 1
 MANIFEST = "study.json"
@@ -81,6 +81,8 @@ class StudyOutcome:
     n_computed: int
     n_failed: int
     seconds: float
+    #: The error of the first replicate that failed in this run ("" if none did).
+    first_error: str = ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,6 +212,8 @@ def run_study(
     if scheduler is not None:
         check_scheduler_address(scheduler)
     limits.check_study(spec)
+    if scheduler is None and client is None:
+        check_devices(spec)  # the LocalCluster's workers inherit this environment's XLA_FLAGS
     out = Path(out) if out is not None else Path("reports") / spec["name"]
     store = out / "store"
     closing: list[threading.Thread] = []
@@ -225,7 +229,7 @@ def _run(spec, out, store, scheduler, n_workers, *, say_to, retries, client, beg
     with OutputFolder(out, "study") as folder:
         created = open_store(store, spec)
         try:
-            total, n_done, n_todo, n_failed = _compute_and_publish(spec, store, scheduler, n_workers, folder,
+            total, n_done, n_todo, n_failed, first_error = _compute_and_publish(spec, store, scheduler, n_workers, folder,
                                                                    say_to=say_to, retries=retries, client=client,
                                                                    began=began, closing=closing)
         except BaseException:
@@ -234,13 +238,14 @@ def _run(spec, out, store, scheduler, n_workers, *, say_to, retries, client, beg
             raise
     results_path, report_path = out / "study.nc", out / "index.html"
     _refresh_reports_index(out)
-    return StudyOutcome(results_path, report_path, store, total, n_done, n_todo, n_failed, time.perf_counter() - began)
+    return StudyOutcome(results_path, report_path, store, total, n_done, n_todo, n_failed, time.perf_counter() - began,
+                        first_error)
 
 
 def _compute_and_publish(spec, store, scheduler, n_workers, folder, *, say_to, retries, client, began,
-                         closing) -> tuple[int, int, int, int]:
+                         closing) -> tuple[int, int, int, int, str]:
     """The replicates not yet in the store, then study.nc and its page published together; (replicates in all,
-    found done, computed, failed)."""
+    found done, computed, failed, the first failure's error)."""
     grid_cells = cells(spec)
     replicates = spec["replicates"]
     done = done_replicates(store, len(grid_cells), replicates, fingerprint(spec))
@@ -249,10 +254,9 @@ def _compute_and_publish(spec, store, scheduler, n_workers, folder, *, say_to, r
     say(f"study {spec['name']}: {len(grid_cells)} cells x {replicates} replicates; "
         f"{len(done)} already in {store}, {len(todo)} to run")
 
-    n_failed = 0
-    workers_used = 0
+    n_failed, workers_used, first_error = 0, 0, ""
     if todo:
-        n_failed, workers_used = _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, client,
+        n_failed, workers_used, first_error = _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, client,
                                           began, closing)
     ds = assemble(spec, store)
     ds.attrs.update(run_attrs(spec, scheduler, workers_used, time.perf_counter() - began))
@@ -265,7 +269,7 @@ def _compute_and_publish(spec, store, scheduler, n_workers, folder, *, say_to, r
     # from the Dataset in memory; reading and hashing it again would cost a second after the last replicate.
     render_study_report(write_study(ds, unit / "study.nc"), unit / "index.html")
     folder.publish(unit)
-    return len(grid_cells) * replicates, len(done), len(todo), n_failed
+    return len(grid_cells) * replicates, len(done), len(todo), n_failed, first_error
 
 
 def _refresh_reports_index(out: Path) -> None:
@@ -286,8 +290,8 @@ def _refresh_reports_index(out: Path) -> None:
 
 
 def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, given_client=None,
-             began: float | None = None, closing: list | None = None) -> tuple[int, int]:
-    """Run ``todo`` on the cluster, storing each record as it arrives; (failed, workers).
+             began: float | None = None, closing: list | None = None) -> tuple[int, int, str]:
+    """Run ``todo`` on the cluster, storing each record as it arrives; (failed, workers, the first failure's error).
 
     With ``closing`` (a list), a cluster started here that computed every replicate is closed in a thread
     appended to it (closing waits for the worker processes to stop, a second or more), so that the caller
@@ -345,7 +349,7 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
         pending = iter(todo)
         in_flight = as_completed([submit(c, r) for c, r in itertools.islice(pending, window)])
         _import_meanwhile("emvsbayes.study.report", "h5netcdf")
-        n_failed = 0
+        n_failed, first_error = 0, ""
         for finished, future in enumerate(in_flight, start=1):
             following = next(pending, None)
             if following is not None:
@@ -362,10 +366,11 @@ def _compute(spec, grid_cells, todo, store, scheduler, n_workers, retries, say, 
             future.release()
             if record["status"] != "ok":
                 n_failed += 1
+                first_error = first_error or record["error"]
             say(f"[{finished}/{len(todo)}] cell {record['cell']} replicate {record['replicate']}: {record['status']}"
                 + (f" ({record['error']})" if record["error"] else ""))
         completed = True
-        return n_failed, workers_used
+        return n_failed, workers_used, first_error
     finally:
         _sigint_blocked(True)  # a second Ctrl-C must not cut the closing short (half-closed clusters print tracebacks)
         try:

@@ -23,6 +23,7 @@ import copy
 import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +332,38 @@ def load_study_spec(path: str | Path) -> dict:
     spec["name"] = path.stem
     spec["path"] = str(path)
     return spec
+
+
+def program_spec(spec: dict):
+    """numpyro's program settings for a study: the chain layout is fixed by the number of chains
+    alone (not by how many JAX devices a worker happens to have), so every worker runs the same
+    program."""
+    from emvsbayes.sampling import JAX_DEVICES
+    from emvsbayes.sampling import programs as prog
+
+    bayes = spec["bayes"]
+    layout = prog.ChainLayout.for_chains(bayes["chains"], JAX_DEVICES)
+    return prog.ProgramSpec(layout, bayes["tune"], bayes["draws"], float(bayes["target_accept"]))
+
+
+def check_devices(spec: dict) -> None:
+    """Refuse, before the cluster starts, JAX variables of this environment (which a LocalCluster's workers
+    inherit) that would fail every replicate: those :func:`emvsbayes.sampling.check_jax_environment` refuses,
+    and an ``XLA_FLAGS`` that gives JAX fewer CPU devices than the study's chains are laid out on."""
+    from emvsbayes.sampling import DEVICE_COUNT_FLAG, check_jax_environment, devices_in_environment, resolve_sampler
+
+    check_jax_environment()
+    if not any(resolve_sampler(cell["sampler"]) == "numpyro" for cell in cells(spec)):
+        return
+    if os.environ.get("JAX_PLATFORMS"):
+        from emvsbayes.sampling import configure_jax
+
+        configure_jax()  # JAX started here (seconds), only then: a platform it cannot start is refused now
+    given = devices_in_environment()
+    if given is None:
+        return
+    need = program_spec(spec).layout.devices
+    if given < need:
+        raise UserError(f"XLA_FLAGS sets --{DEVICE_COUNT_FLAG}={given}, but this study's {spec['bayes']['chains']} "
+                        f"chains run on {need} JAX devices (the same program on every worker); raise it to {need} or "
+                        "more, or remove it from XLA_FLAGS")
