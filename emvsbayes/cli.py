@@ -179,6 +179,9 @@ def _quieten_pymc(pymc) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # The command line draws only to SVG files: a user's MPLBACKEND (a GUI, or a value matplotlib refuses when
+    # it is imported, after the whole fit) has no say here. Set before anything imports matplotlib.
+    os.environ["MPLBACKEND"] = "Agg"
     debug = "--debug" in argv
     try:
         args = _parser().parse_args(argv)

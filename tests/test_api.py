@@ -427,6 +427,45 @@ def test_lesson_notebook_runs(tmp_path, monkeypatch):
     assert (tmp_path / "coins_lesson.html").is_file()
 
 
+@pytest.mark.slow
+def test_drawing_figures_leaves_a_notebooks_matplotlib_alone(monkeypatch):
+    """In a Jupyter kernel (nbclient, as users run it), emvsbayes's figures switched the session's backend from the
+    inline one to Agg for good (matplotlib.use at import: the user's next plots showed nothing), and a plot
+    arviz-plots could not draw closed every figure of the session (plt.close("all")). The page's figures
+    (Comparison.report and _repr_html_ draw in the caller's process) now leave both alone."""
+    import nbclient
+    import nbformat
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    drawing = """
+import matplotlib
+import matplotlib.pyplot as plt
+mine = plt.figure()
+from emvsbayes.report import figures
+
+def fails(tree, backend):  # opens a figure, then fails as arviz-plots does on degenerate draws
+    plt.figure()
+    raise ValueError("degenerate")
+
+with figures.drawing():
+    svg = figures.arviz_figure(fails, None) + figures.message_figure("a figure of ours")
+print(matplotlib.get_backend(), plt.fignum_exists(mine.number), plt.get_fignums() == [mine.number], svg.count("<svg"))
+"""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(drawing),
+                                               nbformat.v4.new_code_cell("plt.plot([1, 2]);")])
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    first, second = (cell.outputs for cell in notebook.cells)
+    # the text, then the user's own figure shown at the cell's end; none of ours (closed once drawn)
+    assert [o.output_type for o in first] == ["stream", "display_data"], first
+    assert first[1]["data"]["text/plain"] == "<Figure size 640x480 with 0 Axes>", first
+    backend, kept, only_mine, n_svg = first[0]["text"].split()
+    assert backend in ("inline", "module://matplotlib_inline.backend_inline") and (kept, only_mine, n_svg) == (
+        "True", "True", "2"), first[0]["text"]
+    # the user's next plot is shown inline, as before emvsbayes drew anything
+    assert [o.output_type for o in second] == ["display_data"] and "image/png" in second[0]["data"], second
+
+
 def test_coin_counts_of_every_kind_become_the_same_record():
     from emvsbayes.api import _coin_record
 

@@ -1015,6 +1015,15 @@ def test_a_study_given_fewer_xla_devices_than_its_chains(tmp_path):
     assert not out.exists()
 
 
+def test_a_matplotlib_backend_the_command_line_does_not_use(lecture_run, tmp_path):
+    """MPLBACKEND=bogus: matplotlib refuses it when imported, which was after the whole fit (an internal error,
+    exit 1). The command line draws SVG only, with Agg whatever MPLBACKEND says."""
+    page = tmp_path / "page.html"
+    proc = run_cli("report", lecture_run / "results.nc", "--out", page, env={"MPLBACKEND": "bogus"}, timeout=120)
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+    assert "<svg" in page.read_text(encoding="utf-8")
+
+
 def test_the_device_count_read_from_xla_flags(monkeypatch):
     from emvsbayes.errors import UserError
     from emvsbayes.sampling import devices_in_environment

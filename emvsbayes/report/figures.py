@@ -8,13 +8,17 @@ rounds coordinates and drops unreferenced ids so that many figures fit one page.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import re
+from collections.abc import Iterator
 
 import matplotlib
 
-matplotlib.use("Agg")  # no display; figures become SVG text
+# No matplotlib.use("Agg") here: in a notebook it would switch the user's own backend (the inline one) for
+# the rest of the session, and their plots would stop showing. Figures here are only saved as SVG, which any
+# backend does; the command line and the page workers run with MPLBACKEND=Agg (emvsbayes.cli, .workers).
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import warnings
@@ -114,6 +118,14 @@ def compact_svg(text: str) -> str:
     return re.sub(r">\s+<", "><", text)
 
 
+@contextlib.contextmanager
+def drawing() -> Iterator[None]:
+    """Draw figures for a page inside a caller's session without touching it: pyplot's interactive mode off
+    (an interactive GUI session would open a window for each figure), figures of the caller left open."""
+    with plt.ioff():
+        yield
+
+
 def to_svg(fig) -> str:
     """Serialise a matplotlib figure as a compact inline ``<svg>`` element and close it.
 
@@ -165,10 +177,12 @@ def arviz_figure(plot_function, tree, *, width: float = 10.0, row_height: float 
     estimates; the page then says so in its own words in place of the figure instead of failing
     (the library's error text would mean nothing to a reader).
     """
+    before = set(plt.get_fignums())
     try:
         pc = plot_function(tree, backend="matplotlib", **kwargs)
     except (ValueError, FloatingPointError, np.linalg.LinAlgError):
-        plt.close("all")
+        for number in set(plt.get_fignums()) - before:  # what the failed plot opened, not a caller's figures
+            plt.close(number)
         return message_figure(f"{what} could not be drawn for these draws: a parameter has (nearly) the same value "
                               "in every draw, so there is nothing to rank or smooth. The tables below still list it.")
     fig = pc.viz["figure"].item()

@@ -39,18 +39,19 @@ def render_parts(tree: xr.DataTree, names: Iterable[str] = PART_NAMES,
     figures.new_page()
     ctx = sections.Context(tree)
     parts: dict[str, object] = {}
-    for name in names:
-        figures.new_part(name)
-        if name in SECTION_FUNCTIONS:
-            parts[name] = SECTION_FUNCTIONS[name](ctx)
-        elif name == "family":
-            parts[name] = sections.family_sections(ctx)
-        elif name == "description":
-            parts[name] = lesson.description_block(ctx)
-        elif name == "reproducibility":
-            parts[name] = sections.reproducibility_section(ctx, extra_timings)
-        else:
-            raise ValueError(f"no part {name!r} of the page; the parts are {', '.join(PART_NAMES)}")
+    with figures.drawing():
+        for name in names:
+            figures.new_part(name)
+            if name in SECTION_FUNCTIONS:
+                parts[name] = SECTION_FUNCTIONS[name](ctx)
+            elif name == "family":
+                parts[name] = sections.family_sections(ctx)
+            elif name == "description":
+                parts[name] = lesson.description_block(ctx)
+            elif name == "reproducibility":
+                parts[name] = sections.reproducibility_section(ctx, extra_timings)
+            else:
+                raise ValueError(f"no part {name!r} of the page; the parts are {', '.join(PART_NAMES)}")
     return parts
 
 

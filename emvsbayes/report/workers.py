@@ -82,6 +82,7 @@ class PageWorkers:
         # Drawing wants no BLAS threads, and only a process without threads splits itself safely (fork):
         # pyarrow (imported by pandas, under xarray) starts a jemalloc thread unless told not to.
         env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
+        env["MPLBACKEND"] = "Agg"  # SVG only; not the caller's backend (a notebook's inline one, a GUI)
         env["JE_ARROW_MALLOC_CONF"] = "background_thread:false"
         # A session of its own: Ctrl-C in the terminal reaches the run, not the worker, which exits when
         # the run's end closes its input.

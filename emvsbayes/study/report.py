@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from emvsbayes.report.figures import COLORS, plt, to_svg
+from emvsbayes.report.figures import COLORS, drawing, plt, to_svg
 from emvsbayes.results import atomic_write
 
 N_AXES = ("n_obs", "n_sets", "n_time")
@@ -501,8 +501,9 @@ def render_study_report(ds: xr.Dataset, path, *, figure_file: bool = True) -> Pa
     against N also as ``coverage.svg`` beside it (for pages that cannot inline the report, such as a README)
     unless ``figure_file`` is False (a page written outside the study's folder: the figure is in the page)."""
     # Drawn once for both (the largest figure: a second of the page's few, after the last replicate).
-    figure = rung_figure(ds, _axes(ds)) if ds.attrs.get("kind") == "coverage" else None
-    page = render_study_html(ds, rung_svg=figure)
+    with drawing():
+        figure = rung_figure(ds, _axes(ds)) if ds.attrs.get("kind") == "coverage" else None
+        page = render_study_html(ds, rung_svg=figure)
     atomic_write(Path(path), lambda tmp: tmp.write_text(page, encoding="utf-8"))
     if figure_file and ds.attrs.get("kind") == "coverage":
         if figure:
