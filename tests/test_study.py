@@ -264,13 +264,18 @@ def test_a_study_whose_every_replicate_fails_exits_1(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "emvsbayes: error: all 6 replicate(s) run failed, the first with RuntimeError: this worker's JAX has 1 CPU "
-        "devices, the study's chains run on 2: start the workers with XLA_FLAGS=--xla_force_host_platform_device_count=2 "
+        "device, the study's chains run on 2: start the workers with XLA_FLAGS=--xla_force_host_platform_device_count=2 "
         "or more (a worker whose JAX started before emvsbayes configured it keeps the count it started with); the "
         f"report lists every error: {tmp_path / 'out' / 'index.html'}"], proc.stderr
     from emvsbayes.study import read_study
 
     ds = read_study(tmp_path / "out" / "study.nc")
     assert (ds["status"] == 0).all()
+    # The page says so instead of empty figures, and gives the error once per cell with its replicates' range.
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "<h2>No replicate succeeded</h2>" in page and "All 6 replicates that ran failed" in page
+    assert "<h2>Coverage against nominal</h2>" not in page and "<h2>Time per stage</h2>" not in page
+    assert page.count("this worker&#x27;s JAX has 1 CPU device,") == 1 and "<td>0-5</td>" in page
 
 
 @pytest.mark.slow

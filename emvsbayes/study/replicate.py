@@ -278,7 +278,8 @@ def _numpyro_programs(family_name: str, model_def, data: dict, spec: dict):
 
     settings = program_spec(spec)
     if jax.local_device_count() < settings.layout.devices:
-        raise RuntimeError(f"this worker's JAX has {jax.local_device_count()} CPU devices, the study's chains run on "
+        have = jax.local_device_count()
+        raise RuntimeError(f"this worker's JAX has {have} CPU device{'' if have == 1 else 's'}, the study's chains run on "
                            f"{settings.layout.devices}: start the workers with XLA_FLAGS="
                            f"--{DEVICE_COUNT_FLAG}={settings.layout.devices} or more (a worker whose JAX started "
                            "before emvsbayes configured it keeps the count it started with)")

@@ -378,22 +378,37 @@ def sbc_table(ds: xr.Dataset, axes: list[str]) -> str:
 
 
 def failures(ds: xr.Dataset, axes: list[str]) -> str:
+    """One row per cell and error: the replicates that failed with it as ranges ("0-7, 9"), so a cause every
+    replicate met (a worker's set-up) reads as one line per cell, not one per replicate."""
     rows = []
     for _, sel in _cells(ds, axes):
         cell = ds.sel(sel) if sel else ds
+        by_error: dict[str, list[int]] = {}
         for r in cell["replicate"].values:
             status = int(cell["status"].sel(replicate=r))
             if status != 1:
                 message = str(cell["error"].sel(replicate=r).values) if status == 0 else "not run"
-                rows.append([*sel.values(), int(r), message])
-    return _table([*axes, "replicate", "error"], rows) if rows else ""
+                by_error.setdefault(message, []).append(int(r))
+        rows += [[*sel.values(), _ranges(replicates), message] for message, replicates in by_error.items()]
+    return _table([*axes, "replicates", "error"], rows) if rows else ""
+
+
+def _ranges(numbers: list[int]) -> str:
+    """Sorted whole numbers as ranges: [0, 1, 2, 3, 5] -> "0-3, 5"."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def timing_table(ds: xr.Dataset) -> str:
     stages = [name for name in ds.data_vars if name.startswith("time_")]
     rows = [[name.removeprefix("time_"), fmt(ds[name].mean(skipna=True)), fmt(ds[name].max(skipna=True)),
              fmt(ds[name].sum(skipna=True))] for name in stages]
-    return _table(["stage", "mean s", "max s", "total s"], rows)
+    return _table(["stage", "mean s", "max s", "total s"], rows) if rows else ""  # none when no replicate succeeded
 
 
 def _workers(n: int) -> str:
@@ -451,7 +466,17 @@ def render_study_html(ds: xr.Dataset, *, rung_svg: str | None = None) -> str:
                      f"after {spec.get('bayes', {}).get('tune')} tuning steps"],
     ])
     parts = [_section("Study", summary, "summary")]
-    if ds.attrs.get("kind") == "coverage":
+    if ok == 0 and failed:
+        # Nothing to summarise: empty figures and tables of dashes would hide that; the cells and errors remain.
+        parts += [
+            _section("No replicate succeeded",
+                     f"<p>All {failed} replicates that ran failed, so this study has no coverage, ranks or "
+                     "posterior summaries to show. Their errors are under <a href='#failures'>Failed replicates</a>; "
+                     "running the study again with the same spec and output folder computes them again.</p>",
+                     "nothing"),
+            _section("Cells", cell_table(ds, axes) if ds.attrs.get("kind") == "coverage" else "", "cells"),
+        ]
+    elif ds.attrs.get("kind") == "coverage":
         nominal = ds.attrs.get("nominal")
         parts += [
             _section("Coverage against nominal",
