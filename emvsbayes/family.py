@@ -108,6 +108,12 @@ class ReportFigure(NamedTuple):
     wide: bool = False  # drawn across the page's width (a long time axis), not at the figure's own size
 
 
+def percent(prob: float) -> str:
+    """An interval's probability as the pages write it, to four significant digits: 0.89 -> "89%", 0.975 ->
+    "97.5%" (whole percents called a 0.975 interval "98%"). Families' report sections and the report use it."""
+    return f"{float(prob) * 100:.4g}%"
+
+
 class ReportTable(NamedTuple):
     """A table of plain-text cells."""
 

@@ -108,6 +108,17 @@ def probability_open(v):
     return None if _is_number(v) and 0 < v < 1 else f"must be a number strictly between 0 and 1, got {_show(v)}"
 
 
+#: An interval's probability: a page writes it to four significant digits (emvsbayes.family.percent), and one
+#: beyond these bounds is no interval anyone reads (1e-300 was a "1e-298%" interval, 0.99999 a "100%" one).
+INTERVAL_PROBABILITY = (0.01, 0.999)
+
+
+def interval_probability(v):
+    low, high = INTERVAL_PROBABILITY
+    return None if _is_number(v) and low <= v <= high else \
+        f"must be a probability from {low:g} to {high:g} (a {low:.0%} to {high:.1%} interval), got {_show(v)}"
+
+
 def auto_or_probability(v):
     if v == "auto":
         return None
@@ -426,7 +437,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "engine": Key("programs", one_of("programs", "pymc")),
     },
     "report": {
-        "interval_prob": Key(0.89, probability_open),
+        "interval_prob": Key(0.89, interval_probability),
     },
 }
 

@@ -100,7 +100,10 @@ SPEC_CASES = {
         '{spec}: [bayes] target_accept must be "auto" or a number strictly between 0 and 1, got 1.5'),
     "interval_prob_zero": (
         COINS + "[report]\ninterval_prob = 0\n",
-        "{spec}: [report] interval_prob must be a number strictly between 0 and 1, got 0"),
+        "{spec}: [report] interval_prob must be a probability from 0.01 to 0.999 (a 1% to 99.9% interval), got 0"),
+    "interval_prob_tiny": (  # was accepted, and the page spoke of a "1e-298%" interval
+        COINS + "[report]\ninterval_prob = 1e-300\n",
+        "{spec}: [report] interval_prob must be a probability from 0.01 to 0.999 (a 1% to 99.9% interval), got 1e-300"),
     "init_theta_above_one": (
         COINS + "[em]\ninit = [1.5, 0.2]\n",
         '{spec}: [em] init must be "random" or theta values strictly between 0 and 1 such as [0.6, 0.5], got [1.5, 0.2]'),

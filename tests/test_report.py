@@ -583,3 +583,11 @@ def test_divergences_are_a_plain_percent(n_div, n_draws, shown):
     from emvsbayes.report.summary import _divergence_finding
 
     assert shown in _divergence_finding(n_div, n_draws).problem
+
+
+def test_interval_probabilities_are_labelled_as_given():
+    """Whole percents called a 0.975 interval "98%" and a 0.895 one "90%" (round(prob * 100))."""
+    from emvsbayes.family import percent
+
+    assert [percent(p) for p in (0.89, 0.9, 0.975, 0.895, 0.5, 0.999, 0.01)] == [
+        "89%", "90%", "97.5%", "89.5%", "50%", "99.9%", "1%"]

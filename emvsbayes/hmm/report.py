@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emvsbayes.family import ReportFigure, ReportParagraph, ReportSection, ReportTable
+from emvsbayes.family import ReportFigure, ReportParagraph, ReportSection, ReportTable, percent
 
 #: the report's component colours when the caller gives none (matplotlib's default cycle)
 DEFAULT_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -216,7 +216,7 @@ def _transition_table(tree, prob: float) -> ReportTable:
     summary = transition_summary(tree, prob)
     k = summary["em"].shape[0]
     has_posterior = not np.all(np.isnan(summary["mean"]))
-    header = ("from", "to", "EM") + (("posterior mean", f"{round(prob * 100)}% interval") if has_posterior else ())
+    header = ("from", "to", "EM") + (("posterior mean", f"{percent(prob)} interval") if has_posterior else ())
     rows = []
     for i in range(k):
         for j in range(k):
@@ -256,7 +256,7 @@ def report_sections(tree, prob: float = 0.89, colors=DEFAULT_COLORS) -> list[Rep
     transitions = ReportSection("transitions", "Transition matrix: EM against the posterior", "comparison", (
         ReportFigure(transition_figure(tree, prob), "hmm-transition",
                      "Rows: the state at one time point; columns: the state at the next. Left: EM; right (when the "
-                     f"run has a posterior): the posterior mean with its {round(prob * 100)}% interval per entry.",
+                     f"run has a posterior): the posterior mean with its {percent(prob)} interval per entry.",
                      wide=True),
         _transition_table(tree, prob),
     ))

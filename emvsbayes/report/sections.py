@@ -12,6 +12,7 @@ from functools import cached_property
 import numpy as np
 import xarray as xr
 
+from emvsbayes.family import percent
 from emvsbayes.report import figures
 from emvsbayes.report.markup import (
     Raw,
@@ -69,7 +70,7 @@ class Context:
 
     @property
     def pct(self) -> str:
-        return f"{round(self.prob * 100)}%"
+        return percent(self.prob)
 
     @cached_property
     def params(self) -> list[ParamRow]:
@@ -1441,7 +1442,7 @@ def _stored_parameter_rows(ctx: Context, labels: list[str], stats: np.ndarray,
 def _per_mode_table(ctx: Context, modes: xr.Dataset) -> str:
     """One row per parameter, per mode its mean, equal-tailed interval, R-hat and bulk ESS (relabelled
     draws of that mode's chains); constant elements (zeros of a spherical covariance) left out."""
-    pct = f"{round(float(modes.attrs.get('interval_prob', 0.89)) * 100)}%"
+    pct = percent(modes.attrs.get('interval_prob', 0.89))
     ids = [int(m) for m in modes["mode"].values]
     header = ["parameter"]
     for m in ids:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import xarray as xr
 
+from emvsbayes.family import percent
 from emvsbayes.report.markup import attr_flag, fmt, group, plain
 from emvsbayes.report.params import (ParamRow, elements, interval_prob, multimodal, parameter_rows, readable_label,
                                      varying_names)
@@ -177,7 +178,7 @@ def _agreement(rows: list[ParamRow], prob: float, main_mode: int | None = None) 
         return Verdict("estimates", "no posterior to compare EM with", None)
     inside = [r for r in judged if r.em_in_posterior]
     outside = [r.label for r in judged if not r.em_in_posterior]
-    text = f"EM's estimate lies inside the {round(prob * 100)}% posterior interval for {len(inside)} of {len(judged)} parameters"
+    text = f"EM's estimate lies inside the {percent(prob)} posterior interval for {len(inside)} of {len(judged)} parameters"
     if main_mode is not None:
         text += f" (posterior mode {main_mode}, the one most chains found)"
     if not outside:

@@ -35,6 +35,7 @@ from emvsbayes.spec import (
     Key,
     beta_prior,
     ignored_by_family,
+    interval_probability,
     list_of,
     one_of,
     positive_int,
@@ -129,7 +130,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "intervals": {
         # default: DEFAULT_INTERVAL_KINDS; the ladder's rungs (LADDER_KINDS) when listed
         "kinds": Key(None, lambda v: None if v is None else list_of(one_of(*INTERVAL_KINDS), unique=True)(v)),
-        "prob": Key(0.9, probability_open),
+        "prob": Key(0.9, interval_probability),
         "bootstrap": Key(50, positive_int),
     },
     "sbc": {
