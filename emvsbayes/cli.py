@@ -7,12 +7,14 @@ failure (with a hint to report it; ``--debug`` shows the traceback); 130 interru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
 
-from emvsbayes.errors import UserError
+from emvsbayes.errors import Terminated, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,8 +179,16 @@ def _quieten_pymc(pymc) -> None:
     logging.getLogger("pymc").setLevel(logging.ERROR)
 
 
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # SIGTERM's default ends the process at once: a run killed by `timeout` or a batch system left its
+    # unpublished outputs and the folder's lock for the next run to clear. Raised as Ctrl-C is, it unwinds.
+    with contextlib.suppress(ValueError):  # not the main thread (main() called from a thread): left as it is
+        signal.signal(signal.SIGTERM, _terminate)
     # The command line draws only to SVG files: a user's MPLBACKEND (a GUI, or a value matplotlib refuses when
     # it is imported, after the whole fit) has no say here. Set before anything imports matplotlib.
     os.environ["MPLBACKEND"] = "Agg"
@@ -196,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"emvsbayes: error: {error}", file=sys.stderr)
         return error.exit_status
-    except KeyboardInterrupt:
-        print("emvsbayes: interrupted; nothing half-written was left behind", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        how, status = ("terminated", 143) if isinstance(interrupt, Terminated) else ("interrupted", 130)
+        print(f"emvsbayes: {how}; nothing half-written was left behind", file=sys.stderr)
+        return status
     except Exception as error:  # an internal failure: say so, keep the traceback for --debug
         if debug:
             traceback.print_exc()

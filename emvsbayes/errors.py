@@ -71,3 +71,9 @@ class LikelihoodDecreasedError(RuntimeError):
 
 class DegenerateFitError(UserError):
     """A fit that cannot go on (a covariance that cannot be factorised, an empty component)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch system ending a job) raised where the command is, so that it
+    unwinds as Ctrl-C does: outputs not yet published are removed, the folder's lock released, a cluster closed."""
+

@@ -1465,6 +1465,29 @@ def test_ctrl_c_during_a_study_is_one_line(tmp_path):
     assert err.strip().splitlines() == ["emvsbayes: interrupted; nothing half-written was left behind"], err
 
 
+def test_sigterm_during_a_run_is_one_line_and_leaves_nothing(tmp_path):
+    """`timeout 60 emvsbayes run ...`, `kill PID` or a batch system ending the job send SIGTERM, whose default ended
+    the process at once: its unpublished outputs and the folder's lock stayed for the next run to clear. It now
+    unwinds as Ctrl-C does (exit status 143 = 128 + SIGTERM)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import _user_env
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "emvsbayes", "run", str(ROOT / "models" / "two_coins.toml"), "--out",
+                             str(out)], cwd=ROOT, env=_user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # EM is done: the run goes on to its bootstrap and the posterior
+    assert first.startswith("EM:"), first
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert err.strip().splitlines() == ["emvsbayes: terminated; nothing half-written was left behind"], err
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+
+
 # Class 7: messages that pointed the wrong way.
 WRONG_WAY_CASES = {
     "semicolon_separated_is_read": (
