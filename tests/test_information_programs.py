@@ -198,3 +198,45 @@ def test_the_hidden_markov_models_program_equals_its_pytensor_scan(emission):
     # The family's function: the program's derivatives, the natural variables' Jacobian by central differences.
     value, gradient, hessian, natural, jacobian = hmm.FAMILY.information_function(model, data)(phi)
     assert natural.size == jacobian.shape[0] and jacobian.shape[1] == phi.size
+
+
+@pytest.mark.parametrize(("build", "args"), STRUCTURES, ids=lambda v: getattr(v, "__module__", repr(v)))
+def test_blocks_of_rows_give_the_whole_datas_information(build, args):
+    """Rows are independent in these families, so the log-likelihood, gradient and Hessian of the data are the sums
+    over blocks of rows: what summed_over_rows evaluates where all the rows at once would not fit its budget."""
+    from emvsbayes.uncertainty.information_programs import BYTES_PER_ROW_AND_ENTRY
+
+    rng = np.random.default_rng(11)
+    program = information_program(InformationRecipe(build, args))
+    p = build(*args).phi.type.shape[0]
+    phi, data = 0.1 * rng.normal(size=p), _data(build, args, 50, rng)
+    whole = program(phi, *data)
+    blocks = program.summed_over_rows(phi, *data, budget=BYTES_PER_ROW_AND_ENTRY * p * p * 7)  # 7 rows a block
+    for name, a, b in zip(("loglik", "gradient", "hessian"), whole, blocks):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.max(np.abs(a)), err_msg=name)
+    for a, b in zip(whole[3:], blocks[3:]):  # the natural values and their Jacobian do not depend on the data
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_information_too_large_for_memory_is_reported_not_computed(monkeypatch):
+    """Wide data with full covariances (60 x 50: 2,651 coordinates) asked JAX for 19.8 GB at once and ended
+    runs with an internal error, or the machine out of memory. Beyond its budget (an eighth of the memory limit,
+    at most 1 GB) the information is not computed, and the Wald intervals say why."""
+    from emvsbayes.gaussian.model import GaussianMixtureModel
+    from emvsbayes.uncertainty.information import standard_errors
+
+    family = gaussian.FAMILY
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(-2, 1, size=(40, 3)), rng.normal(2, 1, size=(40, 3))])
+    data = family.from_arrays({"x": x})
+    model_def = GaussianMixtureModel(2, "full")
+    params = family.fit(model_def, data, family.random_starts(model_def, data, 1, rng)[0]).params
+    assert not standard_errors(family, model_def, data, params).singular
+    # 19 coordinates: one row needs 361 x (64 + 8 K D = 48) bytes = 40 KB; a limit of 160 KB leaves 20 KB
+    monkeypatch.setenv("EMVSBAYES_MEMORY_LIMIT", "160K")
+    se = standard_errors(family, model_def, data, params)
+    assert se.singular and all(np.isnan(v).all() for v in se.se.values())
+    assert se.reason == ("the observed information of 19 coordinates would need about 39.5 KB of memory even one row "
+                         "at a time, more than the 20 KB allowed for it; fewer parameters (a diagonal or spherical "
+                         "covariance, fewer columns) give Wald intervals, and the bootstrap and the posterior do not "
+                         "need them")

@@ -417,7 +417,7 @@ class CoinFamily:
         """phi -> (loglik, gradient, Hessian, natural values, Jacobian), compiled once per structure."""
         fn = _information_function(model_def.n_components, model_def.weights)
         heads, tosses = np.asarray(data.heads, dtype=float), np.asarray(data.tosses, dtype=float)
-        return lambda phi: fn(phi, heads, tosses)
+        return lambda phi: fn.summed_over_rows(phi, heads, tosses)  # sets are independent: blocks bound the memory
 
     def information_reason(self, model_def, data, params) -> str:
         """Why the information is singular before it is computed: a theta on 0 or 1, an empty weight."""

@@ -449,7 +449,7 @@ class PoissonFamily:
         input), so every bootstrap replicate and model-choice K reuses it."""
         fn = _information_function(model_def.n_components)
         counts = np.asarray(data.counts, dtype=float)
-        return lambda phi: fn(np.asarray(phi, dtype=float), counts)
+        return lambda phi: fn.summed_over_rows(np.asarray(phi, dtype=float), counts)  # counts are independent
 
     def information_reason(self, model_def: PoissonMixture, data: CountData, params: PoissonParams) -> str:
         """Why the information is singular before it is computed: a component with (almost) no rows, or a

@@ -464,6 +464,11 @@ def standard_errors(family, model_def, data, params, *, level: float = 0.95) -> 
     reason = reason_of(model_def, data, params) if reason_of is not None else ""
     if reason:
         return _singular(estimate, level, reason, np.full((p, p), np.nan), names, interval_scale=scales)
-    _, gradient, hessian, _, jac = information_function(family, model_def, data)(family.to_unconstrained(model_def, params))
+    from emvsbayes.uncertainty.information_programs import InformationTooLarge
+
+    try:
+        _, gradient, hessian, _, jac = information_function(family, model_def, data)(family.to_unconstrained(model_def, params))
+    except InformationTooLarge as too_large:
+        return _singular(estimate, level, str(too_large), np.full((p, p), np.nan), names, interval_scale=scales)
     return standard_errors_from_hessian(hessian, jac, estimate, names, level=level, gradient=gradient,
                                         interval_scale=scales)
