@@ -166,3 +166,19 @@ def test_summary_names_the_model_in_the_familys_words(lecture_run):
         description = tree.attrs["model_description"]
     assert description == "binomial (coin) mixture, K = 2, weights equal"
     assert description in (lecture_run / "index.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_pymcs_own_sampler_forks_no_process_that_runs_jax(tmp_path):
+    """sampler = "pymc" forked one process per chain from a process whose JAX (the Wald information's programs) runs
+    threads: Python warned of a possible deadlock on the terminal ("os.fork() was called ... JAX is multithreaded").
+    Its chains now run one after another in the process; its own progress lines stay (not --quiet)."""
+    spec = tmp_path / "coins_pymc.toml"
+    spec.write_text('[data]\ndataset = "coins_lecture"\n[model]\nfamily = "coins"\ncomponents = 2\n[em]\nbootstrap = 0\n'
+                    '[bayes]\nsampler = "pymc"\nchains = 2\ndraws = 100\ntune = 100\n', encoding="utf-8")
+    proc = run_cli("run", spec, "--out", tmp_path / "out", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "fork" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
+    assert "Sequential sampling (2 chains in 1 job)" in proc.stderr, proc.stderr
+    tree = xr.open_datatree(tmp_path / "out" / "results.nc", engine="h5netcdf")
+    assert tree["posterior"].sizes["chain"] == 2

@@ -6,6 +6,7 @@ both: the EM answer is a good start and jitter can push a chain out of it into a
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -64,6 +65,12 @@ def sample_pm(model, settings, sampler: str, seed: int, initvals: Sequence[dict]
             kwargs["initvals"] = starts
             kwargs["init"] = "adapt_diag"
     kwargs["nuts"] = {"target_accept": settings.target_accept}
+    if sampler == "pymc" and cores > 1 and "jax" in sys.modules:
+        # PyMC forks a process per chain, and a process that has run JAX (the Wald information's programs, the
+        # ladder) holds its threads: a fork may then deadlock (Python warns so on the terminal). A forkserver or
+        # spawned processes compile the model again in each (the two-coin run took 29 s against 14 s); the chains
+        # run one after another here instead (14 s).
+        kwargs["cores"] = 1
     with warnings.catch_warnings():
         # PyMC warns about short chains in quick runs; the report shows R-hat and ESS itself.
         warnings.filterwarnings("ignore", message=".*samples per chain.*")
