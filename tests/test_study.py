@@ -621,3 +621,17 @@ def test_report_re_renders_a_study_page_from_its_study_file(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "is the study file being read" in proc.stderr
     assert (folder / "study.nc").read_bytes() == before
+
+
+def test_one_chain_has_no_r_hat_and_no_warning():
+    """A study with [bayes] chains = 1 printed numpy's "All-NaN slice encountered" for every replicate: R-hat of
+    one chain is NaN (as ArviZ's); its bulk ESS is still a number."""
+    import warnings
+
+    draws = {"mu": np.random.default_rng(0).normal(size=(300, 2))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one = rep.chain_diagnostics(draws, chains=1)
+        two = rep.chain_diagnostics(draws, chains=2)
+    assert np.isnan(one["rhat_max"]) and one["ess_bulk_min"] > 100
+    assert 0.99 < two["rhat_max"] < 1.02

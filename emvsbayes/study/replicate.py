@@ -489,7 +489,9 @@ def chain_diagnostics(values: Mapping[str, np.ndarray], chains: int) -> dict[str
     by_chain = stacked[:, varying].T.reshape(-1, chains, stacked.shape[0] // chains)  # (P, chain, draw)
     rhat = rhat_rank(by_chain)
     ess = ess_bulk(by_chain)
-    return {"rhat_max": float(np.nanmax(rhat)), "ess_bulk_min": float(np.nanmin(ess))}
+    # One chain has no R-hat (NaN, as ArviZ's): np.nanmax of all NaN warns on the terminal ("All-NaN slice").
+    return {"rhat_max": float(np.nanmax(rhat)) if np.isfinite(rhat).any() else np.nan,
+            "ess_bulk_min": float(np.nanmin(ess)) if np.isfinite(ess).any() else np.nan}
 
 
 # --------------------------------------------------------------------------------------------------
