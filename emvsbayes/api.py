@@ -501,11 +501,11 @@ class Comparison:
         pathlib.Path
             The file written.
         """
-        from emvsbayes.outputs import foreign
+        from emvsbayes.outputs import foreign, published_together
         from emvsbayes.results import write_results
 
         path = _target(path, "results.nc", "save")
-        reason = foreign(path, "results")
+        reason = published_together(path) or foreign(path, "results")
         if reason:
             raise UserError(f"save: {path} {reason}, so emvsbayes will not write over it; choose another path")
         # The tree as read back carries the file's checksum; the writer records a fresh one.
@@ -528,10 +528,10 @@ class Comparison:
         pathlib.Path
             The page written.
         """
-        from emvsbayes.outputs import foreign
+        from emvsbayes.outputs import foreign, published_together
 
         path = _target(path, "index.html", "report")
-        reason = foreign(path, "page")
+        reason = published_together(path) or foreign(path, "page")
         if reason:
             raise UserError(f"report: {path} {reason}, so emvsbayes will not write over it; choose another path")
         from emvsbayes.report import render_report_file

@@ -159,6 +159,18 @@ def foreign(path: Path, role: str) -> str | None:
     return "is not a results file written by emvsbayes"
 
 
+def published_together(path: Path) -> str | None:
+    """Why a file written on its own (the Python API's ``save`` and ``report``) may not go to ``path``: it is one
+    of the outputs a command published as a matched set in that folder (a run's results and page, a study's
+    file, page and figure); replacing one alone breaks the set. None when it may."""
+    path = Path(path)
+    folder = path.parent
+    if (folder / META).is_dir() and any(path.name in names for names in KINDS.values()) and \
+            any(_our_link(folder / name) for names in KINDS.values() for name in names):
+        return f"is one of the outputs published together in {folder} (by 'emvsbayes run', 'study' or 'report')"
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # The folder
 

@@ -9,6 +9,7 @@ once per module (chains=2, short runs) and shared.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -171,6 +172,29 @@ def test_report_writes_the_page_and_never_over_a_foreign_file(coins, tmp_path):
     with pytest.raises(UserError, match="theirs.html is not a report page written by emvsbayes"):
         coins.report(theirs)
     assert theirs.read_text(encoding="utf-8") == "<p>my notes</p>"
+
+
+def test_save_and_report_never_break_a_published_pair(coins, tmp_path):
+    """A folder that 'emvsbayes run' (or study, or report) published holds its results and page as one matched set;
+    save and report wrote plain files over either, so the page no longer showed the results beside it (the
+    command line's report --out refused this already). A folder of the user's own takes both."""
+    from emvsbayes.outputs import OutputFolder
+
+    published = tmp_path / "published"
+    with OutputFolder(published, "run") as held:
+        unit = held.new_unit()
+        coins.save(unit / "results.nc")
+        coins.report(unit / "index.html")
+        held.publish(unit)
+    before = {name: os.readlink(published / name) for name in ("results.nc", "index.html")}
+    for call, target in [(coins.save, published / "results.nc"), (coins.save, published), (coins.report, published),
+                         (coins.report, published / "index.html")]:
+        with pytest.raises(UserError, match=f"is one of the outputs published together in {re.escape(str(published))}"):
+            call(target)
+    assert {name: os.readlink(published / name) for name in before} == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert coins.save(mine) == mine / "results.nc" and coins.report(mine) == mine / "index.html"
 
 
 @pytest.mark.slow
