@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from emvsbayes.errors import UserError
-from emvsbayes.spec import SCHEMA, validate
+from emvsbayes.spec import SCHEMA, SEED_RULE, validate
 from emvsbayes.spec import show_value as _show
 from emvsbayes.spec import suggest as _suggest
 
@@ -758,7 +758,7 @@ def run(spec, *, out=None, seed: int | None = None, progress=None) -> Comparison
     if spec["data"]["file"] == IN_MEMORY:
         raise UserError("run: this spec's data were in memory; write them with Comparison.to_spec(data_path=...)")
     if seed is not None and not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and 0 <= seed < 2**63):
-        raise UserError(f"run: seed must be a whole number >= 0, got {_show(seed)}")
+        raise UserError(f"run: seed must be {SEED_RULE}, got {_show(seed)}")
     data = load_data(spec)
     check_against_data(spec, data)
     return Comparison(_run_in_memory(spec, data, seed=seed, progress=progress, out=out), data,

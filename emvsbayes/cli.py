@@ -32,6 +32,16 @@ def _out_path(text: str) -> Path:
     return Path(text)
 
 
+def _page_path(text: str) -> Path:
+    """``report --out``: an HTML file. A value ending in '/' names a folder, which Path() would drop: the page
+    was written as a file named like the folder."""
+    path = _out_path(text)
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text} names a folder; give the HTML file to write, e.g. "
+                                         f"--out {path / 'index.html'}")
+    return path
+
+
 def _parser() -> argparse.ArgumentParser:
     # --debug and --quiet work before or after the subcommand.
     common = argparse.ArgumentParser(add_help=False)
@@ -55,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", parents=[common], help="re-render a report from a results file, without refitting")
     report.add_argument("results", type=Path, help="a results.nc written by 'emvsbayes run' (or a study.nc by 'emvsbayes study')")
-    report.add_argument("--out", type=_out_path, default=None, help="HTML file to write (default: index.html beside the results)")
+    report.add_argument("--out", type=_page_path, default=None, help="HTML file to write (default: index.html beside the results)")
 
     study = sub.add_parser("study", parents=[common], help="run (or resume) a simulation study: DIR/study.nc and DIR/index.html")
     study.add_argument("spec", help="a study spec, e.g. models/study_coverage_gmm.toml")
@@ -80,7 +90,9 @@ def _cmd_run(args) -> int:
     from emvsbayes.spec import load_spec
 
     if args.seed is not None and not 0 <= args.seed < 2**63:
-        raise UserError(f"--seed must be a whole number >= 0, got {args.seed}")
+        from emvsbayes.spec import SEED_RULE
+
+        raise UserError(f"--seed must be {SEED_RULE}, got {args.seed}")
     # The spec is checked before the heavy imports (numpy, xarray, PyMC), so a mistake in it is reported at once.
     spec = load_spec(args.spec)
     from emvsbayes.pipeline import run_spec

@@ -169,7 +169,9 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     started = time.perf_counter()
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec)
     if seed is not None and not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**63):
-        raise UserError(f"the seed must be a whole number >= 0, got {seed!r}")
+        from emvsbayes.spec import SEED_RULE
+
+        raise UserError(f"the seed must be {SEED_RULE}, got {seed!r}")
     if seed is None:
         seed = spec["seed"]
     if seed is None:

@@ -96,8 +96,12 @@ def non_negative_int(v):
     return None if _is_int(v) and v >= 0 else f"must be a whole number >= 0, got {_show(v)}"
 
 
+#: What a seed may be: numpy's SeedSequence takes any whole number >= 0, and the results file stores it as int64.
+SEED_RULE = "a whole number from 0 to 2**63 - 1"
+
+
 def optional_seed(v):
-    return None if v is None or (_is_int(v) and 0 <= v < 2**63) else f"must be a whole number >= 0, got {_show(v)}"
+    return None if v is None or (_is_int(v) and 0 <= v < 2**63) else f"must be {SEED_RULE}, got {_show(v)}"
 
 
 def positive_number(v):

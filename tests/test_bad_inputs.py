@@ -94,7 +94,7 @@ SPEC_CASES = {
         "{spec}: [em] bootstrap must be a whole number >= 0, got -1"),
     "seed_negative": (
         "seed = -1\n" + COINS,
-        "{spec}: seed must be a whole number >= 0, got -1"),
+        "{spec}: seed must be a whole number from 0 to 2**63 - 1, got -1"),
     "target_accept_above_one": (
         COINS + "[bayes]\ntarget_accept = 1.5\n",
         '{spec}: [bayes] target_accept must be "auto" or a number strictly between 0 and 1, got 1.5'),
@@ -446,12 +446,16 @@ ARG_CASES = {
     "spec_missing_argument": (["run"], "the following arguments are required: spec (see 'emvsbayes run --help')"),
     "seed_not_a_number": (["run", "{spec}", "--seed", "abc"],
                           "argument --seed: invalid int value: 'abc' (see 'emvsbayes run --help')"),
-    "seed_negative": (["run", "{spec}", "--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
+    "seed_negative": (["run", "{spec}", "--seed", "-1"], "--seed must be a whole number from 0 to 2**63 - 1, got -1"),
     "seed_too_large": (["run", "{spec}", "--seed", str(2**63)],
-                       f"--seed must be a whole number >= 0, got {2**63}"),
+                       f"--seed must be a whole number from 0 to 2**63 - 1, got {2**63}"),
     # an unset shell variable: Path("") is the current folder, which the run would have written into
     "out_empty": (["run", "{spec}", "--out", ""], "argument --out: is empty; give a path (a folder for run and study, an "
                                                    "HTML file for report) (see 'emvsbayes run --help')"),
+    # Path() drops the '/': the page was written as a file named like the folder
+    "report_out_folder": (["report", "results.nc", "--out", "newdir/"], "argument --out: newdir/ names a folder; give "
+                                                                         "the HTML file to write, e.g. --out "
+                                                                         "newdir/index.html (see 'emvsbayes report --help')"),
     "report_out_blank": (["report", "results.nc", "--out", " "], "argument --out: is empty; give a path (a folder for "
                                                                   "run and study, an HTML file for report) (see "
                                                                   "'emvsbayes report --help')"),

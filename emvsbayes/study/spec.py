@@ -30,6 +30,7 @@ from typing import Any
 from emvsbayes.errors import UserError
 from emvsbayes.family import family_names, get_family
 from emvsbayes.spec import (
+    SEED_RULE,
     SPEC_NAME,
     SPEC_NAME_RULE,
     Key,
@@ -69,7 +70,7 @@ def prior_name(v):
 
 
 def _seed(v):
-    return None if _is_int(v) and 0 <= v < 2**63 else f"must be a whole number >= 0, got {v!r}"
+    return None if _is_int(v) and 0 <= v < 2**63 else f"must be {SEED_RULE}, got {v!r}"
 
 
 def _weights(v):
