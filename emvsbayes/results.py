@@ -406,6 +406,25 @@ def load_quietly(path: Path, opener) -> tuple[object, str | None]:
             return None, type(error).__name__
 
 
+def _not_results(path: Path) -> str | None:
+    """What a file that netCDF cannot open is, when it is text: a spec or a page given to ``report``."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return None
+    try:
+        text = head.decode("utf-8-sig").lstrip()
+    except UnicodeDecodeError:
+        return None
+    if not text or "\x00" in text:
+        return None
+    if text[:15].lower().startswith(("<!doctype html", "<html")):
+        return "is an HTML page, not a results file (a page is rewritten from the results.nc beside it)"
+    return ("is a text file (a spec?), not a results file (a spec is run with 'emvsbayes run SPEC', which writes "
+            "results.nc)")
+
+
 def read_results(path: str | Path) -> xr.DataTree:
     """Open a results file written by emvsbayes, loaded into memory; one-line errors for anything else."""
     path = Path(path)
@@ -417,7 +436,8 @@ def read_results(path: str | Path) -> xr.DataTree:
         raise UserError(f"{path}: is {kind}, not a results file; give a results.nc written by 'emvsbayes run'{hint}")
     tree, failure = load_quietly(path, xr.open_datatree)
     if failure is not None:
-        raise UserError(f"{path}: not a readable results file ({failure}); give a results.nc written by emvsbayes")
+        raise UserError(f"{path}: {_not_results(path) or f'not a readable results file ({failure})'}; give a results.nc "
+                        "written by emvsbayes")
     if tree.attrs.get("format") != RESULTS_FORMAT:
         raise UserError(f"{path}: not an emvsbayes results file; give a results.nc written by 'emvsbayes run'")
     version = tree.attrs.get("format_version")

@@ -663,6 +663,16 @@ def read_toml(path: str | Path, example: str = "models/two_coins.toml") -> dict:
         raise UserError(f"{path}: no such spec file; give the path of a .toml spec, e.g. {example}")
     if kind is not None:
         raise UserError(f"{path}: is {kind}, not a spec file; give the path of a .toml spec, e.g. {example}")
+    from emvsbayes.data.csv import packed_format
+
+    try:
+        with path.open("rb") as handle:
+            what = packed_format(handle.read(16))
+    except OSError:
+        what = None  # met again below, with its reason
+    if what is not None:
+        again = (f" (a results.nc or study.nc is re-rendered with 'emvsbayes report {path}')" if "HDF5" in what else "")
+        raise UserError(f"{path}: is {what}, not a spec{again}; give the path of a .toml spec, e.g. {example}")
     try:
         size = path.stat().st_size
     except OSError:

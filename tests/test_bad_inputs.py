@@ -430,6 +430,11 @@ def test_csv_missing(tmp_path):
     spec, out = _write_spec(tmp_path, COIN_SPEC.format(extra="")), tmp_path / "out"
     assert_user_error(run_cli("run", spec, "--out", out),
                       f"data file '{tmp_path / 'data.csv'}' does not exist; check the path", out)
+    # a shell's "~" means nothing in a spec: the file is looked for in a folder named "~" beside it
+    spec = _write_spec(tmp_path, COIN_SPEC.format(extra="").replace('"data.csv"', '"~/data.csv"'), name="tilde")
+    assert_user_error(run_cli("run", spec, "--out", out),
+                      f"data file '{tmp_path / '~' / 'data.csv'}' does not exist; check the path; '~' is not your home "
+                      "folder in a spec: write the full path", out)
 
 
 # --- command-line arguments and outputs ----------------------------------------------------------------
@@ -1490,6 +1495,26 @@ def test_sigterm_during_a_run_is_one_line_and_leaves_nothing(tmp_path):
     assert proc.returncode == 143, (proc.returncode, err)
     assert err.strip().splitlines() == ["emvsbayes: terminated; nothing half-written was left behind"], err
     assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+
+
+def test_files_given_to_the_wrong_command_are_named(tmp_path):
+    """A results file given to run or study was "not UTF-8 text; save the spec as UTF-8"; a spec or a page given to
+    report was "not a readable results file (OSError)"."""
+    results = tmp_path / "results.nc"
+    results.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(2048))
+    for command, example in (("run", "models/two_coins.toml"), ("study", "models/study_coverage_gmm.toml")):
+        assert_user_error(run_cli(command, results, "--out", tmp_path / "out"),
+                          f"{results}: is an HDF5 or netCDF-4 file, not a spec (a results.nc or study.nc is re-rendered "
+                          f"with 'emvsbayes report {results}'); give the path of a .toml spec, e.g. {example}", tmp_path / "out")
+    page = tmp_path / "index.html"
+    page.write_text("<!DOCTYPE html><html><body>a page</body></html>", encoding="utf-8")
+    spec = ROOT / "models" / "two_coins.toml"
+    for given, what in ((spec, "is a text file (a spec?), not a results file (a spec is run with 'emvsbayes run SPEC', "
+                               "which writes results.nc)"),
+                        (page, "is an HTML page, not a results file (a page is rewritten from the results.nc beside it)")):
+        assert_user_error(run_cli("report", given, "--out", tmp_path / "new.html"),
+                          f"{given}: {what}; give a results.nc written by emvsbayes", None)
+    assert not (tmp_path / "new.html").exists()
 
 
 # Class 7: messages that pointed the wrong way.

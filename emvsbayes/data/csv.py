@@ -112,7 +112,9 @@ def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str = "auto
         ) from None
     kind = input_kind(path)
     if kind == "missing":
-        raise UserError(f"data file {str(path)!r} does not exist; check the path")
+        # A spec's path is not a shell's: "~/d.csv" is a folder named "~" beside the spec.
+        tilde = "; '~' is not your home folder in a spec: write the full path" if "~" in Path(path).parts else ""
+        raise UserError(f"data file {str(path)!r} does not exist; check the path{tilde}")
     if kind is not None:
         raise UserError(f"data file {str(path)!r} is {kind}, not a CSV file; give the path of a CSV file")
     try:
@@ -129,7 +131,7 @@ def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str = "auto
         raise UserError(f"data file {str(path)!r} cannot be read ({error.strerror})") from None
     except ValueError:  # a NUL character in the path
         raise UserError(f"data file {str(path)!r} is not a valid path; check the file name") from None
-    packed = _packed_format(raw)
+    packed = packed_format(raw)
     if packed:
         raise UserError(f"{name} is {packed}, not CSV text; save or extract the table as a plain .csv file and give that")
     try:
@@ -265,7 +267,8 @@ _PACKED_FORMATS = (
 )
 
 
-def _packed_format(raw: bytes) -> str | None:
+def packed_format(raw: bytes) -> str | None:
+    """What a file starting with ``raw`` is, when it is a compressed, spreadsheet, HDF5/netCDF or PDF file."""
     return next((what for magic, what in _PACKED_FORMATS if raw.startswith(magic)), None)
 
 
