@@ -563,11 +563,13 @@ class Comparison:
         spec.pop("checks", None)
         spec["seed"] = int(self.results.attrs["seed"])
         data_spec = dict(spec["data"])
+        if data_path is not None:
+            data_path = _path_argument(data_path, "to_spec", "data_path", "coins.csv")
         if data_spec.get("file") == IN_MEMORY:
             table, label = self._csv_table()
             file = "data.csv" if data_path is None else str(data_path)
             if data_path is not None:
-                path = Path(data_path)
+                path = data_path
                 if os.path.lexists(path):
                     raise UserError(f"to_spec: {path} exists; emvsbayes does not write over data files, choose another data_path")
                 from emvsbayes.results import atomic_write

@@ -26,10 +26,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _out_path(text: str) -> Path:
-    """``--out``'s value: an empty one (an unset shell variable) is refused; Path("") would be the current folder."""
+    """``--out``'s value: an empty one (an unset shell variable) is refused; Path("") would be the current folder.
+    So is a name longer than the file system takes (it failed after the fit, or as an internal error)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty; give a path (a folder for run and study, an HTML file for report)")
-    return Path(text)
+    path = Path(text)
+    longest = max(path.parts, key=lambda part: len(os.fsencode(part)))
+    limit = _name_max(path)
+    if len(os.fsencode(longest)) > limit:
+        raise argparse.ArgumentTypeError(f"a name in it is {len(os.fsencode(longest)):,} bytes long, more than the "
+                                         f"{limit} this file system takes; choose a shorter one")
+    return path
+
+
+def _name_max(path: Path) -> int:
+    """The longest file name (bytes) the file system holding ``path`` (its nearest existing folder) takes."""
+    folder = path.absolute()
+    while not os.path.isdir(folder) and folder != folder.parent:  # (Path.exists raises on a name too long)
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def _page_path(text: str) -> Path:

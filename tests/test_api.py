@@ -327,6 +327,8 @@ def test_the_other_entry_points_refuse_bad_input_in_one_line(nothing_written, co
     _one_line_error(lambda: emvsbayes.run(3), "run: spec must be a spec file's path or a spec dict")
     _one_line_error(lambda: emvsbayes.run({"model": {"family": "coins"}, "data": {"dataset": "coins_do_batzoglou"}},
                                           seed=-1), "run: seed must be a whole number from 0 to 2**63 - 1")
+    _one_line_error(lambda: coins.to_spec(3), "to_spec: data_path must be a path (a str or pathlib.Path), e.g. "
+                    "data_path='coins.csv', got 3")
     _one_line_error(lambda: emvsbayes.study("missing_study.toml"), "missing_study.toml")
     _one_line_error(lambda: emvsbayes.study({}, client="tcp://x"), "study: client must be a dask.distributed.Client")
     _one_line_error(lambda: coins.save("no/such/folder/results.nc"), "save: folder no/such/folder does not exist")

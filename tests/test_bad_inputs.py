@@ -461,6 +461,12 @@ ARG_CASES = {
     "report_out_folder": (["report", "results.nc", "--out", "newdir/"], "argument --out: newdir/ names a folder; give "
                                                                          "the HTML file to write, e.g. --out "
                                                                          "newdir/index.html (see 'emvsbayes report --help')"),
+    # ENAMETOOLONG: an internal error for report and study, "cannot write the report there" after the fit for run
+    **{f"{command}_out_name_too_long": (
+        [command, "{spec}" if command != "report" else "results.nc", "--out", "p" * 256 + suffix],
+        f"argument --out: a name in it is {256 + len(suffix)} bytes long, more than the 255 this file system takes; "
+        f"choose a shorter one (see 'emvsbayes {command} --help')")
+       for command, suffix in (("run", ""), ("study", ""), ("report", ".html"))},
     "report_out_blank": (["report", "results.nc", "--out", " "], "argument --out: is empty; give a path (a folder for "
                                                                   "run and study, an HTML file for report) (see "
                                                                   "'emvsbayes report --help')"),
