@@ -42,3 +42,24 @@ def input_kind(path: str | Path) -> str | None:
         if test(mode):
             return name
     return "not a regular file"
+
+
+#: Leading bytes of files people give for a CSV or a spec that are not text (a compressed or spreadsheet file, a
+#: results file): named, rather than read as text in a wrong encoding. Only signatures no CSV header starts with (binary
+#: bytes in each; not bzip2's "BZh" or Parquet's "PAR1", which a column name could begin with).
+_PACKED_FORMATS = (
+    (b"\x1f\x8b", "a gzip-compressed file"),
+    (b"PK\x03\x04", "a zip archive (an .xlsx or .ods workbook is one)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Excel (.xls) or other Office file"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 or netCDF-4 file"),
+    (b"CDF\x01", "a netCDF file"),
+    (b"CDF\x02", "a netCDF file"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file"),
+    (b"(\xb5/\xfd", "a zstd-compressed file"),
+    (b"%PDF-", "a PDF document"),
+)
+
+
+def packed_format(raw: bytes) -> str | None:
+    """What a file starting with ``raw`` is, when it is a compressed, spreadsheet, HDF5/netCDF or PDF file."""
+    return next((what for magic, what in _PACKED_FORMATS if raw.startswith(magic)), None)

@@ -33,7 +33,7 @@ from typing import Any
 
 from emvsbayes.errors import UserError
 from emvsbayes.family import family_names, get_family
-from emvsbayes.paths import input_kind
+from emvsbayes.paths import input_kind, packed_format
 
 _REQUIRED = object()
 
@@ -663,8 +663,6 @@ def read_toml(path: str | Path, example: str = "models/two_coins.toml") -> dict:
         raise UserError(f"{path}: no such spec file; give the path of a .toml spec, e.g. {example}")
     if kind is not None:
         raise UserError(f"{path}: is {kind}, not a spec file; give the path of a .toml spec, e.g. {example}")
-    from emvsbayes.data.csv import packed_format
-
     try:
         with path.open("rb") as handle:
             what = packed_format(handle.read(16))

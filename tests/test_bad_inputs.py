@@ -544,7 +544,8 @@ def test_results_not_hdf5(tmp_path):
     bogus = tmp_path / "results.nc"
     bogus.write_text("hello")
     assert_user_error(run_cli("report", bogus),
-                      f"{bogus}: not a readable results file (OSError); give a results.nc written by emvsbayes", None)
+                      f"{bogus}: is a text file (a spec?), not a results file (a spec is run with 'emvsbayes run SPEC', "
+                      "which writes results.nc); give a results.nc written by emvsbayes", None)
     assert not (tmp_path / "index.html").exists()
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from emvsbayes.data.records import CoinData, ContinuousData, CountData
 from emvsbayes.errors import UserError, quote
 from emvsbayes.limits import check_csv_size
-from emvsbayes.paths import input_kind
+from emvsbayes.paths import input_kind, packed_format
 from emvsbayes.spec import MAX_MAGNITUDE, MIN_MAGNITUDE
 
 __all__ = ["load_coins_csv", "load_continuous_csv", "load_counts_csv"]
@@ -249,27 +249,6 @@ def _parse_with(text: str, name: str, delimiter: str):
     return header, header_line, rows, line_numbers
 
 
-
-
-#: Leading bytes of files people give for a CSV that are not text (a compressed or spreadsheet file):
-#: named, rather than read as text in a wrong encoding. Only signatures no CSV header starts with (binary
-#: bytes in each; not bzip2's "BZh" or Parquet's "PAR1", which a column name could begin with).
-_PACKED_FORMATS = (
-    (b"\x1f\x8b", "a gzip-compressed file"),
-    (b"PK\x03\x04", "a zip archive (an .xlsx or .ods workbook is one)"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Excel (.xls) or other Office file"),
-    (b"\x89HDF\r\n\x1a\n", "an HDF5 or netCDF-4 file"),
-    (b"CDF\x01", "a netCDF file"),
-    (b"CDF\x02", "a netCDF file"),
-    (b"\xfd7zXZ\x00", "an xz-compressed file"),
-    (b"(\xb5/\xfd", "a zstd-compressed file"),
-    (b"%PDF-", "a PDF document"),
-)
-
-
-def packed_format(raw: bytes) -> str | None:
-    """What a file starting with ``raw`` is, when it is a compressed, spreadsheet, HDF5/netCDF or PDF file."""
-    return next((what for magic, what in _PACKED_FORMATS if raw.startswith(magic)), None)
 
 
 def _encoding_hint(raw: bytes, encoding: str, text: str) -> str | None:

@@ -441,6 +441,12 @@ def with_numeric_jacobian(family, model_def, data, loglik_derivatives: Callable)
     return evaluate
 
 
+class InformationTooLarge(Exception):
+    """Even one row of the data would make the information's program hold more than its budget
+    (:meth:`emvsbayes.uncertainty.information_programs.InformationProgram.summed_over_rows`): the information is
+    not computed, and :func:`standard_errors` says why in place of the intervals."""
+
+
 def standard_errors(family, model_def, data, params, *, level: float = 0.95) -> StandardErrors:
     """Observed-information standard errors and Wald intervals of an EM answer of any family.
 
@@ -464,8 +470,6 @@ def standard_errors(family, model_def, data, params, *, level: float = 0.95) -> 
     reason = reason_of(model_def, data, params) if reason_of is not None else ""
     if reason:
         return _singular(estimate, level, reason, np.full((p, p), np.nan), names, interval_scale=scales)
-    from emvsbayes.uncertainty.information_programs import InformationTooLarge
-
     try:
         _, gradient, hessian, _, jac = information_function(family, model_def, data)(family.to_unconstrained(model_def, params))
     except InformationTooLarge as too_large:

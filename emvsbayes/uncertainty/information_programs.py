@@ -110,11 +110,6 @@ EVALUATION_SHARE = 0.125
 EVALUATION_CAP = 2**30
 
 
-class InformationTooLarge(Exception):
-    """Even one row of the data would make the program hold more than its budget: the information is not
-    computed (:func:`emvsbayes.uncertainty.information.standard_errors` says why in place of the intervals)."""
-
-
 def evaluation_budget() -> int:
     """Bytes one evaluation of an information program may hold (:data:`EVALUATION_CAP`, or less on a machine
     with less memory)."""
@@ -169,6 +164,7 @@ class InformationProgram:
         is already too many. (A Gaussian mixture of 600 rows x 20 columns, full covariances, asked for several
         GB at once; of 60 x 50 for 19.8 GB, and in a notebook the machine ran out of memory.)"""
         from emvsbayes.limits import format_size
+        from emvsbayes.uncertainty.information import InformationTooLarge
 
         n, p = (len(data[0]) if data else 0), int(np.size(phi))
         per_call = rows_per_evaluation(p, fixed_per_entry, budget)
