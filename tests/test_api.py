@@ -174,6 +174,7 @@ def test_report_writes_the_page_and_never_over_a_foreign_file(coins, tmp_path):
     assert theirs.read_text(encoding="utf-8") == "<p>my notes</p>"
 
 
+@pytest.mark.slow
 def test_save_and_report_never_break_a_published_pair(coins, tmp_path):
     """A folder that 'emvsbayes run' (or study, or report) published holds its results and page as one matched set;
     save and report wrote plain files over either, so the page no longer showed the results beside it (the
