@@ -76,4 +76,3 @@ class DegenerateFitError(UserError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, ``timeout``, a batch system ending a job) raised where the command is, so that it
     unwinds as Ctrl-C does: outputs not yet published are removed, the folder's lock released, a cluster closed."""
-
