@@ -188,6 +188,9 @@ def _table(data, source: str):
                                 "select those variables, or pass a DataFrame (ds.to_dataframe())")
             names = [str(name) for name in data.data_vars]
             return names, [data[name].values for name in data.data_vars], None, "Dataset"
+    if module.startswith("pandas") and getattr(data, "ndim", None) == 1 and hasattr(data, "to_frame"):
+        # A Series is one named column (df["x"]): fitted as the DataFrame of that column, its index the labels.
+        return _table(data.to_frame(name=str(data.name) if data.name is not None else "x"), source)[:3] + ("Series",)
     if _is_dataframe(data):
         import pandas as pd
 
@@ -212,8 +215,10 @@ def _table(data, source: str):
             raise UserError(f"{source}: data must be a 1-D or 2-D array of numbers (rows, columns) with the same "
                             f"number of values in every row, got {_show(data)}; pass a numeric array or a DataFrame") from None
         if array.dtype.kind not in "iuf" or array.ndim not in (1, 2):
+            hint = (" (numbers held as Python objects or text are converted with .astype(float))"
+                    if array.dtype.kind in "OUS" and array.ndim in (1, 2) else "")
             raise UserError(f"{source}: data must be a 1-D or 2-D array of numbers (rows, columns), got "
-                            f"{array.ndim}-D {array.dtype}; pass a numeric array or a DataFrame")
+                            f"{array.ndim}-D {array.dtype}; pass a numeric array or a DataFrame{hint}")
         if array.ndim == 1:
             return ["x"], [array], None, "array"
         return [f"x{j + 1}" for j in range(array.shape[1])], [array[:, j] for j in range(array.shape[1])], None, "array"
@@ -396,7 +401,7 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
         record, raw_x = _continuous_record(data, spec["data"], source)
     if not spec["title"]:
         given = {"array": "an array", "DataFrame": "a DataFrame", "DataArray": "a DataArray", "Dataset": "a Dataset",
-                 "dict": "a dict of columns"}
+                 "Series": "a Series", "dict": "a dict of columns"}
         spec["title"] = f"{family} mixture, K = {components}, fitted to {given.get(record.source, record.source)}"
     tree = _run_in_memory(spec, record, progress=progress)
     return Comparison(tree, record, raw_x)

@@ -213,6 +213,20 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The command line's arguments; a file whose name starts with '-' (``-spec.toml``), which argparse reads as an
+    option and then reports a missing spec, is named with the way to give it."""
+    try:
+        return _parser().parse_args(argv)
+    except UserError:
+        dashed = [a for a in argv if a.startswith("-") and not a.startswith("--") and len(a) > 2
+                  and (a.endswith((".toml", ".nc")) or os.path.lexists(a))]
+        if dashed:
+            raise UserError(f"{dashed[0]} is read as an option, as it starts with '-'; give the file as ./{dashed[0]}") \
+                from None
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # SIGTERM's default ends the process at once: a run killed by `timeout` or a batch system left its
@@ -224,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["MPLBACKEND"] = "Agg"
     debug = "--debug" in argv
     try:
-        args = _parser().parse_args(argv)
+        args = _parse(argv)
         args.quiet = getattr(args, "quiet", False)
         _quiet_libraries(args.quiet)
         if args.command is None:

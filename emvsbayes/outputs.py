@@ -33,6 +33,7 @@ import uuid
 from pathlib import Path
 
 from emvsbayes.errors import UserError
+from emvsbayes.paths import why_not_writable
 
 META = ".emvsbayes"
 LOCK = "lock"
@@ -252,21 +253,36 @@ class OutputFolder:
                 missing.append(self.meta)
             self.meta.mkdir(exist_ok=True)
         except OSError as error:
-            raise UserError(f"{self.folder}: cannot write the report there ({error.strerror}); "
+            raise UserError(f"{self.folder}: cannot write the report there ({why_not_writable(self.folder, error)}); "
                             "choose another folder with --out") from None
         self._created = missing
         try:
             self._fd = _acquire(self.meta / LOCK, self.folder)
         except OSError as error:
-            raise UserError(f"{self.folder}: cannot write the report there ({error.strerror}); "
+            raise UserError(f"{self.folder}: cannot write the report there ({why_not_writable(self.folder, error)}); "
                             "choose another folder with --out") from None
         try:
             self.check()
             self.clean()
+            self._probe_writes()
         except BaseException:
             self._close()
             raise
         return self
+
+    def _probe_writes(self) -> None:
+        """Refuse, before any work, a folder (or its ``.emvsbayes``) where the outputs could not be written: a
+        lock file that can be opened says nothing of its folder (root without its override of permissions,
+        a folder made read-only after an earlier run), and the fit would be lost at publishing."""
+        for folder in (self.folder, self.meta):
+            probe = folder / f".write-test-{os.getpid()}"
+            try:
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as error:
+                fix = "choose another folder with --out" if folder == self.folder else \
+                    "fix its permissions (it holds the outputs' files) or choose another folder with --out"
+                raise UserError(f"{folder}: cannot write the report there ({error.strerror}); {fix}") from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._close()

@@ -7,6 +7,7 @@ writes to it. Each is refused by name before it is opened.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -34,7 +35,11 @@ def input_kind(path: str | Path) -> str | None:
         return "a broken symbolic link"
     except NotADirectoryError:  # a path through a file, e.g. data.csv/x
         return "missing"
-    except (OSError, ValueError):  # no permission to look, a NUL in the name: opening says what is wrong
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # was "cannot be read (Too many levels of symbolic links); check its permissions"
+            return "a symbolic link that loops (it leads back to itself)"
+        return None  # no permission to look: opening says what is wrong
+    except ValueError:  # a NUL in the name: opening says what is wrong
         return None
     if stat.S_ISREG(mode):
         return None
@@ -42,6 +47,17 @@ def input_kind(path: str | Path) -> str | None:
         if test(mode):
             return name
     return "not a regular file"
+
+
+def why_not_writable(path: str | Path, error: OSError) -> str:
+    """Why ``path`` could not be made or written, for a message: where a folder above it is a file or a broken
+    link, that one is named (mkdir said only "File exists" or "Not a directory"); else the system's reason."""
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        for above in reversed(Path(path).parents):
+            if os.path.lexists(above) and not above.is_dir():
+                kind = input_kind(above)
+                return f"{above} is {'a file' if kind is None else kind}, not a folder"
+    return error.strerror or type(error).__name__
 
 
 #: Leading bytes of files people give for a CSV or a spec that are not text (a compressed or spreadsheet file, a

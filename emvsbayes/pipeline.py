@@ -24,9 +24,9 @@ from emvsbayes import limits
 from emvsbayes.errors import UserError
 from emvsbayes.family import get_family
 from emvsbayes.outputs import OutputFolder, foreign, link_or_copy
-from emvsbayes.paths import input_kind
+from emvsbayes.paths import input_kind, why_not_writable
 from emvsbayes.seeds import SEED_STAGES, child_seeds
-from emvsbayes.spec import SPEC_NAME
+from emvsbayes.spec import SPEC_NAME_CHARACTERS, is_spec_name
 VERSIONED_PACKAGES = ("emvsbayes", "numpy", "scipy", "xarray", "pymc", "pytensor", "numpyro", "jax", "nutpie", "arviz",
                       "arviz-base", "arviz-stats", "arviz-plots", "h5netcdf", "matplotlib")
 
@@ -103,8 +103,8 @@ def check_against_data(spec: dict, data) -> None:
 def default_out_dir(spec: dict) -> Path:
     """``reports/<spec name>``; the name is checked so that it cannot point outside ``reports``."""
     name = spec.get("name")
-    if not isinstance(name, str) or not SPEC_NAME.fullmatch(name) or name in (".", ".."):
-        raise UserError(f"the spec's name {name!r} cannot name a report folder (letters, digits, '_', '-' or '.'); "
+    if not is_spec_name(name):
+        raise UserError(f"the spec's name {name!r} cannot name a report folder ({SPEC_NAME_CHARACTERS}); "
                         "load it with load_spec, or give an output folder with --out")
     return Path("reports") / name
 
@@ -143,16 +143,6 @@ def sampler_checks(tree) -> dict:
         if checks["max_rhat"] > RHAT_LIMIT:
             checks["failed"].append(f"R-hat {checks['max_rhat']:.3g} > {RHAT_LIMIT} ({where})")
     return checks
-
-
-def check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"{out_dir}: cannot write the report there ({error.strerror}); choose another folder with --out") from None
 
 
 def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None, command: str = "",
@@ -203,7 +193,6 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
         wanted_workers()  # EMVSBAYES_PAGE_WORKERS checked before the output folder is touched
     family = get_family(spec["model"]["family"])
     limits.check_disk(out_dir, limits.results_need(spec, *family.data_shape(data)), "results.nc and index.html")
-    check_writable(out_dir)
     # Held until the results and the page are published: one writer per folder, nothing it may not replace.
     with OutputFolder(out_dir, "run") as folder:
         return _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started)
@@ -229,7 +218,6 @@ def _run_store(spec, out_dir, seed, seeds, timings, command, progress, report, s
         start = time.perf_counter()
         check_store_values(spec, data, client)
         timings["check"] = time.perf_counter() - start
-        check_writable(out_dir)
         with OutputFolder(out_dir, "run") as folder:
             return _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started,
                                     fit=lambda: fit_groups(spec, data, client, seeds, timings, progress))
@@ -341,7 +329,8 @@ def _rerender_run_page(tree, results_path: Path, out: Path | None, workers) -> P
     try:
         render_report_file(tree, out, workers=workers)
     except OSError as error:
-        raise UserError(f"{out}: cannot write the report there ({error.strerror}); choose another file with --out") from None
+        raise UserError(f"{out}: cannot write the report there ({why_not_writable(out, error)}); "
+                        "choose another file with --out") from None
     return out
 
 
@@ -366,7 +355,8 @@ def _rerender_study(study_path: Path, out: Path | None) -> Path:
     try:
         render_study_report(ds, out, figure_file=False)
     except OSError as error:
-        raise UserError(f"{out}: cannot write the report there ({error.strerror}); choose another file with --out") from None
+        raise UserError(f"{out}: cannot write the report there ({why_not_writable(out, error)}); "
+                        "choose another file with --out") from None
     return out
 
 

@@ -406,13 +406,28 @@ def load_quietly(path: Path, opener) -> tuple[object, str | None]:
             return None, type(error).__name__
 
 
-def _not_results(path: Path) -> str | None:
-    """What a file that netCDF cannot open is, when it is text: a spec or a page given to ``report``."""
+#: The first bytes of every HDF5 file (netCDF-4 is HDF5).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: What an HDF5 file that cannot be opened is: it begins as a netCDF-4 file does, so it was cut short or damaged.
+CUT_SHORT = ("is an HDF5 file that cannot be read to its end (cut short or damaged, e.g. by an interrupted copy: copy "
+             "it again, or run the spec again to write a new one)")
+
+
+def _head(path: Path) -> bytes | None:
     try:
         with path.open("rb") as handle:
-            head = handle.read(4096)
+            return handle.read(4096)
     except OSError:
         return None
+
+
+def _not_results(path: Path) -> str | None:
+    """What a file that netCDF cannot open is: a spec or a page given to ``report``, or an HDF5 file cut short."""
+    head = _head(path)
+    if head is None:
+        return None
+    if head.startswith(HDF5_SIGNATURE):
+        return CUT_SHORT
     try:
         text = head.decode("utf-8-sig").lstrip()
     except UnicodeDecodeError:
@@ -506,7 +521,8 @@ def read_study(path) -> xr.Dataset:
         raise UserError(f"{path}: is {kind}, not a study file; give a study.nc written by 'emvsbayes study'")
     ds, failure = load_quietly(path, xr.open_dataset)
     if failure is not None:
-        raise UserError(f"{path}: not a readable study file ({failure})")
+        cut_short = (_head(path) or b"").startswith(HDF5_SIGNATURE)
+        raise UserError(f"{path}: {CUT_SHORT if cut_short else f'not a readable study file ({failure})'}")
     if ds.attrs.get("format") != STUDY_FORMAT:
         raise UserError(f"{path}: not an emvsbayes study file; give a study.nc written by 'emvsbayes study'")
     check_checksum(ds, path, "run the study again to write it again")

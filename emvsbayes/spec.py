@@ -21,11 +21,14 @@ Sections (see ``models/*.toml`` for commented examples):
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
 import json
 import math
+import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +70,19 @@ def _is_number(v):
         return False
 
 
+def _text(v) -> str:
+    if isinstance(v, (datetime.date, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, list) and any(isinstance(item, (datetime.date, datetime.time)) for item in v):
+        return "[" + ", ".join(_text(item) for item in v) + "]"
+    return repr(v)
+
+
 def _show(v, limit: int = 80) -> str:
-    """``repr(v)`` cut to ``limit`` characters, so an error about a huge value stays a readable line."""
+    """``repr(v)`` cut to ``limit`` characters, so an error about a huge value stays a readable line. A TOML
+    date or time (``K = 2026-01-01``) is shown as written, not as ``datetime.date(2026, 1, 1)``."""
     try:
-        text = repr(v)
+        text = _text(v)
     except RecursionError:
         text = f"<a {type(v).__name__} nested too deeply>"
     return text if len(text) <= limit else text[: limit - 5] + " ...>"
@@ -78,6 +90,13 @@ def _show(v, limit: int = 80) -> str:
 
 #: Public names of the helpers that other modules' checks reuse.
 show_value = _show
+
+
+def not_a_table(section: str, given) -> str:
+    """The error for a section that is not a table; ``[[bayes]]`` (TOML's array of tables) is named as such."""
+    if isinstance(given, list) and given and all(isinstance(item, dict) for item in given):
+        return f"[{section}] must be one table: write [{section}], not [[{section}]] (a list of tables)"
+    return f"[{section}] must be a table, got {_show(given)}"
 
 
 #: Counts (draws, chains, restarts, ...) above this are refused: numpy and the samplers index with int32.
@@ -485,11 +504,33 @@ def auto_init(family: str) -> str:
 GAUSSIAN_REACH_BEST = 3
 GAUSSIAN_MAX_INIT = 200
 
-# \Z, not $: "$" also matches before a final newline, which would let "evil\n" name a folder.
-SPEC_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+#: Characters a spec's name may hold besides letters and digits (of any script): they name a folder on
+#: every system without quoting, and none of them can point outside ``reports``.
+SPEC_NAME_PUNCTUATION = " _-.+"
+#: A name's length in bytes: one folder name (NAME_MAX on Linux and macOS).
+SPEC_NAME_BYTES = 255
+#: The characters of a spec's name, in words (the errors of a spec file and of the API's spec dict say it).
+SPEC_NAME_CHARACTERS = "letters, digits, spaces, '_', '-', '+' or '.', starting with a letter or digit"
 #: What a spec's file name must be (it names the report folder), said in the error for one that is not.
-SPEC_NAME_RULE = ("the spec's file name must start with a letter or digit and hold only letters, digits, '_', '-' or '.', "
-                  "so it can name a report folder; rename the file")
+SPEC_NAME_RULE = (f"the spec's file name must hold only {SPEC_NAME_CHARACTERS} (at most 255 bytes, no space at the "
+                  "end), so it can name a report folder; rename the file")
+
+
+def is_spec_name(name) -> bool:
+    """Whether ``name`` (a spec file's stem) can name a report folder as it is.
+
+    Letters and digits of any script are accepted, with their combining marks (a name typed as
+    "cafe" + U+0301 is "café"); control characters, separators, quotes and shell metacharacters are
+    not, nor is a name that is not UTF-8 (Python's surrogate escapes) or that ends in a space.
+    """
+    if not isinstance(name, str) or not name or not name[0].isalnum() or name != name.rstrip():
+        return False
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+    return size <= SPEC_NAME_BYTES and all(
+        c.isalnum() or c in SPEC_NAME_PUNCTUATION or unicodedata.category(c).startswith("M") for c in name)
 
 
 def _where(section: str, key: str) -> str:
@@ -530,7 +571,7 @@ def validate(raw: dict, source: str = "spec") -> dict:
         if section:
             given = raw.get(section, {})
             if not isinstance(given, dict):
-                raise UserError(f"{source}: [{section}] must be a table, got {_show(given)}")
+                raise UserError(f"{source}: {not_a_table(section, given)}")
         else:
             given = {k: v for k, v in raw.items() if k not in SCHEMA}
         out = {}
@@ -684,11 +725,31 @@ def read_toml(path: str | Path, example: str = "models/two_coins.toml") -> dict:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; save the spec as UTF-8") from None
     except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: not valid TOML ({' '.join(str(error).split())}); fix the syntax at that line") from None
+        raise UserError(f"{path}: not valid TOML ({' '.join(str(error).split())}){_foreign_letter(path, error)}; "
+                        "fix the syntax at that line") from None
     except RecursionError:
         raise UserError(f"{path}: arrays or tables nested too deeply; a spec needs at most a few levels") from None
     except OSError as error:
         raise UserError(f"{path}: cannot be read ({error.strerror}); check its permissions") from None
+
+
+def _foreign_letter(path: Path, error: tomllib.TOMLDecodeError) -> str:
+    """A letter outside ASCII before the error's column, where TOML wants a bare key or a section name: a
+    Cyrillic "а" or a Greek "Κ" typed or pasted for a Latin one, which no eye tells apart in the spec."""
+    where = re.search(r"at line (\d+), column (\d+)", str(error))
+    if not where:
+        return ""
+    try:
+        line = path.read_text(encoding="utf-8-sig").splitlines()[int(where[1]) - 1]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return ""
+    head = line[: int(where[2])].split("=", 1)[0]
+    if '"' in head or "'" in head:
+        return ""  # inside a quoted key or a value: anything goes there
+    for char in head:
+        if not char.isascii() and char.isalpha():
+            return f"; that line holds {char!r} ({unicodedata.name(char, 'U+%04X' % ord(char))}), not an ASCII letter"
+    return ""
 
 
 def load_spec(path: str | Path) -> dict:
@@ -697,7 +758,7 @@ def load_spec(path: str | Path) -> dict:
     raw = read_toml(path)
     spec = validate(raw, source=str(path))
     name = path.stem
-    if not SPEC_NAME.fullmatch(name):
+    if not is_spec_name(name):
         raise UserError(f"{path}: {SPEC_NAME_RULE}")
     spec["name"] = name
     spec["path"] = str(path)
@@ -705,13 +766,20 @@ def load_spec(path: str | Path) -> dict:
 
 
 def resolve_data_path(spec: dict) -> Path | None:
-    """A CSV named in a spec is relative to the spec file's folder."""
+    """A CSV named in a spec is relative to the spec file's folder. A spec read through a descriptor
+    (``emvsbayes run /dev/stdin < lesson.toml``) is in the folder of the file behind it, which the descriptor's
+    link names, not in /dev."""
     file = spec["data"]["file"]
     if file is None:
         return None
     path = Path(file)
     if not path.is_absolute():
-        path = Path(spec.get("path", ".")).parent / path
+        spec_path = Path(spec.get("path", "."))
+        if spec_path.is_absolute() and spec_path.parts[1:2] in (("dev",), ("proc",)):
+            behind = Path(os.path.realpath(spec_path))
+            spec_path = behind if behind.is_absolute() and behind.parts[1:2] not in (("dev",), ("proc",)) \
+                else Path.cwd() / "stdin"  # a pipe: the folder it was started in
+        path = spec_path.parent / path
     return path
 
 

@@ -29,9 +29,16 @@ def _user_env() -> dict:
     return env
 
 
-def run_cli(*args, cwd=None, timeout=600, env=None):
-    """Run the installed command line as a user would; returns the CompletedProcess. ``env`` adds variables."""
-    return subprocess.run([sys.executable, "-m", "emvsbayes", *map(str, args)], capture_output=True, text=True,
+#: Where tests run as root (containers, CI), a permission test runs the command without root's override of
+#: file permissions, as any other user is refused (util-linux's setpriv; it must be there, never skipped).
+UNPRIVILEGED = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+
+
+def run_cli(*args, cwd=None, timeout=600, env=None, unprivileged=False):
+    """Run the installed command line as a user would; returns the CompletedProcess. ``env`` adds variables;
+    ``unprivileged`` drops root's override of file permissions (:data:`UNPRIVILEGED`)."""
+    prefix = UNPRIVILEGED if unprivileged else []
+    return subprocess.run([*prefix, sys.executable, "-m", "emvsbayes", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or ROOT, timeout=timeout, env={**_user_env(), **(env or {})})
 
 

@@ -224,6 +224,18 @@ def test_dataframe_columns_rows_and_standardizing_are_kept(gaussian, gaussian_fr
     assert {"w[0]", "mu[0, length]", "mu[1, width]"} <= set(gaussian.summary().index)
 
 
+def test_a_series_is_its_one_named_column(gaussian_frame):
+    """df["length"] was refused ("got Series") where the one-column frame df[["length"]] was fitted."""
+    series = gaussian_frame["length"]
+    from_series = emvsbayes.compare(series, family="gaussian", components=2, seed=3, enabled=False, bootstrap=0)
+    from_frame = emvsbayes.compare(gaussian_frame[["length"]], family="gaussian", components=2, seed=3, enabled=False,
+                                   bootstrap=0)
+    assert list(from_series.results["data"]["feature"].values) == ["length"]
+    assert list(from_series.results["data"]["obs"].values) == list(gaussian_frame.index)
+    assert _numeric_groups_equal(from_series.results, from_frame.results) == []
+    assert from_series.spec["title"].endswith("fitted to a Series")
+
+
 @pytest.mark.slow
 def test_run_and_load_spec_give_the_command_lines_numbers(tmp_path):
     spec_path = tmp_path / "coins.toml"

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 from emvsbayes.errors import UserError
-from emvsbayes.spec import SPEC_NAME_RULE
+from emvsbayes.spec import SPEC_NAME_CHARACTERS, SPEC_NAME_RULE
 
 LECTURE = '[data]\ndataset = "coins_lecture"\n'
 COINS = LECTURE + '[model]\nfamily = "coins"\n'
@@ -77,6 +77,16 @@ SPEC_CASES = {
     "k_wrong_type": (
         COINS + 'components = "two"\n',
         "{spec}: [model] components must be a whole number >= 1 or a list of them, got 'two'"),
+    "section_as_array_of_tables": (  # was "must be a table, got [{'draws': 10}]"
+        COINS + "[[bayes]]\ndraws = 10\n",
+        "{spec}: [bayes] must be one table: write [bayes], not [[bayes]] (a list of tables)"),
+    "cyrillic_letter_in_a_key": (  # the "a" of draws is U+0430: TOML's error named only a column
+        COINS + "[bayes]\ndr\u0430ws = 10\n",
+        "{spec}: not valid TOML (Expected '=' after a key in a key/value pair (at line 6, column 3)); that line holds "
+        "'\u0430' (CYRILLIC SMALL LETTER A), not an ASCII letter; fix the syntax at that line"),
+    "k_toml_date": (  # was shown as "datetime.date(2026, 1, 1)"
+        COINS + "components = 2026-01-01\n",
+        "{spec}: [model] components must be a whole number >= 1 or a list of them, got 2026-01-01"),
     "draws_wrong_type": (
         COINS + '[bayes]\ndraws = "many"\n',
         "{spec}: [bayes] draws must be a whole number >= 1, got 'many'"),
@@ -294,10 +304,47 @@ def test_spec_is_a_folder(tmp_path):
                       out)
 
 
-def test_spec_name_that_cannot_name_a_folder(tmp_path):
-    spec = _write_spec(tmp_path, COINS, name="my spec")
+def test_a_spec_read_from_standard_input_finds_its_data_beside_it(tmp_path):
+    """`emvsbayes run /dev/stdin < lesson/spec.toml`: its relative data file was looked for in /dev/."""
+    import subprocess
+    import sys
+
+    from conftest import _user_env
+
+    (tmp_path / "lesson").mkdir()
+    (tmp_path / "lesson" / "data.csv").write_text("heads,tosses\n5,10\n9,10\n8,10\n4,10\n7,10\n", encoding="utf-8")
+    spec = _write_spec(tmp_path / "lesson", COIN_SPEC.format(extra="") + "components = 1\n"
+                       "[em]\nbootstrap = 0\n[bayes]\nenabled = false\n")
+    with spec.open("rb") as stdin:
+        proc = subprocess.run([sys.executable, "-m", "emvsbayes", "run", "/dev/stdin", "--out", str(tmp_path / "out"),
+                               "--quiet"], stdin=stdin, capture_output=True, text=True, cwd="/", env=_user_env())
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_spec_that_is_a_looping_link(tmp_path):
+    """Was "cannot be read (Too many levels of symbolic links); check its permissions"."""
+    spec, out = tmp_path / "loop.toml", tmp_path / "out"
+    spec.symlink_to(spec)
+    assert_user_error(run_cli("run", spec, "--out", out),
+                      f"{spec}: is a symbolic link that loops (it leads back to itself), not a spec file; give the path "
+                      "of a .toml spec, e.g. models/two_coins.toml", out)
+
+
+@pytest.mark.parametrize("name", ["my;spec", ".hidden", "trailing ", "a$b", "quote'd", "a|b"])
+def test_spec_name_that_cannot_name_a_folder(name, tmp_path):
+    spec = _write_spec(tmp_path, COINS, name=name)
     assert_user_error(run_cli("run", spec, "--out", tmp_path / "out"),
                       f"{spec}: {SPEC_NAME_RULE}", tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["café lesson", "cafe\u0301", "Münzen+2"])
+def test_spec_names_of_any_script_name_their_folder(name, tmp_path):
+    """Letters of any script (a combining accent too) and inner spaces were refused as "not ASCII"."""
+    spec = _write_spec(tmp_path, COINS + "[em]\nbootstrap = 0\n[bayes]\nchains = 2\ndraws = 10\ntune = 10\n", name=name)
+    proc = run_cli("run", spec, "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (tmp_path / "reports" / name / "index.html").is_file()
 
 
 # --- CSV files named by a spec, through the command line ----------------------------------------------
@@ -449,6 +496,9 @@ ARG_CASES = {
                                  "(see 'emvsbayes --help')"),
     "unknown_option": (["run", "{spec}", "--frobnicate"], "unrecognized arguments: --frobnicate (see 'emvsbayes --help')"),
     "spec_missing_argument": (["run"], "the following arguments are required: spec (see 'emvsbayes run --help')"),
+    # was "the following arguments are required: spec": the file was read as an option
+    "spec_name_starting_with_a_dash": (["run", "-lesson.toml"], "-lesson.toml is read as an option, as it starts "
+                                                                "with '-'; give the file as ./-lesson.toml"),
     "seed_not_a_number": (["run", "{spec}", "--seed", "abc"],
                           "argument --seed: invalid int value: 'abc' (see 'emvsbayes run --help')"),
     "seed_negative": (["run", "{spec}", "--seed", "-1"], "--seed must be a whole number from 0 to 2**63 - 1, got -1"),
@@ -489,7 +539,21 @@ def test_out_is_a_file(tmp_path):
     blocker.write_text("not a folder")
     out = blocker / "out"
     assert_user_error(run_cli("run", spec, "--out", out),
-                      f"{out}: cannot write the report there (Not a directory); choose another folder with --out", None)
+                      f"{out}: cannot write the report there ({blocker} is a file, not a folder); choose another "
+                      "folder with --out", None)
+
+
+def test_report_page_under_a_file_or_a_broken_link(lecture_run, tmp_path):
+    """report's page under a file or a broken link: mkdir said "(File exists)"."""
+    results = lecture_run / "results.nc"
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    for above, kind in ((blocker, "a file"), (dangling, "a broken symbolic link")):
+        assert_user_error(run_cli("report", results, "--out", above / "page.html"),
+                          f"{above / 'page.html'}: cannot write the report there ({above} is {kind}, not a folder); "
+                          "choose another file with --out", None)
     assert blocker.read_text() == "not a folder"
 
 
@@ -502,19 +566,46 @@ def test_out_on_a_kernel_file_system_is_named(tmp_path):
     assert not __import__("os").path.exists("/proc/emvsbayes-out")
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
-                    reason="root writes into read-only folders")
 def test_out_not_writable(tmp_path):
     spec = _write_spec(tmp_path, COINS, name="good")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     try:
         out = locked / "out"
-        assert_user_error(run_cli("run", spec, "--out", out),
+        assert_user_error(run_cli("run", spec, "--out", out, unprivileged=True),
                           f"{out}: cannot write the report there (Permission denied); choose another folder with --out",
                           out)
+        # A folder that exists but was made read-only (its lock file still writable) is refused before the fit too.
+        locked.chmod(0o700)
+        out.mkdir()
+        out.chmod(0o500)
+        assert_user_error(run_cli("run", spec, "--out", out, unprivileged=True),
+                          f"{out}: cannot write the report there (Permission denied); choose another folder with --out",
+                          None)
+        assert list(out.iterdir()) == []
     finally:
         locked.chmod(0o700)
+        if (locked / "out").exists():
+            (locked / "out").chmod(0o700)
+
+
+def test_outputs_folder_not_writable_is_refused_before_the_fit(tmp_path):
+    """`.emvsbayes` read-only while its lock file could still be opened: the run fitted, then ended in
+    PermissionError (exit 1) when it made the folder for its files."""
+    spec = _write_spec(tmp_path, COINS, name="good")
+    out, meta = tmp_path / "out", tmp_path / "out" / ".emvsbayes"
+    meta.mkdir(parents=True)
+    (meta / "lock").write_bytes(b"")
+    (meta / "lock").chmod(0o666)
+    meta.chmod(0o500)
+    try:
+        proc = run_cli("run", spec, "--out", out, unprivileged=True)
+        assert_user_error(proc, f"{meta}: cannot write the report there (Permission denied); fix its permissions "
+                          "(it holds the outputs' files) or choose another folder with --out", None)
+        assert sorted(p.name for p in out.iterdir()) == [".emvsbayes"]
+        assert "EM:" not in proc.stdout  # refused before any fitting
+    finally:
+        meta.chmod(0o700)
 
 
 def _tiny_results(path):
@@ -701,14 +792,14 @@ API_CASES = {
                                 "covariance_type must be one of ('full', 'tied', 'diag', 'spherical'), got 'fuul'"),
     "gaussian_collapsed": (_gaussian_fit(np.ones(6), n_components=2, reg_covar=0.0), UserError, None),
     "run_spec_without_name": (_run_spec_named(None), UserError,
-                              "the spec's name None cannot name a report folder (letters, digits, '_', '-' or '.'); "
+                              f"the spec's name None cannot name a report folder ({SPEC_NAME_CHARACTERS}); "
                               "load it with load_spec, or give an output folder with --out"),
     "run_spec_name_escapes": (_run_spec_named("../../etc"), UserError,
-                              "the spec's name '../../etc' cannot name a report folder (letters, digits, '_', '-' or "
-                              "'.'); load it with load_spec, or give an output folder with --out"),
+                              f"the spec's name '../../etc' cannot name a report folder ({SPEC_NAME_CHARACTERS}); "
+                              "load it with load_spec, or give an output folder with --out"),
     "run_spec_absolute_name": (_run_spec_named("/tmp/evil"), UserError,
-                               "the spec's name '/tmp/evil' cannot name a report folder (letters, digits, '_', '-' or "
-                               "'.'); load it with load_spec, or give an output folder with --out"),
+                               f"the spec's name '/tmp/evil' cannot name a report folder ({SPEC_NAME_CHARACTERS}); "
+                               "load it with load_spec, or give an output folder with --out"),
     "compare_poisson_in_memory": (
         lambda tmp_path: __import__("emvsbayes").compare([3, -1, 5], family="poisson"), UserError,
         "compare: family='poisson' takes its data from a spec; write the data to a CSV file and run a spec with "
@@ -741,6 +832,10 @@ API_CASES = {
         lambda tmp_path: __import__("emvsbayes").compare([[1.0, 2.0], [3.0]], family="gaussian"), UserError,
         "compare: data must be a 1-D or 2-D array of numbers (rows, columns) with the same number of values in every "
         "row, got [[1.0, 2.0], [3.0]]; pass a numeric array or a DataFrame"),
+    "compare_numbers_held_as_objects": (  # the fix (astype) was not said
+        lambda tmp_path: __import__("emvsbayes").compare(np.array([1.5, 2.0, "3"], dtype=object), family="gaussian"),
+        UserError, "compare: data must be a 1-D or 2-D array of numbers (rows, columns), got 1-D object; pass a numeric "
+        "array or a DataFrame (numbers held as Python objects or text are converted with .astype(float))"),
     "study_raw_dict_is_checked": (
         lambda tmp_path: __import__("emvsbayes").study({"kind": "coverage", "seed": 1, "model": {"family": "gaussian"}}),
         UserError, "study: replicates is missing; add it, e.g. replicates = 8"),
@@ -1492,7 +1587,7 @@ def test_sigterm_during_a_run_is_one_line_and_leaves_nothing(tmp_path):
 
     from conftest import _user_env
 
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "out"
     proc = subprocess.Popen([sys.executable, "-m", "emvsbayes", "run", str(ROOT / "models" / "two_coins.toml"), "--out",
                              str(out)], cwd=ROOT, env=_user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = proc.stdout.readline()  # EM is done: the run goes on to its bootstrap and the posterior
@@ -1501,7 +1596,7 @@ def test_sigterm_during_a_run_is_one_line_and_leaves_nothing(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, (proc.returncode, err)
     assert err.strip().splitlines() == ["emvsbayes: terminated; nothing half-written was left behind"], err
-    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+    assert not (tmp_path / "new").exists(), list(out.iterdir())  # the folders it made too (they were left empty)
 
 
 def test_files_given_to_the_wrong_command_are_named(tmp_path):
@@ -1522,6 +1617,14 @@ def test_files_given_to_the_wrong_command_are_named(tmp_path):
         assert_user_error(run_cli("report", given, "--out", tmp_path / "new.html"),
                           f"{given}: {what}; give a results.nc written by emvsbayes", None)
     assert not (tmp_path / "new.html").exists()
+    # A results file cut short (an interrupted copy) was "not a readable results file (OSError)".
+    whole = _tiny_results(tmp_path / "whole.nc").read_bytes()
+    cut = tmp_path / "cut.nc"
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert_user_error(run_cli("report", cut, "--out", tmp_path / "new.html"),
+                      f"{cut}: is an HDF5 file that cannot be read to its end (cut short or damaged, e.g. by an "
+                      "interrupted copy: copy it again, or run the spec again to write a new one); give a results.nc "
+                      "written by emvsbayes", None)
 
 
 # Class 7: messages that pointed the wrong way.

@@ -31,13 +31,14 @@ from emvsbayes.errors import UserError
 from emvsbayes.family import family_names, get_family
 from emvsbayes.spec import (
     SEED_RULE,
-    SPEC_NAME,
     SPEC_NAME_RULE,
     Key,
     beta_prior,
     ignored_by_family,
     interval_probability,
+    is_spec_name,
     list_of,
+    not_a_table,
     one_of,
     positive_int,
     positive_number,
@@ -157,7 +158,7 @@ def _where(section: str, key: str) -> str:
 
 def _check_table(given: Any, keys: dict[str, Key], section: str, source: str) -> dict:
     if not isinstance(given, dict):
-        raise UserError(f"{source}: [{section}] must be a table, got {given!r}")
+        raise UserError(f"{source}: {not_a_table(section, given)}")
     out = {}
     for key in given:
         if key not in keys:
@@ -329,7 +330,7 @@ def load_study_spec(path: str | Path) -> dict:
     path = Path(path)
     raw = read_toml(path, example="models/study_coverage_gmm.toml")
     spec = validate(raw, source=str(path))
-    if not SPEC_NAME.fullmatch(path.stem):
+    if not is_spec_name(path.stem):
         raise UserError(f"{path}: {SPEC_NAME_RULE}")
     spec["name"] = path.stem
     spec["path"] = str(path)
