@@ -56,6 +56,13 @@ Other optional members (a family may leave them out; the generic code then does 
   the family named by the results' root attr ``family`` for them and places each after the generic section
   its ``after`` names. The family returns records, never HTML: the report escapes the texts and serialises
   the figures, so a family needs nothing of :mod:`emvsbayes.report`.
+- ``one_step_log_density(model_def, data, draws) -> (S, n)`` and ``prefix(data, n)``: a family whose
+  observations are dependent (a time series) gives log p(y_t | y_<t, draw) and its first n observations; the
+  model choice then scores each K by leave-future-out cross-validation (PSIS-LFO) instead of pointwise LOO,
+  refitting the posterior on prefixes of the data. With ``prefix_recipe(model_def, data) -> (recipe,
+  container, counted)`` too, each refit samples one model of the whole data whose likelihood counts the
+  first n observations (``counted(n)``: the values of its ``pm.Data`` container ``container``), so one
+  compiled program serves every refit instead of a model (and a compile) per prefix.
 - ``auto_bootstrap_kind``: what ``[em] bootstrap_kind = "auto"`` (the default) becomes for the family;
   "nonparametric" (resample rows) without it.
 - ``spec_key_docs() -> {(section, key): meaning}``: what each of the family's own spec keys (those of

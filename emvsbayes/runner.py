@@ -490,12 +490,18 @@ def leave_future_out(family, model_def, data, settings, seed: int, start, first:
     ``one_step_log_density(model_def, data, draws)`` ((S, n_obs): log p(y_t | y_<t, draw)); each refit samples the
     posterior given a prefix, from EM's answer on the whole data."""
     n_obs = family.n_observations(data)
+    # a family's model of the whole series counting a prefix (one program for every refit), else a model per prefix
+    masked = family.prefix_recipe(model_def, data) if getattr(family, "prefix_recipe", None) is not None else None
 
     def one_step_given_prefix(n: int) -> np.ndarray:
-        prefix = family.prefix(data, n)
-        tree = sample_posterior(family.model_recipe(model_def, prefix), settings,
-                                int(np.random.default_rng([seed, n]).integers(2**31)),
-                                family.initvals(model_def, [start]), log_likelihood=False).tree
+        seed_n = int(np.random.default_rng([seed, n]).integers(2**31))
+        if masked is not None:
+            recipe, container, counted = masked
+            tree = sample_posterior(recipe, settings, seed_n, family.initvals(model_def, [start]), log_likelihood=False,
+                                    data={container: counted(n)}).tree
+        else:
+            tree = sample_posterior(family.model_recipe(model_def, family.prefix(data, n)), settings, seed_n,
+                                    family.initvals(model_def, [start]), log_likelihood=False).tree
         draws = family.posterior_draws(model_def, tree["posterior"].to_dataset())
         return family.one_step_log_density(model_def, data, draws)
 

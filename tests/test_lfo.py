@@ -123,3 +123,61 @@ def test_first_must_leave_a_point_to_predict():
     with pytest.raises(ValueError, match="first"):
         psis_lfo(lambda n: np.zeros((2, 5)), 5, 5)
     assert lfo_first(107, 9) == 27 and lfo_first(10, 20) == 9
+
+
+# --- the hidden Markov model's refits: one model of the whole series counting a prefix ------------------------
+
+
+def _hmm(emission: str):
+    from emvsbayes.hmm.model import HiddenMarkovModel, HMMPriors
+
+    # priors given as numbers: the data-scaled defaults would differ between a prefix and the whole series
+    priors = HMMPriors(transition_concentration=2.0, rate_prior=(2.0, 0.2), mu_loc=0.0, mu_scale=5.0, sigma_scale=2.0)
+    model_def = HiddenMarkovModel(n_components=3, emission=emission, initial="stationary", priors=priors)
+    rng = np.random.default_rng(4)
+    y = rng.poisson(np.repeat([3.0, 12.0], 20)).astype(float) if emission == "poisson" else rng.normal(0, 2, 40)
+    return model_def, y
+
+
+@pytest.mark.parametrize("emission", ["poisson", "gaussian"])
+def test_the_model_counting_a_prefix_is_the_model_of_the_prefix(emission):
+    """Leave-future-out's refits of the HMM sample one model of the whole series whose likelihood counts its first
+    n points (one compiled program for every refit). Its log-density equals, at random points, that of the model
+    built on the first n points alone (PyMC's own log-density of each: the oracle), for n = 1, 17 and T."""
+    import pymc as pm
+
+    from conftest import ORACLE_MODE
+    from emvsbayes.hmm import bayes
+
+    model_def, y = _hmm(emission)
+    rng = np.random.default_rng(5)
+    masked = bayes.build_model(model_def, y, prefix_container="counted")
+    logp_masked = masked.compile_logp(mode=ORACLE_MODE)
+    for n in (1, 17, y.size):
+        prefix = bayes.build_model(model_def, y[:n])
+        logp_prefix = prefix.compile_logp(mode=ORACLE_MODE)
+        pm.set_data({"counted": (np.arange(y.size) < n).astype(float)}, model=masked)
+        for _ in range(3):
+            point = {name: rng.normal(size=np.shape(value)) for name, value in prefix.initial_point().items()}
+            np.testing.assert_allclose(logp_masked(point), logp_prefix(point), rtol=1e-12)
+
+
+def test_every_refit_runs_on_one_compiled_program(tmp_path, monkeypatch):
+    """Two prefixes: the programs are built for the first and loaded for the second, and the counted points given
+    as data reach them (same seed, different draws; each recorded with its own data)."""
+    from emvsbayes.family import get_family
+    from emvsbayes.hmm.series import Series
+    from emvsbayes.sampling import SamplerSettings, sample_posterior
+
+    monkeypatch.setenv("EMVSBAYES_PROGRAM_CACHE_DIR", str(tmp_path / "programs"))
+    model_def, y = _hmm("poisson")
+    family = get_family("hmm")
+    recipe, container, counted = family.prefix_recipe(model_def, Series(y, "count", tuple(map(str, range(y.size)))))
+    settings = SamplerSettings(sampler="numpyro", chains=2, draws=50, tune=50)
+    outcomes = {n: sample_posterior(recipe, settings, 3, log_likelihood=False, data={container: counted(n)})
+                for n in (20, 40)}
+    assert [outcomes[n].compiled for n in (20, 40)] == ["built", "loaded"]
+    for n, outcome in outcomes.items():
+        assert outcome.tree["constant_data"][container].values.sum() == n
+    # same seed and starts: the draws differ only because the counted points reached the programs
+    assert not np.array_equal(outcomes[20].tree["posterior"]["rate"].values, outcomes[40].tree["posterior"]["rate"].values)

@@ -199,13 +199,19 @@ def stationary_symbolic(transition, n_states: int):
 
 
 def build_model(model_def: HiddenMarkovModel, y, *, time_labels: Sequence | None = None,
-                data_container: str | None = None):
+                data_container: str | None = None, prefix_container: str | None = None):
     """A ``pymc.Model`` of the HMM for series ``y`` (T,), coordinates ``component``, ``component_to``, ``time``.
 
     ``data_container``: the name of a ``pm.Data`` container holding ``y`` (a study swaps each replicate's
     series into it, so one compiled model serves them all); None puts ``y`` in the graph as a constant. The
     priors must then not depend on ``y`` (a study's are fixed numbers): they are computed from the series
-    given here only."""
+    given here only.
+
+    ``prefix_container``: the name of a ``pm.Data`` container of T weights, 1 for each time point the
+    likelihood counts and 0 after it (built with ones: the whole series). With the first n counted, the
+    model is the posterior given y_0..y_{n-1}: a step without its emission only moves the forward
+    probabilities by the transition matrix, whose rows sum to 1, so log p(y_0..y_{n-1}) is what the
+    recursion ends with. Leave-future-out's refits set it per prefix, and one compiled program serves them all."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -232,6 +238,10 @@ def build_model(model_def: HiddenMarkovModel, y, *, time_labels: Sequence | None
                         "sigma": pm.HalfNormal("sigma", sigma=prior["sigma_scale"], dims="component")}
         series = pm.Data(data_container, y) if data_container is not None else y
         log_emission = log_emission_symbolic(model_def, series, emission)
+        if prefix_container is not None:
+            counted = pm.Data(prefix_container, np.ones(y.size))
+            # a switch, not a product: 0 * log p would be NaN where a far-off state gives log p = -inf
+            log_emission = pt.switch(pt.gt(counted, 0)[:, None], log_emission, 0.0)
         pm.Potential("loglik", _forward_loglik_op()(pt.log(initial), pt.log(transition), log_emission))
     return model
 

@@ -538,6 +538,19 @@ class HMMFamily:
         cross-validation (the runner's model choice uses it instead of pointwise LOO, invalid for a series)."""
         return bayes.one_step_predictive(model_def, data.y, draws)
 
+    def prefix_recipe(self, model_def, data: Series):
+        """(recipe, container, counted(n)) for leave-future-out's refits: the model of the whole series whose
+        likelihood counts the first n points, as ``counted(n)`` (the container's values) says: one program for
+        every prefix, where a model per prefix compiled one per refit (earthquakes, K = 2 and 3: 8 programs,
+        ~2 s each cold). The priors are the whole series' (those of the posterior the page shows), the same
+        for every refit, as the importance weights between refits assume."""
+        from emvsbayes.sampling import ModelRecipe
+
+        name = "counted"
+        recipe = ModelRecipe(bayes.build_model, (model_def, np.asarray(data.y)),
+                             {"time_labels": tuple(data.time), "prefix_container": name})
+        return recipe, name, lambda n: (np.arange(data.n_time) < n).astype(float)
+
     def prefix(self, data: Series, n: int) -> Series:
         """The first ``n`` time points (the series as it was known at time n), for leave-future-out refits."""
         return dataclasses.replace(data, y=data.y[:n], time=tuple(data.time[:n]),

@@ -1119,7 +1119,8 @@ LFO_NOTE = (" For a time series, pointwise leave-one-out is not valid: leaving o
             "Bürkner, Gabry & Vehtari 2020) scores what a model is for: the sum over t from L on of log p(y_t | y_1 .. "
             "y_(t-1)), each point predicted from its past only. The posterior is sampled given the first L points "
             "({first}); later prefixes are reached by Pareto-smoothed importance weights, and where their Pareto k "
-            "exceeds 0.7 the posterior is sampled again on the points so far (the refits counted in the table). A term "
+            "exceeds 0.7 the posterior is sampled again on the points so far (the refits counted in the table), with the "
+            "priors of the whole series' posterior, the same in every refit, as the weights between refits assume. A term "
             "whose k stays above 0.7 (refits exhausted) is untrustworthy and counted. Every K is scored on the same "
             "terms, so the column compares K; its ± is the Monte Carlo error of the estimate, not the sampling "
             "variability of the data.")

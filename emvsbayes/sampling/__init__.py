@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from emvsbayes.sampling.recipe import ModelRecipe, as_recipe
@@ -196,6 +196,7 @@ def sample_posterior(
     *,
     progressbar: bool = False,
     log_likelihood: bool = True,
+    data: Mapping[str, np.ndarray] | None = None,
 ) -> SamplingOutcome:
     """Sample a model's posterior and add its pointwise log-likelihood.
 
@@ -214,6 +215,11 @@ def sample_posterior(
     progressbar
         Show the sampler's progress bar (nutpie and PyMC's NUTS, on a terminal only: it redraws
         with control characters).
+    data
+        Values for ``pm.Data`` containers of the model (name -> array of the container's shape). numpyro's
+        programs then take them as arguments: one program set, compiled once, for every value (the recipe's
+        model is built with placeholders of the same shapes). The other samplers set the containers
+        (``pm.set_data``) and compile as they always do.
     """
     sampler = resolve_sampler(settings.sampler)
     if sampler not in SAMPLERS:
@@ -222,13 +228,18 @@ def sample_posterior(
     if sampler == "numpyro":
         from emvsbayes.sampling.numpyro_nuts import sample_numpyro
 
-        return sample_numpyro(recipe, settings, seed, initvals or [], log_likelihood)
+        return sample_numpyro(recipe, settings, seed, initvals or [], log_likelihood, data)
     import numpy as np
 
     from emvsbayes.sampling.pymc_nuts import sample_pm
 
     cores = settings.cores or min(settings.chains, available_cores())
-    tree, ran, total = sample_pm(recipe.model(), settings, sampler, seed, initvals or [],
+    model = recipe.model()
+    if data:
+        import pymc as pm
+
+        pm.set_data(data, model=model)
+    tree, ran, total = sample_pm(model, settings, sampler, seed, initvals or [],
                                  progressbar and sys.stdout.isatty(), log_likelihood, cores)
     seconds_sampling = float(tree["posterior"].attrs.get("sampling_time", np.nan))
     return SamplingOutcome(tree, ran, seconds_sampling, total)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -64,12 +65,17 @@ class _Stages:
         return out
 
 
-def obtain_programs(recipe: ModelRecipe, spec: prog.ProgramSpec, build=None) -> tuple[prog.NutsPrograms, str]:
+def obtain_programs(recipe: ModelRecipe, spec: prog.ProgramSpec, build=None,
+                    data_names: Sequence[str] = ()) -> tuple[prog.NutsPrograms, str]:
     """(the programs, how they were obtained: ``"loaded"``, ``"built"`` or ``"built (not stored: ...)"``).
 
-    ``build(model, spec)`` makes them when none are stored (default :func:`programs.build_programs`).
+    ``build(model, spec)`` makes them when none are stored (default :func:`programs.build_programs`);
+    ``data_names``: the data containers a ``build`` makes arguments of, named in the programs' key (the same
+    recipe with its data baked in is other programs).
     """
-    key = prog.program_key(recipe.key, spec) if recipe.key is not None else None
+    key = None
+    if recipe.key is not None:
+        key = prog.program_key(recipe.key + "".join(f";data:{name}" for name in data_names), spec)
     if key is not None:
         loaded = prog.load(key, spec)
         if loaded is not None:
@@ -111,8 +117,33 @@ def _start_values(programs: prog.NutsPrograms, initvals: Sequence[dict], chains:
     return prog.stacked_values(points, chains)
 
 
-def sample_numpyro(recipe: ModelRecipe, settings, seed: int, initvals: Sequence[dict], log_likelihood: bool):
-    """Sample ``recipe``'s model as :func:`emvsbayes.sampling.sample_posterior` asks; a SamplingOutcome."""
+def data_arguments(programs: prog.NutsPrograms, data: Mapping[str, np.ndarray], chains: int):
+    """(one copy, one copy per chain) of the data arguments of ``programs`` (built by
+    :func:`programs.build_data_programs`), from ``data`` (container name -> values of the placeholder's shape)."""
+    args = []
+    for name, shape, dtype in programs.data_inputs:
+        value = np.asarray(data[name], dtype=dtype)
+        if value.size != int(np.prod(shape)):
+            raise ValueError(f"data {name!r} has shape {value.shape}, the programs take {tuple(shape)}")
+        args.append(value.reshape(shape))
+    return args, [np.ascontiguousarray(np.broadcast_to(a, (chains, *a.shape))) for a in args]
+
+
+def _build_data_programs(names, model, spec):
+    return prog.build_data_programs(model, names, spec)
+
+
+def build_with_data(names: Sequence[str]):
+    """A ``build`` for :func:`obtain_programs`: programs whose data containers ``names`` are arguments."""
+    return partial(_build_data_programs, tuple(names))
+
+
+def sample_numpyro(recipe: ModelRecipe, settings, seed: int, initvals: Sequence[dict], log_likelihood: bool,
+                   data: Mapping[str, np.ndarray] | None = None):
+    """Sample ``recipe``'s model as :func:`emvsbayes.sampling.sample_posterior` asks; a SamplingOutcome.
+
+    ``data``: values for data containers of the model, which its programs then take as arguments (one program
+    set for every value of the same shapes)."""
     from emvsbayes.sampling import SamplingOutcome, configure_jax
 
     configure_jax()
@@ -121,28 +152,32 @@ def sample_numpyro(recipe: ModelRecipe, settings, seed: int, initvals: Sequence[
 
     layout = prog.ChainLayout.for_chains(settings.chains, jax.local_device_count())
     spec = prog.ProgramSpec(layout, settings.tune, settings.draws, float(settings.target_accept))
+    names = tuple(sorted(data)) if data else ()
+    build = build_with_data(names) if names else None
     with CompileClock() as clock:
         stages = _Stages(clock)
-        programs, obtained = stages.run("build", obtain_programs, recipe, spec)
-        init = stages.run("build", _start_values, programs, initvals, settings.chains)
+        programs, obtained = stages.run("build", obtain_programs, recipe, spec, build, names)
+        args, per_chain = data_arguments(programs, data or {}, settings.chains)
+        init = stages.run("build", _start_values, programs, initvals, settings.chains, args)
         keys = np.asarray(jax.random.split(jax.random.PRNGKey(seed), settings.chains))
-        state = stages.run("tune", programs.callable("init"), keys, *init)
-        state = stages.run("tune", _advance, programs.callable("steps"), state, spec.tune // spec.block, False)[0]
-        state, samples, stats = stages.run("draws", _advance, programs.callable("steps"), state,
-                                           spec.draws // spec.block, True)
-        values = stages.run("constrain_and_log_likelihood", programs.callable("constrain"), *samples)
+        state = stages.run("tune", programs.callable("init"), keys, *per_chain, *init)
+        steps = partial(programs.callable("steps"), *per_chain)
+        state = stages.run("tune", _advance, steps, state, spec.tune // spec.block, False)[0]
+        state, samples, stats = stages.run("draws", _advance, steps, state, spec.draws // spec.block, True)
+        values = stages.run("constrain_and_log_likelihood", programs.callable("constrain"), *args, *samples)
         facts = programs.facts
         groups = {"posterior": {name: np.asarray(v) for name, v in zip(facts.posterior_vars, values)},
                   "sample_stats": _sample_stats(stats)}
         # A model with nothing observed by a distribution (a hidden Markov model's forward algorithm is a
         # Potential) has no pointwise log-likelihood.
         if log_likelihood and facts.observed:
-            pointwise = stages.run("constrain_and_log_likelihood", programs.callable("log_likelihood"), *samples)
+            pointwise = stages.run("constrain_and_log_likelihood", programs.callable("log_likelihood"), *args,
+                                   *samples)
             groups["log_likelihood"] = {name: np.asarray(v) for name, v in zip(facts.observed, pointwise)}
     stage_seconds = dict(stages.seconds)
     stage_seconds["compile"] = clock.seconds
     seconds_sampling = stage_seconds["tune"] + stage_seconds["draws"]
-    tree = _data_tree(facts, groups, seconds_sampling, settings.tune, obtained)
+    tree = _data_tree(facts, groups, seconds_sampling, settings.tune, obtained, data or {})
     return SamplingOutcome(tree, "numpyro", seconds_sampling, time.perf_counter() - started, stage_seconds,
                            compiled=obtained)
 
@@ -169,13 +204,15 @@ def _sample_stats(stats: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def _data_tree(facts: prog.ModelFacts, groups: dict, seconds_sampling: float, tune: int, obtained: str):
+def _data_tree(facts: prog.ModelFacts, groups: dict, seconds_sampling: float, tune: int, obtained: str,
+               data: Mapping[str, np.ndarray]):
     from arviz_base import from_dict, make_attrs
 
     if facts.observed:
         groups["observed_data"] = dict(facts.observed)
     if facts.constant:
-        groups["constant_data"] = dict(facts.constant)
+        # the data given to programs that take them as arguments, not the placeholders they were built with
+        groups["constant_data"] = {name: np.asarray(data.get(name, value)) for name, value in facts.constant.items()}
     attrs = make_attrs({"sampling_time": seconds_sampling, "tuning_steps": tune, "inference_library": "numpyro",
                         "inference_library_version": facts.numpyro_version, "compiled_sampler": obtained})
     return from_dict(data=groups, coords={k: v.tolist() for k, v in facts.coords.items()}, dims=facts.dims,

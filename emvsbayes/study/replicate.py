@@ -267,11 +267,9 @@ def _numpyro_programs(family_name: str, model_def, data: dict, spec: dict):
     other data, such as the tosses of each coin set, are fixed by the cell and kept), so every
     replicate of a cell, on every worker, finds the same programs.
     """
-    from functools import partial
-
     from emvsbayes.sampling import DEVICE_COUNT_FLAG, ModelRecipe, configure_jax
     from emvsbayes.sampling import programs as prog
-    from emvsbayes.sampling.numpyro_nuts import obtain_programs
+    from emvsbayes.sampling.numpyro_nuts import build_with_data, obtain_programs
 
     configure_jax()
     import jax
@@ -288,9 +286,8 @@ def _numpyro_programs(family_name: str, model_def, data: dict, spec: dict):
               for key, value in data.items()}
     recipe = ModelRecipe(model_with_containers, (family_name, model_def, shaped))
     names = [_container_name(obs) for obs in family.observed]
-    build = partial(_build_data_programs, names)
     with _one_builder(prog, recipe, settings):
-        programs, obtained = obtain_programs(recipe, settings, build)
+        programs, obtained = obtain_programs(recipe, settings, build_with_data(names))
         if obtained == "built":
             _compile_executables(programs)
         return programs
@@ -348,12 +345,6 @@ def _one_builder(prog, recipe, program_spec):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _build_data_programs(names, model, program_spec):
-    from emvsbayes.sampling import programs as prog
-
-    return prog.build_data_programs(model, names, program_spec)
 
 
 def _build_sampler(family_name: str, model_def, data: dict, sampler: str, spec: dict) -> _CellSampler:
@@ -453,13 +444,12 @@ def _sample_numpyro(cell: _CellSampler, family: Family, data: dict, initvals: di
 
     import jax
 
-    from emvsbayes.sampling.numpyro_nuts import CompileClock, _advance, _start_values
+    from emvsbayes.sampling.numpyro_nuts import CompileClock, _advance, _start_values, data_arguments
 
     programs = cell.programs
     chains = programs.spec.layout.chains
-    by_key = {_container_name(obs): data[key] for obs, key in family.observed.items()}
-    args = [np.asarray(by_key[name], dtype=dtype).reshape(shape) for name, shape, dtype in programs.data_inputs]
-    per_chain = [np.ascontiguousarray(np.broadcast_to(a, (chains, *a.shape))) for a in args]
+    args, per_chain = data_arguments(programs, {_container_name(obs): data[key] for obs, key in family.observed.items()},
+                                     chains)
     began = time.perf_counter()
     with CompileClock() as clock:  # a worker's first replicate of a cell compiles (or loads) each program
         init = _start_values(programs, [initvals], chains, args)
