@@ -80,7 +80,7 @@ def devtools(tmp_path_factory):
 
 def reduced_run(name: str, out: Path) -> Path:
     """The bundled spec ``name`` run with the same structure and fewer draws, tuning steps and bootstrap
-    replicates (and fewer K where its model choice lists more than five); its folder (results.nc and the page
+    replicates (and fewer K where its model choice samples more than three); its folder (results.nc and the page
     the run wrote)."""
     spec = load_spec(MODELS / f"{name}.toml")
     data_file = resolve_data_path(spec)
@@ -89,10 +89,11 @@ def reduced_run(name: str, out: Path) -> Path:
     spec["bayes"].update(draws=200, tune=200)
     # the posterior per K of the model choice too (its table's rows and columns do not depend on the draws)
     spec["model_choice"].update(draws=min(spec["model_choice"]["draws"], 200), tune=min(spec["model_choice"]["tune"], 200))
-    # a long list of K (galaxies: 1-6) keeps the spec's K and its neighbours: the table and figure are the same
-    # kind of rows; each K left out is a model shape fewer to compile and sample (galaxies 16 -> 9 s warm)
+    # a list of more than three K (galaxies: 1-6, the Poisson mixture: 1-4) keeps the spec's K and its neighbours:
+    # the table and figure are the same kind of rows; each K left out is a model shape fewer to compile and sample
+    # (galaxies 16 -> 9 s warm; a Poisson mixture's K = 1, 3-4 s cold)
     chosen = spec["model_choice"].get("components") or []
-    if len(chosen) > 5:
+    if len(chosen) > 3 and spec["model_choice"]["bayes"]:
         spec["model_choice"]["components"] = [k for k in chosen if abs(k - spec["model"]["components"]) <= 1]
     if spec["em"].get("bootstrap"):
         spec["em"]["bootstrap"] = 10

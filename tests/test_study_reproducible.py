@@ -3,11 +3,12 @@ order in which replicates are run (README, "Simulation studies").
 
 The oracle is the study itself: every stored replicate's numbers (EM, bootstrap, posterior draws'
 summaries, R-hat, divergences, label switching, coverage) must be equal to the last bit across runs.
-Each run is a real ``LocalCluster`` of worker processes started by :func:`run_study`, with its own
-empty PyTensor, JAX and program caches, and the replicates submitted in a shuffled order
-(``EMVSBAYES_STUDY_SHUFFLE``). A third run reuses the second run's now warm caches: before the fix
-the sampler's compiled log-density differed in its last bits between a fresh compile and one loaded
-from PyTensor's cache (numba fastmath), so that run's posterior draws differed from the first's.
+Each run is a real ``LocalCluster`` of worker processes started by :func:`run_study`, the replicates
+submitted in a shuffled order (``EMVSBAYES_STUDY_SHUFFLE``): two workers on empty PyTensor, JAX and
+program caches (one builds the programs while the other waits, then loads them), then one worker on
+the caches they filled. Before the fix the sampler's compiled log-density differed in its last bits
+between a fresh compile and one loaded from PyTensor's cache (numba fastmath), so the warm run's
+posterior draws differed from the cold run's.
 """
 
 from __future__ import annotations
@@ -72,18 +73,18 @@ def test_every_replicate_is_bit_identical_across_caches_workers_and_order(tmp_pa
     spec_path.write_text(SPEC, encoding="utf-8")
     spec = load_study_spec(spec_path)
     runs = {}
-    # (name, workers, caches, shuffle seed): two runs on fresh caches, then one on the second's warm caches.
-    for name, workers, caches, shuffle in (("fresh-1", 1, "a", 1), ("fresh-2", 2, "b", 2), ("warm-2", 2, "b", 3)):
+    # (name, workers, caches, shuffle seed): two workers on fresh caches (one builds and stores the programs, the
+    # other waits and loads them), then one worker on those warm caches, in another order.
+    for name, workers, caches, shuffle in (("fresh-2", 2, "b", 2), ("warm-1", 1, "b", 3)):
         _caches(tmp_path / f"cache-{caches}", monkeypatch)
         monkeypatch.setenv(SHUFFLE_ENV, str(shuffle))
         outcome = run_study(spec_path, out=tmp_path / name, n_workers=workers)
         assert outcome.n_computed == 4 and outcome.n_failed == 0
         runs[name] = _stored_results(tmp_path / name, spec)
-    for name in ("fresh-2", "warm-2"):
-        differing = sorted(key for key in runs["fresh-1"] if runs[name][key] != runs["fresh-1"][key])
-        assert not differing, f"{name}: replicates {differing} differ from fresh-1"
+    differing = sorted(key for key in runs["fresh-2"] if runs["warm-1"][key] != runs["fresh-2"][key])
+    assert not differing, f"warm-1: replicates {differing} differ from fresh-2"
     # The posterior was sampled (a study without draws would agree trivially).
-    assert all('"post_mean"' in text and '"rhat_max"' in text for text in runs["fresh-1"].values())
+    assert all('"post_mean"' in text and '"rhat_max"' in text for text in runs["fresh-2"].values())
 
 
 def test_data_programs_give_pymcs_log_density_for_any_data_of_their_shape(tmp_path, monkeypatch):
