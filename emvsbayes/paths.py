@@ -49,15 +49,21 @@ def input_kind(path: str | Path) -> str | None:
     return "not a regular file"
 
 
+def not_a_folder_above(path: str | Path) -> str | None:
+    """"X is a file, not a folder" for the first folder above ``path`` that exists as something else (a file, a
+    broken link), where ``path`` could therefore never be made; None when there is none."""
+    for above in reversed(Path(path).parents):
+        if os.path.lexists(above) and not above.is_dir():
+            kind = input_kind(above)
+            return f"{above} is {'a file' if kind is None else kind}, not a folder"
+    return None
+
+
 def why_not_writable(path: str | Path, error: OSError) -> str:
     """Why ``path`` could not be made or written, for a message: where a folder above it is a file or a broken
     link, that one is named (mkdir said only "File exists" or "Not a directory"); else the system's reason."""
-    if error.errno in (errno.EEXIST, errno.ENOTDIR):
-        for above in reversed(Path(path).parents):
-            if os.path.lexists(above) and not above.is_dir():
-                kind = input_kind(above)
-                return f"{above} is {'a file' if kind is None else kind}, not a folder"
-    return error.strerror or type(error).__name__
+    in_the_way = not_a_folder_above(path) if error.errno in (errno.EEXIST, errno.ENOTDIR) else None
+    return in_the_way or error.strerror or type(error).__name__
 
 
 #: Leading bytes of files people give for a CSV or a spec that are not text (a compressed or spreadsheet file, a

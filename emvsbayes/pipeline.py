@@ -24,7 +24,7 @@ from emvsbayes import limits
 from emvsbayes.errors import UserError
 from emvsbayes.family import get_family
 from emvsbayes.outputs import OutputFolder, foreign, link_or_copy
-from emvsbayes.paths import input_kind, why_not_writable
+from emvsbayes.paths import input_kind, not_a_folder_above, why_not_writable
 from emvsbayes.seeds import SEED_STAGES, child_seeds
 from emvsbayes.spec import SPEC_NAME_CHARACTERS, is_spec_name
 VERSIONED_PACKAGES = ("emvsbayes", "numpy", "scipy", "xarray", "pymc", "pytensor", "numpyro", "jax", "nutpie", "arviz",
@@ -367,6 +367,9 @@ def _page_destination(source: Path, out: Path | None, what: str) -> tuple[Path, 
     out = Path(out) if out is not None else source.with_name("index.html")
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give the HTML file to write, e.g. --out {out / 'index.html'}")
+    in_the_way = not_a_folder_above(out)
+    if in_the_way:  # before the page is drawn: it could never be written there
+        raise UserError(f"{out}: cannot write the report there ({in_the_way}); choose another file with --out")
     suggestion = f"choose another file with --out, e.g. --out {source.with_name('report.html')}"
     if _same_file(out, source):
         raise UserError(f"{out}: is the {what} file being read, so emvsbayes will not write the report over it; {suggestion}")
