@@ -183,7 +183,10 @@ def test_invariant_quantities_and_ranks():
 
 @pytest.mark.slow
 def test_the_compiled_model_is_reused_within_a_process():
+    """nutpie's compiled model (no longer the coin studies' default, still a choice of the grid): compiled by the
+    first replicate of a cell in a process, each later one swaps its data in."""
     spec = validate({"kind": "sbc", "seed": 5, "replicates": 3, "model": {"family": "coins"},
+                     "grid": {"sampler": ["nutpie"]},
                      "bayes": {"chains": 2, "draws": 60, "tune": 60}, "sbc": {"ranks": 49, "bins": 5}})
     rep.clear_cache()
     records = [run_task(spec, 0, r, cells(spec)[0]) for r in range(3)]

@@ -34,9 +34,26 @@ def build_model(model_def: CoinMixture, heads, tosses, *, set_labels=None):
             w = pm.Dirichlet("w", a=np.full(k, model_def.w_concentration), dims="component")
         else:
             w = pm.Data("w", model_def.equal_weights, dims="component")
-        components = pm.Binomial.dist(n=tosses[:, None], p=theta[None, :])
-        pm.Mixture("heads", w=w, comp_dists=components, observed=heads, dims="set")
+        # The mixture's likelihood written in theta's log-odds (mixture_log_likelihood), not as pm.Mixture of
+        # pm.Binomial: with the heads given to numpyro's programs as data (a study's one program for every
+        # replicate), that form's NUTS collapsed its step size in warm-up (to ~1e-15, every transition divergent),
+        # though its value and gradient equal these to rounding; with the heads as constants XLA folded its way
+        # round it. This form samples the same posterior either way.
+        pm.CustomDist("heads", theta, w, tosses, logp=mixture_log_likelihood, signature="(k),(k),()->()", dtype="int64",
+                      observed=heads, dims="set")
     return model
+
+
+def mixture_log_likelihood(heads, theta, w, tosses):
+    """log sum_k w_k Binomial(heads | tosses, theta_k) per set, a pytensor expression: log theta and log(1 - theta)
+    as -softplus(-z) and -softplus(z) of the log-odds z, which neither underflows nor loses its gradient where
+    theta is near 0 or 1."""
+    import pytensor.tensor as pt
+
+    log_odds = pt.log(theta) - pt.log1p(-theta)
+    per_component = heads[..., None] * -pt.softplus(-log_odds) + (tosses - heads)[..., None] * -pt.softplus(log_odds)
+    log_binomial_coefficient = pt.gammaln(tosses + 1) - pt.gammaln(heads + 1) - pt.gammaln(tosses - heads + 1)
+    return pt.logsumexp(pt.log(w) + per_component, axis=-1) + log_binomial_coefficient
 
 
 def initvals_from_params(model_def: CoinMixture, params_list: list[CoinParams]) -> list[dict]:
