@@ -392,9 +392,10 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
     spec = validate(raw, source=source)
     if spec["model"]["family"] not in ("coins", "gaussian"):
         # counts and series are read from files: compare() builds coin and continuous records only
+        example = "earthquakes_hmm" if spec["model"]["family"] == "hmm" else "earthquakes_mixture"
         raise UserError(f"{source}: family={spec['model']['family']!r} takes its data from a spec; write the data to "
-                        "a CSV file and run a spec with emvsbayes.run(\"spec.toml\") (see "
-                        "models/earthquakes_mixture.toml), or use family=\"coins\" or family=\"gaussian\"")
+                        f"a CSV file and run a spec with emvsbayes.run(\"spec.toml\") (see models/{example}.toml), or "
+                        "use family=\"coins\" or family=\"gaussian\"")
     if spec["model"]["family"] == "coins":
         record, raw_x = _coin_record(data, spec["data"], source), None
     else:
@@ -716,7 +717,8 @@ def load_dataset(name: str, **options):
     from emvsbayes import data as datasets
 
     if not isinstance(name, str):
-        raise UserError(f"load_dataset: name must be a data set's name such as 'faithful', got {_show(name)}")
+        raise UserError(f"load_dataset: name must be a data set's name such as 'old_faithful' ('emvsbayes datasets' "
+                        f"lists them), got {_show(name)}")
     names = [info.name for info in datasets.list_datasets()]
     if name not in names:
         raise UserError(f"load_dataset: {name!r} is not bundled{_suggest(name, names)}")

@@ -25,6 +25,14 @@ from pathlib import Path
 
 from emvsbayes.errors import UserError
 
+
+#: Counts of a mixture's data (a coin set's tosses, a Poisson count) beyond this are refused: at 10^15 the posterior
+#: is narrower than NUTS can step through in float64 (relative sd ~ 1e-8) and every draw was lost after the fit
+#: ("draws is empty", an internal error); 10^10 and 10^11 sampled. (The hidden Markov model stops at 10^7, where
+#: Baum-Welch's log-likelihood loses the digits it needs.)
+MAX_MIXTURE_COUNT = 10**10
+MAX_MIXTURE_COUNT_WHY = "sampling the posterior fails (it is narrower than float64 lets NUTS step through)"
+
 #: The variable that sets the memory limit (bytes, or a number with K, M, G or T).
 MEMORY_LIMIT_VARIABLE = "EMVSBAYES_MEMORY_LIMIT"
 #: Share of the machine's memory a run may plan to use: the rest is the OS, Python and the libraries.

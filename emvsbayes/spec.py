@@ -99,6 +99,9 @@ def not_a_table(section: str, given) -> str:
     return f"[{section}] must be a table, got {_show(given)}"
 
 
+#: The fewest draws of the uncertainty ladder's approximations: PSIS's tail of min(S / 5, 3 sqrt(S)) draws must hold 5.
+LADDER_MIN_DRAWS = 25
+
 #: Counts (draws, chains, restarts, ...) above this are refused: numpy and the samplers index with int32.
 MAX_COUNT = 2**31 - 1
 
@@ -453,7 +456,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                              non_empty=False, unique=True)),
         # ADVI iterations of pm.fit (emvsbayes.ladder.vi needs at least 8 to record the ELBO's trend)
         "vi_iter": Key(3000, lambda v: positive_int(v) or (None if v >= 8 else f"must be at least 8, got {_show(v)}")),
-        "draws": Key(1000, positive_int),          # draws from the Laplace and ADVI approximations
+        # draws from the Laplace and ADVI approximations; the Pareto k of an approximation (PSIS) needs its tail of
+        # min(S / 5, 3 sqrt(S)) >= 5 draws: 25 at least (fewer gave an internal error after the whole run)
+        "draws": Key(1000, lambda v: positive_int(v) or (None if v >= LADDER_MIN_DRAWS else
+                                                         f"must be at least {LADDER_MIN_DRAWS} (the Pareto k of the ADVI "
+                                                         f"rungs needs 5 tail draws), got {_show(v)}")),
         "bootstrap": Key(200, positive_int),       # Bayesian-bootstrap (Dirichlet-weighted) EM refits
         # how Laplace and ADVI run: "programs" (the model's exported JAX programs, stored per model: no PyMC in a
         # warm run) or "pymc" (PyMC's own find_MAP-style search and pm.fit, compiled in the run)

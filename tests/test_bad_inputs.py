@@ -84,6 +84,17 @@ SPEC_CASES = {
         COINS + "[bayes]\ndr\u0430ws = 10\n",
         "{spec}: not valid TOML (Expected '=' after a key in a key/value pair (at line 6, column 3)); that line holds "
         "'\u0430' (CYRILLIC SMALL LETTER A), not an ASCII letter; fix the syntax at that line"),
+    "coins_init_equal_thetas": (  # exit 0 with theta = [0.66, 0.66]: equal starts are a fixed point of EM
+        COINS + "[em]\ninit = [0.5, 0.5]\n",
+        "{spec}: [em] init gives two coins the same theta ([0.5, 0.5]): EM cannot separate them from there; give "
+        "different values, or use init = \"random\""),
+    "poisson_init_equal_rates": (
+        QUAKES + "[em]\ninit = {rate = [5.0, 5.0], w = [0.5, 0.5]}\n",
+        "{spec}: [em] init gives two components the same rate ([5.0, 5.0]): EM cannot separate them from there; give "
+        "different rates, or leave init out for automatic starts"),
+    "ladder_draws_too_few_for_pareto_k": (  # an internal error after the whole run (IndexError, "n_draws_tail")
+        COINS + "[ladder]\nenabled = true\ndraws = 10\n",
+        "{spec}: [ladder] draws must be at least 25 (the Pareto k of the ADVI rungs needs 5 tail draws), got 10"),
     "k_toml_date": (  # was shown as "datetime.date(2026, 1, 1)"
         COINS + "components = 2026-01-01\n",
         "{spec}: [model] components must be a whole number >= 1 or a list of them, got 2026-01-01"),
@@ -482,6 +493,25 @@ def test_bad_csv(case, tmp_path):
     assert_user_error(run_cli("run", spec, "--out", out), expected.replace("{spec}", str(spec)), out)
 
 
+@pytest.mark.parametrize("family", ["poisson", "coins"])
+def test_counts_too_large_to_sample_are_refused_before_the_fit(family, tmp_path):
+    """Counts near 10^15: every posterior draw was lost after the fit ("draws is empty", an internal error)."""
+    if family == "poisson":
+        rows = b"".join(b"%d,%d\n" % (1900 + i, 10**15 + 7 * i if i % 2 else 3 + i % 3) for i in range(20))
+        (tmp_path / "data.csv").write_bytes(b"year,count\n" + rows)
+        spec_text, what = POISSON_SPEC, ("a count of 1,000,000,000,000,133 in column 'count' is beyond 10,000,000,000, "
+                                         "where sampling the posterior fails (it is narrower than float64 lets NUTS step "
+                                         "through); count in larger units")
+    else:
+        (tmp_path / "data.csv").write_bytes(b"heads,tosses\n" + b"".join(
+            b"%d,1000000000000000\n" % h for h in (10**14, 9 * 10**14, 11 * 10**13, 89 * 10**13)))
+        spec_text, what = COIN_SPEC, ("a set of 1,000,000,000,000,000 tosses is beyond 10,000,000,000, where sampling "
+                                      "the posterior fails (it is narrower than float64 lets NUTS step through); count in "
+                                      "larger units or use fewer tosses")
+    spec, out = _write_spec(tmp_path, spec_text.format(extra="")), tmp_path / "out"
+    assert_user_error(run_cli("run", spec, "--out", out), f"{tmp_path / 'data.csv'}: {what}", out)
+
+
 def test_csv_missing(tmp_path):
     spec, out = _write_spec(tmp_path, COIN_SPEC.format(extra="")), tmp_path / "out"
     assert_user_error(run_cli("run", spec, "--out", out),
@@ -814,6 +844,14 @@ API_CASES = {
         "compare: family='poisson' takes its data from a spec; write the data to a CSV file and run a spec with "
         "emvsbayes.run(\"spec.toml\") (see models/earthquakes_mixture.toml), or use family=\"coins\" or "
         "family=\"gaussian\""),
+    "compare_hmm_in_memory": (  # pointed to the Poisson mixture's spec
+        lambda tmp_path: __import__("emvsbayes").compare([3, 1, 5], family="hmm"), UserError,
+        "compare: family='hmm' takes its data from a spec; write the data to a CSV file and run a spec with "
+        "emvsbayes.run(\"spec.toml\") (see models/earthquakes_hmm.toml), or use family=\"coins\" or "
+        "family=\"gaussian\""),
+    "load_dataset_not_a_name": (  # suggested 'faithful', which is no bundled data set
+        lambda tmp_path: __import__("emvsbayes").load_dataset(None), UserError,
+        "load_dataset: name must be a data set's name such as 'old_faithful' ('emvsbayes datasets' lists them), got None"),
     "compare_coin_count_beyond_2_53": (
         lambda tmp_path: __import__("emvsbayes").compare([(5, 10), (2**70, 2**71)], family="coins"), UserError,
         f"compare: set 2 is ({2**70}, {2**71}), a count larger than 9007199254740992; counts must be exact in "

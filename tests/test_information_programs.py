@@ -204,7 +204,7 @@ def test_the_hidden_markov_models_program_equals_its_pytensor_scan(emission):
 def test_blocks_of_rows_give_the_whole_datas_information(build, args):
     """Rows are independent in these families, so the log-likelihood, gradient and Hessian of the data are the sums
     over blocks of rows: what summed_over_rows evaluates where all the rows at once would not fit its budget."""
-    from emvsbayes.uncertainty.information_programs import BYTES_PER_ROW_AND_ENTRY
+    from emvsbayes.uncertainty.information import BYTES_PER_ROW_AND_ENTRY
 
     rng = np.random.default_rng(11)
     program = information_program(InformationRecipe(build, args))
@@ -240,3 +240,11 @@ def test_an_information_too_large_for_memory_is_reported_not_computed(monkeypatc
                          "at a time, more than the 20 KB allowed for it; fewer parameters (a diagonal or spherical "
                          "covariance, fewer columns) give Wald intervals, and the bootstrap and the posterior do not "
                          "need them")
+    # A matrix too large to hold is refused before its graph is built: 30 rows x 200 columns, full covariances,
+    # 40,601 coordinates, whose PyTensor rewrites alone asked for 48 GB (printing their tracebacks, then exit 1 or the
+    # machine's out-of-memory killer). Here with the default limit; the parameters are never looked at.
+    monkeypatch.delenv("EMVSBAYES_MEMORY_LIMIT")
+    wide = family.from_arrays({"x": rng.normal(size=(30, 200))})
+    se = standard_errors(family, model_def, wide, params)
+    assert se.singular and se.reason.startswith("the observed information of 40,601 coordinates is a matrix of 12.3 GB, "
+                                                "more than the 1 GB allowed for it; fewer parameters")

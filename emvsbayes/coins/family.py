@@ -247,6 +247,10 @@ class CoinFamily:
                 if len(row) != max(ks) or len(ks) > 1:
                     raise UserError(f"[em] init gives {len(row)} theta values but [model] components is "
                                     f"{spec['model']['components']}; give one value per coin or use init = \"random\"")
+                if len(set(row)) < len(row):
+                    # equal thetas are a fixed point of EM: every set is shared alike, so they stay equal (K = 1 shown as K)
+                    raise UserError(f"[em] init gives two coins the same theta ({row}): EM cannot separate them from "
+                                    "there; give different values, or use init = \"random\"")
 
     # data ---------------------------------------------------------------------------------------
     def load_data(self, spec: dict) -> CoinData:
@@ -271,6 +275,10 @@ class CoinFamily:
         k, n = spec["model"]["components"], len(data.heads)
         if k > n:
             raise UserError(f"[model] components = {k} is more than the {n} sets of tosses; use at most {n}")
+        largest = int(np.max(data.tosses)) if n else 0
+        if largest > limits.MAX_MIXTURE_COUNT:
+            raise UserError(f"{data.source}: a set of {largest:,} tosses is beyond {limits.MAX_MIXTURE_COUNT:,}, where "
+                            f"{limits.MAX_MIXTURE_COUNT_WHY}; count in larger units or use fewer tosses")
         limits.check_run(spec, n, 1)
 
     def n_observations(self, data) -> int:

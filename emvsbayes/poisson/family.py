@@ -244,15 +244,23 @@ class PoissonFamily:
         if not np.any(data.counts > 0):
             raise UserError(f"{data.source}: every count in column {data.column!r} is 0, so every rate's estimate is 0 "
                             "and nothing can be compared; check the column named by [data] counts")
+        from emvsbayes import limits
+
+        largest = float(np.max(data.counts))
+        if largest > limits.MAX_MIXTURE_COUNT:
+            raise UserError(f"{data.source}: a count of {largest:,.0f} in column {data.column!r} is beyond "
+                            f"{limits.MAX_MIXTURE_COUNT:,}, where {limits.MAX_MIXTURE_COUNT_WHY}; count in larger units")
         init = spec["em"]["init"]
         k = spec["model"]["components"]
         given = init if isinstance(init, list) else init.get("rate") if isinstance(init, dict) else None
         if given is not None and len(given) != k:
             raise UserError(f"[em] init gives {len(given)} starting rates for components = {k}; give {k}")
+        if given is not None and len(set(given)) < len(given):
+            # equal rates are a fixed point of EM: every count is shared alike, so they stay equal
+            raise UserError(f"[em] init gives two components the same rate ({list(given)}): EM cannot separate them "
+                            "from there; give different rates, or leave init out for automatic starts")
         if isinstance(init, dict) and len(init["w"]) != k:
             raise UserError(f"[em] init gives {len(init['w'])} weights for components = {k}; give {k}")
-        from emvsbayes import limits
-
         limits.check_run(spec, n, 1)
 
     def n_observations(self, data: CountData) -> int:

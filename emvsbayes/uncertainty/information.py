@@ -197,13 +197,19 @@ def _split(flat: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str, np
     return out
 
 
+def _nan_square(p: int) -> np.ndarray:
+    """A P x P matrix of NaN for an information that was not computed; (0, 0) where even that would be too large
+    (40,601 coordinates: 13 GB of NaN)."""
+    return np.full((p, p), np.nan) if p * p <= 10**7 else np.empty((0, 0))
+
+
 def _singular(estimate, level, reason, information, names, condition=float("nan"), score=float("nan"),
               interval_scale=None):
     nan = {name: np.full(np.shape(x), np.nan) for name, x in estimate.items()}
     p = len(names)
     return StandardErrors(
         estimate=estimate, se=nan, lower=dict(nan), upper=dict(nan), level=level, singular=True, reason=reason,
-        information=information, unconstrained=tuple(names), cov_unconstrained=np.full((p, p), np.nan),
+        information=information, unconstrained=tuple(names), cov_unconstrained=_nan_square(p),
         condition_number=condition, max_abs_score=score,
         interval_scale=_interval_scales(estimate, interval_scale),
     )
@@ -441,6 +447,66 @@ def with_numeric_jacobian(family, model_def, data, loglik_derivatives: Callable)
     return evaluate
 
 
+#: Bytes the program holds while it evaluates, per row of the data and per entry of the P x P Hessian: the
+#: Hessian is the Jacobian of the gradient vectorised over the P coordinates, so every row's intermediates are
+#: held P times over. Measured on Gaussian mixtures, K = 2, full covariances: 61-94 (D = 10 and 20, N = 200
+#: and 400, peak resident memory above the process's before). A family's parameter transforms may add a term
+#: that does not grow with the rows (``fixed_per_entry`` below: the Gaussian family's is 8 K D).
+BYTES_PER_ROW_AND_ENTRY = 64
+#: Most memory one evaluation may hold: larger data are evaluated a block of rows at a time (the program
+#: takes any number of rows), never more than this fraction of the memory limit (emvsbayes.limits).
+EVALUATION_SHARE = 0.125
+EVALUATION_CAP = 2**30
+
+
+def evaluation_budget() -> int:
+    """Bytes one evaluation of an information program may hold (:data:`EVALUATION_CAP`, or less on a machine
+    with less memory)."""
+    from emvsbayes.limits import memory_limit
+
+    return int(min(EVALUATION_CAP, EVALUATION_SHARE * memory_limit().bytes))
+
+
+def rows_per_evaluation(n_params: int, fixed_per_entry: float = 0.0, budget: int | None = None) -> int:
+    """How many rows one evaluation of a program with ``n_params`` coordinates may take within ``budget``
+    (0: not even one)."""
+    budget = evaluation_budget() if budget is None else budget
+    entries = max(1, n_params) ** 2
+    return max(0, int((budget / entries - fixed_per_entry) // BYTES_PER_ROW_AND_ENTRY))
+
+
+def matrix_too_large(n_params: int, budget: int | None = None) -> str | None:
+    """Why the P x P information matrix itself cannot be held within ``budget`` (then its graph is not even built:
+    PyTensor's rewrites for a Gaussian's 40,601 coordinates (30 rows x 200 columns, K = 2, full covariances)
+    asked for 48 GB before anything was evaluated), or None."""
+    budget = evaluation_budget() if budget is None else budget
+    need = 8 * n_params * n_params
+    if need <= budget:
+        return None
+    from emvsbayes.limits import format_size
+
+    return (f"the observed information of {n_params:,} coordinates is a matrix of {format_size(need)}, more than the "
+            f"{format_size(budget)} allowed for it; {FEWER_PARAMETERS}")
+
+
+#: What gives Wald intervals where the information is too large (the end of both messages).
+FEWER_PARAMETERS = ("fewer parameters (a diagonal or spherical covariance, fewer columns) give Wald intervals, and the "
+                    "bootstrap and the posterior do not need them")
+
+
+def too_large(n_params: int, fixed_per_entry: float = 0.0, budget: int | None = None) -> str | None:
+    """Why the observed information of ``n_params`` coordinates cannot be evaluated within ``budget`` even one row
+    at a time (a phrase for the page), or None when it can."""
+    if rows_per_evaluation(n_params, fixed_per_entry, budget) >= 1:
+        return None
+    from emvsbayes.limits import format_size
+
+    need = n_params * n_params * (BYTES_PER_ROW_AND_ENTRY + fixed_per_entry)
+    return (f"the observed information of {n_params:,} coordinates would need about {format_size(need)} of memory even "
+            f"one row at a time, more than the {format_size(evaluation_budget() if budget is None else budget)} "
+            f"allowed for it; {FEWER_PARAMETERS}")
+
+
 class InformationTooLarge(Exception):
     """Even one row of the data would make the information's program hold more than its budget
     (:meth:`emvsbayes.uncertainty.information_programs.InformationProgram.summed_over_rows`): the information is
@@ -468,11 +534,13 @@ def standard_errors(family, model_def, data, params, *, level: float = 0.95) -> 
     p = len(names)
     reason_of = getattr(family, "information_reason", None)
     reason = reason_of(model_def, data, params) if reason_of is not None else ""
+    if not reason:
+        reason = matrix_too_large(p) or ""  # before the graph is built
     if reason:
-        return _singular(estimate, level, reason, np.full((p, p), np.nan), names, interval_scale=scales)
+        return _singular(estimate, level, reason, _nan_square(p), names, interval_scale=scales)
     try:
         _, gradient, hessian, _, jac = information_function(family, model_def, data)(family.to_unconstrained(model_def, params))
-    except InformationTooLarge as too_large:
-        return _singular(estimate, level, str(too_large), np.full((p, p), np.nan), names, interval_scale=scales)
+    except InformationTooLarge as refused:
+        return _singular(estimate, level, str(refused), _nan_square(p), names, interval_scale=scales)
     return standard_errors_from_hessian(hessian, jac, estimate, names, level=level, gradient=gradient,
                                         interval_scale=scales)

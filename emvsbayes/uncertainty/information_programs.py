@@ -98,34 +98,6 @@ class InformationRecipe:
         return "information-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-#: Bytes the program holds while it evaluates, per row of the data and per entry of the P x P Hessian: the
-#: Hessian is the Jacobian of the gradient vectorised over the P coordinates, so every row's intermediates are
-#: held P times over. Measured on Gaussian mixtures, K = 2, full covariances: 61-94 (D = 10 and 20, N = 200
-#: and 400, peak resident memory above the process's before). A family's parameter transforms may add a term
-#: that does not grow with the rows (``fixed_per_entry`` below: the Gaussian family's is 8 K D).
-BYTES_PER_ROW_AND_ENTRY = 64
-#: Most memory one evaluation may hold: larger data are evaluated a block of rows at a time (the program
-#: takes any number of rows), never more than this fraction of the memory limit (emvsbayes.limits).
-EVALUATION_SHARE = 0.125
-EVALUATION_CAP = 2**30
-
-
-def evaluation_budget() -> int:
-    """Bytes one evaluation of an information program may hold (:data:`EVALUATION_CAP`, or less on a machine
-    with less memory)."""
-    from emvsbayes.limits import memory_limit
-
-    return int(min(EVALUATION_CAP, EVALUATION_SHARE * memory_limit().bytes))
-
-
-def rows_per_evaluation(n_params: int, fixed_per_entry: float = 0.0, budget: int | None = None) -> int:
-    """How many rows one evaluation of a program with ``n_params`` coordinates may take within ``budget``
-    (0: not even one)."""
-    budget = evaluation_budget() if budget is None else budget
-    entries = max(1, n_params) ** 2
-    return max(0, int((budget / entries - fixed_per_entry) // BYTES_PER_ROW_AND_ENTRY))
-
-
 @dataclass(frozen=True)
 class InformationProgram:
     """``program(phi, *data)`` -> the tuple of :data:`OUTPUTS` (the last two only when the graph has natural
@@ -163,18 +135,13 @@ class InformationProgram:
         values and their Jacobian do not depend on the data. Raises :class:`InformationTooLarge` where one row
         is already too many. (A Gaussian mixture of 600 rows x 20 columns, full covariances, asked for several
         GB at once; of 60 x 50 for 19.8 GB, and in a notebook the machine ran out of memory.)"""
-        from emvsbayes.limits import format_size
-        from emvsbayes.uncertainty.information import InformationTooLarge
+        from emvsbayes.uncertainty.information import InformationTooLarge, rows_per_evaluation, too_large
 
         n, p = (len(data[0]) if data else 0), int(np.size(phi))
+        reason = too_large(p, fixed_per_entry, budget)
+        if reason:
+            raise InformationTooLarge(reason)
         per_call = rows_per_evaluation(p, fixed_per_entry, budget)
-        if per_call < 1:
-            need = p * p * (BYTES_PER_ROW_AND_ENTRY + fixed_per_entry)
-            raise InformationTooLarge(
-                f"the observed information of {p:,} coordinates would need about {format_size(need)} of memory even "
-                f"one row at a time, more than the {format_size(evaluation_budget() if budget is None else budget)} "
-                "allowed for it; fewer parameters (a diagonal or spherical covariance, fewer columns) give Wald "
-                "intervals, and the bootstrap and the posterior do not need them")
         if n <= per_call:
             return self(phi, *data)
         blocks = [self(phi, *(d[start:start + per_call] for d in data)) for start in range(0, n, per_call)]
