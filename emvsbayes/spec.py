@@ -682,6 +682,13 @@ def _check_consistency(spec: dict, source: str) -> None:
     except UserError as error:
         raise UserError(f"{source}: {error}") from None
     _check_magnitudes(spec, source)
+    choice = spec["model_choice"]
+    listed = set(choice["components"])
+    if choice["lrt_bootstrap"] and not any(k + 1 in listed for k in listed):
+        # the test of K against K + 1 needs both listed: it was skipped without a word (every lrt_* NaN)
+        raise UserError(f"{source}: [model_choice] lrt_bootstrap tests each K against K + 1, both listed in "
+                        f"[model_choice] components, and {sorted(listed)} has no such pair; list K and K + 1 (e.g. "
+                        "components = [1, 2, 3]) or remove lrt_bootstrap")
     if data["store"] is not None:
         problem = _store_problem(spec)
         if problem:

@@ -84,6 +84,14 @@ SPEC_CASES = {
         COINS + "[bayes]\ndr\u0430ws = 10\n",
         "{spec}: not valid TOML (Expected '=' after a key in a key/value pair (at line 6, column 3)); that line holds "
         "'\u0430' (CYRILLIC SMALL LETTER A), not an ASCII letter; fix the syntax at that line"),
+    "lrt_bootstrap_without_a_pair": (  # every lrt_* NaN, exit 0: K = 5 has no K + 1 to be tested against
+        COINS + "[model_choice]\ncomponents = [5]\nbayes = false\nlrt_bootstrap = 2\n",
+        "{spec}: [model_choice] lrt_bootstrap tests each K against K + 1, both listed in [model_choice] components, and "
+        "[5] has no such pair; list K and K + 1 (e.g. components = [1, 2, 3]) or remove lrt_bootstrap"),
+    "coins_sparse_with_equal_weights": (  # skipped after the fit, an attribute saying so
+        COINS + "weights = \"equal\"\n[model_choice]\nsparse = true\n",
+        "{spec}: [model_choice] sparse needs [model] weights = \"estimated\": with equal weights fixed at 1/K no coin can "
+        "be emptied; set weights = \"estimated\" or remove sparse"),
     "coins_init_equal_thetas": (  # exit 0 with theta = [0.66, 0.66]: equal starts are a fixed point of EM
         COINS + "[em]\ninit = [0.5, 0.5]\n",
         "{spec}: [em] init gives two coins the same theta ([0.5, 0.5]): EM cannot separate them from there; give "
@@ -510,6 +518,15 @@ def test_counts_too_large_to_sample_are_refused_before_the_fit(family, tmp_path)
                                       "larger units or use fewer tosses")
     spec, out = _write_spec(tmp_path, spec_text.format(extra="")), tmp_path / "out"
     assert_user_error(run_cli("run", spec, "--out", out), f"{tmp_path / 'data.csv'}: {what}", out)
+
+
+def test_a_series_of_zeros_is_refused_by_the_hmm_as_by_the_poisson_mixture(tmp_path):
+    """It ran to exit 0: rates [0, 0], an arbitrary transition matrix, "EM log-likelihood 1.78e-15"."""
+    (tmp_path / "data.csv").write_bytes(b"year,count\n" + b"".join(b"%d,0\n" % (1901 + i) for i in range(20)))
+    spec = _write_spec(tmp_path, '[data]\nfile = "data.csv"\ncolumns = ["count"]\nlabel = "year"\n[model]\nfamily = "hmm"\n')
+    assert_user_error(run_cli("run", spec, "--out", tmp_path / "out"),
+                      f"{tmp_path / 'data.csv'}: every count in column 'count' is 0, so every rate's estimate is 0 and "
+                      "the hidden states cannot be told apart; check the column named by [data] columns", tmp_path / "out")
 
 
 def test_csv_missing(tmp_path):

@@ -99,8 +99,10 @@ def test_equal_weight_coins_and_hmms_are_skipped_with_a_reason():
     """A family without weights to empty gives no sparse mixture, and says why."""
     from emvsbayes.runner import FamilyView
 
-    spec = validate({"data": {"dataset": "coins_lecture"}, "model": {"family": "coins", "components": 2},
+    spec = validate({"data": {"dataset": "coins_lecture"}, "model": {"family": "coins", "components": 2,
+                                                                    "weights": "estimated"},
                      "bayes": {"enabled": False}, "model_choice": {"sparse": True}})
+    spec["model"]["weights"] = "equal"  # past validation, which refuses it (tests/test_bad_inputs.py)
     data = get_family("coins").load_data(spec)
     group = sparse_mixture(FamilyView(get_family("coins"), data), spec, data, child_seeds(5), {}, None)
     assert "estimated weights" in group.attrs["skipped"] and not group.data_vars

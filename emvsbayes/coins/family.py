@@ -237,6 +237,10 @@ class CoinFamily:
             if em_spec[key] is not None:
                 raise UserError(f"[em] {key} applies to Gaussian mixtures only; coin mixtures run "
                                 "n_init starts: remove it, or set n_init")
+        if spec["model_choice"]["sparse"] and spec["model"]["weights"] != "estimated":
+            # was skipped after the fit with only an attribute saying so
+            raise UserError('[model_choice] sparse needs [model] weights = "estimated": with equal weights fixed at '
+                            "1/K no coin can be emptied; set weights = \"estimated\" or remove sparse")
         labels = spec["model"]["labels"]
         if labels and (len(ks) > 1 or len(labels) != ks[0]):
             return  # the generic check says it, naming both keys

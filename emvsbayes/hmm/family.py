@@ -246,6 +246,11 @@ class HMMFamily:
                          else "[model_choice] components")
         if spec["model"].get("emission", "poisson") == "gaussian" and not np.std(data.y) > 0:
             raise UserError(f"the series {data.column!r} is constant; a Gaussian hidden Markov model needs values that vary")
+        if spec["model"].get("emission", "poisson") == "poisson" and not np.any(data.y > 0):
+            # every rate's estimate is 0 and the transitions are not identified (ran to exit 0 with an arbitrary
+            # transition matrix and a positive "log-likelihood" of rounding), as the Poisson mixture refuses it
+            raise UserError(f"{data.source}: every count in column {data.column!r} is 0, so every rate's estimate is 0 "
+                            "and the hidden states cannot be told apart; check the column named by [data] columns")
         from emvsbayes import limits
 
         limits.check_run(spec, data.n_time, 1)
