@@ -66,6 +66,8 @@ def why_not_writable(path: str | Path, error: OSError) -> str:
     return in_the_way or error.strerror or type(error).__name__
 
 
+#: The first bytes of every HDF5 file (netCDF-4 is HDF5: a results.nc or study.nc).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Leading bytes of files people give for a CSV or a spec that are not text (a compressed or spreadsheet file, a
 #: results file): named, rather than read as text in a wrong encoding. Only signatures no CSV header starts with (binary
 #: bytes in each; not bzip2's "BZh" or Parquet's "PAR1", which a column name could begin with).
@@ -73,7 +75,7 @@ _PACKED_FORMATS = (
     (b"\x1f\x8b", "a gzip-compressed file"),
     (b"PK\x03\x04", "a zip archive (an .xlsx or .ods workbook is one)"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Excel (.xls) or other Office file"),
-    (b"\x89HDF\r\n\x1a\n", "an HDF5 or netCDF-4 file"),
+    (HDF5_SIGNATURE, "an HDF5 or netCDF-4 file"),
     (b"CDF\x01", "a netCDF file"),
     (b"CDF\x02", "a netCDF file"),
     (b"\xfd7zXZ\x00", "an xz-compressed file"),

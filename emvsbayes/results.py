@@ -24,7 +24,7 @@ import xarray as xr
 from emvsbayes import lazy_imports
 from emvsbayes.em import EMFit, EMRestarts
 from emvsbayes.errors import UserError, quote
-from emvsbayes.paths import input_kind
+from emvsbayes.paths import HDF5_SIGNATURE, input_kind
 
 lazy_imports.install()  # before xarray builds a variable: no Dask, and no JAX through ArviZ (see there)
 
@@ -406,8 +406,6 @@ def load_quietly(path: Path, opener) -> tuple[object, str | None]:
             return None, type(error).__name__
 
 
-#: The first bytes of every HDF5 file (netCDF-4 is HDF5).
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: What an HDF5 file that cannot be opened is: it begins as a netCDF-4 file does, so it was cut short or damaged.
 CUT_SHORT = ("is an HDF5 file that cannot be read to its end (cut short or damaged, e.g. by an interrupted copy: copy "
              "it again, or run the spec again to write a new one)")

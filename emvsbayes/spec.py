@@ -782,7 +782,7 @@ def load_spec(path: str | Path) -> dict:
 def resolve_data_path(spec: dict) -> Path | None:
     """A CSV named in a spec is relative to the spec file's folder. A spec read through a descriptor
     (``emvsbayes run /dev/stdin < lesson.toml``) is in the folder of the file behind it, which the descriptor's
-    link names, not in /dev."""
+    link names, not in /dev (a pipe is no spec file: :func:`read_toml` refuses it)."""
     file = spec["data"]["file"]
     if file is None:
         return None
@@ -790,9 +790,7 @@ def resolve_data_path(spec: dict) -> Path | None:
     if not path.is_absolute():
         spec_path = Path(spec.get("path", "."))
         if spec_path.is_absolute() and spec_path.parts[1:2] in (("dev",), ("proc",)):
-            behind = Path(os.path.realpath(spec_path))
-            spec_path = behind if behind.is_absolute() and behind.parts[1:2] not in (("dev",), ("proc",)) \
-                else Path.cwd() / "stdin"  # a pipe: the folder it was started in
+            spec_path = Path(os.path.realpath(spec_path))
         path = spec_path.parent / path
     return path
 

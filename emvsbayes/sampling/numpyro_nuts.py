@@ -129,13 +129,9 @@ def data_arguments(programs: prog.NutsPrograms, data: Mapping[str, np.ndarray], 
     return args, [np.ascontiguousarray(np.broadcast_to(a, (chains, *a.shape))) for a in args]
 
 
-def _build_data_programs(names, model, spec):
-    return prog.build_data_programs(model, names, spec)
-
-
 def build_with_data(names: Sequence[str]):
     """A ``build`` for :func:`obtain_programs`: programs whose data containers ``names`` are arguments."""
-    return partial(_build_data_programs, tuple(names))
+    return lambda model, spec: prog.build_data_programs(model, tuple(names), spec)
 
 
 def sample_numpyro(recipe: ModelRecipe, settings, seed: int, initvals: Sequence[dict], log_likelihood: bool,

@@ -304,11 +304,11 @@ def _compile_executables(programs) -> None:
     import jax
 
     from emvsbayes.sampling import programs as prog
-    from emvsbayes.sampling.numpyro_nuts import _advance
+    from emvsbayes.sampling.numpyro_nuts import _advance, data_arguments
 
     chains, block = programs.spec.layout.chains, programs.spec.block
-    args = [np.zeros(shape, dtype=dtype) for _, shape, dtype in programs.data_inputs]
-    per_chain = [np.ascontiguousarray(np.broadcast_to(a, (chains, *a.shape))) for a in args]
+    zeros = {name: np.zeros(shape) for name, shape, _ in programs.data_inputs}
+    args, per_chain = data_arguments(programs, zeros, chains)
     fallback = programs.facts.fallback_point
     point = [np.asarray(fallback[name]) for name, _, _ in programs.facts.value_vars]
     programs.callable("potential_and_grad")(*args, *point)

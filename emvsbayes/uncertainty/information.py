@@ -198,9 +198,9 @@ def _split(flat: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str, np
 
 
 def _nan_square(p: int) -> np.ndarray:
-    """A P x P matrix of NaN for an information that was not computed; (0, 0) where even that would be too large
-    (40,601 coordinates: 13 GB of NaN)."""
-    return np.full((p, p), np.nan) if p * p <= 10**7 else np.empty((0, 0))
+    """A P x P matrix of NaN for an information that was not computed; (0, 0) where a P x P matrix is too large to
+    hold (:func:`matrix_too_large`; 40,601 coordinates: 13 GB of NaN)."""
+    return np.full((p, p), np.nan) if matrix_too_large(p) is None else np.empty((0, 0))
 
 
 def _singular(estimate, level, reason, information, names, condition=float("nan"), score=float("nan"),
