@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from emvsbayes.errors import UserError
-from emvsbayes.spec import SCHEMA, SEED_RULE, validate
+from emvsbayes.spec import SCHEMA, SEED_RULE, toml_key, validate
 from emvsbayes.spec import show_value as _show
 from emvsbayes.spec import suggest as _suggest
 
@@ -636,12 +636,6 @@ def _target(path, default_name: str, method: str) -> Path:
 # --- TOML ---------------------------------------------------------------------------------------------
 
 
-def _toml_key(key: str) -> str:
-    import re
-
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
-
-
 def _toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -654,7 +648,7 @@ def _toml_value(value) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"no TOML for {type(value).__name__}")
 
 
@@ -663,13 +657,13 @@ def spec_toml(spec: dict) -> str:
     lines = ["# Written by emvsbayes (Comparison.to_spec): run it with 'emvsbayes run THIS.toml'."]
     for key in SCHEMA[""]:
         if spec.get(key) is not None:
-            lines.append(f"{_toml_key(key)} = {_toml_value(spec[key])}")
+            lines.append(f"{toml_key(key)} = {_toml_value(spec[key])}")
     for section in _SECTIONS:
         values = spec.get(section)
         if not isinstance(values, dict):
             continue
         lines += ["", f"[{section}]"]
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        lines += [f"{toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if v is not None]
     return "\n".join(lines) + "\n"
 
 

@@ -7,12 +7,14 @@ metadata, the output folder, atomic writes, and rendering the report from the wr
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -315,7 +317,7 @@ def rerender_report(results_path: Path, out: Path | None = None) -> Path:
 
 def _rerender_run_page(tree, results_path: Path, out: Path | None, workers) -> Path:
     from emvsbayes.report import render_report_file
-    from emvsbayes.results import read_results
+    from emvsbayes.results import is_checked, read_results
 
     out, own_folder = _page_destination(results_path, out, "results")
     if own_folder:
@@ -323,15 +325,42 @@ def _rerender_run_page(tree, results_path: Path, out: Path | None, workers) -> P
             unit = held.new_unit()
             link_or_copy((out.parent / "results.nc").resolve(), unit / "results.nc")
             # read again under the folder's lock: another run may have published new results since the read above
-            render_report_file(read_results(unit / "results.nc"), unit / "index.html", workers=workers)
+            tree = read_results(unit / "results.nc")
+            with _unchecked_drawn_as_refusal(tree, results_path):
+                render_report_file(tree, unit / "index.html", workers=workers if is_checked(tree) else None)
             held.publish(unit)
         return out
     try:
-        render_report_file(tree, out, workers=workers)
+        with _unchecked_drawn_as_refusal(tree, results_path):
+            render_report_file(tree, out, workers=workers if is_checked(tree) else None)
     except OSError as error:
         raise UserError(f"{out}: cannot write the report there ({why_not_writable(out, error)}); "
                         "choose another file with --out") from None
     return out
+
+
+@contextlib.contextmanager
+def _unchecked_drawn_as_refusal(tree, results_path: Path):
+    """Around drawing the page of a results file. A file without its checksum may have been edited into
+    something no run writes (a variable removed, a weight made negative) beyond what
+    :func:`emvsbayes.results.read_results` checks: for such a file, a failure or a numerical warning while
+    drawing it is the file's problem, reported in one line. (It is drawn here, not in the page workers, whose
+    warnings this process would not see.) With the checksum in place, the file is as a run wrote it and a
+    failure is a bug, shown as one."""
+    from emvsbayes.results import is_checked
+
+    if is_checked(tree):
+        yield
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            yield
+    except (UserError, OSError):
+        raise
+    except Exception as error:
+        raise UserError(f"{results_path}: cannot be drawn ({type(error).__name__}: {error}); the file has no checksum, "
+                        "so it was edited or not written by this emvsbayes; rerun the spec with 'emvsbayes run'") from None
 
 
 def _rerender_study(study_path: Path, out: Path | None) -> Path:

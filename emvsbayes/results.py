@@ -368,7 +368,8 @@ def check_checksum(data: xr.DataTree | xr.Dataset, path: Path, fix: str) -> None
     """Refuse a file whose arrays no longer match the checksum written with them."""
     stored = data.attrs.get(CHECKSUM_ATTR)
     if stored is not None and arrays_checksum(data) != stored:
-        raise UserError(f"{path}: damaged (its arrays do not match the checksum written with them); {fix}")
+        raise UserError(f"{path}: damaged or edited (its arrays or attributes do not match the checksum written with "
+                        f"them, and emvsbayes reads results only as it wrote them); {fix}")
 
 
 def tree_nbytes(tree: xr.DataTree) -> int:
@@ -471,7 +472,42 @@ def read_results(path: str | Path) -> xr.DataTree:
         raise UserError(f"{path}: the results lack the group {missing[0]!r} that every run writes (the file is "
                         "incomplete or was edited); rerun the spec with 'emvsbayes run'")
     check_checksum(tree, path, "rerun the spec to write it again")
+    if CHECKSUM_ATTR not in tree.attrs:
+        _check_without_checksum(tree, path)
     return tree
+
+
+def is_checked(tree: xr.DataTree | xr.Dataset) -> bool:
+    """Whether the file carries the checksum written with it (and so was read as emvsbayes wrote it)."""
+    return CHECKSUM_ATTR in tree.attrs
+
+
+def _check_without_checksum(tree: xr.DataTree, path: Path) -> None:
+    """What the page reads first of a results file without a checksum (written before checksums existed, or
+    with the attribute removed, so nothing says its contents are as emvsbayes wrote them): a known family,
+    its declared parameters in the EM answer and the posterior, finite numbers there. Anything else such a
+    file lacks is found while its page is drawn (:func:`emvsbayes.pipeline.rerender_report`)."""
+    from emvsbayes.family import family_names
+
+    why = "the file has no checksum, so it was edited or not written by this emvsbayes; rerun the spec with 'emvsbayes run'"
+    family = tree.attrs.get("family")
+    if not isinstance(family, str) or family not in family_names():
+        named = "names no model family" if family is None else f"names no model family emvsbayes knows ({quote(family)})"
+        raise UserError(f"{path}: {named}; {why}")
+    parameters = root_json(tree, "parameters")
+    if not (isinstance(parameters, list) and parameters and all(isinstance(name, str) for name in parameters)):
+        raise UserError(f"{path}: its list of parameters is missing or not a list of names; {why}")
+    for group in ("em", "posterior"):
+        if group not in tree.children:
+            continue
+        ds = tree[group].to_dataset()
+        for name in parameters:
+            if name not in ds.data_vars:
+                raise UserError(f"{path}: the group {group!r} lacks the parameter {name!r}; {why}")
+        for name, var in ds.data_vars.items():
+            if np.issubdtype(var.dtype, np.number) and not np.isfinite(var.values).all():
+                raise UserError(f"{path}: {group}/{name} holds values that are not finite numbers (NaN or infinite); "
+                                f"{why}")
 
 
 @contextlib.contextmanager

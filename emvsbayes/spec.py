@@ -73,9 +73,16 @@ def _is_number(v):
 def _text(v) -> str:
     if isinstance(v, (datetime.date, datetime.time)):
         return v.isoformat()
-    if isinstance(v, list) and any(isinstance(item, (datetime.date, datetime.time)) for item in v):
+    if isinstance(v, list) and any(isinstance(item, (datetime.date, datetime.time, dict)) for item in v):
         return "[" + ", ".join(_text(item) for item in v) + "]"
+    if isinstance(v, dict):  # a TOML inline table, as the spec wrote it (not Python's {'rate': [...]})
+        return "{ " + ", ".join(f"{toml_key(str(key))} = {_text(item)}" for key, item in v.items()) + " }" if v else "{}"
     return repr(v)
+
+
+def toml_key(key: str) -> str:
+    """``key`` as a TOML key: bare if it can be, else a quoted basic string (JSON's escapes are TOML's)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
 
 
 def _show(v, limit: int = 80) -> str:
@@ -255,9 +262,12 @@ def gaussian_init(v):
     if isinstance(v, str) and (v == "auto" or v in GAUSSIAN_INITS):
         return None
     if isinstance(v, dict):
-        unknown = set(v) - {"weights", "means", "covariances"}
+        unknown = [key for key in v if key not in ("weights", "means", "covariances")]
         if unknown:
-            return f"has unknown keys {sorted(unknown)}; use weights, means, covariances"
+            close = difflib.get_close_matches(str(unknown[0]), ["weights", "means", "covariances"], n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            return (f"has the key {_show(unknown[0])}{hint}, which is none of weights, means, covariances: as a table it "
+                    "gives the starting parameters, e.g. { means = [[0, 0], [3, 3]] }")
         if "means" not in v:
             return "must give at least means = [[...], ...] when initial parameters are given"
         for name in ("weights", "means", "covariances"):

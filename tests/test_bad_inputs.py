@@ -796,7 +796,16 @@ API_CASES = {
     "validate_huge_int": (_validate({**GOOD, "bayes": {"lkj_eta": 10**400}}), UserError,
                           "spec: [bayes] lkj_eta must be a number > 0, got " + str(10**400)[:75] + " ...>"),
     "validate_gaussian_init_table": (_validate({**GOOD, "model": {"family": "gaussian"}, "em": {"init": {"mean": 1}}}),
-                                     UserError, "spec: [em] init has unknown keys ['mean']; use weights, means, covariances"),
+                                     UserError, "spec: [em] init has the key 'mean' (did you mean means?), which is none of "
+                                     "weights, means, covariances: as a table it gives the starting parameters, e.g. "
+                                     "{{ means = [[0, 0], [3, 3]] }}"),
+    "validate_poisson_init_table": (_validate({**GOOD, "model": {"family": "poisson"}, "em": {"init": {"rates": [1, 2]}}}),
+                                    UserError, "spec: [em] init has the key 'rates', which is neither rate nor w: as a table "
+                                    "it gives the starting rates and weights, e.g. {{ rate = [10, 30], w = [0.5, 0.5] }}"),
+    "validate_poisson_init_shown_as_toml": (
+        _validate({**GOOD, "model": {"family": "poisson"}, "em": {"init": {"rate": [1, 2]}}}), UserError,
+        "spec: [em] init as a table needs rate = [...] and w = [...], positive numbers, e.g. {{ rate = [10, 30], "
+        "w = [0.5, 0.5] }}, got {{ rate = [1, 2] }}"),
     "validate_max_init_below_n_init": (
         _validate({**GOOD, "model": {"family": "gaussian"}, "em": {"n_init": 10, "max_init": 5}}), UserError,
         "spec: [em] max_init = 5 is fewer than n_init = 10; max_init is the most starts, so give at least 10"),
@@ -1759,6 +1768,22 @@ def test_semicolon_csv_is_read_as_meant(tmp_path):
     (tmp_path / "y.csv").write_bytes(b"a;b\n1\n2\n")
     one = load_continuous_csv(tmp_path / "y.csv")
     assert one.columns == ("a;b",) and one.x.tolist() == [[1.0], [2.0]]
+
+
+def test_the_label_or_truth_column_listed_among_the_fitted_is_named_as_such(tmp_path):
+    from emvsbayes.data import load_continuous_csv
+
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"name,a,b,group\ns1,1.5,2,g\ns2,3,4,h\n")
+    with pytest.raises(UserError) as excinfo:
+        load_continuous_csv(path, columns=["name", "a", "b"], label="name")
+    assert str(excinfo.value) == ("x.csv: column 'name' is [data] label, the rows' names shown in tables, so it cannot "
+                                  "also be fitted; remove it from [data] columns")
+    with pytest.raises(UserError) as excinfo:
+        load_continuous_csv(path, columns=["a", "b", "group"], label="name", truth="group")
+    assert str(excinfo.value).startswith("x.csv: column 'group' is [data] truth, the known groups")
+    # listed and dropped: not fitted, so nothing to refuse
+    assert load_continuous_csv(path, columns=["name", "a", "b"], label="name", drop=["name"]).x.tolist() == [[1.5, 2], [3, 4]]
 
 
 def test_a_study_spec_given_to_run_says_to_use_study(tmp_path):

@@ -10,7 +10,11 @@ from several threads at once, give the same numbers to the last bit.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -324,13 +328,19 @@ def test_kernel_folder_falls_back_to_a_temporary_one(tmp_path, monkeypatch):
     monkeypatch.setenv("EMVSBAYES_KERNEL_CACHE_DIR", str(blocker / "below"))
     fallback = fused_unrolled.kernel_dir()
     assert fallback.is_dir() and fallback != blocker / "below"
+    assert fused_unrolled.kernel_dir() == fallback  # one per process
+    # and it is removed when the process ends (a temporary folder per process was left behind before)
+    proc = subprocess.run([sys.executable, "-c", "from emvsbayes.gaussian import fused_unrolled; "
+                           "print(fused_unrolled.kernel_dir())"], capture_output=True, text=True, check=True,
+                          env={**os.environ, "EMVSBAYES_KERNEL_CACHE_DIR": str(blocker / "below")})
+    made = Path(proc.stdout.strip())
+    assert made.name.startswith("emvsbayes-kernels-") and not made.exists()
 
 
 def test_a_change_of_fused_py_names_a_new_kernel_file():
     # numba's cache does not see a change in the fused.py functions a generated kernel inlines; the kernel's
     # source (whose hash names its file) carries fused.py's digest, so a changed fused.py compiles anew
     import hashlib
-    from pathlib import Path
 
     digest = hashlib.sha256(Path(fused.__file__).read_bytes()).hexdigest()[:16]
     assert fused_unrolled.FUSED_DIGEST == digest

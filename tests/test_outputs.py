@@ -212,9 +212,74 @@ def test_a_results_file_with_flipped_bytes_is_refused(lecture_run, tmp_path):
     shutil.copy(lecture_run / "results.nc", results)
     flip_bytes_in_array(results, "posterior", "theta")
     assert_refused(run_user("report", results),
-                   f"{results}: damaged (its arrays do not match the checksum written with them); rerun the spec to "
+                   f"{results}: damaged or edited (its arrays or attributes do not match the checksum written with them, "
+                   "and emvsbayes reads results only as it wrote them); rerun the spec to "
                    "write it again")
     assert not (tmp_path / "index.html").exists()
+
+
+def without_checksum(source, target, edit=None):
+    """A copy of the results file ``source`` at ``target`` without its checksum attribute, as files written before
+    checksums existed are (and as an edited file whose checksum was removed is), edited by ``edit(h5py file)``."""
+    import h5py
+
+    shutil.copy(source, target)
+    with h5py.File(target, "r+") as handle:
+        del handle.attrs["checksum"]
+        if edit is not None:
+            edit(handle)
+    return target
+
+
+def _set_first(dataset: str, value: float):
+    def edit(handle):
+        values = handle[dataset][...]
+        values.flat[0] = value
+        handle[dataset][...] = values
+    return edit
+
+
+def test_a_results_file_without_its_checksum_is_drawn_as_written(lecture_run, tmp_path):
+    results = without_checksum(lecture_run / "results.nc", tmp_path / "results.nc")
+    proc = run_user("report", results, "--out", tmp_path / "page.html")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (tmp_path / "page.html").stat().st_size > 10_000
+
+
+UNCHECKED_BECAUSE = ("the file has no checksum, so it was edited or not written by this emvsbayes; rerun the spec with "
+                     "'emvsbayes run'")
+#: edits of a results file without its checksum that the reader refuses, and what it says
+UNCHECKED_EDITS = {
+    "theta removed": (lambda handle: handle.__delitem__("em/theta"), "the group 'em' lacks the parameter 'theta'"),
+    "posterior draw NaN": (_set_first("posterior/theta", np.nan),
+                           "posterior/theta holds values that are not finite numbers (NaN or infinite)"),
+    "weight infinite": (_set_first("em/w", np.inf), "em/w holds values that are not finite numbers (NaN or infinite)"),
+    "family unknown": (lambda handle: handle.attrs.__setitem__("family", "binomial"),
+                       "names no model family emvsbayes knows ('binomial')"),
+    "family removed": (lambda handle: handle.attrs.__delitem__("family"), "names no model family"),
+    "parameters not a list": (lambda handle: handle.attrs.__setitem__("parameters", "{theta"),
+                              "its list of parameters is missing or not a list of names"),
+}
+
+
+@pytest.mark.parametrize("edit", UNCHECKED_EDITS)
+def test_an_edited_results_file_without_its_checksum_is_refused_before_drawing(lecture_run, tmp_path, edit):
+    from emvsbayes.results import read_results
+
+    change, expected = UNCHECKED_EDITS[edit]
+    results = without_checksum(lecture_run / "results.nc", tmp_path / "results.nc", change)
+    with pytest.raises(UserError) as excinfo:
+        read_results(results)
+    assert str(excinfo.value) == f"{results}: {expected}; {UNCHECKED_BECAUSE}"
+
+
+def test_an_edited_results_file_without_its_checksum_that_cannot_be_drawn_is_one_line(lecture_run, tmp_path):
+    # a negative weight passes the reader's checks; drawing it takes its logarithm (NumPy's RuntimeWarning)
+    results = without_checksum(lecture_run / "results.nc", tmp_path / "results.nc", _set_first("em/w", -0.5))
+    before = results.read_bytes()
+    assert_refused(run_user("report", results, "--out", tmp_path / "page.html"),
+                   f"{results}: cannot be drawn (RuntimeWarning: invalid value encountered in log); {UNCHECKED_BECAUSE}")
+    assert not (tmp_path / "page.html").exists() and results.read_bytes() == before
 
 
 def test_a_study_file_with_flipped_bytes_is_refused(tmp_path):
@@ -228,7 +293,8 @@ def test_a_study_file_with_flipped_bytes_is_refused(tmp_path):
     flip_bytes_in_array(path, "", "coverage")
     with pytest.raises(UserError) as excinfo:
         read_study(path)
-    assert str(excinfo.value) == (f"{path}: damaged (its arrays do not match the checksum written with them); run the "
+    assert str(excinfo.value) == (f"{path}: damaged or edited (its arrays or attributes do not match the checksum written with them, "
+                                  "and emvsbayes reads results only as it wrote them); run the "
                                   "study again to write it again")
 
 

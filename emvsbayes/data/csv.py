@@ -565,6 +565,10 @@ def _selected_columns(
         if duplicates:
             raise UserError(f"{table.name}: data.columns lists {quote(duplicates[0])} more than once; list it once")
         chosen = list(columns)
+        if label is not None and label in chosen and label not in drop:
+            # The label names the rows in tables; it is text as often as not, and never a measurement.
+            raise UserError(f"{table.name}: column {quote(label)} is [data] label, the rows' names shown in tables, so "
+                            f"it cannot also be fitted; remove it from [data] columns")
         if truth is not None and truth in chosen:
             # Fitting the answer the clusters are graded against would make the comparison meaningless.
             raise UserError(f"{table.name}: column {truth!r} is [data] truth, the known groups the clusters are "

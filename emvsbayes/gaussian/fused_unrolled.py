@@ -36,12 +36,14 @@ compiles a (D, K) only once per machine (a few seconds; the benchmark reports it
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import importlib.util
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -76,7 +78,15 @@ def kernel_dir() -> Path:
         probe.close()
         return folder
     except OSError:
-        return Path(tempfile.mkdtemp(prefix="emvsbayes-kernels-"))
+        return _process_kernel_dir()
+
+
+@functools.cache
+def _process_kernel_dir() -> Path:
+    """One temporary folder per process for the kernels when no cache folder can be written, removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="emvsbayes-kernels-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def design_entries(d: int) -> list[tuple[int, ...]]:

@@ -51,7 +51,7 @@ from emvsbayes.hmm.series import Series, check_length, read_series
 
 from emvsbayes.em import SAME_OPTIMUM_ATOL, RestartPolicy
 from emvsbayes.family import ParameterInfo
-from emvsbayes.spec import is_number
+from emvsbayes.spec import is_number, show_value
 
 
 #: Wald-interval scale of each parameter.
@@ -127,7 +127,7 @@ class HMMFamily:
         return model, model.with_initial(None, transition, rate=np.array([3.0, 12.0])), 400
 
     def check_init(self, value) -> str | None:
-        return None if value in ("auto", "random") else f'must be "random" (or "auto") for a hidden Markov model, got {value!r}'
+        return None if value in ("auto", "random") else f'must be "random" (or "auto") for a hidden Markov model, got {show_value(value)}'
 
     def size_facts(self, d: int) -> dict:
         """For the memory estimates: initial, a transition row and the emission per state; no per-row trace."""
@@ -169,7 +169,7 @@ class HMMFamily:
             raise UserError(f"[model] initial must be one of {', '.join(map(repr, INITIAL_MODES))}, got {model.get('initial')!r}")
         init = spec.get("em", {}).get("init", "auto")
         if init not in ("auto", "random"):
-            raise UserError(f'[em] init must be "random" (or "auto") for a hidden Markov model, got {init!r}')
+            raise UserError(f'[em] init must be "random" (or "auto") for a hidden Markov model, got {show_value(init)}')
         prior = bayes_spec.get("transition_prior")
         if prior is not None:
             self._check_transition_prior(prior, _components(spec))

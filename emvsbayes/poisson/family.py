@@ -53,8 +53,9 @@ except ImportError:  # before the protocol module (branch proto) is merged: the 
 
 
 def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    from emvsbayes.spec import show_value
+
+    return show_value(value)
 
 
 def _is_number(value) -> bool:
@@ -180,9 +181,14 @@ class PoissonFamily:
             if not _positive_numbers(value):
                 return f"must list positive starting rates such as [10, 30], got {_show(value)}"
         elif isinstance(value, dict):
+            example = "{ rate = [10, 30], w = [0.5, 0.5] }"
+            unknown = [key for key in value if key not in ("rate", "w")]
+            if unknown:
+                return (f"has the key {_show(unknown[0])}, which is neither rate nor w: as a table it gives the starting "
+                        f"rates and weights, e.g. {example}")
             if set(value) != {"rate", "w"} or not _positive_numbers(value["rate"]) or not _positive_numbers(value["w"]):
-                return (f"as a table needs rate = [...] and w = [...], positive numbers, e.g. "
-                        f"{{ rate = [10, 30], w = [0.5, 0.5] }}, got {_show(value)}")
+                return (f"as a table needs rate = [...] and w = [...], positive numbers, e.g. {example}, got "
+                        f"{_show(value)}")
         else:
             return f"must be \"auto\", \"k-means++\", \"random\" or starting rates, got {_show(value)}"
         return None
