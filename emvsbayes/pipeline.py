@@ -99,7 +99,26 @@ def check_against_data(spec: dict, data) -> None:
         raise UserError("the data have no rows (observations); give at least one row per component")
     if "soft" not in spec["em"]["kinds"]:
         raise UserError('[em] kinds must include "soft" (the EM answer compared with the posterior), e.g. kinds = ["soft", "hard"]')
-    get_family(spec["model"]["family"]).check_data(spec, data)
+    family = get_family(spec["model"]["family"])
+    family.check_data(spec, data)
+    if spec.get("ladder", {}).get("enabled"):
+        _check_ladder_size(family.n_free_parameters(family.model_from_spec(spec, data), data))
+
+
+def _check_ladder_size(n_params: int) -> None:
+    """The ladder's Laplace rung (always run) holds the P x P Hessian of the log posterior and its inverse, as
+    full-rank ADVI does its covariance factor: refused before the fit where one such matrix exceeds what an
+    information matrix may hold (a 30-row, 200-column Gaussian with full covariances has 40,601 coordinates:
+    13 GB per matrix, and the run was killed for memory after its fit)."""
+    from emvsbayes.limits import format_size
+    from emvsbayes.uncertainty.information import evaluation_budget, matrix_too_large
+
+    if matrix_too_large(n_params) is None:
+        return
+    raise UserError(f"[ladder]: the Laplace rung holds a {n_params:,} x {n_params:,} matrix of "
+                    f"{format_size(8 * n_params * n_params)}, more than the {format_size(evaluation_budget())} allowed "
+                    "for it; turn the ladder off ([ladder] enabled = false) or fit fewer parameters (a diagonal or "
+                    "spherical covariance, fewer columns)")
 
 
 def default_out_dir(spec: dict) -> Path:

@@ -381,7 +381,15 @@ COIN_SPEC = '[data]\nfile = "data.csv"\n{extra}[model]\nfamily = "coins"\n'
 GAUSS_SPEC = '[data]\nfile = "data.csv"\n{extra}[model]\nfamily = "gaussian"\ncomponents = 2\n'
 HMM_SPEC = '[data]\nfile = "data.csv"\ncolumns = ["count"]\nlabel = "year"\n{extra}[model]\nfamily = "hmm"\n'
 POISSON_SPEC = '[data]\nfile = "data.csv"\nlabel = "year"\n{extra}[model]\nfamily = "poisson"\ncomponents = 3\n'
+#: 30 rows of 200 columns: with full covariances and K = 2, 40,601 coordinates
+WIDE_CSV = (",".join(f"c{j}" for j in range(200)) + "\n" + "".join(
+    ",".join(str((7 * i + 13 * j) % 17 + 0.5 * (i % 3)) for j in range(200)) + "\n" for i in range(30))).encode()
 CSV_CASES = {
+    # the ladder's Laplace rung holds a 40,601-square Hessian (13 GB): the run was killed for memory after the fit
+    "wide_data_with_the_ladder": (GAUSS_SPEC + "[ladder]\nenabled = true\n", WIDE_CSV, "",
+                                  "{spec}: [ladder]: the Laplace rung holds a 40,601 x 40,601 matrix of 12.3 GB, more than "
+                                  "the 1 GB allowed for it; turn the ladder off ([ladder] enabled = false) or fit fewer "
+                                  "parameters (a diagonal or spherical covariance, fewer columns)"),
     # a compressed or spreadsheet file given for the CSV is named as what it is (it was "not valid utf-8 ...; it
     # holds NUL bytes, as UTF-16 text does")
     "gzip_compressed": (GAUSS_SPEC, gzip.compress(b"x\n1\n2\n3\n", mtime=0), "",

@@ -44,6 +44,7 @@ def test_the_engine_key_picks_the_route(engine, tmp_path, monkeypatch):
     spec = load_spec(Path(__file__).parent.parent / "models" / "lecture_coins.toml")
     spec["bayes"].update(draws=50, tune=50, chains=2)
     spec["em"]["bootstrap"] = 4
+    spec["model_choice"]["components"] = []  # the ladder's route is the point: no posterior per K
     spec["ladder"].update(engine=engine, vi_iter=100, draws=50, bootstrap=4)
     result = api.run(spec, out=tmp_path / "out")
     rungs = list(result.results["uncertainty_ladder"]["rung"].values)
