@@ -254,6 +254,18 @@ def test_large_data_page_stays_small(tmp_path):
     assert data_fig.count("<use") <= panels * figures.MAX_POINTS + 100
 
 
+def test_interval_figure_draws_at_most_a_screenful_of_one_parameter():
+    # 12 columns, K = 2, full covariances: 2 x 78 distinct covariance entries; the figure drew all 156 rows (a
+    # 200-column run's was thousands of inches high), the table lists them all
+    tree = synthetic_tree(n_obs=200, features=tuple(f"f{i}" for i in range(12)), k=2, draws=100, extras=False)
+    page = render_report(tree)
+    start = page.index('data-fig="forest"')
+    forest = page[start:page.index("</figure>", start)]
+    assert "Drawn: the first 24 of 156 cov rows, in the table&#x27;s order; the table below lists every row." in forest
+    assert forest.count("cov[") == 24 and forest.count("mu[") == 24  # the 24 means are all drawn
+    assert page.count("<td>cov[") >= 156  # the comparison table (and the diagnostics) list every row
+
+
 @pytest.mark.slow
 def test_rendering_is_deterministic():
     tree = synthetic_tree(extras=False)

@@ -741,10 +741,26 @@ def _distinct_rows(rows: list[ParamRow]) -> tuple[list[ParamRow], int]:
     return kept, len(rows) - len(kept)
 
 
+#: The most rows the interval figure draws of one parameter (a mean or covariance of many columns has hundreds:
+#: a 200-column full covariance drew a figure thousands of inches high); the table below it lists them all.
+FOREST_ROWS_PER_PARAMETER = 24
+
+
 def _forest(ctx: Context, rows: list[ParamRow]) -> str:
     varying = [r for r in _distinct_rows(rows)[0] if not r.fixed]
     if not varying:
         return ""
+    counts: dict[str, int] = {}
+    for r in varying:
+        counts[r.name] = counts.get(r.name, 0) + 1
+    drawn, seen = [], dict.fromkeys(counts, 0)
+    for r in varying:
+        seen[r.name] += 1
+        if seen[r.name] <= FOREST_ROWS_PER_PARAMETER:
+            drawn.append(r)
+    cut = [f"{FOREST_ROWS_PER_PARAMETER} of {count:,} {name}" for name, count in counts.items()
+           if count > FOREST_ROWS_PER_PARAMETER]
+    varying = drawn
     sources = _sources(ctx, varying)
     _, relabelled = posterior_group(ctx.tree)
     modes = multimodal(ctx.tree)
@@ -753,6 +769,9 @@ def _forest(ctx: Context, rows: list[ParamRow]) -> str:
         + ")." if relabelled else ".") + (" Points are estimates, bars equal-tailed intervals."
                                          if any(interval is not None for _, _, interval in sources)
                                          else " Points are EM's estimates; this run computed no intervals.")
+    if cut:
+        caption += (f" Drawn: the first {', the first '.join(cut)} rows, in the table's order; the table below lists "
+                     "every row.")
     return figure(figures.forest([r.label for r in varying], sources), "forest", caption)
 
 
