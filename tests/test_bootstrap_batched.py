@@ -265,3 +265,84 @@ def test_batched_restarts_equal_fit_restarts():
         np.testing.assert_allclose(batched.loglik[b], fit.loglik, rtol=ROUNDING)
         np.testing.assert_allclose(batched.init_loglik[b], fit.trace[0].loglik, rtol=ROUNDING)
 
+
+
+# --- hidden Markov models: the parametric bootstrap's simulated series refitted together -------------------------
+
+
+def _hmm_reference(emission: str, initial: str):
+    """A bundled series (earthquake counts, Old Faithful's waiting times) and its Baum-Welch answer from a seeded
+    random start, as the bundled HMM specs fit them (tol 1e-10)."""
+    from emvsbayes.hmm import em as hmm_em
+    from emvsbayes.hmm.model import HiddenMarkovModel
+
+    y = (load_dataset("earthquakes").counts.astype(float) if emission == "poisson"
+         else load_dataset("old_faithful").x[:, 0])  # eruption lengths, in the order of the eruptions
+    model = HiddenMarkovModel(3 if emission == "poisson" else 2, emission, initial)
+    start = hmm_em.random_start(model, y, np.random.default_rng(3))
+    return model, y, hmm_em.fit(model, y, start, tol=1e-10, max_iter=5000).params
+
+
+@pytest.mark.parametrize(("emission", "initial"), [("poisson", "stationary"), ("gaussian", "estimated")])
+def test_hmm_bootstrap_batched_equals_per_replicate(emission, initial):
+    from emvsbayes.hmm.family import FAMILY as HMM
+    from emvsbayes.hmm.series import Series
+
+    model, y, reference = _hmm_reference(emission, initial)
+    series = Series(y=y, column="y", time=tuple(str(t) for t in range(y.size)), source="test")
+    run = partial(bootstrap_module.run_bootstrap, HMM, model, series, reference, n_boot=16, seed=5, kind="parametric",
+                  n_workers=1, em_options={"tol": 1e-10, "max_iter": 5000})
+    batched = run(route="batched")
+    assert batched.n_failed == 0
+    # The same compiled E-step pass and M-step on the same numbers: every replicate as its own fit gives it.
+    _assert_same_bootstrap(run(route="per-replicate"), batched)
+    # The default route for a series this short is the batched one.
+    auto = run()
+    for name in batched.draws:
+        np.testing.assert_array_equal(auto.draws[name], batched.draws[name])
+
+
+def test_hmm_batched_fit_fails_a_series_as_fit_raises():
+    # A Gaussian HMM whose second series is one value but for two points: a state's sd collapses (fit raises
+    # DegenerateFitError); the batch records that message for that series and fits the others as fit does.
+    from emvsbayes.errors import DegenerateFitError
+    from emvsbayes.hmm import em as hmm_em
+    from emvsbayes.hmm.model import HiddenMarkovModel, HMMParams
+
+    model = HiddenMarkovModel(2, "gaussian", "stationary")
+    rng = np.random.default_rng(0)
+    good = np.concatenate([rng.normal(0, 1, 40), rng.normal(5, 1, 40)])
+    flat = np.full(80, 3.0)
+    flat[[10, 50]] = [2.0, 9.0]
+    ys = np.stack([good, flat, good[::-1]])
+    start = HMMParams([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], mu=[0.5, 4.0], sigma=[1.0, 1.0])
+    batched = hmm_em.fit_batched(model, ys, start, tol=1e-10, max_iter=500)
+    with pytest.raises(DegenerateFitError) as excinfo:
+        hmm_em.fit(model, flat, start, tol=1e-10, max_iter=500)
+    assert batched.errors[1] == f"DegenerateFitError: {excinfo.value}"
+    for row in (0, 2):
+        single = hmm_em.fit(model, ys[row], start, tol=1e-10, max_iter=500)
+        assert not batched.errors[row] and batched.n_iter[row] == single.n_iter
+        for name, value in single.params.variables().items():
+            np.testing.assert_allclose(take_rows(batched.params, row).variables()[name], value, rtol=ROUNDING, atol=0)
+
+
+def test_compiled_stationary_update_is_the_numpy_reference():
+    # At E-step statistics of the bundled earthquake series along Baum-Welch from random starts, the compiled
+    # update (Newton in numba) and the numpy reference reach the same maximiser, to rounding.
+    from emvsbayes.hmm import em as hmm_em
+    from emvsbayes.hmm.model import HiddenMarkovModel
+
+    y = load_dataset("earthquakes").counts.astype(float)
+    rng = np.random.default_rng(11)
+    for k in (2, 3, 4):
+        model = HiddenMarkovModel(k, "poisson", "stationary")
+        params = hmm_em.random_start(model, y, rng)
+        for _ in range(15):
+            stats, _ = hmm_em.e_step(model, y, params, keep_gamma=False)
+            compiled = hmm_em._stationary_transition(model, stats, params.transition)
+            reference = hmm_em._stationary_transition_reference(model, stats, params.transition)
+            np.testing.assert_allclose(compiled, reference, rtol=0, atol=1e-9)
+            assert (hmm_em._expected_transition_loglik(model, compiled, stats)
+                    >= hmm_em._expected_transition_loglik(model, reference, stats) - 1e-12 * stats.xi_sum.sum())
+            params = hmm_em.m_step(model, y, stats, params)

@@ -84,6 +84,143 @@ def njit_cached(function):
         return numba.njit(cache=False)(function)
 
 
+def _fused_pass(k, initial, transition, scaled, shift, y, centre, alpha, gamma_out):
+    """The fused pass (see the module docstring) for K = ``k`` states. ``scaled`` (K, T) the shifted,
+    exponentiated emissions, ``shift`` (T,) the shifts; ``alpha`` (T, K) scratch for the forward vectors; ``gamma_out`` (T, K) to
+    fill, or (0, K) for none.
+
+    Returns (ok, loglik, xi_sum, counts, first, sum_dev, sum_sq_dev); ok False on underflow.
+    """
+    t_len = scaled.shape[1]
+    store = gamma_out.shape[0] == t_len
+    xi_sum = np.zeros((k, k))
+    counts = np.zeros(k)
+    first = np.zeros(k)
+    sum_dev = np.zeros(k)
+    sum_sq_dev = np.zeros(k)
+    failed = (False, -math.inf, xi_sum, counts, first, sum_dev, sum_sq_dev)
+
+    # Forward. alpha_t is kept up to a factor: rescaled (and the factor's log kept) only when its sum falls
+    # below RESCALE_BELOW, so no division sits in the step-to-step dependency chain.
+    norm = 0.0
+    for j in range(k):
+        value = initial[j] * scaled[j, 0]
+        alpha[0, j] = value
+        norm += value
+    if not norm >= SMALLEST_NORMALISER:
+        return failed
+    inverse = 1.0 / norm
+    for j in range(k):
+        alpha[0, j] *= inverse
+    loglik = 0.0
+    block_sum = math.log(norm) + shift[0]
+    for block_start in range(1, t_len, FLUSH_EVERY):
+        for t in range(block_start, min(block_start + FLUSH_EVERY, t_len)):
+            norm = 0.0
+            for j in range(k):
+                predicted = 0.0
+                for i in range(k):
+                    predicted += alpha[t - 1, i] * transition[i, j]
+                value = predicted * scaled[j, t]
+                alpha[t, j] = value
+                norm += value
+            block_sum += shift[t]
+            if not norm >= RESCALE_BELOW:  # rare; also catches NaN
+                if not norm >= SMALLEST_NORMALISER:
+                    return failed
+                inverse = 1.0 / norm
+                for j in range(k):
+                    alpha[t, j] *= inverse
+                block_sum += math.log(norm)
+        loglik += block_sum
+        block_sum = 0.0
+    norm = 0.0
+    for j in range(k):
+        norm += alpha[t_len - 1, j]
+    loglik += block_sum + math.log(norm)
+
+    # Backward, with the statistics of each time point as its gamma becomes known. beta_t too is kept up to
+    # a factor (gamma and xi are normalised per time point by n_t).
+    beta = np.ones(k)
+    weighted = np.empty(k)
+    v = np.empty(k)
+    block_xi = np.zeros((k, k))
+    block_counts = np.zeros(k)
+    block_dev = np.zeros(k)
+    block_sq_dev = np.zeros(k)
+    last = t_len - 1
+    inverse = 1.0 / norm  # gamma_{T-1} = alpha_{T-1} normalised
+    for i in range(k):
+        g = alpha[last, i] * inverse
+        d = y[last] - centre[i]
+        block_counts[i] += g
+        block_dev[i] += g * d
+        block_sq_dev[i] += g * d * d
+        if store:
+            gamma_out[last, i] = g
+        if last == 0:
+            first[i] = g
+    for block_end in range(last, 0, -FLUSH_EVERY):
+        for t in range(block_end, max(block_end - FLUSH_EVERY, 0), -1):
+            for j in range(k):
+                weighted[j] = scaled[j, t] * beta[j]
+            norm = 0.0
+            total = 0.0
+            for i in range(k):
+                s = 0.0
+                for j in range(k):
+                    s += transition[i, j] * weighted[j]
+                v[i] = s
+                total += s
+                norm += alpha[t - 1, i] * s
+            if not norm >= SMALLEST_NORMALISER:
+                return failed
+            inverse = 1.0 / norm
+            y_prev = y[t - 1]
+            for i in range(k):
+                a = alpha[t - 1, i] * inverse
+                g = a * v[i]
+                d = y_prev - centre[i]
+                block_counts[i] += g
+                block_dev[i] += g * d
+                block_sq_dev[i] += g * d * d
+                if store:
+                    gamma_out[t - 1, i] = g
+                if t == 1:
+                    first[i] = g
+                for j in range(k):
+                    block_xi[i, j] += a * weighted[j]
+            if total >= RESCALE_BELOW:
+                for i in range(k):
+                    beta[i] = v[i]
+            else:  # total >= norm >= SMALLEST_NORMALISER, as alpha_{t-1} sums to at most 1
+                inverse = 1.0 / total
+                for i in range(k):
+                    beta[i] = v[i] * inverse
+        for i in range(k):
+            counts[i] += block_counts[i]
+            sum_dev[i] += block_dev[i]
+            sum_sq_dev[i] += block_sq_dev[i]
+            block_counts[i] = 0.0
+            block_dev[i] = 0.0
+            block_sq_dev[i] = 0.0
+            for j in range(k):
+                xi_sum[i, j] += block_xi[i, j]
+                block_xi[i, j] = 0.0
+    for i in range(k):
+        counts[i] += block_counts[i]
+        sum_dev[i] += block_dev[i]
+        sum_sq_dev[i] += block_sq_dev[i]
+        for j in range(k):
+            xi_sum[i, j] *= transition[i, j]
+    return True, loglik, xi_sum, counts, first, sum_dev, sum_sq_dev
+
+
+# Inlined into its callers (numba's IR inlining, before typing), so the closure of kernel(k) passes K as a constant
+# and its loops over states are unrolled, as they were when the pass was the closure's own body.
+_fused_pass_inlined = numba.njit(inline="always")(_fused_pass)
+
+
 @functools.cache
 def kernel(n_states: int):
     """The compiled fused pass for K = ``n_states`` states.
@@ -95,137 +232,42 @@ def kernel(n_states: int):
     k = n_states
 
     def forward_backward_moments(initial, transition, scaled, shift, y, centre, alpha, gamma_out):
-        """The fused pass (see the module docstring). ``scaled`` (K, T) the shifted, exponentiated emissions,
-        ``shift`` (T,) the shifts; ``alpha`` (T, K) scratch for the forward vectors; ``gamma_out`` (T, K) to
-        fill, or (0, K) for none.
-
-        Returns (ok, loglik, xi_sum, counts, first, sum_dev, sum_sq_dev); ok False on underflow.
-        """
-        t_len = scaled.shape[1]
-        store = gamma_out.shape[0] == t_len
-        xi_sum = np.zeros((k, k))
-        counts = np.zeros(k)
-        first = np.zeros(k)
-        sum_dev = np.zeros(k)
-        sum_sq_dev = np.zeros(k)
-        failed = (False, -math.inf, xi_sum, counts, first, sum_dev, sum_sq_dev)
-
-        # Forward. alpha_t is kept up to a factor: rescaled (and the factor's log kept) only when its sum falls
-        # below RESCALE_BELOW, so no division sits in the step-to-step dependency chain.
-        norm = 0.0
-        for j in range(k):
-            value = initial[j] * scaled[j, 0]
-            alpha[0, j] = value
-            norm += value
-        if not norm >= SMALLEST_NORMALISER:
-            return failed
-        inverse = 1.0 / norm
-        for j in range(k):
-            alpha[0, j] *= inverse
-        loglik = 0.0
-        block_sum = math.log(norm) + shift[0]
-        for block_start in range(1, t_len, FLUSH_EVERY):
-            for t in range(block_start, min(block_start + FLUSH_EVERY, t_len)):
-                norm = 0.0
-                for j in range(k):
-                    predicted = 0.0
-                    for i in range(k):
-                        predicted += alpha[t - 1, i] * transition[i, j]
-                    value = predicted * scaled[j, t]
-                    alpha[t, j] = value
-                    norm += value
-                block_sum += shift[t]
-                if not norm >= RESCALE_BELOW:  # rare; also catches NaN
-                    if not norm >= SMALLEST_NORMALISER:
-                        return failed
-                    inverse = 1.0 / norm
-                    for j in range(k):
-                        alpha[t, j] *= inverse
-                    block_sum += math.log(norm)
-            loglik += block_sum
-            block_sum = 0.0
-        norm = 0.0
-        for j in range(k):
-            norm += alpha[t_len - 1, j]
-        loglik += block_sum + math.log(norm)
-
-        # Backward, with the statistics of each time point as its gamma becomes known. beta_t too is kept up to
-        # a factor (gamma and xi are normalised per time point by n_t).
-        beta = np.ones(k)
-        weighted = np.empty(k)
-        v = np.empty(k)
-        block_xi = np.zeros((k, k))
-        block_counts = np.zeros(k)
-        block_dev = np.zeros(k)
-        block_sq_dev = np.zeros(k)
-        last = t_len - 1
-        inverse = 1.0 / norm  # gamma_{T-1} = alpha_{T-1} normalised
-        for i in range(k):
-            g = alpha[last, i] * inverse
-            d = y[last] - centre[i]
-            block_counts[i] += g
-            block_dev[i] += g * d
-            block_sq_dev[i] += g * d * d
-            if store:
-                gamma_out[last, i] = g
-            if last == 0:
-                first[i] = g
-        for block_end in range(last, 0, -FLUSH_EVERY):
-            for t in range(block_end, max(block_end - FLUSH_EVERY, 0), -1):
-                for j in range(k):
-                    weighted[j] = scaled[j, t] * beta[j]
-                norm = 0.0
-                total = 0.0
-                for i in range(k):
-                    s = 0.0
-                    for j in range(k):
-                        s += transition[i, j] * weighted[j]
-                    v[i] = s
-                    total += s
-                    norm += alpha[t - 1, i] * s
-                if not norm >= SMALLEST_NORMALISER:
-                    return failed
-                inverse = 1.0 / norm
-                y_prev = y[t - 1]
-                for i in range(k):
-                    a = alpha[t - 1, i] * inverse
-                    g = a * v[i]
-                    d = y_prev - centre[i]
-                    block_counts[i] += g
-                    block_dev[i] += g * d
-                    block_sq_dev[i] += g * d * d
-                    if store:
-                        gamma_out[t - 1, i] = g
-                    if t == 1:
-                        first[i] = g
-                    for j in range(k):
-                        block_xi[i, j] += a * weighted[j]
-                if total >= RESCALE_BELOW:
-                    for i in range(k):
-                        beta[i] = v[i]
-                else:  # total >= norm >= SMALLEST_NORMALISER, as alpha_{t-1} sums to at most 1
-                    inverse = 1.0 / total
-                    for i in range(k):
-                        beta[i] = v[i] * inverse
-            for i in range(k):
-                counts[i] += block_counts[i]
-                sum_dev[i] += block_dev[i]
-                sum_sq_dev[i] += block_sq_dev[i]
-                block_counts[i] = 0.0
-                block_dev[i] = 0.0
-                block_sq_dev[i] = 0.0
-                for j in range(k):
-                    xi_sum[i, j] += block_xi[i, j]
-                    block_xi[i, j] = 0.0
-        for i in range(k):
-            counts[i] += block_counts[i]
-            sum_dev[i] += block_dev[i]
-            sum_sq_dev[i] += block_sq_dev[i]
-            for j in range(k):
-                xi_sum[i, j] *= transition[i, j]
-        return True, loglik, xi_sum, counts, first, sum_dev, sum_sq_dev
+        return _fused_pass_inlined(k, initial, transition, scaled, shift, y, centre, alpha, gamma_out)
 
     return njit_cached(forward_backward_moments)
+
+
+def _fused_pass_batch(initial, transition, scaled, shift, y, centre):
+    """:func:`_fused_pass` over each series of a batch of equal-length series (the batched bootstrap's
+    simulated series): ``initial`` (B, K), ``transition`` (B, K, K), ``scaled`` (B, K, T), ``shift`` (B, T),
+    ``y`` (B, T), ``centre`` (B, K); returns ok (B,), loglik (B,), xi_sum (B, K, K), counts, first, sum_dev,
+    sum_sq_dev (B, K). Each series' numbers are those of its own :func:`kernel` call: the same arithmetic in
+    the same order (K a constant there, a variable here: unrolling reorders nothing)."""
+    rows, k = initial.shape
+    t_len = shift.shape[1]
+    ok = np.zeros(rows, dtype=np.bool_)
+    loglik = np.full(rows, -math.inf)
+    xi_sum = np.zeros((rows, k, k))
+    counts = np.zeros((rows, k))
+    first = np.zeros((rows, k))
+    sum_dev = np.zeros((rows, k))
+    sum_sq_dev = np.zeros((rows, k))
+    alpha = np.empty((t_len, k))
+    no_gamma = np.empty((0, k))
+    for r in range(rows):
+        done, value, xi, c, f, dev, sq_dev = _fused_pass_inlined(k, initial[r], transition[r], scaled[r], shift[r],
+                                                                 y[r], centre[r], alpha, no_gamma)
+        ok[r] = done
+        loglik[r] = value
+        xi_sum[r] = xi
+        counts[r] = c
+        first[r] = f
+        sum_dev[r] = dev
+        sum_sq_dev[r] = sq_dev
+    return ok, loglik, xi_sum, counts, first, sum_dev, sum_sq_dev
+
+
+batch_statistics = njit_cached(_fused_pass_batch)
 
 
 def scaled_emissions(log_emission_of, t_len: int, n_states: int) -> tuple[np.ndarray, np.ndarray]:

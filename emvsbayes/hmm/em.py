@@ -39,7 +39,7 @@ from functools import partial
 
 import numpy as np
 
-from emvsbayes.em import EMFit, RestartPolicy, RestartRun, fit_em, fit_em_until
+from emvsbayes.em import BatchedEMFit, EMFit, RestartPolicy, RestartRun, fit_em, fit_em_batched, fit_em_until, take_rows
 from emvsbayes.errors import DegenerateFitError
 from emvsbayes.hmm.inference import viterbi
 from emvsbayes.hmm.model import HiddenMarkovModel, HMMParams, emission_names, stationary_distribution
@@ -131,7 +131,7 @@ def _expected_transition_loglik(model, transition, stats) -> float:
 
 
 def _rows_from_counts(xi_sum: np.ndarray, current: np.ndarray) -> np.ndarray:
-    totals = xi_sum.sum(axis=1, keepdims=True)
+    totals = xi_sum.sum(axis=-1, keepdims=True)  # per row (the last axis: a batch has a leading one)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, xi_sum / totals, current)
 
@@ -260,7 +260,18 @@ def _maximise(derivatives, x0: np.ndarray, *, gtol: float, gain_tol: float, max_
 
 
 def _stationary_transition(model, stats, current: np.ndarray) -> np.ndarray:
-    """The transition update when the initial distribution is the stationary one (see the module doc)."""
+    """The transition update when the initial distribution is the stationary one (see the module doc), compiled
+    whole: :func:`_stationary_transition_reference` as one numba call (its Newton loop in numpy spent ~0.3 ms an
+    M-step in per-call overhead, most of a bootstrap refit's time); equal to it to rounding (the tests)."""
+    from emvsbayes.hmm.compiled_mstep import stationary_transition
+
+    return stationary_transition(stats.xi_sum, stats.first, current)
+
+
+def _stationary_transition_reference(model, stats, current: np.ndarray) -> np.ndarray:
+    """The stationary transition update in numpy around the compiled objective: the reference of the compiled
+    update. The better of the current matrix and the counts update starts Newton (:func:`_maximise`); the best
+    of the three is kept, so the step never lowers the objective."""
     from scipy.special import softmax
 
     # Compiled forms of _transition_derivatives and _expected_transition_loglik (numpy's per-call overhead
@@ -346,6 +357,110 @@ def fit(model: HiddenMarkovModel, y, init: HMMParams, *, kind: str = "soft", **o
                   init, **options)
 
 
+# --------------------------------------------------------------------------------------------------
+# Many series at once (the parametric bootstrap's simulated series)
+
+
+def _batched_e_step(model: HiddenMarkovModel, ys: np.ndarray, params: HMMParams, rows: np.ndarray):
+    """:func:`e_step` (``keep_gamma=False``) of the series ``ys[rows]`` at ``params`` (a record with those rows
+    along its leading axis): one compiled call for the batch, each row's numbers those of :func:`e_step` on its
+    own (the same emissions, the same compiled pass; a row the fast pass cannot take goes through
+    :func:`e_step`, which falls back to the exact recursions)."""
+    from emvsbayes.hmm.compiled_estep import batch_statistics
+
+    y = np.ascontiguousarray(ys[rows], dtype=float)
+    with np.errstate(divide="ignore"):
+        initial = np.exp(model.log_initial(params))
+    centre = np.array(_centre(model, params), dtype=float, order="C")
+    by_state = np.ascontiguousarray(np.swapaxes(model.log_emission(params, y), -1, -2))  # (b, K, T)
+    shift = by_state.max(axis=1)
+    with np.errstate(invalid="ignore"):  # -inf - -inf: a time point impossible in every state (that row falls back)
+        scaled = np.exp(by_state - shift[:, None, :])
+    ok, loglik, xi_sum, counts, first, sum_dev, sum_sq_dev = batch_statistics(
+        np.array(initial, dtype=float, order="C"), np.array(params.transition, dtype=float, order="C"), scaled, shift,
+        y, centre)
+    for r in np.flatnonzero(~(ok & np.isfinite(loglik) & np.isfinite(shift).all(axis=1))):
+        stats, loglik[r] = e_step(model, y[r], take_rows(params, r), keep_gamma=False)
+        xi_sum[r], counts[r], first[r], sum_dev[r], sum_sq_dev[r] = (stats.xi_sum, stats.counts, stats.first,
+                                                                      stats.sum_dev, stats.sum_sq_dev)
+    return HMMStats(xi_sum, counts, first, centre, sum_dev, sum_sq_dev), loglik
+
+
+def _batched_m_step(model: HiddenMarkovModel, y_sd: np.ndarray, stats: HMMStats, params: HMMParams, rows: np.ndarray,
+                    iteration: int):
+    """:func:`m_step` for each row of a batch; (new parameters, slack 0, errors) as
+    :func:`emvsbayes.em.fit_em_batched` asks: a row whose step fails carries the message :func:`m_step` would
+    raise (and its current parameters, left out by the loop)."""
+    from emvsbayes.hmm.compiled_mstep import stationary_transitions
+
+    del iteration
+    errors = np.full(rows.size, "", dtype=object)
+    if model.stationary:
+        transition, ok = stationary_transitions(stats.xi_sum, stats.first, params.transition)
+        errors[~ok] = "LinAlgError: the transition update's Hessian is not negative definite even when shifted"
+        initial = None
+    else:
+        transition = _rows_from_counts(stats.xi_sum, params.transition)
+        initial = stats.first
+    counts = stats.counts
+    has_weight = counts > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_dev = np.where(has_weight, stats.sum_dev / counts, 0.0)
+        mean = stats.centre + mean_dev
+    if model.emission == "poisson":
+        emission = {"rate": np.where(has_weight, mean, params.rate)}
+    else:
+        mu = np.where(has_weight, mean, params.mu)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.clip(stats.sum_sq_dev / counts - mean_dev**2, 0.0, None)
+        sigma = np.where(has_weight, np.sqrt(np.where(has_weight, var, 1.0)), params.sigma)
+        floor = MIN_SIGMA_FRACTION * np.maximum(y_sd[rows], np.finfo(float).tiny)
+        for r in np.flatnonzero((sigma <= floor[:, None]).any(axis=1)):
+            j = int(np.argmin(sigma[r]))
+            errors[r] = (f"DegenerateFitError: state {j}'s sd collapsed to {sigma[r, j]:.3g} (it holds "
+                         f"{counts[r, j]:.3g} time points of nearly one value): the likelihood is unbounded there; use "
+                         "fewer states or other starts")
+            sigma[r] = params.sigma[r]
+        emission = {"mu": mu, "sigma": sigma}
+    failed = errors != ""
+    transition[failed] = params.transition[failed]
+    if initial is not None:
+        new = HMMParams(initial, transition, **emission)
+    else:
+        try:
+            new = model.with_initial(None, transition, **emission)
+        except np.linalg.LinAlgError:  # a reducible chain in some row: those rows fail, as m_step would
+            initial = np.empty_like(stats.first)
+            for r in range(rows.size):
+                try:
+                    initial[r] = model.with_initial(None, transition[r], **{n: v[r] for n, v in emission.items()}).initial
+                except np.linalg.LinAlgError as error:
+                    errors[r], failed[r] = f"LinAlgError: {error}", True
+                    initial[r] = params.initial[r]
+            new = HMMParams(initial, transition, **emission)
+    return new, 0.0, (errors if failed.any() else None)
+
+
+def fit_batched(model: HiddenMarkovModel, ys, init: HMMParams, **options) -> BatchedEMFit:
+    """Baum-Welch from ``init`` (one start) on each of the equal-length series ``ys`` (B, T) at once, each run
+    as :func:`fit` runs it on its own series (soft EM; ``options`` as :func:`emvsbayes.em.fit_em_batched`).
+
+    A bootstrap of a short series is hundreds of fits of a few hundred numbers, where one fit at a time spends
+    its time in per-call overhead: here each E-step is one compiled pass over the batch and each M-step one
+    compiled loop over its rows. A start is where every series has a finite log-likelihood (an EM answer a
+    series was simulated from is)."""
+    ys = np.asarray(ys, dtype=float)
+    model.validate_params(init)
+    n_runs = ys.shape[0]
+    batched = HMMParams(*(None if v is None else np.repeat(np.asarray(v, dtype=float)[None], n_runs, axis=0)
+                          for v in (init.initial, init.transition, init.rate, init.mu, init.sigma)))
+    y_sd = np.array([float(np.std(row)) for row in ys])
+    return fit_em_batched(partial(_batched_e_step, model, ys), partial(_batched_m_step, model, y_sd), batched,
+                          **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Starting points and restarts
 # --------------------------------------------------------------------------------------------------
 # Starting points and restarts
 

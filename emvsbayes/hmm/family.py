@@ -770,10 +770,15 @@ class HMMBootstrap:
     def refit(self, data, init, options):
         return em.fit(self.model, data.y, init, **options)
 
-    def single_fit_size(self, data, reference) -> int:
-        from emvsbayes.uncertainty.bootstrap import LARGE_FIT
+    def refit_batched(self, data, samples, counts, init, options):
+        """The simulated series refitted together (:func:`emvsbayes.hmm.em.fit_batched`); ``counts`` (resampled
+        rows) never comes: a series is not resampled."""
+        options = {key: value for key, value in options.items() if key != "kind"}  # soft EM: the batched route's
+        return em.fit_batched(self.model, np.stack([sample.y for sample in samples]), init, **options)
 
-        return LARGE_FIT + 1  # no batched Baum-Welch: every replicate is refitted on its own
+    def single_fit_size(self, data, reference) -> int:
+        # one fit's arrays: T x K (the bootstrap batches the refits below its LARGE_FIT)
+        return int(data.n_time) * self.model.n_components
 
     def dims(self, reference) -> dict[str, tuple[str, ...]]:
         return parameter_dims(self.model.emission)

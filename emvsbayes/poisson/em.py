@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-from scipy.special import logsumexp
 
-from emvsbayes.em import BatchedEMFit, EMFit, fit_em, fit_em_batched
+from emvsbayes.em import BatchedEMFit, EMFit, fit_em, fit_em_batched, logsumexp  # SciPy's, bit for bit, without its per-call dispatch
 from emvsbayes.poisson.model import PoissonMixture, PoissonParams
 
 #: Starting points :func:`random_start` can draw.
