@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+from scipy.special import gammaln, xlogy
 
 from emvsbayes.em import BatchedEMFit, EMFit, fit_em, fit_em_batched, logsumexp  # SciPy's, bit for bit, without its per-call dispatch
 from emvsbayes.poisson.model import PoissonMixture, PoissonParams
@@ -181,21 +182,27 @@ class BatchedPoissonStats:
 
 
 def batched_e_step(model: PoissonMixture, data: CountSets, params: PoissonParams, rows):
-    """:func:`e_step` of the fits ``rows`` at ``params`` (w, rate (b, K)); returns (stats, loglik (b,))."""
+    """:func:`e_step` of the fits ``rows`` at ``params`` (w, rate (b, K)); returns (stats, loglik (b,)).
+
+    Laid out (b, K, N), components before rows: the sums over K (the log-sum-exp) are then adds of whole rows
+    of N, where over a trailing axis of K = 2 to 4 numpy spends its time per row (3x the E-step's time on the
+    earthquakes' bootstrap); the same numbers, element by element, as over (b, N, K)."""
     counts, weights = data.select(rows)
     with np.errstate(divide="ignore"):
         log_w = np.log(params.w)
-    log_joint = log_w[:, None, :] + model.log_component_density(params.rate, counts)  # (b, N, K)
-    log_norm = logsumexp(log_joint, axis=2, keepdims=True)
+    x = np.asarray(counts, dtype=float)[:, None, :]  # (1 or b, 1, N)
+    rate = np.asarray(params.rate, dtype=float)[:, :, None]  # (b, K, 1)
+    with np.errstate(divide="ignore"):
+        log_joint = log_w[:, :, None] + (xlogy(x, rate) - rate - gammaln(x + 1.0))  # (b, K, N), as log_poisson
+    log_norm = logsumexp(log_joint, axis=1, keepdims=True)
     resp = np.exp(log_joint - log_norm)
-    log_norm = log_norm[..., 0]
+    log_norm = log_norm[:, 0, :]
     if weights is not None:
-        resp = resp * weights[:, :, None]
+        resp = resp * weights[:, None, :]
         # A row not drawn adds nothing, also where its likelihood is 0 (0 x -inf).
         log_norm = np.where(weights > 0, weights * log_norm, 0.0)
-    x = np.broadcast_to(np.asarray(counts, dtype=float), resp.shape[:2])
-    total = np.einsum("bnk,bn->bk", resp, x)
-    return BatchedPoissonStats(resp.sum(axis=1), total), log_norm.sum(axis=1)
+    total = np.matmul(resp, np.broadcast_to(x[:, 0, :, None], (resp.shape[0], resp.shape[2], 1)))[..., 0]
+    return BatchedPoissonStats(resp.sum(axis=2), total), log_norm.sum(axis=1)
 
 
 def batched_m_step(model: PoissonMixture, stats: BatchedPoissonStats, params: PoissonParams, rows, iteration):
