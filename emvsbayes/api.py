@@ -38,7 +38,7 @@ from emvsbayes.spec import suggest as _suggest
 SpecError = UserError
 
 #: [data] keys that name where a spec's data come from; in-memory data need none of them.
-_SOURCE_KEYS = ("dataset", "file")
+_SOURCE_KEYS = ("dataset", "file", "store")
 #: [data] keys that only describe how a CSV file is read.
 _CSV_ONLY_KEYS = ("encoding", "percent", "categories")
 #: what ``[data] file`` records for data passed to :func:`compare` (``to_spec`` replaces it)
@@ -241,8 +241,9 @@ def _continuous_record(data, data_spec: dict, source: str):
     from emvsbayes.data.csv import STANDARDIZE_TRANSFORM, check_magnitudes, standardize_columns
 
     if isinstance(data, ContinuousData):
-        if data_spec["columns"] is not None or data_spec["drop"] or data_spec["standardize"] or data_spec["label"]:
-            raise UserError(f"{source}: columns=, drop=, standardize= and label= apply to arrays and DataFrames; "
+        if (data_spec["columns"] is not None or data_spec["drop"] or data_spec["standardize"] or data_spec["label"]
+                or data_spec.get("truth")):
+            raise UserError(f"{source}: columns=, drop=, standardize=, label= and truth= apply to arrays and DataFrames; "
                             "load the data set with them instead, e.g. load_dataset(name, standardize=True)")
         return data, np.asarray(data.x, dtype=float)
     names, columns, labels, kind = _table(data, source)
@@ -258,7 +259,19 @@ def _continuous_record(data, data_spec: dict, source: str):
         if label not in by_name:
             raise UserError(f"{source}: label={label!r} is not a column (columns: {', '.join(names)}); name the column of row names")
         labels = tuple(str(v) for v in by_name[label])
-    chosen = [n for n in names if n != label] if data_spec["columns"] is None else list(data_spec["columns"])
+    truth = data_spec.get("truth")
+    known = None
+    if truth is not None:
+        if truth not in by_name:
+            raise UserError(f"{source}: truth={truth!r} is not a column of known groups (columns: {', '.join(names)})"
+                            f"{_suggest(truth, names)}")
+        known = tuple(str(v) for v in by_name[truth])
+    for option, column in (("label", label), ("truth", truth)):
+        if column is not None and data_spec["columns"] is not None and column in data_spec["columns"] \
+                and column not in data_spec["drop"]:
+            raise UserError(f"{source}: column {column!r} is {option}=, so it cannot also be fitted; remove it from columns=")
+    chosen = ([n for n in names if n not in (label, truth)] if data_spec["columns"] is None
+              else list(data_spec["columns"]))
     for option, wanted in (("columns", data_spec["columns"] or []), ("drop", data_spec["drop"])):
         for name in wanted:
             if name not in by_name:
@@ -291,7 +304,7 @@ def _continuous_record(data, data_spec: dict, source: str):
     if labels is None:
         labels = tuple(str(i) for i in range(1, x.shape[0] + 1))
     record = ContinuousData(x=x, columns=tuple(chosen), labels=labels, source=kind, transforms=transforms,
-                            center=center, scale=scale)
+                            center=center, scale=scale, truth=known, truth_column=truth)
     return record, raw_x
 
 
@@ -404,7 +417,12 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
         given = {"array": "an array", "DataFrame": "a DataFrame", "DataArray": "a DataArray", "Dataset": "a Dataset",
                  "Series": "a Series", "dict": "a dict of columns"}
         spec["title"] = f"{family} mixture, K = {components}, fitted to {given.get(record.source, record.source)}"
-    tree = _run_in_memory(spec, record, progress=progress)
+    try:
+        tree = _run_in_memory(spec, record, progress=progress)
+    except UserError as error:  # the pipeline's checks of data and options: named as compare's, as the others are
+        if type(error) is UserError and not str(error).startswith(f"{source}: "):
+            raise UserError(f"{source}: {error}") from None
+        raise
     return Comparison(tree, record, raw_x)
 
 

@@ -21,8 +21,12 @@ ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss|ucx|inproc)://)?(?:\[[0-9A-Fa-f:.]+\
                       flags=re.ASCII)
 
 
-def check_scheduler_address(scheduler: str) -> None:
-    """Refuse before any work what cannot be a scheduler's address (Dask would fail in its own words)."""
+def check_scheduler_address(scheduler: str, n_workers: int | None = None) -> None:
+    """Refuse before any work what cannot be a scheduler's address (Dask would fail in its own words), and a
+    number of workers beside it (it sizes a local cluster; an existing one's workers are its own: it was ignored)."""
+    if n_workers is not None:
+        raise UserError(f"--workers {n_workers} sizes the local cluster a command starts; with --scheduler the "
+                        "cluster's own workers run it: leave out one of them")
     match = ADDRESS.fullmatch(scheduler)
     if not match or (match.group(1) and not 0 < int(match.group(1)) < 65536):
         raise UserError(f"--scheduler {quote(scheduler)} is not a scheduler address; give one such as "
@@ -64,7 +68,7 @@ def cluster_client(client=None, scheduler: str | None = None, n_workers: int | N
         yield client
         return
     if scheduler is not None:
-        check_scheduler_address(scheduler)
+        check_scheduler_address(scheduler, n_workers)
     client, cluster = connect(scheduler, n_workers)
     try:
         yield client

@@ -129,6 +129,20 @@ def results_format(path: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def results_owner(path: Path) -> str | None:
+    """The ``spec_name`` root attribute of a results file (the spec that wrote it), or None."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            value = handle.attrs.get("spec_name")
+    except Exception:  # noqa: BLE001 - not a readable HDF5 file: foreign() has said what it is
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) and value else None
+
+
 def _our_link(path: Path) -> bool:
     try:
         return os.readlink(path) == f"{META}/{CURRENT}/{path.name}"
@@ -234,9 +248,12 @@ class OutputFolder:
     folder to write the files into and ``folder.publish(unit)`` makes them current together.
     """
 
-    def __init__(self, folder, kind: str):
+    def __init__(self, folder, kind: str, owner: str | None = None):
         self.folder = Path(folder)
         self.kind = kind
+        # the spec whose outputs these are: a folder holding another spec's results is refused (a rerun of the
+        # same spec replaces its own; a results file copied there from another run must not be lost)
+        self.owner = owner
         self.meta = self.folder / META
         self._fd: int | None = None
         self._created: list[Path] = []
@@ -315,6 +332,11 @@ class OutputFolder:
             if reason:
                 raise UserError(f"{self.folder / name}: {reason}, so emvsbayes will not write over it; "
                                 "move it away or choose another folder with --out")
+        results = self.folder / RESULTS_NAMES[self.kind]
+        held = results_owner(results) if self.owner and os.path.lexists(results) else None
+        if held is not None and held != self.owner:
+            raise UserError(f"{results}: holds the results of the spec {held!r}, and a run of {self.owner!r} would "
+                            "replace them; choose another folder with --out (or move them away)")
         for kind, results_name in RESULTS_NAMES.items():
             if kind != self.kind and self.folder.joinpath(results_name).exists() \
                     and foreign(self.folder / results_name, "results") is None:

@@ -215,7 +215,7 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     family = get_family(spec["model"]["family"])
     limits.check_disk(out_dir, limits.results_need(spec, *family.data_shape(data)), "results.nc and index.html")
     # Held until the results and the page are published: one writer per folder, nothing it may not replace.
-    with OutputFolder(out_dir, "run") as folder:
+    with OutputFolder(out_dir, "run", owner=spec.get("name")) as folder:
         return _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started)
 
 
@@ -239,7 +239,7 @@ def _run_store(spec, out_dir, seed, seeds, timings, command, progress, report, s
         start = time.perf_counter()
         check_store_values(spec, data, client)
         timings["check"] = time.perf_counter() - start
-        with OutputFolder(out_dir, "run") as folder:
+        with OutputFolder(out_dir, "run", owner=spec.get("name")) as folder:
             return _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report, folder, started,
                                     fit=lambda: fit_groups(spec, data, client, seeds, timings, progress))
 

@@ -119,6 +119,18 @@ def positive_int(v):
     return None if _is_int(v) and v >= 1 else f"must be a whole number >= 1, got {_show(v)}"
 
 
+#: The most chains a posterior runs: each is a process's worth of sampler state, and 100,000 chains of a coin model
+#: passed the memory check, then held the process in compiled code for minutes (deaf to Ctrl-C and SIGTERM).
+MAX_CHAINS = 1024
+
+
+def chain_count(v):
+    if _is_int(v) and v > MAX_CHAINS:
+        return (f"must be at most {MAX_CHAINS} (R-hat and ESS need a few chains, 4 is usual; more draws per chain give "
+                f"more of the posterior), got {_show(v)}")
+    return positive_int(v)
+
+
 def non_negative_int(v):
     if _is_int(v) and v > MAX_COUNT:
         return f"must be a whole number no larger than {MAX_COUNT}, got {_show(v)}"
@@ -387,11 +399,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tosses": Key("tosses", name_text, family_only=True),
         "label": Key(None, optional_text),
         "truth": Key(None, lambda v: None if v is None else name_text(v)),  # known groups, compared, not fitted
-        "columns": Key(None, lambda v: None if v is None else list_of(name_text, unique=True)(v)),
-        "drop": Key([], list_of(name_text, non_empty=False)),
-        "percent": Key([], list_of(name_text, non_empty=False)),
-        "categories": Key({}, categories_table),
-        "standardize": Key(False, boolean),
+        # the columns of a table of measurements (Gaussian mixtures) or of a series (hidden Markov models)
+        "columns": Key(None, lambda v: None if v is None else list_of(name_text, unique=True)(v), family_only=True),
+        "drop": Key([], list_of(name_text, non_empty=False), family_only=True),
+        # preparing measurements (Gaussian mixtures): coins' and Poisson counts are fitted as counted
+        "percent": Key([], list_of(name_text, non_empty=False), family_only=True),
+        "categories": Key({}, categories_table, family_only=True),
+        "standardize": Key(False, boolean, family_only=True),
     },
     "model": {
         "family": Key(_REQUIRED, one_of(*family_names())),
@@ -425,7 +439,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(True, boolean),
         "variant": Key("symmetric", one_of("symmetric", "ordered")),
         "sampler": Key("auto", one_of("auto", "numpyro", "nutpie", "pymc")),
-        "chains": Key(4, positive_int),
+        "chains": Key(4, chain_count),
         "draws": Key(1000, positive_int),
         "tune": Key(1000, positive_int),
         "target_accept": Key("auto", auto_or_probability),
@@ -445,7 +459,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "covariance": Key(None, lambda v: None if v is None else one_of("full", "tied", "diag", "spherical")(v),
                           family_only=True),
         "bayes": Key(True, boolean),
-        "chains": Key(2, positive_int),
+        "chains": Key(2, chain_count),
         "draws": Key(500, positive_int),
         "tune": Key(500, positive_int),
         # Bootstrap likelihood-ratio test of K against K + 1 for each K of components whose K + 1 is

@@ -224,6 +224,23 @@ def test_dataframe_columns_rows_and_standardizing_are_kept(gaussian, gaussian_fr
     assert {"w[0]", "mu[0, length]", "mu[1, width]"} <= set(gaussian.summary().index)
 
 
+def test_truth_names_the_known_groups_and_is_never_fitted(gaussian_frame):
+    """truth= was never read: the group column was fitted as a feature (or dropped) and no clustering was
+    compared with it. Now it is the CSV spec's [data] truth: left out of the features, compared with every
+    clustering; never also fitted."""
+    frame = gaussian_frame.assign(group=[0] * 12 + [1] * 12)  # numeric: it would have been fitted
+    found = emvsbayes.compare(frame, family="gaussian", components=2, truth="group", seed=3, enabled=False, bootstrap=0)
+    assert list(found.results["data"]["feature"].values) == ["length", "width"]
+    assert list(found.results["data"]["truth"].values) == ["0"] * 12 + ["1"] * 12
+    assert "truth_agreement" in found.results.children
+    with pytest.raises(UserError, match=r"^compare: truth='grp' is not a column of known groups .*did you mean 'group'"):
+        emvsbayes.compare(frame, family="gaussian", components=2, truth="grp", enabled=False)
+    for option in ("truth", "label"):
+        with pytest.raises(UserError, match=rf"^compare: column 'group' is {option}=, so it cannot also be fitted"):
+            emvsbayes.compare(frame, family="gaussian", components=2, columns=["length", "group"], enabled=False,
+                              **{option: "group"})
+
+
 def test_a_series_is_its_one_named_column(gaussian_frame):
     """df["length"] was refused ("got Series") where the one-column frame df[["length"]] was fitted."""
     series = gaussian_frame["length"]

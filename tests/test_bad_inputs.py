@@ -385,6 +385,14 @@ POISSON_SPEC = '[data]\nfile = "data.csv"\nlabel = "year"\n{extra}[model]\nfamil
 WIDE_CSV = (",".join(f"c{j}" for j in range(200)) + "\n" + "".join(
     ",".join(str((7 * i + 13 * j) % 17 + 0.5 * (i % 3)) for j in range(200)) + "\n" for i in range(30))).encode()
 CSV_CASES = {
+    # one count repeated: K identical components or states (a fixed point of EM), ran to exit 0
+    "constant_counts_poisson_mixture": (POISSON_SPEC, b"year,count\n" + b"".join(b"%d,5\n" % (1900 + i) for i in range(30)),
+                                        "", "{dir}/data.csv: every count in column 'count' is 5, so one rate explains them and 3 "
+                                        "components cannot be told apart; use components = 1, or check the column named "
+                                        "by [data] counts"),
+    "constant_counts_hmm": (HMM_SPEC + "components = 2\n", b"year,count\n" + b"".join(b"%d,5\n" % (1900 + i) for i in range(30)),
+                            "", "{dir}/data.csv: every count in column 'count' is 5, so one state explains them and 2 states "
+                            "cannot be told apart; use components = 1, or check the column named by [data] columns"),
     # the ladder's Laplace rung holds a 40,601-square Hessian (13 GB): the run was killed for memory after the fit
     "wide_data_with_the_ladder": (GAUSS_SPEC + "[ladder]\nenabled = true\n", WIDE_CSV, "",
                                   "{spec}: [ladder]: the Laplace rung holds a 40,601 x 40,601 matrix of 12.3 GB, more than "
@@ -506,7 +514,8 @@ def test_bad_csv(case, tmp_path):
     spec_text, data, extra, expected = CSV_CASES[case]
     (tmp_path / "data.csv").write_bytes(data)
     spec, out = _write_spec(tmp_path, spec_text.format(extra=extra)), tmp_path / "out"
-    assert_user_error(run_cli("run", spec, "--out", out), expected.replace("{spec}", str(spec)), out)
+    assert_user_error(run_cli("run", spec, "--out", out), expected.replace("{spec}", str(spec)).replace("{dir}", str(tmp_path)),
+                      out)
 
 
 @pytest.mark.parametrize("family", ["poisson", "coins"])
@@ -807,6 +816,29 @@ API_CASES = {
                                      UserError, "spec: [em] init has the key 'mean' (did you mean means?), which is none of "
                                      "weights, means, covariances: as a table it gives the starting parameters, e.g. "
                                      "{{ means = [[0, 0], [3, 3]] }}"),
+    # keys a family does not read were silently ignored: the coins' counts were not standardized, the HMM's known
+    # groups never compared, a list of prior means cut to its first entry, an initial prior of a stationary start
+    "validate_standardize_for_coins": (_validate({**GOOD, "data": {"dataset": "coins_lecture", "standardize": True}}),
+                                       UserError, "spec: [data] standardize applies to Gaussian mixtures only, not to "
+                                       "binomial (coin) mixtures; remove it"),
+    "validate_columns_for_coins": (_validate({**GOOD, "data": {"dataset": "coins_lecture", "columns": ["heads"]}}),
+                                   UserError, "spec: [data] columns applies to Gaussian mixtures and hidden Markov models "
+                                   "only, not to binomial (coin) mixtures; remove it"),
+    "validate_hmm_truth": (_validate({"data": {"dataset": "earthquakes", "truth": "year"}, "model": {"family": "hmm"}}),
+                           UserError, "spec: [data] truth names a column of known groups in a CSV file of measurements; a "
+                           "series' hidden states have none to compare with here: remove it"),
+    "validate_hmm_prior_list": (_validate({"data": {"dataset": "earthquakes"}, "model": {"family": "hmm", "emission": "gaussian"},
+                                           "bayes": {"mu_loc": [1.0, 2.0]}}), UserError,
+                                "spec: [bayes] mu_loc gives 2 values, but a series is one column: give one number, e.g. "
+                                "mu_loc = 1.0"),
+    "validate_hmm_stationary_initial_prior": (
+        _validate({"data": {"dataset": "earthquakes"}, "model": {"family": "hmm", "initial": "stationary"},
+                   "bayes": {"initial_prior": 5.0}}), UserError,
+        'spec: [bayes] initial_prior is the Dirichlet prior of an estimated initial distribution; with [model] initial = '
+        '"stationary" the first state follows the transition matrix: remove it'),
+    "validate_too_many_chains": (_validate({**GOOD, "bayes": {"chains": 100_000}}), UserError,
+                                 "spec: [bayes] chains must be at most 1024 (R-hat and ESS need a few chains, 4 is usual; "
+                                 "more draws per chain give more of the posterior), got 100000"),
     "validate_poisson_init_table": (_validate({**GOOD, "model": {"family": "poisson"}, "em": {"init": {"rates": [1, 2]}}}),
                                     UserError, "spec: [em] init has the key 'rates', which is neither rate nor w: as a table "
                                     "it gives the starting rates and weights, e.g. {{ rate = [10, 30], w = [0.5, 0.5] }}"),
@@ -883,6 +915,27 @@ API_CASES = {
         "compare: family='hmm' takes its data from a spec; write the data to a CSV file and run a spec with "
         "emvsbayes.run(\"spec.toml\") (see models/earthquakes_hmm.toml), or use family=\"coins\" or "
         "family=\"gaussian\""),
+    # the pipeline's own checks, named as compare's like every other (they had no "compare:")
+    "compare_more_components_than_rows": (
+        lambda tmp_path: __import__("emvsbayes").compare(np.arange(3.0), family="gaussian", components=5, enabled=False),
+        UserError, "compare: [model] components = 5 is more than the 3 rows of data; use at most 3"),
+    "compare_store": (  # said "[data] gives both store and file", though no file was given
+        lambda tmp_path: __import__("emvsbayes").compare(np.arange(10.0), family="gaussian", store="x.zarr"), UserError,
+        "compare: store= names data to read, but compare takes the data as its first argument; pass the data, or run "
+        "a spec that names them with emvsbayes.run(spec)"),
+    # a given start's covariances: numpy's "Matrix is not positive definite" / "Last 2 dimensions ..." leaked
+    "compare_init_covariance_not_positive_definite": (
+        lambda tmp_path: __import__("emvsbayes").compare(
+            np.r_[np.zeros((5, 2)), np.ones((5, 2))] + np.arange(20.0).reshape(10, 2) / 40, family="gaussian",
+            init={"means": [[0, 0], [1, 1]], "covariances": [[[1, 2], [2, 1]], [[1, 0], [0, 1]]]}, enabled=False),
+        UserError, "compare: [em] init covariances: a covariance is not positive definite (its variances must be "
+        "positive and its correlations between -1 and 1); give valid covariances, or leave them out"),
+    "compare_init_covariance_shape": (
+        lambda tmp_path: __import__("emvsbayes").compare(
+            np.r_[np.zeros((5, 2)), np.ones((5, 2))] + np.arange(20.0).reshape(10, 2) / 40, family="gaussian",
+            init={"means": [[0, 0], [1, 1]], "covariances": [[1, 2, 3]]}, enabled=False),
+        UserError, "compare: [em] init: the given parameters do not fit K = 2, D = 2: give means as K rows of D numbers "
+        "and covariances as K = 2 matrices of 2 x 2 (covariance = 'full')"),
     "load_dataset_not_a_name": (  # suggested 'faithful', which is no bundled data set
         lambda tmp_path: __import__("emvsbayes").load_dataset(None), UserError,
         "load_dataset: name must be a data set's name such as 'old_faithful' ('emvsbayes datasets' lists them), got None"),
@@ -1459,6 +1512,16 @@ def test_a_scheduler_that_is_not_an_address(address, tmp_path):
     assert not out.exists()
 
 
+def test_workers_beside_a_scheduler_are_refused(tmp_path):
+    # --workers sizes the local cluster: beside --scheduler it was silently ignored
+    out = tmp_path / "out"
+    assert_user_error(run_cli("study", ROOT / "models" / "sbc_coins.toml", "--scheduler", "tcp://127.0.0.1:8786",
+                              "--workers", "2", "--out", out),
+                      "--workers 2 sizes the local cluster a command starts; with --scheduler the cluster's own workers "
+                      "run it: leave out one of them", out)
+    assert not out.exists()
+
+
 def test_scheduler_addresses_that_are_accepted():
     from emvsbayes.cluster import check_scheduler_address
 
@@ -1895,8 +1958,9 @@ TINY_RUN = "[em]\nbootstrap = 5\nn_init = 2\n[bayes]\nchains = 2\ndraws = 50\ntu
 @pytest.mark.parametrize(("spec_text", "data"), [
     # one count: it has no sample variance (the data section said "variance nan" after a warning)
     ('[data]\nfile = "data.csv"\n[model]\nfamily = "poisson"\ncomponents = 1\n', "count\n4\n"),
-    # a series that never varies: it has no lag-1 autocorrelation (0 / 0 before, with a warning)
-    ('[data]\nfile = "data.csv"\ncolumns = ["count"]\n[model]\nfamily = "hmm"\ncomponents = 2\n', "count\n" + "4\n" * 6),
+    # a series that never varies: it has no lag-1 autocorrelation (0 / 0 before, with a warning); one state (two
+    # are refused: tests/test_bad_inputs.py CSV_CASES)
+    ('[data]\nfile = "data.csv"\ncolumns = ["count"]\n[model]\nfamily = "hmm"\ncomponents = 1\n', "count\n" + "4\n" * 6),
 ], ids=["poisson_one_count", "hmm_constant_series"])
 def test_degenerate_but_valid_data_run_without_warnings(spec_text, data, tmp_path):
     (tmp_path / "data.csv").write_text(data, encoding="utf-8")

@@ -365,6 +365,21 @@ def test_pivot_cost_by_hand_with_per_component_scale():
         pivot_cost(draws, reference, {"mu": np.ones(3)})
 
 
+def test_pivot_with_an_element_that_barely_moves_neither_overflows_nor_loses_the_labels():
+    # A hidden state the replicates never visit keeps a transition entry of ~1e-150 that moves by ~1e-160: its
+    # own spread made the other components' squared distances overflow (RuntimeWarning, infinite costs).
+    rng = np.random.default_rng(4)
+    S, K = 40, 3
+    truth = np.array([1.0, 5.0, 9.0])
+    mu = truth + 0.3 * rng.standard_normal((S, K))
+    tiny = np.array([1e-150, 0.2, 0.4]) + np.array([1e-160, 0.05, 0.05]) * rng.standard_normal((S, K))
+    scramble = np.array([rng.permutation(K) for _ in range(S)])
+    draws = apply_permutations({"mu": mu, "p": tiny}, scramble)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow (1e-150 squared) is harmless
+        found = pivot(draws, {"mu": truth, "p": np.array([1e-150, 0.2, 0.4])})
+    np.testing.assert_array_equal(apply_permutations(draws, found.perms)["mu"], mu)
+
+
 def test_pivot_is_unchanged_by_a_large_common_offset(near_equal):
     # The distance is formed from differences, not by expanding the square: a shift of 1e8 (values
     # whose squares lose the differences in double precision) must not change any permutation.

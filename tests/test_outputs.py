@@ -78,6 +78,21 @@ def test_report_refuses_to_write_over_its_own_results_file(run_copy):
     assert snapshot(run_copy) == before
 
 
+def test_a_run_refuses_a_folder_holding_another_specs_results(lecture_run, tmp_path):
+    # A results file copied (cp -L) into a folder, then another spec run into it: the copy was replaced, gone.
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    shutil.copy(lecture_run / "results.nc", folder / "results.nc")
+    spec = tmp_path / "other_spec.toml"
+    spec.write_text('[data]\ndataset = "coins_lecture"\n[model]\nfamily = "coins"\n[bayes]\nenabled = false\n'
+                    "[em]\nbootstrap = 0\n", encoding="utf-8")
+    before = snapshot(folder)
+    assert_refused(run_user("run", spec, "--out", folder),
+                   f"{folder / 'results.nc'}: holds the results of the spec 'lecture_coins', and a run of 'other_spec' "
+                   "would replace them; choose another folder with --out (or move them away)")
+    assert snapshot(folder) == before
+
+
 def test_report_refuses_to_write_over_another_results_file_or_a_users_file(run_copy, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(run_copy, other, symlinks=True)

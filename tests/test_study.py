@@ -7,6 +7,7 @@ studies; most share one two-worker cluster, so a cell's compiled model is reused
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import threading
@@ -75,6 +76,9 @@ GOOD = {"kind": "coverage", "seed": 1, "replicates": 2, "model": {"family": "gau
         ({"grid": {"n_ob": [50]}}, "did you mean 'n_obs'"),
         ({"grid": {"n_obs": 50}}, "[grid] n_obs must be a non-empty list"),
         ({"grid": {"n_obs": [50, 50]}}, "lists a value twice"),
+        # one number written twice (3.0 and 3: two cells of the same numbers drew a broken coverage figure)
+        ({"grid": {"separation": [3.0, 3]}}, "[grid] separation lists a value twice"),
+        ({"seed": datetime.date(2020, 1, 1)}, "got 2020-01-01"),  # as written, not a Python repr
         ({"grid": {"prior": ["tight"]}}, "names no prior 'tight'"),
         ({"intervals": {"kinds": ["wold"]}}, "wold"),
         ({"sbc": {"ranks": 99}}, "belongs to a 'sbc' study"),

@@ -143,12 +143,22 @@ def start_source(model_def: GaussianMixtureModel, x: np.ndarray, em_spec: dict, 
             given = {"means_init": means, "weights_init": weights / weights.sum()}
             if "covariances" in init:
                 cov = np.asarray(init["covariances"], dtype=float)
+                expected = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[model_def.covariance_type]
+                if cov.shape != expected:
+                    raise ValueError(f"covariances of shape {cov.shape}")
                 given["precisions_init"] = gaussian_model.GaussianParams.from_covariances(
                     given["weights_init"], means, cov, model_def.covariance_type).precisions()
             start = gaussian_init.initial_params(model_def, x, "kmeans", rng, **given)
-        except (ValueError, np.linalg.LinAlgError) as error:
-            raise UserError(f"[em] init: the given parameters do not fit K = {k}, D = {d} ({error}); "
-                            "give means as K rows of D numbers and covariances shaped for the structure") from None
+        except np.linalg.LinAlgError:
+            raise UserError("[em] init covariances: a covariance is not positive definite (its variances must be "
+                            "positive and its correlations between -1 and 1); give valid covariances, or leave them "
+                            "out") from None
+        except ValueError:
+            shapes = {"full": f"K = {k} matrices of {d} x {d}", "tied": f"one {d} x {d} matrix",
+                      "diag": f"K = {k} rows of {d} variances", "spherical": f"K = {k} variances"}
+            raise UserError(f"[em] init: the given parameters do not fit K = {k}, D = {d}: give means as K rows of D "
+                            f"numbers and covariances as {shapes.get(model_def.covariance_type, 'the structure asks')} "
+                            f"(covariance = {model_def.covariance_type!r})") from None
         start = gaussian_init.initial_params(model_def, x, "kmeans", rng, **given)
         return (lambda: start), restart_policy(em_spec, n_starts=1)
     return gaussian_init.initial_params_source(model_def, x, init, rng), restart_policy(em_spec)
@@ -385,7 +395,8 @@ class GaussianFamily:
 
     # spec ---------------------------------------------------------------------------------------
     def spec_defaults(self) -> dict[str, dict[str, object]]:
-        return {"model": {"covariance": "full", "reg_covar": 1e-6},
+        return {"data": {"columns": None, "drop": [], "percent": [], "categories": {}, "standardize": False},
+                "model": {"covariance": "full", "reg_covar": 1e-6},
                 "bayes": {"mu_loc": None, "mu_scale": None, "sigma_scale": None, "lkj_eta": 2.0, "w_concentration": 1.0},
                 "em": {"kmeans": True}, "model_choice": {"covariance": None}}
 

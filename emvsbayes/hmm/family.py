@@ -155,6 +155,7 @@ class HMMFamily:
 
     def spec_defaults(self) -> dict[str, dict[str, object]]:
         return {
+            "data": {"columns": None, "drop": []},
             "model": {"emission": "poisson", "initial": "estimated"},
             # mu_loc, mu_scale and sigma_scale: the priors of Gaussian emissions (refused for Poisson ones below)
             "bayes": {"transition_prior": None, "initial_prior": 1.0, "rate_prior": None,
@@ -163,6 +164,17 @@ class HMMFamily:
 
     def check_spec(self, spec: dict) -> None:
         model, bayes_spec = spec["model"], spec.get("bayes", {})
+        if spec.get("data", {}).get("truth") is not None:
+            raise UserError("[data] truth names a column of known groups in a CSV file of measurements; a series' hidden "
+                            "states have none to compare with here: remove it")
+        for name in ("mu_loc", "mu_scale", "sigma_scale"):
+            value = bayes_spec.get(name)
+            if isinstance(value, list) and len(value) != 1:
+                raise UserError(f"[bayes] {name} gives {len(value)} values, but a series is one column: give one number, "
+                                f"e.g. {name} = {show_value(value[0]) if value else 1.0}")
+        if model.get("initial", "estimated") == "stationary" and bayes_spec.get("initial_prior", 1.0) != 1.0:
+            raise UserError('[bayes] initial_prior is the Dirichlet prior of an estimated initial distribution; with '
+                            '[model] initial = "stationary" the first state follows the transition matrix: remove it')
         if model.get("emission", "poisson") not in EMISSIONS:
             raise UserError(f"[model] emission must be one of {', '.join(map(repr, EMISSIONS))}, got {model.get('emission')!r}")
         if model.get("initial", "estimated") not in INITIAL_MODES:
@@ -246,6 +258,11 @@ class HMMFamily:
                          else "[model_choice] components")
         if spec["model"].get("emission", "poisson") == "gaussian" and not np.std(data.y) > 0:
             raise UserError(f"the series {data.column!r} is constant; a Gaussian hidden Markov model needs values that vary")
+        if (spec["model"].get("emission", "poisson") == "poisson" and np.any(data.y > 0) and np.all(data.y == data.y[0])
+                and spec["model"]["components"] > 1):
+            raise UserError(f"{data.source}: every count in column {data.column!r} is {data.y[0]:g}, so one state explains "
+                            f"them and {spec['model']['components']} states cannot be told apart; use components = 1, or "
+                            "check the column named by [data] columns")
         if spec["model"].get("emission", "poisson") == "poisson" and not np.any(data.y > 0):
             # every rate's estimate is 0 and the transitions are not identified (ran to exit 0 with an arbitrary
             # transition matrix and a positive "log-likelihood" of rounding), as the Poisson mixture refuses it

@@ -401,11 +401,17 @@ def _as_component_scale(value, name: str, K: int, F: int) -> np.ndarray:
     raise ValueError(f"scale[{name!r}] has {sd.size} elements; expected 1, {F} (one per element) or {K * F} (per component)")
 
 
+#: An element's own spread counts down to this fraction of the fallback (pooled) spread: a hidden state no
+#: replicate visits keeps transition entries of 1e-80 whose spread of 1e-160 made the other components' squared
+#: distances overflow (a RuntimeWarning, infinite costs); below this the spread says only "no spread".
+MIN_SCALE_FRACTION = 1e-8
+
+
 def _positive(sd: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     # An element with no spread (a draw equal to the reference in it) would divide by zero: use the
-    # fallback there, and 1 where that is zero too.
-    fallback = np.where(fallback > 0, fallback, 1.0)
-    return np.where(sd > 0, sd, np.broadcast_to(fallback, sd.shape))
+    # fallback there, and 1 where that is zero too; a spread far below the fallback is floored (above).
+    fallback = np.broadcast_to(np.where(fallback > 0, fallback, 1.0), sd.shape)
+    return np.where(sd > 0, np.maximum(sd, MIN_SCALE_FRACTION * fallback), fallback)
 
 
 def _nearest_reference_scale(x: np.ndarray, ref: np.ndarray) -> np.ndarray:

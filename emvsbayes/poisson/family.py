@@ -250,6 +250,10 @@ class PoissonFamily:
         if not np.any(data.counts > 0):
             raise UserError(f"{data.source}: every count in column {data.column!r} is 0, so every rate's estimate is 0 "
                             "and nothing can be compared; check the column named by [data] counts")
+        if np.all(data.counts == data.counts[0]) and spec["model"]["components"] > 1:
+            raise UserError(f"{data.source}: every count in column {data.column!r} is {data.counts[0]:g}, so one rate "
+                            f"explains them and {spec['model']['components']} components cannot be told apart; use "
+                            "components = 1, or check the column named by [data] counts")
         from emvsbayes import limits
 
         largest = float(np.max(data.counts))

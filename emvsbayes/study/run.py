@@ -210,7 +210,7 @@ def run_study(
     spec = spec_path if isinstance(spec_path, dict) else load_study_spec(spec_path)
     limits.check_workers(n_workers)
     if scheduler is not None:
-        check_scheduler_address(scheduler)
+        check_scheduler_address(scheduler, n_workers)
     limits.check_study(spec)
     if scheduler is None and client is None:
         check_devices(spec)  # the LocalCluster's workers inherit this environment's XLA_FLAGS

@@ -34,6 +34,7 @@ from emvsbayes.spec import (
     SPEC_NAME_RULE,
     Key,
     beta_prior,
+    chain_count,
     ignored_by_family,
     interval_probability,
     is_spec_name,
@@ -49,6 +50,7 @@ from emvsbayes.spec import (
 from emvsbayes.spec import REQUIRED as _REQUIRED
 from emvsbayes.spec import is_int as _is_int
 from emvsbayes.spec import is_number as _is_number
+from emvsbayes.spec import show_value as _show
 from emvsbayes.spec import suggest as _suggest
 
 KINDS = ("coverage", "sbc")
@@ -62,26 +64,26 @@ SAMPLERS = ("numpyro", "nutpie", "pymc")
 
 
 def non_negative_number(v):
-    return None if _is_number(v) and v >= 0 else f"must be a number >= 0, got {v!r}"
+    return None if _is_number(v) and v >= 0 else f"must be a number >= 0, got {_show(v)}"
 
 
 
 def prior_name(v):
-    return None if isinstance(v, str) and v else f"must be the name of a [priors.NAME] table or \"default\", got {v!r}"
+    return None if isinstance(v, str) and v else f"must be the name of a [priors.NAME] table or \"default\", got {_show(v)}"
 
 
 def _seed(v):
-    return None if _is_int(v) and 0 <= v < 2**63 else f"must be {SEED_RULE}, got {v!r}"
+    return None if _is_int(v) and 0 <= v < 2**63 else f"must be {SEED_RULE}, got {_show(v)}"
 
 
 def _weights(v):
     if isinstance(v, list) and v and all(_is_number(x) and x > 0 for x in v):
         return None
-    return f"must be a list of positive weights, got {v!r}"
+    return f"must be a list of positive weights, got {_show(v)}"
 
 
 def number(v):
-    return None if _is_number(v) else f"must be a number, got {v!r}"
+    return None if _is_number(v) else f"must be a number, got {_show(v)}"
 
 
 def axes_of(family: str) -> dict[str, tuple[Any, Any]]:
@@ -119,7 +121,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_iter": Key(500, positive_int),
     },
     "bayes": {
-        "chains": Key(2, positive_int),
+        "chains": Key(2, chain_count),
         "draws": Key(500, positive_int),
         "tune": Key(500, positive_int),
         "target_accept": Key(0.8, probability_open),
@@ -183,7 +185,7 @@ def validate(raw: dict, source: str = "study spec") -> dict:
     top_keys = SCHEMA[""]
     known = [*top_keys, *[s for s in SCHEMA if s], *OPTIONAL_TABLES]
     if not isinstance(raw, dict):
-        raise UserError(f"{source}: a study spec must be a table of keys and sections, got {raw!r}")
+        raise UserError(f"{source}: a study spec must be a table of keys and sections, got {_show(raw)}")
     run_only = [key for key in raw if key in RUN_ONLY_KEYS]
     if run_only and "kind" not in raw:
         raise UserError(f"{source}: this is a comparison spec (it has [{run_only[0]}]), not a study spec; "
@@ -213,7 +215,7 @@ def validate(raw: dict, source: str = "study spec") -> dict:
 
     priors_raw = raw.get("priors", {})
     if not isinstance(priors_raw, dict):
-        raise UserError(f"{source}: [priors] must hold tables such as [priors.tight]; got {priors_raw!r}")
+        raise UserError(f"{source}: [priors] must hold tables such as [priors.tight]; got {_show(priors_raw)}")
     default_prior = {key: spec["bayes"][key] for key in prior_keys_of(family)}
     priors = {"default": default_prior}
     for name, table in priors_raw.items():
@@ -230,7 +232,7 @@ def validate(raw: dict, source: str = "study spec") -> dict:
 
     grid_raw = raw.get("grid", {})
     if not isinstance(grid_raw, dict):
-        raise UserError(f"{source}: [grid] must be a table of axis = [values], got {grid_raw!r}")
+        raise UserError(f"{source}: [grid] must be a table of axis = [values], got {_show(grid_raw)}")
     axes = axes_of(family)
     grid = {}
     for axis, values in grid_raw.items():
@@ -239,7 +241,7 @@ def validate(raw: dict, source: str = "study spec") -> dict:
         problem = list_of(axes[axis][1])(values)
         if problem:
             raise UserError(f"{source}: [grid] {axis} {problem}")
-        if len(set(map(json.dumps, values))) != len(values):
+        if len({_grid_key(value) for value in values}) != len(values):
             raise UserError(f"{source}: [grid] {axis} lists a value twice; give each value once")
         if axis == "prior":
             for name in values:
@@ -248,6 +250,13 @@ def validate(raw: dict, source: str = "study spec") -> dict:
     spec["grid"] = grid
     _check_consistency(spec, source)
     return spec
+
+
+def _grid_key(value) -> str:
+    """A grid value as compared for repeats: 3 and 3.0 are one value (two cells of the same numbers)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(float(value))
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _check_prior_name(name, priors: dict, where: str, source: str) -> str:
