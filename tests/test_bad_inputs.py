@@ -117,7 +117,8 @@ SPEC_CASES = {
         "{spec}: [bayes] draws must be a whole number >= 1, got True"),
     "chains_too_many": (
         COINS + "[bayes]\nchains = 99999999999\n",
-        "{spec}: [bayes] chains must be a whole number no larger than 2147483647, got 99999999999"),
+        "{spec}: [bayes] chains must be at most 1024 (R-hat and ESS need a few chains, 4 is usual; more draws per chain "
+        "give more of the posterior), got 99999999999"),
     "bootstrap_negative": (
         COINS + "[em]\nbootstrap = -1\n",
         "{spec}: [em] bootstrap must be a whole number >= 0, got -1"),
@@ -987,7 +988,7 @@ API_CASES = {
         "compare: data['heads'] has 2 counts but data['tosses'] has 1; give one of each per set"),
     "compare_no_rows": (
         lambda tmp_path: __import__("emvsbayes").compare(np.empty((0, 2)), family="gaussian"), UserError,
-        "the data have no rows (observations); give at least one row per component"),
+        "compare: the data have no rows (observations); give at least one row per component"),
     "compare_masked_array": (
         lambda tmp_path: __import__("emvsbayes").compare(np.ma.masked_equal([1.0, 2.0, -999.0, 4.0], -999.0),
                                                          family="gaussian"), UserError,
@@ -1128,9 +1129,9 @@ LIMIT_CASES = {
         COINS + "[em]\nbootstrap = 2147483647\n",
         "{spec}: [em] bootstrap = 2,147,483,647 replicates on 5 sets and K = 2 would need about 448 GB of memory, more than "
         f"the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [em] bootstrap, {LIMIT_TAIL}"),
-    "chains_100000": (
-        COINS + "[bayes]\nchains = 100000\n",
-        "{spec}: [bayes] chains x draws = 100,000 x 1,000 on 5 sets and K = 2 would need about 51.4 GB of memory, more than "
+    "chains_1000_draws_100000": (
+        COINS + "[bayes]\nchains = 1000\ndraws = 100000\n",
+        "{spec}: [bayes] chains x draws = 1,000 x 100,000 on 5 sets and K = 2 would need about 51.4 GB of memory, more than "
         "the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [bayes] chains or draws (or set enabled = false), "
         f"{LIMIT_TAIL}"),
     "tune_int32_max": (

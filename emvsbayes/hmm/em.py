@@ -298,6 +298,33 @@ def _stationary_transition_reference(model, stats, current: np.ndarray) -> np.nd
     return candidates[int(np.argmax(scores))]
 
 
+def _emission_update(model: HiddenMarkovModel, stats: HMMStats, params: HMMParams, y_sd) -> tuple[dict, np.ndarray | None]:
+    """The M-step's emission parameters from the E-step's sums (any leading axes: one series, or a batch with one
+    ``y_sd`` per series), and where a Gaussian state's sd fell to :data:`MIN_SIGMA_FRACTION` of the series' sd
+    (bool, like the sds; None for Poisson emissions)."""
+    counts = stats.counts
+    has_weight = counts > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # The sums are about the E-step's means (close to the new ones), so the variance below loses nothing
+        # to cancellation.
+        mean_dev = np.where(has_weight, stats.sum_dev / counts, 0.0)
+        mean = stats.centre + mean_dev
+    if model.emission == "poisson":
+        return {"rate": np.where(has_weight, mean, params.rate)}, None
+    mu = np.where(has_weight, mean, params.mu)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.clip(stats.sum_sq_dev / counts - mean_dev**2, 0.0, None)
+    sigma = np.where(has_weight, np.sqrt(np.where(has_weight, var, 1.0)), params.sigma)
+    floor = MIN_SIGMA_FRACTION * np.maximum(np.asarray(y_sd, dtype=float), np.finfo(float).tiny)
+    return {"mu": mu, "sigma": sigma}, sigma <= np.expand_dims(floor, -1)
+
+
+def _collapse_message(sigma: np.ndarray, counts: np.ndarray) -> str:
+    j = int(np.argmin(sigma))
+    return (f"state {j}'s sd collapsed to {sigma[j]:.3g} (it holds {counts[j]:.3g} time points of nearly one value): "
+            "the likelihood is unbounded there; use fewer states or other starts")
+
+
 def m_step(model: HiddenMarkovModel, y, stats: HMMStats, params: HMMParams, *, y_sd: float | None = None) -> HMMParams:
     """The parameters maximising the expected complete-data log-likelihood (see the module docstring).
 
@@ -311,27 +338,9 @@ def m_step(model: HiddenMarkovModel, y, stats: HMMStats, params: HMMParams, *, y
     else:
         transition = _rows_from_counts(stats.xi_sum, params.transition)
         initial = stats.first
-    counts = stats.counts
-    has_weight = counts > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # The sums are about the E-step's means (close to the new ones), so the variance below loses nothing
-        # to cancellation.
-        mean_dev = np.where(has_weight, stats.sum_dev / counts, 0.0)
-        mean = stats.centre + mean_dev
-    if model.emission == "poisson":
-        emission = {"rate": np.where(has_weight, mean, params.rate)}
-    else:
-        mu = np.where(has_weight, mean, params.mu)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = np.clip(stats.sum_sq_dev / counts - mean_dev**2, 0.0, None)
-        sigma = np.where(has_weight, np.sqrt(np.where(has_weight, var, 1.0)), params.sigma)
-        floor = MIN_SIGMA_FRACTION * max(float(np.std(y)) if y_sd is None else y_sd, np.finfo(float).tiny)
-        if np.any(sigma <= floor):
-            j = int(np.argmin(sigma))
-            raise DegenerateFitError(
-                f"state {j}'s sd collapsed to {sigma[j]:.3g} (it holds {counts[j]:.3g} time points of nearly one "
-                "value): the likelihood is unbounded there; use fewer states or other starts")
-        emission = {"mu": mu, "sigma": sigma}
+    emission, collapsed = _emission_update(model, stats, params, float(np.std(y)) if y_sd is None else y_sd)
+    if collapsed is not None and collapsed.any():
+        raise DegenerateFitError(_collapse_message(emission["sigma"], stats.counts))
     if initial is None:
         return model.with_initial(None, transition, **emission)
     return HMMParams(initial, transition, **emission)
@@ -402,26 +411,11 @@ def _batched_m_step(model: HiddenMarkovModel, y_sd: np.ndarray, stats: HMMStats,
     else:
         transition = _rows_from_counts(stats.xi_sum, params.transition)
         initial = stats.first
-    counts = stats.counts
-    has_weight = counts > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_dev = np.where(has_weight, stats.sum_dev / counts, 0.0)
-        mean = stats.centre + mean_dev
-    if model.emission == "poisson":
-        emission = {"rate": np.where(has_weight, mean, params.rate)}
-    else:
-        mu = np.where(has_weight, mean, params.mu)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = np.clip(stats.sum_sq_dev / counts - mean_dev**2, 0.0, None)
-        sigma = np.where(has_weight, np.sqrt(np.where(has_weight, var, 1.0)), params.sigma)
-        floor = MIN_SIGMA_FRACTION * np.maximum(y_sd[rows], np.finfo(float).tiny)
-        for r in np.flatnonzero((sigma <= floor[:, None]).any(axis=1)):
-            j = int(np.argmin(sigma[r]))
-            errors[r] = (f"DegenerateFitError: state {j}'s sd collapsed to {sigma[r, j]:.3g} (it holds "
-                         f"{counts[r, j]:.3g} time points of nearly one value): the likelihood is unbounded there; use "
-                         "fewer states or other starts")
-            sigma[r] = params.sigma[r]
-        emission = {"mu": mu, "sigma": sigma}
+    emission, collapsed = _emission_update(model, stats, params, y_sd[rows])
+    if collapsed is not None:
+        for r in np.flatnonzero(collapsed.any(axis=1)):
+            errors[r] = f"DegenerateFitError: {_collapse_message(emission['sigma'][r], stats.counts[r])}"
+            emission["sigma"][r] = params.sigma[r]  # a valid row for the record (the loop leaves it out)
     failed = errors != ""
     transition[failed] = params.transition[failed]
     if initial is not None:
