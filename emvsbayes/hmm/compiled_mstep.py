@@ -18,11 +18,10 @@ import numpy as np
 from emvsbayes.hmm.compiled_estep import njit_cached
 
 
-def _derivatives(free, xi, first, stationary, want_hessian):
-    """(value, gradient (n,), Hessian (n, n), ok) over the log-ratios ``free`` (n = K (K - 1)); ``ok`` False
-    where the objective is not finite (the stationary system singular, a stationary probability <= 0)."""
-    k = xi.shape[0]
-    n = k * (k - 1)
+@njit_cached
+def _transition_from_free(free, k):
+    """The transition matrix whose row i has the log-ratios ``free[i (K - 1):(i + 1)(K - 1)]`` against its last
+    entry (each row's softmax, its largest logit taken out first)."""
     a = np.empty((k, k))
     for i in range(k):
         top = 0.0
@@ -35,6 +34,15 @@ def _derivatives(free, xi, first, stationary, want_hessian):
             total += e
         for j in range(k):
             a[i, j] /= total
+    return a
+
+
+def _derivatives(free, xi, first, stationary, want_hessian):
+    """(value, gradient (n,), Hessian (n, n), ok) over the log-ratios ``free`` (n = K (K - 1)); ``ok`` False
+    where the objective is not finite (the stationary system singular, a stationary probability <= 0)."""
+    k = xi.shape[0]
+    n = k * (k - 1)
+    a = _transition_from_free(free, k)
     value = 0.0
     grad = np.empty((k, k))
     for i in range(k):
@@ -356,18 +364,7 @@ def _stationary_update(xi, first, current):
     found, ok = _maximise_compiled(free0, xi, first, 1e-11 * (1.0 + grand_total), 1e-14 * (1.0 + grand_total))
     if not ok:
         return current, False
-    newton = np.empty((k, k))
-    for i in range(k):
-        top = 0.0
-        for j in range(k - 1):
-            top = max(top, found[i * (k - 1) + j])
-        total = 0.0
-        for j in range(k):
-            e = math.exp((found[i * (k - 1) + j] if j < k - 1 else 0.0) - top)
-            newton[i, j] = e
-            total += e
-        for j in range(k):
-            newton[i, j] /= total
+    newton = _transition_from_free(found, k)
     newton_score = _score(newton, xi, first)
     best, best_score = current, current_score
     if counts_score > best_score:
