@@ -279,6 +279,9 @@ def _continuous_record(data, data_spec: dict, source: str):
                                 f"(columns: {', '.join(names)}){_suggest(name, names)}")
     if data_spec["columns"] is not None and len(set(chosen)) != len(chosen):
         raise UserError(f"{source}: columns= lists a column more than once; list each once")
+    if data_spec["columns"] is not None and all(n in data_spec["drop"] for n in chosen):
+        raise UserError(f"{source}: columns= and drop= both name {chosen[0]!r}, so no column is left to fit; keep each "
+                        "column in one of them")
     chosen = [n for n in chosen if n not in data_spec["drop"]]
     if not chosen:
         raise UserError(f"{source}: no columns are left to fit; choose some with columns=[...]")
@@ -325,6 +328,8 @@ def _path_argument(value, source: str, name: str, example: str) -> Path:
 def _plain(value):
     """A spec value with numpy's scalars and arrays as the Python numbers and lists a TOML file gives
     (``components=np.int64(2)``, ``init=np.array([0.3, 0.6])``), so they are checked like any other value."""
+    if isinstance(value, os.PathLike):  # a data file or store given as a Path, as a TOML spec gives its text
+        return os.fspath(value)
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -772,6 +777,8 @@ def run(spec, *, out=None, seed: int | None = None, progress=None) -> Comparison
         spec = load_spec(spec)
     elif isinstance(spec, dict):
         extra = {k: spec[k] for k in ("name", "path") if k in spec}
+        if "name" in extra and not (extra["name"] is None or isinstance(extra["name"], str)):
+            raise UserError(f"run: the spec's name must be text (it names the report folder), got {_show(extra['name'])}")
         spec = {**validate({k: _plain(v) for k, v in spec.items() if k not in ("name", "path", "checks")}, source="run"),
                 **extra}
     else:
@@ -820,6 +827,8 @@ def study(spec, client=None, *, out=None, progress=None):
         from emvsbayes.study.spec import validate as validate_study
 
         extra = {k: spec[k] for k in ("name", "path") if k in spec}
+        if "name" in extra and not (extra["name"] is None or isinstance(extra["name"], str)):
+            raise UserError(f"run: the spec's name must be text (it names the report folder), got {_show(extra['name'])}")
         spec = {**validate_study({k: v for k, v in spec.items() if k not in ("name", "path")}, source="study"), **extra}
     if isinstance(spec, dict) and out is None and not isinstance(spec.get("name"), str):
         raise UserError("study: a study spec dict has no name to name its output folder; give out=\"folder\" "

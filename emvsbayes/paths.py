@@ -63,6 +63,9 @@ def why_not_writable(path: str | Path, error: OSError) -> str:
     """Why ``path`` could not be made or written, for a message: where a folder above it is a file or a broken
     link, that one is named (mkdir said only "File exists" or "Not a directory"); else the system's reason."""
     in_the_way = not_a_folder_above(path) if error.errno in (errno.EEXIST, errno.ENOTDIR) else None
+    if in_the_way is None and error.errno == errno.EEXIST and os.path.lexists(path) and not Path(path).is_dir():
+        kind = input_kind(Path(path))  # only making a folder says "File exists": the path is something else
+        in_the_way = f"it is {'a file' if kind is None else kind}, not a folder"
     return in_the_way or error.strerror or type(error).__name__
 
 

@@ -468,7 +468,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # The overfitted ("sparse") finite mixture (emvsbayes.uncertainty.sparse): K_max components,
         # Dirichlet(e0, ..., e0) weights, the posterior of the number of occupied components.
         "sparse": Key(False, boolean),
-        "sparse_components": Key(10, lambda v: positive_int(v) or (None if v >= 2 else f"must be at least 2, got {_show(v)}")),
+        "sparse_components": Key(10, lambda v: (f"must be a whole number >= 2, got {_show(v)}" if _is_int(v) and v < 2
+                                                else positive_int(v))),
         "sparse_concentration": Key(0.01, positive_number),
     },
     "ladder": {

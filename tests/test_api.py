@@ -10,6 +10,7 @@ once per module (chains=2, short runs) and shared.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -239,6 +240,15 @@ def test_truth_names_the_known_groups_and_is_never_fitted(gaussian_frame):
         with pytest.raises(UserError, match=rf"^compare: column 'group' is {option}=, so it cannot also be fitted"):
             emvsbayes.compare(frame, family="gaussian", components=2, columns=["length", "group"], enabled=False,
                               **{option: "group"})
+
+
+def test_a_spec_dicts_data_file_may_be_a_path(tmp_path):
+    # [data] file = Path(...) was refused ("got PosixPath(...)"): a dict spec takes a Path where a TOML spec has text
+    shutil.copy(ROOT / "models" / "my_data.csv", tmp_path / "mine.csv")
+    spec = {"data": {"file": tmp_path / "mine.csv", "label": "sample", "truth": "group", "drop": ["site"]},
+            "model": {"family": "gaussian", "components": 3}, "bayes": {"enabled": False}, "em": {"bootstrap": 0}}
+    found = emvsbayes.run(spec)
+    assert found.results["data"].sizes["obs"] == 60 and "truth_agreement" in found.results.children
 
 
 def test_a_series_is_its_one_named_column(gaussian_frame):

@@ -615,6 +615,12 @@ def test_out_is_a_file(tmp_path):
     assert_user_error(run_cli("run", spec, "--out", out),
                       f"{out}: cannot write the report there ({blocker} is a file, not a folder); choose another "
                       "folder with --out", None)
+    # --out the file itself (a study's said "(File exists)")
+    for command, spec_path in (("run", spec), ("study", ROOT / "models" / "sbc_coins.toml")):
+        assert_user_error(run_cli(command, spec_path, "--out", blocker),
+                          f"{blocker}: cannot write the report there (it is a file, not a folder); choose another folder "
+                          "with --out", None)
+    assert blocker.read_text() == "not a folder"
 
 
 def test_report_page_under_a_file_or_a_broken_link(lecture_run, tmp_path):
@@ -903,6 +909,10 @@ API_CASES = {
     "run_spec_name_escapes": (_run_spec_named("../../etc"), UserError,
                               f"the spec's name '../../etc' cannot name a report folder ({SPEC_NAME_CHARACTERS}); "
                               "load it with load_spec, or give an output folder with --out"),
+    "api_run_name_not_text": (  # any type was taken: name = 5 titled the page "5", stored as int64
+        lambda tmp_path: __import__("emvsbayes").run({"data": {"dataset": "coins_lecture"}, "model": {"family": "coins"},
+                                                      "name": 5}), UserError,
+        "run: the spec's name must be text (it names the report folder), got 5"),
     "run_spec_absolute_name": (_run_spec_named("/tmp/evil"), UserError,
                                f"the spec's name '/tmp/evil' cannot name a report folder ({SPEC_NAME_CHARACTERS}); "
                                "load it with load_spec, or give an output folder with --out"),
@@ -1856,6 +1866,20 @@ def test_the_label_or_truth_column_listed_among_the_fitted_is_named_as_such(tmp_
     assert str(excinfo.value).startswith("x.csv: column 'group' is [data] truth, the known groups")
     # listed and dropped: not fitted, so nothing to refuse
     assert load_continuous_csv(path, columns=["name", "a", "b"], label="name", drop=["name"]).x.tolist() == [[1.5, 2], [3, 4]]
+
+
+def test_a_column_both_chosen_and_dropped_is_named(tmp_path):
+    # "no columns are left to read; choose some with data.columns" did not say why
+    from emvsbayes.data import load_continuous_csv
+
+    (tmp_path / "x.csv").write_bytes(b"a,b\n1,2\n3,4\n")
+    with pytest.raises(UserError) as excinfo:
+        load_continuous_csv(tmp_path / "x.csv", columns=["a"], drop=["a"])
+    assert str(excinfo.value) == ("x.csv: data.columns and data.drop both name 'a', so no column is left to read; keep "
+                                  "each column in one of them")
+    with pytest.raises(UserError, match=r"^compare: columns= and drop= both name 'a', so no column is left to fit"):
+        __import__("emvsbayes").compare(__import__("pandas").DataFrame({"a": [1.0, 2.0, 3.0]}), family="gaussian",
+                                        components=1, columns=["a"], drop=["a"], enabled=False)
 
 
 def test_a_study_spec_given_to_run_says_to_use_study(tmp_path):

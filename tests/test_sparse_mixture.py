@@ -108,7 +108,8 @@ def test_equal_weight_coins_and_hmms_are_skipped_with_a_reason():
     assert "estimated weights" in group.attrs["skipped"] and not group.data_vars
 
 
-@pytest.mark.parametrize("key, value, words", [("sparse_components", 1, "must be at least 2"),
+@pytest.mark.parametrize("key, value, words", [("sparse_components", 1, "must be a whole number >= 2, got 1"),
+                                               ("sparse_components", 0, "must be a whole number >= 2, got 0"),
                                                ("sparse_concentration", 0, "sparse_concentration"),
                                                ("lrt_bootstrap", -1, "whole number >= 0")])
 def test_bad_sparse_and_lrt_keys_name_the_key_and_the_fix(key, value, words):

@@ -565,6 +565,10 @@ def _selected_columns(
         if duplicates:
             raise UserError(f"{table.name}: data.columns lists {quote(duplicates[0])} more than once; list it once")
         chosen = list(columns)
+        both = [name for name in chosen if name in drop]
+        if both and len(both) == len(chosen):
+            raise UserError(f"{table.name}: data.columns and data.drop both name {quote(both[0])}, so no column is left "
+                            "to read; keep each column in one of them")
         if label is not None and label in chosen and label not in drop:
             # The label names the rows in tables; it is text as often as not, and never a measurement.
             raise UserError(f"{table.name}: column {quote(label)} is [data] label, the rows' names shown in tables, so "
