@@ -175,6 +175,8 @@ def _table(data, source: str):
             if data.ndim == 1:
                 return [str(data.name if data.name is not None else "x")], [data.values], None, "DataArray"
             if data.ndim == 2:
+                if data.dims[1] == "obs":  # the results files' row dim, wherever it stands: rows are observations
+                    data = data.transpose("obs", data.dims[0])
                 dim = data.dims[1]
                 name = str(data.name if data.name is not None else "x")
                 names = [str(v) for v in data[dim].values] if dim in data.coords else [f"{name}{j + 1}" for j in range(data.shape[1])]
@@ -194,7 +196,8 @@ def _table(data, source: str):
     if _is_dataframe(data):
         import pandas as pd
 
-        names = [str(c) for c in data.columns]
+        # a MultiIndex column ("a", "1") is named "a_1" (its parts joined, as pandas users flatten them), not "('a', '1')"
+        names = ["_".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in data.columns]
         labels = None
         if not isinstance(data.index, pd.RangeIndex) or data.index.start != 0 or data.index.step != 1:
             labels = tuple(str(v) for v in data.index)

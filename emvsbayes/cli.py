@@ -50,6 +50,13 @@ def _name_max(path: Path) -> int:
         return 255
 
 
+def _readme_path(text: str) -> Path:
+    """``spec-keys --write``: a file; an empty value was read as "." (".: cannot be read (Is a directory)")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give the file whose table to regenerate, e.g. --write README.md")
+    return Path(text)
+
+
 def _page_path(text: str) -> Path:
     """``report --out``: an HTML file. A value ending in '/' names a folder, which Path() would drop: the page
     was written as a file named like the folder."""
@@ -94,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", parents=[common], help="list the bundled data sets")
     keys = sub.add_parser("spec-keys", parents=[common], help="print every spec key with its default (Markdown)")
-    keys.add_argument("--write", type=Path, default=None, metavar="README",
+    keys.add_argument("--write", type=_readme_path, default=None, metavar="README",
                       help="regenerate the table between its markers in this file (README.md) instead of printing it")
     return parser
 

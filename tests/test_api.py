@@ -251,6 +251,20 @@ def test_a_spec_dicts_data_file_may_be_a_path(tmp_path):
     assert found.results["data"].sizes["obs"] == 60 and "truth_agreement" in found.results.children
 
 
+def test_a_dataarray_is_read_with_its_obs_dim_as_rows(gaussian_frame):
+    # dims ("feature", "obs") were read as 2 rows of 24 columns, silently
+    x = gaussian_frame[["length", "width"]].to_numpy()
+    array = xr.DataArray(x.T, dims=("feature", "obs"), coords={"feature": ["length", "width"]})
+    found = emvsbayes.compare(array, family="gaussian", components=2, seed=3, enabled=False, bootstrap=0)
+    assert found.results["data"]["x"].shape == (24, 2)
+    assert list(found.results["data"]["feature"].values) == ["length", "width"]
+    np.testing.assert_array_equal(found.results["data"]["x"].values, x)
+    # a MultiIndex frame's columns are named by their joined parts ("('size', 'length')" before)
+    frame = pd.DataFrame(x, columns=pd.MultiIndex.from_tuples([("size", "length"), ("size", "width")]))
+    found = emvsbayes.compare(frame, family="gaussian", components=2, seed=3, enabled=False, bootstrap=0)
+    assert list(found.results["data"]["feature"].values) == ["size_length", "size_width"]
+
+
 def test_a_series_is_its_one_named_column(gaussian_frame):
     """df["length"] was refused ("got Series") where the one-column frame df[["length"]] was fitted."""
     series = gaussian_frame["length"]

@@ -594,6 +594,9 @@ ARG_CASES = {
     "report_out_blank": (["report", "results.nc", "--out", " "], "argument --out: is empty; give a path (a folder for "
                                                                   "run and study, an HTML file for report) (see "
                                                                   "'emvsbayes report --help')"),
+    "spec_keys_write_empty": (["spec-keys", "--write", ""], "argument --write: is empty; give the file whose table to "
+                                                            "regenerate, e.g. --write README.md (see 'emvsbayes spec-keys "
+                                                            "--help')"),
 }
 
 

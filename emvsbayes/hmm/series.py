@@ -3,6 +3,7 @@ series needs beyond a table's (every time point present, equally spaced, counts 
 
 from __future__ import annotations
 
+import datetime
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,10 +149,13 @@ def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str)
             raise UserError(f"{name}: line {line}, column {quote(time)} repeats the time {quote(label)} of line "
                             f"{seen[label]}; give each time point once, in order")
         seen[label] = line
+    unit = ""
     try:
         values = np.array([float(label) for label in labels])
     except ValueError:
-        return  # dates or names: their spacing cannot be read; the order is the file's
+        values, unit = _date_positions(labels)
+        if values is None:
+            return  # names: their spacing cannot be read; the order is the file's
     if values.size < 2 or not np.all(np.isfinite(values)):
         return
     steps = np.diff(values)
@@ -164,8 +168,20 @@ def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str)
         i = int(uneven[0])
         what = "a gap" if steps[i] > step else "out of order or uneven"
         raise UserError(f"{name}: line {lines[i + 1]}, column {quote(time)} jumps from {labels[i]} to {labels[i + 1]} "
-                        f"where the series steps by {step:g} ({what}): a hidden Markov model needs equally spaced "
+                        f"where the series steps by {step:g}{unit} ({what}): a hidden Markov model needs equally spaced "
                         "time points; fill in the missing ones, or fit each unbroken stretch on its own")
+
+
+def _date_positions(labels: tuple[str, ...]) -> tuple[np.ndarray | None, str]:
+    """ISO dates (2020-01-31) as positions on their own scale: months where every date falls on the same day of
+    its month (monthly or yearly series: their days apart vary), else days; (None, "") for labels not all dates."""
+    try:
+        dates = [datetime.date.fromisoformat(label.strip()) for label in labels]
+    except ValueError:
+        return None, ""
+    if len({date.day for date in dates}) == 1:
+        return np.array([date.year * 12 + date.month for date in dates], dtype=float), " months"
+    return np.array([date.toordinal() for date in dates], dtype=float), " days"
 
 
 def check_length(series: Series, n_components: int, where: str = "[model] components") -> None:
