@@ -19,6 +19,7 @@ A thin layer over the command line's own machinery, so both give the same answer
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import math
@@ -741,7 +742,9 @@ def load_dataset(name: str, **options):
                         f"lists them), got {_show(name)}")
     names = [info.name for info in datasets.list_datasets()]
     if name not in names:
-        raise UserError(f"load_dataset: {name!r} is not bundled{_suggest(name, names)}")
+        close = difflib.get_close_matches(name, names, n=1)
+        raise UserError(f"load_dataset: {name!r} is not bundled; "
+                        + (f"did you mean {close[0]!r}?" if close else f"the data sets are {', '.join(names)}"))
     for key, value in options.items():
         # the options are the spec's [data] keys of the same names: checked as a spec file's are
         known = SCHEMA["data"].get(key)

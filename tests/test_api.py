@@ -376,6 +376,8 @@ def test_compare_refuses_bad_input_in_one_line_and_writes_nothing(data, kwargs, 
 def test_the_other_entry_points_refuse_bad_input_in_one_line(nothing_written, coins, tmp_path):
     _one_line_error(lambda: emvsbayes.load_spec("nope.toml"), "nope.toml: no such spec file")
     _one_line_error(lambda: emvsbayes.load_dataset("faithfull"), "'faithfull' is not bundled", "did you mean 'old_faithful'")
+    # no close name: the data sets listed as such (they were called "known keys")
+    _one_line_error(lambda: emvsbayes.load_dataset("zzzz"), "'zzzz' is not bundled; the data sets are ", "earthquakes")
     _one_line_error(lambda: emvsbayes.run({"model": {"family": "coins"}, "data": {"dataset": "coins_do_batzoglou"},
                                            "bayes": {"chain": 2}}), "run: unknown key '[bayes] chain'", "did you mean 'chains'")
     _one_line_error(lambda: emvsbayes.run(3), "run: spec must be a spec file's path or a spec dict")
