@@ -950,6 +950,12 @@ API_CASES = {
             init={"means": [[0, 0], [1, 1]], "covariances": [[1, 2, 3]]}, enabled=False),
         UserError, "compare: [em] init: the given parameters do not fit K = 2, D = 2: give means as K rows of D numbers "
         "and covariances as K = 2 matrices of 2 x 2 (covariance = 'full')"),
+    "compare_one_value_beyond_the_rest": (  # ended in "the covariance is not positive definite at initialisation"
+        lambda tmp_path: __import__("emvsbayes").compare(np.r_[np.arange(20), 9_200_000_000_000_000_000].astype(np.int64),
+                                                         family="gaussian", enabled=False), UserError,
+        "compare: column 'x' has the value 9.2e+18 (row 21), 1.8e+18 times the spread of its values (median absolute "
+        "deviation 5): beside it the others vanish in floating point's rounding; check that value (a code for a "
+        "missing value?), or leave it out with drop=['x']"),
     "load_dataset_not_a_name": (  # suggested 'faithful', which is no bundled data set
         lambda tmp_path: __import__("emvsbayes").load_dataset(None), UserError,
         "load_dataset: name must be a data set's name such as 'old_faithful' ('emvsbayes datasets' lists them), got None"),
