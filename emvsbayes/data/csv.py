@@ -620,7 +620,7 @@ MAX_SPREAD_RATIO = 1e12
 
 
 def check_magnitudes(x: np.ndarray, chosen: Sequence[str], where: str,
-                     leave_out: str = "leave it out with data.drop = [{}]") -> None:
+                     leave_out: str = "leave it out with data.drop = [{}]", spread: bool = True) -> None:
     """Refuse a column of ``x`` (N, D) whose scale float64 arithmetic cannot carry (see :data:`MAX_MAGNITUDE`).
 
     Shared by CSV files, the Python API's arrays and chunked data stores, so every way in gives the same
@@ -643,7 +643,7 @@ def check_magnitudes(x: np.ndarray, chosen: Sequence[str], where: str,
                 f"their squares underflow floating point, so rescale the column (e.g. multiply it by 1e{power}) or "
                 f"{leave_out.format(quote(name))}"
             )
-    if x.ndim == 2 and x.shape[0] >= 3:
+    if spread and x.ndim == 2 and x.shape[0] >= 3:
         centre = np.median(x, axis=0)
         spread = np.median(np.abs(x - centre), axis=0)
         for j, name in enumerate(chosen):
@@ -700,6 +700,7 @@ def load_continuous_csv(
     drop: Sequence[str] = (),
     delimiter: str = "auto",
     truth: str | None = None,
+    check_spread: bool = True,
 ) -> ContinuousData:
     """Read continuous observations, one row per observation, with optional preprocessing.
 
@@ -728,6 +729,9 @@ def load_continuous_csv(
     truth : str or None
         Column of known groups (any text): left out of ``x`` and returned as ``truth``, so that the
         report can compare every clustering with it.
+    check_spread : bool
+        Refuse a value beyond :data:`MAX_SPREAD_RATIO` median absolute deviations of its column (a caller that
+        judges its values in its own terms, as the hidden Markov models do their counts, passes False).
 
     Returns
     -------
@@ -764,7 +768,7 @@ def load_continuous_csv(
         else:
             x[:, j] = [_parse_number(table, line, name, text) for line, text in cells]
 
-    check_magnitudes(x, chosen, table.name)
+    check_magnitudes(x, chosen, table.name, spread=check_spread)
     center = scale = None
     if standardize:
         x, center, scale = standardize_columns(x, chosen, table.name)

@@ -115,7 +115,9 @@ def read_series(path: Path, spec: dict, *, encoding: str = "utf-8", source: str 
             raise UserError(f"{table.name}: line {line}, column {quote(column)} has no value ({quote(text)}): a hidden "
                             "Markov model needs every time point of the series; fill it in, or fit the stretch "
                             "before or after the gap on its own")
-    loaded = load_continuous_csv(path, [column], encoding=encoding, label=time, delimiter=delimiter)
+    # the spread of a series' values is the family's to judge (counts beyond what Poisson emissions carry are
+    # named below in those terms)
+    loaded = load_continuous_csv(path, [column], encoding=encoding, label=time, delimiter=delimiter, check_spread=False)
     y = loaded.x[:, 0]
     lines = [line for line, _ in table.cells(index)]
     if counts:
