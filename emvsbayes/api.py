@@ -255,6 +255,9 @@ def _continuous_record(data, data_spec: dict, source: str):
     for name in names:
         if not name:
             raise UserError(f"{source}: a column has no name; name every column (e.g. df.columns = [...])")
+        if "\x00" in name:
+            raise UserError(f"{source}: column name {name!r} holds a NUL character, which no results file can store; "
+                            "rename it")
         if names.count(name) > 1:
             raise UserError(f"{source}: column name {name!r} appears more than once; rename one")
     by_name = dict(zip(names, columns))
@@ -310,6 +313,10 @@ def _continuous_record(data, data_spec: dict, source: str):
         transforms = (STANDARDIZE_TRANSFORM,)
     if labels is None:
         labels = tuple(str(i) for i in range(1, x.shape[0] + 1))
+    named = next((text for text in (*labels, *(known or ())) if "\x00" in text), None)
+    if named is not None:
+        raise UserError(f"{source}: the row label or known group {named!r} holds a NUL character, which no results "
+                        "file can store; change it")
     record = ContinuousData(x=x, columns=tuple(chosen), labels=labels, source=kind, transforms=transforms,
                             center=center, scale=scale, truth=known, truth_column=truth)
     return record, raw_x
@@ -324,8 +331,16 @@ def _path_argument(value, source: str, name: str, example: str) -> Path:
     if not isinstance(value, (str, os.PathLike)):
         raise UserError(f"{source}: {name} must be a path (a str or pathlib.Path), e.g. {name}={example!r}, "
                         f"got {_show(value)}")
-    if not os.fspath(value).strip():
+    text = os.fspath(value)
+    if not str(text).strip():
         raise UserError(f"{source}: {name} is empty; give a path, e.g. {name}={example!r}")
+    if "\x00" in str(text):
+        raise UserError(f"{source}: {name} holds a NUL character, which no file name can; give a path, e.g. "
+                        f"{name}={example!r}")
+    too_long = next((part for part in Path(text).parts if len(os.fsencode(part)) > 255), None)
+    if too_long is not None:
+        raise UserError(f"{source}: {name} has a name of {len(os.fsencode(too_long))} bytes, more than the 255 a file "
+                        "system takes; choose a shorter one")
     return Path(value)
 
 
@@ -649,7 +664,12 @@ class Comparison:
 
 
 def _target(path, default_name: str, method: str) -> Path:
+    given = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
     path = _path_argument(path, method, "path", default_name)
+    if isinstance(given, str) and given.endswith(("/", os.sep)) and not path.is_dir():
+        # Path("newdir/") is Path("newdir"): a file of that name was written where a folder was meant
+        raise UserError(f"{method}: folder {path} does not exist; create it, or give the file to write, e.g. "
+                        f"{path / default_name}")
     if path.is_dir():
         path = path / default_name
     above = next((folder for folder in path.parents if folder.exists()), None)

@@ -152,9 +152,13 @@ def _our_link(path: Path) -> bool:
 
 def foreign(path: Path, role: str) -> str | None:
     """Why ``path`` may not be replaced by an output of ``role`` ("results" or "page"); None when it may."""
+    if META in Path(os.path.abspath(path)).parts:
+        return f"is inside {META}, the folder where emvsbayes keeps the published outputs"
     if not os.path.lexists(path):
         return None
     ours = _our_link(path)
+    if ours and role == "page" and path.name != "index.html":
+        return "is one of the outputs published together there (a study's figure), not a report page"
     if path.is_symlink() and not ours:
         return f"is a link to {os.readlink(path)}, not one emvsbayes made"
     if path.is_dir():

@@ -25,7 +25,7 @@ from emvsbayes import data as datasets
 from emvsbayes import limits
 from emvsbayes.errors import UserError
 from emvsbayes.family import get_family
-from emvsbayes.outputs import OutputFolder, foreign, link_or_copy
+from emvsbayes.outputs import META, OutputFolder, foreign, link_or_copy
 from emvsbayes.paths import input_kind, not_a_folder_above, why_not_writable
 from emvsbayes.seeds import SEED_STAGES, child_seeds
 from emvsbayes.spec import SPEC_NAME_CHARACTERS, is_spec_name
@@ -261,7 +261,7 @@ def _fit_and_publish(spec, data, seed, seeds, timings, command, progress, report
 
         attrs = {
             # A spec validated in memory (not read by load_spec) has no file name to fall back on.
-            "title": spec["title"] or spec.get("name") or "emvsbayes comparison",
+            "title": spec["title"].strip() or spec.get("name") or "emvsbayes comparison",  # blank is none
             "spec_name": spec.get("name", ""),
             "spec": {k: v for k, v in spec.items() if k not in ("name", "path")},
             "spec_path": spec.get("path", ""),
@@ -422,7 +422,7 @@ def _page_destination(source: Path, out: Path | None, what: str) -> tuple[Path, 
     if _same_file(out, source):
         raise UserError(f"{out}: is the {what} file being read, so emvsbayes will not write the report over it; {suggestion}")
     folder = out.parent
-    if out.name == "index.html" and _same_file(folder / f"{what}.nc", source):
+    if out.name == "index.html" and _same_file(folder / f"{what}.nc", source) and META not in folder.resolve().parts:
         return out, True
     reason = foreign(out, "page")
     if reason:

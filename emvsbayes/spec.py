@@ -584,6 +584,26 @@ def _elsewhere(key, section: str) -> str:
     return f"; {key!r} belongs in [{homes[0]}]"
 
 
+def _nul_text(value, where: str = "") -> str | None:
+    """Where a text of the spec (a value, a key, a list's item) holds a NUL character, or None."""
+    if isinstance(value, str):
+        return (where or "a value") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"[{key}]" if not where and isinstance(item, dict) else f"{where} {key}".strip()
+            if isinstance(key, str) and "\x00" in key:
+                return f"the key {_show(key)}"
+            found = _nul_text(item, here)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for item in value:
+            found = _nul_text(item, where)
+            if found is not None:
+                return found
+    return None
+
+
 def validate(raw: dict, source: str = "spec") -> dict:
     """Check ``raw`` against the schema and return a new dict with every default filled in."""
     if not isinstance(raw, dict):
@@ -594,8 +614,12 @@ def validate(raw: dict, source: str = "spec") -> dict:
         raise UserError(f"{source}: this is a study spec (it has {study_only[0]!r}), not a comparison spec; "
                         f"run it with 'emvsbayes study {source}'")
     for key in raw:
-        if not isinstance(key, str) or key not in SCHEMA[""] and key not in SCHEMA:
+        # "" names the top-level keys in SCHEMA, never a table of the spec ([""] was read and ignored)
+        if not isinstance(key, str) or key == "" or key not in SCHEMA[""] and key not in SCHEMA:
             raise UserError(f"{source}: unknown key {_show(key)}{_suggest(key, [*SCHEMA[''], *[s for s in SCHEMA if s]])}")
+    nul = _nul_text(raw)
+    if nul is not None:
+        raise UserError(f"{source}: {nul} holds a NUL character (\\0), which no results file can store; remove it")
     family_keys = _family_keys(raw)
     for section, keys in SCHEMA.items():
         # The family's own keys (Family.spec_defaults) beside the shared ones; the family checks them below.

@@ -394,6 +394,12 @@ def test_the_other_entry_points_refuse_bad_input_in_one_line(nothing_written, co
     user_file.write_text("mine", encoding="utf-8")
     _one_line_error(lambda: coins.save(user_file / "x.nc"), f"save: {user_file} is a file, not a folder")
     assert user_file.read_text(encoding="utf-8") == "mine"
+    # a folder that does not exist, a name too long, a NUL: a file named "newdir" was written, raw OSError/ValueError
+    _one_line_error(lambda: coins.save(f"{tmp_path}/newdir/"), f"save: folder {tmp_path / 'newdir'} does not exist; "
+                    "create it, or give the file to write, e.g.")
+    _one_line_error(lambda: coins.report(tmp_path / ("L" * 300 + ".html")), "report: path has a name of 305 bytes")
+    _one_line_error(lambda: coins.save("a\x00b.nc"), "save: path holds a NUL character")
+    assert not (tmp_path / "newdir").exists()
     run_spec = json.loads(json.dumps(coins.spec))
     _one_line_error(lambda: emvsbayes.run(run_spec), "this spec's data were in memory", "to_spec(data_path=...)")
 

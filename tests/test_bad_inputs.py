@@ -956,6 +956,15 @@ API_CASES = {
         "compare: column 'x' has the value 9.2e+18 (row 21), 1.8e+18 times the spread of its values (median absolute "
         "deviation 5): beside it the others vanish in floating point's rounding; check that value (a code for a "
         "missing value?), or leave it out with drop=['x']"),
+    # a spec's text with a NUL (HDF5 cannot store it: an internal error after the fit) and an empty table name
+    "validate_nul_in_title": (_validate({**GOOD, "title": "a\x00b"}), UserError,
+                              "spec: title holds a NUL character (\\0), which no results file can store; remove it"),
+    "validate_nul_in_labels": (_validate({**GOOD, "model": {"family": "coins", "labels": ["A\x00", "B"]}}), UserError,
+                               "spec: [model] labels holds a NUL character (\\0), which no results file can store; "
+                               "remove it"),
+    "validate_empty_table_name": (_validate({**GOOD, "": {"title": "x"}}), UserError,
+                                  "spec: unknown key ''; known keys: bayes, data, description, em, ladder, model, "
+                                  "model_choice, report, seed, title"),
     "load_dataset_not_a_name": (  # suggested 'faithful', which is no bundled data set
         lambda tmp_path: __import__("emvsbayes").load_dataset(None), UserError,
         "load_dataset: name must be a data set's name such as 'old_faithful' ('emvsbayes datasets' lists them), got None"),

@@ -7,6 +7,7 @@ same permutation for every draw (the labelling is only defined up to one global 
 
 from __future__ import annotations
 
+import warnings
 from itertools import permutations
 from typing import NamedTuple
 
@@ -378,6 +379,16 @@ def test_pivot_with_an_element_that_barely_moves_neither_overflows_nor_loses_the
     with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow (1e-150 squared) is harmless
         found = pivot(draws, {"mu": truth, "p": np.array([1e-150, 0.2, 0.4])})
     np.testing.assert_array_equal(apply_permutations(draws, found.perms)["mu"], mu)
+
+
+def test_bimodality_is_free_of_scale_and_quiet_near_floats_limits():
+    # data multiplied by 1e-150 (accepted by the data checks) printed SciPy's "precision loss" RuntimeWarning twice
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(0, 1, 100), rng.normal(5, 1, 100)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = [bimodality(x * scale) for scale in (1.0, 1e-150, 1e150)]
+    np.testing.assert_allclose(values, values[0], rtol=1e-14)
 
 
 def test_pivot_is_unchanged_by_a_large_common_offset(near_equal):

@@ -93,6 +93,22 @@ def test_a_run_refuses_a_folder_holding_another_specs_results(lecture_run, tmp_p
     assert snapshot(folder) == before
 
 
+def test_report_never_writes_into_the_published_units_or_over_a_published_figure(run_copy, tmp_path):
+    # --out .emvsbayes/current/index.html built a second .emvsbayes inside the unit and broke its checksums; --out
+    # onto a study's coverage.svg replaced the figure's link with a page
+    before = snapshot(run_copy)
+    inside = run_copy / ".emvsbayes" / "current" / "index.html"
+    assert_refused(run_user("report", run_copy / "results.nc", "--out", inside),
+                   f"{inside}: is inside .emvsbayes, the folder where emvsbayes keeps the published outputs, so emvsbayes "
+                   f"will not write over it; choose another file with --out, e.g. --out {run_copy / 'report.html'}")
+    assert snapshot(run_copy) == before
+    from emvsbayes.outputs import foreign
+
+    (tmp_path / "figure.svg").symlink_to(".emvsbayes/current/figure.svg")  # a link as a study publishes its figure
+    assert foreign(tmp_path / "figure.svg", "page") == ("is one of the outputs published together there (a study's "
+                                                        "figure), not a report page")
+
+
 def test_report_refuses_to_write_over_another_results_file_or_a_users_file(run_copy, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(run_copy, other, symlinks=True)

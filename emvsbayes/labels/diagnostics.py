@@ -131,8 +131,14 @@ def bimodality(x: np.ndarray) -> float:
     # imports this module before anything has been fitted (a bad input exits without it).
     from scipy.stats import kurtosis, skew
 
-    g = skew(x, bias=False)
-    k = kurtosis(x, fisher=True, bias=False)
+    # Both are free of location and scale: taken of the standardized values, so that values on a scale near
+    # float's limits (data multiplied by 1e-150) do not set off SciPy's "precision loss" warning on an accepted run.
+    spread = x.std()
+    if not spread > 0:  # values so small that their spread underflows
+        return float("nan")
+    z = (x - x.mean()) / spread
+    g = skew(z, bias=False)
+    k = kurtosis(z, fisher=True, bias=False)
     return float((g**2 + 1.0) / (k + 3.0 * (n - 1) ** 2 / ((n - 2) * (n - 3))))
 
 
