@@ -497,6 +497,10 @@ CSV_CASES = {
                                        "data.csv: line 2, column 'count' is 9007199254740992, a count beyond 10,000,000: "
                                        "the log-likelihood of Poisson emissions that large loses the digits EM needs; "
                                        "count in larger units (thousands), or use emission = \"gaussian\""),
+    # a header of blank names was skipped as a blank line and the first row of numbers read as the header (exit 0)
+    "header_of_blank_names": (GAUSS_SPEC, b"   ,  \n1,2\n3,4\n5,6\n7,8\n9,10\n", "",
+                              "data.csv: line 1 has 2 columns with empty names, so line 2 (1, 2), numbers, would be "
+                              "read as the header; name the columns on the first line"),
     "cell_beyond_the_field_limit": (GAUSS_SPEC, b"x\n1\n" + b"9" * 200_000 + b"\n", "",
                                     "data.csv: line 3 has a cell longer than 131,072 characters; check that line (a "
                                     "quote that is never closed makes the rest of the file one cell)"),

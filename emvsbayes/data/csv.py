@@ -78,6 +78,14 @@ class Table:
             yield line, row[column].strip()
 
 
+def _is_plain_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str = "auto") -> Table:
     """Read a CSV file into a :class:`Table`, turning every reading problem into a UserError.
 
@@ -206,15 +214,22 @@ def _parse_with(text: str, name: str, delimiter: str):
     header_line = 0
     rows: list[tuple[str, ...]] = []
     line_numbers: list[int] = []
+    unnamed_line = 0  # a line of separators and blanks above the header: a header whose names were left empty?
     try:
         line_before = 0
         for cells in reader:
             first_line, line_before = line_before + 1, reader.line_num
             if not any(cell.strip() for cell in cells):
+                if header is None and len(cells) > 1 and not unnamed_line:
+                    unnamed_line = first_line
                 continue  # blank lines (often at the end of a file) carry no data
             if header is None:
                 header = tuple(cell.strip() for cell in cells)
                 header_line = first_line
+                if unnamed_line and all(_is_plain_number(cell) for cell in header):
+                    raise UserError(f"{name}: line {unnamed_line} has {len(cells)} columns with empty names, so line "
+                                    f"{header_line} ({', '.join(header[:3])}{', ...' if len(header) > 3 else ''}), "
+                                    "numbers, would be read as the header; name the columns on the first line")
                 continue
             if len(cells) != len(header) and header[0].startswith("#") and header[0] != "#":  # "#": a row-number column
                 raise UserError(f"{name}: line {header_line} starts with '#', a comment that CSV readers take as the "
