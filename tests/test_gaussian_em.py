@@ -922,3 +922,18 @@ def test_lower_inverse_is_scipys_triangular_solve_bit_for_bit(dim):
         expected = solve_triangular(lower, np.broadcast_to(np.eye(dim), lower.shape), lower=True)
         np.testing.assert_array_equal(lower_inverse(lower), expected)
         np.testing.assert_array_equal(lower_inverse(lower[0]), solve_triangular(lower[0], np.eye(dim), lower=True))
+
+
+def test_a_singular_fit_on_data_of_reg_covars_scale_points_to_the_scale():
+    # Old Faithful x 1e-4: every variance below reg_covar = 1e-6, both components collapse onto the mean and the note
+    # advised fewer components or leaving out a column; the fix is the scale
+    from emvsbayes.data import load_dataset
+
+    x = load_dataset("old_faithful").x * 1e-4
+    model = GaussianMixtureModel(2, "full")
+    fit = gem.fit(model, x, gem.params_from_resp(model, x, np.eye(2)[(x[:, 1] > x[:, 1].mean()).astype(int)]))
+    _, notes = gaussian_family._degeneracy(model, fit.params, x)
+    assert any("the data's own variance is as small as" in note and "standardize = true" in note for note in notes), notes
+    # on the data's own scale no such hint
+    fit = gem.fit(model, x * 1e4, gem.params_from_resp(model, x * 1e4, np.eye(2)[(x[:, 1] > x[:, 1].mean()).astype(int)]))
+    assert not any("standardize" in note for note in gaussian_family._degeneracy(model, fit.params, x * 1e4)[1])

@@ -863,18 +863,36 @@ def _degeneracy(model_def, params, x) -> tuple[np.ndarray | None, list[str]]:
     if small.size:
         notes.append(_degenerate_note(counts, small, model_def.covariance_type, x.shape[1]))
     if singular.size:
-        notes.append(_singular_note(model_def, params, singular))
+        notes.append(_singular_note(model_def, params, singular, x))
     return counts, notes
 
 
-def _singular_note(model_def, params, singular: np.ndarray) -> str:
+#: A column whose variance is below this many reg_covar is swamped by it: a component's covariance then measures
+#: reg_covar whatever the data (data in kilometres written in thousands of km, x 1e-4: both means ended at the mean).
+SWAMPED_BY_REG_COVAR = 1e3
+
+
+def _singular_note(model_def, params, singular: np.ndarray, x: np.ndarray | None = None) -> str:
     smallest = np.linalg.eigvalsh(params.full_covariances()[singular])[:, 0]
     shown = ", ".join(f"{int(k)}" for k in singular[:6]) + (", ..." if len(singular) > 6 else "")
     one = len(singular) == 1
     return (f"degenerate: the covariance{'' if one else 's'} of component{'' if one else 's'} {shown} of EM's answer "
             f"{'is' if one else 'are'} singular but for reg_covar = {model_def.reg_covar:g} (smallest variance "
             f"{np.min(smallest):.2g}): {'its' if one else 'their'} members do not vary along some direction (as when "
-            f"they all share one value of a column), so {'its' if one else 'their'} likelihood measures reg_covar, not the data")
+            f"they all share one value of a column), so {'its' if one else 'their'} likelihood measures reg_covar, not the data"
+            + _scale_hint(model_def, x))
+
+
+def _scale_hint(model_def, x: np.ndarray | None) -> str:
+    """Where the data's own variances are of reg_covar's size, the fix is the scale, not the model."""
+    if x is None or x.shape[0] < 2:
+        return ""
+    variances = np.var(x, axis=0)
+    j = int(np.argmin(variances))
+    if not variances[j] < SWAMPED_BY_REG_COVAR * model_def.reg_covar:
+        return ""
+    return (f"; the data's own variance is as small as {variances[j]:.2g} (column {j + 1}), near reg_covar: standardize = "
+            "true (or a smaller reg_covar) fits the data, not the regularisation")
 
 
 def _degenerate_note(counts: np.ndarray, small: np.ndarray, covariance: str, d: int) -> str:
