@@ -152,13 +152,9 @@ def _our_link(path: Path) -> bool:
 
 def foreign(path: Path, role: str) -> str | None:
     """Why ``path`` may not be replaced by an output of ``role`` ("results" or "page"); None when it may."""
-    if META in Path(os.path.abspath(path)).parts:
-        return f"is inside {META}, the folder where emvsbayes keeps the published outputs"
     if not os.path.lexists(path):
         return None
     ours = _our_link(path)
-    if ours and role == "page" and path.name != "index.html":
-        return "is one of the outputs published together there (a study's figure), not a report page"
     if path.is_symlink() and not ours:
         return f"is a link to {os.readlink(path)}, not one emvsbayes made"
     if path.is_dir():
@@ -172,6 +168,8 @@ def foreign(path: Path, role: str) -> str | None:
     if role == "page":
         if found is not None:
             return "is a results file, not a report page"
+        if ours and path.name != "index.html":
+            return "is one of the outputs published together there (a study's figure), not a report page"
         return None if ours or is_our_page(path) else "is not a report page written by emvsbayes"
     if ours or found in (RESULTS_FORMAT, STUDY_FORMAT):
         return None

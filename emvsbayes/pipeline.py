@@ -419,6 +419,9 @@ def _page_destination(source: Path, out: Path | None, what: str) -> tuple[Path, 
     if in_the_way:  # before the page is drawn: it could never be written there
         raise UserError(f"{out}: cannot write the report there ({in_the_way}); choose another file with --out")
     suggestion = f"choose another file with --out, e.g. --out {source.with_name('report.html')}"
+    if META in Path(os.path.abspath(out)).parts:  # a page there grew a second .emvsbayes inside a published unit
+        raise UserError(f"{out}: is inside {META}, the folder where emvsbayes keeps the published outputs, so emvsbayes "
+                        f"will not write over it; {suggestion}")
     if _same_file(out, source):
         raise UserError(f"{out}: is the {what} file being read, so emvsbayes will not write the report over it; {suggestion}")
     folder = out.parent

@@ -104,6 +104,8 @@ def test_report_never_writes_into_the_published_units_or_over_a_published_figure
     assert snapshot(run_copy) == before
     from emvsbayes.outputs import foreign
 
+    (tmp_path / ".emvsbayes" / "current").mkdir(parents=True)
+    (tmp_path / ".emvsbayes" / "current" / "figure.svg").write_text("<svg/>", encoding="utf-8")
     (tmp_path / "figure.svg").symlink_to(".emvsbayes/current/figure.svg")  # a link as a study publishes its figure
     assert foreign(tmp_path / "figure.svg", "page") == ("is one of the outputs published together there (a study's "
                                                         "figure), not a report page")
