@@ -360,6 +360,14 @@ def _plain(value):
     return value
 
 
+def _name_and_path(spec: dict, source: str) -> dict:
+    """The ``name`` and ``path`` entries of a spec dict (not spec keys: load_spec adds them); a name is text."""
+    extra = {k: spec[k] for k in ("name", "path") if k in spec}
+    if "name" in extra and not (extra["name"] is None or isinstance(extra["name"], str)):
+        raise UserError(f"{source}: the spec's name must be text (it names the report folder), got {_show(extra['name'])}")
+    return extra
+
+
 def _check_progress(progress, source: str) -> None:
     """``progress`` is called with each message: checked before any work, not at the first message."""
     if progress is not None and not callable(progress):
@@ -802,9 +810,7 @@ def run(spec, *, out=None, seed: int | None = None, progress=None) -> Comparison
     if isinstance(spec, (str, os.PathLike)):
         spec = load_spec(spec)
     elif isinstance(spec, dict):
-        extra = {k: spec[k] for k in ("name", "path") if k in spec}
-        if "name" in extra and not (extra["name"] is None or isinstance(extra["name"], str)):
-            raise UserError(f"run: the spec's name must be text (it names the report folder), got {_show(extra['name'])}")
+        extra = _name_and_path(spec, "run")
         spec = {**validate({k: _plain(v) for k, v in spec.items() if k not in ("name", "path", "checks")}, source="run"),
                 **extra}
     else:
@@ -852,9 +858,7 @@ def study(spec, client=None, *, out=None, progress=None):
         # the raw tables of a TOML study spec: checked here, as a spec file is (a validated one has every section)
         from emvsbayes.study.spec import validate as validate_study
 
-        extra = {k: spec[k] for k in ("name", "path") if k in spec}
-        if "name" in extra and not (extra["name"] is None or isinstance(extra["name"], str)):
-            raise UserError(f"run: the spec's name must be text (it names the report folder), got {_show(extra['name'])}")
+        extra = _name_and_path(spec, "study")
         spec = {**validate_study({k: v for k, v in spec.items() if k not in ("name", "path")}, source="study"), **extra}
     if isinstance(spec, dict) and out is None and not isinstance(spec.get("name"), str):
         raise UserError("study: a study spec dict has no name to name its output folder; give out=\"folder\" "

@@ -78,14 +78,6 @@ class Table:
             yield line, row[column].strip()
 
 
-def _is_plain_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str = "auto") -> Table:
     """Read a CSV file into a :class:`Table`, turning every reading problem into a UserError.
 
@@ -226,7 +218,7 @@ def _parse_with(text: str, name: str, delimiter: str):
             if header is None:
                 header = tuple(cell.strip() for cell in cells)
                 header_line = first_line
-                if unnamed_line and all(_is_plain_number(cell) for cell in header):
+                if unnamed_line and all(_is_float(cell) for cell in header):
                     raise UserError(f"{name}: line {unnamed_line} has {len(cells)} columns with empty names, so line "
                                     f"{header_line} ({', '.join(header[:3])}{', ...' if len(header) > 3 else ''}), "
                                     "numbers, would be read as the header; name the columns on the first line")
@@ -660,14 +652,14 @@ def check_magnitudes(x: np.ndarray, chosen: Sequence[str], where: str,
             )
     if spread and x.ndim == 2 and x.shape[0] >= 3:
         centre = np.median(x, axis=0)
-        spread = np.median(np.abs(x - centre), axis=0)
+        deviation = np.median(np.abs(x - centre), axis=0)
         for j, name in enumerate(chosen):
             row = int(np.argmax(np.abs(x[:, j] - centre[j])))
-            if spread[j] > 0 and abs(x[row, j] - centre[j]) > MAX_SPREAD_RATIO * spread[j]:
+            if deviation[j] > 0 and abs(x[row, j] - centre[j]) > MAX_SPREAD_RATIO * deviation[j]:
                 raise UserError(
                     f"{where}: column {quote(name)} has the value {x[row, j]:.6g} (row {row + 1}), "
-                    f"{abs(x[row, j] - centre[j]) / spread[j]:.1e} times the spread of its values (median absolute "
-                    f"deviation {spread[j]:.3g}): beside it the others vanish in floating point's rounding; check that "
+                    f"{abs(x[row, j] - centre[j]) / deviation[j]:.1e} times the spread of its values (median absolute "
+                    f"deviation {deviation[j]:.3g}): beside it the others vanish in floating point's rounding; check that "
                     f"value (a code for a missing value?), or {leave_out.format(quote(name))}"
                 )
 
