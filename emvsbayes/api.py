@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from emvsbayes.errors import UserError
-from emvsbayes.spec import SCHEMA, SEED_RULE, toml_key, validate
+from emvsbayes.spec import SCHEMA, SEED_RULE, read_by_family, toml_key, validate
 from emvsbayes.spec import show_value as _show
 from emvsbayes.spec import suggest as _suggest
 
@@ -434,7 +434,7 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
     if family is None:
         raise UserError(f'{source}: family= is missing; give family="coins" or family="gaussian"')
     raw = _spec_from_options(_plain(family), _plain(components), _plain(options), source)
-    spec = validate(raw, source=source)
+    spec = validate(raw, source=source, written=True)
     if spec["model"]["family"] not in ("coins", "gaussian"):
         # counts and series are read from files: compare() builds coin and continuous records only
         example = "earthquakes_hmm" if spec["model"]["family"] == "hmm" else "earthquakes_mixture"
@@ -708,7 +708,9 @@ def _toml_value(value) -> str:
 
 
 def spec_toml(spec: dict) -> str:
-    """A spec dict (as :func:`emvsbayes.spec.validate` returns) as TOML text; ``None`` values (defaults) are left out."""
+    """A spec dict (as :func:`emvsbayes.spec.validate` returns) as TOML text; ``None`` values (defaults) are left out,
+    and so are the keys the spec's family does not read (a spec file is refused for holding them)."""
+    family = spec["model"]["family"]
     lines = ["# Written by emvsbayes (Comparison.to_spec): run it with 'emvsbayes run THIS.toml'."]
     for key in SCHEMA[""]:
         if spec.get(key) is not None:
@@ -718,7 +720,8 @@ def spec_toml(spec: dict) -> str:
         if not isinstance(values, dict):
             continue
         lines += ["", f"[{section}]"]
-        lines += [f"{toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        lines += [f"{toml_key(k)} = {_toml_value(v)}" for k, v in values.items()
+                  if v is not None and read_by_family(section, k, family)]
     return "\n".join(lines) + "\n"
 
 

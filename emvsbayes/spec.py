@@ -496,20 +496,28 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
-def ignored_by_family(section: str, key: str, value, rule: Key, family) -> str | None:
+def read_by_family(section: str, key: str, family: str) -> bool:
+    """Whether a spec of ``family`` reads ``[section] key``: every shared key, and a ``Key.family_only`` one where
+    the family lists it in its ``spec_defaults``."""
+    rule = SCHEMA.get(section, {}).get(key)
+    return rule is None or not rule.family_only or key in get_family(family).spec_defaults().get(section, {})
+
+
+def ignored_by_family(section: str, key: str, value, rule: Key, family, written: bool = False) -> str | None:
     """The problem (a phrase naming the fix) when ``[section] key``, a shared key only some families read
-    (``Key.family_only``; each family that reads it lists it in its ``spec_defaults``), is given a value other
-    than its default in a spec whose family does not read it: it would be silently ignored. None otherwise."""
-    if not rule.family_only or value == rule.default or not isinstance(family, str) or family not in family_names():
+    (``Key.family_only``; each family that reads it lists it in its ``spec_defaults``), is given in a spec whose
+    family does not read it: it would be silently ignored. ``written``: the spec is as a person wrote it (a TOML
+    file, ``compare``'s options), where even the default value is refused (``weights = "equal"`` in a Gaussian
+    spec reads as equal weights, and the Gaussian mixture estimates its weights); a spec dict filled in by
+    :func:`load_spec` or ``to_spec`` holds every key at its default, which passes. None otherwise."""
+    if not rule.family_only or not isinstance(family, str) or family not in family_names():
         return None
-
-    def reads(name: str) -> bool:
-        return key in get_family(name).spec_defaults().get(section, {})
-
-    if reads(family):
+    if value == rule.default and not written:
+        return None
+    if read_by_family(section, key, family):
         return None
     # Only here, on the way to a refusal, are the other families imported.
-    readers = [get_family(name).title for name in family_names() if reads(name)]
+    readers = [get_family(name).title for name in family_names() if read_by_family(section, key, name)]
     names = readers[0] if len(readers) == 1 else f"{', '.join(readers[:-1])} and {readers[-1]}"
     return f"{_where(section, key)} applies to {names} only, not to {get_family(family).title}; remove it"
 
@@ -604,8 +612,9 @@ def _nul_text(value, where: str = "") -> str | None:
     return None
 
 
-def validate(raw: dict, source: str = "spec") -> dict:
-    """Check ``raw`` against the schema and return a new dict with every default filled in."""
+def validate(raw: dict, source: str = "spec", written: bool = False) -> dict:
+    """Check ``raw`` against the schema and return a new dict with every default filled in. ``written``: ``raw`` is
+    a spec as a person wrote it (see :func:`ignored_by_family`), not a dict this module filled in."""
     if not isinstance(raw, dict):
         raise UserError(f"{source}: a spec must be a table of sections such as [data] and [model], got {_show(raw)}")
     spec: dict[str, Any] = {}
@@ -642,7 +651,7 @@ def validate(raw: dict, source: str = "spec") -> dict:
                 problem = check(value)
                 if problem:
                     raise UserError(f"{source}: {_where(section, key)} {problem}")
-                ignored = ignored_by_family(section, key, value, rule, family)
+                ignored = ignored_by_family(section, key, value, rule, family, written)
                 if ignored:
                     raise UserError(f"{source}: {ignored}")
                 out[key] = copy.deepcopy(value)
@@ -819,7 +828,7 @@ def load_spec(path: str | Path) -> dict:
     """Read and validate a spec file; the returned dict also carries ``name`` and ``path``."""
     path = Path(path)
     raw = read_toml(path)
-    spec = validate(raw, source=str(path))
+    spec = validate(raw, source=str(path), written=True)
     name = path.stem
     if not is_spec_name(name):
         raise UserError(f"{path}: {SPEC_NAME_RULE}")

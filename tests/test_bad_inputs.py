@@ -248,6 +248,13 @@ SPEC_CASES = {
     "hmm_given_coin_weights": (
         HMM + 'weights = "estimated"\n',
         "{spec}: [model] weights applies to binomial (coin) mixtures only, not to hidden Markov models; remove it"),
+    # Written at the coins' default it read as "equal weights" in a mixture that estimates its weights.
+    "poisson_given_equal_weights": (
+        QUAKES + 'weights = "equal"\n',
+        "{spec}: [model] weights applies to binomial (coin) mixtures only, not to Poisson mixtures; remove it"),
+    "coins_given_the_gaussian_default_covariance": (
+        COINS + 'covariance = "full"\n',
+        "{spec}: [model] covariance applies to Gaussian mixtures only, not to binomial (coin) mixtures; remove it"),
     "hmm_given_a_weight_concentration": (
         HMM + "[bayes]\nw_concentration = 2.0\n",
         "{spec}: [bayes] w_concentration applies to binomial (coin) mixtures, Gaussian mixtures and Poisson "

@@ -180,7 +180,7 @@ def _check_table(given: Any, keys: dict[str, Key], section: str, source: str) ->
     return out
 
 
-def validate(raw: dict, source: str = "study spec") -> dict:
+def validate(raw: dict, source: str = "study spec", written: bool = False) -> dict:
     """Check ``raw`` (a parsed TOML table) and return the spec with every default filled in."""
     top_keys = SCHEMA[""]
     known = [*top_keys, *[s for s in SCHEMA if s], *OPTIONAL_TABLES]
@@ -202,7 +202,7 @@ def validate(raw: dict, source: str = "study spec") -> dict:
     model = _check_table(raw.get("model", {}), SCHEMA["model"], "model", source)
     family = model["family"]
     for key, value in raw.get("model", {}).items():
-        ignored = ignored_by_family("model", key, value, SCHEMA["model"][key], family)
+        ignored = ignored_by_family("model", key, value, SCHEMA["model"][key], family, written)
         if ignored:
             raise UserError(f"{source}: {ignored}")
     spec["model"] = model
@@ -338,7 +338,7 @@ def load_study_spec(path: str | Path) -> dict:
     """Read and validate a study spec; the returned dict also carries ``name`` and ``path``."""
     path = Path(path)
     raw = read_toml(path, example="models/study_coverage_gmm.toml")
-    spec = validate(raw, source=str(path))
+    spec = validate(raw, source=str(path), written=True)
     if not is_spec_name(path.stem):
         raise UserError(f"{path}: {SPEC_NAME_RULE}")
     spec["name"] = path.stem
