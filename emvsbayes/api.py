@@ -202,6 +202,12 @@ def _table(data, source: str):
         labels = None
         if not isinstance(data.index, pd.RangeIndex) or data.index.start != 0 or data.index.step != 1:
             labels = tuple(str(v) for v in data.index)
+            # An index that names no row of its own (repeated, as pd.concat leaves it, or blank) is not the rows'
+            # names: they are numbered, as for a default index.
+            from emvsbayes.data.records import unnamed_row
+
+            if unnamed_row(labels) is not None:
+                labels = None
         return names, [data[c].to_numpy() for c in data.columns], labels, "DataFrame"
     if isinstance(data, np.ma.MaskedArray) and np.ma.is_masked(data):
         # np.asarray drops the mask: the masked entries' stand-in values (often -999) would be fitted as data
@@ -266,6 +272,16 @@ def _continuous_record(data, data_spec: dict, source: str):
         if label not in by_name:
             raise UserError(f"{source}: label={label!r} is not a column (columns: {', '.join(names)}); name the column of row names")
         labels = tuple(str(v) for v in by_name[label])
+        from emvsbayes.data.records import unnamed_row
+
+        problem = unnamed_row(labels)
+        if problem is not None:
+            i, j = problem
+            if j is None:
+                raise UserError(f"{source}: row {i + 1} of column {label!r} (label=) is empty; give every row a name, or "
+                                "leave label= out to number the rows")
+            raise UserError(f"{source}: rows {i + 1} and {j + 1} have the same name {labels[i]!r} in column {label!r} "
+                            "(label=); give each row a name of its own (if the column holds groups, pass it as truth=)")
     truth = data_spec.get("truth")
     known = None
     if truth is not None:
@@ -395,7 +411,8 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
     ----------
     data : array_like, pandas.DataFrame, xarray.DataArray, xarray.Dataset or list of (int, int)
         For ``family="gaussian"``: rows of observations (a 1-D or 2-D numeric array, a DataFrame whose
-        column names are kept, a 1-D/2-D DataArray, or a Dataset of 1-D variables). For
+        column names are kept and whose index names the rows when each row has a name of its own, a 1-D/2-D
+        DataArray, or a Dataset of 1-D variables). For
         ``family="coins"``: (heads, tosses) pairs, an (N, 2) integer array, or a DataFrame (or a dict of
         lists) with ``heads`` and ``tosses`` columns. A record from :func:`load_dataset` is taken as it is.
     family : {"coins", "gaussian"}

@@ -401,9 +401,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "truth": Key(None, lambda v: None if v is None else name_text(v)),  # known groups, compared, not fitted
         # the columns of a table of measurements (Gaussian mixtures) or of a series (hidden Markov models)
         "columns": Key(None, lambda v: None if v is None else list_of(name_text, unique=True)(v), family_only=True),
-        "drop": Key([], list_of(name_text, non_empty=False), family_only=True),
+        "drop": Key([], list_of(name_text, non_empty=False, unique=True), family_only=True),
         # preparing measurements (Gaussian mixtures): coins' and Poisson counts are fitted as counted
-        "percent": Key([], list_of(name_text, non_empty=False), family_only=True),
+        "percent": Key([], list_of(name_text, non_empty=False, unique=True), family_only=True),
         "categories": Key({}, categories_table, family_only=True),
         "standardize": Key(False, boolean, family_only=True),
     },
@@ -725,6 +725,9 @@ def _check_consistency(spec: dict, source: str) -> None:
     if data["store"] is None and data["store_array"] is not None:
         raise UserError(f"{source}: [data] store_array names an array inside a store; give store = \"path.zarr\" "
                         "or remove store_array")
+    if data["label"] is not None and data["label"] == data["truth"]:
+        raise UserError(f"{source}: [data] label and truth both name column {_show(data['label'])}; a column is the "
+                        "rows' names (label) or their known groups (truth), not both: remove one")
     ks = spec["model"]["components"]
     ks = ks if isinstance(ks, list) else [ks]
     em = spec["em"]

@@ -225,6 +225,21 @@ def test_dataframe_columns_rows_and_standardizing_are_kept(gaussian, gaussian_fr
     assert {"w[0]", "mu[0, length]", "mu[1, width]"} <= set(gaussian.summary().index)
 
 
+def test_an_index_that_names_no_row_of_its_own_is_not_the_rows_names(gaussian_frame):
+    """pd.concat leaves a repeated index: as row names it would name two rows alike in the membership tables and
+    in the CSV a rerun reads (where [data] label refuses it), so the rows are numbered as for a default index."""
+    from emvsbayes.api import _continuous_record
+    from emvsbayes.spec import validate
+
+    data_spec = validate({"data": {"dataset": "old_faithful"}, "model": {"family": "gaussian"}})["data"]
+    frame = gaussian_frame[["length", "width"]]
+    record, _ = _continuous_record(frame, data_spec, "compare")
+    assert record.labels == tuple(frame.index)
+    for index in (list(range(12)) * 2, ["r"] * 24, [""] + [f"r{i}" for i in range(23)]):
+        record, _ = _continuous_record(frame.set_axis(index), data_spec, "compare")
+        assert record.labels == tuple(str(i) for i in range(1, 25))
+
+
 def test_truth_names_the_known_groups_and_is_never_fitted(gaussian_frame):
     """truth= was never read: the group column was fitted as a feature (or dropped) and no clustering was
     compared with it. Now it is the CSV spec's [data] truth: left out of the features, compared with every

@@ -263,6 +263,13 @@ SPEC_CASES = {
         HMM + "[bayes]\nmu_loc = 3.0\n",
         '{spec}: [bayes] mu_loc is a prior of Gaussian emissions; remove it for emission = "poisson" (or set emission = '
         '"gaussian")'),
+    "drop_names_a_column_twice": (
+        '[data]\ndataset = "old_faithful"\ndrop = ["waiting", "waiting"]\n[model]\nfamily = "gaussian"\n',
+        "{spec}: [data] drop lists 'waiting' twice; list each once"),
+    "label_and_truth_one_column": (
+        '[data]\nfile = "d.csv"\nlabel = "name"\ntruth = "name"\n[model]\nfamily = "gaussian"\n',
+        "{spec}: [data] label and truth both name column 'name'; a column is the rows' names (label) or their known "
+        "groups (truth), not both: remove one"),
     "gaussian_model_choice_covariance_on_coins": (
         COINS + '[model_choice]\ncomponents = [1, 2]\ncovariance = "tied"\n',
         "{spec}: [model_choice] covariance applies to Gaussian mixtures only, not to binomial (coin) mixtures; remove it"),
@@ -1065,6 +1072,17 @@ API_CASES = {
         lambda tmp_path: __import__("emvsbayes").compare([1.0, 2.0, 3.0], family="gaussian", init=np.array([0.0, 5.0])),
         UserError, "compare: [em] init must be one of 'kmeans', 'k-means++', 'random_from_data', 'random' "
         "(scikit-learn's init_params) or a table of weights, means, covariances, got [0.0, 5.0]"),
+    "compare_repeated_label": (
+        lambda tmp_path: __import__("emvsbayes").compare(
+            __import__("pandas").DataFrame({"n": ["a", "b", "a"], "x": [1.0, 2.0, 3.0]}), family="gaussian", label="n"),
+        UserError, "compare: rows 1 and 3 have the same name 'a' in column 'n' (label=); give each row a name of its "
+        "own (if the column holds groups, pass it as truth=)"),
+    "compare_label_is_truth": (
+        lambda tmp_path: __import__("emvsbayes").compare(
+            __import__("pandas").DataFrame({"n": ["a", "b", "c"], "x": [1.0, 2.0, 3.0]}), family="gaussian", label="n",
+            truth="n"),
+        UserError, "compare: [data] label and truth both name column 'n'; a column is the rows' names (label) or their "
+        "known groups (truth), not both: remove one"),
     "read_results_incompatible": (
         lambda tmp_path: _read_modified_results(tmp_path, 2), UserError,
         "{dir}/results.nc: results format version 2, this emvsbayes reads version 1; rerun the spec with this version"),
@@ -1635,6 +1653,28 @@ SILENT_CSV_CASES = {
     "fraction_in_a_count": (
         COIN_SPEC, b"heads,tosses\n4.5,10\n3,10\n",
         "data.csv: line 2, column 'heads' (heads) is '4.5', not a whole number; heads must be counts"),
+    # Python's csv reader cut the cell at the NUL: the column was read as "a"
+    "nul_in_the_header": (
+        GAUSS_SPEC, b"a\0,b\n1,2\n3,4\n5,6\n",
+        "data.csv: line 1 holds a NUL character (\\0), which CSV text never holds; remove it (or, if the file is a "
+        "spreadsheet's or another program's own format, export it as CSV)"),
+    "nul_in_a_cell": (
+        GAUSS_SPEC, b"a,b\n1,2\n3,4\x00\n5,6\n",
+        "data.csv: line 3 holds a NUL character (\\0), which CSV text never holds; remove it (or, if the file is a "
+        "spreadsheet's or another program's own format, export it as CSV)"),
+    # a row label names its row in the membership tables and a rerun's CSV: blank or repeated ones were accepted
+    "repeated_row_label": (
+        GAUSS_SPEC.replace("[model]", 'label = "name"\n[model]'), b"name,x\nr1,1\nr2,2\nr1,3\nr4,4\n",
+        "data.csv: lines 2 and 4 have the same name 'r1' in column 'name' ([data] label); give each row a name of its "
+        "own (if the column holds groups, name it as [data] truth instead)"),
+    "blank_row_label": (
+        GAUSS_SPEC.replace("[model]", 'label = "name"\n[model]'), b"name,x\nr1,1\n  ,2\nr3,3\nr4,4\n",
+        "data.csv: line 3, column 'name' ([data] label) is empty; give every row a name, or remove [data] label to "
+        "number the rows"),
+    "repeated_coin_set_label": (
+        COIN_SPEC.replace("[model]", 'label = "coin"\n[model]'), b"coin,heads,tosses\nA,5,10\nB,9,10\nA,8,10\n",
+        "data.csv: lines 2 and 4 have the same name 'A' in column 'coin' ([data] label); give each row a name of its "
+        "own (if the column holds groups, name it as [data] truth instead)"),
 }
 
 

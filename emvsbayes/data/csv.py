@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emvsbayes.data.records import CoinData, ContinuousData, CountData
+from emvsbayes.data.records import CoinData, ContinuousData, CountData, unnamed_row
 from emvsbayes.errors import UserError, quote
 from emvsbayes.limits import check_csv_size
 from emvsbayes.paths import input_kind, packed_format
@@ -150,6 +150,11 @@ def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str = "auto
     # Spreadsheet programs often start UTF-8 files with a byte-order mark, which would otherwise
     # become part of the first column's name.
     text = text.removeprefix("\ufeff")
+    if "\0" in text:
+        # Python's csv reader cuts a cell at a NUL ("a\0,b" read as a column named "a"); no CSV text holds one.
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise UserError(f"{name}: line {line} holds a NUL character (\\0), which CSV text never holds; remove it "
+                        "(or, if the file is a spreadsheet's or another program's own format, export it as CSV)")
 
     hint = _encoding_hint(raw, encoding, text)
     try:
@@ -488,7 +493,17 @@ def _row_labels(table: Table, label_index: int | None, unnamed: str) -> tuple[st
     """The rows' names: the label column's cells, or ``unnamed`` numbered from 1 (``"set {}"``)."""
     if label_index is None:
         return tuple(unnamed.format(i) for i in range(1, len(table.rows) + 1))
-    return tuple(text for _, text in table.cells(label_index))
+    lines, labels = zip(*table.cells(label_index)) if table.rows else ((), ())
+    problem = unnamed_row(labels)
+    if problem is not None:
+        column, (i, j) = table.header[label_index], problem
+        if j is None:
+            raise UserError(f"{table.name}: line {lines[i]}, column {column!r} ([data] label) is empty; give every row "
+                            "a name, or remove [data] label to number the rows")
+        raise UserError(f"{table.name}: lines {lines[i]} and {lines[j]} have the same name {labels[i]!r} in column "
+                        f"{column!r} ([data] label); give each row a name of its own (if the column holds groups, "
+                        "name it as [data] truth instead)")
+    return tuple(labels)
 
 
 def _parse_count(table: Table, line: int, column: str, text: str) -> int:

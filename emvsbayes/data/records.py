@@ -7,6 +7,20 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def unnamed_row(labels) -> tuple[int, int | None] | None:
+    """Where row labels fail to name their rows: ``(i, None)`` for the first blank one, ``(i, j)`` when row ``j``
+    repeats row ``i``'s label (positions from 0); None when every row has a name of its own. A label names its row
+    in the membership tables and in the CSV a rerun reads, so a blank or repeated one names nothing."""
+    first: dict[str, int] = {}
+    for j, text in enumerate(labels):
+        if text.strip() == "":
+            return j, None
+        if text in first:
+            return first[text], j
+        first[text] = j
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class CoinData:
     """Sets of coin tosses, each set made with one (possibly unknown) coin.
