@@ -1653,6 +1653,11 @@ SILENT_CSV_CASES = {
     "fraction_in_a_count": (
         COIN_SPEC, b"heads,tosses\n4.5,10\n3,10\n",
         "data.csv: line 2, column 'heads' (heads) is '4.5', not a whole number; heads must be counts"),
+    # was told to remove the thousands separators, which left a decimal comma
+    "european_number_in_a_semicolon_file": (
+        GAUSS_SPEC, b"a;b\n1.234,5;2,25\n3,1;4,0\n",
+        "data.csv: line 2, column 'a' is '1.234,5', not a number; it looks like 1234.5 written with points between "
+        "thousands and a decimal comma: write '1234.5' in the file"),
     # Python's csv reader cut the cell at the NUL: the column was read as "a"
     "nul_in_the_header": (
         GAUSS_SPEC, b"a\0,b\n1,2\n3,4\n5,6\n",

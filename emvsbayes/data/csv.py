@@ -294,6 +294,10 @@ def _not_a_number_hint(text: str, column: str) -> str:
         return f"it looks like a percent: convert the column with data.percent = [{quote(column)}]"
     if re.fullmatch(r"[+-]?\d+,\d+", text, flags=re.ASCII) and not re.fullmatch(r"[+-]?\d{1,3},\d{3}", text):
         return f"it looks like a decimal comma: write {text.replace(',', '.')!r} with a point in the file"
+    if re.fullmatch(r"[+-]?\d{1,3}(?:\.\d{3})+,\d+", text, flags=re.ASCII):
+        # points between thousands and a comma before the decimals, as European spreadsheets write 1234.5
+        plain = text.replace(".", "").replace(",", ".")
+        return f"it looks like {plain} written with points between thousands and a decimal comma: write {plain!r} in the file"
     if _is_float(text.replace(",", "")):
         return "remove the thousands separators from the file"
     if re.fullmatch(r"[+-]?(?:\d+\.?\d*|\.\d+)[dD][+-]?\d+", text, flags=re.ASCII):
