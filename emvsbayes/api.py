@@ -777,6 +777,7 @@ def load_dataset(name: str, **options):
         The data set's name, e.g. ``"coins_do_batzoglou"`` or ``"faithful"``.
     **options
         For continuous data sets: ``columns``, ``label``, ``percent``, ``categories``, ``standardize``, ``drop``.
+        A count data set (``earthquakes``) is read whole: only its own ``columns=["count"]`` and ``label="year"``.
 
     Returns
     -------

@@ -193,6 +193,18 @@ def test_coin_data_set_takes_no_options():
         load_dataset("coins_lecture", heads="h")
 
 
+def test_a_count_data_set_takes_its_own_column_and_label_as_its_spec_names_them():
+    """models/earthquakes_hmm.toml names the series and its label ([data] columns = ["count"], label = "year"):
+    load_dataset took neither ("takes no options"); the data set's own values pass, others are refused."""
+    whole = load_dataset("earthquakes")
+    named = load_dataset("earthquakes", columns=["count"], label="year", counts="count")
+    np.testing.assert_array_equal(named.counts, whole.counts)
+    assert named.labels == whole.labels and whole.labels[0] == "1900" and len(whole.counts) == 107
+    with raises_exactly("bundled data set 'earthquakes' is read whole (column 'count', its rows named by 'year'); "
+                        "remove columns, label"):
+        load_dataset("earthquakes", columns=["rate"], label="decade")
+
+
 # --- users' CSV files: what works --------------------------------------------------------------
 
 

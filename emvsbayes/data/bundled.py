@@ -147,7 +147,8 @@ def load_dataset(name: str, **options: Any) -> CoinData | ContinuousData | Count
         For continuous data sets, options of :func:`load_continuous_csv` (``columns``, ``label``,
         ``percent``, ``categories``, ``standardize``, ``drop``) that replace the data set's defaults;
         ``heroes`` defaults to the EM lesson's preprocessing (:data:`HEROES_LESSON_OPTIONS`).
-        Coin and count data sets take no options.
+        Coin data sets take no options; a count data set is read whole and takes only its own column and
+        label (``columns=["count"]``, ``label="year"``), as a spec names them.
 
     Returns
     -------
@@ -160,8 +161,13 @@ def load_dataset(name: str, **options: Any) -> CoinData | ContinuousData | Count
             raise UserError(f"bundled data set {name!r} takes no options; remove {', '.join(sorted(options))}")
         return _load_coins(info)
     if info.kind == "counts":
-        if options:
-            raise UserError(f"bundled data set {name!r} takes no options; remove {', '.join(sorted(options))}")
+        # A count data set is read whole; a spec names its column and label all the same (the HMM's [data]
+        # columns = ["count"], label = "year"), so those values are the data set's own and pass.
+        own = {"columns": [info.columns[0]], "counts": info.columns[0], "label": _COUNT_LABEL_COLUMN.get(name)}
+        other = sorted(key for key, value in options.items() if key not in own or value != own[key])
+        if other:
+            described = f"column {info.columns[0]!r}" + (f", its rows named by {own['label']!r}" if own["label"] else "")
+            raise UserError(f"bundled data set {name!r} is read whole ({described}); remove {', '.join(other)}")
         data = _with_file(info, lambda path: load_counts_csv(path, counts=info.columns[0],
                                                              label=_COUNT_LABEL_COLUMN.get(name), encoding=info.encoding))
         return dataclasses.replace(data, source=name)
