@@ -346,14 +346,18 @@ def model_choice(family, spec, data, seeds, timings, progress) -> xr.Dataset:
     rows, fitted = {}, {}
     start = time.perf_counter()
     # leave-future-out scores every K on the same terms, from the same L (enough points for the largest K)
+    ks = sorted(set(choice["components"]))
+    model_defs = {k: family.model_choice_model(spec, data, k) for k in ks}
+    before = {k: family.model_choice_checks(model_defs[k], data, None) for k in ks}
     dependent = getattr(family, "one_step_log_density", None) is not None
+    # ... among the K whose posterior is sampled (an ill-posed K, not sampled, would leave few points to score)
+    sampled = [k for k in ks if not before[k]["skip_bayes"]]
     first = lfo_first(family.n_observations(data), max(
-        family.n_free_parameters(family.model_choice_model(spec, data, k), data) for k in choice["components"])
-    ) if dependent and choice["components"] else None
-    for k in sorted(set(choice["components"])):
-        model_def = family.model_choice_model(spec, data, k)
+        family.n_free_parameters(model_defs[k], data) for k in sampled)) if dependent and sampled else None
+    for k in ks:
+        model_def = model_defs[k]
         n_params = family.n_free_parameters(model_def, data)
-        checks = family.model_choice_checks(model_def, data, None)
+        checks = before[k]
         notes, found, predictive, facts, best = list(checks["notes"]), None, None, None, None
         extras = {}
         if not checks["too_many"]:

@@ -294,3 +294,24 @@ def test_a_flagged_key_given_to_a_family_that_does_not_read_it_is_refused():
                 titles = [get_family(f).title for f in readers]
                 assert problem.startswith(f"[{section}] {key} applies to ") and all(t in problem for t in titles)
                 assert f"not to {get_family(family).title}; remove it" in problem
+
+
+@pytest.mark.parametrize("name", ["gaussian", "poisson", "hmm"])
+def test_a_k_with_as_many_free_parameters_as_numbers_of_data_is_ill_posed(name):
+    """Model choice's checks before EM: with at least as many free parameters as numbers in the data the K is noted
+    ill-posed and its posterior not sampled (an HMM of 10 states has 120 parameters: on 15 points it was sampled
+    without a word); one number more and it is fitted as any other K. The coins are left out: their exact posterior
+    is computed for every K."""
+    family = get_family(name)
+    model_def, truth, _ = family.example()
+    rng = np.random.default_rng(20261205)
+    n_params = family.n_free_parameters(model_def, family.simulate(model_def, truth, 50, rng))
+    per_row = {"gaussian": 2, "poisson": 1, "hmm": 1}[name]  # numbers per row (the Gaussian example is 2-D)
+    rows = n_params // per_row  # the most rows holding at most n_params numbers
+    few = family.simulate(model_def, truth, rows, rng)
+    checks = family.model_choice_checks(model_def, few, None)
+    assert checks["skip_bayes"] and checks["late_notes"] == [
+        f"ill-posed: {n_params} free parameters for the {rows * per_row} numbers in the data"]
+    enough = family.simulate(model_def, truth, rows + 1, rng)  # more numbers than parameters
+    checks = family.model_choice_checks(model_def, enough, None)
+    assert not checks["skip_bayes"] and checks["late_notes"] == []

@@ -823,11 +823,11 @@ class GaussianFamily:
         x = _matrix(data)
         (n, d), k = x.shape, model_def.n_components
         if run is None:
-            n_params = model_def.n_free_parameters(d)
-            ill_posed = n_params >= n * d
+            from emvsbayes.uncertainty.model_choice import ill_posed
+
+            unposed = ill_posed(model_def.n_free_parameters(d), n * d)
             return {"notes": [f"K = {k} is more than the {n} rows"] if k > n else [], "too_many": k > n,
-                    "late_notes": [f"ill-posed: {n_params} free parameters for the {n * d} numbers in the data"]
-                    if ill_posed else [], "skip_bayes": k > n or ill_posed}
+                    "late_notes": unposed["late_notes"], "skip_bayes": k > n or unposed["skip_bayes"]}
         counts, notes = _degeneracy(model_def, run.restarts.best.params, x)
         degenerate = bool(notes)
         if not degenerate and run.n_reached_best < 2:

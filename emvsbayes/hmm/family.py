@@ -356,8 +356,12 @@ class HMMFamily:
     def model_choice_checks(self, model_def, data: Series, run) -> dict:
         n, k = data.n_time, model_def.n_components
         if run is None:
+            from emvsbayes.uncertainty.model_choice import ill_posed
+
+            # K states: K (K - 1) transition probabilities besides the emissions (120 parameters at K = 10)
+            unposed = ill_posed(model_def.n_free_parameters(), int(np.size(data.y)))
             return {"notes": [f"K = {k} is more than the {n} time points"] if k > n else [], "too_many": k > n,
-                    "late_notes": [], "skip_bayes": k > n}
+                    "late_notes": unposed["late_notes"], "skip_bayes": k > n or unposed["skip_bayes"]}
         notes = []
         if run.n_reached_best < 2:
             notes.append(f"the best log-likelihood was reached by only {run.n_reached_best} of {run.n_starts} "

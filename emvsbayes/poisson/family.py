@@ -660,8 +660,11 @@ class PoissonFamily:
         a single start."""
         n, k = data.n_rows, model_def.n_components
         if run is None:
+            from emvsbayes.uncertainty.model_choice import ill_posed
+
+            unposed = ill_posed(model_def.n_free_parameters(), n)
             return {"notes": [f"K = {k} is more than the {n} rows"] if k > n else [], "too_many": k > n,
-                    "late_notes": [], "skip_bayes": k > n}
+                    "late_notes": unposed["late_notes"], "skip_bayes": k > n or unposed["skip_bayes"]}
         best = run.restarts.best.params
         counts = best.w * n
         notes = []

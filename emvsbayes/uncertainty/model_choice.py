@@ -163,6 +163,16 @@ def criteria(family, model_def, data, params) -> InformationCriteria:
     return information_criteria(loglik, family.n_free_parameters(model_def, data), family.n_observations(data), resp)
 
 
+def ill_posed(n_params: int, n_numbers: int) -> dict:
+    """A model choice's checks before EM for ``n_params`` free parameters fitted to ``n_numbers`` numbers of data:
+    as many parameters as numbers or more is ill-posed (the likelihood has no single best point to compare), noted
+    in the K's row and its posterior not sampled (``late_notes``, ``skip_bayes`` of ``Family.model_choice_checks``)."""
+    if n_params < n_numbers:
+        return {"late_notes": [], "skip_bayes": False}
+    return {"late_notes": [f"ill-posed: {n_params} free parameters for the {n_numbers} numbers in the data"],
+            "skip_bayes": True}
+
+
 def min_component_points(covariance_type: str, n_features: int) -> int:
     """The fewest points a component must hold for its own covariance to be estimated, not copied from
     its points (see the module docstring): D + 2 ``full``, 3 ``diag`` / ``spherical``, 1 ``tied``."""
