@@ -115,11 +115,15 @@ def read_series(path: Path, spec: dict, *, encoding: str = "utf-8", source: str 
             raise UserError(f"{table.name}: line {line}, column {quote(column)} has no value ({quote(text)}): a hidden "
                             "Markov model needs every time point of the series; fill it in, or fit the stretch "
                             "before or after the gap on its own")
+    lines = [line for line, _ in table.cells(index)]
+    if time is not None:
+        # before the reader's own check of row labels, which would call a repeated time a repeated name
+        _check_time(table.name, tuple(text for _, text in table.cells(table.column(
+            time, "name the time column with [data] label = '...'"))), lines, time)
     # the spread of a series' values is the family's to judge (counts beyond what Poisson emissions carry are
     # named below in those terms)
     loaded = load_continuous_csv(path, [column], encoding=encoding, label=time, delimiter=delimiter, check_spread=False)
     y = loaded.x[:, 0]
-    lines = [line for line, _ in table.cells(index)]
     if counts:
         negative = np.flatnonzero(y < 0)
         if negative.size:
@@ -137,8 +141,6 @@ def read_series(path: Path, spec: dict, *, encoding: str = "utf-8", source: str 
             raise UserError(f"{table.name}: line {lines[i]}, column {quote(column)} is {y[i]:.0f}, a count beyond "
                             f"{MAX_COUNT:,}: the log-likelihood of Poisson emissions that large loses the digits EM "
                             "needs; count in larger units (thousands), or use emission = \"gaussian\"")
-    if time is not None:
-        _check_time(table.name, loaded.labels, lines, time)
     return Series(y=np.array(y, dtype=float), column=column, time=tuple(loaded.labels), time_column=time,
                   source=source or str(path))
 
