@@ -150,13 +150,13 @@ def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str = "auto
     # Spreadsheet programs often start UTF-8 files with a byte-order mark, which would otherwise
     # become part of the first column's name.
     text = text.removeprefix("\ufeff")
-    if "\0" in text:
+
+    hint = _encoding_hint(raw, encoding, text)
+    if "\0" in text and hint is None:  # (UTF-16 text read as UTF-8 is full of NULs: the hint names its encoding)
         # Python's csv reader cuts a cell at a NUL ("a\0,b" read as a column named "a"); no CSV text holds one.
         line = text.count("\n", 0, text.index("\0")) + 1
         raise UserError(f"{name}: line {line} holds a NUL character (\\0), which CSV text never holds; remove it "
                         "(or, if the file is a spreadsheet's or another program's own format, export it as CSV)")
-
-    hint = _encoding_hint(raw, encoding, text)
     try:
         header, header_line, rows, line_numbers = _parse(text, name, delimiter)
     except UserError as error:
@@ -276,7 +276,9 @@ def _encoding_hint(raw: bytes, encoding: str, text: str) -> str | None:
     if not given.startswith(("utf-16", "utf-32")):
         if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
             return "it starts with a UTF-16 byte-order mark: set data.encoding = 'utf-16'"
-        if b"\x00" in raw[:4096]:
+        head = raw[:4096]
+        # UTF-16 text of Latin letters and digits is half NUL bytes; one stray NUL is no encoding
+        if head.count(0) >= max(len(head) // 4, 1):
             return "it holds NUL bytes, as UTF-16 text does: set data.encoding = 'utf-16' (or 'utf-16-le')"
     return None
 
