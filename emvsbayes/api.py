@@ -621,8 +621,8 @@ class Comparison:
         Parameters
         ----------
         data_path : str or Path, optional
-            Where to write the data as CSV (refused if the file exists). The spec's ``[data] file`` is
-            this path as given: a relative path is read relative to the folder the spec is saved in,
+            Where to write the data as CSV (refused if the file exists; in a folder, ``data.csv`` there;
+            the folder must exist). The spec's ``[data] file`` is this path as given: a relative path is read relative to the folder the spec is saved in,
             so save the spec beside the data (or give an absolute path). Without it, ``file`` is
             ``"data.csv"``: write the data there yourself (or call again with ``data_path``). A spec
             run with ``emvsbayes.run`` on a file or data set needs no data file: its ``[data]`` is kept.
@@ -637,7 +637,8 @@ class Comparison:
         spec["seed"] = int(self.results.attrs["seed"])
         data_spec = dict(spec["data"])
         if data_path is not None:
-            data_path = _path_argument(data_path, "to_spec", "data_path", "coins.csv")
+            # a folder takes data.csv, as save() and report() put their files in one
+            data_path = _target(data_path, "data.csv", "to_spec", "data_path")
         if data_spec.get("file") == IN_MEMORY:
             table, label = self._csv_table()
             file = "data.csv" if data_path is None else str(data_path)
@@ -688,9 +689,11 @@ class Comparison:
         return buffer.getvalue(), label
 
 
-def _target(path, default_name: str, method: str) -> Path:
+def _target(path, default_name: str, method: str, argument: str = "path") -> Path:
+    """The file ``method`` writes for its ``argument``: the path given, or ``default_name`` inside it when it is a
+    folder; refused (one UserError) when its folder does not exist or is a file."""
     given = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
-    path = _path_argument(path, method, "path", default_name)
+    path = _path_argument(path, method, argument, default_name)
     if isinstance(given, str) and given.endswith(("/", os.sep)) and not path.is_dir():
         # Path("newdir/") is Path("newdir"): a file of that name was written where a folder was meant
         raise UserError(f"{method}: folder {path} does not exist; create it, or give the file to write, e.g. "

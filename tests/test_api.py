@@ -207,6 +207,11 @@ def test_to_spec_reruns_bit_identically_from_the_command_line(which, coins, gaus
     (tmp_path / "rerun.toml").write_text(text, encoding="utf-8")
     with pytest.raises(UserError, match="exists"):
         comparison.to_spec(data_path=tmp_path / "data.csv")  # never over a data file
+    # a folder takes data.csv (it was called a data file that exists)
+    (tmp_path / "folder").mkdir()
+    assert f'file = "{tmp_path / "folder" / "data.csv"}"' in comparison.to_spec(data_path=tmp_path / "folder")
+    assert (tmp_path / "folder" / "data.csv").read_text(encoding="utf-8") == (tmp_path / "data.csv").read_text(
+        encoding="utf-8")
     proc = run_cli("run", tmp_path / "rerun.toml", "--out", tmp_path / "out", "--quiet")
     assert proc.returncode == 0, proc.stderr
     cli = read_results(tmp_path / "out" / "results.nc")
@@ -399,7 +404,9 @@ def test_the_other_entry_points_refuse_bad_input_in_one_line(nothing_written, co
     _one_line_error(lambda: emvsbayes.run({"model": {"family": "coins"}, "data": {"dataset": "coins_do_batzoglou"}},
                                           seed=-1), "run: seed must be a whole number from 0 to 2**63 - 1")
     _one_line_error(lambda: coins.to_spec(3), "to_spec: data_path must be a path (a str or pathlib.Path), e.g. "
-                    "data_path='coins.csv', got 3")
+                    "data_path='data.csv', got 3")
+    # a data file in a folder that does not exist: refused as save() and report() refuse it (it made the folder)
+    _one_line_error(lambda: coins.to_spec("no/such/folder/d.csv"), "to_spec: folder no/such/folder does not exist")
     _one_line_error(lambda: emvsbayes.study("missing_study.toml"), "missing_study.toml")
     _one_line_error(lambda: emvsbayes.study({}, client="tcp://x"), "study: client must be a dask.distributed.Client")
     _one_line_error(lambda: coins.save("no/such/folder/results.nc"), "save: folder no/such/folder does not exist")
