@@ -114,16 +114,25 @@ def _coin_record(data, data_spec: dict, source: str):
 
     if isinstance(data, CoinData):
         return data
+    _refuse_masked(data, source)
     kind = "(heads, tosses) pairs"
     heads_name, tosses_name = data_spec["heads"], data_spec["tosses"]
     if _is_dataframe(data):
-        missing = [name for name in (heads_name, tosses_name) if name not in data.columns]
+        # column names as text, as for continuous data (a DataFrame of a list has columns 0, 1: heads="0")
+        names = _column_names(data)
+        for name in names:
+            if names.count(name) > 1:
+                raise UserError(f"{source}: column name {name!r} appears more than once; rename one")
+        missing = [name for name in (heads_name, tosses_name) if name not in names]
         if missing:
-            raise UserError(f"{source}: data has no column {missing[0]!r} (columns: {', '.join(map(str, data.columns))}); "
+            raise UserError(f"{source}: data has no column {missing[0]!r} (columns: {', '.join(names)}); "
                             f"name the counts' columns with heads='...', tosses='...'")
-        pairs = list(zip(data[heads_name].tolist(), data[tosses_name].tolist()))
+        pairs = list(zip(data.iloc[:, names.index(heads_name)].tolist(), data.iloc[:, names.index(tosses_name)].tolist()))
         kind = "DataFrame"
-    elif isinstance(data, dict):
+    elif isinstance(data, (str, bytes)):
+        raise UserError(f"{source}: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got text "
+                        f"{_show(data)}; read a file with a spec's [data] file, or give the numbers")
+    elif isinstance(data, dict) or hasattr(data, "data_vars"):  # an xarray Dataset holds columns by name too
         # columns by name, as a DataFrame holds them: {"heads": [...], "tosses": [...]}
         missing = [name for name in (heads_name, tosses_name) if name not in data]
         if missing:
@@ -139,8 +148,15 @@ def _coin_record(data, data_spec: dict, source: str):
         try:
             # A pair given as a tuple or list keeps its items as given: numpy would turn (True, 1) into (1, 1).
             pairs = [tuple(pair) if isinstance(pair, (list, tuple)) else tuple(np.asarray(pair).tolist()) for pair in data]
+            odd = next((item for item in data if isinstance(item, (str, bytes, dict))), None)
         except TypeError:
             raise UserError(f"{source}: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got {_show(data)}") from None
+        if odd is not None:
+            # a text or a dict iterates as its characters or keys: "set 1 is ('h', 'e', 'a', 'd', 's')" said nothing
+            what = "dicts: pass pandas.DataFrame(data) or {'heads': [...], 'tosses': [...]}" if isinstance(odd, dict) \
+                else "text: give the numbers, e.g. (5, 10), not '5,10'"
+            raise UserError(f"{source}: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got a list "
+                            f"holding {what}")
         kind = "array" if isinstance(data, np.ndarray) else kind
     if not pairs:
         raise UserError(f"{source}: data holds no sets of tosses; give at least one (heads, tosses) pair")
@@ -160,6 +176,21 @@ def _coin_record(data, data_spec: dict, source: str):
         tosses.append(t)
     labels = tuple(f"set {i}" for i in range(1, len(heads) + 1))
     return CoinData(np.asarray(heads, dtype=np.int64), np.asarray(tosses, dtype=np.int64), labels, source=kind)
+
+
+def _column_names(frame) -> list[str]:
+    """A DataFrame's column names as text; a MultiIndex column ("a", "1") is "a_1" (its parts joined, as pandas
+    users flatten them), not "('a', '1')"."""
+    return ["_".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in frame.columns]
+
+
+def _refuse_masked(data, source: str) -> None:
+    """A masked array with masked entries is refused: np.asarray drops the mask, and the masked entries' stand-in
+    values (often -999) would be fitted as data."""
+    if isinstance(data, np.ma.MaskedArray) and np.ma.is_masked(data):
+        row = int(np.argwhere(np.ma.getmaskarray(data))[0][0]) + 1
+        raise UserError(f"{source}: data is a masked array with masked entries (the first in row {row}); remove those rows "
+                        "(e.g. x[~x.mask.any(axis=-1)] for 2-D, x.compressed() for 1-D) and pass the rest")
 
 
 def _is_dataframe(data) -> bool:
@@ -197,8 +228,7 @@ def _table(data, source: str):
     if _is_dataframe(data):
         import pandas as pd
 
-        # a MultiIndex column ("a", "1") is named "a_1" (its parts joined, as pandas users flatten them), not "('a', '1')"
-        names = ["_".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in data.columns]
+        names = _column_names(data)
         labels = None
         if not isinstance(data.index, pd.RangeIndex) or data.index.start != 0 or data.index.step != 1:
             labels = tuple(str(v) for v in data.index)
@@ -209,11 +239,7 @@ def _table(data, source: str):
             if unnamed_row(labels) is not None:
                 labels = None
         return names, [data[c].to_numpy() for c in data.columns], labels, "DataFrame"
-    if isinstance(data, np.ma.MaskedArray) and np.ma.is_masked(data):
-        # np.asarray drops the mask: the masked entries' stand-in values (often -999) would be fitted as data
-        row = int(np.argwhere(np.ma.getmaskarray(data))[0][0]) + 1
-        raise UserError(f"{source}: data is a masked array with masked entries (the first in row {row}); remove those rows "
-                        "(e.g. x[~x.mask.any(axis=-1)] for 2-D, x.compressed() for 1-D) and pass the rest")
+    _refuse_masked(data, source)
     if isinstance(data, (list, tuple)) or isinstance(data, np.ndarray):
         flag = _first_bool(data) if isinstance(data, (list, tuple)) else None
         if flag is not None:  # numpy would read [True, 2.5] as [1.0, 2.5]
@@ -449,6 +475,9 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
     source = "compare"
     _check_progress(progress, source)
     if family is None:
+        typo = difflib.get_close_matches("family", [str(key) for key in options], n=1, cutoff=0.7)
+        if typo:
+            raise UserError(f"{source}: unknown option {typo[0]}=; did you mean family=?")
         raise UserError(f'{source}: family= is missing; give family="coins" or family="gaussian"')
     raw = _spec_from_options(_plain(family), _plain(components), _plain(options), source)
     spec = validate(raw, source=source, written=True)

@@ -607,6 +607,22 @@ def test_to_spec_of_a_spec_file_run_points_at_its_data(tmp_path, monkeypatch):
     assert _numeric_groups_equal(comparison.results, again.results) == []
 
 
+def test_coin_counts_in_a_dataset_or_numbered_columns_are_the_same_sets_as_pairs():
+    """An xarray Dataset holds columns by name as a dict does; a DataFrame made from a list has columns 0 and 1,
+    named heads="0", tosses="1" as their text (both were refused)."""
+    import xarray as xr
+
+    from emvsbayes.api import _coin_record
+
+    pairs = _coin_record(LESSON_PAIRS, {"heads": "heads", "tosses": "tosses"}, "compare")
+    heads, tosses = [h for h, _ in LESSON_PAIRS], [t for _, t in LESSON_PAIRS]
+    dataset = _coin_record(xr.Dataset({"heads": ("set", heads), "tosses": ("set", tosses)}),
+                           {"heads": "heads", "tosses": "tosses"}, "compare")
+    numbered = _coin_record(pd.DataFrame(LESSON_PAIRS), {"heads": "0", "tosses": "1"}, "compare")
+    for record in (dataset, numbered):
+        assert record.heads.tolist() == pairs.heads.tolist() and record.tosses.tolist() == pairs.tosses.tolist()
+
+
 def test_coin_counts_as_a_dict_of_columns_are_the_same_sets_as_pairs():
     """{"heads": [...], "tosses": [...]}, as a DataFrame holds them: the same record as the pairs (it was refused
     with "set 1 is ('h', 'e', 'a', 'd', 's')")."""

@@ -1072,6 +1072,27 @@ API_CASES = {
         lambda tmp_path: __import__("emvsbayes").compare([1.0, 2.0, 3.0], family="gaussian", init=np.array([0.0, 5.0])),
         UserError, "compare: [em] init must be one of 'kmeans', 'k-means++', 'random_from_data', 'random' "
         "(scikit-learn's init_params) or a table of weights, means, covariances, got [0.0, 5.0]"),
+    # coin data the probe found: a raw AttributeError, a mask ignored, and "set 1 is ('h', 'e', 'a', 'd', 's')"
+    "compare_coin_frame_with_a_column_twice": (
+        lambda tmp_path: __import__("emvsbayes").compare(__import__("pandas").DataFrame(
+            [[5, 6, 10], [9, 9, 10]], columns=["heads", "heads", "tosses"]), family="coins"),
+        UserError, "compare: column name 'heads' appears more than once; rename one"),
+    "compare_masked_coin_pairs": (
+        lambda tmp_path: __import__("emvsbayes").compare(
+            np.ma.array([(5, 10), (9, 10), (0, 10)], mask=[[0, 0], [0, 0], [1, 1]]), family="coins"),
+        UserError, "compare: data is a masked array with masked entries (the first in row 3); remove those rows "
+        "(e.g. x[~x.mask.any(axis=-1)] for 2-D, x.compressed() for 1-D) and pass the rest"),
+    "compare_coin_pairs_as_dicts": (
+        lambda tmp_path: __import__("emvsbayes").compare([{"heads": 5, "tosses": 10}], family="coins"),
+        UserError, "compare: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got a list holding "
+        "dicts: pass pandas.DataFrame(data) or {{'heads': [...], 'tosses': [...]}}"),  # (braces doubled for format)
+    "compare_coin_pairs_as_text": (
+        lambda tmp_path: __import__("emvsbayes").compare(["5,10", "9,10"], family="coins"),
+        UserError, "compare: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got a list holding "
+        "text: give the numbers, e.g. (5, 10), not '5,10'"),
+    "compare_family_misspelt": (
+        lambda tmp_path: __import__("emvsbayes").compare([1.0, 2.0, 3.0], famly="gaussian"),
+        UserError, "compare: unknown option famly=; did you mean family=?"),
     "compare_repeated_label": (
         lambda tmp_path: __import__("emvsbayes").compare(
             __import__("pandas").DataFrame({"n": ["a", "b", "a"], "x": [1.0, 2.0, 3.0]}), family="gaussian", label="n"),
