@@ -73,7 +73,8 @@ def why_not_writable(path: str | Path, error: OSError) -> str:
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Leading bytes of files people give for a CSV or a spec that are not text (a compressed or spreadsheet file, a
 #: results file): named, rather than read as text in a wrong encoding. Only signatures no CSV header starts with (binary
-#: bytes in each; not bzip2's "BZh" or Parquet's "PAR1", which a column name could begin with).
+#: bytes in each; bzip2's "BZh" and Parquet's "PAR1", which a column name could begin with, are told apart by the
+#: bytes after them in :func:`packed_format`).
 _PACKED_FORMATS = (
     (b"\x1f\x8b", "a gzip-compressed file"),
     (b"PK\x03\x04", "a zip archive (an .xlsx or .ods workbook is one)"),
@@ -88,5 +89,11 @@ _PACKED_FORMATS = (
 
 
 def packed_format(raw: bytes) -> str | None:
-    """What a file starting with ``raw`` is, when it is a compressed, spreadsheet, HDF5/netCDF or PDF file."""
-    return next((what for magic, what in _PACKED_FORMATS if raw.startswith(magic)), None)
+    """What a file starting with ``raw`` is, when it is a compressed, spreadsheet, HDF5/netCDF, PDF, bzip2 or
+    Parquet file."""
+    found = next((what for magic, what in _PACKED_FORMATS if raw.startswith(magic)), None)
+    if found is None and raw[:3] == b"BZh" and raw[3:4] in b"123456789" and raw[4:10] == b"1AY&SY":
+        found = "a bzip2-compressed file"  # "BZh", the block size, then the block magic (pi's digits in BCD)
+    if found is None and raw.startswith(b"PAR1") and b"\x00" in raw[4:4096]:
+        found = "a Parquet file"  # "PAR1" then binary pages (a CSV header "PAR1,..." is text)
+    return found

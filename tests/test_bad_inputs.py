@@ -421,6 +421,24 @@ CSV_CASES = {
     "xlsx_workbook": (GAUSS_SPEC, b"PK\x03\x04\x14\x00\x06\x00" + bytes(40), "",
                       "data.csv is a zip archive (an .xlsx or .ods workbook is one), not CSV text; save or extract the "
                       "table as a plain .csv file and give that"),
+    # bzip2 and Parquet were read as text and sent round encodings ("not valid utf-8 ... 'gb18030'", then again)
+    "bzip2_compressed": (GAUSS_SPEC, __import__("bz2").compress(b"x\n1\n2\n3\n"), "",
+                         "data.csv is a bzip2-compressed file, not CSV text; save or extract the table as a plain .csv "
+                         "file and give that"),
+    "parquet_file": (GAUSS_SPEC, b"PAR1\x15\x04\x15\x30\x15\x30\x4c\x15\x06\x15\x00" + bytes(20) + b"PAR1", "",
+                     "data.csv is a Parquet file, not CSV text; save or extract the table as a plain .csv file and give "
+                     "that"),
+    # UTF-32's little-endian mark begins with UTF-16's: it was told to set 'utf-16'
+    "utf32_text": (GAUSS_SPEC, "x\n1\n2\n3\n".encode("utf-32"), "",
+                   "data.csv is not valid utf-8 (byte 0xff at offset 0); it starts with a UTF-32 byte-order mark: set "
+                   "data.encoding = 'utf-32'"),
+    # a spec, a JSON document or a report given as the data file read as a header of "[data]" or of HTML
+    "spec_as_its_own_data": (GAUSS_SPEC, b'[data]\nfile = "data.csv"\n[model]\nfamily = "gaussian"\n', "",
+                             "data.csv is a TOML file (a spec?), not CSV data; [data] file names the CSV file of the data"),
+    "json_as_data": (GAUSS_SPEC, b'{"x": [1, 2, 3]}\n', "",
+                     "data.csv is a JSON document, not CSV data; [data] file names the CSV file of the data"),
+    "report_as_data": (GAUSS_SPEC, b"<!DOCTYPE html>\n<html><body><table></table></body></html>\n", "",
+                       "data.csv is an HTML page, not CSV data; [data] file names the CSV file of the data"),
     # a delimiter the file does not use: the header stays one column (it said "remove the thousands separators")
     "trailing_delimiter_on_every_line": (GAUSS_SPEC, b"x,y,\n1,2,\n3,4,\n5,6,\n", "",
                                          "data.csv: every line ends with ',', which makes an empty last column with no "

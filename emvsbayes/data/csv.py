@@ -17,6 +17,7 @@ import json
 import math
 import numbers
 import re
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,9 @@ def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str = "auto
     # Spreadsheet programs often start UTF-8 files with a byte-order mark, which would otherwise
     # become part of the first column's name.
     text = text.removeprefix("\ufeff")
+    document = _document_kind(text)
+    if document is not None:
+        raise UserError(f"{name} is {document}, not CSV data; [data] file names the CSV file of the data")
 
     hint = _encoding_hint(raw, encoding, text)
     if "\0" in text and hint is None:  # (UTF-16 text read as UTF-8 is full of NULs: the hint names its encoding)
@@ -263,6 +267,29 @@ def _parse_with(text: str, name: str, delimiter: str):
 
 
 
+#: A TOML table header, the first line of most specs.
+_TOML_TABLE = re.compile(r'\[[\w.\- "]+\]')
+
+
+def _document_kind(text: str) -> str | None:
+    """What a text file given as data is when it is a document other than a table: a TOML spec (a spec given as
+    its own data file read as a header of "[data]"), a JSON document or an HTML page (a report); else None."""
+    first = next((line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
+    if first.lower().startswith(("<!doctype html", "<html")):
+        return "an HTML page"
+    if first.startswith("{") or (first.startswith("[") and first.rstrip(",").endswith(("{", "[")) or first == "["):
+        return "a JSON document"
+    if first.startswith("[") and _TOML_TABLE.fullmatch(first):
+        return "a TOML file (a spec?)"
+    if "=" in first:
+        try:  # a key = value line reads as TOML ("a=1,b", a header naming a column "a=1", does not)
+            tomllib.loads(first)
+        except tomllib.TOMLDecodeError:
+            return None
+        return "a TOML file (a spec?)"
+    return None
+
+
 def _encoding_hint(raw: bytes, encoding: str, text: str) -> str | None:
     """What to set when the bytes look like another encoding than the one given, else None."""
     given = codecs.lookup(encoding).name
@@ -274,6 +301,8 @@ def _encoding_hint(raw: bytes, encoding: str, text: str) -> str | None:
         if as_utf8 is not None and as_utf8 != text:
             return "the file reads as UTF-8, so the encoding looks wrong: set data.encoding = 'utf-8'"
     if not given.startswith(("utf-16", "utf-32")):
+        if raw[:4] in (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE):  # (UTF-32's little-endian mark starts as UTF-16's)
+            return "it starts with a UTF-32 byte-order mark: set data.encoding = 'utf-32'"
         if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
             return "it starts with a UTF-16 byte-order mark: set data.encoding = 'utf-16'"
         head = raw[:4096]
