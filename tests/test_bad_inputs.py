@@ -1332,6 +1332,20 @@ JAX_ENVIRONMENT_CASES = {
                          re.compile(re.escape("JAX cannot start (Unable to initialize backend 'rocm': Backend 'rocm' is not "
                                               "in the list of known backends: [") + r"[^]]*\]\.; " +
                                     re.escape("JAX_PLATFORMS='gpu'); unset JAX_PLATFORMS or set it to 'cpu'"))),
+    # JAX's import raised ValueError after EM (exit 1, "internal error")
+    "jax_boolean_not_one": ({"JAX_ENABLE_X64": "maybe"},
+                            "JAX cannot read its settings from the environment (invalid truth value 'maybe' for "
+                            "environment 'JAX_ENABLE_X64'); fix or unset JAX_ENABLE_X64"),
+    "jax_choice_not_one": ({"JAX_TRACEBACK_FILTERING": "bogus"},
+                           'JAX cannot read its settings from the environment (Invalid value "bogus" for JAX flag '
+                           "jax_traceback_filtering); fix or unset JAX_TRACEBACK_FILTERING"),
+    # XLA ended the process when its backend started (exit 1, its own log line, the output folder left locked)
+    "xla_flag_unknown": ({"XLA_FLAGS": f"{XLA_COUNT}=4 --xla_cpu_bogus=1"},
+                         f"XLA cannot start with XLA_FLAGS='{XLA_COUNT}=4 --xla_cpu_bogus=1' (Unknown flag in XLA_FLAGS: "
+                         "--xla_cpu_bogus=1); fix or remove that flag"),
+    "xla_flags_not_a_flag": ({"XLA_FLAGS": "notaflag"},
+                             "XLA_FLAGS holds 'notaflag', which is no flag (XLA would read it as a file of flags); write "
+                             "flags as --name=value, or unset XLA_FLAGS"),
     "platform_missing": ({"JAX_PLATFORMS": "cuda"},
                          "JAX cannot start (no platform it names is installed; JAX_PLATFORMS='cuda'); unset JAX_PLATFORMS or "
                          "set it to 'cpu'"),

@@ -82,6 +82,8 @@ def check_jax_environment() -> None:
     from emvsbayes.errors import UserError
 
     devices_in_environment()
+    _check_xla_flags()
+    _check_jax_variables()
     for name, (what, read) in JAX_CACHE_VARIABLES.items():
         value = os.environ.get(name)
         if value is None:
@@ -93,6 +95,66 @@ def check_jax_environment() -> None:
         if number is None or number != number or abs(number) == float("inf"):
             raise UserError(f"{name}={value!r} is not {what}; give one, or unset it (emvsbayes then uses 0: "
                             "every compiled program cached)")
+
+
+def _check_xla_flags() -> None:
+    """XLA reads ``XLA_FLAGS`` when JAX starts its backend (after EM) and meets a flag it does not know, or a word
+    that is no flag (read as a file of flags), by ending the process (exit 1, one line of its own log, the run's
+    folder left locked). A word that is no ``--flag`` is refused here; other flags than the device count are tried
+    in a child process (about a second, only when XLA_FLAGS holds them)."""
+    import subprocess
+
+    from emvsbayes.errors import UserError
+
+    words = os.environ.get("XLA_FLAGS", "").split()
+    stray = next((word for word in words if not word.startswith("-")), None)
+    if stray is not None:
+        raise UserError(f"XLA_FLAGS holds {stray!r}, which is no flag (XLA would read it as a file of flags); write "
+                        "flags as --name=value, or unset XLA_FLAGS")
+    others = [word for word in words if not re.fullmatch(rf"--?{DEVICE_COUNT_FLAG}(=\S*)?", word)]
+    if not others or "jax" in sys.modules and _backend_started():
+        return
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    try:
+        proc = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True,
+                              text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return  # the flags could not be tried: the run finds out as before
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        reason = next((line.split("] ", 1)[-1] for line in lines if "XLA_FLAGS" in line or "flag" in line.lower()),
+                      lines[-1] if lines else f"exit status {proc.returncode}")
+        raise UserError(f"XLA cannot start with XLA_FLAGS={os.environ['XLA_FLAGS']!r} ({' '.join(reason.split())}); "
+                        "fix or remove that flag")
+
+
+def _backend_started() -> bool:
+    """Whether JAX has started its backend in this process (XLA_FLAGS was read then, and passed)."""
+    try:
+        from jax._src import xla_bridge
+
+        return bool(getattr(xla_bridge, "_backends", None))
+    except ImportError:
+        return False
+
+
+def _check_jax_variables() -> None:
+    """JAX reads its ``JAX_*`` variables when it is imported and raises ValueError on a value it cannot read
+    (``JAX_ENABLE_X64=maybe``, ``JAX_TRACEBACK_FILTERING=bogus``): after EM, as an internal error. When any is set
+    (beyond those checked here or set by :func:`configure_jax`), JAX is imported now and such a value refused."""
+    from emvsbayes.errors import UserError
+
+    own = {*JAX_CACHE_VARIABLES, "JAX_COMPILATION_CACHE_DIR", "JAX_PLATFORMS"}
+    given = sorted(name for name in os.environ if name.startswith("JAX_") and name not in own)
+    if not given or "jax" in sys.modules:
+        return
+    try:
+        import jax  # noqa: F401
+    except ValueError as error:
+        text = " ".join(str(error).split())
+        named = next((name for name in given if name in text or name.lower() in text.lower()), None)
+        fix = f"fix or unset {named}" if named else "fix or unset that JAX_ variable"
+        raise UserError(f"JAX cannot read its settings from the environment ({text}); {fix}") from None
 
 
 def resolve_sampler(name: str) -> str:
