@@ -45,7 +45,9 @@ class EMIteration(Generic[P, S]):
     """One row of the trace: the parameters after ``iteration`` M-steps and their E-step.
 
     ``iteration`` 0 is the starting point. ``stats`` is ``None`` when the fit was asked not to keep
-    per-iteration statistics (they hold N x K responsibilities, too large to keep for big data).
+    per-iteration statistics (they hold N x K responsibilities, too large to keep for big data). ``params``
+    is ``None`` after the starting row of a restart that is not the best (:func:`fit_em_until` keeps only
+    the objective of its iterations).
     """
 
     iteration: int
@@ -554,6 +556,7 @@ def fit_em_until(
     """
     batching = fit_batch is not None and policy.max_starts > 1
     inits, fits, failures, first_error = [], [], [], None
+    leader = None  # the index of the best fit so far: the only one whose trace keeps its parameters
     drawn: list[tuple[P, EMFit | None]] = []  # run by the last batch, not yet taken (last first)
     from_batch: set[int] = set()  # which of fits came from a batch
     while not policy.done([fit.loglik for fit in fits], len(inits)):
@@ -573,13 +576,33 @@ def fit_em_until(
         except skip as error:
             failures.append(str(error))
             first_error = first_error or error
+            continue
+        # Every iteration's parameters of every start add up (200 starts x 1,000 iterations of a 100-column
+        # covariance: tens of GB); a start behind the best keeps its objective's path and its start only.
+        if leader is not None and fits[-1].loglik > fits[leader].loglik:
+            fits[leader], leader = _objective_trace(fits[leader]), len(fits) - 1
+        elif leader is not None and fits[-1].loglik < fits[leader].loglik:
+            fits[-1] = _objective_trace(fits[-1])
+        elif leader is None:
+            leader = len(fits) - 1
     if batching and fits:
         fits, rerun_failures = _rerun_near_best(fits, from_batch, fit_from, skip)
         failures += [str(error) for error in rerun_failures]
         first_error = first_error or (rerun_failures[0] if rerun_failures else None)
     if not fits:
         raise first_error
+    best = EMRestarts(tuple(fits)).best_index
+    fits = [fit if i == best else _objective_trace(fit) for i, fit in enumerate(fits)]
     return RestartRun(EMRestarts(tuple(fits)), tuple(inits), tuple(failures), policy)
+
+
+def _objective_trace(fit: EMFit) -> EMFit:
+    """``fit`` with a trace of its starting row and its objective at every iteration (no parameters or statistics
+    after the start): what is kept of a restart that is not the best."""
+    if all(row.params is None and row.stats is None for row in fit.trace[1:]):
+        return fit
+    rows = (fit.trace[0], *(EMIteration(row.iteration, None, row.loglik, None) for row in fit.trace[1:]))
+    return dataclasses.replace(fit, trace=rows)
 
 
 def _rerun_near_best(fits: list[EMFit], from_batch: set[int], fit_from: Callable[[P], EMFit],

@@ -138,14 +138,18 @@ def _params_per_component(family: str, d: int) -> int:
 
 
 def em_need(n: int, k: int, d: int, family: str, em: dict) -> float:
-    """One EM fit: the (N, K) log-joint, responsibilities and their working copies (about 6), plus the
-    trace every restart keeps (parameters and, for coins, the responsibilities of each iteration)."""
+    """One EM fit: the (N, K) log-joint, responsibilities and their working copies (about 6); the full trace
+    (parameters and, for coins, the responsibilities of each iteration) of the best start of each kind and of
+    the start running; of every other start its objective at each iteration, its start and its answer
+    (:func:`emvsbayes.em.fit_em_until`)."""
     per_fit = 6 * n * k + n * k * d  # the Gaussian E-step's centred data, (N, K, D) in blocks at most
     # the parameters of each iteration, and the statistics per observation the family keeps in its trace
-    trace_row = k * _params_per_component(family, d) + n * k * _size_facts(family, d)["trace_per_observation"]
+    params = k * _params_per_component(family, d)
+    full_trace = em["max_iter"] * (params + n * k * _size_facts(family, d)["trace_per_observation"])
     kinds = len(em["kinds"])
-    restarts = em.get("n_init", 1)
-    return FLOAT * (per_fit + kinds * restarts * em["max_iter"] * trace_row)
+    # a restart rule that stops on agreement runs up to max_init starts
+    restarts = em["max_init"] if em.get("reach_best") and em.get("max_init") else em.get("n_init", 1)
+    return FLOAT * (per_fit + full_trace + kinds * (full_trace + restarts * (em["max_iter"] + 2 * params)))
 
 
 def bootstrap_need(n: int, k: int, d: int, family: str, replicates: int) -> float:
@@ -171,7 +175,8 @@ def check_run(spec: dict, n: int, d: int) -> None:
     shape = f"{n:,} {noun} and K = {k}"
     check_fits(em_need(n, k, d, family, em),
                f"EM on {shape} ({em['n_init']} start(s), max_iter = {em['max_iter']})",
-               "lower [model] components, [em] n_init or max_iter, or use fewer rows")
+               "lower [model] components, [em] n_init or max_iter, or use fewer rows"
+               + (" or columns" if d > 1 else ""))
     if em["bootstrap"]:
         check_fits(bootstrap_need(n, k, d, family, em["bootstrap"]),
                    f"[em] bootstrap = {em['bootstrap']:,} replicates on {shape}", "lower [em] bootstrap")

@@ -1263,7 +1263,7 @@ LIMIT_CASES = {
         f"lrt_bootstrap, {LIMIT_TAIL}"),
     "sparse_components_100000": (
         QUAKES + "[model_choice]\nsparse = true\nsparse_components = 100000\n",
-        "{spec}: [model_choice] sparse_components = 100,000 on 107 rows (its EM start) would need about 15.5 GB of memory, "
+        "{spec}: [model_choice] sparse_components = 100,000 on 107 rows (its EM start) would need about 2.85 GB of memory, "
         "more than the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [model_choice] sparse_components, "
         f"{LIMIT_TAIL}"),
     "model_choice_tune": (
@@ -1272,7 +1272,7 @@ LIMIT_CASES = {
         "usual); lower it"),
     "em_max_iter_many_starts": (
         COINS + "[em]\nn_init = 100000\nmax_iter = 100000\n",
-        "EM on 5 sets and K = 2 (100000 start(s), max_iter = 100000) would need about 2.04 TB of memory, more than "
+        "EM on 5 sets and K = 2 (100000 start(s), max_iter = 100000) would need about 149 GB of memory, more than "
         "the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [model] components, [em] n_init or max_iter, or "
         f"use fewer rows, {LIMIT_TAIL}"),
 }

@@ -248,3 +248,10 @@ def test_an_information_too_large_for_memory_is_reported_not_computed(monkeypatc
     se = standard_errors(family, model_def, wide, params)
     assert se.singular and se.reason.startswith("the observed information of 40,601 coordinates is a matrix of 12.3 GB, "
                                                 "more than the 1 GB allowed for it; fewer parameters")
+    # A matrix that fits but whose evaluation would not, one row at a time: refused before its program is built
+    # (10 rows x 100 columns, 10,301 coordinates: a 0.85 GB matrix, and building its program took over 20 GB)
+    ten = family.from_arrays({"x": rng.normal(size=(10, 100))})
+    from emvsbayes.uncertainty.information import InformationTooLarge
+
+    with pytest.raises(InformationTooLarge, match="^the observed information of 10,301 coordinates would need about "):
+        family.information_function(model_def, ten)

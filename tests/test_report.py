@@ -219,7 +219,7 @@ def test_svg_ids_unique_across_figures(full_page):
     ({"diverging": 7}, "7 divergent transitions"),
     ({"rhat_bad": True, "label_switching": False}, "R-hat above 1.01"),
     ({"converged": False}, "without converging"),
-    ({"singular": True}, "observed information is singular"),
+    ({"singular": True}, "no standard errors or Wald intervals"),
     ({"pareto_bad": 3}, "Pareto k > 0.7"),
     ({"distinct_modes": True}, "genuinely different modes"),
 ])

@@ -628,12 +628,19 @@ class GaussianFamily:
         return phi, _loglik_graph(phi, x, model_def.covariance_type, model_def.n_components, np.shape(data.x)[1])[0]
 
     def information_function(self, model_def, data) -> Callable:
+        from emvsbayes.uncertainty.information import InformationTooLarge, too_large
+
         x = _matrix(data)
-        fn = _information_function(model_def.covariance_type, model_def.n_components, x.shape[1])
         # Rows are independent: blocks of them bound the memory. The vectorised Hessian of the covariances'
         # transforms also holds about K D numbers per Hessian entry whatever the rows (measured: D = 50, K = 2,
         # 2,651 coordinates, 5.5 GB asked for two rows).
         fixed = 8.0 * model_def.n_components * x.shape[1]
+        # Refused before the program is built: building it for 10,301 coordinates (10 rows x 100 columns, K = 2,
+        # full covariances) took over 20 GB, and the run was killed.
+        reason = too_large(len(gaussian_unconstrained_names(model_def, x.shape[1])), fixed)
+        if reason:
+            raise InformationTooLarge(reason)
+        fn = _information_function(model_def.covariance_type, model_def.n_components, x.shape[1])
         return lambda phi: fn.summed_over_rows(phi, x, fixed_per_entry=fixed)
 
     def information_reason(self, model_def, data, params) -> str:

@@ -359,8 +359,8 @@ def _em_findings(tree: xr.DataTree, em: xr.Dataset | None) -> list[Finding]:
     info = group(tree, "em_information")
     if info is not None and attr_flag(info, "singular", False):
         findings.append(Finding(
-            f"The observed information is singular ({info.attrs.get('reason', 'no reason given')}): EM's standard errors "
-            "and Wald intervals do not exist here.",
+            # the reason says what happened: the information singular at a boundary, or too large to compute
+            f"EM gives no standard errors or Wald intervals here: {info.attrs.get('reason') or 'the observed information is singular'}.",
             "Use the bootstrap or posterior intervals instead; a component on the boundary or nearly empty often "
             "means K is too large."))
     return findings
