@@ -1108,6 +1108,11 @@ API_CASES = {
         lambda tmp_path: __import__("emvsbayes").compare(["5,10", "9,10"], family="coins"),
         UserError, "compare: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got a list holding "
         "text: give the numbers, e.g. (5, 10), not '5,10'"),
+    # every draw stayed at the start, and the relabelling ended in "ValueError: draws is empty" (exit 1)
+    "compare_data_too_narrow_to_sample": (
+        lambda tmp_path: __import__("emvsbayes").compare(np.r_[np.zeros(5), np.ones(5)] * 1e-70, family="gaussian"),
+        UserError, "compare: column 'x' spreads over only 5e-71 (its standard deviation): the sampler cannot shrink its "
+        "steps that far and stays at its start; standardize = true, or rescale the column (e.g. multiply it by 1e71)"),
     "compare_family_misspelt": (
         lambda tmp_path: __import__("emvsbayes").compare([1.0, 2.0, 3.0], famly="gaussian"),
         UserError, "compare: unknown option famly=; did you mean family=?"),
