@@ -298,16 +298,6 @@ def _continuous_record(data, data_spec: dict, source: str):
         if label not in by_name:
             raise UserError(f"{source}: label={label!r} is not a column (columns: {', '.join(names)}); name the column of row names")
         labels = tuple(str(v) for v in by_name[label])
-        from emvsbayes.data.records import unnamed_row
-
-        problem = unnamed_row(labels)
-        if problem is not None:
-            i, j = problem
-            if j is None:
-                raise UserError(f"{source}: row {i + 1} of column {label!r} (label=) is empty; give every row a name, or "
-                                "leave label= out to number the rows")
-            raise UserError(f"{source}: rows {i + 1} and {j + 1} have the same name {labels[i]!r} in column {label!r} "
-                            "(label=); give each row a name of its own (if the column holds groups, pass it as truth=)")
     truth = data_spec.get("truth")
     known = None
     if truth is not None:
@@ -319,6 +309,17 @@ def _continuous_record(data, data_spec: dict, source: str):
         if column is not None and data_spec["columns"] is not None and column in data_spec["columns"] \
                 and column not in data_spec["drop"]:
             raise UserError(f"{source}: column {column!r} is {option}=, so it cannot also be fitted; remove it from columns=")
+    if label is not None:
+        from emvsbayes.data.records import unnamed_row
+
+        problem = unnamed_row(labels)
+        if problem is not None:
+            i, j = problem
+            if j is None:
+                raise UserError(f"{source}: row {i + 1} of column {label!r} (label=) is empty; give every row a name, or "
+                                "leave label= out to number the rows")
+            raise UserError(f"{source}: rows {i + 1} and {j + 1} have the same name {labels[i]!r} in column {label!r} "
+                            "(label=); give each row a name of its own (if the column holds groups, pass it as truth=)")
     chosen = ([n for n in names if n not in (label, truth)] if data_spec["columns"] is None
               else list(data_spec["columns"]))
     for option, wanted in (("columns", data_spec["columns"] or []), ("drop", data_spec["drop"])):
