@@ -1351,6 +1351,10 @@ JAX_ENVIRONMENT_CASES = {
     "xla_flags_not_a_flag": ({"XLA_FLAGS": "notaflag"},
                              "XLA_FLAGS holds 'notaflag', which is no flag (XLA would read it as a file of flags); write "
                              "flags as --name=value, or unset XLA_FLAGS"),
+    # each program printed two warnings, every run compiled all again, and the run ended with exit 0
+    "program_cache_not_a_folder": ({"EMVSBAYES_PROGRAM_CACHE_DIR": "/dev/null"},
+                                   "EMVSBAYES_PROGRAM_CACHE_DIR='/dev/null' cannot hold the compiled samplers (/dev/null is "
+                                   "a character device, not a folder); point it at a folder"),
     "platform_missing": ({"JAX_PLATFORMS": "cuda"},
                          "JAX cannot start (no platform it names is installed; JAX_PLATFORMS='cuda'); unset JAX_PLATFORMS or "
                          "set it to 'cpu'"),

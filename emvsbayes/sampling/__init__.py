@@ -82,6 +82,7 @@ def check_jax_environment() -> None:
     from emvsbayes.errors import UserError
 
     devices_in_environment()
+    _check_cache_folders()
     _check_xla_flags()
     _check_jax_variables()
     for name, (what, read) in JAX_CACHE_VARIABLES.items():
@@ -95,6 +96,26 @@ def check_jax_environment() -> None:
         if number is None or number != number or abs(number) == float("inf"):
             raise UserError(f"{name}={value!r} is not {what}; give one, or unset it (emvsbayes then uses 0: "
                             "every compiled program cached)")
+
+
+def _check_cache_folders() -> None:
+    """The folders compiled samplers are kept in (``EMVSBAYES_PROGRAM_CACHE_DIR``, ``JAX_COMPILATION_CACHE_DIR``,
+    else under ``XDG_CACHE_HOME``): one that is a file, or lies under one, is refused (each program printed two
+    warnings, every run compiled everything again, and the run still ended as if nothing were wrong)."""
+    from emvsbayes.errors import UserError
+    from emvsbayes.paths import not_a_folder_above
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for variable, default in (("EMVSBAYES_PROGRAM_CACHE_DIR", os.path.join(base, "emvsbayes", "programs")),
+                              ("JAX_COMPILATION_CACHE_DIR", os.path.join(base, "emvsbayes", "jax"))):
+        given = os.environ.get(variable)
+        folder = given or default
+        problem = not_a_folder_above(os.path.join(folder, "x"))
+        if problem is None:
+            continue
+        named = f"{variable}={given!r}" if given else f"XDG_CACHE_HOME={os.environ.get('XDG_CACHE_HOME')!r}" \
+            if os.environ.get("XDG_CACHE_HOME") else "the cache folder ~/.cache"
+        raise UserError(f"{named} cannot hold the compiled samplers ({problem}); point it at a folder")
 
 
 def _check_xla_flags() -> None:
