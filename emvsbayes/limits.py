@@ -261,9 +261,10 @@ def check_study(spec: dict) -> None:
     for cell in grid_cells:
         n, d = _family(family).study_shape(cell)
         k = cell["components"]
-        shape = f"a cell with {n:,} {_size_facts(family, d)['observations']} and K = {k}"
+        shape = f"a cell with {n:,} {_size_facts(family, d)['observations']}" + (f" of {d:,} columns" if d > 1 else "") \
+            + f" and K = {k}"
         check_fits(em_need(n, k, d, family, em_like), f"EM on {shape}",
-                   "lower [grid] components or the data size, or [em] n_init or max_iter")
+                   "lower [grid] components, " + ("dim " if d > 1 else "") + "or the data size, or [em] n_init or max_iter")
         check_fits(sampler_need(n, k, d, family, bayes["chains"], bayes["draws"]),
                    f"[bayes] chains x draws = {bayes['chains']:,} x {bayes['draws']:,} on {shape}",
                    "lower [bayes] chains or draws")

@@ -2043,6 +2043,12 @@ STUDY_CASES = {
         STUDY_SPEC.format(family="gaussian") + '[intervals]\nkinds = ["bootstrap_bayesian"]\nbootstrap = 2000000000\n',
         [], "[intervals] bootstrap = 2,000,000,000 replicates on a cell with 100 rows and K = 2 would need about 536 GB "
         f"of memory, more than the limit of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [intervals] bootstrap, {LIMIT_TAIL}"),
+    # the fix named [grid] components and the data size, not the columns that made the cell large
+    "wide_cells_beyond_memory": (
+        STUDY_SPEC.format(family="gaussian") + "[grid]\ndim = [5000]\n", [],
+        "EM on a cell with 100 rows of 5,000 columns and K = 2 would need about 753 GB of memory, more than the limit "
+        "of 1 GB (set by EMVSBAYES_MEMORY_LIMIT); lower [grid] components, dim or the data size, or [em] n_init or "
+        f"max_iter, {LIMIT_TAIL}"),
     "separation_beyond_squares": (
         STUDY_SPEC.format(family="gaussian") + "[grid]\nseparation = [1e300]\n", [],
         "{spec}: [grid] separation = 1e+300 puts the true means 1e+300 sds apart, beyond 1e+150 where their squares "
