@@ -380,6 +380,11 @@ def _path_argument(value, source: str, name: str, example: str) -> Path:
     if "\x00" in str(text):
         raise UserError(f"{source}: {name} holds a NUL character, which no file name can; give a path, e.g. "
                         f"{name}={example!r}")
+    import unicodedata
+
+    control = next((c for c in str(text) if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if control is not None:  # as --out: a line break in a name breaks every listing read one name per line
+        raise UserError(f"{source}: {name} holds the control character {control!r}; choose a name without it")
     too_long = next((part for part in Path(text).parts if len(os.fsencode(part)) > 255), None)
     if too_long is not None:
         raise UserError(f"{source}: {name} has a name of {len(os.fsencode(too_long))} bytes, more than the 255 a file "

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import traceback
+import unicodedata
 from pathlib import Path
 
 from emvsbayes.errors import Terminated, UserError
@@ -30,6 +31,14 @@ def _out_path(text: str) -> Path:
     So is a name longer than the file system takes (it failed after the fit, or as an internal error)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty; give a path (a folder for run and study, an HTML file for report)")
+    if text == "-":
+        # many tools read "-" as standard output; here it made a folder named "-"
+        raise argparse.ArgumentTypeError("is '-', but emvsbayes writes files, not to standard output; give a path (a "
+                                         "folder for run and study, an HTML file for report)")
+    control = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if control is not None:
+        # a line break in a folder's name breaks every listing and script that reads one name per line
+        raise argparse.ArgumentTypeError(f"holds the control character {control!r}; choose a name without it")
     path = Path(text)
     longest = max(path.parts, key=lambda part: len(os.fsencode(part)))
     limit = _name_max(path)

@@ -609,6 +609,13 @@ ARG_CASES = {
     # was "the following arguments are required: spec": the file was read as an option
     "spec_name_starting_with_a_dash": (["run", "-lesson.toml"], "-lesson.toml is read as an option, as it starts "
                                                                 "with '-'; give the file as ./-lesson.toml"),
+    # "-" made a folder named "-"; a line break in the name made a folder "a\nb"
+    "out_is_a_dash": (["run", "{spec}", "--out", "-"],
+                      "argument --out: is '-', but emvsbayes writes files, not to standard output; give a path (a folder "
+                      "for run and study, an HTML file for report) (see 'emvsbayes run --help')"),
+    "out_with_a_line_break": (["run", "{spec}", "--out", "a\nb"],
+                              "argument --out: holds the control character '\\n'; choose a name without it (see "
+                              "'emvsbayes run --help')"),
     "seed_not_a_number": (["run", "{spec}", "--seed", "abc"],
                           "argument --seed: invalid int value: 'abc' (see 'emvsbayes run --help')"),
     "seed_negative": (["run", "{spec}", "--seed", "-1"], "--seed must be a whole number from 0 to 2**63 - 1, got -1"),
@@ -1113,6 +1120,9 @@ API_CASES = {
         lambda tmp_path: __import__("emvsbayes").compare(np.r_[np.zeros(5), np.ones(5)] * 1e-70, family="gaussian"),
         UserError, "compare: column 'x' spreads over only 5e-71 (its standard deviation): the sampler cannot shrink its "
         "steps that far and stays at its start; standardize = true, or rescale the column (e.g. multiply it by 1e71)"),
+    "run_out_with_a_line_break": (
+        lambda tmp_path: __import__("emvsbayes").run(str(ROOT / "models" / "two_coins.toml"), out=str(tmp_path / "a\nb")),
+        UserError, "run: out holds the control character '\\n'; choose a name without it"),
     "compare_family_misspelt": (
         lambda tmp_path: __import__("emvsbayes").compare([1.0, 2.0, 3.0], famly="gaussian"),
         UserError, "compare: unknown option famly=; did you mean family=?"),
