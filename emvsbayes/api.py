@@ -436,6 +436,20 @@ def _run_in_memory(spec: dict, data=None, *, seed=None, progress=None, out=None)
         return outcome.tree
 
 
+def _out_named_as_in_python(function):
+    """``function``'s messages say to choose another output folder "with out=", not the command line's "--out"."""
+    import functools
+
+    from emvsbayes.errors import out_option_named
+
+    @functools.wraps(function)
+    def named(*args, **kwargs):
+        with out_option_named("out="):
+            return function(*args, **kwargs)
+
+    return named
+
+
 def compare(data, family: str | None = None, components: int = 2, *, progress=None, **options) -> Comparison:
     """Fit a mixture to in-memory data by EM and by PyMC, and compare the two.
 
@@ -841,6 +855,7 @@ def load_dataset(name: str, **options):
     return datasets.load_dataset(name, **{key: _plain(value) for key, value in options.items()})
 
 
+@_out_named_as_in_python
 def run(spec, *, out=None, seed: int | None = None, progress=None) -> Comparison:
     """Run a comparison spec, as ``emvsbayes run`` does.
 
@@ -884,6 +899,7 @@ def run(spec, *, out=None, seed: int | None = None, progress=None) -> Comparison
                       np.asarray(data.x, dtype=float) if hasattr(data, "x") else None)
 
 
+@_out_named_as_in_python
 def study(spec, client=None, *, out=None, progress=None):
     """Run (or resume) a simulation study, as ``emvsbayes study`` does.
 

@@ -5,7 +5,28 @@ line prints its message as one line and exits with status 2, without a traceback
 the problem and the fix. Anything else that escapes is an internal failure (exit status 1).
 """
 
+import contextlib
+import contextvars
 import unicodedata
+
+#: How the user names the output folder where a message says to choose another: ``--out`` on the command line,
+#: ``out=`` in the Python API (:func:`out_option_named`).
+_OUT_OPTION = contextvars.ContextVar("out_option", default="--out")
+
+
+def out_option() -> str:
+    """``"--out"``, or ``"out="`` inside the API's calls: for messages that say to choose another output folder."""
+    return _OUT_OPTION.get()
+
+
+@contextlib.contextmanager
+def out_option_named(name: str):
+    """Messages inside the block name the output folder's option as ``name``."""
+    token = _OUT_OPTION.set(name)
+    try:
+        yield
+    finally:
+        _OUT_OPTION.reset(token)
 
 
 def one_line(text: str) -> str:

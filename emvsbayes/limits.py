@@ -23,7 +23,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from emvsbayes.errors import UserError
+from emvsbayes.errors import UserError, out_option
 
 
 #: Counts of a mixture's data (a coin set's tosses, a Poisson count) beyond this are refused: at 10^15 the posterior
@@ -324,7 +324,7 @@ def check_disk(folder: Path, need: float, what: str) -> None:
     if usage is not None and usage.total == 0:
         # /proc, /sys and the like: a file system of the kernel's own entries, with no blocks to write into
         raise UserError(f"{folder}: is on a file system that holds no files of ours (such as /proc or /sys); "
-                        "choose a folder on a disk with --out")
+                        f"choose a folder on a disk with {out_option()}")
     free = free_space(folder)
     if free is not None and need + DISK_MARGIN > free:
         raise disk_full(folder, need + DISK_MARGIN, what, free)
@@ -336,7 +336,7 @@ def disk_full(folder: Path, need: float | None, what: str, free: int | None = No
     room = f"; {format_size(free)} free" if free is not None else ""
     needed = f"needs about {format_size(need)}" if need else "needs more room"
     return UserError(f"{folder}: no space left on the disk for {what} (it {needed}{room}); free some space "
-                     "or choose a folder on another disk with --out")
+                     f"or choose a folder on another disk with {out_option()}")
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -32,7 +32,7 @@ import time
 import uuid
 from pathlib import Path
 
-from emvsbayes.errors import UserError
+from emvsbayes.errors import UserError, out_option
 from emvsbayes.paths import why_not_writable
 
 META = ".emvsbayes"
@@ -208,7 +208,7 @@ def _acquire(lock_path: Path, folder: Path) -> int:
             if holder.isdigit() and not process_alive(holder):
                 who = f"a process left by run pid {holder}, which has ended"
             raise UserError(f"{folder}: another emvsbayes command ({who}) is writing there; wait for it to finish "
-                            "or choose another folder with --out") from None
+                            f"or choose another folder with {out_option()}") from None
         # The file may have been removed (and a new one made) between open and flock: lock that one.
         try:
             same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
@@ -273,13 +273,13 @@ class OutputFolder:
             self.meta.mkdir(exist_ok=True)
         except OSError as error:
             raise UserError(f"{self.folder}: cannot write the report there ({why_not_writable(self.folder, error)}); "
-                            "choose another folder with --out") from None
+                            f"choose another folder with {out_option()}") from None
         self._created = missing
         try:
             self._fd = _acquire(self.meta / LOCK, self.folder)
         except OSError as error:
             raise UserError(f"{self.folder}: cannot write the report there ({why_not_writable(self.folder, error)}); "
-                            "choose another folder with --out") from None
+                            f"choose another folder with {out_option()}") from None
         try:
             self.check()
             self.clean()
@@ -299,8 +299,8 @@ class OutputFolder:
                 probe.write_bytes(b"")
                 probe.unlink()
             except OSError as error:
-                fix = "choose another folder with --out" if folder == self.folder else \
-                    "fix its permissions (it holds the outputs' files) or choose another folder with --out"
+                fix = f"choose another folder with {out_option()}" if folder == self.folder else \
+                    f"fix its permissions (it holds the outputs' files) or choose another folder with {out_option()}"
                 raise UserError(f"{folder}: cannot write the report there ({error.strerror}); {fix}") from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -333,17 +333,17 @@ class OutputFolder:
             reason = foreign(self.folder / name, role)
             if reason:
                 raise UserError(f"{self.folder / name}: {reason}, so emvsbayes will not write over it; "
-                                "move it away or choose another folder with --out")
+                                f"move it away or choose another folder with {out_option()}")
         results = self.folder / RESULTS_NAMES[self.kind]
         held = results_owner(results) if self.owner and os.path.lexists(results) else None
         if held is not None and held != self.owner:
             raise UserError(f"{results}: holds the results of the spec {held!r}, and a run of {self.owner!r} would "
-                            "replace them; choose another folder with --out (or move them away)")
+                            f"replace them; choose another folder with {out_option()} (or move them away)")
         for kind, results_name in RESULTS_NAMES.items():
             if kind != self.kind and self.folder.joinpath(results_name).exists() \
                     and foreign(self.folder / results_name, "results") is None:
                 raise UserError(f"{self.folder}: holds the outputs of an emvsbayes {kind} ({results_name}); "
-                                f"choose another folder with --out for this {self.kind}")
+                                f"choose another folder with {out_option()} for this {self.kind}")
 
     def clean(self) -> None:
         """Remove what killed commands left: stale temporaries, units that never became (or no longer are) current."""

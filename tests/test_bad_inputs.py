@@ -1120,6 +1120,12 @@ API_CASES = {
         lambda tmp_path: __import__("emvsbayes").compare(np.r_[np.zeros(5), np.ones(5)] * 1e-70, family="gaussian"),
         UserError, "compare: column 'x' spreads over only 5e-71 (its standard deviation): the sampler cannot shrink its "
         "steps that far and stays at its start; standardize = true, or rescale the column (e.g. multiply it by 1e71)"),
+    # the fix named the command line's --out
+    "run_out_is_a_file": (
+        lambda tmp_path: (tmp_path / "taken").write_text("mine", encoding="utf-8")
+        and __import__("emvsbayes").run(str(ROOT / "models" / "two_coins.toml"), out=str(tmp_path / "taken")),
+        UserError, "{dir}/taken: cannot write the report there (it is a file, not a folder); choose another folder "
+        "with out="),
     "run_out_with_a_line_break": (
         lambda tmp_path: __import__("emvsbayes").run(str(ROOT / "models" / "two_coins.toml"), out=str(tmp_path / "a\nb")),
         UserError, "run: out holds the control character '\\n'; choose a name without it"),
