@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     # it is imported, after the whole fit) has no say here. Set before anything imports matplotlib.
     os.environ["MPLBACKEND"] = "Agg"
     debug = "--debug" in argv
+    args = None
     try:
         args = _parse(argv)
         args.quiet = getattr(args, "quiet", False)
@@ -268,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_status
     except KeyboardInterrupt as interrupt:
         how, status = ("terminated", 143) if isinstance(interrupt, Terminated) else ("interrupted", 130)
-        print(f"emvsbayes: {how}; nothing half-written was left behind", file=sys.stderr)
+        # a study keeps its finished replicates (whole records) for the same command to resume from
+        kept = "; its finished replicates are kept: run the same command again to resume" \
+            if args is not None and getattr(args, "command", None) == "study" else ""
+        print(f"emvsbayes: {how}; nothing half-written was left behind{kept}", file=sys.stderr)
         return status
     except Exception as error:  # an internal failure: say so, keep the traceback for --debug
         if debug:

@@ -24,7 +24,7 @@ import xarray as xr
 from emvsbayes import lazy_imports
 from emvsbayes.em import EMFit, EMRestarts
 from emvsbayes.errors import UserError, quote
-from emvsbayes.paths import HDF5_SIGNATURE, input_kind
+from emvsbayes.paths import HDF5_SIGNATURE, input_kind, packed_format
 
 lazy_imports.install()  # before xarray builds a variable: no Dask, and no JAX through ArviZ (see there)
 
@@ -425,8 +425,16 @@ def _not_results(path: Path) -> str | None:
     head = _head(path)
     if head is None:
         return None
+    if not head:
+        return "is empty, not a results file"
     if head.startswith(HDF5_SIGNATURE):
         return CUT_SHORT
+    packed = packed_format(head)
+    if packed is not None:
+        # a gzip-compressed results file, a netCDF-3 file (emvsbayes writes netCDF-4), a workbook, ...
+        if "compressed" in packed:
+            return f"is {packed}: decompress it (emvsbayes reads results.nc as it wrote it)"
+        return f"is {packed}, not an emvsbayes results file (netCDF-4)"
     try:
         text = head.decode("utf-8-sig").lstrip()
     except UnicodeDecodeError:

@@ -157,11 +157,11 @@ def readme_block() -> str:
     return f"{BEGIN}\n{spec_keys_markdown()}\n{END}"
 
 
-def replace_in_readme(text: str) -> str:
-    """``text`` (a README) with the table between its markers regenerated."""
+def replace_in_readme(text: str, name: str = "the README") -> str:
+    """``text`` (a README; ``name`` in messages) with the table between its markers regenerated."""
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
-        raise UserError(f"the README has no spec-keys table to replace; add the two lines {BEGIN!r} and {END!r} "
+        raise UserError(f"{name} has no spec-keys table to replace; add the two lines {BEGIN!r} and {END!r} "
                         "where it belongs")
     return text[:start] + readme_block() + text[end + len(END):]
 
@@ -173,7 +173,7 @@ def write_readme(path: str | Path) -> Path:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise UserError(f"{path}: cannot be read ({error.strerror}); give the path of README.md") from None
-    new = replace_in_readme(text)
+    new = replace_in_readme(text, str(path))
     if new != text:
         from emvsbayes.results import atomic_write  # a README is never left half-written
 

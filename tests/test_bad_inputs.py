@@ -766,6 +766,21 @@ def test_results_not_hdf5(tmp_path):
     assert not (tmp_path / "index.html").exists()
 
 
+@pytest.mark.parametrize(("content", "said"), [
+    (b"", "is empty, not a results file"),
+    (b"CDF\x01" + bytes(28), "is a netCDF file, not an emvsbayes results file (netCDF-4)"),
+    (gzip.compress(b"\x89HDF\r\n\x1a\n" + bytes(64), mtime=0),
+     "is a gzip-compressed file: decompress it (emvsbayes reads results.nc as it wrote it)"),
+])
+def test_results_that_are_no_results_are_named(content, said, tmp_path):
+    """An empty file, a netCDF-3 file and a compressed results file were all "not a readable results file
+    (OSError)"."""
+    given = tmp_path / "results.nc"
+    given.write_bytes(content)
+    assert_user_error(run_cli("report", given), f"{given}: {said}; give a results.nc written by emvsbayes", None)
+    assert not (tmp_path / "index.html").exists()
+
+
 def test_results_missing(tmp_path):
     missing = tmp_path / "results.nc"
     assert_user_error(run_cli("report", missing),
@@ -1129,6 +1144,11 @@ API_CASES = {
     "run_out_with_a_line_break": (
         lambda tmp_path: __import__("emvsbayes").run(str(ROOT / "models" / "two_coins.toml"), out=str(tmp_path / "a\nb")),
         UserError, "run: out holds the control character '\\n'; choose a name without it"),
+    # was told to drop its only column with [data] drop = ['x']
+    "compare_constant_single_column": (
+        lambda tmp_path: __import__("emvsbayes").compare(np.full(10, 5.0), family="gaussian"),
+        UserError, "compare: every row has the same value (x), so there is nothing to cluster; give data whose values "
+        "differ"),
     "compare_family_misspelt": (
         lambda tmp_path: __import__("emvsbayes").compare([1.0, 2.0, 3.0], famly="gaussian"),
         UserError, "compare: unknown option famly=; did you mean family=?"),
@@ -1371,6 +1391,13 @@ JAX_ENVIRONMENT_CASES = {
     "program_cache_not_a_folder": ({"EMVSBAYES_PROGRAM_CACHE_DIR": "/dev/null"},
                                    "EMVSBAYES_PROGRAM_CACHE_DIR='/dev/null' cannot hold the compiled samplers (/dev/null is "
                                    "a character device, not a folder); point it at a folder"),
+    # two-line warnings from PyTensor and matplotlib on every run
+    "pytensor_flags_not_settings": ({"PYTENSOR_FLAGS": "garbage"},
+                                    "PYTENSOR_FLAGS holds 'garbage', which is no setting; write key=value items separated "
+                                    "by commas (e.g. PYTENSOR_FLAGS=base_compiledir=/tmp/pt), or unset it"),
+    "matplotlib_folder_not_a_folder": ({"MPLCONFIGDIR": "/dev/null"},
+                                       "MPLCONFIGDIR='/dev/null' cannot hold matplotlib's settings and font cache (/dev/null "
+                                       "is a character device, not a folder); point it at a folder"),
     "platform_missing": ({"JAX_PLATFORMS": "cuda"},
                          "JAX cannot start (no platform it names is installed; JAX_PLATFORMS='cuda'); unset JAX_PLATFORMS or "
                          "set it to 'cpu'"),
@@ -1880,7 +1907,8 @@ def test_ctrl_c_during_a_study_is_one_line(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
-    assert err.strip().splitlines() == ["emvsbayes: interrupted; nothing half-written was left behind"], err
+    assert err.strip().splitlines() == ["emvsbayes: interrupted; nothing half-written was left behind; its finished "
+                                        "replicates are kept: run the same command again to resume"], err
 
 
 def test_sigterm_during_a_run_is_one_line_and_leaves_nothing(tmp_path):

@@ -45,8 +45,11 @@ def test_spec_keys_command_rewrites_a_stale_table_and_keeps_the_rest(tmp_path):
 
 
 def test_spec_keys_refuses_a_readme_without_markers():
-    with pytest.raises(UserError, match="no spec-keys table"):
+    with pytest.raises(UserError, match="^the README has no spec-keys table"):
         replace_in_readme("# a README without the table\n")
+    # the file given is named (it was "the README" whatever the file)
+    with pytest.raises(UserError, match="^notes.md has no spec-keys table"):
+        replace_in_readme("# notes\n", "notes.md")
 
 
 # --- defaults as good as the bundled specs' ---------------------------------------------------------------

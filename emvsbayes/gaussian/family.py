@@ -461,6 +461,10 @@ class GaussianFamily:
                                 f"give one number, or one per column ({', '.join(map(str, data.columns))})")
         if bayes_spec["enabled"] and bayes_spec["sigma_scale"] is None:
             constant = [str(name) for name, column in zip(data.columns, x.T) if np.all(column == column[0])]
+            if constant and len(constant) == d:
+                # no column left to keep: dropping the constant one is no fix
+                raise UserError(f"every row has the same value{'s' if d > 1 else ''} ({', '.join(constant[:3])}"
+                                f"{', ...' if d > 3 else ''}), so there is nothing to cluster; give data whose values differ")
             if constant:
                 raise UserError(f"column {constant[0]!r} has the same value in every row, so its default prior scale is 0; "
                                 f"leave it out with [data] drop = [{constant[0]!r}] or set [bayes] sigma_scale")

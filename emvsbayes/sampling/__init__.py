@@ -78,12 +78,12 @@ JAX_CACHE_VARIABLES = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": ("a number 
 def check_jax_environment() -> None:
     """Refuse, before any work, the variables JAX reads that would stop it after EM: ``XLA_FLAGS``'s device
     count (:func:`devices_in_environment`) and the persistent cache's thresholds (JAX raises "Invalid value"
-    when it is imported)."""
+    when it is imported); with them the other compilers' flags and the cache folders the run writes in."""
     from emvsbayes.errors import UserError
 
     devices_in_environment()
     _check_cache_folders()
-    _check_xla_flags()
+    _check_compiler_flags()
     _check_jax_variables()
     for name, (what, read) in JAX_CACHE_VARIABLES.items():
         value = os.environ.get(name)
@@ -106,27 +106,37 @@ def _check_cache_folders() -> None:
     from emvsbayes.paths import not_a_folder_above
 
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for variable, default in (("EMVSBAYES_PROGRAM_CACHE_DIR", os.path.join(base, "emvsbayes", "programs")),
-                              ("JAX_COMPILATION_CACHE_DIR", os.path.join(base, "emvsbayes", "jax"))):
+    for variable, default, held in (
+            ("EMVSBAYES_PROGRAM_CACHE_DIR", os.path.join(base, "emvsbayes", "programs"), "the compiled samplers"),
+            ("JAX_COMPILATION_CACHE_DIR", os.path.join(base, "emvsbayes", "jax"), "the compiled samplers"),
+            # matplotlib's own folder: a file there printed its two-line warning on every run
+            ("MPLCONFIGDIR", None, "matplotlib's settings and font cache")):
         given = os.environ.get(variable)
         folder = given or default
-        problem = not_a_folder_above(os.path.join(folder, "x"))
+        problem = None if folder is None else not_a_folder_above(os.path.join(folder, "x"))
         if problem is None:
             continue
         named = f"{variable}={given!r}" if given else f"XDG_CACHE_HOME={os.environ.get('XDG_CACHE_HOME')!r}" \
             if os.environ.get("XDG_CACHE_HOME") else "the cache folder ~/.cache"
-        raise UserError(f"{named} cannot hold the compiled samplers ({problem}); point it at a folder")
+        raise UserError(f"{named} cannot hold {held} ({problem}); point it at a folder")
 
 
-def _check_xla_flags() -> None:
-    """XLA reads ``XLA_FLAGS`` when JAX starts its backend (after EM) and meets a flag it does not know, or a word
-    that is no flag (read as a file of flags), by ending the process (exit 1, one line of its own log, the run's
-    folder left locked). A word that is no ``--flag`` is refused here; other flags than the device count are tried
-    in a child process (about a second, only when XLA_FLAGS holds them)."""
+def _check_compiler_flags() -> None:
+    """``PYTENSOR_FLAGS`` items that are no key=value setting are refused. XLA reads ``XLA_FLAGS`` when JAX starts
+    its backend (after EM) and meets a flag it does not know, or a word that is no flag (read as a file of flags), by
+    ending the process (exit 1, one line of its own log, the run's folder left locked). A word that is no ``--flag``
+    is refused here; other flags than the device count are tried in a child process (about a second, only when
+    XLA_FLAGS holds them)."""
     import subprocess
 
     from emvsbayes.errors import UserError
 
+    # PyTensor's flags are key=value items separated by commas; an item without "=" was a two-line warning
+    odd = next((item for item in os.environ.get("PYTENSOR_FLAGS", "").split(",") if item.strip() and "=" not in item),
+               None)
+    if odd is not None:
+        raise UserError(f"PYTENSOR_FLAGS holds {odd.strip()!r}, which is no setting; write key=value items separated "
+                        "by commas (e.g. PYTENSOR_FLAGS=base_compiledir=/tmp/pt), or unset it")
     words = os.environ.get("XLA_FLAGS", "").split()
     stray = next((word for word in words if not word.startswith("-")), None)
     if stray is not None:
