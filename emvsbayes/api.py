@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from emvsbayes.errors import UserError
-from emvsbayes.spec import SCHEMA, SEED_RULE, read_by_family, toml_key, validate
+from emvsbayes.spec import SCHEMA, SEED_RULE, TO_SPEC_HEADER, read_by_family, toml_key, validate
 from emvsbayes.spec import show_value as _show
 from emvsbayes.spec import suggest as _suggest
 
@@ -780,7 +780,7 @@ def spec_toml(spec: dict) -> str:
     """A spec dict (as :func:`emvsbayes.spec.validate` returns) as TOML text; ``None`` values (defaults) are left out,
     and so are the keys the spec's family does not read (a spec file is refused for holding them)."""
     family = spec["model"]["family"]
-    lines = ["# Written by emvsbayes (Comparison.to_spec): run it with 'emvsbayes run THIS.toml'."]
+    lines = [f"{TO_SPEC_HEADER}: run it with 'emvsbayes run THIS.toml'."]
     for key in SCHEMA[""]:
         if spec.get(key) is not None:
             lines.append(f"{toml_key(key)} = {_toml_value(spec[key])}")

@@ -827,11 +827,18 @@ def _foreign_letter(path: Path, error: tomllib.TOMLDecodeError) -> str:
     return ""
 
 
+#: The first line of a spec written by ``Comparison.to_spec``.
+TO_SPEC_HEADER = "# Written by emvsbayes (Comparison.to_spec)"
+
+
 def load_spec(path: str | Path) -> dict:
     """Read and validate a spec file; the returned dict also carries ``name`` and ``path``."""
     path = Path(path)
     raw = read_toml(path)
-    spec = validate(raw, source=str(path), written=True)
+    # A spec Comparison.to_spec wrote (before it left out the keys a family does not read) holds every key at its
+    # default; one a person wrote holds what they meant, which a family that does not read it must not ignore.
+    by_to_spec = path.read_text(encoding="utf-8-sig").startswith(TO_SPEC_HEADER)
+    spec = validate(raw, source=str(path), written=not by_to_spec)
     name = path.stem
     if not is_spec_name(name):
         raise UserError(f"{path}: {SPEC_NAME_RULE}")

@@ -230,6 +230,21 @@ def test_dataframe_columns_rows_and_standardizing_are_kept(gaussian, gaussian_fr
     assert {"w[0]", "mu[0, length]", "mu[1, width]"} <= set(gaussian.summary().index)
 
 
+def test_a_spec_written_by_to_spec_before_it_left_out_unread_keys_still_loads(tmp_path):
+    """to_spec wrote every key at its default, the coins' weights = "equal" in a Poisson spec too; written by a
+    person that key is refused (the Poisson mixture estimates its weights), written by to_spec (its first line says
+    so) it loads as before."""
+    from emvsbayes.spec import TO_SPEC_HEADER, load_spec
+
+    body = '[data]\ndataset = "earthquakes"\n[model]\nfamily = "poisson"\nweights = "equal"\n'
+    (tmp_path / "old.toml").write_text(f"{TO_SPEC_HEADER}: run it with 'emvsbayes run THIS.toml'.\n{body}",
+                                       encoding="utf-8")
+    (tmp_path / "mine.toml").write_text(body, encoding="utf-8")
+    assert load_spec(tmp_path / "old.toml")["model"]["family"] == "poisson"
+    with pytest.raises(UserError, match=r"\[model\] weights applies to binomial \(coin\) mixtures only"):
+        load_spec(tmp_path / "mine.toml")
+
+
 def test_an_index_that_names_no_row_of_its_own_is_not_the_rows_names(gaussian_frame):
     """pd.concat leaves a repeated index: as row names it would name two rows alike in the membership tables and
     in the CSV a rerun reads (where [data] label refuses it), so the rows are numbered as for a default index."""

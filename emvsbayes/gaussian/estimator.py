@@ -120,7 +120,8 @@ class GaussianMixture(*_BASES):
         Only when fitted on data with column names (a DataFrame), as in scikit-learn.
     params_ : GaussianParams
     restarts_ : tuple of EMFit
-        Every restart's outcome, in order.
+        Every restart's outcome, in order (the best with its whole trace, the others with their starting
+        parameters and their objective at each iteration).
     trace_ : tuple of EMIteration
         The best run's per-iteration record (log-likelihoods are totals, not means).
     """
