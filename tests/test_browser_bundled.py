@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import QUICK_LADDER, quick_run_group
+from conftest import QUICK, QUICK_LADDER, quick_run_group
 from emvsbayes import api
 from emvsbayes.results import read_results
 from emvsbayes.spec import load_spec, resolve_data_path
@@ -87,15 +87,17 @@ def reduced_run(name: str, out: Path) -> Path:
     data_file = resolve_data_path(spec)
     if data_file is not None:
         spec["data"]["file"] = str(data_file)
-    spec["bayes"].update(draws=200, tune=200)
-    # the posterior per K of the model choice too (its table's rows and columns do not depend on the draws)
-    spec["model_choice"].update(draws=min(spec["model_choice"]["draws"], 200), tune=min(spec["model_choice"]["tune"], 200))
-    # a list of more than three K (galaxies: 1-6, the Poisson mixture: 1-4) keeps the spec's K and its neighbours:
-    # the table and figure are the same kind of rows; each K left out is a model shape fewer to compile and sample
-    # (galaxies 16 -> 9 s warm; a Poisson mixture's K = 1, 3-4 s cold)
+    # The posterior and the model choice's posteriors with the same chains, draws and tuning steps (the quick runs'):
+    # the spec's K then samples one program in both (its compile, 2-5 s cold, was a third of such a run); the table's
+    # rows and columns and the figures do not depend on the draws.
+    spec["bayes"].update(QUICK)
+    spec["model_choice"].update(QUICK)
+    # a list of more than two K (galaxies: 1-6, the Poisson mixture: 1-4) keeps the spec's K and the one below: the
+    # table and figure are the same kind of rows; each K left out is a model shape fewer to compile and sample
     chosen = spec["model_choice"].get("components") or []
-    if len(chosen) > 3 and spec["model_choice"]["bayes"]:
-        spec["model_choice"]["components"] = [k for k in chosen if abs(k - spec["model"]["components"]) <= 1]
+    if len(chosen) > 2 and spec["model_choice"]["bayes"]:
+        k = spec["model"]["components"]
+        spec["model_choice"]["components"] = [kc for kc in chosen if kc in (k - 1, k)] or chosen[:2]
     if spec["em"].get("bootstrap"):
         spec["em"]["bootstrap"] = 10
     if spec.get("ladder", {}).get("enabled"):
