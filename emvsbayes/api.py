@@ -240,6 +240,8 @@ def _table(data, source: str):
                 labels = None
         return names, [data[c].to_numpy() for c in data.columns], labels, "DataFrame"
     _refuse_masked(data, source)
+    if isinstance(data, range):  # numbers, as a list of them is
+        data = list(data)
     if isinstance(data, (list, tuple)) or isinstance(data, np.ndarray):
         flag = _first_bool(data) if isinstance(data, (list, tuple)) else None
         if flag is not None:  # numpy would read [True, 2.5] as [1.0, 2.5]
@@ -258,8 +260,11 @@ def _table(data, source: str):
         if array.ndim == 1:
             return ["x"], [array], None, "array"
         return [f"x{j + 1}" for j in range(array.shape[1])], [array[:, j] for j in range(array.shape[1])], None, "array"
+    # a generator is read once: its values are not kept for the rerun's CSV and the report, so they are asked for
+    hint = "; pass its values as a list or array (list(data), np.fromiter(data, float))" \
+        if hasattr(data, "__next__") else ""
     raise UserError(f"{source}: data must be a numpy array, a pandas DataFrame, an xarray DataArray or Dataset "
-                    f"(or (heads, tosses) pairs for coins), got {type(data).__name__}")
+                    f"(or (heads, tosses) pairs for coins), got {type(data).__name__}{hint}")
 
 
 def _first_bool(rows) -> tuple[int, object] | None:

@@ -1149,6 +1149,12 @@ API_CASES = {
         lambda tmp_path: __import__("emvsbayes").compare(np.full(10, 5.0), family="gaussian"),
         UserError, "compare: every row has the same value (x), so there is nothing to cluster; give data whose values "
         "differ"),
+    # "got generator" said what it was, not what to do
+    "compare_generator_as_data": (
+        lambda tmp_path: __import__("emvsbayes").compare((float(i) for i in range(10)), family="gaussian"),
+        UserError, "compare: data must be a numpy array, a pandas DataFrame, an xarray DataArray or Dataset (or (heads, "
+        "tosses) pairs for coins), got generator; pass its values as a list or array (list(data), np.fromiter(data, "
+        "float))"),
     "compare_family_misspelt": (
         lambda tmp_path: __import__("emvsbayes").compare([1.0, 2.0, 3.0], famly="gaussian"),
         UserError, "compare: unknown option famly=; did you mean family=?"),
