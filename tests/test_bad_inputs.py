@@ -1802,6 +1802,17 @@ def test_silent_nonsense_in_csv_files(case, tmp_path):
     assert_user_error(run_cli("run", spec, "--out", out), expected, out)
 
 
+def test_a_table_whose_first_line_looks_like_toml_is_still_a_table(tmp_path):
+    """A spec given as data is named as one (see CSV_CASES); a one-column CSV headed "[mm]" or a header "a=1,b" is
+    CSV all the same (the whole text must read as TOML)."""
+    from emvsbayes.data import load_continuous_csv
+
+    (tmp_path / "mm.csv").write_text("[mm]\n1.5\n2.5\n", encoding="utf-8")
+    (tmp_path / "eq.csv").write_text("a=1,b\n1,2\n3,4\n", encoding="utf-8")
+    assert load_continuous_csv(tmp_path / "mm.csv").columns == ("[mm]",)
+    assert load_continuous_csv(tmp_path / "eq.csv").columns == ("a=1", "b")
+
+
 def test_counts_are_read_exactly(tmp_path):
     from emvsbayes.data import load_coins_csv
 

@@ -279,14 +279,12 @@ def _document_kind(text: str) -> str | None:
         return "an HTML page"
     if first.startswith("{") or (first.startswith("[") and first.rstrip(",").endswith(("{", "[")) or first == "["):
         return "a JSON document"
-    if first.startswith("[") and _TOML_TABLE.fullmatch(first):
-        return "a TOML file (a spec?)"
-    if "=" in first:
-        try:  # a key = value line reads as TOML ("a=1,b", a header naming a column "a=1", does not)
-            tomllib.loads(first)
+    if (first.startswith("[") and _TOML_TABLE.fullmatch(first)) or "=" in first:
+        try:  # the whole text: a one-column CSV headed "[mm]", or a header "a=1,b", does not read as TOML
+            parsed = tomllib.loads(text)
         except tomllib.TOMLDecodeError:
             return None
-        return "a TOML file (a spec?)"
+        return "a TOML file (a spec?)" if parsed else None
     return None
 
 
