@@ -593,22 +593,23 @@ def _elsewhere(key, section: str) -> str:
 
 
 def _nul_text(value, where: str = "") -> str | None:
-    """Where a text of the spec (a value, a key, a list's item) holds a NUL character, or None."""
-    if isinstance(value, str):
-        return (where or "a value") if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            here = f"[{key}]" if not where and isinstance(item, dict) else f"{where} {key}".strip()
-            if isinstance(key, str) and "\x00" in key:
-                return f"the key {_show(key)}"
-            found = _nul_text(item, here)
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for item in value:
-            found = _nul_text(item, where)
-            if found is not None:
-                return found
+    """Where a text of the spec (a value, a key, a list's item) holds a NUL character, or None. Walked with a stack of
+    its own, in the order written: a list nested 5,000 deep (the fuzz tests') is deeper than Python's recursion."""
+    pending = [(value, where)]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return where or "a value"
+        elif isinstance(value, dict):
+            items = []
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return f"the key {_show(key)}"
+                items.append((item, f"[{key}]" if not where and isinstance(item, dict) else f"{where} {key}".strip()))
+            pending.extend(reversed(items))
+        elif isinstance(value, list):
+            pending.extend((item, where) for item in reversed(value))
     return None
 
 
