@@ -18,11 +18,8 @@ A thin layer over the command line's own machinery, so both give the same answer
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from emvsbayes.errors import UserError
+from emvsbayes.family import family_names, get_family
 from emvsbayes.spec import SCHEMA, SEED_RULE, TO_SPEC_HEADER, read_by_family, toml_key, validate
 from emvsbayes.spec import show_value as _show
 from emvsbayes.spec import suggest as _suggest
@@ -97,277 +95,6 @@ def _example(section: str) -> str:
     key = next(iter(SCHEMA[section]))
     default = SCHEMA[section][key].default
     return "{" + f"{key!r}: {default!r}" + "}"
-
-
-# --- the data -----------------------------------------------------------------------------------------
-
-
-def _is_whole(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) or (
-        isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer())
-
-
-def _coin_record(data, data_spec: dict, source: str):
-    """A ``CoinData`` from (heads, tosses) pairs, an (N, 2) array or a DataFrame, checked as the CSV reader checks."""
-    from emvsbayes.data import CoinData
-    from emvsbayes.data.csv import MAX_COUNT as MAX_EXACT_COUNT
-
-    if isinstance(data, CoinData):
-        return data
-    _refuse_masked(data, source)
-    kind = "(heads, tosses) pairs"
-    heads_name, tosses_name = data_spec["heads"], data_spec["tosses"]
-    if _is_dataframe(data):
-        # column names as text, as for continuous data (a DataFrame of a list has columns 0, 1: heads="0")
-        names = _column_names(data)
-        for name in names:
-            if names.count(name) > 1:
-                raise UserError(f"{source}: column name {name!r} appears more than once; rename one")
-        missing = [name for name in (heads_name, tosses_name) if name not in names]
-        if missing:
-            raise UserError(f"{source}: data has no column {missing[0]!r} (columns: {', '.join(names)}); "
-                            f"name the counts' columns with heads='...', tosses='...'")
-        pairs = list(zip(data.iloc[:, names.index(heads_name)].tolist(), data.iloc[:, names.index(tosses_name)].tolist()))
-        kind = "DataFrame"
-    elif isinstance(data, (str, bytes)):
-        raise UserError(f"{source}: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got text "
-                        f"{_show(data)}; read a file with a spec's [data] file, or give the numbers")
-    elif isinstance(data, dict) or hasattr(data, "data_vars"):  # an xarray Dataset holds columns by name too
-        # columns by name, as a DataFrame holds them: {"heads": [...], "tosses": [...]}
-        missing = [name for name in (heads_name, tosses_name) if name not in data]
-        if missing:
-            raise UserError(f"{source}: data has no key {missing[0]!r} (keys: {', '.join(map(str, data))}); give "
-                            f"{{{heads_name!r}: [...], {tosses_name!r}: [...]}}, or name the keys with heads='...', tosses='...'")
-        columns = [np.asarray(data[name], dtype=object).ravel().tolist() for name in (heads_name, tosses_name)]
-        if len(columns[0]) != len(columns[1]):
-            raise UserError(f"{source}: data[{heads_name!r}] has {len(columns[0])} counts but data[{tosses_name!r}] has "
-                            f"{len(columns[1])}; give one of each per set")
-        pairs = list(zip(*columns))
-        kind = "dict"
-    else:
-        try:
-            # A pair given as a tuple or list keeps its items as given: numpy would turn (True, 1) into (1, 1).
-            pairs = [tuple(pair) if isinstance(pair, (list, tuple)) else tuple(np.asarray(pair).tolist()) for pair in data]
-            odd = next((item for item in data if isinstance(item, (str, bytes, dict))), None)
-        except TypeError:
-            raise UserError(f"{source}: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got {_show(data)}") from None
-        if odd is not None:
-            # a text or a dict iterates as its characters or keys: "set 1 is ('h', 'e', 'a', 'd', 's')" said nothing
-            what = "dicts: pass pandas.DataFrame(data) or {'heads': [...], 'tosses': [...]}" if isinstance(odd, dict) \
-                else "text: give the numbers, e.g. (5, 10), not '5,10'"
-            raise UserError(f"{source}: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got a list "
-                            f"holding {what}")
-        kind = "array" if isinstance(data, np.ndarray) else kind
-    if not pairs:
-        raise UserError(f"{source}: data holds no sets of tosses; give at least one (heads, tosses) pair")
-    heads, tosses = [], []
-    for i, pair in enumerate(pairs, start=1):
-        if len(pair) != 2 or not all(_is_whole(v) for v in pair):
-            raise UserError(f"{source}: set {i} is {_show(pair)}; each set must be two whole numbers (heads, tosses), e.g. (5, 10)")
-        h, t = int(pair[0]), int(pair[1])
-        if max(abs(h), abs(t)) > MAX_EXACT_COUNT:
-            raise UserError(f"{source}: set {i} is {_show(pair)}, a count larger than {MAX_EXACT_COUNT}; counts must be "
-                            "exact in floating point, so check that set")
-        if t < 1:
-            raise UserError(f"{source}: set {i} has {t} tosses; every set needs at least one toss, so fix the count or remove it")
-        if not 0 <= h <= t:
-            raise UserError(f"{source}: set {i} has {h} heads of {t} tosses; heads must be between 0 and tosses")
-        heads.append(h)
-        tosses.append(t)
-    labels = tuple(f"set {i}" for i in range(1, len(heads) + 1))
-    return CoinData(np.asarray(heads, dtype=np.int64), np.asarray(tosses, dtype=np.int64), labels, source=kind)
-
-
-def _column_names(frame) -> list[str]:
-    """A DataFrame's column names as text; a MultiIndex column ("a", "1") is "a_1" (its parts joined, as pandas
-    users flatten them), not "('a', '1')"."""
-    return ["_".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in frame.columns]
-
-
-def _refuse_masked(data, source: str) -> None:
-    """A masked array with masked entries is refused: np.asarray drops the mask, and the masked entries' stand-in
-    values (often -999) would be fitted as data."""
-    if isinstance(data, np.ma.MaskedArray) and np.ma.is_masked(data):
-        row = int(np.argwhere(np.ma.getmaskarray(data))[0][0]) + 1
-        raise UserError(f"{source}: data is a masked array with masked entries (the first in row {row}); remove those rows "
-                        "(e.g. x[~x.mask.any(axis=-1)] for 2-D, x.compressed() for 1-D) and pass the rest")
-
-
-def _is_dataframe(data) -> bool:
-    return type(data).__module__.startswith("pandas") and hasattr(data, "columns") and hasattr(data, "dtypes")
-
-
-def _table(data, source: str):
-    """(column names, list of 1-D arrays, row labels or None, what it was) of continuous in-memory data."""
-    module = type(data).__module__
-    if module.startswith("xarray"):
-        import xarray as xr
-
-        if isinstance(data, xr.DataArray):
-            if data.ndim == 1:
-                return [str(data.name if data.name is not None else "x")], [data.values], None, "DataArray"
-            if data.ndim == 2:
-                if data.dims[1] == "obs":  # the results files' row dim, wherever it stands: rows are observations
-                    data = data.transpose("obs", data.dims[0])
-                dim = data.dims[1]
-                name = str(data.name if data.name is not None else "x")
-                names = [str(v) for v in data[dim].values] if dim in data.coords else [f"{name}{j + 1}" for j in range(data.shape[1])]
-                return names, [data.values[:, j] for j in range(data.shape[1])], None, "DataArray"
-            raise UserError(f"{source}: a DataArray must be 1-D or 2-D (rows, columns), got dims {data.dims}; "
-                            "stack or select the other dimensions first")
-        if isinstance(data, xr.Dataset):
-            dims = {var.dims for var in data.data_vars.values()}
-            if not data.data_vars or len(dims) != 1 or len(next(iter(dims))) != 1:
-                raise UserError(f"{source}: a Dataset must hold 1-D variables along one dimension (one per column); "
-                                "select those variables, or pass a DataFrame (ds.to_dataframe())")
-            names = [str(name) for name in data.data_vars]
-            return names, [data[name].values for name in data.data_vars], None, "Dataset"
-    if module.startswith("pandas") and getattr(data, "ndim", None) == 1 and hasattr(data, "to_frame"):
-        # A Series is one named column (df["x"]): fitted as the DataFrame of that column, its index the labels.
-        return _table(data.to_frame(name=str(data.name) if data.name is not None else "x"), source)[:3] + ("Series",)
-    if _is_dataframe(data):
-        import pandas as pd
-
-        names = _column_names(data)
-        labels = None
-        if not isinstance(data.index, pd.RangeIndex) or data.index.start != 0 or data.index.step != 1:
-            labels = tuple(str(v) for v in data.index)
-            # An index that names no row of its own (repeated, as pd.concat leaves it, or blank) is not the rows'
-            # names: they are numbered, as for a default index.
-            from emvsbayes.data.records import unnamed_row
-
-            if unnamed_row(labels) is not None:
-                labels = None
-        return names, [data[c].to_numpy() for c in data.columns], labels, "DataFrame"
-    _refuse_masked(data, source)
-    if isinstance(data, range):  # numbers, as a list of them is
-        data = list(data)
-    if isinstance(data, (list, tuple)) or isinstance(data, np.ndarray):
-        flag = _first_bool(data) if isinstance(data, (list, tuple)) else None
-        if flag is not None:  # numpy would read [True, 2.5] as [1.0, 2.5]
-            raise UserError(f"{source}: data must be a 1-D or 2-D array of numbers (rows, columns), got {flag[1]!r} in "
-                            f"row {flag[0]}; pass numbers (True and False are not measurements)")
-        try:
-            array = np.asarray(data)
-        except (ValueError, TypeError, OverflowError):  # rows of different lengths, numbers beyond int64
-            raise UserError(f"{source}: data must be a 1-D or 2-D array of numbers (rows, columns) with the same "
-                            f"number of values in every row, got {_show(data)}; pass a numeric array or a DataFrame") from None
-        if array.dtype.kind not in "iuf" or array.ndim not in (1, 2):
-            hint = (" (numbers held as Python objects or text are converted with .astype(float))"
-                    if array.dtype.kind in "OUS" and array.ndim in (1, 2) else "")
-            raise UserError(f"{source}: data must be a 1-D or 2-D array of numbers (rows, columns), got "
-                            f"{array.ndim}-D {array.dtype}; pass a numeric array or a DataFrame{hint}")
-        if array.ndim == 1:
-            return ["x"], [array], None, "array"
-        return [f"x{j + 1}" for j in range(array.shape[1])], [array[:, j] for j in range(array.shape[1])], None, "array"
-    # a generator is read once: its values are not kept for the rerun's CSV and the report, so they are asked for
-    hint = "; pass its values as a list or array (list(data), np.fromiter(data, float))" \
-        if hasattr(data, "__next__") else ""
-    raise UserError(f"{source}: data must be a numpy array, a pandas DataFrame, an xarray DataArray or Dataset "
-                    f"(or (heads, tosses) pairs for coins), got {type(data).__name__}{hint}")
-
-
-def _first_bool(rows) -> tuple[int, object] | None:
-    """(row from 1, value) of the first boolean in a list of numbers or of rows, else None."""
-    for i, row in enumerate(rows, start=1):
-        for value in row if isinstance(row, (list, tuple)) else (row,):
-            if isinstance(value, (bool, np.bool_)):
-                return i, value
-    return None
-
-
-def _continuous_record(data, data_spec: dict, source: str):
-    """(``ContinuousData`` as fitted, the raw chosen columns before z-scoring) of in-memory data."""
-    from emvsbayes.data import ContinuousData
-    from emvsbayes.data.csv import STANDARDIZE_TRANSFORM, check_magnitudes, standardize_columns
-
-    if isinstance(data, ContinuousData):
-        if (data_spec["columns"] is not None or data_spec["drop"] or data_spec["standardize"] or data_spec["label"]
-                or data_spec.get("truth")):
-            raise UserError(f"{source}: columns=, drop=, standardize=, label= and truth= apply to arrays and DataFrames; "
-                            "load the data set with them instead, e.g. load_dataset(name, standardize=True)")
-        return data, np.asarray(data.x, dtype=float)
-    names, columns, labels, kind = _table(data, source)
-    names = [name.strip() for name in names]
-    for name in names:
-        if not name:
-            raise UserError(f"{source}: a column has no name; name every column (e.g. df.columns = [...])")
-        if "\x00" in name:
-            raise UserError(f"{source}: column name {name!r} holds a NUL character, which no results file can store; "
-                            "rename it")
-        if names.count(name) > 1:
-            raise UserError(f"{source}: column name {name!r} appears more than once; rename one")
-    by_name = dict(zip(names, columns))
-    label = data_spec["label"]
-    if label is not None:
-        if label not in by_name:
-            raise UserError(f"{source}: label={label!r} is not a column (columns: {', '.join(names)}); name the column of row names")
-        labels = tuple(str(v) for v in by_name[label])
-    truth = data_spec.get("truth")
-    known = None
-    if truth is not None:
-        if truth not in by_name:
-            raise UserError(f"{source}: truth={truth!r} is not a column of known groups (columns: {', '.join(names)})"
-                            f"{_suggest(truth, names)}")
-        known = tuple(str(v) for v in by_name[truth])
-    for option, column in (("label", label), ("truth", truth)):
-        if column is not None and data_spec["columns"] is not None and column in data_spec["columns"] \
-                and column not in data_spec["drop"]:
-            raise UserError(f"{source}: column {column!r} is {option}=, so it cannot also be fitted; remove it from columns=")
-    if label is not None:
-        from emvsbayes.data.records import unnamed_row
-
-        problem = unnamed_row(labels)
-        if problem is not None:
-            i, j = problem
-            if j is None:
-                raise UserError(f"{source}: row {i + 1} of column {label!r} (label=) is empty; give every row a name, or "
-                                "leave label= out to number the rows")
-            raise UserError(f"{source}: rows {i + 1} and {j + 1} have the same name {labels[i]!r} in column {label!r} "
-                            "(label=); give each row a name of its own (if the column holds groups, pass it as truth=)")
-    chosen = ([n for n in names if n not in (label, truth)] if data_spec["columns"] is None
-              else list(data_spec["columns"]))
-    for option, wanted in (("columns", data_spec["columns"] or []), ("drop", data_spec["drop"])):
-        for name in wanted:
-            if name not in by_name:
-                raise UserError(f"{source}: {option}= names {name!r}, which is not a column "
-                                f"(columns: {', '.join(names)}){_suggest(name, names)}")
-    if data_spec["columns"] is not None and len(set(chosen)) != len(chosen):
-        raise UserError(f"{source}: columns= lists a column more than once; list each once")
-    if data_spec["columns"] is not None and all(n in data_spec["drop"] for n in chosen):
-        raise UserError(f"{source}: columns= and drop= both name {chosen[0]!r}, so no column is left to fit; keep each "
-                        "column in one of them")
-    chosen = [n for n in chosen if n not in data_spec["drop"]]
-    if not chosen:
-        raise UserError(f"{source}: no columns are left to fit; choose some with columns=[...]")
-    for name in chosen:
-        column = np.asarray(by_name[name])
-        if column.dtype.kind not in "iuf":
-            raise UserError(f"{source}: column {name!r} is not numeric ({column.dtype}); leave it out with drop=[{name!r}], "
-                            "or encode it as numbers first (e.g. df[col].map({...}))")
-    with np.errstate(over="ignore"):  # a longdouble beyond float64 becomes inf, refused just below by row
-        x = np.column_stack([np.asarray(by_name[n], dtype=np.float64) for n in chosen])
-    bad = np.argwhere(~np.isfinite(x))
-    if bad.size:
-        row, j = bad[0]
-        raise UserError(f"{source}: column {chosen[j]!r} has a missing or infinite value in row {row + 1}; "
-                        "drop or fill those rows first (e.g. df.dropna())")
-    check_magnitudes(x, chosen, source, leave_out="leave it out with drop=[{}]")
-    raw_x = x.copy()
-    center = scale = None
-    transforms: tuple[str, ...] = ()
-    if data_spec["standardize"]:
-        x, center, scale = standardize_columns(x, chosen, source)
-        transforms = (STANDARDIZE_TRANSFORM,)
-    if labels is None:
-        labels = tuple(str(i) for i in range(1, x.shape[0] + 1))
-    named = next((text for text in (*labels, *(known or ())) if "\x00" in text), None)
-    if named is not None:
-        raise UserError(f"{source}: the row label or known group {named!r} holds a NUL character, which no results "
-                        "file can store; change it")
-    record = ContinuousData(x=x, columns=tuple(chosen), labels=labels, source=kind, transforms=transforms,
-                            center=center, scale=scale, truth=known, truth_column=truth)
-    return record, raw_x
 
 
 # --- running ------------------------------------------------------------------------------------------
@@ -456,17 +183,21 @@ def _out_named_as_in_python(function):
 
 
 def compare(data, family: str | None = None, components: int = 2, *, progress=None, **options) -> Comparison:
-    """Fit a mixture to in-memory data by EM and by PyMC, and compare the two.
+    """Fit a model (a mixture or a hidden Markov model) to in-memory data by EM and by PyMC, and compare the two.
 
     Parameters
     ----------
-    data : array_like, pandas.DataFrame, xarray.DataArray, xarray.Dataset or list of (int, int)
-        For ``family="gaussian"``: rows of observations (a 1-D or 2-D numeric array, a DataFrame whose
-        column names are kept and whose index names the rows when each row has a name of its own, a 1-D/2-D
-        DataArray, or a Dataset of 1-D variables). For
+    data : array_like, pandas.DataFrame or Series, xarray.DataArray or Dataset, or list of (int, int)
+        Each family reads its own kind (its ``data_from_memory``). ``family="gaussian"``: rows of observations
+        (a 1-D or 2-D numeric array, a DataFrame whose column names are kept and whose index names the rows
+        when each row has a name of its own, a 1-D/2-D DataArray, or a Dataset of 1-D variables).
         ``family="coins"``: (heads, tosses) pairs, an (N, 2) integer array, or a DataFrame (or a dict of
-        lists) with ``heads`` and ``tosses`` columns. A record from :func:`load_dataset` is taken as it is.
-    family : {"coins", "gaussian"}
+        lists) with ``heads`` and ``tosses`` columns. ``family="poisson"``: one column of counts (a 1-D
+        array or list, a Series, a 1-D DataArray, or the DataFrame column ``counts=``, default ``"count"``).
+        ``family="hmm"``: one series in time order (a 1-D array or list, a Series indexed by its times, a
+        1-D DataArray with its time coordinate, or one DataFrame column, ``columns=[name]``, with its time
+        column as ``label=``). A record from :func:`load_dataset` is taken as it is.
+    family : {"coins", "gaussian", "poisson", "hmm"}
         The model family.
     components : int
         The number of mixture components K.
@@ -499,34 +230,31 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
     """
     source = "compare"
     _check_progress(progress, source)
+    in_memory = [name for name in family_names() if hasattr(get_family(name), "data_from_memory")]
     if family is None:
         typo = difflib.get_close_matches("family", [str(key) for key in options], n=1, cutoff=0.7)
         if typo:
             raise UserError(f"{source}: unknown option {typo[0]}=; did you mean family=?")
-        raise UserError(f'{source}: family= is missing; give family="coins" or family="gaussian"')
+        raise UserError(f"{source}: family= is missing; give one of {', '.join(f'family={name!r}' for name in in_memory)}")
     raw = _spec_from_options(_plain(family), _plain(components), _plain(options), source)
     spec = validate(raw, source=source, written=True)
-    if spec["model"]["family"] not in ("coins", "gaussian"):
-        # counts and series are read from files: compare() builds coin and continuous records only
-        example = "earthquakes_hmm" if spec["model"]["family"] == "hmm" else "earthquakes_mixture"
+    model_family = get_family(spec["model"]["family"])
+    if not hasattr(model_family, "data_from_memory"):
         raise UserError(f"{source}: family={spec['model']['family']!r} takes its data from a spec; write the data to "
-                        f"a CSV file and run a spec with emvsbayes.run(\"spec.toml\") (see models/{example}.toml), or "
-                        "use family=\"coins\" or family=\"gaussian\"")
-    if spec["model"]["family"] == "coins":
-        record, raw_x = _coin_record(data, spec["data"], source), None
-    else:
-        record, raw_x = _continuous_record(data, spec["data"], source)
+                        "a CSV file and run a spec with emvsbayes.run(\"spec.toml\"), or use one of "
+                        f"{', '.join(f'family={name!r}' for name in in_memory)}")
+    record, raw_data = model_family.data_from_memory(data, spec, source)
     if not spec["title"]:
         given = {"array": "an array", "DataFrame": "a DataFrame", "DataArray": "a DataArray", "Dataset": "a Dataset",
                  "Series": "a Series", "dict": "a dict of columns"}
-        spec["title"] = f"{family} mixture, K = {components}, fitted to {given.get(record.source, record.source)}"
+        spec["title"] = f"{model_family.describe(spec)}, fitted to {given.get(record.source, record.source)}"
     try:
         tree = _run_in_memory(spec, record, progress=progress)
     except UserError as error:  # the pipeline's checks of data and options: named as compare's, as the others are
         if type(error) is UserError and not str(error).startswith(f"{source}: "):
             raise UserError(f"{source}: {error}") from None
         raise
-    return Comparison(tree, record, raw_x)
+    return Comparison(tree, record, raw_data)
 
 
 # --- the comparison -----------------------------------------------------------------------------------
@@ -542,10 +270,10 @@ class Comparison:
         file the pipeline wrote.
     """
 
-    def __init__(self, results, data=None, raw_x=None):
+    def __init__(self, results, data=None, raw_data=None):
         self.results = results
         self._data = data
-        self._raw_x = raw_x
+        self._raw_data = raw_data  # what the family's data_csv needs beside the record (rows before z-scoring)
 
     def __repr__(self) -> str:
         title = self.results.attrs.get("title", "")
@@ -694,7 +422,9 @@ class Comparison:
             # a folder takes data.csv, as save() and report() put their files in one
             data_path = _target(data_path, "data.csv", "to_spec", "data_path")
         if data_spec.get("file") == IN_MEMORY:
-            table, label = self._csv_table()
+            if self._data is None:
+                raise UserError("to_spec: this comparison has no in-memory data to write; rerun it with compare()")
+            table, data_keys = get_family(spec["model"]["family"]).data_csv(self._data, self._raw_data)
             file = "data.csv" if data_path is None else str(data_path)
             if data_path is not None:
                 path = data_path
@@ -706,41 +436,13 @@ class Comparison:
                     atomic_write(path, lambda tmp: tmp.write_text(table, encoding="utf-8", newline=""))
                 except OSError as error:
                     raise UserError(f"to_spec: cannot write {path} ({error.strerror}); choose another data_path") from None
-            data_spec.update(file=file, columns=None, drop=[], label=label)
-            if spec["model"]["family"] == "coins":
-                data_spec.update(heads="heads", tosses="tosses")
+            data_spec.update(file=file, **data_keys)
         elif data_spec.get("file") is not None and not Path(data_spec["file"]).is_absolute():
             # A spec file's CSV is relative to that spec's folder; the emitted spec may be saved elsewhere.
             spec_path = self.results.attrs.get("spec_path") or "."
             data_spec["file"] = str((Path(spec_path).parent / data_spec["file"]).resolve())
         spec["data"] = data_spec
         return spec_toml(spec)
-
-    def _csv_table(self) -> tuple[str, str | None]:
-        """(CSV text of the data as fitted, before z-scoring; the label column's name or None)."""
-        data = self._data
-        if data is None:
-            raise UserError("to_spec: this comparison has no in-memory data to write; rerun it with compare()")
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        if hasattr(data, "heads"):
-            default = tuple(f"set {i}" for i in range(1, len(data.heads) + 1))
-            label = None if data.labels == default else "label"
-            writer.writerow(([label] if label else []) + ["heads", "tosses"])
-            for i, (h, t) in enumerate(zip(data.heads.tolist(), data.tosses.tolist())):
-                writer.writerow(([data.labels[i]] if label else []) + [h, t])
-            return buffer.getvalue(), label
-        default = tuple(str(i) for i in range(1, data.n_rows + 1))
-        label = None
-        if data.labels != default:
-            label = "label"
-            while label in data.columns:
-                label = "_" + label
-        writer.writerow(([label] if label else []) + list(data.columns))
-        # repr() is the shortest text that reads back as the same float: the rerun fits the same bits.
-        for i, row in enumerate(self._raw_x.tolist()):
-            writer.writerow(([data.labels[i]] if label else []) + [repr(v) for v in row])
-        return buffer.getvalue(), label
 
 
 def _target(path, default_name: str, method: str, argument: str = "path") -> Path:

@@ -40,6 +40,24 @@ def one_line(text: str) -> str:
                    else c for c in text)
 
 
+def visible(text: str) -> str:
+    """``text`` with each character that prints as nothing or as a plain space (a zero-width space, a no-break
+    space, a soft hyphen: what :meth:`str.isprintable` calls unprintable) written as its escape, as ``repr`` does
+    inside quotes: a listing of names shows why ``'a'`` is not ``'a\\u200b'``."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def name_listing(names, limit: int = 20, width: int = 40) -> str:
+    """Names (columns, data sets) for a message, comma-separated: each made :func:`visible` and cut to ``width``
+    characters (a 5,000-character header cell stays readable), at most ``limit`` of them."""
+    names = [visible(name) for name in names]
+    shown = ", ".join(name if len(name) <= width else name[: width - 1] + "…" for name in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
 #: What :meth:`str.splitlines` splits on.
 _LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 #: Bidirectional embeddings, overrides, isolates and marks: they reorder the text shown around them.

@@ -48,6 +48,15 @@ without it is refused such a spec in one line:
   on ``client``'s cluster; the same answer as ``fit`` on the rows in memory (to rounding); ``options`` as
   :func:`emvsbayes.em.fit_em`.
 
+Data passed in memory to :func:`emvsbayes.compare` need two optional members; a family without them is refused
+there in one line (its data come from a spec's file or data set):
+
+- ``data_from_memory(data, spec, source) -> (record, raw)``: the family's data record of arrays, DataFrames,
+  DataArrays or lists, checked as the family's file reader checks a file (one-line :class:`UserError` messages
+  starting with ``source``); ``raw`` is what ``data_csv`` needs beside the record (the rows before z-scoring) or None;
+- ``data_csv(record, raw) -> (text, data_keys)``: the data as CSV text and the ``[data]`` keys that read that
+  text back into the same numbers (``Comparison.to_spec`` writes the spec that reruns a comparison).
+
 Other optional members (a family may leave them out; the generic code then does the plain thing):
 
 - ``report_sections(tree, prob, colors) -> list[ReportSection]``: the family's own sections of the report

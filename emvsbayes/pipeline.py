@@ -191,9 +191,9 @@ def run_spec(spec: dict, out_dir: Path | None = None, *, seed: int | None = None
     seed = int(seed)
     seeds = child_seeds(seed)
     timings: dict[str, float] = {}
-    from emvsbayes.sampling import check_jax_environment
+    from emvsbayes.sampling import check_compiler_environment
 
-    check_jax_environment()  # JAX reads its variables after EM: a bad one is refused before
+    check_compiler_environment()  # JAX reads its variables after EM: a bad one is refused before
 
     from emvsbayes.store import uses_store
 

@@ -10,7 +10,7 @@ Sections (see ``models/*.toml`` for commented examples):
 - top level: ``title``, ``description``, ``seed``;
 - ``[data]``: a bundled ``dataset`` or a CSV ``file`` with its column options, or a Zarr ``store``
   (data larger than memory, chunked EM only: :mod:`emvsbayes.store`);
-- ``[model]``: ``family`` ("coins" or "gaussian"), ``components`` and the family's options;
+- ``[model]``: ``family`` (one of :data:`emvsbayes.family.FAMILIES`), ``components`` and the family's options;
 - ``[em]``: kinds of EM, initialisation, restarts, stopping rule;
 - ``[bayes]``: variant (symmetric or ordered), priors, sampler, chains, draws, tuning;
 - ``[model_choice]``: a list of K to compare (EM criteria and PSIS-LOO);
@@ -71,9 +71,13 @@ def _is_number(v):
 
 
 def _text(v) -> str:
+    """A spec value as TOML writes it: ``true`` (not Python's ``True``), dates as written, inline tables; text in
+    quotes as Python shows it (``'a'`` is TOML's literal string)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, (datetime.date, datetime.time)):
         return v.isoformat()
-    if isinstance(v, list) and any(isinstance(item, (datetime.date, datetime.time, dict)) for item in v):
+    if isinstance(v, list) and any(isinstance(item, (bool, datetime.date, datetime.time, dict, list)) for item in v):
         return "[" + ", ".join(_text(item) for item in v) + "]"
     if isinstance(v, dict):  # a TOML inline table, as the spec wrote it (not Python's {'rate': [...]})
         return "{ " + ", ".join(f"{toml_key(str(key))} = {_text(item)}" for key, item in v.items()) + " }" if v else "{}"

@@ -39,7 +39,8 @@ KEY_DOCS: dict[tuple[str, str], str] = {
     ("data", "percent"): 'columns written as percents ("28%"), read as fractions (0.28)',
     ("data", "categories"): 'numbers for the words of text columns: `{ "column" = { "word" = 0, ... } }`',
     ("data", "standardize"): "z-score every fitted column (population sd)",
-    ("model", "family"): '"coins" (binomial mixture) or "gaussian" (Gaussian mixture); required',
+    ("model", "family"): '"coins" (binomial mixture), "gaussian" (Gaussian mixture), "poisson" (Poisson mixture) or '
+                         '"hmm" (hidden Markov model); required',
     ("model", "components"): "K, the number of components",
     ("model", "weights"): 'coins: "equal" (each coin equally likely) or "estimated"',
     ("model", "labels"): 'coins: one short name per coin, e.g. ["A", "B"]; default: numbered 0, 1, ...',

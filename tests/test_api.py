@@ -199,10 +199,26 @@ def test_save_and_report_never_break_a_published_pair(coins, tmp_path):
     assert coins.save(mine) == mine / "results.nc" and coins.report(mine) == mine / "index.html"
 
 
+# Counts of two regimes (rates 3 and 15), in years: a Poisson mixture's rows and a hidden Markov model's series.
+YEARLY_COUNTS = pd.Series(np.random.default_rng(1).poisson(np.repeat([3, 15, 3, 15], 12)), name="quakes",
+                          index=pd.Index(range(1950, 1998), name="year"))
+
+
+@pytest.fixture(scope="module")
+def poisson():
+    return emvsbayes.compare(YEARLY_COUNTS, family="poisson", components=2, bootstrap=20, seed=5, **FAST)
+
+
+@pytest.fixture(scope="module")
+def hmm():
+    return emvsbayes.compare(YEARLY_COUNTS.reset_index(), family="hmm", components=2, label="year", bootstrap=20,
+                             seed=5, **FAST)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["coins", "gaussian"])
-def test_to_spec_reruns_bit_identically_from_the_command_line(which, coins, gaussian, tmp_path):
-    comparison = {"coins": coins, "gaussian": gaussian}[which]
+@pytest.mark.parametrize("which", ["coins", "gaussian", "poisson", "hmm"])
+def test_to_spec_reruns_bit_identically_from_the_command_line(which, request, tmp_path):
+    comparison = request.getfixturevalue(which)
     text = comparison.to_spec(data_path=tmp_path / "data.csv")
     (tmp_path / "rerun.toml").write_text(text, encoding="utf-8")
     with pytest.raises(UserError, match="exists"):
@@ -248,7 +264,7 @@ def test_a_spec_written_by_to_spec_before_it_left_out_unread_keys_still_loads(tm
 def test_an_index_that_names_no_row_of_its_own_is_not_the_rows_names(gaussian_frame):
     """pd.concat leaves a repeated index: as row names it would name two rows alike in the membership tables and
     in the CSV a rerun reads (where [data] label refuses it), so the rows are numbered as for a default index."""
-    from emvsbayes.api import _continuous_record
+    from emvsbayes.data.memory import continuous_record as _continuous_record
     from emvsbayes.spec import validate
 
     data_spec = validate({"data": {"dataset": "old_faithful"}, "model": {"family": "gaussian"}})["data"]
@@ -332,7 +348,7 @@ def test_run_and_load_spec_give_the_command_lines_numbers(tmp_path):
 
 
 def test_inputs_of_every_kind_become_the_same_table():
-    from emvsbayes.api import _continuous_record
+    from emvsbayes.data.memory import continuous_record as _continuous_record
 
     options = {"columns": None, "drop": [], "standardize": False, "label": None}
     x = np.arange(12.0).reshape(6, 2)
@@ -386,7 +402,7 @@ FRAME = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [2.0, 1.0, 0.0, 5.0], "kin
         (FRAME, {"family": "gaussian", "draws": 5, "bayes": {"draws": 6}}, ["both set [bayes] draws", "give it once"]),
         (FRAME, {"family": "gaussian", "bayes": 3}, ["bayes must be a dict of [bayes] keys"]),
         (FRAME, {"family": "gaussian", "em": {"n_int": 3}}, ["em={...} has unknown key 'n_int'", "did you mean 'n_init'"]),
-        (FRAME, {}, ['family= is missing; give family="coins"']),
+        (FRAME, {}, ["family= is missing; give one of family='coins', family='gaussian', family='poisson', family='hmm'"]),
         (FRAME, {"family": "gaussain"}, ["[model] family must be one of 'coins', 'gaussian'"]),
         (FRAME, {"family": "gaussian", "drop": ["kind"], "components": 9}, ["components = 9 is more than the 4 rows"]),
         (FRAME, {"family": "gaussian", "file": "x.csv"}, ["file= names data to read", "emvsbayes.run(spec)"]),
@@ -591,8 +607,86 @@ print(matplotlib.get_backend(), plt.fignum_exists(mine.number), plt.get_fignums(
     assert [o.output_type for o in second] == ["display_data"] and "image/png" in second[0]["data"], second
 
 
+def test_counts_of_every_kind_become_the_same_record():
+    """The Poisson mixture's data in memory: one column of counts, its rows named by an index, a coordinate or a
+    label column; checked as the CSV reader checks a file's counts."""
+    from emvsbayes.data.memory import count_record
+
+    counts = [4, 0, 7, 12]
+    years = [2001, 2002, 2003, 2004]
+    frame = pd.DataFrame({"year": years, "n": counts, "site": ["a", "b", "c", "d"]})
+    kinds = {
+        "list": (count_record(counts, "count", None, "compare"), ("1", "2", "3", "4"), "count"),
+        "array": (count_record(np.array(counts, dtype=float), "count", None, "compare"), ("1", "2", "3", "4"), "count"),
+        "Series": (count_record(pd.Series(counts, index=years, name="n"), "count", None, "compare"),
+                   tuple(map(str, years)), "n"),
+        "DataArray": (count_record(xr.DataArray(counts, dims="year", coords={"year": years}, name="n"), "count", None,
+                                   "compare"), tuple(map(str, years)), "n"),
+        "DataFrame": (count_record(frame, "n", "year", "compare"), tuple(map(str, years)), "n"),
+    }
+    for kind, (record, labels, column) in kinds.items():
+        assert record.counts.tolist() == counts and record.counts.dtype == np.int64, kind
+        assert record.labels == labels and record.column == column, kind
+    for data, counts_key, label, expected in (
+            ([1, 2.5], "count", None, "row 2 of column 'count' is 2.5, not a whole number"),
+            ([1, np.inf], "count", None, "row 2 of column 'count' is inf, a missing or infinite value"),
+            ([True, False], "count", None, "got True in row 1"),  # numpy would read them as 1 and 0
+            (frame, "count", None, "data has no column 'count' (columns: year, n, site); name the column with counts='...'"),
+            (frame, "site", "year", "column 'site' is not numeric (text)"),
+            (pd.DataFrame({"n": counts, "year": [1, 1, 2, 3]}), "n", "year", "rows 1 and 2 have the same name '1'")):
+        _one_line_error(lambda: count_record(data, counts_key, label, "compare"), expected)
+
+
+def test_a_series_of_every_kind_is_one_series_in_time_order():
+    """The hidden Markov model's data in memory: one series, its time labels from an index (dates at midnight as ISO
+    dates), a coordinate or a label column; refused with a gap, uneven or repeated times, or (Poisson emissions)
+    values that are not counts, as a file's series is."""
+    from emvsbayes.hmm.series import series_csv, series_from_memory
+
+    spec = {"data": {"columns": None, "label": None, "drop": []}}
+    days = pd.date_range("2024-03-30", periods=4, freq="D")
+    values = [2.5, 0.0, 7.25, 1.0]
+    from_dates = series_from_memory(pd.Series(values, index=days, name="v"), spec, "compare", counts=False)
+    assert from_dates.time == ("2024-03-30", "2024-03-31", "2024-04-01", "2024-04-02")
+    assert from_dates.y.tolist() == values and from_dates.column == "v"
+    frame = pd.DataFrame({"day": list(from_dates.time), "v": values, "note": ["a", "b", "c", "d"]})
+    from_frame = series_from_memory(frame, {"data": {"columns": None, "label": "day", "drop": ["note"]}}, "compare",
+                                    counts=False)
+    assert from_frame.time == from_dates.time and from_frame.y.tolist() == values and from_frame.time_column == "day"
+    bare = series_from_memory(values, spec, "compare", counts=False)
+    assert bare.time == ("1", "2", "3", "4") and bare.column == "y"
+    # back to CSV: the text the rerun's spec reads, every value the same float
+    text, keys = series_csv(from_dates)
+    assert text == "time,v\n2024-03-30,2.5\n2024-03-31,0\n2024-04-01,7.25\n2024-04-02,1\n"
+    assert keys == {"columns": ["v"], "drop": [], "label": "time"}
+    for data, counts, expected in (
+            (pd.Series(values, index=days[[0, 1, 3, 2]]), False, "row 3, column 'time' jumps from 2024-03-31 to "
+             "2024-04-02 where the series steps by 1 day (a gap)"),
+            (pd.Series(values, index=[5, 6, 6, 7]), False, "row 3, column 'time' repeats the time '6' of row 2"),
+            (values, True, "row 1, column 'y' is 2.5, not a whole number"),
+            ([1, 2, 3e7], True, "row 3, column 'y' is 30000000, a count beyond 10,000,000"),
+            (frame, False, "data has 3 columns (day, v, note); this model fits one: name it with columns=['...']")):
+        _one_line_error(lambda: series_from_memory(data, spec, "compare", counts=counts), expected)
+
+
+def test_to_spec_writes_the_known_groups_for_the_rerun(gaussian_frame, tmp_path):
+    """The known groups (truth=) were left out of to_spec's CSV while the spec still named their column: the rerun
+    ended in "column 'group' is missing". The CSV now holds them and reads back as the same record."""
+    from emvsbayes.data.csv import load_continuous_csv
+    from emvsbayes.data.memory import continuous_csv, continuous_record
+
+    data_spec = {"columns": None, "drop": [], "standardize": False, "label": None, "truth": "group"}
+    record, raw = continuous_record(gaussian_frame, data_spec, "compare")
+    text, keys = continuous_csv(record, raw)
+    (tmp_path / "d.csv").write_text(text, encoding="utf-8")
+    again = load_continuous_csv(tmp_path / "d.csv", keys["columns"], label=keys["label"], drop=keys["drop"],
+                                truth=keys["truth"])
+    np.testing.assert_array_equal(again.x, record.x)
+    assert again.truth == record.truth and again.labels == record.labels and again.columns == record.columns
+
+
 def test_coin_counts_of_every_kind_become_the_same_record():
-    from emvsbayes.api import _coin_record
+    from emvsbayes.data.memory import coin_record as _coin_record
 
     options = {"heads": "h", "tosses": "n"}
     pairs = [(5, 10), (7, 10), (0, 3)]
@@ -627,7 +721,7 @@ def test_coin_counts_in_a_dataset_or_numbered_columns_are_the_same_sets_as_pairs
     named heads="0", tosses="1" as their text (both were refused)."""
     import xarray as xr
 
-    from emvsbayes.api import _coin_record
+    from emvsbayes.data.memory import coin_record as _coin_record
 
     pairs = _coin_record(LESSON_PAIRS, {"heads": "heads", "tosses": "tosses"}, "compare")
     heads, tosses = [h for h, _ in LESSON_PAIRS], [t for _, t in LESSON_PAIRS]
@@ -641,7 +735,7 @@ def test_coin_counts_in_a_dataset_or_numbered_columns_are_the_same_sets_as_pairs
 def test_coin_counts_as_a_dict_of_columns_are_the_same_sets_as_pairs():
     """{"heads": [...], "tosses": [...]}, as a DataFrame holds them: the same record as the pairs (it was refused
     with "set 1 is ('h', 'e', 'a', 'd', 's')")."""
-    from emvsbayes.api import _coin_record
+    from emvsbayes.data.memory import coin_record as _coin_record
 
     data_spec = {"heads": "heads", "tosses": "tosses"}
     pairs = _coin_record(LESSON_PAIRS, data_spec, "compare")

@@ -16,6 +16,7 @@ import re
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import ROOT, run_cli
@@ -114,7 +115,7 @@ SPEC_CASES = {
         "{spec}: [bayes] draws must be a whole number >= 1, got 10.5"),
     "draws_bool": (
         COINS + "[bayes]\ndraws = true\n",
-        "{spec}: [bayes] draws must be a whole number >= 1, got True"),
+        "{spec}: [bayes] draws must be a whole number >= 1, got true"),
     "chains_too_many": (
         COINS + "[bayes]\nchains = 99999999999\n",
         "{spec}: [bayes] chains must be at most 1024 (R-hat and ESS need a few chains, 4 is usual; more draws per chain "
@@ -529,6 +530,11 @@ CSV_CASES = {
                                        "data.csv: line 2, column 'count' is 9007199254740992, a count beyond 10,000,000: "
                                        "the log-likelihood of Poisson emissions that large loses the digits EM needs; "
                                        "count in larger units (thousands), or use emission = \"gaussian\""),
+    # every transition divergent, "no posterior to compare EM with", exit 0 (the Gaussian mixture refused it already)
+    "hmm_gaussian_series_too_narrow_to_sample": (
+        HMM_SPEC + 'emission = "gaussian"\n', b"year,count\n1900,1e-70\n1901,3e-70\n1902,2e-70\n1903,4e-70\n", "",
+        "column 'count' spreads over only 1.1e-70 (its standard deviation): the sampler cannot shrink its steps that far "
+        "and stays at its start; rescale the column (e.g. multiply it by 1e70)"),
     # a header of blank names was skipped as a blank line and the first row of numbers read as the header (exit 0)
     "header_of_blank_names": (GAUSS_SPEC, b"   ,  \n1,2\n3,4\n5,6\n7,8\n9,10\n", "",
                               "data.csv: line 1 has 2 columns with empty names, so line 2 (1, 2), numbers, would be "
@@ -977,16 +983,20 @@ API_CASES = {
     "run_spec_absolute_name": (_run_spec_named("/tmp/evil"), UserError,
                                f"the spec's name '/tmp/evil' cannot name a report folder ({SPEC_NAME_CHARACTERS}); "
                                "load it with load_spec, or give an output folder with --out"),
-    "compare_poisson_in_memory": (
+    "compare_poisson_negative_count": (  # compare() took no counts: "family='poisson' takes its data from a spec"
         lambda tmp_path: __import__("emvsbayes").compare([3, -1, 5], family="poisson"), UserError,
-        "compare: family='poisson' takes its data from a spec; write the data to a CSV file and run a spec with "
-        "emvsbayes.run(\"spec.toml\") (see models/earthquakes_mixture.toml), or use family=\"coins\" or "
-        "family=\"gaussian\""),
-    "compare_hmm_in_memory": (  # pointed to the Poisson mixture's spec
-        lambda tmp_path: __import__("emvsbayes").compare([3, 1, 5], family="hmm"), UserError,
-        "compare: family='hmm' takes its data from a spec; write the data to a CSV file and run a spec with "
-        "emvsbayes.run(\"spec.toml\") (see models/earthquakes_hmm.toml), or use family=\"coins\" or "
-        "family=\"gaussian\""),
+        "compare: row 2 of column 'count' is -1, a negative count; counts are 0 or more: fix the value or remove that row"),
+    "compare_hmm_gap": (
+        lambda tmp_path: __import__("emvsbayes").compare([3, float("nan"), 5], family="hmm"), UserError,
+        "compare: row 2 of column 'y' has no value (nan): a hidden Markov model needs every time point of the series; "
+        "fill it in, or fit the stretch before or after the gap on its own"),
+    "compare_hmm_uneven_time": (
+        lambda tmp_path: __import__("emvsbayes").compare(pd.Series([3, 1, 5], index=[1990, 1991, 1993]), family="hmm"),
+        UserError, "compare: row 3, column 'time' jumps from 1991 to 1993 where the series steps by 1 (a gap): a hidden "
+        "Markov model needs equally spaced time points; fill in the missing ones, or fit each unbroken stretch on its own"),
+    "compare_poisson_two_columns": (
+        lambda tmp_path: __import__("emvsbayes").compare(pd.DataFrame({"a": [1, 2], "b": [3, 4]}), family="poisson"),
+        UserError, "compare: data has no column 'count' (columns: a, b); name the column with counts='...'"),
     # the pipeline's own checks, named as compare's like every other (they had no "compare:")
     "compare_more_components_than_rows": (
         lambda tmp_path: __import__("emvsbayes").compare(np.arange(3.0), family="gaussian", components=5, enabled=False),
@@ -1152,9 +1162,8 @@ API_CASES = {
     # "got generator" said what it was, not what to do
     "compare_generator_as_data": (
         lambda tmp_path: __import__("emvsbayes").compare((float(i) for i in range(10)), family="gaussian"),
-        UserError, "compare: data must be a numpy array, a pandas DataFrame, an xarray DataArray or Dataset (or (heads, "
-        "tosses) pairs for coins), got generator; pass its values as a list or array (list(data), np.fromiter(data, "
-        "float))"),
+        UserError, "compare: data must be a numpy array, a list of numbers, a pandas DataFrame or Series, or an xarray "
+        "DataArray or Dataset, got generator; pass its values as a list or array (list(data), np.fromiter(data, float))"),
     "compare_family_misspelt": (
         lambda tmp_path: __import__("emvsbayes").compare([1.0, 2.0, 3.0], famly="gaussian"),
         UserError, "compare: unknown option famly=; did you mean family=?"),

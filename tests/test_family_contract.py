@@ -315,3 +315,28 @@ def test_a_k_with_as_many_free_parameters_as_numbers_of_data_is_ill_posed(name):
     enough = family.simulate(model_def, truth, rows + 1, rng)  # more numbers than parameters
     checks = family.model_choice_checks(model_def, enough, None)
     assert not checks["skip_bayes"] and checks["late_notes"] == []
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_data_given_in_memory_write_a_csv_the_familys_reader_reads_back_to_the_same_numbers(name, tmp_path):
+    """``Comparison.to_spec`` reruns an in-memory comparison from the CSV its family writes (``data_csv``) and the
+    [data] keys it gives: the family's file reader must read that text back into the very numbers simulated
+    (the oracle: the simulated record itself, compared array by array)."""
+    import dataclasses
+
+    from emvsbayes.spec import validate
+
+    family = get_family(name)
+    model_def, truth, n = family.example()
+    simulated = family.simulate(model_def, truth, n, np.random.default_rng(3))
+    spec = validate({"data": {"file": str(tmp_path / "data.csv")}, "model": {"family": name}})
+    record, raw = family.data_from_memory(simulated, spec, "compare")
+    assert record is simulated
+    text, keys = family.data_csv(record, raw)
+    (tmp_path / "data.csv").write_text(text, encoding="utf-8")
+    again = family.load_data(validate({"data": {"file": str(tmp_path / "data.csv"), **keys}, "model": {"family": name}}))
+    arrays = [field.name for field in dataclasses.fields(simulated)
+              if isinstance(getattr(simulated, field.name), np.ndarray) and "true" not in field.name]
+    assert arrays, "the record holds its numbers in arrays"
+    for field in arrays:
+        np.testing.assert_array_equal(getattr(again, field), getattr(simulated, field), err_msg=field)

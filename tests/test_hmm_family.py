@@ -742,9 +742,9 @@ def _spec(tmp_path, text, **data):
     ("year,count\n1900,3\n1900,4\n1901,5\n", "repeats the time"),
     # ISO dates: their gaps are found too (in days, or in months where every date is one day of its month)
     ("year,count\n2020-01-01,3\n2020-01-02,4\n2020-01-03,5\n2020-01-05,2\n",
-     "jumps from 2020-01-03 to 2020-01-05 where the series steps by 1 days (a gap)"),
+     "jumps from 2020-01-03 to 2020-01-05 where the series steps by 1 day (a gap)"),
     ("year,count\n2020-01-31,3\n2020-02-29,4\n2020-04-30,5\n", "jumps from 2020-02-29 to 2020-04-30"),
-    ("year,count\n2020-01-01,3\n2020-02-01,4\n2020-04-01,5\n", "steps by 1 months (a gap)"),
+    ("year,count\n2020-01-01,3\n2020-02-01,4\n2020-04-01,5\n", "steps by 1 month (a gap)"),
 ])
 def test_bad_series_are_refused_in_one_line(tmp_path, text, message):
     spec = _spec(tmp_path, text)
@@ -757,7 +757,9 @@ def test_bad_series_are_refused_in_one_line(tmp_path, text, message):
 def test_evenly_spaced_dates_are_a_series(tmp_path):
     for text in ("year,count\n2020-01-01,3\n2020-02-01,4\n2020-03-01,5\n2020-04-01,2\n",  # monthly: 31, 29, 31 days
                  "year,count\n2019-01-01,3\n2020-01-01,4\n2021-01-01,5\n",  # yearly, a leap year between
-                 "year,count\n2020-02-27,3\n2020-02-28,4\n2020-02-29,5\n2020-03-01,2\n"):  # daily over a month's end
+                 "year,count\n2020-02-27,3\n2020-02-28,4\n2020-02-29,5\n2020-03-01,2\n",  # daily over a month's end
+                 # month ends, as pandas' "ME" dates fall (29, 31, 30 days apart: refused as uneven days before)
+                 "year,count\n2020-01-31,3\n2020-02-29,4\n2020-03-31,5\n2020-04-30,2\n"):
         assert FAMILY.load_data(_spec(tmp_path, text)).n_time == text.count("\n") - 1  # the time labels are checked here
 
 

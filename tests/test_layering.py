@@ -45,7 +45,6 @@ UPWARD_ALLOWED = {
 #: Modules outside the family packages that still name a family (issue 17 left them; see the report).
 NAMES_FAMILIES_ALLOWED = {
     "emvsbayes.__init__",  # the docstring's example
-    "emvsbayes.api",  # compare(): turns arrays into a spec of the family named
     "emvsbayes.spec",  # family-specific spec keys and checks
     "emvsbayes.spec_keys",  # the spec keys' documentation
     "emvsbayes.data.bundled",  # the data kind "coins" of a bundled data set (a data kind, not a family)

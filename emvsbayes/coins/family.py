@@ -273,6 +273,17 @@ class CoinFamily:
                             "the coins model; pick a data set of that kind")
         return loaded
 
+    def data_from_memory(self, data, spec: dict, source: str):
+        """(:class:`CoinData`, None) of (heads, tosses) pairs, an (N, 2) array, a DataFrame or dict of columns."""
+        from emvsbayes.data.memory import coin_record
+
+        return coin_record(data, spec["data"], source), None
+
+    def data_csv(self, data: CoinData, raw) -> tuple[str, dict]:
+        from emvsbayes.data.memory import coin_csv
+
+        return coin_csv(data)
+
     def check_data(self, spec: dict, data) -> None:
         from emvsbayes import limits
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from emvsbayes.data.records import CoinData, ContinuousData, CountData, unnamed_row
-from emvsbayes.errors import UserError, quote
+from emvsbayes.errors import UserError, name_listing, quote
 from emvsbayes.limits import check_csv_size
 from emvsbayes.paths import input_kind, packed_format
 from emvsbayes.spec import MAX_MAGNITUDE, MIN_MAGNITUDE
@@ -59,7 +59,7 @@ class Table:
         """Index of column `name`; `fix` completes the error message when it is missing."""
         if name in self.header:
             return self.header.index(name)
-        available = _listing(self.header)
+        available = name_listing(self.header)
         close = difflib.get_close_matches(name, self.header, n=1)
         suggestion = f"did you mean {quote(close[0])}? If not, {fix}" if close else fix
         separators = [c for c in DELIMITERS[1:] if len(self.header) == 1 and c in self.header[0]]
@@ -310,13 +310,6 @@ def _encoding_hint(raw: bytes, encoding: str, text: str) -> str | None:
     return None
 
 
-def _listing(names, limit: int = 20) -> str:
-    """Names for a message: each cut (a 5,000-character header cell stays readable), at most ``limit``."""
-    names = [str(name) for name in names]
-    shown = ", ".join(name if len(name) <= 40 else name[:39] + "…" for name in names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
 def _not_a_number_hint(text: str, column: str) -> str:
     """The likeliest fix for a cell that is not a number."""
     if text.endswith("%") and _is_float(text[:-1]):
@@ -423,7 +416,7 @@ def _parse_percent(table: Table, line: int, column: str, text: str) -> float:
 def _parse_category(table: Table, line: int, column: str, text: str, codes: Mapping[str, float]) -> float:
     if text in codes:
         return float(codes[text])
-    known = _listing(codes)
+    known = name_listing(codes)
     raise UserError(
         f"{table.name}: line {line}, column {quote(column)} is {quote(text)}, which data.categories[{quote(column)}] "
         f"does not map (it maps: {known}); add {quote(text)} to that mapping"

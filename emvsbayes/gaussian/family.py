@@ -17,7 +17,7 @@ import numpy as np
 
 from emvsbayes.data.records import ContinuousData
 from emvsbayes.em import SAME_OPTIMUM_ATOL, RestartPolicy
-from emvsbayes.errors import DegenerateFitError, UserError
+from emvsbayes.errors import DegenerateFitError, UserError, name_listing
 from emvsbayes.family import ParameterInfo, alr, alr_inverse
 from emvsbayes.lazy_imports import lazy_module
 
@@ -445,6 +445,17 @@ class GaussianFamily:
                             "for the gaussian model; pick a data set of that kind")
         return loaded
 
+    def data_from_memory(self, data, spec: dict, source: str):
+        """(:class:`ContinuousData` as fitted, the chosen columns before z-scoring) of rows in memory."""
+        from emvsbayes.data.memory import continuous_record
+
+        return continuous_record(data, spec["data"], source)
+
+    def data_csv(self, data: ContinuousData, raw) -> tuple[str, dict]:
+        from emvsbayes.data.memory import continuous_csv
+
+        return continuous_csv(data, raw)
+
     def check_data(self, spec: dict, data) -> None:
         from emvsbayes import limits
 
@@ -458,7 +469,7 @@ class GaussianFamily:
             value = bayes_spec[key]
             if isinstance(value, list) and len(value) not in (1, d):
                 raise UserError(f"[bayes] {key} has {len(value)} values but the data have {d} columns; "
-                                f"give one number, or one per column ({', '.join(map(str, data.columns))})")
+                                f"give one number, or one per column ({name_listing(data.columns)})")
         if bayes_spec["enabled"] and bayes_spec["sigma_scale"] is None:
             constant = [str(name) for name, column in zip(data.columns, x.T) if np.all(column == column[0])]
             if constant and len(constant) == d:
@@ -468,13 +479,8 @@ class GaussianFamily:
             if constant:
                 raise UserError(f"column {constant[0]!r} has the same value in every row, so its default prior scale is 0; "
                                 f"leave it out with [data] drop = [{constant[0]!r}] or set [bayes] sigma_scale")
-        if bayes_spec["enabled"] and n > 1:
-            spread = np.std(x, axis=0)
-            j = int(np.argmin(np.where(spread > 0, spread, np.inf)))
-            if 0 < spread[j] < MIN_SAMPLED_SPREAD:
-                raise UserError(f"column {str(data.columns[j])!r} spreads over only {spread[j]:.2g} (its standard deviation): "
-                                "the sampler cannot shrink its steps that far and stays at its start; standardize = "
-                                f"true, or rescale the column (e.g. multiply it by 1e{-int(np.floor(np.log10(spread[j])))})")
+        if bayes_spec["enabled"]:
+            limits.check_sampled_spread(x, data.columns, "standardize = true, or ")
         if isinstance(spec["em"]["init"], dict):
             check_given_init(model_from_spec(spec), x, spec["em"]["init"])
         limits.check_run(spec, n, d)
@@ -899,12 +905,6 @@ def _singular_note(model_def, params, singular: np.ndarray, x: np.ndarray | None
             f"{np.min(smallest):.2g}): {'its' if one else 'their'} members do not vary along some direction (as when "
             f"they all share one value of a column), so {'its' if one else 'their'} likelihood measures reg_covar, not the data"
             + _scale_hint(model_def, x))
-
-
-#: Below this standard deviation of a column (as fitted) NUTS does not move: its step size adapts from 1 and its mass
-#: matrix is regularised towards 1 (numpyro), and a mean known to 1e-60 stayed at its start in every draw (the run
-#: ended in an internal error); at 1e-50 nearly every transition diverged, at 1e-40 and above it samples.
-MIN_SAMPLED_SPREAD = 1e-30
 
 
 def _scale_hint(model_def, x: np.ndarray | None) -> str:

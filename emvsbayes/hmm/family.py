@@ -252,6 +252,17 @@ class HMMFamily:
         path = resolve_data_path(spec)
         return read_series(path, spec, encoding=spec["data"].get("encoding", "utf-8"), counts=counts)
 
+    def data_from_memory(self, data, spec: dict, source: str):
+        """(:class:`Series`, None) of one series in memory, in time order (:func:`series_from_memory`)."""
+        from emvsbayes.hmm.series import series_from_memory
+
+        return series_from_memory(data, spec, source, counts=spec["model"].get("emission", "poisson") == "poisson"), None
+
+    def data_csv(self, data: Series, raw) -> tuple[str, dict]:
+        from emvsbayes.hmm.series import series_csv
+
+        return series_csv(data)
+
     def check_data(self, spec: dict, data: Series) -> None:
         for k in _components(spec):
             check_length(data, k, "[model] components" if k in np.ravel(spec["model"]["components"])
@@ -270,6 +281,8 @@ class HMMFamily:
                             "and the hidden states cannot be told apart; check the column named by [data] columns")
         from emvsbayes import limits
 
+        if spec["model"].get("emission", "poisson") == "gaussian" and spec["bayes"]["enabled"]:
+            limits.check_sampled_spread(data.y, [data.column], "")
         limits.check_run(spec, data.n_time, 1)
 
     def n_observations(self, data: Series) -> int:

@@ -125,32 +125,68 @@ def read_series(path: Path, spec: dict, *, encoding: str = "utf-8", source: str 
     loaded = load_continuous_csv(path, [column], encoding=encoding, label=time, delimiter=delimiter, check_spread=False)
     y = loaded.x[:, 0]
     if counts:
-        negative = np.flatnonzero(y < 0)
-        if negative.size:
-            i = int(negative[0])
-            raise UserError(f"{table.name}: line {lines[i]}, column {quote(column)} is {y[i]:g}, a negative count; "
-                            "Poisson emissions need counts 0, 1, 2, ...: fix the value, or use emission = \"gaussian\"")
-        fractional = np.flatnonzero(y != np.round(y))
-        if fractional.size:
-            i = int(fractional[0])
-            raise UserError(f"{table.name}: line {lines[i]}, column {quote(column)} is {y[i]:g}, not a whole number; "
-                            "Poisson emissions need counts 0, 1, 2, ...: fix the value, or use emission = \"gaussian\"")
-        large = np.flatnonzero(y > MAX_COUNT)
-        if large.size:
-            i = int(large[0])
-            raise UserError(f"{table.name}: line {lines[i]}, column {quote(column)} is {y[i]:.0f}, a count beyond "
-                            f"{MAX_COUNT:,}: the log-likelihood of Poisson emissions that large loses the digits EM "
-                            "needs; count in larger units (thousands), or use emission = \"gaussian\"")
+        _check_counts(y, column, lambda i: f"{table.name}: line {lines[i]}")
     return Series(y=np.array(y, dtype=float), column=column, time=tuple(loaded.labels), time_column=time,
                   source=source or str(path))
 
 
-def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str) -> None:
-    """Time labels: distinct; when all numeric, increasing in equal steps (a missing year is a gap)."""
+def _check_counts(y: np.ndarray, column: str, place) -> None:
+    """Poisson emissions' values: whole numbers from 0 to MAX_COUNT; ``place(i)`` starts the message about value i
+    (``"d.csv: line 7"``)."""
+    problems = ((y < 0, "{:g}, a negative count", "Poisson emissions need counts 0, 1, 2, ...: fix the value"),
+                (y != np.round(y), "{:g}, not a whole number", "Poisson emissions need counts 0, 1, 2, ...: fix the value"),
+                (y > MAX_COUNT, f"{{:.0f}}, a count beyond {MAX_COUNT:,}: the log-likelihood of Poisson emissions that "
+                 "large loses the digits EM needs", "count in larger units (thousands)"))
+    for bad, what, fix in problems:
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            raise UserError(f"{place(i)}, column {quote(column)} is {what.format(y[i])}; {fix}, or use "
+                            "emission = \"gaussian\"")
+
+
+def series_from_memory(data, spec: dict, source: str, *, counts: bool) -> Series:
+    """A :class:`Series` of values in memory, checked as :func:`read_series` checks a file's: a 1-D array or list, a
+    pandas Series (its index the time labels), a 1-D DataArray (its coordinate the time labels), or one column of
+    a DataFrame (``[data] columns``, or the only column beside ``label``, the time column, and ``drop``)."""
+    from emvsbayes.data.memory import one_column
+
+    if isinstance(data, Series):
+        return data
+    data_spec = spec["data"]
+    columns, time = data_spec.get("columns"), data_spec.get("label")
+    if columns is not None and len(columns) != 1:
+        raise UserError(f"{source}: columns= lists {len(columns)} columns; a hidden Markov model here fits one series: "
+                        f"name one, e.g. columns=[{quote(columns[0])}]")
+    column, values, labels, kind = one_column(data, columns[0] if columns else None, time, "y", source,
+                                              "columns=['...']", drop=data_spec.get("drop") or (), every_index=True)
+    y = np.asarray(values, dtype=np.float64)
+    gap = np.flatnonzero(~np.isfinite(y))
+    if gap.size:
+        raise UserError(f"{source}: row {int(gap[0]) + 1} of column {quote(column)} has no value ({y[gap[0]]}): a hidden "
+                        "Markov model needs every time point of the series; fill it in, or fit the stretch before or "
+                        "after the gap on its own")
+    if y.size == 0:
+        raise UserError(f"{source}: the series {quote(column)} is empty; give its values in time order")
+    if counts:
+        _check_counts(y, column, lambda i: f"{source}: row {i + 1}")
+    if labels is not None:
+        index_name = getattr(getattr(data, "index", None), "name", None)
+        _check_time(source, labels, list(range(1, y.size + 1)), time or str(index_name or "time"), where="row")
+    from emvsbayes.data.csv import check_magnitudes
+
+    # as read_series: the scale float arithmetic carries is checked, the spread is the family's to judge
+    check_magnitudes(y[:, None], [column], source, leave_out="fit another series", spread=False)
+    return Series(y=y, column=column, time=labels or tuple(str(i) for i in range(1, y.size + 1)),
+                  time_column=time if labels is not None else None, source=kind)
+
+
+def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str, where: str = "line") -> None:
+    """Time labels: distinct; when all numeric, increasing in equal steps (a missing year is a gap). ``lines``
+    number the labels' ``where``s (the file's lines, or the rows of data in memory)."""
     seen: dict[str, int] = {}
     for label, line in zip(labels, lines, strict=True):
         if label in seen:
-            raise UserError(f"{name}: line {line}, column {quote(time)} repeats the time {quote(label)} of line "
+            raise UserError(f"{name}: {where} {line}, column {quote(time)} repeats the time {quote(label)} of {where} "
                             f"{seen[label]}; give each time point once, in order")
         seen[label] = line
     unit = ""
@@ -165,25 +201,27 @@ def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str)
     steps = np.diff(values)
     step = steps[0]
     if step <= 0:
-        raise UserError(f"{name}: column {quote(time)} goes from {labels[0]} to {labels[1]} (lines {lines[0]}, "
+        raise UserError(f"{name}: column {quote(time)} goes from {labels[0]} to {labels[1]} ({where}s {lines[0]}, "
                         f"{lines[1]}): a series must be in increasing time order; sort the rows")
     uneven = np.flatnonzero(~np.isclose(steps, step, rtol=1e-9, atol=1e-12 * max(1.0, abs(step))))
     if uneven.size:
         i = int(uneven[0])
         what = "a gap" if steps[i] > step else "out of order or uneven"
-        raise UserError(f"{name}: line {lines[i + 1]}, column {quote(time)} jumps from {labels[i]} to {labels[i + 1]} "
-                        f"where the series steps by {step:g}{unit} ({what}): a hidden Markov model needs equally spaced "
+        raise UserError(f"{name}: {where} {lines[i + 1]}, column {quote(time)} jumps from {labels[i]} to {labels[i + 1]} "
+                        f"where the series steps by {step:g}{unit.rstrip('s') if step == 1 else unit} ({what}): a hidden Markov model needs equally spaced "
                         "time points; fill in the missing ones, or fit each unbroken stretch on its own")
 
 
 def _date_positions(labels: tuple[str, ...]) -> tuple[np.ndarray | None, str]:
     """ISO dates (2020-01-31) as positions on their own scale: months where every date falls on the same day of
-    its month (monthly or yearly series: their days apart vary), else days; (None, "") for labels not all dates."""
+    its month or every one on its month's last day (monthly or yearly series: their days apart vary; pandas' "ME"
+    dates are month ends), else days; (None, "") for labels not all dates."""
     try:
         dates = [datetime.date.fromisoformat(label.strip()) for label in labels]
     except ValueError:
         return None, ""
-    if len({date.day for date in dates}) == 1:
+    month_ends = all((date + datetime.timedelta(days=1)).month != date.month for date in dates)
+    if len({date.day for date in dates}) == 1 or month_ends:
         return np.array([date.year * 12 + date.month for date in dates], dtype=float), " months"
     return np.array([date.toordinal() for date in dates], dtype=float), " days"
 
@@ -200,3 +238,17 @@ def check_length(series: Series, n_components: int, where: str = "[model] compon
 
 def finite_positive(value: float) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def series_csv(series: Series) -> tuple[str, dict]:
+    """(CSV text of a series, its time labels in their own column when it has any, and the ``[data]`` keys that read
+    it back as the same numbers)."""
+    from emvsbayes.data.memory import csv_text
+
+    numbered = series.time == tuple(str(i) for i in range(1, series.n_time + 1))
+    time = None if numbered else (series.time_column or "time")
+    if time == series.column:
+        time = "_" + time
+    # whole values as integers (counts read back as counts), others by repr (the same float)
+    values = [[int(v) if v.is_integer() and abs(v) < 2**53 else v] for v in series.y.tolist()]
+    return csv_text([series.column], values, series.time, time), {"columns": [series.column], "drop": [], "label": time}

@@ -238,6 +238,17 @@ class PoissonFamily:
                                    encoding=data_spec.get("encoding", "utf-8"),
                                    delimiter=data_spec.get("delimiter", "auto"))
 
+    def data_from_memory(self, data, spec: dict, source: str):
+        """(:class:`CountData`, None) of counts in memory: a 1-D array or list, a Series, a DataFrame's column."""
+        from emvsbayes.data.memory import count_record
+
+        return count_record(data, spec["data"]["counts"], spec["data"]["label"], source), None
+
+    def data_csv(self, data: CountData, raw) -> tuple[str, dict]:
+        from emvsbayes.data.memory import count_csv
+
+        return count_csv(data)
+
     def check_data(self, spec: dict, data: CountData) -> None:
         """Checks that need the data, made before anything is written."""
         n = data.n_rows

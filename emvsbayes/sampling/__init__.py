@@ -75,10 +75,10 @@ JAX_CACHE_VARIABLES = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": ("a number 
                        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": ("a whole number of bytes", int)}
 
 
-def check_jax_environment() -> None:
-    """Refuse, before any work, the variables JAX reads that would stop it after EM: ``XLA_FLAGS``'s device
-    count (:func:`devices_in_environment`) and the persistent cache's thresholds (JAX raises "Invalid value"
-    when it is imported); with them the other compilers' flags and the cache folders the run writes in."""
+def check_compiler_environment() -> None:
+    """Refuse, before any work, the environment variables the compilers read that would stop a run after EM:
+    JAX's (``XLA_FLAGS``'s device count, :func:`devices_in_environment`, unknown XLA flags, ``JAX_*`` values JAX
+    cannot read, the persistent cache's thresholds), PyTensor's flags, and the cache folders the run writes in."""
     from emvsbayes.errors import UserError
 
     devices_in_environment()
@@ -211,7 +211,7 @@ def configure_jax() -> None:
     The cache lives in ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/emvsbayes/jax``
     (``~/.cache/emvsbayes/jax``). The device count cannot change once JAX has computed anything.
     """
-    check_jax_environment()
+    check_compiler_environment()
     if devices_in_environment() is None:
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = f"{flags} --{DEVICE_COUNT_FLAG}={JAX_DEVICES}".strip()
@@ -339,6 +339,6 @@ def sample_posterior(
 
 
 __all__ = ["DEFAULT_SAMPLER", "DEVICE_COUNT_FLAG", "FEW_POINTS", "JAX_CACHE_VARIABLES", "JAX_DEVICES", "MAX_DEVICES", "SAMPLERS", "TARGET_ACCEPT", "TARGET_ACCEPT_FEW_POINTS",
-           "ModelRecipe", "SamplerSettings", "SamplingOutcome", "available_cores", "check_jax_environment", "configure_jax",
+           "ModelRecipe", "SamplerSettings", "SamplingOutcome", "available_cores", "check_compiler_environment", "configure_jax",
            "devices_in_environment",
            "resolve_sampler", "resolve_target_accept", "sample_posterior"]

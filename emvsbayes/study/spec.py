@@ -360,11 +360,11 @@ def program_spec(spec: dict):
 
 def check_devices(spec: dict) -> None:
     """Refuse, before the cluster starts, JAX variables of this environment (which a LocalCluster's workers
-    inherit) that would fail every replicate: those :func:`emvsbayes.sampling.check_jax_environment` refuses,
+    inherit) that would fail every replicate: those :func:`emvsbayes.sampling.check_compiler_environment` refuses,
     and an ``XLA_FLAGS`` that gives JAX fewer CPU devices than the study's chains are laid out on."""
-    from emvsbayes.sampling import DEVICE_COUNT_FLAG, check_jax_environment, devices_in_environment, resolve_sampler
+    from emvsbayes.sampling import DEVICE_COUNT_FLAG, check_compiler_environment, devices_in_environment, resolve_sampler
 
-    check_jax_environment()
+    check_compiler_environment()
     if not any(resolve_sampler(cell["sampler"]) == "numpyro" for cell in cells(spec)):
         return
     if os.environ.get("JAX_PLATFORMS"):
