@@ -653,11 +653,17 @@ def test_a_series_of_every_kind_is_one_series_in_time_order():
     from_frame = series_from_memory(frame, {"data": {"columns": None, "label": "day", "drop": ["note"]}}, "compare",
                                     counts=False)
     assert from_frame.time == from_dates.time and from_frame.y.tolist() == values and from_frame.time_column == "day"
+    # the times' name: the index's, or the DataArray's dimension (the page's axis and the rerun's label column)
+    named = series_from_memory(pd.Series(values, index=pd.Index([1990, 1991, 1992, 1993], name="year")), spec,
+                               "compare", counts=False)
+    along = series_from_memory(xr.DataArray(values, dims="week", coords={"week": [3, 4, 5, 6]}), spec, "compare",
+                               counts=False)
+    assert (named.time_column, named.time[0], along.time_column, along.time[0]) == ("year", "1990", "week", "3")
     bare = series_from_memory(values, spec, "compare", counts=False)
     assert bare.time == ("1", "2", "3", "4") and bare.column == "y"
     # back to CSV: the text the rerun's spec reads, every value the same float
     text, keys = series_csv(from_dates)
-    assert text == "time,v\n2024-03-30,2.5\n2024-03-31,0\n2024-04-01,7.25\n2024-04-02,1\n"
+    assert text == "time,v\n2024-03-30,2.5\n2024-03-31,0\n2024-04-01,7.25\n2024-04-02,1\n"  # an unnamed index: "time"
     assert keys == {"columns": ["v"], "drop": [], "label": "time"}
     for data, counts, expected in (
             (pd.Series(values, index=days[[0, 1, 3, 2]]), False, "row 3, column 'time' jumps from 2024-03-31 to "

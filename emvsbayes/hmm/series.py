@@ -169,15 +169,19 @@ def series_from_memory(data, spec: dict, source: str, *, counts: bool) -> Series
         raise UserError(f"{source}: the series {quote(column)} is empty; give its values in time order")
     if counts:
         _check_counts(y, column, lambda i: f"{source}: row {i + 1}")
+    # the times' name: the label column, else the index's (a pandas index) or the dimension's (a DataArray)
+    index_name = getattr(getattr(data, "index", None), "name", None)
+    if index_name is None and type(data).__module__.startswith("xarray") and getattr(data, "ndim", 0) == 1:
+        index_name = data.dims[0]
+    time_name = time or (str(index_name) if index_name is not None else "time")
     if labels is not None:
-        index_name = getattr(getattr(data, "index", None), "name", None)
-        _check_time(source, labels, list(range(1, y.size + 1)), time or str(index_name or "time"), where="row")
+        _check_time(source, labels, list(range(1, y.size + 1)), time_name, where="row")
     from emvsbayes.data.csv import check_magnitudes
 
     # as read_series: the scale float arithmetic carries is checked, the spread is the family's to judge
     check_magnitudes(y[:, None], [column], source, leave_out="fit another series", spread=False)
     return Series(y=y, column=column, time=labels or tuple(str(i) for i in range(1, y.size + 1)),
-                  time_column=time if labels is not None else None, source=kind)
+                  time_column=time_name if labels is not None else None, source=kind)
 
 
 def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str, where: str = "line") -> None:
