@@ -219,6 +219,20 @@ def _row_names(index, every_index: bool = False) -> tuple[str, ...] | None:
     return None if not every_index and unnamed_row(labels) is not None else labels
 
 
+def _check_row_names(labels: tuple[str, ...], label: str, source: str, groups_hint: str = "") -> None:
+    """The label column's values name one row each: none blank, none repeated."""
+    from emvsbayes.data.records import unnamed_row
+
+    problem = unnamed_row(labels)
+    if problem is not None:
+        i, j = problem
+        if j is None:
+            raise UserError(f"{source}: row {i + 1} of column {label!r} (label=) is empty; give every row a name, or "
+                            "leave label= out to number the rows")
+        raise UserError(f"{source}: rows {i + 1} and {j + 1} have the same name {labels[i]!r} in column {label!r} "
+                        f"(label=); give each row a name of its own{groups_hint}")
+
+
 def _first_bool(rows) -> tuple[int, object] | None:
     """(row from 1, value) of the first boolean in a list of numbers or of rows, else None."""
     for i, row in enumerate(rows, start=1):
@@ -267,16 +281,7 @@ def continuous_record(data, data_spec: dict, source: str):
                 and column not in data_spec["drop"]:
             raise UserError(f"{source}: column {column!r} is {option}=, so it cannot also be fitted; remove it from columns=")
     if label is not None:
-        from emvsbayes.data.records import unnamed_row
-
-        problem = unnamed_row(labels)
-        if problem is not None:
-            i, j = problem
-            if j is None:
-                raise UserError(f"{source}: row {i + 1} of column {label!r} (label=) is empty; give every row a name, or "
-                                "leave label= out to number the rows")
-            raise UserError(f"{source}: rows {i + 1} and {j + 1} have the same name {labels[i]!r} in column {label!r} "
-                            "(label=); give each row a name of its own (if the column holds groups, pass it as truth=)")
+        _check_row_names(labels, label, source, " (if the column holds groups, pass it as truth=)")
     chosen = ([n for n in names if n not in (label, truth)] if data_spec["columns"] is None
               else list(data_spec["columns"]))
     for option, wanted in (("columns", data_spec["columns"] or []), ("drop", data_spec["drop"])):
@@ -349,16 +354,7 @@ def one_column(data, column: str | None, label: str | None, default_name: str, s
             raise UserError(f"{source}: label={label!r} is not a column (columns: {name_listing(names)})"
                             f"{_close(label, names) or '; name the column of row names'}")
         labels = tuple(str(v) for v in by_name[label])
-        from emvsbayes.data.records import unnamed_row
-
-        problem = unnamed_row(labels)
-        if problem is not None:
-            i, j = problem
-            if j is None:
-                raise UserError(f"{source}: row {i + 1} of column {label!r} (label=) is empty; give every row a name, or "
-                                "leave label= out to number the rows")
-            raise UserError(f"{source}: rows {i + 1} and {j + 1} have the same name {labels[i]!r} in column {label!r} "
-                            "(label=); give each row a name of its own")
+        _check_row_names(labels, label, source)
     for name in drop:
         if name not in by_name:
             raise UserError(f"{source}: drop= names {name!r}, which is not a column (columns: {name_listing(names)})"
