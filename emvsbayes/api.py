@@ -43,17 +43,29 @@ _CSV_ONLY_KEYS = ("encoding", "percent", "categories")
 #: what ``[data] file`` records for data passed to :func:`compare` (``to_spec`` replaces it)
 IN_MEMORY = "<in-memory data>"
 
-# Each flattened key's section: the first section that has it, [model_choice] last (it repeats the
-# comparison's keys for its range of K, so it is reached only as a dict).
-_HOME: dict[str, str] = {}
-for _section in ("", "data", "model", "em", "bayes", "report"):
-    for _key in SCHEMA[_section]:
-        _HOME.setdefault(_key, _section)
 _SECTIONS = tuple(s for s in SCHEMA if s)
+
+
+def _keys_of(family) -> dict[str, tuple[str, ...]]:
+    """Each section's keys a spec of ``family`` may hold: the shared ones and the family's own (``spec_defaults``:
+    ``counts``, ``emission``, ``initial``, ...); the shared ones alone when ``family`` names no family (the
+    validator then says so)."""
+    keys = {section: tuple(SCHEMA[section]) for section in SCHEMA}
+    if isinstance(family, str) and family in family_names():
+        for section, own in get_family(family).spec_defaults().items():
+            keys[section] = (*keys.get(section, ()), *(key for key in own if key not in keys.get(section, ())))
+    return keys
 
 
 def _spec_from_options(family, components, options: dict, source: str) -> dict:
     """The raw spec dict that ``options`` (flattened keys or section dicts) stand for."""
+    keys = _keys_of(family)
+    # Each flattened key's section: the first section that has it, [model_choice] last (it repeats the
+    # comparison's keys for its range of K, so it is reached only as a dict).
+    home: dict[str, str] = {}
+    for section in ("", "data", "model", "em", "bayes", "report"):
+        for key in keys[section]:
+            home.setdefault(key, section)
     raw: dict[str, Any] = {"data": {}, "model": {"family": family, "components": components}}
     placed: dict[tuple[str, str], str] = {("model", "family"): "family", ("model", "components"): "components"}
 
@@ -70,15 +82,20 @@ def _spec_from_options(family, components, options: dict, source: str) -> dict:
     for key, value in options.items():
         if key in _SECTIONS and isinstance(value, dict):
             for sub, sub_value in value.items():
-                if not isinstance(sub, str) or sub not in SCHEMA[key]:
-                    raise UserError(f"{source}: {key}={{...}} has unknown key {_show(sub)}{_suggest(sub, SCHEMA[key])}")
+                if not isinstance(sub, str) or sub not in keys[key]:
+                    raise UserError(f"{source}: {key}={{...}} has unknown key {_show(sub)}{_suggest(sub, keys[key])}")
                 place(key, sub, sub_value, f"{key}={{{sub!r}: ...}}")
-        elif key in _SECTIONS and key not in _HOME:
+        elif key in _SECTIONS and key not in home:
             raise UserError(f"{source}: {key} must be a dict of [{key}] keys, e.g. {key}={_example(key)}, got {_show(value)}")
-        elif key in _HOME:
-            place(_HOME[key], key, value, f"{key}=")
+        elif key in home:
+            place(home[key], key, value, f"{key}=")
         else:
-            raise UserError(f"{source}: unknown option {_show(key)}{_suggest(key, [*_HOME, *_SECTIONS])}")
+            owners = [name for name in family_names() if name != family
+                      and any(key in own for own in get_family(name).spec_defaults().values())]
+            if owners:  # another family's own key (counts= with family="gaussian")
+                raise UserError(f"{source}: {key}= is an option of {', '.join(f'family={name!r}' for name in owners)}, "
+                                f"not of family={family!r}; remove it, or choose that family")
+            raise UserError(f"{source}: unknown option {_show(key)}{_suggest(key, [*home, *_SECTIONS])}")
     for key in _SOURCE_KEYS:
         if key in raw["data"]:
             raise UserError(f"{source}: {key}= names data to read, but compare takes the data as its first argument; "
@@ -182,7 +199,7 @@ def _out_named_as_in_python(function):
     return named
 
 
-def compare(data, family: str | None = None, components: int = 2, *, progress=None, **options) -> Comparison:
+def compare(data, /, family: str | None = None, components: int = 2, *, progress=None, **options) -> Comparison:
     """Fit a model (a mixture or a hidden Markov model) to in-memory data by EM and by PyMC, and compare the two.
 
     Parameters
@@ -208,8 +225,10 @@ def compare(data, family: str | None = None, components: int = 2, *, progress=No
         (``draws=200`` is ``[bayes] draws``, ``n_init=5`` is ``[em] n_init``, ``seed=1`` the top-level
         seed). A key several sections have goes to the comparison's section (``covariance``,
         ``chains``, ``draws``, ``tune``: not ``[model_choice]``); a whole section may be a dict
-        (``model_choice={"components": [1, 2, 3]}``). Data options: ``columns``, ``drop``,
-        ``standardize``, ``label`` (a column naming the rows); ``heads``, ``tosses`` for coin DataFrames.
+        (``model_choice={"components": [1, 2, 3]}``, ``data={"counts": "n"}``). The family's own keys are
+        options too (``emission="gaussian"``, ``initial="stationary"`` for ``family="hmm"``). Data options:
+        ``columns``, ``drop``, ``standardize``, ``label`` (a column naming the rows), ``truth``; ``heads``,
+        ``tosses`` for coin DataFrames; ``counts`` for a Poisson DataFrame's column.
 
     Returns
     -------

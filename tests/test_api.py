@@ -666,13 +666,83 @@ def test_a_series_of_every_kind_is_one_series_in_time_order():
     assert text == "time,v\n2024-03-30,2.5\n2024-03-31,0\n2024-04-01,7.25\n2024-04-02,1\n"  # an unnamed index: "time"
     assert keys == {"columns": ["v"], "drop": [], "label": "time"}
     for data, counts, expected in (
-            (pd.Series(values, index=days[[0, 1, 3, 2]]), False, "row 3, column 'time' jumps from 2024-03-31 to "
+            (pd.Series(values, index=days[[0, 1, 3, 2]]), False, "row 3, the index jumps from 2024-03-31 to "
              "2024-04-02 where the series steps by 1 day (a gap)"),
-            (pd.Series(values, index=[5, 6, 6, 7]), False, "row 3, column 'time' repeats the time '6' of row 2"),
+            (pd.Series(values, index=[5, 6, 6, 7]), False, "row 3, the index repeats the time '6' of row 2"),
             (values, True, "row 1, column 'y' is 2.5, not a whole number"),
             ([1, 2, 3e7], True, "row 3, column 'y' is 30000000, a count beyond 10,000,000"),
             (frame, False, "data has 3 columns (day, v, note); this model fits one: name it with columns=['...']")):
         _one_line_error(lambda: series_from_memory(data, spec, "compare", counts=counts), expected)
+
+
+def test_a_familys_own_keys_are_options_and_another_familys_are_named():
+    """counts=, emission=, initial= (keys only some families read) were "unknown options", the data section's dict
+    collided with the data argument (a TypeError), and the messages of the in-memory readers advised them."""
+    counts = pd.DataFrame({"n": [1, 2, 3, 10, 12, 11]})
+    quick = {"enabled": False, "bootstrap": 0, "n_init": 2}
+    assert emvsbayes.compare(counts, family="poisson", counts="n", **quick).spec["data"]["counts"] == "n"
+    assert emvsbayes.compare(counts, family="poisson", data={"counts": "n"}, **quick).spec["data"]["counts"] == "n"
+    hmm = emvsbayes.compare([0.1, 0.5, 3.2, 3.1, 0.2, 0.3], family="hmm", emission="gaussian",
+                            model={"initial": "stationary"}, **quick)
+    assert (hmm.spec["model"]["emission"], hmm.spec["model"]["initial"]) == ("gaussian", "stationary")
+    _one_line_error(lambda: emvsbayes.compare([1.0, 2.0, 3.0], family="gaussian", emission="gaussian"),
+                    "compare: emission= is an option of family='hmm', not of family='gaussian'; remove it")
+
+
+def test_times_of_every_kind_are_checked_as_a_series_needs():
+    """Hourly, quarterly and monthly times (an index, pandas' periods, a column of datetimes) are read in their own
+    units: out of order or with a gap they were fitted as they came (the labels were not recognised as times)."""
+    from emvsbayes.hmm.series import series_from_memory
+
+    spec = {"data": {"columns": None, "label": None, "drop": []}}
+    values = [1, 2, 3, 10, 12, 11, 2, 1]
+    hours = pd.date_range("2020-01-01", periods=9, freq="h")
+    fine = {"hourly": pd.Series(values, index=hours[:8]),
+            "hourly over a DST change": pd.Series(values, index=pd.date_range("2020-03-29", periods=8, freq="h",
+                                                                              tz="Europe/Berlin")),
+            "quarterly periods": pd.Series(values, index=pd.period_range("2020Q1", periods=8, freq="Q")),
+            "monthly periods": pd.Series(values, index=pd.period_range("2020-01", periods=8, freq="M"))}
+    for kind, data in fine.items():
+        assert series_from_memory(data, spec, "compare", counts=True).n_time == 8, kind
+    by_day = pd.DataFrame({"c": values, "t": pd.date_range("2020-01-01", periods=8)[::-1]})
+    for data, data_spec, expected in (
+            (pd.Series(values, index=hours.delete(4)), spec, "row 5, the index jumps from 2020-01-01 03:00:00 to "
+             "2020-01-01 05:00:00 where the series steps by 1 hour (a gap)"),
+            (pd.Series(values, index=pd.period_range("2020-01", periods=8, freq="M")[::-1]), spec,
+             "the index goes from 2020-08 to 2020-07 (rows 1, 2): a series must be in increasing time order"),
+            (pd.Series(values, index=pd.period_range("2020Q1", periods=9, freq="Q").delete(3)), spec,
+             "where the series steps by 1 quarter (a gap)"),
+            (by_day, {"data": {"columns": ["c"], "label": "t", "drop": []}},
+             "column 't' goes from 2020-01-08 to 2020-01-07 (rows 1, 2)"),
+            (pd.Series(values, index=[1.0, 2, 3, 4, 5, 6, 7, np.nan]), spec,
+             "row 8 has no time (the index is empty or missing there)")):
+        _one_line_error(lambda: series_from_memory(data, data_spec, "compare", counts=True), expected)
+
+
+def test_coin_sets_are_named_by_a_label_column_or_the_index():
+    """label= was ignored for coin data (and a missing column accepted); a DataFrame's index was not read."""
+    from emvsbayes.data.memory import coin_record
+
+    frame = pd.DataFrame(LESSON_PAIRS, columns=["heads", "tosses"]).assign(coin=list("abcde"))
+    names = {"heads": "heads", "tosses": "tosses"}
+    assert coin_record(frame, {**names, "label": "coin"}, "compare").labels == tuple("abcde")
+    assert coin_record(frame.set_index("coin"), {**names, "label": None}, "compare").labels == tuple("abcde")
+    _one_line_error(lambda: coin_record(frame, {**names, "label": "nope"}, "compare"), "label='nope' is not a column")
+    _one_line_error(lambda: coin_record(LESSON_PAIRS, {**names, "label": "coin"}, "compare"),
+                    "(heads, tosses) pairs have none")
+
+
+def test_a_column_without_a_name_is_refused_or_named_for_the_model():
+    """A Series named "" was fitted, and the spec to_spec wrote for it refused on the rerun ("counts must name the
+    column"): unnamed, it takes the model's own name; a DataFrame column without one is refused."""
+    from emvsbayes.data.memory import count_record
+
+    assert count_record(pd.Series([1, 2, 3], name="  "), "count", None, "compare").column == "count"
+    _one_line_error(lambda: count_record(pd.DataFrame({"": [1, 2], "b": [3, 4]}), "b", None, "compare"),
+                    "a column has no name")
+    # numbers held as Python objects are numbers; whole numbers beyond 2**53 are compared before any rounding
+    assert count_record(pd.Series([1, 2, 3], dtype=object), "count", None, "compare").counts.tolist() == [1, 2, 3]
+    _one_line_error(lambda: count_record([1, 2, 2**53 + 1], "count", None, "compare"), "is 9007199254740993, larger")
 
 
 def test_to_spec_writes_the_known_groups_for_the_rerun(gaussian_frame, tmp_path):

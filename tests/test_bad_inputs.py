@@ -510,7 +510,7 @@ CSV_CASES = {
                                  "data.csv: line 3, column 'count' is '2.5', not a whole number; a Poisson model needs "
                                  "counts (0, 1, 2, ...): fix that cell, or name the count column with data.counts = '...'"),
     "poisson_k_above_rows": (POISSON_SPEC, b"year,count\n1900,13\n1901,2\n", "",
-                             "components = 3 is more than the 2 rows of counts; use at most 2"),
+                             "{spec}: [model] components = 3 is more than the 2 rows of counts; use at most 2"),
     # Values float64 arithmetic cannot carry (overflow warnings, then a "collapsed component"), and the HMM's
     # Poisson counts beyond the digits its EM needs (an internal LikelihoodDecreasedError).
     "values_whose_squares_overflow": (GAUSS_SPEC, b"x\n1e200\n-3e200\n2\n", "",
@@ -992,7 +992,7 @@ API_CASES = {
         "fill it in, or fit the stretch before or after the gap on its own"),
     "compare_hmm_uneven_time": (
         lambda tmp_path: __import__("emvsbayes").compare(pd.Series([3, 1, 5], index=[1990, 1991, 1993]), family="hmm"),
-        UserError, "compare: row 3, column 'time' jumps from 1991 to 1993 where the series steps by 1 (a gap): a hidden "
+        UserError, "compare: row 3, the index jumps from 1991 to 1993 where the series steps by 1 (a gap): a hidden "
         "Markov model needs equally spaced time points; fill in the missing ones, or fit each unbroken stretch on its own"),
     "compare_poisson_two_columns": (
         lambda tmp_path: __import__("emvsbayes").compare(pd.DataFrame({"a": [1, 2], "b": [3, 4]}), family="poisson"),

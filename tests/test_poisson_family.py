@@ -478,7 +478,11 @@ def test_bad_family_keys_are_refused(section, key, value, pattern):
 
 def test_checks_needing_the_data(quakes):
     spec = {"model": {"components": 200}, "model_choice": {"components": []}, "em": {"init": "auto"}}
-    with pytest.raises(UserError, match="^components = 200 is more than the 107 rows of counts; use at most 107$"):
+    with pytest.raises(UserError, match=r"^\[model\] components = 200 is more than the 107 rows of counts; use at most 107$"):
+        FAMILY.check_data(spec, quakes)
+    # a K of model choice is named as its own (it read "components = 300", the spec's components being 2)
+    spec = {"model": {"components": 2}, "model_choice": {"components": [1, 300]}, "em": {"init": "auto"}}
+    with pytest.raises(UserError, match=r"^\[model_choice\] components = 300 is more than the 107 rows of counts"):
         FAMILY.check_data(spec, quakes)
     empty = CountData(np.zeros(0, dtype=np.int64), (), "n", "empty.csv")
     with pytest.raises(UserError, match="^empty.csv: no rows of counts; give a file with at least one count$"):

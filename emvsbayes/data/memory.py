@@ -40,6 +40,7 @@ def coin_record(data, data_spec: dict, source: str):
     _refuse_masked(data, source)
     kind = "(heads, tosses) pairs"
     heads_name, tosses_name = data_spec["heads"], data_spec["tosses"]
+    label, labels = data_spec.get("label"), None
     if _is_dataframe(data):
         # column names as text, as for continuous data (a DataFrame of a list has columns 0, 1: heads="0")
         names = _column_names(data)
@@ -52,6 +53,14 @@ def coin_record(data, data_spec: dict, source: str):
                             f"name the counts' columns with heads='...', tosses='...'")
         pairs = list(zip(data.iloc[:, names.index(heads_name)].tolist(), data.iloc[:, names.index(tosses_name)].tolist()))
         kind = "DataFrame"
+        if label is not None:
+            if label not in names:
+                raise UserError(f"{source}: label={label!r} is not a column (columns: {name_listing(names)})"
+                                f"{_close(label, names) or "; name the column of the sets' names"}")
+            labels = label_texts(data.iloc[:, names.index(label)].to_numpy())
+            _check_row_names(labels, label, source)
+        else:
+            labels = _row_names(data.index)
     elif isinstance(data, (str, bytes)):
         raise UserError(f"{source}: coin data must be (heads, tosses) pairs, e.g. [(5, 10), (9, 10)], got text "
                         f"{_show(data)}; read a file with a spec's [data] file, or give the numbers")
@@ -67,6 +76,12 @@ def coin_record(data, data_spec: dict, source: str):
                             f"{len(columns[1])}; give one of each per set")
         pairs = list(zip(*columns))
         kind = "dict"
+        if label is not None:
+            if label not in data:
+                raise UserError(f"{source}: label={label!r} is not a key of data (keys: {', '.join(map(str, data))}); "
+                                "name the key of the sets' names")
+            labels = label_texts(np.asarray(data[label], dtype=object).ravel())
+            _check_row_names(labels, label, source)
     else:
         try:
             # A pair given as a tuple or list keeps its items as given: numpy would turn (True, 1) into (1, 1).
@@ -97,7 +112,13 @@ def coin_record(data, data_spec: dict, source: str):
             raise UserError(f"{source}: set {i} has {h} heads of {t} tosses; heads must be between 0 and tosses")
         heads.append(h)
         tosses.append(t)
-    labels = tuple(f"set {i}" for i in range(1, len(heads) + 1))
+    if label is not None and labels is None:
+        raise UserError(f"{source}: label={label!r} names a column, and (heads, tosses) pairs have none; pass a DataFrame "
+                        "with that column, or leave label= out to number the sets")
+    if labels is not None and len(labels) != len(heads):
+        raise UserError(f"{source}: data[{label!r}] has {len(labels)} names but there are {len(heads)} sets; give one "
+                        "name per set")
+    labels = labels or tuple(f"set {i}" for i in range(1, len(heads) + 1))
     return CoinData(np.asarray(heads, dtype=np.int64), np.asarray(tosses, dtype=np.int64), labels, source=kind)
 
 
@@ -106,6 +127,9 @@ def _what_values(column: np.ndarray) -> str:
     kind = column.dtype.kind
     if kind in "US" or (kind == "O" and all(isinstance(v, (str, bytes)) for v in column.ravel()[:1000])):
         return "text"
+    if kind == "O" and all(isinstance(v, (bool, np.bool_)) or v is None or v is getattr(np.ma, "masked", None)
+                           or type(v).__name__ == "NAType" for v in column.ravel()[:1000]):
+        kind = "b"  # a nullable boolean column with missing values (pandas' "boolean" dtype)
     described = {"b": "true/false values", "M": "dates or times", "m": "time spans", "c": "complex numbers",
                  "O": "mixed values"}
     return f"{described.get(kind, 'values')} of dtype {column.dtype}"
@@ -199,11 +223,33 @@ def columns_of(data, source: str, every_index: bool = False):
                     f"xarray DataArray or Dataset, got {type(data).__name__}{hint}")
 
 
+def label_texts(values) -> tuple[str, ...]:
+    """Row names or times (an index, a label column) as text, as a CSV file would hold them: stripped (the CSV reader
+    strips its cells), dates at midnight as ISO dates (2020-01-31, not 2020-01-31 00:00:00 or numpy's
+    2020-01-31T00:00:00.000000000), other times as ``2020-01-31 06:00:00``; a missing value (NaN, None, NaT) is ""
+    (an empty cell)."""
+    import pandas as pd
+
+    if isinstance(values, pd.Index):
+        index = values
+    else:  # as given: pd.Index would infer floats from [1, 2, <NA>]
+        array = np.asarray(values)
+        index = pd.DatetimeIndex(array) if array.dtype.kind == "M" else pd.Index(array, dtype=object)
+    missing = np.asarray(index.isna())
+    if isinstance(index, pd.DatetimeIndex):
+        at_midnight = bool((index[~missing] == index[~missing].normalize()).all())
+        texts = index.strftime("%Y-%m-%d" if at_midnight else "%Y-%m-%d %H:%M:%S%z")
+        texts = [text[:-2] + ":" + text[-2:] if index.tz is not None and not at_midnight else text for text in texts]
+    else:
+        texts = [str(v) for v in index]
+    return tuple("" if gone else str(text).strip() for text, gone in zip(texts, missing))
+
+
 def _row_names(index, every_index: bool = False) -> tuple[str, ...] | None:
-    """A pandas index (a DataFrame's, a DataArray's coordinate) as the rows' names: dates at midnight as ISO dates
-    (2020-01-31, as a CSV holds them, not 2020-01-31 00:00:00); None for the numbers 0 .. N-1 (no names: the rows
-    are numbered from 1) and, unless ``every_index``, for an index that names no row of its own (repeated, as
-    pd.concat leaves it, or blank)."""
+    """A pandas index (a DataFrame's, a DataArray's coordinate) as the rows' names (:func:`label_texts`); None for
+    the numbers 0 .. N-1 (no names: the rows are numbered from 1) and, unless ``every_index`` (a series' times,
+    which its reader checks), for an index that names no row of its own (repeated, as pd.concat leaves it, or
+    blank or missing)."""
     import pandas as pd
 
     from emvsbayes.data.records import unnamed_row
@@ -212,10 +258,7 @@ def _row_names(index, every_index: bool = False) -> tuple[str, ...] | None:
         return None
     if index.dtype.kind in "iu" and np.array_equal(index.to_numpy(), np.arange(len(index))):
         return None
-    if isinstance(index, pd.DatetimeIndex) and bool((index == index.normalize()).all()):
-        labels = tuple(index.strftime("%Y-%m-%d"))
-    else:
-        labels = tuple(str(v) for v in index)
+    labels = label_texts(index)
     return None if not every_index and unnamed_row(labels) is not None else labels
 
 
@@ -268,7 +311,7 @@ def continuous_record(data, data_spec: dict, source: str):
     if label is not None:
         if label not in by_name:
             raise UserError(f"{source}: label={label!r} is not a column (columns: {name_listing(names)}); name the column of row names")
-        labels = tuple(str(v) for v in by_name[label])
+        labels = label_texts(by_name[label])
     truth = data_spec.get("truth")
     known = None
     if truth is not None:
@@ -342,9 +385,11 @@ def one_column(data, column: str | None, label: str | None, default_name: str, s
             raise UserError(f"{source}: data has {len(names)} columns; this model fits one column of numbers: pass a "
                             "1-D array (e.g. x[:, 0])")
         names = [default_name]
-    elif kind in ("Series", "DataArray") and getattr(data, "ndim", 0) == 1 and data.name is None:
-        names = [default_name]  # unnamed: the model's own name for its column, not the rows' "x"
+    elif kind in ("Series", "DataArray") and getattr(data, "ndim", 0) == 1 and not str(data.name or "").strip():
+        names = [default_name]  # unnamed (or named ""): the model's own name for its column, not the rows' "x"
     names = [name.strip() for name in names]
+    if "" in names:  # a spec cannot name it: to_spec's rerun would be refused
+        raise UserError(f"{source}: a column has no name; name every column (e.g. df.columns = [...])")
     for name in names:
         if names.count(name) > 1:
             raise UserError(f"{source}: column name {name!r} appears more than once; rename one")
@@ -353,8 +398,9 @@ def one_column(data, column: str | None, label: str | None, default_name: str, s
         if label not in by_name:
             raise UserError(f"{source}: label={label!r} is not a column (columns: {name_listing(names)})"
                             f"{_close(label, names) or '; name the column of row names'}")
-        labels = tuple(str(v) for v in by_name[label])
-        _check_row_names(labels, label, source)
+        labels = label_texts(by_name[label])
+        if not every_index:  # a series' times are checked by its reader, as times
+            _check_row_names(labels, label, source)
     for name in drop:
         if name not in by_name:
             raise UserError(f"{source}: drop= names {name!r}, which is not a column (columns: {name_listing(names)})"
@@ -371,6 +417,9 @@ def one_column(data, column: str | None, label: str | None, default_name: str, s
     if column == label:
         raise UserError(f"{source}: column {column!r} is label=, so it cannot also be fitted; name another column")
     values = np.asarray(by_name[column])
+    if values.dtype.kind == "O" and all(isinstance(v, (int, float, np.integer, np.floating))
+                                        and not isinstance(v, (bool, np.bool_)) for v in values):
+        values = np.asarray(values.tolist())  # numbers held as Python objects (pd.Series([1, 2], dtype=object))
     if values.dtype.kind not in "iuf":
         raise UserError(f"{source}: column {column!r} is not numeric ({_what_values(values)}); pass numbers")
     if "\x00" in column or any("\x00" in text for text in labels or ()):
@@ -394,17 +443,20 @@ def count_record(data, counts: str, label: str | None, source: str):
         raise UserError(f"{source}: data holds no counts; give at least one")
     with np.errstate(invalid="ignore", over="ignore"):
         y = values.astype(np.float64)
+        # whole numbers compared as they are: 2**53 + 1 as a float is 2**53, within the limit
+        large = values > MAX_COUNT if values.dtype.kind in "iu" else y > MAX_COUNT
         problems = (("a missing or infinite value", ~np.isfinite(y), "drop or fill those rows first (e.g. df.dropna())"),
                     ("a negative count", y < 0, "counts are 0 or more: fix the value or remove that row"),
                     ("not a whole number", y != np.round(y), "a Poisson model needs counts (0, 1, 2, ...): fix the value"),
-                    (f"larger than {MAX_COUNT}", y > MAX_COUNT, "check that row"))
+                    (f"larger than {MAX_COUNT}", large, "check that row"))
     for what, bad, fix in problems:
         if np.any(bad):
             i = int(np.flatnonzero(bad)[0])
             raise UserError(f"{source}: row {i + 1} of column {column!r} is {_show(values[i].item())}, {what}; {fix}")
     if labels is None:
         labels = tuple(str(i) for i in range(1, y.size + 1))
-    return CountData(counts=y.astype(np.int64), labels=labels, column=column, source=kind)
+    return CountData(counts=values.astype(np.int64) if values.dtype.kind in "iu" else y.astype(np.int64), labels=labels,
+                     column=column, source=kind)
 
 
 # --- back to CSV text (Comparison.to_spec) -----------------------------------------------------------------

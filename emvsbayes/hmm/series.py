@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,7 +176,12 @@ def series_from_memory(data, spec: dict, source: str, *, counts: bool) -> Series
         index_name = data.dims[0]
     time_name = time or (str(index_name) if index_name is not None else "time")
     if labels is not None:
-        _check_time(source, labels, list(range(1, y.size + 1)), time_name, where="row")
+        if "" in labels:
+            i = labels.index("")
+            raise UserError(f"{source}: row {i + 1} has no time ({'column ' + quote(time) if time else 'the index'} is "
+                            "empty or missing there): a hidden Markov model needs every time point of the series; fill "
+                            "it in, or fit the stretch before or after it on its own")
+        _check_time(source, labels, list(range(1, y.size + 1)), time, where="row")
     from emvsbayes.data.csv import check_magnitudes
 
     # as read_series: the scale float arithmetic carries is checked, the spread is the family's to judge
@@ -184,13 +190,15 @@ def series_from_memory(data, spec: dict, source: str, *, counts: bool) -> Series
                   time_column=time_name if labels is not None else None, source=kind)
 
 
-def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str, where: str = "line") -> None:
+def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str | None, where: str = "line") -> None:
     """Time labels: distinct; when all numeric, increasing in equal steps (a missing year is a gap). ``lines``
-    number the labels' ``where``s (the file's lines, or the rows of data in memory)."""
+    number the labels' ``where``s (the file's lines, or the rows of data in memory); ``time`` is the times' column,
+    None for an index."""
+    column = f"column {quote(time)}" if time is not None else "the index"
     seen: dict[str, int] = {}
     for label, line in zip(labels, lines, strict=True):
         if label in seen:
-            raise UserError(f"{name}: {where} {line}, column {quote(time)} repeats the time {quote(label)} of {where} "
+            raise UserError(f"{name}: {where} {line}, {column} repeats the time {quote(label)} of {where} "
                             f"{seen[label]}; give each time point once, in order")
         seen[label] = line
     unit = ""
@@ -205,13 +213,13 @@ def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str,
     steps = np.diff(values)
     step = steps[0]
     if step <= 0:
-        raise UserError(f"{name}: column {quote(time)} goes from {labels[0]} to {labels[1]} ({where}s {lines[0]}, "
+        raise UserError(f"{name}: {column} goes from {labels[0]} to {labels[1]} ({where}s {lines[0]}, "
                         f"{lines[1]}): a series must be in increasing time order; sort the rows")
     uneven = np.flatnonzero(~np.isclose(steps, step, rtol=1e-9, atol=1e-12 * max(1.0, abs(step))))
     if uneven.size:
         i = int(uneven[0])
         what = "a gap" if steps[i] > step else "out of order or uneven"
-        raise UserError(f"{name}: {where} {lines[i + 1]}, column {quote(time)} jumps from {labels[i]} to {labels[i + 1]} "
+        raise UserError(f"{name}: {where} {lines[i + 1]}, {column} jumps from {labels[i]} to {labels[i + 1]} "
                         f"where the series steps by {step:g}{unit.rstrip('s') if step == 1 else unit} ({what}): a hidden Markov model needs equally spaced "
                         "time points; fill in the missing ones, or fit each unbroken stretch on its own")
 
@@ -220,14 +228,37 @@ def _date_positions(labels: tuple[str, ...]) -> tuple[np.ndarray | None, str]:
     """ISO dates (2020-01-31) as positions on their own scale: months where every date falls on the same day of
     its month or every one on its month's last day (monthly or yearly series: their days apart vary; pandas' "ME"
     dates are month ends), else days; (None, "") for labels not all dates."""
+    texts = [label.strip() for label in labels]
+    if all(re.fullmatch(r"\d{4}-\d{2}", text) for text in texts):  # months: 2020-01 (pandas' monthly periods)
+        return np.array([int(text[:4]) * 12 + int(text[5:]) for text in texts], dtype=float), " months"
+    if all(re.fullmatch(r"\d{4}Q[1-4]", text) for text in texts):  # quarters: 2020Q1 (pandas' quarterly periods)
+        return np.array([int(text[:4]) * 4 + int(text[5]) for text in texts], dtype=float), " quarters"
     try:
-        dates = [datetime.date.fromisoformat(label.strip()) for label in labels]
+        dates = [datetime.date.fromisoformat(text) for text in texts]
     except ValueError:
-        return None, ""
+        return _time_positions(texts)
     month_ends = all((date + datetime.timedelta(days=1)).month != date.month for date in dates)
     if len({date.day for date in dates}) == 1 or month_ends:
         return np.array([date.year * 12 + date.month for date in dates], dtype=float), " months"
     return np.array([date.toordinal() for date in dates], dtype=float), " days"
+
+
+def _time_positions(texts: list[str]) -> tuple[np.ndarray | None, str]:
+    """Date-times (2020-01-01 06:00:00, with or without a UTC offset) as positions in hours, minutes or seconds,
+    the largest unit every one of them is a whole number of (a DST change in an offset series is no gap: the
+    positions are absolute); (None, "") for labels not all date-times."""
+    try:
+        times = [datetime.datetime.fromisoformat(text) for text in texts]
+    except ValueError:
+        return None, ""
+    if len({time.tzinfo is None for time in times}) > 1:
+        return None, ""
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=times[0].tzinfo and datetime.timezone.utc)
+    seconds = np.array([(time - epoch).total_seconds() for time in times])
+    for size, unit in ((3600.0, " hours"), (60.0, " minutes")):
+        if np.all(seconds % size == 0):
+            return seconds / size, unit
+    return seconds, " seconds"
 
 
 def check_length(series: Series, n_components: int, where: str = "[model] components") -> None:

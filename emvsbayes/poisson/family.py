@@ -254,10 +254,11 @@ class PoissonFamily:
         n = data.n_rows
         if n == 0:
             raise UserError(f"{data.source}: no rows of counts; give a file with at least one count")
-        ks = [spec["model"]["components"], *spec.get("model_choice", {}).get("components", [])]
-        for k in ks:
+        ks = [("[model] components", spec["model"]["components"]),
+              *(("[model_choice] components", k) for k in spec.get("model_choice", {}).get("components", []))]
+        for where, k in ks:
             if isinstance(k, int) and k > n:
-                raise UserError(f"components = {k} is more than the {n} rows of counts; use at most {n}")
+                raise UserError(f"{where} = {k} is more than the {n} rows of counts; use at most {n}")
         if not np.any(data.counts > 0):
             raise UserError(f"{data.source}: every count in column {data.column!r} is 0, so every rate's estimate is 0 "
                             "and nothing can be compared; check the column named by [data] counts")
