@@ -745,6 +745,10 @@ def _spec(tmp_path, text, **data):
      "jumps from 2020-01-03 to 2020-01-05 where the series steps by 1 day (a gap)"),
     ("year,count\n2020-01-31,3\n2020-02-29,4\n2020-04-30,5\n", "jumps from 2020-02-29 to 2020-04-30"),
     ("year,count\n2020-01-01,3\n2020-02-01,4\n2020-04-01,5\n", "steps by 1 month (a gap)"),
+    # months and hours as pandas writes them (2020-01; 2020-01-01 06:00:00): read as names before, in any order
+    ("year,count\n2020-03,3\n2020-02,4\n2020-01,5\n", "goes from 2020-03 to 2020-02 (lines 2, 3): a series must be "
+     "in increasing time order"),
+    ("year,count\n2020-01-01 06:00:00,3\n2020-01-01 07:00:00,4\n2020-01-01 09:00:00,5\n", "steps by 1 hour (a gap)"),
 ])
 def test_bad_series_are_refused_in_one_line(tmp_path, text, message):
     spec = _spec(tmp_path, text)
