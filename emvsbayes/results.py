@@ -454,8 +454,12 @@ def read_results(path: str | Path) -> xr.DataTree:
     if kind == "missing":
         raise UserError(f"{path}: no such results file; run 'emvsbayes run SPEC' first, which writes results.nc")
     if kind is not None:
-        hint = f", e.g. {path / 'results.nc'}" if kind == "a folder" else ""
-        raise UserError(f"{path}: is {kind}, not a results file; give a results.nc written by 'emvsbayes run'{hint}")
+        hint = ""
+        if kind == "a folder":  # the file in it, when there is one (a study's folder holds study.nc)
+            inside = next((path / name for name in ("results.nc", "study.nc") if (path / name).is_file()), None)
+            hint = f": {inside}" if inside is not None else " (this folder holds none)"
+        raise UserError(f"{path}: is {kind}, not a results file; give a results.nc written by 'emvsbayes run' or a "
+                        f"study.nc written by 'emvsbayes study'{hint}")
     tree, failure = load_quietly(path, xr.open_datatree)
     if failure is not None:
         raise UserError(f"{path}: {_not_results(path) or f'not a readable results file ({failure})'}; give a results.nc "

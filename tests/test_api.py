@@ -730,6 +730,13 @@ def test_coin_sets_are_named_by_a_label_column_or_the_index():
     _one_line_error(lambda: coin_record(frame, {**names, "label": "nope"}, "compare"), "label='nope' is not a column")
     _one_line_error(lambda: coin_record(LESSON_PAIRS, {**names, "label": "coin"}, "compare"),
                     "(heads, tosses) pairs have none")
+    # the label column is the data: the sets were named by their heads, and the heads fitted too
+    _one_line_error(lambda: coin_record(frame, {**names, "label": "heads"}, "compare"),
+                    "column 'heads' is heads=, so it cannot also be label=")
+    from emvsbayes.data.memory import count_record
+
+    _one_line_error(lambda: count_record(pd.DataFrame({"n": [3, 3, 5]}), "n", "n", "compare"),
+                    "column 'n' is label=, so it cannot also be fitted")  # not "rows 1 and 2 have the same name"
 
 
 def test_a_column_without_a_name_is_refused_or_named_for_the_model():

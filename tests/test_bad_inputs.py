@@ -113,6 +113,9 @@ SPEC_CASES = {
     "draws_float": (
         COINS + "[bayes]\ndraws = 10.5\n",
         "{spec}: [bayes] draws must be a whole number >= 1, got 10.5"),
+    "label_empty": (  # read as no label at all: the rows numbered, silently
+        '[data]\ndataset = "acidity"\nlabel = ""\n[model]\nfamily = "gaussian"\n',
+        '{spec}: [data] label must name a column, got ""; leave the key out to number the rows'),
     "draws_bool": (
         COINS + "[bayes]\ndraws = true\n",
         "{spec}: [bayes] draws must be a whole number >= 1, got true"),
@@ -530,6 +533,19 @@ CSV_CASES = {
                                        "data.csv: line 2, column 'count' is 9007199254740992, a count beyond 10,000,000: "
                                        "the log-likelihood of Poisson emissions that large loses the digits EM needs; "
                                        "count in larger units (thousands), or use emission = \"gaussian\""),
+    # the label column is the data: coins fitted the heads and named the sets by them (exit 0); a Poisson mixture
+    # named its rows by its counts; an HMM whose series repeated a value was told it "repeats the time"
+    "coin_label_is_heads": ('[data]\nfile = "data.csv"\nlabel = "heads"\n{extra}[model]\nfamily = "coins"\n',
+                            b"name,heads,tosses\na,5,10\nb,9,10\n", "",
+                            "data.csv: column 'heads' is [data] heads, so it cannot also be [data] label (the sets' "
+                            "names); name another column, or leave label out to number the sets"),
+    "poisson_label_is_counts": ('[data]\nfile = "data.csv"\nlabel = "count"\n{extra}[model]\nfamily = "poisson"\n',
+                                b"year,count\n1900,3\n1901,3\n1902,5\n", "",
+                                "data.csv: column 'count' is [data] counts, so it cannot also be [data] label (the rows' "
+                                "names); name another column, or leave label out to number the rows"),
+    "hmm_label_is_the_series": (HMM_SPEC.replace('label = "year"', 'label = "count"'), b"year,count\n1900,3\n1901,3\n", "",
+                                "data.csv: column 'count' is the series ([data] columns), so it cannot also be its times "
+                                "([data] label); name the time column, or leave label out to number the time points"),
     # every transition divergent, "no posterior to compare EM with", exit 0 (the Gaussian mixture refused it already)
     "hmm_gaussian_series_too_narrow_to_sample": (
         HMM_SPEC + 'emission = "gaussian"\n', b"year,count\n1900,1e-70\n1901,3e-70\n1902,2e-70\n1903,4e-70\n", "",
@@ -1537,12 +1553,21 @@ def test_non_regular_results_files_are_named(what, tmp_path):
     if what == "fifo":
         results = _fifo(tmp_path / "results.nc")
     kind = {"folder": "a folder", "device": "a character device", "fifo": "a FIFO (named pipe)"}[what]
-    hint = f", e.g. {tmp_path / 'results.nc'}" if what == "folder" else ""
+    hint = " (this folder holds none)" if what == "folder" else ""
     before = sorted(tmp_path.iterdir())
     assert_user_error(run_cli("report", results, "--out", tmp_path / "page.html", timeout=60),
-                      f"{results}: is {kind}, not a results file; give a results.nc written by 'emvsbayes run'{hint}",
-                      None)
+                      f"{results}: is {kind}, not a results file; give a results.nc written by 'emvsbayes run' or a "
+                      f"study.nc written by 'emvsbayes study'{hint}", None)
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_study_folder_given_to_report_names_its_study_file(tmp_path):
+    """It suggested FOLDER/results.nc, which a study's folder does not hold."""
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "study.nc").write_bytes(b"")
+    assert_user_error(run_cli("report", tmp_path / "study", "--out", tmp_path / "page.html", timeout=60),
+                      f"{tmp_path / 'study'}: is a folder, not a results file; give a results.nc written by 'emvsbayes "
+                      f"run' or a study.nc written by 'emvsbayes study': {tmp_path / 'study' / 'study.nc'}", None)
 
 
 def test_a_csv_too_large_for_memory_is_refused_before_reading(tmp_path):

@@ -749,6 +749,22 @@ def _spec(tmp_path, text, **data):
     ("year,count\n2020-03,3\n2020-02,4\n2020-01,5\n", "goes from 2020-03 to 2020-02 (lines 2, 3): a series must be "
      "in increasing time order"),
     ("year,count\n2020-01-01 06:00:00,3\n2020-01-01 07:00:00,4\n2020-01-01 09:00:00,5\n", "steps by 1 hour (a gap)"),
+    # one time that does not read as the others do switched every check off (the labels were taken for names)
+    ("year,count\n2020-02-27,3\n2020-02-28,4\n2020-02-30,5\n2020-03-05,1\n", "line 4, column 'year' is '2020-02-30', "
+     "which does not read as a time of the series' kind (dates, as '2020-02-27'); fix it"),
+    ("year,count\n2020-11,3\n2020-12,4\n2020-13,5\n2021-02,1\n", "'2020-13', which does not read as a time"),
+    ("year,count\n1,3\n2,4\ninf,5\n4,1\n", "line 4, column 'year' is 'inf', not a finite time"),
+    ("year,count\n2020-03-29 01:00:00,3\n2020-03-29 03:00:00+02:00,4\n2020-03-29 04:00:00,5\n",
+     "the times mix date-times with and without a UTC offset"),
+    # the same time written twice in two ways, and steps compared exactly (1e-12 of tolerance hid this gap)
+    ("year,count\n2003,3\n2004,4\n2004.0,5\n2005,1\n", "line 4, column 'year' repeats the time 2004 of line 3 "
+     "(written '2004.0')"),
+    ("year,count\n1e-15,3\n2e-15,4\n3e-15,5\n10e-15,1\n", "jumps from 3e-15 to 10e-15 where the series steps by 1e-15 "
+     "(a gap)"),
+    # local clock times across the change to summer time: 02:00 never was, so the fix is an offset, not a value
+    ("year,count\n2020-03-29 00:00:00,3\n2020-03-29 01:00:00,4\n2020-03-29 03:00:00,5\n",
+     "(local clock times across a change to or from summer time? give each its UTC offset"),
+    ("year,count\n1900,3\n,4\n1902,5\n", "line 3, column 'year' has no time"),
 ])
 def test_bad_series_are_refused_in_one_line(tmp_path, text, message):
     spec = _spec(tmp_path, text)
@@ -763,7 +779,14 @@ def test_evenly_spaced_dates_are_a_series(tmp_path):
                  "year,count\n2019-01-01,3\n2020-01-01,4\n2021-01-01,5\n",  # yearly, a leap year between
                  "year,count\n2020-02-27,3\n2020-02-28,4\n2020-02-29,5\n2020-03-01,2\n",  # daily over a month's end
                  # month ends, as pandas' "ME" dates fall (29, 31, 30 days apart: refused as uneven days before)
-                 "year,count\n2020-01-31,3\n2020-02-29,4\n2020-03-31,5\n2020-04-30,2\n"):
+                 "year,count\n2020-01-31,3\n2020-02-29,4\n2020-03-31,5\n2020-04-30,2\n",
+                 # steps compared exactly: 0.1 s, 0.1 at 1e8, 1 at 1e17 (float64 called them uneven or unsorted)
+                 "year,count\n2020-01-01 00:00:00.000,3\n2020-01-01 00:00:00.100,4\n2020-01-01 00:00:00.200,5\n",
+                 "year,count\n100000000.1,3\n100000000.2,4\n100000000.3,5\n",
+                 "year,count\n100000000000000000,3\n100000000000000001,4\n100000000000000002,5\n",
+                 "year,count\n20200130,3\n20200131,4\n20200201,5\n",  # dates without separators
+                 "year,count\n2020-03-29 01:00:00+01:00,3\n2020-03-29 03:00:00+02:00,4\n2020-03-29 04:00:00+02:00,5\n",
+                 "year,count\n2020Q3,3\n2020Q4,4\n2021Q1,5\n"):
         assert FAMILY.load_data(_spec(tmp_path, text)).n_time == text.count("\n") - 1  # the time labels are checked here
 
 

@@ -488,6 +488,10 @@ def load_coins_csv(
         raise UserError(
             f"{table.name}: data.heads and data.tosses both name column {quote(heads)}; name two different columns"
         )
+    if label is not None and label in (heads, tosses):
+        key = "heads" if label == heads else "tosses"
+        raise UserError(f"{table.name}: column {quote(label)} is [data] {key}, so it cannot also be [data] label (the "
+                        "sets' names); name another column, or leave label out to number the sets")
     heads_index = table.column(heads, "name the heads column with data.heads = '...'")
     tosses_index = table.column(tosses, "name the tosses column with data.tosses = '...'")
     label_index = None if label is None else table.column(label, "name the label column with data.label = '...'")
@@ -587,6 +591,9 @@ def load_counts_csv(
         When the file cannot be read, the column is missing, or a count is empty, not a whole number or negative.
     """
     table = read_table(path, encoding, delimiter)
+    if label is not None and label == counts:
+        raise UserError(f"{table.name}: column {quote(label)} is [data] counts, so it cannot also be [data] label (the "
+                        "rows' names); name another column, or leave label out to number the rows")
     index = table.column(counts, "name the count column with data.counts = '...'")
     label_index = None if label is None else table.column(label, "name the label column with data.label = '...'")
     values = [_parse_count(table, line, counts, text) for line, text in table.cells(index)]

@@ -41,6 +41,9 @@ def coin_record(data, data_spec: dict, source: str):
     kind = "(heads, tosses) pairs"
     heads_name, tosses_name = data_spec["heads"], data_spec["tosses"]
     label, labels = data_spec.get("label"), None
+    if label is not None and label in (heads_name, tosses_name):
+        raise UserError(f"{source}: column {label!r} is {'heads' if label == heads_name else 'tosses'}=, so it cannot also "
+                        "be label= (the sets' names); name another column, or leave label= out to number the sets")
     if _is_dataframe(data):
         # column names as text, as for continuous data (a DataFrame of a list has columns 0, 1: heads="0")
         names = _column_names(data)
@@ -238,7 +241,8 @@ def label_texts(values) -> tuple[str, ...]:
     missing = np.asarray(index.isna())
     if isinstance(index, pd.DatetimeIndex):
         at_midnight = bool((index[~missing] == index[~missing].normalize()).all())
-        texts = index.strftime("%Y-%m-%d" if at_midnight else "%Y-%m-%d %H:%M:%S%z")
+        fraction = ".%f" if bool((index[~missing].microsecond != 0).any() or (index[~missing].nanosecond != 0).any()) else ""
+        texts = index.strftime("%Y-%m-%d" if at_midnight else f"%Y-%m-%d %H:%M:%S{fraction}%z")
         texts = [text[:-2] + ":" + text[-2:] if index.tz is not None and not at_midnight else text for text in texts]
     else:
         texts = [str(v) for v in index]
@@ -394,6 +398,8 @@ def one_column(data, column: str | None, label: str | None, default_name: str, s
         if names.count(name) > 1:
             raise UserError(f"{source}: column name {name!r} appears more than once; rename one")
     by_name = dict(zip(names, columns))
+    if label is not None and column == label:  # before the label's own checks, which would call it a repeated name
+        raise UserError(f"{source}: column {column!r} is label=, so it cannot also be fitted; name another column")
     if label is not None:
         if label not in by_name:
             raise UserError(f"{source}: label={label!r} is not a column (columns: {name_listing(names)})"

@@ -4,6 +4,8 @@ series needs beyond a table's (every time point present, equally spaced, counts 
 from __future__ import annotations
 
 import datetime
+import decimal
+import fractions
 import math
 import re
 from dataclasses import dataclass
@@ -110,6 +112,9 @@ def read_series(path: Path, spec: dict, *, encoding: str = "utf-8", source: str 
     delimiter = data.get("delimiter", "auto")
     table = read_table(path, encoding, delimiter)
     column, time = series_columns(spec, table.header)
+    if time is not None and time == column:
+        raise UserError(f"{table.name}: column {quote(column)} is the series ([data] columns), so it cannot also be its "
+                        "times ([data] label); name the time column, or leave label out to number the time points")
     index = table.column(column, "name the series column with [data] columns = ['...']")
     for line, text in table.cells(index):
         if text == "" or text.lower() in MISSING_MARKERS:
@@ -118,9 +123,13 @@ def read_series(path: Path, spec: dict, *, encoding: str = "utf-8", source: str 
                             "before or after the gap on its own")
     lines = [line for line, _ in table.cells(index)]
     if time is not None:
+        times = tuple(text for _, text in table.cells(table.column(time, "name the time column with [data] label = '...'")))
+        if "" in times:
+            i = times.index("")
+            raise UserError(f"{table.name}: line {lines[i]}, column {quote(time)} has no time: a hidden Markov model needs "
+                            "every time point of the series, in order; fill it in")
         # before the reader's own check of row labels, which would call a repeated time a repeated name
-        _check_time(table.name, tuple(text for _, text in table.cells(table.column(
-            time, "name the time column with [data] label = '...'"))), lines, time)
+        _check_time(table.name, times, lines, time)
     # the spread of a series' values is the family's to judge (counts beyond what Poisson emissions carry are
     # named below in those terms)
     loaded = load_continuous_csv(path, [column], encoding=encoding, label=time, delimiter=delimiter, check_spread=False)
@@ -191,9 +200,11 @@ def series_from_memory(data, spec: dict, source: str, *, counts: bool) -> Series
 
 
 def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str | None, where: str = "line") -> None:
-    """Time labels: distinct; when all numeric, increasing in equal steps (a missing year is a gap). ``lines``
-    number the labels' ``where``s (the file's lines, or the rows of data in memory); ``time`` is the times' column,
-    None for an index."""
+    """Time labels: distinct, and when they read as times (numbers, dates, months, quarters, date-times), increasing
+    in equal steps (a missing year is a gap) and all of one kind (a mistyped 2020-02-30 among dates is named, not
+    taken for a name that switches the checks off). Steps are compared exactly (numbers as decimals, date-times in
+    microseconds), so 0.1 steps and 1e17 + 1 are what they say. ``lines`` number the labels' ``where``s (the file's
+    lines, or the rows of data in memory); ``time`` is the times' column, None for an index."""
     column = f"column {quote(time)}" if time is not None else "the index"
     seen: dict[str, int] = {}
     for label, line in zip(labels, lines, strict=True):
@@ -201,64 +212,147 @@ def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str 
             raise UserError(f"{name}: {where} {line}, {column} repeats the time {quote(label)} of {where} "
                             f"{seen[label]}; give each time point once, in order")
         seen[label] = line
-    unit = ""
-    try:
-        values = np.array([float(label) for label in labels])
-    except ValueError:
-        values, unit = _date_positions(labels)
-        if values is None:
-            return  # names: their spacing cannot be read; the order is the file's
-    if values.size < 2 or not np.all(np.isfinite(values)):
+    if len(labels) < 2:
         return
-    steps = np.diff(values)
+    texts = [label.strip() for label in labels]
+    best = max(_TIME_KINDS, key=lambda kind: sum(kind[1](text) is not None for text in texts))
+    kind, read, _ = best
+    positions = [read(text) for text in texts]
+    unread = [i for i, position in enumerate(positions) if position is None]
+    if len(unread) * 2 >= len(texts):
+        return  # names: their spacing cannot be read; the order is the file's
+    if unread:
+        i = unread[0]
+        example = texts[next(j for j in range(len(texts)) if positions[j] is not None)]
+        raise UserError(f"{name}: {where} {lines[i]}, {column} is {quote(texts[i])}, which does not read as a time of "
+                        f"the series' kind ({kind}, as {quote(example)}); fix it")
+    if kind == "numbers":
+        i = next((i for i, value in enumerate(positions) if not value.is_finite()), None)
+        if i is not None:
+            raise UserError(f"{name}: {where} {lines[i]}, {column} is {quote(texts[i])}, not a finite time; give each "
+                            "time point its number")
+    if kind == "date-times" and len({value.tzinfo is None for value in positions}) > 1:
+        i = next(i for i, value in enumerate(positions) if (value.tzinfo is None) != (positions[0].tzinfo is None))
+        raise UserError(f"{name}: {where} {lines[i]}, {column} is {quote(texts[i])}, and {where} {lines[0]} "
+                        f"{quote(texts[0])}: the times mix date-times with and without a UTC offset; give every one its "
+                        "offset, or none")
+    positions, unit = best[2](texts, positions)
+    times = [datetime.datetime.fromisoformat(text) for text in texts] if kind == "date-times" else []
+    local = bool(times) and all(t.tzinfo is None for t in times) and any(t.hour or t.minute for t in times)
+    clock = (" (local clock times across a change to or from summer time? give each its UTC offset, e.g. "
+             "2020-03-29 03:00:00+02:00)") if local else ""
+    steps = [b - a for a, b in zip(positions, positions[1:])]
+    for i, step in enumerate(steps):
+        if step == 0:
+            raise UserError(f"{name}: {where} {lines[i + 1]}, {column} repeats the time {labels[i]} of {where} "
+                            f"{lines[i]} (written {quote(texts[i + 1])}){clock}; give each time point once, in order")
     step = steps[0]
-    if step <= 0:
+    if step < 0:
         raise UserError(f"{name}: {column} goes from {labels[0]} to {labels[1]} ({where}s {lines[0]}, "
                         f"{lines[1]}): a series must be in increasing time order; sort the rows")
-    uneven = np.flatnonzero(~np.isclose(steps, step, rtol=1e-9, atol=1e-12 * max(1.0, abs(step))))
-    if uneven.size:
-        i = int(uneven[0])
+    uneven = next((i for i, other in enumerate(steps) if other != step), None)
+    if uneven is not None:
+        i = uneven
         what = "a gap" if steps[i] > step else "out of order or uneven"
+        shown = f"{float(step):g}" if not isinstance(step, int) else f"{step:,}".replace(",", "")
         raise UserError(f"{name}: {where} {lines[i + 1]}, {column} jumps from {labels[i]} to {labels[i + 1]} "
-                        f"where the series steps by {step:g}{unit.rstrip('s') if step == 1 else unit} ({what}): a hidden Markov model needs equally spaced "
-                        "time points; fill in the missing ones, or fit each unbroken stretch on its own")
+                        f"where the series steps by {shown}{unit.rstrip('s') if step == 1 else unit} ({what}){clock}: a "
+                        "hidden Markov model needs equally spaced time points; fill in the missing ones, or fit each "
+                        "unbroken stretch on its own")
 
 
-def _date_positions(labels: tuple[str, ...]) -> tuple[np.ndarray | None, str]:
-    """ISO dates (2020-01-31) as positions on their own scale: months where every date falls on the same day of
-    its month or every one on its month's last day (monthly or yearly series: their days apart vary; pandas' "ME"
-    dates are month ends), else days; (None, "") for labels not all dates."""
-    texts = [label.strip() for label in labels]
-    if all(re.fullmatch(r"\d{4}-\d{2}", text) for text in texts):  # months: 2020-01 (pandas' monthly periods)
-        return np.array([int(text[:4]) * 12 + int(text[5:]) for text in texts], dtype=float), " months"
-    if all(re.fullmatch(r"\d{4}Q[1-4]", text) for text in texts):  # quarters: 2020Q1 (pandas' quarterly periods)
-        return np.array([int(text[:4]) * 4 + int(text[5]) for text in texts], dtype=float), " quarters"
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _read_number(text: str):
+    """A number, exactly (a Decimal: 0.1 steps are equal); inf and nan read too, to be refused by name."""
+    if _NUMBER.fullmatch(text) or text.lower().lstrip("+-") in ("inf", "infinity", "nan"):
+        return decimal.Decimal(text)
+    return None
+
+
+def _read_compact_date(text: str):
+    """20200131 (a date written without separators) as its day number; None for other text."""
+    if not re.fullmatch(r"\d{8}", text):
+        return None
     try:
-        dates = [datetime.date.fromisoformat(text) for text in texts]
+        return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:])).toordinal()
     except ValueError:
-        return _time_positions(texts)
+        return None
+
+
+def _read_month(text: str):
+    """2020-01 (pandas' monthly periods) or 2020/01 as a month number; 2020-13 is no month."""
+    match = re.fullmatch(r"(-?\d{4})[-/](\d{2})", text)
+    return int(match[1]) * 12 + int(match[2]) - 1 if match and 1 <= int(match[2]) <= 12 else None
+
+
+def _read_quarter(text: str):
+    """2020Q1 (pandas' quarterly periods) as a quarter number."""
+    match = re.fullmatch(r"(-?\d{4})[Qq]([1-4])", text)
+    return int(match[1]) * 4 + int(match[2]) - 1 if match else None
+
+
+def _read_date(text: str):
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _read_date_time(text: str):
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _as_is(texts, positions):
+    return positions, ""
+
+
+def _as_days(texts, positions):
+    return positions, " days"
+
+
+def _as_months(texts, positions):
+    return positions, " months"
+
+
+def _as_quarters(texts, positions):
+    return positions, " quarters"
+
+
+def _date_positions(texts, dates):
+    """Months where every date falls on the same day of its month or every one on its month's last day (monthly or
+    yearly series: their days apart vary; pandas' "ME" dates are month ends), else days."""
     month_ends = all((date + datetime.timedelta(days=1)).month != date.month for date in dates)
     if len({date.day for date in dates}) == 1 or month_ends:
-        return np.array([date.year * 12 + date.month for date in dates], dtype=float), " months"
-    return np.array([date.toordinal() for date in dates], dtype=float), " days"
+        return [date.year * 12 + date.month for date in dates], " months"
+    return [date.toordinal() for date in dates], " days"
 
 
-def _time_positions(texts: list[str]) -> tuple[np.ndarray | None, str]:
-    """Date-times (2020-01-01 06:00:00, with or without a UTC offset) as positions in hours, minutes or seconds,
-    the largest unit every one of them is a whole number of (a DST change in an offset series is no gap: the
-    positions are absolute); (None, "") for labels not all date-times."""
-    try:
-        times = [datetime.datetime.fromisoformat(text) for text in texts]
-    except ValueError:
-        return None, ""
-    if len({time.tzinfo is None for time in times}) > 1:
-        return None, ""
-    epoch = datetime.datetime(1970, 1, 1, tzinfo=times[0].tzinfo and datetime.timezone.utc)
-    seconds = np.array([(time - epoch).total_seconds() for time in times])
-    for size, unit in ((3600.0, " hours"), (60.0, " minutes")):
-        if np.all(seconds % size == 0):
-            return seconds / size, unit
-    return seconds, " seconds"
+def _time_positions(texts, times):
+    """Date-times (with or without a UTC offset: all or none, checked before) as exact positions in hours, minutes or seconds, the
+    largest unit every step is a whole number of (a DST change in an offset series is no gap: the positions are
+    absolute)."""
+    micro = [(time - times[0]) // datetime.timedelta(microseconds=1) for time in times]
+    for size, unit in ((3_600_000_000, " hours"), (60_000_000, " minutes"), (1_000_000, " seconds")):
+        if all(m % size == 0 for m in micro):
+            return [m // size for m in micro], unit
+    return [fractions.Fraction(m, 1_000_000) for m in micro], " seconds"
+
+
+#: The kinds a series' time labels are read as: (name, reader of one label -> value or None, positions of them all).
+#: The kind that reads the most labels is theirs; compact dates before numbers (20200131 is a date).
+_TIME_KINDS = (
+    ("dates written as 20200131", _read_compact_date, _as_days),
+    ("numbers", _read_number, _as_is),
+    ("months such as 2020-01", _read_month, _as_months),
+    ("quarters such as 2020Q1", _read_quarter, _as_quarters),
+    ("dates", _read_date, _date_positions),
+    ("date-times", _read_date_time, _time_positions),
+)
 
 
 def check_length(series: Series, n_components: int, where: str = "[model] components") -> None:
