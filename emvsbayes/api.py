@@ -523,6 +523,7 @@ def spec_toml(spec: dict) -> str:
 # --- specs, data sets, studies ------------------------------------------------------------------------
 
 
+@_out_named_as_in_python
 def load_spec(path) -> dict:
     """Read and check a comparison spec file.
 

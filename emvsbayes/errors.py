@@ -19,6 +19,11 @@ def out_option() -> str:
     return _OUT_OPTION.get()
 
 
+def in_python() -> bool:
+    """Whether the message is for a caller of the Python API (inside its calls), not the command line."""
+    return _OUT_OPTION.get() == "out="
+
+
 @contextlib.contextmanager
 def out_option_named(name: str):
     """Messages inside the block name the output folder's option as ``name``."""

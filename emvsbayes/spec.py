@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emvsbayes.errors import UserError
+from emvsbayes.errors import UserError, in_python
 from emvsbayes.family import family_names, get_family
 from emvsbayes.paths import input_kind, packed_format
 
@@ -632,8 +632,9 @@ def validate(raw: dict, source: str = "spec", written: bool = False) -> dict:
     spec: dict[str, Any] = {}
     study_only = [key for key in raw if key in STUDY_ONLY_KEYS]
     if study_only and not any(key in raw for key in ("data", "model_choice", "report")):
+        how = f"emvsbayes.study({str(source)!r})" if in_python() else f"'emvsbayes study {source}'"
         raise UserError(f"{source}: this is a study spec (it has {study_only[0]!r}), not a comparison spec; "
-                        f"run it with 'emvsbayes study {source}'")
+                        f"run it with {how}")
     for key in raw:
         # "" names the top-level keys in SCHEMA, never a table of the spec ([""] was read and ignored)
         if not isinstance(key, str) or key == "" or key not in SCHEMA[""] and key not in SCHEMA:

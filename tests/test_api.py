@@ -432,6 +432,9 @@ def test_the_other_entry_points_refuse_bad_input_in_one_line(nothing_written, co
     _one_line_error(lambda: emvsbayes.run({"model": {"family": "coins"}, "data": {"dataset": "coins_do_batzoglou"},
                                            "bayes": {"chain": 2}}), "run: unknown key '[bayes] chain'", "did you mean 'chains'")
     _one_line_error(lambda: emvsbayes.run(3), "run: spec must be a spec file's path or a spec dict")
+    # a study spec: the fix in Python's terms (it said "run it with 'emvsbayes study ...'", the command line's)
+    study_spec = str(ROOT / "models" / "study_coverage_gmm.toml")
+    _one_line_error(lambda: emvsbayes.run(study_spec), f"run it with emvsbayes.study({study_spec!r})")
     _one_line_error(lambda: emvsbayes.run({"model": {"family": "coins"}, "data": {"dataset": "coins_do_batzoglou"}},
                                           seed=-1), "run: seed must be a whole number from 0 to 2**63 - 1")
     _one_line_error(lambda: coins.to_spec(3), "to_spec: data_path must be a path (a str or pathlib.Path), e.g. "
