@@ -290,6 +290,9 @@ def test_truth_names_the_known_groups_and_is_never_fitted(gaussian_frame):
     assert list(found.results["data"]["feature"].values) == ["length", "width"]
     assert list(found.results["data"]["truth"].values) == ["0"] * 12 + ["1"] * 12
     assert "truth_agreement" in found.results.children
+    # a missing group was a group "nan" of its own; a CSV's empty cell is refused
+    with pytest.raises(UserError, match=r"^compare: row 2 of column 'group' \(truth=\) is empty"):
+        emvsbayes.compare(frame.assign(group=[0, None] + [1] * 22), family="gaussian", truth="group", enabled=False)
     with pytest.raises(UserError, match=r"^compare: truth='grp' is not a column of known groups .*did you mean 'group'"):
         emvsbayes.compare(frame, family="gaussian", components=2, truth="grp", enabled=False)
     for option in ("truth", "label"):

@@ -322,7 +322,10 @@ def continuous_record(data, data_spec: dict, source: str):
         if truth not in by_name:
             raise UserError(f"{source}: truth={truth!r} is not a column of known groups (columns: {name_listing(names)})"
                             f"{_close(truth, names)}")
-        known = tuple(str(v) for v in by_name[truth])
+        known = label_texts(by_name[truth])
+        if "" in known:  # NaN or None: a group "nan" of its own, where a CSV's empty cell is refused
+            raise UserError(f"{source}: row {known.index('') + 1} of column {truth!r} (truth=) is empty; give every row "
+                            "its known group, or remove that row")
     for option, column in (("label", label), ("truth", truth)):
         if column is not None and data_spec["columns"] is not None and column in data_spec["columns"] \
                 and column not in data_spec["drop"]:
