@@ -199,6 +199,12 @@ def _out_named_as_in_python(function):
     return named
 
 
+def _in_memory_families() -> str:
+    """The families whose data compare() takes in memory, as its messages list them (family='coins', ...); each
+    family module is imported only here, on the way to a refusal."""
+    return ", ".join(f"family={name!r}" for name in family_names() if hasattr(get_family(name), "data_from_memory"))
+
+
 def compare(data, /, family: str | None = None, components: int = 2, *, progress=None, **options) -> Comparison:
     """Fit a model (a mixture or a hidden Markov model) to in-memory data by EM and by PyMC, and compare the two.
 
@@ -249,19 +255,17 @@ def compare(data, /, family: str | None = None, components: int = 2, *, progress
     """
     source = "compare"
     _check_progress(progress, source)
-    in_memory = [name for name in family_names() if hasattr(get_family(name), "data_from_memory")]
     if family is None:
         typo = difflib.get_close_matches("family", [str(key) for key in options], n=1, cutoff=0.7)
         if typo:
             raise UserError(f"{source}: unknown option {typo[0]}=; did you mean family=?")
-        raise UserError(f"{source}: family= is missing; give one of {', '.join(f'family={name!r}' for name in in_memory)}")
+        raise UserError(f"{source}: family= is missing; give one of {_in_memory_families()}")
     raw = _spec_from_options(_plain(family), _plain(components), _plain(options), source)
     spec = validate(raw, source=source, written=True)
     model_family = get_family(spec["model"]["family"])
     if not hasattr(model_family, "data_from_memory"):
         raise UserError(f"{source}: family={spec['model']['family']!r} takes its data from a spec; write the data to "
-                        "a CSV file and run a spec with emvsbayes.run(\"spec.toml\"), or use one of "
-                        f"{', '.join(f'family={name!r}' for name in in_memory)}")
+                        f"a CSV file and run a spec with emvsbayes.run(\"spec.toml\"), or use one of {_in_memory_families()}")
     record, raw_data = model_family.data_from_memory(data, spec, source)
     if not spec["title"]:
         given = {"array": "an array", "DataFrame": "a DataFrame", "DataArray": "a DataArray", "Dataset": "a Dataset",

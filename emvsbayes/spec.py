@@ -182,13 +182,6 @@ def optional_text(v):
     return None if v is None or isinstance(v, str) else f"must be a string, got {_show(v)}"
 
 
-def optional_column(v):
-    """A column's name, or None; "" names no column (it was read as no label at all)."""
-    if isinstance(v, str) and not v.strip():
-        return 'must name a column, got ""; leave the key out to number the rows'
-    return optional_text(v)
-
-
 def boolean(v):
     return None if isinstance(v, bool) else f"must be true or false, got {_show(v)}"
 
@@ -366,7 +359,8 @@ def anything(v):
 
 
 def name_text(v):
-    if not isinstance(v, str) or not v:
+    """A column's name: text with something in it (blank names no column; `label = ""` read as no label at all)."""
+    if not isinstance(v, str) or not v.strip():
         return f"must be a non-empty string, got {_show(v)}"
     return None
 
@@ -408,7 +402,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                          else f'must be "auto" or one character such as ";" or "\\t", got {_show(v)}'),
         "heads": Key("heads", name_text, family_only=True),
         "tosses": Key("tosses", name_text, family_only=True),
-        "label": Key(None, optional_column),
+        "label": Key(None, lambda v: None if v is None else name_text(v)),
         "truth": Key(None, lambda v: None if v is None else name_text(v)),  # known groups, compared, not fitted
         # the columns of a table of measurements (Gaussian mixtures) or of a series (hidden Markov models)
         "columns": Key(None, lambda v: None if v is None else list_of(name_text, unique=True)(v), family_only=True),

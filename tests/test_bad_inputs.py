@@ -115,7 +115,7 @@ SPEC_CASES = {
         "{spec}: [bayes] draws must be a whole number >= 1, got 10.5"),
     "label_empty": (  # read as no label at all: the rows numbered, silently
         '[data]\ndataset = "acidity"\nlabel = ""\n[model]\nfamily = "gaussian"\n',
-        '{spec}: [data] label must name a column, got ""; leave the key out to number the rows'),
+        "{spec}: [data] label must be a non-empty string, got ''"),
     "draws_bool": (
         COINS + "[bayes]\ndraws = true\n",
         "{spec}: [bayes] draws must be a whole number >= 1, got true"),

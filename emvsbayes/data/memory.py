@@ -384,8 +384,8 @@ def one_column(data, column: str | None, label: str | None, default_name: str, s
                drop=(), every_index: bool = False):
     """(name, values, row labels or None, what it was) of in-memory data that hold one column of numbers: a 1-D
     array or list, a Series, a 1-D DataArray, or the column ``column`` of a DataFrame or Dataset (any column when
-    only one is left beside ``label`` and those in ``drop``). A bare array's column is called ``default_name``; ``option`` is the
-    argument that names the column, as the messages write it (``counts='...'``)."""
+    only one is left beside ``label`` and those in ``drop``). A bare array's column is called ``default_name``;
+    ``option`` is the argument that names the column, as the messages write it (``counts='...'``)."""
     names, columns, labels, kind = columns_of(data, source, every_index)
     if kind == "array":
         if len(names) != 1:
@@ -423,8 +423,6 @@ def one_column(data, column: str | None, label: str | None, default_name: str, s
     if column not in by_name:
         raise UserError(f"{source}: data has no column {column!r} (columns: {name_listing(names)})"
                         f"{_close(column, names) or f'; name the column with {option}'}")
-    if column == label:
-        raise UserError(f"{source}: column {column!r} is label=, so it cannot also be fitted; name another column")
     values = np.asarray(by_name[column])
     if values.dtype.kind == "O" and all(isinstance(v, (int, float, np.integer, np.floating))
                                         and not isinstance(v, (bool, np.bool_)) for v in values):

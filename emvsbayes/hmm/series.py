@@ -216,7 +216,7 @@ def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str 
         return
     texts = [label.strip() for label in labels]
     best = max(_TIME_KINDS, key=lambda kind: sum(kind[1](text) is not None for text in texts))
-    kind, read, _ = best
+    kind, read, place = best
     positions = [read(text) for text in texts]
     unread = [i for i, position in enumerate(positions) if position is None]
     if len(unread) * 2 >= len(texts):
@@ -236,9 +236,9 @@ def _check_time(name: str, labels: tuple[str, ...], lines: list[int], time: str 
         raise UserError(f"{name}: {where} {lines[i]}, {column} is {quote(texts[i])}, and {where} {lines[0]} "
                         f"{quote(texts[0])}: the times mix date-times with and without a UTC offset; give every one its "
                         "offset, or none")
-    positions, unit = best[2](texts, positions)
-    times = [datetime.datetime.fromisoformat(text) for text in texts] if kind == "date-times" else []
-    local = bool(times) and all(t.tzinfo is None for t in times) and any(t.hour or t.minute for t in times)
+    # naive clock times of day: a change of summer time looks like a gap or a repeat
+    local = kind == "date-times" and all(t.tzinfo is None for t in positions) and any(t.hour or t.minute for t in positions)
+    positions, unit = (positions, place) if isinstance(place, str) else place(positions)
     clock = (" (local clock times across a change to or from summer time? give each its UTC offset, e.g. "
              "2020-03-29 03:00:00+02:00)") if local else ""
     steps = [b - a for a, b in zip(positions, positions[1:])]
@@ -307,23 +307,7 @@ def _read_date_time(text: str):
         return None
 
 
-def _as_is(texts, positions):
-    return positions, ""
-
-
-def _as_days(texts, positions):
-    return positions, " days"
-
-
-def _as_months(texts, positions):
-    return positions, " months"
-
-
-def _as_quarters(texts, positions):
-    return positions, " quarters"
-
-
-def _date_positions(texts, dates):
+def _date_positions(dates):
     """Months where every date falls on the same day of its month or every one on its month's last day (monthly or
     yearly series: their days apart vary; pandas' "ME" dates are month ends), else days."""
     month_ends = all((date + datetime.timedelta(days=1)).month != date.month for date in dates)
@@ -332,10 +316,10 @@ def _date_positions(texts, dates):
     return [date.toordinal() for date in dates], " days"
 
 
-def _time_positions(texts, times):
-    """Date-times (with or without a UTC offset: all or none, checked before) as exact positions in hours, minutes or seconds, the
-    largest unit every step is a whole number of (a DST change in an offset series is no gap: the positions are
-    absolute)."""
+def _time_positions(times):
+    """Date-times (with or without a UTC offset: all or none, checked before) as exact positions in hours, minutes or
+    seconds, the largest unit every step is a whole number of (a DST change in an offset series is no gap: the
+    positions are absolute)."""
     micro = [(time - times[0]) // datetime.timedelta(microseconds=1) for time in times]
     for size, unit in ((3_600_000_000, " hours"), (60_000_000, " minutes"), (1_000_000, " seconds")):
         if all(m % size == 0 for m in micro):
@@ -343,13 +327,14 @@ def _time_positions(texts, times):
     return [fractions.Fraction(m, 1_000_000) for m in micro], " seconds"
 
 
-#: The kinds a series' time labels are read as: (name, reader of one label -> value or None, positions of them all).
-#: The kind that reads the most labels is theirs; compact dates before numbers (20200131 is a date).
+#: The kinds a series' time labels are read as: (name, reader of one label -> value or None, the values' unit, or a
+#: function of them all -> (positions, unit)). The kind that reads the most labels is theirs; compact dates before
+#: numbers (20200131 is a date).
 _TIME_KINDS = (
-    ("dates written as 20200131", _read_compact_date, _as_days),
-    ("numbers", _read_number, _as_is),
-    ("months such as 2020-01", _read_month, _as_months),
-    ("quarters such as 2020Q1", _read_quarter, _as_quarters),
+    ("dates written as 20200131", _read_compact_date, " days"),
+    ("numbers", _read_number, ""),
+    ("months such as 2020-01", _read_month, " months"),
+    ("quarters such as 2020Q1", _read_quarter, " quarters"),
     ("dates", _read_date, _date_positions),
     ("date-times", _read_date_time, _time_positions),
 )
